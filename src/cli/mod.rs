@@ -1,0 +1,194 @@
+//! The command line: one file per subcommand, the options they share in this one.
+//!
+//! The commands mirror clever-tools 4.x (`clever tcp-redirs`): the list is the default
+//! command, human output keeps clever's sentences, and `-F json` prints exactly one JSON
+//! document on stdout (on every command, `add` and `remove` included, so that scripts can
+//! read the port). Errors go to stderr as one line; stdout carries results only.
+
+mod add;
+mod apps;
+mod list;
+mod list_namespaces;
+mod remove;
+#[cfg(feature = "server")]
+mod serve;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::client::Client;
+use crate::wire::{Application, Organisation};
+
+/// Manage TCP redirections: public ports forwarded to your applications.
+#[derive(Debug, Parser)]
+#[command(name = "tcp-redirs", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no subcommand: list the application's redirections.
+    #[command(flatten)]
+    list: list::Args,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the TCP redirections of an application (the default command).
+    List(list::Args),
+    /// List the namespaces you may add redirections in.
+    ListNamespaces(list_namespaces::Args),
+    /// Add a TCP redirection: a public port in a namespace, forwarded to the application.
+    Add(add::Args),
+    /// Remove a TCP redirection; its port stops accepting at once.
+    Remove(remove::Args),
+    /// Manage applications (operator): where a redirection's traffic goes.
+    #[command(subcommand)]
+    Apps(apps::Command),
+    /// Run the control server: the API, the port allocator, the store and the forwarding.
+    #[cfg(feature = "server")]
+    Serve(serve::Args),
+}
+
+/// Which control server to talk to, and with which credential.
+#[derive(Debug, Clone, Args)]
+struct ConnArgs {
+    /// The control server's URL [default: the profile's, else http://127.0.0.1:7070].
+    #[arg(long, global = true, env = "TCP_REDIRS_URL", value_name = "URL")]
+    server: Option<String>,
+    /// The API token [default: the profile's].
+    #[arg(long, global = true, env = "TCP_REDIRS_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    token: Option<String>,
+}
+
+impl ConnArgs {
+    fn client(&self) -> Result<Client> {
+        Client::new(self.server.as_deref(), self.token.as_deref())
+    }
+}
+
+/// How to print results.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Sentences and tables for people.
+    #[default]
+    Human,
+    /// One JSON document, for scripts.
+    Json,
+}
+
+/// `-F/--format`, shared by every command.
+#[derive(Debug, Clone, Args)]
+struct FormatArgs {
+    /// Output format.
+    #[arg(short = 'F', long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+}
+
+/// `--app`, shared by the commands that act on one application.
+#[derive(Debug, Clone, Args)]
+struct AppArgs {
+    /// The application, by id (app_…) or name.
+    #[arg(long, value_name = "ID|NAME")]
+    app: Option<String>,
+}
+
+impl AppArgs {
+    /// Finds the application among those the credential sees.
+    async fn resolve(&self, client: &Client) -> Result<Application> {
+        let Some(wanted) = self.app.as_deref() else {
+            bail!("no application selected: pass --app ID|NAME (`tcp-redirs apps list` shows them)");
+        };
+        find_app(client, wanted).await
+    }
+}
+
+/// Finds an application by id or name in every organisation the credential sees.
+async fn find_app(client: &Client, wanted: &str) -> Result<Application> {
+    let mut by_name = Vec::new();
+    for org in client.organisations().await? {
+        for app in client.applications(&org.id).await? {
+            if app.id == wanted {
+                return Ok(app);
+            }
+            if app.name == wanted {
+                by_name.push(app);
+            }
+        }
+    }
+    match by_name.len() {
+        0 => bail!("application `{wanted}` not found: `tcp-redirs apps list` shows the applications you can use"),
+        1 => Ok(by_name.remove(0)),
+        _ => {
+            let ids: Vec<_> = by_name.iter().map(|a| format!("{} (organisation {})", a.id, a.owner_id)).collect();
+            bail!("several applications are named `{wanted}`: pass one of their ids with --app: {}", ids.join(", "))
+        }
+    }
+}
+
+/// `--org`, for the commands that act on an organisation rather than an application.
+#[derive(Debug, Clone, Args)]
+struct OrgArgs {
+    /// The organisation, by id (orga_…) or name [default: the only one the credential sees].
+    #[arg(long, value_name = "ID|NAME")]
+    org: Option<String>,
+}
+
+impl OrgArgs {
+    async fn resolve(&self, client: &Client) -> Result<Organisation> {
+        let orgs = client.organisations().await?;
+        match &self.org {
+            Some(wanted) => orgs
+                .into_iter()
+                .find(|o| &o.id == wanted || &o.name == wanted)
+                .ok_or_else(|| anyhow::anyhow!("organisation `{wanted}` not found among those your credential sees")),
+            None if orgs.len() == 1 => Ok(orgs.into_iter().next().unwrap()),
+            None if orgs.is_empty() => bail!("your credential sees no organisation: ask the server's operator for access"),
+            None => {
+                let names: Vec<_> = orgs.iter().map(|o| o.name.as_str()).collect();
+                bail!("your credential sees several organisations: choose one with --org ({})", names.join(", "))
+            }
+        }
+    }
+}
+
+/// Prints `value` as one JSON document, indented like clever-tools.
+fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Prints human text followed by a newline.
+fn print_text(text: impl std::fmt::Display) -> Result<()> {
+    writeln!(std::io::stdout().lock(), "{text}")?;
+    Ok(())
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let command = cli.command.unwrap_or(Command::List(cli.list));
+    #[cfg(feature = "server")]
+    if let Command::Serve(args) = command {
+        return serve::run(args).map(|()| ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let conn = cli.conn;
+    runtime.block_on(async move {
+        match command {
+            Command::List(args) => list::run(&conn, args).await,
+            Command::ListNamespaces(args) => list_namespaces::run(&conn, args).await,
+            Command::Add(args) => add::run(&conn, args).await,
+            Command::Remove(args) => remove::run(&conn, args).await,
+            Command::Apps(command) => apps::run(&conn, command).await,
+            #[cfg(feature = "server")]
+            Command::Serve(_) => unreachable!("handled above"),
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,56 @@
+//! `tcp-redirs serve`: run the control server (cargo feature `server`).
+
+use std::io::IsTerminal;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use tracing_subscriber::EnvFilter;
+
+use crate::server;
+
+/// The options of `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// The control API's address (port 0 picks a free port; the address is logged).
+    #[arg(long, env = "TCP_REDIRS_LISTEN", default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Where the store and the admin credential live [default: the user's data directory].
+    #[arg(long, env = "TCP_REDIRS_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The address public ports bind when the config file does not say.
+    #[arg(long, env = "TCP_REDIRS_PUBLIC_BIND", default_value = "0.0.0.0", value_name = "IP")]
+    public_bind: IpAddr,
+    /// A TOML file declaring namespaces and applications.
+    #[arg(long, env = "TCP_REDIRS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Seconds open connections may run on after SIGTERM or SIGINT.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    drain_timeout: u64,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let filter = EnvFilter::try_from_env("TCP_REDIRS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .init();
+    let opts = server::Options {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        public_bind: args.public_bind,
+        config: args.config,
+        // Read from the environment only: a flag would show the secret in `ps`.
+        admin_token: non_empty_env("TCP_REDIRS_ADMIN_TOKEN"),
+        admin_secret: non_empty_env("TCP_REDIRS_ADMIN_SECRET"),
+        drain: Duration::from_secs(args.drain_timeout),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(server::run(opts))
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}

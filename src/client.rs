@@ -1,0 +1,146 @@
+//! The HTTP client of the control API, used by every CLI command.
+//!
+//! Failures are turned into sentences that say what to check: a server that cannot be
+//! reached, a credential that was refused, or the server's own error message (Clever's
+//! `message` field), which already says what to do.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::profile::ProfileFile;
+use crate::wire::{ApiError, Application, Namespace, NewApplication, NewTcpRedir, Organisation, TcpRedir};
+
+/// Where the CLI talks when nothing says otherwise: the address `serve` listens on by default.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
+
+/// A connection to one control server with one credential.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for `server` (else the profile's, else the default) with `token` (else the profile's).
+    ///
+    /// The profile's token is only sent to the profile's own server: a `--server` that
+    /// points elsewhere never receives it.
+    pub fn new(server: Option<&str>, token: Option<&str>) -> Result<Client> {
+        let file = ProfileFile::load()?;
+        let profile = file.active();
+        let base = server
+            .map(str::to_owned)
+            .or_else(|| profile.map(|p| p.server.clone()))
+            .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+        let base = base.trim_end_matches('/').to_owned();
+        let token = token.map(str::to_owned).or_else(|| {
+            profile.filter(|p| p.server.trim_end_matches('/') == base).and_then(|p| p.token.clone())
+        });
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("tcp-redirs/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Client { http, base, token })
+    }
+
+    /// The organisations this credential sees.
+    pub async fn organisations(&self) -> Result<Vec<Organisation>> {
+        self.call(Method::GET, "/v2/organisations", None::<&()>).await
+    }
+
+    /// The namespaces an organisation may use.
+    pub async fn namespaces(&self, org: &str) -> Result<Vec<Namespace>> {
+        self.call(Method::GET, &format!("/v2/organisations/{}/namespaces", seg(org)), None::<&()>).await
+    }
+
+    /// The applications of an organisation.
+    pub async fn applications(&self, org: &str) -> Result<Vec<Application>> {
+        self.call(Method::GET, &format!("/v2/organisations/{}/applications", seg(org)), None::<&()>).await
+    }
+
+    /// Creates an application.
+    pub async fn create_application(&self, org: &str, new: &NewApplication) -> Result<Application> {
+        self.call(Method::POST, &format!("/v2/organisations/{}/applications", seg(org)), Some(new)).await
+    }
+
+    /// Removes an application and its redirections.
+    pub async fn remove_application(&self, app: &Application) -> Result<Application> {
+        self.call(Method::DELETE, &app_path(app), None::<&()>).await
+    }
+
+    /// An application's redirections.
+    pub async fn redirections(&self, app: &Application) -> Result<Vec<TcpRedir>> {
+        self.call(Method::GET, &format!("{}/tcpRedirs", app_path(app)), None::<&()>).await
+    }
+
+    /// Adds a redirection in `namespace`.
+    pub async fn add_redirection(&self, app: &Application, namespace: &str) -> Result<TcpRedir> {
+        let body = NewTcpRedir { namespace: namespace.to_owned() };
+        self.call(Method::POST, &format!("{}/tcpRedirs", app_path(app)), Some(&body)).await
+    }
+
+    /// Removes the redirection on `port` in `namespace`.
+    pub async fn remove_redirection(&self, app: &Application, port: u16, namespace: &str) -> Result<TcpRedir> {
+        let path = format!("{}/tcpRedirs/{port}?namespace={}", app_path(app), seg(namespace));
+        self.call(Method::DELETE, &path, None::<&()>).await
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&B>) -> Result<T> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow!("the server at {} answered {path} with unexpected JSON ({e}): is it a tcp-redirs server of the same version?", self.base)
+            });
+        }
+        let message = serde_json::from_slice::<ApiError>(&bytes)
+            .map(|e| e.message)
+            .unwrap_or_else(|_| format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes).trim()));
+        Err(match status {
+            StatusCode::UNAUTHORIZED => anyhow!(
+                "authentication failed at {}: {message}; pass --token or set TCP_REDIRS_TOKEN (a local `tcp-redirs serve` writes its admin token into the `local` profile)",
+                self.base
+            ),
+            _ => anyhow!(message),
+        })
+    }
+
+    fn unreachable(&self, err: reqwest::Error) -> anyhow::Error {
+        // reqwest's own text ("client error (Connect)") says little; the root cause says it all.
+        let mut root: &dyn std::error::Error = &err;
+        while let Some(next) = root.source() {
+            root = next;
+        }
+        let cause = if std::ptr::eq(root as *const _ as *const u8, &err as *const _ as *const u8) { String::new() } else { format!(" ({root})") };
+        if err.is_connect() || err.is_timeout() {
+            anyhow!(
+                "cannot reach the control server at {}{cause}: is `tcp-redirs serve` running? (choose the server with --server or TCP_REDIRS_URL)",
+                self.base
+            )
+        } else {
+            anyhow!("the request to the control server at {} failed: {err}{cause}", self.base)
+        }
+    }
+}
+
+fn app_path(app: &Application) -> String {
+    format!("/v2/organisations/{}/applications/{}", seg(&app.owner_id), seg(&app.id))
+}
+
+/// Percent-encodes one path segment or query value.
+fn seg(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}

@@ -1,0 +1,119 @@
+//! The control API over HTTP/JSON: Clever's API v2 subset, plus organisations and applications.
+//!
+//! | call | answer |
+//! | --- | --- |
+//! | `GET /v2/organisations` | the organisations the credential sees |
+//! | `GET /v2/organisations/{org}/namespaces` | `[{"namespace":"cleverapps"}, …]` |
+//! | `GET, POST /v2/organisations/{org}/applications` | applications; create one |
+//! | `GET, DELETE /v2/organisations/{org}/applications/{app}` | one application; remove it |
+//! | `GET, POST /v2/organisations/{org}/applications/{app}/tcpRedirs` | redirections; add one |
+//! | `DELETE /v2/organisations/{org}/applications/{app}/tcpRedirs/{port}?namespace=NS` | remove one |
+//!
+//! This file only translates HTTP to [`Gateway`] calls and back; every error, including a
+//! body or a path the extractors reject, answers with the JSON error shape of
+//! [`super::error`].
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{StatusCode, Uri};
+use axum::routing::{delete, get};
+use axum::{middleware, Extension, Json, Router};
+use serde::Deserialize;
+
+use super::auth::{self, Caller};
+use super::error::Error;
+use super::gateway::Gateway;
+use super::store::Store;
+use crate::wire::{Application, NewApplication, NewTcpRedir, Organisation, TcpRedir};
+
+/// The largest request body accepted; every body of this API is a few bytes.
+const BODY_LIMIT: usize = 64 * 1024;
+
+type Answer<T> = Result<Json<T>, Error>;
+type Gw = State<Arc<Gateway>>;
+
+/// The API's routes, authenticated against `store`.
+pub fn router(gateway: Arc<Gateway>, store: Arc<Store>) -> Router {
+    let org = "/v2/organisations/{org}";
+    Router::new()
+        .route("/v2/organisations", get(organisations))
+        .route(&format!("{org}/namespaces"), get(namespaces))
+        .route(&format!("{org}/applications"), get(apps).post(create_app))
+        .route(&format!("{org}/applications/{{app}}"), get(app).delete(remove_app))
+        .route(&format!("{org}/applications/{{app}}/tcpRedirs"), get(redirs).post(add))
+        .route(&format!("{org}/applications/{{app}}/tcpRedirs/{{port}}"), delete(remove))
+        .route_layer(middleware::from_fn_with_state(store, auth::require))
+        .fallback(|uri: Uri| async move { Error::no_route(uri.path()) })
+        .method_not_allowed_fallback(|| async { Error::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(gateway)
+}
+
+async fn organisations(State(gw): Gw, Extension(caller): Extension<Caller>) -> Answer<Vec<Organisation>> {
+    Ok(Json(gw.orgs(&caller).await?))
+}
+
+async fn namespaces(State(gw): Gw, Extension(caller): Extension<Caller>, Path(org): Path<String>) -> Answer<Vec<crate::wire::Namespace>> {
+    Ok(Json(gw.namespaces(&caller, &org).await?))
+}
+
+async fn apps(State(gw): Gw, Extension(caller): Extension<Caller>, Path(org): Path<String>) -> Answer<Vec<Application>> {
+    Ok(Json(gw.apps(&caller, &org).await?))
+}
+
+async fn create_app(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Path(org): Path<String>,
+    body: Result<Json<NewApplication>, JsonRejection>,
+) -> Result<(StatusCode, Json<Application>), Error> {
+    let Json(new) = body.map_err(|e| Error::bad_body(e.body_text(), r#"{"name":"my-db","instances":[{"address":"127.0.0.1:4040"}]}"#))?;
+    Ok((StatusCode::CREATED, Json(gw.create_app(&caller, &org, new).await?)))
+}
+
+async fn app(State(gw): Gw, Extension(caller): Extension<Caller>, Path((org, app)): Path<(String, String)>) -> Answer<Application> {
+    Ok(Json(gw.app(&caller, &org, &app).await?))
+}
+
+async fn remove_app(State(gw): Gw, Extension(caller): Extension<Caller>, Path((org, app)): Path<(String, String)>) -> Answer<Application> {
+    Ok(Json(gw.remove_app(&caller, &org, &app).await?))
+}
+
+async fn redirs(State(gw): Gw, Extension(caller): Extension<Caller>, Path((org, app)): Path<(String, String)>) -> Answer<Vec<TcpRedir>> {
+    Ok(Json(gw.redirs(&caller, &org, &app).await?))
+}
+
+async fn add(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Path((org, app)): Path<(String, String)>,
+    body: Result<Json<NewTcpRedir>, JsonRejection>,
+) -> Result<(StatusCode, Json<TcpRedir>), Error> {
+    let Json(new) = body.map_err(|e| Error::bad_body(e.body_text(), r#"{"namespace":"default"}"#))?;
+    Ok((StatusCode::CREATED, Json(gw.add(&caller, &org, &app, &new.namespace).await?)))
+}
+
+/// The query of `DELETE …/tcpRedirs/{port}`.
+#[derive(Deserialize)]
+struct RemoveQuery {
+    namespace: Option<String>,
+}
+
+async fn remove(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Path((org, app, port)): Path<(String, String, String)>,
+    query: Result<Query<RemoveQuery>, QueryRejection>,
+) -> Answer<TcpRedir> {
+    let port = match port.parse::<u16>() {
+        Ok(p) if p > 0 => p,
+        _ => return Err(Error::bad_port(&port)),
+    };
+    let Query(query) = query.map_err(|e| Error::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let namespace = query
+        .namespace
+        .ok_or_else(|| Error::bad_request("missing namespace: add `?namespace=NAME` to the URL, for example ?namespace=default"))?;
+    Ok(Json(gw.remove(&caller, &org, &app, &namespace, port).await?))
+}

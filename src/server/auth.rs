@@ -1,0 +1,138 @@
+//! Credentials: who is calling, from the `Authorization` header.
+//!
+//! A credential is a token and a secret, both random and issued by the server. Two header
+//! forms are accepted: `Bearer TOKEN`, and the OAuth 1.0a PLAINTEXT header that the
+//! official clever CLI sends (`oauth_token="TOKEN"`, `oauth_signature="CONSUMER%26SECRET"`,
+//! where only the part after `%26` is ours to check: the consumer key and secret belong
+//! to the client program, not to the user).
+//!
+//! Only SHA-256 hashes of tokens and secrets are stored. They are looked up by hash, so
+//! the comparison never runs over the secret itself; the tokens are long random strings,
+//! for which a fast hash is the right tool (a password hash would only slow every call).
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use rand::distr::{Alphanumeric, SampleString};
+use sha2::{Digest, Sha256};
+
+use super::error::Error;
+use super::store::Store;
+
+/// Who is calling: the server's admin, or a credential scoped to one organisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// Sees and changes everything.
+    Admin,
+    /// Sees and changes only this organisation.
+    Org(String),
+}
+
+impl Caller {
+    /// Whether the caller may see the organisation `org_id`.
+    pub fn may_see(&self, org_id: &str) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::Org(own) => own == org_id,
+        }
+    }
+}
+
+/// SHA-256 of a token or secret, as stored.
+pub fn hash(text: &str) -> Vec<u8> {
+    Sha256::digest(text.as_bytes()).to_vec()
+}
+
+/// A new random credential part, `prefix` then 40 alphanumeric characters (238 bits).
+pub fn generate(prefix: &str) -> String {
+    format!("{prefix}{}", Alphanumeric.sample_string(&mut rand::rng(), 40))
+}
+
+/// What the `Authorization` header presents.
+#[derive(Debug, PartialEq, Eq)]
+enum Presented {
+    Bearer(String),
+    OAuth { token: String, secret: String },
+}
+
+fn parse(header: &str) -> Option<Presented> {
+    let (scheme, rest) = header.trim().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        let token = rest.trim();
+        return (!token.is_empty()).then(|| Presented::Bearer(token.to_owned()));
+    }
+    if !scheme.eq_ignore_ascii_case("oauth") {
+        return None;
+    }
+    let mut token = None;
+    let mut signature = None;
+    for param in rest.split(',') {
+        let (key, value) = param.trim().split_once('=')?;
+        let value = value.trim().trim_matches('"');
+        match key.trim() {
+            "oauth_token" => token = Some(decode(value)?),
+            "oauth_signature" => signature = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+    // PLAINTEXT signature: percent-encoded "CONSUMER_SECRET&TOKEN_SECRET", sent with the
+    // `&` itself percent-encoded once more as `%26`.
+    let signature = signature?;
+    let secret = match signature.split_once("%26") {
+        Some((_, secret)) => decode(secret)?,
+        None => decode(&signature)?.split_once('&')?.1.to_owned(),
+    };
+    Some(Presented::OAuth { token: token?, secret })
+}
+
+fn decode(text: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(text).decode_utf8().ok().map(|s| s.into_owned())
+}
+
+/// Checks the header against the store.
+pub fn authenticate(store: &Store, header: Option<&str>) -> Result<Caller, Error> {
+    let presented = parse(header.ok_or_else(Error::no_credentials)?).ok_or_else(Error::bad_credentials)?;
+    let (token, secret) = match &presented {
+        Presented::Bearer(token) => (token, None),
+        Presented::OAuth { token, secret } => (token, Some(secret)),
+    };
+    let row = store.token(&hash(token))?.ok_or_else(Error::bad_credentials)?;
+    if let Some(secret) = secret {
+        if hash(secret) != row.secret_hash {
+            return Err(Error::bad_credentials());
+        }
+    }
+    Ok(row.org_id.map_or(Caller::Admin, Caller::Org))
+}
+
+/// The middleware that puts the [`Caller`] into each request, or answers 401.
+pub async fn require(State(store): State<Arc<Store>>, mut request: Request, next: Next) -> Result<Response, Error> {
+    let header = request.headers().get(AUTHORIZATION).map(|v| v.to_str().unwrap_or("").to_owned());
+    let caller = tokio::task::spawn_blocking(move || authenticate(&store, header.as_deref()))
+        .await
+        .map_err(|e| Error::internal(e.into()))??;
+    request.extensions_mut().insert(caller);
+    Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_clever_oauth_plaintext() {
+        let header = r#"OAuth oauth_consumer_key="key", oauth_token="tok", oauth_signature_method="PLAINTEXT", oauth_signature="consumer%26s%2Fecret""#;
+        assert_eq!(parse(header), Some(Presented::OAuth { token: "tok".into(), secret: "s/ecret".into() }));
+    }
+
+    #[test]
+    fn parses_bearer_and_rejects_others() {
+        assert_eq!(parse("Bearer abc"), Some(Presented::Bearer("abc".into())));
+        assert_eq!(parse("Basic abc"), None);
+        assert_eq!(parse("Bearer "), None);
+        assert_eq!(parse(r#"OAuth oauth_token="t""#), None);
+    }
+}

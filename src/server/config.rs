@@ -1,0 +1,185 @@
+//! The optional configuration file (`serve --config FILE`, TOML) and the built-in defaults.
+//!
+//! ```toml
+//! [[namespace]]
+//! name = "dedicated"            # [a-z0-9-], 1 to 64 characters
+//! bind = "0.0.0.0"              # default: `serve --public-bind`
+//! public_host = "tcp.example.com"  # shown to users as tcp://HOST:PORT/
+//! ports = "6000-6999"           # inclusive; default: above 5000, below the ephemeral range
+//! description = "for the database team"
+//!
+//! [[application]]
+//! name = "my-db"
+//! instances = ["127.0.0.1:4040"]
+//! ```
+//!
+//! `default` and `cleverapps` always exist; a `[[namespace]]` with one of those names
+//! overrides their settings. Applications listed here are created in the default
+//! organisation at start, and their instances are set to the file's.
+
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// The file as written by the operator.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Namespaces to declare or override.
+    #[serde(default, rename = "namespace")]
+    pub namespaces: Vec<NamespaceConfig>,
+    /// Applications to create in the default organisation.
+    #[serde(default, rename = "application")]
+    pub applications: Vec<AppConfig>,
+}
+
+/// One `[[namespace]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// The namespace's name.
+    pub name: String,
+    /// The address its public listeners bind.
+    pub bind: Option<IpAddr>,
+    /// The host name users connect to.
+    pub public_host: Option<String>,
+    /// The port range, `"LOW-HIGH"`.
+    pub ports: Option<String>,
+    /// What it is for.
+    pub description: Option<String>,
+}
+
+/// One `[[application]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// The application's name.
+    pub name: String,
+    /// Its instances, `HOST:PORT`.
+    #[serde(default)]
+    pub instances: Vec<String>,
+}
+
+/// A namespace as the server runs it.
+#[derive(Debug, Clone)]
+pub struct Namespace {
+    /// The namespace's name.
+    pub name: String,
+    /// The address its public listeners bind.
+    pub bind: IpAddr,
+    /// The host name shown to users.
+    pub public_host: String,
+    /// The ports it hands out.
+    pub ports: RangeInclusive<u16>,
+    /// What it is for.
+    pub description: Option<String>,
+}
+
+impl Config {
+    /// Reads and checks the file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        let config: Config = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        for app in &config.applications {
+            for address in &app.instances {
+                crate::wire::check_instance_address(address)
+                    .map_err(|e| anyhow::anyhow!("{}: application `{}`: {e}", path.display(), app.name))?;
+            }
+        }
+        Ok(config)
+    }
+
+    /// The namespaces the server runs: the built-ins, overridden and extended by the file.
+    pub fn namespaces(&self, public_bind: IpAddr) -> Result<Vec<Namespace>> {
+        let ports = default_port_range();
+        let host = default_public_host(public_bind);
+        let builtin = |name: &str, description: &str| Namespace {
+            name: name.into(),
+            bind: public_bind,
+            public_host: host.clone(),
+            ports: ports.clone(),
+            description: Some(description.into()),
+        };
+        let mut list = vec![
+            builtin("cleverapps", "for redirections used with 'cleverapps.io' domain"),
+            builtin("default", "for redirections used with custom domains"),
+        ];
+        for ns in &self.namespaces {
+            check_namespace_name(&ns.name)?;
+            let ports = match &ns.ports {
+                Some(text) => parse_range(text)
+                    .with_context(|| format!("namespace `{}`: invalid ports `{text}`", ns.name))?,
+                None => ports.clone(),
+            };
+            let bind = ns.bind.unwrap_or(public_bind);
+            let entry = Namespace {
+                name: ns.name.clone(),
+                bind,
+                public_host: ns.public_host.clone().unwrap_or_else(|| default_public_host(bind)),
+                ports,
+                description: ns.description.clone(),
+            };
+            match list.iter_mut().find(|n| n.name == ns.name) {
+                Some(existing) => {
+                    let description = entry.description.clone().or(existing.description.take());
+                    *existing = Namespace { description, ..entry };
+                }
+                None => list.push(entry),
+            }
+        }
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
+    }
+}
+
+fn check_namespace_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !ok {
+        bail!("invalid namespace name `{name}`: use 1 to 64 characters among a-z, 0-9 and -");
+    }
+    Ok(())
+}
+
+/// Parses `"LOW-HIGH"` (inclusive) into a port range.
+pub fn parse_range(text: &str) -> Result<RangeInclusive<u16>> {
+    let (low, high) = text.split_once('-').context("write it LOW-HIGH, for example 6000-6999")?;
+    let low: u16 = low.trim().parse().context("LOW must be a port from 1 to 65535")?;
+    let high: u16 = high.trim().parse().context("HIGH must be a port from 1 to 65535")?;
+    if low == 0 || low > high {
+        bail!("LOW must be at least 1 and no more than HIGH");
+    }
+    Ok(low..=high)
+}
+
+/// Above 5000 (as on Clever Cloud) and clear of the kernel's ephemeral range, where the
+/// machine's own outgoing connections take their ports: a listener there could collide
+/// with them at any time.
+pub fn default_port_range() -> RangeInclusive<u16> {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut it = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    match ephemeral {
+        (low, _) if low > 6001 => 5001..=low - 1,
+        (_, high) if high < 64535 => high + 1..=65535,
+        _ => 5001..=9999,
+    }
+}
+
+fn default_public_host(bind: IpAddr) -> String {
+    match bind {
+        ip if ip.is_unspecified() => "localhost".into(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    }
+}

@@ -1,0 +1,155 @@
+//! Every error the control API can answer, with its HTTP status, stable id and message.
+//!
+//! The body is Clever's `{"type":"error","id":N,"message":"…"}`. Ids are stable so that
+//! scripts can match on them; messages say what went wrong and what to do next. Keeping all
+//! of them in this one file makes the list reviewable (and documented in the README).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::wire::ApiError;
+
+/// An error answer of the control API.
+#[derive(Debug)]
+pub struct Error {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The stable id in the body.
+    pub id: u32,
+    /// The message in the body.
+    pub message: String,
+}
+
+impl Error {
+    fn new(status: StatusCode, id: u32, message: impl Into<String>) -> Error {
+        Error { status, id, message: message.into() }
+    }
+
+    /// A request the server cannot make sense of.
+    pub fn bad_request(message: impl Into<String>) -> Error {
+        Error::new(StatusCode::BAD_REQUEST, 4000, message)
+    }
+
+    /// A body that is not the JSON the call expects.
+    pub fn bad_body(detail: impl std::fmt::Display, expected: &str) -> Error {
+        Error::new(StatusCode::BAD_REQUEST, 4001, format!("invalid request body: {detail}; send JSON like {expected}"))
+    }
+
+    /// A port outside 1..=65535 or not a number.
+    pub fn bad_port(port: &str) -> Error {
+        Error::new(StatusCode::BAD_REQUEST, 4002, format!("invalid port `{port}`: use a number from 1 to 65535"))
+    }
+
+    /// A request without credentials.
+    pub fn no_credentials() -> Error {
+        Error::new(
+            StatusCode::UNAUTHORIZED,
+            4010,
+            "missing credentials: send `Authorization: Bearer TOKEN` (or Clever's OAuth PLAINTEXT header)",
+        )
+    }
+
+    /// Credentials the server did not issue, or a wrong secret.
+    pub fn bad_credentials() -> Error {
+        Error::new(
+            StatusCode::UNAUTHORIZED,
+            4011,
+            "invalid credentials: the token is unknown or revoked, or its secret is wrong",
+        )
+    }
+
+    /// A path that matches no route.
+    pub fn no_route(path: &str) -> Error {
+        Error::new(StatusCode::NOT_FOUND, 4040, format!("no such API route: {path}"))
+    }
+
+    /// An organisation the caller cannot see.
+    pub fn unknown_org(id: &str) -> Error {
+        Error::new(StatusCode::NOT_FOUND, 4041, format!("organisation `{id}` not found: `GET /v2/organisations` lists yours"))
+    }
+
+    /// An application the caller cannot see.
+    pub fn unknown_app(id: &str) -> Error {
+        Error::new(
+            StatusCode::NOT_FOUND,
+            4042,
+            format!("application `{id}` not found in this organisation: `tcp-redirs apps list` shows the applications"),
+        )
+    }
+
+    /// A namespace that does not exist or that the caller may not use.
+    pub fn unknown_namespace(name: &str) -> Error {
+        Error::new(
+            StatusCode::NOT_FOUND,
+            4043,
+            format!("namespace `{name}` not found: `tcp-redirs list-namespaces` shows the ones you may use"),
+        )
+    }
+
+    /// A port the application has no redirection on.
+    pub fn unknown_redir(port: u16, namespace: &str) -> Error {
+        Error::new(
+            StatusCode::NOT_FOUND,
+            4044,
+            format!("no TCP redirection on port {port} in namespace `{namespace}` for this application: `tcp-redirs list` shows its redirections"),
+        )
+    }
+
+    /// A second redirection for the same application and namespace.
+    pub fn already_redirected(port: u16, namespace: &str) -> Error {
+        Error::new(
+            StatusCode::CONFLICT,
+            4090,
+            format!("this application already has a TCP redirection in namespace `{namespace}`, on port {port}: use it, or remove it first"),
+        )
+    }
+
+    /// An application name already used in the organisation.
+    pub fn app_name_taken(name: &str) -> Error {
+        Error::new(
+            StatusCode::CONFLICT,
+            4091,
+            format!("an application named `{name}` already exists in this organisation: choose another name or remove it first"),
+        )
+    }
+
+    /// A namespace whose port range has no port left.
+    pub fn no_free_port(namespace: &str, min: u16, max: u16) -> Error {
+        Error::new(
+            StatusCode::CONFLICT,
+            4092,
+            format!(
+                "no free port in namespace `{namespace}` (range {min}-{max}): every port is taken by a redirection or in use on the machine; remove a redirection or widen the namespace's range"
+            ),
+        )
+    }
+
+    /// A method the route does not take.
+    pub fn method_not_allowed() -> Error {
+        Error::new(StatusCode::METHOD_NOT_ALLOWED, 4050, "method not allowed on this route")
+    }
+
+    /// A failure of the server itself (the store could not be read or written).
+    pub fn internal(err: anyhow::Error) -> Error {
+        tracing::error!(error = format!("{err:#}"), "request failed");
+        Error::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            5000,
+            format!("the server could not complete the request: {err:#}; nothing was changed, check the server's log and disk"),
+        )
+    }
+}
+
+impl From<anyhow::Error> for Error {
+    fn from(err: anyhow::Error) -> Error {
+        Error::internal(err)
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let body = ApiError { kind: "error".into(), id: self.id, message: self.message };
+        (self.status, Json(body)).into_response()
+    }
+}

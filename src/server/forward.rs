@@ -1,0 +1,162 @@
+//! The forwarding loop: accept on a public port, connect to an instance, copy both ways.
+//!
+//! Each redirection owns one accept task; each accepted connection gets its own task that
+//! connects to one of the application's instances (round robin, moving on to the next
+//! instance when one refuses or does not answer in time) and then copies bytes both ways
+//! until both directions have ended. The copy passes a half-close on: when one side shuts
+//! its write half, the other side's write half is shut and the opposite direction keeps
+//! flowing, so a request/response protocol that signals the end of its request with FIN
+//! still gets its answer (bore and frp once lost these answers).
+//!
+//! Nothing here takes a lock or allocates per byte: the instance list is read once per
+//! connection, and the copy buffers are allocated once per connection.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+/// How long to wait for an instance to accept before trying the next one.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The size of each direction's copy buffer.
+const COPY_BUFFER: usize = 64 * 1024;
+/// How long to wait before accepting again after the process ran out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often a redirection whose port could not be bound tries again.
+const REBIND_EVERY: Duration = Duration::from_secs(5);
+
+/// The instances of one application, shared by all its redirections.
+#[derive(Debug, Default)]
+pub struct Targets {
+    addresses: RwLock<Arc<[String]>>,
+    next: AtomicUsize,
+}
+
+impl Targets {
+    /// Targets for these addresses.
+    pub fn new(addresses: Vec<String>) -> Targets {
+        Targets { addresses: RwLock::new(addresses.into()), next: AtomicUsize::new(0) }
+    }
+
+    /// The addresses in the order this connection should try them.
+    fn order(&self) -> (Arc<[String]>, usize) {
+        let list = self.addresses.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (list, start)
+    }
+}
+
+/// One redirection's public side: what the accept task needs.
+pub struct Port {
+    /// The namespace, for logs.
+    pub namespace: String,
+    /// Where to bind when no listener is handed over.
+    pub addr: SocketAddr,
+    /// The application's instances.
+    pub targets: Arc<Targets>,
+    /// Cancelled when the redirection is removed or the server stops.
+    pub cancel: CancellationToken,
+    /// Whether the port is bound right now.
+    pub bound: Arc<AtomicBool>,
+    /// Tracks the connection tasks, so the server can wait for them at exit.
+    pub connections: TaskTracker,
+}
+
+/// Runs a redirection's public port until cancelled, binding it first if `listener` is `None`.
+///
+/// Returning drops the listener, which is what closes the port at once on removal.
+pub async fn run(port: Port, mut listener: Option<TcpListener>) {
+    loop {
+        let current = match listener.take() {
+            Some(l) => l,
+            None => match super::ports::bind(port.addr) {
+                Ok(l) => l,
+                Err(err) => {
+                    warn!(namespace = %port.namespace, addr = %port.addr, error = %err,
+                        "cannot bind the redirection's port (is another program using it?); retrying every {}s", REBIND_EVERY.as_secs());
+                    tokio::select! {
+                        _ = port.cancel.cancelled() => return,
+                        _ = tokio::time::sleep(REBIND_EVERY) => continue,
+                    }
+                }
+            },
+        };
+        port.bound.store(true, Ordering::Relaxed);
+        debug!(namespace = %port.namespace, addr = %port.addr, "accepting");
+        accept_loop(&port, current).await;
+        port.bound.store(false, Ordering::Relaxed);
+        return;
+    }
+}
+
+async fn accept_loop(port: &Port, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = port.cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((client, peer)) => {
+                let targets = port.targets.clone();
+                let cancel = port.cancel.clone();
+                port.connections.spawn(async move {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = connection(client, peer, targets) => {}
+                    }
+                });
+            }
+            // Out of descriptors or memory: the listener is fine, wait for connections to
+            // end instead of dying (frp's listeners died here until its PR #2467).
+            Err(err) if is_resource_exhaustion(&err) => {
+                warn!(addr = %port.addr, error = %err, "cannot accept: out of resources; backing off");
+                tokio::select! {
+                    _ = port.cancel.cancelled() => return,
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                }
+            }
+            // Errors that belong to one connection (it was reset before we took it).
+            Err(err) => debug!(addr = %port.addr, error = %err, "accept failed"),
+        }
+    }
+}
+
+fn is_resource_exhaustion(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+async fn connection(mut client: TcpStream, peer: SocketAddr, targets: Arc<Targets>) {
+    let Some((mut upstream, instance)) = connect(&targets).await else {
+        info!(%peer, "no instance of the application accepted the connection; closing it");
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUFFER, COPY_BUFFER).await {
+        Ok((up, down)) => debug!(%peer, %instance, up, down, "connection closed"),
+        Err(err) => debug!(%peer, %instance, error = %err, "connection ended with an error"),
+    }
+}
+
+/// Connects to the first instance that accepts, starting from the round-robin position.
+async fn connect(targets: &Targets) -> Option<(TcpStream, String)> {
+    let (list, start) = targets.order();
+    for i in 0..list.len() {
+        let address = &list[(start + i) % list.len()];
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address.as_str())).await {
+            Ok(Ok(stream)) => return Some((stream, address.clone())),
+            Ok(Err(err)) => warn!(instance = %address, error = %err, "instance refused the connection"),
+            Err(_) => warn!(instance = %address, "instance did not answer within {}s", CONNECT_TIMEOUT.as_secs()),
+        }
+    }
+    None
+}

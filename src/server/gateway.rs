@@ -1,0 +1,339 @@
+//! The gateway: what the API's calls mean, applied to the store and to the live ports.
+//!
+//! The API layer only translates HTTP; every rule lives here: which organisation sees
+//! what, one redirection per application and namespace, how a port is allocated and
+//! claimed, and how the live listeners follow the store. The store is written first and
+//! the listeners follow, so that a failed write changes nothing that is running.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::auth::Caller;
+use super::config::Namespace;
+use super::error::Error;
+use super::forward::{self, Targets};
+use super::ports;
+use super::store::{Claim, RedirRow, Store};
+use crate::wire::{self, Application, NewApplication, Organisation, RedirState, TcpRedir};
+
+/// How many times `add` picks another port when the store says a port was claimed meanwhile.
+const CLAIM_TRIES: usize = 8;
+
+/// A redirection that is running: its accept task and how to stop it.
+struct Live {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+    bound: Arc<AtomicBool>,
+}
+
+/// The server's state: the store, the namespaces and the live ports.
+pub struct Gateway {
+    store: Arc<Store>,
+    namespaces: Vec<Namespace>,
+    live: Mutex<HashMap<(String, u16), Live>>,
+    targets: Mutex<HashMap<String, Arc<Targets>>>,
+    /// Serialises allocations, so that two `add` calls never race for the same port here.
+    claims: tokio::sync::Mutex<()>,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+}
+
+impl Gateway {
+    /// A gateway over `store` serving `namespaces`; nothing listens until [`Gateway::restore`].
+    pub fn new(store: Arc<Store>, namespaces: Vec<Namespace>) -> Gateway {
+        Gateway {
+            store,
+            namespaces,
+            live: Mutex::default(),
+            targets: Mutex::default(),
+            claims: tokio::sync::Mutex::new(()),
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        }
+    }
+
+    /// Runs a store call off the async workers: a durable commit waits for the disk.
+    async fn db<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Store) -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || call(&store))
+            .await
+            .map_err(|e| Error::internal(e.into()))?
+            .map_err(Error::internal)
+    }
+
+    /// Starts listening on the port of every redirection in the store.
+    pub async fn restore(&self) -> anyhow::Result<usize> {
+        let rows = self.store.all_redirs()?;
+        let mut count = 0;
+        for row in rows {
+            let Some(ns) = self.namespace(&row.namespace) else {
+                warn!(namespace = %row.namespace, port = row.port,
+                    "redirection kept in the store but not served: its namespace is no longer configured");
+                continue;
+            };
+            let addr = SocketAddr::new(ns.bind, row.port);
+            let listener = match ports::bind(addr) {
+                Ok(l) => Some(l),
+                Err(err) => {
+                    warn!(namespace = %row.namespace, %addr, error = %err, "cannot bind a stored redirection's port; will keep trying");
+                    None
+                }
+            };
+            let targets = self.targets_of(&row.app_id).await.map_err(|e| anyhow::anyhow!(e.message))?;
+            self.start(&row, addr, targets, listener);
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Stops accepting everywhere and gives open connections `drain` to finish.
+    pub async fn stop(&self, drain: Duration) {
+        self.shutdown.cancel();
+        let tasks: Vec<_> = self.live.lock().unwrap().drain().map(|(_, l)| l.task).collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+        self.connections.close();
+        if tokio::time::timeout(drain, self.connections.wait()).await.is_err() {
+            warn!("drain timeout reached; closing the remaining connections");
+        }
+    }
+
+    fn namespace(&self, name: &str) -> Option<&Namespace> {
+        self.namespaces.iter().find(|n| n.name == name)
+    }
+
+    /// The organisations the caller may see.
+    pub async fn orgs(&self, caller: &Caller) -> Result<Vec<Organisation>, Error> {
+        let orgs = self.db(|s| s.orgs()).await?;
+        Ok(orgs.into_iter().filter(|o| caller.may_see(&o.id)).collect())
+    }
+
+    /// The organisation `org_id`, if the caller may see it.
+    pub async fn org(&self, caller: &Caller, org_id: &str) -> Result<Organisation, Error> {
+        let id = org_id.to_owned();
+        match self.db(move |s| s.org(&id)).await? {
+            Some(org) if caller.may_see(&org.id) => Ok(org),
+            _ => Err(Error::unknown_org(org_id)),
+        }
+    }
+
+    /// The namespaces the caller's organisation may use, sorted by name.
+    pub async fn namespaces(&self, caller: &Caller, org_id: &str) -> Result<Vec<wire::Namespace>, Error> {
+        self.org(caller, org_id).await?;
+        Ok(self
+            .namespaces
+            .iter()
+            .map(|n| wire::Namespace {
+                namespace: n.name.clone(),
+                description: n.description.clone(),
+                public_host: Some(n.public_host.clone()),
+                min_port: Some(*n.ports.start()),
+                max_port: Some(*n.ports.end()),
+            })
+            .collect())
+    }
+
+    /// The applications of an organisation, sorted by name.
+    pub async fn apps(&self, caller: &Caller, org_id: &str) -> Result<Vec<Application>, Error> {
+        let org = self.org(caller, org_id).await?;
+        self.db(move |s| s.apps(&org.id)).await
+    }
+
+    /// The application `app_id` of the organisation `org_id`.
+    pub async fn app(&self, caller: &Caller, org_id: &str, app_id: &str) -> Result<Application, Error> {
+        let org = self.org(caller, org_id).await?;
+        let id = app_id.to_owned();
+        match self.db(move |s| s.app(&id)).await? {
+            Some(app) if app.owner_id == org.id => Ok(app),
+            _ => Err(Error::unknown_app(app_id)),
+        }
+    }
+
+    /// Creates an application in an organisation.
+    pub async fn create_app(&self, caller: &Caller, org_id: &str, new: NewApplication) -> Result<Application, Error> {
+        let org = self.org(caller, org_id).await?;
+        check_app_name(&new.name)?;
+        for instance in &new.instances {
+            wire::check_instance_address(&instance.address).map_err(Error::bad_request)?;
+        }
+        let app = Application {
+            id: format!("app_{}", uuid::Uuid::new_v4()),
+            name: new.name,
+            owner_id: org.id,
+            instances: new.instances,
+        };
+        let row = app.clone();
+        match self.db(move |s| s.create_app(&row)).await? {
+            Some(()) => {
+                info!(app = %app.id, name = %app.name, org = %app.owner_id, "application created");
+                Ok(app)
+            }
+            None => Err(Error::app_name_taken(&app.name)),
+        }
+    }
+
+    /// Makes sure the default organisation has this application with these instances (config file).
+    pub async fn declare_app(&self, org_id: &str, name: &str, instances: Vec<wire::Instance>) -> anyhow::Result<()> {
+        let existing = self.store.apps(org_id)?.into_iter().find(|a| a.name == name);
+        match existing {
+            Some(app) => self.store.set_instances(&app.id, &instances),
+            None => {
+                let new = NewApplication { name: name.to_owned(), instances };
+                self.create_app(&Caller::Admin, org_id, new).await.map(drop).map_err(|e| anyhow::anyhow!(e.message))
+            }
+        }
+    }
+
+    /// Removes an application and closes its redirections.
+    pub async fn remove_app(&self, caller: &Caller, org_id: &str, app_id: &str) -> Result<Application, Error> {
+        let app = self.app(caller, org_id, app_id).await?;
+        let id = app.id.clone();
+        let removed = self.db(move |s| s.remove_app(&id)).await?;
+        for row in &removed {
+            self.stop_port(row).await;
+        }
+        self.targets.lock().unwrap().remove(&app.id);
+        info!(app = %app.id, name = %app.name, redirections = removed.len(), "application removed");
+        Ok(app)
+    }
+
+    /// An application's redirections, sorted by (namespace, port).
+    pub async fn redirs(&self, caller: &Caller, org_id: &str, app_id: &str) -> Result<Vec<TcpRedir>, Error> {
+        let app = self.app(caller, org_id, app_id).await?;
+        let rows = self.db(move |s| s.app_redirs(&app.id)).await?;
+        Ok(rows.iter().map(|r| self.describe(r)).collect())
+    }
+
+    /// Allocates a port in `namespace` for the application and starts forwarding it.
+    pub async fn add(&self, caller: &Caller, org_id: &str, app_id: &str, namespace: &str) -> Result<TcpRedir, Error> {
+        let app = self.app(caller, org_id, app_id).await?;
+        let ns = self.namespace(namespace).ok_or_else(|| Error::unknown_namespace(namespace))?.clone();
+        let _claims = self.claims.lock().await;
+        let (ns_name, app_id) = (ns.name.clone(), app.id.clone());
+        let (mut taken, existing) = self
+            .db(move |s| {
+                let existing = s.app_redirs(&app_id)?.into_iter().find(|r| r.namespace == ns_name);
+                Ok((s.taken_ports(&ns_name)?, existing))
+            })
+            .await?;
+        if let Some(row) = existing {
+            return Err(Error::already_redirected(row.port, &ns.name));
+        }
+        taken.extend(self.live.lock().unwrap().keys().filter(|(n, _)| *n == ns.name).map(|(_, p)| *p));
+        let targets = self.targets_of(&app.id).await?;
+        for _ in 0..CLAIM_TRIES {
+            let (port, listener) = ports::allocate(ns.bind, &ns.ports, &taken)
+                .ok_or_else(|| Error::no_free_port(&ns.name, *ns.ports.start(), *ns.ports.end()))?;
+            let row = RedirRow { namespace: ns.name.clone(), port, app_id: app.id.clone() };
+            let claim_row = row.clone();
+            // Dropping `listener` on any early return below closes the port again.
+            match self.db(move |s| s.claim(&claim_row)).await? {
+                Claim::Done(revision) => {
+                    self.start(&row, SocketAddr::new(ns.bind, port), targets, Some(listener));
+                    info!(app = %app.id, namespace = %ns.name, port, revision, "redirection added");
+                    return Ok(self.describe(&row));
+                }
+                Claim::AppHasOne(existing) => return Err(Error::already_redirected(existing, &ns.name)),
+                Claim::PortTaken => {
+                    taken.insert(port);
+                }
+            }
+        }
+        Err(Error::no_free_port(&ns.name, *ns.ports.start(), *ns.ports.end()))
+    }
+
+    /// Removes a redirection; its port stops accepting before this returns.
+    pub async fn remove(&self, caller: &Caller, org_id: &str, app_id: &str, namespace: &str, port: u16) -> Result<TcpRedir, Error> {
+        let app = self.app(caller, org_id, app_id).await?;
+        if self.namespace(namespace).is_none() {
+            return Err(Error::unknown_namespace(namespace));
+        }
+        let row = RedirRow { namespace: namespace.to_owned(), port, app_id: app.id.clone() };
+        let described = self.describe(&row);
+        let release_row = row.clone();
+        if !self.db(move |s| s.release(&release_row)).await? {
+            return Err(Error::unknown_redir(port, namespace));
+        }
+        self.stop_port(&row).await;
+        info!(app = %app.id, namespace, port, "redirection removed");
+        Ok(TcpRedir { state: None, ..described })
+    }
+
+    fn describe(&self, row: &RedirRow) -> TcpRedir {
+        let host = self.namespace(&row.namespace).map(|n| n.public_host.as_str()).unwrap_or("localhost");
+        let bound = self
+            .live
+            .lock()
+            .unwrap()
+            .get(&(row.namespace.clone(), row.port))
+            .is_some_and(|l| l.bound.load(Ordering::Relaxed));
+        TcpRedir {
+            namespace: row.namespace.clone(),
+            port: row.port,
+            address: Some(format!("tcp://{host}:{}/", row.port)),
+            state: Some(if bound { RedirState::Listening } else { RedirState::Unbound }),
+        }
+    }
+
+    /// The shared instance list of an application, loaded on first use.
+    async fn targets_of(&self, app_id: &str) -> Result<Arc<Targets>, Error> {
+        if let Some(t) = self.targets.lock().unwrap().get(app_id) {
+            return Ok(t.clone());
+        }
+        let id = app_id.to_owned();
+        let app = self.db(move |s| s.app(&id)).await?;
+        let addresses = app.map(|a| a.instances.into_iter().map(|i| i.address).collect()).unwrap_or_default();
+        let mut targets = self.targets.lock().unwrap();
+        Ok(targets.entry(app_id.to_owned()).or_insert_with(|| Arc::new(Targets::new(addresses))).clone())
+    }
+
+    fn start(&self, row: &RedirRow, addr: SocketAddr, targets: Arc<Targets>, listener: Option<TcpListener>) {
+        let cancel = self.shutdown.child_token();
+        let bound = Arc::new(AtomicBool::new(listener.is_some()));
+        let port = forward::Port {
+            namespace: row.namespace.clone(),
+            addr,
+            targets,
+            cancel: cancel.clone(),
+            bound: bound.clone(),
+            connections: self.connections.clone(),
+        };
+        let task = tokio::spawn(forward::run(port, listener));
+        self.live.lock().unwrap().insert((row.namespace.clone(), row.port), Live { cancel, task, bound });
+    }
+
+    async fn stop_port(&self, row: &RedirRow) {
+        let live = self.live.lock().unwrap().remove(&(row.namespace.clone(), row.port));
+        if let Some(live) = live {
+            live.cancel.cancel();
+            let _ = live.task.await;
+        }
+    }
+}
+
+fn check_app_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with("app_")
+        && name.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::bad_request(format!(
+            "invalid application name `{name}`: use 1 to 128 letters, digits, `-`, `_` or `.`, not starting with `app_`"
+        )))
+    }
+}

@@ -1,0 +1,224 @@
+//! The control server: `tcp-redirs serve`.
+//!
+//! Start-up order matters and is chosen so that "listening" means ready: the data
+//! directory is locked (two servers on one store would hand out the same ports), the store
+//! is opened, the control API's address is bound, every stored redirection is listening
+//! again, the client profile is written, and only then is the API's address logged and
+//! requests served. On SIGINT or SIGTERM the server stops accepting, gives open
+//! connections the drain timeout to finish, and exits 0.
+
+mod api;
+mod auth;
+mod config;
+mod error;
+mod forward;
+mod gateway;
+mod ports;
+mod store;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+pub use config::Config;
+use gateway::Gateway;
+use store::Store;
+
+use crate::profile::{self, Profile};
+
+/// The name of the credential `serve` creates for the operator.
+const ADMIN: &str = "admin";
+
+/// What `tcp-redirs serve` was told.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The control API's address.
+    pub listen: SocketAddr,
+    /// Where the store lives; `None` for the user's data directory.
+    pub data_dir: Option<PathBuf>,
+    /// The address public listeners bind when the config does not say.
+    pub public_bind: IpAddr,
+    /// The optional config file.
+    pub config: Option<PathBuf>,
+    /// The admin token to use instead of the generated one.
+    pub admin_token: Option<String>,
+    /// The admin secret (OAuth form) to use instead of the generated one.
+    pub admin_secret: Option<String>,
+    /// How long open connections may run on after a stop signal.
+    pub drain: Duration,
+}
+
+/// The generated admin credential, kept in the data directory for the operator (0600).
+#[derive(Serialize, Deserialize)]
+struct AdminCredential {
+    token: String,
+    secret: String,
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(opts: Options) -> Result<()> {
+    let config = match &opts.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let namespaces = config.namespaces(opts.public_bind)?;
+
+    // Everything the server writes (store, WAL, credential, profile) is for its user only.
+    // SAFETY: umask only changes this process's file creation mask; it cannot fail.
+    unsafe { libc::umask(0o077) };
+    let data_dir = match &opts.data_dir {
+        Some(dir) => dir.clone(),
+        None => default_data_dir()?,
+    };
+    create_private_dir(&data_dir)?;
+    let data_dir = data_dir.canonicalize().with_context(|| format!("cannot resolve {}", data_dir.display()))?;
+    let _lock = lock(&data_dir)?;
+    let store = Arc::new(Store::open(&data_dir.join("tcp-redirs.db"))?);
+    restrict(&data_dir.join("tcp-redirs.db"));
+
+    let default_org = store.ensure_org("default", &format!("orga_{}", uuid::Uuid::new_v4()))?;
+    let admin = admin_credential(&data_dir, &opts)?;
+    store.drop_tokens_named(ADMIN)?;
+    store.put_token(ADMIN, &auth::hash(&admin.token), &auth::hash(&admin.secret), None)?;
+
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| {
+        format!("cannot listen on {} for the control API: is another server running? choose another address with --listen", opts.listen)
+    })?;
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        warn!(%addr, "the control API listens beyond loopback WITHOUT TLS: credentials cross the network in clear text; put it behind a TLS proxy or listen on 127.0.0.1");
+    }
+
+    let gateway = Arc::new(Gateway::new(store.clone(), namespaces));
+    for app in &config.applications {
+        let instances = app.instances.iter().map(|a| crate::wire::Instance { address: a.clone() }).collect();
+        gateway.declare_app(&default_org.id, &app.name, instances).await?;
+    }
+    let restored = gateway.restore().await?;
+    let url = format!("http://{addr}");
+    write_profile(&url, &admin, &data_dir);
+    info!(data_dir = %data_dir.display(), redirections = restored, "control API listening on {url}");
+
+    let app = api::router(gateway.clone(), store);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop_signal())
+        .await
+        .context("the control API failed")?;
+    info!(drain_secs = opts.drain.as_secs(), "stopping: no new connections; letting open ones finish");
+    gateway.stop(opts.drain).await;
+    info!("stopped");
+    Ok(())
+}
+
+/// The user's data directory for the server: `~/.local/share/tcp-redirs` on Linux.
+pub fn default_data_dir() -> Result<PathBuf> {
+    directories::ProjectDirs::from("", "", "tcp-redirs")
+        .map(|d| d.data_dir().to_path_buf())
+        .context("cannot find the user's data directory (is HOME set?): pass --data-dir")
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private (0700)", dir.display()))
+}
+
+fn restrict(path: &Path) {
+    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
+}
+
+/// Holds an exclusive lock on the data directory for the life of the server.
+fn lock(dir: &Path) -> Result<File> {
+    let path = dir.join("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if file.try_lock().is_err() {
+        bail!("another tcp-redirs server is using the data directory {}: stop it, or pass another --data-dir", dir.display());
+    }
+    Ok(file)
+}
+
+/// The admin credential: from the environment when given, else the one generated on first start.
+fn admin_credential(data_dir: &Path, opts: &Options) -> Result<AdminCredential> {
+    let path = data_dir.join("admin.toml");
+    let saved: Option<AdminCredential> = match fs::read_to_string(&path) {
+        Ok(text) => Some(toml::from_str(&text).with_context(|| format!("{} is damaged: delete it to get a new admin credential", path.display()))?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let saved = match saved {
+        Some(saved) => saved,
+        None => {
+            let fresh = AdminCredential { token: auth::generate("trt_"), secret: auth::generate("trs_") };
+            let mut file = OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            file.write_all(toml::to_string(&fresh)?.as_bytes())?;
+            file.sync_all()?;
+            info!(file = %path.display(), "created the admin credential");
+            fresh
+        }
+    };
+    Ok(AdminCredential {
+        token: opts.admin_token.clone().unwrap_or(saved.token),
+        secret: opts.admin_secret.clone().unwrap_or(saved.secret),
+    })
+}
+
+/// Writes the `local` client profile so that the CLI on this machine works with no set-up:
+/// when there is none yet, or when it was written by a server on this same data directory
+/// (whose address may have changed). A profile the user made is never touched.
+fn write_profile(url: &str, admin: &AdminCredential, data_dir: &Path) {
+    let result = (|| -> Result<Option<PathBuf>> {
+        let mut file = profile::ProfileFile::load()?;
+        if let Some(existing) = file.profiles.get(profile::LOCAL) {
+            if existing.data_dir.as_deref() != Some(data_dir) {
+                return Ok(None);
+            }
+        }
+        file.profiles.insert(
+            profile::LOCAL.to_owned(),
+            Profile {
+                server: url.to_owned(),
+                token: Some(admin.token.clone()),
+                secret: Some(admin.secret.clone()),
+                data_dir: Some(data_dir.to_owned()),
+            },
+        );
+        file.current.get_or_insert_with(|| profile::LOCAL.to_owned());
+        file.save().map(Some)
+    })();
+    match result {
+        Ok(Some(path)) => info!(profile = %path.display(), "wrote the client profile `local`: the CLI on this machine talks to this server"),
+        Ok(None) => info!("left the client profile `local` alone: it belongs to another server"),
+        Err(err) => warn!(error = format!("{err:#}"), "could not write the client profile; pass --server and --token to the CLI"),
+    }
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,131 @@
+//! The JSON contract between the CLI and the control server.
+//!
+//! The shapes of the Clever Cloud API v2 subset (`namespaces`, `tcpRedirs`) are copied
+//! exactly so that clever-tools and scripts written for it keep working; keys are
+//! lowerCamelCase. Fields may be added to these types, never renamed or removed.
+
+use serde::{Deserialize, Serialize};
+
+/// A namespace the caller's organisation may use, as listed by `list-namespaces`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Namespace {
+    /// The namespace's name, for example `default`.
+    pub namespace: String,
+    /// What the namespace is for, when the operator said so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The host name users connect to on this namespace's ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_host: Option<String>,
+    /// The lowest port the namespace hands out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_port: Option<u16>,
+    /// The highest port the namespace hands out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_port: Option<u16>,
+}
+
+/// A TCP redirection: a public port of a namespace forwarded to an application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpRedir {
+    /// The namespace the port belongs to.
+    pub namespace: String,
+    /// The public port.
+    pub port: u16,
+    /// Where clients connect: `tcp://HOST:PORT/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Whether the gateway is accepting connections on the port right now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<RedirState>,
+}
+
+/// Whether a redirection's public port is accepting connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RedirState {
+    /// The port is bound and accepting connections.
+    Listening,
+    /// The port could not be bound (another program holds it); the server keeps retrying.
+    Unbound,
+}
+
+/// The body of `POST …/tcpRedirs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewTcpRedir {
+    /// The namespace to take a port in.
+    pub namespace: String,
+}
+
+/// An organisation: it owns applications, and its credentials reach nothing outside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Organisation {
+    /// `orga_…`
+    pub id: String,
+    /// A human name, unique on the server.
+    pub name: String,
+}
+
+/// An application: where a redirection's traffic goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Application {
+    /// `app_…`
+    pub id: String,
+    /// A human name, unique within its organisation.
+    pub name: String,
+    /// The id of the organisation that owns it (Clever's `ownerId`).
+    pub owner_id: String,
+    /// The addresses the application listens on.
+    pub instances: Vec<Instance>,
+}
+
+/// One address where an application accepts TCP connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    /// `HOST:PORT`, for example `127.0.0.1:4040`.
+    pub address: String,
+}
+
+/// The body of `POST /v2/organisations/{orgId}/applications`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewApplication {
+    /// The application's name, unique within the organisation.
+    pub name: String,
+    /// Where its traffic goes.
+    #[serde(default)]
+    pub instances: Vec<Instance>,
+}
+
+/// The body of every error answer: `{"type":"error","id":N,"message":"…"}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Always `"error"`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A stable number for the kind of error (see the README's API section).
+    pub id: u32,
+    /// What went wrong and what to do about it.
+    pub message: String,
+}
+
+/// Checks an instance address: `HOST:PORT` with a port in 1..=65535.
+pub fn check_instance_address(address: &str) -> Result<(), String> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("instance address `{address}` has no port: write it HOST:PORT, for example 127.0.0.1:4040"))?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(format!("instance address `{address}` has no valid host: write it HOST:PORT, for example 127.0.0.1:4040"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("instance address `{address}` has an invalid port: use a number from 1 to 65535")),
+    }
+}
