@@ -120,11 +120,8 @@ impl Client {
 
     fn unreachable(&self, err: reqwest::Error) -> anyhow::Error {
         // reqwest's own text ("client error (Connect)") says little; the root cause says it all.
-        let mut root: &dyn std::error::Error = &err;
-        while let Some(next) = root.source() {
-            root = next;
-        }
-        let cause = if std::ptr::eq(root as *const _ as *const u8, &err as *const _ as *const u8) { String::new() } else { format!(" ({root})") };
+        let root = std::iter::successors(std::error::Error::source(&err), |e| e.source()).last();
+        let cause = root.map(|r| format!(" ({r})")).unwrap_or_default();
         if err.is_connect() || err.is_timeout() {
             anyhow!(
                 "cannot reach the control server at {}{cause}: is `tcp-redirs serve` running? (choose the server with --server or TCP_REDIRS_URL)",

@@ -11,16 +11,16 @@ pub struct Args {
     #[arg(long, value_name = "NS")]
     namespace: String,
     #[command(flatten)]
-    app: AppArgs,
+    pub(super) app: AppArgs,
     #[command(flatten)]
-    format: FormatArgs,
+    pub(super) format: FormatArgs,
 }
 
 pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     let client = conn.client()?;
     let app = args.app.resolve(&client).await?;
     let redir = client.add_redirection(&app, &args.namespace).await?;
-    match args.format.format {
+    match args.format.get() {
         Format::Json => print_json(&redir),
         Format::Human => print_text(format!("Successfully added tcp redirection on port: {}", redir.port)),
     }

@@ -38,6 +38,15 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command's `-F` option.
+    pub(super) fn format_mut(&mut self) -> &mut FormatArgs {
+        match self {
+            Command::Create { format, .. } | Command::List { format, .. } | Command::Remove { format, .. } => format,
+        }
+    }
+}
+
 fn parse_instance(text: &str) -> Result<String, String> {
     check_instance_address(text).map(|()| text.to_owned())
 }
@@ -59,7 +68,7 @@ pub async fn run(conn: &ConnArgs, command: Command) -> Result<()> {
             let org = org.resolve(&client).await?;
             let new = NewApplication { name, instances: instances.into_iter().map(|address| Instance { address }).collect() };
             let app = client.create_application(&org.id, &new).await?;
-            match format.format {
+            match format.get() {
                 Format::Json => print_json(&app),
                 Format::Human => print_text(format!(
                     "Successfully created application {} ({}) in organisation {} ({})",
@@ -70,7 +79,7 @@ pub async fn run(conn: &ConnArgs, command: Command) -> Result<()> {
         Command::List { org, format } => {
             let org = org.resolve(&client).await?;
             let apps = client.applications(&org.id).await?;
-            match format.format {
+            match format.get() {
                 Format::Json => print_json(&apps),
                 Format::Human if apps.is_empty() => {
                     print_text("No application yet: create one with `tcp-redirs apps create NAME --instance HOST:PORT`")
@@ -84,7 +93,7 @@ pub async fn run(conn: &ConnArgs, command: Command) -> Result<()> {
             if removed.id != app.id {
                 bail!("the server removed {} instead of {}", removed.id, app.id);
             }
-            match format.format {
+            match format.get() {
                 Format::Json => print_json(&removed),
                 Format::Human => print_text(format!("Successfully removed application {} ({}).", removed.name, removed.id)),
             }

@@ -9,9 +9,9 @@ use crate::wire::{RedirState, TcpRedir};
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    app: AppArgs,
+    pub(super) app: AppArgs,
     #[command(flatten)]
-    format: FormatArgs,
+    pub(super) format: FormatArgs,
 }
 
 pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
@@ -19,7 +19,7 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     let app = args.app.resolve(&client).await?;
     let mut redirs = client.redirections(&app).await?;
     redirs.sort_by(|a, b| (&a.namespace, a.port).cmp(&(&b.namespace, b.port)));
-    match args.format.format {
+    match args.format.get() {
         Format::Json => print_json(&redirs),
         Format::Human if redirs.is_empty() => print_text("No active TCP redirection for this application"),
         Format::Human => {

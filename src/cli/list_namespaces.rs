@@ -9,11 +9,11 @@ use super::{find_app, print_json, print_text, AppArgs, ConnArgs, Format, FormatA
 pub struct Args {
     /// Show the namespaces this application's organisation may use.
     #[command(flatten)]
-    app: AppArgs,
+    pub(super) app: AppArgs,
     #[command(flatten)]
     org: OrgArgs,
     #[command(flatten)]
-    format: FormatArgs,
+    pub(super) format: FormatArgs,
 }
 
 pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
@@ -24,7 +24,7 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     };
     let mut namespaces = client.namespaces(&org_id).await?;
     namespaces.sort_by(|a, b| a.namespace.cmp(&b.namespace));
-    match args.format.format {
+    match args.format.get() {
         Format::Json => print_json(&namespaces),
         Format::Human => {
             let mut text = String::from("Available namespaces:");

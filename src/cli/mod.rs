@@ -25,7 +25,7 @@ use crate::wire::{Application, Organisation};
 
 /// Manage TCP redirections: public ports forwarded to your applications.
 #[derive(Debug, Parser)]
-#[command(name = "tcp-redirs", version, args_conflicts_with_subcommands = true)]
+#[command(name = "tcp-redirs", version)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -52,6 +52,37 @@ enum Command {
     /// Run the control server: the API, the port allocator, the store and the forwarding.
     #[cfg(feature = "server")]
     Serve(serve::Args),
+}
+
+impl Command {
+    /// Takes `--app` and `-F` given before the subcommand (`tcp-redirs --app X add …`)
+    /// when the subcommand itself does not set them.
+    fn inherit(mut self, top: list::Args) -> Result<Command> {
+        let app = match &mut self {
+            Command::List(list::Args { app, format })
+            | Command::ListNamespaces(list_namespaces::Args { app, format, .. })
+            | Command::Add(add::Args { app, format, .. })
+            | Command::Remove(remove::Args { app, format, .. }) => {
+                format.format = format.format.or(top.format.format);
+                Some(app)
+            }
+            Command::Apps(command) => {
+                let format = command.format_mut();
+                format.format = format.format.or(top.format.format);
+                None
+            }
+            #[cfg(feature = "server")]
+            Command::Serve(_) => None,
+        };
+        match (app, top.app.app) {
+            (Some(app), Some(top)) => {
+                app.app.get_or_insert(top);
+            }
+            (None, Some(_)) => bail!("--app applies to list, list-namespaces, add and remove: drop it from this command"),
+            _ => {}
+        }
+        Ok(self)
+    }
 }
 
 /// Which control server to talk to, and with which credential.
@@ -84,9 +115,15 @@ enum Format {
 /// `-F/--format`, shared by every command.
 #[derive(Debug, Clone, Args)]
 struct FormatArgs {
-    /// Output format.
-    #[arg(short = 'F', long, value_enum, default_value_t = Format::Human)]
-    format: Format,
+    /// Output format [default: human].
+    #[arg(short = 'F', long, value_enum)]
+    format: Option<Format>,
+}
+
+impl FormatArgs {
+    fn get(&self) -> Format {
+        self.format.unwrap_or_default()
+    }
 }
 
 /// `--app`, shared by the commands that act on one application.
@@ -172,7 +209,10 @@ fn print_text(text: impl std::fmt::Display) -> Result<()> {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let command = cli.command.unwrap_or(Command::List(cli.list));
+    let command = match cli.command {
+        None => Command::List(cli.list),
+        Some(command) => command.inherit(cli.list)?,
+    };
     #[cfg(feature = "server")]
     if let Command::Serve(args) = command {
         return serve::run(args).map(|()| ExitCode::SUCCESS);

@@ -14,16 +14,16 @@ pub struct Args {
     #[arg(long, value_name = "NS")]
     namespace: String,
     #[command(flatten)]
-    app: AppArgs,
+    pub(super) app: AppArgs,
     #[command(flatten)]
-    format: FormatArgs,
+    pub(super) format: FormatArgs,
 }
 
 pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     let client = conn.client()?;
     let app = args.app.resolve(&client).await?;
     let removed = client.remove_redirection(&app, args.port, &args.namespace).await?;
-    match args.format.format {
+    match args.format.get() {
         Format::Json => print_json(&removed),
         Format::Human => print_text("Successfully removed tcp redirection."),
     }
