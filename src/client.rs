@@ -38,7 +38,9 @@ impl Client {
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
         let base = base.trim_end_matches('/').to_owned();
         let token = token.map(str::to_owned).or_else(|| {
-            profile.filter(|p| p.server.trim_end_matches('/') == base).and_then(|p| p.token.clone())
+            profile
+                .filter(|p| p.server.trim_end_matches('/') == base)
+                .and_then(|p| p.token.clone())
         });
         let http = reqwest::Client::builder()
             .user_agent(concat!("tcp-redirs/", env!("CARGO_PKG_VERSION")))
@@ -55,17 +57,32 @@ impl Client {
 
     /// The namespaces an organisation may use.
     pub async fn namespaces(&self, org: &str) -> Result<Vec<Namespace>> {
-        self.call(Method::GET, &format!("/v2/organisations/{}/namespaces", seg(org)), None::<&()>).await
+        self.call(
+            Method::GET,
+            &format!("/v2/organisations/{}/namespaces", seg(org)),
+            None::<&()>,
+        )
+        .await
     }
 
     /// The applications of an organisation.
     pub async fn applications(&self, org: &str) -> Result<Vec<Application>> {
-        self.call(Method::GET, &format!("/v2/organisations/{}/applications", seg(org)), None::<&()>).await
+        self.call(
+            Method::GET,
+            &format!("/v2/organisations/{}/applications", seg(org)),
+            None::<&()>,
+        )
+        .await
     }
 
     /// Creates an application.
     pub async fn create_application(&self, org: &str, new: &NewApplication) -> Result<Application> {
-        self.call(Method::POST, &format!("/v2/organisations/{}/applications", seg(org)), Some(new)).await
+        self.call(
+            Method::POST,
+            &format!("/v2/organisations/{}/applications", seg(org)),
+            Some(new),
+        )
+        .await
     }
 
     /// Removes an application and its redirections.
@@ -75,22 +92,36 @@ impl Client {
 
     /// An application's redirections.
     pub async fn redirections(&self, app: &Application) -> Result<Vec<TcpRedir>> {
-        self.call(Method::GET, &format!("{}/tcpRedirs", app_path(app)), None::<&()>).await
+        self.call(Method::GET, &format!("{}/tcpRedirs", app_path(app)), None::<&()>)
+            .await
     }
 
     /// Adds a redirection in `namespace`.
     pub async fn add_redirection(&self, app: &Application, namespace: &str) -> Result<TcpRedir> {
-        let body = NewTcpRedir { namespace: namespace.to_owned() };
-        self.call(Method::POST, &format!("{}/tcpRedirs", app_path(app)), Some(&body)).await
+        let body = NewTcpRedir {
+            namespace: namespace.to_owned(),
+        };
+        self.call(Method::POST, &format!("{}/tcpRedirs", app_path(app)), Some(&body))
+            .await
     }
 
     /// Removes the redirection on `port` in `namespace`.
-    pub async fn remove_redirection(&self, app: &Application, port: u16, namespace: &str) -> Result<TcpRedir> {
+    pub async fn remove_redirection(
+        &self,
+        app: &Application,
+        port: u16,
+        namespace: &str,
+    ) -> Result<TcpRedir> {
         let path = format!("{}/tcpRedirs/{port}?namespace={}", app_path(app), seg(namespace));
         self.call(Method::DELETE, &path, None::<&()>).await
     }
 
-    async fn call<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&B>) -> Result<T> {
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -128,13 +159,20 @@ impl Client {
                 self.base
             )
         } else {
-            anyhow!("the request to the control server at {} failed: {err}{cause}", self.base)
+            anyhow!(
+                "the request to the control server at {} failed: {err}{cause}",
+                self.base
+            )
         }
     }
 }
 
 fn app_path(app: &Application) -> String {
-    format!("/v2/organisations/{}/applications/{}", seg(&app.owner_id), seg(&app.id))
+    format!(
+        "/v2/organisations/{}/applications/{}",
+        seg(&app.owner_id),
+        seg(&app.id)
+    )
 }
 
 /// Percent-encodes one path segment or query value.

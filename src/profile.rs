@@ -68,9 +68,9 @@ pub fn config_dir() -> Option<PathBuf> {
 impl ProfileFile {
     /// The path of `config.toml`.
     pub fn path() -> Result<PathBuf> {
-        config_dir()
-            .map(|d| d.join("config.toml"))
-            .with_context(|| format!("cannot find the user's config directory (is HOME set?): set {CONFIG_DIR_ENV}"))
+        config_dir().map(|d| d.join("config.toml")).with_context(|| {
+            format!("cannot find the user's config directory (is HOME set?): set {CONFIG_DIR_ENV}")
+        })
     }
 
     /// Reads the file; an absent file is an empty one.
@@ -99,16 +99,21 @@ impl ProfileFile {
         let tmp = dir.join(format!(".config.toml.{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             use std::os::unix::fs::OpenOptionsExt;
-            let mut file = fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
+            let mut file = fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&tmp)?;
             file.write_all(text.as_bytes())?;
             file.sync_all()?;
             fs::rename(&tmp, &path)
         };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            e
-        })
-        .with_context(|| format!("cannot write {}", path.display()))?;
+        write()
+            .inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })
+            .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(path)
     }
 }

@@ -117,15 +117,22 @@ pub struct ApiError {
 
 /// Checks an instance address: `HOST:PORT` with a port in 1..=65535.
 pub fn check_instance_address(address: &str) -> Result<(), String> {
-    let (host, port) = address
-        .rsplit_once(':')
-        .ok_or_else(|| format!("instance address `{address}` has no port: write it HOST:PORT, for example 127.0.0.1:4040"))?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let (host, port) = address.rsplit_once(':').ok_or_else(|| {
+        format!("instance address `{address}` has no port: write it HOST:PORT, for example 127.0.0.1:4040")
+    })?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
-        return Err(format!("instance address `{address}` has no valid host: write it HOST:PORT, for example 127.0.0.1:4040"));
+        return Err(format!(
+            "instance address `{address}` has no valid host: write it HOST:PORT, for example 127.0.0.1:4040"
+        ));
     }
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok(()),
-        _ => Err(format!("instance address `{address}` has an invalid port: use a number from 1 to 65535")),
+        _ => Err(format!(
+            "instance address `{address}` has an invalid port: use a number from 1 to 65535"
+        )),
     }
 }

@@ -22,6 +22,9 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     let redir = client.add_redirection(&app, &args.namespace).await?;
     match args.format.get() {
         Format::Json => print_json(&redir),
-        Format::Human => print_text(format!("Successfully added tcp redirection on port: {}", redir.port)),
+        Format::Human => print_text(format!(
+            "Successfully added tcp redirection on port: {}",
+            redir.port
+        )),
     }
 }

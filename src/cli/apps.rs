@@ -42,7 +42,9 @@ impl Command {
     /// The command's `-F` option.
     pub(super) fn format_mut(&mut self) -> &mut FormatArgs {
         match self {
-            Command::Create { format, .. } | Command::List { format, .. } | Command::Remove { format, .. } => format,
+            Command::Create { format, .. }
+            | Command::List { format, .. }
+            | Command::Remove { format, .. } => format,
         }
     }
 }
@@ -64,9 +66,20 @@ struct Row {
 pub async fn run(conn: &ConnArgs, command: Command) -> Result<()> {
     let client = conn.client()?;
     match command {
-        Command::Create { name, instances, org, format } => {
+        Command::Create {
+            name,
+            instances,
+            org,
+            format,
+        } => {
             let org = org.resolve(&client).await?;
-            let new = NewApplication { name, instances: instances.into_iter().map(|address| Instance { address }).collect() };
+            let new = NewApplication {
+                name,
+                instances: instances
+                    .into_iter()
+                    .map(|address| Instance { address })
+                    .collect(),
+            };
             let app = client.create_application(&org.id, &new).await?;
             match format.get() {
                 Format::Json => print_json(&app),
@@ -81,9 +94,9 @@ pub async fn run(conn: &ConnArgs, command: Command) -> Result<()> {
             let apps = client.applications(&org.id).await?;
             match format.get() {
                 Format::Json => print_json(&apps),
-                Format::Human if apps.is_empty() => {
-                    print_text("No application yet: create one with `tcp-redirs apps create NAME --instance HOST:PORT`")
-                }
+                Format::Human if apps.is_empty() => print_text(
+                    "No application yet: create one with `tcp-redirs apps create NAME --instance HOST:PORT`",
+                ),
                 Format::Human => print_text(table(&apps)),
             }
         }
@@ -95,7 +108,10 @@ pub async fn run(conn: &ConnArgs, command: Command) -> Result<()> {
             }
             match format.get() {
                 Format::Json => print_json(&removed),
-                Format::Human => print_text(format!("Successfully removed application {} ({}).", removed.name, removed.id)),
+                Format::Human => print_text(format!(
+                    "Successfully removed application {} ({}).",
+                    removed.name, removed.id
+                )),
             }
         }
     }
@@ -105,7 +121,12 @@ fn table(apps: &[Application]) -> String {
     let rows = apps.iter().map(|a| Row {
         name: a.name.clone(),
         id: a.id.clone(),
-        instances: a.instances.iter().map(|i| i.address.as_str()).collect::<Vec<_>>().join(", "),
+        instances: a
+            .instances
+            .iter()
+            .map(|i| i.address.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
     });
     Table::new(rows).with(Style::blank()).to_string()
 }

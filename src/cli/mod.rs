@@ -78,7 +78,9 @@ impl Command {
             (Some(app), Some(top)) => {
                 app.app.get_or_insert(top);
             }
-            (None, Some(_)) => bail!("--app applies to list, list-namespaces, add and remove: drop it from this command"),
+            (None, Some(_)) => {
+                bail!("--app applies to list, list-namespaces, add and remove: drop it from this command")
+            }
             _ => {}
         }
         Ok(self)
@@ -92,7 +94,13 @@ struct ConnArgs {
     #[arg(long, global = true, env = "TCP_REDIRS_URL", value_name = "URL")]
     server: Option<String>,
     /// The API token [default: the profile's].
-    #[arg(long, global = true, env = "TCP_REDIRS_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        global = true,
+        env = "TCP_REDIRS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     token: Option<String>,
 }
 
@@ -158,11 +166,19 @@ async fn find_app(client: &Client, wanted: &str) -> Result<Application> {
         }
     }
     match by_name.len() {
-        0 => bail!("application `{wanted}` not found: `tcp-redirs apps list` shows the applications you can use"),
+        0 => bail!(
+            "application `{wanted}` not found: `tcp-redirs apps list` shows the applications you can use"
+        ),
         1 => Ok(by_name.remove(0)),
         _ => {
-            let ids: Vec<_> = by_name.iter().map(|a| format!("{} (organisation {})", a.id, a.owner_id)).collect();
-            bail!("several applications are named `{wanted}`: pass one of their ids with --app: {}", ids.join(", "))
+            let ids: Vec<_> = by_name
+                .iter()
+                .map(|a| format!("{} (organisation {})", a.id, a.owner_id))
+                .collect();
+            bail!(
+                "several applications are named `{wanted}`: pass one of their ids with --app: {}",
+                ids.join(", ")
+            )
         }
     }
 }
@@ -182,12 +198,19 @@ impl OrgArgs {
             Some(wanted) => orgs
                 .into_iter()
                 .find(|o| &o.id == wanted || &o.name == wanted)
-                .ok_or_else(|| anyhow::anyhow!("organisation `{wanted}` not found among those your credential sees")),
+                .ok_or_else(|| {
+                    anyhow::anyhow!("organisation `{wanted}` not found among those your credential sees")
+                }),
             None if orgs.len() == 1 => Ok(orgs.into_iter().next().unwrap()),
-            None if orgs.is_empty() => bail!("your credential sees no organisation: ask the server's operator for access"),
+            None if orgs.is_empty() => {
+                bail!("your credential sees no organisation: ask the server's operator for access")
+            }
             None => {
                 let names: Vec<_> = orgs.iter().map(|o| o.name.as_str()).collect();
-                bail!("your credential sees several organisations: choose one with --org ({})", names.join(", "))
+                bail!(
+                    "your credential sees several organisations: choose one with --org ({})",
+                    names.join(", ")
+                )
             }
         }
     }
@@ -217,7 +240,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Serve(args) = command {
         return serve::run(args).map(|()| ExitCode::SUCCESS);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let conn = cli.conn;
     runtime.block_on(async move {
         match command {

@@ -41,9 +41,18 @@ pub fn router(gateway: Arc<Gateway>, store: Arc<Store>) -> Router {
         .route("/v2/organisations", get(organisations))
         .route(&format!("{org}/namespaces"), get(namespaces))
         .route(&format!("{org}/applications"), get(apps).post(create_app))
-        .route(&format!("{org}/applications/{{app}}"), get(app).delete(remove_app))
-        .route(&format!("{org}/applications/{{app}}/tcpRedirs"), get(redirs).post(add))
-        .route(&format!("{org}/applications/{{app}}/tcpRedirs/{{port}}"), delete(remove))
+        .route(
+            &format!("{org}/applications/{{app}}"),
+            get(app).delete(remove_app),
+        )
+        .route(
+            &format!("{org}/applications/{{app}}/tcpRedirs"),
+            get(redirs).post(add),
+        )
+        .route(
+            &format!("{org}/applications/{{app}}/tcpRedirs/{{port}}"),
+            delete(remove),
+        )
         .route_layer(middleware::from_fn_with_state(store, auth::require))
         .fallback(|uri: Uri| async move { Error::no_route(uri.path()) })
         .method_not_allowed_fallback(|| async { Error::method_not_allowed() })
@@ -55,11 +64,19 @@ async fn organisations(State(gw): Gw, Extension(caller): Extension<Caller>) -> A
     Ok(Json(gw.orgs(&caller).await?))
 }
 
-async fn namespaces(State(gw): Gw, Extension(caller): Extension<Caller>, Path(org): Path<String>) -> Answer<Vec<crate::wire::Namespace>> {
+async fn namespaces(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Path(org): Path<String>,
+) -> Answer<Vec<crate::wire::Namespace>> {
     Ok(Json(gw.namespaces(&caller, &org).await?))
 }
 
-async fn apps(State(gw): Gw, Extension(caller): Extension<Caller>, Path(org): Path<String>) -> Answer<Vec<Application>> {
+async fn apps(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Path(org): Path<String>,
+) -> Answer<Vec<Application>> {
     Ok(Json(gw.apps(&caller, &org).await?))
 }
 
@@ -69,19 +86,39 @@ async fn create_app(
     Path(org): Path<String>,
     body: Result<Json<NewApplication>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Application>), Error> {
-    let Json(new) = body.map_err(|e| Error::bad_body(e.body_text(), r#"{"name":"my-db","instances":[{"address":"127.0.0.1:4040"}]}"#))?;
-    Ok((StatusCode::CREATED, Json(gw.create_app(&caller, &org, new).await?)))
+    let Json(new) = body.map_err(|e| {
+        Error::bad_body(
+            e.body_text(),
+            r#"{"name":"my-db","instances":[{"address":"127.0.0.1:4040"}]}"#,
+        )
+    })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(gw.create_app(&caller, &org, new).await?),
+    ))
 }
 
-async fn app(State(gw): Gw, Extension(caller): Extension<Caller>, Path((org, app)): Path<(String, String)>) -> Answer<Application> {
+async fn app(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Path((org, app)): Path<(String, String)>,
+) -> Answer<Application> {
     Ok(Json(gw.app(&caller, &org, &app).await?))
 }
 
-async fn remove_app(State(gw): Gw, Extension(caller): Extension<Caller>, Path((org, app)): Path<(String, String)>) -> Answer<Application> {
+async fn remove_app(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Path((org, app)): Path<(String, String)>,
+) -> Answer<Application> {
     Ok(Json(gw.remove_app(&caller, &org, &app).await?))
 }
 
-async fn redirs(State(gw): Gw, Extension(caller): Extension<Caller>, Path((org, app)): Path<(String, String)>) -> Answer<Vec<TcpRedir>> {
+async fn redirs(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Path((org, app)): Path<(String, String)>,
+) -> Answer<Vec<TcpRedir>> {
     Ok(Json(gw.redirs(&caller, &org, &app).await?))
 }
 
@@ -92,7 +129,10 @@ async fn add(
     body: Result<Json<NewTcpRedir>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TcpRedir>), Error> {
     let Json(new) = body.map_err(|e| Error::bad_body(e.body_text(), r#"{"namespace":"default"}"#))?;
-    Ok((StatusCode::CREATED, Json(gw.add(&caller, &org, &app, &new.namespace).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(gw.add(&caller, &org, &app, &new.namespace).await?),
+    ))
 }
 
 /// The query of `DELETE …/tcpRedirs/{port}`.
@@ -112,8 +152,10 @@ async fn remove(
         _ => return Err(Error::bad_port(&port)),
     };
     let Query(query) = query.map_err(|e| Error::bad_request(format!("invalid query: {}", e.body_text())))?;
-    let namespace = query
-        .namespace
-        .ok_or_else(|| Error::bad_request("missing namespace: add `?namespace=NAME` to the URL, for example ?namespace=default"))?;
+    let namespace = query.namespace.ok_or_else(|| {
+        Error::bad_request(
+            "missing namespace: add `?namespace=NAME` to the URL, for example ?namespace=default",
+        )
+    })?;
     Ok(Json(gw.remove(&caller, &org, &app, &namespace, port).await?))
 }

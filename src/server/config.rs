@@ -83,8 +83,8 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
-        let config: Config = toml::from_str(&text)
-            .with_context(|| format!("invalid config file {}", path.display()))?;
+        let config: Config =
+            toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
         for app in &config.applications {
             for address in &app.instances {
                 crate::wire::check_instance_address(address)
@@ -120,7 +120,10 @@ impl Config {
             let entry = Namespace {
                 name: ns.name.clone(),
                 bind,
-                public_host: ns.public_host.clone().unwrap_or_else(|| default_public_host(bind)),
+                public_host: ns
+                    .public_host
+                    .clone()
+                    .unwrap_or_else(|| default_public_host(bind)),
                 ports,
                 description: ns.description.clone(),
             };
@@ -140,7 +143,9 @@ impl Config {
 fn check_namespace_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !ok {
         bail!("invalid namespace name `{name}`: use 1 to 64 characters among a-z, 0-9 and -");
     }
@@ -149,9 +154,14 @@ fn check_namespace_name(name: &str) -> Result<()> {
 
 /// Parses `"LOW-HIGH"` (inclusive) into a port range.
 pub fn parse_range(text: &str) -> Result<RangeInclusive<u16>> {
-    let (low, high) = text.split_once('-').context("write it LOW-HIGH, for example 6000-6999")?;
+    let (low, high) = text
+        .split_once('-')
+        .context("write it LOW-HIGH, for example 6000-6999")?;
     let low: u16 = low.trim().parse().context("LOW must be a port from 1 to 65535")?;
-    let high: u16 = high.trim().parse().context("HIGH must be a port from 1 to 65535")?;
+    let high: u16 = high
+        .trim()
+        .parse()
+        .context("HIGH must be a port from 1 to 65535")?;
     if low == 0 || low > high {
         bail!("LOW must be at least 1 and no more than HIGH");
     }

@@ -23,7 +23,11 @@ pub struct Error {
 
 impl Error {
     fn new(status: StatusCode, id: u32, message: impl Into<String>) -> Error {
-        Error { status, id, message: message.into() }
+        Error {
+            status,
+            id,
+            message: message.into(),
+        }
     }
 
     /// A request the server cannot make sense of.
@@ -33,12 +37,20 @@ impl Error {
 
     /// A body that is not the JSON the call expects.
     pub fn bad_body(detail: impl std::fmt::Display, expected: &str) -> Error {
-        Error::new(StatusCode::BAD_REQUEST, 4001, format!("invalid request body: {detail}; send JSON like {expected}"))
+        Error::new(
+            StatusCode::BAD_REQUEST,
+            4001,
+            format!("invalid request body: {detail}; send JSON like {expected}"),
+        )
     }
 
     /// A port outside 1..=65535 or not a number.
     pub fn bad_port(port: &str) -> Error {
-        Error::new(StatusCode::BAD_REQUEST, 4002, format!("invalid port `{port}`: use a number from 1 to 65535"))
+        Error::new(
+            StatusCode::BAD_REQUEST,
+            4002,
+            format!("invalid port `{port}`: use a number from 1 to 65535"),
+        )
     }
 
     /// A request without credentials.
@@ -66,7 +78,11 @@ impl Error {
 
     /// An organisation the caller cannot see.
     pub fn unknown_org(id: &str) -> Error {
-        Error::new(StatusCode::NOT_FOUND, 4041, format!("organisation `{id}` not found: `GET /v2/organisations` lists yours"))
+        Error::new(
+            StatusCode::NOT_FOUND,
+            4041,
+            format!("organisation `{id}` not found: `GET /v2/organisations` lists yours"),
+        )
     }
 
     /// An application the caller cannot see.
@@ -127,7 +143,11 @@ impl Error {
 
     /// A method the route does not take.
     pub fn method_not_allowed() -> Error {
-        Error::new(StatusCode::METHOD_NOT_ALLOWED, 4050, "method not allowed on this route")
+        Error::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            4050,
+            "method not allowed on this route",
+        )
     }
 
     /// A failure of the server itself (the store could not be read or written).
@@ -149,7 +169,11 @@ impl From<anyhow::Error> for Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let body = ApiError { kind: "error".into(), id: self.id, message: self.message };
+        let body = ApiError {
+            kind: "error".into(),
+            id: self.id,
+            message: self.message,
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -41,7 +41,10 @@ pub struct Targets {
 impl Targets {
     /// Targets for these addresses.
     pub fn new(addresses: Vec<String>) -> Targets {
-        Targets { addresses: RwLock::new(addresses.into()), next: AtomicUsize::new(0) }
+        Targets {
+            addresses: RwLock::new(addresses.into()),
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// The addresses in the order this connection should try them.
@@ -141,7 +144,8 @@ async fn connection(mut client: TcpStream, peer: SocketAddr, targets: Arc<Target
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUFFER, COPY_BUFFER).await {
+    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUFFER, COPY_BUFFER).await
+    {
         Ok((up, down)) => debug!(%peer, %instance, up, down, "connection closed"),
         Err(err) => debug!(%peer, %instance, error = %err, "connection ended with an error"),
     }
@@ -155,7 +159,9 @@ async fn connect(targets: &Targets) -> Option<(TcpStream, String)> {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address.as_str())).await {
             Ok(Ok(stream)) => return Some((stream, address.clone())),
             Ok(Err(err)) => warn!(instance = %address, error = %err, "instance refused the connection"),
-            Err(_) => warn!(instance = %address, "instance did not answer within {}s", CONNECT_TIMEOUT.as_secs()),
+            Err(_) => {
+                warn!(instance = %address, "instance did not answer within {}s", CONNECT_TIMEOUT.as_secs())
+            }
         }
     }
     None

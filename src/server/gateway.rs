@@ -91,7 +91,10 @@ impl Gateway {
                     None
                 }
             };
-            let targets = self.targets_of(&row.app_id).await.map_err(|e| anyhow::anyhow!(e.message))?;
+            let targets = self
+                .targets_of(&row.app_id)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message))?;
             self.start(&row, addr, targets, listener);
             count += 1;
         }
@@ -106,7 +109,10 @@ impl Gateway {
             let _ = task.await;
         }
         self.connections.close();
-        if tokio::time::timeout(drain, self.connections.wait()).await.is_err() {
+        if tokio::time::timeout(drain, self.connections.wait())
+            .await
+            .is_err()
+        {
             warn!("drain timeout reached; closing the remaining connections");
         }
     }
@@ -163,7 +169,12 @@ impl Gateway {
     }
 
     /// Creates an application in an organisation.
-    pub async fn create_app(&self, caller: &Caller, org_id: &str, new: NewApplication) -> Result<Application, Error> {
+    pub async fn create_app(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        new: NewApplication,
+    ) -> Result<Application, Error> {
         let org = self.org(caller, org_id).await?;
         check_app_name(&new.name)?;
         for instance in &new.instances {
@@ -186,19 +197,35 @@ impl Gateway {
     }
 
     /// Makes sure the default organisation has this application with these instances (config file).
-    pub async fn declare_app(&self, org_id: &str, name: &str, instances: Vec<wire::Instance>) -> anyhow::Result<()> {
+    pub async fn declare_app(
+        &self,
+        org_id: &str,
+        name: &str,
+        instances: Vec<wire::Instance>,
+    ) -> anyhow::Result<()> {
         let existing = self.store.apps(org_id)?.into_iter().find(|a| a.name == name);
         match existing {
             Some(app) => self.store.set_instances(&app.id, &instances),
             None => {
-                let new = NewApplication { name: name.to_owned(), instances };
-                self.create_app(&Caller::Admin, org_id, new).await.map(drop).map_err(|e| anyhow::anyhow!(e.message))
+                let new = NewApplication {
+                    name: name.to_owned(),
+                    instances,
+                };
+                self.create_app(&Caller::Admin, org_id, new)
+                    .await
+                    .map(drop)
+                    .map_err(|e| anyhow::anyhow!(e.message))
             }
         }
     }
 
     /// Removes an application and closes its redirections.
-    pub async fn remove_app(&self, caller: &Caller, org_id: &str, app_id: &str) -> Result<Application, Error> {
+    pub async fn remove_app(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        app_id: &str,
+    ) -> Result<Application, Error> {
         let app = self.app(caller, org_id, app_id).await?;
         let id = app.id.clone();
         let removed = self.db(move |s| s.remove_app(&id)).await?;
@@ -218,26 +245,49 @@ impl Gateway {
     }
 
     /// Allocates a port in `namespace` for the application and starts forwarding it.
-    pub async fn add(&self, caller: &Caller, org_id: &str, app_id: &str, namespace: &str) -> Result<TcpRedir, Error> {
+    pub async fn add(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        app_id: &str,
+        namespace: &str,
+    ) -> Result<TcpRedir, Error> {
         let app = self.app(caller, org_id, app_id).await?;
-        let ns = self.namespace(namespace).ok_or_else(|| Error::unknown_namespace(namespace))?.clone();
+        let ns = self
+            .namespace(namespace)
+            .ok_or_else(|| Error::unknown_namespace(namespace))?
+            .clone();
         let _claims = self.claims.lock().await;
         let (ns_name, app_id) = (ns.name.clone(), app.id.clone());
         let (mut taken, existing) = self
             .db(move |s| {
-                let existing = s.app_redirs(&app_id)?.into_iter().find(|r| r.namespace == ns_name);
+                let existing = s
+                    .app_redirs(&app_id)?
+                    .into_iter()
+                    .find(|r| r.namespace == ns_name);
                 Ok((s.taken_ports(&ns_name)?, existing))
             })
             .await?;
         if let Some(row) = existing {
             return Err(Error::already_redirected(row.port, &ns.name));
         }
-        taken.extend(self.live.lock().unwrap().keys().filter(|(n, _)| *n == ns.name).map(|(_, p)| *p));
+        taken.extend(
+            self.live
+                .lock()
+                .unwrap()
+                .keys()
+                .filter(|(n, _)| *n == ns.name)
+                .map(|(_, p)| *p),
+        );
         let targets = self.targets_of(&app.id).await?;
         for _ in 0..CLAIM_TRIES {
             let (port, listener) = ports::allocate(ns.bind, &ns.ports, &taken)
                 .ok_or_else(|| Error::no_free_port(&ns.name, *ns.ports.start(), *ns.ports.end()))?;
-            let row = RedirRow { namespace: ns.name.clone(), port, app_id: app.id.clone() };
+            let row = RedirRow {
+                namespace: ns.name.clone(),
+                port,
+                app_id: app.id.clone(),
+            };
             let claim_row = row.clone();
             // Dropping `listener` on any early return below closes the port again.
             match self.db(move |s| s.claim(&claim_row)).await? {
@@ -256,12 +306,23 @@ impl Gateway {
     }
 
     /// Removes a redirection; its port stops accepting before this returns.
-    pub async fn remove(&self, caller: &Caller, org_id: &str, app_id: &str, namespace: &str, port: u16) -> Result<TcpRedir, Error> {
+    pub async fn remove(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        app_id: &str,
+        namespace: &str,
+        port: u16,
+    ) -> Result<TcpRedir, Error> {
         let app = self.app(caller, org_id, app_id).await?;
         if self.namespace(namespace).is_none() {
             return Err(Error::unknown_namespace(namespace));
         }
-        let row = RedirRow { namespace: namespace.to_owned(), port, app_id: app.id.clone() };
+        let row = RedirRow {
+            namespace: namespace.to_owned(),
+            port,
+            app_id: app.id.clone(),
+        };
         let described = self.describe(&row);
         let release_row = row.clone();
         if !self.db(move |s| s.release(&release_row)).await? {
@@ -269,11 +330,17 @@ impl Gateway {
         }
         self.stop_port(&row).await;
         info!(app = %app.id, namespace, port, "redirection removed");
-        Ok(TcpRedir { state: None, ..described })
+        Ok(TcpRedir {
+            state: None,
+            ..described
+        })
     }
 
     fn describe(&self, row: &RedirRow) -> TcpRedir {
-        let host = self.namespace(&row.namespace).map(|n| n.public_host.as_str()).unwrap_or("localhost");
+        let host = self
+            .namespace(&row.namespace)
+            .map(|n| n.public_host.as_str())
+            .unwrap_or("localhost");
         let bound = self
             .live
             .lock()
@@ -284,7 +351,11 @@ impl Gateway {
             namespace: row.namespace.clone(),
             port: row.port,
             address: Some(format!("tcp://{host}:{}/", row.port)),
-            state: Some(if bound { RedirState::Listening } else { RedirState::Unbound }),
+            state: Some(if bound {
+                RedirState::Listening
+            } else {
+                RedirState::Unbound
+            }),
         }
     }
 
@@ -295,9 +366,14 @@ impl Gateway {
         }
         let id = app_id.to_owned();
         let app = self.db(move |s| s.app(&id)).await?;
-        let addresses = app.map(|a| a.instances.into_iter().map(|i| i.address).collect()).unwrap_or_default();
+        let addresses = app
+            .map(|a| a.instances.into_iter().map(|i| i.address).collect())
+            .unwrap_or_default();
         let mut targets = self.targets.lock().unwrap();
-        Ok(targets.entry(app_id.to_owned()).or_insert_with(|| Arc::new(Targets::new(addresses))).clone())
+        Ok(targets
+            .entry(app_id.to_owned())
+            .or_insert_with(|| Arc::new(Targets::new(addresses)))
+            .clone())
     }
 
     fn start(&self, row: &RedirRow, addr: SocketAddr, targets: Arc<Targets>, listener: Option<TcpListener>) {
@@ -312,11 +388,18 @@ impl Gateway {
             connections: self.connections.clone(),
         };
         let task = tokio::spawn(forward::run(port, listener));
-        self.live.lock().unwrap().insert((row.namespace.clone(), row.port), Live { cancel, task, bound });
+        self.live
+            .lock()
+            .unwrap()
+            .insert((row.namespace.clone(), row.port), Live { cancel, task, bound });
     }
 
     async fn stop_port(&self, row: &RedirRow) {
-        let live = self.live.lock().unwrap().remove(&(row.namespace.clone(), row.port));
+        let live = self
+            .live
+            .lock()
+            .unwrap()
+            .remove(&(row.namespace.clone(), row.port));
         if let Some(live) = live {
             live.cancel.cancel();
             let _ = live.task.await;

@@ -79,7 +79,9 @@ pub async fn run(opts: Options) -> Result<()> {
         None => default_data_dir()?,
     };
     create_private_dir(&data_dir)?;
-    let data_dir = data_dir.canonicalize().with_context(|| format!("cannot resolve {}", data_dir.display()))?;
+    let data_dir = data_dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", data_dir.display()))?;
     let _lock = lock(&data_dir)?;
     let store = Arc::new(Store::open(&data_dir.join("tcp-redirs.db"))?);
     restrict(&data_dir.join("tcp-redirs.db"));
@@ -99,7 +101,11 @@ pub async fn run(opts: Options) -> Result<()> {
 
     let gateway = Arc::new(Gateway::new(store.clone(), namespaces));
     for app in &config.applications {
-        let instances = app.instances.iter().map(|a| crate::wire::Instance { address: a.clone() }).collect();
+        let instances = app
+            .instances
+            .iter()
+            .map(|a| crate::wire::Instance { address: a.clone() })
+            .collect();
         gateway.declare_app(&default_org.id, &app.name, instances).await?;
     }
     let restored = gateway.restore().await?;
@@ -112,7 +118,10 @@ pub async fn run(opts: Options) -> Result<()> {
         .with_graceful_shutdown(stop_signal())
         .await
         .context("the control API failed")?;
-    info!(drain_secs = opts.drain.as_secs(), "stopping: no new connections; letting open ones finish");
+    info!(
+        drain_secs = opts.drain.as_secs(),
+        "stopping: no new connections; letting open ones finish"
+    );
     gateway.stop(opts.drain).await;
     info!("stopped");
     Ok(())
@@ -146,7 +155,10 @@ fn lock(dir: &Path) -> Result<File> {
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     if file.try_lock().is_err() {
-        bail!("another tcp-redirs server is using the data directory {}: stop it, or pass another --data-dir", dir.display());
+        bail!(
+            "another tcp-redirs server is using the data directory {}: stop it, or pass another --data-dir",
+            dir.display()
+        );
     }
     Ok(file)
 }
@@ -155,14 +167,22 @@ fn lock(dir: &Path) -> Result<File> {
 fn admin_credential(data_dir: &Path, opts: &Options) -> Result<AdminCredential> {
     let path = data_dir.join("admin.toml");
     let saved: Option<AdminCredential> = match fs::read_to_string(&path) {
-        Ok(text) => Some(toml::from_str(&text).with_context(|| format!("{} is damaged: delete it to get a new admin credential", path.display()))?),
+        Ok(text) => Some(toml::from_str(&text).with_context(|| {
+            format!(
+                "{} is damaged: delete it to get a new admin credential",
+                path.display()
+            )
+        })?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     let saved = match saved {
         Some(saved) => saved,
         None => {
-            let fresh = AdminCredential { token: auth::generate("trt_"), secret: auth::generate("trs_") };
+            let fresh = AdminCredential {
+                token: auth::generate("trt_"),
+                secret: auth::generate("trs_"),
+            };
             let mut file = OpenOptions::new()
                 .create_new(true)
                 .write(true)
@@ -205,9 +225,14 @@ fn write_profile(url: &str, admin: &AdminCredential, data_dir: &Path) {
         file.save().map(Some)
     })();
     match result {
-        Ok(Some(path)) => info!(profile = %path.display(), "wrote the client profile `local`: the CLI on this machine talks to this server"),
+        Ok(Some(path)) => {
+            info!(profile = %path.display(), "wrote the client profile `local`: the CLI on this machine talks to this server")
+        }
         Ok(None) => info!("left the client profile `local` alone: it belongs to another server"),
-        Err(err) => warn!(error = format!("{err:#}"), "could not write the client profile; pass --server and --token to the CLI"),
+        Err(err) => warn!(
+            error = format!("{err:#}"),
+            "could not write the client profile; pass --server and --token to the CLI"
+        ),
     }
 }
 

@@ -107,9 +107,11 @@ pub struct Store {
 impl Store {
     /// Opens the database at `path`, creating it if absent, refusing a file that is not ours.
     pub fn open(path: &Path) -> Result<Store> {
-        let conn = Connection::open(path)
-            .with_context(|| format!("cannot open the store {}", path.display()))?;
-        let store = Store { conn: Mutex::new(conn) };
+        let conn =
+            Connection::open(path).with_context(|| format!("cannot open the store {}", path.display()))?;
+        let store = Store {
+            conn: Mutex::new(conn),
+        };
         store.init(path)?;
         Ok(store)
     }
@@ -167,7 +169,12 @@ impl Store {
     pub fn orgs(&self) -> Result<Vec<Organisation>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached("SELECT id, name FROM orgs ORDER BY name")?;
-        let rows = stmt.query_map([], |r| Ok(Organisation { id: r.get(0)?, name: r.get(1)? }))?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Organisation {
+                id: r.get(0)?,
+                name: r.get(1)?,
+            })
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -176,7 +183,10 @@ impl Store {
         let conn = self.conn();
         Ok(conn
             .query_row("SELECT id, name FROM orgs WHERE id = ?1", [id], |r| {
-                Ok(Organisation { id: r.get(0)?, name: r.get(1)? })
+                Ok(Organisation {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                })
             })
             .optional()?)
     }
@@ -184,10 +194,18 @@ impl Store {
     /// Returns the organisation named `name`, creating it with `id` when absent.
     pub fn ensure_org(&self, name: &str, id: &str) -> Result<Organisation> {
         let conn = self.conn();
-        conn.execute("INSERT OR IGNORE INTO orgs (id, name) VALUES (?1, ?2)", params![id, name])?;
-        Ok(conn.query_row("SELECT id, name FROM orgs WHERE name = ?1", [name], |r| {
-            Ok(Organisation { id: r.get(0)?, name: r.get(1)? })
-        })?)
+        conn.execute(
+            "INSERT OR IGNORE INTO orgs (id, name) VALUES (?1, ?2)",
+            params![id, name],
+        )?;
+        Ok(
+            conn.query_row("SELECT id, name FROM orgs WHERE name = ?1", [name], |r| {
+                Ok(Organisation {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                })
+            })?,
+        )
     }
 
     /// The applications of an organisation, sorted by name.
@@ -201,7 +219,12 @@ impl Store {
         apps.into_iter()
             .map(|(id, name, owner_id)| {
                 let instances = instances(&conn, &id)?;
-                Ok(Application { id, name, owner_id, instances })
+                Ok(Application {
+                    id,
+                    name,
+                    owner_id,
+                    instances,
+                })
             })
             .collect()
     }
@@ -214,9 +237,16 @@ impl Store {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .optional()?;
-        let Some((name, owner_id)) = found else { return Ok(None) };
+        let Some((name, owner_id)) = found else {
+            return Ok(None);
+        };
         let instances = instances(&conn, id)?;
-        Ok(Some(Application { id: id.to_owned(), name, owner_id, instances }))
+        Ok(Some(Application {
+            id: id.to_owned(),
+            name,
+            owner_id,
+            instances,
+        }))
     }
 
     /// Creates an application; `None` when the organisation already has one of that name.
@@ -322,7 +352,13 @@ impl Store {
     }
 
     /// Records a credential: the hashes of its token and secret, and its scope.
-    pub fn put_token(&self, name: &str, token_hash: &[u8], secret_hash: &[u8], org_id: Option<&str>) -> Result<()> {
+    pub fn put_token(
+        &self,
+        name: &str,
+        token_hash: &[u8],
+        secret_hash: &[u8],
+        org_id: Option<&str>,
+    ) -> Result<()> {
         let conn = self.conn();
         conn.execute(
             "INSERT OR REPLACE INTO tokens (token_hash, secret_hash, org_id, name) VALUES (?1, ?2, ?3, ?4)",
@@ -333,17 +369,22 @@ impl Store {
 
     /// Forgets every credential of that name (used to rotate the admin credential).
     pub fn drop_tokens_named(&self, name: &str) -> Result<()> {
-        self.conn().execute("DELETE FROM tokens WHERE name = ?1", [name])?;
+        self.conn()
+            .execute("DELETE FROM tokens WHERE name = ?1", [name])?;
         Ok(())
     }
 
     /// The credential whose token hashes to `token_hash`.
     pub fn token(&self, token_hash: &[u8]) -> Result<Option<TokenRow>> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached("SELECT secret_hash, org_id FROM tokens WHERE token_hash = ?1")?;
+        let mut stmt = conn.prepare_cached("SELECT secret_hash, org_id FROM tokens WHERE token_hash = ?1")?;
         Ok(stmt
-            .query_row([token_hash], |r| Ok(TokenRow { secret_hash: r.get(0)?, org_id: r.get(1)? }))
+            .query_row([token_hash], |r| {
+                Ok(TokenRow {
+                    secret_hash: r.get(0)?,
+                    org_id: r.get(1)?,
+                })
+            })
             .optional()?)
     }
 }
@@ -368,7 +409,11 @@ fn redirs_where<P: rusqlite::Params>(conn: &Connection, filter: &str, params: P)
     let sql = format!("SELECT namespace, port, app_id FROM redirs WHERE {filter} ORDER BY namespace, port");
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params, |r| {
-        Ok(RedirRow { namespace: r.get(0)?, port: r.get(1)?, app_id: r.get(2)? })
+        Ok(RedirRow {
+            namespace: r.get(0)?,
+            port: r.get(1)?,
+            app_id: r.get(2)?,
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
