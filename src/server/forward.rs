@@ -63,8 +63,10 @@ pub struct Port {
     pub addr: SocketAddr,
     /// The application's instances.
     pub targets: Arc<Targets>,
-    /// Cancelled when the redirection is removed or the server stops.
-    pub cancel: CancellationToken,
+    /// Cancelled to stop accepting: the redirection is removed or the server stops.
+    pub stop_accepting: CancellationToken,
+    /// Cancelled to close the open connections: the redirection is removed or the drain ended.
+    pub close_connections: CancellationToken,
     /// Whether the port is bound right now.
     pub bound: Arc<AtomicBool>,
     /// Tracks the connection tasks, so the server can wait for them at exit.
@@ -84,7 +86,7 @@ pub async fn run(port: Port, mut listener: Option<TcpListener>) {
                     warn!(namespace = %port.namespace, addr = %port.addr, error = %err,
                         "cannot bind the redirection's port (is another program using it?); retrying every {}s", REBIND_EVERY.as_secs());
                     tokio::select! {
-                        _ = port.cancel.cancelled() => return,
+                        _ = port.stop_accepting.cancelled() => return,
                         _ = tokio::time::sleep(REBIND_EVERY) => continue,
                     }
                 }
@@ -101,16 +103,16 @@ pub async fn run(port: Port, mut listener: Option<TcpListener>) {
 async fn accept_loop(port: &Port, listener: TcpListener) {
     loop {
         let accepted = tokio::select! {
-            _ = port.cancel.cancelled() => return,
+            _ = port.stop_accepting.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((client, peer)) => {
                 let targets = port.targets.clone();
-                let cancel = port.cancel.clone();
+                let close = port.close_connections.clone();
                 port.connections.spawn(async move {
                     tokio::select! {
-                        _ = cancel.cancelled() => {}
+                        _ = close.cancelled() => {}
                         _ = connection(client, peer, targets) => {}
                     }
                 });
@@ -120,7 +122,7 @@ async fn accept_loop(port: &Port, listener: TcpListener) {
             Err(err) if is_resource_exhaustion(&err) => {
                 warn!(addr = %port.addr, error = %err, "cannot accept: out of resources; backing off");
                 tokio::select! {
-                    _ = port.cancel.cancelled() => return,
+                    _ = port.stop_accepting.cancelled() => return,
                     _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
                 }
             }

@@ -30,7 +30,8 @@ const CLAIM_TRIES: usize = 8;
 
 /// A redirection that is running: its accept task and how to stop it.
 struct Live {
-    cancel: CancellationToken,
+    stop_accepting: CancellationToken,
+    close_connections: CancellationToken,
     task: JoinHandle<()>,
     bound: Arc<AtomicBool>,
 }
@@ -43,7 +44,10 @@ pub struct Gateway {
     targets: Mutex<HashMap<String, Arc<Targets>>>,
     /// Serialises allocations, so that two `add` calls never race for the same port here.
     claims: tokio::sync::Mutex<()>,
+    /// Parent of every port's `stop_accepting`.
     shutdown: CancellationToken,
+    /// Parent of every port's `close_connections`.
+    kill: CancellationToken,
     connections: TaskTracker,
 }
 
@@ -57,6 +61,7 @@ impl Gateway {
             targets: Mutex::default(),
             claims: tokio::sync::Mutex::new(()),
             shutdown: CancellationToken::new(),
+            kill: CancellationToken::new(),
             connections: TaskTracker::new(),
         }
     }
@@ -113,7 +118,12 @@ impl Gateway {
             .await
             .is_err()
         {
-            warn!("drain timeout reached; closing the remaining connections");
+            warn!(
+                open = self.connections.len(),
+                "drain timeout reached; closing the remaining connections"
+            );
+            self.kill.cancel();
+            self.connections.wait().await;
         }
     }
 
@@ -377,21 +387,28 @@ impl Gateway {
     }
 
     fn start(&self, row: &RedirRow, addr: SocketAddr, targets: Arc<Targets>, listener: Option<TcpListener>) {
-        let cancel = self.shutdown.child_token();
+        let stop_accepting = self.shutdown.child_token();
+        let close_connections = self.kill.child_token();
         let bound = Arc::new(AtomicBool::new(listener.is_some()));
         let port = forward::Port {
             namespace: row.namespace.clone(),
             addr,
             targets,
-            cancel: cancel.clone(),
+            stop_accepting: stop_accepting.clone(),
+            close_connections: close_connections.clone(),
             bound: bound.clone(),
             connections: self.connections.clone(),
         };
         let task = tokio::spawn(forward::run(port, listener));
-        self.live
-            .lock()
-            .unwrap()
-            .insert((row.namespace.clone(), row.port), Live { cancel, task, bound });
+        self.live.lock().unwrap().insert(
+            (row.namespace.clone(), row.port),
+            Live {
+                stop_accepting,
+                close_connections,
+                task,
+                bound,
+            },
+        );
     }
 
     async fn stop_port(&self, row: &RedirRow) {
@@ -401,7 +418,8 @@ impl Gateway {
             .unwrap()
             .remove(&(row.namespace.clone(), row.port));
         if let Some(live) = live {
-            live.cancel.cancel();
+            live.stop_accepting.cancel();
+            live.close_connections.cancel();
             let _ = live.task.await;
         }
     }

@@ -1,0 +1,766 @@
+//! Helpers shared by the black-box tests: the real `tcp-redirs` binary, real sockets on
+//! 127.0.0.1, nothing mocked.
+//!
+//! - [`Server`]: `tcp-redirs serve` on port 0 with a temp data dir, ready when it logs
+//!   `control API listening on http://…`; killed (and reaped) when dropped.
+//! - [`Server::cli`] / [`run_cli`]: the CLI as a child process with an isolated config dir,
+//!   giving back (exit code, stdout, stderr).
+//! - [`TcpService`]: a small TCP server run by the test (an echo server by default), the
+//!   application instance a redirection forwards to.
+//! - [`http`]: a raw HTTP/1.1 request over a `TcpStream`.
+//!
+//! Nothing here sleeps to wait for readiness: waits are on a signal (a log line, a process
+//! exit, a socket event) and every one of them is bounded in time.
+
+#![allow(dead_code)]
+
+use std::fmt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_tcp-redirs");
+/// How long `serve` may take to log that it is ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one CLI invocation may run.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(30);
+/// Read/write timeout on every socket the tests open.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+/// The log line `serve` prints once it is ready; the URL follows it.
+const READY_MARKER: &str = "control API listening on ";
+
+pub const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// A `Command` for the binary with none of the caller's `TCP_REDIRS_*` settings.
+fn command() -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TCP_REDIRS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("NO_COLOR", "1").stdin(Stdio::null());
+    cmd
+}
+
+/// A fresh random admin token.
+pub fn random_token() -> String {
+    format!("test-admin-{:032x}", rand::random::<u128>())
+}
+
+// ---------------------------------------------------------------------------------------
+// The server
+// ---------------------------------------------------------------------------------------
+
+/// How to start `tcp-redirs serve`; kept by the [`Server`] so it can be restarted alike.
+#[derive(Clone)]
+pub struct ServerBuilder {
+    data_dir: Arc<tempfile::TempDir>,
+    token: String,
+    config: Option<PathBuf>,
+    env: Vec<(String, String)>,
+}
+
+impl ServerBuilder {
+    /// A `--config FILE` for the server.
+    pub fn config(mut self, path: &Path) -> Self {
+        self.config = Some(path.to_owned());
+        self
+    }
+
+    /// An extra environment variable for the server process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Starts the server and waits until it logs that its control API is listening.
+    pub fn start(self) -> Server {
+        let config_dir = tempfile::tempdir().expect("temp config dir");
+        let mut cmd = command();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--public-bind", "127.0.0.1"])
+            .arg("--data-dir")
+            .arg(self.data_dir.path());
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.env("TCP_REDIRS_ADMIN_TOKEN", &self.token)
+            .env("TCP_REDIRS_CONFIG_DIR", config_dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn `tcp-redirs serve`");
+        let stderr = child.stderr.take().expect("piped stderr");
+        // From here on the guard kills the child even if waiting for readiness panics.
+        let mut guard = ChildGuard(child);
+
+        let log = Arc::new(Mutex::new(String::new()));
+        let (lines_tx, lines_rx) = mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            // Drains stderr for the whole life of the process (ends at EOF, when it exits),
+            // so the pipe never fills, and keeps it for failure messages.
+            thread::spawn(move || {
+                let mut reader = BufReader::new(stderr);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match reader.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            let line = strip_ansi(&String::from_utf8_lossy(&buf));
+                            log.lock().unwrap().push_str(&line);
+                            let _ = lines_tx.send(line);
+                        }
+                    }
+                }
+            });
+        }
+
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let url = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = ready_url(&line) {
+                        break url;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "`tcp-redirs serve` did not log `{READY_MARKER}http://…` within {READY_TIMEOUT:?}\n\
+                     --- server stderr ---\n{}",
+                    log.lock().unwrap()
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = guard.0.wait();
+                    panic!(
+                        "`tcp-redirs serve` exited before it was ready ({status:?})\n\
+                         --- server stderr ---\n{}",
+                        log.lock().unwrap()
+                    )
+                }
+            }
+        };
+        let addr: SocketAddr = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap_or_else(|e| panic!("cannot parse the control API address in `{url}`: {e}"));
+        Server {
+            child: guard,
+            url: format!("http://{addr}"),
+            addr,
+            token: self.token.clone(),
+            log,
+            builder: self,
+            _config_dir: config_dir,
+        }
+    }
+}
+
+/// The URL after the readiness marker, up to the first whitespace.
+fn ready_url(line: &str) -> Option<String> {
+    let rest = &line[line.find(READY_MARKER)? + READY_MARKER.len()..];
+    let url = rest.split_whitespace().next()?;
+    url.starts_with("http://").then(|| url.to_owned())
+}
+
+/// Removes ANSI colour sequences (`ESC [ … letter`), should the logs have any.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Kills (SIGKILL) and reaps the child when dropped.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `tcp-redirs serve`, killed when dropped.
+pub struct Server {
+    child: ChildGuard,
+    /// `http://127.0.0.1:PORT`, as the server logged it.
+    pub url: String,
+    /// The control API's address.
+    pub addr: SocketAddr,
+    /// The admin token.
+    pub token: String,
+    log: Arc<Mutex<String>>,
+    builder: ServerBuilder,
+    _config_dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// How to start a server on a fresh temp data dir with a fresh admin token.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            data_dir: Arc::new(tempfile::tempdir().expect("temp data dir")),
+            token: random_token(),
+            config: None,
+            env: Vec::new(),
+        }
+    }
+
+    /// A server with default settings.
+    pub fn start() -> Server {
+        Server::builder().start()
+    }
+
+    /// `kill -9` the server, then start it again on the same data dir, with the same token,
+    /// config and environment.
+    pub fn crash_and_restart(mut self) -> Server {
+        self.child.0.kill().expect("kill -9 the server");
+        self.child.0.wait().expect("reap the killed server");
+        self.builder.clone().start()
+    }
+
+    /// What the server printed on stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Runs the CLI against this server with the admin token.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        run_cli(&self.url, &self.token, args)
+    }
+
+    /// Runs the CLI, asserts it succeeded, and returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.code == 0,
+            "`tcp-redirs {}` failed\n{out}--- server stderr ---\n{}",
+            args.join(" "),
+            self.log()
+        );
+        out.stdout
+    }
+
+    /// Runs the CLI (with `-F json` among `args`), asserts it succeeded, and parses stdout
+    /// as exactly one JSON document.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let stdout = self.cli_ok(args);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "`tcp-redirs {}` did not print one JSON document on stdout ({e}):\n{stdout}",
+                args.join(" ")
+            )
+        })
+    }
+
+    /// `apps create NAME --instance ADDR -F json`: the new application's JSON.
+    pub fn create_app(&self, name: &str, instance: SocketAddr) -> Value {
+        let instance = instance.to_string();
+        self.cli_json(&["apps", "create", name, "--instance", &instance, "-F", "json"])
+    }
+
+    /// `add --app APP --namespace NS -F json`: the new redirection's port.
+    pub fn add(&self, app: &str, namespace: &str) -> u16 {
+        let added = self.cli_json(&["add", "--app", app, "--namespace", namespace, "-F", "json"]);
+        assert_eq!(added["namespace"], namespace, "namespace of `add -F json`: {added}");
+        port_of(&added)
+    }
+
+    /// `list --app APP -F json` as (namespace, port) pairs, in the printed order.
+    pub fn list(&self, app: &str) -> Vec<(String, u16)> {
+        redirections(&self.cli_json(&["list", "--app", app, "-F", "json"]))
+    }
+
+    /// A raw HTTP request to the control API with the admin's bearer token.
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
+        http(self.addr, method, path, Some(&format!("Bearer {}", self.token)), body)
+    }
+}
+
+/// The `port` of a redirection object, checked to be a valid TCP port.
+pub fn port_of(redirection: &Value) -> u16 {
+    let port = redirection["port"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no numeric `port` in {redirection}"));
+    assert!((1..=65535).contains(&port), "port out of range in {redirection}");
+    port as u16
+}
+
+/// A JSON array of redirections as (namespace, port) pairs, in order.
+pub fn redirections(list: &Value) -> Vec<(String, u16)> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("expected a JSON array of redirections, got {list}"))
+        .iter()
+        .map(|r| {
+            let namespace = r["namespace"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string `namespace` in {r}"));
+            (namespace.to_owned(), port_of(r))
+        })
+        .collect()
+}
+
+/// The `namespace` values of a JSON array of namespaces, in order.
+pub fn namespace_names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("expected a JSON array of namespaces, got {list}"))
+        .iter()
+        .map(|n| {
+            n["namespace"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string `namespace` in {n}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The CLI
+// ---------------------------------------------------------------------------------------
+
+/// What one CLI invocation did.
+pub struct CliOutput {
+    /// The exit code (-1 when killed by a signal).
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl fmt::Display for CliOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "exit code: {}", self.code)?;
+        writeln!(f, "--- stdout ---\n{}", self.stdout)?;
+        writeln!(f, "--- stderr ---\n{}", self.stderr)
+    }
+}
+
+impl CliOutput {
+    /// Asserts the error contract: exit code `code`, nothing on stdout, one line on stderr
+    /// that starts with `error: ` and contains every needle (case-insensitive).
+    pub fn assert_error(&self, code: i32, needles: &[&str]) {
+        assert_eq!(self.code, code, "wrong exit code\n{self}");
+        assert!(self.stdout.is_empty(), "an error must print nothing on stdout\n{self}");
+        assert!(self.stderr.starts_with("error: "), "stderr must start with `error: `\n{self}");
+        assert_eq!(self.stderr.trim_end().lines().count(), 1, "stderr must be one line\n{self}");
+        let lower = self.stderr.to_lowercase();
+        for needle in needles {
+            assert!(
+                lower.contains(&needle.to_lowercase()),
+                "stderr should mention `{needle}`\n{self}"
+            );
+        }
+    }
+}
+
+/// Runs `tcp-redirs --server URL ARGS…` with `TCP_REDIRS_TOKEN=token` and a fresh, empty
+/// `TCP_REDIRS_CONFIG_DIR`; kills it if it runs longer than [`CLI_TIMEOUT`].
+pub fn run_cli(url: &str, token: &str, args: &[&str]) -> CliOutput {
+    let config_dir = tempfile::tempdir().expect("temp config dir");
+    let mut child = command()
+        .arg("--server")
+        .arg(url)
+        .args(args)
+        .env("TCP_REDIRS_TOKEN", token)
+        .env("TCP_REDIRS_CONFIG_DIR", config_dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the tcp-redirs CLI");
+    let stdout = read_in_background(child.stdout.take().expect("piped stdout"));
+    let stderr = read_in_background(child.stderr.take().expect("piped stderr"));
+
+    let deadline = Instant::now() + CLI_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the CLI") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`tcp-redirs {}` still running after {CLI_TIMEOUT:?}; killed it. stderr so far:\n{}",
+                args.join(" "),
+                stderr.join().unwrap_or_default()
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    CliOutput {
+        code: status.code().unwrap_or(-1),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+fn read_in_background(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// The application side: small TCP servers run by the test
+// ---------------------------------------------------------------------------------------
+
+/// A TCP server on 127.0.0.1 that runs `handler` on a thread per connection; stopped
+/// (its accept loop ends and its listener closes) when dropped.
+pub struct TcpService {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accept_loop: Option<JoinHandle<()>>,
+}
+
+impl TcpService {
+    /// Sends every byte back; on EOF from the client, shuts down its write half.
+    pub fn echo() -> TcpService {
+        TcpService::start(echo_connection)
+    }
+
+    /// Reads until the client's EOF, and only then answers `got N bytes: ` followed by the
+    /// bytes reversed, then closes: the answer exists only if the half-close went through.
+    pub fn answer_after_eof() -> TcpService {
+        TcpService::start(answer_after_eof_connection)
+    }
+
+    pub fn start(handler: fn(TcpStream)) -> TcpService {
+        let listener = TcpListener::bind((LOCALHOST, 0)).expect("bind a test TCP service");
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let accept_loop = {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut errors = 0;
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    match conn {
+                        Ok(conn) => {
+                            let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
+                            let _ = conn.set_write_timeout(Some(Duration::from_secs(60)));
+                            thread::spawn(move || handler(conn));
+                        }
+                        Err(_) if errors < 100 => errors += 1,
+                        Err(_) => break,
+                    }
+                }
+            })
+        };
+        TcpService { addr, stop, accept_loop: Some(accept_loop) }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for TcpService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the blocking accept so the loop sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2));
+        if let Some(handle) = self.accept_loop.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn echo_connection(conn: TcpStream) {
+    let Ok(mut writer) = conn.try_clone() else { return };
+    let mut reader = &conn;
+    let _ = std::io::copy(&mut reader, &mut writer);
+    let _ = conn.shutdown(Shutdown::Write);
+}
+
+fn answer_after_eof_connection(mut conn: TcpStream) {
+    let mut received = Vec::new();
+    if conn.read_to_end(&mut received).is_err() {
+        return;
+    }
+    let _ = conn.write_all(&answer_after_eof_for(&received));
+    let _ = conn.shutdown(Shutdown::Write);
+}
+
+/// What [`TcpService::answer_after_eof`] answers to `request`.
+pub fn answer_after_eof_for(request: &[u8]) -> Vec<u8> {
+    let mut answer = format!("got {} bytes: ", request.len()).into_bytes();
+    answer.extend(request.iter().rev());
+    answer
+}
+
+// ---------------------------------------------------------------------------------------
+// The client side: talking through a redirection
+// ---------------------------------------------------------------------------------------
+
+/// `n` random bytes.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; n];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    bytes
+}
+
+/// Connects to 127.0.0.1:port (5 s timeout) with [`IO_TIMEOUT`] on reads and writes.
+pub fn connect(port: u16) -> TcpStream {
+    let addr = SocketAddr::from((LOCALHOST, port));
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("cannot connect to the redirection on {addr}: {e}"));
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
+/// Writes `data` to 127.0.0.1:port from one thread, then shuts the write half; reads
+/// everything that comes back until EOF on this thread (so neither side can deadlock on
+/// full buffers); returns what was read.
+pub fn send_and_read_back(port: u16, data: &[u8]) -> Vec<u8> {
+    let stream = connect(port);
+    let mut writer_side = stream.try_clone().expect("clone the client socket");
+    let data = data.to_vec();
+    let writer = thread::spawn(move || {
+        writer_side.write_all(&data)?;
+        writer_side.shutdown(Shutdown::Write)
+    });
+    let mut received = Vec::new();
+    let read = (&stream).read_to_end(&mut received);
+    let written = writer.join().expect("writer thread");
+    written.unwrap_or_else(|e| panic!("writing to the redirection on port {port} failed: {e}"));
+    read.unwrap_or_else(|e| {
+        panic!(
+            "reading from the redirection on port {port} failed after {} bytes: {e}",
+            received.len()
+        )
+    });
+    received
+}
+
+/// Writes `message`, shuts down the write half, then reads until EOF: a half-closed client
+/// must still receive the whole answer.
+pub fn half_close_exchange(port: u16, message: &[u8]) -> Vec<u8> {
+    let mut stream = connect(port);
+    stream.write_all(message).expect("write the message");
+    stream.shutdown(Shutdown::Write).expect("shut down the client's write half");
+    let mut received = Vec::new();
+    stream.read_to_end(&mut received).unwrap_or_else(|e| {
+        panic!("reading after the half-close failed after {} bytes: {e}", received.len())
+    });
+    received
+}
+
+/// Asserts two byte strings are equal without dumping megabytes into the message.
+pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
+    if got == want {
+        return;
+    }
+    let first_diff = got.iter().zip(want).position(|(a, b)| a != b);
+    panic!(
+        "{what}: got {} bytes, expected {}; first difference at byte {:?}",
+        got.len(),
+        want.len(),
+        first_diff.or(Some(got.len().min(want.len())))
+    );
+}
+
+/// Asserts nothing accepts connections on 127.0.0.1:port.
+pub fn assert_refuses(port: u16) {
+    let addr = SocketAddr::from((LOCALHOST, port));
+    if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        panic!("{addr} still accepts connections (connected from {:?})", stream.local_addr());
+    }
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+pub fn refused_port() -> u16 {
+    let listener = TcpListener::bind((LOCALHOST, 0)).expect("bind a port to release");
+    listener.local_addr().unwrap().port()
+}
+
+/// Two consecutive ports (N, N+1) that are free on 127.0.0.1, verified by binding both.
+/// They are picked in 4000..5000: below the default namespace range (above 5000), where
+/// the other tests' servers allocate, and below the kernel's ephemeral range, where
+/// outgoing connections take their ports.
+pub fn free_port_pair() -> (u16, u16) {
+    for _ in 0..200 {
+        let low = rand::random_range(4000..4999u16);
+        let first = TcpListener::bind((LOCALHOST, low));
+        let second = TcpListener::bind((LOCALHOST, low + 1));
+        if first.is_ok() && second.is_ok() {
+            return (low, low + 1);
+        }
+    }
+    panic!("found no two consecutive free ports in 4000..5000 after 200 tries");
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw HTTP
+// ---------------------------------------------------------------------------------------
+
+/// An HTTP response, read to EOF and de-chunked.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics with the status and body when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("expected a JSON body ({e}); status {}, body: {}", self.status, self.text())
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts a 2xx status and returns the JSON body.
+    pub fn ok_json(&self) -> Value {
+        assert!(
+            (200..300).contains(&self.status),
+            "expected a 2xx status, got {}: {}",
+            self.status,
+            self.text()
+        );
+        self.json()
+    }
+
+    /// Asserts the error contract: this status and `{"type":"error","id":<number>,
+    /// "message":"<non-empty>"}`; returns the message.
+    pub fn assert_error(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "wrong status; body: {}", self.text());
+        let body = self.json();
+        assert_eq!(body["type"], "error", "error body: {body}");
+        assert!(body["id"].is_number(), "error `id` must be a number: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(!message.trim().is_empty(), "error `message` must be non-empty: {body}");
+        message.to_owned()
+    }
+}
+
+/// Sends one HTTP/1.1 request (`Connection: close`) and reads the response to EOF.
+/// `authorization` is the whole `Authorization` header value; `body` is sent as JSON.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<&str>,
+) -> HttpResponse {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("cannot connect to the control API at {addr}: {e}"));
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n"
+    );
+    if let Some(auth) = authorization {
+        request.push_str(&format!("Authorization: {auth}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).expect("send the HTTP request");
+
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("reading the response to {method} {path} failed: {e}"));
+    parse_response(&raw).unwrap_or_else(|e| {
+        panic!(
+            "bad HTTP response to {method} {path}: {e}\n{}",
+            String::from_utf8_lossy(&raw)
+        )
+    })
+}
+
+fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of headers")?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|e| e.to_string())?;
+    let rest = &raw[end + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or("no status line")?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line `{status_line}`"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut response = HttpResponse { status, headers, body: Vec::new() };
+    response.body = if response
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
+        dechunk(rest)?
+    } else if let Some(len) = response.header("content-length") {
+        let len: usize = len.parse().map_err(|_| format!("bad content-length `{len}`"))?;
+        rest.get(..len).ok_or("body shorter than content-length")?.to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(response)
+}
+
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    // Each chunk is at least 5 bytes ("0\r\n\r\n"), so this bounds the loop.
+    for _ in 0..=rest.len() {
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("chunk size line without CRLF")?;
+        let size_line = std::str::from_utf8(&rest[..line_end]).map_err(|e| e.to_string())?;
+        let size_hex = size_line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_hex, 16)
+            .map_err(|_| format!("bad chunk size `{size_line}`"))?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        body.extend_from_slice(rest.get(..size).ok_or("truncated chunk")?);
+        rest = rest.get(size + 2..).ok_or("chunk without trailing CRLF")?;
+    }
+    Err("too many chunks".into())
+}
