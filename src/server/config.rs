@@ -7,6 +7,9 @@
 //! public_host = "tcp.example.com"  # shown to users as tcp://HOST:PORT/
 //! ports = "6000-6999"           # inclusive; default: above 5000, below the ephemeral range
 //! description = "for the database team"
+//! connect_timeout = 5           # seconds an instance may take to accept (then the next is tried)
+//! idle_timeout = 3600           # seconds without a byte either way before a connection is closed
+//! half_close_timeout = 60       # seconds a connection may stay half-closed
 //!
 //! [[application]]
 //! name = "my-db"
@@ -21,8 +24,13 @@ use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::Path;
 
+use std::time::Duration;
+
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
+
+use super::copy::Timeouts;
+use super::forward::Limits;
 
 /// The file as written by the operator.
 #[derive(Debug, Default, Deserialize)]
@@ -50,6 +58,12 @@ pub struct NamespaceConfig {
     pub ports: Option<String>,
     /// What it is for.
     pub description: Option<String>,
+    /// Seconds an instance may take to accept.
+    pub connect_timeout: Option<u64>,
+    /// Seconds without a byte either way before a connection is closed.
+    pub idle_timeout: Option<u64>,
+    /// Seconds a connection may stay half-closed.
+    pub half_close_timeout: Option<u64>,
 }
 
 /// One `[[application]]` table.
@@ -76,7 +90,20 @@ pub struct Namespace {
     pub ports: RangeInclusive<u16>,
     /// What it is for.
     pub description: Option<String>,
+    /// The time limits of its connections.
+    pub limits: Limits,
 }
+
+/// The default time limits. Idle connections are closed after an hour, as Envoy does:
+/// without an idle timeout, peers that vanish without a FIN or a reset leak connections.
+/// A half-closed connection gets a minute to finish (HAProxy's `timeout client-fin`).
+pub const DEFAULT_LIMITS: Limits = Limits {
+    connect: Duration::from_secs(5),
+    established: Timeouts {
+        idle: Duration::from_secs(3600),
+        half_closed: Duration::from_secs(60),
+    },
+};
 
 impl Config {
     /// Reads and checks the file.
@@ -104,6 +131,7 @@ impl Config {
             public_host: host.clone(),
             ports: ports.clone(),
             description: Some(description.into()),
+            limits: DEFAULT_LIMITS,
         };
         let mut list = vec![
             builtin("cleverapps", "for redirections used with 'cleverapps.io' domain"),
@@ -117,6 +145,23 @@ impl Config {
                 None => ports.clone(),
             };
             let bind = ns.bind.unwrap_or(public_bind);
+            let secs = |value: Option<u64>, default: Duration, what: &str| match value {
+                Some(0) => bail!("namespace `{}`: {what} must be at least 1 second", ns.name),
+                Some(s) if s > 366 * 86400 => bail!("namespace `{}`: {what} must be at most a year", ns.name),
+                Some(s) => Ok(Duration::from_secs(s)),
+                None => Ok(default),
+            };
+            let limits = Limits {
+                connect: secs(ns.connect_timeout, DEFAULT_LIMITS.connect, "connect_timeout")?,
+                established: Timeouts {
+                    idle: secs(ns.idle_timeout, DEFAULT_LIMITS.established.idle, "idle_timeout")?,
+                    half_closed: secs(
+                        ns.half_close_timeout,
+                        DEFAULT_LIMITS.established.half_closed,
+                        "half_close_timeout",
+                    )?,
+                },
+            };
             let entry = Namespace {
                 name: ns.name.clone(),
                 bind,
@@ -126,6 +171,7 @@ impl Config {
                     .unwrap_or_else(|| default_public_host(bind)),
                 ports,
                 description: ns.description.clone(),
+                limits,
             };
             match list.iter_mut().find(|n| n.name == ns.name) {
                 Some(existing) => {

@@ -8,8 +8,8 @@
 //! flowing, so a request/response protocol that signals the end of its request with FIN
 //! still gets its answer (bore and frp once lost these answers).
 //!
-//! Nothing here takes a lock or allocates per byte: the instance list is read once per
-//! connection, and the copy buffers are allocated once per connection.
+//! The bytes themselves are moved by [`super::copy`]. Nothing here takes a lock or
+//! allocates per byte: the instance list is read once per connection.
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,10 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-/// How long to wait for an instance to accept before trying the next one.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The size of each direction's copy buffer.
-const COPY_BUFFER: usize = 64 * 1024;
+use super::copy::{self, Timeouts};
+
 /// How long to wait before accepting again after the process ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often a redirection whose port could not be bound tries again.
@@ -71,6 +69,17 @@ pub struct Port {
     pub bound: Arc<AtomicBool>,
     /// Tracks the connection tasks, so the server can wait for them at exit.
     pub connections: TaskTracker,
+    /// How long connections may take and last.
+    pub limits: Limits,
+}
+
+/// The time limits of a redirection's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long an instance may take to accept before the next one is tried.
+    pub connect: Duration,
+    /// The idle and half-close timeouts of an established connection.
+    pub established: Timeouts,
 }
 
 /// Runs a redirection's public port until cancelled, binding it first if `listener` is `None`.
@@ -110,10 +119,11 @@ async fn accept_loop(port: &Port, listener: TcpListener) {
             Ok((client, peer)) => {
                 let targets = port.targets.clone();
                 let close = port.close_connections.clone();
+                let limits = port.limits;
                 port.connections.spawn(async move {
                     tokio::select! {
                         _ = close.cancelled() => {}
-                        _ = connection(client, peer, targets) => {}
+                        _ = connection(client, peer, targets, limits) => {}
                     }
                 });
             }
@@ -139,30 +149,27 @@ fn is_resource_exhaustion(err: &io::Error) -> bool {
     )
 }
 
-async fn connection(mut client: TcpStream, peer: SocketAddr, targets: Arc<Targets>) {
-    let Some((mut upstream, instance)) = connect(&targets).await else {
+async fn connection(client: TcpStream, peer: SocketAddr, targets: Arc<Targets>, limits: Limits) {
+    let Some((upstream, instance)) = connect(&targets, limits.connect).await else {
         info!(%peer, "no instance of the application accepted the connection; closing it");
         return;
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUFFER, COPY_BUFFER).await
-    {
-        Ok((up, down)) => debug!(%peer, %instance, up, down, "connection closed"),
-        Err(err) => debug!(%peer, %instance, error = %err, "connection ended with an error"),
-    }
+    let outcome = copy::bidirectional(&client, &upstream, limits.established).await;
+    debug!(%peer, %instance, up = outcome.up, down = outcome.down, cut = ?outcome.cut, "connection closed");
 }
 
 /// Connects to the first instance that accepts, starting from the round-robin position.
-async fn connect(targets: &Targets) -> Option<(TcpStream, String)> {
+async fn connect(targets: &Targets, timeout: Duration) -> Option<(TcpStream, String)> {
     let (list, start) = targets.order();
     for i in 0..list.len() {
         let address = &list[(start + i) % list.len()];
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address.as_str())).await {
+        match tokio::time::timeout(timeout, TcpStream::connect(address.as_str())).await {
             Ok(Ok(stream)) => return Some((stream, address.clone())),
             Ok(Err(err)) => warn!(instance = %address, error = %err, "instance refused the connection"),
             Err(_) => {
-                warn!(instance = %address, "instance did not answer within {}s", CONNECT_TIMEOUT.as_secs())
+                warn!(instance = %address, "instance did not answer within {timeout:?}")
             }
         }
     }

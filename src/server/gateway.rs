@@ -398,6 +398,9 @@ impl Gateway {
             close_connections: close_connections.clone(),
             bound: bound.clone(),
             connections: self.connections.clone(),
+            limits: self
+                .namespace(&row.namespace)
+                .map_or(super::config::DEFAULT_LIMITS, |n| n.limits),
         };
         let task = tokio::spawn(forward::run(port, listener));
         self.live.lock().unwrap().insert(

@@ -10,6 +10,7 @@
 mod api;
 mod auth;
 mod config;
+mod copy;
 mod error;
 mod forward;
 mod gateway;
@@ -71,6 +72,7 @@ pub async fn run(opts: Options) -> Result<()> {
     };
     let namespaces = config.namespaces(opts.public_bind)?;
 
+    raise_fd_limit();
     // Everything the server writes (store, WAL, credential, profile) is for its user only.
     // SAFETY: umask only changes this process's file creation mask; it cannot fail.
     unsafe { libc::umask(0o077) };
@@ -233,6 +235,25 @@ fn write_profile(url: &str, admin: &AdminCredential, data_dir: &Path) {
             error = format!("{err:#}"),
             "could not write the client profile; pass --server and --token to the CLI"
         ),
+    }
+}
+
+/// Every connection costs two descriptors (four while it splices), and the usual soft
+/// limit of 1024 would cap the gateway at a few hundred connections: take the hard limit.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let soft = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                info!(from = soft, to = limit.rlim_max, "raised the open file limit");
+            }
+        }
     }
 }
 
