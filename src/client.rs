@@ -96,12 +96,9 @@ impl Client {
             .await
     }
 
-    /// Adds a redirection in `namespace`.
-    pub async fn add_redirection(&self, app: &Application, namespace: &str) -> Result<TcpRedir> {
-        let body = NewTcpRedir {
-            namespace: namespace.to_owned(),
-        };
-        self.call(Method::POST, &format!("{}/tcpRedirs", app_path(app)), Some(&body))
+    /// Adds a redirection.
+    pub async fn add_redirection(&self, app: &Application, body: &NewTcpRedir) -> Result<TcpRedir> {
+        self.call(Method::POST, &format!("{}/tcpRedirs", app_path(app)), Some(body))
             .await
     }
 

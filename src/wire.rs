@@ -40,6 +40,27 @@ pub struct TcpRedir {
     /// Whether the gateway is accepting connections on the port right now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<RedirState>,
+    /// The connection time limits in force on this port.
+    #[serde(flatten)]
+    pub limits: RedirLimits,
+}
+
+/// The longest time limit a redirection accepts, in seconds (a year).
+pub const MAX_LIMIT_SECS: u64 = 366 * 86400;
+
+/// A redirection's connection time limits, in seconds; unset means the namespace's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedirLimits {
+    /// How long an instance may take to accept before the next one is tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<u64>,
+    /// How long a connection may go without a byte in either direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<u64>,
+    /// How long a connection may stay half-closed (one direction ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_close_timeout: Option<u64>,
 }
 
 /// Whether a redirection's public port is accepting connections.
@@ -58,6 +79,9 @@ pub enum RedirState {
 pub struct NewTcpRedir {
     /// The namespace to take a port in.
     pub namespace: String,
+    /// Time limits for this redirection's connections, overriding the namespace's.
+    #[serde(flatten)]
+    pub limits: RedirLimits,
 }
 
 /// An organisation: it owns applications, and its credentials reach nothing outside it.

@@ -131,7 +131,7 @@ async fn add(
     let Json(new) = body.map_err(|e| Error::bad_body(e.body_text(), r#"{"namespace":"default"}"#))?;
     Ok((
         StatusCode::CREATED,
-        Json(gw.add(&caller, &org, &app, &new.namespace).await?),
+        Json(gw.add(&caller, &org, &app, &new).await?),
     ))
 }
 

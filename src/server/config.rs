@@ -31,6 +31,7 @@ use serde::Deserialize;
 
 use super::copy::Timeouts;
 use super::forward::Limits;
+use crate::wire::RedirLimits;
 
 /// The file as written by the operator.
 #[derive(Debug, Default, Deserialize)]
@@ -145,23 +146,14 @@ impl Config {
                 None => ports.clone(),
             };
             let bind = ns.bind.unwrap_or(public_bind);
-            let secs = |value: Option<u64>, default: Duration, what: &str| match value {
-                Some(0) => bail!("namespace `{}`: {what} must be at least 1 second", ns.name),
-                Some(s) if s > 366 * 86400 => bail!("namespace `{}`: {what} must be at most a year", ns.name),
-                Some(s) => Ok(Duration::from_secs(s)),
-                None => Ok(default),
+            let overrides = RedirLimits {
+                connect_timeout: ns.connect_timeout,
+                idle_timeout: ns.idle_timeout,
+                half_close_timeout: ns.half_close_timeout,
             };
-            let limits = Limits {
-                connect: secs(ns.connect_timeout, DEFAULT_LIMITS.connect, "connect_timeout")?,
-                established: Timeouts {
-                    idle: secs(ns.idle_timeout, DEFAULT_LIMITS.established.idle, "idle_timeout")?,
-                    half_closed: secs(
-                        ns.half_close_timeout,
-                        DEFAULT_LIMITS.established.half_closed,
-                        "half_close_timeout",
-                    )?,
-                },
-            };
+            let limits = DEFAULT_LIMITS
+                .with(&overrides)
+                .map_err(|e| anyhow::anyhow!("namespace `{}`: {e}", ns.name))?;
             let entry = Namespace {
                 name: ns.name.clone(),
                 bind,

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::copy::{self, Timeouts};
+use crate::wire::{RedirLimits, MAX_LIMIT_SECS};
 
 /// How long to wait before accepting again after the process ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -80,6 +81,39 @@ pub struct Limits {
     pub connect: Duration,
     /// The idle and half-close timeouts of an established connection.
     pub established: Timeouts,
+}
+
+impl Limits {
+    /// These limits with the ones `overrides` sets, each checked to be from 1 s to a year.
+    pub fn with(self, overrides: &RedirLimits) -> Result<Limits, String> {
+        let secs = |value: Option<u64>, base: Duration, what: &str| match value {
+            Some(s) if !(1..=MAX_LIMIT_SECS).contains(&s) => Err(format!(
+                "the {what} must be from 1 to {MAX_LIMIT_SECS} seconds, not {s}"
+            )),
+            Some(s) => Ok(Duration::from_secs(s)),
+            None => Ok(base),
+        };
+        Ok(Limits {
+            connect: secs(overrides.connect_timeout, self.connect, "connect timeout")?,
+            established: Timeouts {
+                idle: secs(overrides.idle_timeout, self.established.idle, "idle timeout")?,
+                half_closed: secs(
+                    overrides.half_close_timeout,
+                    self.established.half_closed,
+                    "half-close timeout",
+                )?,
+            },
+        })
+    }
+
+    /// The limits as the API shows them, in seconds.
+    pub fn to_wire(self) -> RedirLimits {
+        RedirLimits {
+            connect_timeout: Some(self.connect.as_secs()),
+            idle_timeout: Some(self.established.idle.as_secs()),
+            half_close_timeout: Some(self.established.half_closed.as_secs()),
+        }
+    }
 }
 
 /// Runs a redirection's public port until cancelled, binding it first if `listener` is `None`.

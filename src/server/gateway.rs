@@ -18,12 +18,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::auth::Caller;
-use super::config::Namespace;
+use super::config::{Namespace, DEFAULT_LIMITS};
 use super::error::Error;
-use super::forward::{self, Targets};
+use super::forward::{self, Limits, Targets};
 use super::ports;
 use super::store::{Claim, RedirRow, Store};
-use crate::wire::{self, Application, NewApplication, Organisation, RedirState, TcpRedir};
+use crate::wire::{self, Application, NewApplication, NewTcpRedir, Organisation, RedirState, TcpRedir};
 
 /// How many times `add` picks another port when the store says a port was claimed meanwhile.
 const CLAIM_TRIES: usize = 8;
@@ -260,13 +260,14 @@ impl Gateway {
         caller: &Caller,
         org_id: &str,
         app_id: &str,
-        namespace: &str,
+        new: &NewTcpRedir,
     ) -> Result<TcpRedir, Error> {
         let app = self.app(caller, org_id, app_id).await?;
         let ns = self
-            .namespace(namespace)
-            .ok_or_else(|| Error::unknown_namespace(namespace))?
+            .namespace(&new.namespace)
+            .ok_or_else(|| Error::unknown_namespace(&new.namespace))?
             .clone();
+        ns.limits.with(&new.limits).map_err(Error::bad_request)?;
         let _claims = self.claims.lock().await;
         let (ns_name, app_id) = (ns.name.clone(), app.id.clone());
         let (mut taken, existing) = self
@@ -297,6 +298,7 @@ impl Gateway {
                 namespace: ns.name.clone(),
                 port,
                 app_id: app.id.clone(),
+                limits: new.limits,
             };
             let claim_row = row.clone();
             // Dropping `listener` on any early return below closes the port again.
@@ -328,11 +330,12 @@ impl Gateway {
         if self.namespace(namespace).is_none() {
             return Err(Error::unknown_namespace(namespace));
         }
-        let row = RedirRow {
-            namespace: namespace.to_owned(),
-            port,
-            app_id: app.id.clone(),
-        };
+        let app_id = app.id.clone();
+        let rows = self.db(move |s| s.app_redirs(&app_id)).await?;
+        let row = rows
+            .into_iter()
+            .find(|r| r.namespace == namespace && r.port == port)
+            .ok_or_else(|| Error::unknown_redir(port, namespace))?;
         let described = self.describe(&row);
         let release_row = row.clone();
         if !self.db(move |s| s.release(&release_row)).await? {
@@ -344,6 +347,15 @@ impl Gateway {
             state: None,
             ..described
         })
+    }
+
+    /// The limits in force on a redirection: its own over its namespace's.
+    fn limits(&self, row: &RedirRow) -> Limits {
+        let base = self
+            .namespace(&row.namespace)
+            .map_or(DEFAULT_LIMITS, |n| n.limits);
+        // Stored limits were checked when added; should one be out of range, the base holds.
+        base.with(&row.limits).unwrap_or(base)
     }
 
     fn describe(&self, row: &RedirRow) -> TcpRedir {
@@ -358,6 +370,7 @@ impl Gateway {
             .get(&(row.namespace.clone(), row.port))
             .is_some_and(|l| l.bound.load(Ordering::Relaxed));
         TcpRedir {
+            limits: self.limits(row).to_wire(),
             namespace: row.namespace.clone(),
             port: row.port,
             address: Some(format!("tcp://{host}:{}/", row.port)),
@@ -398,9 +411,7 @@ impl Gateway {
             close_connections: close_connections.clone(),
             bound: bound.clone(),
             connections: self.connections.clone(),
-            limits: self
-                .namespace(&row.namespace)
-                .map_or(super::config::DEFAULT_LIMITS, |n| n.limits),
+            limits: self.limits(row),
         };
         let task = tokio::spawn(forward::run(port, listener));
         self.live.lock().unwrap().insert(

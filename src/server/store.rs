@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
-use crate::wire::{Application, Instance, Organisation};
+use crate::wire::{Application, Instance, Organisation, RedirLimits};
 
 /// The marker that tells our database apart from any other SQLite file.
 const FORMAT: &str = "tcp-redirs";
@@ -47,6 +47,9 @@ CREATE TABLE redirs (
     port INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
     app_id TEXT NOT NULL REFERENCES apps(id),
     revision INTEGER NOT NULL,
+    connect_timeout INTEGER,
+    idle_timeout INTEGER,
+    half_close_timeout INTEGER,
     created_at INTEGER NOT NULL DEFAULT (unixepoch()),
     PRIMARY KEY (namespace, port),
     UNIQUE (app_id, namespace)
@@ -77,6 +80,8 @@ pub struct RedirRow {
     pub port: u16,
     /// The application it leads to.
     pub app_id: String,
+    /// Its own connection time limits, over the namespace's.
+    pub limits: RedirLimits,
 }
 
 /// The outcome of claiming a port for an application.
@@ -324,8 +329,17 @@ impl Store {
         }
         let revision = log_change(&tx, "add", row)?;
         let inserted = tx.execute(
-            "INSERT INTO redirs (namespace, port, app_id, revision) VALUES (?1, ?2, ?3, ?4)",
-            params![row.namespace, row.port, row.app_id, revision],
+            "INSERT INTO redirs (namespace, port, app_id, revision, connect_timeout, idle_timeout, half_close_timeout)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                row.namespace,
+                row.port,
+                row.app_id,
+                revision,
+                row.limits.connect_timeout,
+                row.limits.idle_timeout,
+                row.limits.half_close_timeout
+            ],
         );
         match inserted {
             Err(e) if is_unique_violation(&e) => return Ok(Claim::PortTaken),
@@ -406,13 +420,21 @@ fn write_instances(conn: &Connection, app_id: &str, list: &[Instance]) -> Result
 }
 
 fn redirs_where<P: rusqlite::Params>(conn: &Connection, filter: &str, params: P) -> Result<Vec<RedirRow>> {
-    let sql = format!("SELECT namespace, port, app_id FROM redirs WHERE {filter} ORDER BY namespace, port");
+    let sql = format!(
+        "SELECT namespace, port, app_id, connect_timeout, idle_timeout, half_close_timeout
+         FROM redirs WHERE {filter} ORDER BY namespace, port"
+    );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params, |r| {
         Ok(RedirRow {
             namespace: r.get(0)?,
             port: r.get(1)?,
             app_id: r.get(2)?,
+            limits: RedirLimits {
+                connect_timeout: r.get(3)?,
+                idle_timeout: r.get(4)?,
+                half_close_timeout: r.get(5)?,
+            },
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -282,7 +282,10 @@ impl Server {
     /// `add --app APP --namespace NS -F json`: the new redirection's port.
     pub fn add(&self, app: &str, namespace: &str) -> u16 {
         let added = self.cli_json(&["add", "--app", app, "--namespace", namespace, "-F", "json"]);
-        assert_eq!(added["namespace"], namespace, "namespace of `add -F json`: {added}");
+        assert_eq!(
+            added["namespace"], namespace,
+            "namespace of `add -F json`: {added}"
+        );
         port_of(&added)
     }
 
@@ -293,7 +296,13 @@ impl Server {
 
     /// A raw HTTP request to the control API with the admin's bearer token.
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
-        http(self.addr, method, path, Some(&format!("Bearer {}", self.token)), body)
+        http(
+            self.addr,
+            method,
+            path,
+            Some(&format!("Bearer {}", self.token)),
+            body,
+        )
     }
 }
 
@@ -359,9 +368,19 @@ impl CliOutput {
     /// that starts with `error: ` and contains every needle (case-insensitive).
     pub fn assert_error(&self, code: i32, needles: &[&str]) {
         assert_eq!(self.code, code, "wrong exit code\n{self}");
-        assert!(self.stdout.is_empty(), "an error must print nothing on stdout\n{self}");
-        assert!(self.stderr.starts_with("error: "), "stderr must start with `error: `\n{self}");
-        assert_eq!(self.stderr.trim_end().lines().count(), 1, "stderr must be one line\n{self}");
+        assert!(
+            self.stdout.is_empty(),
+            "an error must print nothing on stdout\n{self}"
+        );
+        assert!(
+            self.stderr.starts_with("error: "),
+            "stderr must start with `error: `\n{self}"
+        );
+        assert_eq!(
+            self.stderr.trim_end().lines().count(),
+            1,
+            "stderr must be one line\n{self}"
+        );
         let lower = self.stderr.to_lowercase();
         for needle in needles {
             assert!(
@@ -468,7 +487,11 @@ impl TcpService {
                 }
             })
         };
-        TcpService { addr, stop, accept_loop: Some(accept_loop) }
+        TcpService {
+            addr,
+            stop,
+            accept_loop: Some(accept_loop),
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -560,10 +583,15 @@ pub fn send_and_read_back(port: u16, data: &[u8]) -> Vec<u8> {
 pub fn half_close_exchange(port: u16, message: &[u8]) -> Vec<u8> {
     let mut stream = connect(port);
     stream.write_all(message).expect("write the message");
-    stream.shutdown(Shutdown::Write).expect("shut down the client's write half");
+    stream
+        .shutdown(Shutdown::Write)
+        .expect("shut down the client's write half");
     let mut received = Vec::new();
     stream.read_to_end(&mut received).unwrap_or_else(|e| {
-        panic!("reading after the half-close failed after {} bytes: {e}", received.len())
+        panic!(
+            "reading after the half-close failed after {} bytes: {e}",
+            received.len()
+        )
     });
     received
 }
@@ -586,7 +614,10 @@ pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
 pub fn assert_refuses(port: u16) {
     let addr = SocketAddr::from((LOCALHOST, port));
     if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        panic!("{addr} still accepts connections (connected from {:?})", stream.local_addr());
+        panic!(
+            "{addr} still accepts connections (connected from {:?})",
+            stream.local_addr()
+        );
     }
 }
 
@@ -632,7 +663,11 @@ impl HttpResponse {
     /// The body as JSON; panics with the status and body when it is not.
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("expected a JSON body ({e}); status {}, body: {}", self.status, self.text())
+            panic!(
+                "expected a JSON body ({e}); status {}, body: {}",
+                self.status,
+                self.text()
+            )
         })
     }
 
@@ -662,7 +697,10 @@ impl HttpResponse {
         assert_eq!(body["type"], "error", "error body: {body}");
         assert!(body["id"].is_number(), "error `id` must be a number: {body}");
         let message = body["message"].as_str().unwrap_or_default();
-        assert!(!message.trim().is_empty(), "error `message` must be non-empty: {body}");
+        assert!(
+            !message.trim().is_empty(),
+            "error `message` must be non-empty: {body}"
+        );
         message.to_owned()
     }
 }
@@ -696,7 +734,9 @@ pub fn http(
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream.write_all(request.as_bytes()).expect("send the HTTP request");
+    stream
+        .write_all(request.as_bytes())
+        .expect("send the HTTP request");
 
     let mut raw = Vec::new();
     stream
@@ -728,7 +768,11 @@ fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    let mut response = HttpResponse { status, headers, body: Vec::new() };
+    let mut response = HttpResponse {
+        status,
+        headers,
+        body: Vec::new(),
+    };
     response.body = if response
         .header("transfer-encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
@@ -736,7 +780,9 @@ fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
         dechunk(rest)?
     } else if let Some(len) = response.header("content-length") {
         let len: usize = len.parse().map_err(|_| format!("bad content-length `{len}`"))?;
-        rest.get(..len).ok_or("body shorter than content-length")?.to_vec()
+        rest.get(..len)
+            .ok_or("body shorter than content-length")?
+            .to_vec()
     } else {
         rest.to_vec()
     };
@@ -753,8 +799,8 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
             .ok_or("chunk size line without CRLF")?;
         let size_line = std::str::from_utf8(&rest[..line_end]).map_err(|e| e.to_string())?;
         let size_hex = size_line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_hex, 16)
-            .map_err(|_| format!("bad chunk size `{size_line}`"))?;
+        let size =
+            usize::from_str_radix(size_hex, 16).map_err(|_| format!("bad chunk size `{size_line}`"))?;
         rest = &rest[line_end + 2..];
         if size == 0 {
             return Ok(body);

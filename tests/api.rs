@@ -1,0 +1,192 @@
+//! The HTTP API (Clever's API v2 subset) spoken raw over a `TcpStream`.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// The id of the one organisation a fresh server has.
+fn default_org(server: &Server) -> String {
+    let orgs = server.api("GET", "/v2/organisations", None).ok_json();
+    let orgs = orgs
+        .as_array()
+        .unwrap_or_else(|| panic!("organisations must be an array: {orgs}"));
+    assert_eq!(orgs.len(), 1, "a fresh server has one organisation: {orgs:?}");
+    assert!(orgs[0]["name"].is_string(), "organisation name: {}", orgs[0]);
+    let id = orgs[0]["id"].as_str().expect("organisation id");
+    assert!(id.starts_with("orga_"), "organisation id: {id}");
+    id.to_owned()
+}
+
+/// `POST …/applications` with one instance; the new application's id.
+fn create_app(server: &Server, org: &str, name: &str, instance: SocketAddr) -> String {
+    let body = json!({"name": name, "instances": [{"address": instance.to_string()}]}).to_string();
+    let created = server.api(
+        "POST",
+        &format!("/v2/organisations/{org}/applications"),
+        Some(&body),
+    );
+    assert!(
+        matches!(created.status, 200 | 201),
+        "create application: status {} {}",
+        created.status,
+        created.text()
+    );
+    let app = created.json();
+    assert_eq!(app["name"], name, "{app}");
+    assert_eq!(app["ownerId"], org, "{app}");
+    assert_eq!(
+        app["instances"],
+        json!([{"address": instance.to_string()}]),
+        "{app}"
+    );
+    let id = app["id"].as_str().unwrap_or_else(|| panic!("no id in {app}"));
+    assert!(id.starts_with("app_"), "application id: {id}");
+    id.to_owned()
+}
+
+#[test]
+fn requests_without_valid_credentials_get_401() {
+    let server = Server::start();
+    let org = default_org(&server);
+    let paths = [
+        "/v2/organisations".to_owned(),
+        format!("/v2/organisations/{org}/namespaces"),
+        format!("/v2/organisations/{org}/applications"),
+    ];
+    for path in &paths {
+        http(server.addr, "GET", path, None, None).assert_error(401);
+        http(server.addr, "GET", path, Some("Bearer not-the-token"), None).assert_error(401);
+        let oauth = r#"OAuth oauth_consumer_key="k", oauth_token="nope", oauth_signature="s%26nope""#;
+        http(server.addr, "GET", path, Some(oauth), None).assert_error(401);
+    }
+}
+
+#[test]
+fn clevers_oauth_plaintext_header_is_accepted() {
+    let secret = "test-admin-secret";
+    let server = Server::builder().env("TCP_REDIRS_ADMIN_SECRET", secret).start();
+    let org = default_org(&server);
+    let path = format!("/v2/organisations/{org}/namespaces");
+    let oauth = |signature_secret: &str| {
+        format!(
+            r#"OAuth oauth_consumer_key="anything", oauth_token="{}", oauth_signature="consumer-secret%26{signature_secret}""#,
+            server.token
+        )
+    };
+
+    let namespaces = http(server.addr, "GET", &path, Some(&oauth(secret)), None).ok_json();
+    assert_eq!(namespace_names(&namespaces), ["cleverapps", "default"]);
+
+    http(server.addr, "GET", &path, Some(&oauth("wrong-secret")), None).assert_error(401);
+}
+
+/// The four calls `clever tcp-redirs` makes, with their exact shapes, plus the
+/// organisation and application calls that lead to them.
+#[test]
+fn clevers_tcp_redirs_calls() {
+    let echo = TcpService::echo();
+    let server = Server::start();
+    let org = default_org(&server);
+    let app = create_app(&server, &org, "api-app", echo.addr());
+
+    let apps = server
+        .api("GET", &format!("/v2/organisations/{org}/applications"), None)
+        .ok_json();
+    assert!(
+        apps.as_array()
+            .is_some_and(|a| a.iter().any(|x| x["id"] == app.as_str())),
+        "the new app is listed: {apps}"
+    );
+
+    let namespaces = server
+        .api("GET", &format!("/v2/organisations/{org}/namespaces"), None)
+        .ok_json();
+    assert_eq!(namespace_names(&namespaces), ["cleverapps", "default"]);
+
+    let redirs_path = format!("/v2/organisations/{org}/applications/{app}/tcpRedirs");
+    assert_eq!(server.api("GET", &redirs_path, None).ok_json(), json!([]));
+
+    let added = server
+        .api("POST", &redirs_path, Some(r#"{"namespace":"default"}"#))
+        .ok_json();
+    assert_eq!(added["namespace"], "default", "{added}");
+    let port = port_of(&added);
+    assert_same_bytes(
+        &send_and_read_back(port, b"via the API"),
+        b"via the API",
+        "API-made redirection",
+    );
+
+    let listed = server.api("GET", &redirs_path, None).ok_json();
+    assert_eq!(redirections(&listed), vec![("default".to_owned(), port)]);
+
+    let removed = server.api("DELETE", &format!("{redirs_path}/{port}?namespace=default"), None);
+    assert!(
+        (200..300).contains(&removed.status),
+        "DELETE: {} {}",
+        removed.status,
+        removed.text()
+    );
+    let body = removed.text();
+    // Clever answers empty or `{}`; we answer the removed redirection, an object with more
+    // fields, which clients expecting `{}` read the same way.
+    assert!(
+        body.trim().is_empty()
+            || serde_json::from_str::<Value>(&body)
+                .is_ok_and(|v| v.is_object() && (v.get("port").is_none() || v["port"] == json!(port))),
+        "DELETE answers empty or an object describing the removed redirection: {body}"
+    );
+    assert_refuses(port);
+    assert_eq!(server.api("GET", &redirs_path, None).ok_json(), json!([]));
+}
+
+#[test]
+fn a_bad_json_body_is_400() {
+    let echo = TcpService::echo();
+    let server = Server::start();
+    let org = default_org(&server);
+    let app = create_app(&server, &org, "api-app", echo.addr());
+    let path = format!("/v2/organisations/{org}/applications/{app}/tcpRedirs");
+
+    server
+        .api("POST", &path, Some(r#"{"namespace":"#))
+        .assert_error(400);
+    server
+        .api("POST", &path, Some(r#"{"port":5123}"#))
+        .assert_error(400);
+}
+
+#[test]
+fn an_unknown_namespace_is_404() {
+    let echo = TcpService::echo();
+    let server = Server::start();
+    let org = default_org(&server);
+    let app = create_app(&server, &org, "api-app", echo.addr());
+    let path = format!("/v2/organisations/{org}/applications/{app}/tcpRedirs");
+
+    server
+        .api("POST", &path, Some(r#"{"namespace":"nope"}"#))
+        .assert_error(404);
+    assert_eq!(server.api("GET", &path, None).ok_json(), json!([]));
+}
+
+#[test]
+fn a_port_outside_1_to_65535_in_delete_is_400() {
+    let echo = TcpService::echo();
+    let server = Server::start();
+    let org = default_org(&server);
+    let app = create_app(&server, &org, "api-app", echo.addr());
+    let path = format!("/v2/organisations/{org}/applications/{app}/tcpRedirs/70000?namespace=default");
+
+    server.api("DELETE", &path, None).assert_error(400);
+}
+
+#[test]
+fn an_unknown_route_is_404() {
+    let server = Server::start();
+    server.api("GET", "/v2/no-such-route", None).assert_error(404);
+    server.api("GET", "/nothing/here", None).assert_error(404);
+}

@@ -1,0 +1,372 @@
+//! The CLI end to end: `tcp-redirs serve` and the client as real processes, traffic through
+//! real public ports on 127.0.0.1.
+
+mod common;
+
+use std::io::{ErrorKind, Read};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// The quick start, with traffic: create an app whose instance is an echo server, add a
+/// redirection, push 1 MiB through it, half-close, list, survive `kill -9`, remove.
+#[test]
+fn end_to_end_forwarding_survives_kill_and_restart() {
+    let echo = TcpService::echo();
+    let server = Server::start();
+
+    let app = server.create_app("my-db", echo.addr());
+    assert_eq!(app["name"], "my-db", "apps create -F json: {app}");
+    assert!(
+        app["id"].as_str().is_some_and(|id| id.starts_with("app_")),
+        "app id: {app}"
+    );
+    assert!(
+        app["ownerId"].as_str().is_some_and(|id| id.starts_with("orga_")),
+        "ownerId: {app}"
+    );
+    assert_eq!(
+        app["instances"][0]["address"],
+        echo.addr().to_string(),
+        "instances: {app}"
+    );
+
+    let port = server.add("my-db", "default");
+
+    let mib = random_bytes(1 << 20);
+    assert_same_bytes(
+        &send_and_read_back(port, &mib),
+        &mib,
+        "1 MiB echoed through the redirection",
+    );
+
+    let message = b"the client is done writing; the answer must still arrive";
+    assert_same_bytes(
+        &half_close_exchange(port, message),
+        message,
+        "echo after a half-close",
+    );
+
+    assert_eq!(server.list("my-db"), vec![("default".to_owned(), port)]);
+
+    let server = server.crash_and_restart();
+    assert_eq!(
+        server.list("my-db"),
+        vec![("default".to_owned(), port)],
+        "the redirection must come back after kill -9"
+    );
+    let data = random_bytes(64 * 1024);
+    assert_same_bytes(
+        &send_and_read_back(port, &data),
+        &data,
+        "echo on the same port after restart",
+    );
+
+    let port_arg = port.to_string();
+    server.cli_ok(&["remove", &port_arg, "--app", "my-db", "--namespace", "default"]);
+    assert_refuses(port);
+    assert_eq!(
+        server.cli_json(&["list", "--app", "my-db", "-F", "json"]),
+        json!([])
+    );
+    let human = server.cli_ok(&["list", "--app", "my-db"]);
+    assert!(
+        human.contains("No active TCP redirection for this application"),
+        "empty human list:\n{human}"
+    );
+}
+
+/// The other side answers only after the client's EOF: the half-close must be passed on
+/// while the opposite direction stays open.
+#[test]
+fn half_closed_client_gets_an_answer_sent_after_its_eof() {
+    let service = TcpService::answer_after_eof();
+    let server = Server::start();
+    server.create_app("replier", service.addr());
+    let port = server.add("replier", "default");
+
+    let request = random_bytes(200_000);
+    let answer = half_close_exchange(port, &request);
+    assert_same_bytes(
+        &answer,
+        &answer_after_eof_for(&request),
+        "answer sent after the client's EOF",
+    );
+}
+
+/// Clever's sentences on every command without `-F`.
+#[test]
+fn human_outputs_keep_clevers_sentences() {
+    let echo = TcpService::echo();
+    let server = Server::start();
+    server.create_app("my-app", echo.addr());
+
+    let added = server.cli_ok(&["add", "--app", "my-app", "--namespace", "default"]);
+    let prefix = "Successfully added tcp redirection on port: ";
+    let port: u16 = added
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no `{prefix}PORT` line in:\n{added}"));
+    drop(connect(port));
+
+    let expected_line = format!("{port} on default");
+    for listing in [
+        server.cli_ok(&["list", "--app", "my-app"]),
+        server.cli_ok(&["--app", "my-app"]),
+    ] {
+        let lines: Vec<&str> = listing.lines().map(str::trim).collect();
+        let header = lines.iter().position(|l| *l == "Enabled TCP redirections:");
+        let entry = lines.iter().position(|l| l.starts_with(&expected_line));
+        assert!(
+            matches!((header, entry), (Some(h), Some(e)) if h < e),
+            "expected `Enabled TCP redirections:` then a line starting with `{expected_line}`:\n{listing}"
+        );
+    }
+
+    let namespaces = server.cli_ok(&["list-namespaces"]);
+    let lines: Vec<&str> = namespaces.lines().map(str::trim).collect();
+    for expected in [
+        "Available namespaces:",
+        "- cleverapps: for redirections used with 'cleverapps.io' domain",
+        "- default: for redirections used with custom domains",
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "missing line `{expected}` in:\n{namespaces}"
+        );
+    }
+
+    let port_arg = port.to_string();
+    let removed = server.cli_ok(&["remove", &port_arg, "--app", "my-app", "--namespace", "default"]);
+    assert!(
+        removed.contains("Successfully removed tcp redirection."),
+        "remove's output:\n{removed}"
+    );
+    let empty = server.cli_ok(&["--app", "my-app"]);
+    assert!(
+        empty.contains("No active TCP redirection for this application"),
+        "empty list:\n{empty}"
+    );
+}
+
+/// `-F json` on list-namespaces: the built-in namespaces, sorted by name.
+#[test]
+fn list_namespaces_json_is_sorted() {
+    let server = Server::start();
+    let namespaces = server.cli_json(&["list-namespaces", "-F", "json"]);
+    assert_eq!(namespace_names(&namespaces), ["cleverapps", "default"]);
+}
+
+/// `--app` takes the application's id as well as its name, on every command.
+#[test]
+fn app_is_chosen_by_id_or_by_name() {
+    let echo = TcpService::echo();
+    let server = Server::start();
+    let app = server.create_app("by-id", echo.addr());
+    let id = app["id"].as_str().expect("app id").to_owned();
+
+    let port = server.add(&id, "default");
+    let expected = vec![("default".to_owned(), port)];
+    assert_eq!(server.list("by-id"), expected, "listed by name");
+    assert_eq!(server.list(&id), expected, "listed by id");
+    assert_eq!(
+        redirections(&server.cli_json(&["--app", &id, "-F", "json"])),
+        expected,
+        "default command, by id"
+    );
+
+    let port_arg = port.to_string();
+    server.cli_ok(&["remove", &port_arg, "--app", &id, "--namespace", "default"]);
+    assert_refuses(port);
+    assert_eq!(server.list("by-id"), Vec::<(String, u16)>::new());
+}
+
+/// An instance that refuses connections: the client's connection is closed promptly and
+/// the server keeps serving, both its API and other redirections.
+#[test]
+fn unreachable_instance_closes_the_client_promptly() {
+    let server = Server::start();
+    let dead = std::net::SocketAddr::from((LOCALHOST, refused_port()));
+    server.create_app("down", dead);
+    let port = server.add("down", "default");
+
+    for attempt in 1..=2 {
+        let mut client = connect(port);
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 64];
+        match client.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => panic!("attempt {attempt}: read {n} bytes from a redirection to a dead instance"),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => panic!(
+                "attempt {attempt}: connection still open after {:?}\n--- server stderr ---\n{}",
+                started.elapsed(),
+                server.log()
+            ),
+            Err(_) => {} // reset or aborted: closed, as wanted
+        }
+    }
+
+    assert_eq!(server.list("down"), vec![("default".to_owned(), port)]);
+    let echo = TcpService::echo();
+    server.create_app("alive", echo.addr());
+    let alive = server.add("alive", "default");
+    assert_same_bytes(
+        &send_and_read_back(alive, b"still serving"),
+        b"still serving",
+        "other app",
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Error paths: non-zero exit code, nothing on stdout, one `error: …` line on stderr.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn add_in_an_unknown_namespace_fails() {
+    let echo = TcpService::echo();
+    let server = Server::start();
+    server.create_app("my-db", echo.addr());
+    server
+        .cli(&["add", "--app", "my-db", "--namespace", "nope", "-F", "json"])
+        .assert_error(1, &["nope", "namespace"]);
+    assert_eq!(server.list("my-db"), Vec::<(String, u16)>::new());
+}
+
+#[test]
+fn an_unknown_application_fails() {
+    let server = Server::start();
+    server
+        .cli(&["add", "--app", "ghost", "--namespace", "default"])
+        .assert_error(1, &["ghost"]);
+    server
+        .cli(&["list", "--app", "ghost", "-F", "json"])
+        .assert_error(1, &["ghost"]);
+    server
+        .cli(&["remove", "5123", "--app", "ghost", "--namespace", "default"])
+        .assert_error(1, &["ghost"]);
+}
+
+#[test]
+fn a_second_add_in_the_same_namespace_names_the_existing_port() {
+    let echo = TcpService::echo();
+    let server = Server::start();
+    server.create_app("my-db", echo.addr());
+    let port = server.add("my-db", "default");
+
+    server
+        .cli(&["add", "--app", "my-db", "--namespace", "default", "-F", "json"])
+        .assert_error(1, &[&port.to_string(), "already"]);
+    assert_eq!(server.list("my-db"), vec![("default".to_owned(), port)]);
+}
+
+#[test]
+fn a_wrong_token_fails_authentication() {
+    let server = Server::start();
+    run_cli(&server.url, "not-the-token", &["list-namespaces", "-F", "json"])
+        .assert_error(1, &["authentication failed"]);
+    run_cli(&server.url, "not-the-token", &["apps", "list", "-F", "json"])
+        .assert_error(1, &["authentication failed"]);
+}
+
+#[test]
+fn a_server_that_is_down_is_reported() {
+    let closed = format!("http://127.0.0.1:{}", refused_port());
+    for url in ["http://127.0.0.1:1", closed.as_str()] {
+        run_cli(url, "any-token", &["list-namespaces", "-F", "json"])
+            .assert_error(1, &["cannot reach the control server"]);
+        run_cli(
+            url,
+            "any-token",
+            &["add", "--app", "my-db", "--namespace", "default"],
+        )
+        .assert_error(1, &["cannot reach the control server"]);
+    }
+}
+
+#[test]
+fn remove_rejects_a_port_outside_1_to_65535_as_a_usage_error() {
+    let server = Server::start();
+    for port in ["70000", "0"] {
+        let out = server.cli(&["remove", port, "--app", "my-db", "--namespace", "default"]);
+        assert_eq!(out.code, 2, "remove {port} must be a usage error\n{out}");
+        assert!(
+            out.stdout.is_empty(),
+            "nothing on stdout for a usage error\n{out}"
+        );
+        assert!(
+            out.stderr.starts_with("error: "),
+            "clap's `error: …` on stderr\n{out}"
+        );
+    }
+}
+
+#[test]
+fn apps_create_list_and_remove() {
+    let echo = TcpService::echo();
+    let server = Server::start();
+    let zeta = server.create_app("zeta", echo.addr());
+    let alpha = server.create_app("alpha", echo.addr());
+    assert_ne!(zeta["id"], alpha["id"]);
+
+    let apps = server.cli_json(&["apps", "list", "-F", "json"]);
+    let names: Vec<&str> = apps
+        .as_array()
+        .unwrap_or_else(|| panic!("apps list -F json must be an array: {apps}"))
+        .iter()
+        .map(|a| a["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["alpha", "zeta"], "sorted by name: {apps}");
+
+    let port = server.add("zeta", "default");
+    server.cli_ok(&["apps", "remove", "zeta"]);
+    assert_refuses(port);
+    let apps = server.cli_json(&["apps", "list", "-F", "json"]);
+    assert_eq!(apps.as_array().map(Vec::len), Some(1), "one app left: {apps}");
+    assert_eq!(apps[0]["name"], "alpha");
+    server
+        .cli(&["list", "--app", "zeta", "-F", "json"])
+        .assert_error(1, &["zeta"]);
+}
+
+/// A namespace from the config file with a two-port range: two apps get a port in it, the
+/// third gets `no free port`.
+#[test]
+fn an_exhausted_namespace_range_reports_no_free_port() {
+    let (low, high) = free_port_pair();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("tcp-redirs.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[namespace]]\nname = \"tiny\"\nports = \"{low}-{high}\"\npublic_host = \"tiny.example.test\"\n"
+        ),
+    )
+    .unwrap();
+    let echo = TcpService::echo();
+    let server = Server::builder().config(&config).start();
+
+    let names = namespace_names(&server.cli_json(&["list-namespaces", "-F", "json"]));
+    assert_eq!(names, ["cleverapps", "default", "tiny"]);
+
+    for app in ["first", "second", "third"] {
+        server.create_app(app, echo.addr());
+    }
+    let first = server.add("first", "tiny");
+    let second = server.add("second", "tiny");
+    let mut taken = [first, second];
+    taken.sort();
+    assert_eq!(taken, [low, high], "both ports of the range handed out once each");
+
+    server
+        .cli(&["add", "--app", "third", "--namespace", "tiny", "-F", "json"])
+        .assert_error(1, &["no free port"]);
+    assert_same_bytes(
+        &send_and_read_back(first, b"tiny"),
+        b"tiny",
+        "a port of the tiny namespace",
+    );
+}
