@@ -38,9 +38,7 @@ impl Client {
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
         let base = base.trim_end_matches('/').to_owned();
         let token = token.map(str::to_owned).or_else(|| {
-            profile
-                .filter(|p| p.server.trim_end_matches('/') == base)
-                .and_then(|p| p.token.clone())
+            profile.filter(|p| p.server.trim_end_matches('/') == base).and_then(|p| p.token.clone())
         });
         let http = reqwest::Client::builder()
             .user_agent(concat!("tcp-redirs/", env!("CARGO_PKG_VERSION")))
@@ -57,32 +55,17 @@ impl Client {
 
     /// The namespaces an organisation may use.
     pub async fn namespaces(&self, org: &str) -> Result<Vec<Namespace>> {
-        self.call(
-            Method::GET,
-            &format!("/v2/organisations/{}/namespaces", seg(org)),
-            None::<&()>,
-        )
-        .await
+        self.call(Method::GET, &format!("/v2/organisations/{}/namespaces", seg(org)), None::<&()>).await
     }
 
     /// The applications of an organisation.
     pub async fn applications(&self, org: &str) -> Result<Vec<Application>> {
-        self.call(
-            Method::GET,
-            &format!("/v2/organisations/{}/applications", seg(org)),
-            None::<&()>,
-        )
-        .await
+        self.call(Method::GET, &format!("/v2/organisations/{}/applications", seg(org)), None::<&()>).await
     }
 
     /// Creates an application.
     pub async fn create_application(&self, org: &str, new: &NewApplication) -> Result<Application> {
-        self.call(
-            Method::POST,
-            &format!("/v2/organisations/{}/applications", seg(org)),
-            Some(new),
-        )
-        .await
+        self.call(Method::POST, &format!("/v2/organisations/{}/applications", seg(org)), Some(new)).await
     }
 
     /// Removes an application and its redirections.
@@ -92,14 +75,12 @@ impl Client {
 
     /// An application's redirections.
     pub async fn redirections(&self, app: &Application) -> Result<Vec<TcpRedir>> {
-        self.call(Method::GET, &format!("{}/tcpRedirs", app_path(app)), None::<&()>)
-            .await
+        self.call(Method::GET, &format!("{}/tcpRedirs", app_path(app)), None::<&()>).await
     }
 
     /// Adds a redirection.
     pub async fn add_redirection(&self, app: &Application, body: &NewTcpRedir) -> Result<TcpRedir> {
-        self.call(Method::POST, &format!("{}/tcpRedirs", app_path(app)), Some(body))
-            .await
+        self.call(Method::POST, &format!("{}/tcpRedirs", app_path(app)), Some(body)).await
     }
 
     /// Removes the redirection on `port` in `namespace`.
@@ -156,20 +137,13 @@ impl Client {
                 self.base
             )
         } else {
-            anyhow!(
-                "the request to the control server at {} failed: {err}{cause}",
-                self.base
-            )
+            anyhow!("the request to the control server at {} failed: {err}{cause}", self.base)
         }
     }
 }
 
 fn app_path(app: &Application) -> String {
-    format!(
-        "/v2/organisations/{}/applications/{}",
-        seg(&app.owner_id),
-        seg(&app.id)
-    )
+    format!("/v2/organisations/{}/applications/{}", seg(&app.owner_id), seg(&app.id))
 }
 
 /// Percent-encodes one path segment or query value.

@@ -99,12 +99,8 @@ impl ProfileFile {
         let tmp = dir.join(format!(".config.toml.{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             use std::os::unix::fs::OpenOptionsExt;
-            let mut file = fs::OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .mode(0o600)
-                .open(&tmp)?;
+            let mut file =
+                fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
             file.write_all(text.as_bytes())?;
             file.sync_all()?;
             fs::rename(&tmp, &path)

@@ -43,6 +43,23 @@ pub struct TcpRedir {
     /// The connection time limits in force on this port.
     #[serde(flatten)]
     pub limits: RedirLimits,
+    /// Connections and bytes since the server started, when the server is forwarding the port.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<RedirTraffic>,
+}
+
+/// A redirection's traffic since the server started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedirTraffic {
+    /// Connections open now.
+    pub active_connections: u64,
+    /// Connections accepted.
+    pub connections: u64,
+    /// Bytes from clients to the application.
+    pub bytes_in: u64,
+    /// Bytes from the application to clients.
+    pub bytes_out: u64,
 }
 
 /// The longest time limit a redirection accepts, in seconds (a year).
@@ -144,10 +161,7 @@ pub fn check_instance_address(address: &str) -> Result<(), String> {
     let (host, port) = address.rsplit_once(':').ok_or_else(|| {
         format!("instance address `{address}` has no port: write it HOST:PORT, for example 127.0.0.1:4040")
     })?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
         return Err(format!(
             "instance address `{address}` has no valid host: write it HOST:PORT, for example 127.0.0.1:4040"
@@ -155,8 +169,6 @@ pub fn check_instance_address(address: &str) -> Result<(), String> {
     }
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok(()),
-        _ => Err(format!(
-            "instance address `{address}` has an invalid port: use a number from 1 to 65535"
-        )),
+        _ => Err(format!("instance address `{address}` has an invalid port: use a number from 1 to 65535")),
     }
 }

@@ -10,9 +10,7 @@ use serde_json::{json, Value};
 /// The id of the one organisation a fresh server has.
 fn default_org(server: &Server) -> String {
     let orgs = server.api("GET", "/v2/organisations", None).ok_json();
-    let orgs = orgs
-        .as_array()
-        .unwrap_or_else(|| panic!("organisations must be an array: {orgs}"));
+    let orgs = orgs.as_array().unwrap_or_else(|| panic!("organisations must be an array: {orgs}"));
     assert_eq!(orgs.len(), 1, "a fresh server has one organisation: {orgs:?}");
     assert!(orgs[0]["name"].is_string(), "organisation name: {}", orgs[0]);
     let id = orgs[0]["id"].as_str().expect("organisation id");
@@ -23,11 +21,7 @@ fn default_org(server: &Server) -> String {
 /// `POST …/applications` with one instance; the new application's id.
 fn create_app(server: &Server, org: &str, name: &str, instance: SocketAddr) -> String {
     let body = json!({"name": name, "instances": [{"address": instance.to_string()}]}).to_string();
-    let created = server.api(
-        "POST",
-        &format!("/v2/organisations/{org}/applications"),
-        Some(&body),
-    );
+    let created = server.api("POST", &format!("/v2/organisations/{org}/applications"), Some(&body));
     assert!(
         matches!(created.status, 200 | 201),
         "create application: status {} {}",
@@ -37,11 +31,7 @@ fn create_app(server: &Server, org: &str, name: &str, instance: SocketAddr) -> S
     let app = created.json();
     assert_eq!(app["name"], name, "{app}");
     assert_eq!(app["ownerId"], org, "{app}");
-    assert_eq!(
-        app["instances"],
-        json!([{"address": instance.to_string()}]),
-        "{app}"
-    );
+    assert_eq!(app["instances"], json!([{"address": instance.to_string()}]), "{app}");
     let id = app["id"].as_str().unwrap_or_else(|| panic!("no id in {app}"));
     assert!(id.starts_with("app_"), "application id: {id}");
     id.to_owned()
@@ -92,44 +82,28 @@ fn clevers_tcp_redirs_calls() {
     let org = default_org(&server);
     let app = create_app(&server, &org, "api-app", echo.addr());
 
-    let apps = server
-        .api("GET", &format!("/v2/organisations/{org}/applications"), None)
-        .ok_json();
+    let apps = server.api("GET", &format!("/v2/organisations/{org}/applications"), None).ok_json();
     assert!(
-        apps.as_array()
-            .is_some_and(|a| a.iter().any(|x| x["id"] == app.as_str())),
+        apps.as_array().is_some_and(|a| a.iter().any(|x| x["id"] == app.as_str())),
         "the new app is listed: {apps}"
     );
 
-    let namespaces = server
-        .api("GET", &format!("/v2/organisations/{org}/namespaces"), None)
-        .ok_json();
+    let namespaces = server.api("GET", &format!("/v2/organisations/{org}/namespaces"), None).ok_json();
     assert_eq!(namespace_names(&namespaces), ["cleverapps", "default"]);
 
     let redirs_path = format!("/v2/organisations/{org}/applications/{app}/tcpRedirs");
     assert_eq!(server.api("GET", &redirs_path, None).ok_json(), json!([]));
 
-    let added = server
-        .api("POST", &redirs_path, Some(r#"{"namespace":"default"}"#))
-        .ok_json();
+    let added = server.api("POST", &redirs_path, Some(r#"{"namespace":"default"}"#)).ok_json();
     assert_eq!(added["namespace"], "default", "{added}");
     let port = port_of(&added);
-    assert_same_bytes(
-        &send_and_read_back(port, b"via the API"),
-        b"via the API",
-        "API-made redirection",
-    );
+    assert_same_bytes(&send_and_read_back(port, b"via the API"), b"via the API", "API-made redirection");
 
     let listed = server.api("GET", &redirs_path, None).ok_json();
     assert_eq!(redirections(&listed), vec![("default".to_owned(), port)]);
 
     let removed = server.api("DELETE", &format!("{redirs_path}/{port}?namespace=default"), None);
-    assert!(
-        (200..300).contains(&removed.status),
-        "DELETE: {} {}",
-        removed.status,
-        removed.text()
-    );
+    assert!((200..300).contains(&removed.status), "DELETE: {} {}", removed.status, removed.text());
     let body = removed.text();
     // Clever answers empty or `{}`; we answer the removed redirection, an object with more
     // fields, which clients expecting `{}` read the same way.
@@ -151,12 +125,8 @@ fn a_bad_json_body_is_400() {
     let app = create_app(&server, &org, "api-app", echo.addr());
     let path = format!("/v2/organisations/{org}/applications/{app}/tcpRedirs");
 
-    server
-        .api("POST", &path, Some(r#"{"namespace":"#))
-        .assert_error(400);
-    server
-        .api("POST", &path, Some(r#"{"port":5123}"#))
-        .assert_error(400);
+    server.api("POST", &path, Some(r#"{"namespace":"#)).assert_error(400);
+    server.api("POST", &path, Some(r#"{"port":5123}"#)).assert_error(400);
 }
 
 #[test]
@@ -167,9 +137,7 @@ fn an_unknown_namespace_is_404() {
     let app = create_app(&server, &org, "api-app", echo.addr());
     let path = format!("/v2/organisations/{org}/applications/{app}/tcpRedirs");
 
-    server
-        .api("POST", &path, Some(r#"{"namespace":"nope"}"#))
-        .assert_error(404);
+    server.api("POST", &path, Some(r#"{"namespace":"nope"}"#)).assert_error(404);
     assert_eq!(server.api("GET", &path, None).ok_json(), json!([]));
 }
 
@@ -189,4 +157,45 @@ fn an_unknown_route_is_404() {
     let server = Server::start();
     server.api("GET", "/v2/no-such-route", None).assert_error(404);
     server.api("GET", "/nothing/here", None).assert_error(404);
+}
+
+#[test]
+fn metrics_count_connections_and_bytes_per_redirection() {
+    let server = Server::start();
+    let echo = TcpService::echo();
+    let org = default_org(&server);
+    let app = create_app(&server, &org, "metered", echo.addr());
+    let added = server.api(
+        "POST",
+        &format!("/v2/organisations/{org}/applications/{app}/tcpRedirs"),
+        Some(r#"{"namespace":"default"}"#),
+    );
+    let port = port_of(&added.ok_json());
+    let payload = random_bytes(10_000);
+    assert_same_bytes(&send_and_read_back(port, &payload), &payload, "echo through the redirection");
+
+    let metrics = server.api("GET", "/metrics", None);
+    assert_eq!(metrics.status, 200, "{}", metrics.text());
+    let text = metrics.text();
+    let series = |name: &str, extra: &str| {
+        let prefix = format!("{name}{{namespace=\"default\",port=\"{port}\",app=\"{app}\"{extra}}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no series {prefix} in:\n{text}"))
+    };
+    assert_eq!(series("tcp_redirs_connections_accepted_total", ""), 1.0);
+    assert_eq!(series("tcp_redirs_bytes_total", ",direction=\"in\""), 10_000.0);
+    assert_eq!(series("tcp_redirs_bytes_total", ",direction=\"out\""), 10_000.0);
+    assert!(!text.contains("127.0.0.1"), "no series may be labelled by client address:\n{text}");
+
+    // The list carries the same figures (additive JSON fields).
+    let listed = server.api("GET", &format!("/v2/organisations/{org}/applications/{app}/tcpRedirs"), None);
+    let listed = listed.ok_json();
+    assert_eq!(listed[0]["connections"], 1, "{listed}");
+    assert_eq!(listed[0]["bytesIn"], 10_000, "{listed}");
+    assert_eq!(listed[0]["bytesOut"], 10_000, "{listed}");
+
+    // Without the admin credential, no metrics.
+    http(server.addr, "GET", "/metrics", None, None).assert_error(401);
 }

@@ -18,35 +18,17 @@ fn end_to_end_forwarding_survives_kill_and_restart() {
 
     let app = server.create_app("my-db", echo.addr());
     assert_eq!(app["name"], "my-db", "apps create -F json: {app}");
-    assert!(
-        app["id"].as_str().is_some_and(|id| id.starts_with("app_")),
-        "app id: {app}"
-    );
-    assert!(
-        app["ownerId"].as_str().is_some_and(|id| id.starts_with("orga_")),
-        "ownerId: {app}"
-    );
-    assert_eq!(
-        app["instances"][0]["address"],
-        echo.addr().to_string(),
-        "instances: {app}"
-    );
+    assert!(app["id"].as_str().is_some_and(|id| id.starts_with("app_")), "app id: {app}");
+    assert!(app["ownerId"].as_str().is_some_and(|id| id.starts_with("orga_")), "ownerId: {app}");
+    assert_eq!(app["instances"][0]["address"], echo.addr().to_string(), "instances: {app}");
 
     let port = server.add("my-db", "default");
 
     let mib = random_bytes(1 << 20);
-    assert_same_bytes(
-        &send_and_read_back(port, &mib),
-        &mib,
-        "1 MiB echoed through the redirection",
-    );
+    assert_same_bytes(&send_and_read_back(port, &mib), &mib, "1 MiB echoed through the redirection");
 
     let message = b"the client is done writing; the answer must still arrive";
-    assert_same_bytes(
-        &half_close_exchange(port, message),
-        message,
-        "echo after a half-close",
-    );
+    assert_same_bytes(&half_close_exchange(port, message), message, "echo after a half-close");
 
     assert_eq!(server.list("my-db"), vec![("default".to_owned(), port)]);
 
@@ -57,24 +39,14 @@ fn end_to_end_forwarding_survives_kill_and_restart() {
         "the redirection must come back after kill -9"
     );
     let data = random_bytes(64 * 1024);
-    assert_same_bytes(
-        &send_and_read_back(port, &data),
-        &data,
-        "echo on the same port after restart",
-    );
+    assert_same_bytes(&send_and_read_back(port, &data), &data, "echo on the same port after restart");
 
     let port_arg = port.to_string();
     server.cli_ok(&["remove", &port_arg, "--app", "my-db", "--namespace", "default"]);
     assert_refuses(port);
-    assert_eq!(
-        server.cli_json(&["list", "--app", "my-db", "-F", "json"]),
-        json!([])
-    );
+    assert_eq!(server.cli_json(&["list", "--app", "my-db", "-F", "json"]), json!([]));
     let human = server.cli_ok(&["list", "--app", "my-db"]);
-    assert!(
-        human.contains("No active TCP redirection for this application"),
-        "empty human list:\n{human}"
-    );
+    assert!(human.contains("No active TCP redirection for this application"), "empty human list:\n{human}");
 }
 
 /// The other side answers only after the client's EOF: the half-close must be passed on
@@ -88,11 +60,7 @@ fn half_closed_client_gets_an_answer_sent_after_its_eof() {
 
     let request = random_bytes(200_000);
     let answer = half_close_exchange(port, &request);
-    assert_same_bytes(
-        &answer,
-        &answer_after_eof_for(&request),
-        "answer sent after the client's EOF",
-    );
+    assert_same_bytes(&answer, &answer_after_eof_for(&request), "answer sent after the client's EOF");
 }
 
 /// Clever's sentences on every command without `-F`.
@@ -113,10 +81,7 @@ fn human_outputs_keep_clevers_sentences() {
     drop(connect(port));
 
     let expected_line = format!("{port} on default");
-    for listing in [
-        server.cli_ok(&["list", "--app", "my-app"]),
-        server.cli_ok(&["--app", "my-app"]),
-    ] {
+    for listing in [server.cli_ok(&["list", "--app", "my-app"]), server.cli_ok(&["--app", "my-app"])] {
         let lines: Vec<&str> = listing.lines().map(str::trim).collect();
         let header = lines.iter().position(|l| *l == "Enabled TCP redirections:");
         let entry = lines.iter().position(|l| l.starts_with(&expected_line));
@@ -133,23 +98,14 @@ fn human_outputs_keep_clevers_sentences() {
         "- cleverapps: for redirections used with 'cleverapps.io' domain",
         "- default: for redirections used with custom domains",
     ] {
-        assert!(
-            lines.contains(&expected),
-            "missing line `{expected}` in:\n{namespaces}"
-        );
+        assert!(lines.contains(&expected), "missing line `{expected}` in:\n{namespaces}");
     }
 
     let port_arg = port.to_string();
     let removed = server.cli_ok(&["remove", &port_arg, "--app", "my-app", "--namespace", "default"]);
-    assert!(
-        removed.contains("Successfully removed tcp redirection."),
-        "remove's output:\n{removed}"
-    );
+    assert!(removed.contains("Successfully removed tcp redirection."), "remove's output:\n{removed}");
     let empty = server.cli_ok(&["--app", "my-app"]);
-    assert!(
-        empty.contains("No active TCP redirection for this application"),
-        "empty list:\n{empty}"
-    );
+    assert!(empty.contains("No active TCP redirection for this application"), "empty list:\n{empty}");
 }
 
 /// `-F json` on list-namespaces: the built-in namespaces, sorted by name.
@@ -214,11 +170,7 @@ fn unreachable_instance_closes_the_client_promptly() {
     let echo = TcpService::echo();
     server.create_app("alive", echo.addr());
     let alive = server.add("alive", "default");
-    assert_same_bytes(
-        &send_and_read_back(alive, b"still serving"),
-        b"still serving",
-        "other app",
-    );
+    assert_same_bytes(&send_and_read_back(alive, b"still serving"), b"still serving", "other app");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -239,15 +191,9 @@ fn add_in_an_unknown_namespace_fails() {
 #[test]
 fn an_unknown_application_fails() {
     let server = Server::start();
-    server
-        .cli(&["add", "--app", "ghost", "--namespace", "default"])
-        .assert_error(1, &["ghost"]);
-    server
-        .cli(&["list", "--app", "ghost", "-F", "json"])
-        .assert_error(1, &["ghost"]);
-    server
-        .cli(&["remove", "5123", "--app", "ghost", "--namespace", "default"])
-        .assert_error(1, &["ghost"]);
+    server.cli(&["add", "--app", "ghost", "--namespace", "default"]).assert_error(1, &["ghost"]);
+    server.cli(&["list", "--app", "ghost", "-F", "json"]).assert_error(1, &["ghost"]);
+    server.cli(&["remove", "5123", "--app", "ghost", "--namespace", "default"]).assert_error(1, &["ghost"]);
 }
 
 #[test]
@@ -278,12 +224,8 @@ fn a_server_that_is_down_is_reported() {
     for url in ["http://127.0.0.1:1", closed.as_str()] {
         run_cli(url, "any-token", &["list-namespaces", "-F", "json"])
             .assert_error(1, &["cannot reach the control server"]);
-        run_cli(
-            url,
-            "any-token",
-            &["add", "--app", "my-db", "--namespace", "default"],
-        )
-        .assert_error(1, &["cannot reach the control server"]);
+        run_cli(url, "any-token", &["add", "--app", "my-db", "--namespace", "default"])
+            .assert_error(1, &["cannot reach the control server"]);
     }
 }
 
@@ -293,14 +235,8 @@ fn remove_rejects_a_port_outside_1_to_65535_as_a_usage_error() {
     for port in ["70000", "0"] {
         let out = server.cli(&["remove", port, "--app", "my-db", "--namespace", "default"]);
         assert_eq!(out.code, 2, "remove {port} must be a usage error\n{out}");
-        assert!(
-            out.stdout.is_empty(),
-            "nothing on stdout for a usage error\n{out}"
-        );
-        assert!(
-            out.stderr.starts_with("error: "),
-            "clap's `error: …` on stderr\n{out}"
-        );
+        assert!(out.stdout.is_empty(), "nothing on stdout for a usage error\n{out}");
+        assert!(out.stderr.starts_with("error: "), "clap's `error: …` on stderr\n{out}");
     }
 }
 
@@ -327,9 +263,7 @@ fn apps_create_list_and_remove() {
     let apps = server.cli_json(&["apps", "list", "-F", "json"]);
     assert_eq!(apps.as_array().map(Vec::len), Some(1), "one app left: {apps}");
     assert_eq!(apps[0]["name"], "alpha");
-    server
-        .cli(&["list", "--app", "zeta", "-F", "json"])
-        .assert_error(1, &["zeta"]);
+    server.cli(&["list", "--app", "zeta", "-F", "json"]).assert_error(1, &["zeta"]);
 }
 
 /// A namespace from the config file with a two-port range: two apps get a port in it, the
@@ -364,9 +298,5 @@ fn an_exhausted_namespace_range_reports_no_free_port() {
     server
         .cli(&["add", "--app", "third", "--namespace", "tiny", "-F", "json"])
         .assert_error(1, &["no free port"]);
-    assert_same_bytes(
-        &send_and_read_back(first, b"tiny"),
-        b"tiny",
-        "a port of the tiny namespace",
-    );
+    assert_same_bytes(&send_and_read_back(first, b"tiny"), b"tiny", "a port of the tiny namespace");
 }

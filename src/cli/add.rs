@@ -40,9 +40,6 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     let redir = client.add_redirection(&app, &body).await?;
     match args.format.get() {
         Format::Json => print_json(&redir),
-        Format::Human => print_text(format!(
-            "Successfully added tcp redirection on port: {}",
-            redir.port
-        )),
+        Format::Human => print_text(format!("Successfully added tcp redirection on port: {}", redir.port)),
     }
 }

@@ -66,19 +66,11 @@ struct Row {
 pub async fn run(conn: &ConnArgs, command: Command) -> Result<()> {
     let client = conn.client()?;
     match command {
-        Command::Create {
-            name,
-            instances,
-            org,
-            format,
-        } => {
+        Command::Create { name, instances, org, format } => {
             let org = org.resolve(&client).await?;
             let new = NewApplication {
                 name,
-                instances: instances
-                    .into_iter()
-                    .map(|address| Instance { address })
-                    .collect(),
+                instances: instances.into_iter().map(|address| Instance { address }).collect(),
             };
             let app = client.create_application(&org.id, &new).await?;
             match format.get() {
@@ -108,10 +100,9 @@ pub async fn run(conn: &ConnArgs, command: Command) -> Result<()> {
             }
             match format.get() {
                 Format::Json => print_json(&removed),
-                Format::Human => print_text(format!(
-                    "Successfully removed application {} ({}).",
-                    removed.name, removed.id
-                )),
+                Format::Human => {
+                    print_text(format!("Successfully removed application {} ({}).", removed.name, removed.id))
+                }
             }
         }
     }
@@ -121,12 +112,7 @@ fn table(apps: &[Application]) -> String {
     let rows = apps.iter().map(|a| Row {
         name: a.name.clone(),
         id: a.id.clone(),
-        instances: a
-            .instances
-            .iter()
-            .map(|i| i.address.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        instances: a.instances.iter().map(|i| i.address.as_str()).collect::<Vec<_>>().join(", "),
     });
     Table::new(rows).with(Style::blank()).to_string()
 }

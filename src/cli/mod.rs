@@ -94,13 +94,7 @@ struct ConnArgs {
     #[arg(long, global = true, env = "TCP_REDIRS_URL", value_name = "URL")]
     server: Option<String>,
     /// The API token [default: the profile's].
-    #[arg(
-        long,
-        global = true,
-        env = "TCP_REDIRS_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
+    #[arg(long, global = true, env = "TCP_REDIRS_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     token: Option<String>,
 }
 
@@ -171,10 +165,8 @@ async fn find_app(client: &Client, wanted: &str) -> Result<Application> {
         ),
         1 => Ok(by_name.remove(0)),
         _ => {
-            let ids: Vec<_> = by_name
-                .iter()
-                .map(|a| format!("{} (organisation {})", a.id, a.owner_id))
-                .collect();
+            let ids: Vec<_> =
+                by_name.iter().map(|a| format!("{} (organisation {})", a.id, a.owner_id)).collect();
             bail!(
                 "several applications are named `{wanted}`: pass one of their ids with --app: {}",
                 ids.join(", ")
@@ -195,12 +187,11 @@ impl OrgArgs {
     async fn resolve(&self, client: &Client) -> Result<Organisation> {
         let orgs = client.organisations().await?;
         match &self.org {
-            Some(wanted) => orgs
-                .into_iter()
-                .find(|o| &o.id == wanted || &o.name == wanted)
-                .ok_or_else(|| {
+            Some(wanted) => {
+                orgs.into_iter().find(|o| &o.id == wanted || &o.name == wanted).ok_or_else(|| {
                     anyhow::anyhow!("organisation `{wanted}` not found among those your credential sees")
-                }),
+                })
+            }
             None if orgs.len() == 1 => Ok(orgs.into_iter().next().unwrap()),
             None if orgs.is_empty() => {
                 bail!("your credential sees no organisation: ask the server's operator for access")
@@ -240,9 +231,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Serve(args) = command {
         return serve::run(args).map(|()| ExitCode::SUCCESS);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let conn = cli.conn;
     runtime.block_on(async move {
         match command {

@@ -22,9 +22,7 @@ pub struct Args {
 pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     let client = conn.client()?;
     let app = args.app.resolve(&client).await?;
-    let removed = client
-        .remove_redirection(&app, args.port, &args.namespace)
-        .await?;
+    let removed = client.remove_redirection(&app, args.port, &args.namespace).await?;
     match args.format.get() {
         Format::Json => print_json(&removed),
         Format::Human => print_text("Successfully removed tcp redirection."),

@@ -14,23 +14,13 @@ use crate::server;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// The control API's address (port 0 picks a free port; the address is logged).
-    #[arg(
-        long,
-        env = "TCP_REDIRS_LISTEN",
-        default_value = "127.0.0.1:7070",
-        value_name = "ADDR"
-    )]
+    #[arg(long, env = "TCP_REDIRS_LISTEN", default_value = "127.0.0.1:7070", value_name = "ADDR")]
     listen: SocketAddr,
     /// Where the store and the admin credential live [default: the user's data directory].
     #[arg(long, env = "TCP_REDIRS_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// The address public ports bind when the config file does not say.
-    #[arg(
-        long,
-        env = "TCP_REDIRS_PUBLIC_BIND",
-        default_value = "0.0.0.0",
-        value_name = "IP"
-    )]
+    #[arg(long, env = "TCP_REDIRS_PUBLIC_BIND", default_value = "0.0.0.0", value_name = "IP")]
     public_bind: IpAddr,
     /// A TOML file declaring namespaces and applications.
     #[arg(long, env = "TCP_REDIRS_CONFIG", value_name = "FILE")]

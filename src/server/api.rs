@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::IntoResponse;
 use axum::routing::{delete, get};
 use axum::{middleware, Extension, Json, Router};
 use serde::Deserialize;
@@ -39,25 +40,26 @@ pub fn router(gateway: Arc<Gateway>, store: Arc<Store>) -> Router {
     let org = "/v2/organisations/{org}";
     Router::new()
         .route("/v2/organisations", get(organisations))
+        .route("/metrics", get(metrics))
         .route(&format!("{org}/namespaces"), get(namespaces))
         .route(&format!("{org}/applications"), get(apps).post(create_app))
-        .route(
-            &format!("{org}/applications/{{app}}"),
-            get(app).delete(remove_app),
-        )
-        .route(
-            &format!("{org}/applications/{{app}}/tcpRedirs"),
-            get(redirs).post(add),
-        )
-        .route(
-            &format!("{org}/applications/{{app}}/tcpRedirs/{{port}}"),
-            delete(remove),
-        )
+        .route(&format!("{org}/applications/{{app}}"), get(app).delete(remove_app))
+        .route(&format!("{org}/applications/{{app}}/tcpRedirs"), get(redirs).post(add))
+        .route(&format!("{org}/applications/{{app}}/tcpRedirs/{{port}}"), delete(remove))
         .route_layer(middleware::from_fn_with_state(store, auth::require))
         .fallback(|uri: Uri| async move { Error::no_route(uri.path()) })
         .method_not_allowed_fallback(|| async { Error::method_not_allowed() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(gateway)
+}
+
+/// The metrics, for the admin only: they name every organisation's applications.
+async fn metrics(State(gw): Gw, Extension(caller): Extension<Caller>) -> Result<impl IntoResponse, Error> {
+    if caller != Caller::Admin {
+        return Err(Error::no_route("/metrics"));
+    }
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    Ok(([(header::CONTENT_TYPE, content_type)], gw.metrics_text()))
 }
 
 async fn organisations(State(gw): Gw, Extension(caller): Extension<Caller>) -> Answer<Vec<Organisation>> {
@@ -87,15 +89,9 @@ async fn create_app(
     body: Result<Json<NewApplication>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Application>), Error> {
     let Json(new) = body.map_err(|e| {
-        Error::bad_body(
-            e.body_text(),
-            r#"{"name":"my-db","instances":[{"address":"127.0.0.1:4040"}]}"#,
-        )
+        Error::bad_body(e.body_text(), r#"{"name":"my-db","instances":[{"address":"127.0.0.1:4040"}]}"#)
     })?;
-    Ok((
-        StatusCode::CREATED,
-        Json(gw.create_app(&caller, &org, new).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(gw.create_app(&caller, &org, new).await?)))
 }
 
 async fn app(
@@ -129,10 +125,7 @@ async fn add(
     body: Result<Json<NewTcpRedir>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TcpRedir>), Error> {
     let Json(new) = body.map_err(|e| Error::bad_body(e.body_text(), r#"{"namespace":"default"}"#))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(gw.add(&caller, &org, &app, &new).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(gw.add(&caller, &org, &app, &new).await?)))
 }
 
 /// The query of `DELETE …/tcpRedirs/{port}`.

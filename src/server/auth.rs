@@ -85,17 +85,11 @@ fn parse(header: &str) -> Option<Presented> {
         Some((_, secret)) => decode(secret)?,
         None => decode(&signature)?.split_once('&')?.1.to_owned(),
     };
-    Some(Presented::OAuth {
-        token: token?,
-        secret,
-    })
+    Some(Presented::OAuth { token: token?, secret })
 }
 
 fn decode(text: &str) -> Option<String> {
-    percent_encoding::percent_decode_str(text)
-        .decode_utf8()
-        .ok()
-        .map(|s| s.into_owned())
+    percent_encoding::percent_decode_str(text).decode_utf8().ok().map(|s| s.into_owned())
 }
 
 /// Checks the header against the store.
@@ -120,10 +114,7 @@ pub async fn require(
     mut request: Request,
     next: Next,
 ) -> Result<Response, Error> {
-    let header = request
-        .headers()
-        .get(AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or("").to_owned());
+    let header = request.headers().get(AUTHORIZATION).map(|v| v.to_str().unwrap_or("").to_owned());
     let caller = tokio::task::spawn_blocking(move || authenticate(&store, header.as_deref()))
         .await
         .map_err(|e| Error::internal(e.into()))??;
@@ -138,13 +129,7 @@ mod tests {
     #[test]
     fn parses_clever_oauth_plaintext() {
         let header = r#"OAuth oauth_consumer_key="key", oauth_token="tok", oauth_signature_method="PLAINTEXT", oauth_signature="consumer%26s%2Fecret""#;
-        assert_eq!(
-            parse(header),
-            Some(Presented::OAuth {
-                token: "tok".into(),
-                secret: "s/ecret".into()
-            })
-        );
+        assert_eq!(parse(header), Some(Presented::OAuth { token: "tok".into(), secret: "s/ecret".into() }));
     }
 
     #[test]

@@ -100,10 +100,7 @@ pub struct Namespace {
 /// A half-closed connection gets a minute to finish (HAProxy's `timeout client-fin`).
 pub const DEFAULT_LIMITS: Limits = Limits {
     connect: Duration::from_secs(5),
-    established: Timeouts {
-        idle: Duration::from_secs(3600),
-        half_closed: Duration::from_secs(60),
-    },
+    established: Timeouts { idle: Duration::from_secs(3600), half_closed: Duration::from_secs(60) },
 };
 
 impl Config {
@@ -157,10 +154,7 @@ impl Config {
             let entry = Namespace {
                 name: ns.name.clone(),
                 bind,
-                public_host: ns
-                    .public_host
-                    .clone()
-                    .unwrap_or_else(|| default_public_host(bind)),
+                public_host: ns.public_host.clone().unwrap_or_else(|| default_public_host(bind)),
                 ports,
                 description: ns.description.clone(),
                 limits,
@@ -181,9 +175,7 @@ impl Config {
 fn check_namespace_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !ok {
         bail!("invalid namespace name `{name}`: use 1 to 64 characters among a-z, 0-9 and -");
     }
@@ -192,14 +184,9 @@ fn check_namespace_name(name: &str) -> Result<()> {
 
 /// Parses `"LOW-HIGH"` (inclusive) into a port range.
 pub fn parse_range(text: &str) -> Result<RangeInclusive<u16>> {
-    let (low, high) = text
-        .split_once('-')
-        .context("write it LOW-HIGH, for example 6000-6999")?;
+    let (low, high) = text.split_once('-').context("write it LOW-HIGH, for example 6000-6999")?;
     let low: u16 = low.trim().parse().context("LOW must be a port from 1 to 65535")?;
-    let high: u16 = high
-        .trim()
-        .parse()
-        .context("HIGH must be a port from 1 to 65535")?;
+    let high: u16 = high.trim().parse().context("HIGH must be a port from 1 to 65535")?;
     if low == 0 || low > high {
         bail!("LOW must be at least 1 and no more than HIGH");
     }

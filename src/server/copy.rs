@@ -28,6 +28,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -71,10 +72,16 @@ pub enum Cut {
 }
 
 /// Forwards between `client` and `upstream` until both directions end, or a cut.
-pub async fn bidirectional(client: &TcpStream, upstream: &TcpStream, timeouts: Timeouts) -> Outcome {
+/// `counted` receives the bytes of each direction as they move (up, then down).
+pub async fn bidirectional(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    timeouts: Timeouts,
+    counted: [&Counter; 2],
+) -> Outcome {
     let clock = Clock::new();
-    let up = Pump::new(client, upstream, &clock);
-    let down = Pump::new(upstream, client, &clock);
+    let up = Pump::new(client, upstream, &clock, counted[0]);
+    let down = Pump::new(upstream, client, &clock, counted[1]);
     let up = up.run();
     let down = down.run();
     tokio::pin!(up, down);
@@ -121,10 +128,7 @@ fn cut(a: &TcpStream, b: &TcpStream, outcome: Outcome, why: Cut) -> Outcome {
     for s in [a, b] {
         let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
     }
-    Outcome {
-        cut: Some(why),
-        ..outcome
-    }
+    Outcome { cut: Some(why), ..outcome }
 }
 
 /// The last time a byte moved, shared by both pumps of a connection.
@@ -135,15 +139,11 @@ struct Clock {
 
 impl Clock {
     fn new() -> Clock {
-        Clock {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
+        Clock { start: Instant::now(), last_ms: AtomicU64::new(0) }
     }
 
     fn touch(&self) {
-        self.last_ms
-            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Completes once nothing has moved for `limit`.
@@ -166,17 +166,13 @@ struct Pump<'a> {
     src: &'a TcpStream,
     dst: &'a TcpStream,
     clock: &'a Clock,
+    counted: &'a Counter,
     moved: u64,
 }
 
 impl<'a> Pump<'a> {
-    fn new(src: &'a TcpStream, dst: &'a TcpStream, clock: &'a Clock) -> Pump<'a> {
-        Pump {
-            src,
-            dst,
-            clock,
-            moved: 0,
-        }
+    fn new(src: &'a TcpStream, dst: &'a TcpStream, clock: &'a Clock, counted: &'a Counter) -> Pump<'a> {
+        Pump { src, dst, clock, counted, moved: 0 }
     }
 
     /// Moves bytes until the source ends, then shuts the destination's write half.
@@ -221,6 +217,7 @@ impl<'a> Pump<'a> {
                     self.clock.touch();
                     write_all(self.dst, &buf[..n]).await?;
                     self.moved += n as u64;
+                    self.counted.inc_by(n as u64);
                     if n == buf.len() {
                         return Ok((false, true));
                     }
@@ -237,10 +234,7 @@ impl<'a> Pump<'a> {
     async fn splice_once(&mut self, pipe: &mut Pipe) -> io::Result<bool> {
         self.src.readable().await?;
         let (src_fd, pipe_in) = (self.src.as_raw_fd(), pipe.write.as_raw_fd());
-        let n = match self
-            .src
-            .try_io(Interest::READABLE, || splice(src_fd, pipe_in, PIPE_SIZE as usize))
-        {
+        let n = match self.src.try_io(Interest::READABLE, || splice(src_fd, pipe_in, PIPE_SIZE as usize)) {
             Ok(0) => return Ok(true),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
@@ -253,12 +247,12 @@ impl<'a> Pump<'a> {
         let mut left = n;
         while left > 0 {
             self.dst.writable().await?;
-            match self
-                .dst
-                .try_io(Interest::WRITABLE, || splice(pipe_out, dst_fd, left))
-            {
+            match self.dst.try_io(Interest::WRITABLE, || splice(pipe_out, dst_fd, left)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(m) => left -= m,
+                Ok(m) => {
+                    left -= m;
+                    self.counted.inc_by(m as u64);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
                 }
                 Err(e) => return Err(e),

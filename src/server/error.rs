@@ -23,11 +23,7 @@ pub struct Error {
 
 impl Error {
     fn new(status: StatusCode, id: u32, message: impl Into<String>) -> Error {
-        Error {
-            status,
-            id,
-            message: message.into(),
-        }
+        Error { status, id, message: message.into() }
     }
 
     /// A request the server cannot make sense of.
@@ -143,11 +139,7 @@ impl Error {
 
     /// A method the route does not take.
     pub fn method_not_allowed() -> Error {
-        Error::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            4050,
-            "method not allowed on this route",
-        )
+        Error::new(StatusCode::METHOD_NOT_ALLOWED, 4050, "method not allowed on this route")
     }
 
     /// A failure of the server itself (the store could not be read or written).
@@ -169,11 +161,7 @@ impl From<anyhow::Error> for Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let body = ApiError {
-            kind: "error".into(),
-            id: self.id,
-            message: self.message,
-        };
+        let body = ApiError { kind: "error".into(), id: self.id, message: self.message };
         (self.status, Json(body)).into_response()
     }
 }

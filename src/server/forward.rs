@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::copy::{self, Timeouts};
+use super::metrics::RedirMetrics;
 use crate::wire::{RedirLimits, MAX_LIMIT_SECS};
 
 /// How long to wait before accepting again after the process ran out of descriptors.
@@ -40,10 +41,7 @@ pub struct Targets {
 impl Targets {
     /// Targets for these addresses.
     pub fn new(addresses: Vec<String>) -> Targets {
-        Targets {
-            addresses: RwLock::new(addresses.into()),
-            next: AtomicUsize::new(0),
-        }
+        Targets { addresses: RwLock::new(addresses.into()), next: AtomicUsize::new(0) }
     }
 
     /// The addresses in the order this connection should try them.
@@ -72,6 +70,8 @@ pub struct Port {
     pub connections: TaskTracker,
     /// How long connections may take and last.
     pub limits: Limits,
+    /// The redirection's metrics.
+    pub metrics: Arc<RedirMetrics>,
 }
 
 /// The time limits of a redirection's connections.
@@ -87,9 +87,9 @@ impl Limits {
     /// These limits with the ones `overrides` sets, each checked to be from 1 s to a year.
     pub fn with(self, overrides: &RedirLimits) -> Result<Limits, String> {
         let secs = |value: Option<u64>, base: Duration, what: &str| match value {
-            Some(s) if !(1..=MAX_LIMIT_SECS).contains(&s) => Err(format!(
-                "the {what} must be from 1 to {MAX_LIMIT_SECS} seconds, not {s}"
-            )),
+            Some(s) if !(1..=MAX_LIMIT_SECS).contains(&s) => {
+                Err(format!("the {what} must be from 1 to {MAX_LIMIT_SECS} seconds, not {s}"))
+            }
             Some(s) => Ok(Duration::from_secs(s)),
             None => Ok(base),
         };
@@ -154,10 +154,11 @@ async fn accept_loop(port: &Port, listener: TcpListener) {
                 let targets = port.targets.clone();
                 let close = port.close_connections.clone();
                 let limits = port.limits;
+                let metrics = port.metrics.clone();
                 port.connections.spawn(async move {
                     tokio::select! {
                         _ = close.cancelled() => {}
-                        _ = connection(client, peer, targets, limits) => {}
+                        _ = connection(client, peer, targets, limits, metrics) => {}
                     }
                 });
             }
@@ -177,30 +178,62 @@ async fn accept_loop(port: &Port, listener: TcpListener) {
 }
 
 fn is_resource_exhaustion(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
-async fn connection(client: TcpStream, peer: SocketAddr, targets: Arc<Targets>, limits: Limits) {
-    let Some((upstream, instance)) = connect(&targets, limits.connect).await else {
+async fn connection(
+    client: TcpStream,
+    peer: SocketAddr,
+    targets: Arc<Targets>,
+    limits: Limits,
+    metrics: Arc<RedirMetrics>,
+) {
+    metrics.accepted.inc();
+    metrics.active.inc();
+    // Decrements `active` however the connection ends, cancellation included.
+    let _active = Active(&metrics.active);
+    let Some((upstream, instance)) = connect(&targets, limits.connect, &metrics).await else {
+        metrics.no_instance.inc();
         info!(%peer, "no instance of the application accepted the connection; closing it");
         return;
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    let outcome = copy::bidirectional(&client, &upstream, limits.established).await;
+    let counted = [&metrics.bytes_in, &metrics.bytes_out];
+    let outcome = copy::bidirectional(&client, &upstream, limits.established, counted).await;
     debug!(%peer, %instance, up = outcome.up, down = outcome.down, cut = ?outcome.cut, "connection closed");
 }
 
+/// Counts a connection as active for as long as it lives.
+struct Active<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Connects to the first instance that accepts, starting from the round-robin position.
-async fn connect(targets: &Targets, timeout: Duration) -> Option<(TcpStream, String)> {
+async fn connect(
+    targets: &Targets,
+    timeout: Duration,
+    metrics: &RedirMetrics,
+) -> Option<(TcpStream, String)> {
     let (list, start) = targets.order();
     for i in 0..list.len() {
         let address = &list[(start + i) % list.len()];
-        match tokio::time::timeout(timeout, TcpStream::connect(address.as_str())).await {
-            Ok(Ok(stream)) => return Some((stream, address.clone())),
+        let began = std::time::Instant::now();
+        let attempt = tokio::time::timeout(timeout, TcpStream::connect(address.as_str())).await;
+        if !matches!(attempt, Ok(Ok(_))) {
+            metrics.connect_failures.inc();
+        }
+        match attempt {
+            Ok(Ok(stream)) => {
+                if let Some(h) = &metrics.connect_seconds {
+                    h.observe(began.elapsed().as_secs_f64());
+                }
+                return Some((stream, address.clone()));
+            }
             Ok(Err(err)) => warn!(instance = %address, error = %err, "instance refused the connection"),
             Err(_) => {
                 warn!(instance = %address, "instance did not answer within {timeout:?}")

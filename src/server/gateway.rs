@@ -21,9 +21,12 @@ use super::auth::Caller;
 use super::config::{Namespace, DEFAULT_LIMITS};
 use super::error::Error;
 use super::forward::{self, Limits, Targets};
+use super::metrics::{Metrics, RedirMetrics};
 use super::ports;
 use super::store::{Claim, RedirRow, Store};
-use crate::wire::{self, Application, NewApplication, NewTcpRedir, Organisation, RedirState, TcpRedir};
+use crate::wire::{
+    self, Application, NewApplication, NewTcpRedir, Organisation, RedirState, RedirTraffic, TcpRedir,
+};
 
 /// How many times `add` picks another port when the store says a port was claimed meanwhile.
 const CLAIM_TRIES: usize = 8;
@@ -34,6 +37,7 @@ struct Live {
     close_connections: CancellationToken,
     task: JoinHandle<()>,
     bound: Arc<AtomicBool>,
+    metrics: Arc<RedirMetrics>,
 }
 
 /// The server's state: the store, the namespaces and the live ports.
@@ -49,6 +53,7 @@ pub struct Gateway {
     /// Parent of every port's `close_connections`.
     kill: CancellationToken,
     connections: TaskTracker,
+    metrics: Metrics,
 }
 
 impl Gateway {
@@ -63,7 +68,13 @@ impl Gateway {
             shutdown: CancellationToken::new(),
             kill: CancellationToken::new(),
             connections: TaskTracker::new(),
+            metrics: Metrics::new(),
         }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode()
     }
 
     /// Runs a store call off the async workers: a durable commit waits for the disk.
@@ -96,10 +107,7 @@ impl Gateway {
                     None
                 }
             };
-            let targets = self
-                .targets_of(&row.app_id)
-                .await
-                .map_err(|e| anyhow::anyhow!(e.message))?;
+            let targets = self.targets_of(&row.app_id).await.map_err(|e| anyhow::anyhow!(e.message))?;
             self.start(&row, addr, targets, listener);
             count += 1;
         }
@@ -114,14 +122,8 @@ impl Gateway {
             let _ = task.await;
         }
         self.connections.close();
-        if tokio::time::timeout(drain, self.connections.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                open = self.connections.len(),
-                "drain timeout reached; closing the remaining connections"
-            );
+        if tokio::time::timeout(drain, self.connections.wait()).await.is_err() {
+            warn!(open = self.connections.len(), "drain timeout reached; closing the remaining connections");
             self.kill.cancel();
             self.connections.wait().await;
         }
@@ -217,10 +219,7 @@ impl Gateway {
         match existing {
             Some(app) => self.store.set_instances(&app.id, &instances),
             None => {
-                let new = NewApplication {
-                    name: name.to_owned(),
-                    instances,
-                };
+                let new = NewApplication { name: name.to_owned(), instances };
                 self.create_app(&Caller::Admin, org_id, new)
                     .await
                     .map(drop)
@@ -263,43 +262,27 @@ impl Gateway {
         new: &NewTcpRedir,
     ) -> Result<TcpRedir, Error> {
         let app = self.app(caller, org_id, app_id).await?;
-        let ns = self
-            .namespace(&new.namespace)
-            .ok_or_else(|| Error::unknown_namespace(&new.namespace))?
-            .clone();
+        let ns =
+            self.namespace(&new.namespace).ok_or_else(|| Error::unknown_namespace(&new.namespace))?.clone();
         ns.limits.with(&new.limits).map_err(Error::bad_request)?;
         let _claims = self.claims.lock().await;
         let (ns_name, app_id) = (ns.name.clone(), app.id.clone());
         let (mut taken, existing) = self
             .db(move |s| {
-                let existing = s
-                    .app_redirs(&app_id)?
-                    .into_iter()
-                    .find(|r| r.namespace == ns_name);
+                let existing = s.app_redirs(&app_id)?.into_iter().find(|r| r.namespace == ns_name);
                 Ok((s.taken_ports(&ns_name)?, existing))
             })
             .await?;
         if let Some(row) = existing {
             return Err(Error::already_redirected(row.port, &ns.name));
         }
-        taken.extend(
-            self.live
-                .lock()
-                .unwrap()
-                .keys()
-                .filter(|(n, _)| *n == ns.name)
-                .map(|(_, p)| *p),
-        );
+        taken.extend(self.live.lock().unwrap().keys().filter(|(n, _)| *n == ns.name).map(|(_, p)| *p));
         let targets = self.targets_of(&app.id).await?;
         for _ in 0..CLAIM_TRIES {
             let (port, listener) = ports::allocate(ns.bind, &ns.ports, &taken)
                 .ok_or_else(|| Error::no_free_port(&ns.name, *ns.ports.start(), *ns.ports.end()))?;
-            let row = RedirRow {
-                namespace: ns.name.clone(),
-                port,
-                app_id: app.id.clone(),
-                limits: new.limits,
-            };
+            let row =
+                RedirRow { namespace: ns.name.clone(), port, app_id: app.id.clone(), limits: new.limits };
             let claim_row = row.clone();
             // Dropping `listener` on any early return below closes the port again.
             match self.db(move |s| s.claim(&claim_row)).await? {
@@ -343,41 +326,32 @@ impl Gateway {
         }
         self.stop_port(&row).await;
         info!(app = %app.id, namespace, port, "redirection removed");
-        Ok(TcpRedir {
-            state: None,
-            ..described
-        })
+        Ok(TcpRedir { state: None, ..described })
     }
 
     /// The limits in force on a redirection: its own over its namespace's.
     fn limits(&self, row: &RedirRow) -> Limits {
-        let base = self
-            .namespace(&row.namespace)
-            .map_or(DEFAULT_LIMITS, |n| n.limits);
+        let base = self.namespace(&row.namespace).map_or(DEFAULT_LIMITS, |n| n.limits);
         // Stored limits were checked when added; should one be out of range, the base holds.
         base.with(&row.limits).unwrap_or(base)
     }
 
     fn describe(&self, row: &RedirRow) -> TcpRedir {
-        let host = self
-            .namespace(&row.namespace)
-            .map(|n| n.public_host.as_str())
-            .unwrap_or("localhost");
-        let bound = self
-            .live
-            .lock()
-            .unwrap()
-            .get(&(row.namespace.clone(), row.port))
-            .is_some_and(|l| l.bound.load(Ordering::Relaxed));
+        let host = self.namespace(&row.namespace).map(|n| n.public_host.as_str()).unwrap_or("localhost");
+        let live = self.live.lock().unwrap();
+        let live = live.get(&(row.namespace.clone(), row.port));
+        let bound = live.is_some_and(|l| l.bound.load(Ordering::Relaxed));
         TcpRedir {
             limits: self.limits(row).to_wire(),
             namespace: row.namespace.clone(),
             port: row.port,
             address: Some(format!("tcp://{host}:{}/", row.port)),
-            state: Some(if bound {
-                RedirState::Listening
-            } else {
-                RedirState::Unbound
+            state: Some(if bound { RedirState::Listening } else { RedirState::Unbound }),
+            traffic: live.map(|l| RedirTraffic {
+                active_connections: l.metrics.active.get().max(0) as u64,
+                connections: l.metrics.accepted.get(),
+                bytes_in: l.metrics.bytes_in.get(),
+                bytes_out: l.metrics.bytes_out.get(),
             }),
         }
     }
@@ -389,20 +363,16 @@ impl Gateway {
         }
         let id = app_id.to_owned();
         let app = self.db(move |s| s.app(&id)).await?;
-        let addresses = app
-            .map(|a| a.instances.into_iter().map(|i| i.address).collect())
-            .unwrap_or_default();
+        let addresses = app.map(|a| a.instances.into_iter().map(|i| i.address).collect()).unwrap_or_default();
         let mut targets = self.targets.lock().unwrap();
-        Ok(targets
-            .entry(app_id.to_owned())
-            .or_insert_with(|| Arc::new(Targets::new(addresses)))
-            .clone())
+        Ok(targets.entry(app_id.to_owned()).or_insert_with(|| Arc::new(Targets::new(addresses))).clone())
     }
 
     fn start(&self, row: &RedirRow, addr: SocketAddr, targets: Arc<Targets>, listener: Option<TcpListener>) {
         let stop_accepting = self.shutdown.child_token();
         let close_connections = self.kill.child_token();
         let bound = Arc::new(AtomicBool::new(listener.is_some()));
+        let metrics = Arc::new(self.metrics.redirection(&row.namespace, row.port, &row.app_id));
         let port = forward::Port {
             namespace: row.namespace.clone(),
             addr,
@@ -412,29 +382,22 @@ impl Gateway {
             bound: bound.clone(),
             connections: self.connections.clone(),
             limits: self.limits(row),
+            metrics: metrics.clone(),
         };
         let task = tokio::spawn(forward::run(port, listener));
         self.live.lock().unwrap().insert(
             (row.namespace.clone(), row.port),
-            Live {
-                stop_accepting,
-                close_connections,
-                task,
-                bound,
-            },
+            Live { stop_accepting, close_connections, task, bound, metrics },
         );
     }
 
     async fn stop_port(&self, row: &RedirRow) {
-        let live = self
-            .live
-            .lock()
-            .unwrap()
-            .remove(&(row.namespace.clone(), row.port));
+        let live = self.live.lock().unwrap().remove(&(row.namespace.clone(), row.port));
         if let Some(live) = live {
             live.stop_accepting.cancel();
             live.close_connections.cancel();
             let _ = live.task.await;
+            self.metrics.forget(&row.namespace, row.port, &row.app_id);
         }
     }
 }

@@ -14,6 +14,7 @@ mod copy;
 mod error;
 mod forward;
 mod gateway;
+mod metrics;
 mod ports;
 mod store;
 
@@ -81,9 +82,8 @@ pub async fn run(opts: Options) -> Result<()> {
         None => default_data_dir()?,
     };
     create_private_dir(&data_dir)?;
-    let data_dir = data_dir
-        .canonicalize()
-        .with_context(|| format!("cannot resolve {}", data_dir.display()))?;
+    let data_dir =
+        data_dir.canonicalize().with_context(|| format!("cannot resolve {}", data_dir.display()))?;
     let _lock = lock(&data_dir)?;
     let store = Arc::new(Store::open(&data_dir.join("tcp-redirs.db"))?);
     restrict(&data_dir.join("tcp-redirs.db"));
@@ -103,11 +103,7 @@ pub async fn run(opts: Options) -> Result<()> {
 
     let gateway = Arc::new(Gateway::new(store.clone(), namespaces));
     for app in &config.applications {
-        let instances = app
-            .instances
-            .iter()
-            .map(|a| crate::wire::Instance { address: a.clone() })
-            .collect();
+        let instances = app.instances.iter().map(|a| crate::wire::Instance { address: a.clone() }).collect();
         gateway.declare_app(&default_org.id, &app.name, instances).await?;
     }
     let restored = gateway.restore().await?;
@@ -120,10 +116,7 @@ pub async fn run(opts: Options) -> Result<()> {
         .with_graceful_shutdown(stop_signal())
         .await
         .context("the control API failed")?;
-    info!(
-        drain_secs = opts.drain.as_secs(),
-        "stopping: no new connections; letting open ones finish"
-    );
+    info!(drain_secs = opts.drain.as_secs(), "stopping: no new connections; letting open ones finish");
     gateway.stop(opts.drain).await;
     info!("stopped");
     Ok(())
@@ -170,10 +163,7 @@ fn admin_credential(data_dir: &Path, opts: &Options) -> Result<AdminCredential> 
     let path = data_dir.join("admin.toml");
     let saved: Option<AdminCredential> = match fs::read_to_string(&path) {
         Ok(text) => Some(toml::from_str(&text).with_context(|| {
-            format!(
-                "{} is damaged: delete it to get a new admin credential",
-                path.display()
-            )
+            format!("{} is damaged: delete it to get a new admin credential", path.display())
         })?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -181,10 +171,7 @@ fn admin_credential(data_dir: &Path, opts: &Options) -> Result<AdminCredential> 
     let saved = match saved {
         Some(saved) => saved,
         None => {
-            let fresh = AdminCredential {
-                token: auth::generate("trt_"),
-                secret: auth::generate("trs_"),
-            };
+            let fresh = AdminCredential { token: auth::generate("trt_"), secret: auth::generate("trs_") };
             let mut file = OpenOptions::new()
                 .create_new(true)
                 .write(true)
@@ -241,10 +228,7 @@ fn write_profile(url: &str, admin: &AdminCredential, data_dir: &Path) {
 /// Every connection costs two descriptors (four while it splices), and the usual soft
 /// limit of 1024 would cap the gateway at a few hundred connections: take the hard limit.
 fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {

@@ -35,9 +35,7 @@ pub fn allocate(ip: IpAddr, range: &RangeInclusive<u16>, taken: &HashSet<u16>) -
     // The range is nearly full or busy: walk all of it once, from a random start, so that
     // "no free port" is only said when it is true.
     let start = rng.random_range(0..span);
-    (0..span)
-        .map(|i| (low + (start + i) % span) as u16)
-        .find_map(|port| try_port(ip, port, taken))
+    (0..span).map(|i| (low + (start + i) % span) as u16).find_map(|port| try_port(ip, port, taken))
 }
 
 fn try_port(ip: IpAddr, port: u16, taken: &HashSet<u16>) -> Option<(u16, TcpListener)> {

@@ -114,9 +114,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         let conn =
             Connection::open(path).with_context(|| format!("cannot open the store {}", path.display()))?;
-        let store = Store {
-            conn: Mutex::new(conn),
-        };
+        let store = Store { conn: Mutex::new(conn) };
         store.init(path)?;
         Ok(store)
     }
@@ -174,12 +172,7 @@ impl Store {
     pub fn orgs(&self) -> Result<Vec<Organisation>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached("SELECT id, name FROM orgs ORDER BY name")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Organisation {
-                id: r.get(0)?,
-                name: r.get(1)?,
-            })
-        })?;
+        let rows = stmt.query_map([], |r| Ok(Organisation { id: r.get(0)?, name: r.get(1)? }))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -188,10 +181,7 @@ impl Store {
         let conn = self.conn();
         Ok(conn
             .query_row("SELECT id, name FROM orgs WHERE id = ?1", [id], |r| {
-                Ok(Organisation {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                })
+                Ok(Organisation { id: r.get(0)?, name: r.get(1)? })
             })
             .optional()?)
     }
@@ -199,18 +189,10 @@ impl Store {
     /// Returns the organisation named `name`, creating it with `id` when absent.
     pub fn ensure_org(&self, name: &str, id: &str) -> Result<Organisation> {
         let conn = self.conn();
-        conn.execute(
-            "INSERT OR IGNORE INTO orgs (id, name) VALUES (?1, ?2)",
-            params![id, name],
-        )?;
-        Ok(
-            conn.query_row("SELECT id, name FROM orgs WHERE name = ?1", [name], |r| {
-                Ok(Organisation {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                })
-            })?,
-        )
+        conn.execute("INSERT OR IGNORE INTO orgs (id, name) VALUES (?1, ?2)", params![id, name])?;
+        Ok(conn.query_row("SELECT id, name FROM orgs WHERE name = ?1", [name], |r| {
+            Ok(Organisation { id: r.get(0)?, name: r.get(1)? })
+        })?)
     }
 
     /// The applications of an organisation, sorted by name.
@@ -224,12 +206,7 @@ impl Store {
         apps.into_iter()
             .map(|(id, name, owner_id)| {
                 let instances = instances(&conn, &id)?;
-                Ok(Application {
-                    id,
-                    name,
-                    owner_id,
-                    instances,
-                })
+                Ok(Application { id, name, owner_id, instances })
             })
             .collect()
     }
@@ -238,20 +215,13 @@ impl Store {
     pub fn app(&self, id: &str) -> Result<Option<Application>> {
         let conn = self.conn();
         let found: Option<(String, String)> = conn
-            .query_row("SELECT name, org_id FROM apps WHERE id = ?1", [id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row("SELECT name, org_id FROM apps WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let Some((name, owner_id)) = found else {
             return Ok(None);
         };
         let instances = instances(&conn, id)?;
-        Ok(Some(Application {
-            id: id.to_owned(),
-            name,
-            owner_id,
-            instances,
-        }))
+        Ok(Some(Application { id: id.to_owned(), name, owner_id, instances }))
     }
 
     /// Creates an application; `None` when the organisation already has one of that name.
@@ -383,8 +353,7 @@ impl Store {
 
     /// Forgets every credential of that name (used to rotate the admin credential).
     pub fn drop_tokens_named(&self, name: &str) -> Result<()> {
-        self.conn()
-            .execute("DELETE FROM tokens WHERE name = ?1", [name])?;
+        self.conn().execute("DELETE FROM tokens WHERE name = ?1", [name])?;
         Ok(())
     }
 
@@ -393,12 +362,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached("SELECT secret_hash, org_id FROM tokens WHERE token_hash = ?1")?;
         Ok(stmt
-            .query_row([token_hash], |r| {
-                Ok(TokenRow {
-                    secret_hash: r.get(0)?,
-                    org_id: r.get(1)?,
-                })
-            })
+            .query_row([token_hash], |r| Ok(TokenRow { secret_hash: r.get(0)?, org_id: r.get(1)? }))
             .optional()?)
     }
 }

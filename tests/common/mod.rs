@@ -282,10 +282,7 @@ impl Server {
     /// `add --app APP --namespace NS -F json`: the new redirection's port.
     pub fn add(&self, app: &str, namespace: &str) -> u16 {
         let added = self.cli_json(&["add", "--app", app, "--namespace", namespace, "-F", "json"]);
-        assert_eq!(
-            added["namespace"], namespace,
-            "namespace of `add -F json`: {added}"
-        );
+        assert_eq!(added["namespace"], namespace, "namespace of `add -F json`: {added}");
         port_of(&added)
     }
 
@@ -296,21 +293,13 @@ impl Server {
 
     /// A raw HTTP request to the control API with the admin's bearer token.
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
-        http(
-            self.addr,
-            method,
-            path,
-            Some(&format!("Bearer {}", self.token)),
-            body,
-        )
+        http(self.addr, method, path, Some(&format!("Bearer {}", self.token)), body)
     }
 }
 
 /// The `port` of a redirection object, checked to be a valid TCP port.
 pub fn port_of(redirection: &Value) -> u16 {
-    let port = redirection["port"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no numeric `port` in {redirection}"));
+    let port = redirection["port"].as_u64().unwrap_or_else(|| panic!("no numeric `port` in {redirection}"));
     assert!((1..=65535).contains(&port), "port out of range in {redirection}");
     port as u16
 }
@@ -321,9 +310,7 @@ pub fn redirections(list: &Value) -> Vec<(String, u16)> {
         .unwrap_or_else(|| panic!("expected a JSON array of redirections, got {list}"))
         .iter()
         .map(|r| {
-            let namespace = r["namespace"]
-                .as_str()
-                .unwrap_or_else(|| panic!("no string `namespace` in {r}"));
+            let namespace = r["namespace"].as_str().unwrap_or_else(|| panic!("no string `namespace` in {r}"));
             (namespace.to_owned(), port_of(r))
         })
         .collect()
@@ -334,12 +321,7 @@ pub fn namespace_names(list: &Value) -> Vec<String> {
     list.as_array()
         .unwrap_or_else(|| panic!("expected a JSON array of namespaces, got {list}"))
         .iter()
-        .map(|n| {
-            n["namespace"]
-                .as_str()
-                .unwrap_or_else(|| panic!("no string `namespace` in {n}"))
-                .to_owned()
-        })
+        .map(|n| n["namespace"].as_str().unwrap_or_else(|| panic!("no string `namespace` in {n}")).to_owned())
         .collect()
 }
 
@@ -368,25 +350,12 @@ impl CliOutput {
     /// that starts with `error: ` and contains every needle (case-insensitive).
     pub fn assert_error(&self, code: i32, needles: &[&str]) {
         assert_eq!(self.code, code, "wrong exit code\n{self}");
-        assert!(
-            self.stdout.is_empty(),
-            "an error must print nothing on stdout\n{self}"
-        );
-        assert!(
-            self.stderr.starts_with("error: "),
-            "stderr must start with `error: `\n{self}"
-        );
-        assert_eq!(
-            self.stderr.trim_end().lines().count(),
-            1,
-            "stderr must be one line\n{self}"
-        );
+        assert!(self.stdout.is_empty(), "an error must print nothing on stdout\n{self}");
+        assert!(self.stderr.starts_with("error: "), "stderr must start with `error: `\n{self}");
+        assert_eq!(self.stderr.trim_end().lines().count(), 1, "stderr must be one line\n{self}");
         let lower = self.stderr.to_lowercase();
         for needle in needles {
-            assert!(
-                lower.contains(&needle.to_lowercase()),
-                "stderr should mention `{needle}`\n{self}"
-            );
+            assert!(lower.contains(&needle.to_lowercase()), "stderr should mention `{needle}`\n{self}");
         }
     }
 }
@@ -487,11 +456,7 @@ impl TcpService {
                 }
             })
         };
-        TcpService {
-            addr,
-            stop,
-            accept_loop: Some(accept_loop),
-        }
+        TcpService { addr, stop, accept_loop: Some(accept_loop) }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -570,10 +535,7 @@ pub fn send_and_read_back(port: u16, data: &[u8]) -> Vec<u8> {
     let written = writer.join().expect("writer thread");
     written.unwrap_or_else(|e| panic!("writing to the redirection on port {port} failed: {e}"));
     read.unwrap_or_else(|e| {
-        panic!(
-            "reading from the redirection on port {port} failed after {} bytes: {e}",
-            received.len()
-        )
+        panic!("reading from the redirection on port {port} failed after {} bytes: {e}", received.len())
     });
     received
 }
@@ -583,15 +545,10 @@ pub fn send_and_read_back(port: u16, data: &[u8]) -> Vec<u8> {
 pub fn half_close_exchange(port: u16, message: &[u8]) -> Vec<u8> {
     let mut stream = connect(port);
     stream.write_all(message).expect("write the message");
-    stream
-        .shutdown(Shutdown::Write)
-        .expect("shut down the client's write half");
+    stream.shutdown(Shutdown::Write).expect("shut down the client's write half");
     let mut received = Vec::new();
     stream.read_to_end(&mut received).unwrap_or_else(|e| {
-        panic!(
-            "reading after the half-close failed after {} bytes: {e}",
-            received.len()
-        )
+        panic!("reading after the half-close failed after {} bytes: {e}", received.len())
     });
     received
 }
@@ -614,10 +571,7 @@ pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
 pub fn assert_refuses(port: u16) {
     let addr = SocketAddr::from((LOCALHOST, port));
     if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        panic!(
-            "{addr} still accepts connections (connected from {:?})",
-            stream.local_addr()
-        );
+        panic!("{addr} still accepts connections (connected from {:?})", stream.local_addr());
     }
 }
 
@@ -663,19 +617,12 @@ impl HttpResponse {
     /// The body as JSON; panics with the status and body when it is not.
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "expected a JSON body ({e}); status {}, body: {}",
-                self.status,
-                self.text()
-            )
+            panic!("expected a JSON body ({e}); status {}, body: {}", self.status, self.text())
         })
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// Asserts a 2xx status and returns the JSON body.
@@ -697,10 +644,7 @@ impl HttpResponse {
         assert_eq!(body["type"], "error", "error body: {body}");
         assert!(body["id"].is_number(), "error `id` must be a number: {body}");
         let message = body["message"].as_str().unwrap_or_default();
-        assert!(
-            !message.trim().is_empty(),
-            "error `message` must be non-empty: {body}"
-        );
+        assert!(!message.trim().is_empty(), "error `message` must be non-empty: {body}");
         message.to_owned()
     }
 }
@@ -734,27 +678,19 @@ pub fn http(
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream
-        .write_all(request.as_bytes())
-        .expect("send the HTTP request");
+    stream.write_all(request.as_bytes()).expect("send the HTTP request");
 
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)
         .unwrap_or_else(|e| panic!("reading the response to {method} {path} failed: {e}"));
     parse_response(&raw).unwrap_or_else(|e| {
-        panic!(
-            "bad HTTP response to {method} {path}: {e}\n{}",
-            String::from_utf8_lossy(&raw)
-        )
+        panic!("bad HTTP response to {method} {path}: {e}\n{}", String::from_utf8_lossy(&raw))
     })
 }
 
 fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers")?;
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers")?;
     let head = std::str::from_utf8(&raw[..end]).map_err(|e| e.to_string())?;
     let rest = &raw[end + 4..];
     let mut lines = head.split("\r\n");
@@ -768,24 +704,16 @@ fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    let mut response = HttpResponse {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    response.body = if response
-        .header("transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
-        dechunk(rest)?
-    } else if let Some(len) = response.header("content-length") {
-        let len: usize = len.parse().map_err(|_| format!("bad content-length `{len}`"))?;
-        rest.get(..len)
-            .ok_or("body shorter than content-length")?
-            .to_vec()
-    } else {
-        rest.to_vec()
-    };
+    let mut response = HttpResponse { status, headers, body: Vec::new() };
+    response.body =
+        if response.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+            dechunk(rest)?
+        } else if let Some(len) = response.header("content-length") {
+            let len: usize = len.parse().map_err(|_| format!("bad content-length `{len}`"))?;
+            rest.get(..len).ok_or("body shorter than content-length")?.to_vec()
+        } else {
+            rest.to_vec()
+        };
     Ok(response)
 }
 
@@ -793,10 +721,7 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     // Each chunk is at least 5 bytes ("0\r\n\r\n"), so this bounds the loop.
     for _ in 0..=rest.len() {
-        let line_end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("chunk size line without CRLF")?;
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").ok_or("chunk size line without CRLF")?;
         let size_line = std::str::from_utf8(&rest[..line_end]).map_err(|e| e.to_string())?;
         let size_hex = size_line.split(';').next().unwrap_or("").trim();
         let size =
