@@ -300,3 +300,17 @@ fn an_exhausted_namespace_range_reports_no_free_port() {
         .assert_error(1, &["no free port"]);
     assert_same_bytes(&send_and_read_back(first, b"tiny"), b"tiny", "a port of the tiny namespace");
 }
+
+#[test]
+fn a_removed_redirection_added_again_gets_its_port_back() {
+    let server = Server::start();
+    let echo = TcpService::echo();
+    server.create_app("sticky", echo.addr());
+    let first = server.add("sticky", "default");
+    server.cli_ok(&["remove", &first.to_string(), "--app", "sticky", "--namespace", "default"]);
+    assert_refuses(first);
+    let again = server.add("sticky", "default");
+    assert_eq!(again, first, "the same application gets its previous port back when it is free");
+    let payload = random_bytes(1000);
+    assert_same_bytes(&send_and_read_back(again, &payload), &payload, "echo through the port given back");
+}

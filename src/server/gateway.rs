@@ -267,10 +267,10 @@ impl Gateway {
         ns.limits.with(&new.limits).map_err(Error::bad_request)?;
         let _claims = self.claims.lock().await;
         let (ns_name, app_id) = (ns.name.clone(), app.id.clone());
-        let (mut taken, existing) = self
+        let (mut taken, existing, previous) = self
             .db(move |s| {
                 let existing = s.app_redirs(&app_id)?.into_iter().find(|r| r.namespace == ns_name);
-                Ok((s.taken_ports(&ns_name)?, existing))
+                Ok((s.taken_ports(&ns_name)?, existing, s.last_port(&app_id, &ns_name)?))
             })
             .await?;
         if let Some(row) = existing {
@@ -279,7 +279,7 @@ impl Gateway {
         taken.extend(self.live.lock().unwrap().keys().filter(|(n, _)| *n == ns.name).map(|(_, p)| *p));
         let targets = self.targets_of(&app.id).await?;
         for _ in 0..CLAIM_TRIES {
-            let (port, listener) = ports::allocate(ns.bind, &ns.ports, &taken)
+            let (port, listener) = ports::allocate(ns.bind, &ns.ports, &taken, previous)
                 .ok_or_else(|| Error::no_free_port(&ns.name, *ns.ports.start(), *ns.ports.end()))?;
             let row =
                 RedirRow { namespace: ns.name.clone(), port, app_id: app.id.clone(), limits: new.limits };

@@ -21,8 +21,18 @@ const RANDOM_TRIES: usize = 64;
 /// The accept queue of a public listener.
 const BACKLOG: i32 = 1024;
 
-/// Binds a listener on a random port of `range` that is not in `taken`; `None` when none is free.
-pub fn allocate(ip: IpAddr, range: &RangeInclusive<u16>, taken: &HashSet<u16>) -> Option<(u16, TcpListener)> {
+/// Binds a listener on a port of `range` that is not in `taken`: `prefer` when it is free
+/// (a client that removed and re-adds its redirection keeps its address, which frp users
+/// ask for), else a random one; `None` when none is free.
+pub fn allocate(
+    ip: IpAddr,
+    range: &RangeInclusive<u16>,
+    taken: &HashSet<u16>,
+    prefer: Option<u16>,
+) -> Option<(u16, TcpListener)> {
+    if let Some(found) = prefer.filter(|p| range.contains(p)).and_then(|p| try_port(ip, p, taken)) {
+        return Some(found);
+    }
     let (low, high) = (*range.start() as u32, *range.end() as u32);
     let span = high - low + 1;
     let mut rng = rand::rng();

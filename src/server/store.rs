@@ -335,6 +335,16 @@ impl Store {
         Ok(true)
     }
 
+    /// The port the application last released in the namespace, from the change log.
+    pub fn last_port(&self, app_id: &str, namespace: &str) -> Result<Option<u16>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT port FROM changes WHERE op = 'remove' AND app_id = ?1 AND namespace = ?2
+             ORDER BY revision DESC LIMIT 1",
+        )?;
+        Ok(stmt.query_row(params![app_id, namespace], |r| r.get(0)).optional()?)
+    }
+
     /// Records a credential: the hashes of its token and secret, and its scope.
     pub fn put_token(
         &self,
