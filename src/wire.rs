@@ -43,9 +43,38 @@ pub struct TcpRedir {
     /// The connection time limits in force on this port.
     #[serde(flatten)]
     pub limits: RedirLimits,
+    /// Who may connect, and what the application is told about them.
+    #[serde(flatten)]
+    pub access: RedirAccess,
     /// Connections and bytes since the server started, when the server is forwarding the port.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<RedirTraffic>,
+}
+
+/// Who may connect to a redirection, and what the application is told about them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedirAccess {
+    /// Send the PROXY protocol header (`v1` text or `v2` binary) to the instance before the
+    /// first byte, so the application learns the client's real address; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// When not empty, only clients in these ranges (CIDR, or a single address) may connect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Clients in these ranges are refused, even when `allow` admits them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+/// A version of the PROXY protocol (HAProxy's specification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// The human-readable header: `PROXY TCP4 SRC DST SPORT DPORT\r\n`.
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// A redirection's traffic since the server started.
@@ -99,6 +128,9 @@ pub struct NewTcpRedir {
     /// Time limits for this redirection's connections, overriding the namespace's.
     #[serde(flatten)]
     pub limits: RedirLimits,
+    /// Access list and PROXY protocol.
+    #[serde(flatten)]
+    pub access: RedirAccess,
 }
 
 /// An organisation: it owns applications, and its credentials reach nothing outside it.

@@ -3,7 +3,15 @@
 use anyhow::Result;
 
 use super::{print_json, print_text, AppArgs, ConnArgs, Format, FormatArgs};
-use crate::wire::{NewTcpRedir, RedirLimits, MAX_LIMIT_SECS};
+use crate::wire::{NewTcpRedir, ProxyProtocol, RedirAccess, RedirLimits, MAX_LIMIT_SECS};
+
+fn parse_proxy_protocol(text: &str) -> Result<ProxyProtocol, String> {
+    match text {
+        "v1" | "1" => Ok(ProxyProtocol::V1),
+        "v2" | "2" => Ok(ProxyProtocol::V2),
+        _ => Err("use v1 (text header) or v2 (binary header)".into()),
+    }
+}
 
 /// The options of `add`.
 #[derive(Debug, Clone, clap::Args)]
@@ -20,6 +28,15 @@ pub struct Args {
     /// Seconds a connection may stay half-closed [default: the namespace's, 60].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT_SECS))]
     half_close_timeout: Option<u64>,
+    /// Send the PROXY protocol header (v1 or v2) to the instance, so it sees the client's address.
+    #[arg(long, value_name = "VERSION", value_parser = parse_proxy_protocol)]
+    proxy_protocol: Option<ProxyProtocol>,
+    /// Only clients in this range may connect (CIDR or address; repeat for several).
+    #[arg(long, value_name = "CIDR")]
+    allow: Vec<String>,
+    /// Refuse clients in this range, even when allowed (CIDR or address; repeat for several).
+    #[arg(long, value_name = "CIDR")]
+    deny: Vec<String>,
     #[command(flatten)]
     pub(super) app: AppArgs,
     #[command(flatten)]
@@ -36,6 +53,7 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
             idle_timeout: args.idle_timeout,
             half_close_timeout: args.half_close_timeout,
         },
+        access: RedirAccess { proxy_protocol: args.proxy_protocol, allow: args.allow, deny: args.deny },
     };
     let redir = client.add_redirection(&app, &body).await?;
     match args.format.get() {

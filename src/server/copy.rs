@@ -263,7 +263,8 @@ impl<'a> Pump<'a> {
     }
 }
 
-async fn write_all(dst: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+/// Writes all of `bytes` to `dst`.
+pub async fn write_all(dst: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         match dst.try_write(bytes) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

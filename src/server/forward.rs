@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use super::access::Access;
 use super::copy::{self, Timeouts};
 use super::metrics::RedirMetrics;
 use crate::wire::{RedirLimits, MAX_LIMIT_SECS};
@@ -72,6 +73,8 @@ pub struct Port {
     pub limits: Limits,
     /// The redirection's metrics.
     pub metrics: Arc<RedirMetrics>,
+    /// Who may connect, and whether to send the PROXY header.
+    pub access: Arc<Access>,
 }
 
 /// The time limits of a redirection's connections.
@@ -150,7 +153,14 @@ async fn accept_loop(port: &Port, listener: TcpListener) {
             accepted = listener.accept() => accepted,
         };
         match accepted {
+            Ok((client, peer)) if !port.access.admits(peer.ip()) => {
+                port.metrics.denied.inc();
+                debug!(%peer, addr = %port.addr, "client refused by the access list");
+                // A reset, at once: the client learns nothing and costs nothing.
+                let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+            }
             Ok((client, peer)) => {
+                let access = port.access.clone();
                 let targets = port.targets.clone();
                 let close = port.close_connections.clone();
                 let limits = port.limits;
@@ -158,7 +168,7 @@ async fn accept_loop(port: &Port, listener: TcpListener) {
                 port.connections.spawn(async move {
                     tokio::select! {
                         _ = close.cancelled() => {}
-                        _ = connection(client, peer, targets, limits, metrics) => {}
+                        _ = connection(client, peer, targets, limits, metrics, access) => {}
                     }
                 });
             }
@@ -187,6 +197,7 @@ async fn connection(
     targets: Arc<Targets>,
     limits: Limits,
     metrics: Arc<RedirMetrics>,
+    access: Arc<Access>,
 ) {
     metrics.accepted.inc();
     metrics.active.inc();
@@ -199,6 +210,12 @@ async fn connection(
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
+    if let Some(header) = client.local_addr().ok().and_then(|local| access.proxy_header(peer, local)) {
+        if let Err(err) = copy::write_all(&upstream, &header).await {
+            debug!(%peer, %instance, error = %err, "could not send the PROXY header");
+            return;
+        }
+    }
     let counted = [&metrics.bytes_in, &metrics.bytes_out];
     let outcome = copy::bidirectional(&client, &upstream, limits.established, counted).await;
     debug!(%peer, %instance, up = outcome.up, down = outcome.down, cut = ?outcome.cut, "connection closed");

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use super::access::Access;
 use super::auth::Caller;
 use super::config::{Namespace, DEFAULT_LIMITS};
 use super::error::Error;
@@ -265,6 +266,7 @@ impl Gateway {
         let ns =
             self.namespace(&new.namespace).ok_or_else(|| Error::unknown_namespace(&new.namespace))?.clone();
         ns.limits.with(&new.limits).map_err(Error::bad_request)?;
+        Access::parse(&new.access).map_err(Error::bad_request)?;
         let _claims = self.claims.lock().await;
         let (ns_name, app_id) = (ns.name.clone(), app.id.clone());
         let (mut taken, existing, previous) = self
@@ -281,8 +283,13 @@ impl Gateway {
         for _ in 0..CLAIM_TRIES {
             let (port, listener) = ports::allocate(ns.bind, &ns.ports, &taken, previous)
                 .ok_or_else(|| Error::no_free_port(&ns.name, *ns.ports.start(), *ns.ports.end()))?;
-            let row =
-                RedirRow { namespace: ns.name.clone(), port, app_id: app.id.clone(), limits: new.limits };
+            let row = RedirRow {
+                namespace: ns.name.clone(),
+                port,
+                app_id: app.id.clone(),
+                limits: new.limits,
+                access: new.access.clone(),
+            };
             let claim_row = row.clone();
             // Dropping `listener` on any early return below closes the port again.
             match self.db(move |s| s.claim(&claim_row)).await? {
@@ -336,6 +343,15 @@ impl Gateway {
         base.with(&row.limits).unwrap_or(base)
     }
 
+    /// The access rules of a redirection. They were checked when it was added; should a
+    /// stored rule no longer parse, the port admits no one rather than everyone.
+    fn access(&self, row: &RedirRow) -> Access {
+        Access::parse(&row.access).unwrap_or_else(|e| {
+            warn!(namespace = %row.namespace, port = row.port, error = %e, "invalid stored access list; refusing every client");
+            Access::deny_all()
+        })
+    }
+
     fn describe(&self, row: &RedirRow) -> TcpRedir {
         let host = self.namespace(&row.namespace).map(|n| n.public_host.as_str()).unwrap_or("localhost");
         let live = self.live.lock().unwrap();
@@ -343,6 +359,7 @@ impl Gateway {
         let bound = live.is_some_and(|l| l.bound.load(Ordering::Relaxed));
         TcpRedir {
             limits: self.limits(row).to_wire(),
+            access: row.access.clone(),
             namespace: row.namespace.clone(),
             port: row.port,
             address: Some(format!("tcp://{host}:{}/", row.port)),
@@ -383,6 +400,7 @@ impl Gateway {
             connections: self.connections.clone(),
             limits: self.limits(row),
             metrics: metrics.clone(),
+            access: Arc::new(self.access(row)),
         };
         let task = tokio::spawn(forward::run(port, listener));
         self.live.lock().unwrap().insert(

@@ -28,6 +28,8 @@ struct Redir {
 pub enum Reason {
     /// No instance of the application accepted the connection.
     no_instance,
+    /// The access list refused the client.
+    denied,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,6 +90,8 @@ pub struct RedirMetrics {
     pub active: Gauge,
     /// Connections closed because no instance accepted them.
     pub no_instance: Counter,
+    /// Connections refused by the access list.
+    pub denied: Counter,
     /// Bytes from clients to the application.
     pub bytes_in: Counter,
     /// Bytes from the application to clients.
@@ -147,9 +151,19 @@ impl Metrics {
         let accepted = self.accepted.get_or_create(&redir).clone();
         let active = self.active.get_or_create(&redir).clone();
         let no_instance = self.refused.get_or_create(&refused(Reason::no_instance)).clone();
+        let denied = self.refused.get_or_create(&refused(Reason::denied)).clone();
         let connect_failures = self.connect_failures.get_or_create(&redir).clone();
         let connect_seconds = Some(self.connect_seconds.get_or_create(&redir).clone());
-        RedirMetrics { accepted, active, no_instance, bytes_in, bytes_out, connect_failures, connect_seconds }
+        RedirMetrics {
+            accepted,
+            active,
+            no_instance,
+            denied,
+            bytes_in,
+            bytes_out,
+            connect_failures,
+            connect_seconds,
+        }
     }
 
     /// Drops a removed redirection's series.
@@ -167,13 +181,14 @@ impl Metrics {
                 direction,
             });
         }
-        let refused = Refused {
-            namespace: namespace.to_owned(),
-            port,
-            app: app.to_owned(),
-            reason: Reason::no_instance,
-        };
-        self.refused.remove(&refused);
+        for reason in [Reason::no_instance, Reason::denied] {
+            self.refused.remove(&Refused {
+                namespace: namespace.to_owned(),
+                port,
+                app: app.to_owned(),
+                reason,
+            });
+        }
     }
 
     /// The text exposition.

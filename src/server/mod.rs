@@ -7,6 +7,7 @@
 //! requests served. On SIGINT or SIGTERM the server stops accepting, gives open
 //! connections the drain timeout to finish, and exits 0.
 
+mod access;
 mod api;
 mod auth;
 mod config;

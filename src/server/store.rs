@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
-use crate::wire::{Application, Instance, Organisation, RedirLimits};
+use crate::wire::{Application, Instance, Organisation, ProxyProtocol, RedirAccess, RedirLimits};
 
 /// The marker that tells our database apart from any other SQLite file.
 const FORMAT: &str = "tcp-redirs";
@@ -50,6 +50,9 @@ CREATE TABLE redirs (
     connect_timeout INTEGER,
     idle_timeout INTEGER,
     half_close_timeout INTEGER,
+    proxy_protocol TEXT CHECK (proxy_protocol IN ('v1', 'v2')),
+    allow_ranges TEXT NOT NULL DEFAULT '[]',
+    deny_ranges TEXT NOT NULL DEFAULT '[]',
     created_at INTEGER NOT NULL DEFAULT (unixepoch()),
     PRIMARY KEY (namespace, port),
     UNIQUE (app_id, namespace)
@@ -82,6 +85,8 @@ pub struct RedirRow {
     pub app_id: String,
     /// Its own connection time limits, over the namespace's.
     pub limits: RedirLimits,
+    /// Its access list and PROXY protocol setting.
+    pub access: RedirAccess,
 }
 
 /// The outcome of claiming a port for an application.
@@ -299,8 +304,9 @@ impl Store {
         }
         let revision = log_change(&tx, "add", row)?;
         let inserted = tx.execute(
-            "INSERT INTO redirs (namespace, port, app_id, revision, connect_timeout, idle_timeout, half_close_timeout)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO redirs (namespace, port, app_id, revision, connect_timeout, idle_timeout,
+                                 half_close_timeout, proxy_protocol, allow_ranges, deny_ranges)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 row.namespace,
                 row.port,
@@ -308,7 +314,10 @@ impl Store {
                 revision,
                 row.limits.connect_timeout,
                 row.limits.idle_timeout,
-                row.limits.half_close_timeout
+                row.limits.half_close_timeout,
+                row.access.proxy_protocol.map(proxy_name),
+                serde_json::to_string(&row.access.allow)?,
+                serde_json::to_string(&row.access.deny)?,
             ],
         );
         match inserted {
@@ -395,7 +404,8 @@ fn write_instances(conn: &Connection, app_id: &str, list: &[Instance]) -> Result
 
 fn redirs_where<P: rusqlite::Params>(conn: &Connection, filter: &str, params: P) -> Result<Vec<RedirRow>> {
     let sql = format!(
-        "SELECT namespace, port, app_id, connect_timeout, idle_timeout, half_close_timeout
+        "SELECT namespace, port, app_id, connect_timeout, idle_timeout, half_close_timeout,
+                proxy_protocol, allow_ranges, deny_ranges
          FROM redirs WHERE {filter} ORDER BY namespace, port"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -409,9 +419,32 @@ fn redirs_where<P: rusqlite::Params>(conn: &Connection, filter: &str, params: P)
                 idle_timeout: r.get(4)?,
                 half_close_timeout: r.get(5)?,
             },
+            access: RedirAccess {
+                proxy_protocol: match r.get::<_, Option<String>>(6)?.as_deref() {
+                    Some("v1") => Some(ProxyProtocol::V1),
+                    Some("v2") => Some(ProxyProtocol::V2),
+                    _ => None,
+                },
+                allow: json_list(r, 7)?,
+                deny: json_list(r, 8)?,
+            },
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn proxy_name(version: ProxyProtocol) -> &'static str {
+    match version {
+        ProxyProtocol::V1 => "v1",
+        ProxyProtocol::V2 => "v2",
+    }
+}
+
+fn json_list(row: &rusqlite::Row, column: usize) -> rusqlite::Result<Vec<String>> {
+    let text: String = row.get(column)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn log_change(conn: &Connection, op: &str, row: &RedirRow) -> Result<i64> {

@@ -1,0 +1,134 @@
+//! Who may connect to a redirection, and what the application is told about them.
+//!
+//! The access list is checked at accept, before any instance is contacted: a refused client
+//! is reset at once and counted, and costs the application nothing (ngrok's "control who
+//! can access"). The PROXY protocol header, when asked for, is the first thing the instance
+//! receives, so that it learns the client's real address (which Scalingo's gateway cannot
+//! give); a receiver must be configured for it, since it must never guess whether a header
+//! is present.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+
+use crate::wire::{ProxyProtocol, RedirAccess};
+
+/// The most ranges one list may hold.
+const MAX_RANGES: usize = 256;
+
+/// A redirection's access rules, parsed once for the accept loop.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    allow: Vec<IpNet>,
+    deny: Vec<IpNet>,
+    proxy: Option<ProxyProtocol>,
+}
+
+impl Access {
+    /// Parses and checks the rules as the API received them.
+    pub fn parse(rules: &RedirAccess) -> Result<Access, String> {
+        Ok(Access {
+            allow: ranges(&rules.allow, "allow")?,
+            deny: ranges(&rules.deny, "deny")?,
+            proxy: rules.proxy_protocol,
+        })
+    }
+
+    /// Rules that admit no one.
+    pub fn deny_all() -> Access {
+        // The default networks are 0.0.0.0/0 and ::/0.
+        Access {
+            deny: vec![IpNet::V4(Default::default()), IpNet::V6(Default::default())],
+            ..Access::default()
+        }
+    }
+
+    /// Whether a client at `ip` may connect: not denied, and allowed when a list is given.
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        let within = |list: &[IpNet]| list.iter().any(|net| net.contains(&ip));
+        !within(&self.deny) && (self.allow.is_empty() || within(&self.allow))
+    }
+
+    /// The PROXY protocol header for a client `peer` that connected to `local`, if one is due.
+    pub fn proxy_header(&self, peer: SocketAddr, local: SocketAddr) -> Option<Vec<u8>> {
+        let (peer, local) = (unmapped(peer), unmapped(local));
+        match self.proxy? {
+            ProxyProtocol::V1 => Some(ppp::v1::Addresses::from((peer, local)).to_string().into_bytes()),
+            ProxyProtocol::V2 => {
+                let command = ppp::v2::Version::Two | ppp::v2::Command::Proxy;
+                ppp::v2::Builder::with_addresses(command, ppp::v2::Protocol::Stream, (peer, local))
+                    .build()
+                    .ok()
+            }
+        }
+    }
+}
+
+fn ranges(list: &[String], what: &str) -> Result<Vec<IpNet>, String> {
+    if list.len() > MAX_RANGES {
+        return Err(format!("`{what}` holds {} ranges; the most is {MAX_RANGES}", list.len()));
+    }
+    list.iter()
+        .map(|text| {
+            text.parse::<IpNet>().or_else(|_| text.parse::<IpAddr>().map(IpNet::from)).map_err(|_| {
+                format!("`{what}`: `{text}` is not an address range: write it like 203.0.113.0/24, 2001:db8::/32 or 198.51.100.7")
+            })
+        })
+        .collect()
+}
+
+/// An IPv4 client on a dual-stack listener shows up as `::ffff:a.b.c.d`; rules and
+/// headers speak of it as the IPv4 address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn unmapped(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(canonical(addr.ip()), addr.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(allow: &[&str], deny: &[&str]) -> Access {
+        let owned = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        Access::parse(&RedirAccess { proxy_protocol: None, allow: owned(allow), deny: owned(deny) }).unwrap()
+    }
+
+    #[test]
+    fn deny_wins_and_allow_restricts() {
+        let rules = access(&["10.0.0.0/8", "2001:db8::/32"], &["10.1.0.0/16"]);
+        assert!(rules.admits("10.2.3.4".parse().unwrap()));
+        assert!(!rules.admits("10.1.3.4".parse().unwrap()));
+        assert!(!rules.admits("192.0.2.1".parse().unwrap()));
+        assert!(rules.admits("2001:db8::1".parse().unwrap()));
+        assert!(rules.admits("::ffff:10.2.3.4".parse().unwrap()), "mapped IPv4 is IPv4");
+        assert!(access(&[], &[]).admits("192.0.2.1".parse().unwrap()));
+        assert!(!access(&[], &["192.0.2.1"]).admits("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_ranges_are_refused_with_an_example() {
+        let bad = RedirAccess { proxy_protocol: None, allow: vec!["10.0.0.0/33".into()], deny: vec![] };
+        assert!(Access::parse(&bad).unwrap_err().contains("203.0.113.0/24"));
+    }
+
+    #[test]
+    fn proxy_headers_name_the_real_client() {
+        let rules = Access { proxy: Some(ProxyProtocol::V1), ..Access::default() };
+        let header =
+            rules.proxy_header("[::ffff:192.0.2.7]:4321".parse().unwrap(), "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(header.unwrap(), b"PROXY TCP4 192.0.2.7 127.0.0.1 4321 5000\r\n");
+        let rules = Access { proxy: Some(ProxyProtocol::V2), ..Access::default() };
+        let header =
+            rules.proxy_header("[2001:db8::7]:4321".parse().unwrap(), "[::1]:5000".parse().unwrap()).unwrap();
+        assert_eq!(&header[..13], b"\r\n\r\n\0\r\nQUIT\n\x21");
+        assert_eq!(header[13], 0x21, "AF_INET6 + STREAM");
+        assert_eq!(header.len(), 16 + 36);
+    }
+}

@@ -1,0 +1,114 @@
+//! Access lists and the PROXY protocol, end to end: the CLI sets them, the bytes show them.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::*;
+
+/// `add` with extra flags, returning the JSON answer.
+fn add_with(server: &Server, app: &str, namespace: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["add", "--app", app, "--namespace", namespace, "-F", "json"];
+    args.extend_from_slice(extra);
+    server.cli_json(&args)
+}
+
+/// Connects to `addr`, writes `message`, half-closes, and reads to the end (or the error).
+fn exchange(addr: SocketAddr, message: &[u8]) -> (Vec<u8>, Option<std::io::Error>, SocketAddr) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let local = stream.local_addr().unwrap();
+    let _ = stream.write_all(message);
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut got = Vec::new();
+    let err = stream.read_to_end(&mut got).err();
+    (got, err, local)
+}
+
+#[test]
+fn a_denied_client_is_reset_and_counted_and_never_reaches_the_application() {
+    let server = Server::start();
+    let echo = TcpService::echo();
+    server.create_app("guarded", echo.addr());
+    let added = add_with(&server, "guarded", "default", &["--deny", "127.0.0.0/8", "--allow", "0.0.0.0/0"]);
+    assert_eq!(added["deny"], serde_json::json!(["127.0.0.0/8"]), "{added}");
+    let port = port_of(&added);
+
+    let (got, err, _) = exchange(SocketAddr::from((LOCALHOST, port)), b"let me in");
+    assert!(got.is_empty(), "a denied client must get no byte back, got {got:?}");
+    let err = err.expect("a denied client must see a reset, not a clean end of stream");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+
+    let listed = server.cli_json(&["list", "--app", "guarded", "-F", "json"]);
+    assert_eq!(listed[0]["connections"], 0, "a refused client is not an accepted connection: {listed}");
+    let metrics = server.api("GET", "/metrics", None).text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tcp_redirs_connections_refused_total")
+                && l.ends_with("reason=\"denied\"} 1")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn an_allowed_client_goes_through_and_others_are_refused() {
+    let server = Server::start();
+    let echo = TcpService::echo();
+    server.create_app("open", echo.addr());
+    server.create_app("closed", echo.addr());
+    let open = port_of(&add_with(&server, "open", "default", &["--allow", "127.0.0.1"]));
+    let closed = port_of(&add_with(&server, "closed", "default", &["--allow", "192.0.2.0/24"]));
+    let payload = random_bytes(4096);
+    assert_same_bytes(&send_and_read_back(open, &payload), &payload, "allowed client");
+    let (got, err, _) = exchange(SocketAddr::from((LOCALHOST, closed)), b"x");
+    assert!(got.is_empty() && err.is_some(), "a client outside the allow list is reset: {got:?} {err:?}");
+}
+
+#[test]
+fn a_bad_range_is_refused_before_anything_is_created() {
+    let server = Server::start();
+    let echo = TcpService::echo();
+    server.create_app("typo", echo.addr());
+    server
+        .cli(&["add", "--app", "typo", "--namespace", "default", "--allow", "10.0.0.0/33"])
+        .assert_error(1, &["10.0.0.0/33", "203.0.113.0/24"]);
+    assert_eq!(server.list("typo"), vec![]);
+}
+
+#[test]
+fn the_proxy_protocol_v1_header_tells_the_application_the_real_client() {
+    let server = Server::start();
+    let echo = TcpService::echo();
+    server.create_app("pp1", echo.addr());
+    let port = port_of(&add_with(&server, "pp1", "default", &["--proxy-protocol", "v1"]));
+    // The echo backend sends back everything it receives: the header, then the bytes.
+    let (got, err, local) = exchange(SocketAddr::from((LOCALHOST, port)), b"hello");
+    assert!(err.is_none(), "{err:?}");
+    let want = format!("PROXY TCP4 127.0.0.1 127.0.0.1 {} {port}\r\nhello", local.port());
+    assert_eq!(String::from_utf8_lossy(&got), want);
+}
+
+#[test]
+fn the_proxy_protocol_v2_header_carries_an_ipv6_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[[namespace]]\nname = \"six\"\nbind = \"::1\"\n").unwrap();
+    let server = Server::builder().config(&config).start();
+    let echo = TcpService::echo();
+    server.create_app("pp2", echo.addr());
+    let port = port_of(&add_with(&server, "pp2", "six", &["--proxy-protocol", "v2"]));
+    let (got, err, local) = exchange(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)), b"hello");
+    assert!(err.is_none(), "{err:?}");
+    assert!(got.len() >= 16 + 36, "header too short: {got:?}");
+    assert_eq!(&got[..12], b"\r\n\r\n\0\r\nQUIT\n", "v2 signature");
+    assert_eq!(got[12], 0x21, "version 2, PROXY command");
+    assert_eq!(got[13], 0x21, "AF_INET6, STREAM");
+    assert_eq!(u16::from_be_bytes([got[14], got[15]]), 36, "address block length");
+    assert_eq!(&got[16..32], &std::net::Ipv6Addr::LOCALHOST.octets(), "source address");
+    assert_eq!(u16::from_be_bytes([got[48], got[49]]), local.port(), "source port");
+    assert_eq!(u16::from_be_bytes([got[50], got[51]]), port, "destination port");
+    assert_eq!(&got[52..], b"hello");
+}
