@@ -158,12 +158,34 @@ pub struct Application {
 }
 
 /// One address where an application accepts TCP connections.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Instance {
     /// `HOST:PORT`, for example `127.0.0.1:4040`.
     pub address: String,
+    /// Its share of new connections (1 when absent); 0 takes no new connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Whether the gateway can reach it, once a redirection has used it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<InstanceState>,
+    /// Connections open to it now, once a redirection has used it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_connections: Option<u64>,
 }
+
+/// Whether an instance is taking connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Its last connect or check succeeded.
+    Up,
+    /// Its last connect failed; it is checked every few seconds.
+    Down,
+}
+
+/// The most weight an instance may have.
+pub const MAX_WEIGHT: u32 = 1000;
 
 /// The body of `POST /v2/organisations/{orgId}/applications`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -70,7 +70,10 @@ pub async fn run(conn: &ConnArgs, command: Command) -> Result<()> {
             let org = org.resolve(&client).await?;
             let new = NewApplication {
                 name,
-                instances: instances.into_iter().map(|address| Instance { address }).collect(),
+                instances: instances
+                    .into_iter()
+                    .map(|address| Instance { address, ..Default::default() })
+                    .collect(),
             };
             let app = client.create_application(&org.id, &new).await?;
             match format.get() {

@@ -19,7 +19,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, put};
 use axum::{middleware, Extension, Json, Router};
 use serde::Deserialize;
 
@@ -27,7 +27,7 @@ use super::auth::{self, Caller};
 use super::error::Error;
 use super::gateway::Gateway;
 use super::store::Store;
-use crate::wire::{Application, NewApplication, NewTcpRedir, Organisation, TcpRedir};
+use crate::wire::{Application, Instance, NewApplication, NewTcpRedir, Organisation, TcpRedir};
 
 /// The largest request body accepted; every body of this API is a few bytes.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -44,6 +44,7 @@ pub fn router(gateway: Arc<Gateway>, store: Arc<Store>) -> Router {
         .route(&format!("{org}/namespaces"), get(namespaces))
         .route(&format!("{org}/applications"), get(apps).post(create_app))
         .route(&format!("{org}/applications/{{app}}"), get(app).delete(remove_app))
+        .route(&format!("{org}/applications/{{app}}/instances"), put(set_instances))
         .route(&format!("{org}/applications/{{app}}/tcpRedirs"), get(redirs).post(add))
         .route(&format!("{org}/applications/{{app}}/tcpRedirs/{{port}}"), delete(remove))
         .route_layer(middleware::from_fn_with_state(store, auth::require))
@@ -108,6 +109,17 @@ async fn remove_app(
     Path((org, app)): Path<(String, String)>,
 ) -> Answer<Application> {
     Ok(Json(gw.remove_app(&caller, &org, &app).await?))
+}
+
+async fn set_instances(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Path((org, app)): Path<(String, String)>,
+    body: Result<Json<Vec<Instance>>, JsonRejection>,
+) -> Answer<Application> {
+    let Json(instances) =
+        body.map_err(|e| Error::bad_body(e.body_text(), r#"[{"address":"127.0.0.1:4040","weight":1}]"#))?;
+    Ok(Json(gw.set_instances(&caller, &org, &app, instances).await?))
 }
 
 async fn redirs(

@@ -13,8 +13,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::access::Access;
+use super::balance::{Open, Pool};
 use super::copy::{self, Timeouts};
 use super::metrics::RedirMetrics;
 use crate::wire::{RedirLimits, MAX_LIMIT_SECS};
@@ -32,27 +33,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often a redirection whose port could not be bound tries again.
 const REBIND_EVERY: Duration = Duration::from_secs(5);
 
-/// The instances of one application, shared by all its redirections.
-#[derive(Debug, Default)]
-pub struct Targets {
-    addresses: RwLock<Arc<[String]>>,
-    next: AtomicUsize,
-}
-
-impl Targets {
-    /// Targets for these addresses.
-    pub fn new(addresses: Vec<String>) -> Targets {
-        Targets { addresses: RwLock::new(addresses.into()), next: AtomicUsize::new(0) }
-    }
-
-    /// The addresses in the order this connection should try them.
-    fn order(&self) -> (Arc<[String]>, usize) {
-        let list = self.addresses.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (list, start)
-    }
-}
-
 /// One redirection's public side: what the accept task needs.
 pub struct Port {
     /// The namespace, for logs.
@@ -60,7 +40,7 @@ pub struct Port {
     /// Where to bind when no listener is handed over.
     pub addr: SocketAddr,
     /// The application's instances.
-    pub targets: Arc<Targets>,
+    pub targets: Arc<Pool>,
     /// Cancelled to stop accepting: the redirection is removed or the server stops.
     pub stop_accepting: CancellationToken,
     /// Cancelled to close the open connections: the redirection is removed or the drain ended.
@@ -194,7 +174,7 @@ fn is_resource_exhaustion(err: &io::Error) -> bool {
 async fn connection(
     client: TcpStream,
     peer: SocketAddr,
-    targets: Arc<Targets>,
+    targets: Arc<Pool>,
     limits: Limits,
     metrics: Arc<RedirMetrics>,
     access: Arc<Access>,
@@ -203,7 +183,7 @@ async fn connection(
     metrics.active.inc();
     // Decrements `active` however the connection ends, cancellation included.
     let _active = Active(&metrics.active);
-    let Some((upstream, instance)) = connect(&targets, limits.connect, &metrics).await else {
+    let Some((upstream, _open, instance)) = connect(&targets, limits.connect, &metrics).await else {
         metrics.no_instance.inc();
         info!(%peer, "no instance of the application accepted the connection; closing it");
         return;
@@ -232,13 +212,12 @@ impl Drop for Active<'_> {
 
 /// Connects to the first instance that accepts, starting from the round-robin position.
 async fn connect(
-    targets: &Targets,
+    targets: &Pool,
     timeout: Duration,
     metrics: &RedirMetrics,
-) -> Option<(TcpStream, String)> {
-    let (list, start) = targets.order();
-    for i in 0..list.len() {
-        let address = &list[(start + i) % list.len()];
+) -> Option<(TcpStream, Open, String)> {
+    for member in targets.candidates() {
+        let address = &member.address;
         let began = std::time::Instant::now();
         let attempt = tokio::time::timeout(timeout, TcpStream::connect(address.as_str())).await;
         if !matches!(attempt, Ok(Ok(_))) {
@@ -249,13 +228,12 @@ async fn connect(
                 if let Some(h) = &metrics.connect_seconds {
                     h.observe(began.elapsed().as_secs_f64());
                 }
-                return Some((stream, address.clone()));
+                return Some((stream, member.enter(), address.clone()));
             }
-            Ok(Err(err)) => warn!(instance = %address, error = %err, "instance refused the connection"),
-            Err(_) => {
-                warn!(instance = %address, "instance did not answer within {timeout:?}")
-            }
+            Ok(Err(err)) => debug!(instance = %address, error = %err, "instance refused the connection"),
+            Err(_) => debug!(instance = %address, "instance did not answer within {timeout:?}"),
         }
+        member.failed();
     }
     None
 }

@@ -19,9 +19,10 @@ use tracing::{info, warn};
 
 use super::access::Access;
 use super::auth::Caller;
+use super::balance::{self, Pool};
 use super::config::{Namespace, DEFAULT_LIMITS};
 use super::error::Error;
-use super::forward::{self, Limits, Targets};
+use super::forward::{self, Limits};
 use super::metrics::{Metrics, RedirMetrics};
 use super::ports;
 use super::store::{Claim, RedirRow, Store};
@@ -46,7 +47,8 @@ pub struct Gateway {
     store: Arc<Store>,
     namespaces: Vec<Namespace>,
     live: Mutex<HashMap<(String, u16), Live>>,
-    targets: Mutex<HashMap<String, Arc<Targets>>>,
+    /// The instance pools of the applications that have a redirection running.
+    pools: Mutex<HashMap<String, Arc<Pool>>>,
     /// Serialises allocations, so that two `add` calls never race for the same port here.
     claims: tokio::sync::Mutex<()>,
     /// Parent of every port's `stop_accepting`.
@@ -64,7 +66,7 @@ impl Gateway {
             store,
             namespaces,
             live: Mutex::default(),
-            targets: Mutex::default(),
+            pools: Mutex::default(),
             claims: tokio::sync::Mutex::new(()),
             shutdown: CancellationToken::new(),
             kill: CancellationToken::new(),
@@ -168,7 +170,8 @@ impl Gateway {
     /// The applications of an organisation, sorted by name.
     pub async fn apps(&self, caller: &Caller, org_id: &str) -> Result<Vec<Application>, Error> {
         let org = self.org(caller, org_id).await?;
-        self.db(move |s| s.apps(&org.id)).await
+        let apps = self.db(move |s| s.apps(&org.id)).await?;
+        Ok(apps.into_iter().map(|a| self.with_live_state(a)).collect())
     }
 
     /// The application `app_id` of the organisation `org_id`.
@@ -176,7 +179,7 @@ impl Gateway {
         let org = self.org(caller, org_id).await?;
         let id = app_id.to_owned();
         match self.db(move |s| s.app(&id)).await? {
-            Some(app) if app.owner_id == org.id => Ok(app),
+            Some(app) if app.owner_id == org.id => Ok(self.with_live_state(app)),
             _ => Err(Error::unknown_app(app_id)),
         }
     }
@@ -190,9 +193,7 @@ impl Gateway {
     ) -> Result<Application, Error> {
         let org = self.org(caller, org_id).await?;
         check_app_name(&new.name)?;
-        for instance in &new.instances {
-            wire::check_instance_address(&instance.address).map_err(Error::bad_request)?;
-        }
+        check_instances(&new.instances)?;
         let app = Application {
             id: format!("app_{}", uuid::Uuid::new_v4()),
             name: new.name,
@@ -242,7 +243,7 @@ impl Gateway {
         for row in &removed {
             self.stop_port(row).await;
         }
-        self.targets.lock().unwrap().remove(&app.id);
+        self.pools.lock().unwrap().remove(&app.id);
         info!(app = %app.id, name = %app.name, redirections = removed.len(), "application removed");
         Ok(app)
     }
@@ -374,18 +375,49 @@ impl Gateway {
     }
 
     /// The shared instance list of an application, loaded on first use.
-    async fn targets_of(&self, app_id: &str) -> Result<Arc<Targets>, Error> {
-        if let Some(t) = self.targets.lock().unwrap().get(app_id) {
-            return Ok(t.clone());
+    async fn targets_of(&self, app_id: &str) -> Result<Arc<Pool>, Error> {
+        if let Some(pool) = self.pools.lock().unwrap().get(app_id) {
+            return Ok(pool.clone());
         }
         let id = app_id.to_owned();
         let app = self.db(move |s| s.app(&id)).await?;
-        let addresses = app.map(|a| a.instances.into_iter().map(|i| i.address).collect()).unwrap_or_default();
-        let mut targets = self.targets.lock().unwrap();
-        Ok(targets.entry(app_id.to_owned()).or_insert_with(|| Arc::new(Targets::new(addresses))).clone())
+        let mut pools = self.pools.lock().unwrap();
+        let pool = pools.entry(app_id.to_owned()).or_insert_with(|| {
+            let pool = Arc::new(Pool::new(app.map(|a| a.instances).as_deref().unwrap_or_default()));
+            tokio::spawn(balance::check(Arc::downgrade(&pool), self.shutdown.child_token()));
+            pool
+        });
+        Ok(pool.clone())
     }
 
-    fn start(&self, row: &RedirRow, addr: SocketAddr, targets: Arc<Targets>, listener: Option<TcpListener>) {
+    /// The application with its instances' live state, when a redirection uses them.
+    fn with_live_state(&self, mut app: Application) -> Application {
+        if let Some(pool) = self.pools.lock().unwrap().get(&app.id) {
+            app.instances = pool.members().iter().map(|m| m.describe()).collect();
+        }
+        app
+    }
+
+    /// Replaces an application's instances; connections already made stay where they are.
+    pub async fn set_instances(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        app_id: &str,
+        instances: Vec<wire::Instance>,
+    ) -> Result<Application, Error> {
+        check_instances(&instances)?;
+        let app = self.app(caller, org_id, app_id).await?;
+        let (id, list) = (app.id.clone(), instances.clone());
+        self.db(move |s| s.set_instances(&id, &list)).await?;
+        if let Some(pool) = self.pools.lock().unwrap().get(&app.id) {
+            pool.set(&instances);
+        }
+        info!(app = %app.id, instances = instances.len(), "instances replaced");
+        self.app(caller, org_id, app_id).await
+    }
+
+    fn start(&self, row: &RedirRow, addr: SocketAddr, targets: Arc<Pool>, listener: Option<TcpListener>) {
         let stop_accepting = self.shutdown.child_token();
         let close_connections = self.kill.child_token();
         let bound = Arc::new(AtomicBool::new(listener.is_some()));
@@ -418,6 +450,29 @@ impl Gateway {
             self.metrics.forget(&row.namespace, row.port, &row.app_id);
         }
     }
+}
+
+/// The most instances an application may have.
+const MAX_INSTANCES: usize = 64;
+
+fn check_instances(instances: &[wire::Instance]) -> Result<(), Error> {
+    if instances.len() > MAX_INSTANCES {
+        return Err(Error::bad_request(format!("at most {MAX_INSTANCES} instances per application")));
+    }
+    for (i, instance) in instances.iter().enumerate() {
+        wire::check_instance_address(&instance.address).map_err(Error::bad_request)?;
+        if instance.weight.is_some_and(|w| w > wire::MAX_WEIGHT) {
+            return Err(Error::bad_request(format!(
+                "instance `{}`: weight must be from 0 (no new connections) to {}",
+                instance.address,
+                wire::MAX_WEIGHT
+            )));
+        }
+        if instances[..i].iter().any(|other| other.address == instance.address) {
+            return Err(Error::bad_request(format!("instance `{}` is listed twice", instance.address)));
+        }
+    }
+    Ok(())
 }
 
 fn check_app_name(name: &str) -> Result<(), Error> {

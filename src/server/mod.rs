@@ -10,6 +10,7 @@
 mod access;
 mod api;
 mod auth;
+mod balance;
 mod config;
 mod copy;
 mod error;
@@ -104,7 +105,11 @@ pub async fn run(opts: Options) -> Result<()> {
 
     let gateway = Arc::new(Gateway::new(store.clone(), namespaces));
     for app in &config.applications {
-        let instances = app.instances.iter().map(|a| crate::wire::Instance { address: a.clone() }).collect();
+        let instances = app
+            .instances
+            .iter()
+            .map(|a| crate::wire::Instance { address: a.clone(), ..Default::default() })
+            .collect();
         gateway.declare_app(&default_org.id, &app.name, instances).await?;
     }
     let restored = gateway.restore().await?;

@@ -40,6 +40,7 @@ CREATE TABLE instances (
     app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
     position INTEGER NOT NULL,
     address TEXT NOT NULL,
+    weight INTEGER CHECK (weight BETWEEN 0 AND 1000),
     PRIMARY KEY (app_id, position)
 );
 CREATE TABLE redirs (
@@ -388,16 +389,19 @@ impl Store {
 
 fn instances(conn: &Connection, app_id: &str) -> Result<Vec<Instance>> {
     let mut stmt =
-        conn.prepare_cached("SELECT address FROM instances WHERE app_id = ?1 ORDER BY position")?;
-    let rows = stmt.query_map([app_id], |r| Ok(Instance { address: r.get(0)? }))?;
+        conn.prepare_cached("SELECT address, weight FROM instances WHERE app_id = ?1 ORDER BY position")?;
+    let rows = stmt.query_map([app_id], |r| {
+        Ok(Instance { address: r.get(0)?, weight: r.get(1)?, ..Instance::default() })
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 fn write_instances(conn: &Connection, app_id: &str, list: &[Instance]) -> Result<()> {
-    let mut stmt =
-        conn.prepare_cached("INSERT INTO instances (app_id, position, address) VALUES (?1, ?2, ?3)")?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO instances (app_id, position, address, weight) VALUES (?1, ?2, ?3, ?4)",
+    )?;
     for (position, instance) in list.iter().enumerate() {
-        stmt.execute(params![app_id, position as i64, instance.address])?;
+        stmt.execute(params![app_id, position as i64, instance.address, instance.weight])?;
     }
     Ok(())
 }

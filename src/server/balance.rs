@@ -1,0 +1,167 @@
+//! The instances of an application: which one takes a new connection, and which are up.
+//!
+//! New connections go to the instance with the fewest open connections per unit of weight
+//! (least connections, weighted), ties broken in turn so that an idle application still
+//! spreads its connections, as Scalingo spreads them over its `tcp` containers. An
+//! instance of weight 0 takes no new connection (the Gateway API's TCPRoute convention) but
+//! keeps the ones it has. A connection, once made, stays on its instance.
+//!
+//! Health is learnt from traffic and checked actively: a failed or timed-out connect marks
+//! the instance down and the connection tries the next one; a down instance gets a TCP
+//! connect every [`CHECK_EVERY`] and is up again as soon as one succeeds. When every
+//! instance is down, they are still tried, in case the checks lag behind a recovery.
+//!
+//! The instance list can change at any time ([`Pool::set`]): instances that stay keep their
+//! state and their connections; new ones start up.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::wire::{Instance, InstanceState};
+
+/// How often a down instance is checked.
+pub const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How long a check waits for the instance to accept.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One instance and what the gateway knows of it.
+#[derive(Debug)]
+pub struct Member {
+    /// `HOST:PORT`.
+    pub address: String,
+    weight: u32,
+    up: AtomicBool,
+    active: AtomicU64,
+}
+
+impl Member {
+    fn new(instance: &Instance) -> Member {
+        Member {
+            address: instance.address.clone(),
+            weight: instance.weight.unwrap_or(1),
+            up: AtomicBool::new(true),
+            active: AtomicU64::new(0),
+        }
+    }
+
+    /// Marks the instance down after a failed connect; checks will bring it back.
+    pub fn failed(&self) {
+        if self.up.swap(false, Ordering::Relaxed) {
+            warn!(instance = %self.address, "instance marked down; checking it every {}s", CHECK_EVERY.as_secs());
+        }
+    }
+
+    /// Counts a connection on this instance for as long as the guard lives.
+    pub fn enter(self: &Arc<Self>) -> Open {
+        self.up.store(true, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
+        Open(self.clone())
+    }
+
+    /// The instance as the API shows it.
+    pub fn describe(&self) -> Instance {
+        Instance {
+            address: self.address.clone(),
+            weight: Some(self.weight),
+            state: Some(if self.up.load(Ordering::Relaxed) {
+                InstanceState::Up
+            } else {
+                InstanceState::Down
+            }),
+            active_connections: Some(self.active.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A connection counted on its instance.
+pub struct Open(Arc<Member>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The instances of one application, shared by all its redirections.
+#[derive(Debug, Default)]
+pub struct Pool {
+    members: RwLock<Arc<[Arc<Member>]>>,
+    turn: AtomicUsize,
+}
+
+impl Pool {
+    /// A pool of these instances, all presumed up.
+    pub fn new(instances: &[Instance]) -> Pool {
+        Pool {
+            members: RwLock::new(instances.iter().map(|i| Arc::new(Member::new(i))).collect()),
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// Replaces the instances; those that stay (same address and weight) keep their state.
+    pub fn set(&self, instances: &[Instance]) {
+        let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
+        let next: Arc<[Arc<Member>]> = instances
+            .iter()
+            .map(|i| {
+                let weight = i.weight.unwrap_or(1);
+                members
+                    .iter()
+                    .find(|m| m.address == i.address && m.weight == weight)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Member::new(i)))
+            })
+            .collect();
+        *members = next;
+    }
+
+    /// The instances now.
+    pub fn members(&self) -> Arc<[Arc<Member>]> {
+        self.members.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The instances a new connection should try, best first: those up, by fewest open
+    /// connections per unit of weight, then those down; never those of weight 0.
+    pub fn candidates(&self) -> Vec<Arc<Member>> {
+        let members = self.members();
+        let n = members.len().max(1);
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed) % n;
+        let mut order: Vec<(bool, u64, usize, &Arc<Member>)> = members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.weight > 0)
+            .map(|(i, m)| {
+                let load = m.active.load(Ordering::Relaxed) * 1_000_000 / u64::from(m.weight);
+                (!m.up.load(Ordering::Relaxed), load, (i + n - turn) % n, m)
+            })
+            .collect();
+        order.sort_unstable_by_key(|&(down, load, rotation, _)| (down, load, rotation));
+        order.into_iter().map(|(_, _, _, m)| m.clone()).collect()
+    }
+}
+
+/// Checks the pool's down instances until the pool is dropped or `stop` is cancelled.
+pub async fn check(pool: Weak<Pool>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
+        }
+        let Some(members) = pool.upgrade().map(|p| p.members()) else { return };
+        for member in members.iter().filter(|m| !m.up.load(Ordering::Relaxed)) {
+            if probe(&member.address).await {
+                member.up.store(true, Ordering::Relaxed);
+                info!(instance = %member.address, "instance is up again");
+            }
+        }
+    }
+}
+
+async fn probe(address: &str) -> bool {
+    matches!(tokio::time::timeout(CHECK_TIMEOUT, TcpStream::connect(address)).await, Ok(Ok(_)))
+}

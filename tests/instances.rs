@@ -1,0 +1,123 @@
+//! Several instances per application: balancing, weights, fail-over and health checks.
+
+mod common;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A backend that writes its name to every connection and closes it.
+fn named_backend(name: &'static str) -> SocketAddr {
+    named_backend_on(TcpListener::bind((LOCALHOST, 0)).expect("bind a backend"), name)
+}
+
+fn named_backend_on(listener: TcpListener, name: &'static str) -> SocketAddr {
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = std::io::Write::write_all(&mut stream, name.as_bytes());
+        }
+    });
+    addr
+}
+
+/// Which backend answered a connection through the redirection.
+fn who_answers(port: u16) -> String {
+    let mut stream = TcpStream::connect((LOCALHOST, port)).expect("connect to the redirection");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut name = String::new();
+    stream.read_to_string(&mut name).expect("read the backend's name");
+    name
+}
+
+struct Fixture {
+    server: Server,
+    app_path: String,
+    port: u16,
+}
+
+fn fixture(instances: Value) -> Fixture {
+    let server = Server::start();
+    let org = server.api("GET", "/v2/organisations", None).ok_json()[0]["id"].as_str().unwrap().to_owned();
+    let body = json!({"name": "pool", "instances": instances}).to_string();
+    let app = server.api("POST", &format!("/v2/organisations/{org}/applications"), Some(&body)).ok_json();
+    let app_path = format!("/v2/organisations/{org}/applications/{}", app["id"].as_str().unwrap());
+    let added = server.api("POST", &format!("{app_path}/tcpRedirs"), Some(r#"{"namespace":"default"}"#));
+    let port = port_of(&added.ok_json());
+    Fixture { server, app_path, port }
+}
+
+fn instance_states(f: &Fixture) -> Vec<(String, String)> {
+    let app = f.server.api("GET", &f.app_path, None).ok_json();
+    app["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["address"].as_str().unwrap().to_owned(), i["state"].as_str().unwrap_or("?").to_owned()))
+        .collect()
+}
+
+#[test]
+fn connections_are_spread_over_the_instances() {
+    let (a, b) = (named_backend("A"), named_backend("B"));
+    let f = fixture(json!([{"address": a.to_string()}, {"address": b.to_string()}]));
+    let answers: Vec<String> = (0..10).map(|_| who_answers(f.port)).collect();
+    let count = |n: &str| answers.iter().filter(|a| *a == n).count();
+    assert!(count("A") >= 3 && count("B") >= 3, "both instances take connections: {answers:?}");
+}
+
+#[test]
+fn an_instance_of_weight_zero_takes_no_new_connection() {
+    let (a, b) = (named_backend("A"), named_backend("B"));
+    let f = fixture(json!([{"address": a.to_string()}, {"address": b.to_string()}]));
+    let body =
+        json!([{"address": a.to_string(), "weight": 1}, {"address": b.to_string(), "weight": 0}]).to_string();
+    let app = f.server.api("PUT", &format!("{}/instances", f.app_path), Some(&body)).ok_json();
+    assert_eq!(app["instances"][1]["weight"], 0, "{app}");
+    let answers: Vec<String> = (0..6).map(|_| who_answers(f.port)).collect();
+    assert!(answers.iter().all(|n| n == "A"), "weight 0 takes nothing new: {answers:?}");
+}
+
+#[test]
+fn a_dead_instance_is_skipped_marked_down_and_brought_back_by_the_checks() {
+    let dead = refused_port();
+    let a = named_backend("A");
+    let dead_addr = SocketAddr::from((LOCALHOST, dead));
+    let f = fixture(json!([{"address": dead_addr.to_string()}, {"address": a.to_string()}]));
+    for _ in 0..4 {
+        assert_eq!(who_answers(f.port), "A", "every connection is retried on the live instance");
+    }
+    let states = instance_states(&f);
+    assert!(states.contains(&(dead_addr.to_string(), "down".into())), "{states:?}");
+    assert!(states.contains(&(a.to_string(), "up".into())), "{states:?}");
+
+    // The instance comes back: the active check notices within a few seconds.
+    named_backend_on(TcpListener::bind(dead_addr).expect("rebind the dead port"), "B");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while instance_states(&f).contains(&(dead_addr.to_string(), "down".into())) {
+        assert!(Instant::now() < deadline, "the instance was not seen up again: {:?}", instance_states(&f));
+        thread::sleep(Duration::from_millis(100));
+    }
+    let answers: Vec<String> = (0..6).map(|_| who_answers(f.port)).collect();
+    assert!(answers.iter().any(|n| n == "B"), "the recovered instance takes connections again: {answers:?}");
+}
+
+#[test]
+fn invalid_instance_lists_are_refused() {
+    let a = named_backend("A");
+    let f = fixture(json!([{"address": a.to_string()}]));
+    let path = format!("{}/instances", f.app_path);
+    for bad in [
+        json!([{"address": "nowhere"}]),
+        json!([{"address": a.to_string(), "weight": 100000}]),
+        json!([{"address": a.to_string()}, {"address": a.to_string()}]),
+    ] {
+        f.server.api("PUT", &path, Some(&bad.to_string())).assert_error(400);
+    }
+    assert_eq!(who_answers(f.port), "A", "a refused change leaves the running instances alone");
+}
