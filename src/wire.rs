@@ -143,6 +143,51 @@ pub struct Organisation {
     pub name: String,
 }
 
+/// The body of `POST /v2/organisations` (admin only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewOrganisation {
+    /// A human name, unique on the server.
+    pub name: String,
+}
+
+/// A credential as listed: never its token or secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfo {
+    /// `tok_…`, what `DELETE …/tokens/{id}` takes.
+    pub id: String,
+    /// What it is for, as its creator said.
+    pub name: String,
+    /// The organisation it is scoped to; absent for the server's admin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<String>,
+    /// When it was issued (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<i64>,
+}
+
+/// The body of `POST /v2/organisations/{orgId}/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewToken {
+    /// What the credential is for, for example `ci`.
+    pub name: String,
+}
+
+/// A credential just issued: the only time its token and secret are shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedToken {
+    /// The credential's description.
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    /// Send as `Authorization: Bearer TOKEN`, or as `oauth_token` in the OAuth form.
+    pub token: String,
+    /// The OAuth form's token secret (after `%26` in `oauth_signature`).
+    pub secret: String,
+}
+
 /// An application: where a redirection's traffic goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -199,3 +199,68 @@ fn metrics_count_connections_and_bytes_per_redirection() {
     // Without the admin credential, no metrics.
     http(server.addr, "GET", "/metrics", None, None).assert_error(401);
 }
+
+#[test]
+fn guessing_credentials_is_slowed_down() {
+    let server = Server::start();
+    let mut statuses = Vec::new();
+    for i in 0..14 {
+        let wrong = format!("Bearer guess-{i}");
+        let answer = http(server.addr, "GET", "/v2/organisations", Some(&wrong), None);
+        statuses.push(answer.status);
+        if answer.status == 429 {
+            let message = answer.assert_error(429);
+            assert!(message.contains("wait"), "{message}");
+        }
+    }
+    assert!(statuses[..10].iter().all(|&s| s == 401), "the first failures answer 401: {statuses:?}");
+    assert_eq!(statuses[10], 429, "then the address must wait: {statuses:?}");
+    assert!(statuses[10..].iter().all(|&s| s == 429 || s == 401), "{statuses:?}");
+}
+
+#[test]
+fn the_admin_issues_and_revokes_organisation_credentials_that_see_only_their_organisation() {
+    let server = Server::start();
+    let default = default_org(&server);
+    let echo = TcpService::echo();
+    create_app(&server, &default, "admins-app", echo.addr());
+
+    let org = server.api("POST", "/v2/organisations", Some(r#"{"name":"acme"}"#)).ok_json();
+    let org_id = org["id"].as_str().expect("org id").to_owned();
+    server.api("POST", "/v2/organisations", Some(r#"{"name":"acme"}"#)).assert_error(409);
+    let issued =
+        server.api("POST", &format!("/v2/organisations/{org_id}/tokens"), Some(r#"{"name":"ci"}"#)).ok_json();
+    let (token, secret) = (issued["token"].as_str().unwrap(), issued["secret"].as_str().unwrap());
+    let bearer = format!("Bearer {token}");
+    let as_acme =
+        |method: &str, path: &str, body: Option<&str>| http(server.addr, method, path, Some(&bearer), body);
+
+    // The organisation's credential sees its organisation only.
+    let seen = as_acme("GET", "/v2/organisations", None).ok_json();
+    assert_eq!(seen, json!([{"id": org_id, "name": "acme"}]));
+    as_acme("GET", &format!("/v2/organisations/{default}/applications"), None).assert_error(404);
+    as_acme("POST", "/v2/organisations", Some(r#"{"name":"other"}"#)).assert_error(403);
+    let body = json!({"name": "acme-app", "instances": [{"address": echo.addr().to_string()}]}).to_string();
+    let app = as_acme("POST", &format!("/v2/organisations/{org_id}/applications"), Some(&body)).ok_json();
+    let redirs = format!("/v2/organisations/{org_id}/applications/{}/tcpRedirs", app["id"].as_str().unwrap());
+    let port = port_of(&as_acme("POST", &redirs, Some(r#"{"namespace":"default"}"#)).ok_json());
+    let payload = random_bytes(1000);
+    assert_same_bytes(
+        &send_and_read_back(port, &payload),
+        &payload,
+        "the organisation's redirection forwards",
+    );
+
+    // Its OAuth form works too.
+    let oauth =
+        format!(r#"OAuth oauth_consumer_key="k", oauth_token="{token}", oauth_signature="cs%26{secret}""#);
+    assert_eq!(http(server.addr, "GET", "/v2/organisations", Some(&oauth), None).status, 200);
+
+    // The admin lists it (never its secret) and revokes it: it stops working at once.
+    let listed = server.api("GET", &format!("/v2/organisations/{org_id}/tokens"), None).ok_json();
+    assert_eq!(listed[0]["id"], issued["id"], "{listed}");
+    assert!(!listed.to_string().contains(token) && !listed.to_string().contains(secret), "{listed}");
+    let token_id = issued["id"].as_str().unwrap();
+    server.api("DELETE", &format!("/v2/organisations/{org_id}/tokens/{token_id}"), None).ok_json();
+    as_acme("GET", "/v2/organisations", None).assert_error(401);
+}

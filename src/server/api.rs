@@ -27,7 +27,10 @@ use super::auth::{self, Caller};
 use super::error::Error;
 use super::gateway::Gateway;
 use super::store::Store;
-use crate::wire::{Application, Instance, NewApplication, NewTcpRedir, Organisation, TcpRedir};
+use crate::wire::{
+    Application, Instance, IssuedToken, NewApplication, NewOrganisation, NewTcpRedir, NewToken, Organisation,
+    TcpRedir, TokenInfo,
+};
 
 /// The largest request body accepted; every body of this API is a few bytes.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -37,9 +40,12 @@ type Gw = State<Arc<Gateway>>;
 
 /// The API's routes, authenticated against `store`.
 pub fn router(gateway: Arc<Gateway>, store: Arc<Store>) -> Router {
+    let auth = Arc::new(auth::Auth::new(store));
     let org = "/v2/organisations/{org}";
     Router::new()
-        .route("/v2/organisations", get(organisations))
+        .route("/v2/organisations", get(organisations).post(create_org))
+        .route(&format!("{org}/tokens"), get(tokens).post(issue_token))
+        .route(&format!("{org}/tokens/{{token}}"), delete(revoke_token))
         .route("/metrics", get(metrics))
         .route(&format!("{org}/namespaces"), get(namespaces))
         .route(&format!("{org}/applications"), get(apps).post(create_app))
@@ -47,7 +53,7 @@ pub fn router(gateway: Arc<Gateway>, store: Arc<Store>) -> Router {
         .route(&format!("{org}/applications/{{app}}/instances"), put(set_instances))
         .route(&format!("{org}/applications/{{app}}/tcpRedirs"), get(redirs).post(add))
         .route(&format!("{org}/applications/{{app}}/tcpRedirs/{{port}}"), delete(remove))
-        .route_layer(middleware::from_fn_with_state(store, auth::require))
+        .route_layer(middleware::from_fn_with_state(auth, auth::require))
         .fallback(|uri: Uri| async move { Error::no_route(uri.path()) })
         .method_not_allowed_fallback(|| async { Error::method_not_allowed() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -65,6 +71,41 @@ async fn metrics(State(gw): Gw, Extension(caller): Extension<Caller>) -> Result<
 
 async fn organisations(State(gw): Gw, Extension(caller): Extension<Caller>) -> Answer<Vec<Organisation>> {
     Ok(Json(gw.orgs(&caller).await?))
+}
+
+async fn create_org(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<NewOrganisation>, JsonRejection>,
+) -> Result<(StatusCode, Json<Organisation>), Error> {
+    let Json(new) = body.map_err(|e| Error::bad_body(e.body_text(), r#"{"name":"acme"}"#))?;
+    Ok((StatusCode::CREATED, Json(gw.create_org(&caller, new).await?)))
+}
+
+async fn tokens(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Path(org): Path<String>,
+) -> Answer<Vec<TokenInfo>> {
+    Ok(Json(gw.tokens(&caller, &org).await?))
+}
+
+async fn issue_token(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Path(org): Path<String>,
+    body: Result<Json<NewToken>, JsonRejection>,
+) -> Result<(StatusCode, Json<IssuedToken>), Error> {
+    let Json(new) = body.map_err(|e| Error::bad_body(e.body_text(), r#"{"name":"ci"}"#))?;
+    Ok((StatusCode::CREATED, Json(gw.issue_token(&caller, &org, new).await?)))
+}
+
+async fn revoke_token(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Path((org, token)): Path<(String, String)>,
+) -> Answer<TokenInfo> {
+    Ok(Json(gw.revoke_token(&caller, &org, &token).await?))
 }
 
 async fn namespaces(

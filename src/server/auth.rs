@@ -10,9 +10,12 @@
 //! the comparison never runs over the secret itself; the tokens are long random strings,
 //! for which a fast hash is the right tool (a password hash would only slow every call).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -108,17 +111,84 @@ pub fn authenticate(store: &Store, header: Option<&str>) -> Result<Caller, Error
     Ok(row.org_id.map_or(Caller::Admin, Caller::Org))
 }
 
-/// The middleware that puts the [`Caller`] into each request, or answers 401.
+/// Failed authentications tolerated from one address before it is slowed down.
+const FREE_FAILURES: u32 = 10;
+/// How long failures are remembered.
+const FAILURE_MEMORY: Duration = Duration::from_secs(600);
+/// The longest wait imposed.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// The most addresses remembered at once, so that failures cannot grow memory unbounded.
+const MAX_TRACKED: usize = 10_000;
+
+/// Credentials checking, with a brake on guessing (frp's brute-force issue #1712): after
+/// [`FREE_FAILURES`] failures from one address, each further attempt must wait twice as long
+/// as the previous one (up to [`MAX_WAIT`]) and is answered 429 without being checked.
+pub struct Auth {
+    store: Arc<Store>,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl Auth {
+    /// Checks credentials against `store`.
+    pub fn new(store: Arc<Store>) -> Auth {
+        Auth { store, failures: Mutex::default() }
+    }
+
+    fn wait_for(&self, ip: IpAddr) -> Option<Duration> {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let &(count, last) = failures.get(&ip)?;
+        let wait = penalty(count)?;
+        let ready = last + wait;
+        let now = Instant::now();
+        (ready > now).then(|| ready - now)
+    }
+
+    fn record(&self, ip: IpAddr, failed: bool) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if !failed {
+            failures.remove(&ip);
+            return;
+        }
+        let now = Instant::now();
+        if failures.len() >= MAX_TRACKED {
+            failures.retain(|_, (_, last)| now.duration_since(*last) < FAILURE_MEMORY);
+            if failures.len() >= MAX_TRACKED {
+                failures.clear();
+            }
+        }
+        let entry = failures.entry(ip).or_insert((0, now));
+        if now.duration_since(entry.1) >= FAILURE_MEMORY {
+            entry.0 = 0;
+        }
+        *entry = (entry.0.saturating_add(1), now);
+    }
+}
+
+fn penalty(failures: u32) -> Option<Duration> {
+    let over = failures.checked_sub(FREE_FAILURES)?;
+    Some(Duration::from_secs(1u64 << over.min(6)).min(MAX_WAIT))
+}
+
+/// The middleware that puts the [`Caller`] into each request, or answers 401 (or 429).
 pub async fn require(
-    State(store): State<Arc<Store>>,
+    State(auth): State<Arc<Auth>>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, Error> {
+    let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if let Some(wait) = ip.and_then(|ip| auth.wait_for(ip)) {
+        return Err(Error::slow_down(wait));
+    }
     let header = request.headers().get(AUTHORIZATION).map(|v| v.to_str().unwrap_or("").to_owned());
-    let caller = tokio::task::spawn_blocking(move || authenticate(&store, header.as_deref()))
+    let store = auth.store.clone();
+    let result = tokio::task::spawn_blocking(move || authenticate(&store, header.as_deref()))
         .await
-        .map_err(|e| Error::internal(e.into()))??;
-    request.extensions_mut().insert(caller);
+        .map_err(|e| Error::internal(e.into()))?;
+    if let Some(ip) = ip {
+        // Only a wrong credential is a guess; a request without one is not.
+        auth.record(ip, result.as_ref().is_err_and(|e| e.id == Error::bad_credentials().id));
+    }
+    request.extensions_mut().insert(result?);
     Ok(next.run(request).await)
 }
 
@@ -130,6 +200,14 @@ mod tests {
     fn parses_clever_oauth_plaintext() {
         let header = r#"OAuth oauth_consumer_key="key", oauth_token="tok", oauth_signature_method="PLAINTEXT", oauth_signature="consumer%26s%2Fecret""#;
         assert_eq!(parse(header), Some(Presented::OAuth { token: "tok".into(), secret: "s/ecret".into() }));
+    }
+
+    #[test]
+    fn failures_beyond_the_free_ones_wait_longer_and_longer() {
+        assert_eq!(penalty(FREE_FAILURES - 1), None);
+        assert_eq!(penalty(FREE_FAILURES), Some(Duration::from_secs(1)));
+        assert_eq!(penalty(FREE_FAILURES + 2), Some(Duration::from_secs(4)));
+        assert_eq!(penalty(FREE_FAILURES + 40), Some(MAX_WAIT));
     }
 
     #[test]

@@ -67,6 +67,45 @@ impl Error {
         )
     }
 
+    /// A call only the server's admin may make.
+    pub fn admin_only(what: &str) -> Error {
+        Error::new(
+            StatusCode::FORBIDDEN,
+            4030,
+            format!("only the server's admin may {what}: use the admin credential (DATA_DIR/admin.toml)"),
+        )
+    }
+
+    /// A credential the organisation does not have.
+    pub fn unknown_token(id: &str) -> Error {
+        Error::new(
+            StatusCode::NOT_FOUND,
+            4045,
+            format!("credential `{id}` not found in this organisation: `GET …/tokens` lists them"),
+        )
+    }
+
+    /// An organisation name already used.
+    pub fn org_name_taken(name: &str) -> Error {
+        Error::new(
+            StatusCode::CONFLICT,
+            4093,
+            format!("an organisation named `{name}` already exists: choose another name"),
+        )
+    }
+
+    /// Too many failed authentications from one address.
+    pub fn slow_down(wait: std::time::Duration) -> Error {
+        Error::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            4290,
+            format!(
+                "too many failed authentications from your address: wait {}s and check your credential",
+                wait.as_secs().max(1)
+            ),
+        )
+    }
+
     /// A path that matches no route.
     pub fn no_route(path: &str) -> Error {
         Error::new(StatusCode::NOT_FOUND, 4040, format!("no such API route: {path}"))

@@ -151,6 +151,87 @@ impl Gateway {
         }
     }
 
+    /// Creates an organisation (admin only).
+    pub async fn create_org(
+        &self,
+        caller: &Caller,
+        new: wire::NewOrganisation,
+    ) -> Result<Organisation, Error> {
+        if *caller != Caller::Admin {
+            return Err(Error::admin_only("create organisations"));
+        }
+        check_name(&new.name, "organisation")?;
+        let org = Organisation { id: format!("orga_{}", uuid::Uuid::new_v4()), name: new.name };
+        let row = org.clone();
+        match self.db(move |s| s.create_org(&row)).await? {
+            Some(()) => {
+                info!(org = %org.id, name = %org.name, "organisation created");
+                Ok(org)
+            }
+            None => Err(Error::org_name_taken(&org.name)),
+        }
+    }
+
+    /// The credentials of an organisation (admin only).
+    pub async fn tokens(&self, caller: &Caller, org_id: &str) -> Result<Vec<wire::TokenInfo>, Error> {
+        if *caller != Caller::Admin {
+            return Err(Error::admin_only("list credentials"));
+        }
+        let org = self.org(caller, org_id).await?;
+        self.db(move |s| s.tokens(&org.id)).await
+    }
+
+    /// Issues a credential scoped to an organisation (admin only).
+    pub async fn issue_token(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        new: wire::NewToken,
+    ) -> Result<wire::IssuedToken, Error> {
+        if *caller != Caller::Admin {
+            return Err(Error::admin_only("issue credentials"));
+        }
+        let org = self.org(caller, org_id).await?;
+        check_name(&new.name, "credential")?;
+        let issued = wire::IssuedToken {
+            info: wire::TokenInfo {
+                id: format!("tok_{}", uuid::Uuid::new_v4()),
+                name: new.name,
+                owner_id: Some(org.id),
+                created_at: Some(unix_now()),
+            },
+            token: super::auth::generate("trt_"),
+            secret: super::auth::generate("trs_"),
+        };
+        let (info, token, secret) =
+            (issued.info.clone(), super::auth::hash(&issued.token), super::auth::hash(&issued.secret));
+        self.db(move |s| s.put_token(&info, &token, &secret)).await?;
+        info!(token = %issued.info.id, org = ?issued.info.owner_id, "credential issued");
+        Ok(issued)
+    }
+
+    /// Revokes a credential of an organisation (admin only); it stops working at once.
+    pub async fn revoke_token(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        id: &str,
+    ) -> Result<wire::TokenInfo, Error> {
+        if *caller != Caller::Admin {
+            return Err(Error::admin_only("revoke credentials"));
+        }
+        let org = self.org(caller, org_id).await?;
+        let (org_id, token_id) = (org.id.clone(), id.to_owned());
+        let found = self.db(move |s| s.tokens(&org_id)).await?.into_iter().find(|t| t.id == id);
+        let Some(found) = found else { return Err(Error::unknown_token(id)) };
+        let org_id = org.id.clone();
+        if !self.db(move |s| s.revoke_token(Some(&org_id), &token_id)).await? {
+            return Err(Error::unknown_token(id));
+        }
+        info!(token = %id, org = %org.id, "credential revoked");
+        Ok(found)
+    }
+
     /// The namespaces the caller's organisation may use, sorted by name.
     pub async fn namespaces(&self, caller: &Caller, org_id: &str) -> Result<Vec<wire::Namespace>, Error> {
         self.org(caller, org_id).await?;
@@ -473,6 +554,23 @@ fn check_instances(instances: &[wire::Instance]) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn check_name(name: &str, what: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::bad_request(format!(
+            "invalid {what} name `{name}`: use 1 to 128 letters, digits, `-`, `_` or `.`"
+        )))
+    }
 }
 
 fn check_app_name(name: &str) -> Result<(), Error> {

@@ -92,8 +92,12 @@ pub async fn run(opts: Options) -> Result<()> {
 
     let default_org = store.ensure_org("default", &format!("orga_{}", uuid::Uuid::new_v4()))?;
     let admin = admin_credential(&data_dir, &opts)?;
-    store.drop_tokens_named(ADMIN)?;
-    store.put_token(ADMIN, &auth::hash(&admin.token), &auth::hash(&admin.secret), None)?;
+    // The admin credential is replaced at every start: a token taken from the environment
+    // last time stops working when the environment changes.
+    store.revoke_token(None, ADMIN)?;
+    let info =
+        crate::wire::TokenInfo { id: ADMIN.into(), name: ADMIN.into(), owner_id: None, created_at: None };
+    store.put_token(&info, &auth::hash(&admin.token), &auth::hash(&admin.secret))?;
 
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| {
         format!("cannot listen on {} for the control API: is another server running? choose another address with --listen", opts.listen)
@@ -118,7 +122,7 @@ pub async fn run(opts: Options) -> Result<()> {
     info!(data_dir = %data_dir.display(), redirections = restored, "control API listening on {url}");
 
     let app = api::router(gateway.clone(), store);
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(stop_signal())
         .await
         .context("the control API failed")?;

@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
-use crate::wire::{Application, Instance, Organisation, ProxyProtocol, RedirAccess, RedirLimits};
+use crate::wire::{Application, Instance, Organisation, ProxyProtocol, RedirAccess, RedirLimits, TokenInfo};
 
 /// The marker that tells our database apart from any other SQLite file.
 const FORMAT: &str = "tcp-redirs";
@@ -68,6 +68,7 @@ CREATE TABLE changes (
 );
 CREATE TABLE tokens (
     token_hash BLOB PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
     secret_hash BLOB NOT NULL,
     org_id TEXT REFERENCES orgs(id),
     name TEXT NOT NULL,
@@ -356,25 +357,42 @@ impl Store {
     }
 
     /// Records a credential: the hashes of its token and secret, and its scope.
-    pub fn put_token(
-        &self,
-        name: &str,
-        token_hash: &[u8],
-        secret_hash: &[u8],
-        org_id: Option<&str>,
-    ) -> Result<()> {
+    pub fn put_token(&self, info: &TokenInfo, token_hash: &[u8], secret_hash: &[u8]) -> Result<()> {
         let conn = self.conn();
         conn.execute(
-            "INSERT OR REPLACE INTO tokens (token_hash, secret_hash, org_id, name) VALUES (?1, ?2, ?3, ?4)",
-            params![token_hash, secret_hash, org_id, name],
+            "INSERT OR REPLACE INTO tokens (token_hash, id, secret_hash, org_id, name) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![token_hash, info.id, secret_hash, info.owner_id, info.name],
         )?;
         Ok(())
     }
 
-    /// Forgets every credential of that name (used to rotate the admin credential).
-    pub fn drop_tokens_named(&self, name: &str) -> Result<()> {
-        self.conn().execute("DELETE FROM tokens WHERE name = ?1", [name])?;
-        Ok(())
+    /// Forgets the credential `id`; `false` when the organisation has no such credential.
+    pub fn revoke_token(&self, org_id: Option<&str>, id: &str) -> Result<bool> {
+        let deleted =
+            self.conn().execute("DELETE FROM tokens WHERE id = ?1 AND org_id IS ?2", params![id, org_id])?;
+        Ok(deleted > 0)
+    }
+
+    /// The credentials of an organisation (never their secrets), sorted by name.
+    pub fn tokens(&self, org_id: &str) -> Result<Vec<TokenInfo>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, name, org_id, created_at FROM tokens WHERE org_id = ?1 ORDER BY name, id",
+        )?;
+        let rows = stmt.query_map([org_id], |r| {
+            Ok(TokenInfo { id: r.get(0)?, name: r.get(1)?, owner_id: r.get(2)?, created_at: r.get(3)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Creates an organisation; `None` when the name is taken.
+    pub fn create_org(&self, org: &Organisation) -> Result<Option<()>> {
+        let inserted =
+            self.conn().execute("INSERT INTO orgs (id, name) VALUES (?1, ?2)", params![org.id, org.name]);
+        match inserted {
+            Err(e) if is_unique_violation(&e) => Ok(None),
+            other => other.map(|_| Some(())).map_err(Into::into),
+        }
     }
 
     /// The credential whose token hashes to `token_hash`.
