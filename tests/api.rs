@@ -264,3 +264,25 @@ fn the_admin_issues_and_revokes_organisation_credentials_that_see_only_their_org
     server.api("DELETE", &format!("/v2/organisations/{org_id}/tokens/{token_id}"), None).ok_json();
     as_acme("GET", "/v2/organisations", None).assert_error(401);
 }
+
+#[test]
+fn a_reserved_namespace_exists_only_for_its_organisations() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[[namespace]]\nname = \"private\"\norgs = [\"acme\"]\n").unwrap();
+    let server = Server::builder().config(&config).start();
+    let default = default_org(&server);
+    let echo = TcpService::echo();
+    let app = create_app(&server, &default, "outsider", echo.addr());
+    let acme = server.api("POST", "/v2/organisations", Some(r#"{"name":"acme"}"#)).ok_json();
+    let acme = acme["id"].as_str().unwrap();
+
+    let names = |org: &str| {
+        namespace_names(&server.api("GET", &format!("/v2/organisations/{org}/namespaces"), None).ok_json())
+    };
+    assert_eq!(names(acme), vec!["cleverapps", "default", "private"]);
+    assert_eq!(names(&default), vec!["cleverapps", "default"]);
+    let path = format!("/v2/organisations/{default}/applications/{app}/tcpRedirs");
+    let refused = server.api("POST", &path, Some(r#"{"namespace":"private"}"#)).assert_error(404);
+    assert!(refused.contains("private"), "{refused}");
+}

@@ -10,6 +10,7 @@
 //! connect_timeout = 5           # seconds an instance may take to accept (then the next is tried)
 //! idle_timeout = 3600           # seconds without a byte either way before a connection is closed
 //! half_close_timeout = 60       # seconds a connection may stay half-closed
+//! orgs = ["acme"]               # reserved to these organisations (names or ids); default: all
 //!
 //! [[application]]
 //! name = "my-db"
@@ -65,6 +66,8 @@ pub struct NamespaceConfig {
     pub idle_timeout: Option<u64>,
     /// Seconds a connection may stay half-closed.
     pub half_close_timeout: Option<u64>,
+    /// When set, only these organisations (names or ids) see and use the namespace.
+    pub orgs: Option<Vec<String>>,
 }
 
 /// One `[[application]]` table.
@@ -93,6 +96,15 @@ pub struct Namespace {
     pub description: Option<String>,
     /// The time limits of its connections.
     pub limits: Limits,
+    /// The organisations it is reserved to (names or ids); `None` for all.
+    pub orgs: Option<Vec<String>>,
+}
+
+impl Namespace {
+    /// Whether the organisation may see and use this namespace.
+    pub fn admits(&self, org: &crate::wire::Organisation) -> bool {
+        self.orgs.as_ref().is_none_or(|orgs| orgs.iter().any(|o| *o == org.id || *o == org.name))
+    }
 }
 
 /// The default time limits. Idle connections are closed after an hour, as Envoy does:
@@ -130,6 +142,7 @@ impl Config {
             ports: ports.clone(),
             description: Some(description.into()),
             limits: DEFAULT_LIMITS,
+            orgs: None,
         };
         let mut list = vec![
             builtin("cleverapps", "for redirections used with 'cleverapps.io' domain"),
@@ -158,6 +171,7 @@ impl Config {
                 ports,
                 description: ns.description.clone(),
                 limits,
+                orgs: ns.orgs.clone(),
             };
             match list.iter_mut().find(|n| n.name == ns.name) {
                 Some(existing) => {

@@ -234,10 +234,11 @@ impl Gateway {
 
     /// The namespaces the caller's organisation may use, sorted by name.
     pub async fn namespaces(&self, caller: &Caller, org_id: &str) -> Result<Vec<wire::Namespace>, Error> {
-        self.org(caller, org_id).await?;
+        let org = self.org(caller, org_id).await?;
         Ok(self
             .namespaces
             .iter()
+            .filter(|n| n.admits(&org))
             .map(|n| wire::Namespace {
                 namespace: n.name.clone(),
                 description: n.description.clone(),
@@ -344,9 +345,14 @@ impl Gateway {
         app_id: &str,
         new: &NewTcpRedir,
     ) -> Result<TcpRedir, Error> {
+        let org = self.org(caller, org_id).await?;
         let app = self.app(caller, org_id, app_id).await?;
-        let ns =
-            self.namespace(&new.namespace).ok_or_else(|| Error::unknown_namespace(&new.namespace))?.clone();
+        // A namespace reserved to other organisations does not exist for this one.
+        let ns = self
+            .namespace(&new.namespace)
+            .filter(|n| n.admits(&org))
+            .ok_or_else(|| Error::unknown_namespace(&new.namespace))?
+            .clone();
         ns.limits.with(&new.limits).map_err(Error::bad_request)?;
         Access::parse(&new.access).map_err(Error::bad_request)?;
         let _claims = self.claims.lock().await;
