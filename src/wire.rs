@@ -107,7 +107,17 @@ pub struct RedirLimits {
     /// How long a connection may stay half-closed (one direction ended).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub half_close_timeout: Option<u64>,
+    /// The most connections open at once; more are refused. Unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// The most new connections per second (a burst of one second is allowed); more are
+    /// refused. Unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_second: Option<u32>,
 }
+
+/// The largest `maxConnections` or `maxConnectionsPerSecond` accepted.
+pub const MAX_QUOTA: u32 = 1_000_000;
 
 /// Whether a redirection's public port is accepting connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,8 +16,13 @@ fn add_with(server: &Server, app: &str, namespace: &str, extra: &[&str]) -> serd
 }
 
 /// Connects to `addr`, writes `message`, half-closes, and reads to the end (or the error).
+/// A reset can arrive so fast that the connect itself reports it: that is returned too.
 fn exchange(addr: SocketAddr, message: &[u8]) -> (Vec<u8>, Option<std::io::Error>, SocketAddr) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Ok(stream) => stream,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (Vec::new(), Some(e), addr),
+        Err(e) => panic!("connect to {addr}: {e}"),
+    };
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let local = stream.local_addr().unwrap();
     let _ = stream.write_all(message);
@@ -111,4 +116,64 @@ fn the_proxy_protocol_v2_header_carries_an_ipv6_client() {
     assert_eq!(u16::from_be_bytes([got[48], got[49]]), local.port(), "source port");
     assert_eq!(u16::from_be_bytes([got[50], got[51]]), port, "destination port");
     assert_eq!(&got[52..], b"hello");
+}
+
+/// Whether a connection through `port` carries a byte both ways (the backend echoes).
+fn echoes(stream: &mut TcpStream) -> bool {
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut byte = [0u8; 1];
+    stream.write_all(b"?").is_ok() && matches!(stream.read(&mut byte), Ok(1))
+}
+
+/// A connection to the redirection; `None` when the gateway reset it during the connect.
+fn open(port: u16) -> Option<TcpStream> {
+    match TcpStream::connect_timeout(&SocketAddr::from((LOCALHOST, port)), Duration::from_secs(5)) {
+        Ok(stream) => Some(stream),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+        Err(e) => panic!("connect to port {port}: {e}"),
+    }
+}
+
+fn served(stream: Option<TcpStream>) -> bool {
+    stream.is_some_and(|mut s| echoes(&mut s))
+}
+
+#[test]
+fn connections_over_max_connections_are_refused_until_one_closes() {
+    let server = Server::start();
+    let echo = TcpService::echo();
+    server.create_app("capped", echo.addr());
+    let added = add_with(&server, "capped", "default", &["--max-connections", "2"]);
+    assert_eq!(added["maxConnections"], 2, "{added}");
+    let port = port_of(&added);
+    let (mut first, mut second) = (open(port).expect("first"), open(port).expect("second"));
+    assert!(echoes(&mut first) && echoes(&mut second), "the first two connections are served");
+    assert!(!served(open(port)), "a third one is refused while two are open");
+    drop(first);
+    // The slot frees when the gateway sees the close; wait for it by retrying, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !served(open(port)) {
+        assert!(std::time::Instant::now() < deadline, "the freed slot was never given back");
+    }
+    assert!(echoes(&mut second));
+    let metrics = server.api("GET", "/metrics", None).text();
+    assert!(
+        metrics.lines().any(|l| l.contains("reason=\"max_connections\"") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn connections_over_max_connections_per_second_are_refused() {
+    let server = Server::start();
+    let echo = TcpService::echo();
+    server.create_app("throttled", echo.addr());
+    let port = port_of(&add_with(&server, "throttled", "default", &["--max-connections-per-second", "3"]));
+    let started = std::time::Instant::now();
+    let held: Vec<Option<TcpStream>> = (0..12).map(|_| open(port)).collect();
+    let served = held.into_iter().map(served).filter(|&ok| ok).count();
+    let elapsed = started.elapsed().as_secs_f64();
+    // A burst of 3, then 3 more per second of the test's own duration.
+    let most = 3 + (elapsed * 3.0).ceil() as usize;
+    assert!((3..=most).contains(&served), "served {served} of 12 in {elapsed:.2}s; expected 3..={most}");
 }

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use super::{print_json, print_text, AppArgs, ConnArgs, Format, FormatArgs};
-use crate::wire::{NewTcpRedir, ProxyProtocol, RedirAccess, RedirLimits, MAX_LIMIT_SECS};
+use crate::wire::{NewTcpRedir, ProxyProtocol, RedirAccess, RedirLimits, MAX_LIMIT_SECS, MAX_QUOTA};
 
 fn parse_proxy_protocol(text: &str) -> Result<ProxyProtocol, String> {
     match text {
@@ -28,6 +28,12 @@ pub struct Args {
     /// Seconds a connection may stay half-closed [default: the namespace's, 60].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT_SECS))]
     half_close_timeout: Option<u64>,
+    /// The most connections open at once; more are refused [default: unlimited].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_QUOTA as i64))]
+    max_connections: Option<u32>,
+    /// The most new connections per second; more are refused [default: unlimited].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_QUOTA as i64))]
+    max_connections_per_second: Option<u32>,
     /// Send the PROXY protocol header (v1 or v2) to the instance, so it sees the client's address.
     #[arg(long, value_name = "VERSION", value_parser = parse_proxy_protocol)]
     proxy_protocol: Option<ProxyProtocol>,
@@ -52,6 +58,8 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
             connect_timeout: args.connect_timeout,
             idle_timeout: args.idle_timeout,
             half_close_timeout: args.half_close_timeout,
+            max_connections: args.max_connections,
+            max_connections_per_second: args.max_connections_per_second,
         },
         access: RedirAccess { proxy_protocol: args.proxy_protocol, allow: args.allow, deny: args.deny },
     };

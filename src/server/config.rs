@@ -10,6 +10,8 @@
 //! connect_timeout = 5           # seconds an instance may take to accept (then the next is tried)
 //! idle_timeout = 3600           # seconds without a byte either way before a connection is closed
 //! half_close_timeout = 60       # seconds a connection may stay half-closed
+//! max_connections = 1000       # per redirection; default: unlimited
+//! max_connections_per_second = 100  # per redirection; default: unlimited
 //! orgs = ["acme"]               # reserved to these organisations (names or ids); default: all
 //!
 //! [[application]]
@@ -66,6 +68,10 @@ pub struct NamespaceConfig {
     pub idle_timeout: Option<u64>,
     /// Seconds a connection may stay half-closed.
     pub half_close_timeout: Option<u64>,
+    /// The most connections open at once per redirection.
+    pub max_connections: Option<u32>,
+    /// The most new connections per second per redirection.
+    pub max_connections_per_second: Option<u32>,
     /// When set, only these organisations (names or ids) see and use the namespace.
     pub orgs: Option<Vec<String>>,
 }
@@ -113,6 +119,8 @@ impl Namespace {
 pub const DEFAULT_LIMITS: Limits = Limits {
     connect: Duration::from_secs(5),
     established: Timeouts { idle: Duration::from_secs(3600), half_closed: Duration::from_secs(60) },
+    max_connections: None,
+    max_rate: None,
 };
 
 impl Config {
@@ -160,6 +168,8 @@ impl Config {
                 connect_timeout: ns.connect_timeout,
                 idle_timeout: ns.idle_timeout,
                 half_close_timeout: ns.half_close_timeout,
+                max_connections: ns.max_connections,
+                max_connections_per_second: ns.max_connections_per_second,
             };
             let limits = DEFAULT_LIMITS
                 .with(&overrides)

@@ -26,7 +26,8 @@ use super::access::Access;
 use super::balance::{Open, Pool};
 use super::copy::{self, Timeouts};
 use super::metrics::RedirMetrics;
-use crate::wire::{RedirLimits, MAX_LIMIT_SECS};
+use crate::wire::{RedirLimits, MAX_LIMIT_SECS, MAX_QUOTA};
+use prometheus_client::metrics::gauge::Gauge;
 
 /// How long to wait before accepting again after the process ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -64,6 +65,10 @@ pub struct Limits {
     pub connect: Duration,
     /// The idle and half-close timeouts of an established connection.
     pub established: Timeouts,
+    /// The most connections open at once.
+    pub max_connections: Option<u32>,
+    /// The most new connections per second.
+    pub max_rate: Option<u32>,
 }
 
 impl Limits {
@@ -76,7 +81,16 @@ impl Limits {
             Some(s) => Ok(Duration::from_secs(s)),
             None => Ok(base),
         };
+        let quota = |value: Option<u32>, base: Option<u32>, what: &str| match value {
+            Some(n) if !(1..=MAX_QUOTA).contains(&n) => {
+                Err(format!("{what} must be from 1 to {MAX_QUOTA}, not {n}"))
+            }
+            Some(n) => Ok(Some(n)),
+            None => Ok(base),
+        };
         Ok(Limits {
+            max_connections: quota(overrides.max_connections, self.max_connections, "maxConnections")?,
+            max_rate: quota(overrides.max_connections_per_second, self.max_rate, "maxConnectionsPerSecond")?,
             connect: secs(overrides.connect_timeout, self.connect, "connect timeout")?,
             established: Timeouts {
                 idle: secs(overrides.idle_timeout, self.established.idle, "idle timeout")?,
@@ -95,6 +109,8 @@ impl Limits {
             connect_timeout: Some(self.connect.as_secs()),
             idle_timeout: Some(self.established.idle.as_secs()),
             half_close_timeout: Some(self.established.half_closed.as_secs()),
+            max_connections: self.max_connections,
+            max_connections_per_second: self.max_rate,
         }
     }
 }
@@ -127,19 +143,37 @@ pub async fn run(port: Port, mut listener: Option<TcpListener>) {
 }
 
 async fn accept_loop(port: &Port, listener: TcpListener) {
+    let mut rate = RateLimit::new(port.limits.max_rate);
     loop {
         let accepted = tokio::select! {
             _ = port.stop_accepting.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((client, peer)) if !port.access.admits(peer.ip()) => {
-                port.metrics.denied.inc();
-                debug!(%peer, addr = %port.addr, "client refused by the access list");
-                // A reset, at once: the client learns nothing and costs nothing.
-                let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
-            }
             Ok((client, peer)) => {
+                let refused = if !port.access.admits(peer.ip()) {
+                    Some((&port.metrics.denied, "refused by the access list"))
+                } else if port
+                    .limits
+                    .max_connections
+                    .is_some_and(|max| port.metrics.active.get() >= i64::from(max))
+                {
+                    Some((&port.metrics.over_capacity, "refused: the redirection is at its maxConnections"))
+                } else if !rate.admit() {
+                    Some((&port.metrics.rate_limited, "refused: over maxConnectionsPerSecond"))
+                } else {
+                    None
+                };
+                if let Some((counter, why)) = refused {
+                    counter.inc();
+                    debug!(%peer, addr = %port.addr, "{why}");
+                    // A reset, at once: the client learns nothing and costs nothing.
+                    let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+                    continue;
+                }
+                // Counted here, not in the task, so that a burst of accepts sees its own count.
+                port.metrics.accepted.inc();
+                let active = Active::new(&port.metrics.active);
                 let access = port.access.clone();
                 let targets = port.targets.clone();
                 let close = port.close_connections.clone();
@@ -150,6 +184,7 @@ async fn accept_loop(port: &Port, listener: TcpListener) {
                         _ = close.cancelled() => {}
                         _ = connection(client, peer, targets, limits, metrics, access) => {}
                     }
+                    drop(active);
                 });
             }
             // Out of descriptors or memory: the listener is fine, wait for connections to
@@ -179,10 +214,6 @@ async fn connection(
     metrics: Arc<RedirMetrics>,
     access: Arc<Access>,
 ) {
-    metrics.accepted.inc();
-    metrics.active.inc();
-    // Decrements `active` however the connection ends, cancellation included.
-    let _active = Active(&metrics.active);
     let Some((upstream, _open, instance)) = connect(&targets, limits.connect, &metrics).await else {
         metrics.no_instance.inc();
         info!(%peer, "no instance of the application accepted the connection; closing it");
@@ -202,11 +233,47 @@ async fn connection(
 }
 
 /// Counts a connection as active for as long as it lives.
-struct Active<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+/// Counts a connection as active for as long as it lives, however it ends.
+struct Active(Gauge);
 
-impl Drop for Active<'_> {
+impl Active {
+    fn new(gauge: &Gauge) -> Active {
+        gauge.inc();
+        Active(gauge.clone())
+    }
+}
+
+impl Drop for Active {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// A token bucket over new connections: `rate` per second, with a burst of one second.
+/// It lives in the accept task, the only place that takes tokens, so it needs no lock.
+struct RateLimit {
+    rate: Option<f64>,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl RateLimit {
+    fn new(rate: Option<u32>) -> RateLimit {
+        let rate = rate.map(f64::from);
+        RateLimit { rate, tokens: rate.unwrap_or(0.0), last: std::time::Instant::now() }
+    }
+
+    fn admit(&mut self) -> bool {
+        let Some(rate) = self.rate else { return true };
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 

@@ -30,6 +30,10 @@ pub enum Reason {
     no_instance,
     /// The access list refused the client.
     denied,
+    /// The redirection had `maxConnections` open.
+    max_connections,
+    /// The client came over `maxConnectionsPerSecond`.
+    rate_limited,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -92,6 +96,10 @@ pub struct RedirMetrics {
     pub no_instance: Counter,
     /// Connections refused by the access list.
     pub denied: Counter,
+    /// Connections refused at `maxConnections`.
+    pub over_capacity: Counter,
+    /// Connections refused over `maxConnectionsPerSecond`.
+    pub rate_limited: Counter,
     /// Bytes from clients to the application.
     pub bytes_in: Counter,
     /// Bytes from the application to clients.
@@ -152,6 +160,8 @@ impl Metrics {
         let active = self.active.get_or_create(&redir).clone();
         let no_instance = self.refused.get_or_create(&refused(Reason::no_instance)).clone();
         let denied = self.refused.get_or_create(&refused(Reason::denied)).clone();
+        let over_capacity = self.refused.get_or_create(&refused(Reason::max_connections)).clone();
+        let rate_limited = self.refused.get_or_create(&refused(Reason::rate_limited)).clone();
         let connect_failures = self.connect_failures.get_or_create(&redir).clone();
         let connect_seconds = Some(self.connect_seconds.get_or_create(&redir).clone());
         RedirMetrics {
@@ -159,6 +169,8 @@ impl Metrics {
             active,
             no_instance,
             denied,
+            over_capacity,
+            rate_limited,
             bytes_in,
             bytes_out,
             connect_failures,
@@ -181,7 +193,7 @@ impl Metrics {
                 direction,
             });
         }
-        for reason in [Reason::no_instance, Reason::denied] {
+        for reason in [Reason::no_instance, Reason::denied, Reason::max_connections, Reason::rate_limited] {
             self.refused.remove(&Refused {
                 namespace: namespace.to_owned(),
                 port,

@@ -54,6 +54,8 @@ CREATE TABLE redirs (
     proxy_protocol TEXT CHECK (proxy_protocol IN ('v1', 'v2')),
     allow_ranges TEXT NOT NULL DEFAULT '[]',
     deny_ranges TEXT NOT NULL DEFAULT '[]',
+    max_connections INTEGER,
+    max_rate INTEGER,
     created_at INTEGER NOT NULL DEFAULT (unixepoch()),
     PRIMARY KEY (namespace, port),
     UNIQUE (app_id, namespace)
@@ -307,8 +309,9 @@ impl Store {
         let revision = log_change(&tx, "add", row)?;
         let inserted = tx.execute(
             "INSERT INTO redirs (namespace, port, app_id, revision, connect_timeout, idle_timeout,
-                                 half_close_timeout, proxy_protocol, allow_ranges, deny_ranges)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                 half_close_timeout, proxy_protocol, allow_ranges, deny_ranges,
+                                 max_connections, max_rate)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 row.namespace,
                 row.port,
@@ -320,6 +323,8 @@ impl Store {
                 row.access.proxy_protocol.map(proxy_name),
                 serde_json::to_string(&row.access.allow)?,
                 serde_json::to_string(&row.access.deny)?,
+                row.limits.max_connections,
+                row.limits.max_connections_per_second,
             ],
         );
         match inserted {
@@ -427,7 +432,7 @@ fn write_instances(conn: &Connection, app_id: &str, list: &[Instance]) -> Result
 fn redirs_where<P: rusqlite::Params>(conn: &Connection, filter: &str, params: P) -> Result<Vec<RedirRow>> {
     let sql = format!(
         "SELECT namespace, port, app_id, connect_timeout, idle_timeout, half_close_timeout,
-                proxy_protocol, allow_ranges, deny_ranges
+                proxy_protocol, allow_ranges, deny_ranges, max_connections, max_rate
          FROM redirs WHERE {filter} ORDER BY namespace, port"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -440,6 +445,8 @@ fn redirs_where<P: rusqlite::Params>(conn: &Connection, filter: &str, params: P)
                 connect_timeout: r.get(3)?,
                 idle_timeout: r.get(4)?,
                 half_close_timeout: r.get(5)?,
+                max_connections: r.get(9)?,
+                max_connections_per_second: r.get(10)?,
             },
             access: RedirAccess {
                 proxy_protocol: match r.get::<_, Option<String>>(6)?.as_deref() {
