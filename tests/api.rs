@@ -286,3 +286,22 @@ fn a_reserved_namespace_exists_only_for_its_organisations() {
     let refused = server.api("POST", &path, Some(r#"{"namespace":"private"}"#)).assert_error(404);
     assert!(refused.contains("private"), "{refused}");
 }
+
+#[test]
+fn an_organisation_cannot_hold_more_redirections_than_its_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "max_redirections_per_org = 2\n").unwrap();
+    let server = Server::builder().config(&config).start();
+    let org = default_org(&server);
+    let echo = TcpService::echo();
+    let add = |app: &str, ns: &str| {
+        let body = format!(r#"{{"namespace":"{ns}"}}"#);
+        server.api("POST", &format!("/v2/organisations/{org}/applications/{app}/tcpRedirs"), Some(&body))
+    };
+    let (a, b) = (create_app(&server, &org, "a", echo.addr()), create_app(&server, &org, "b", echo.addr()));
+    add(&a, "default").ok_json();
+    add(&a, "cleverapps").ok_json();
+    let refused = add(&b, "default").assert_error(409);
+    assert!(refused.contains("quota of 2"), "{refused}");
+}

@@ -40,6 +40,8 @@ use crate::wire::RedirLimits;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The most redirections one organisation may hold, all namespaces together.
+    pub max_redirections_per_org: Option<u32>,
     /// Namespaces to declare or override.
     #[serde(default, rename = "namespace")]
     pub namespaces: Vec<NamespaceConfig>,

@@ -176,6 +176,15 @@ impl Error {
         )
     }
 
+    /// An organisation at its redirection quota.
+    pub fn quota_reached(quota: u32) -> Error {
+        Error::new(
+            StatusCode::CONFLICT,
+            4094,
+            format!("this organisation holds its quota of {quota} redirections: remove one first, or ask the operator to raise max_redirections_per_org"),
+        )
+    }
+
     /// A method the route does not take.
     pub fn method_not_allowed() -> Error {
         Error::new(StatusCode::METHOD_NOT_ALLOWED, 4050, "method not allowed on this route")

@@ -46,6 +46,8 @@ struct Live {
 pub struct Gateway {
     store: Arc<Store>,
     namespaces: Vec<Namespace>,
+    /// The most redirections one organisation may hold.
+    org_quota: Option<u32>,
     live: Mutex<HashMap<(String, u16), Live>>,
     /// The instance pools of the applications that have a redirection running.
     pools: Mutex<HashMap<String, Arc<Pool>>>,
@@ -61,10 +63,11 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway over `store` serving `namespaces`; nothing listens until [`Gateway::restore`].
-    pub fn new(store: Arc<Store>, namespaces: Vec<Namespace>) -> Gateway {
+    pub fn new(store: Arc<Store>, namespaces: Vec<Namespace>, org_quota: Option<u32>) -> Gateway {
         Gateway {
             store,
             namespaces,
+            org_quota,
             live: Mutex::default(),
             pools: Mutex::default(),
             claims: tokio::sync::Mutex::new(()),
@@ -357,14 +360,19 @@ impl Gateway {
         Access::parse(&new.access).map_err(Error::bad_request)?;
         let _claims = self.claims.lock().await;
         let (ns_name, app_id) = (ns.name.clone(), app.id.clone());
-        let (mut taken, existing, previous) = self
+        let org_id = org.id.clone();
+        let (mut taken, existing, previous, held) = self
             .db(move |s| {
                 let existing = s.app_redirs(&app_id)?.into_iter().find(|r| r.namespace == ns_name);
-                Ok((s.taken_ports(&ns_name)?, existing, s.last_port(&app_id, &ns_name)?))
+                let held = s.org_redir_count(&org_id)?;
+                Ok((s.taken_ports(&ns_name)?, existing, s.last_port(&app_id, &ns_name)?, held))
             })
             .await?;
         if let Some(row) = existing {
             return Err(Error::already_redirected(row.port, &ns.name));
+        }
+        if let Some(quota) = self.org_quota.filter(|&q| held >= u64::from(q)) {
+            return Err(Error::quota_reached(quota));
         }
         taken.extend(self.live.lock().unwrap().keys().filter(|(n, _)| *n == ns.name).map(|(_, p)| *p));
         let targets = self.targets_of(&app.id).await?;

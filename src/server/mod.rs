@@ -107,7 +107,7 @@ pub async fn run(opts: Options) -> Result<()> {
         warn!(%addr, "the control API listens beyond loopback WITHOUT TLS: credentials cross the network in clear text; put it behind a TLS proxy or listen on 127.0.0.1");
     }
 
-    let gateway = Arc::new(Gateway::new(store.clone(), namespaces));
+    let gateway = Arc::new(Gateway::new(store.clone(), namespaces, config.max_redirections_per_org));
     for app in &config.applications {
         let instances = app
             .instances

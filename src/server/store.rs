@@ -351,6 +351,15 @@ impl Store {
         Ok(true)
     }
 
+    /// How many redirections the organisation's applications hold.
+    pub fn org_redir_count(&self, org_id: &str) -> Result<u64> {
+        Ok(self.conn().query_row(
+            "SELECT count(*) FROM redirs JOIN apps ON apps.id = redirs.app_id WHERE apps.org_id = ?1",
+            [org_id],
+            |r| r.get(0),
+        )?)
+    }
+
     /// The port the application last released in the namespace, from the change log.
     pub fn last_port(&self, app_id: &str, namespace: &str) -> Result<Option<u16>> {
         let conn = self.conn();
