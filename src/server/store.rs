@@ -140,10 +140,16 @@ impl Store {
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
             .map_err(|e| refuse(format!("SQLite cannot read it: {e}")))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Nothing is written (not even the switch to WAL, which rewrites the header) before
+        // the file is known to be ours or empty.
+        let durable = || -> Result<()> {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            Ok(())
+        };
         if tables == 0 {
+            durable()?;
             let tx = conn.unchecked_transaction()?;
             tx.execute_batch(SCHEMA_SQL)?;
             tx.execute(
@@ -168,7 +174,7 @@ impl Store {
                 path.display()
             );
         }
-        Ok(())
+        durable()
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {

@@ -67,12 +67,19 @@ pub struct ServerBuilder {
     token: String,
     config: Option<PathBuf>,
     env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 impl ServerBuilder {
     /// A `--config FILE` for the server.
     pub fn config(mut self, path: &Path) -> Self {
         self.config = Some(path.to_owned());
+        self
+    }
+
+    /// Extra arguments for `serve`.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
         self
     }
 
@@ -92,6 +99,7 @@ impl ServerBuilder {
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
         }
+        cmd.args(&self.args);
         cmd.env("TCP_REDIRS_ADMIN_TOKEN", &self.token)
             .env("TCP_REDIRS_CONFIG_DIR", config_dir.path())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -223,6 +231,7 @@ impl Server {
             token: random_token(),
             config: None,
             env: Vec::new(),
+            args: Vec::new(),
         }
     }
 
@@ -734,4 +743,41 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
         rest = rest.get(size + 2..).ok_or("chunk without trailing CRLF")?;
     }
     Err("too many chunks".into())
+}
+
+// ---------------------------------------------------------------------------------------
+// Process control, for the reliability tests
+// ---------------------------------------------------------------------------------------
+
+impl Server {
+    /// The server's process id.
+    pub fn process_id(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// The server's data directory.
+    pub fn data_path(&self) -> PathBuf {
+        self.builder.data_dir.path().to_owned()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the server.
+    pub fn send_signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
+        let rc = unsafe { libc::kill(self.process_id() as i32, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.process_id());
+    }
+
+    /// Waits up to `limit` for the server to exit, returning its status.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.0.try_wait().expect("wait for the server") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
 }

@@ -1,0 +1,246 @@
+//! Nothing lost: crashes in the middle of changes, clean drains, and data directories that
+//! are not ours.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use rand::Rng;
+use serde_json::json;
+
+fn org_of(server: &Server) -> String {
+    server.api("GET", "/v2/organisations", None).ok_json()[0]["id"].as_str().unwrap().to_owned()
+}
+
+/// What one worker saw: its last acknowledged state, and the call in flight when the server died.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    acknowledged_port: Option<u16>,
+    in_flight: Option<&'static str>,
+    calls: usize,
+}
+
+/// One worker owns one (application, namespace) pair and alternates add and remove on it
+/// until a call fails (the server was killed), so at most one call per pair is in doubt.
+fn worker(
+    addr: std::net::SocketAddr,
+    token: String,
+    path: String,
+    namespace: &'static str,
+    stop: Arc<AtomicBool>,
+) -> Seen {
+    let auth = format!("Bearer {token}");
+    let mut seen = Seen::default();
+    while !stop.load(Ordering::Relaxed) && seen.calls < 400 {
+        let (call, method, url, body) = match seen.acknowledged_port {
+            None => ("add", "POST", path.clone(), Some(format!(r#"{{"namespace":"{namespace}"}}"#))),
+            Some(port) => ("remove", "DELETE", format!("{path}/{port}?namespace={namespace}"), None),
+        };
+        seen.in_flight = Some(call);
+        let answer =
+            catch_unwind(AssertUnwindSafe(|| http(addr, method, &url, Some(&auth), body.as_deref())));
+        match answer {
+            Ok(a) if (200..300).contains(&a.status) => {
+                seen.acknowledged_port = match call {
+                    "add" => Some(port_of(&a.json())),
+                    _ => None,
+                };
+                seen.in_flight = None;
+                seen.calls += 1;
+            }
+            Ok(a) => panic!("{method} {url} answered {} {}", a.status, a.text()),
+            Err(_) => break, // the server is gone: the call's outcome is in doubt
+        }
+    }
+    seen
+}
+
+#[test]
+fn a_crash_in_the_middle_of_changes_loses_no_acknowledged_change() {
+    let mut server = Server::start();
+    let echo = TcpService::echo();
+    let org = org_of(&server);
+    let mut apps = Vec::new();
+    for i in 0..4 {
+        let body = json!({"name": format!("crash{i}"), "instances": [{"address": echo.addr().to_string()}]})
+            .to_string();
+        let app = server.api("POST", &format!("/v2/organisations/{org}/applications"), Some(&body)).ok_json();
+        apps.push(format!("/v2/organisations/{org}/applications/{}/tcpRedirs", app["id"].as_str().unwrap()));
+    }
+    let mut rng = rand::rng();
+    for round in 0..4 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = apps
+            .iter()
+            .flat_map(|path| ["default", "cleverapps"].map(|ns| (path.clone(), ns)))
+            .map(|(path, ns)| {
+                let (addr, token, stop) = (server.addr, server.token.clone(), stop.clone());
+                thread::spawn(move || worker(addr, token, path, ns, stop))
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(rng.random_range(50..400)));
+        server = server.crash_and_restart();
+        stop.store(true, Ordering::Relaxed);
+        let seen: Vec<Seen> = workers.into_iter().map(|w| w.join().expect("worker")).collect();
+        let calls: usize = seen.iter().map(|s| s.calls).sum();
+        assert!(calls > 8, "round {round}: the workers made only {calls} calls before the crash");
+
+        // Compare every pair's state after the restart with what was acknowledged.
+        let mut held = HashSet::new();
+        let pairs = apps.iter().flat_map(|path| ["default", "cleverapps"].map(|ns| (path.clone(), ns)));
+        for ((path, ns), seen) in pairs.zip(&seen) {
+            let listed = server.api("GET", &path, None).ok_json();
+            let present: Vec<u16> =
+                listed.as_array().unwrap().iter().filter(|r| r["namespace"] == ns).map(port_of).collect();
+            match (seen.acknowledged_port, seen.in_flight) {
+                (Some(port), None) => assert_eq!(present, vec![port], "round {round}: acknowledged add lost"),
+                (Some(port), Some(_)) => assert!(
+                    present.is_empty() || present == vec![port],
+                    "round {round}: {present:?} vs {seen:?}"
+                ),
+                (None, None) => {
+                    assert!(present.is_empty(), "round {round}: acknowledged remove came back: {present:?}")
+                }
+                (None, Some(_)) => assert!(present.len() <= 1, "round {round}: {present:?}"),
+            }
+            for port in present {
+                assert!(held.insert((ns, port)), "round {round}: port {port} held twice in {ns}");
+                let payload = random_bytes(512);
+                assert_same_bytes(
+                    &send_and_read_back(port, &payload),
+                    &payload,
+                    "forwarding after the crash",
+                );
+            }
+        }
+        // Leave every pair in a known state for the next round: nothing.
+        for path in &apps {
+            for r in server.api("GET", path, None).ok_json().as_array().unwrap() {
+                let url = format!("{path}/{}?namespace={}", port_of(r), r["namespace"].as_str().unwrap());
+                server.api("DELETE", &url, None).ok_json();
+            }
+        }
+    }
+}
+
+#[test]
+fn sigterm_lets_open_connections_finish_and_refuses_new_ones() {
+    let mut server = Server::start();
+    // A backend that answers only after the client's end of stream.
+    let backend = TcpService::answer_after_eof();
+    server.create_app("drained", backend.addr());
+    let port = server.add("drained", "default");
+
+    let mut held = connect(port);
+    held.write_all(b"first half ").unwrap();
+    server.send_signal(libc::SIGTERM);
+    // The public port stops accepting; wait for that (bounded) rather than sleeping.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the port still accepts after SIGTERM");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // The open connection still works to its end.
+    held.write_all(b"second half").unwrap();
+    held.shutdown(Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    held.read_to_end(&mut answer).expect("the held connection completes during the drain");
+    assert_eq!(answer, answer_after_eof_for(b"first half second half"));
+    let status = server.wait_for_exit(Duration::from_secs(20)).expect("the server exits once drained");
+    assert!(status.success(), "exit status after a clean drain: {status:?}\n{}", server.log());
+}
+
+#[test]
+fn the_drain_timeout_closes_what_is_still_open() {
+    let mut server = Server::builder().args(&["--drain-timeout", "1"]).start();
+    let echo = TcpService::echo();
+    server.create_app("slow", echo.addr());
+    let port = server.add("slow", "default");
+    let mut held = connect(port);
+    held.write_all(b"x").unwrap();
+    let mut byte = [0u8; 1];
+    held.read_exact(&mut byte).unwrap();
+    server.send_signal(libc::SIGINT);
+    let status =
+        server.wait_for_exit(Duration::from_secs(15)).expect("the server exits after the drain timeout");
+    assert!(status.success(), "{status:?}");
+    let mut rest = Vec::new();
+    let ended = held.read_to_end(&mut rest);
+    assert!(ended.is_err() || rest.is_empty(), "the held connection is closed: {ended:?} {rest:?}");
+}
+
+#[test]
+fn the_data_directory_is_private() {
+    let server = Server::start();
+    let dir = server.data_path();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path) & 0o077, 0, "{} is readable by others", path.display());
+    }
+}
+
+fn start_on(dir: &std::path::Path) -> std::process::Output {
+    let config = tempfile::tempdir().unwrap();
+    std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--public-bind", "127.0.0.1", "--data-dir"])
+        .arg(dir)
+        .env("TCP_REDIRS_CONFIG_DIR", config.path())
+        .env("TCP_REDIRS_ADMIN_TOKEN", "t")
+        .output()
+        .expect("run serve")
+}
+
+#[test]
+fn a_corrupt_or_foreign_store_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tcp-redirs.db");
+    std::fs::write(&db, b"this is not a database, and it must survive").unwrap();
+    let out = start_on(dir.path());
+    assert!(!out.status.success(), "a corrupt store must stop the server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a tcp-redirs store") && stderr.contains("--data-dir"), "{stderr}");
+    assert!(
+        std::fs::read(&db).unwrap() == b"this is not a database, and it must survive",
+        "the corrupt file was changed"
+    );
+
+    // Another program's SQLite database.
+    let other = tempfile::tempdir().unwrap();
+    let sqlite = other.path().join("tcp-redirs.db");
+    let status = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('create table t(x)'); c.commit()",
+        ])
+        .arg(&sqlite)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("python3 with sqlite3 unavailable: skipping the foreign-database half");
+        return;
+    }
+    let before = std::fs::read(&sqlite).unwrap();
+    let out = start_on(other.path());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a tcp-redirs store"));
+    assert!(std::fs::read(&sqlite).unwrap() == before, "a foreign database is never written");
+}
+
+#[test]
+fn two_servers_cannot_share_a_data_directory() {
+    let server = Server::start();
+    let out = start_on(&server.data_path());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another tcp-redirs server"), "{stderr}");
+}
