@@ -78,7 +78,7 @@ async fn create_org(
     Extension(caller): Extension<Caller>,
     body: Result<Json<NewOrganisation>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Organisation>), Error> {
-    let Json(new) = body.map_err(|e| Error::bad_body(e.body_text(), r#"{"name":"acme"}"#))?;
+    let Json(new) = body.map_err(|e| body_error(e, r#"{"name":"acme"}"#))?;
     Ok((StatusCode::CREATED, Json(gw.create_org(&caller, new).await?)))
 }
 
@@ -96,7 +96,7 @@ async fn issue_token(
     Path(org): Path<String>,
     body: Result<Json<NewToken>, JsonRejection>,
 ) -> Result<(StatusCode, Json<IssuedToken>), Error> {
-    let Json(new) = body.map_err(|e| Error::bad_body(e.body_text(), r#"{"name":"ci"}"#))?;
+    let Json(new) = body.map_err(|e| body_error(e, r#"{"name":"ci"}"#))?;
     Ok((StatusCode::CREATED, Json(gw.issue_token(&caller, &org, new).await?)))
 }
 
@@ -130,9 +130,8 @@ async fn create_app(
     Path(org): Path<String>,
     body: Result<Json<NewApplication>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Application>), Error> {
-    let Json(new) = body.map_err(|e| {
-        Error::bad_body(e.body_text(), r#"{"name":"my-db","instances":[{"address":"127.0.0.1:4040"}]}"#)
-    })?;
+    let Json(new) =
+        body.map_err(|e| body_error(e, r#"{"name":"my-db","instances":[{"address":"127.0.0.1:4040"}]}"#))?;
     Ok((StatusCode::CREATED, Json(gw.create_app(&caller, &org, new).await?)))
 }
 
@@ -158,8 +157,7 @@ async fn set_instances(
     Path((org, app)): Path<(String, String)>,
     body: Result<Json<Vec<Instance>>, JsonRejection>,
 ) -> Answer<Application> {
-    let Json(instances) =
-        body.map_err(|e| Error::bad_body(e.body_text(), r#"[{"address":"127.0.0.1:4040","weight":1}]"#))?;
+    let Json(instances) = body.map_err(|e| body_error(e, r#"[{"address":"127.0.0.1:4040","weight":1}]"#))?;
     Ok(Json(gw.set_instances(&caller, &org, &app, instances).await?))
 }
 
@@ -177,7 +175,7 @@ async fn add(
     Path((org, app)): Path<(String, String)>,
     body: Result<Json<NewTcpRedir>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TcpRedir>), Error> {
-    let Json(new) = body.map_err(|e| Error::bad_body(e.body_text(), r#"{"namespace":"default"}"#))?;
+    let Json(new) = body.map_err(|e| body_error(e, r#"{"namespace":"default"}"#))?;
     Ok((StatusCode::CREATED, Json(gw.add(&caller, &org, &app, &new).await?)))
 }
 
@@ -204,4 +202,13 @@ async fn remove(
         )
     })?;
     Ok(Json(gw.remove(&caller, &org, &app, &namespace, port).await?))
+}
+
+/// A body the JSON extractor refused: too large (413), or not the expected JSON (400).
+fn body_error(rejection: JsonRejection, expected: &str) -> Error {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Error::body_too_large(BODY_LIMIT)
+    } else {
+        Error::bad_body(rejection.body_text(), expected)
+    }
 }

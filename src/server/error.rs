@@ -40,6 +40,15 @@ impl Error {
         )
     }
 
+    /// A body over the size limit.
+    pub fn body_too_large(limit: usize) -> Error {
+        Error::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            4130,
+            format!("request body too large: the limit is {limit} bytes, and every call of this API needs far less"),
+        )
+    }
+
     /// A port outside 1..=65535 or not a number.
     pub fn bad_port(port: &str) -> Error {
         Error::new(
