@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// A namespace the caller's organisation may use, as listed by `list-namespaces`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Namespace {
     /// The namespace's name, for example `default`.
@@ -28,6 +29,7 @@ pub struct Namespace {
 
 /// A TCP redirection: a public port of a namespace forwarded to an application.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TcpRedir {
     /// The namespace the port belongs to.
@@ -53,6 +55,7 @@ pub struct TcpRedir {
 
 /// Who may connect to a redirection, and what the application is told about them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RedirAccess {
     /// Send the PROXY protocol header (`v1` text or `v2` binary) to the instance before the
@@ -69,6 +72,7 @@ pub struct RedirAccess {
 
 /// A version of the PROXY protocol (HAProxy's specification).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ProxyProtocol {
     /// The human-readable header: `PROXY TCP4 SRC DST SPORT DPORT\r\n`.
@@ -79,6 +83,7 @@ pub enum ProxyProtocol {
 
 /// A redirection's traffic since the server started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RedirTraffic {
     /// Connections open now.
@@ -96,6 +101,7 @@ pub const MAX_LIMIT_SECS: u64 = 366 * 86400;
 
 /// A redirection's connection time limits, in seconds; unset means the namespace's default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RedirLimits {
     /// How long an instance may take to accept before the next one is tried.
@@ -121,6 +127,7 @@ pub const MAX_QUOTA: u32 = 1_000_000;
 
 /// Whether a redirection's public port is accepting connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum RedirState {
     /// The port is bound and accepting connections.
@@ -131,6 +138,7 @@ pub enum RedirState {
 
 /// The body of `POST …/tcpRedirs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NewTcpRedir {
     /// The namespace to take a port in.
@@ -145,6 +153,7 @@ pub struct NewTcpRedir {
 
 /// An organisation: it owns applications, and its credentials reach nothing outside it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Organisation {
     /// `orga_…`
@@ -155,6 +164,7 @@ pub struct Organisation {
 
 /// The body of `POST /v2/organisations` (admin only).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NewOrganisation {
     /// A human name, unique on the server.
@@ -163,6 +173,7 @@ pub struct NewOrganisation {
 
 /// A credential as listed: never its token or secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TokenInfo {
     /// `tok_…`, what `DELETE …/tokens/{id}` takes.
@@ -179,6 +190,7 @@ pub struct TokenInfo {
 
 /// The body of `POST /v2/organisations/{orgId}/tokens`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NewToken {
     /// What the credential is for, for example `ci`.
@@ -187,6 +199,7 @@ pub struct NewToken {
 
 /// A credential just issued: the only time its token and secret are shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct IssuedToken {
     /// The credential's description.
@@ -200,6 +213,7 @@ pub struct IssuedToken {
 
 /// An application: where a redirection's traffic goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Application {
     /// `app_…`
@@ -214,6 +228,7 @@ pub struct Application {
 
 /// One address where an application accepts TCP connections.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Instance {
     /// `HOST:PORT`, for example `127.0.0.1:4040`.
@@ -231,6 +246,7 @@ pub struct Instance {
 
 /// Whether an instance is taking connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceState {
     /// Its last connect or check succeeded.
@@ -244,6 +260,7 @@ pub const MAX_WEIGHT: u32 = 1000;
 
 /// The body of `POST /v2/organisations/{orgId}/applications`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NewApplication {
     /// The application's name, unique within the organisation.
@@ -255,6 +272,7 @@ pub struct NewApplication {
 
 /// The body of every error answer: `{"type":"error","id":N,"message":"…"}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ApiError {
     /// Always `"error"`.
     #[serde(rename = "type")]

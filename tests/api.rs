@@ -305,3 +305,43 @@ fn an_organisation_cannot_hold_more_redirections_than_its_quota() {
     let refused = add(&b, "default").assert_error(409);
     assert!(refused.contains("quota of 2"), "{refused}");
 }
+
+#[test]
+fn the_openapi_document_describes_every_route() {
+    let server = Server::start();
+    // Served without credentials: it holds no secret, and clients need it to start.
+    let doc = http(server.addr, "GET", "/openapi.json", None, None).ok_json();
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{doc}");
+    let routes = [
+        ("get", "/v2/organisations"),
+        ("post", "/v2/organisations"),
+        ("get", "/v2/organisations/{org}/namespaces"),
+        ("get", "/v2/organisations/{org}/tokens"),
+        ("post", "/v2/organisations/{org}/tokens"),
+        ("delete", "/v2/organisations/{org}/tokens/{token}"),
+        ("get", "/v2/organisations/{org}/applications"),
+        ("post", "/v2/organisations/{org}/applications"),
+        ("get", "/v2/organisations/{org}/applications/{app}"),
+        ("delete", "/v2/organisations/{org}/applications/{app}"),
+        ("put", "/v2/organisations/{org}/applications/{app}/instances"),
+        ("get", "/v2/organisations/{org}/applications/{app}/tcpRedirs"),
+        ("post", "/v2/organisations/{org}/applications/{app}/tcpRedirs"),
+        ("delete", "/v2/organisations/{org}/applications/{app}/tcpRedirs/{port}"),
+        ("get", "/metrics"),
+    ];
+    let paths = doc["paths"].as_object().expect("paths");
+    let documented: usize = paths.values().map(|p| p.as_object().map_or(0, |m| m.len())).sum();
+    for (method, path) in routes {
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is not documented");
+        // And the route is really served: a request reaches it (401 without credentials, not 404).
+        let concrete =
+            path.replace("{org}", "o").replace("{app}", "a").replace("{token}", "t").replace("{port}", "1");
+        let body = matches!(method, "post" | "put").then_some("{}");
+        let status = http(server.addr, &method.to_uppercase(), &concrete, None, body).status;
+        assert_eq!(status, 401, "{method} {concrete} must be served and need credentials");
+    }
+    assert_eq!(documented, routes.len(), "the document has operations this test does not know: {paths:?}");
+    for schema in ["TcpRedir", "NewTcpRedir", "Namespace", "Application", "ApiError"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
+    }
+}

@@ -19,17 +19,20 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, put};
+use axum::routing::get;
 use axum::{middleware, Extension, Json, Router};
 use serde::Deserialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{self, Caller};
 use super::error::Error;
 use super::gateway::Gateway;
 use super::store::Store;
 use crate::wire::{
-    Application, Instance, IssuedToken, NewApplication, NewOrganisation, NewTcpRedir, NewToken, Organisation,
-    TcpRedir, TokenInfo,
+    ApiError, Application, Instance, IssuedToken, NewApplication, NewOrganisation, NewTcpRedir, NewToken,
+    Organisation, TcpRedir, TokenInfo,
 };
 
 /// The largest request body accepted; every body of this API is a few bytes.
@@ -38,28 +41,55 @@ const BODY_LIMIT: usize = 64 * 1024;
 type Answer<T> = Result<Json<T>, Error>;
 type Gw = State<Arc<Gateway>>;
 
-/// The API's routes, authenticated against `store`.
+/// The OpenAPI document's header; the paths come from the routes themselves.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "tcp-redirs control API", description = "Clever Cloud's API v2 subset for TCP redirections, plus organisations, credentials and applications."),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The API's routes, authenticated against `store`, and `/openapi.json` describing them.
+///
+/// Every route is registered through [`routes!`], which also enters it in the OpenAPI
+/// document: a route cannot exist without being documented.
 pub fn router(gateway: Arc<Gateway>, store: Arc<Store>) -> Router {
     let auth = Arc::new(auth::Auth::new(store));
-    let org = "/v2/organisations/{org}";
-    Router::new()
-        .route("/v2/organisations", get(organisations).post(create_org))
-        .route(&format!("{org}/tokens"), get(tokens).post(issue_token))
-        .route(&format!("{org}/tokens/{{token}}"), delete(revoke_token))
-        .route("/metrics", get(metrics))
-        .route(&format!("{org}/namespaces"), get(namespaces))
-        .route(&format!("{org}/applications"), get(apps).post(create_app))
-        .route(&format!("{org}/applications/{{app}}"), get(app).delete(remove_app))
-        .route(&format!("{org}/applications/{{app}}/instances"), put(set_instances))
-        .route(&format!("{org}/applications/{{app}}/tcpRedirs"), get(redirs).post(add))
-        .route(&format!("{org}/applications/{{app}}/tcpRedirs/{{port}}"), delete(remove))
+    let (routes, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(organisations, create_org))
+        .routes(routes!(tokens, issue_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(metrics))
+        .routes(routes!(namespaces))
+        .routes(routes!(apps, create_app))
+        .routes(routes!(app, remove_app))
+        .routes(routes!(set_instances))
+        .routes(routes!(redirs, add))
+        .routes(routes!(remove))
+        .split_for_parts();
+    let doc = Arc::new(doc);
+    routes
         .route_layer(middleware::from_fn_with_state(auth, auth::require))
+        .route("/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
         .fallback(|uri: Uri| async move { Error::no_route(uri.path()) })
         .method_not_allowed_fallback(|| async { Error::method_not_allowed() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(gateway)
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "OpenMetrics text, admin only", content_type = "application/openmetrics-text"), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 /// The metrics, for the admin only: they name every organisation's applications.
 async fn metrics(State(gw): Gw, Extension(caller): Extension<Caller>) -> Result<impl IntoResponse, Error> {
     if caller != Caller::Admin {
@@ -69,10 +99,12 @@ async fn metrics(State(gw): Gw, Extension(caller): Extension<Caller>) -> Result<
     Ok(([(header::CONTENT_TYPE, content_type)], gw.metrics_text()))
 }
 
+#[utoipa::path(get, path = "/v2/organisations", tag = "organisations", responses((status = 200, body = Vec<Organisation>), (status = 401, body = ApiError)))]
 async fn organisations(State(gw): Gw, Extension(caller): Extension<Caller>) -> Answer<Vec<Organisation>> {
     Ok(Json(gw.orgs(&caller).await?))
 }
 
+#[utoipa::path(post, path = "/v2/organisations", tag = "organisations", request_body = NewOrganisation, responses((status = 201, body = Organisation), (status = 403, body = ApiError), (status = 409, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 async fn create_org(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
@@ -82,6 +114,7 @@ async fn create_org(
     Ok((StatusCode::CREATED, Json(gw.create_org(&caller, new).await?)))
 }
 
+#[utoipa::path(get, path = "/v2/organisations/{org}/tokens", tag = "organisations", params(("org" = String, Path, description = "the organisation, orga_…")), responses((status = 200, body = Vec<TokenInfo>), (status = 403, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 async fn tokens(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
@@ -90,6 +123,7 @@ async fn tokens(
     Ok(Json(gw.tokens(&caller, &org).await?))
 }
 
+#[utoipa::path(post, path = "/v2/organisations/{org}/tokens", tag = "organisations", params(("org" = String, Path, description = "the organisation, orga_…")), request_body = NewToken, responses((status = 201, body = IssuedToken), (status = 403, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 async fn issue_token(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
@@ -100,6 +134,7 @@ async fn issue_token(
     Ok((StatusCode::CREATED, Json(gw.issue_token(&caller, &org, new).await?)))
 }
 
+#[utoipa::path(delete, path = "/v2/organisations/{org}/tokens/{token}", tag = "organisations", params(("org" = String, Path, description = "the organisation, orga_…"), ("token" = String, Path, description = "the credential, tok_…")), responses((status = 200, body = TokenInfo), (status = 403, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 async fn revoke_token(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
@@ -108,6 +143,7 @@ async fn revoke_token(
     Ok(Json(gw.revoke_token(&caller, &org, &token).await?))
 }
 
+#[utoipa::path(get, path = "/v2/organisations/{org}/namespaces", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…")), responses((status = 200, body = Vec<crate::wire::Namespace>), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 async fn namespaces(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
@@ -116,6 +152,7 @@ async fn namespaces(
     Ok(Json(gw.namespaces(&caller, &org).await?))
 }
 
+#[utoipa::path(get, path = "/v2/organisations/{org}/applications", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…")), responses((status = 200, body = Vec<Application>), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 async fn apps(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
@@ -124,6 +161,7 @@ async fn apps(
     Ok(Json(gw.apps(&caller, &org).await?))
 }
 
+#[utoipa::path(post, path = "/v2/organisations/{org}/applications", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…")), request_body = NewApplication, responses((status = 201, body = Application), (status = 409, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 async fn create_app(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
@@ -135,6 +173,7 @@ async fn create_app(
     Ok((StatusCode::CREATED, Json(gw.create_app(&caller, &org, new).await?)))
 }
 
+#[utoipa::path(get, path = "/v2/organisations/{org}/applications/{app}", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), responses((status = 200, body = Application), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 async fn app(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
@@ -143,6 +182,7 @@ async fn app(
     Ok(Json(gw.app(&caller, &org, &app).await?))
 }
 
+#[utoipa::path(delete, path = "/v2/organisations/{org}/applications/{app}", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), responses((status = 200, body = Application), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 async fn remove_app(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
@@ -151,6 +191,7 @@ async fn remove_app(
     Ok(Json(gw.remove_app(&caller, &org, &app).await?))
 }
 
+#[utoipa::path(put, path = "/v2/organisations/{org}/applications/{app}/instances", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), request_body = Vec<Instance>, responses((status = 200, body = Application), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 async fn set_instances(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
@@ -161,6 +202,7 @@ async fn set_instances(
     Ok(Json(gw.set_instances(&caller, &org, &app, instances).await?))
 }
 
+#[utoipa::path(get, path = "/v2/organisations/{org}/applications/{app}/tcpRedirs", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), responses((status = 200, body = Vec<TcpRedir>), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 async fn redirs(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
@@ -169,6 +211,7 @@ async fn redirs(
     Ok(Json(gw.redirs(&caller, &org, &app).await?))
 }
 
+#[utoipa::path(post, path = "/v2/organisations/{org}/applications/{app}/tcpRedirs", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), request_body = NewTcpRedir, responses((status = 201, body = TcpRedir), (status = 409, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 async fn add(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
@@ -185,6 +228,7 @@ struct RemoveQuery {
     namespace: Option<String>,
 }
 
+#[utoipa::path(delete, path = "/v2/organisations/{org}/applications/{app}/tcpRedirs/{port}", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…"), ("port" = u16, Path, description = "the public port"), ("namespace" = String, Query, description = "the namespace of the port")), responses((status = 200, body = TcpRedir), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 async fn remove(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
