@@ -6,13 +6,16 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::profile::ProfileFile;
 use crate::wire::{ApiError, Application, Namespace, NewApplication, NewTcpRedir, Organisation, TcpRedir};
+
+/// The environment variable naming extra CA certificates (PEM) to trust.
+pub const CA_CERT_ENV: &str = "TCP_REDIRS_CA_CERT";
 
 /// Where the CLI talks when nothing says otherwise: the address `serve` listens on by default.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
@@ -40,7 +43,19 @@ impl Client {
         let token = token.map(str::to_owned).or_else(|| {
             profile.filter(|p| p.server.trim_end_matches('/') == base).and_then(|p| p.token.clone())
         });
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        // A server with a certificate of its own CA (self-signed): trust it explicitly.
+        if let Some(path) = std::env::var_os(CA_CERT_ENV).filter(|p| !p.is_empty()) {
+            let pem = std::fs::read(&path).with_context(|| {
+                format!("cannot read {CA_CERT_ENV}={}", std::path::Path::new(&path).display())
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{CA_CERT_ENV} must name a PEM file of certificates"))?;
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
             .user_agent(concat!("tcp-redirs/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))

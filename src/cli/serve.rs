@@ -25,6 +25,12 @@ pub struct Args {
     /// A TOML file declaring namespaces and applications.
     #[arg(long, env = "TCP_REDIRS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Serve the control API over TLS with this PEM certificate (chain); needs --tls-key.
+    #[arg(long, env = "TCP_REDIRS_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "TCP_REDIRS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Seconds open connections may run on after SIGTERM or SIGINT.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     drain_timeout: u64,
@@ -46,6 +52,7 @@ pub fn run(args: Args) -> Result<()> {
         admin_token: non_empty_env("TCP_REDIRS_ADMIN_TOKEN"),
         admin_secret: non_empty_env("TCP_REDIRS_ADMIN_SECRET"),
         drain: Duration::from_secs(args.drain_timeout),
+        tls: args.tls_cert.zip(args.tls_key),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(server::run(opts))

@@ -58,7 +58,15 @@ pub struct Options {
     pub admin_secret: Option<String>,
     /// How long open connections may run on after a stop signal.
     pub drain: Duration,
+    /// Serve the API over TLS with this PEM certificate chain and private key.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
+
+/// How long an HTTP client may take to send a request's headers: a slow client (slowloris)
+/// cannot hold a connection of the control API longer than this.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight API requests get to finish at stop.
+const API_GRACE: Duration = Duration::from_secs(10);
 
 /// The generated admin credential, kept in the data directory for the operator (0600).
 #[derive(Serialize, Deserialize)]
@@ -99,11 +107,28 @@ pub async fn run(opts: Options) -> Result<()> {
         crate::wire::TokenInfo { id: ADMIN.into(), name: ADMIN.into(), owner_id: None, created_at: None };
     store.put_token(&info, &auth::hash(&admin.token), &auth::hash(&admin.secret))?;
 
-    let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| {
+    let tls = match &opts.tls {
+        Some((cert, key)) => {
+            // One process-wide provider; a second install (tests) is harmless.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let config =
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await.with_context(|| {
+                    format!(
+                        "cannot load the TLS certificate {} and key {}: give PEM files",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+            Some(config)
+        }
+        None => None,
+    };
+    let listener = std::net::TcpListener::bind(opts.listen).with_context(|| {
         format!("cannot listen on {} for the control API: is another server running? choose another address with --listen", opts.listen)
     })?;
+    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() && tls.is_none() {
         warn!(%addr, "the control API listens beyond loopback WITHOUT TLS: credentials cross the network in clear text; put it behind a TLS proxy or listen on 127.0.0.1");
     }
 
@@ -117,15 +142,35 @@ pub async fn run(opts: Options) -> Result<()> {
         gateway.declare_app(&default_org.id, &app.name, instances).await?;
     }
     let restored = gateway.restore().await?;
-    let url = format!("http://{addr}");
+    let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     write_profile(&url, &admin, &data_dir);
     info!(data_dir = %data_dir.display(), redirections = restored, "control API listening on {url}");
 
-    let app = api::router(gateway.clone(), store);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(stop_signal())
-        .await
-        .context("the control API failed")?;
+    let app = api::router(gateway.clone(), store).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            stop_signal().await;
+            handle.graceful_shutdown(Some(API_GRACE));
+        }
+    });
+    let served = match tls {
+        Some(config) => {
+            let mut server = axum_server::from_tcp_rustls(listener, config)?
+                .handle(handle)
+                .first_request_timeout(HEADER_TIMEOUT);
+            server.http_builder().http1().header_read_timeout(HEADER_TIMEOUT);
+            server.serve(app).await
+        }
+        None => {
+            let mut server =
+                axum_server::from_tcp(listener)?.handle(handle).first_request_timeout(HEADER_TIMEOUT);
+            server.http_builder().http1().header_read_timeout(HEADER_TIMEOUT);
+            server.serve(app).await
+        }
+    };
+    served.context("the control API failed")?;
     info!(drain_secs = opts.drain.as_secs(), "stopping: no new connections; letting open ones finish");
     gateway.stop(opts.drain).await;
     info!("stopped");
