@@ -12,7 +12,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::profile::ProfileFile;
-use crate::wire::{ApiError, Application, Namespace, NewApplication, NewTcpRedir, Organisation, TcpRedir};
+use crate::wire::{
+    ApiError, Application, IssuedToken, Namespace, NewApplication, NewOrganisation, NewTcpRedir, NewToken,
+    Organisation, TcpRedir, TokenInfo,
+};
 
 /// The environment variable naming extra CA certificates (PEM) to trust.
 pub const CA_CERT_ENV: &str = "TCP_REDIRS_CA_CERT";
@@ -66,6 +69,27 @@ impl Client {
     /// The organisations this credential sees.
     pub async fn organisations(&self) -> Result<Vec<Organisation>> {
         self.call(Method::GET, "/v2/organisations", None::<&()>).await
+    }
+
+    /// Creates an organisation (admin).
+    pub async fn create_organisation(&self, new: &NewOrganisation) -> Result<Organisation> {
+        self.call(Method::POST, "/v2/organisations", Some(new)).await
+    }
+
+    /// An organisation's credentials (admin).
+    pub async fn tokens(&self, org: &str) -> Result<Vec<TokenInfo>> {
+        self.call(Method::GET, &format!("/v2/organisations/{}/tokens", seg(org)), None::<&()>).await
+    }
+
+    /// Issues a credential for an organisation (admin).
+    pub async fn issue_token(&self, org: &str, new: &NewToken) -> Result<IssuedToken> {
+        self.call(Method::POST, &format!("/v2/organisations/{}/tokens", seg(org)), Some(new)).await
+    }
+
+    /// Revokes a credential (admin).
+    pub async fn revoke_token(&self, org: &str, id: &str) -> Result<TokenInfo> {
+        self.call(Method::DELETE, &format!("/v2/organisations/{}/tokens/{}", seg(org), seg(id)), None::<&()>)
+            .await
     }
 
     /// The namespaces an organisation may use.

@@ -314,3 +314,26 @@ fn a_removed_redirection_added_again_gets_its_port_back() {
     let payload = random_bytes(1000);
     assert_same_bytes(&send_and_read_back(again, &payload), &payload, "echo through the port given back");
 }
+
+#[test]
+fn the_admin_manages_organisations_and_their_credentials_from_the_cli() {
+    let server = Server::start();
+    let org = server.cli_json(&["orgs", "create", "acme", "-F", "json"]);
+    assert_eq!(org["name"], "acme", "{org}");
+    let issued = server.cli_json(&["tokens", "create", "--org", "acme", "--name", "ci", "-F", "json"]);
+    let token = issued["token"].as_str().expect("token").to_owned();
+    let listed = server.cli_json(&["tokens", "list", "--org", "acme", "-F", "json"]);
+    assert_eq!(listed[0]["id"], issued["id"]);
+    assert!(!listed.to_string().contains(&token), "a list never shows a token: {listed}");
+
+    // The new credential sees acme only.
+    let seen = run_cli(&server.url, &token, &["orgs", "list", "-F", "json"]);
+    assert_eq!(seen.code, 0, "{}", seen.stderr);
+    let seen: serde_json::Value = serde_json::from_str(&seen.stdout).unwrap();
+    assert_eq!(seen.as_array().map(|a| a.len()), Some(1), "{seen}");
+    assert_eq!(seen[0]["name"], "acme");
+    run_cli(&server.url, &token, &["orgs", "create", "evil"]).assert_error(1, &["admin"]);
+
+    server.cli_ok(&["tokens", "revoke", issued["id"].as_str().unwrap(), "--org", "acme"]);
+    run_cli(&server.url, &token, &["orgs", "list"]).assert_error(1, &["authentication failed"]);
+}

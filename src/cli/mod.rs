@@ -9,9 +9,11 @@ mod add;
 mod apps;
 mod list;
 mod list_namespaces;
+mod orgs;
 mod remove;
 #[cfg(feature = "server")]
 mod serve;
+mod tokens;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -49,6 +51,12 @@ enum Command {
     /// Manage applications (operator): where a redirection's traffic goes.
     #[command(subcommand)]
     Apps(apps::Command),
+    /// Manage organisations (admin).
+    #[command(subcommand)]
+    Orgs(orgs::Command),
+    /// Manage an organisation's credentials (admin).
+    #[command(subcommand)]
+    Tokens(tokens::Command),
     /// Run the control server: the API, the port allocator, the store and the forwarding.
     #[cfg(feature = "server")]
     Serve(serve::Args),
@@ -67,6 +75,16 @@ impl Command {
                 Some(app)
             }
             Command::Apps(command) => {
+                let format = command.format_mut();
+                format.format = format.format.or(top.format.format);
+                None
+            }
+            Command::Orgs(command) => {
+                let format = command.format_mut();
+                format.format = format.format.or(top.format.format);
+                None
+            }
+            Command::Tokens(command) => {
                 let format = command.format_mut();
                 format.format = format.format.or(top.format.format);
                 None
@@ -240,6 +258,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Command::Add(args) => add::run(&conn, args).await,
             Command::Remove(args) => remove::run(&conn, args).await,
             Command::Apps(command) => apps::run(&conn, command).await,
+            Command::Orgs(command) => orgs::run(&conn, command).await,
+            Command::Tokens(command) => tokens::run(&conn, command).await,
             #[cfg(feature = "server")]
             Command::Serve(_) => unreachable!("handled above"),
         }
