@@ -244,3 +244,45 @@ fn two_servers_cannot_share_a_data_directory() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("another tcp-redirs server"), "{stderr}");
 }
+
+/// Makes a file immutable (`chattr +i`, which even root cannot write through) until dropped.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn new(path: std::path::PathBuf) -> Option<Immutable> {
+        let ok =
+            std::process::Command::new("chattr").arg("+i").arg(&path).status().is_ok_and(|s| s.success());
+        ok.then_some(Immutable(path))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_store_that_cannot_be_written_fails_the_call_and_leaves_running_redirections_alone() {
+    let server = Server::start();
+    let echo = TcpService::echo();
+    server.create_app("running", echo.addr());
+    server.create_app("late", echo.addr());
+    let port = server.add("running", "default");
+    let Some(frozen) = Immutable::new(server.data_path().join("tcp-redirs.db-wal")) else {
+        eprintln!("chattr +i is not available here: skipping the unwritable-store test");
+        return;
+    };
+    let failed = server.cli(&["add", "--app", "late", "--namespace", "default"]);
+    failed.assert_error(1, &["could not complete", "nothing was changed"]);
+    let failed = server.cli(&["remove", &port.to_string(), "--app", "running", "--namespace", "default"]);
+    failed.assert_error(1, &["could not complete"]);
+    let payload = random_bytes(4096);
+    assert_same_bytes(&send_and_read_back(port, &payload), &payload, "the running redirection is untouched");
+
+    // Once the disk takes writes again, so does the server.
+    drop(frozen);
+    let added = server.add("late", "default");
+    assert_same_bytes(&send_and_read_back(added, &payload), &payload, "a redirection added after recovery");
+    assert_eq!(server.list("running"), vec![("default".to_owned(), port)]);
+}
