@@ -6,9 +6,10 @@
 //! where only the part after `%26` is ours to check: the consumer key and secret belong
 //! to the client program, not to the user).
 //!
-//! Only SHA-256 hashes of tokens and secrets are stored. They are looked up by hash, so
-//! the comparison never runs over the secret itself; the tokens are long random strings,
-//! for which a fast hash is the right tool (a password hash would only slow every call).
+//! Only SHA-256 hashes of tokens and secrets are stored. A token is looked up by its hash,
+//! so no comparison runs over the token itself; a secret's hash is compared in constant
+//! time. Both are long random strings, for which a fast hash is the right tool (a password
+//! hash would only slow every call). Neither is ever logged.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -21,6 +22,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::error::Error;
 use super::store::Store;
@@ -104,7 +106,7 @@ pub fn authenticate(store: &Store, header: Option<&str>) -> Result<Caller, Error
     };
     let row = store.token(&hash(token))?.ok_or_else(Error::bad_credentials)?;
     if let Some(secret) = secret {
-        if hash(secret) != row.secret_hash {
+        if !bool::from(hash(secret).ct_eq(&row.secret_hash)) {
             return Err(Error::bad_credentials());
         }
     }
