@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use crate::profile::ProfileFile;
 use crate::wire::{
-    ApiError, Application, IssuedToken, Namespace, NewApplication, NewOrganisation, NewTcpRedir, NewToken,
-    Organisation, TcpRedir, TokenInfo,
+    ApiError, Application, Instance, IssuedToken, Namespace, NewApplication, NewOrganisation, NewTcpRedir,
+    NewToken, Organisation, TcpRedir, TokenInfo,
 };
 
 /// The environment variable naming extra CA certificates (PEM) to trust.
@@ -105,6 +105,11 @@ impl Client {
     /// Creates an application.
     pub async fn create_application(&self, org: &str, new: &NewApplication) -> Result<Application> {
         self.call(Method::POST, &format!("/v2/organisations/{}/applications", seg(org)), Some(new)).await
+    }
+
+    /// Replaces an application's instances.
+    pub async fn set_instances(&self, app: &Application, instances: &[Instance]) -> Result<Application> {
+        self.call(Method::PUT, &format!("{}/instances", app_path(app)), Some(&instances)).await
     }
 
     /// Removes an application and its redirections.

@@ -11,10 +11,12 @@
 //! - [`cli`]: the command line, one file per subcommand;
 //! - [`client`]: the HTTP client the commands use;
 //! - [`profile`]: the client's saved server address and credentials;
+//! - [`manifest`]: the declarative file of `apply` and `export`;
 //! - `server`: the control server (API, port allocator, store, forwarding).
 
 pub mod cli;
 pub mod client;
+pub mod manifest;
 pub mod profile;
 #[cfg(feature = "server")]
 pub mod server;

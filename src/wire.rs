@@ -143,6 +143,9 @@ pub enum RedirState {
 pub struct NewTcpRedir {
     /// The namespace to take a port in.
     pub namespace: String,
+    /// A precise port of the namespace's range, for declarative set-ups; random when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     /// Time limits for this redirection's connections, overriding the namespace's.
     #[serde(flatten)]
     pub limits: RedirLimits,

@@ -337,3 +337,70 @@ fn the_admin_manages_organisations_and_their_credentials_from_the_cli() {
     server.cli_ok(&["tokens", "revoke", issued["id"].as_str().unwrap(), "--org", "acme"]);
     run_cli(&server.url, &token, &["orgs", "list"]).assert_error(1, &["authentication failed"]);
 }
+
+#[test]
+fn apply_makes_the_server_match_a_file_idempotently_and_export_round_trips() {
+    let server = Server::start();
+    let echo = TcpService::echo();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let declare = |extra: &str| {
+        let text = format!(
+            "[[application]]\nname = \"web\"\ninstances = [{{ address = \"{}\" }}]\n\n\
+             [[application.redirection]]\nnamespace = \"default\"\n\n{extra}",
+            echo.addr()
+        );
+        std::fs::write(&file, text).unwrap();
+    };
+    let apply = |dry: bool| {
+        let mut args = vec!["apply", "-f", file.to_str().unwrap(), "-F", "json"];
+        if dry {
+            args.push("--dry-run");
+        }
+        server.cli_json(&args)
+    };
+    declare("[[application.redirection]]\nnamespace = \"cleverapps\"\nidle_timeout = 600\nallow = [\"127.0.0.0/8\"]\n");
+
+    let planned = apply(true);
+    assert_eq!(planned["dryRun"], true);
+    assert_eq!(planned["changes"].as_array().unwrap().len(), 3, "{planned}");
+    server.cli(&["list", "--app", "web"]).assert_error(1, &["web"]);
+
+    let applied = apply(false);
+    let actions: Vec<(String, String)> = applied["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["action"].as_str().unwrap().to_owned(), c["kind"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        actions,
+        [("create", "application"), ("add", "redirection"), ("add", "redirection")]
+            .map(|(a, k)| (a.into(), k.into()))
+    );
+    let listed = server.list("web");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    for (_, port) in &listed {
+        let payload = random_bytes(1000);
+        assert_same_bytes(&send_and_read_back(*port, &payload), &payload, "a redirection made by apply");
+    }
+    assert_eq!(apply(false)["changes"], serde_json::json!([]), "a second apply changes nothing");
+    let human = server.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(human.starts_with("Nothing to change"), "{human}");
+
+    // Dropping a redirection from the file removes it; the other one keeps its port.
+    declare("");
+    let applied = apply(false);
+    assert_eq!(applied["changes"].as_array().unwrap().len(), 1, "{applied}");
+    assert_eq!(applied["changes"][0]["action"], "remove");
+    let remaining = server.list("web");
+    assert_eq!(remaining, listed.iter().filter(|(ns, _)| ns == "default").cloned().collect::<Vec<_>>());
+
+    // The export, applied to a fresh server, rebuilds the same ports.
+    let exported = server.cli_ok(&["export"]);
+    let fresh = Server::start();
+    std::fs::write(&file, exported).unwrap();
+    drop(server);
+    fresh.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(fresh.list("web"), remaining);
+}

@@ -28,6 +28,9 @@ pub struct Args {
     /// Seconds a connection may stay half-closed [default: the namespace's, 60].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT_SECS))]
     half_close_timeout: Option<u64>,
+    /// Ask for this precise port of the namespace's range instead of a random one.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
     /// The most connections open at once; more are refused [default: unlimited].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_QUOTA as i64))]
     max_connections: Option<u32>,
@@ -54,6 +57,7 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     let app = args.app.resolve(&client).await?;
     let body = NewTcpRedir {
         namespace: args.namespace,
+        port: args.port,
         limits: RedirLimits {
             connect_timeout: args.connect_timeout,
             idle_timeout: args.idle_timeout,

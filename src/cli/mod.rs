@@ -6,7 +6,9 @@
 //! read the port). Errors go to stderr as one line; stdout carries results only.
 
 mod add;
+mod apply;
 mod apps;
+mod export;
 mod list;
 mod list_namespaces;
 mod orgs;
@@ -51,6 +53,10 @@ enum Command {
     /// Manage applications (operator): where a redirection's traffic goes.
     #[command(subcommand)]
     Apps(apps::Command),
+    /// Make the server match a file of applications and redirections, idempotently.
+    Apply(apply::Args),
+    /// Write the applications and redirections in the format of `apply`.
+    Export(export::Args),
     /// Manage organisations (admin).
     #[command(subcommand)]
     Orgs(orgs::Command),
@@ -76,6 +82,10 @@ impl Command {
             }
             Command::Apps(command) => {
                 let format = command.format_mut();
+                format.format = format.format.or(top.format.format);
+                None
+            }
+            Command::Apply(apply::Args { format, .. }) | Command::Export(export::Args { format, .. }) => {
                 format.format = format.format.or(top.format.format);
                 None
             }
@@ -259,6 +269,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Command::Remove(args) => remove::run(&conn, args).await,
             Command::Apps(command) => apps::run(&conn, command).await,
             Command::Orgs(command) => orgs::run(&conn, command).await,
+            Command::Apply(args) => apply::run(&conn, args).await,
+            Command::Export(args) => export::run(&conn, args).await,
             Command::Tokens(command) => tokens::run(&conn, command).await,
             #[cfg(feature = "server")]
             Command::Serve(_) => unreachable!("handled above"),

@@ -185,6 +185,15 @@ impl Error {
         )
     }
 
+    /// A requested port that a redirection or another program holds.
+    pub fn port_taken(port: u16, namespace: &str) -> Error {
+        Error::new(
+            StatusCode::CONFLICT,
+            4095,
+            format!("port {port} of namespace `{namespace}` is taken by another redirection or in use on the machine: ask for another port, or none for a random one"),
+        )
+    }
+
     /// An organisation at its redirection quota.
     pub fn quota_reached(quota: u32) -> Error {
         Error::new(

@@ -376,9 +376,29 @@ impl Gateway {
         }
         taken.extend(self.live.lock().unwrap().keys().filter(|(n, _)| *n == ns.name).map(|(_, p)| *p));
         let targets = self.targets_of(&app.id).await?;
-        for _ in 0..CLAIM_TRIES {
-            let (port, listener) = ports::allocate(ns.bind, &ns.ports, &taken, previous)
-                .ok_or_else(|| Error::no_free_port(&ns.name, *ns.ports.start(), *ns.ports.end()))?;
+        if let Some(port) = new.port {
+            if !ns.ports.contains(&port) {
+                return Err(Error::bad_request(format!(
+                    "port {port} is outside namespace `{}`'s range {}-{}",
+                    ns.name,
+                    ns.ports.start(),
+                    ns.ports.end()
+                )));
+            }
+            if taken.contains(&port) {
+                return Err(Error::port_taken(port, &ns.name));
+            }
+        }
+        let tries = if new.port.is_some() { 1 } else { CLAIM_TRIES };
+        for _ in 0..tries {
+            let allocated = match new.port {
+                Some(port) => ports::bind(SocketAddr::new(ns.bind, port))
+                    .map(|l| (port, l))
+                    .map_err(|_| Error::port_taken(port, &ns.name))?,
+                None => ports::allocate(ns.bind, &ns.ports, &taken, previous)
+                    .ok_or_else(|| Error::no_free_port(&ns.name, *ns.ports.start(), *ns.ports.end()))?,
+            };
+            let (port, listener) = allocated;
             let row = RedirRow {
                 namespace: ns.name.clone(),
                 port,
@@ -395,6 +415,7 @@ impl Gateway {
                     return Ok(self.describe(&row));
                 }
                 Claim::AppHasOne(existing) => return Err(Error::already_redirected(existing, &ns.name)),
+                Claim::PortTaken if new.port.is_some() => return Err(Error::port_taken(port, &ns.name)),
                 Claim::PortTaken => {
                     taken.insert(port);
                 }

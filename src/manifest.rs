@@ -1,0 +1,160 @@
+//! The declarative format of `tcp-redirs apply -f FILE` and `tcp-redirs export`.
+//!
+//! ```toml
+//! [[application]]
+//! name = "my-db"
+//! instances = [{ address = "127.0.0.1:4040" }, { address = "127.0.0.1:4041", weight = 2 }]
+//!
+//! [[application.redirection]]
+//! namespace = "default"
+//! port = 5123                  # optional: a random port when absent
+//! idle_timeout = 600           # optional, like every setting of `add`
+//! allow = ["203.0.113.0/24"]
+//! proxy_protocol = "v2"
+//! ```
+//!
+//! `export` writes the current state in this format with every port fixed, so that applying
+//! an export elsewhere rebuilds the same ports. Applying is idempotent: a second `apply` of
+//! the same file changes nothing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{Instance, NewTcpRedir, ProxyProtocol, RedirAccess, RedirLimits, TcpRedir};
+
+/// A whole file.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The applications, each with its instances and redirections.
+    #[serde(default, rename = "application")]
+    pub applications: Vec<AppSpec>,
+}
+
+/// One application as declared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    /// The application's name in its organisation.
+    pub name: String,
+    /// Where its traffic goes.
+    #[serde(default)]
+    pub instances: Vec<InstanceSpec>,
+    /// Its redirections; any other redirection of the application is removed.
+    #[serde(default, rename = "redirection")]
+    pub redirections: Vec<RedirSpec>,
+}
+
+/// One instance as declared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSpec {
+    /// `HOST:PORT`.
+    pub address: String,
+    /// Its share of new connections (1 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+/// One redirection as declared; every setting is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirSpec {
+    /// The namespace.
+    pub namespace: String,
+    /// A fixed port; a random one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Seconds an instance may take to accept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<u64>,
+    /// Seconds without a byte before a connection is closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<u64>,
+    /// Seconds a connection may stay half-closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_close_timeout: Option<u64>,
+    /// The most connections open at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// The most new connections per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_second: Option<u32>,
+    /// `v1` or `v2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// Allowed client ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Refused client ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+impl InstanceSpec {
+    /// The instance as the API takes it.
+    pub fn to_wire(&self) -> Instance {
+        Instance { address: self.address.clone(), weight: self.weight, ..Instance::default() }
+    }
+
+    /// The instance as declared, from the API's view (1 is the default weight).
+    pub fn from_wire(instance: &Instance) -> InstanceSpec {
+        InstanceSpec { address: instance.address.clone(), weight: instance.weight.filter(|&w| w != 1) }
+    }
+}
+
+impl RedirSpec {
+    /// The body of the `POST …/tcpRedirs` that creates it.
+    pub fn to_wire(&self) -> NewTcpRedir {
+        NewTcpRedir {
+            namespace: self.namespace.clone(),
+            port: self.port,
+            limits: RedirLimits {
+                connect_timeout: self.connect_timeout,
+                idle_timeout: self.idle_timeout,
+                half_close_timeout: self.half_close_timeout,
+                max_connections: self.max_connections,
+                max_connections_per_second: self.max_connections_per_second,
+            },
+            access: RedirAccess {
+                proxy_protocol: self.proxy_protocol,
+                allow: self.allow.clone(),
+                deny: self.deny.clone(),
+            },
+        }
+    }
+
+    /// The redirection as it runs, with its port fixed. Time limits are the ones in force,
+    /// which the server reports whether set on the redirection or inherited.
+    pub fn from_wire(redir: &TcpRedir) -> RedirSpec {
+        RedirSpec {
+            namespace: redir.namespace.clone(),
+            port: Some(redir.port),
+            connect_timeout: redir.limits.connect_timeout,
+            idle_timeout: redir.limits.idle_timeout,
+            half_close_timeout: redir.limits.half_close_timeout,
+            max_connections: redir.limits.max_connections,
+            max_connections_per_second: redir.limits.max_connections_per_second,
+            proxy_protocol: redir.access.proxy_protocol,
+            allow: redir.access.allow.clone(),
+            deny: redir.access.deny.clone(),
+        }
+    }
+
+    /// Whether a running redirection already is what this declares: every setting the
+    /// declaration states matches (unstated ones are free).
+    pub fn matches(&self, running: &TcpRedir) -> bool {
+        let has = RedirSpec::from_wire(running);
+        let same = |want: Option<u64>, have: Option<u64>| want.is_none() || want == have;
+        let same32 = |want: Option<u32>, have: Option<u32>| want.is_none() || want == have;
+        self.namespace == has.namespace
+            && self.port.is_none_or(|p| p == running.port)
+            && same(self.connect_timeout, has.connect_timeout)
+            && same(self.idle_timeout, has.idle_timeout)
+            && same(self.half_close_timeout, has.half_close_timeout)
+            && same32(self.max_connections, has.max_connections)
+            && same32(self.max_connections_per_second, has.max_connections_per_second)
+            && self.proxy_protocol == has.proxy_protocol
+            && self.allow == has.allow
+            && self.deny == has.deny
+    }
+}
