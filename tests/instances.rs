@@ -121,3 +121,37 @@ fn invalid_instance_lists_are_refused() {
     }
     assert_eq!(who_answers(f.port), "A", "a refused change leaves the running instances alone");
 }
+
+#[test]
+fn the_cli_sets_weighted_instances_live_and_shows_their_state() {
+    let server = Server::start();
+    let (a, b) = (named_backend("A"), named_backend("B"));
+    let dead = SocketAddr::from((LOCALHOST, refused_port()));
+    let app = server.cli_json(&["apps", "create", "cli-pool", "--instance", &format!("{a}=2"), "-F", "json"]);
+    assert_eq!(app["instances"][0]["weight"], 2, "{app}");
+    let port = server.add("cli-pool", "default");
+    assert_eq!(who_answers(port), "A");
+    let set = server.cli_json(&[
+        "apps",
+        "set-instances",
+        "cli-pool",
+        "--instance",
+        &format!("{a}=0"),
+        "--instance",
+        &b.to_string(),
+        "--instance",
+        &dead.to_string(),
+        "-F",
+        "json",
+    ]);
+    assert_eq!(set["instances"].as_array().unwrap().len(), 3, "{set}");
+    for _ in 0..4 {
+        assert_eq!(who_answers(port), "B", "weight 0 takes nothing new; the dead one is skipped");
+    }
+    let human = server.cli_ok(&["list", "--app", "cli-pool"]);
+    assert!(human.contains(&format!("{dead} down")), "{human}");
+    assert!(human.contains(&format!("{b} up")), "{human}");
+    let usage = server.cli(&["apps", "set-instances", "cli-pool", "--instance", "nowhere=1"]);
+    assert_eq!(usage.code, 2, "a bad instance is a usage error: {}", usage.stderr);
+    assert!(usage.stderr.contains("nowhere") && usage.stdout.is_empty(), "{}", usage.stderr);
+}

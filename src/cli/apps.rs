@@ -6,7 +6,7 @@ use tabled::settings::Style;
 use tabled::{Table, Tabled};
 
 use super::{find_app, print_json, print_text, ConnArgs, Format, FormatArgs, OrgArgs};
-use crate::wire::{check_instance_address, Application, Instance, NewApplication};
+use crate::wire::{check_instance_address, Application, Instance, InstanceState, NewApplication, MAX_WEIGHT};
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
@@ -14,11 +14,22 @@ pub enum Command {
     Create {
         /// The application's name, unique within its organisation.
         name: String,
-        /// An address where the application listens, HOST:PORT (repeat for several).
-        #[arg(long = "instance", value_name = "HOST:PORT", value_parser = parse_instance)]
-        instances: Vec<String>,
+        /// An address where the application listens, HOST:PORT, optionally =WEIGHT (0 takes
+        /// no new connection; 1 by default). Repeat for several.
+        #[arg(long = "instance", value_name = "HOST:PORT[=WEIGHT]", value_parser = parse_instance)]
+        instances: Vec<Instance>,
         #[command(flatten)]
         org: OrgArgs,
+        #[command(flatten)]
+        format: FormatArgs,
+    },
+    /// Replace an application's instances, live: open connections stay where they are.
+    SetInstances {
+        /// The application, by id (app_…) or name.
+        app: String,
+        /// HOST:PORT[=WEIGHT], repeated for each instance.
+        #[arg(long = "instance", value_name = "HOST:PORT[=WEIGHT]", value_parser = parse_instance, required = true)]
+        instances: Vec<Instance>,
         #[command(flatten)]
         format: FormatArgs,
     },
@@ -43,14 +54,27 @@ impl Command {
     pub(super) fn format_mut(&mut self) -> &mut FormatArgs {
         match self {
             Command::Create { format, .. }
+            | Command::SetInstances { format, .. }
             | Command::List { format, .. }
             | Command::Remove { format, .. } => format,
         }
     }
 }
 
-fn parse_instance(text: &str) -> Result<String, String> {
-    check_instance_address(text).map(|()| text.to_owned())
+fn parse_instance(text: &str) -> Result<Instance, String> {
+    let (address, weight) = match text.rsplit_once('=') {
+        Some((address, weight)) => {
+            let weight = weight
+                .parse::<u32>()
+                .ok()
+                .filter(|w| *w <= MAX_WEIGHT)
+                .ok_or_else(|| format!("weight `{weight}` must be a number from 0 to {MAX_WEIGHT}"))?;
+            (address, Some(weight))
+        }
+        None => (text, None),
+    };
+    check_instance_address(address)?;
+    Ok(Instance { address: address.to_owned(), weight, ..Instance::default() })
 }
 
 #[derive(Tabled)]
@@ -68,19 +92,25 @@ pub async fn run(conn: &ConnArgs, command: Command) -> Result<()> {
     match command {
         Command::Create { name, instances, org, format } => {
             let org = org.resolve(&client).await?;
-            let new = NewApplication {
-                name,
-                instances: instances
-                    .into_iter()
-                    .map(|address| Instance { address, ..Default::default() })
-                    .collect(),
-            };
+            let new = NewApplication { name, instances };
             let app = client.create_application(&org.id, &new).await?;
             match format.get() {
                 Format::Json => print_json(&app),
                 Format::Human => print_text(format!(
                     "Successfully created application {} ({}) in organisation {} ({})",
                     app.name, app.id, org.name, org.id
+                )),
+            }
+        }
+        Command::SetInstances { app, instances, format } => {
+            let app = find_app(&client, &app).await?;
+            let updated = client.set_instances(&app, &instances).await?;
+            match format.get() {
+                Format::Json => print_json(&updated),
+                Format::Human => print_text(format!(
+                    "Successfully set {} instance(s) of application {}.",
+                    updated.instances.len(),
+                    updated.name
                 )),
             }
         }
@@ -115,7 +145,23 @@ fn table(apps: &[Application]) -> String {
     let rows = apps.iter().map(|a| Row {
         name: a.name.clone(),
         id: a.id.clone(),
-        instances: a.instances.iter().map(|i| i.address.as_str()).collect::<Vec<_>>().join(", "),
+        instances: a.instances.iter().map(describe).collect::<Vec<_>>().join(", "),
     });
     Table::new(rows).with(Style::blank()).to_string()
+}
+
+/// `10.0.0.5:4040`, with its weight when not 1 and its state once known: `10.0.0.5:4040 (w=2, down)`.
+fn describe(instance: &Instance) -> String {
+    let mut notes = Vec::new();
+    if let Some(w) = instance.weight.filter(|&w| w != 1) {
+        notes.push(format!("w={w}"));
+    }
+    if let Some(state) = instance.state {
+        notes.push(if state == InstanceState::Up { "up".into() } else { "down".into() });
+    }
+    if notes.is_empty() {
+        instance.address.clone()
+    } else {
+        format!("{} ({})", instance.address, notes.join(", "))
+    }
 }

@@ -3,7 +3,23 @@
 use anyhow::Result;
 
 use super::{print_json, print_text, AppArgs, ConnArgs, Format, FormatArgs};
-use crate::wire::{RedirState, TcpRedir};
+use crate::wire::{InstanceState, RedirState, TcpRedir};
+
+/// A byte count for people: `512 B`, `1.5 KiB`, `3.2 GiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
 
 /// The options of the list.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,8 +39,29 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
         Format::Json => print_json(&redirs),
         Format::Human if redirs.is_empty() => print_text("No active TCP redirection for this application"),
         Format::Human => {
-            let lines: Vec<String> = redirs.iter().map(human_line).collect();
-            print_text(format!("Enabled TCP redirections:\n{}", lines.join("\n")))
+            let mut text = String::from("Enabled TCP redirections:");
+            for redir in &redirs {
+                text.push('\n');
+                text.push_str(&human_line(redir));
+            }
+            // Instance states are known once a redirection has carried traffic to them.
+            if app.instances.iter().any(|i| i.state.is_some()) {
+                text.push_str("\nInstances:");
+                for i in &app.instances {
+                    let state = match i.state {
+                        Some(InstanceState::Up) => "up",
+                        Some(InstanceState::Down) => "down",
+                        None => "unknown",
+                    };
+                    let open = i.active_connections.unwrap_or(0);
+                    text.push_str(&format!(
+                        "\n  {} {state}, {open} open, weight {}",
+                        i.address,
+                        i.weight.unwrap_or(1)
+                    ));
+                }
+            }
+            print_text(text)
         }
     }
 }
@@ -34,6 +71,15 @@ fn human_line(redir: &TcpRedir) -> String {
     let mut line = format!("{} on {}", redir.port, redir.namespace);
     if let Some(address) = &redir.address {
         line.push_str(&format!(" ({address})"));
+    }
+    if let Some(t) = &redir.traffic {
+        line.push_str(&format!(
+            ", {} open, {} in all, {} in, {} out",
+            t.active_connections,
+            t.connections,
+            bytes(t.bytes_in),
+            bytes(t.bytes_out)
+        ));
     }
     if redir.state == Some(RedirState::Unbound) {
         line.push_str(" [not listening: the port is in use by another program; the server keeps retrying]");
