@@ -32,6 +32,7 @@ use prometheus_client::metrics::counter::Counter;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 /// The size of a copy buffer.
 const BUFFER: usize = 64 * 1024;
@@ -69,6 +70,8 @@ pub enum Cut {
     Idle,
     /// A half-closed connection outlived the half-close timeout.
     HalfClosed,
+    /// The redirection was removed, or the server's drain timeout ran out.
+    Closed,
 }
 
 /// Forwards between `client` and `upstream` until both directions end, or a cut.
@@ -78,6 +81,7 @@ pub async fn bidirectional(
     upstream: &TcpStream,
     timeouts: Timeouts,
     counted: [&Counter; 2],
+    close: &CancellationToken,
 ) -> Outcome {
     let clock = Clock::new();
     let up = Pump::new(client, upstream, &clock, counted[0]);
@@ -92,6 +96,7 @@ pub async fn bidirectional(
         r = &mut up => Some((r, true)),
         r = &mut down => Some((r, false)),
         () = clock.idle(timeouts.idle) => None,
+        () = close.cancelled() => return cut(client, upstream, outcome, Cut::Closed),
     };
     let Some((result, up_done)) = first else {
         return cut(client, upstream, outcome, Cut::Idle);
@@ -113,6 +118,7 @@ pub async fn bidirectional(
         r = rest => Ok(r),
         () = clock.idle(timeouts.idle) => Err(Cut::Idle),
         () = tokio::time::sleep(timeouts.half_closed) => Err(Cut::HalfClosed),
+        () = close.cancelled() => Err(Cut::Closed),
     };
     match second {
         Ok(Ok(n)) if up_done => outcome.down = n,
@@ -125,10 +131,14 @@ pub async fn bidirectional(
 
 /// Resets both sockets: the peers see a reset, not a clean end of stream.
 fn cut(a: &TcpStream, b: &TcpStream, outcome: Outcome, why: Cut) -> Outcome {
-    for s in [a, b] {
-        let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
-    }
+    reset(a);
+    reset(b);
     Outcome { cut: Some(why), ..outcome }
+}
+
+/// Makes the socket's close a reset (`SO_LINGER` 0): its peer must not take a cut for an end.
+pub fn reset(socket: &TcpStream) {
+    let _ = SockRef::from(socket).set_linger(Some(Duration::ZERO));
 }
 
 /// The last time a byte moved, shared by both pumps of a connection.

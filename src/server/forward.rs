@@ -168,7 +168,7 @@ async fn accept_loop(port: &Port, listener: TcpListener) {
                     counter.inc();
                     debug!(%peer, addr = %port.addr, "{why}");
                     // A reset, at once: the client learns nothing and costs nothing.
-                    let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+                    copy::reset(&client);
                     continue;
                 }
                 // Counted here, not in the task, so that a burst of accepts sees its own count.
@@ -180,10 +180,7 @@ async fn accept_loop(port: &Port, listener: TcpListener) {
                 let limits = port.limits;
                 let metrics = port.metrics.clone();
                 port.connections.spawn(async move {
-                    tokio::select! {
-                        _ = close.cancelled() => {}
-                        _ = connection(client, peer, targets, limits, metrics, access) => {}
-                    }
+                    connection(client, peer, targets, limits, metrics, access, close).await;
                     drop(active);
                 });
             }
@@ -213,8 +210,14 @@ async fn connection(
     limits: Limits,
     metrics: Arc<RedirMetrics>,
     access: Arc<Access>,
+    close: CancellationToken,
 ) {
-    let Some((upstream, _open, instance)) = connect(&targets, limits.connect, &metrics).await else {
+    let connected = tokio::select! {
+        connected = connect(&targets, limits.connect, &metrics) => connected,
+        // Removed or drained while connecting: the client sees a reset, not a clean end.
+        _ = close.cancelled() => return copy::reset(&client),
+    };
+    let Some((upstream, _open, instance)) = connected else {
         metrics.no_instance.inc();
         info!(%peer, "no instance of the application accepted the connection; closing it");
         return;
@@ -228,11 +231,10 @@ async fn connection(
         }
     }
     let counted = [&metrics.bytes_in, &metrics.bytes_out];
-    let outcome = copy::bidirectional(&client, &upstream, limits.established, counted).await;
+    let outcome = copy::bidirectional(&client, &upstream, limits.established, counted, &close).await;
     debug!(%peer, %instance, up = outcome.up, down = outcome.down, cut = ?outcome.cut, "connection closed");
 }
 
-/// Counts a connection as active for as long as it lives.
 /// Counts a connection as active for as long as it lives, however it ends.
 struct Active(Gauge);
 
