@@ -50,6 +50,11 @@ impl Access {
         !within(&self.deny) && (self.allow.is_empty() || within(&self.allow))
     }
 
+    /// Whether connections start with a PROXY protocol header.
+    pub fn wants_proxy_header(&self) -> bool {
+        self.proxy.is_some()
+    }
+
     /// The PROXY protocol header for a client `peer` that connected to `local`, if one is due.
     pub fn proxy_header(&self, peer: SocketAddr, local: SocketAddr) -> Option<Vec<u8>> {
         let (peer, local) = (unmapped(peer), unmapped(local));

@@ -224,7 +224,8 @@ async fn connection(
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    if let Some(header) = client.local_addr().ok().and_then(|local| access.proxy_header(peer, local)) {
+    let header = access.wants_proxy_header().then(|| client.local_addr().ok()).flatten();
+    if let Some(header) = header.and_then(|local| access.proxy_header(peer, local)) {
         if let Err(err) = copy::write_all(&upstream, &header).await {
             debug!(%peer, %instance, error = %err, "could not send the PROXY header");
             return;
