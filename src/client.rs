@@ -17,6 +17,53 @@ use crate::wire::{
     NewToken, Organisation, TcpRedir, TokenInfo,
 };
 
+/// The kinds of failure a script may want to tell apart, each with its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// What was asked for does not exist (or is not visible to the credential): exit 3.
+    NotFound,
+    /// The server refused the credential: exit 4.
+    Auth,
+    /// The server could not be reached: exit 5.
+    Unreachable,
+}
+
+impl Failure {
+    /// The process exit code of this kind of failure.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Failure::NotFound => 3,
+            Failure::Auth => 4,
+            Failure::Unreachable => 5,
+        }
+    }
+
+    /// An error of this kind with this message.
+    pub fn with(self, message: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(Failed { kind: self, message: message.into() })
+    }
+
+    /// The kind of the first failure in an error's chain, if any.
+    pub fn of(err: &anyhow::Error) -> Option<Failure> {
+        err.chain().find_map(|e| e.downcast_ref::<Failed>()).map(|f| f.kind)
+    }
+}
+
+/// An error that carries its [`Failure`] kind.
+#[derive(Debug)]
+struct Failed {
+    kind: Failure,
+    message: String,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failed {}
+
 /// The environment variable naming extra CA certificates (PEM) to trust.
 pub const CA_CERT_ENV: &str = "TCP_REDIRS_CA_CERT";
 
@@ -163,10 +210,11 @@ impl Client {
             .map(|e| e.message)
             .unwrap_or_else(|_| format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes).trim()));
         Err(match status {
-            StatusCode::UNAUTHORIZED => anyhow!(
+            StatusCode::UNAUTHORIZED => Failure::Auth.with(format!(
                 "authentication failed at {}: {message}; pass --token or set TCP_REDIRS_TOKEN (a local `tcp-redirs serve` writes its admin token into the `local` profile)",
                 self.base
-            ),
+            )),
+            StatusCode::NOT_FOUND => Failure::NotFound.with(message),
             _ => anyhow!(message),
         })
     }
@@ -176,10 +224,10 @@ impl Client {
         let root = std::iter::successors(std::error::Error::source(&err), |e| e.source()).last();
         let cause = root.map(|r| format!(" ({r})")).unwrap_or_default();
         if err.is_connect() || err.is_timeout() {
-            anyhow!(
+            Failure::Unreachable.with(format!(
                 "cannot reach the control server at {}{cause}: is `tcp-redirs serve` running? (choose the server with --server or TCP_REDIRS_URL)",
                 self.base
-            )
+            ))
         } else {
             anyhow!("the request to the control server at {} failed: {err}{cause}", self.base)
         }

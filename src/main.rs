@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tcp_redirs::client::Failure;
 
 fn main() -> ExitCode {
     let cli = tcp_redirs::cli::Cli::parse();
@@ -10,7 +11,7 @@ fn main() -> ExitCode {
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(Failure::of(&err).map_or(1, Failure::exit_code))
         }
     }
 }

@@ -184,16 +184,16 @@ fn add_in_an_unknown_namespace_fails() {
     server.create_app("my-db", echo.addr());
     server
         .cli(&["add", "--app", "my-db", "--namespace", "nope", "-F", "json"])
-        .assert_error(1, &["nope", "namespace"]);
+        .assert_error(3, &["nope", "namespace"]);
     assert_eq!(server.list("my-db"), Vec::<(String, u16)>::new());
 }
 
 #[test]
 fn an_unknown_application_fails() {
     let server = Server::start();
-    server.cli(&["add", "--app", "ghost", "--namespace", "default"]).assert_error(1, &["ghost"]);
-    server.cli(&["list", "--app", "ghost", "-F", "json"]).assert_error(1, &["ghost"]);
-    server.cli(&["remove", "5123", "--app", "ghost", "--namespace", "default"]).assert_error(1, &["ghost"]);
+    server.cli(&["add", "--app", "ghost", "--namespace", "default"]).assert_error(3, &["ghost"]);
+    server.cli(&["list", "--app", "ghost", "-F", "json"]).assert_error(3, &["ghost"]);
+    server.cli(&["remove", "5123", "--app", "ghost", "--namespace", "default"]).assert_error(3, &["ghost"]);
 }
 
 #[test]
@@ -213,9 +213,9 @@ fn a_second_add_in_the_same_namespace_names_the_existing_port() {
 fn a_wrong_token_fails_authentication() {
     let server = Server::start();
     run_cli(&server.url, "not-the-token", &["list-namespaces", "-F", "json"])
-        .assert_error(1, &["authentication failed"]);
+        .assert_error(4, &["authentication failed"]);
     run_cli(&server.url, "not-the-token", &["apps", "list", "-F", "json"])
-        .assert_error(1, &["authentication failed"]);
+        .assert_error(4, &["authentication failed"]);
 }
 
 #[test]
@@ -223,9 +223,9 @@ fn a_server_that_is_down_is_reported() {
     let closed = format!("http://127.0.0.1:{}", refused_port());
     for url in ["http://127.0.0.1:1", closed.as_str()] {
         run_cli(url, "any-token", &["list-namespaces", "-F", "json"])
-            .assert_error(1, &["cannot reach the control server"]);
+            .assert_error(5, &["cannot reach the control server"]);
         run_cli(url, "any-token", &["add", "--app", "my-db", "--namespace", "default"])
-            .assert_error(1, &["cannot reach the control server"]);
+            .assert_error(5, &["cannot reach the control server"]);
     }
 }
 
@@ -263,7 +263,7 @@ fn apps_create_list_and_remove() {
     let apps = server.cli_json(&["apps", "list", "-F", "json"]);
     assert_eq!(apps.as_array().map(Vec::len), Some(1), "one app left: {apps}");
     assert_eq!(apps[0]["name"], "alpha");
-    server.cli(&["list", "--app", "zeta", "-F", "json"]).assert_error(1, &["zeta"]);
+    server.cli(&["list", "--app", "zeta", "-F", "json"]).assert_error(3, &["zeta"]);
 }
 
 /// A namespace from the config file with a two-port range: two apps get a port in it, the
@@ -335,7 +335,7 @@ fn the_admin_manages_organisations_and_their_credentials_from_the_cli() {
     run_cli(&server.url, &token, &["orgs", "create", "evil"]).assert_error(1, &["admin"]);
 
     server.cli_ok(&["tokens", "revoke", issued["id"].as_str().unwrap(), "--org", "acme"]);
-    run_cli(&server.url, &token, &["orgs", "list"]).assert_error(1, &["authentication failed"]);
+    run_cli(&server.url, &token, &["orgs", "list"]).assert_error(4, &["authentication failed"]);
 }
 
 #[test]
@@ -364,7 +364,7 @@ fn apply_makes_the_server_match_a_file_idempotently_and_export_round_trips() {
     let planned = apply(true);
     assert_eq!(planned["dryRun"], true);
     assert_eq!(planned["changes"].as_array().unwrap().len(), 3, "{planned}");
-    server.cli(&["list", "--app", "web"]).assert_error(1, &["web"]);
+    server.cli(&["list", "--app", "web"]).assert_error(3, &["web"]);
 
     let applied = apply(false);
     let actions: Vec<(String, String)> = applied["changes"]
@@ -403,4 +403,33 @@ fn apply_makes_the_server_match_a_file_idempotently_and_export_round_trips() {
     drop(server);
     fresh.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
     assert_eq!(fresh.list("web"), remaining);
+}
+
+#[test]
+fn a_reader_that_leaves_early_is_not_an_error() {
+    let server = Server::start();
+    let mut child = std::process::Command::new(BIN)
+        .args(["list-namespaces", "--server", &server.url])
+        .env("TCP_REDIRS_TOKEN", &server.token)
+        .env("TCP_REDIRS_CONFIG_DIR", tempfile::tempdir().unwrap().path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `tcp-redirs … | head -0`: the reader is gone before the first byte is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn exit_codes_tell_not_found_authentication_and_unreachable_apart() {
+    let server = Server::start();
+    assert_eq!(server.cli(&["--app", "ghost"]).code, 3);
+    assert_eq!(run_cli(&server.url, "wrong-token", &["list-namespaces"]).code, 4);
+    assert_eq!(run_cli(&format!("http://127.0.0.1:{}", refused_port()), "t", &["list-namespaces"]).code, 5);
+    assert_eq!(server.cli(&["remove", "70000", "--app", "x", "--namespace", "default"]).code, 2);
+    let help = server.cli_ok(&["--help"]);
+    assert!(help.contains("Exit codes:") && help.contains("5  server unreachable"), "{help}");
 }

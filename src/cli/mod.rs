@@ -24,12 +24,22 @@ use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use crate::client::Client;
+use crate::client::{Client, Failure};
 use crate::wire::{Application, Organisation};
+
+/// The exit codes, shown at the end of `--help` and in the man page.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  error (the message on stderr says which)
+  2  usage error: bad arguments
+  3  not found: no such application, namespace, redirection or organisation
+  4  authentication failed: check --token or TCP_REDIRS_TOKEN
+  5  server unreachable: check --server or TCP_REDIRS_URL, and that `tcp-redirs serve` runs";
 
 /// Manage TCP redirections: public ports forwarded to your applications.
 #[derive(Debug, Parser)]
-#[command(name = "tcp-redirs", version)]
+#[command(name = "tcp-redirs", version, after_long_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -188,9 +198,9 @@ async fn find_app(client: &Client, wanted: &str) -> Result<Application> {
         }
     }
     match by_name.len() {
-        0 => bail!(
+        0 => Err(Failure::NotFound.with(format!(
             "application `{wanted}` not found: `tcp-redirs apps list` shows the applications you can use"
-        ),
+        ))),
         1 => Ok(by_name.remove(0)),
         _ => {
             let ids: Vec<_> =

@@ -1,0 +1,956 @@
+#!/usr/bin/env python3
+"""Benchmark driver for tcp-redirs (stdlib only). Run it through bench/run.sh.
+
+Modes:
+  bench.py run TMPDIR               the whole benchmark (run.sh calls this)
+  bench.py echo PORT STATS_PORT     an epoll echo server that holds many idle connections;
+                                    a connection to STATS_PORT answers how many it holds
+
+Everything listens on and connects to 127.0.0.1 only. Every process started here gets its own
+process group; the group ids are written to TMPDIR/pgids so that run.sh can kill them even if
+this script dies, and this script kills them itself on exit.
+"""
+
+import datetime
+import errno
+import json
+import os
+import platform
+import random
+import re
+import resource
+import selectors
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PATHS = ["direct", "tcp-redirs", "haproxy", "socat"]
+FORWARDERS = ["tcp-redirs", "haproxy", "socat"]
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def env_int(name, default):
+    v = os.environ.get(name, "")
+    return int(v) if v.strip() else default
+
+
+def env_float(name, default):
+    v = os.environ.get(name, "")
+    return float(v) if v.strip() else default
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1048576
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# echo server (its own process)
+# --------------------------------------------------------------------------------------------
+
+
+def echo_server(port, stats_port):
+    raise_nofile()
+    sel = selectors.DefaultSelector()
+    listeners = {}
+    for p, kind in ((port, "listen"), (stats_port, "stats")):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((HOST, p))
+        s.listen(4096)
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, kind)
+        listeners[kind] = s
+    count = 0
+    while True:
+        for key, _ in sel.select(timeout=1.0):
+            if key.data == "listen":
+                for _ in range(1024):
+                    try:
+                        c, _ = key.fileobj.accept()
+                    except BlockingIOError:
+                        break
+                    except OSError as e:
+                        if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                            time.sleep(0.01)
+                            break
+                        raise
+                    c.setblocking(False)
+                    sel.register(c, selectors.EVENT_READ, "conn")
+                    count += 1
+            elif key.data == "stats":
+                try:
+                    c, _ = key.fileobj.accept()
+                except BlockingIOError:
+                    continue
+                try:
+                    c.settimeout(1.0)
+                    c.sendall(f"{count}\n".encode())
+                except OSError:
+                    pass
+                c.close()
+            else:
+                c = key.fileobj
+                try:
+                    data = c.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    sel.unregister(c)
+                    c.close()
+                    count -= 1
+                    continue
+                try:
+                    c.send(data)  # a few bytes: the send buffer always has room
+                except OSError:
+                    pass
+
+
+# --------------------------------------------------------------------------------------------
+# processes
+# --------------------------------------------------------------------------------------------
+
+
+class Procs:
+    """Processes started by the benchmark, each in its own process group."""
+
+    def __init__(self, tmp):
+        self.items = []
+        self.pgfile = os.path.join(tmp, "pgids")
+
+    def start(self, name, argv, env=None, log_path=None):
+        out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        p = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        if log_path:
+            out.close()
+        self.items.append((name, p))
+        with open(self.pgfile, "a") as f:
+            f.write(f"{p.pid}\n")
+        return p
+
+    def check_alive(self):
+        for name, p in self.items:
+            if p.poll() is not None:
+                raise RuntimeError(f"{name} exited early (status {p.returncode})")
+
+    def stop_all(self):
+        for _, p in reversed(self.items):
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + 5
+        for _, p in self.items:
+            try:
+                p.wait(timeout=max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for _, p in self.items:
+            # SIGKILL the whole group: the leader and anything it forked (socat's children,
+            # nginx's workers) that is still there.
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                p.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+        self.items = []
+        try:
+            os.unlink(self.pgfile)
+        except FileNotFoundError:
+            pass
+
+
+# --------------------------------------------------------------------------------------------
+# /proc helpers
+# --------------------------------------------------------------------------------------------
+
+
+def read_stat(pid):
+    """(pgrp, utime+stime, cutime+cstime) in seconds, or None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    rest = s[s.rindex(")") + 2 :].split()
+    # rest[0] is field 3 (state): field N is rest[N - 3]
+    pgrp = int(rest[5 - 3])
+    own = (int(rest[14 - 3]) + int(rest[15 - 3])) / CLK_TCK
+    children = (int(rest[16 - 3]) + int(rest[17 - 3])) / CLK_TCK
+    return pgrp, own, children
+
+
+def group_pids(pgid):
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        st = read_stat(int(name))
+        if st and st[0] == pgid:
+            pids.append(int(name))
+    return pids
+
+
+def group_cpu(pgid):
+    """CPU seconds of a process group: each live member's own time, plus the leader's reaped
+    children (socat forks one child per connection; its parent reaps them, which moves their
+    time into the parent's cutime/cstime)."""
+    total = 0.0
+    for pid in group_pids(pgid):
+        st = read_stat(pid)
+        if not st:
+            continue
+        total += st[1]
+        if pid == pgid:
+            total += st[2]
+    return total
+
+
+def vmrss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def pss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# network helpers
+# --------------------------------------------------------------------------------------------
+
+
+def pick_ports(n):
+    """n distinct free ports below the ephemeral range (so that outgoing connections made
+    during the run never collide with them)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            eph_lo = int(f.read().split()[0])
+    except OSError:
+        eph_lo = 32768
+    hi = max(12000, eph_lo - 1)
+    ports = set()
+    tries = 0
+    while len(ports) < n and tries < 10000:
+        tries += 1
+        p = random.randint(10000, hi)
+        if p in ports:
+            continue
+        s = socket.socket()
+        try:
+            s.bind((HOST, p))
+            ports.add(p)
+        except OSError:
+            pass
+        finally:
+            s.close()
+    if len(ports) < n:
+        raise RuntimeError("could not find free ports")
+    return list(ports)
+
+
+def wait_port(port, timeout=15.0, what="port"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} 127.0.0.1:{port} did not accept connections within {timeout}s")
+
+
+def echo_count(stats_port):
+    with socket.create_connection((HOST, stats_port), timeout=5) as s:
+        data = b""
+        while True:
+            chunk = s.recv(64)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.strip() or b"0")
+
+
+def http_get(port, timeout=5.0):
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# the measurements
+# --------------------------------------------------------------------------------------------
+
+
+def run_iperf(port, duration, parallel):
+    argv = ["iperf3", "-c", HOST, "-p", str(port), "-t", str(duration), "-J",
+            "--connect-timeout", "3000"]
+    if parallel > 1:
+        argv += ["-P", str(parallel)]
+    last_err = None
+    for attempt in range(3):
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 20)
+        except subprocess.TimeoutExpired:
+            last_err = "iperf3 timed out"
+            continue
+        try:
+            doc = json.loads(r.stdout)
+        except json.JSONDecodeError:
+            last_err = f"iperf3 printed no JSON (exit {r.returncode}): {r.stderr.strip()[:200]}"
+            time.sleep(1)
+            continue
+        if "error" in doc:
+            last_err = f"iperf3: {doc['error']}"
+            time.sleep(1)  # "the server is busy": the previous test is still closing
+            continue
+        recv = doc["end"]["sum_received"]
+        return {"gbps": recv["bits_per_second"] / 1e9, "bytes": recv["bytes"]}
+    raise RuntimeError(last_err)
+
+
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+
+
+def parse_duration_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s|m|h)$", text)
+    if not m:
+        raise ValueError(f"wrk duration {text!r}")
+    return float(m.group(1)) * UNIT_MS[m.group(2)]
+
+
+def run_wrk(port, duration, conns, close):
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "2s"]
+    if close:
+        argv += ["-H", "Connection: close"]
+    argv.append(f"http://{HOST}:{port}/")
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 20)
+    out = r.stdout
+    if r.returncode != 0:
+        raise RuntimeError(f"wrk failed ({r.returncode}): {r.stderr.strip()[:200]}")
+    res = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m:
+        raise RuntimeError(f"wrk output without Requests/sec: {out[:400]}")
+    res["rps"] = float(m.group(1))
+    m = re.search(r"(\d+) requests in", out)
+    res["requests"] = int(m.group(1)) if m else 0
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.0+)?%\s+(\S+)", out, re.M)
+        res[f"p{pct}"] = parse_duration_ms(m.group(1)) if m else None
+    errs = []
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m and any(int(x) for x in m.groups()):
+        errs.append(f"socket errors connect {m.group(1)}, read {m.group(2)}, "
+                    f"write {m.group(3)}, timeout {m.group(4)}")
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errs.append(f"{m.group(1)} non-2xx/3xx responses")
+    res["errors"] = "; ".join(errs)
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# the benchmark
+# --------------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        quick = os.environ.get("QUICK", "") not in ("", "0")
+        self.quick = quick
+        self.runs = env_int("RUNS", 1 if quick else 5)
+        self.duration = env_int("DURATION", 2 if quick else 4)
+        self.parallel = env_int("PARALLEL", 8)
+        self.wrk_conns = env_int("WRK_CONNS", 16)
+        self.mem_conns = env_int("MEM_CONNS", 1000 if quick else 9000)
+        self.mem_batch = env_int("MEM_BATCH", 250)
+        self.mem_bytes = env_int("MEM_BYTES", 16)
+        self.body_bytes = env_int("BODY_BYTES", 64)
+        self.settle = env_float("SETTLE", 1.0)
+        self.nginx_workers = env_int("NGINX_WORKERS", 1)
+        self.haproxy_splice = os.environ.get("HAPROXY_SPLICE", "auto")
+        self.bin = os.environ.get("TCP_REDIRS_BIN") or os.path.join(ROOT, "target/release/tcp-redirs")
+        self.tests = [t for t in os.environ.get("TESTS", "mem,bulk1,bulkN,rr,cc").split(",") if t]
+        self.paths = [p for p in os.environ.get("PATHS", ",".join(PATHS)).split(",") if p]
+        self.procs = Procs(tmp)
+        self.pgid = {}  # forwarder name -> process group id
+        self.port = {}  # (path, backend) -> port
+        self.raw = {}  # metric -> path -> [values]
+        self.notes = []
+        self.versions = {}
+
+    # ---- set-up ------------------------------------------------------------------------------
+
+    def setup(self):
+        tmp = self.tmp
+        (self.iperf_port, self.http_port, self.echo_port, self.stats_port,
+         hp_iperf, hp_http, hp_echo, so_iperf, so_http, so_echo) = pick_ports(10)
+        for backend, port in (("iperf", self.iperf_port), ("http", self.http_port),
+                              ("echo", self.echo_port)):
+            self.port[("direct", backend)] = port
+        self.port.update({("haproxy", "iperf"): hp_iperf, ("haproxy", "http"): hp_http,
+                          ("haproxy", "echo"): hp_echo, ("socat", "iperf"): so_iperf,
+                          ("socat", "http"): so_http, ("socat", "echo"): so_echo})
+
+        # backends
+        self.procs.start("iperf3 server", ["iperf3", "-s", "-B", HOST, "-p", str(self.iperf_port)],
+                         log_path=os.path.join(tmp, "iperf3.log"))
+        self.start_nginx()
+        self.procs.start("echo server", [sys.executable, os.path.abspath(__file__), "echo",
+                                         str(self.echo_port), str(self.stats_port)],
+                         log_path=os.path.join(tmp, "echo.log"))
+        for what, port in (("iperf3 server", self.iperf_port), ("nginx", self.http_port),
+                           ("echo server", self.echo_port), ("echo stats", self.stats_port)):
+            wait_port(port, what=what)
+        if "tcp-redirs" in self.paths:
+            self.start_tcp_redirs()
+        if "haproxy" in self.paths:
+            self.start_haproxy(hp_iperf, hp_http, hp_echo)
+        if "socat" in self.paths:
+            self.start_socat(so_iperf, so_http, so_echo)
+        self.sanity()
+
+    def start_nginx(self):
+        d = os.path.join(self.tmp, "nginx")
+        os.makedirs(os.path.join(d, "temp"), exist_ok=True)
+        body = "x" * max(0, self.body_bytes - 1) + "\n" if self.body_bytes else ""
+        user = ""
+        if os.geteuid() == 0:
+            # As root, nginx would switch its workers to `nobody`: keep them as the current user.
+            import pwd
+            user = f"user {pwd.getpwuid(os.geteuid()).pw_name};"
+        conf = f"""
+{user}
+daemon off;
+master_process on;
+worker_processes {self.nginx_workers};
+worker_rlimit_nofile 20000;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 10000; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/temp/body;
+    proxy_temp_path {d}/temp/proxy;
+    fastcgi_temp_path {d}/temp/fastcgi;
+    uwsgi_temp_path {d}/temp/uwsgi;
+    scgi_temp_path {d}/temp/scgi;
+    keepalive_timeout 65;
+    keepalive_requests 10000000;
+    tcp_nodelay on;
+    server {{
+        listen {HOST}:{self.http_port} backlog=4096;
+        location / {{
+            default_type text/plain;
+            return 200 "{body}";
+        }}
+    }}
+}}
+"""
+        path = os.path.join(d, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        self.procs.start("nginx", ["nginx", "-p", d, "-c", path, "-e", os.path.join(d, "error.log")],
+                         log_path=os.path.join(d, "stdout.log"))
+
+    def cli(self, *args, env):
+        r = subprocess.run([self.bin, *args], env=env, capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"tcp-redirs {' '.join(args)} failed ({r.returncode}): "
+                               f"{r.stderr.strip()}")
+        return r.stdout
+
+    def start_tcp_redirs(self):
+        if not os.access(self.bin, os.X_OK):
+            raise RuntimeError(f"{self.bin} is not executable: cargo build --release first, "
+                               "or set TCP_REDIRS_BIN")
+        cfg = os.path.join(self.tmp, "cfg")
+        data = os.path.join(self.tmp, "data")
+        logp = os.path.join(self.tmp, "tcp-redirs.log")
+        env = dict(os.environ, TCP_REDIRS_CONFIG_DIR=cfg, TCP_REDIRS_ADMIN_TOKEN="bench")
+        for k in ("TCP_REDIRS_URL", "TCP_REDIRS_TOKEN"):
+            env.pop(k, None)
+        p = self.procs.start("tcp-redirs serve",
+                             [self.bin, "serve", "--listen", f"{HOST}:0", "--data-dir", data,
+                              "--public-bind", HOST], env=env, log_path=logp)
+        self.pgid["tcp-redirs"] = p.pid
+        url = None
+        deadline = time.monotonic() + 30
+        pat = re.compile(r"control API listening on (http://[0-9.:\[\]]+)")
+        while time.monotonic() < deadline:
+            with open(logp, errors="replace") as f:
+                m = pat.search(f.read())
+            if m:
+                url = m.group(1)
+                break
+            if p.poll() is not None:
+                break
+            time.sleep(0.05)
+        if not url:
+            with open(logp, errors="replace") as f:
+                tail = f.read()[-2000:]
+            raise RuntimeError(f"tcp-redirs serve did not log its address within 30 s:\n{tail}")
+        log(f"tcp-redirs control API at {url}")
+        cenv = dict(os.environ, TCP_REDIRS_URL=url, TCP_REDIRS_TOKEN="bench",
+                    TCP_REDIRS_CONFIG_DIR=cfg)
+        for backend, port in (("iperf", self.iperf_port), ("http", self.http_port),
+                              ("echo", self.echo_port)):
+            self.cli("apps", "create", f"bench-{backend}", "--instance", f"{HOST}:{port}", env=cenv)
+            out = self.cli("add", "--app", f"bench-{backend}", "--namespace", "default", "-F",
+                           "json", env=cenv)
+            doc = json.loads(out)
+            self.port[("tcp-redirs", backend)] = int(doc["port"])
+        self.versions["tcp-redirs"] = self.cli("--version", env=cenv).strip() if True else ""
+
+    def start_haproxy(self, p_iperf, p_http, p_echo):
+        if self.haproxy_splice == "all":
+            splice = "    option splice-auto\n    option splice-request\n    option splice-response\n"
+        elif self.haproxy_splice == "none":
+            splice = ""
+        else:
+            splice = "    option splice-auto\n"
+        maxconn = max(1000, self.mem_conns + 100)
+        # HAProxy 2.6 (Debian 12) is built with USE_LINUX_SPLICE: the splice options work.
+        # It sizes its descriptors as 2 x maxconn + 2 x maxpipes (maxconn / 4 by default):
+        # with the 20,000 fds of this machine, the pipes must be capped for 9,000 connections.
+        conf = f"""global
+    maxconn {maxconn}
+    maxpipes 256
+defaults
+    mode tcp
+    maxconn {maxconn}
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+{splice}"""
+        for name, front, back in (("iperf", p_iperf, self.iperf_port), ("http", p_http, self.http_port),
+                                  ("echo", p_echo, self.echo_port)):
+            conf += f"""
+frontend f_{name}
+    bind {HOST}:{front}
+    default_backend b_{name}
+backend b_{name}
+    server s1 {HOST}:{back}
+"""
+        path = os.path.join(self.tmp, "haproxy.cfg")
+        with open(path, "w") as f:
+            f.write(conf)
+        chk = subprocess.run(["haproxy", "-c", "-f", path], capture_output=True, text=True, timeout=30)
+        if chk.returncode != 0:
+            raise RuntimeError(f"haproxy config check failed: {chk.stdout}{chk.stderr}")
+        p = self.procs.start("haproxy", ["haproxy", "-db", "-f", path],
+                             log_path=os.path.join(self.tmp, "haproxy.log"))
+        self.pgid["haproxy"] = p.pid
+        for port in (p_iperf, p_http, p_echo):
+            wait_port(port, what="haproxy")
+
+    def start_socat(self, p_iperf, p_http, p_echo):
+        # One listener per backend, `fork` = one process per connection. backlog: socat's
+        # default is 5, which makes it drop SYNs under wrk's reconnects and the 9,000-connection
+        # test; nodelay: TCP_NODELAY like the other two forwarders.
+        pgids = []
+        for name, front, back in (("iperf", p_iperf, self.iperf_port), ("http", p_http, self.http_port),
+                                  ("echo", p_echo, self.echo_port)):
+            p = self.procs.start(f"socat {name}",
+                                 ["socat", f"TCP-LISTEN:{front},bind={HOST},fork,reuseaddr,backlog=4096,nodelay",
+                                  f"TCP:{HOST}:{back},nodelay"],
+                                 log_path=os.path.join(self.tmp, f"socat-{name}.log"))
+            pgids.append(p.pid)
+            wait_port(front, what=f"socat {name}")
+        self.socat_pgid = dict(zip(("iperf", "http", "echo"), pgids))
+
+    def fwd_pgid(self, path, backend):
+        if path == "socat":
+            return self.socat_pgid[backend]
+        return self.pgid.get(path)
+
+    def sanity(self):
+        for path in self.paths:
+            data = http_get(self.port[(path, "http")])
+            if not data.startswith(b"HTTP/1.1 200") or not data.endswith(
+                    ("x" * max(0, self.body_bytes - 1) + "\n").encode() if self.body_bytes else b""):
+                raise RuntimeError(f"HTTP through {path} answered {data[:200]!r}")
+            with socket.create_connection((HOST, self.port[(path, "echo")]), timeout=5) as s:
+                s.sendall(b"ping")
+                got = b""
+                while len(got) < 4:
+                    chunk = s.recv(16)
+                    if not chunk:
+                        break
+                    got += chunk
+                if got != b"ping":
+                    raise RuntimeError(f"echo through {path} answered {got!r}")
+        self.wait_echo_drained()
+        log("all paths answer: " + ", ".join(
+            f"{p} http:{self.port[(p, 'http')]} iperf:{self.port[(p, 'iperf')]} echo:{self.port[(p, 'echo')]}"
+            for p in self.paths))
+
+    # ---- recording ---------------------------------------------------------------------------
+
+    def add(self, metric, path, value):
+        if value is None:
+            return
+        self.raw.setdefault(metric, {}).setdefault(path, []).append(value)
+
+    def note(self, msg):
+        log("note: " + msg)
+        self.notes.append(msg)
+
+    # ---- memory ------------------------------------------------------------------------------
+
+    def wait_echo_drained(self, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        n = echo_count(self.stats_port)
+        while n > 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            n = echo_count(self.stats_port)
+        return n
+
+    def fwd_memory_kib(self, path):
+        pgid = self.fwd_pgid(path, "echo")
+        if path == "socat":
+            # socat forks one process per connection: summing their RSS would count the shared
+            # pages thousands of times, so sum PSS (each shared page divided among its users).
+            return sum(pss_kib(pid) for pid in group_pids(pgid))
+        return vmrss_kib(pgid)
+
+    def mem_test(self, path):
+        n_target = self.mem_conns
+        left = self.wait_echo_drained()
+        if left:
+            self.note(f"memory/{path}: the echo backend still held {left} connections before the test")
+        time.sleep(self.settle)
+        base = self.fwd_memory_kib(path)
+        port = self.port[(path, "echo")]
+        socks = []
+        t0 = time.monotonic()
+        deadline = t0 + 60 + n_target / 100
+        failure = None
+        try:
+            while len(socks) < n_target and not failure:
+                if time.monotonic() > deadline:
+                    failure = "time bound reached while opening"
+                    break
+                for _ in range(min(self.mem_batch, n_target - len(socks))):
+                    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    s.settimeout(5)
+                    try:
+                        s.connect((HOST, port))
+                    except OSError as e:
+                        s.close()
+                        failure = f"connect #{len(socks) + 1} failed: {e}"
+                        break
+                    socks.append(s)
+                # wait until the forwarder has connected every one to the backend
+                bdeadline = time.monotonic() + 20
+                while echo_count(self.stats_port) < len(socks):
+                    if time.monotonic() > bdeadline:
+                        failure = (f"only {echo_count(self.stats_port)} of {len(socks)} connections "
+                                   "reached the backend within 20 s")
+                        break
+                    time.sleep(0.02)
+            held = echo_count(self.stats_port)
+            n = min(held, len(socks))
+            if failure:
+                self.note(f"memory/{path}: {failure}; measured with {n} connections")
+            if n == 0:
+                return
+            time.sleep(self.settle)
+            idle = self.fwd_memory_kib(path)
+            # a little data each way on every connection
+            payload = b"m" * self.mem_bytes
+            for s in socks:
+                s.sendall(payload)
+            bad = 0
+            for s in socks:
+                got = 0
+                try:
+                    while got < len(payload):
+                        chunk = s.recv(len(payload) - got)
+                        if not chunk:
+                            break
+                        got += len(chunk)
+                except OSError:
+                    pass
+                if got < len(payload):
+                    bad += 1
+                if time.monotonic() > deadline + 60:
+                    self.note(f"memory/{path}: time bound reached while reading echoes")
+                    break
+            if bad:
+                self.note(f"memory/{path}: {bad} connections did not echo {self.mem_bytes} bytes back")
+            time.sleep(self.settle)
+            after = self.fwd_memory_kib(path)
+            self.add("mem_base", path, base / 1024)
+            self.add("mem_idle", path, (idle - base) / n)
+            self.add("mem_data", path, (after - base) / n)
+            self.add("mem_conns", path, n)
+            log(f"memory {path}: base {base / 1024:.1f} MiB, {n} conns: +{(idle - base) / n:.2f} KiB/conn idle, "
+                f"+{(after - base) / n:.2f} KiB/conn after data ({time.monotonic() - t0:.1f} s)")
+        finally:
+            for s in socks:
+                s.close()
+            left = self.wait_echo_drained(timeout=60)
+            if left:
+                self.note(f"memory/{path}: {left} backend connections still open 60 s after closing")
+
+    # ---- load tests --------------------------------------------------------------------------
+
+    def cpu_before(self, path, backend):
+        pgid = self.fwd_pgid(path, backend)
+        return group_cpu(pgid) if pgid else None
+
+    def cpu_after(self, path, backend, before):
+        if before is None:
+            return None
+        time.sleep(0.3)  # let socat reap its children, so their time reaches the parent
+        return group_cpu(self.fwd_pgid(path, backend)) - before
+
+    def one(self, test, path):
+        if test in ("bulk1", "bulkN"):
+            parallel = 1 if test == "bulk1" else self.parallel
+            c0 = self.cpu_before(path, "iperf")
+            r = run_iperf(self.port[(path, "iperf")], self.duration, parallel)
+            cpu = self.cpu_after(path, "iperf", c0)
+            self.add(f"{test}_gbps", path, r["gbps"])
+            if cpu is not None and r["bytes"]:
+                self.add(f"{test}_cpu", path, cpu / (r["bytes"] / 1e9))
+            return f"{r['gbps']:.2f} Gbit/s" + (f", {cpu / (r['bytes'] / 1e9):.2f} CPU-s/GB" if cpu is not None else "")
+        close = test == "cc"
+        c0 = self.cpu_before(path, "http")
+        r = run_wrk(self.port[(path, "http")], self.duration, self.wrk_conns, close)
+        cpu = self.cpu_after(path, "http", c0)
+        self.add(f"{test}_rps", path, r["rps"])
+        self.add(f"{test}_p50", path, r["p50"])
+        self.add(f"{test}_p99", path, r["p99"])
+        if cpu is not None and r["requests"]:
+            self.add(f"{test}_cpu", path, cpu / r["requests"] * 1e6)
+        if r["errors"]:
+            self.note(f"{test}/{path}: wrk reported {r['errors']}")
+        return f"{r['rps']:.0f} req/s, p50 {r['p50']} ms, p99 {r['p99']} ms"
+
+    def run(self):
+        self.setup()
+        started = time.monotonic()
+        if "mem" in self.tests:
+            for path in self.paths:
+                if path in FORWARDERS:
+                    self.procs.check_alive()
+                    self.mem_test(path)
+        for test in [t for t in self.tests if t != "mem"]:
+            for rnd in range(self.runs):
+                # interleaved: every round runs every path; the starting path rotates so that
+                # no path always runs first (or right after the same neighbour).
+                order = self.paths[rnd % len(self.paths):] + self.paths[: rnd % len(self.paths)]
+                for path in order:
+                    self.procs.check_alive()
+                    try:
+                        msg = self.one(test, path)
+                    except Exception as e:  # noqa: BLE001 - reported in the notes
+                        msg = f"FAILED: {e}"
+                        self.note(f"{test}/{path} round {rnd + 1}: {e}")
+                    log(f"{test} round {rnd + 1}/{self.runs} {path}: {msg}")
+                    time.sleep(0.5)
+        log(f"load tests took {time.monotonic() - started:.0f} s")
+
+    # ---- report ------------------------------------------------------------------------------
+
+    def med(self, metric, path):
+        vals = self.raw.get(metric, {}).get(path)
+        return statistics.median(vals) if vals else None
+
+    def table(self):
+        d, n = self.duration, self.parallel
+        rows = [
+            ("bulk1_gbps", "Bulk, 1 connection (Gbit/s)", "{:.2f}", False),
+            ("bulkN_gbps", f"Bulk, {n} connections (Gbit/s)", "{:.2f}", False),
+            ("bulk1_cpu", "Forwarder CPU-s per GB, 1 connection (lower is better)", "{:.3f}", True),
+            ("bulkN_cpu", f"Forwarder CPU-s per GB, {n} connections (lower is better)", "{:.3f}", True),
+            ("rr_rps", f"Requests/s, {self.wrk_conns} persistent connections", "{:,.0f}", False),
+            ("rr_p50", "Request latency p50, ms (lower is better)", "{:.3f}", True),
+            ("rr_p99", "Request latency p99, ms (lower is better)", "{:.3f}", True),
+            ("rr_cpu", "Forwarder CPU-us per request (lower is better)", "{:.1f}", True),
+            ("cc_rps", "New connections/s (Connection: close)", "{:,.0f}", False),
+            ("cc_p99", "New-connection request p99, ms (lower is better)", "{:.3f}", True),
+            ("cc_cpu", "Forwarder CPU-us per new connection (lower is better)", "{:.1f}", True),
+            ("mem_base", "Forwarder memory at rest, MiB (lower is better)", "{:.1f}", True),
+            ("mem_idle", "Memory per idle connection, no data yet, KiB (lower is better)", "{:.2f}", True),
+            ("mem_data", f"Memory per idle connection after {self.mem_bytes} B each way, KiB (lower is better)",
+             "{:.2f}", True),
+        ]
+        header = ["metric", *PATHS, "tcp-redirs/direct", "tcp-redirs/haproxy"]
+        body = []
+        for key, label, fmt, _lower in rows:
+            if key not in self.raw:
+                continue
+            vals = {p: self.med(key, p) for p in PATHS}
+            cells = [label]
+            for p in PATHS:
+                cells.append(fmt.format(vals[p]) if vals[p] is not None else "—")
+            tr = vals["tcp-redirs"]
+            for ref in ("direct", "haproxy"):
+                r = vals[ref]
+                cells.append(f"{tr / r:.2f}" if tr is not None and r not in (None, 0) else "—")
+            body.append(cells)
+        widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+        def line(cells):
+            out = []
+            for i, c in enumerate(cells):
+                out.append(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]))
+            return "| " + " | ".join(out) + " |"
+
+        sep = "|" + "|".join(("-" * (w + 1) + ":") if i else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"
+        return "\n".join([line(header), sep, *[line(r) for r in body]])
+
+    def context(self):
+        def ver(argv, pat=None):
+            try:
+                r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+                text = (r.stdout + r.stderr).strip()
+            except (OSError, subprocess.TimeoutExpired):
+                return "?"
+            if pat:
+                m = re.search(pat, text)
+                return m.group(1) if m else "?"
+            return text.splitlines()[0] if text else "?"
+
+        rev = "?"
+        try:
+            r = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                               text=True, timeout=10)
+            if r.returncode == 0:
+                rev = r.stdout.strip()
+                st = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "Cargo.toml",
+                                     "Cargo.lock"], capture_output=True, text=True, timeout=10)
+                if st.stdout.strip():
+                    rev += " + uncommitted changes"
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        cpu = "?"
+        try:
+            with open("/proc/cpuinfo") as f:
+                m = re.search(r"model name\s*:\s*(.*)", f.read())
+                cpu = m.group(1).strip() if m else "?"
+        except OSError:
+            pass
+        mem_n = self.raw.get("mem_conns", {})
+        conns = ", ".join(f"{p} {int(v[0])}" for p, v in mem_n.items()) or "—"
+        splice = {"auto": "option splice-auto", "all": "option splice-auto + splice-request + splice-response",
+                  "none": "no splice"}.get(self.haproxy_splice, self.haproxy_splice)
+        v_haproxy = ver(['haproxy', '-v'], r'version (\S+)')
+        v_socat = ver(['socat', '-V'], r'socat version (\S+)')
+        v_iperf = ver(['iperf3', '--version'], r'iperf (\S+)')
+        v_nginx = ver(['nginx', '-v'], r'nginx/(\S+)')
+        v_wrk = ver(['wrk', '-v'], r'wrk (\S+)')
+        return [
+            f"- when: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; tcp-redirs {rev}",
+            f"- machine: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}",
+            f"- peers: HAProxy {v_haproxy} (`mode tcp`, {splice}), "
+            f"socat {v_socat} (`fork`), "
+            f"backends iperf3 {v_iperf}, "
+            f"nginx {v_nginx} ({self.nginx_workers} worker, "
+            f"{self.body_bytes}-byte body), clients iperf3 and wrk {v_wrk}",
+            f"- each number: median of {self.runs} runs of {self.duration} s, the four paths interleaved; "
+            f"ratios: tcp-redirs divided by direct / by HAProxy (for rows marked lower is better, "
+            f"below 1 is better)",
+            f"- memory: measured once per forwarder with {conns} idle connections through it to an "
+            f"echo backend (RSS delta / connections; socat: PSS summed over its processes)",
+        ]
+
+    def report(self):
+        table = self.table()
+        print(table, flush=True)
+        cmd = "bench/run.sh"
+        envs = [f"{k}={os.environ[k]}" for k in ("QUICK", "RUNS", "DURATION", "MEM_CONNS", "HAPROXY_SPLICE",
+                                                  "PARALLEL", "WRK_CONNS", "BODY_BYTES", "PATHS", "TESTS")
+                if os.environ.get(k)]
+        if envs:
+            cmd = " ".join(envs) + " " + cmd
+        raw_lines = []
+        for metric, per in self.raw.items():
+            parts = [f"{p}: " + ", ".join(f"{v:.4g}" for v in vals) for p, vals in per.items()]
+            raw_lines.append(f"- `{metric}`: " + "; ".join(parts))
+        md = ["# tcp-redirs benchmark", "", f"`{cmd}`", "", *self.context(), "", table, ""]
+        if self.notes:
+            md += ["## Notes", "", *[f"- {n}" for n in self.notes], ""]
+        md += ["## Every run", "", *raw_lines, ""]
+        with open(os.path.join(HERE, "results.md"), "w") as f:
+            f.write("\n".join(md))
+        for n in self.notes:
+            print(f"note: {n}", file=sys.stderr)
+        log(f"written {os.path.join(HERE, 'results.md')}")
+
+
+def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "echo":
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        echo_server(int(sys.argv[2]), int(sys.argv[3]))
+        return 0
+    if len(sys.argv) != 3 or sys.argv[1] != "run":
+        print(__doc__, file=sys.stderr)
+        return 2
+    tmp = sys.argv[2]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    limit = raise_nofile()
+    b = Bench(tmp)
+    if limit < 2 * b.mem_conns + 500:
+        log(f"warning: the fd limit is {limit}; holding {b.mem_conns} connections needs more")
+    try:
+        b.run()
+        b.report()
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        b.procs.stop_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,401 @@
+
+using namespace System.Management.Automation
+using namespace System.Management.Automation.Language
+
+Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
+    param($wordToComplete, $commandAst, $cursorPosition)
+
+    $commandElements = $commandAst.CommandElements
+    $command = @(
+        'tcp-redirs'
+        for ($i = 1; $i -lt $commandElements.Count; $i++) {
+            $element = $commandElements[$i]
+            if ($element -isnot [StringConstantExpressionAst] -or
+                $element.StringConstantType -ne [StringConstantType]::BareWord -or
+                $element.Value.StartsWith('-') -or
+                $element.Value -eq $wordToComplete) {
+                break
+        }
+        $element.Value
+    }) -join ';'
+
+    $completions = @(switch ($command) {
+        'tcp-redirs' {
+            [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the TCP redirections of an application (the default command)')
+            [CompletionResult]::new('list-namespaces', 'list-namespaces', [CompletionResultType]::ParameterValue, 'List the namespaces you may add redirections in')
+            [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Add a TCP redirection: a public port in a namespace, forwarded to the application')
+            [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove a TCP redirection; its port stops accepting at once')
+            [CompletionResult]::new('apps', 'apps', [CompletionResultType]::ParameterValue, 'Manage applications (operator): where a redirection''s traffic goes')
+            [CompletionResult]::new('apply', 'apply', [CompletionResultType]::ParameterValue, 'Make the server match a file of applications and redirections, idempotently')
+            [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Write the applications and redirections in the format of `apply`')
+            [CompletionResult]::new('orgs', 'orgs', [CompletionResultType]::ParameterValue, 'Manage organisations (admin)')
+            [CompletionResult]::new('tokens', 'tokens', [CompletionResultType]::ParameterValue, 'Manage an organisation''s credentials (admin)')
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run the control server: the API, the port allocator, the store and the forwarding')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'tcp-redirs;list' {
+            [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;list-namespaces' {
+            [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name')
+            [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'The organisation, by id (orga_…) or name [default: the only one the credential sees]')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;add' {
+            [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'The namespace to take a port in (`list-namespaces` shows them)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Seconds an instance may take to accept before the next is tried [default: the namespace''s, 5]')
+            [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Seconds a connection may go without a byte before it is closed [default: the namespace''s, 3600]')
+            [CompletionResult]::new('--half-close-timeout', '--half-close-timeout', [CompletionResultType]::ParameterName, 'Seconds a connection may stay half-closed [default: the namespace''s, 60]')
+            [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Ask for this precise port of the namespace''s range instead of a random one')
+            [CompletionResult]::new('--max-connections', '--max-connections', [CompletionResultType]::ParameterName, 'The most connections open at once; more are refused [default: unlimited]')
+            [CompletionResult]::new('--max-connections-per-second', '--max-connections-per-second', [CompletionResultType]::ParameterName, 'The most new connections per second; more are refused [default: unlimited]')
+            [CompletionResult]::new('--proxy-protocol', '--proxy-protocol', [CompletionResultType]::ParameterName, 'Send the PROXY protocol header (v1 or v2) to the instance, so it sees the client''s address')
+            [CompletionResult]::new('--allow', '--allow', [CompletionResultType]::ParameterName, 'Only clients in this range may connect (CIDR or address; repeat for several)')
+            [CompletionResult]::new('--deny', '--deny', [CompletionResultType]::ParameterName, 'Refuse clients in this range, even when allowed (CIDR or address; repeat for several)')
+            [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;remove' {
+            [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'The namespace the port belongs to')
+            [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;apps' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an application with its instances')
+            [CompletionResult]::new('set-instances', 'set-instances', [CompletionResultType]::ParameterValue, 'Replace an application''s instances, live: open connections stay where they are')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the applications')
+            [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove an application and all its redirections')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'tcp-redirs;apps;create' {
+            [CompletionResult]::new('--instance', '--instance', [CompletionResultType]::ParameterName, 'An address where the application listens, HOST:PORT, optionally =WEIGHT (0 takes no new connection; 1 by default). Repeat for several')
+            [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'The organisation, by id (orga_…) or name [default: the only one the credential sees]')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;apps;set-instances' {
+            [CompletionResult]::new('--instance', '--instance', [CompletionResultType]::ParameterName, 'HOST:PORT[=WEIGHT], repeated for each instance')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;apps;list' {
+            [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'The organisation, by id (orga_…) or name [default: the only one the credential sees]')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;apps;remove' {
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;apps;help' {
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an application with its instances')
+            [CompletionResult]::new('set-instances', 'set-instances', [CompletionResultType]::ParameterValue, 'Replace an application''s instances, live: open connections stay where they are')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the applications')
+            [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove an application and all its redirections')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'tcp-redirs;apps;help;create' {
+            break
+        }
+        'tcp-redirs;apps;help;set-instances' {
+            break
+        }
+        'tcp-redirs;apps;help;list' {
+            break
+        }
+        'tcp-redirs;apps;help;remove' {
+            break
+        }
+        'tcp-redirs;apps;help;help' {
+            break
+        }
+        'tcp-redirs;apply' {
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'The file to apply (TOML; `tcp-redirs export` writes one)')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'The file to apply (TOML; `tcp-redirs export` writes one)')
+            [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'The organisation, by id (orga_…) or name [default: the only one the credential sees]')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Say what would change, and change nothing')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;export' {
+            [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'The organisation, by id (orga_…) or name [default: the only one the credential sees]')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;orgs' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an organisation (admin only)')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the organisations your credential sees')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'tcp-redirs;orgs;create' {
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;orgs;list' {
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;orgs;help' {
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an organisation (admin only)')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the organisations your credential sees')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'tcp-redirs;orgs;help;create' {
+            break
+        }
+        'tcp-redirs;orgs;help;list' {
+            break
+        }
+        'tcp-redirs;orgs;help;help' {
+            break
+        }
+        'tcp-redirs;tokens' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Issue a credential for an organisation; its token and secret are shown this once')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List an organisation''s credentials (never their secrets)')
+            [CompletionResult]::new('revoke', 'revoke', [CompletionResultType]::ParameterValue, 'Revoke a credential; it stops working at once')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'tcp-redirs;tokens;create' {
+            [CompletionResult]::new('--name', '--name', [CompletionResultType]::ParameterName, 'What the credential is for')
+            [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'The organisation, by id (orga_…) or name [default: the only one the credential sees]')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;tokens;list' {
+            [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'The organisation, by id (orga_…) or name [default: the only one the credential sees]')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;tokens;revoke' {
+            [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'The organisation, by id (orga_…) or name [default: the only one the credential sees]')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;tokens;help' {
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Issue a credential for an organisation; its token and secret are shown this once')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List an organisation''s credentials (never their secrets)')
+            [CompletionResult]::new('revoke', 'revoke', [CompletionResultType]::ParameterValue, 'Revoke a credential; it stops working at once')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'tcp-redirs;tokens;help;create' {
+            break
+        }
+        'tcp-redirs;tokens;help;list' {
+            break
+        }
+        'tcp-redirs;tokens;help;revoke' {
+            break
+        }
+        'tcp-redirs;tokens;help;help' {
+            break
+        }
+        'tcp-redirs;serve' {
+            [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'The control API''s address (port 0 picks a free port; the address is logged)')
+            [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'Where the store and the admin credential live [default: the user''s data directory]')
+            [CompletionResult]::new('--public-bind', '--public-bind', [CompletionResultType]::ParameterName, 'The address public ports bind when the config file does not say')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'A TOML file declaring namespaces and applications')
+            [CompletionResult]::new('--tls-cert', '--tls-cert', [CompletionResultType]::ParameterName, 'Serve the control API over TLS with this PEM certificate (chain); needs --tls-key')
+            [CompletionResult]::new('--tls-key', '--tls-key', [CompletionResultType]::ParameterName, 'The PEM private key of --tls-cert')
+            [CompletionResult]::new('--drain-timeout', '--drain-timeout', [CompletionResultType]::ParameterName, 'Seconds open connections may run on after SIGTERM or SIGINT')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'tcp-redirs;help' {
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the TCP redirections of an application (the default command)')
+            [CompletionResult]::new('list-namespaces', 'list-namespaces', [CompletionResultType]::ParameterValue, 'List the namespaces you may add redirections in')
+            [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Add a TCP redirection: a public port in a namespace, forwarded to the application')
+            [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove a TCP redirection; its port stops accepting at once')
+            [CompletionResult]::new('apps', 'apps', [CompletionResultType]::ParameterValue, 'Manage applications (operator): where a redirection''s traffic goes')
+            [CompletionResult]::new('apply', 'apply', [CompletionResultType]::ParameterValue, 'Make the server match a file of applications and redirections, idempotently')
+            [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Write the applications and redirections in the format of `apply`')
+            [CompletionResult]::new('orgs', 'orgs', [CompletionResultType]::ParameterValue, 'Manage organisations (admin)')
+            [CompletionResult]::new('tokens', 'tokens', [CompletionResultType]::ParameterValue, 'Manage an organisation''s credentials (admin)')
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run the control server: the API, the port allocator, the store and the forwarding')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'tcp-redirs;help;list' {
+            break
+        }
+        'tcp-redirs;help;list-namespaces' {
+            break
+        }
+        'tcp-redirs;help;add' {
+            break
+        }
+        'tcp-redirs;help;remove' {
+            break
+        }
+        'tcp-redirs;help;apps' {
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an application with its instances')
+            [CompletionResult]::new('set-instances', 'set-instances', [CompletionResultType]::ParameterValue, 'Replace an application''s instances, live: open connections stay where they are')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the applications')
+            [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove an application and all its redirections')
+            break
+        }
+        'tcp-redirs;help;apps;create' {
+            break
+        }
+        'tcp-redirs;help;apps;set-instances' {
+            break
+        }
+        'tcp-redirs;help;apps;list' {
+            break
+        }
+        'tcp-redirs;help;apps;remove' {
+            break
+        }
+        'tcp-redirs;help;apply' {
+            break
+        }
+        'tcp-redirs;help;export' {
+            break
+        }
+        'tcp-redirs;help;orgs' {
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an organisation (admin only)')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the organisations your credential sees')
+            break
+        }
+        'tcp-redirs;help;orgs;create' {
+            break
+        }
+        'tcp-redirs;help;orgs;list' {
+            break
+        }
+        'tcp-redirs;help;tokens' {
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Issue a credential for an organisation; its token and secret are shown this once')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List an organisation''s credentials (never their secrets)')
+            [CompletionResult]::new('revoke', 'revoke', [CompletionResultType]::ParameterValue, 'Revoke a credential; it stops working at once')
+            break
+        }
+        'tcp-redirs;help;tokens;create' {
+            break
+        }
+        'tcp-redirs;help;tokens;list' {
+            break
+        }
+        'tcp-redirs;help;tokens;revoke' {
+            break
+        }
+        'tcp-redirs;help;serve' {
+            break
+        }
+        'tcp-redirs;help;help' {
+            break
+        }
+    })
+
+    $completions.Where{ $_.CompletionText -like "$wordToComplete*" } |
+        Sort-Object -Property ListItemText
+}

@@ -1,0 +1,340 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[tcp-redirs] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'tcp-redirs'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'tcp-redirs'= {
+            cand --app 'The application, by id (app_…) or name'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand list 'List the TCP redirections of an application (the default command)'
+            cand list-namespaces 'List the namespaces you may add redirections in'
+            cand add 'Add a TCP redirection: a public port in a namespace, forwarded to the application'
+            cand remove 'Remove a TCP redirection; its port stops accepting at once'
+            cand apps 'Manage applications (operator): where a redirection''s traffic goes'
+            cand apply 'Make the server match a file of applications and redirections, idempotently'
+            cand export 'Write the applications and redirections in the format of `apply`'
+            cand orgs 'Manage organisations (admin)'
+            cand tokens 'Manage an organisation''s credentials (admin)'
+            cand serve 'Run the control server: the API, the port allocator, the store and the forwarding'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tcp-redirs;list'= {
+            cand --app 'The application, by id (app_…) or name'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;list-namespaces'= {
+            cand --app 'The application, by id (app_…) or name'
+            cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;add'= {
+            cand --namespace 'The namespace to take a port in (`list-namespaces` shows them)'
+            cand --connect-timeout 'Seconds an instance may take to accept before the next is tried [default: the namespace''s, 5]'
+            cand --idle-timeout 'Seconds a connection may go without a byte before it is closed [default: the namespace''s, 3600]'
+            cand --half-close-timeout 'Seconds a connection may stay half-closed [default: the namespace''s, 60]'
+            cand --port 'Ask for this precise port of the namespace''s range instead of a random one'
+            cand --max-connections 'The most connections open at once; more are refused [default: unlimited]'
+            cand --max-connections-per-second 'The most new connections per second; more are refused [default: unlimited]'
+            cand --proxy-protocol 'Send the PROXY protocol header (v1 or v2) to the instance, so it sees the client''s address'
+            cand --allow 'Only clients in this range may connect (CIDR or address; repeat for several)'
+            cand --deny 'Refuse clients in this range, even when allowed (CIDR or address; repeat for several)'
+            cand --app 'The application, by id (app_…) or name'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;remove'= {
+            cand --namespace 'The namespace the port belongs to'
+            cand --app 'The application, by id (app_…) or name'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;apps'= {
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand create 'Create an application with its instances'
+            cand set-instances 'Replace an application''s instances, live: open connections stay where they are'
+            cand list 'List the applications'
+            cand remove 'Remove an application and all its redirections'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tcp-redirs;apps;create'= {
+            cand --instance 'An address where the application listens, HOST:PORT, optionally =WEIGHT (0 takes no new connection; 1 by default). Repeat for several'
+            cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;apps;set-instances'= {
+            cand --instance 'HOST:PORT[=WEIGHT], repeated for each instance'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;apps;list'= {
+            cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;apps;remove'= {
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;apps;help'= {
+            cand create 'Create an application with its instances'
+            cand set-instances 'Replace an application''s instances, live: open connections stay where they are'
+            cand list 'List the applications'
+            cand remove 'Remove an application and all its redirections'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tcp-redirs;apps;help;create'= {
+        }
+        &'tcp-redirs;apps;help;set-instances'= {
+        }
+        &'tcp-redirs;apps;help;list'= {
+        }
+        &'tcp-redirs;apps;help;remove'= {
+        }
+        &'tcp-redirs;apps;help;help'= {
+        }
+        &'tcp-redirs;apply'= {
+            cand -f 'The file to apply (TOML; `tcp-redirs export` writes one)'
+            cand --file 'The file to apply (TOML; `tcp-redirs export` writes one)'
+            cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand --dry-run 'Say what would change, and change nothing'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;export'= {
+            cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;orgs'= {
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand create 'Create an organisation (admin only)'
+            cand list 'List the organisations your credential sees'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tcp-redirs;orgs;create'= {
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;orgs;list'= {
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;orgs;help'= {
+            cand create 'Create an organisation (admin only)'
+            cand list 'List the organisations your credential sees'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tcp-redirs;orgs;help;create'= {
+        }
+        &'tcp-redirs;orgs;help;list'= {
+        }
+        &'tcp-redirs;orgs;help;help'= {
+        }
+        &'tcp-redirs;tokens'= {
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand create 'Issue a credential for an organisation; its token and secret are shown this once'
+            cand list 'List an organisation''s credentials (never their secrets)'
+            cand revoke 'Revoke a credential; it stops working at once'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tcp-redirs;tokens;create'= {
+            cand --name 'What the credential is for'
+            cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;tokens;list'= {
+            cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;tokens;revoke'= {
+            cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;tokens;help'= {
+            cand create 'Issue a credential for an organisation; its token and secret are shown this once'
+            cand list 'List an organisation''s credentials (never their secrets)'
+            cand revoke 'Revoke a credential; it stops working at once'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tcp-redirs;tokens;help;create'= {
+        }
+        &'tcp-redirs;tokens;help;list'= {
+        }
+        &'tcp-redirs;tokens;help;revoke'= {
+        }
+        &'tcp-redirs;tokens;help;help'= {
+        }
+        &'tcp-redirs;serve'= {
+            cand --listen 'The control API''s address (port 0 picks a free port; the address is logged)'
+            cand --data-dir 'Where the store and the admin credential live [default: the user''s data directory]'
+            cand --public-bind 'The address public ports bind when the config file does not say'
+            cand --config 'A TOML file declaring namespaces and applications'
+            cand --tls-cert 'Serve the control API over TLS with this PEM certificate (chain); needs --tls-key'
+            cand --tls-key 'The PEM private key of --tls-cert'
+            cand --drain-timeout 'Seconds open connections may run on after SIGTERM or SIGINT'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'tcp-redirs;help'= {
+            cand list 'List the TCP redirections of an application (the default command)'
+            cand list-namespaces 'List the namespaces you may add redirections in'
+            cand add 'Add a TCP redirection: a public port in a namespace, forwarded to the application'
+            cand remove 'Remove a TCP redirection; its port stops accepting at once'
+            cand apps 'Manage applications (operator): where a redirection''s traffic goes'
+            cand apply 'Make the server match a file of applications and redirections, idempotently'
+            cand export 'Write the applications and redirections in the format of `apply`'
+            cand orgs 'Manage organisations (admin)'
+            cand tokens 'Manage an organisation''s credentials (admin)'
+            cand serve 'Run the control server: the API, the port allocator, the store and the forwarding'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tcp-redirs;help;list'= {
+        }
+        &'tcp-redirs;help;list-namespaces'= {
+        }
+        &'tcp-redirs;help;add'= {
+        }
+        &'tcp-redirs;help;remove'= {
+        }
+        &'tcp-redirs;help;apps'= {
+            cand create 'Create an application with its instances'
+            cand set-instances 'Replace an application''s instances, live: open connections stay where they are'
+            cand list 'List the applications'
+            cand remove 'Remove an application and all its redirections'
+        }
+        &'tcp-redirs;help;apps;create'= {
+        }
+        &'tcp-redirs;help;apps;set-instances'= {
+        }
+        &'tcp-redirs;help;apps;list'= {
+        }
+        &'tcp-redirs;help;apps;remove'= {
+        }
+        &'tcp-redirs;help;apply'= {
+        }
+        &'tcp-redirs;help;export'= {
+        }
+        &'tcp-redirs;help;orgs'= {
+            cand create 'Create an organisation (admin only)'
+            cand list 'List the organisations your credential sees'
+        }
+        &'tcp-redirs;help;orgs;create'= {
+        }
+        &'tcp-redirs;help;orgs;list'= {
+        }
+        &'tcp-redirs;help;tokens'= {
+            cand create 'Issue a credential for an organisation; its token and secret are shown this once'
+            cand list 'List an organisation''s credentials (never their secrets)'
+            cand revoke 'Revoke a credential; it stops working at once'
+        }
+        &'tcp-redirs;help;tokens;create'= {
+        }
+        &'tcp-redirs;help;tokens;list'= {
+        }
+        &'tcp-redirs;help;tokens;revoke'= {
+        }
+        &'tcp-redirs;help;serve'= {
+        }
+        &'tcp-redirs;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

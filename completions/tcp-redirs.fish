@@ -1,0 +1,210 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_tcp_redirs_global_optspecs
+    string join \n app= F/format= server= token= h/help V/version
+end
+
+function __fish_tcp_redirs_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_tcp_redirs_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_tcp_redirs_using_subcommand
+    set -l cmd (__fish_tcp_redirs_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -l app -d 'The application, by id (app_…) or name' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -s V -l version -d 'Print version'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "list" -d 'List the TCP redirections of an application (the default command)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "list-namespaces" -d 'List the namespaces you may add redirections in'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "add" -d 'Add a TCP redirection: a public port in a namespace, forwarded to the application'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "remove" -d 'Remove a TCP redirection; its port stops accepting at once'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "apps" -d 'Manage applications (operator): where a redirection\'s traffic goes'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "apply" -d 'Make the server match a file of applications and redirections, idempotently'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "export" -d 'Write the applications and redirections in the format of `apply`'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "orgs" -d 'Manage organisations (admin)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "tokens" -d 'Manage an organisation\'s credentials (admin)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "serve" -d 'Run the control server: the API, the port allocator, the store and the forwarding'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -l app -d 'The application, by id (app_…) or name' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -l app -d 'The application, by id (app_…) or name' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -l org -d 'The organisation, by id (orga_…) or name [default: the only one the credential sees]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l namespace -d 'The namespace to take a port in (`list-namespaces` shows them)' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l connect-timeout -d 'Seconds an instance may take to accept before the next is tried [default: the namespace\'s, 5]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l idle-timeout -d 'Seconds a connection may go without a byte before it is closed [default: the namespace\'s, 3600]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l half-close-timeout -d 'Seconds a connection may stay half-closed [default: the namespace\'s, 60]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l port -d 'Ask for this precise port of the namespace\'s range instead of a random one' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l max-connections -d 'The most connections open at once; more are refused [default: unlimited]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l max-connections-per-second -d 'The most new connections per second; more are refused [default: unlimited]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l proxy-protocol -d 'Send the PROXY protocol header (v1 or v2) to the instance, so it sees the client\'s address' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l allow -d 'Only clients in this range may connect (CIDR or address; repeat for several)' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l deny -d 'Refuse clients in this range, even when allowed (CIDR or address; repeat for several)' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l app -d 'The application, by id (app_…) or name' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -l namespace -d 'The namespace the port belongs to' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -l app -d 'The application, by id (app_…) or name' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -s h -l help -d 'Print help'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -f -a "create" -d 'Create an application with its instances'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -f -a "set-instances" -d 'Replace an application\'s instances, live: open connections stay where they are'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -f -a "list" -d 'List the applications'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -f -a "remove" -d 'Remove an application and all its redirections'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -l instance -d 'An address where the application listens, HOST:PORT, optionally =WEIGHT (0 takes no new connection; 1 by default). Repeat for several' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -l org -d 'The organisation, by id (orga_…) or name [default: the only one the credential sees]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from set-instances" -l instance -d 'HOST:PORT[=WEIGHT], repeated for each instance' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from set-instances" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from set-instances" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from set-instances" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from set-instances" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from list" -l org -d 'The organisation, by id (orga_…) or name [default: the only one the credential sees]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from list" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from list" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from list" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from remove" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from remove" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from remove" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create an application with its instances'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "set-instances" -d 'Replace an application\'s instances, live: open connections stay where they are'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "list" -d 'List the applications'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "remove" -d 'Remove an application and all its redirections'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apply" -s f -l file -d 'The file to apply (TOML; `tcp-redirs export` writes one)' -r -F
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apply" -l org -d 'The organisation, by id (orga_…) or name [default: the only one the credential sees]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apply" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apply" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apply" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apply" -l dry-run -d 'Say what would change, and change nothing'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apply" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand export" -l org -d 'The organisation, by id (orga_…) or name [default: the only one the credential sees]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand export" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand export" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand export" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand export" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -s h -l help -d 'Print help'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -f -a "create" -d 'Create an organisation (admin only)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -f -a "list" -d 'List the organisations your credential sees'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and __fish_seen_subcommand_from create" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and __fish_seen_subcommand_from create" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and __fish_seen_subcommand_from create" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and __fish_seen_subcommand_from list" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and __fish_seen_subcommand_from list" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and __fish_seen_subcommand_from list" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create an organisation (admin only)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and __fish_seen_subcommand_from help" -f -a "list" -d 'List the organisations your credential sees'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and not __fish_seen_subcommand_from create list revoke help" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and not __fish_seen_subcommand_from create list revoke help" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and not __fish_seen_subcommand_from create list revoke help" -s h -l help -d 'Print help'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and not __fish_seen_subcommand_from create list revoke help" -f -a "create" -d 'Issue a credential for an organisation; its token and secret are shown this once'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and not __fish_seen_subcommand_from create list revoke help" -f -a "list" -d 'List an organisation\'s credentials (never their secrets)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and not __fish_seen_subcommand_from create list revoke help" -f -a "revoke" -d 'Revoke a credential; it stops working at once'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and not __fish_seen_subcommand_from create list revoke help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from create" -l name -d 'What the credential is for' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from create" -l org -d 'The organisation, by id (orga_…) or name [default: the only one the credential sees]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from create" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from create" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from create" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from list" -l org -d 'The organisation, by id (orga_…) or name [default: the only one the credential sees]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from list" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from list" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from list" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from revoke" -l org -d 'The organisation, by id (orga_…) or name [default: the only one the credential sees]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from revoke" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from revoke" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from revoke" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from revoke" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from help" -f -a "create" -d 'Issue a credential for an organisation; its token and secret are shown this once'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from help" -f -a "list" -d 'List an organisation\'s credentials (never their secrets)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from help" -f -a "revoke" -d 'Revoke a credential; it stops working at once'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l listen -d 'The control API\'s address (port 0 picks a free port; the address is logged)' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l data-dir -d 'Where the store and the admin credential live [default: the user\'s data directory]' -r -F
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l public-bind -d 'The address public ports bind when the config file does not say' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l config -d 'A TOML file declaring namespaces and applications' -r -F
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l tls-cert -d 'Serve the control API over TLS with this PEM certificate (chain); needs --tls-key' -r -F
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l tls-key -d 'The PEM private key of --tls-cert' -r -F
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l drain-timeout -d 'Seconds open connections may run on after SIGTERM or SIGINT' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "list" -d 'List the TCP redirections of an application (the default command)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "list-namespaces" -d 'List the namespaces you may add redirections in'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "add" -d 'Add a TCP redirection: a public port in a namespace, forwarded to the application'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "remove" -d 'Remove a TCP redirection; its port stops accepting at once'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "apps" -d 'Manage applications (operator): where a redirection\'s traffic goes'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "apply" -d 'Make the server match a file of applications and redirections, idempotently'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "export" -d 'Write the applications and redirections in the format of `apply`'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "orgs" -d 'Manage organisations (admin)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "tokens" -d 'Manage an organisation\'s credentials (admin)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "serve" -d 'Run the control server: the API, the port allocator, the store and the forwarding'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "create" -d 'Create an application with its instances'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "set-instances" -d 'Replace an application\'s instances, live: open connections stay where they are'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "list" -d 'List the applications'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "remove" -d 'Remove an application and all its redirections'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from orgs" -f -a "create" -d 'Create an organisation (admin only)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from orgs" -f -a "list" -d 'List the organisations your credential sees'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from tokens" -f -a "create" -d 'Issue a credential for an organisation; its token and secret are shown this once'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from tokens" -f -a "list" -d 'List an organisation\'s credentials (never their secrets)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from tokens" -f -a "revoke" -d 'Revoke a credential; it stops working at once'
