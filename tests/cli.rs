@@ -433,3 +433,26 @@ fn exit_codes_tell_not_found_authentication_and_unreachable_apart() {
     let help = server.cli_ok(&["--help"]);
     assert!(help.contains("Exit codes:") && help.contains("5  server unreachable"), "{help}");
 }
+
+#[test]
+fn tcp_redirs_app_selects_the_application_for_ci_jobs() {
+    let server = Server::start();
+    let echo = TcpService::echo();
+    server.create_app("from-env", echo.addr());
+    let run = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .args(["--server", &server.url])
+            .env("TCP_REDIRS_TOKEN", &server.token)
+            .env("TCP_REDIRS_APP", "from-env")
+            .env("TCP_REDIRS_CONFIG_DIR", tempfile::tempdir().unwrap().path())
+            .output()
+            .unwrap()
+    };
+    let added = run(&["add", "--namespace", "default", "-F", "json"]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let port = port_of(&serde_json::from_slice(&added.stdout).unwrap());
+    assert_eq!(server.list("from-env"), vec![("default".to_owned(), port)]);
+    let apps = run(&["apps", "list", "-F", "json"]);
+    assert!(apps.status.success(), "TCP_REDIRS_APP must not break commands without --app");
+}

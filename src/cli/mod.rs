@@ -112,14 +112,10 @@ impl Command {
             #[cfg(feature = "server")]
             Command::Serve(_) => None,
         };
-        match (app, top.app.app) {
-            (Some(app), Some(top)) => {
-                app.app.get_or_insert(top);
-            }
-            (None, Some(_)) => {
-                bail!("--app applies to list, list-namespaces, add and remove: drop it from this command")
-            }
-            _ => {}
+        // Commands without `--app` ignore one given before them, as they ignore
+        // TCP_REDIRS_APP, which a CI job sets once for all its commands.
+        if let (Some(app), Some(top)) = (app, top.app.app) {
+            app.app.get_or_insert(top);
         }
         Ok(self)
     }
@@ -170,7 +166,7 @@ impl FormatArgs {
 #[derive(Debug, Clone, Args)]
 struct AppArgs {
     /// The application, by id (app_…) or name.
-    #[arg(long, value_name = "ID|NAME")]
+    #[arg(long, env = "TCP_REDIRS_APP", value_name = "ID|NAME")]
     app: Option<String>,
 }
 
