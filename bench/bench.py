@@ -545,7 +545,6 @@ http {{
                            "json", env=cenv)
             doc = json.loads(out)
             self.port[("tcp-redirs", backend)] = int(doc["port"])
-        self.versions["tcp-redirs"] = self.cli("--version", env=cenv).strip() if True else ""
 
     def start_haproxy(self, p_iperf, p_http, p_echo):
         if self.haproxy_splice == "all":
@@ -888,16 +887,20 @@ backend b_{name}
         v_iperf = ver(['iperf3', '--version'], r'iperf (\S+)')
         v_nginx = ver(['nginx', '-v'], r'nginx/(\S+)')
         v_wrk = ver(['wrk', '-v'], r'wrk (\S+)')
+        v_hap = ver(["haproxy", "-v"], r"version (\S+)")
+        v_socat = ver(["socat", "-V"], r"socat version (\S+)")
+        v_iperf = ver(["iperf3", "--version"], r"iperf (\S+)")
+        v_nginx = ver(["nginx", "-v"], r"nginx/(\S+)")
+        v_wrk = ver(["wrk", "-v"], r"wrk (\S+)")
         return [
             f"- when: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; tcp-redirs {rev}",
             f"- machine: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}",
-            f"- peers: HAProxy {v_haproxy} (`mode tcp`, {splice}), "
-            f"socat {v_socat} (`fork`), "
-            f"backends iperf3 {v_iperf}, "
-            f"nginx {v_nginx} ({self.nginx_workers} worker, "
-            f"{self.body_bytes}-byte body), clients iperf3 and wrk {v_wrk}",
-            f"- each number: median of {self.runs} runs of {self.duration} s, the four paths interleaved; "
-            f"ratios: tcp-redirs divided by direct / by HAProxy (for rows marked lower is better, "
+            f"- peers: HAProxy {v_hap} (`mode tcp`, {splice}), socat {v_socat} (`fork`); "
+            f"backends: iperf3 {v_iperf}, nginx {v_nginx} ({self.nginx_workers} worker, "
+            f"{self.body_bytes}-byte body); clients: iperf3, wrk {v_wrk}",
+            f"- each number: median of {self.runs} runs of {self.duration} s, the four paths interleaved "
+            f"(round 1: direct, tcp-redirs, haproxy, socat; round 2 starts at tcp-redirs, ...); "
+            f"ratios: tcp-redirs divided by direct / by HAProxy (in rows marked lower is better, "
             f"below 1 is better)",
             f"- memory: measured once per forwarder with {conns} idle connections through it to an "
             f"echo backend (RSS delta / connections; socat: PSS summed over its processes)",

@@ -37,8 +37,17 @@ _tcp__redirs() {
             tcp__redirs,list-namespaces)
                 cmd="tcp__redirs__subcmd__list__subcmd__namespaces"
                 ;;
+            tcp__redirs,login)
+                cmd="tcp__redirs__subcmd__login"
+                ;;
+            tcp__redirs,logout)
+                cmd="tcp__redirs__subcmd__logout"
+                ;;
             tcp__redirs,orgs)
                 cmd="tcp__redirs__subcmd__orgs"
+                ;;
+            tcp__redirs,profile)
+                cmd="tcp__redirs__subcmd__profile"
                 ;;
             tcp__redirs,remove)
                 cmd="tcp__redirs__subcmd__remove"
@@ -100,8 +109,17 @@ _tcp__redirs() {
             tcp__redirs__subcmd__help,list-namespaces)
                 cmd="tcp__redirs__subcmd__help__subcmd__list__subcmd__namespaces"
                 ;;
+            tcp__redirs__subcmd__help,login)
+                cmd="tcp__redirs__subcmd__help__subcmd__login"
+                ;;
+            tcp__redirs__subcmd__help,logout)
+                cmd="tcp__redirs__subcmd__help__subcmd__logout"
+                ;;
             tcp__redirs__subcmd__help,orgs)
                 cmd="tcp__redirs__subcmd__help__subcmd__orgs"
+                ;;
+            tcp__redirs__subcmd__help,profile)
+                cmd="tcp__redirs__subcmd__help__subcmd__profile"
                 ;;
             tcp__redirs__subcmd__help,remove)
                 cmd="tcp__redirs__subcmd__help__subcmd__remove"
@@ -130,6 +148,12 @@ _tcp__redirs() {
             tcp__redirs__subcmd__help__subcmd__orgs,list)
                 cmd="tcp__redirs__subcmd__help__subcmd__orgs__subcmd__list"
                 ;;
+            tcp__redirs__subcmd__help__subcmd__profile,list)
+                cmd="tcp__redirs__subcmd__help__subcmd__profile__subcmd__list"
+                ;;
+            tcp__redirs__subcmd__help__subcmd__profile,use)
+                cmd="tcp__redirs__subcmd__help__subcmd__profile__subcmd__use"
+                ;;
             tcp__redirs__subcmd__help__subcmd__tokens,create)
                 cmd="tcp__redirs__subcmd__help__subcmd__tokens__subcmd__create"
                 ;;
@@ -156,6 +180,24 @@ _tcp__redirs() {
                 ;;
             tcp__redirs__subcmd__orgs__subcmd__help,list)
                 cmd="tcp__redirs__subcmd__orgs__subcmd__help__subcmd__list"
+                ;;
+            tcp__redirs__subcmd__profile,help)
+                cmd="tcp__redirs__subcmd__profile__subcmd__help"
+                ;;
+            tcp__redirs__subcmd__profile,list)
+                cmd="tcp__redirs__subcmd__profile__subcmd__list"
+                ;;
+            tcp__redirs__subcmd__profile,use)
+                cmd="tcp__redirs__subcmd__profile__subcmd__use"
+                ;;
+            tcp__redirs__subcmd__profile__subcmd__help,help)
+                cmd="tcp__redirs__subcmd__profile__subcmd__help__subcmd__help"
+                ;;
+            tcp__redirs__subcmd__profile__subcmd__help,list)
+                cmd="tcp__redirs__subcmd__profile__subcmd__help__subcmd__list"
+                ;;
+            tcp__redirs__subcmd__profile__subcmd__help,use)
+                cmd="tcp__redirs__subcmd__profile__subcmd__help__subcmd__use"
                 ;;
             tcp__redirs__subcmd__tokens,create)
                 cmd="tcp__redirs__subcmd__tokens__subcmd__create"
@@ -188,7 +230,7 @@ _tcp__redirs() {
 
     case "${cmd}" in
         tcp__redirs)
-            opts="-F -h -V --app --format --server --token --help --version list list-namespaces add remove apps apply export orgs tokens serve help"
+            opts="-F -h -V --app --format --server --token --help --version list list-namespaces add remove apps apply export login logout profile orgs tokens serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -614,7 +656,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__help)
-            opts="list list-namespaces add remove apps apply export orgs tokens serve help"
+            opts="list list-namespaces add remove apps apply export login logout profile orgs tokens serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -781,6 +823,34 @@ _tcp__redirs() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tcp__subcmd__redirs__subcmd__help__subcmd__login)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__help__subcmd__logout)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tcp__subcmd__redirs__subcmd__help__subcmd__orgs)
             opts="create list"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -810,6 +880,48 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__help__subcmd__orgs__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__help__subcmd__profile)
+            opts="list use"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__help__subcmd__profile__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__help__subcmd__profile__subcmd__use)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -979,6 +1091,78 @@ _tcp__redirs() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tcp__subcmd__redirs__subcmd__login)
+            opts="-F -h --profile --secret --format --server --token --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -F)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__logout)
+            opts="-F -h --profile --format --server --token --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -F)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tcp__subcmd__redirs__subcmd__orgs)
             opts="-h --server --token --help create list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1088,6 +1272,144 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__orgs__subcmd__list)
+            opts="-F -h --format --server --token --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -F)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__profile)
+            opts="-h --server --token --help list use help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__profile__subcmd__help)
+            opts="list use help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__profile__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__profile__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__profile__subcmd__help__subcmd__use)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__profile__subcmd__list)
+            opts="-F -h --format --server --token --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -F)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__profile__subcmd__use)
             opts="-F -h --format --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

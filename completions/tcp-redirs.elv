@@ -34,6 +34,9 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand apps 'Manage applications (operator): where a redirection''s traffic goes'
             cand apply 'Make the server match a file of applications and redirections, idempotently'
             cand export 'Write the applications and redirections in the format of `apply`'
+            cand login 'Save a server and its credential as a profile, after checking them'
+            cand logout 'Forget a saved profile'
+            cand profile 'List the saved profiles, or choose the current one'
             cand orgs 'Manage organisations (admin)'
             cand tokens 'Manage an organisation''s credentials (admin)'
             cand serve 'Run the control server: the API, the port allocator, the store and the forwarding'
@@ -172,6 +175,61 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
+        &'tcp-redirs;login'= {
+            cand --profile 'The profile to save (and make current)'
+            cand --secret 'The secret of the token (Clever''s OAuth form), kept with it'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;logout'= {
+            cand --profile 'The profile to forget [default: the current one]'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;profile'= {
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand list 'List the saved profiles (never their credentials)'
+            cand use 'Make a saved profile the current one'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tcp-redirs;profile;list'= {
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;profile;use'= {
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;profile;help'= {
+            cand list 'List the saved profiles (never their credentials)'
+            cand use 'Make a saved profile the current one'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tcp-redirs;profile;help;list'= {
+        }
+        &'tcp-redirs;profile;help;use'= {
+        }
+        &'tcp-redirs;profile;help;help'= {
+        }
         &'tcp-redirs;orgs'= {
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
             cand --token 'The API token [default: the profile''s]'
@@ -281,6 +339,9 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand apps 'Manage applications (operator): where a redirection''s traffic goes'
             cand apply 'Make the server match a file of applications and redirections, idempotently'
             cand export 'Write the applications and redirections in the format of `apply`'
+            cand login 'Save a server and its credential as a profile, after checking them'
+            cand logout 'Forget a saved profile'
+            cand profile 'List the saved profiles, or choose the current one'
             cand orgs 'Manage organisations (admin)'
             cand tokens 'Manage an organisation''s credentials (admin)'
             cand serve 'Run the control server: the API, the port allocator, the store and the forwarding'
@@ -311,6 +372,18 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         &'tcp-redirs;help;apply'= {
         }
         &'tcp-redirs;help;export'= {
+        }
+        &'tcp-redirs;help;login'= {
+        }
+        &'tcp-redirs;help;logout'= {
+        }
+        &'tcp-redirs;help;profile'= {
+            cand list 'List the saved profiles (never their credentials)'
+            cand use 'Make a saved profile the current one'
+        }
+        &'tcp-redirs;help;profile;list'= {
+        }
+        &'tcp-redirs;help;profile;use'= {
         }
         &'tcp-redirs;help;orgs'= {
             cand create 'Create an organisation (admin only)'

@@ -38,6 +38,9 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "remove" -d 'R
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "apps" -d 'Manage applications (operator): where a redirection\'s traffic goes'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "apply" -d 'Make the server match a file of applications and redirections, idempotently'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "export" -d 'Write the applications and redirections in the format of `apply`'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "login" -d 'Save a server and its credential as a profile, after checking them'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "logout" -d 'Forget a saved profile'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "profile" -d 'List the saved profiles, or choose the current one'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "orgs" -d 'Manage organisations (admin)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "tokens" -d 'Manage an organisation\'s credentials (admin)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "serve" -d 'Run the control server: the API, the port allocator, the store and the forwarding'
@@ -129,6 +132,38 @@ json\t'One JSON document, for scripts'"
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand export" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand export" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand export" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand login" -l profile -d 'The profile to save (and make current)' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand login" -l secret -d 'The secret of the token (Clever\'s OAuth form), kept with it' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand login" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand login" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand login" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand login" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand logout" -l profile -d 'The profile to forget [default: the current one]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand logout" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand logout" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand logout" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand logout" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and not __fish_seen_subcommand_from list use help" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and not __fish_seen_subcommand_from list use help" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and not __fish_seen_subcommand_from list use help" -s h -l help -d 'Print help'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and not __fish_seen_subcommand_from list use help" -f -a "list" -d 'List the saved profiles (never their credentials)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and not __fish_seen_subcommand_from list use help" -f -a "use" -d 'Make a saved profile the current one'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and not __fish_seen_subcommand_from list use help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and __fish_seen_subcommand_from list" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and __fish_seen_subcommand_from list" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and __fish_seen_subcommand_from list" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and __fish_seen_subcommand_from use" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and __fish_seen_subcommand_from use" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and __fish_seen_subcommand_from use" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and __fish_seen_subcommand_from use" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and __fish_seen_subcommand_from help" -f -a "list" -d 'List the saved profiles (never their credentials)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and __fish_seen_subcommand_from help" -f -a "use" -d 'Make a saved profile the current one'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -s h -l help -d 'Print help'
@@ -188,21 +223,26 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l drain-ti
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -s h -l help -d 'Print help'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "list" -d 'List the TCP redirections of an application (the default command)'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "list-namespaces" -d 'List the namespaces you may add redirections in'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "add" -d 'Add a TCP redirection: a public port in a namespace, forwarded to the application'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "remove" -d 'Remove a TCP redirection; its port stops accepting at once'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "apps" -d 'Manage applications (operator): where a redirection\'s traffic goes'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "apply" -d 'Make the server match a file of applications and redirections, idempotently'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "export" -d 'Write the applications and redirections in the format of `apply`'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "orgs" -d 'Manage organisations (admin)'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "tokens" -d 'Manage an organisation\'s credentials (admin)'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "serve" -d 'Run the control server: the API, the port allocator, the store and the forwarding'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export orgs tokens serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "list" -d 'List the TCP redirections of an application (the default command)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "list-namespaces" -d 'List the namespaces you may add redirections in'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "add" -d 'Add a TCP redirection: a public port in a namespace, forwarded to the application'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "remove" -d 'Remove a TCP redirection; its port stops accepting at once'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "apps" -d 'Manage applications (operator): where a redirection\'s traffic goes'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "apply" -d 'Make the server match a file of applications and redirections, idempotently'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "export" -d 'Write the applications and redirections in the format of `apply`'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "login" -d 'Save a server and its credential as a profile, after checking them'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "logout" -d 'Forget a saved profile'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "profile" -d 'List the saved profiles, or choose the current one'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "orgs" -d 'Manage organisations (admin)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "tokens" -d 'Manage an organisation\'s credentials (admin)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "serve" -d 'Run the control server: the API, the port allocator, the store and the forwarding'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "create" -d 'Create an application with its instances'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "set-instances" -d 'Replace an application\'s instances, live: open connections stay where they are'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "list" -d 'List the applications'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "remove" -d 'Remove an application and all its redirections'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from profile" -f -a "list" -d 'List the saved profiles (never their credentials)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from profile" -f -a "use" -d 'Make a saved profile the current one'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from orgs" -f -a "create" -d 'Create an organisation (admin only)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from orgs" -f -a "list" -d 'List the organisations your credential sees'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from tokens" -f -a "create" -d 'Issue a credential for an organisation; its token and secret are shown this once'

@@ -456,3 +456,48 @@ fn tcp_redirs_app_selects_the_application_for_ci_jobs() {
     let apps = run(&["apps", "list", "-F", "json"]);
     assert!(apps.status.success(), "TCP_REDIRS_APP must not break commands without --app");
 }
+
+#[test]
+fn login_saves_a_private_profile_that_later_commands_use_and_logout_forgets() {
+    let server = Server::start();
+    let config = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .env("TCP_REDIRS_CONFIG_DIR", config.path())
+            .env_remove("TCP_REDIRS_URL")
+            .env_remove("TCP_REDIRS_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = run(&["login", "--server", &server.url, "--token", "not-the-token"]);
+    assert_eq!(code, 4, "a wrong token is refused before anything is saved: {err}");
+    assert!(!config.path().join("config.toml").exists());
+
+    let (code, out, err) =
+        run(&["login", "--server", &server.url, "--token", &server.token, "--profile", "lab"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("lab"), "{out}");
+    let file = config.path().join("config.toml");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let (code, out, err) = run(&["list-namespaces", "-F", "json"]);
+    assert_eq!(code, 0, "the saved profile is used: {err}");
+    assert!(out.contains("cleverapps"), "{out}");
+    let (_, listed, _) = run(&["profile", "list", "-F", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["name"], "lab");
+    assert_eq!(listed[0]["current"], true);
+    assert!(!listed.to_string().contains(&server.token), "a list never shows a token: {listed}");
+    assert_eq!(run(&["profile", "use", "nowhere"]).0, 3);
+
+    let (code, _, err) = run(&["logout"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(&server.token), "logout forgets the token");
+}

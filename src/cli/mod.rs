@@ -11,6 +11,7 @@ mod apps;
 mod export;
 mod list;
 mod list_namespaces;
+mod login;
 mod orgs;
 mod remove;
 #[cfg(feature = "server")]
@@ -67,6 +68,13 @@ enum Command {
     Apply(apply::Args),
     /// Write the applications and redirections in the format of `apply`.
     Export(export::Args),
+    /// Save a server and its credential as a profile, after checking them.
+    Login(login::LoginArgs),
+    /// Forget a saved profile.
+    Logout(login::LogoutArgs),
+    /// List the saved profiles, or choose the current one.
+    #[command(subcommand)]
+    Profile(login::ProfileCommand),
     /// Manage organisations (admin).
     #[command(subcommand)]
     Orgs(orgs::Command),
@@ -95,7 +103,15 @@ impl Command {
                 format.format = format.format.or(top.format.format);
                 None
             }
-            Command::Apply(apply::Args { format, .. }) | Command::Export(export::Args { format, .. }) => {
+            Command::Profile(command) => {
+                let format = command.format_mut();
+                format.format = format.format.or(top.format.format);
+                None
+            }
+            Command::Login(login::LoginArgs { format, .. })
+            | Command::Logout(login::LogoutArgs { format, .. })
+            | Command::Apply(apply::Args { format, .. })
+            | Command::Export(export::Args { format, .. }) => {
                 format.format = format.format.or(top.format.format);
                 None
             }
@@ -276,6 +292,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Command::Apps(command) => apps::run(&conn, command).await,
             Command::Orgs(command) => orgs::run(&conn, command).await,
             Command::Apply(args) => apply::run(&conn, args).await,
+            Command::Login(args) => login::login(&conn, args).await,
+            Command::Logout(args) => login::logout(args).await,
+            Command::Profile(command) => login::profile(command).await,
             Command::Export(args) => export::run(&conn, args).await,
             Command::Tokens(command) => tokens::run(&conn, command).await,
             #[cfg(feature = "server")]
