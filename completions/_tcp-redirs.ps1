@@ -22,6 +22,8 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
     $completions = @(switch ($command) {
         'tcp-redirs' {
             [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name')
+            [CompletionResult]::new('-a', '-a', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
+            [CompletionResult]::new('--alias', '--alias', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
             [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
@@ -37,6 +39,8 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             [CompletionResult]::new('apps', 'apps', [CompletionResultType]::ParameterValue, 'Manage applications (operator): where a redirection''s traffic goes')
             [CompletionResult]::new('apply', 'apply', [CompletionResultType]::ParameterValue, 'Make the server match a file of applications and redirections, idempotently')
             [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Write the applications and redirections in the format of `apply`')
+            [CompletionResult]::new('link', 'link', [CompletionResultType]::ParameterValue, 'Link an application to this directory, under an alias')
+            [CompletionResult]::new('unlink', 'unlink', [CompletionResultType]::ParameterValue, 'Remove an application''s link from this directory')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Save a server and its credential as a profile, after checking them')
             [CompletionResult]::new('logout', 'logout', [CompletionResultType]::ParameterValue, 'Forget a saved profile')
             [CompletionResult]::new('profile', 'profile', [CompletionResultType]::ParameterValue, 'List the saved profiles, or choose the current one')
@@ -48,6 +52,8 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
         }
         'tcp-redirs;list' {
             [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name')
+            [CompletionResult]::new('-a', '-a', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
+            [CompletionResult]::new('--alias', '--alias', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
             [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
@@ -58,6 +64,8 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
         }
         'tcp-redirs;list-namespaces' {
             [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name')
+            [CompletionResult]::new('-a', '-a', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
+            [CompletionResult]::new('--alias', '--alias', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
             [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'The organisation, by id (orga_…) or name [default: the only one the credential sees]')
             [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
@@ -79,6 +87,8 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             [CompletionResult]::new('--allow', '--allow', [CompletionResultType]::ParameterName, 'Only clients in this range may connect (CIDR or address; repeat for several)')
             [CompletionResult]::new('--deny', '--deny', [CompletionResultType]::ParameterName, 'Refuse clients in this range, even when allowed (CIDR or address; repeat for several)')
             [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name')
+            [CompletionResult]::new('-a', '-a', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
+            [CompletionResult]::new('--alias', '--alias', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
             [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
@@ -90,6 +100,8 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
         'tcp-redirs;remove' {
             [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'The namespace the port belongs to')
             [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name')
+            [CompletionResult]::new('-a', '-a', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
+            [CompletionResult]::new('--alias', '--alias', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
             [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
@@ -188,6 +200,25 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
         }
         'tcp-redirs;export' {
             [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'The organisation, by id (orga_…) or name [default: the only one the credential sees]')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;link' {
+            [CompletionResult]::new('--alias', '--alias', [CompletionResultType]::ParameterName, 'The name to use it by [default: the application''s name]')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;unlink' {
             [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
@@ -386,6 +417,8 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             [CompletionResult]::new('apps', 'apps', [CompletionResultType]::ParameterValue, 'Manage applications (operator): where a redirection''s traffic goes')
             [CompletionResult]::new('apply', 'apply', [CompletionResultType]::ParameterValue, 'Make the server match a file of applications and redirections, idempotently')
             [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Write the applications and redirections in the format of `apply`')
+            [CompletionResult]::new('link', 'link', [CompletionResultType]::ParameterValue, 'Link an application to this directory, under an alias')
+            [CompletionResult]::new('unlink', 'unlink', [CompletionResultType]::ParameterValue, 'Remove an application''s link from this directory')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Save a server and its credential as a profile, after checking them')
             [CompletionResult]::new('logout', 'logout', [CompletionResultType]::ParameterValue, 'Forget a saved profile')
             [CompletionResult]::new('profile', 'profile', [CompletionResultType]::ParameterValue, 'List the saved profiles, or choose the current one')
@@ -430,6 +463,12 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             break
         }
         'tcp-redirs;help;export' {
+            break
+        }
+        'tcp-redirs;help;link' {
+            break
+        }
+        'tcp-redirs;help;unlink' {
             break
         }
         'tcp-redirs;help;login' {

@@ -31,6 +31,9 @@ _tcp__redirs() {
             tcp__redirs,help)
                 cmd="tcp__redirs__subcmd__help"
                 ;;
+            tcp__redirs,link)
+                cmd="tcp__redirs__subcmd__link"
+                ;;
             tcp__redirs,list)
                 cmd="tcp__redirs__subcmd__list"
                 ;;
@@ -57,6 +60,9 @@ _tcp__redirs() {
                 ;;
             tcp__redirs,tokens)
                 cmd="tcp__redirs__subcmd__tokens"
+                ;;
+            tcp__redirs,unlink)
+                cmd="tcp__redirs__subcmd__unlink"
                 ;;
             tcp__redirs__subcmd__apps,create)
                 cmd="tcp__redirs__subcmd__apps__subcmd__create"
@@ -103,6 +109,9 @@ _tcp__redirs() {
             tcp__redirs__subcmd__help,help)
                 cmd="tcp__redirs__subcmd__help__subcmd__help"
                 ;;
+            tcp__redirs__subcmd__help,link)
+                cmd="tcp__redirs__subcmd__help__subcmd__link"
+                ;;
             tcp__redirs__subcmd__help,list)
                 cmd="tcp__redirs__subcmd__help__subcmd__list"
                 ;;
@@ -129,6 +138,9 @@ _tcp__redirs() {
                 ;;
             tcp__redirs__subcmd__help,tokens)
                 cmd="tcp__redirs__subcmd__help__subcmd__tokens"
+                ;;
+            tcp__redirs__subcmd__help,unlink)
+                cmd="tcp__redirs__subcmd__help__subcmd__unlink"
                 ;;
             tcp__redirs__subcmd__help__subcmd__apps,create)
                 cmd="tcp__redirs__subcmd__help__subcmd__apps__subcmd__create"
@@ -230,13 +242,21 @@ _tcp__redirs() {
 
     case "${cmd}" in
         tcp__redirs)
-            opts="-F -h -V --app --format --server --token --help --version list list-namespaces add remove apps apply export login logout profile orgs tokens serve help"
+            opts="-a -F -h -V --app --alias --format --server --token --help --version list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --app)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --alias)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -a)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -264,7 +284,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__add)
-            opts="-F -h --namespace --connect-timeout --idle-timeout --half-close-timeout --port --max-connections --max-connections-per-second --proxy-protocol --allow --deny --app --format --server --token --help"
+            opts="-a -F -h --namespace --connect-timeout --idle-timeout --half-close-timeout --port --max-connections --max-connections-per-second --proxy-protocol --allow --deny --app --alias --format --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -311,6 +331,14 @@ _tcp__redirs() {
                     return 0
                     ;;
                 --app)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --alias)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -a)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -656,7 +684,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__help)
-            opts="list list-namespaces add remove apps apply export login logout profile orgs tokens serve help"
+            opts="list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -782,6 +810,20 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__help__subcmd__link)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1019,14 +1061,70 @@ _tcp__redirs() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tcp__subcmd__redirs__subcmd__help__subcmd__unlink)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__link)
+            opts="-F -h --alias --format --server --token --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --alias)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -F)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tcp__subcmd__redirs__subcmd__list)
-            opts="-F -h --app --format --server --token --help"
+            opts="-a -F -h --app --alias --format --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --app)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --alias)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -a)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1054,13 +1152,21 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__list__subcmd__namespaces)
-            opts="-F -h --app --org --format --server --token --help"
+            opts="-a -F -h --app --alias --org --format --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --app)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --alias)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -a)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1440,7 +1546,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__remove)
-            opts="-F -h --namespace --app --format --server --token --help"
+            opts="-a -F -h --namespace --app --alias --format --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1451,6 +1557,14 @@ _tcp__redirs() {
                     return 0
                     ;;
                 --app)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --alias)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -a)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1702,6 +1816,36 @@ _tcp__redirs() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -F)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__unlink)
+            opts="-F -h --format --server --token --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --format)
                     COMPREPLY=($(compgen -W "human json" -- "${cur}"))
                     return 0

@@ -19,6 +19,8 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
     var completions = [
         &'tcp-redirs'= {
             cand --app 'The application, by id (app_…) or name'
+            cand -a 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
+            cand --alias 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
             cand -F 'Output format [default: human]'
             cand --format 'Output format [default: human]'
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
@@ -34,6 +36,8 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand apps 'Manage applications (operator): where a redirection''s traffic goes'
             cand apply 'Make the server match a file of applications and redirections, idempotently'
             cand export 'Write the applications and redirections in the format of `apply`'
+            cand link 'Link an application to this directory, under an alias'
+            cand unlink 'Remove an application''s link from this directory'
             cand login 'Save a server and its credential as a profile, after checking them'
             cand logout 'Forget a saved profile'
             cand profile 'List the saved profiles, or choose the current one'
@@ -44,6 +48,8 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         }
         &'tcp-redirs;list'= {
             cand --app 'The application, by id (app_…) or name'
+            cand -a 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
+            cand --alias 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
             cand -F 'Output format [default: human]'
             cand --format 'Output format [default: human]'
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
@@ -53,6 +59,8 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         }
         &'tcp-redirs;list-namespaces'= {
             cand --app 'The application, by id (app_…) or name'
+            cand -a 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
+            cand --alias 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
             cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
             cand -F 'Output format [default: human]'
             cand --format 'Output format [default: human]'
@@ -73,6 +81,8 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand --allow 'Only clients in this range may connect (CIDR or address; repeat for several)'
             cand --deny 'Refuse clients in this range, even when allowed (CIDR or address; repeat for several)'
             cand --app 'The application, by id (app_…) or name'
+            cand -a 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
+            cand --alias 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
             cand -F 'Output format [default: human]'
             cand --format 'Output format [default: human]'
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
@@ -83,6 +93,8 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         &'tcp-redirs;remove'= {
             cand --namespace 'The namespace the port belongs to'
             cand --app 'The application, by id (app_…) or name'
+            cand -a 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
+            cand --alias 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
             cand -F 'Output format [default: human]'
             cand --format 'Output format [default: human]'
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
@@ -168,6 +180,23 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         }
         &'tcp-redirs;export'= {
             cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;link'= {
+            cand --alias 'The name to use it by [default: the application''s name]'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;unlink'= {
             cand -F 'Output format [default: human]'
             cand --format 'Output format [default: human]'
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
@@ -339,6 +368,8 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand apps 'Manage applications (operator): where a redirection''s traffic goes'
             cand apply 'Make the server match a file of applications and redirections, idempotently'
             cand export 'Write the applications and redirections in the format of `apply`'
+            cand link 'Link an application to this directory, under an alias'
+            cand unlink 'Remove an application''s link from this directory'
             cand login 'Save a server and its credential as a profile, after checking them'
             cand logout 'Forget a saved profile'
             cand profile 'List the saved profiles, or choose the current one'
@@ -372,6 +403,10 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         &'tcp-redirs;help;apply'= {
         }
         &'tcp-redirs;help;export'= {
+        }
+        &'tcp-redirs;help;link'= {
+        }
+        &'tcp-redirs;help;unlink'= {
         }
         &'tcp-redirs;help;login'= {
         }

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_tcp_redirs_global_optspecs
-    string join \n app= F/format= server= token= h/help V/version
+    string join \n app= a/alias= F/format= server= token= h/help V/version
 end
 
 function __fish_tcp_redirs_needs_command
@@ -25,6 +25,7 @@ function __fish_tcp_redirs_using_subcommand
 end
 
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -l app -d 'The application, by id (app_…) or name' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -s a -l alias -d 'The application linked to this directory under ALIAS (`tcp-redirs link`)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
 json\t'One JSON document, for scripts'"
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
@@ -38,6 +39,8 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "remove" -d 'R
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "apps" -d 'Manage applications (operator): where a redirection\'s traffic goes'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "apply" -d 'Make the server match a file of applications and redirections, idempotently'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "export" -d 'Write the applications and redirections in the format of `apply`'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "link" -d 'Link an application to this directory, under an alias'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "unlink" -d 'Remove an application\'s link from this directory'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "login" -d 'Save a server and its credential as a profile, after checking them'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "logout" -d 'Forget a saved profile'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "profile" -d 'List the saved profiles, or choose the current one'
@@ -46,12 +49,14 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "tokens" -d 'M
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "serve" -d 'Run the control server: the API, the port allocator, the store and the forwarding'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -l app -d 'The application, by id (app_…) or name' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -s a -l alias -d 'The application linked to this directory under ALIAS (`tcp-redirs link`)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
 json\t'One JSON document, for scripts'"
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -l app -d 'The application, by id (app_…) or name' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -s a -l alias -d 'The application linked to this directory under ALIAS (`tcp-redirs link`)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -l org -d 'The organisation, by id (orga_…) or name [default: the only one the credential sees]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
 json\t'One JSON document, for scripts'"
@@ -69,6 +74,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l proxy-prot
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l allow -d 'Only clients in this range may connect (CIDR or address; repeat for several)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l deny -d 'Refuse clients in this range, even when allowed (CIDR or address; repeat for several)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l app -d 'The application, by id (app_…) or name' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -s a -l alias -d 'The application linked to this directory under ALIAS (`tcp-redirs link`)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
 json\t'One JSON document, for scripts'"
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
@@ -76,6 +82,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l token -d '
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -l namespace -d 'The namespace the port belongs to' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -l app -d 'The application, by id (app_…) or name' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -s a -l alias -d 'The application linked to this directory under ALIAS (`tcp-redirs link`)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
 json\t'One JSON document, for scripts'"
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
@@ -132,6 +139,17 @@ json\t'One JSON document, for scripts'"
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand export" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand export" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand export" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand link" -l alias -d 'The name to use it by [default: the application\'s name]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand link" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand link" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand link" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand link" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand unlink" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand unlink" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand unlink" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand unlink" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand login" -l profile -d 'The profile to save (and make current)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand login" -l secret -d 'The secret of the token (Clever\'s OAuth form), kept with it' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand login" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
@@ -223,20 +241,22 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l drain-ti
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -s h -l help -d 'Print help'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "list" -d 'List the TCP redirections of an application (the default command)'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "list-namespaces" -d 'List the namespaces you may add redirections in'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "add" -d 'Add a TCP redirection: a public port in a namespace, forwarded to the application'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "remove" -d 'Remove a TCP redirection; its port stops accepting at once'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "apps" -d 'Manage applications (operator): where a redirection\'s traffic goes'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "apply" -d 'Make the server match a file of applications and redirections, idempotently'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "export" -d 'Write the applications and redirections in the format of `apply`'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "login" -d 'Save a server and its credential as a profile, after checking them'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "logout" -d 'Forget a saved profile'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "profile" -d 'List the saved profiles, or choose the current one'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "orgs" -d 'Manage organisations (admin)'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "tokens" -d 'Manage an organisation\'s credentials (admin)'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "serve" -d 'Run the control server: the API, the port allocator, the store and the forwarding'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export login logout profile orgs tokens serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help" -f -a "list" -d 'List the TCP redirections of an application (the default command)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help" -f -a "list-namespaces" -d 'List the namespaces you may add redirections in'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help" -f -a "add" -d 'Add a TCP redirection: a public port in a namespace, forwarded to the application'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help" -f -a "remove" -d 'Remove a TCP redirection; its port stops accepting at once'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help" -f -a "apps" -d 'Manage applications (operator): where a redirection\'s traffic goes'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help" -f -a "apply" -d 'Make the server match a file of applications and redirections, idempotently'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help" -f -a "export" -d 'Write the applications and redirections in the format of `apply`'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help" -f -a "link" -d 'Link an application to this directory, under an alias'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help" -f -a "unlink" -d 'Remove an application\'s link from this directory'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help" -f -a "login" -d 'Save a server and its credential as a profile, after checking them'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help" -f -a "logout" -d 'Forget a saved profile'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help" -f -a "profile" -d 'List the saved profiles, or choose the current one'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help" -f -a "orgs" -d 'Manage organisations (admin)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help" -f -a "tokens" -d 'Manage an organisation\'s credentials (admin)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help" -f -a "serve" -d 'Run the control server: the API, the port allocator, the store and the forwarding'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "create" -d 'Create an application with its instances'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "set-instances" -d 'Replace an application\'s instances, live: open connections stay where they are'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "list" -d 'List the applications'

@@ -501,3 +501,55 @@ fn login_saves_a_private_profile_that_later_commands_use_and_logout_forgets() {
     assert_eq!(code, 0, "{err}");
     assert!(!std::fs::read_to_string(&file).unwrap().contains(&server.token), "logout forgets the token");
 }
+
+#[test]
+fn applications_linked_to_a_directory_are_found_from_below_it() {
+    let server = Server::start();
+    let echo = TcpService::echo();
+    server.create_app("api", echo.addr());
+    server.create_app("db", echo.addr());
+    let project = tempfile::tempdir().unwrap();
+    let deep = project.path().join("src/deep");
+    std::fs::create_dir_all(&deep).unwrap();
+    let run = |dir: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .args(["--server", &server.url])
+            .current_dir(dir)
+            .env("TCP_REDIRS_TOKEN", &server.token)
+            .env("TCP_REDIRS_CONFIG_DIR", project.path().join("cfg"))
+            .env_remove("TCP_REDIRS_APP")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = run(project.path(), &["link", "api"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(project.path().join(".tcp-redirs.json").is_file());
+    // The only linked application is the default one, from any directory below.
+    let (code, out, err) = run(&deep, &["add", "--namespace", "default", "-F", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let port = port_of(&serde_json::from_str(&out).unwrap());
+    assert_eq!(server.list("api"), vec![("default".to_owned(), port)]);
+
+    run(project.path(), &["link", "db", "--alias", "database"]);
+    let (code, _, err) = run(&deep, &["list"]);
+    assert_eq!(code, 1, "two links and no alias: {err}");
+    assert!(err.contains("api") && err.contains("database"), "the aliases are listed: {err}");
+    let (code, out, err) = run(&deep, &["-a", "database", "-F", "json"]);
+    assert_eq!((code, out.trim()), (0, "[]"), "{err}");
+    assert_eq!(
+        run(&deep, &["--app", "api", "--alias", "database"]).0,
+        2,
+        "--app with --alias is a usage error"
+    );
+    assert_eq!(run(&deep, &["-a", "nope"]).0, 3);
+
+    assert_eq!(run(&deep, &["unlink", "database"]).0, 0);
+    assert_eq!(run(&deep, &["unlink"]).0, 0);
+    assert!(!project.path().join(".tcp-redirs.json").exists(), "the last unlink removes the file");
+}

@@ -9,6 +9,7 @@ mod add;
 mod apply;
 mod apps;
 mod export;
+mod link;
 mod list;
 mod list_namespaces;
 mod login;
@@ -68,6 +69,10 @@ enum Command {
     Apply(apply::Args),
     /// Write the applications and redirections in the format of `apply`.
     Export(export::Args),
+    /// Link an application to this directory, under an alias.
+    Link(link::LinkArgs),
+    /// Remove an application's link from this directory.
+    Unlink(link::UnlinkArgs),
     /// Save a server and its credential as a profile, after checking them.
     Login(login::LoginArgs),
     /// Forget a saved profile.
@@ -108,7 +113,9 @@ impl Command {
                 format.format = format.format.or(top.format.format);
                 None
             }
-            Command::Login(login::LoginArgs { format, .. })
+            Command::Link(link::LinkArgs { format, .. })
+            | Command::Unlink(link::UnlinkArgs { format, .. })
+            | Command::Login(login::LoginArgs { format, .. })
             | Command::Logout(login::LogoutArgs { format, .. })
             | Command::Apply(apply::Args { format, .. })
             | Command::Export(export::Args { format, .. }) => {
@@ -130,8 +137,8 @@ impl Command {
         };
         // Commands without `--app` ignore one given before them, as they ignore
         // TCP_REDIRS_APP, which a CI job sets once for all its commands.
-        if let (Some(app), Some(top)) = (app, top.app.app) {
-            app.app.get_or_insert(top);
+        if let Some(app) = app.filter(|a| !a.is_set()) {
+            *app = top.app;
         }
         Ok(self)
     }
@@ -182,17 +189,24 @@ impl FormatArgs {
 #[derive(Debug, Clone, Args)]
 struct AppArgs {
     /// The application, by id (app_…) or name.
-    #[arg(long, env = "TCP_REDIRS_APP", value_name = "ID|NAME")]
+    #[arg(long, env = "TCP_REDIRS_APP", value_name = "ID|NAME", conflicts_with = "alias")]
     app: Option<String>,
+    /// The application linked to this directory under ALIAS (`tcp-redirs link`).
+    #[arg(short = 'a', long, value_name = "ALIAS")]
+    alias: Option<String>,
 }
 
 impl AppArgs {
-    /// Finds the application among those the credential sees.
+    /// The application: `--app`, else `--alias`, else the one linked to this directory.
     async fn resolve(&self, client: &Client) -> Result<Application> {
-        let Some(wanted) = self.app.as_deref() else {
-            bail!("no application selected: pass --app ID|NAME (`tcp-redirs apps list` shows them)");
-        };
-        find_app(client, wanted).await
+        match &self.app {
+            Some(wanted) => find_app(client, wanted).await,
+            None => link::linked(self.alias.as_deref()),
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.app.is_some() || self.alias.is_some()
     }
 }
 
@@ -293,6 +307,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Command::Orgs(command) => orgs::run(&conn, command).await,
             Command::Apply(args) => apply::run(&conn, args).await,
             Command::Login(args) => login::login(&conn, args).await,
+            Command::Link(args) => link::link(&conn, args).await,
+            Command::Unlink(args) => link::unlink(args).await,
             Command::Logout(args) => login::logout(args).await,
             Command::Profile(command) => login::profile(command).await,
             Command::Export(args) => export::run(&conn, args).await,
