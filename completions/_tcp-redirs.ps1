@@ -76,7 +76,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             break
         }
         'tcp-redirs;add' {
-            [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'The namespace to take a port in (`list-namespaces` shows them)')
+            [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'The namespace to take a port in (`list-namespaces` shows them). Without it, a terminal offers the choice, and a script gets `default`')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Seconds an instance may take to accept before the next is tried [default: the namespace''s, 5]')
             [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Seconds a connection may go without a byte before it is closed [default: the namespace''s, 3600]')
             [CompletionResult]::new('--half-close-timeout', '--half-close-timeout', [CompletionResultType]::ParameterName, 'Seconds a connection may stay half-closed [default: the namespace''s, 60]')
@@ -106,6 +106,8 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Do not ask for confirmation (only a terminal asks)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Do not ask for confirmation (only a terminal asks)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break

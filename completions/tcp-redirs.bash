@@ -1546,7 +1546,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__remove)
-            opts="-a -F -h --namespace --app --alias --format --server --token --help"
+            opts="-y -a -F -h --namespace --yes --app --alias --format --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

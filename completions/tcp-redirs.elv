@@ -70,7 +70,7 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand --help 'Print help (see more with ''--help'')'
         }
         &'tcp-redirs;add'= {
-            cand --namespace 'The namespace to take a port in (`list-namespaces` shows them)'
+            cand --namespace 'The namespace to take a port in (`list-namespaces` shows them). Without it, a terminal offers the choice, and a script gets `default`'
             cand --connect-timeout 'Seconds an instance may take to accept before the next is tried [default: the namespace''s, 5]'
             cand --idle-timeout 'Seconds a connection may go without a byte before it is closed [default: the namespace''s, 3600]'
             cand --half-close-timeout 'Seconds a connection may stay half-closed [default: the namespace''s, 60]'
@@ -99,6 +99,8 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand --format 'Output format [default: human]'
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
             cand --token 'The API token [default: the profile''s]'
+            cand -y 'Do not ask for confirmation (only a terminal asks)'
+            cand --yes 'Do not ask for confirmation (only a terminal asks)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }

@@ -63,7 +63,7 @@ json\t'One JSON document, for scripts'"
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l namespace -d 'The namespace to take a port in (`list-namespaces` shows them)' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l namespace -d 'The namespace to take a port in (`list-namespaces` shows them). Without it, a terminal offers the choice, and a script gets `default`' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l connect-timeout -d 'Seconds an instance may take to accept before the next is tried [default: the namespace\'s, 5]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l idle-timeout -d 'Seconds a connection may go without a byte before it is closed [default: the namespace\'s, 3600]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l half-close-timeout -d 'Seconds a connection may stay half-closed [default: the namespace\'s, 60]' -r
@@ -87,6 +87,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -s F -l fo
 json\t'One JSON document, for scripts'"
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -s y -l yes -d 'Do not ask for confirmation (only a terminal asks)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -l token -d 'The API token [default: the profile\'s]' -r

@@ -2,7 +2,23 @@
 
 use anyhow::Result;
 
-use super::{print_json, print_text, AppArgs, ConnArgs, Format, FormatArgs};
+use super::{interactive, print_json, print_text, AppArgs, ConnArgs, Format, FormatArgs};
+use crate::client::Client;
+
+/// Asks which namespace to use, `default` first selected.
+async fn choose_namespace(client: &Client, org: &str) -> Result<String> {
+    let names: Vec<String> = client.namespaces(org).await?.into_iter().map(|n| n.namespace).collect();
+    let selected = names.iter().position(|n| n == "default").unwrap_or(0);
+    let chosen = dialoguer::Select::new()
+        .with_prompt("Namespace of the new redirection")
+        .items(&names)
+        .default(selected)
+        .interact_opt()?;
+    match chosen {
+        Some(i) => Ok(names[i].clone()),
+        None => anyhow::bail!("cancelled: no redirection was added"),
+    }
+}
 use crate::wire::{NewTcpRedir, ProxyProtocol, RedirAccess, RedirLimits, MAX_LIMIT_SECS, MAX_QUOTA};
 
 fn parse_proxy_protocol(text: &str) -> Result<ProxyProtocol, String> {
@@ -16,9 +32,10 @@ fn parse_proxy_protocol(text: &str) -> Result<ProxyProtocol, String> {
 /// The options of `add`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// The namespace to take a port in (`list-namespaces` shows them).
+    /// The namespace to take a port in (`list-namespaces` shows them). Without it, a
+    /// terminal offers the choice, and a script gets `default`.
     #[arg(long, value_name = "NS")]
-    namespace: String,
+    namespace: Option<String>,
     /// Seconds an instance may take to accept before the next is tried [default: the namespace's, 5].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT_SECS))]
     connect_timeout: Option<u64>,
@@ -55,8 +72,13 @@ pub struct Args {
 pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     let client = conn.client()?;
     let app = args.app.resolve(&client).await?;
+    let namespace = match args.namespace {
+        Some(ns) => ns,
+        None if interactive() => choose_namespace(&client, &app.owner_id).await?,
+        None => "default".to_owned(),
+    };
     let body = NewTcpRedir {
-        namespace: args.namespace,
+        namespace,
         port: args.port,
         limits: RedirLimits {
             connect_timeout: args.connect_timeout,

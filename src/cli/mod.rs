@@ -271,6 +271,12 @@ impl OrgArgs {
     }
 }
 
+/// Whether a person is at the keyboard: prompts appear only then, so a script never blocks.
+fn interactive() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
 /// Prints `value` as one JSON document, indented like clever-tools.
 fn print_json<T: Serialize>(value: &T) -> Result<()> {
     let mut out = std::io::stdout().lock();

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::{print_json, print_text, AppArgs, ConnArgs, Format, FormatArgs};
+use super::{interactive, print_json, print_text, AppArgs, ConnArgs, Format, FormatArgs};
 
 /// The options of `remove`.
 #[derive(Debug, Clone, clap::Args)]
@@ -13,6 +13,9 @@ pub struct Args {
     /// The namespace the port belongs to.
     #[arg(long, value_name = "NS")]
     namespace: String,
+    /// Do not ask for confirmation (only a terminal asks).
+    #[arg(short = 'y', long)]
+    yes: bool,
     #[command(flatten)]
     pub(super) app: AppArgs,
     #[command(flatten)]
@@ -22,6 +25,13 @@ pub struct Args {
 pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     let client = conn.client()?;
     let app = args.app.resolve(&client).await?;
+    if interactive() && !args.yes {
+        let question =
+            format!("Remove the TCP redirection on port {} ({}) of {}?", args.port, args.namespace, app.name);
+        if !dialoguer::Confirm::new().with_prompt(question).default(false).interact()? {
+            anyhow::bail!("cancelled: nothing was removed");
+        }
+    }
     let removed = client.remove_redirection(&app, args.port, &args.namespace).await?;
     match args.format.get() {
         Format::Json => print_json(&removed),
