@@ -32,8 +32,14 @@ HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-PATHS = ["direct", "tcp-redirs", "haproxy", "socat"]
-FORWARDERS = ["tcp-redirs", "haproxy", "socat"]
+PATHS = ["direct", "tcp-redirs", "haproxy", "socat"]  # the default set, and the table's columns
+# haproxy-splice: a second HAProxy with splice forced on every connection (splice-request and
+# splice-response on top of splice-auto); off by default, PATHS=...,haproxy-splice adds it.
+ALL_PATHS = ["direct", "tcp-redirs", "haproxy", "haproxy-splice", "socat"]
+FORWARDERS = ["tcp-redirs", "haproxy", "haproxy-splice", "socat"]
+SPLICE_TEXT = {"auto": "option splice-auto",
+               "all": "option splice-auto + splice-request + splice-response",
+               "none": "no splice"}
 
 
 def log(msg):
@@ -417,6 +423,9 @@ class Bench:
         self.bin = os.environ.get("TCP_REDIRS_BIN") or os.path.join(ROOT, "target/release/tcp-redirs")
         self.tests = [t for t in os.environ.get("TESTS", "mem,bulk1,bulkN,rr,cc").split(",") if t]
         self.paths = [p for p in os.environ.get("PATHS", ",".join(PATHS)).split(",") if p]
+        for p in self.paths:
+            if p not in ALL_PATHS:
+                raise SystemExit(f"PATHS: unknown path {p!r} (known: {', '.join(ALL_PATHS)})")
         self.procs = Procs(tmp)
         self.pgid = {}  # forwarder name -> process group id
         self.port = {}  # (path, backend) -> port
@@ -429,13 +438,16 @@ class Bench:
     def setup(self):
         tmp = self.tmp
         (self.iperf_port, self.http_port, self.echo_port, self.stats_port,
-         hp_iperf, hp_http, hp_echo, so_iperf, so_http, so_echo) = pick_ports(10)
+         hp_iperf, hp_http, hp_echo, so_iperf, so_http, so_echo,
+         hs_iperf, hs_http, hs_echo) = pick_ports(13)
         for backend, port in (("iperf", self.iperf_port), ("http", self.http_port),
                               ("echo", self.echo_port)):
             self.port[("direct", backend)] = port
         self.port.update({("haproxy", "iperf"): hp_iperf, ("haproxy", "http"): hp_http,
                           ("haproxy", "echo"): hp_echo, ("socat", "iperf"): so_iperf,
-                          ("socat", "http"): so_http, ("socat", "echo"): so_echo})
+                          ("socat", "http"): so_http, ("socat", "echo"): so_echo,
+                          ("haproxy-splice", "iperf"): hs_iperf, ("haproxy-splice", "http"): hs_http,
+                          ("haproxy-splice", "echo"): hs_echo})
 
         # backends
         self.procs.start("iperf3 server", ["iperf3", "-s", "-B", HOST, "-p", str(self.iperf_port)],
@@ -450,7 +462,9 @@ class Bench:
         if "tcp-redirs" in self.paths:
             self.start_tcp_redirs()
         if "haproxy" in self.paths:
-            self.start_haproxy(hp_iperf, hp_http, hp_echo)
+            self.start_haproxy("haproxy", self.haproxy_splice, hp_iperf, hp_http, hp_echo)
+        if "haproxy-splice" in self.paths:
+            self.start_haproxy("haproxy-splice", "all", hs_iperf, hs_http, hs_echo)
         if "socat" in self.paths:
             self.start_socat(so_iperf, so_http, so_echo)
         self.sanity()
@@ -546,10 +560,10 @@ http {{
             doc = json.loads(out)
             self.port[("tcp-redirs", backend)] = int(doc["port"])
 
-    def start_haproxy(self, p_iperf, p_http, p_echo):
-        if self.haproxy_splice == "all":
+    def start_haproxy(self, name, mode, p_iperf, p_http, p_echo):
+        if mode == "all":
             splice = "    option splice-auto\n    option splice-request\n    option splice-response\n"
-        elif self.haproxy_splice == "none":
+        elif mode == "none":
             splice = ""
         else:
             splice = "    option splice-auto\n"
@@ -576,17 +590,17 @@ frontend f_{name}
 backend b_{name}
     server s1 {HOST}:{back}
 """
-        path = os.path.join(self.tmp, "haproxy.cfg")
+        path = os.path.join(self.tmp, f"{name}.cfg")
         with open(path, "w") as f:
             f.write(conf)
         chk = subprocess.run(["haproxy", "-c", "-f", path], capture_output=True, text=True, timeout=30)
         if chk.returncode != 0:
             raise RuntimeError(f"haproxy config check failed: {chk.stdout}{chk.stderr}")
-        p = self.procs.start("haproxy", ["haproxy", "-db", "-f", path],
-                             log_path=os.path.join(self.tmp, "haproxy.log"))
-        self.pgid["haproxy"] = p.pid
+        p = self.procs.start(name, ["haproxy", "-db", "-f", path],
+                             log_path=os.path.join(self.tmp, f"{name}.log"))
+        self.pgid[name] = p.pid
         for port in (p_iperf, p_http, p_echo):
-            wait_port(port, what="haproxy")
+            wait_port(port, what=name)
 
     def start_socat(self, p_iperf, p_http, p_echo):
         # One listener per backend, `fork` = one process per connection. backlog: socat's
@@ -771,7 +785,7 @@ backend b_{name}
             self.add(f"{test}_cpu", path, cpu / r["requests"] * 1e6)
         if r["errors"]:
             self.note(f"{test}/{path}: wrk reported {r['errors']}")
-        return f"{r['rps']:.0f} req/s, p50 {r['p50']} ms, p99 {r['p99']} ms"
+        return f"{r['rps']:.0f} req/s, p50 {r['p50']:.3f} ms, p99 {r['p99']:.3f} ms"
 
     def run(self):
         self.setup()
@@ -822,17 +836,19 @@ backend b_{name}
             ("mem_data", f"Memory per idle connection after {self.mem_bytes} B each way, KiB (lower is better)",
              "{:.2f}", True),
         ]
-        header = ["metric", *PATHS, "tcp-redirs/direct", "tcp-redirs/haproxy"]
+        cols = [p for p in ALL_PATHS if p in PATHS or p in self.paths]
+        refs = ["direct", "haproxy"] + (["haproxy-splice"] if "haproxy-splice" in self.paths else [])
+        header = ["metric", *cols, *[f"tcp-redirs/{r}" for r in refs]]
         body = []
         for key, label, fmt, _lower in rows:
             if key not in self.raw:
                 continue
-            vals = {p: self.med(key, p) for p in PATHS}
+            vals = {p: self.med(key, p) for p in ALL_PATHS}
             cells = [label]
-            for p in PATHS:
+            for p in cols:
                 cells.append(fmt.format(vals[p]) if vals[p] is not None else "—")
             tr = vals["tcp-redirs"]
-            for ref in ("direct", "haproxy"):
+            for ref in refs:
                 r = vals[ref]
                 cells.append(f"{tr / r:.2f}" if tr is not None and r not in (None, 0) else "—")
             body.append(cells)
@@ -880,13 +896,9 @@ backend b_{name}
             pass
         mem_n = self.raw.get("mem_conns", {})
         conns = ", ".join(f"{p} {int(v[0])}" for p, v in mem_n.items()) or "—"
-        splice = {"auto": "option splice-auto", "all": "option splice-auto + splice-request + splice-response",
-                  "none": "no splice"}.get(self.haproxy_splice, self.haproxy_splice)
-        v_haproxy = ver(['haproxy', '-v'], r'version (\S+)')
-        v_socat = ver(['socat', '-V'], r'socat version (\S+)')
-        v_iperf = ver(['iperf3', '--version'], r'iperf (\S+)')
-        v_nginx = ver(['nginx', '-v'], r'nginx/(\S+)')
-        v_wrk = ver(['wrk', '-v'], r'wrk (\S+)')
+        splice = SPLICE_TEXT.get(self.haproxy_splice, self.haproxy_splice)
+        if "haproxy-splice" in self.paths:
+            splice += f"; haproxy-splice: {SPLICE_TEXT['all']}, i.e. splice forced on every connection"
         v_hap = ver(["haproxy", "-v"], r"version (\S+)")
         v_socat = ver(["socat", "-V"], r"socat version (\S+)")
         v_iperf = ver(["iperf3", "--version"], r"iperf (\S+)")
@@ -898,8 +910,8 @@ backend b_{name}
             f"- peers: HAProxy {v_hap} (`mode tcp`, {splice}), socat {v_socat} (`fork`); "
             f"backends: iperf3 {v_iperf}, nginx {v_nginx} ({self.nginx_workers} worker, "
             f"{self.body_bytes}-byte body); clients: iperf3, wrk {v_wrk}",
-            f"- each number: median of {self.runs} runs of {self.duration} s, the four paths interleaved "
-            f"(round 1: direct, tcp-redirs, haproxy, socat; round 2 starts at tcp-redirs, ...); "
+            f"- each number: median of {self.runs} runs of {self.duration} s, the paths interleaved "
+            f"(round 1: {', '.join(self.paths)}; each round starts one path further); "
             f"ratios: tcp-redirs divided by direct / by HAProxy (in rows marked lower is better, "
             f"below 1 is better)",
             f"- memory: measured once per forwarder with {conns} idle connections through it to an "

@@ -2,7 +2,6 @@
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
-use tabled::settings::Style;
 use tabled::{Table, Tabled};
 
 use super::{find_app, print_json, print_text, ConnArgs, Format, FormatArgs, OrgArgs};
@@ -147,7 +146,7 @@ fn table(apps: &[Application]) -> String {
         id: a.id.clone(),
         instances: a.instances.iter().map(describe).collect::<Vec<_>>().join(", "),
     });
-    Table::new(rows).with(Style::blank()).to_string()
+    super::render(Table::new(rows))
 }
 
 /// `10.0.0.5:4040`, with its weight when not 1 and its state once known: `10.0.0.5:4040 (w=2, down)`.

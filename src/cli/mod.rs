@@ -277,6 +277,17 @@ fn interactive() -> bool {
     std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
+/// A table for people: no borders, and wrapped to the terminal's width when stdout is one
+/// (a pipe gets whole lines, for grep). Tables carry no colour, so `NO_COLOR` has nothing to do.
+fn render(mut table: tabled::Table) -> String {
+    use tabled::settings::{Style, Width};
+    table.with(Style::blank());
+    if let Some((terminal_size::Width(width), _)) = terminal_size::terminal_size_of(std::io::stdout()) {
+        table.with(Width::wrap(usize::from(width)).keep_words(true));
+    }
+    table.to_string()
+}
+
 /// Prints `value` as one JSON document, indented like clever-tools.
 fn print_json<T: Serialize>(value: &T) -> Result<()> {
     let mut out = std::io::stdout().lock();

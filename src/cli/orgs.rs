@@ -2,7 +2,6 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use tabled::settings::Style;
 use tabled::{Table, Tabled};
 
 use super::{print_json, print_text, ConnArgs, Format, FormatArgs};
@@ -59,7 +58,7 @@ pub async fn run(conn: &ConnArgs, command: Command) -> Result<()> {
                 Format::Json => print_json(&orgs),
                 Format::Human => {
                     let rows = orgs.iter().map(|o| Row { name: o.name.clone(), id: o.id.clone() });
-                    print_text(Table::new(rows).with(Style::blank()).to_string())
+                    print_text(super::render(Table::new(rows)))
                 }
             }
         }

@@ -2,7 +2,6 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use tabled::settings::Style;
 use tabled::{Table, Tabled};
 
 use super::{print_json, print_text, ConnArgs, Format, FormatArgs, OrgArgs};
@@ -81,7 +80,7 @@ pub async fn run(conn: &ConnArgs, command: Command) -> Result<()> {
                 Format::Human if tokens.is_empty() => print_text("No credential for this organisation"),
                 Format::Human => {
                     let rows = tokens.iter().map(|t| Row { id: t.id.clone(), name: t.name.clone() });
-                    print_text(Table::new(rows).with(Style::blank()).to_string())
+                    print_text(super::render(Table::new(rows)))
                 }
             }
         }
