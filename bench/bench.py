@@ -20,7 +20,6 @@ import random
 import re
 import resource
 import selectors
-import shlex
 import signal
 import socket
 import statistics
@@ -32,10 +31,12 @@ HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-PATHS = ["direct", "tcp-redirs", "haproxy", "socat"]  # the default set, and the table's columns
-# haproxy-splice: a second HAProxy with splice forced on every connection (splice-request and
-# splice-response on top of splice-auto); off by default, PATHS=...,haproxy-splice adds it.
-ALL_PATHS = ["direct", "tcp-redirs", "haproxy", "haproxy-splice", "socat"]
+# haproxy: HAProxy `mode tcp` with `option splice-auto` (its own heuristic decides when to splice);
+# haproxy-splice: the same plus `option splice-request` and `option splice-response`, which force
+# splice on every connection. The two win in different places (forced splice: bulk over many
+# connections; splice-auto: small exchanges), so both are measured and compared against.
+PATHS = ["direct", "tcp-redirs", "haproxy", "haproxy-splice", "socat"]  # default set and columns
+ALL_PATHS = PATHS
 FORWARDERS = ["tcp-redirs", "haproxy", "haproxy-splice", "socat"]
 SPLICE_TEXT = {"auto": "option splice-auto",
                "all": "option splice-auto + splice-request + splice-response",
@@ -358,6 +359,23 @@ def run_iperf(port, duration, parallel):
     raise RuntimeError(last_err)
 
 
+def source_revision():
+    """The work tree's commit when the run starts (the binary is the one built from it)."""
+    rev = "?"
+    try:
+        r = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                           text=True, timeout=10)
+        if r.returncode == 0:
+            rev = r.stdout.strip()
+            st = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "Cargo.toml",
+                                 "Cargo.lock"], capture_output=True, text=True, timeout=10)
+            if st.stdout.strip():
+                rev += " + uncommitted changes"
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return rev
+
+
 UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
 
 
@@ -410,7 +428,7 @@ class Bench:
         quick = os.environ.get("QUICK", "") not in ("", "0")
         self.quick = quick
         self.runs = env_int("RUNS", 1 if quick else 5)
-        self.duration = env_int("DURATION", 2 if quick else 4)
+        self.duration = env_int("DURATION", 2 if quick else 3)
         self.parallel = env_int("PARALLEL", 8)
         self.wrk_conns = env_int("WRK_CONNS", 16)
         self.mem_conns = env_int("MEM_CONNS", 1000 if quick else 9000)
@@ -427,6 +445,7 @@ class Bench:
             if p not in ALL_PATHS:
                 raise SystemExit(f"PATHS: unknown path {p!r} (known: {', '.join(ALL_PATHS)})")
         self.procs = Procs(tmp)
+        self.revision = source_revision()
         self.pgid = {}  # forwarder name -> process group id
         self.port = {}  # (path, backend) -> port
         self.raw = {}  # metric -> path -> [values]
@@ -581,13 +600,13 @@ defaults
     timeout client 1h
     timeout server 1h
 {splice}"""
-        for name, front, back in (("iperf", p_iperf, self.iperf_port), ("http", p_http, self.http_port),
-                                  ("echo", p_echo, self.echo_port)):
+        for backend, front, back in (("iperf", p_iperf, self.iperf_port), ("http", p_http, self.http_port),
+                                     ("echo", p_echo, self.echo_port)):
             conf += f"""
-frontend f_{name}
+frontend f_{backend}
     bind {HOST}:{front}
-    default_backend b_{name}
-backend b_{name}
+    default_backend b_{backend}
+backend b_{backend}
     server s1 {HOST}:{back}
 """
         path = os.path.join(self.tmp, f"{name}.cfg")
@@ -785,7 +804,7 @@ backend b_{name}
             self.add(f"{test}_cpu", path, cpu / r["requests"] * 1e6)
         if r["errors"]:
             self.note(f"{test}/{path}: wrk reported {r['errors']}")
-        return f"{r['rps']:.0f} req/s, p50 {r['p50']:.3f} ms, p99 {r['p99']:.3f} ms"
+        return f"{r['rps']:.0f} req/s, p50 {r['p50'] or 0:.3f} ms, p99 {r['p99'] or 0:.3f} ms"
 
     def run(self):
         self.setup()
@@ -818,7 +837,7 @@ backend b_{name}
         return statistics.median(vals) if vals else None
 
     def table(self):
-        d, n = self.duration, self.parallel
+        n = self.parallel
         rows = [
             ("bulk1_gbps", "Bulk, 1 connection (Gbit/s)", "{:.2f}", False),
             ("bulkN_gbps", f"Bulk, {n} connections (Gbit/s)", "{:.2f}", False),
@@ -875,18 +894,6 @@ backend b_{name}
                 return m.group(1) if m else "?"
             return text.splitlines()[0] if text else "?"
 
-        rev = "?"
-        try:
-            r = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                               text=True, timeout=10)
-            if r.returncode == 0:
-                rev = r.stdout.strip()
-                st = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "Cargo.toml",
-                                     "Cargo.lock"], capture_output=True, text=True, timeout=10)
-                if st.stdout.strip():
-                    rev += " + uncommitted changes"
-        except (OSError, subprocess.TimeoutExpired):
-            pass
         cpu = "?"
         try:
             with open("/proc/cpuinfo") as f:
@@ -896,7 +903,7 @@ backend b_{name}
             pass
         mem_n = self.raw.get("mem_conns", {})
         conns = ", ".join(f"{p} {int(v[0])}" for p, v in mem_n.items()) or "—"
-        splice = SPLICE_TEXT.get(self.haproxy_splice, self.haproxy_splice)
+        splice = "haproxy: " + SPLICE_TEXT.get(self.haproxy_splice, self.haproxy_splice)
         if "haproxy-splice" in self.paths:
             splice += f"; haproxy-splice: {SPLICE_TEXT['all']}, i.e. splice forced on every connection"
         v_hap = ver(["haproxy", "-v"], r"version (\S+)")
@@ -905,7 +912,8 @@ backend b_{name}
         v_nginx = ver(["nginx", "-v"], r"nginx/(\S+)")
         v_wrk = ver(["wrk", "-v"], r"wrk (\S+)")
         return [
-            f"- when: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; tcp-redirs {rev}",
+            f"- when: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; tcp-redirs {self.revision} "
+            f"(`{self.bin}`)",
             f"- machine: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}",
             f"- peers: HAProxy {v_hap} (`mode tcp`, {splice}), socat {v_socat} (`fork`); "
             f"backends: iperf3 {v_iperf}, nginx {v_nginx} ({self.nginx_workers} worker, "

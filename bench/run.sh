@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
 # Benchmark of tcp-redirs against direct loopback, HAProxy (mode tcp) and socat.
 #
-#   cargo build --release && bench/run.sh        # full run, under ~10 minutes
+#   cargo build --release && bench/run.sh        # full run, about 8 minutes
 #   QUICK=1 bench/run.sh                         # smoke run, about a minute
 #
-# Measures, on 127.0.0.1 only, for four paths to the same backends (direct, tcp-redirs,
-# HAProxy, socat): bulk throughput of 1 and 8 connections (iperf3) with the forwarder's CPU
-# seconds per GB, requests/s and p50/p99 latency over persistent connections (wrk against
-# nginx), new connections/s (wrk with `Connection: close`), and the forwarder's memory per
-# idle connection with 9,000 connections held open, before and after a little data.
-# Prints one table and writes it, with the details, to bench/results.md.
+# Measures, on 127.0.0.1 only, five paths to the same backends: direct (the physical limit),
+# through tcp-redirs, through HAProxy `mode tcp` twice (column haproxy: `option splice-auto`,
+# HAProxy's own heuristic; column haproxy-splice: splice-auto + splice-request +
+# splice-response, splice forced on every connection; HAProxy 2.6 in Debian 12 is built with
+# splice support), and through socat (`fork`, one process per connection). For each: bulk
+# throughput of 1 and 8 connections (iperf3) with the forwarder's CPU seconds per GB,
+# requests/s and p50/p99 latency over 16 persistent connections (wrk against nginx), new
+# connections/s (wrk with `Connection: close`), and the forwarder's memory per idle connection
+# with 9,000 connections held open, before and after a little data. Each figure is the median
+# of several runs, the paths interleaved in every round so that ratios hold on a noisy machine.
+# Prints one table and writes it, with the details and every run, to bench/results.md.
 #
 # Settings (environment):
-#   RUNS=5 DURATION=4      runs per measurement (the median is kept) and seconds per run
-#   QUICK=1                RUNS=1 DURATION=2 MEM_CONNS=1000 unless set otherwise
+#   RUNS=5 DURATION=3      runs per measurement (the median is kept) and seconds per run
+#   QUICK=1                RUNS=1 DURATION=2 MEM_CONNS=1000 unless set otherwise (~1 minute)
 #   MEM_CONNS=9000         idle connections held for the memory measurement
 #   PARALLEL=8 WRK_CONNS=16 BODY_BYTES=64 NGINX_WORKERS=1
-#   HAPROXY_SPLICE=auto    auto: `option splice-auto` (HAProxy's own heuristic: splice once a
-#                          connection moves bulk); all: splice-auto + splice-request +
-#                          splice-response (splice forced on every connection); none
-#   PATHS=direct,tcp-redirs,haproxy,socat   TESTS=mem,bulk1,bulkN,rr,cc   (subsets)
+#   HAPROXY_SPLICE=auto    the splice options of the `haproxy` column: auto, all or none
+#   PATHS=direct,tcp-redirs,haproxy,haproxy-splice,socat   TESTS=mem,bulk1,bulkN,rr,cc
+#                          (subsets, e.g. PATHS=direct,tcp-redirs TESTS=bulk1 while tuning)
 #   TCP_REDIRS_BIN=target/release/tcp-redirs
 #
 # Installs iperf3, wrk, haproxy, socat and nginx from Debian when they are missing (apt-get,
