@@ -21,7 +21,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
 
     $completions = @(switch ($command) {
         'tcp-redirs' {
-            [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name')
+            [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]')
             [CompletionResult]::new('-a', '-a', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
             [CompletionResult]::new('--alias', '--alias', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
             [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
@@ -51,7 +51,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             break
         }
         'tcp-redirs;list' {
-            [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name')
+            [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]')
             [CompletionResult]::new('-a', '-a', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
             [CompletionResult]::new('--alias', '--alias', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
             [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
@@ -63,7 +63,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             break
         }
         'tcp-redirs;list-namespaces' {
-            [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name')
+            [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]')
             [CompletionResult]::new('-a', '-a', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
             [CompletionResult]::new('--alias', '--alias', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
             [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'The organisation, by id (orga_…) or name [default: the only one the credential sees]')
@@ -86,7 +86,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             [CompletionResult]::new('--proxy-protocol', '--proxy-protocol', [CompletionResultType]::ParameterName, 'Send the PROXY protocol header (v1 or v2) to the instance, so it sees the client''s address')
             [CompletionResult]::new('--allow', '--allow', [CompletionResultType]::ParameterName, 'Only clients in this range may connect (CIDR or address; repeat for several)')
             [CompletionResult]::new('--deny', '--deny', [CompletionResultType]::ParameterName, 'Refuse clients in this range, even when allowed (CIDR or address; repeat for several)')
-            [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name')
+            [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]')
             [CompletionResult]::new('-a', '-a', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
             [CompletionResult]::new('--alias', '--alias', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
             [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
@@ -99,7 +99,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
         }
         'tcp-redirs;remove' {
             [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'The namespace the port belongs to')
-            [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name')
+            [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]')
             [CompletionResult]::new('-a', '-a', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
             [CompletionResult]::new('--alias', '--alias', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
             [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
@@ -115,8 +115,8 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
         'tcp-redirs;apps' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an application with its instances')
             [CompletionResult]::new('set-instances', 'set-instances', [CompletionResultType]::ParameterValue, 'Replace an application''s instances, live: open connections stay where they are')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the applications')
@@ -253,8 +253,8 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
         'tcp-redirs;profile' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the saved profiles (never their credentials)')
             [CompletionResult]::new('use', 'use', [CompletionResultType]::ParameterValue, 'Make a saved profile the current one')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -296,8 +296,8 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
         'tcp-redirs;orgs' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an organisation (admin only)')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the organisations your credential sees')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -339,8 +339,8 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
         'tcp-redirs;tokens' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Issue a credential for an organisation; its token and secret are shown this once')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List an organisation''s credentials (never their secrets)')
             [CompletionResult]::new('revoke', 'revoke', [CompletionResultType]::ParameterValue, 'Revoke a credential; it stops working at once')

@@ -18,7 +18,7 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
     }
     var completions = [
         &'tcp-redirs'= {
-            cand --app 'The application, by id (app_…) or name'
+            cand --app 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]'
             cand -a 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
             cand --alias 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
             cand -F 'Output format [default: human]'
@@ -47,7 +47,7 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'tcp-redirs;list'= {
-            cand --app 'The application, by id (app_…) or name'
+            cand --app 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]'
             cand -a 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
             cand --alias 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
             cand -F 'Output format [default: human]'
@@ -58,7 +58,7 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand --help 'Print help (see more with ''--help'')'
         }
         &'tcp-redirs;list-namespaces'= {
-            cand --app 'The application, by id (app_…) or name'
+            cand --app 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]'
             cand -a 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
             cand --alias 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
             cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
@@ -80,7 +80,7 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand --proxy-protocol 'Send the PROXY protocol header (v1 or v2) to the instance, so it sees the client''s address'
             cand --allow 'Only clients in this range may connect (CIDR or address; repeat for several)'
             cand --deny 'Refuse clients in this range, even when allowed (CIDR or address; repeat for several)'
-            cand --app 'The application, by id (app_…) or name'
+            cand --app 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]'
             cand -a 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
             cand --alias 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
             cand -F 'Output format [default: human]'
@@ -92,7 +92,7 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         }
         &'tcp-redirs;remove'= {
             cand --namespace 'The namespace the port belongs to'
-            cand --app 'The application, by id (app_…) or name'
+            cand --app 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]'
             cand -a 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
             cand --alias 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
             cand -F 'Output format [default: human]'
@@ -107,8 +107,8 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         &'tcp-redirs;apps'= {
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
             cand --token 'The API token [default: the profile''s]'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand create 'Create an application with its instances'
             cand set-instances 'Replace an application''s instances, live: open connections stay where they are'
             cand list 'List the applications'
@@ -228,8 +228,8 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         &'tcp-redirs;profile'= {
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
             cand --token 'The API token [default: the profile''s]'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand list 'List the saved profiles (never their credentials)'
             cand use 'Make a saved profile the current one'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -264,8 +264,8 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         &'tcp-redirs;orgs'= {
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
             cand --token 'The API token [default: the profile''s]'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand create 'Create an organisation (admin only)'
             cand list 'List the organisations your credential sees'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -300,8 +300,8 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         &'tcp-redirs;tokens'= {
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
             cand --token 'The API token [default: the profile''s]'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand create 'Issue a credential for an organisation; its token and secret are shown this once'
             cand list 'List an organisation''s credentials (never their secrets)'
             cand revoke 'Revoke a credential; it stops working at once'

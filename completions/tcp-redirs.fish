@@ -24,7 +24,7 @@ function __fish_tcp_redirs_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -l app -d 'The application, by id (app_…) or name' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -l app -d 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -s a -l alias -d 'The application linked to this directory under ALIAS (`tcp-redirs link`)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
 json\t'One JSON document, for scripts'"
@@ -48,14 +48,14 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "orgs" -d 'Man
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "tokens" -d 'Manage an organisation\'s credentials (admin)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "serve" -d 'Run the control server: the API, the port allocator, the store and the forwarding'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -l app -d 'The application, by id (app_…) or name' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -l app -d 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -s a -l alias -d 'The application linked to this directory under ALIAS (`tcp-redirs link`)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
 json\t'One JSON document, for scripts'"
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -l app -d 'The application, by id (app_…) or name' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -l app -d 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -s a -l alias -d 'The application linked to this directory under ALIAS (`tcp-redirs link`)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -l org -d 'The organisation, by id (orga_…) or name [default: the only one the credential sees]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
@@ -73,7 +73,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l max-connec
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l proxy-protocol -d 'Send the PROXY protocol header (v1 or v2) to the instance, so it sees the client\'s address' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l allow -d 'Only clients in this range may connect (CIDR or address; repeat for several)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l deny -d 'Refuse clients in this range, even when allowed (CIDR or address; repeat for several)' -r
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l app -d 'The application, by id (app_…) or name' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l app -d 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -s a -l alias -d 'The application linked to this directory under ALIAS (`tcp-redirs link`)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
 json\t'One JSON document, for scripts'"
@@ -81,7 +81,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l server -d 
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -l namespace -d 'The namespace the port belongs to' -r
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -l app -d 'The application, by id (app_…) or name' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -l app -d 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -s a -l alias -d 'The application linked to this directory under ALIAS (`tcp-redirs link`)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
 json\t'One JSON document, for scripts'"
@@ -91,7 +91,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -s y -l ye
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -l token -d 'The API token [default: the profile\'s]' -r
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -s h -l help -d 'Print help'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -f -a "create" -d 'Create an application with its instances'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -f -a "set-instances" -d 'Replace an application\'s instances, live: open connections stay where they are'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -f -a "list" -d 'List the applications'
@@ -166,7 +166,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand logout" -l token -
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand logout" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and not __fish_seen_subcommand_from list use help" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and not __fish_seen_subcommand_from list use help" -l token -d 'The API token [default: the profile\'s]' -r
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and not __fish_seen_subcommand_from list use help" -s h -l help -d 'Print help'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and not __fish_seen_subcommand_from list use help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and not __fish_seen_subcommand_from list use help" -f -a "list" -d 'List the saved profiles (never their credentials)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and not __fish_seen_subcommand_from list use help" -f -a "use" -d 'Make a saved profile the current one'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and not __fish_seen_subcommand_from list use help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -185,7 +185,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and __fis
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -l token -d 'The API token [default: the profile\'s]' -r
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -s h -l help -d 'Print help'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -f -a "create" -d 'Create an organisation (admin only)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -f -a "list" -d 'List the organisations your credential sees'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -204,7 +204,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and __fish_s
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and not __fish_seen_subcommand_from create list revoke help" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and not __fish_seen_subcommand_from create list revoke help" -l token -d 'The API token [default: the profile\'s]' -r
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and not __fish_seen_subcommand_from create list revoke help" -s h -l help -d 'Print help'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and not __fish_seen_subcommand_from create list revoke help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and not __fish_seen_subcommand_from create list revoke help" -f -a "create" -d 'Issue a credential for an organisation; its token and secret are shown this once'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and not __fish_seen_subcommand_from create list revoke help" -f -a "list" -d 'List an organisation\'s credentials (never their secrets)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand tokens; and not __fish_seen_subcommand_from create list revoke help" -f -a "revoke" -d 'Revoke a credential; it stops working at once'

@@ -83,6 +83,17 @@ impl Client {
     /// The profile's token is only sent to the profile's own server: a `--server` that
     /// points elsewhere never receives it.
     pub fn new(server: Option<&str>, token: Option<&str>) -> Result<Client> {
+        Client::with_timeouts(server, token, Duration::from_secs(5), Duration::from_secs(60))
+    }
+
+    /// As [`Client::new`], with its own limits: `connect` to reach the server, `total` for a
+    /// whole call (shell completion must answer at once or not at all).
+    pub fn with_timeouts(
+        server: Option<&str>,
+        token: Option<&str>,
+        connect: Duration,
+        total: Duration,
+    ) -> Result<Client> {
         let file = ProfileFile::load()?;
         let profile = file.active();
         let base = server
@@ -107,8 +118,8 @@ impl Client {
         }
         let http = http
             .user_agent(concat!("tcp-redirs/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
+            .connect_timeout(connect)
+            .timeout(total)
             .build()?;
         Ok(Client { http, base, token })
     }

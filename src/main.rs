@@ -1,9 +1,11 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tcp_redirs::client::Failure;
 
 fn main() -> ExitCode {
+    // `COMPLETE=bash tcp-redirs …`: the shell asks for completions; answer and exit.
+    clap_complete::CompleteEnv::with_factory(tcp_redirs::cli::Cli::command).complete();
     let cli = tcp_redirs::cli::Cli::parse();
     match tcp_redirs::cli::run(cli) {
         Ok(code) => code,

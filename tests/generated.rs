@@ -30,42 +30,65 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
     }
     let mut command = tcp_redirs::cli::Cli::command();
     command.build();
-    man_pages(&command, "tcp-redirs", &mut files);
+    man_pages(&command, &mut files);
     files
 }
 
 /// One page for the command and one for each subcommand, named like git's: `tcp-redirs-add.1`.
-fn man_pages(command: &clap::Command, name: &str, files: &mut Vec<(PathBuf, Vec<u8>)>) {
-    // clap names are `&'static str` without its `string` feature; a test can afford a leak.
-    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
-    let bin: &'static str = Box::leak(name.replace('-', " ").into_boxed_str());
-    let page = command.clone().name(leaked).bin_name(bin);
+/// `build()` has given every subcommand its display name (`tcp-redirs-apps-create`) and its
+/// bin name (`tcp-redirs apps create`, for the synopsis).
+fn man_pages(command: &clap::Command, files: &mut Vec<(PathBuf, Vec<u8>)>) {
+    let name = command.get_display_name().unwrap_or(command.get_name()).to_owned();
+    let version = env!("CARGO_PKG_VERSION");
+    // The exit codes get the standard EXIT STATUS section (before VERSION) instead of
+    // clap's EXTRA; any other text after the help stays in EXTRA.
+    let after = command.get_after_long_help().map(|t| t.to_string());
+    let mut page = command.clone();
+    if after.is_some_and(|t| t.starts_with("Exit codes:")) {
+        page = page.after_long_help(None::<&str>);
+    }
+    let man = clap_mangen::Man::new(page).source(format!("tcp-redirs {version}")).manual("tcp-redirs manual");
     let mut out = Vec::new();
-    clap_mangen::Man::new(page).render(&mut out).expect("render a man page");
+    man.render(&mut out).expect("render a man page");
+    let text = String::from_utf8(out).unwrap();
+    let at = text.find(".SH VERSION").unwrap_or(text.len());
+    let out = format!("{}{}{}", &text[..at], exit_status(&name), &text[at..]).into_bytes();
     files.push((root().join("man").join(format!("{name}.1")), out));
     for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
-        man_pages(sub, &format!("{name}-{}", sub.get_name()), files);
+        man_pages(sub, files);
     }
 }
 
+/// The EXIT STATUS section, from the same table as `--help` (`serve` never fails with 3 to 5).
+fn exit_status(page: &str) -> String {
+    let mut section = String::from(".SH \"EXIT STATUS\"\n");
+    for (code, meaning) in tcp_redirs::cli::EXIT_CODES {
+        if page == "tcp-redirs-serve" && code > 2 {
+            continue;
+        }
+        let meaning = meaning.replace('\\', "\\e").replace('-', "\\-");
+        section.push_str(&format!(".TP\n\\fB{code}\\fR\n{meaning}\n"));
+    }
+    section
+}
+
+/// `None` when `path` holds `want`, else a short diff from the first line that differs.
 fn first_difference(path: &Path, want: &[u8]) -> Option<String> {
     let have = std::fs::read(path).unwrap_or_default();
     if have == want {
         return None;
     }
     let (have, want) = (String::from_utf8_lossy(&have), String::from_utf8_lossy(want));
-    let line = have
-        .lines()
-        .zip(want.lines())
-        .position(|(a, b)| a != b)
-        .unwrap_or(have.lines().count().min(want.lines().count()));
-    Some(format!(
-        "{} is stale at line {}:\n  checked in: {:?}\n  generated:  {:?}",
-        path.display(),
-        line + 1,
-        have.lines().nth(line).unwrap_or("<end of file>"),
-        want.lines().nth(line).unwrap_or("<end of file>")
-    ))
+    let (have, want): (Vec<&str>, Vec<&str>) = (have.lines().collect(), want.lines().collect());
+    let first = have.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(have.len().min(want.len()));
+    let mut diff = format!("--- {} (checked in)\n+++ generated\n@@ line {} @@\n", path.display(), first + 1);
+    for line in have.iter().skip(first).take(5) {
+        diff.push_str(&format!("-{line}\n"));
+    }
+    for line in want.iter().skip(first).take(5) {
+        diff.push_str(&format!("+{line}\n"));
+    }
+    Some(diff)
 }
 
 #[test]

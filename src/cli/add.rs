@@ -34,7 +34,7 @@ fn parse_proxy_protocol(text: &str) -> Result<ProxyProtocol, String> {
 pub struct Args {
     /// The namespace to take a port in (`list-namespaces` shows them). Without it, a
     /// terminal offers the choice, and a script gets `default`.
-    #[arg(long, value_name = "NS")]
+    #[arg(long, value_name = "NS", add = super::complete::namespaces())]
     namespace: Option<String>,
     /// Seconds an instance may take to accept before the next is tried [default: the namespace's, 5].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT_SECS))]

@@ -25,6 +25,7 @@ pub enum Command {
     /// Replace an application's instances, live: open connections stay where they are.
     SetInstances {
         /// The application, by id (app_…) or name.
+        #[arg(add = super::complete::apps())]
         app: String,
         /// HOST:PORT[=WEIGHT], repeated for each instance.
         #[arg(long = "instance", value_name = "HOST:PORT[=WEIGHT]", value_parser = parse_instance, required = true)]
@@ -42,6 +43,7 @@ pub enum Command {
     /// Remove an application and all its redirections.
     Remove {
         /// The application, by id (app_…) or name.
+        #[arg(add = super::complete::apps())]
         app: String,
         #[command(flatten)]
         format: FormatArgs,

@@ -98,6 +98,7 @@ pub fn linked(alias: Option<&str>) -> Result<Application> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct LinkArgs {
     /// The application, by id (app_…) or name.
+    #[arg(add = super::complete::apps())]
     app: String,
     /// The name to use it by [default: the application's name].
     #[arg(long, value_name = "ALIAS")]
@@ -110,6 +111,7 @@ pub struct LinkArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct UnlinkArgs {
     /// The alias to unlink [default: the only linked application].
+    #[arg(add = super::complete::aliases())]
     alias: Option<String>,
     #[command(flatten)]
     pub(super) format: FormatArgs,
@@ -141,7 +143,10 @@ pub async fn unlink(args: UnlinkArgs) -> Result<()> {
     let alias = match (args.alias, links.apps.as_slice()) {
         (Some(alias), _) => alias,
         (None, [one]) => one.alias.clone(),
-        (None, _) => bail!("several applications are linked here: say which alias to unlink"),
+        (None, several) => {
+            let aliases: Vec<_> = several.iter().map(|l| l.alias.as_str()).collect();
+            bail!("several applications are linked here: say which alias to unlink ({})", aliases.join(", "))
+        }
     };
     let before = links.apps.len();
     links.apps.retain(|l| l.alias != alias);

@@ -25,7 +25,7 @@ pub struct LoginArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogoutArgs {
     /// The profile to forget [default: the current one].
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = super::complete::profiles())]
     profile: Option<String>,
     #[command(flatten)]
     pub(super) format: FormatArgs,
@@ -41,6 +41,7 @@ pub enum ProfileCommand {
     /// Make a saved profile the current one.
     Use {
         /// The profile's name.
+        #[arg(add = super::complete::profiles())]
         name: String,
         #[command(flatten)]
         format: FormatArgs,

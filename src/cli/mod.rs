@@ -8,6 +8,7 @@
 mod add;
 mod apply;
 mod apps;
+mod complete;
 mod export;
 mod link;
 mod list;
@@ -29,19 +30,29 @@ use serde::Serialize;
 use crate::client::{Client, Failure};
 use crate::wire::{Application, Organisation};
 
-/// The exit codes, shown at the end of `--help` and in the man page.
-const EXIT_CODES: &str = "\
-Exit codes:
-  0  success
-  1  error (the message on stderr says which)
-  2  usage error: bad arguments
-  3  not found: no such application, namespace, redirection or organisation
-  4  authentication failed: check --token or TCP_REDIRS_TOKEN
-  5  server unreachable: check --server or TCP_REDIRS_URL, and that `tcp-redirs serve` runs";
+/// The exit codes, so that a script can tell failures apart: shown at the end of `--help`
+/// and in every man page's EXIT STATUS section. [`Failure::exit_code`] gives 3 to 5.
+pub const EXIT_CODES: [(u8, &str); 6] = [
+    (0, "success"),
+    (1, "error (the message on stderr says which)"),
+    (2, "usage error: bad arguments"),
+    (3, "not found: no such application, namespace, redirection, organisation, profile or link"),
+    (4, "authentication failed: check --token or TCP_REDIRS_TOKEN"),
+    (5, "server unreachable: check --server or TCP_REDIRS_URL, and that `tcp-redirs serve` runs"),
+];
+
+/// [`EXIT_CODES`] as the end of `--help`.
+pub fn exit_codes_help() -> String {
+    let mut text = String::from("Exit codes:");
+    for (code, meaning) in EXIT_CODES {
+        text.push_str(&format!("\n  {code}  {meaning}"));
+    }
+    text
+}
 
 /// Manage TCP redirections: public ports forwarded to your applications.
 #[derive(Debug, Parser)]
-#[command(name = "tcp-redirs", version, after_long_help = EXIT_CODES)]
+#[command(name = "tcp-redirs", version, after_long_help = exit_codes_help())]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -55,36 +66,46 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// List the TCP redirections of an application (the default command).
+    #[command(after_long_help = exit_codes_help())]
     List(list::Args),
     /// List the namespaces you may add redirections in.
+    #[command(after_long_help = exit_codes_help())]
     ListNamespaces(list_namespaces::Args),
     /// Add a TCP redirection: a public port in a namespace, forwarded to the application.
+    #[command(after_long_help = exit_codes_help())]
     Add(add::Args),
     /// Remove a TCP redirection; its port stops accepting at once.
+    #[command(after_long_help = exit_codes_help())]
     Remove(remove::Args),
     /// Manage applications (operator): where a redirection's traffic goes.
-    #[command(subcommand)]
+    #[command(subcommand, after_long_help = exit_codes_help())]
     Apps(apps::Command),
     /// Make the server match a file of applications and redirections, idempotently.
+    #[command(after_long_help = exit_codes_help())]
     Apply(apply::Args),
     /// Write the applications and redirections in the format of `apply`.
+    #[command(after_long_help = exit_codes_help())]
     Export(export::Args),
     /// Link an application to this directory, under an alias.
+    #[command(after_long_help = exit_codes_help())]
     Link(link::LinkArgs),
     /// Remove an application's link from this directory.
+    #[command(after_long_help = exit_codes_help())]
     Unlink(link::UnlinkArgs),
     /// Save a server and its credential as a profile, after checking them.
+    #[command(after_long_help = exit_codes_help())]
     Login(login::LoginArgs),
     /// Forget a saved profile.
+    #[command(after_long_help = exit_codes_help())]
     Logout(login::LogoutArgs),
     /// List the saved profiles, or choose the current one.
-    #[command(subcommand)]
+    #[command(subcommand, after_long_help = exit_codes_help())]
     Profile(login::ProfileCommand),
     /// Manage organisations (admin).
-    #[command(subcommand)]
+    #[command(subcommand, after_long_help = exit_codes_help())]
     Orgs(orgs::Command),
     /// Manage an organisation's credentials (admin).
-    #[command(subcommand)]
+    #[command(subcommand, after_long_help = exit_codes_help())]
     Tokens(tokens::Command),
     /// Run the control server: the API, the port allocator, the store and the forwarding.
     #[cfg(feature = "server")]
@@ -185,23 +206,34 @@ impl FormatArgs {
     }
 }
 
+/// The environment variable a CI job sets once to choose the application of every command.
+pub const APP_ENV: &str = "TCP_REDIRS_APP";
+
 /// `--app`, shared by the commands that act on one application.
 #[derive(Debug, Clone, Args)]
 struct AppArgs {
-    /// The application, by id (app_…) or name.
-    #[arg(long, env = "TCP_REDIRS_APP", value_name = "ID|NAME", conflicts_with = "alias")]
+    /// The application, by id (app_…) or name [env: TCP_REDIRS_APP].
+    // TCP_REDIRS_APP is read in `resolve`, not by clap: an `--alias` on the command line
+    // must win over it, not conflict with it.
+    #[arg(long, value_name = "ID|NAME", conflicts_with = "alias", add = complete::apps())]
     app: Option<String>,
     /// The application linked to this directory under ALIAS (`tcp-redirs link`).
-    #[arg(short = 'a', long, value_name = "ALIAS")]
+    #[arg(short = 'a', long, value_name = "ALIAS", add = complete::aliases())]
     alias: Option<String>,
 }
 
 impl AppArgs {
-    /// The application: `--app`, else `--alias`, else the one linked to this directory.
+    /// The application: `--app`, else `--alias`, else `TCP_REDIRS_APP`, else the one linked
+    /// to this directory.
     async fn resolve(&self, client: &Client) -> Result<Application> {
-        match &self.app {
-            Some(wanted) => find_app(client, wanted).await,
-            None => link::linked(self.alias.as_deref()),
+        let from_env = || std::env::var(APP_ENV).ok().filter(|a| !a.is_empty());
+        match (&self.app, &self.alias) {
+            (Some(wanted), _) => find_app(client, wanted).await,
+            (None, Some(alias)) => link::linked(Some(alias)),
+            (None, None) => match from_env() {
+                Some(wanted) => find_app(client, &wanted).await,
+                None => link::linked(None),
+            },
         }
     }
 
@@ -243,7 +275,7 @@ async fn find_app(client: &Client, wanted: &str) -> Result<Application> {
 #[derive(Debug, Clone, Args)]
 struct OrgArgs {
     /// The organisation, by id (orga_…) or name [default: the only one the credential sees].
-    #[arg(long, value_name = "ID|NAME")]
+    #[arg(long, value_name = "ID|NAME", add = complete::orgs())]
     org: Option<String>,
 }
 
@@ -253,7 +285,9 @@ impl OrgArgs {
         match &self.org {
             Some(wanted) => {
                 orgs.into_iter().find(|o| &o.id == wanted || &o.name == wanted).ok_or_else(|| {
-                    anyhow::anyhow!("organisation `{wanted}` not found among those your credential sees")
+                    Failure::NotFound.with(format!(
+                        "organisation `{wanted}` not found among those your credential sees: `tcp-redirs orgs list` shows them"
+                    ))
                 })
             }
             None if orgs.len() == 1 => Ok(orgs.into_iter().next().unwrap()),
@@ -279,11 +313,18 @@ fn interactive() -> bool {
 
 /// A table for people: no borders, and wrapped to the terminal's width when stdout is one
 /// (a pipe gets whole lines, for grep). Tables carry no colour, so `NO_COLOR` has nothing to do.
-fn render(mut table: tabled::Table) -> String {
-    use tabled::settings::{Style, Width};
+fn render(table: tabled::Table) -> String {
+    let width = terminal_size::terminal_size_of(std::io::stdout()).map(|(w, _)| usize::from(w.0));
+    fit(table, width)
+}
+
+/// `table` without borders, at most `width` columns wide: the widest columns give way
+/// first, so that no column disappears.
+fn fit(mut table: tabled::Table, width: Option<usize>) -> String {
+    use tabled::settings::{peaker::Priority, Style, Width};
     table.with(Style::blank());
-    if let Some((terminal_size::Width(width), _)) = terminal_size::terminal_size_of(std::io::stdout()) {
-        table.with(Width::wrap(usize::from(width)).keep_words(true));
+    if let Some(width) = width {
+        table.with(Width::wrap(width).priority(Priority::max(true)).keep_words(true));
     }
     table.to_string()
 }
@@ -335,4 +376,32 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use tabled::Table;
+
+    #[test]
+    fn a_table_fits_a_narrow_terminal_without_losing_a_column() {
+        let rows = vec![
+            ["NAME", "ID", "INSTANCES"],
+            [
+                "a-rather-long-application-name",
+                "app_0396a536-7e13-4cb8-9e30-3e44087cb7a9",
+                "127.0.0.1:4040, 127.0.0.1:4041, 127.0.0.1:4042, 127.0.0.1:4043",
+            ],
+        ];
+        let wide = super::fit(Table::from_iter(rows.clone()), None);
+        assert_eq!(wide.lines().count(), 2, "{wide}");
+        for width in [60, 80, 100] {
+            let text = super::fit(Table::from_iter(rows.clone()), Some(width));
+            assert!(text.lines().all(|l| l.chars().count() <= width), "wider than {width}:\n{text}");
+            for heading in rows[0] {
+                assert!(text.contains(heading), "{heading} is gone at {width} columns:\n{text}");
+            }
+            let letters: String = text.split_whitespace().collect();
+            assert!(letters.contains("127.0.0.1:4043"), "{text}");
+        }
+    }
 }

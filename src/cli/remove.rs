@@ -8,10 +8,10 @@ use super::{interactive, print_json, print_text, AppArgs, ConnArgs, Format, Form
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// The public port to remove (clever-tools accepts 70000; we do not).
-    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(value_parser = clap::value_parser!(u16).range(1..), add = super::complete::ports())]
     port: u16,
     /// The namespace the port belongs to.
-    #[arg(long, value_name = "NS")]
+    #[arg(long, value_name = "NS", add = super::complete::namespaces())]
     namespace: String,
     /// Do not ask for confirmation (only a terminal asks).
     #[arg(short = 'y', long)]
