@@ -287,3 +287,84 @@ fn a_reader_that_stops_after_one_line_is_not_an_error() {
     assert_eq!(text(&out.stdout).lines().count(), 1);
     assert!(out.stderr.is_empty(), "a broken pipe is quiet: {}", text(&out.stderr));
 }
+
+#[test]
+fn a_name_that_several_applications_share_lists_their_ids() {
+    let server = Server::start();
+    let echo = TcpService::echo();
+    let instance = echo.addr().to_string();
+    let first = server.create_app("shared", echo.addr());
+    server.cli_ok(&["orgs", "create", "acme"]);
+    let second = server.cli_json(&[
+        "apps",
+        "create",
+        "shared",
+        "--org",
+        "acme",
+        "--instance",
+        &instance,
+        "-F",
+        "json",
+    ]);
+    let out = server.cli(&["--app", "shared"]);
+    let (a, b) = (first["id"].as_str().unwrap(), second["id"].as_str().unwrap());
+    out.assert_error(1, &["several applications", a, b]);
+    // Either id chooses one.
+    server.cli_ok(&["--app", b]);
+}
+
+#[test]
+fn environment_variables_override_the_profile_whose_token_goes_only_to_its_server() {
+    use std::io::{Read, Write};
+    let server = Server::start();
+    let config = tempfile::tempdir().unwrap();
+    // A profile for another server, with its own token.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let elsewhere_url = format!("http://{}", elsewhere.local_addr().unwrap());
+    std::fs::write(
+        config.path().join("config.toml"),
+        format!("current = \"other\"\n\n[profiles.other]\nserver = \"{elsewhere_url}\"\ntoken = \"profile-secret-token\"\n"),
+    )
+    .unwrap();
+
+    // TCP_REDIRS_URL and TCP_REDIRS_TOKEN win over the profile.
+    let out = bin(config.path())
+        .args(["list-namespaces", "-F", "json"])
+        .env("TCP_REDIRS_URL", &server.url)
+        .env("TCP_REDIRS_TOKEN", &server.token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("cleverapps"));
+
+    // --server elsewhere with no token: the profile's token is not sent to a server it was not made for.
+    let catcher = std::thread::spawn(move || {
+        let (mut stream, _) = elsewhere.accept().unwrap();
+        let mut request = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = r#"{"type":"error","id":4010,"message":"missing credentials"}"#;
+        let _ = write!(
+            stream,
+            "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    let decoy = tempfile::tempdir().unwrap();
+    std::fs::write(
+        decoy.path().join("config.toml"),
+        format!("[profiles.local]\nserver = \"{}\"\ntoken = \"profile-secret-token\"\n", server.url),
+    )
+    .unwrap();
+    let out = bin(decoy.path()).args(["list-namespaces", "--server", &elsewhere_url]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let request = catcher.join().unwrap();
+    assert!(request.starts_with("GET /v2/organisations"), "{request}");
+    assert!(!request.contains("profile-secret-token"), "the token leaked to another server:\n{request}");
+}
