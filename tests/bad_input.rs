@@ -93,9 +93,25 @@ fn a_huge_body_is_refused_with_413_and_the_error_shape() {
     answer.assert_error(413);
 }
 
+/// One server for every case of this file. A static is never dropped, so the server is
+/// killed at process exit instead (its guard's drop never runs), leaving no orphan behind.
 fn shared_server() -> &'static Server {
     static SERVER: std::sync::OnceLock<Server> = std::sync::OnceLock::new();
-    SERVER.get_or_init(Server::start)
+    static PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+    extern "C" fn kill_shared_server() {
+        let pid = PID.load(std::sync::atomic::Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kill(2) on the server we spawned; at exit nothing else uses it.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    SERVER.get_or_init(|| {
+        let server = Server::start();
+        PID.store(server.process_id() as i32, std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: registering a plain function to run at exit.
+        unsafe { libc::atexit(kill_shared_server) };
+        server
+    })
 }
 
 fn shared_ids() -> (String, String) {
