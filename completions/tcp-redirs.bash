@@ -1592,7 +1592,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__serve)
-            opts="-h --listen --data-dir --public-bind --config --tls-cert --tls-key --drain-timeout --server --token --help"
+            opts="-h --listen --data-dir --public-bind --config --tls-cert --tls-key --drain-timeout --threads --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1623,6 +1623,10 @@ _tcp__redirs() {
                     return 0
                     ;;
                 --drain-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --threads)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

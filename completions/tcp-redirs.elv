@@ -357,6 +357,7 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand --tls-cert 'Serve the control API over TLS with this PEM certificate (chain); needs --tls-key'
             cand --tls-key 'The PEM private key of --tls-cert'
             cand --drain-timeout 'Seconds open connections may run on after SIGTERM or SIGINT'
+            cand --threads 'How many threads forward connections [default: one per core]'
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
             cand --token 'The API token [default: the profile''s]'
             cand -h 'Print help'

@@ -239,6 +239,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l config -
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l tls-cert -d 'Serve the control API over TLS with this PEM certificate (chain); needs --tls-key' -r -F
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l tls-key -d 'The PEM private key of --tls-cert' -r -F
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l drain-timeout -d 'Seconds open connections may run on after SIGTERM or SIGINT' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l threads -d 'How many threads forward connections [default: one per core]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -s h -l help -d 'Print help'

@@ -1043,6 +1043,72 @@ fn accept_loop_survives_emfile_and_the_listener_stays() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Forwarding threads
+// ---------------------------------------------------------------------------------------
+
+/// The listening sockets on `port` of 127.0.0.1, from the kernel's table.
+fn listeners_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let local = format!("0100007F:{port:04X}");
+    // Columns: slot, local address, remote address, state (0A is LISTEN), ...
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.get(1) == Some(&local.as_str()) && cols.get(3) == Some(&"0A")
+        })
+        .count()
+}
+
+/// `serve --threads 3`: three forwarding threads, each with its own listener on every public
+/// port; connections work whichever thread the kernel gives them to, and removal closes
+/// all three listeners at once.
+#[test]
+fn every_forwarding_thread_listens_on_the_port() {
+    let _serial = light();
+    let echo = TcpService::echo();
+    let server = Server::builder().args(&["--threads", "3"]).start();
+    let (port, _) = redirect(&server, "threaded", echo.addr(), "default", &[]);
+    assert_eq!(listeners_on(port), 3, "listening sockets on port {port}");
+    let pid = server.process_id();
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .filter(|n| n.starts_with("forward-"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["forward-0", "forward-1", "forward-2"]);
+
+    // Sixty clients at once, each with its own bytes: every one comes back intact.
+    let clients: Vec<_> = (0..60)
+        .map(|i| {
+            thread::spawn(move || {
+                let data = format!("client {i} ").repeat(1000).into_bytes();
+                (send_and_read_back(port, &data), data)
+            })
+        })
+        .collect();
+    for (i, c) in clients.into_iter().enumerate() {
+        let (got, want) = c.join().unwrap();
+        assert_same_bytes(&got, &want, &format!("client {i}"));
+    }
+    // Each thread counts into the same figure: all sixty end, and it comes back to zero.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while active_connections(&server, "threaded", port) != 0 {
+        assert!(Instant::now() < deadline, "connections still counted active after 10 s");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let list = server.cli_json(&["list", "--app", "threaded", "-F", "json"]);
+    assert_eq!(list[0]["connections"], 60, "{list}");
+
+    server.cli_ok(&["remove", &port.to_string(), "--app", "threaded", "--namespace", "default"]);
+    assert_eq!(listeners_on(port), 0, "listening sockets left on port {port} after remove");
+    assert_refuses(port);
+}
+
+// ---------------------------------------------------------------------------------------
 // Scale
 // ---------------------------------------------------------------------------------------
 

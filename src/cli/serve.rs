@@ -34,6 +34,9 @@ pub struct Args {
     /// Seconds open connections may run on after SIGTERM or SIGINT.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     drain_timeout: u64,
+    /// How many threads forward connections [default: one per core].
+    #[arg(long, env = "TCP_REDIRS_THREADS", value_name = "N")]
+    threads: Option<std::num::NonZeroUsize>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -53,6 +56,7 @@ pub fn run(args: Args) -> Result<()> {
         admin_secret: non_empty_env("TCP_REDIRS_ADMIN_SECRET"),
         drain: Duration::from_secs(args.drain_timeout),
         tls: args.tls_cert.zip(args.tls_key),
+        threads: args.threads,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(server::run(opts))

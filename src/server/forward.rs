@@ -1,8 +1,9 @@
 //! The forwarding loop: accept on a public port, connect to an instance, copy both ways.
 //!
-//! Each redirection owns one accept task; each accepted connection gets its own task that
-//! connects to one of the application's instances (round robin, moving on to the next
-//! instance when one refuses or does not answer in time) and then copies bytes both ways
+//! Each redirection has one accept loop on each forwarding thread ([`super::workers`]); each
+//! accepted connection gets its own task on that thread, which connects to one of the
+//! application's instances (chosen by [`super::balance`], moving on to the next instance
+//! when one refuses or does not answer in time) and then copies bytes both ways
 //! until both directions have ended. The copy passes a half-close on: when one side shuts
 //! its write half, the other side's write half is shut and the opposite direction keeps
 //! flowing, so a request/response protocol that signals the end of its request with FIN
@@ -14,9 +15,11 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use socket2::{Domain, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,7 +29,10 @@ use super::access::Access;
 use super::balance::{Open, Pool};
 use super::copy::{self, Timeouts};
 use super::metrics::RedirMetrics;
+use super::ports::Listeners;
+use super::workers::Workers;
 use crate::wire::{RedirLimits, MAX_LIMIT_SECS, MAX_QUOTA};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
 /// How long to wait before accepting again after the process ran out of descriptors.
@@ -56,6 +62,8 @@ pub struct Port {
     pub metrics: Arc<RedirMetrics>,
     /// Who may connect, and whether to send the PROXY header.
     pub access: Arc<Access>,
+    /// The forwarding threads, one accept loop on each.
+    pub workers: Arc<Workers>,
 }
 
 /// The time limits of a redirection's connections.
@@ -115,35 +123,86 @@ impl Limits {
     }
 }
 
-/// Runs a redirection's public port until cancelled, binding it first if `listener` is `None`.
+/// Runs a redirection's public port until cancelled, binding it first if `listeners` is `None`.
 ///
-/// Returning drops the listener, which is what closes the port at once on removal.
-pub async fn run(port: Port, mut listener: Option<TcpListener>) {
-    loop {
-        let current = match listener.take() {
-            Some(l) => l,
-            None => match super::ports::bind(port.addr) {
-                Ok(l) => l,
-                Err(err) => {
-                    warn!(namespace = %port.namespace, addr = %port.addr, error = %err,
-                        "cannot bind the redirection's port (is another program using it?); retrying every {}s", REBIND_EVERY.as_secs());
-                    tokio::select! {
-                        _ = port.stop_accepting.cancelled() => return,
-                        _ = tokio::time::sleep(REBIND_EVERY) => continue,
-                    }
+/// Each listener is served by an accept loop on its own forwarding thread; this task only
+/// binds, hands out and waits. Returning means every listener was dropped, which is what
+/// closes the port at once on removal.
+pub async fn run(port: Port, mut listeners: Option<Listeners>) {
+    let port =
+        Arc::new(Accepting { rate: port.limits.max_rate.map(|r| Mutex::new(RateLimit::new(r))), port });
+    let listeners = loop {
+        if let Some(l) = listeners.take() {
+            break l;
+        }
+        match super::ports::bind(port.addr, port.workers.count()) {
+            Ok(l) => break l,
+            Err(err) => {
+                warn!(namespace = %port.namespace, addr = %port.addr, error = %err,
+                    "cannot bind the redirection's port (is another program using it?); retrying every {}s", REBIND_EVERY.as_secs());
+                tokio::select! {
+                    _ = port.stop_accepting.cancelled() => return,
+                    _ = tokio::time::sleep(REBIND_EVERY) => {}
                 }
-            },
-        };
-        port.bound.store(true, Ordering::Relaxed);
-        debug!(namespace = %port.namespace, addr = %port.addr, "accepting");
-        accept_loop(&port, current).await;
-        port.bound.store(false, Ordering::Relaxed);
-        return;
+            }
+        }
+    };
+    port.bound.store(true, Ordering::Relaxed);
+    debug!(namespace = %port.namespace, addr = %port.addr, listeners = listeners.len(), "accepting");
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .zip(port.workers.handles())
+        .map(|(listener, thread)| thread.spawn(accept_loop(port.clone(), listener)))
+        .collect();
+    for accepting in loops {
+        let _ = accepting.await;
+    }
+    port.bound.store(false, Ordering::Relaxed);
+}
+
+/// A port being served: shared by its accept loops.
+struct Accepting {
+    port: Port,
+    /// The new-connection budget, one for the whole port (its loops share it).
+    rate: Option<Mutex<RateLimit>>,
+}
+
+impl std::ops::Deref for Accepting {
+    type Target = Port;
+    fn deref(&self) -> &Port {
+        &self.port
     }
 }
 
-async fn accept_loop(port: &Port, listener: TcpListener) {
-    let mut rate = RateLimit::new(port.limits.max_rate);
+impl Accepting {
+    /// Why a connection from `peer` is refused, if it is; counts it as open if not.
+    fn refuse(&self, peer: SocketAddr) -> Option<(&Counter, &'static str)> {
+        if !self.access.admits(peer.ip()) {
+            return Some((&self.metrics.denied, "refused by the access list"));
+        }
+        // Counted at once, in one atomic step: the loops on other threads see this connection.
+        let before = self.metrics.active.inc();
+        if self.limits.max_connections.is_some_and(|max| before >= i64::from(max)) {
+            self.metrics.active.dec();
+            return Some((&self.metrics.over_capacity, "refused: the redirection is at its maxConnections"));
+        }
+        if let Some(rate) = &self.rate {
+            if !rate.lock().unwrap_or_else(|e| e.into_inner()).admit() {
+                self.metrics.active.dec();
+                return Some((&self.metrics.rate_limited, "refused: over maxConnectionsPerSecond"));
+            }
+        }
+        None
+    }
+}
+
+/// Accepts on one listener, on the forwarding thread that runs this, until cancelled.
+async fn accept_loop(port: Arc<Accepting>, listener: std::net::TcpListener) {
+    // Registered here, with this thread's runtime, so that its connections live on it.
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(err) => return warn!(addr = %port.addr, error = %err, "cannot poll a listener of the port"),
+    };
     loop {
         let accepted = tokio::select! {
             _ = port.stop_accepting.cancelled() => return,
@@ -151,29 +210,15 @@ async fn accept_loop(port: &Port, listener: TcpListener) {
         };
         match accepted {
             Ok((client, peer)) => {
-                let refused = if !port.access.admits(peer.ip()) {
-                    Some((&port.metrics.denied, "refused by the access list"))
-                } else if port
-                    .limits
-                    .max_connections
-                    .is_some_and(|max| port.metrics.active.get() >= i64::from(max))
-                {
-                    Some((&port.metrics.over_capacity, "refused: the redirection is at its maxConnections"))
-                } else if !rate.admit() {
-                    Some((&port.metrics.rate_limited, "refused: over maxConnectionsPerSecond"))
-                } else {
-                    None
-                };
-                if let Some((counter, why)) = refused {
+                if let Some((counter, why)) = port.refuse(peer) {
                     counter.inc();
                     debug!(%peer, addr = %port.addr, "{why}");
                     // A reset, at once: the client learns nothing and costs nothing.
                     copy::reset(&client);
                     continue;
                 }
-                // Counted here, not in the task, so that a burst of accepts sees its own count.
                 port.metrics.accepted.inc();
-                let active = Active::new(&port.metrics.active);
+                let active = Active(port.metrics.active.clone());
                 let access = port.access.clone();
                 let targets = port.targets.clone();
                 let close = port.close_connections.clone();
@@ -222,8 +267,6 @@ async fn connection(
         info!(%peer, "no instance of the application accepted the connection; closing it");
         return;
     };
-    let _ = client.set_nodelay(true);
-    let _ = upstream.set_nodelay(true);
     let header = access.wants_proxy_header().then(|| client.local_addr().ok()).flatten();
     if let Some(header) = header.and_then(|local| access.proxy_header(peer, local)) {
         if let Err(err) = copy::write_all(&upstream, &header).await {
@@ -236,15 +279,8 @@ async fn connection(
     debug!(%peer, %instance, up = outcome.up, down = outcome.down, cut = ?outcome.cut, "connection closed");
 }
 
-/// Counts a connection as active for as long as it lives, however it ends.
+/// Counts a connection as active (from its admission) for as long as it lives, however it ends.
 struct Active(Gauge);
-
-impl Active {
-    fn new(gauge: &Gauge) -> Active {
-        gauge.inc();
-        Active(gauge.clone())
-    }
-}
 
 impl Drop for Active {
     fn drop(&mut self) {
@@ -253,21 +289,21 @@ impl Drop for Active {
 }
 
 /// A token bucket over new connections: `rate` per second, with a burst of one second.
-/// It lives in the accept task, the only place that takes tokens, so it needs no lock.
+/// The port's accept loops share it behind a lock, taken only on ports that set a rate.
 struct RateLimit {
-    rate: Option<f64>,
+    rate: f64,
     tokens: f64,
     last: std::time::Instant,
 }
 
 impl RateLimit {
-    fn new(rate: Option<u32>) -> RateLimit {
-        let rate = rate.map(f64::from);
-        RateLimit { rate, tokens: rate.unwrap_or(0.0), last: std::time::Instant::now() }
+    fn new(rate: u32) -> RateLimit {
+        let rate = f64::from(rate);
+        RateLimit { rate, tokens: rate, last: std::time::Instant::now() }
     }
 
     fn admit(&mut self) -> bool {
-        let Some(rate) = self.rate else { return true };
+        let rate = self.rate;
         let now = std::time::Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(rate);
         self.last = now;
@@ -280,7 +316,7 @@ impl RateLimit {
     }
 }
 
-/// Connects to the first instance that accepts, starting from the round-robin position.
+/// Connects to the first instance that accepts, in the order the balancer gives.
 async fn connect(
     targets: &Pool,
     timeout: Duration,
@@ -289,7 +325,7 @@ async fn connect(
     for member in targets.candidates() {
         let address = &member.address;
         let began = std::time::Instant::now();
-        let attempt = tokio::time::timeout(timeout, TcpStream::connect(address.as_str())).await;
+        let attempt = tokio::time::timeout(timeout, open(address)).await;
         if !matches!(attempt, Ok(Ok(_))) {
             metrics.connect_failures.inc();
         }
@@ -306,4 +342,46 @@ async fn connect(
         member.failed();
     }
     None
+}
+
+/// Opens a connection to `address` (`HOST:PORT`), with `TCP_NODELAY` set.
+///
+/// For an IP address, the socket is made by hand: created non-blocking, `TCP_NODELAY` set
+/// before the handshake, and the outcome of the connect read from the readiness event
+/// itself (a refused connect hangs the socket up), where tokio's `connect` asks the kernel
+/// with one more system call per connection. A host name is resolved at each connection,
+/// so that a DNS change is followed.
+async fn open(address: &str) -> io::Result<TcpStream> {
+    let Ok(addr) = address.parse::<SocketAddr>() else {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        return Ok(stream);
+    };
+    let ty = Type::STREAM.nonblocking().cloexec();
+    let socket = Socket::new(Domain::for_address(addr), ty, None)?;
+    socket.set_tcp_nodelay(true)?;
+    let addr = addr.into();
+    let connected = match socket.connect(&addr) {
+        Ok(()) => true,
+        // On loopback, and often on a local network, the handshake is already over when
+        // connect returns: asking again costs one system call and, when it is over, saves
+        // a trip through the poller and the latency of that trip.
+        Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => match socket.connect(&addr) {
+            Ok(()) => true,
+            Err(err) => match err.raw_os_error() {
+                Some(libc::EISCONN) => true,
+                Some(libc::EINPROGRESS | libc::EALREADY) => false,
+                _ => return Err(err),
+            },
+        },
+        Err(err) => return Err(err),
+    };
+    let stream = TcpStream::from_std(socket.into())?;
+    if !connected {
+        let ready = stream.ready(Interest::WRITABLE).await?;
+        if ready.is_write_closed() {
+            return Err(stream.take_error()?.unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
+        }
+    }
+    Ok(stream)
 }

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,8 +23,9 @@ use super::config::{Namespace, DEFAULT_LIMITS};
 use super::error::Error;
 use super::forward::{self, Limits};
 use super::metrics::{Metrics, RedirMetrics};
-use super::ports;
+use super::ports::{self, Listeners};
 use super::store::{Claim, RedirRow, Store};
+use super::workers::Workers;
 use crate::wire::{
     self, Application, NewApplication, NewTcpRedir, Organisation, RedirState, RedirTraffic, TcpRedir,
 };
@@ -59,11 +59,18 @@ pub struct Gateway {
     kill: CancellationToken,
     connections: TaskTracker,
     metrics: Metrics,
+    /// The forwarding threads the ports' accept loops run on.
+    workers: Arc<Workers>,
 }
 
 impl Gateway {
     /// A gateway over `store` serving `namespaces`; nothing listens until [`Gateway::restore`].
-    pub fn new(store: Arc<Store>, namespaces: Vec<Namespace>, org_quota: Option<u32>) -> Gateway {
+    pub fn new(
+        store: Arc<Store>,
+        namespaces: Vec<Namespace>,
+        org_quota: Option<u32>,
+        workers: Workers,
+    ) -> Gateway {
         Gateway {
             store,
             namespaces,
@@ -75,6 +82,7 @@ impl Gateway {
             kill: CancellationToken::new(),
             connections: TaskTracker::new(),
             metrics: Metrics::new(),
+            workers: Arc::new(workers),
         }
     }
 
@@ -106,7 +114,7 @@ impl Gateway {
                 continue;
             };
             let addr = SocketAddr::new(ns.bind, row.port);
-            let listener = match ports::bind(addr) {
+            let listener = match ports::bind(addr, self.workers.count()) {
                 Ok(l) => Some(l),
                 Err(err) => {
                     warn!(namespace = %row.namespace, %addr, error = %err, "cannot bind a stored redirection's port; will keep trying");
@@ -392,10 +400,10 @@ impl Gateway {
         let tries = if new.port.is_some() { 1 } else { CLAIM_TRIES };
         for _ in 0..tries {
             let allocated = match new.port {
-                Some(port) => ports::bind(SocketAddr::new(ns.bind, port))
+                Some(port) => ports::bind(SocketAddr::new(ns.bind, port), self.workers.count())
                     .map(|l| (port, l))
                     .map_err(|_| Error::port_taken(port, &ns.name))?,
-                None => ports::allocate(ns.bind, &ns.ports, &taken, previous)
+                None => ports::allocate(ns.bind, &ns.ports, &taken, previous, self.workers.count())
                     .ok_or_else(|| Error::no_free_port(&ns.name, *ns.ports.start(), *ns.ports.end()))?,
             };
             let (port, listener) = allocated;
@@ -533,7 +541,7 @@ impl Gateway {
         self.app(caller, org_id, app_id).await
     }
 
-    fn start(&self, row: &RedirRow, addr: SocketAddr, targets: Arc<Pool>, listener: Option<TcpListener>) {
+    fn start(&self, row: &RedirRow, addr: SocketAddr, targets: Arc<Pool>, listener: Option<Listeners>) {
         let stop_accepting = self.shutdown.child_token();
         let close_connections = self.kill.child_token();
         let bound = Arc::new(AtomicBool::new(listener.is_some()));
@@ -549,6 +557,7 @@ impl Gateway {
             limits: self.limits(row),
             metrics: metrics.clone(),
             access: Arc::new(self.access(row)),
+            workers: self.workers.clone(),
         };
         let task = tokio::spawn(forward::run(port, listener));
         self.live.lock().unwrap().insert(

@@ -19,6 +19,7 @@ mod gateway;
 mod metrics;
 mod ports;
 mod store;
+mod workers;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -60,6 +61,8 @@ pub struct Options {
     pub drain: Duration,
     /// Serve the API over TLS with this PEM certificate chain and private key.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How many forwarding threads to run; `None` for one per core.
+    pub threads: Option<std::num::NonZeroUsize>,
 }
 
 /// How long an HTTP client may take to send a request's headers: a slow client (slowloris)
@@ -132,7 +135,8 @@ pub async fn run(opts: Options) -> Result<()> {
         warn!(%addr, "the control API listens beyond loopback WITHOUT TLS: credentials cross the network in clear text; put it behind a TLS proxy or listen on 127.0.0.1");
     }
 
-    let gateway = Arc::new(Gateway::new(store.clone(), namespaces, config.max_redirections_per_org));
+    let workers = workers::Workers::start(opts.threads).context("cannot start the forwarding threads")?;
+    let gateway = Arc::new(Gateway::new(store.clone(), namespaces, config.max_redirections_per_org, workers));
     for app in &config.applications {
         let instances = app
             .instances

@@ -14,14 +14,16 @@ use std::ops::RangeInclusive;
 
 use rand::Rng;
 use socket2::{Domain, Socket, Type};
-use tokio::net::TcpListener;
 
 /// How many random picks to try before walking the whole range.
 const RANDOM_TRIES: usize = 64;
 /// The accept queue of a public listener.
 const BACKLOG: i32 = 1024;
 
-/// Binds a listener on a port of `range` that is not in `taken`: `prefer` when it is free
+/// A public port's listening sockets, one per forwarding thread (see [`super::workers`]).
+pub type Listeners = Vec<std::net::TcpListener>;
+
+/// Binds the listeners of a port of `range` that is not in `taken`: `prefer` when it is free
 /// (a client that removed and re-adds its redirection keeps its address, which frp users
 /// ask for), else a random one; `None` when none is free.
 pub fn allocate(
@@ -29,8 +31,9 @@ pub fn allocate(
     range: &RangeInclusive<u16>,
     taken: &HashSet<u16>,
     prefer: Option<u16>,
-) -> Option<(u16, TcpListener)> {
-    if let Some(found) = prefer.filter(|p| range.contains(p)).and_then(|p| try_port(ip, p, taken)) {
+    count: usize,
+) -> Option<(u16, Listeners)> {
+    if let Some(found) = prefer.filter(|p| range.contains(p)).and_then(|p| try_port(ip, p, taken, count)) {
         return Some(found);
     }
     let (low, high) = (*range.start() as u32, *range.end() as u32);
@@ -38,34 +41,104 @@ pub fn allocate(
     let mut rng = rand::rng();
     for _ in 0..RANDOM_TRIES.min(span as usize) {
         let port = (low + rng.random_range(0..span)) as u16;
-        if let Some(found) = try_port(ip, port, taken) {
+        if let Some(found) = try_port(ip, port, taken, count) {
             return Some(found);
         }
     }
     // The range is nearly full or busy: walk all of it once, from a random start, so that
     // "no free port" is only said when it is true.
     let start = rng.random_range(0..span);
-    (0..span).map(|i| (low + (start + i) % span) as u16).find_map(|port| try_port(ip, port, taken))
+    (0..span).map(|i| (low + (start + i) % span) as u16).find_map(|port| try_port(ip, port, taken, count))
 }
 
-fn try_port(ip: IpAddr, port: u16, taken: &HashSet<u16>) -> Option<(u16, TcpListener)> {
+fn try_port(ip: IpAddr, port: u16, taken: &HashSet<u16>, count: usize) -> Option<(u16, Listeners)> {
     if taken.contains(&port) {
         return None;
     }
-    bind(SocketAddr::new(ip, port)).ok().map(|l| (port, l))
+    bind(SocketAddr::new(ip, port), count).ok().map(|l| (port, l))
 }
 
-/// Binds a public listener, the way every listener of the gateway is bound.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+/// Binds a public port: `count` listening sockets sharing it, one per forwarding thread.
+///
+/// The sockets share the port with `SO_REUSEPORT`, which would also let them join a port
+/// that another program of the same user listens on with `SO_REUSEPORT`, silently taking
+/// half of its connections. So the port is first bound alone, without it: that fails if
+/// anything holds the port, and only then is the shared group bound.
+pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Listeners> {
+    drop(socket(addr, false)?);
+    (0..count.max(1))
+        .map(|_| {
+            let socket = socket(addr, true)?;
+            socket.listen(BACKLOG)?;
+            Ok(socket.into())
+        })
+        .collect()
+}
+
+/// A non-blocking TCP socket bound to `addr`, the way every public socket is made.
+fn socket(addr: SocketAddr, shared: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), None)?;
     // SO_REUSEADDR lets a restarted server take its ports back while old connections sit
-    // in TIME_WAIT; on Linux it never lets two listeners share a port.
+    // in TIME_WAIT; on Linux it never lets two listeners share a port (SO_REUSEPORT does).
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(shared)?;
     if addr.is_ipv6() {
         socket.set_only_v6(false).ok();
     }
-    socket.set_nonblocking(true)?;
+    // Accepted sockets inherit TCP_NODELAY from their listener on Linux: set once here, it
+    // saves a system call per connection (small answers must not wait for Nagle).
+    socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, TcpStream};
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
+    }
+
+    #[test]
+    fn a_port_is_bound_once_per_thread_and_its_connections_have_nodelay() {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let listeners = bind(addr, 3).expect("bind three listeners on one port");
+        assert_eq!(listeners.len(), 3);
+        assert!(listeners.iter().all(|l| l.local_addr().unwrap() == addr));
+        // The connection lands on one of the three; whichever it is, it carries bytes and has
+        // TCP_NODELAY without a setsockopt of its own.
+        let mut client = TcpStream::connect(addr).unwrap();
+        client.write_all(b"ping").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut accepted = loop {
+            if let Some((s, _)) = listeners.iter().find_map(|l| l.accept().ok()) {
+                break s;
+            }
+            assert!(std::time::Instant::now() < deadline, "no listener accepted the connection");
+            std::thread::yield_now();
+        };
+        accepted.set_nonblocking(false).unwrap();
+        let mut got = [0; 4];
+        accepted.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ping");
+        assert!(accepted.nodelay().unwrap(), "an accepted socket lacks TCP_NODELAY");
+    }
+
+    #[test]
+    fn a_port_another_socket_shares_with_so_reuseport_is_not_joined() {
+        // Another program of the same user listening with SO_REUSEPORT: joining its group
+        // would silently take part of its connections.
+        let other = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        other.set_reuse_port(true).unwrap();
+        other.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into()).unwrap();
+        other.listen(8).unwrap();
+        let addr = other.local_addr().unwrap().as_socket().unwrap();
+        let err = bind(addr, 2).expect_err("bound a port that another socket listens on");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        let range = addr.port()..=addr.port();
+        assert!(allocate(addr.ip(), &range, &HashSet::new(), None, 2).is_none());
+    }
 }
