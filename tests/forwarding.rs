@@ -1033,6 +1033,21 @@ fn accept_loop_survives_emfile_and_the_listener_stays() {
     assert!(forwarded > 0, "none of the first 20 connections was forwarded under the limit");
 
     drop(clients);
+    // Every forwarding thread has its own listener, and a thread that backs off leaves its
+    // share of the 150 in its accept queue until descriptors free up: wait until all 151
+    // connections were taken and ended before counting descriptors.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = server.cli_json(&["list", "--app", "crowded", "-F", "json"]);
+        if list[0]["connections"] == 151 && list[0]["activeConnections"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the 150 clients were not all taken and ended within 30 s: {list}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
     wait_for_fds_at_most(pid, baseline + 2, Duration::from_secs(15), "after the clients left");
     assert!(server.wait_for_exit(Duration::ZERO).is_none(), "the server died\n{}", server.log());
     let data = random_bytes(256 * 1024);

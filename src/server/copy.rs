@@ -25,6 +25,7 @@ use std::cell::RefCell;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,8 @@ use prometheus_client::metrics::counter::Counter;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
+use tokio::time::Sleep;
+use tokio_util::sync::WaitForCancellationFuture;
 
 /// The size of a copy buffer.
 const BUFFER: usize = 64 * 1024;
@@ -81,9 +83,12 @@ pub async fn bidirectional(
     upstream: &TcpStream,
     timeouts: Timeouts,
     counted: [&Counter; 2],
-    close: &CancellationToken,
+    mut close: Pin<&mut WaitForCancellationFuture<'_>>,
 ) -> Outcome {
     let clock = Clock::new();
+    // One timer for the connection's whole life, moved as its deadline moves.
+    let timer = tokio::time::sleep(timeouts.idle);
+    tokio::pin!(timer);
     let up = Pump::new(client, upstream, &clock, counted[0]);
     let down = Pump::new(upstream, client, &clock, counted[1]);
     let up = up.run();
@@ -95,8 +100,8 @@ pub async fn bidirectional(
     let first = tokio::select! {
         r = &mut up => Some((r, true)),
         r = &mut down => Some((r, false)),
-        () = clock.idle(timeouts.idle) => None,
-        () = close.cancelled() => return cut(client, upstream, outcome, Cut::Closed),
+        _ = clock.expiry(timeouts.idle, None, timer.as_mut()) => None,
+        () = &mut close => return cut(client, upstream, outcome, Cut::Closed),
     };
     let Some((result, up_done)) = first else {
         return cut(client, upstream, outcome, Cut::Idle);
@@ -114,11 +119,11 @@ pub async fn bidirectional(
             (&mut up).await
         }
     };
+    let half_closed = Instant::now().checked_add(timeouts.half_closed);
     let second = tokio::select! {
         r = rest => Ok(r),
-        () = clock.idle(timeouts.idle) => Err(Cut::Idle),
-        () = tokio::time::sleep(timeouts.half_closed) => Err(Cut::HalfClosed),
-        () = close.cancelled() => Err(Cut::Closed),
+        why = clock.expiry(timeouts.idle, half_closed, timer.as_mut()) => Err(why),
+        () = &mut close => Err(Cut::Closed),
     };
     match second {
         Ok(Ok(n)) if up_done => outcome.down = n,
@@ -162,17 +167,22 @@ impl Clock {
         self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// Completes once nothing has moved for `limit`.
-    async fn idle(&self, limit: Duration) {
+    /// Completes once nothing has moved for `idle` ([`Cut::Idle`]), or at `end` if that
+    /// comes first ([`Cut::HalfClosed`]), waiting on `timer`.
+    async fn expiry(&self, idle: Duration, end: Option<Instant>, mut timer: Pin<&mut Sleep>) -> Cut {
         loop {
             let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let Some(deadline) = last.checked_add(limit) else {
-                return std::future::pending().await;
+            let (deadline, why) = match (last.checked_add(idle), end) {
+                (Some(idle_at), Some(end)) if end < idle_at => (end, Cut::HalfClosed),
+                (Some(idle_at), _) => (idle_at, Cut::Idle),
+                (None, Some(end)) => (end, Cut::HalfClosed),
+                (None, None) => return std::future::pending().await,
             };
             if Instant::now() >= deadline {
-                return;
+                return why;
             }
-            tokio::time::sleep_until(deadline.into()).await;
+            timer.as_mut().reset(deadline.into());
+            timer.as_mut().await;
         }
     }
 }

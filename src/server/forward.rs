@@ -257,10 +257,13 @@ async fn connection(
     access: Arc<Access>,
     close: CancellationToken,
 ) {
+    // One wait for the whole connection: each wait on the shared token takes its lock.
+    let cancelled = close.cancelled();
+    tokio::pin!(cancelled);
     let connected = tokio::select! {
         connected = connect(&targets, limits.connect, &metrics) => connected,
         // Removed or drained while connecting: the client sees a reset, not a clean end.
-        _ = close.cancelled() => return copy::reset(&client),
+        () = &mut cancelled => return copy::reset(&client),
     };
     let Some((upstream, _open, instance)) = connected else {
         metrics.no_instance.inc();
@@ -275,7 +278,7 @@ async fn connection(
         }
     }
     let counted = [&metrics.bytes_in, &metrics.bytes_out];
-    let outcome = copy::bidirectional(&client, &upstream, limits.established, counted, &close).await;
+    let outcome = copy::bidirectional(&client, &upstream, limits.established, counted, cancelled).await;
     debug!(%peer, %instance, up = outcome.up, down = outcome.down, cut = ?outcome.cut, "connection closed");
 }
 
@@ -335,6 +338,12 @@ async fn connect(
                     h.observe(began.elapsed().as_secs_f64());
                 }
                 return Some((stream, member.enter(), address.clone()));
+            }
+            // Out of descriptors here: no fault of the instance, and the others would fare
+            // no better. The client's connection is closed; the instance stays up.
+            Ok(Err(err)) if is_resource_exhaustion(&err) => {
+                warn!(instance = %address, error = %err, "cannot open a connection to the instance: out of resources");
+                return None;
             }
             Ok(Err(err)) => debug!(instance = %address, error = %err, "instance refused the connection"),
             Err(_) => debug!(instance = %address, "instance did not answer within {timeout:?}"),
