@@ -25,6 +25,7 @@
 #   PATHS=direct,tcp-redirs,haproxy,haproxy-splice,socat   TESTS=mem,bulk1,bulkN,rr,cc
 #                          (subsets, e.g. PATHS=direct,tcp-redirs TESTS=bulk1 while tuning)
 #   TCP_REDIRS_BIN=target/release/tcp-redirs
+#   TCP_REDIRS_THREADS=N   forwarding threads of the tcp-redirs server (default: one per core)
 #
 # Installs iperf3, wrk, haproxy, socat and nginx from Debian when they are missing (apt-get,
 # as root or through sudo). Every process it starts is killed on exit, and its temporary
