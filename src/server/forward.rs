@@ -205,30 +205,11 @@ async fn accept_loop(port: Arc<Accepting>, listener: std::net::TcpListener) {
     };
     loop {
         let accepted = tokio::select! {
-            _ = port.stop_accepting.cancelled() => return,
+            _ = port.stop_accepting.cancelled() => return take_queued(&port, listener),
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((client, peer)) => {
-                if let Some((counter, why)) = port.refuse(peer) {
-                    counter.inc();
-                    debug!(%peer, addr = %port.addr, "{why}");
-                    // A reset, at once: the client learns nothing and costs nothing.
-                    copy::reset(&client);
-                    continue;
-                }
-                port.metrics.accepted.inc();
-                let active = Active(port.metrics.active.clone());
-                let access = port.access.clone();
-                let targets = port.targets.clone();
-                let close = port.close_connections.clone();
-                let limits = port.limits;
-                let metrics = port.metrics.clone();
-                port.connections.spawn(async move {
-                    connection(client, peer, targets, limits, metrics, access, close).await;
-                    drop(active);
-                });
-            }
+            Ok((client, peer)) => admit(&port, client, peer),
             // Out of descriptors or memory: the listener is fine, wait for connections to
             // end instead of dying (frp's listeners died here until its PR #2467).
             Err(err) if is_resource_exhaustion(&err) => {
@@ -240,6 +221,42 @@ async fn accept_loop(port: Arc<Accepting>, listener: std::net::TcpListener) {
             }
             // Errors that belong to one connection (it was reset before we took it).
             Err(err) => debug!(addr = %port.addr, error = %err, "accept failed"),
+        }
+    }
+}
+
+/// Starts forwarding a connection just accepted, or resets it if it is refused.
+fn admit(port: &Accepting, client: TcpStream, peer: SocketAddr) {
+    if let Some((counter, why)) = port.refuse(peer) {
+        counter.inc();
+        debug!(%peer, addr = %port.addr, "{why}");
+        // A reset, at once: the client learns nothing and costs nothing.
+        return copy::reset(&client);
+    }
+    port.metrics.accepted.inc();
+    let active = Active(port.metrics.active.clone());
+    let access = port.access.clone();
+    let targets = port.targets.clone();
+    let close = port.close_connections.clone();
+    let limits = port.limits;
+    let metrics = port.metrics.clone();
+    port.connections.spawn(async move {
+        connection(client, peer, targets, limits, metrics, access, close).await;
+        drop(active);
+    });
+}
+
+/// Takes the connections still queued on a listener that stops accepting, then closes it.
+///
+/// The kernel completes handshakes before the gateway accepts them: a client in the queue
+/// has already seen its connection open, and closing the listener would reset it. At a stop
+/// they are served through the drain like the others (at a removal they are closed anyway).
+fn take_queued(port: &Accepting, listener: TcpListener) {
+    let Ok(listener) = listener.into_std() else { return };
+    while let Ok((client, peer)) = listener.accept() {
+        match client.set_nonblocking(true).and_then(|()| TcpStream::from_std(client)) {
+            Ok(client) => admit(port, client, peer),
+            Err(err) => debug!(%peer, error = %err, "cannot poll a queued connection"),
         }
     }
 }
