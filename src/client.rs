@@ -150,6 +150,11 @@ impl Client {
             .await
     }
 
+    /// The gateway nodes sharing the server's store.
+    pub async fn nodes(&self) -> Result<Vec<crate::wire::Node>> {
+        self.call(Method::GET, "/v2/nodes", None::<&()>).await
+    }
+
     /// The namespaces an organisation may use.
     pub async fn namespaces(&self, org: &str) -> Result<Vec<Namespace>> {
         self.call(Method::GET, &format!("/v2/organisations/{}/namespaces", seg(org)), None::<&()>).await

@@ -48,9 +48,69 @@ pub struct TcpRedir {
     /// Who may connect, and what the application is told about them.
     #[serde(flatten)]
     pub access: RedirAccess,
-    /// Connections and bytes since the server started, when the server is forwarding the port.
+    /// Connections and bytes since the answering node started, when it forwards the port
+    /// (the figures are that node's own, not the fleet's).
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<RedirTraffic>,
+    /// Each live node serving the namespace, and whether it listens on the port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodePort>,
+}
+
+/// One gateway node's state for one redirection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct NodePort {
+    /// The node's name (`serve --node`).
+    pub node: String,
+    /// Whether it listens on the port.
+    pub state: NodePortState,
+}
+
+/// Whether a node listens on a redirection's port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum NodePortState {
+    /// The node accepts connections on the port.
+    Listening,
+    /// The node could not bind the port (another program holds it there); it retries.
+    Unbound,
+    /// The node has not yet said that it applied the redirection.
+    Pending,
+}
+
+/// A gateway node, as `GET /v2/nodes` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Node {
+    /// Its name (`serve --node`).
+    pub name: String,
+    /// The address its public ports bind.
+    pub public_address: String,
+    /// The namespaces it serves.
+    pub namespaces: Vec<String>,
+    /// `up` while its liveness lease in the store holds, `down` after.
+    pub state: NodeLiveness,
+    /// When it last published its state (Unix seconds).
+    pub last_seen: i64,
+    /// How many public ports it listens on.
+    pub ports: u64,
+    /// How many of its redirections' ports it could not bind.
+    pub unbound: u64,
+}
+
+/// Whether a node is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum NodeLiveness {
+    /// Its lease holds.
+    Up,
+    /// Its lease expired: it stopped, crashed or lost the store.
+    Down,
 }
 
 /// Who may connect to a redirection, and what the application is told about them.

@@ -328,6 +328,7 @@ fn the_openapi_document_describes_every_route() {
         ("post", "/v2/organisations/{org}/applications/{app}/tcpRedirs"),
         ("delete", "/v2/organisations/{org}/applications/{app}/tcpRedirs/{port}"),
         ("get", "/metrics"),
+        ("get", "/v2/nodes"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let documented: usize = paths.values().map(|p| p.as_object().map_or(0, |m| m.len())).sum();
@@ -341,7 +342,7 @@ fn the_openapi_document_describes_every_route() {
         assert_eq!(status, 401, "{method} {concrete} must be served and need credentials");
     }
     assert_eq!(documented, routes.len(), "the document has operations this test does not know: {paths:?}");
-    for schema in ["TcpRedir", "NewTcpRedir", "Namespace", "Application", "ApiError"] {
+    for schema in ["TcpRedir", "NewTcpRedir", "Namespace", "Application", "ApiError", "Node"] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
     }
 }

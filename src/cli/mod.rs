@@ -14,6 +14,7 @@ mod link;
 mod list;
 mod list_namespaces;
 mod login;
+mod nodes;
 mod orgs;
 mod remove;
 #[cfg(feature = "server")]
@@ -101,6 +102,9 @@ enum Command {
     /// List the saved profiles, or choose the current one.
     #[command(subcommand, after_long_help = exit_codes_help())]
     Profile(login::ProfileCommand),
+    /// List the gateway nodes sharing the server's store, up or down.
+    #[command(after_long_help = exit_codes_help())]
+    Nodes(nodes::Args),
     /// Manage organisations (admin).
     #[command(subcommand, after_long_help = exit_codes_help())]
     Orgs(orgs::Command),
@@ -139,7 +143,8 @@ impl Command {
             | Command::Login(login::LoginArgs { format, .. })
             | Command::Logout(login::LogoutArgs { format, .. })
             | Command::Apply(apply::Args { format, .. })
-            | Command::Export(export::Args { format, .. }) => {
+            | Command::Export(export::Args { format, .. })
+            | Command::Nodes(nodes::Args { format }) => {
                 format.format = format.format.or(top.format.format);
                 None
             }
@@ -363,6 +368,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Command::Remove(args) => remove::run(&conn, args).await,
             Command::Apps(command) => apps::run(&conn, command).await,
             Command::Orgs(command) => orgs::run(&conn, command).await,
+            Command::Nodes(args) => nodes::run(&conn, args).await,
             Command::Apply(args) => apply::run(&conn, args).await,
             Command::Login(args) => login::login(&conn, args).await,
             Command::Link(args) => link::link(&conn, args).await,

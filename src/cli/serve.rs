@@ -37,6 +37,19 @@ pub struct Args {
     /// How many threads forward connections [default: one per core].
     #[arg(long, env = "TCP_REDIRS_THREADS", value_name = "N")]
     threads: Option<std::num::NonZeroUsize>,
+    /// Share the redirection table with other nodes through etcd: etcd://HOST:PORT[,HOST:PORT…][/PREFIX]
+    /// (cargo feature `etcd`) [default: SQLite in the data directory].
+    #[arg(long, env = "TCP_REDIRS_STORE", value_name = "URL")]
+    store: Option<String>,
+    /// This node's name in the fleet [default: the host name].
+    #[arg(long, env = "TCP_REDIRS_NODE", value_name = "NAME")]
+    node: Option<String>,
+    /// Serve only these namespaces (comma-separated) [default: all].
+    #[arg(long, value_name = "NS,NS", value_delimiter = ',')]
+    namespaces: Option<Vec<String>>,
+    /// Seconds the node stays listed as up after it last reached the store.
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    node_ttl: u64,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -57,6 +70,10 @@ pub fn run(args: Args) -> Result<()> {
         drain: Duration::from_secs(args.drain_timeout),
         tls: args.tls_cert.zip(args.tls_key),
         threads: args.threads,
+        store: args.store,
+        node: args.node,
+        namespaces: args.namespaces,
+        node_ttl: Duration::from_secs(args.node_ttl),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(server::run(opts))

@@ -8,6 +8,7 @@
 //! | `GET, DELETE /v2/organisations/{org}/applications/{app}` | one application; remove it |
 //! | `GET, POST /v2/organisations/{org}/applications/{app}/tcpRedirs` | redirections; add one |
 //! | `DELETE /v2/organisations/{org}/applications/{app}/tcpRedirs/{port}?namespace=NS` | remove one |
+//! | `GET /v2/nodes` | the gateway nodes sharing the store, up or down |
 //!
 //! This file only translates HTTP to [`Gateway`] calls and back; every error, including a
 //! body or a path the extractors reject, answers with the JSON error shape of
@@ -29,9 +30,8 @@ use utoipa_axum::routes;
 use super::auth::{self, Caller};
 use super::error::Error;
 use super::gateway::Gateway;
-use super::store::Store;
 use crate::wire::{
-    ApiError, Application, Instance, IssuedToken, NewApplication, NewOrganisation, NewTcpRedir, NewToken,
+    ApiError, Application, Instance, IssuedToken, NewApplication, NewOrganisation, NewTcpRedir, NewToken, Node,
     Organisation, TcpRedir, TokenInfo,
 };
 
@@ -61,17 +61,18 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The API's routes, authenticated against `store`, and `/openapi.json` describing them.
+/// The API's routes, authenticated against the node's table, and `/openapi.json` describing them.
 ///
 /// Every route is registered through [`routes!`], which also enters it in the OpenAPI
 /// document: a route cannot exist without being documented.
-pub fn router(gateway: Arc<Gateway>, store: Arc<Store>) -> Router {
-    let auth = Arc::new(auth::Auth::new(store));
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let auth = Arc::new(auth::Auth::new(gateway.synced().clone()));
     let (routes, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(organisations, create_org))
         .routes(routes!(tokens, issue_token))
         .routes(routes!(revoke_token))
         .routes(routes!(metrics))
+        .routes(routes!(nodes))
         .routes(routes!(namespaces))
         .routes(routes!(apps, create_app))
         .routes(routes!(app, remove_app))
@@ -97,6 +98,12 @@ async fn metrics(State(gw): Gw, Extension(caller): Extension<Caller>) -> Result<
     }
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     Ok(([(header::CONTENT_TYPE, content_type)], gw.metrics_text()))
+}
+
+#[utoipa::path(get, path = "/v2/nodes", tag = "operations", responses((status = 200, body = Vec<Node>), (status = 401, body = ApiError)))]
+/// The gateway nodes serving this server's store: one for a single server, the fleet for etcd.
+async fn nodes(State(gw): Gw) -> Answer<Vec<Node>> {
+    Ok(Json(gw.nodes().await?))
 }
 
 #[utoipa::path(get, path = "/v2/organisations", tag = "organisations", responses((status = 200, body = Vec<Organisation>), (status = 401, body = ApiError)))]

@@ -25,7 +25,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::Error;
-use super::store::Store;
+use super::sync::Synced;
+use super::table::Table;
 
 /// Who is calling: the server's admin, or a credential scoped to one organisation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +47,22 @@ impl Caller {
     }
 }
 
-/// SHA-256 of a token or secret, as stored.
-pub fn hash(text: &str) -> Vec<u8> {
-    Sha256::digest(text.as_bytes()).to_vec()
+/// SHA-256 of a token or secret, as stored (hex).
+pub fn hash(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
+/// Lower-case hex of some bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of a hex string; `None` when it is not one.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// A new random credential part, `prefix` then 40 alphanumeric characters (238 bits).
@@ -97,20 +111,20 @@ fn decode(text: &str) -> Option<String> {
     percent_encoding::percent_decode_str(text).decode_utf8().ok().map(|s| s.into_owned())
 }
 
-/// Checks the header against the store.
-pub fn authenticate(store: &Store, header: Option<&str>) -> Result<Caller, Error> {
+/// Checks the header against the node's copy of the credentials.
+pub fn authenticate(table: &Table, header: Option<&str>) -> Result<Caller, Error> {
     let presented = parse(header.ok_or_else(Error::no_credentials)?).ok_or_else(Error::bad_credentials)?;
     let (token, secret) = match &presented {
         Presented::Bearer(token) => (token, None),
         Presented::OAuth { token, secret } => (token, Some(secret)),
     };
-    let row = store.token(&hash(token))?.ok_or_else(Error::bad_credentials)?;
-    if let Some(secret) = secret {
-        if !bool::from(hash(secret).ct_eq(&row.secret_hash)) {
-            return Err(Error::bad_credentials());
-        }
-    }
-    Ok(row.org_id.map_or(Caller::Admin, Caller::Org))
+    let secret = secret.map(|s| hash(s));
+    // Several nodes may have been given the same admin token: any of its records will do.
+    let row = table
+        .tokens_by_hash(&hash(token))
+        .find(|row| secret.as_ref().is_none_or(|s| bool::from(s.as_bytes().ct_eq(row.secret_hash.as_bytes()))))
+        .ok_or_else(Error::bad_credentials)?;
+    Ok(row.info.owner_id.clone().map_or(Caller::Admin, Caller::Org))
 }
 
 /// Failed authentications tolerated from one address before it is slowed down.
@@ -126,14 +140,14 @@ const MAX_TRACKED: usize = 10_000;
 /// [`FREE_FAILURES`] failures from one address, each further attempt must wait twice as long
 /// as the previous one (up to [`MAX_WAIT`]) and is answered 429 without being checked.
 pub struct Auth {
-    store: Arc<Store>,
+    synced: Arc<Synced>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
 impl Auth {
-    /// Checks credentials against `store`.
-    pub fn new(store: Arc<Store>) -> Auth {
-        Auth { store, failures: Mutex::default() }
+    /// Checks credentials against the node's copy of the table.
+    pub fn new(synced: Arc<Synced>) -> Auth {
+        Auth { synced, failures: Mutex::default() }
     }
 
     fn wait_for(&self, ip: IpAddr) -> Option<Duration> {
@@ -182,10 +196,7 @@ pub async fn require(
         return Err(Error::slow_down(wait));
     }
     let header = request.headers().get(AUTHORIZATION).map(|v| v.to_str().unwrap_or("").to_owned());
-    let store = auth.store.clone();
-    let result = tokio::task::spawn_blocking(move || authenticate(&store, header.as_deref()))
-        .await
-        .map_err(|e| Error::internal(e.into()))?;
+    let result = authenticate(&auth.synced.table(), header.as_deref());
     if let Some(ip) = ip {
         // Only a wrong credential is a guess; a request without one is not.
         auth.record(ip, result.as_ref().is_err_and(|e| e.id == Error::bad_credentials().id));

@@ -34,12 +34,20 @@ use serde::Deserialize;
 
 use super::copy::Timeouts;
 use super::forward::Limits;
+use super::store::NamespaceDef;
 use crate::wire::RedirLimits;
 
 /// The file as written by the operator.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The shared store: `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`; SQLite in the data
+    /// directory when absent (`serve --store` wins).
+    pub store: Option<String>,
+    /// This node's name in a fleet (`serve --node` wins).
+    pub node: Option<String>,
+    /// The namespaces this node serves; all of them when absent (`serve --namespaces` wins).
+    pub serve_namespaces: Option<Vec<String>>,
     /// The most redirections one organisation may hold, all namespaces together.
     pub max_redirections_per_org: Option<u32>,
     /// Namespaces to declare or override.
@@ -89,30 +97,14 @@ pub struct AppConfig {
     pub instances: Vec<String>,
 }
 
-/// A namespace as the server runs it.
+/// A namespace as this node runs it: the definition shared by every node, and where its
+/// ports bind here.
 #[derive(Debug, Clone)]
 pub struct Namespace {
-    /// The namespace's name.
-    pub name: String,
-    /// The address its public listeners bind.
+    /// The definition, the same on every node of a fleet.
+    pub def: NamespaceDef,
+    /// The address its public listeners bind on this node.
     pub bind: IpAddr,
-    /// The host name shown to users.
-    pub public_host: String,
-    /// The ports it hands out.
-    pub ports: RangeInclusive<u16>,
-    /// What it is for.
-    pub description: Option<String>,
-    /// The time limits of its connections.
-    pub limits: Limits,
-    /// The organisations it is reserved to (names or ids); `None` for all.
-    pub orgs: Option<Vec<String>>,
-}
-
-impl Namespace {
-    /// Whether the organisation may see and use this namespace.
-    pub fn admits(&self, org: &crate::wire::Organisation) -> bool {
-        self.orgs.as_ref().is_none_or(|orgs| orgs.iter().any(|o| *o == org.id || *o == org.name))
-    }
 }
 
 /// The default time limits. Idle connections are closed after an hour, as Envoy does:
@@ -146,13 +138,17 @@ impl Config {
         let ports = default_port_range();
         let host = default_public_host(public_bind);
         let builtin = |name: &str, description: &str| Namespace {
-            name: name.into(),
+            def: NamespaceDef {
+                name: name.into(),
+                public_host: host.clone(),
+                min_port: *ports.start(),
+                max_port: *ports.end(),
+                description: Some(description.into()),
+                orgs: None,
+                limits: RedirLimits::default(),
+                default_host: true,
+            },
             bind: public_bind,
-            public_host: host.clone(),
-            ports: ports.clone(),
-            description: Some(description.into()),
-            limits: DEFAULT_LIMITS,
-            orgs: None,
         };
         let mut list = vec![
             builtin("cleverapps", "for redirections used with 'cleverapps.io' domain"),
@@ -173,27 +169,29 @@ impl Config {
                 max_connections: ns.max_connections,
                 max_connections_per_second: ns.max_connections_per_second,
             };
-            let limits = DEFAULT_LIMITS
-                .with(&overrides)
-                .map_err(|e| anyhow::anyhow!("namespace `{}`: {e}", ns.name))?;
-            let entry = Namespace {
-                name: ns.name.clone(),
+            DEFAULT_LIMITS.with(&overrides).map_err(|e| anyhow::anyhow!("namespace `{}`: {e}", ns.name))?;
+            let mut entry = Namespace {
+                def: NamespaceDef {
+                    name: ns.name.clone(),
+                    public_host: ns.public_host.clone().unwrap_or_else(|| default_public_host(bind)),
+                    min_port: *ports.start(),
+                    max_port: *ports.end(),
+                    description: ns.description.clone(),
+                    orgs: ns.orgs.clone(),
+                    limits: overrides,
+                    default_host: ns.public_host.is_none(),
+                },
                 bind,
-                public_host: ns.public_host.clone().unwrap_or_else(|| default_public_host(bind)),
-                ports,
-                description: ns.description.clone(),
-                limits,
-                orgs: ns.orgs.clone(),
             };
-            match list.iter_mut().find(|n| n.name == ns.name) {
+            match list.iter_mut().find(|n| n.def.name == ns.name) {
                 Some(existing) => {
-                    let description = entry.description.clone().or(existing.description.take());
-                    *existing = Namespace { description, ..entry };
+                    entry.def.description = entry.def.description.or(existing.def.description.take());
+                    *existing = entry;
                 }
                 None => list.push(entry),
             }
         }
-        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list.sort_by(|a, b| a.def.name.cmp(&b.def.name));
         Ok(list)
     }
 }

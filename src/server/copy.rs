@@ -44,7 +44,7 @@ const POOL: usize = 32;
 const PIPE_SIZE: i32 = 1 << 20;
 
 /// How long a connection may live in each of its states.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// No byte in either direction for this long closes the connection.
     pub idle: Duration,

@@ -219,6 +219,29 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The store cannot be reached: nothing was changed, and forwarding goes on.
+    pub fn store_unavailable(store: &str, why: &str) -> Error {
+        tracing::warn!(store, error = why, "a change was refused: the store is unavailable");
+        Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            5030,
+            format!("the store ({store}) is unavailable, so nothing was changed: {why}; open ports keep forwarding and reads answer from this node's copy; retry once the store is back"),
+        )
+    }
+
+    /// A store failure that is not one of the conflicts the caller maps itself.
+    pub fn from_store(store: &str, err: super::store::StoreError) -> Error {
+        use super::store::StoreError;
+        match err {
+            StoreError::Unavailable(why) => Error::store_unavailable(store, &why),
+            StoreError::Compacted => Error::store_unavailable(store, "its history was compacted"),
+            StoreError::Other(e) => Error::internal(e),
+            StoreError::Conflict(c) => Error::internal(anyhow::anyhow!("unexpected store conflict: {c:?}")),
+        }
+    }
+}
+
 impl From<anyhow::Error> for Error {
     fn from(err: anyhow::Error) -> Error {
         Error::internal(err)

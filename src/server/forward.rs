@@ -67,7 +67,7 @@ pub struct Port {
 }
 
 /// The time limits of a redirection's connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// How long an instance may take to accept before the next one is tried.
     pub connect: Duration,

@@ -9,16 +9,20 @@
 
 mod access;
 mod api;
-mod auth;
+pub(crate) mod auth;
 mod balance;
 mod config;
 mod copy;
 mod error;
 mod forward;
 mod gateway;
+mod live;
 mod metrics;
 mod ports;
 mod store;
+mod sync;
+mod table;
+mod validate;
 mod workers;
 
 use std::fs::{self, File, OpenOptions};
@@ -35,7 +39,7 @@ use tracing::{info, warn};
 
 pub use config::Config;
 use gateway::Gateway;
-use store::Store;
+use store::{Conflict, Store, StoreError};
 
 use crate::profile::{self, Profile};
 
@@ -63,6 +67,14 @@ pub struct Options {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// How many forwarding threads to run; `None` for one per core.
     pub threads: Option<std::num::NonZeroUsize>,
+    /// The shared store (`etcd://…`); `None` for SQLite in the data directory.
+    pub store: Option<String>,
+    /// This node's name; `None` for the host name.
+    pub node: Option<String>,
+    /// The namespaces this node serves; `None` for all.
+    pub namespaces: Option<Vec<String>>,
+    /// How long the node's liveness outlives its last word to the store.
+    pub node_ttl: Duration,
 }
 
 /// How long an HTTP client may take to send a request's headers: a slow client (slowloris)
@@ -98,17 +110,38 @@ pub async fn run(opts: Options) -> Result<()> {
     let data_dir =
         data_dir.canonicalize().with_context(|| format!("cannot resolve {}", data_dir.display()))?;
     let _lock = lock(&data_dir)?;
-    let store = Arc::new(Store::open(&data_dir.join("tcp-redirs.db"))?);
-    restrict(&data_dir.join("tcp-redirs.db"));
-
-    let default_org = store.ensure_org("default", &format!("orga_{}", uuid::Uuid::new_v4()))?;
+    let node = match opts.node.clone().or(config.node.clone()) {
+        Some(name) => check_node_name(name)?,
+        None => check_node_name(host_name())?,
+    };
+    let store_url = opts.store.clone().or(config.store.clone());
+    let store: Arc<dyn Store> = match &store_url {
+        Some(url) => open_etcd(url).await?,
+        None => {
+            let path = data_dir.join("tcp-redirs.db");
+            let store = store::sqlite::Sqlite::open(&path)?;
+            restrict(&path);
+            Arc::new(store)
+        }
+    };
+    let defs: Vec<_> = namespaces.iter().map(|n| n.def.clone()).collect();
+    store.agree(&defs, config.max_redirections_per_org).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let default_org = store
+        .ensure_org("default", &format!("orga_{}", uuid::Uuid::new_v4()))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot set up the default organisation in {}: {e}", store.describe()))?;
     let admin = admin_credential(&data_dir, &opts)?;
     // The admin credential is replaced at every start: a token taken from the environment
-    // last time stops working when the environment changes.
-    store.revoke_token(None, ADMIN)?;
-    let info =
-        crate::wire::TokenInfo { id: ADMIN.into(), name: ADMIN.into(), owner_id: None, created_at: None };
-    store.put_token(&info, &auth::hash(&admin.token), &auth::hash(&admin.secret))?;
+    // last time stops working when the environment changes. In a fleet each node has its
+    // own (`admin@NODE`), so a node's restart never changes another's.
+    let admin_id = if store_url.is_some() { format!("{ADMIN}@{node}") } else { ADMIN.to_owned() };
+    match store.revoke_token(None, &admin_id).await {
+        Ok(_) | Err(StoreError::Conflict(Conflict::NotFound)) => {}
+        Err(e) => bail!("cannot replace the admin credential in {}: {e}", store.describe()),
+    }
+    let info = crate::wire::TokenInfo { id: admin_id.clone(), name: ADMIN.into(), owner_id: None, created_at: None };
+    let record = store::TokenRecord { info, token_hash: auth::hash(&admin.token), secret_hash: auth::hash(&admin.secret) };
+    store.put_token(&record).await.map_err(|e| anyhow::anyhow!("cannot record the admin credential: {e}"))?;
 
     let tls = match &opts.tls {
         Some((cert, key)) => {
@@ -136,7 +169,19 @@ pub async fn run(opts: Options) -> Result<()> {
     }
 
     let workers = workers::Workers::start(opts.threads).context("cannot start the forwarding threads")?;
-    let gateway = Arc::new(Gateway::new(store.clone(), namespaces, config.max_redirections_per_org, workers));
+    let served = live::Served {
+        only: opts.namespaces.clone().or(config.serve_namespaces.clone()).map(|list| list.into_iter().collect()),
+        public_bind: opts.public_bind,
+        binds: namespaces.iter().map(|n| (n.def.name.clone(), n.bind)).collect(),
+    };
+    let live = Arc::new(live::LivePorts::new(served, workers));
+    let synced = sync::Synced::start(store.clone(), live.clone()).await?;
+    store
+        .keep_alive(&node, opts.node_ttl)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot register node `{node}` in {}: {e}", store.describe()))?;
+    tokio::spawn(synced.clone().publish_node(node.clone(), opts.public_bind.to_string()));
+    let gateway = Arc::new(Gateway::new(synced.clone(), node.clone(), config.max_redirections_per_org));
     for app in &config.applications {
         let instances = app
             .instances
@@ -145,12 +190,12 @@ pub async fn run(opts: Options) -> Result<()> {
             .collect();
         gateway.declare_app(&default_org.id, &app.name, instances).await?;
     }
-    let restored = gateway.restore().await?;
+    let restored = synced.table().redirs.len();
     let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     write_profile(&url, &admin, &data_dir);
-    info!(data_dir = %data_dir.display(), redirections = restored, "control API listening on {url}");
+    info!(data_dir = %data_dir.display(), store = %store.describe(), node = %node, redirections = restored, "control API listening on {url}");
 
-    let app = api::router(gateway.clone(), store).into_make_service_with_connect_info::<SocketAddr>();
+    let app = api::router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     tokio::spawn({
         let handle = handle.clone();
@@ -176,9 +221,43 @@ pub async fn run(opts: Options) -> Result<()> {
     };
     served.context("the control API failed")?;
     info!(drain_secs = opts.drain.as_secs(), "stopping: no new connections; letting open ones finish");
-    gateway.stop(opts.drain).await;
+    synced.stop();
+    live.stop(opts.drain).await;
     info!("stopped");
     Ok(())
+}
+
+/// Opens the etcd store named by `url`.
+#[cfg(feature = "etcd")]
+async fn open_etcd(url: &str) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(store::etcd::Etcd::connect(url).await?))
+}
+
+/// Without the `etcd` feature there is no fleet store: say how to get one.
+#[cfg(not(feature = "etcd"))]
+async fn open_etcd(url: &str) -> Result<Arc<dyn Store>> {
+    bail!("--store {url}: this build has no etcd support; build it with `cargo install --path . --features etcd` (needs protoc, Debian's protobuf-compiler)")
+}
+
+/// Now, in Unix seconds.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The machine's host name, the default node name.
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+}
+
+/// A node name: it appears in store keys, so letters, digits, `-`, `_` and `.` only.
+fn check_node_name(name: String) -> Result<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !ok {
+        bail!("invalid node name `{name}`: use 1 to 64 letters, digits, `-`, `_` or `.` (--node NAME)");
+    }
+    Ok(name)
 }
 
 /// The user's data directory for the server: `~/.local/share/tcp-redirs` on Linux.

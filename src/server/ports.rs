@@ -51,6 +51,18 @@ pub fn allocate(
     (0..span).map(|i| (low + (start + i) % span) as u16).find_map(|port| try_port(ip, port, taken, count))
 }
 
+/// A random port of `range` not in `taken`, without binding it: for a node that does not
+/// serve the namespace itself (the nodes that do bind it when the claim reaches them).
+pub fn pick(range: &RangeInclusive<u16>, taken: &HashSet<u16>, prefer: Option<u16>) -> Option<u16> {
+    if let Some(port) = prefer.filter(|p| range.contains(p) && !taken.contains(p)) {
+        return Some(port);
+    }
+    let (low, high) = (*range.start() as u32, *range.end() as u32);
+    let span = high - low + 1;
+    let start = rand::rng().random_range(0..span);
+    (0..span).map(|i| (low + (start + i) % span) as u16).find(|p| !taken.contains(p))
+}
+
 fn try_port(ip: IpAddr, port: u16, taken: &HashSet<u16>, count: usize) -> Option<(u16, Listeners)> {
     if taken.contains(&port) {
         return None;

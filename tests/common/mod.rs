@@ -14,6 +14,8 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -68,9 +70,24 @@ pub struct ServerBuilder {
     config: Option<PathBuf>,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    /// The loopback address of both the control API and the public ports.
+    ip: String,
 }
 
 impl ServerBuilder {
+    /// Serves on `ip` (e.g. `127.0.0.2`) instead of 127.0.0.1: `--listen IP:0 --public-bind IP`.
+    pub fn ip(mut self, ip: &str) -> Self {
+        self.ip = ip.to_owned();
+        self
+    }
+
+    /// This admin token (`TCP_REDIRS_ADMIN_TOKEN`) instead of a fresh random one, so that the
+    /// nodes of a fleet share one.
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = token.to_owned();
+        self
+    }
+
     /// A `--config FILE` for the server.
     pub fn config(mut self, path: &Path) -> Self {
         self.config = Some(path.to_owned());
@@ -93,7 +110,7 @@ impl ServerBuilder {
     pub fn start(self) -> Server {
         let config_dir = tempfile::tempdir().expect("temp config dir");
         let mut cmd = command();
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--public-bind", "127.0.0.1"])
+        cmd.args(["serve", "--listen", &format!("{}:0", self.ip), "--public-bind", &self.ip])
             .arg("--data-dir")
             .arg(self.data_dir.path());
         if let Some(config) = &self.config {
@@ -232,6 +249,7 @@ impl Server {
             config: None,
             env: Vec::new(),
             args: Vec::new(),
+            ip: LOCALHOST.to_string(),
         }
     }
 
@@ -246,6 +264,11 @@ impl Server {
         self.child.0.kill().expect("kill -9 the server");
         self.child.0.wait().expect("reap the killed server");
         self.builder.clone().start()
+    }
+
+    /// The IP the server was told to serve on (`ServerBuilder::ip`, 127.0.0.1 by default).
+    pub fn ip(&self) -> std::net::IpAddr {
+        self.builder.ip.parse().expect("the server's IP")
     }
 
     /// What the server printed on stderr so far.
@@ -667,10 +690,23 @@ pub fn http(
     authorization: Option<&str>,
     body: Option<&str>,
 ) -> HttpResponse {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("cannot connect to the control API at {addr}: {e}"));
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    try_http(addr, method, path, authorization, body, IO_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`http`] that reports a failure (no connection, no answer within `timeout`, a malformed
+/// answer) as an `Err` instead of panicking.
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<HttpResponse, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5).min(timeout))
+        .map_err(|e| format!("cannot connect to the control API at {addr}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    stream.set_write_timeout(Some(timeout)).unwrap();
 
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n"
@@ -687,15 +723,14 @@ pub fn http(
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream.write_all(request.as_bytes()).expect("send the HTTP request");
+    stream.write_all(request.as_bytes()).map_err(|e| format!("sending {method} {path} failed: {e}"))?;
 
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("reading the response to {method} {path} failed: {e}"));
-    parse_response(&raw).unwrap_or_else(|e| {
-        panic!("bad HTTP response to {method} {path}: {e}\n{}", String::from_utf8_lossy(&raw))
-    })
+        .map_err(|e| format!("reading the response to {method} {path} failed: {e}"))?;
+    parse_response(&raw)
+        .map_err(|e| format!("bad HTTP response to {method} {path}: {e}\n{}", String::from_utf8_lossy(&raw)))
 }
 
 fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {

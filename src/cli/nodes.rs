@@ -1,0 +1,58 @@
+//! `tcp-redirs nodes`: the gateway nodes that share the server's store.
+
+use anyhow::Result;
+use tabled::{Table, Tabled};
+
+use super::{print_json, print_text, ConnArgs, Format, FormatArgs};
+use crate::wire::{Node, NodeLiveness};
+
+/// The options of `nodes`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub(super) format: FormatArgs,
+}
+
+#[derive(Tabled)]
+struct Row {
+    #[tabled(rename = "NODE")]
+    name: String,
+    #[tabled(rename = "STATE")]
+    state: &'static str,
+    #[tabled(rename = "PUBLIC ADDRESS")]
+    address: String,
+    #[tabled(rename = "PORTS")]
+    ports: String,
+    #[tabled(rename = "LAST SEEN")]
+    last_seen: String,
+    #[tabled(rename = "NAMESPACES")]
+    namespaces: String,
+}
+
+pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
+    let nodes: Vec<Node> = conn.client()?.nodes().await?;
+    match args.format.get() {
+        Format::Json => print_json(&nodes),
+        Format::Human if nodes.is_empty() => print_text("No gateway node has published its state yet"),
+        Format::Human => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let rows = nodes.iter().map(|n| Row {
+                name: n.name.clone(),
+                state: match n.state {
+                    NodeLiveness::Up => "up",
+                    NodeLiveness::Down => "down",
+                },
+                address: n.public_address.clone(),
+                ports: match n.unbound {
+                    0 => n.ports.to_string(),
+                    unbound => format!("{} ({unbound} unbound)", n.ports),
+                },
+                last_seen: format!("{}s ago", (now - n.last_seen).max(0)),
+                namespaces: n.namespaces.join(", "),
+            });
+            print_text(super::render(Table::new(rows)))
+        }
+    }
+}

@@ -1,0 +1,579 @@
+//! The fleet store: etcd (v3 API), shared by every gateway node (cargo feature `etcd`).
+//!
+//! Keys, under a prefix (`tcp-redirs/` unless the URL names another), hold JSON values:
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `orgs/{id}`, `orgnames/{name}` | an organisation; its id (the name's claim) |
+//! | `apps/{id}`, `appnames/{org}/{name}` | an application with its instances; its id |
+//! | `redirs/{namespace}/{port}` | a redirection: the port's claim |
+//! | `appns/{app}/{namespace}` | its port: the application's one redirection in the namespace |
+//! | `prev/{app}/{namespace}` | the port it last released there |
+//! | `quota/{org}` | how many redirections the organisation holds |
+//! | `tokens/{id}` | a credential (hashes only) |
+//! | `namespaces/{name}`, `settings` | the definitions every node must agree on |
+//! | `nodes/{name}`, `alive/{name}` | a node's state; its liveness, bound to its lease |
+//!
+//! Every write is one transaction whose comparisons carry its preconditions: a port is
+//! claimed only if `redirs/{ns}/{port}` and `appns/{app}/{ns}` have create revision 0 and
+//! the organisation's counter is still the one read, so two nodes can never hand out the
+//! same port, nor give an application two redirections, nor pass a quota together. A
+//! failed comparison is retried with fresh reads when it was only the counter that moved.
+//! Leases only mark nodes alive: no redirection is bound to one, so a lease that expires
+//! (a node dies, or loses etcd for longer than its TTL) never removes a redirection.
+//!
+//! Watches do not use progress notifications (unreliable before etcd 3.4.25, and Debian
+//! ships 3.4.23): a watch resumes from the revision its node applied, and a node whose
+//! revision was compacted away reloads a snapshot.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
+};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::{
+    Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Record, RedirRow, Revision, Snapshot, Store,
+    StoreError, StoreResult, TokenRecord,
+};
+use crate::wire::{Application, Instance, Organisation};
+
+/// How many times a write whose only failed comparison was a counter is tried again.
+const RETRIES: usize = 32;
+
+/// A connection to an etcd cluster, under one key prefix.
+pub struct Etcd {
+    client: Client,
+    endpoints: String,
+    prefix: String,
+}
+
+impl Etcd {
+    /// Connects to `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`.
+    pub async fn connect(url: &str) -> anyhow::Result<Etcd> {
+        let rest = url.strip_prefix("etcd://").with_context(|| {
+            format!("invalid --store `{url}`: write etcd://HOST:PORT[,HOST:PORT…][/PREFIX], for example etcd://127.0.0.1:2379")
+        })?;
+        let (hosts, prefix) = rest.split_once('/').unwrap_or((rest, "tcp-redirs"));
+        let prefix = prefix.trim_matches('/');
+        if hosts.is_empty() || prefix.is_empty() {
+            anyhow::bail!("invalid --store `{url}`: name at least one HOST:PORT, and a non-empty prefix if any");
+        }
+        let endpoints: Vec<String> = hosts.split(',').map(|h| format!("http://{h}")).collect();
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(3))
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
+        let client = Client::connect(&endpoints, Some(options))
+            .await
+            .with_context(|| format!("cannot reach etcd at {hosts}: is it running? check --store"))?;
+        Ok(Etcd { client, endpoints: hosts.to_owned(), prefix: format!("{prefix}/") })
+    }
+
+    fn key(&self, parts: &[&str]) -> String {
+        format!("{}{}", self.prefix, parts.join("/"))
+    }
+
+    fn unavailable(&self, err: etcd_client::Error) -> StoreError {
+        StoreError::Unavailable(format!("etcd at {}: {err}", self.endpoints))
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Option<KeyValue>> {
+        let mut response = self.client.kv_client().get(key, None).await.map_err(|e| self.unavailable(e))?;
+        Ok(response.take_kvs().into_iter().next())
+    }
+
+    async fn get_prefix(&self, prefix: &str) -> StoreResult<Vec<KeyValue>> {
+        let options = GetOptions::new().with_prefix();
+        let mut response = self.client.kv_client().get(prefix, Some(options)).await.map_err(|e| self.unavailable(e))?;
+        Ok(response.take_kvs())
+    }
+
+    /// Runs a transaction; `Ok(None)` when its comparisons failed, with the `else` answers.
+    async fn txn(&self, txn: Txn) -> StoreResult<Result<Revision, Vec<TxnOpResponse>>> {
+        let response = self.client.kv_client().txn(txn).await.map_err(|e| self.unavailable(e))?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        Ok(if response.succeeded() { Ok(revision) } else { Err(response.op_responses()) })
+    }
+
+    /// The organisation's redirection counter: its value and mod revision (0 when absent).
+    async fn counter(&self, org_id: &str) -> StoreResult<(u64, i64)> {
+        Ok(match self.get(&self.key(&["quota", org_id])).await? {
+            Some(kv) => (String::from_utf8_lossy(kv.value()).parse().unwrap_or(0), kv.mod_revision()),
+            None => (0, 0),
+        })
+    }
+
+    /// The record a key and value stand for; `None` for index keys and damaged values.
+    fn decode(&self, kv: &KeyValue) -> Option<Record> {
+        let key = std::str::from_utf8(kv.key()).ok()?.strip_prefix(&self.prefix)?;
+        let kind = key.split('/').next()?;
+        let value = kv.value();
+        let record = match kind {
+            "orgs" => serde_json::from_slice(value).map(Record::Org),
+            "apps" => serde_json::from_slice(value).map(Record::App),
+            "redirs" => serde_json::from_slice::<RedirRow>(value)
+                .map(|row| Record::Redir(RedirRow { revision: kv.mod_revision(), ..row })),
+            "tokens" => serde_json::from_slice(value).map(Record::Token),
+            "namespaces" => serde_json::from_slice(value).map(Record::Namespace),
+            "nodes" => serde_json::from_slice(value).map(Record::Node),
+            "alive" => return Some(Record::Alive(key.strip_prefix("alive/")?.to_owned())),
+            _ => return None,
+        };
+        record.map_err(|e| warn!(key, error = %e, "ignoring a damaged record in etcd")).ok()
+    }
+
+    /// Which record a deleted key held; `None` for index keys.
+    fn decode_key(&self, key: &[u8]) -> Option<Key> {
+        let key = std::str::from_utf8(key).ok()?.strip_prefix(&self.prefix)?;
+        let mut parts = key.splitn(3, '/');
+        let (kind, name) = (parts.next()?, parts.next()?.to_owned());
+        Some(match kind {
+            "orgs" => Key::Org(name),
+            "apps" => Key::App(name),
+            "redirs" => Key::Redir(name, parts.next()?.parse().ok()?),
+            "tokens" => Key::Token(name),
+            "namespaces" => Key::Namespace(name),
+            "nodes" => Key::Node(name),
+            "alive" => Key::Alive(name),
+            _ => return None,
+        })
+    }
+
+    /// Publishes `value` at `key` unless another is there: `Ok(None)` when it was published
+    /// or equal, `Ok(Some(existing))` when it differs.
+    async fn put_if_absent(&self, key: &str, value: &str) -> StoreResult<Option<Vec<u8>>> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, None)])
+            .or_else([TxnOp::get(key, None)]);
+        match self.txn(txn).await? {
+            Ok(_) => Ok(None),
+            Err(answers) => {
+                let existing = first_kv(&answers).map(|kv| kv.value().to_vec()).unwrap_or_default();
+                Ok(Some(existing))
+            }
+        }
+    }
+}
+
+/// The first key-value of a transaction's `get` answers.
+fn first_kv(answers: &[TxnOpResponse]) -> Option<&KeyValue> {
+    answers.iter().find_map(|a| match a {
+        TxnOpResponse::Get(get) => get.kvs().first(),
+        _ => None,
+    })
+}
+
+/// Whether the `n`th `get` answer of a transaction found its key.
+fn found(answers: &[TxnOpResponse], n: usize) -> Option<&KeyValue> {
+    answers
+        .iter()
+        .filter_map(|a| match a {
+            TxnOpResponse::Get(get) => Some(get.kvs().first()),
+            _ => None,
+        })
+        .nth(n)
+        .flatten()
+}
+
+fn json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    Ok(serde_json::to_string(value)?)
+}
+
+#[async_trait::async_trait]
+impl Store for Etcd {
+    fn describe(&self) -> String {
+        format!("etcd at {}", self.endpoints)
+    }
+
+    async fn snapshot(&self) -> StoreResult<Snapshot> {
+        let options = GetOptions::new().with_prefix();
+        let mut response =
+            self.client.kv_client().get(self.prefix.as_str(), Some(options)).await.map_err(|e| self.unavailable(e))?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        let records = response.take_kvs().iter().filter_map(|kv| self.decode(kv)).collect();
+        Ok(Snapshot { revision, records })
+    }
+
+    async fn watch(&self, after: Revision) -> StoreResult<Changes> {
+        let options = WatchOptions::new().with_prefix().with_start_revision(after + 1);
+        let mut stream =
+            self.client.watch_client().watch(self.prefix.as_str(), Some(options)).await.map_err(|e| self.unavailable(e))?;
+        // The first answer says whether the watch exists: a start revision that was
+        // compacted away cancels it at once.
+        let first = stream.message().await.map_err(|e| self.unavailable(e))?;
+        let first = first.ok_or_else(|| StoreError::Unavailable(format!("etcd at {}: the watch closed", self.endpoints)))?;
+        if first.canceled() {
+            return Err(if first.compact_revision() > 0 {
+                StoreError::Compacted
+            } else {
+                StoreError::Unavailable(format!("etcd at {} cancelled the watch: {}", self.endpoints, first.cancel_reason()))
+            });
+        }
+        let (tx, rx) = mpsc::channel(256);
+        let decoder = Etcd { client: self.client.clone(), endpoints: self.endpoints.clone(), prefix: self.prefix.clone() };
+        tokio::spawn(async move {
+            let mut pending = Some(first);
+            loop {
+                let response = match pending.take() {
+                    Some(r) => r,
+                    None => match stream.message().await {
+                        Ok(Some(r)) => r,
+                        Ok(None) => {
+                            let _ = tx.send(Err(StoreError::Unavailable(format!("etcd at {}: the watch closed", decoder.endpoints)))).await;
+                            return;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(decoder.unavailable(e))).await;
+                            return;
+                        }
+                    },
+                };
+                if response.canceled() {
+                    let err = if response.compact_revision() > 0 {
+                        StoreError::Compacted
+                    } else {
+                        StoreError::Unavailable(format!("etcd cancelled the watch: {}", response.cancel_reason()))
+                    };
+                    let _ = tx.send(Err(err)).await;
+                    return;
+                }
+                let events: Vec<Event> = response
+                    .events()
+                    .iter()
+                    .filter_map(|event| {
+                        let kv = event.kv()?;
+                        let change = match event.event_type() {
+                            EventType::Put => Change::Put(decoder.decode(kv)?),
+                            EventType::Delete => Change::Delete(decoder.decode_key(kv.key())?),
+                        };
+                        Some(Event { revision: kv.mod_revision(), change })
+                    })
+                    .collect();
+                if !events.is_empty() && tx.send(Ok(events)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn agree(&self, namespaces: &[NamespaceDef], org_quota: Option<u32>) -> StoreResult<()> {
+        for def in namespaces {
+            let key = self.key(&["namespaces", &def.name]);
+            let Some(existing) = self.put_if_absent(&key, &json(def)?).await? else { continue };
+            let stored: NamespaceDef = serde_json::from_slice(&existing)?;
+            // A host name this node's config did not set follows the fleet's.
+            let same = stored == *def || (def.default_host && NamespaceDef { public_host: stored.public_host.clone(), ..def.clone() } == stored);
+            if !same {
+                return Err(StoreError::Other(anyhow::anyhow!(
+                    "namespace `{}` is defined differently in {}: there {}, here {}; make every node's config agree (only `bind` may differ)",
+                    def.name,
+                    self.describe(),
+                    String::from_utf8_lossy(&existing),
+                    json(def)?
+                )));
+            }
+        }
+        let settings = json(&serde_json::json!({ "maxRedirectionsPerOrg": org_quota }))?;
+        if let Some(existing) = self.put_if_absent(&self.key(&["settings"]), &settings).await? {
+            let stored: serde_json::Value = serde_json::from_slice(&existing)?;
+            if stored != serde_json::from_str::<serde_json::Value>(&settings)? {
+                return Err(StoreError::Other(anyhow::anyhow!(
+                    "max_redirections_per_org is {} in {}, {} here: make every node's config agree",
+                    stored["maxRedirectionsPerOrg"],
+                    self.describe(),
+                    org_quota.map_or("none".into(), |q| q.to_string())
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_org(&self, name: &str, id: &str) -> StoreResult<Organisation> {
+        let org = Organisation { id: id.to_owned(), name: name.to_owned() };
+        let name_key = self.key(&["orgnames", name]);
+        let txn = Txn::new()
+            .when([Compare::create_revision(name_key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(name_key.as_str(), id, None), TxnOp::put(self.key(&["orgs", id]), json(&org)?, None)])
+            .or_else([TxnOp::get(name_key.as_str(), None)]);
+        match self.txn(txn).await? {
+            Ok(_) => Ok(org),
+            Err(answers) => {
+                let id = first_kv(&answers).map(|kv| String::from_utf8_lossy(kv.value()).into_owned()).unwrap_or_default();
+                let kv = self.get(&self.key(&["orgs", &id])).await?;
+                let kv = kv.ok_or_else(|| StoreError::Other(anyhow::anyhow!("organisation `{name}` has a name but no record in etcd")))?;
+                Ok(serde_json::from_slice(kv.value())?)
+            }
+        }
+    }
+
+    async fn create_org(&self, org: &Organisation) -> StoreResult<Revision> {
+        let name_key = self.key(&["orgnames", &org.name]);
+        let txn = Txn::new()
+            .when([Compare::create_revision(name_key.as_str(), CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::put(name_key.as_str(), org.id.as_str(), None),
+                TxnOp::put(self.key(&["orgs", &org.id]), json(org)?, None),
+            ]);
+        self.txn(txn).await?.map_err(|_| StoreError::Conflict(Conflict::OrgName))
+    }
+
+    async fn create_app(&self, app: &Application) -> StoreResult<Revision> {
+        let name_key = self.key(&["appnames", &app.owner_id, &app.name]);
+        let org_key = self.key(&["orgs", &app.owner_id]);
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(name_key.as_str(), CompareOp::Equal, 0),
+                Compare::create_revision(org_key.as_str(), CompareOp::Greater, 0),
+            ])
+            .and_then([
+                TxnOp::put(name_key.as_str(), app.id.as_str(), None),
+                TxnOp::put(self.key(&["apps", &app.id]), json(app)?, None),
+            ])
+            .or_else([TxnOp::get(name_key.as_str(), None)]);
+        match self.txn(txn).await? {
+            Ok(revision) => Ok(revision),
+            Err(answers) if first_kv(&answers).is_some() => Err(StoreError::Conflict(Conflict::AppName)),
+            Err(_) => Err(StoreError::Conflict(Conflict::NotFound)),
+        }
+    }
+
+    async fn set_instances(&self, app_id: &str, list: &[Instance]) -> StoreResult<Revision> {
+        let key = self.key(&["apps", app_id]);
+        for _ in 0..RETRIES {
+            let kv = self.get(&key).await?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
+            let mut app: Application = serde_json::from_slice(kv.value())?;
+            app.instances = list.to_vec();
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
+                .and_then([TxnOp::put(key.as_str(), json(&app)?, None)]);
+            if let Ok(revision) = self.txn(txn).await? {
+                return Ok(revision);
+            }
+        }
+        Err(StoreError::Unavailable("etcd: the application kept changing; try again".into()))
+    }
+
+    async fn remove_app(&self, app_id: &str) -> StoreResult<Revision> {
+        let key = self.key(&["apps", app_id]);
+        for _ in 0..RETRIES {
+            let kv = self.get(&key).await?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
+            let app: Application = serde_json::from_slice(kv.value())?;
+            let held = self.get_prefix(&self.key(&["appns", app_id, ""])).await?;
+            let quota_key = self.key(&["quota", &app.owner_id]);
+            let (count, counter_revision) = self.counter(&app.owner_id).await?;
+            let mut ops = vec![
+                TxnOp::delete(key.as_str(), None),
+                TxnOp::delete(self.key(&["appnames", &app.owner_id, &app.name]), None),
+                TxnOp::delete(self.key(&["appns", app_id, ""]), Some(etcd_client::DeleteOptions::new().with_prefix())),
+                TxnOp::delete(self.key(&["prev", app_id, ""]), Some(etcd_client::DeleteOptions::new().with_prefix())),
+            ];
+            for kv in &held {
+                let namespace = String::from_utf8_lossy(kv.key()).rsplit('/').next().unwrap_or_default().to_owned();
+                let port = String::from_utf8_lossy(kv.value()).into_owned();
+                ops.push(TxnOp::delete(self.key(&["redirs", &namespace, &port]), None));
+            }
+            if !held.is_empty() {
+                ops.push(TxnOp::put(quota_key.as_str(), count.saturating_sub(held.len() as u64).to_string(), None));
+            }
+            // Every claim and release of the organisation moves its counter: comparing it
+            // makes sure no redirection of the application appeared since it was read.
+            let txn = Txn::new()
+                .when([
+                    Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision()),
+                    Compare::mod_revision(quota_key.as_str(), CompareOp::Equal, counter_revision),
+                ])
+                .and_then(ops);
+            if let Ok(revision) = self.txn(txn).await? {
+                return Ok(revision);
+            }
+        }
+        Err(StoreError::Unavailable("etcd: the organisation kept changing; try again".into()))
+    }
+
+    async fn claim(&self, row: &RedirRow, org_id: &str, quota: Option<u32>) -> StoreResult<Revision> {
+        let redir_key = self.key(&["redirs", &row.namespace, &row.port.to_string()]);
+        let appns_key = self.key(&["appns", &row.app_id, &row.namespace]);
+        let app_key = self.key(&["apps", &row.app_id]);
+        let quota_key = self.key(&["quota", org_id]);
+        for _ in 0..RETRIES {
+            let (count, counter_revision) = self.counter(org_id).await?;
+            if let Some(quota) = quota.filter(|&q| count >= u64::from(q)) {
+                return Err(StoreError::Conflict(Conflict::Quota(quota)));
+            }
+            let txn = Txn::new()
+                .when([
+                    Compare::create_revision(redir_key.as_str(), CompareOp::Equal, 0),
+                    Compare::create_revision(appns_key.as_str(), CompareOp::Equal, 0),
+                    Compare::create_revision(app_key.as_str(), CompareOp::Greater, 0),
+                    Compare::mod_revision(quota_key.as_str(), CompareOp::Equal, counter_revision),
+                ])
+                .and_then([
+                    TxnOp::put(redir_key.as_str(), json(row)?, None),
+                    TxnOp::put(appns_key.as_str(), row.port.to_string(), None),
+                    TxnOp::put(quota_key.as_str(), (count + 1).to_string(), None),
+                ])
+                .or_else([
+                    TxnOp::get(appns_key.as_str(), None),
+                    TxnOp::get(redir_key.as_str(), None),
+                    TxnOp::get(app_key.as_str(), None),
+                ]);
+            match self.txn(txn).await? {
+                Ok(revision) => return Ok(revision),
+                Err(answers) => {
+                    if let Some(kv) = found(&answers, 0) {
+                        let port = String::from_utf8_lossy(kv.value()).parse().unwrap_or(0);
+                        return Err(StoreError::Conflict(Conflict::AppHasOne(port)));
+                    }
+                    if found(&answers, 1).is_some() {
+                        return Err(StoreError::Conflict(Conflict::PortTaken));
+                    }
+                    if found(&answers, 2).is_none() {
+                        return Err(StoreError::Conflict(Conflict::NotFound));
+                    }
+                    debug!(org = org_id, "the organisation's counter moved during a claim; trying again");
+                }
+            }
+        }
+        Err(StoreError::Unavailable("etcd: the organisation kept changing; try again".into()))
+    }
+
+    async fn release(&self, row: &RedirRow, org_id: &str) -> StoreResult<Revision> {
+        let redir_key = self.key(&["redirs", &row.namespace, &row.port.to_string()]);
+        let appns_key = self.key(&["appns", &row.app_id, &row.namespace]);
+        let quota_key = self.key(&["quota", org_id]);
+        let port = row.port.to_string();
+        for _ in 0..RETRIES {
+            let (count, counter_revision) = self.counter(org_id).await?;
+            let txn = Txn::new()
+                .when([
+                    Compare::value(appns_key.as_str(), CompareOp::Equal, port.as_str()),
+                    Compare::mod_revision(quota_key.as_str(), CompareOp::Equal, counter_revision),
+                ])
+                .and_then([
+                    TxnOp::delete(redir_key.as_str(), None),
+                    TxnOp::delete(appns_key.as_str(), None),
+                    TxnOp::put(quota_key.as_str(), count.saturating_sub(1).to_string(), None),
+                    TxnOp::put(self.key(&["prev", &row.app_id, &row.namespace]), port.as_str(), None),
+                ])
+                .or_else([TxnOp::get(appns_key.as_str(), None)]);
+            match self.txn(txn).await? {
+                Ok(revision) => return Ok(revision),
+                Err(answers) if first_kv(&answers).is_none_or(|kv| kv.value() != port.as_bytes()) => {
+                    return Err(StoreError::Conflict(Conflict::NotFound))
+                }
+                Err(_) => debug!(org = org_id, "the organisation's counter moved during a release; trying again"),
+            }
+        }
+        Err(StoreError::Unavailable("etcd: the organisation kept changing; try again".into()))
+    }
+
+    async fn previous_port(&self, app_id: &str, namespace: &str) -> StoreResult<Option<u16>> {
+        let kv = self.get(&self.key(&["prev", app_id, namespace])).await?;
+        Ok(kv.and_then(|kv| String::from_utf8_lossy(kv.value()).parse().ok()))
+    }
+
+    async fn put_token(&self, token: &TokenRecord) -> StoreResult<Revision> {
+        let response = self
+            .client
+            .kv_client()
+            .put(self.key(&["tokens", &token.info.id]), json(token)?, None)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(response.header().map_or(0, |h| h.revision()))
+    }
+
+    async fn revoke_token(&self, org_id: Option<&str>, id: &str) -> StoreResult<Revision> {
+        let key = self.key(&["tokens", id]);
+        let kv = self.get(&key).await?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
+        let token: TokenRecord = serde_json::from_slice(kv.value())?;
+        if token.info.owner_id.as_deref() != org_id {
+            return Err(StoreError::Conflict(Conflict::NotFound));
+        }
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
+            .and_then([TxnOp::delete(key.as_str(), None)]);
+        self.txn(txn).await?.map_err(|_| StoreError::Conflict(Conflict::NotFound))
+    }
+
+    async fn put_node(&self, node: &NodeRecord) -> StoreResult<()> {
+        self.client
+            .kv_client()
+            .put(self.key(&["nodes", &node.name]), json(node)?, None)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(())
+    }
+
+    async fn keep_alive(&self, node: &str, ttl: Duration) -> StoreResult<()> {
+        let lease = Lease {
+            client: self.client.clone(),
+            key: self.key(&["alive", node]),
+            ttl: ttl.as_secs().max(1) as i64,
+            endpoints: self.endpoints.clone(),
+        };
+        let id = lease.register().await.map_err(|e| self.unavailable(e))?;
+        tokio::spawn(lease.run(id));
+        Ok(())
+    }
+}
+
+/// A node's liveness: a key bound to a lease that the node keeps alive.
+struct Lease {
+    client: Client,
+    key: String,
+    ttl: i64,
+    endpoints: String,
+}
+
+impl Lease {
+    /// Grants a lease and binds the liveness key to it.
+    async fn register(&self) -> Result<i64, etcd_client::Error> {
+        let id = self.client.lease_client().grant(self.ttl, None).await?.id();
+        let options = PutOptions::new().with_lease(id);
+        self.client.kv_client().put(self.key.as_str(), "", Some(options)).await?;
+        Ok(id)
+    }
+
+    /// Keeps the lease alive; when it is lost (etcd away for longer than the TTL), takes a
+    /// new one as soon as etcd answers again.
+    async fn run(self, mut id: i64) {
+        let every = Duration::from_millis((self.ttl as u64 * 1000 / 3).max(300));
+        loop {
+            if let Err(err) = self.keep(id, every).await {
+                debug!(error = %err, "the node's lease lapsed; registering again");
+            }
+            loop {
+                tokio::time::sleep(every.min(Duration::from_secs(1))).await;
+                match self.register().await {
+                    Ok(new) => {
+                        id = new;
+                        break;
+                    }
+                    Err(err) => debug!(endpoints = %self.endpoints, error = %err, "cannot register the node yet"),
+                }
+            }
+        }
+    }
+
+    /// Renews the lease every `every` until a renewal fails or finds the lease gone.
+    async fn keep(&self, id: i64, every: Duration) -> Result<(), etcd_client::Error> {
+        let (mut keeper, mut answers) = self.client.lease_client().keep_alive(id).await?;
+        loop {
+            keeper.keep_alive().await?;
+            match tokio::time::timeout(every.max(Duration::from_secs(1)), answers.message()).await {
+                Ok(Ok(Some(answer))) if answer.ttl() > 0 => {}
+                Ok(Err(err)) => return Err(err),
+                _ => return Err(etcd_client::Error::LeaseKeepAliveError("the lease expired".into())),
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The store: the one interface that the API and the gateway depend on, and its two
+//! backends, SQLite (embedded, the default) and etcd (a fleet of nodes, feature `etcd`).
+//!
+//! The store is the only source of truth. Every write is one atomic operation of the
+//! backend (an SQLite transaction, an etcd transaction that compares the keys it depends
+//! on), and answers the revision at which it was committed. Compound decisions, such as
+//! "the port is free, the application has none in this namespace and the organisation is
+//! under its quota", are taken inside that one operation, never by a read followed by a
+//! write, so two nodes can never hand out the same port.
+//!
+//! Nothing reads the store directly to serve a call: each node keeps a copy of the whole
+//! table ([`super::table::Table`]), loaded from a [`Snapshot`] and then kept fresh by
+//! [`Store::watch`], which yields every change after a revision, in revision order. That
+//! same stream drives the live ports ([`super::sync`]), so a stored change reaches the bound
+//! ports one way only, whichever node made it. Both backends keep the same contract, which
+//! the tests at the bottom of this file run against each.
+
+pub mod sqlite;
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::wire::{Application, Instance, Organisation, RedirAccess, RedirLimits, TokenInfo};
+
+/// A store revision: every committed write has a higher one than the writes before it.
+pub type Revision = i64;
+
+/// A redirection: which application a namespace's port leads to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedirRow {
+    /// The namespace the port belongs to.
+    pub namespace: String,
+    /// The public port.
+    pub port: u16,
+    /// The application it leads to.
+    pub app_id: String,
+    /// Its own connection limits, over the namespace's.
+    #[serde(flatten)]
+    pub limits: RedirLimits,
+    /// Its access list and PROXY protocol setting.
+    #[serde(flatten)]
+    pub access: RedirAccess,
+    /// The revision that created it (set by the store, not stored in the value).
+    #[serde(skip)]
+    pub revision: Revision,
+}
+
+/// A credential as stored: hashes only, never the token or secret themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRecord {
+    /// Its id, name, organisation and date.
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    /// SHA-256 of the token, hex.
+    pub token_hash: String,
+    /// SHA-256 of the secret, hex.
+    pub secret_hash: String,
+}
+
+/// A namespace's definition, the same on every node of a fleet (the bind address is each
+/// node's own and is not part of it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceDef {
+    /// Its name.
+    pub name: String,
+    /// The host name shown to users.
+    pub public_host: String,
+    /// The lowest port it hands out.
+    pub min_port: u16,
+    /// The highest port it hands out.
+    pub max_port: u16,
+    /// What it is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The organisations it is reserved to (names or ids); `None` for all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orgs: Option<Vec<String>>,
+    /// Its default connection limits.
+    pub limits: RedirLimits,
+    /// Whether `public_host` is this node's default rather than the operator's choice: in
+    /// a fleet, such a namespace takes the host name the store already has.
+    #[serde(skip)]
+    pub default_host: bool,
+}
+
+/// What a gateway node tells the others about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRecord {
+    /// The node's name (`serve --node`).
+    pub name: String,
+    /// The address its public ports bind.
+    pub public_address: String,
+    /// The namespaces it serves.
+    pub namespaces: Vec<String>,
+    /// When it last wrote this record (Unix seconds).
+    pub last_seen: i64,
+    /// The store revision its live ports had caught up with when it wrote this record.
+    pub revision: Revision,
+    /// How many public ports it listens on.
+    pub listening: u64,
+    /// The ports it could not bind (another program holds them there), `namespace/port`.
+    #[serde(default)]
+    pub unbound: Vec<String>,
+}
+
+/// One stored record, as a snapshot lists it and a change carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// An organisation.
+    Org(Organisation),
+    /// An application with its instances.
+    App(Application),
+    /// A redirection.
+    Redir(RedirRow),
+    /// A credential.
+    Token(TokenRecord),
+    /// A namespace's shared definition.
+    Namespace(NamespaceDef),
+    /// A node's description.
+    Node(NodeRecord),
+    /// A node is alive (its lease holds).
+    Alive(String),
+}
+
+/// Which record a deletion removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    /// An organisation, by id.
+    Org(String),
+    /// An application, by id.
+    App(String),
+    /// A redirection, by namespace and port.
+    Redir(String, u16),
+    /// A credential, by id.
+    Token(String),
+    /// A namespace, by name.
+    Namespace(String),
+    /// A node's description, by name.
+    Node(String),
+    /// A node's liveness, by name.
+    Alive(String),
+}
+
+/// A change to one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// The record was created or replaced.
+    Put(Record),
+    /// The record was removed.
+    Delete(Key),
+}
+
+/// A change and the revision that made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The revision of the write.
+    pub revision: Revision,
+    /// What changed.
+    pub change: Change,
+}
+
+/// The whole table at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The revision it was read at: changes after it come from [`Store::watch`].
+    pub revision: Revision,
+    /// Every record.
+    pub records: Vec<Record>,
+}
+
+/// Why a write was not made: its preconditions did not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conflict {
+    /// An organisation of that name exists.
+    OrgName,
+    /// The organisation has an application of that name.
+    AppName,
+    /// Another redirection holds the port in the namespace.
+    PortTaken,
+    /// The application already has a redirection in the namespace, on this port.
+    AppHasOne(u16),
+    /// The organisation holds its quota of redirections.
+    Quota(u32),
+    /// The record the write depends on does not exist (any more).
+    NotFound,
+}
+
+/// A store failure, typed so that callers can answer each kind properly.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The write's preconditions did not hold; nothing was changed.
+    Conflict(Conflict),
+    /// The store cannot be reached; nothing was changed.
+    Unavailable(String),
+    /// A watch started before the oldest revision the store still keeps: load a snapshot.
+    Compacted,
+    /// Anything else (a disk error, a damaged record).
+    Other(anyhow::Error),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Conflict(c) => write!(f, "conflict: {c:?}"),
+            StoreError::Unavailable(why) => write!(f, "{why}"),
+            StoreError::Compacted => write!(f, "the store no longer keeps that revision"),
+            StoreError::Other(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<anyhow::Error> for StoreError {
+    fn from(e: anyhow::Error) -> Self {
+        StoreError::Other(e)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Other(e.into())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Other(e.into())
+    }
+}
+
+/// The result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A stream of changes: batches in revision order, or the error that ended it.
+pub type Changes = mpsc::Receiver<StoreResult<Vec<Event>>>;
+
+/// The interface the gateway needs from a store. Writes answer their revision.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// What the store is, for messages: `SQLite at PATH`, `etcd at HOST:PORT`.
+    fn describe(&self) -> String;
+    /// The whole table and the revision it was read at.
+    async fn snapshot(&self) -> StoreResult<Snapshot>;
+    /// Every change after `after`, in revision order; [`StoreError::Compacted`] when the
+    /// store no longer has them.
+    async fn watch(&self, after: Revision) -> StoreResult<Changes>;
+    /// Publishes this node's namespace definitions and shared settings, or refuses them
+    /// when the store holds different ones.
+    async fn agree(&self, namespaces: &[NamespaceDef], org_quota: Option<u32>) -> StoreResult<()>;
+    /// The organisation named `name`, created with `id` when absent.
+    async fn ensure_org(&self, name: &str, id: &str) -> StoreResult<Organisation>;
+    /// Creates an organisation; [`Conflict::OrgName`] when the name is taken.
+    async fn create_org(&self, org: &Organisation) -> StoreResult<Revision>;
+    /// Creates an application; [`Conflict::AppName`] when its organisation has that name.
+    async fn create_app(&self, app: &Application) -> StoreResult<Revision>;
+    /// Replaces an application's instances.
+    async fn set_instances(&self, app_id: &str, list: &[Instance]) -> StoreResult<Revision>;
+    /// Deletes an application and its redirections.
+    async fn remove_app(&self, app_id: &str) -> StoreResult<Revision>;
+    /// Claims `row.port` in `row.namespace` for `row.app_id`, in one atomic step with the
+    /// checks that the application has none there and that `org_id` is under `quota`.
+    async fn claim(&self, row: &RedirRow, org_id: &str, quota: Option<u32>) -> StoreResult<Revision>;
+    /// Releases a redirection of `row.app_id`, remembering its port as the application's
+    /// previous one in the namespace.
+    async fn release(&self, row: &RedirRow, org_id: &str) -> StoreResult<Revision>;
+    /// The port the application last released in the namespace.
+    async fn previous_port(&self, app_id: &str, namespace: &str) -> StoreResult<Option<u16>>;
+    /// Records a credential.
+    async fn put_token(&self, token: &TokenRecord) -> StoreResult<Revision>;
+    /// Forgets the credential `id` of `org_id` (`None`: the admin's).
+    async fn revoke_token(&self, org_id: Option<&str>, id: &str) -> StoreResult<Revision>;
+    /// Writes this node's description.
+    async fn put_node(&self, node: &NodeRecord) -> StoreResult<()>;
+    /// Keeps this node marked alive for as long as the returned task runs and the store
+    /// hears from it; the mark disappears `ttl` after the node stops.
+    async fn keep_alive(&self, node: &str, ttl: std::time::Duration) -> StoreResult<()>;
+}
+
+#[cfg(test)]
+mod contract;

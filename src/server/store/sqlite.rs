@@ -1,0 +1,660 @@
+//! The embedded store: SQLite (WAL, `synchronous=FULL`) in the data directory.
+//!
+//! A write answers only once its transaction is durably committed, which is why a restart
+//! (even after `kill -9`) brings back every acknowledged redirection. One process owns the
+//! file (the data directory is locked), so the changes it makes are also the only ones:
+//! each committed write is numbered with the next revision and kept in a window of recent
+//! changes, from which [`Store::watch`] serves the process's own copy of the table, exactly
+//! as etcd's watch serves a fleet's nodes. Redirection changes are also logged in the
+//! `changes` table, and an application's previous port in each namespace is an explicit
+//! row of `previous_ports`, so that a re-added redirection gets its port back.
+//!
+//! Namespace definitions, node descriptions and liveness only live in memory here: a
+//! single server has its namespaces from its config and is its own only node.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::{bail, Context, Result};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
+use tokio::sync::mpsc;
+
+use super::{
+    Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Record, RedirRow, Revision, Snapshot,
+    Store, StoreError, StoreResult, TokenRecord,
+};
+use crate::wire::{Application, Instance, Organisation, ProxyProtocol, RedirAccess, RedirLimits, TokenInfo};
+
+/// The marker that tells our database apart from any other SQLite file.
+const FORMAT: &str = "tcp-redirs";
+/// The schema version this build reads and writes.
+const SCHEMA: i64 = 2;
+/// How many recent changes a watch can start from; an older start reloads a snapshot.
+const WINDOW: usize = 65_536;
+
+const SCHEMA_SQL: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE orgs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL DEFAULT (unixepoch())
+);
+CREATE TABLE apps (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES orgs(id),
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL DEFAULT (unixepoch()),
+    UNIQUE (org_id, name)
+);
+CREATE TABLE instances (
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    address TEXT NOT NULL,
+    weight INTEGER CHECK (weight BETWEEN 0 AND 1000),
+    PRIMARY KEY (app_id, position)
+);
+CREATE TABLE redirs (
+    namespace TEXT NOT NULL,
+    port INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+    app_id TEXT NOT NULL REFERENCES apps(id),
+    revision INTEGER NOT NULL,
+    connect_timeout INTEGER,
+    idle_timeout INTEGER,
+    half_close_timeout INTEGER,
+    proxy_protocol TEXT CHECK (proxy_protocol IN ('v1', 'v2')),
+    allow_ranges TEXT NOT NULL DEFAULT '[]',
+    deny_ranges TEXT NOT NULL DEFAULT '[]',
+    max_connections INTEGER,
+    max_rate INTEGER,
+    created_at INTEGER NOT NULL DEFAULT (unixepoch()),
+    PRIMARY KEY (namespace, port),
+    UNIQUE (app_id, namespace)
+);
+CREATE TABLE changes (
+    revision INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL CHECK (op IN ('add', 'remove')),
+    namespace TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    app_id TEXT NOT NULL,
+    at INTEGER NOT NULL DEFAULT (unixepoch())
+);
+CREATE TABLE tokens (
+    token_hash BLOB PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    secret_hash BLOB NOT NULL,
+    org_id TEXT REFERENCES orgs(id),
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL DEFAULT (unixepoch())
+);
+";
+
+/// Schema 1 to 2: the previous port of an application is an explicit record, filled from
+/// the change log that schema 1 searched for it.
+const MIGRATE_1_TO_2: &str = "
+CREATE TABLE previous_ports (
+    app_id TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    PRIMARY KEY (app_id, namespace)
+);
+INSERT INTO previous_ports (app_id, namespace, port)
+    SELECT app_id, namespace, port FROM changes c
+    WHERE op = 'remove' AND revision = (
+        SELECT max(revision) FROM changes d
+        WHERE d.op = 'remove' AND d.app_id = c.app_id AND d.namespace = c.namespace);
+UPDATE meta SET value = '2' WHERE key = 'schema';
+";
+
+/// What one lock guards: the connection, the revision counter and the recent changes.
+struct Inner {
+    conn: Connection,
+    revision: Revision,
+    recent: VecDeque<Event>,
+    watchers: Vec<mpsc::Sender<StoreResult<Vec<Event>>>>,
+    namespaces: BTreeMap<String, NamespaceDef>,
+    nodes: BTreeMap<String, NodeRecord>,
+    alive: Option<String>,
+}
+
+/// The SQLite store; share it behind an `Arc`.
+pub struct Sqlite {
+    path: PathBuf,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Sqlite {
+    /// Opens the database at `path`, creating it if absent, refusing a file that is not ours.
+    pub fn open(path: &Path) -> Result<Sqlite> {
+        let conn =
+            Connection::open(path).with_context(|| format!("cannot open the store {}", path.display()))?;
+        init(&conn, path)?;
+        let revision: Revision =
+            conn.query_row("SELECT coalesce(max(revision), 0) FROM changes", [], |r| r.get(0))?;
+        let inner = Inner {
+            conn,
+            revision,
+            recent: VecDeque::new(),
+            watchers: Vec::new(),
+            namespaces: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            alive: None,
+        };
+        Ok(Sqlite { path: path.to_owned(), inner: Arc::new(Mutex::new(inner)) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back),
+        // so a poisoned lock is safe to take over.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `write` in one transaction; on commit, numbers its changes with the next
+    /// revision and hands them to the watchers.
+    async fn write<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Transaction, Revision) -> StoreResult<(T, Vec<Change>)> + Send + 'static,
+    ) -> StoreResult<(T, Revision)> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+            let revision = inner.revision + 1;
+            let tx = inner.conn.transaction()?;
+            let (value, changes) = write(&tx, revision)?;
+            tx.commit()?;
+            inner.publish(revision, changes);
+            Ok((value, revision))
+        })
+        .await
+        .map_err(|e| StoreError::Other(e.into()))?
+    }
+
+    /// Records a change that only lives in memory (namespaces, nodes).
+    fn publish_memory(&self, change: Change) -> Revision {
+        let mut inner = self.lock();
+        let revision = inner.revision + 1;
+        inner.publish(revision, vec![change]);
+        revision
+    }
+}
+
+impl Inner {
+    fn publish(&mut self, revision: Revision, changes: Vec<Change>) {
+        self.revision = revision;
+        let events: Vec<Event> = changes.into_iter().map(|change| Event { revision, change }).collect();
+        for event in &events {
+            match &event.change {
+                Change::Put(Record::Namespace(def)) => {
+                    self.namespaces.insert(def.name.clone(), def.clone());
+                }
+                Change::Put(Record::Node(node)) => {
+                    self.nodes.insert(node.name.clone(), node.clone());
+                }
+                _ => {}
+            }
+            if self.recent.len() == WINDOW {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(event.clone());
+        }
+        // A watcher that cannot keep up is dropped; it reloads a snapshot, as after an
+        // etcd compaction.
+        self.watchers.retain(|w| match w.try_send(Ok(events.clone())) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let _ = w.try_send(Err(StoreError::Compacted));
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+    }
+}
+
+fn init(conn: &Connection, path: &Path) -> Result<()> {
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "{} is not a tcp-redirs store ({why}); it was left untouched: point --data-dir at an empty or tcp-redirs directory",
+            path.display()
+        )
+    };
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(|e| refuse(format!("SQLite cannot read it: {e}")))?;
+    // Nothing is written (not even the switch to WAL, which rewrites the header) before
+    // the file is known to be ours or empty.
+    let durable = || -> Result<()> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(())
+    };
+    if tables == 0 {
+        durable()?;
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(SCHEMA_SQL)?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('format', ?1), ('schema', '1')",
+            params![FORMAT],
+        )?;
+        tx.execute_batch(MIGRATE_1_TO_2)?;
+        tx.commit()?;
+        return Ok(());
+    }
+    let format: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| r.get(0))
+        .optional()
+        .map_err(|e| refuse(format!("no tcp-redirs metadata: {e}")))?;
+    if format.as_deref() != Some(FORMAT) {
+        return Err(refuse("its metadata names another program".into()));
+    }
+    let schema: String = conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))?;
+    match schema.parse::<i64>() {
+        Ok(SCHEMA) => durable(),
+        Ok(1) => {
+            durable()?;
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(MIGRATE_1_TO_2)?;
+            tx.commit().context("cannot upgrade the store from schema 1 to 2")
+        }
+        _ => bail!(
+            "{} has store schema {schema}, this build reads schema {SCHEMA}: run the tcp-redirs version that wrote it",
+            path.display()
+        ),
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Sqlite {
+    fn describe(&self) -> String {
+        format!("SQLite at {}", self.path.display())
+    }
+
+    async fn snapshot(&self) -> StoreResult<Snapshot> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+            let conn = &inner.conn;
+            let mut records = Vec::new();
+            let mut stmt = conn.prepare_cached("SELECT id, name FROM orgs ORDER BY name")?;
+            let orgs = stmt.query_map([], |r| Ok(Organisation { id: r.get(0)?, name: r.get(1)? }))?;
+            for org in orgs {
+                records.push(Record::Org(org?));
+            }
+            let mut stmt = conn.prepare_cached("SELECT id FROM apps ORDER BY name")?;
+            let ids = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            for id in ids {
+                if let Some(app) = app(conn, &id)? {
+                    records.push(Record::App(app));
+                }
+            }
+            for row in redirs_where(conn, "1 = 1", [])? {
+                records.push(Record::Redir(row));
+            }
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, name, org_id, created_at, token_hash, secret_hash FROM tokens ORDER BY id",
+            )?;
+            let tokens = stmt.query_map([], |r| {
+                Ok(TokenRecord {
+                    info: TokenInfo { id: r.get(0)?, name: r.get(1)?, owner_id: r.get(2)?, created_at: r.get(3)? },
+                    token_hash: crate::server::auth::hex(&r.get::<_, Vec<u8>>(4)?),
+                    secret_hash: crate::server::auth::hex(&r.get::<_, Vec<u8>>(5)?),
+                })
+            })?;
+            for token in tokens {
+                records.push(Record::Token(token?));
+            }
+            records.extend(inner.namespaces.values().cloned().map(Record::Namespace));
+            records.extend(inner.nodes.values().cloned().map(Record::Node));
+            records.extend(inner.alive.clone().map(Record::Alive));
+            Ok(Snapshot { revision: inner.revision, records })
+        })
+        .await
+        .map_err(|e| StoreError::Other(e.into()))?
+    }
+
+    async fn watch(&self, after: Revision) -> StoreResult<Changes> {
+        let mut inner = self.lock();
+        let oldest = inner.recent.front().map_or(inner.revision + 1, |e| e.revision);
+        // Changes after `after` must all still be in the window.
+        if after + 1 < oldest && after < inner.revision {
+            return Err(StoreError::Compacted);
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let missed: Vec<Event> = inner.recent.iter().filter(|e| e.revision > after).cloned().collect();
+        if !missed.is_empty() {
+            let _ = tx.try_send(Ok(missed));
+        }
+        inner.watchers.push(tx);
+        Ok(rx)
+    }
+
+    async fn agree(&self, namespaces: &[NamespaceDef], _org_quota: Option<u32>) -> StoreResult<()> {
+        for def in namespaces {
+            self.publish_memory(Change::Put(Record::Namespace(def.clone())));
+        }
+        Ok(())
+    }
+
+    async fn ensure_org(&self, name: &str, id: &str) -> StoreResult<Organisation> {
+        let (name, id) = (name.to_owned(), id.to_owned());
+        let (org, _) = self
+            .write(move |tx, _| {
+                let inserted =
+                    tx.execute("INSERT OR IGNORE INTO orgs (id, name) VALUES (?1, ?2)", params![id, name])?;
+                let org = tx.query_row("SELECT id, name FROM orgs WHERE name = ?1", [&name], |r| {
+                    Ok(Organisation { id: r.get(0)?, name: r.get(1)? })
+                })?;
+                let changes = if inserted > 0 { vec![Change::Put(Record::Org(org.clone()))] } else { vec![] };
+                Ok((org, changes))
+            })
+            .await?;
+        Ok(org)
+    }
+
+    async fn create_org(&self, org: &Organisation) -> StoreResult<Revision> {
+        let org = org.clone();
+        let ((), revision) = self
+            .write(move |tx, _| {
+                let inserted =
+                    tx.execute("INSERT INTO orgs (id, name) VALUES (?1, ?2)", params![org.id, org.name]);
+                match inserted {
+                    Err(e) if is_constraint(&e, "orgs.name") => Err(StoreError::Conflict(Conflict::OrgName)),
+                    other => other.map(drop).map_err(Into::into),
+                }?;
+                Ok(((), vec![Change::Put(Record::Org(org))]))
+            })
+            .await?;
+        Ok(revision)
+    }
+
+    async fn create_app(&self, new: &Application) -> StoreResult<Revision> {
+        let new = new.clone();
+        let ((), revision) = self
+            .write(move |tx, _| {
+                let org: Option<String> =
+                    tx.query_row("SELECT id FROM orgs WHERE id = ?1", [&new.owner_id], |r| r.get(0)).optional()?;
+                if org.is_none() {
+                    return Err(StoreError::Conflict(Conflict::NotFound));
+                }
+                let inserted = tx.execute(
+                    "INSERT INTO apps (id, org_id, name) VALUES (?1, ?2, ?3)",
+                    params![new.id, new.owner_id, new.name],
+                );
+                match inserted {
+                    Err(e) if is_constraint(&e, "apps.org_id, apps.name") => {
+                        Err(StoreError::Conflict(Conflict::AppName))
+                    }
+                    other => other.map(drop).map_err(Into::into),
+                }?;
+                write_instances(tx, &new.id, &new.instances)?;
+                Ok(((), vec![Change::Put(Record::App(new))]))
+            })
+            .await?;
+        Ok(revision)
+    }
+
+    async fn set_instances(&self, app_id: &str, list: &[Instance]) -> StoreResult<Revision> {
+        let (app_id, list) = (app_id.to_owned(), list.to_vec());
+        let ((), revision) = self
+            .write(move |tx, _| {
+                tx.execute("DELETE FROM instances WHERE app_id = ?1", [&app_id])?;
+                write_instances(tx, &app_id, &list)?;
+                let found = app(tx, &app_id)?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
+                Ok(((), vec![Change::Put(Record::App(found))]))
+            })
+            .await?;
+        Ok(revision)
+    }
+
+    async fn remove_app(&self, app_id: &str) -> StoreResult<Revision> {
+        let app_id = app_id.to_owned();
+        let ((), revision) = self
+            .write(move |tx, _| {
+                let removed = redirs_where(tx, "app_id = ?1", [&app_id])?;
+                let mut changes = Vec::new();
+                for row in &removed {
+                    log_change(tx, "remove", row)?;
+                    changes.push(Change::Delete(Key::Redir(row.namespace.clone(), row.port)));
+                }
+                tx.execute("DELETE FROM redirs WHERE app_id = ?1", [&app_id])?;
+                tx.execute("DELETE FROM previous_ports WHERE app_id = ?1", [&app_id])?;
+                if tx.execute("DELETE FROM apps WHERE id = ?1", [&app_id])? == 0 {
+                    return Err(StoreError::Conflict(Conflict::NotFound));
+                }
+                changes.push(Change::Delete(Key::App(app_id)));
+                Ok(((), changes))
+            })
+            .await?;
+        Ok(revision)
+    }
+
+    async fn claim(&self, row: &RedirRow, org_id: &str, quota: Option<u32>) -> StoreResult<Revision> {
+        let (row, org_id) = (row.clone(), org_id.to_owned());
+        let ((), revision) = self
+            .write(move |tx, revision| {
+                let owner: Option<String> = tx
+                    .query_row("SELECT org_id FROM apps WHERE id = ?1", [&row.app_id], |r| r.get(0))
+                    .optional()?;
+                if owner.as_deref() != Some(org_id.as_str()) {
+                    return Err(StoreError::Conflict(Conflict::NotFound));
+                }
+                let existing: Option<u16> = tx
+                    .query_row(
+                        "SELECT port FROM redirs WHERE app_id = ?1 AND namespace = ?2",
+                        params![row.app_id, row.namespace],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(port) = existing {
+                    return Err(StoreError::Conflict(Conflict::AppHasOne(port)));
+                }
+                if let Some(quota) = quota {
+                    let held: u64 = tx.query_row(
+                        "SELECT count(*) FROM redirs JOIN apps ON apps.id = redirs.app_id WHERE apps.org_id = ?1",
+                        [&org_id],
+                        |r| r.get(0),
+                    )?;
+                    if held >= u64::from(quota) {
+                        return Err(StoreError::Conflict(Conflict::Quota(quota)));
+                    }
+                }
+                let inserted = tx.execute(
+                    "INSERT INTO redirs (namespace, port, app_id, revision, connect_timeout, idle_timeout,
+                                         half_close_timeout, proxy_protocol, allow_ranges, deny_ranges,
+                                         max_connections, max_rate)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    params![
+                        row.namespace,
+                        row.port,
+                        row.app_id,
+                        revision,
+                        row.limits.connect_timeout,
+                        row.limits.idle_timeout,
+                        row.limits.half_close_timeout,
+                        row.access.proxy_protocol.map(proxy_name),
+                        serde_json::to_string(&row.access.allow)?,
+                        serde_json::to_string(&row.access.deny)?,
+                        row.limits.max_connections,
+                        row.limits.max_connections_per_second,
+                    ],
+                );
+                match inserted {
+                    Err(e) if is_constraint(&e, "redirs.namespace, redirs.port") => {
+                        Err(StoreError::Conflict(Conflict::PortTaken))
+                    }
+                    other => other.map(drop).map_err(Into::into),
+                }?;
+                log_change(tx, "add", &row)?;
+                let stored = RedirRow { revision, ..row };
+                Ok(((), vec![Change::Put(Record::Redir(stored))]))
+            })
+            .await?;
+        Ok(revision)
+    }
+
+    async fn release(&self, row: &RedirRow, _org_id: &str) -> StoreResult<Revision> {
+        let row = row.clone();
+        let ((), revision) = self
+            .write(move |tx, _| {
+                let deleted = tx.execute(
+                    "DELETE FROM redirs WHERE namespace = ?1 AND port = ?2 AND app_id = ?3",
+                    params![row.namespace, row.port, row.app_id],
+                )?;
+                if deleted == 0 {
+                    return Err(StoreError::Conflict(Conflict::NotFound));
+                }
+                log_change(tx, "remove", &row)?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO previous_ports (app_id, namespace, port) VALUES (?1, ?2, ?3)",
+                    params![row.app_id, row.namespace, row.port],
+                )?;
+                Ok(((), vec![Change::Delete(Key::Redir(row.namespace, row.port))]))
+            })
+            .await?;
+        Ok(revision)
+    }
+
+    async fn previous_port(&self, app_id: &str, namespace: &str) -> StoreResult<Option<u16>> {
+        let inner = self.lock();
+        let mut stmt = inner
+            .conn
+            .prepare_cached("SELECT port FROM previous_ports WHERE app_id = ?1 AND namespace = ?2")?;
+        Ok(stmt.query_row(params![app_id, namespace], |r| r.get(0)).optional()?)
+    }
+
+    async fn put_token(&self, token: &TokenRecord) -> StoreResult<Revision> {
+        let token = token.clone();
+        let ((), revision) = self
+            .write(move |tx, _| {
+                let (token_hash, secret_hash) = (unhex(&token.token_hash)?, unhex(&token.secret_hash)?);
+                let info = &token.info;
+                tx.execute(
+                    "INSERT OR REPLACE INTO tokens (token_hash, id, secret_hash, org_id, name, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, coalesce(?6, unixepoch()))",
+                    params![token_hash, info.id, secret_hash, info.owner_id, info.name, info.created_at],
+                )?;
+                Ok(((), vec![Change::Put(Record::Token(token))]))
+            })
+            .await?;
+        Ok(revision)
+    }
+
+    async fn revoke_token(&self, org_id: Option<&str>, id: &str) -> StoreResult<Revision> {
+        let (org_id, id) = (org_id.map(str::to_owned), id.to_owned());
+        let ((), revision) = self
+            .write(move |tx, _| {
+                let deleted =
+                    tx.execute("DELETE FROM tokens WHERE id = ?1 AND org_id IS ?2", params![id, org_id])?;
+                if deleted == 0 {
+                    return Err(StoreError::Conflict(Conflict::NotFound));
+                }
+                Ok(((), vec![Change::Delete(Key::Token(id))]))
+            })
+            .await?;
+        Ok(revision)
+    }
+
+    async fn put_node(&self, node: &NodeRecord) -> StoreResult<()> {
+        self.publish_memory(Change::Put(Record::Node(node.clone())));
+        Ok(())
+    }
+
+    async fn keep_alive(&self, node: &str, _ttl: std::time::Duration) -> StoreResult<()> {
+        self.lock().alive = Some(node.to_owned());
+        self.publish_memory(Change::Put(Record::Alive(node.to_owned())));
+        Ok(())
+    }
+}
+
+fn app(conn: &Connection, id: &str) -> StoreResult<Option<Application>> {
+    let found: Option<(String, String)> = conn
+        .query_row("SELECT name, org_id FROM apps WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((name, owner_id)) = found else { return Ok(None) };
+    let mut stmt =
+        conn.prepare_cached("SELECT address, weight FROM instances WHERE app_id = ?1 ORDER BY position")?;
+    let instances = stmt
+        .query_map([id], |r| Ok(Instance { address: r.get(0)?, weight: r.get(1)?, ..Instance::default() }))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(Application { id: id.to_owned(), name, owner_id, instances }))
+}
+
+fn write_instances(conn: &Connection, app_id: &str, list: &[Instance]) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO instances (app_id, position, address, weight) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (position, instance) in list.iter().enumerate() {
+        stmt.execute(params![app_id, position as i64, instance.address, instance.weight])?;
+    }
+    Ok(())
+}
+
+fn redirs_where<P: rusqlite::Params>(conn: &Connection, filter: &str, params: P) -> StoreResult<Vec<RedirRow>> {
+    let sql = format!(
+        "SELECT namespace, port, app_id, connect_timeout, idle_timeout, half_close_timeout,
+                proxy_protocol, allow_ranges, deny_ranges, max_connections, max_rate, revision
+         FROM redirs WHERE {filter} ORDER BY namespace, port"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params, |r| {
+        Ok(RedirRow {
+            namespace: r.get(0)?,
+            port: r.get(1)?,
+            app_id: r.get(2)?,
+            limits: RedirLimits {
+                connect_timeout: r.get(3)?,
+                idle_timeout: r.get(4)?,
+                half_close_timeout: r.get(5)?,
+                max_connections: r.get(9)?,
+                max_connections_per_second: r.get(10)?,
+            },
+            access: RedirAccess {
+                proxy_protocol: match r.get::<_, Option<String>>(6)?.as_deref() {
+                    Some("v1") => Some(ProxyProtocol::V1),
+                    Some("v2") => Some(ProxyProtocol::V2),
+                    _ => None,
+                },
+                allow: json_list(r, 7)?,
+                deny: json_list(r, 8)?,
+            },
+            revision: r.get(11)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn proxy_name(version: ProxyProtocol) -> &'static str {
+    match version {
+        ProxyProtocol::V1 => "v1",
+        ProxyProtocol::V2 => "v2",
+    }
+}
+
+fn json_list(row: &rusqlite::Row, column: usize) -> rusqlite::Result<Vec<String>> {
+    let text: String = row.get(column)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// Appends to the log of redirection changes, an audit trail kept in the file.
+fn log_change(conn: &Connection, op: &str, row: &RedirRow) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO changes (op, namespace, port, app_id) VALUES (?1, ?2, ?3, ?4)",
+        params![op, row.namespace, row.port, row.app_id],
+    )?;
+    Ok(())
+}
+
+/// Whether `e` is the failure of the UNIQUE or PRIMARY KEY constraint on `columns`
+/// (`table.column, table.column`, as SQLite names them): any other constraint that fails,
+/// such as a foreign key, is a different error and must not pass for this one.
+fn is_constraint(e: &rusqlite::Error, columns: &str) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, Some(msg))
+        if f.code == ErrorCode::ConstraintViolation && msg.ends_with(columns))
+}
+
+fn unhex(text: &str) -> StoreResult<Vec<u8>> {
+    crate::server::auth::unhex(text).ok_or_else(|| StoreError::Other(anyhow::anyhow!("a stored hash is not hex")))
+}

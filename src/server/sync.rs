@@ -1,0 +1,209 @@
+//! Following the store: the node's table and live ports, kept up to date.
+//!
+//! At start the node loads a snapshot of the store, makes its ports match it, and only then
+//! serves. It then follows the store's changes from the revision it loaded, in revision
+//! order, applying each batch to its table and, when redirections, applications or
+//! namespaces changed, reconciling its ports ([`super::live`]). When the watch ends (the
+//! store went away) it keeps its table and ports as they are and resumes from the revision
+//! it had; when the store no longer has that revision (compacted while the node was away),
+//! it loads a new snapshot, which reconciles to exactly the right ports.
+//!
+//! Writers wait on [`Synced::caught_up`]: a call that wrote revision R answers once this
+//! node's ports reflect R. A node also publishes its state for the others (a
+//! [`NodeRecord`]) whenever its ports change, so that the node that took an `add` can tell
+//! when every node of the namespace listens on the new port.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::live::LivePorts;
+use super::store::{NodeRecord, Revision, Store, StoreError};
+use super::table::Table;
+
+/// The longest pause between two attempts to reach a store that is away.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How often a node rewrites its description even when nothing changed (its `lastSeen`).
+const NODE_REFRESH: Duration = Duration::from_secs(10);
+
+/// The node's table, following the store.
+pub struct Synced {
+    store: Arc<dyn Store>,
+    table: RwLock<Table>,
+    live: Arc<LivePorts>,
+    /// The revision the table and the ports have caught up with.
+    applied: watch::Sender<Revision>,
+    /// The revision of the last change that touched the ports (what [`NodeRecord`] says).
+    ports_revision: watch::Sender<Revision>,
+    stop: CancellationToken,
+}
+
+impl Synced {
+    /// Loads the store's table, starts its ports, and follows it until [`Synced::stop`].
+    pub async fn start(store: Arc<dyn Store>, live: Arc<LivePorts>) -> anyhow::Result<Arc<Synced>> {
+        let snapshot = store.snapshot().await.with_context(|| format!("cannot load the table from {}", store.describe()))?;
+        let revision = snapshot.revision;
+        let synced = Arc::new(Synced {
+            store,
+            table: RwLock::new(Table::load(snapshot)),
+            live,
+            applied: watch::Sender::new(revision),
+            ports_revision: watch::Sender::new(revision),
+            stop: CancellationToken::new(),
+        });
+        synced.live.reconcile(&synced.table).await;
+        tokio::spawn(synced.clone().follow());
+        Ok(synced)
+    }
+
+    /// The table as this node knows it.
+    pub fn table(&self) -> RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The live ports.
+    pub fn live(&self) -> &Arc<LivePorts> {
+        &self.live
+    }
+
+    /// Waits until the table and the ports reflect `revision`; `false` after `limit`.
+    pub async fn caught_up(&self, revision: Revision, limit: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout(limit, applied.wait_for(|&r| r >= revision)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits until `until` holds of the table, checking after each applied change; `false` after `limit`.
+    pub async fn wait_table(&self, limit: Duration, until: impl Fn(&Table) -> bool) -> bool {
+        let mut applied = self.applied.subscribe();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if until(&self.table()) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, applied.changed()).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Stops following the store (at server stop, before the ports drain).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    async fn follow(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(100);
+        let mut away_since: Option<Instant> = None;
+        loop {
+            let after = self.table().revision;
+            let ended = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                ended = self.watch_from(after, &mut away_since) => ended,
+            };
+            if away_since.is_none() {
+                backoff = Duration::from_millis(100);
+            }
+            match ended {
+                StoreError::Compacted => {
+                    info!(revision = after, "the store no longer has the changes after this node's revision; reloading the table");
+                    match self.reload().await {
+                        Ok(()) => continue,
+                        Err(err) => warn!(error = %err, "cannot reload the table; keeping the ports as they are"),
+                    }
+                }
+                err if away_since.is_none() => {
+                    warn!(store = %self.store.describe(), error = %err,
+                        "lost the store: forwarding goes on with the ports as they are; changes are refused until it is back");
+                    away_since = Some(Instant::now());
+                }
+                _ => {}
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Follows the changes after `after` until the watch ends; returns why it ended.
+    async fn watch_from(&self, after: Revision, away_since: &mut Option<Instant>) -> StoreError {
+        let mut changes = match self.store.watch(after).await {
+            Ok(changes) => changes,
+            Err(err) => return err,
+        };
+        if let Some(since) = away_since.take() {
+            info!(away_ms = since.elapsed().as_millis() as u64, "the store is back; following its changes again");
+        }
+        while let Some(batch) = changes.recv().await {
+            match batch {
+                Ok(events) => {
+                    let touched = self.table.write().unwrap_or_else(|p| p.into_inner()).apply(&events);
+                    let revision = self.table().revision;
+                    if touched.ports {
+                        self.live.reconcile(&self.table).await;
+                        self.ports_revision.send_replace(revision);
+                    }
+                    self.applied.send_replace(revision);
+                }
+                Err(err) => return err,
+            }
+        }
+        StoreError::Unavailable(format!("the watch of {} ended", self.store.describe()))
+    }
+
+    async fn reload(&self) -> Result<(), StoreError> {
+        let snapshot = self.store.snapshot().await?;
+        let revision = snapshot.revision;
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Table::load(snapshot);
+        self.live.reconcile(&self.table).await;
+        self.ports_revision.send_replace(revision);
+        self.applied.send_replace(revision);
+        Ok(())
+    }
+
+    /// Publishes this node's state whenever its ports change, and every [`NODE_REFRESH`].
+    pub async fn publish_node(self: Arc<Self>, name: String, public_address: String) {
+        let mut changed = self.ports_revision.subscribe();
+        let mut written: Option<(NodeRecord, Instant)> = None;
+        loop {
+            let (listening, unbound) = self.live.status();
+            let namespaces: Vec<String> =
+                self.table().namespaces.keys().filter(|n| self.live.served().serves(n)).cloned().collect();
+            let record = NodeRecord {
+                name: name.clone(),
+                public_address: public_address.clone(),
+                namespaces,
+                last_seen: super::unix_now(),
+                revision: *changed.borrow_and_update(),
+                listening,
+                unbound,
+            };
+            let fresh = written.as_ref().is_some_and(|(last, at)| {
+                at.elapsed() < NODE_REFRESH && NodeRecord { last_seen: record.last_seen, ..last.clone() } == record
+            });
+            if !fresh {
+                match self.store.put_node(&record).await {
+                    Ok(()) => written = Some((record, Instant::now())),
+                    Err(err) => tracing::debug!(error = %err, "cannot publish this node's state; will retry"),
+                }
+            }
+            // A port that binds later (it was held by another program) changes the state
+            // without a store change: look again every second.
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}

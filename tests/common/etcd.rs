@@ -1,0 +1,520 @@
+//! A real, single-member etcd for the fleet tests, and a TCP proxy that can cut a node off
+//! from it.
+//!
+//! - [`Etcd`]: `/usr/bin/etcd` (Debian's `etcd-server`) on two free loopback ports with a
+//!   temp data dir, ready once `GET /health` answers `"health":"true"`; [`Etcd::stop`]
+//!   kills it (SIGKILL) and keeps its data, [`Etcd::restart`] brings it back on the same
+//!   ports and data; killed when dropped. [`Etcd::revision`], [`Etcd::put`] and
+//!   [`Etcd::compact`] go through etcd's JSON gateway (`POST /v3/kv/…`).
+//! - [`CutProxy`]: forwards a loopback port to a target; [`CutProxy::cut`] closes every
+//!   connection and closes new ones at once, [`CutProxy::restore`] forwards again.
+//!
+//! Only std, `tempfile`, `serde_json` and `libc` are used, so that unit tests may include this
+//! file too (`#[path = "…/tests/common/etcd.rs"] mod etcd;`). Nothing here sleeps to wait for
+//! readiness: waits poll a signal (the health endpoint) with a bounded deadline.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Where Debian's `etcd-server` installs etcd.
+pub const ETCD_BIN: &str = "/usr/bin/etcd";
+/// How long etcd may take to answer `"health":"true"` after it is spawned.
+pub const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Timeout of one request to etcd's HTTP endpoints.
+const ETCD_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Interval between two health probes.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A free port on 127.0.0.1: bound to port 0, read, released.
+fn free_loopback_port() -> u16 {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1:0 to pick a free port");
+    listener.local_addr().expect("local address of the probe listener").port()
+}
+
+/// A single-member etcd on loopback, killed (SIGKILL) when dropped.
+pub struct Etcd {
+    child: Option<Child>,
+    client_port: u16,
+    peer_port: u16,
+    data_dir: tempfile::TempDir,
+    /// Everything etcd printed on stdout and stderr, over all its runs.
+    log: Arc<Mutex<String>>,
+}
+
+impl Etcd {
+    /// Starts etcd on two free loopback ports and a fresh data dir, and waits (bounded) until
+    /// it reports itself healthy. Panics if etcd is not installed: the fleet tests never skip.
+    pub fn start() -> Etcd {
+        assert!(Path::new(ETCD_BIN).exists(), "etcd not found: apt-get install etcd-server");
+        // The ports are picked free, then released: another process may take one before etcd
+        // binds it. Then etcd exits at once, and a few fresh tries make that harmless.
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let mut etcd = Etcd {
+                child: None,
+                client_port: free_loopback_port(),
+                peer_port: free_loopback_port(),
+                data_dir: tempfile::tempdir().expect("temp etcd data dir"),
+                log: Arc::new(Mutex::new(String::new())),
+            };
+            if etcd.client_port == etcd.peer_port {
+                continue;
+            }
+            match etcd.spawn_and_wait() {
+                Ok(()) => return etcd,
+                Err(e) => failures.push(format!("{e}\n--- etcd output ---\n{}", etcd.log())),
+            }
+        }
+        panic!("etcd did not start in 3 tries:\n{}", failures.join("\n"))
+    }
+
+    /// `127.0.0.1:PORT`, the client endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client endpoint as a socket address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.client_port))
+    }
+
+    /// `etcd://127.0.0.1:PORT`, for `serve --store`.
+    pub fn url(&self) -> String {
+        format!("etcd://{}", self.endpoint())
+    }
+
+    /// The data directory (kept across [`Etcd::stop`] and [`Etcd::restart`]).
+    pub fn data_path(&self) -> PathBuf {
+        self.data_dir.path().to_owned()
+    }
+
+    /// What etcd printed so far (stdout and stderr, every run).
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Whether the etcd process is running (spawned and not stopped).
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Kills etcd with SIGKILL and reaps it; the data dir is kept.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            child.wait().expect("reap the killed etcd");
+        }
+    }
+
+    /// Starts etcd again on the same ports and data dir and waits until it is healthy.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.log.lock().unwrap().push_str("--- etcd restarted by the test ---\n");
+        if let Err(e) = self.spawn_and_wait() {
+            panic!("etcd did not come back on {}: {e}\n--- etcd output ---\n{}", self.endpoint(), self.log());
+        }
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut cmd = Command::new(ETCD_BIN);
+        cmd.arg("--name")
+            .arg("t")
+            .arg("--data-dir")
+            .arg(self.data_dir.path().join("etcd"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("t={peer}")])
+            .args(["--logger", "zap", "--log-level", "error"])
+            .env_remove("ETCDCTL_API")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // etcd also reads its flags from ETCD_* variables: the test's own settings must not leak in.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ETCD_") {
+                cmd.env_remove(key);
+            }
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("cannot spawn {ETCD_BIN}: {e}"))?;
+        drain(child.stdout.take().expect("piped stdout"), Arc::clone(&self.log));
+        drain(child.stderr.take().expect("piped stderr"), Arc::clone(&self.log));
+        self.child = Some(child);
+
+        let deadline = Instant::now() + ETCD_READY_TIMEOUT;
+        let mut last = String::from("no answer yet");
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("wait for etcd") {
+                self.child = None;
+                return Err(format!("etcd exited before it was healthy ({status})"));
+            }
+            match self.request("GET", "/health", None) {
+                Ok((200, body)) if body.contains(r#""health":"true""#) => return Ok(()),
+                Ok((status, body)) => last = format!("status {status}: {body}"),
+                Err(e) => last = e,
+            }
+            thread::sleep(POLL);
+        }
+        self.stop();
+        Err(format!("etcd was not healthy within {ETCD_READY_TIMEOUT:?} (last probe: {last})"))
+    }
+
+    /// One HTTP/1.0 request to etcd's client port (so the answer is neither chunked nor kept
+    /// alive): (status, body).
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+        http10(self.addr(), method, path, body, ETCD_HTTP_TIMEOUT)
+    }
+
+    /// `POST /v3/…` on the JSON gateway; the JSON answer, or an error with etcd's message.
+    pub fn gateway(&self, path: &str, body: &Value) -> Result<Value, String> {
+        let (status, text) = self.request("POST", path, Some(&body.to_string()))?;
+        let json: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("POST {path}: status {status}, not JSON ({e}): {text}"))?;
+        if status != 200 || json.get("error").is_some() {
+            return Err(format!("POST {path}: status {status}: {text}"));
+        }
+        Ok(json)
+    }
+
+    /// The store's current revision (`header.revision` of a range request).
+    pub fn revision(&self) -> i64 {
+        let answer = self
+            .gateway("/v3/kv/range", &serde_json::json!({"key": "AA=="}))
+            .unwrap_or_else(|e| panic!("etcd revision: {e}"));
+        let revision = &answer["header"]["revision"];
+        // The gateway writes 64-bit integers as JSON strings.
+        revision
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| revision.as_i64())
+            .unwrap_or_else(|| panic!("no header.revision in etcd's answer: {answer}"))
+    }
+
+    /// Writes `key` = `value` (raw bytes, base64-encoded for the gateway); the new revision.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> i64 {
+        let body = serde_json::json!({"key": base64(key), "value": base64(value)});
+        let answer = self.gateway("/v3/kv/put", &body).unwrap_or_else(|e| panic!("etcd put: {e}"));
+        answer["header"]["revision"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no header.revision in etcd's answer: {answer}"))
+    }
+
+    /// The value of `key` read at `revision` (0: the latest); `Err` carries etcd's message,
+    /// e.g. `required revision has been compacted`.
+    pub fn get_at(&self, key: &[u8], revision: i64) -> Result<Option<Vec<u8>>, String> {
+        let body = serde_json::json!({"key": base64(key), "revision": revision.to_string()});
+        let answer = self.gateway("/v3/kv/range", &body)?;
+        match answer["kvs"].as_array().and_then(|kvs| kvs.first()) {
+            None => Ok(None),
+            Some(kv) => {
+                let value = kv["value"].as_str().unwrap_or("");
+                Ok(Some(unbase64(value).ok_or_else(|| format!("bad base64 value in {answer}"))?))
+            }
+        }
+    }
+
+    /// Compacts the store's history up to `revision` (physically: the compaction is done when
+    /// this returns). A watch that asks for an older revision is then refused as compacted.
+    pub fn compact(&self, revision: i64) {
+        let body = serde_json::json!({"revision": revision.to_string(), "physical": true});
+        if let Err(e) = self.gateway("/v3/kv/compaction", &body) {
+            panic!("etcd compaction at revision {revision}: {e}");
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Appends everything `pipe` yields to `log`, line by line, until EOF.
+fn drain(pipe: impl Read + Send + 'static, log: Arc<Mutex<String>>) {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => log.lock().unwrap().push_str(&String::from_utf8_lossy(&line)),
+            }
+        }
+    });
+}
+
+/// A minimal HTTP/1.0 client: one request, the response read to EOF; (status, body).
+pub fn http10(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).map_err(|e| format!("send {method} {path}: {e}"))?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(|e| format!("read the answer to {method} {path}: {e}"))?;
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or_else(|| format!("no end of headers in: {raw}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line in: {head}"))?;
+    Ok((status, body.to_owned()))
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding, as etcd's gateway expects for `bytes` fields.
+pub fn base64(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(BASE64[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes standard base64 (padding optional); `None` on a character outside the alphabet.
+pub fn unbase64(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let v = BASE64.iter().position(|&b| b == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// A proxy that can cut a node off from etcd
+// ---------------------------------------------------------------------------------------
+
+/// The two sockets of one forwarded connection, kept so that [`CutProxy::cut`] can close them.
+struct Pair {
+    client: TcpStream,
+    upstream: TcpStream,
+}
+
+impl Pair {
+    fn close(&self) {
+        // A reset rather than a FIN, as when a network path or a host disappears.
+        set_linger_zero(&self.client);
+        set_linger_zero(&self.upstream);
+        let _ = self.client.shutdown(Shutdown::Both);
+        let _ = self.upstream.shutdown(Shutdown::Both);
+    }
+}
+
+fn set_linger_zero(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt on a socket we own, with a correctly sized `linger`.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+struct ProxyState {
+    cut: AtomicBool,
+    stop: AtomicBool,
+    next_id: AtomicU64,
+    open: Mutex<HashMap<u64, Pair>>,
+}
+
+/// A TCP proxy on 127.0.0.1:0 forwarding to `target`, one thread per direction per
+/// connection; stopped (and every connection closed) when dropped.
+pub struct CutProxy {
+    addr: SocketAddr,
+    target: SocketAddr,
+    state: Arc<ProxyState>,
+    accept_loop: Option<JoinHandle<()>>,
+}
+
+impl CutProxy {
+    /// Starts forwarding 127.0.0.1:(free port) to `target` (e.g. `etcd.endpoint()`).
+    pub fn start(target: &str) -> CutProxy {
+        let target: SocketAddr = target.parse().unwrap_or_else(|e| panic!("proxy target `{target}`: {e}"));
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind the proxy");
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(ProxyState {
+            cut: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            next_id: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+        });
+        let accept_loop = {
+            let state = Arc::clone(&state);
+            thread::spawn(move || {
+                let mut errors = 0;
+                for conn in listener.incoming() {
+                    if state.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    match conn {
+                        Ok(client) => proxy_connection(client, target, &state),
+                        Err(_) if errors < 100 => errors += 1,
+                        Err(_) => break,
+                    }
+                }
+            })
+        };
+        CutProxy { addr, target, state, accept_loop: Some(accept_loop) }
+    }
+
+    /// `127.0.0.1:PORT`, where the proxy listens.
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// `etcd://127.0.0.1:PORT`, for `serve --store`.
+    pub fn url(&self) -> String {
+        format!("etcd://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes every open connection (with a reset) and, until [`CutProxy::restore`], closes
+    /// each new connection as soon as it is accepted.
+    pub fn cut(&self) {
+        self.state.cut.store(true, Ordering::SeqCst);
+        let open: Vec<Pair> = self.state.open.lock().unwrap().drain().map(|(_, p)| p).collect();
+        for pair in &open {
+            pair.close();
+        }
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.state.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// How many forwarded connections are open.
+    pub fn open_connections(&self) -> usize {
+        self.state.open.lock().unwrap().len()
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+        self.cut();
+        // Wakes the blocking accept so the loop sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2));
+        if let Some(handle) = self.accept_loop.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn proxy_connection(client: TcpStream, target: SocketAddr, state: &Arc<ProxyState>) {
+    if state.cut.load(Ordering::SeqCst) || state.stop.load(Ordering::SeqCst) {
+        set_linger_zero(&client);
+        return; // dropped: closed at once
+    }
+    let Ok(upstream) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) else {
+        set_linger_zero(&client);
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    let (Ok(client2), Ok(upstream2), Ok(client3), Ok(upstream3)) =
+        (client.try_clone(), upstream.try_clone(), client.try_clone(), upstream.try_clone())
+    else {
+        return;
+    };
+    let id = state.next_id.fetch_add(1, Ordering::SeqCst);
+    {
+        let mut open = state.open.lock().unwrap();
+        // A cut that raced with this accept must not miss the new pair.
+        if state.cut.load(Ordering::SeqCst) {
+            set_linger_zero(&client);
+            set_linger_zero(&upstream);
+            return;
+        }
+        open.insert(id, Pair { client: client3, upstream: upstream3 });
+    }
+    let up = {
+        let state = Arc::clone(state);
+        thread::spawn(move || {
+            copy_then_shutdown(client, upstream);
+            forget(&state, id);
+        })
+    };
+    let state = Arc::clone(state);
+    thread::spawn(move || {
+        copy_then_shutdown(upstream2, client2);
+        let _ = up.join();
+        forget(&state, id);
+    });
+}
+
+fn forget(state: &ProxyState, id: u64) {
+    state.open.lock().unwrap().remove(&id);
+}
+
+/// Copies `from` into `to` until EOF or an error, then passes the end on.
+fn copy_then_shutdown(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = [0u8; 16 * 1024];
+    // Bounded by the connection's life: each turn moves bytes or ends the loop.
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}

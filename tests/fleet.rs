@@ -1,0 +1,1170 @@
+//! Fleet mode: several `tcp-redirs serve` nodes sharing one redirection table in a real etcd
+//! (`serve --store etcd://…`). Each node serves its public ports and its control API on its
+//! own loopback address, so that every node can bind the same port; each test uses its own
+//! block of addresses (127.0.N.2, .3, .4), so that the tests, which run in parallel, never
+//! collide on a port. Nothing here sleeps to wait: waits poll a socket, an HTTP answer or a
+//! JSON field every 20 ms up to a bound.
+//!
+//! `cargo test --all-features --test fleet` (needs `/usr/bin/etcd`: `apt-get install etcd-server`).
+
+#![cfg(feature = "etcd")]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::ops::RangeInclusive;
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::etcd::{http10, CutProxy, Etcd};
+use common::*;
+use rand::Rng;
+use serde_json::{json, Value};
+
+/// The lease TTL of every node's liveness (`serve --node-ttl`), in seconds.
+const NODE_TTL_SECS: u64 = 2;
+/// How long a change made on one node may take to be live (or gone) on the others.
+const PROPAGATION: Duration = Duration::from_secs(1);
+/// Interval between two probes of a poll.
+const POLL: Duration = Duration::from_millis(20);
+/// The built-in namespaces, sorted.
+const NAMESPACES: [&str; 2] = ["cleverapps", "default"];
+/// Where the built-in namespaces take their ports (below the kernel's ephemeral range).
+const PUBLIC_PORTS: RangeInclusive<u16> = 5001..=32767;
+
+// ---------------------------------------------------------------------------------------
+// Polling
+// ---------------------------------------------------------------------------------------
+
+/// Runs `probe` every [`POLL`] until it answers `Ok` or `limit` has passed (then the last
+/// error); the value and how long it took.
+fn poll<T>(limit: Duration, mut probe: impl FnMut() -> Result<T, String>) -> Result<(T, Duration), String> {
+    let start = Instant::now();
+    let max_tries = limit.as_millis() as usize / POLL.as_millis() as usize + 2;
+    let mut last = String::from("never probed");
+    for _ in 0..max_tries.max(2) {
+        match probe() {
+            Ok(value) => return Ok((value, start.elapsed())),
+            Err(e) => last = e,
+        }
+        if start.elapsed() >= limit {
+            break;
+        }
+        thread::sleep(POLL);
+    }
+    Err(format!("still not the case after {:?}: {last}", start.elapsed()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Sockets on the nodes' public addresses
+// ---------------------------------------------------------------------------------------
+
+/// Connects to ip:port, sends 64 random bytes, half-closes, and expects them back.
+fn echo_via(ip: IpAddr, port: u16) -> Result<(), String> {
+    let addr = SocketAddr::new(ip, port);
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let data = random_bytes(64);
+    stream.write_all(&data).map_err(|e| format!("write to {addr}: {e}"))?;
+    stream.shutdown(Shutdown::Write).map_err(|e| format!("half-close {addr}: {e}"))?;
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).map_err(|e| format!("read from {addr} after {} bytes: {e}", back.len()))?;
+    if back != data {
+        return Err(format!("{addr} answered {} bytes that are not the 64 sent", back.len()));
+    }
+    Ok(())
+}
+
+/// `Ok` when ip:port refuses connections.
+fn refused_via(ip: IpAddr, port: u16) -> Result<(), String> {
+    let addr = SocketAddr::new(ip, port);
+    match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+        Ok(_) => Err(format!("{addr} still accepts connections")),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+        Err(e) => Err(format!("connecting to {addr} failed otherwise than refused: {e}")),
+    }
+}
+
+/// The ports of the public range that have a LISTEN socket bound on exactly `ip`
+/// (`/proc/net/tcp`): every listener any node holds there.
+fn listening_ports(ip: IpAddr) -> BTreeSet<u16> {
+    let IpAddr::V4(v4) = ip else { panic!("IPv4 only: {ip}") };
+    // The kernel prints the address as the hex of the 32-bit value in host order.
+    let wanted = format!("{:08X}", u32::from_le_bytes(v4.octets()));
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1)?;
+            let state = fields.nth(1)?;
+            let (addr, port) = local.split_once(':')?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            (state == "0A" && addr == wanted && PUBLIC_PORTS.contains(&port)).then_some(port)
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The fleet
+// ---------------------------------------------------------------------------------------
+
+/// One node of the fleet: how to start it, and the running server (none while killed).
+struct Node {
+    name: String,
+    ip: IpAddr,
+    builder: ServerBuilder,
+    server: Option<Server>,
+    /// The logs of its previous runs.
+    past_logs: String,
+}
+
+/// An etcd and nodes sharing it, all with the same admin token.
+struct Fleet {
+    // Declared first, dropped first: the nodes go before etcd.
+    nodes: Vec<Node>,
+    proxy: Option<CutProxy>,
+    etcd: Etcd,
+    token: String,
+    /// The shared default organisation's id.
+    org: String,
+}
+
+/// How to start one node: `(name, ip, extra args)`.
+type NodeSpec<'a> = (&'a str, &'a str, &'a [&'a str]);
+
+impl Fleet {
+    /// etcd, then every node at once (they race to set up the shared store), each on its IP
+    /// with `--node-ttl 2`; `behind_proxy` names the node whose store URL goes through a
+    /// [`CutProxy`].
+    fn start(specs: &[NodeSpec], behind_proxy: Option<&str>) -> Fleet {
+        let etcd = Etcd::start();
+        let proxy = behind_proxy.map(|_| CutProxy::start(&etcd.endpoint()));
+        let token = random_token();
+        let builders: Vec<(String, IpAddr, ServerBuilder)> = specs
+            .iter()
+            .map(|&(name, ip, extra)| {
+                let store = match &proxy {
+                    Some(proxy) if behind_proxy == Some(name) => proxy.url(),
+                    _ => etcd.url(),
+                };
+                let ttl = NODE_TTL_SECS.to_string();
+                let builder = Server::builder()
+                    .ip(ip)
+                    .token(&token)
+                    .args(&["--store", &store, "--node", name, "--node-ttl", &ttl])
+                    .args(extra);
+                (name.to_owned(), ip.parse().expect("node IP"), builder)
+            })
+            .collect();
+        let servers: Vec<Server> = thread::scope(|scope| {
+            let starting: Vec<_> =
+                builders.iter().map(|(_, _, builder)| scope.spawn(|| builder.clone().start())).collect();
+            starting
+                .into_iter()
+                .map(|handle| handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        let nodes = builders
+            .into_iter()
+            .zip(servers)
+            .map(|((name, ip, builder), server)| Node {
+                name,
+                ip,
+                builder,
+                server: Some(server),
+                past_logs: String::new(),
+            })
+            .collect();
+        let mut fleet = Fleet { nodes, proxy, etcd, token, org: String::new() };
+        fleet.org = fleet.shared_default_org();
+        fleet
+    }
+
+    fn node(&self, name: &str) -> &Node {
+        self.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    fn node_mut(&mut self, name: &str) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// The running server of node `name`.
+    fn server(&self, name: &str) -> &Server {
+        self.node(name).server.as_ref().unwrap_or_else(|| panic!("node {name} is not running"))
+    }
+
+    fn ip(&self, name: &str) -> IpAddr {
+        self.node(name).ip
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// SIGKILLs node `name` (and reaps it); its data dir stays.
+    fn kill(&mut self, name: &str) {
+        let node = self.node_mut(name);
+        let server = node.server.take().unwrap_or_else(|| panic!("node {name} is not running"));
+        node.past_logs.push_str(&server.log());
+        node.past_logs.push_str("--- killed (SIGKILL) by the test ---\n");
+        drop(server); // SIGKILL and reap
+    }
+
+    /// Starts node `name` again with the same arguments, data dir and token.
+    fn restart(&mut self, name: &str) {
+        let node = self.node_mut(name);
+        assert!(node.server.is_none(), "node {name} is still running");
+        node.server = Some(node.builder.clone().start());
+    }
+
+    /// Every node's log (the last lines of each run) and etcd's, for failure messages.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for node in &self.nodes {
+            let mut log = node.past_logs.clone();
+            if let Some(server) = &node.server {
+                log.push_str(&server.log());
+            }
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            out.push_str(&format!(
+                "--- node {} ({}) log, last {} lines ---\n",
+                node.name,
+                node.ip,
+                tail.len()
+            ));
+            for line in tail {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        let etcd = self.etcd.log();
+        let lines: Vec<&str> = etcd.lines().collect();
+        out.push_str("--- etcd output, last lines ---\n");
+        for line in &lines[lines.len().saturating_sub(20)..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Polls `probe` up to `limit`; panics with `what`, the last error and the logs.
+    fn must<T>(&self, limit: Duration, what: &str, probe: impl FnMut() -> Result<T, String>) -> T {
+        match poll(limit, probe) {
+            Ok((value, took)) => {
+                eprintln!("[fleet] {what}: after {took:?}");
+                value
+            }
+            Err(e) => panic!("{what} (bound {limit:?}): {e}\n{}", self.logs()),
+        }
+    }
+
+    /// Panics with `message` and the logs.
+    fn fail(&self, message: &str) -> ! {
+        panic!("{message}\n{}", self.logs())
+    }
+
+    /// The default organisation's id, checked to be the same single `default` on every node.
+    fn shared_default_org(&self) -> String {
+        let mut ids = BTreeMap::new();
+        for name in self.names() {
+            let orgs = self.server(&name).api("GET", "/v2/organisations", None).ok_json();
+            let defaults: Vec<&Value> =
+                orgs.as_array().unwrap_or_else(|| panic!("not an array: {orgs}")).iter().collect();
+            if defaults.len() != 1 || defaults[0]["name"] != "default" {
+                self.fail(&format!("node {name} must show exactly one organisation, `default`: {orgs}"));
+            }
+            ids.insert(name, defaults[0]["id"].as_str().expect("organisation id").to_owned());
+        }
+        let distinct: BTreeSet<&String> = ids.values().collect();
+        if distinct.len() != 1 {
+            self.fail(&format!("the nodes do not share one default organisation: {ids:?}"));
+        }
+        ids.into_values().next().expect("at least one node")
+    }
+
+    /// A raw API call with the admin token on node `name`; `Err` when no answer came.
+    fn call(&self, name: &str, method: &str, path: &str, body: Option<&str>) -> Result<HttpResponse, String> {
+        let server = self.server(name);
+        try_http(server.addr, method, path, Some(&format!("Bearer {}", self.token)), body, IO_TIMEOUT)
+            .map_err(|e| format!("node {name}: {e}"))
+    }
+
+    /// A raw API call that must get an answer.
+    fn api(&self, name: &str, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
+        self.call(name, method, path, body).unwrap_or_else(|e| self.fail(&e))
+    }
+
+    fn apps_path(&self) -> String {
+        format!("/v2/organisations/{}/applications", self.org)
+    }
+
+    fn redirs_path(&self, app: &str) -> String {
+        format!("/v2/organisations/{}/applications/{app}/tcpRedirs", self.org)
+    }
+
+    /// Creates an application on node `name` with one instance; its id.
+    fn create_app(&self, name: &str, app: &str, instance: SocketAddr) -> String {
+        let body = json!({"name": app, "instances": [{"address": instance.to_string()}]}).to_string();
+        let created = self.api(name, "POST", &self.apps_path(), Some(&body));
+        if !matches!(created.status, 200 | 201) {
+            self.fail(&format!("create {app} on {name}: status {} {}", created.status, created.text()));
+        }
+        created.json()["id"].as_str().expect("application id").to_owned()
+    }
+
+    /// `POST …/tcpRedirs` on node `name`.
+    fn add(&self, name: &str, app: &str, namespace: &str) -> HttpResponse {
+        self.api(name, "POST", &self.redirs_path(app), Some(&json!({"namespace": namespace}).to_string()))
+    }
+
+    /// An add that must succeed; the new redirection's JSON.
+    fn add_ok(&self, name: &str, app: &str, namespace: &str) -> Value {
+        let added = self.add(name, app, namespace);
+        if !matches!(added.status, 200 | 201) {
+            self.fail(&format!(
+                "add {app} in {namespace} on {name}: status {} {}",
+                added.status,
+                added.text()
+            ));
+        }
+        added.json()
+    }
+
+    /// `DELETE …/tcpRedirs/PORT?namespace=NS` on node `name`.
+    fn remove(&self, name: &str, app: &str, namespace: &str, port: u16) -> HttpResponse {
+        self.api(name, "DELETE", &format!("{}/{port}?namespace={namespace}", self.redirs_path(app)), None)
+    }
+
+    fn remove_ok(&self, name: &str, app: &str, namespace: &str, port: u16) {
+        let removed = self.remove(name, app, namespace, port);
+        if removed.status != 200 {
+            self.fail(&format!(
+                "remove {namespace}:{port} of {app} on {name}: status {} {}",
+                removed.status,
+                removed.text()
+            ));
+        }
+    }
+
+    /// `GET …/tcpRedirs` of `app` on node `name`: the raw redirection objects.
+    fn list_json(&self, name: &str, app: &str) -> Result<Vec<Value>, String> {
+        let listed = self.call(name, "GET", &self.redirs_path(app), None)?;
+        if listed.status != 200 {
+            return Err(format!("list of {app} on {name}: status {} {}", listed.status, listed.text()));
+        }
+        match listed.json() {
+            Value::Array(items) => Ok(items),
+            other => Err(format!("list of {app} on {name} is not an array: {other}")),
+        }
+    }
+
+    /// `app`'s (namespace, port) pairs as node `name` lists them, sorted.
+    fn list(&self, name: &str, app: &str) -> Result<BTreeSet<(String, u16)>, String> {
+        Ok(redirections(&Value::Array(self.list_json(name, app)?)).into_iter().collect())
+    }
+
+    /// `GET /v2/nodes` on node `name`.
+    fn nodes_json(&self, name: &str) -> Result<Vec<Value>, String> {
+        let answer = self.call(name, "GET", "/v2/nodes", None)?;
+        if answer.status != 200 {
+            return Err(format!("GET /v2/nodes on {name}: status {} {}", answer.status, answer.text()));
+        }
+        match answer.json() {
+            Value::Array(items) => Ok(items),
+            other => Err(format!("GET /v2/nodes on {name} is not an array: {other}")),
+        }
+    }
+}
+
+/// The `nodes` field of a redirection as node name → state.
+fn node_states(redirection: &Value) -> Result<BTreeMap<String, String>, String> {
+    let nodes =
+        redirection["nodes"].as_array().ok_or_else(|| format!("no `nodes` array in {redirection}"))?;
+    nodes
+        .iter()
+        .map(|n| match (n["node"].as_str(), n["state"].as_str()) {
+            (Some(node), Some(state)) => Ok((node.to_owned(), state.to_owned())),
+            _ => Err(format!("a `nodes` entry without string `node` and `state`: {redirection}")),
+        })
+        .collect()
+}
+
+/// `Ok` when each of `names` shows `listening` in the redirection's `nodes`.
+fn listening_on(redirection: &Value, names: &[String]) -> Result<(), String> {
+    let states = node_states(redirection)?;
+    for name in names {
+        if states.get(name).map(String::as_str) != Some("listening") {
+            return Err(format!("node {name} is not `listening` in {redirection}"));
+        }
+    }
+    Ok(())
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+// ---------------------------------------------------------------------------------------
+// The harness itself (needs no fleet mode)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn etcd_harness_starts_and_compacts() {
+    let mut etcd = Etcd::start();
+    let first = etcd.revision();
+    assert!(first >= 1, "a fresh etcd is at revision 1 or more, got {first}");
+
+    let older = etcd.put(b"/harness/k", b"one");
+    let newer = etcd.put(b"/harness/k", b"two");
+    assert_eq!(newer, older + 1, "each put makes one revision");
+    assert_eq!(etcd.revision(), newer);
+    assert_eq!(etcd.get_at(b"/harness/k", older).unwrap(), Some(b"one".to_vec()));
+
+    etcd.compact(newer);
+    let compacted = etcd.get_at(b"/harness/k", older).expect_err("a read below the compaction must fail");
+    assert!(compacted.contains("compacted"), "etcd should say the revision was compacted: {compacted}");
+    assert_eq!(etcd.get_at(b"/harness/k", 0).unwrap(), Some(b"two".to_vec()));
+
+    // The proxy forwards, cuts open and new connections, and forwards again.
+    let proxy = CutProxy::start(&etcd.endpoint());
+    let health = |addr: SocketAddr| http10(addr, "GET", "/health", None, Duration::from_secs(5));
+    let (status, body) = health(proxy.addr()).expect("health through the proxy");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""health":"true""#), "{body}");
+
+    let mut held = TcpStream::connect(proxy.addr()).expect("connect through the proxy");
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (_, took) = poll(Duration::from_secs(2), || match proxy.open_connections() {
+        1 => Ok(()),
+        n => Err(format!("{n} open connections through the proxy")),
+    })
+    .unwrap();
+    eprintln!("[harness] proxy connection registered after {took:?}");
+    proxy.cut();
+    let mut buf = [0u8; 16];
+    match held.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut => {}
+        other => panic!("a connection open through a cut proxy must be closed, read gave {other:?}"),
+    }
+    assert!(health(proxy.addr()).is_err(), "a cut proxy must not forward a new connection");
+    proxy.restore();
+    let (status, _) = health(proxy.addr()).expect("health through the restored proxy");
+    assert_eq!(status, 200);
+
+    // stop keeps the data; restart comes back on the same port with it.
+    etcd.stop();
+    assert!(!etcd.is_running());
+    assert!(health(etcd.addr()).is_err(), "a stopped etcd must not answer");
+    etcd.restart();
+    assert!(etcd.is_running());
+    assert_eq!(etcd.revision(), newer, "the restarted etcd keeps its data");
+    assert_eq!(etcd.get_at(b"/harness/k", 0).unwrap(), Some(b"two".to_vec()));
+}
+
+// ---------------------------------------------------------------------------------------
+// Fleet mode
+// ---------------------------------------------------------------------------------------
+
+/// What one worker call did (every field shows in failure messages, through `Debug`).
+#[derive(Debug)]
+#[allow(dead_code)]
+struct Op {
+    worker: usize,
+    node: &'static str,
+    action: &'static str,
+    app: String,
+    namespace: &'static str,
+    port: Option<u16>,
+    status: u16,
+    body: String,
+}
+
+#[test]
+fn three_nodes_share_one_table_under_concurrent_changes() {
+    let fleet =
+        Fleet::start(&[("a", "127.0.0.2", &[]), ("b", "127.0.0.3", &[]), ("c", "127.0.0.4", &[])], None);
+    let names = fleet.names();
+    let echo = TcpService::echo();
+    const NODES: [&str; 3] = ["a", "b", "c"];
+
+    // 30 applications, created round-robin on the three nodes; each node sees them all.
+    let apps: Vec<String> =
+        (0..30).map(|i| fleet.create_app(NODES[i % 3], &format!("app-{i:02}"), echo.addr())).collect();
+    let all_apps: BTreeSet<&String> = apps.iter().collect();
+    for node in NODES {
+        fleet.must(PROPAGATION, &format!("node {node} lists the 30 applications"), || {
+            let listed = fleet.call(node, "GET", &fleet.apps_path(), None)?.json();
+            let ids: BTreeSet<String> = listed
+                .as_array()
+                .ok_or_else(|| format!("not an array: {listed}"))?
+                .iter()
+                .filter_map(|a| a["id"].as_str().map(str::to_owned))
+                .collect();
+            let missing: Vec<&&String> = all_apps.iter().filter(|id| !ids.contains(id.as_str())).collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} missing: {missing:?}", missing.len()))
+            }
+        });
+    }
+
+    // 6 workers x 40 random adds and removes, spread over the three nodes, on the same
+    // applications: concurrent changes of one pair from two nodes are the point.
+    let ops = Mutex::new(Vec::<Op>::new());
+    thread::scope(|scope| {
+        for worker in 0..6 {
+            let (fleet, apps, ops) = (&fleet, &apps, &ops);
+            scope.spawn(move || {
+                let mut rng = rand::rng();
+                for _ in 0..40 {
+                    let node = NODES[rng.random_range(0..3)];
+                    let app = &apps[rng.random_range(0..apps.len())];
+                    let namespace = NAMESPACES[rng.random_range(0..2)];
+                    let op = if rng.random_bool(0.55) {
+                        match fleet.call(
+                            node,
+                            "POST",
+                            &fleet.redirs_path(app),
+                            Some(&json!({"namespace": namespace}).to_string()),
+                        ) {
+                            Ok(answer) => Op {
+                                worker,
+                                node,
+                                action: "add",
+                                app: app.clone(),
+                                namespace,
+                                port: serde_json::from_slice::<Value>(&answer.body)
+                                    .ok()
+                                    .and_then(|b| b.get("port").and_then(Value::as_u64))
+                                    .map(|p| p as u16),
+                                status: answer.status,
+                                body: answer.text(),
+                            },
+                            Err(e) => Op {
+                                worker,
+                                node,
+                                action: "add",
+                                app: app.clone(),
+                                namespace,
+                                port: None,
+                                status: 0,
+                                body: e,
+                            },
+                        }
+                    } else {
+                        let Ok(listed) = fleet.list(node, app) else { continue };
+                        let Some(&(_, port)) = listed.iter().find(|(ns, _)| ns == namespace) else {
+                            continue;
+                        };
+                        let path = format!("{}/{port}?namespace={namespace}", fleet.redirs_path(app));
+                        let (status, body) = match fleet.call(node, "DELETE", &path, None) {
+                            Ok(answer) => (answer.status, answer.text()),
+                            Err(e) => (0, e),
+                        };
+                        Op {
+                            worker,
+                            node,
+                            action: "remove",
+                            app: app.clone(),
+                            namespace,
+                            port: Some(port),
+                            status,
+                            body,
+                        }
+                    };
+                    ops.lock().unwrap().push(op);
+                }
+            });
+        }
+    });
+    let ops = ops.into_inner().unwrap();
+
+    // Every answer is one the spec allows: add 201 or 409 id 4090 (the application already
+    // has one there, maybe just added through another node); remove 200 or 404 id 4044
+    // (another worker removed it first).
+    let error_id = |op: &Op| serde_json::from_str::<Value>(&op.body).ok().and_then(|b| b["id"].as_i64());
+    let unexpected: Vec<&Op> = ops
+        .iter()
+        .filter(|op| match op.action {
+            "add" => !(matches!(op.status, 200 | 201) || (op.status == 409 && error_id(op) == Some(4090))),
+            _ => !(op.status == 200 || (op.status == 404 && error_id(op) == Some(4044))),
+        })
+        .collect();
+    let added: Vec<&Op> =
+        ops.iter().filter(|op| op.action == "add" && matches!(op.status, 200 | 201)).collect();
+    let removed = ops.iter().filter(|op| op.action == "remove" && op.status == 200).count();
+    let conflicts = ops.iter().filter(|op| op.status == 409).count();
+    eprintln!(
+        "[fleet] {} calls: {} adds succeeded, {conflicts} answered 409, {removed} removes succeeded",
+        ops.len(),
+        added.len()
+    );
+    if !unexpected.is_empty() {
+        fleet.fail(&format!(
+            "{} calls got an answer the spec does not allow: {unexpected:#?}",
+            unexpected.len()
+        ));
+    }
+    // Each successful add answered with per-node states; none may be `unbound` (no other
+    // program holds these addresses).
+    let mut not_listening = Vec::new();
+    for op in &added {
+        let answer: Value = serde_json::from_str(&op.body).unwrap();
+        match node_states(&answer) {
+            Ok(states) if states.values().all(|s| s == "listening") && states.len() == 3 => {}
+            Ok(states) => {
+                not_listening.push(format!("{} {}:{:?} -> {states:?}", op.node, op.namespace, op.port))
+            }
+            Err(e) => fleet.fail(&e),
+        }
+    }
+    if !not_listening.is_empty() {
+        eprintln!("[fleet] adds that answered before every node listened: {not_listening:#?}");
+        assert!(
+            not_listening.iter().all(|s| !s.contains("unbound")),
+            "an add answered `unbound` on a node although nothing else holds the port: {not_listening:#?}"
+        );
+    }
+
+    // The three nodes converge on one table.
+    let table = fleet.must(Duration::from_secs(3), "the three nodes list the same table", || {
+        let mut tables = Vec::new();
+        for node in NODES {
+            let mut table = BTreeMap::new();
+            for app in &apps {
+                table.insert(app.clone(), fleet.list_json(node, app)?);
+            }
+            tables.push(table);
+        }
+        let pairs = |t: &BTreeMap<String, Vec<Value>>| -> BTreeMap<String, BTreeSet<(String, u16)>> {
+            t.iter()
+                .map(|(app, l)| (app.clone(), redirections(&Value::Array(l.clone())).into_iter().collect()))
+                .collect()
+        };
+        let (a, b, c) = (pairs(&tables[0]), pairs(&tables[1]), pairs(&tables[2]));
+        if a != b || a != c {
+            let differ: Vec<&String> =
+                apps.iter().filter(|app| a[*app] != b[*app] || a[*app] != c[*app]).collect();
+            return Err(format!(
+                "they differ on {differ:?}: a {:?} / b {:?} / c {:?}",
+                differ.first().map(|x| &a[*x]),
+                differ.first().map(|x| &b[*x]),
+                differ.first().map(|x| &c[*x])
+            ));
+        }
+        Ok(tables.swap_remove(0))
+    });
+
+    // One redirection at most per application and namespace; no (namespace, port) twice.
+    let mut holders: HashMap<(String, u16), Vec<&String>> = HashMap::new();
+    for (app, list) in &table {
+        let pairs = redirections(&Value::Array(list.clone()));
+        for namespace in NAMESPACES {
+            let n = pairs.iter().filter(|(ns, _)| ns == namespace).count();
+            if n > 1 {
+                fleet.fail(&format!("{app} has {n} redirections in {namespace}: {pairs:?}"));
+            }
+        }
+        for pair in pairs {
+            holders.entry(pair).or_default().push(app);
+        }
+    }
+    let doubles: Vec<_> = holders.iter().filter(|(_, apps)| apps.len() > 1).collect();
+    if !doubles.is_empty() {
+        fleet.fail(&format!("ports given twice in a namespace: {doubles:?}"));
+    }
+    let live: BTreeSet<u16> = holders.keys().map(|(_, port)| *port).collect();
+    eprintln!("[fleet] {} redirections live at the end", holders.len());
+
+    // Every node reports listening on every redirection.
+    fleet.must(Duration::from_secs(3), "every listed redirection shows a, b and c `listening`", || {
+        for app in &apps {
+            for redirection in fleet.list_json("a", app)? {
+                listening_on(&redirection, &names)?;
+            }
+        }
+        Ok(())
+    });
+
+    // Every listed port forwards through each node's address.
+    for node in &fleet.nodes {
+        for &port in &live {
+            if let Err(e) = echo_via(node.ip, port) {
+                fleet.fail(&format!("listed port {port} does not forward through node {}: {e}", node.name));
+            }
+        }
+    }
+
+    // Each node's address has exactly the listed ports listening: nothing removed lingers.
+    for node in &fleet.nodes {
+        fleet.must(PROPAGATION, &format!("node {} listens on exactly the listed ports", node.name), || {
+            let listening = listening_ports(node.ip);
+            if listening == live {
+                Ok(())
+            } else {
+                Err(format!(
+                    "listening but not listed: {:?}; listed but not listening: {:?}",
+                    listening.difference(&live).collect::<Vec<_>>(),
+                    live.difference(&listening).collect::<Vec<_>>()
+                ))
+            }
+        });
+    }
+    let gone: BTreeSet<u16> = added.iter().filter_map(|op| op.port).filter(|p| !live.contains(p)).collect();
+    eprintln!("[fleet] {} ports were added then removed for good", gone.len());
+    for node in &fleet.nodes {
+        for &port in &gone {
+            if let Err(e) = refused_via(node.ip, port) {
+                fleet.fail(&format!("removed port {port} on node {}: {e}", node.name));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_change_on_one_node_is_live_on_the_others() {
+    let fleet =
+        Fleet::start(&[("a", "127.0.2.2", &[]), ("b", "127.0.2.3", &[]), ("c", "127.0.2.4", &[])], None);
+    let names = fleet.names();
+    let echo = TcpService::echo();
+    let app = fleet.create_app("a", "shared-db", echo.addr());
+
+    // Added on a: the answer says every node listens, and b and c forward it.
+    let added = fleet.add_ok("a", &app, "default");
+    let port = port_of(&added);
+    if let Err(e) = listening_on(&added, &names) {
+        fleet.fail(&format!("the add returns once every live node listens: {e}"));
+    }
+    for node in ["a", "b", "c"] {
+        let ip = fleet.ip(node);
+        fleet.must(PROPAGATION, &format!("port {port} added on a forwards through {node}"), || {
+            echo_via(ip, port)
+        });
+    }
+    for node in ["b", "c"] {
+        fleet.must(PROPAGATION, &format!("node {node} lists the redirection added on a"), || {
+            match fleet.list(node, &app)? {
+                l if l.contains(&("default".to_owned(), port)) => Ok(()),
+                l => Err(format!("lists {l:?}")),
+            }
+        });
+    }
+    // A second add for the same application and namespace, on another node: 409 id 4090.
+    let second = fleet.add("b", &app, "default");
+    second.assert_error(409);
+    assert_eq!(second.json()["id"], 4090, "{}", second.text());
+
+    // Removed on c: gone from c at once, from a and b within a second.
+    fleet.remove_ok("c", &app, "default", port);
+    if let Err(e) = refused_via(fleet.ip("c"), port) {
+        fleet.fail(&format!("the node that removed the port must have closed it before answering: {e}"));
+    }
+    for node in ["a", "b"] {
+        let ip = fleet.ip(node);
+        fleet.must(PROPAGATION, &format!("port {port} removed on c refuses through {node}"), || {
+            refused_via(ip, port)
+        });
+        fleet.must(PROPAGATION, &format!("node {node} no longer lists the removed redirection"), || {
+            match fleet.list(node, &app)? {
+                l if l.is_empty() => Ok(()),
+                l => Err(format!("lists {l:?}")),
+            }
+        });
+    }
+
+    // Organisations and credentials are shared: a token issued on a works on c at once;
+    // revoked on c, a refuses it within a second.
+    let org = fleet.api("a", "POST", "/v2/organisations", Some(r#"{"name":"acme"}"#)).ok_json();
+    let org_id = org["id"].as_str().expect("org id").to_owned();
+    let issued = fleet
+        .api("a", "POST", &format!("/v2/organisations/{org_id}/tokens"), Some(r#"{"name":"ci"}"#))
+        .ok_json();
+    let bearer = format!("Bearer {}", issued["token"].as_str().expect("token"));
+    let token_id = issued["id"].as_str().expect("token id");
+    let as_ci = |node: &str| {
+        try_http(fleet.server(node).addr, "GET", "/v2/organisations", Some(&bearer), None, IO_TIMEOUT)
+    };
+    let first = as_ci("c").unwrap_or_else(|e| fleet.fail(&e));
+    if first.status != 200 {
+        // Say how long it did take, if it ever works.
+        let later = poll(Duration::from_secs(3), || match as_ci("c")?.status {
+            200 => Ok(()),
+            s => Err(format!("status {s}")),
+        });
+        fleet.fail(&format!(
+            "a token issued on a must work on c at once; first try: {} {}; then: {later:?}",
+            first.status,
+            first.text()
+        ));
+    }
+    assert_eq!(first.json(), json!([{"id": org_id, "name": "acme"}]), "the token sees its organisation only");
+
+    fleet.api("c", "DELETE", &format!("/v2/organisations/{org_id}/tokens/{token_id}"), None).ok_json();
+    match as_ci("c") {
+        Ok(r) if r.status == 401 => {}
+        other => fleet.fail(&format!("the node that revoked the token must refuse it at once: {other:?}")),
+    }
+    fleet.must(PROPAGATION, "the token revoked on c is refused on a", || match as_ci("a")?.status {
+        401 => Ok(()),
+        s => Err(format!("a answered {s}")),
+    });
+}
+
+#[test]
+fn a_node_that_was_away_past_a_compaction_resyncs() {
+    let fleet = Fleet::start(&[("a", "127.0.3.2", &[]), ("b", "127.0.3.3", &[])], Some("b"));
+    let proxy = fleet.proxy.as_ref().expect("b's proxy");
+    let echo = TcpService::echo();
+    let [x, y, z] = ["x", "y", "z"].map(|name| fleet.create_app("a", name, echo.addr()));
+    let removed = port_of(&fleet.add_ok("a", &x, "default"));
+    let kept = port_of(&fleet.add_ok("a", &y, "cleverapps"));
+    let b = fleet.ip("b");
+    for port in [removed, kept] {
+        fleet.must(PROPAGATION, &format!("port {port} forwards through b before the cut"), || {
+            echo_via(b, port)
+        });
+    }
+
+    // b loses etcd; a removes one redirection and adds another; the history is compacted.
+    proxy.cut();
+    let before = fleet.etcd.revision();
+    fleet.remove_ok("a", &x, "default", removed);
+    let added = fleet.add_ok("a", &z, "default");
+    let new = port_of(&added);
+    eprintln!("[fleet] the add while b was cut off answered {}", added["nodes"]);
+    // More history than b ever saw, then compacted away.
+    for _ in 0..3 {
+        let again = fleet.add_ok("a", &x, "cleverapps");
+        fleet.remove_ok("a", &x, "cleverapps", port_of(&again));
+    }
+    let revision = fleet.etcd.revision();
+    assert!(revision > before, "the changes made revisions ({before} -> {revision})");
+    fleet.etcd.compact(revision);
+    // b keeps forwarding what it has meanwhile.
+    if let Err(e) = echo_via(b, kept) {
+        fleet.fail(&format!("b must keep forwarding while it cannot reach etcd: {e}"));
+    }
+
+    // b comes back: it reloads the table and listens on exactly the right ports.
+    proxy.restore();
+    let want: BTreeSet<u16> = [kept, new].into();
+    fleet.must(
+        Duration::from_secs(10),
+        &format!("b listens on exactly {want:?} after the compaction"),
+        || match listening_ports(b) {
+            l if l == want => Ok(()),
+            l => Err(format!("b listens on {l:?}")),
+        },
+    );
+    if let Err(e) = echo_via(b, new) {
+        fleet.fail(&format!("the port added while b was away must forward through b: {e}"));
+    }
+    if let Err(e) = refused_via(b, removed) {
+        fleet.fail(&format!("the port removed while b was away: {e}"));
+    }
+    for app in [&x, &y, &z] {
+        fleet.must(PROPAGATION, &format!("b lists what a lists for {app}"), || {
+            let (on_a, on_b) = (fleet.list("a", app)?, fleet.list("b", app)?);
+            if on_a == on_b {
+                Ok(())
+            } else {
+                Err(format!("a {on_a:?}, b {on_b:?}"))
+            }
+        });
+    }
+    // And b takes part in changes again: an add on b is live on a.
+    let again = port_of(&fleet.add_ok("b", &x, "default"));
+    let a = fleet.ip("a");
+    fleet.must(PROPAGATION, "an add on b after the resync forwards through a", || echo_via(a, again));
+}
+
+#[test]
+fn a_killed_node_catches_up_and_its_lease_never_removes_redirections() {
+    let mut fleet = Fleet::start(&[("a", "127.0.4.2", &[]), ("b", "127.0.4.3", &[])], None);
+    let echo = TcpService::echo();
+    let [x, y, z] = ["x", "y", "z"].map(|name| fleet.create_app("a", name, echo.addr()));
+    let (a, b) = (fleet.ip("a"), fleet.ip("b"));
+    let by_b = port_of(&fleet.add_ok("b", &x, "default"));
+    let by_a = port_of(&fleet.add_ok("a", &y, "default"));
+    fleet.must(PROPAGATION, "b's redirection forwards through a", || echo_via(a, by_b));
+
+    // kill -9 b, then change the table while it is dead.
+    fleet.kill("b");
+    let killed_at = Instant::now();
+    fleet.remove_ok("a", &y, "default", by_a);
+    let while_dead = port_of(&fleet.add_ok("a", &z, "cleverapps"));
+
+    // Its lease expires: a shows it down within TTL + 3 s...
+    let limit = Duration::from_secs(NODE_TTL_SECS + 3).saturating_sub(killed_at.elapsed());
+    fleet.must(limit, "a shows b `down` within TTL + 3 s of the kill", || {
+        let nodes = fleet.nodes_json("a")?;
+        match nodes.iter().find(|n| n["name"] == "b") {
+            Some(n) if n["state"] == "down" => Ok(()),
+            other => Err(format!("b is {other:?} in {nodes:?}")),
+        }
+    });
+    let cli = fleet.server("a").cli_json(&["nodes", "-F", "json"]);
+    let b_entry = cli.as_array().and_then(|l| l.iter().find(|n| n["name"] == "b")).cloned();
+    assert_eq!(
+        b_entry.as_ref().map(|n| n["state"].clone()),
+        Some(json!("down")),
+        "`nodes -F json` on a: {cli}"
+    );
+
+    // ...and that removes nothing: what b created is still listed and still forwards via a.
+    match fleet.list("a", &x) {
+        Ok(l) if l == BTreeSet::from([("default".to_owned(), by_b)]) => {}
+        other => fleet.fail(&format!("b's redirection must outlive b's lease; a lists {other:?}")),
+    }
+    if let Err(e) = echo_via(a, by_b) {
+        fleet.fail(&format!("b's redirection must keep forwarding through a after b's lease expired: {e}"));
+    }
+    for port in [by_b, while_dead] {
+        if let Err(e) = echo_via(a, port) {
+            fleet.fail(&format!("port {port} through a: {e}"));
+        }
+    }
+
+    // b comes back with the same arguments: it serves the table as it is now.
+    fleet.restart("b");
+    let want: BTreeSet<u16> = [by_b, while_dead].into();
+    fleet.must(
+        PROPAGATION,
+        &format!("the restarted b listens on exactly {want:?}"),
+        || match listening_ports(b) {
+            l if l == want => Ok(()),
+            l => Err(format!("b listens on {l:?}")),
+        },
+    );
+    for port in [by_b, while_dead] {
+        if let Err(e) = echo_via(b, port) {
+            fleet.fail(&format!("port {port} through the restarted b: {e}"));
+        }
+    }
+    if let Err(e) = refused_via(b, by_a) {
+        fleet.fail(&format!("the port removed while b was dead: {e}"));
+    }
+    fleet.must(Duration::from_secs(NODE_TTL_SECS + 1), "a shows b `up` again", || {
+        let nodes = fleet.nodes_json("a")?;
+        match nodes.iter().find(|n| n["name"] == "b") {
+            Some(n) if n["state"] == "up" => Ok(()),
+            other => Err(format!("b is {other:?}")),
+        }
+    });
+    match fleet.list("b", &z) {
+        Ok(l) if l == BTreeSet::from([("cleverapps".to_owned(), while_dead)]) => {}
+        other => fleet.fail(&format!("the restarted b lists for z: {other:?}")),
+    }
+}
+
+#[test]
+fn etcd_down_keeps_forwarding_and_refuses_changes_with_503() {
+    let mut fleet = Fleet::start(&[("a", "127.0.5.2", &[]), ("b", "127.0.5.3", &[])], None);
+    let echo = TcpService::echo();
+    let [x, y] = ["x", "y"].map(|name| fleet.create_app("a", name, echo.addr()));
+    let (a, b) = (fleet.ip("a"), fleet.ip("b"));
+    let port = port_of(&fleet.add_ok("a", &x, "default"));
+    fleet.must(PROPAGATION, "the port forwards through b", || echo_via(b, port));
+
+    // A connection open through a before etcd goes.
+    let mut open =
+        TcpStream::connect_timeout(&SocketAddr::new(a, port), Duration::from_secs(2)).expect("connect");
+    open.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let round_trip = |stream: &mut TcpStream, what: &str| {
+        let data = random_bytes(32);
+        let mut back = [0u8; 32];
+        let result = stream.write_all(&data).and_then(|_| stream.read_exact(&mut back));
+        match result {
+            Ok(()) if back[..] == data[..] => Ok(()),
+            Ok(()) => Err(format!("{what}: the echo differs")),
+            Err(e) => Err(format!("{what}: {e}")),
+        }
+    };
+    round_trip(&mut open, "before etcd stops").unwrap();
+
+    fleet.etcd.stop();
+
+    if let Err(e) = round_trip(&mut open, "the open connection once etcd is down") {
+        fleet.fail(&e);
+    }
+    for (name, ip) in [("a", a), ("b", b)] {
+        if let Err(e) = echo_via(ip, port) {
+            fleet.fail(&format!("a new connection through {name} with etcd down: {e}"));
+        }
+    }
+
+    // Changes answer 503 id 5030 naming etcd; reads answer from the node's copy.
+    let check_503 = |node: &str, method: &str, path: &str, body: Option<&str>| {
+        let started = Instant::now();
+        let answer = fleet.call(node, method, path, body).unwrap_or_else(|e| fleet.fail(&e));
+        eprintln!("[fleet] {method} {path} on {node} with etcd down answered in {:?}", started.elapsed());
+        if answer.status != 503 {
+            fleet.fail(&format!(
+                "{method} {path} on {node} with etcd down must answer 503, got {} {}",
+                answer.status,
+                answer.text()
+            ));
+        }
+        let error = answer.json();
+        assert_eq!(error["type"], "error", "{error}");
+        assert_eq!(error["id"], 5030, "{error}");
+        let message = error["message"].as_str().unwrap_or_default().to_lowercase();
+        assert!(message.contains("etcd"), "the message must name the store: {error}");
+    };
+    check_503("a", "POST", &fleet.redirs_path(&y), Some(r#"{"namespace":"default"}"#));
+    check_503("b", "POST", &fleet.redirs_path(&y), Some(r#"{"namespace":"cleverapps"}"#));
+    check_503("b", "DELETE", &format!("{}/{port}?namespace=default", fleet.redirs_path(&x)), None);
+    let body = json!({"name": "while-down", "instances": [{"address": echo.addr().to_string()}]}).to_string();
+    check_503("a", "POST", &fleet.apps_path(), Some(&body));
+    for node in ["a", "b"] {
+        match fleet.list(node, &x) {
+            Ok(l) if l == BTreeSet::from([("default".to_owned(), port)]) => {}
+            other => fleet.fail(&format!("the list on {node} with etcd down: {other:?}")),
+        }
+        let apps = fleet.api(node, "GET", &fleet.apps_path(), None);
+        assert_eq!(apps.status, 200, "applications on {node} with etcd down: {}", apps.text());
+    }
+
+    // etcd comes back on the same port and data: the nodes resync without a restart.
+    fleet.etcd.restart();
+    let started = Instant::now();
+    let (added, took) = poll(Duration::from_secs(15), || {
+        let answer = try_http(
+            fleet.server("a").addr,
+            "POST",
+            &fleet.redirs_path(&y),
+            Some(&format!("Bearer {}", fleet.token)),
+            Some(r#"{"namespace":"default"}"#),
+            Duration::from_secs(5),
+        )?;
+        match answer.status {
+            200 | 201 => Ok(answer.json()),
+            503 => Err(format!("still 503: {}", answer.text())),
+            // Anything else (a 409 would mean that a refused add was applied after all) ends it.
+            s => Err(format!("FATAL {s}: {}", answer.text())),
+        }
+    })
+    .unwrap_or_else(|e| fleet.fail(&format!("an add on a once etcd is back (15 s): {e}")));
+    eprintln!(
+        "[fleet] the first add after etcd came back succeeded {took:?} after the restart ({:?})",
+        started.elapsed()
+    );
+    let new = port_of(&added);
+    fleet.must(PROPAGATION, "the add made after etcd came back forwards through b", || echo_via(b, new));
+    for node in ["a", "b"] {
+        fleet.must(PROPAGATION, &format!("{node} lists y's one redirection"), || {
+            match fleet.list(node, &y)? {
+                l if l == BTreeSet::from([("default".to_owned(), new)]) => Ok(()),
+                l => Err(format!("lists {l:?}")),
+            }
+        });
+    }
+    if let Err(e) = round_trip(&mut open, "the open connection once etcd is back") {
+        fleet.fail(&e);
+    }
+    if let Err(e) = echo_via(b, port) {
+        fleet.fail(&format!("the first port through b once etcd is back: {e}"));
+    }
+}
+
+#[test]
+fn nodes_lists_the_fleet() {
+    let fleet = Fleet::start(
+        &[
+            ("alpha", "127.0.6.2", &[]),
+            ("bravo", "127.0.6.3", &[]),
+            ("charlie", "127.0.6.4", &["--namespaces", "default"]),
+        ],
+        None,
+    );
+    let echo = TcpService::echo();
+    let expected_namespaces = |name: &str| -> Value {
+        if name == "charlie" {
+            json!(["default"])
+        } else {
+            json!(["cleverapps", "default"])
+        }
+    };
+    let check = |nodes: &Value, ports: [u64; 3]| -> Result<(), String> {
+        let list = nodes.as_array().ok_or_else(|| format!("not an array: {nodes}"))?;
+        let names: Vec<&str> = list.iter().filter_map(|n| n["name"].as_str()).collect();
+        if names != ["alpha", "bravo", "charlie"] {
+            return Err(format!("names (sorted) {names:?} in {nodes}"));
+        }
+        for (node, want_ports) in list.iter().zip(ports) {
+            let name = node["name"].as_str().unwrap();
+            let ip = fleet.ip(name).to_string();
+            if node["publicAddress"] != ip.as_str()
+                || node["state"] != "up"
+                || node["namespaces"] != expected_namespaces(name)
+                || node["ports"] != want_ports
+                || node["unbound"] != 0
+            {
+                return Err(format!(
+                    "{name}: want publicAddress {ip}, state up, namespaces {}, ports {want_ports}, unbound 0; got {node}",
+                    expected_namespaces(name)
+                ));
+            }
+            let seen = node["lastSeen"].as_i64().ok_or_else(|| format!("no integer lastSeen: {node}"))?;
+            if (seen - now_unix()).abs() > 30 {
+                return Err(format!("{name}: lastSeen {seen} is not about now ({})", now_unix()));
+            }
+        }
+        Ok(())
+    };
+    let cli = fleet.server("alpha").cli_json(&["nodes", "-F", "json"]);
+    if let Err(e) = check(&cli, [0, 0, 0]) {
+        fleet.fail(&format!("`tcp-redirs nodes -F json`: {e}"));
+    }
+    fleet.must(PROPAGATION, "GET /v2/nodes on bravo shows the same fleet", || {
+        check(&Value::Array(fleet.nodes_json("bravo")?), [0, 0, 0])
+    });
+    let human = fleet.server("charlie").cli_ok(&["nodes"]);
+    for name in ["alpha", "bravo", "charlie", "127.0.6.2", "127.0.6.3", "127.0.6.4", "up"] {
+        assert!(human.contains(name), "`tcp-redirs nodes` should show {name}:\n{human}");
+    }
+
+    // One redirection per namespace: charlie serves `default` only.
+    let app = fleet.create_app("alpha", "db", echo.addr());
+    let in_default = fleet.add_ok("bravo", &app, "default");
+    let in_cleverapps = fleet.add_ok("bravo", &app, "cleverapps");
+    let names = fleet.names();
+    if let Err(e) = listening_on(&in_default, &names) {
+        fleet.fail(&format!("a default port listens on the three nodes: {e}"));
+    }
+    let two = ["alpha".to_owned(), "bravo".to_owned()];
+    if let Err(e) = listening_on(&in_cleverapps, &two) {
+        fleet.fail(&format!("a cleverapps port listens on alpha and bravo: {e}"));
+    }
+    if node_states(&in_cleverapps).unwrap_or_default().get("charlie").map(String::as_str) == Some("listening")
+    {
+        fleet.fail(&format!("charlie does not serve cleverapps: {in_cleverapps}"));
+    }
+    let (default_port, cleverapps_port) = (port_of(&in_default), port_of(&in_cleverapps));
+    for name in ["alpha", "bravo", "charlie"] {
+        if let Err(e) = echo_via(fleet.ip(name), default_port) {
+            fleet.fail(&format!("the default port through {name}: {e}"));
+        }
+    }
+    for name in ["alpha", "bravo"] {
+        if let Err(e) = echo_via(fleet.ip(name), cleverapps_port) {
+            fleet.fail(&format!("the cleverapps port through {name}: {e}"));
+        }
+    }
+    if let Err(e) = refused_via(fleet.ip("charlie"), cleverapps_port) {
+        fleet.fail(&format!("charlie does not serve cleverapps: {e}"));
+    }
+    fleet.must(Duration::from_secs(NODE_TTL_SECS + 1), "`nodes` counts each node's ports", || {
+        check(&fleet.server("charlie").cli_json(&["nodes", "-F", "json"]), [2, 2, 1])
+    });
+}
