@@ -44,6 +44,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Save a server and its credential as a profile, after checking them')
             [CompletionResult]::new('logout', 'logout', [CompletionResultType]::ParameterValue, 'Forget a saved profile')
             [CompletionResult]::new('profile', 'profile', [CompletionResultType]::ParameterValue, 'List the saved profiles, or choose the current one')
+            [CompletionResult]::new('nodes', 'nodes', [CompletionResultType]::ParameterValue, 'List the gateway nodes sharing the server''s store, up or down')
             [CompletionResult]::new('orgs', 'orgs', [CompletionResultType]::ParameterValue, 'Manage organisations (admin)')
             [CompletionResult]::new('tokens', 'tokens', [CompletionResultType]::ParameterValue, 'Manage an organisation''s credentials (admin)')
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run the control server: the API, the port allocator, the store and the forwarding')
@@ -293,6 +294,15 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
         'tcp-redirs;profile;help;help' {
             break
         }
+        'tcp-redirs;nodes' {
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
         'tcp-redirs;orgs' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
@@ -406,6 +416,10 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             [CompletionResult]::new('--tls-key', '--tls-key', [CompletionResultType]::ParameterName, 'The PEM private key of --tls-cert')
             [CompletionResult]::new('--drain-timeout', '--drain-timeout', [CompletionResultType]::ParameterName, 'Seconds open connections may run on after SIGTERM or SIGINT')
             [CompletionResult]::new('--threads', '--threads', [CompletionResultType]::ParameterName, 'How many threads forward connections [default: one per core]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'Share the redirection table with other nodes through etcd: etcd://HOST:PORT[,HOST:PORT…][/PREFIX] (cargo feature `etcd`) [default: SQLite in the data directory]')
+            [CompletionResult]::new('--node', '--node', [CompletionResultType]::ParameterName, 'This node''s name in the fleet [default: the host name]')
+            [CompletionResult]::new('--namespaces', '--namespaces', [CompletionResultType]::ParameterName, 'Serve only these namespaces (comma-separated) [default: all]')
+            [CompletionResult]::new('--node-ttl', '--node-ttl', [CompletionResultType]::ParameterName, 'Seconds the node stays listed as up after it last reached the store')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
@@ -425,6 +439,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Save a server and its credential as a profile, after checking them')
             [CompletionResult]::new('logout', 'logout', [CompletionResultType]::ParameterValue, 'Forget a saved profile')
             [CompletionResult]::new('profile', 'profile', [CompletionResultType]::ParameterValue, 'List the saved profiles, or choose the current one')
+            [CompletionResult]::new('nodes', 'nodes', [CompletionResultType]::ParameterValue, 'List the gateway nodes sharing the server''s store, up or down')
             [CompletionResult]::new('orgs', 'orgs', [CompletionResultType]::ParameterValue, 'Manage organisations (admin)')
             [CompletionResult]::new('tokens', 'tokens', [CompletionResultType]::ParameterValue, 'Manage an organisation''s credentials (admin)')
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run the control server: the API, the port allocator, the store and the forwarding')
@@ -489,6 +504,9 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             break
         }
         'tcp-redirs;help;profile;use' {
+            break
+        }
+        'tcp-redirs;help;nodes' {
             break
         }
         'tcp-redirs;help;orgs' {

@@ -46,6 +46,9 @@ _tcp__redirs() {
             tcp__redirs,logout)
                 cmd="tcp__redirs__subcmd__logout"
                 ;;
+            tcp__redirs,nodes)
+                cmd="tcp__redirs__subcmd__nodes"
+                ;;
             tcp__redirs,orgs)
                 cmd="tcp__redirs__subcmd__orgs"
                 ;;
@@ -123,6 +126,9 @@ _tcp__redirs() {
                 ;;
             tcp__redirs__subcmd__help,logout)
                 cmd="tcp__redirs__subcmd__help__subcmd__logout"
+                ;;
+            tcp__redirs__subcmd__help,nodes)
+                cmd="tcp__redirs__subcmd__help__subcmd__nodes"
                 ;;
             tcp__redirs__subcmd__help,orgs)
                 cmd="tcp__redirs__subcmd__help__subcmd__orgs"
@@ -242,7 +248,7 @@ _tcp__redirs() {
 
     case "${cmd}" in
         tcp__redirs)
-            opts="-a -F -h -V --app --alias --format --server --token --help --version list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help"
+            opts="-a -F -h -V --app --alias --format --server --token --help --version list list-namespaces add remove apps apply export link unlink login logout profile nodes orgs tokens serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -684,7 +690,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__help)
-            opts="list list-namespaces add remove apps apply export link unlink login logout profile orgs tokens serve help"
+            opts="list list-namespaces add remove apps apply export link unlink login logout profile nodes orgs tokens serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -880,6 +886,20 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__help__subcmd__logout)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__help__subcmd__nodes)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1269,6 +1289,36 @@ _tcp__redirs() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tcp__subcmd__redirs__subcmd__nodes)
+            opts="-F -h --format --server --token --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -F)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tcp__subcmd__redirs__subcmd__orgs)
             opts="-h --server --token --help create list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1592,7 +1642,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__serve)
-            opts="-h --listen --data-dir --public-bind --config --tls-cert --tls-key --drain-timeout --threads --server --token --help"
+            opts="-h --listen --data-dir --public-bind --config --tls-cert --tls-key --drain-timeout --threads --store --node --namespaces --node-ttl --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1627,6 +1677,22 @@ _tcp__redirs() {
                     return 0
                     ;;
                 --threads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --namespaces)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node-ttl)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -41,6 +41,7 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand login 'Save a server and its credential as a profile, after checking them'
             cand logout 'Forget a saved profile'
             cand profile 'List the saved profiles, or choose the current one'
+            cand nodes 'List the gateway nodes sharing the server''s store, up or down'
             cand orgs 'Manage organisations (admin)'
             cand tokens 'Manage an organisation''s credentials (admin)'
             cand serve 'Run the control server: the API, the port allocator, the store and the forwarding'
@@ -261,6 +262,14 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         }
         &'tcp-redirs;profile;help;help'= {
         }
+        &'tcp-redirs;nodes'= {
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
         &'tcp-redirs;orgs'= {
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
             cand --token 'The API token [default: the profile''s]'
@@ -358,6 +367,10 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand --tls-key 'The PEM private key of --tls-cert'
             cand --drain-timeout 'Seconds open connections may run on after SIGTERM or SIGINT'
             cand --threads 'How many threads forward connections [default: one per core]'
+            cand --store 'Share the redirection table with other nodes through etcd: etcd://HOST:PORT[,HOST:PORT…][/PREFIX] (cargo feature `etcd`) [default: SQLite in the data directory]'
+            cand --node 'This node''s name in the fleet [default: the host name]'
+            cand --namespaces 'Serve only these namespaces (comma-separated) [default: all]'
+            cand --node-ttl 'Seconds the node stays listed as up after it last reached the store'
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
             cand --token 'The API token [default: the profile''s]'
             cand -h 'Print help'
@@ -376,6 +389,7 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand login 'Save a server and its credential as a profile, after checking them'
             cand logout 'Forget a saved profile'
             cand profile 'List the saved profiles, or choose the current one'
+            cand nodes 'List the gateway nodes sharing the server''s store, up or down'
             cand orgs 'Manage organisations (admin)'
             cand tokens 'Manage an organisation''s credentials (admin)'
             cand serve 'Run the control server: the API, the port allocator, the store and the forwarding'
@@ -422,6 +436,8 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         &'tcp-redirs;help;profile;list'= {
         }
         &'tcp-redirs;help;profile;use'= {
+        }
+        &'tcp-redirs;help;nodes'= {
         }
         &'tcp-redirs;help;orgs'= {
             cand create 'Create an organisation (admin only)'

@@ -31,8 +31,8 @@ use super::auth::{self, Caller};
 use super::error::Error;
 use super::gateway::Gateway;
 use crate::wire::{
-    ApiError, Application, Instance, IssuedToken, NewApplication, NewOrganisation, NewTcpRedir, NewToken, Node,
-    Organisation, TcpRedir, TokenInfo,
+    ApiError, Application, Instance, IssuedToken, NewApplication, NewOrganisation, NewTcpRedir, NewToken,
+    Node, Organisation, TcpRedir, TokenInfo,
 };
 
 /// The largest request body accepted; every body of this API is a few bytes.

@@ -122,7 +122,9 @@ pub fn authenticate(table: &Table, header: Option<&str>) -> Result<Caller, Error
     // Several nodes may have been given the same admin token: any of its records will do.
     let row = table
         .tokens_by_hash(&hash(token))
-        .find(|row| secret.as_ref().is_none_or(|s| bool::from(s.as_bytes().ct_eq(row.secret_hash.as_bytes()))))
+        .find(|row| {
+            secret.as_ref().is_none_or(|s| bool::from(s.as_bytes().ct_eq(row.secret_hash.as_bytes())))
+        })
         .ok_or_else(Error::bad_credentials)?;
     Ok(row.info.owner_id.clone().map_or(Caller::Admin, Caller::Org))
 }

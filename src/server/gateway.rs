@@ -24,8 +24,8 @@ use super::sync::Synced;
 use super::table::Table;
 use super::validate;
 use crate::wire::{
-    self, Application, NewApplication, NewTcpRedir, Node, NodeLiveness, NodePort, NodePortState, Organisation,
-    RedirState, TcpRedir,
+    self, Application, NewApplication, NewTcpRedir, Node, NodeLiveness, NodePort, NodePortState,
+    Organisation, RedirState, TcpRedir,
 };
 
 /// How many times `add` picks another port when the store says a port was claimed meanwhile.
@@ -72,13 +72,17 @@ impl Gateway {
     /// Waits until this node's table and ports reflect a write.
     async fn settle(&self, revision: Revision) {
         if !self.synced.caught_up(revision, SETTLE).await {
-            warn!(revision, "the store's changes are slow to arrive; answering before this node applied the write");
+            warn!(
+                revision,
+                "the store's changes are slow to arrive; answering before this node applied the write"
+            );
         }
     }
 
     /// The organisations the caller may see.
     pub async fn orgs(&self, caller: &Caller) -> Result<Vec<Organisation>, Error> {
-        let mut orgs: Vec<_> = self.table().orgs.values().filter(|o| caller.may_see(&o.id)).cloned().collect();
+        let mut orgs: Vec<_> =
+            self.table().orgs.values().filter(|o| caller.may_see(&o.id)).cloned().collect();
         orgs.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(orgs)
     }
@@ -92,7 +96,11 @@ impl Gateway {
     }
 
     /// Creates an organisation (admin only).
-    pub async fn create_org(&self, caller: &Caller, new: wire::NewOrganisation) -> Result<Organisation, Error> {
+    pub async fn create_org(
+        &self,
+        caller: &Caller,
+        new: wire::NewOrganisation,
+    ) -> Result<Organisation, Error> {
         if *caller != Caller::Admin {
             return Err(Error::admin_only("create organisations"));
         }
@@ -158,7 +166,12 @@ impl Gateway {
     }
 
     /// Revokes a credential of an organisation (admin only); it stops working at once.
-    pub async fn revoke_token(&self, caller: &Caller, org_id: &str, id: &str) -> Result<wire::TokenInfo, Error> {
+    pub async fn revoke_token(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        id: &str,
+    ) -> Result<wire::TokenInfo, Error> {
         if *caller != Caller::Admin {
             return Err(Error::admin_only("revoke credentials"));
         }
@@ -234,7 +247,12 @@ impl Gateway {
     }
 
     /// Creates an application in an organisation.
-    pub async fn create_app(&self, caller: &Caller, org_id: &str, new: NewApplication) -> Result<Application, Error> {
+    pub async fn create_app(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        new: NewApplication,
+    ) -> Result<Application, Error> {
         let org = self.org(caller, org_id).await?;
         validate::app_name(&new.name)?;
         validate::instances(&new.instances)?;
@@ -255,7 +273,12 @@ impl Gateway {
     }
 
     /// Makes sure the organisation has this application with these instances (config file).
-    pub async fn declare_app(&self, org_id: &str, name: &str, instances: Vec<wire::Instance>) -> anyhow::Result<()> {
+    pub async fn declare_app(
+        &self,
+        org_id: &str,
+        name: &str,
+        instances: Vec<wire::Instance>,
+    ) -> anyhow::Result<()> {
         let existing = self.table().apps.values().find(|a| a.owner_id == org_id && a.name == name).cloned();
         let result = match existing {
             Some(app) if app.instances == instances => return Ok(()),
@@ -273,7 +296,12 @@ impl Gateway {
     }
 
     /// Removes an application and closes its redirections.
-    pub async fn remove_app(&self, caller: &Caller, org_id: &str, app_id: &str) -> Result<Application, Error> {
+    pub async fn remove_app(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        app_id: &str,
+    ) -> Result<Application, Error> {
         let app = self.app(caller, org_id, app_id).await?;
         let redirections = self.table().app_redirs(&app.id).len();
         match self.synced.store().remove_app(&app.id).await {
@@ -312,7 +340,13 @@ impl Gateway {
     }
 
     /// Allocates a port in `namespace` for the application and starts forwarding it.
-    pub async fn add(&self, caller: &Caller, org_id: &str, app_id: &str, new: &NewTcpRedir) -> Result<TcpRedir, Error> {
+    pub async fn add(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        app_id: &str,
+        new: &NewTcpRedir,
+    ) -> Result<TcpRedir, Error> {
         let org = self.org(caller, org_id).await?;
         let app = self.app(caller, org_id, app_id).await?;
         let ns = self.namespace_for(&org, &new.namespace)?;
@@ -335,7 +369,9 @@ impl Gateway {
         }
         let previous = match new.port {
             Some(_) => None,
-            None => self.synced.store().previous_port(&app.id, &ns.name).await.map_err(|e| self.store_error(e))?,
+            None => {
+                self.synced.store().previous_port(&app.id, &ns.name).await.map_err(|e| self.store_error(e))?
+            }
         };
         let range = ns.min_port..=ns.max_port;
         let serves = live.served().serves(&ns.name);
@@ -380,7 +416,9 @@ impl Gateway {
                             taken.insert(port);
                             continue;
                         }
-                        StoreError::Conflict(Conflict::PortTaken) => return Err(Error::port_taken(port, &ns.name)),
+                        StoreError::Conflict(Conflict::PortTaken) => {
+                            return Err(Error::port_taken(port, &ns.name))
+                        }
                         StoreError::Conflict(Conflict::AppHasOne(p)) => {
                             return Err(Error::already_redirected(p, &ns.name))
                         }
@@ -394,7 +432,8 @@ impl Gateway {
             self.wait_for_fleet(&ns.name, revision).await;
             info!(app = %app.id, namespace = %ns.name, port, revision, "redirection added");
             let table = self.table();
-            let stored = table.redirs.get(&(ns.name.clone(), port)).cloned().unwrap_or(RedirRow { revision, ..row });
+            let stored =
+                table.redirs.get(&(ns.name.clone(), port)).cloned().unwrap_or(RedirRow { revision, ..row });
             return Ok(self.describe(&table, &stored));
         }
         Err(Error::no_free_port(&ns.name, ns.min_port, ns.max_port))
@@ -431,7 +470,9 @@ impl Gateway {
                 self.settle(revision).await;
                 self.wait_for_fleet(namespace, revision).await;
             }
-            Err(StoreError::Conflict(Conflict::NotFound)) => return Err(Error::unknown_redir(port, namespace)),
+            Err(StoreError::Conflict(Conflict::NotFound)) => {
+                return Err(Error::unknown_redir(port, namespace))
+            }
             Err(err) => return Err(self.store_error(err)),
         }
         info!(app = %app.id, namespace, port, "redirection removed");
@@ -444,7 +485,10 @@ impl Gateway {
             serving_nodes(t, namespace).filter(|n| n.name != self.node).all(|n| n.revision >= revision)
         };
         if !self.synced.wait_table(FLEET_WAIT, done).await {
-            warn!(namespace, revision, "some nodes did not confirm the change in time; the answer says which");
+            warn!(
+                namespace,
+                revision, "some nodes did not confirm the change in time; the answer says which"
+            );
         }
     }
 
@@ -510,7 +554,10 @@ impl Gateway {
 }
 
 /// The live nodes that serve a namespace.
-fn serving_nodes<'a>(table: &'a Table, namespace: &'a str) -> impl Iterator<Item = &'a super::store::NodeRecord> {
+fn serving_nodes<'a>(
+    table: &'a Table,
+    namespace: &'a str,
+) -> impl Iterator<Item = &'a super::store::NodeRecord> {
     table
         .nodes
         .values()

@@ -163,7 +163,9 @@ impl LivePorts {
                 .collect();
             let apps: HashMap<String, Vec<Instance>> = wanted
                 .values()
-                .filter_map(|(row, _)| table.apps.get(&row.app_id).map(|a| (a.id.clone(), a.instances.clone())))
+                .filter_map(|(row, _)| {
+                    table.apps.get(&row.app_id).map(|a| (a.id.clone(), a.instances.clone()))
+                })
                 .collect();
             (wanted, apps)
         };
@@ -217,6 +219,15 @@ impl LivePorts {
 
     fn start(&self, row: RedirRow, limits: Limits, targets: Arc<Pool>, listeners: Option<Listeners>) {
         let addr = SocketAddr::new(self.served.bind(&row.namespace), row.port);
+        // Bound here rather than in the port's task, so that the state this node publishes
+        // right after reconciling says whether the port listens.
+        let listeners = listeners.or_else(|| match super::ports::bind(addr, self.workers.count()) {
+            Ok(l) => Some(l),
+            Err(err) => {
+                warn!(namespace = %row.namespace, %addr, error = %err, "cannot bind a redirection's port (is another program using it?); will keep trying");
+                None
+            }
+        });
         let stop_accepting = self.shutdown.child_token();
         let close_connections = self.kill.child_token();
         let bound = Arc::new(AtomicBool::new(listeners.is_some()));
@@ -243,8 +254,7 @@ impl LivePorts {
         let task = tokio::spawn(forward::run(port, listeners));
         info!(namespace = %row.namespace, port = row.port, app = %row.app_id, "port live");
         let key = (row.namespace.clone(), row.port);
-        let live =
-            Live { row, limits, stop_accepting, close_connections, task, bound, metrics };
+        let live = Live { row, limits, stop_accepting, close_connections, task, bound, metrics };
         self.live.lock().unwrap().insert(key, live);
     }
 
@@ -295,7 +305,8 @@ impl LivePorts {
     /// Stops accepting everywhere and gives open connections `drain` to finish.
     pub async fn stop(&self, drain: Duration) {
         self.shutdown.cancel();
-        let tasks: Vec<_> = std::mem::take(&mut *self.live.lock().unwrap()).into_values().map(|l| l.task).collect();
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.live.lock().unwrap()).into_values().map(|l| l.task).collect();
         for task in tasks {
             let _ = task.await;
         }

@@ -126,10 +126,10 @@ pub async fn run(opts: Options) -> Result<()> {
     };
     let defs: Vec<_> = namespaces.iter().map(|n| n.def.clone()).collect();
     store.agree(&defs, config.max_redirections_per_org).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let default_org = store
-        .ensure_org("default", &format!("orga_{}", uuid::Uuid::new_v4()))
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot set up the default organisation in {}: {e}", store.describe()))?;
+    let default_org =
+        store.ensure_org("default", &format!("orga_{}", uuid::Uuid::new_v4())).await.map_err(|e| {
+            anyhow::anyhow!("cannot set up the default organisation in {}: {e}", store.describe())
+        })?;
     let admin = admin_credential(&data_dir, &opts)?;
     // The admin credential is replaced at every start: a token taken from the environment
     // last time stops working when the environment changes. In a fleet each node has its
@@ -139,8 +139,13 @@ pub async fn run(opts: Options) -> Result<()> {
         Ok(_) | Err(StoreError::Conflict(Conflict::NotFound)) => {}
         Err(e) => bail!("cannot replace the admin credential in {}: {e}", store.describe()),
     }
-    let info = crate::wire::TokenInfo { id: admin_id.clone(), name: ADMIN.into(), owner_id: None, created_at: None };
-    let record = store::TokenRecord { info, token_hash: auth::hash(&admin.token), secret_hash: auth::hash(&admin.secret) };
+    let info =
+        crate::wire::TokenInfo { id: admin_id.clone(), name: ADMIN.into(), owner_id: None, created_at: None };
+    let record = store::TokenRecord {
+        info,
+        token_hash: auth::hash(&admin.token),
+        secret_hash: auth::hash(&admin.secret),
+    };
     store.put_token(&record).await.map_err(|e| anyhow::anyhow!("cannot record the admin credential: {e}"))?;
 
     let tls = match &opts.tls {
@@ -170,7 +175,11 @@ pub async fn run(opts: Options) -> Result<()> {
 
     let workers = workers::Workers::start(opts.threads).context("cannot start the forwarding threads")?;
     let served = live::Served {
-        only: opts.namespaces.clone().or(config.serve_namespaces.clone()).map(|list| list.into_iter().collect()),
+        only: opts
+            .namespaces
+            .clone()
+            .or(config.serve_namespaces.clone())
+            .map(|list| list.into_iter().collect()),
         public_bind: opts.public_bind,
         binds: namespaces.iter().map(|n| (n.def.name.clone(), n.bind)).collect(),
     };

@@ -45,7 +45,10 @@ pub struct Synced {
 impl Synced {
     /// Loads the store's table, starts its ports, and follows it until [`Synced::stop`].
     pub async fn start(store: Arc<dyn Store>, live: Arc<LivePorts>) -> anyhow::Result<Arc<Synced>> {
-        let snapshot = store.snapshot().await.with_context(|| format!("cannot load the table from {}", store.describe()))?;
+        let snapshot = store
+            .snapshot()
+            .await
+            .with_context(|| format!("cannot load the table from {}", store.describe()))?;
         let revision = snapshot.revision;
         let synced = Arc::new(Synced {
             store,
@@ -114,10 +117,15 @@ impl Synced {
             }
             match ended {
                 StoreError::Compacted => {
-                    info!(revision = after, "the store no longer has the changes after this node's revision; reloading the table");
+                    info!(
+                        revision = after,
+                        "the store no longer has the changes after this node's revision; reloading the table"
+                    );
                     match self.reload().await {
                         Ok(()) => continue,
-                        Err(err) => warn!(error = %err, "cannot reload the table; keeping the ports as they are"),
+                        Err(err) => {
+                            warn!(error = %err, "cannot reload the table; keeping the ports as they are")
+                        }
                     }
                 }
                 err if away_since.is_none() => {
@@ -142,7 +150,10 @@ impl Synced {
             Err(err) => return err,
         };
         if let Some(since) = away_since.take() {
-            info!(away_ms = since.elapsed().as_millis() as u64, "the store is back; following its changes again");
+            info!(
+                away_ms = since.elapsed().as_millis() as u64,
+                "the store is back; following its changes again"
+            );
         }
         while let Some(batch) = changes.recv().await {
             match batch {
@@ -189,7 +200,8 @@ impl Synced {
                 unbound,
             };
             let fresh = written.as_ref().is_some_and(|(last, at)| {
-                at.elapsed() < NODE_REFRESH && NodeRecord { last_seen: record.last_seen, ..last.clone() } == record
+                at.elapsed() < NODE_REFRESH
+                    && NodeRecord { last_seen: record.last_seen, ..last.clone() } == record
             });
             if !fresh {
                 match self.store.put_node(&record).await {

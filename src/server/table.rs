@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::store::{Change, Event, Key, NamespaceDef, NodeRecord, Record, RedirRow, Revision, Snapshot, TokenRecord};
+use super::store::{
+    Change, Event, Key, NamespaceDef, NodeRecord, Record, RedirRow, Revision, Snapshot, TokenRecord,
+};
 use crate::wire::{Application, Organisation};
 
 /// The whole table.

@@ -1,1 +1,254 @@
-//! The store contract, run against both backends.
+//! The store contract, run against both backends: SQLite in a temporary directory, and a
+//! real etcd started for the test (Debian's `etcd-server`, as `.ci/run` installs it).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::sqlite::Sqlite;
+use super::{Conflict, RedirRow, Store, StoreError, TokenRecord};
+use crate::server::table::Table;
+use crate::wire::{Application, Instance, Organisation, TokenInfo};
+
+#[cfg(feature = "etcd")]
+#[allow(dead_code)]
+#[path = "../../../tests/common/etcd.rs"]
+mod harness;
+
+fn org(name: &str) -> Organisation {
+    Organisation { id: format!("orga_{name}"), name: name.into() }
+}
+
+fn app(id: &str, org: &Organisation) -> Application {
+    Application {
+        id: id.into(),
+        name: id.into(),
+        owner_id: org.id.clone(),
+        instances: vec![Instance { address: "127.0.0.1:9".into(), ..Instance::default() }],
+    }
+}
+
+fn redir(app: &str, namespace: &str, port: u16) -> RedirRow {
+    RedirRow {
+        namespace: namespace.into(),
+        port,
+        app_id: app.into(),
+        limits: Default::default(),
+        access: Default::default(),
+        revision: 0,
+    }
+}
+
+fn conflict<T: std::fmt::Debug>(result: Result<T, StoreError>) -> Conflict {
+    match result {
+        Err(StoreError::Conflict(c)) => c,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+/// Claims, conflicts, quota, release and the previous port.
+async fn claims_and_releases(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    store.create_org(&acme).await.unwrap();
+    assert_eq!(
+        conflict(store.create_org(&Organisation { id: "orga_x".into(), ..acme.clone() }).await),
+        Conflict::OrgName
+    );
+    store.create_app(&app("app_1", &acme)).await.unwrap();
+    store.create_app(&app("app_2", &acme)).await.unwrap();
+    assert_eq!(
+        conflict(store.create_app(&Application { id: "app_3".into(), ..app("app_1", &acme) }).await),
+        Conflict::AppName
+    );
+
+    let first = store.claim(&redir("app_1", "default", 6000), &acme.id, Some(2)).await.unwrap();
+    assert_eq!(
+        conflict(store.claim(&redir("app_2", "default", 6000), &acme.id, Some(2)).await),
+        Conflict::PortTaken
+    );
+    assert_eq!(
+        conflict(store.claim(&redir("app_1", "default", 6001), &acme.id, Some(2)).await),
+        Conflict::AppHasOne(6000)
+    );
+    let second = store.claim(&redir("app_1", "cleverapps", 6000), &acme.id, Some(2)).await.unwrap();
+    assert!(second > first, "revisions grow: {first} then {second}");
+    assert_eq!(
+        conflict(store.claim(&redir("app_2", "default", 6002), &acme.id, Some(2)).await),
+        Conflict::Quota(2)
+    );
+    assert_eq!(
+        conflict(store.claim(&redir("app_9", "default", 6003), &acme.id, None).await),
+        Conflict::NotFound
+    );
+
+    store.release(&redir("app_1", "default", 6000), &acme.id).await.unwrap();
+    assert_eq!(store.previous_port("app_1", "default").await.unwrap(), Some(6000));
+    assert_eq!(conflict(store.release(&redir("app_1", "default", 6000), &acme.id).await), Conflict::NotFound);
+    assert_eq!(
+        conflict(store.release(&redir("app_2", "cleverapps", 6000), &acme.id).await),
+        Conflict::NotFound
+    );
+    // The quota counts what is held now: the release made room.
+    store.claim(&redir("app_2", "default", 6002), &acme.id, Some(2)).await.unwrap();
+
+    store.remove_app("app_1").await.unwrap();
+    assert_eq!(conflict(store.remove_app("app_1").await), Conflict::NotFound);
+    let table = Table::load(store.snapshot().await.unwrap());
+    let ports: Vec<_> = table.redirs.keys().cloned().collect();
+    assert_eq!(ports, vec![("default".to_owned(), 6002)], "app_1's redirections went with it");
+    // app_1's name is free again.
+    store.create_app(&app("app_1", &acme)).await.unwrap();
+}
+
+/// A table loaded at a revision and moved forward by the watch equals a fresh snapshot.
+async fn the_watch_replays_every_change_in_order(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    store.create_org(&acme).await.unwrap();
+    let mut table = Table::load(store.snapshot().await.unwrap());
+    let mut changes = store.watch(table.revision).await.unwrap();
+    store.create_app(&app("app_1", &acme)).await.unwrap();
+    store.create_app(&app("app_2", &acme)).await.unwrap();
+    store.claim(&redir("app_1", "default", 6100), &acme.id, None).await.unwrap();
+    store.claim(&redir("app_2", "default", 6101), &acme.id, None).await.unwrap();
+    store.release(&redir("app_1", "default", 6100), &acme.id).await.unwrap();
+    store
+        .set_instances("app_2", &[Instance { address: "127.0.0.1:10".into(), ..Instance::default() }])
+        .await
+        .unwrap();
+    let info = TokenInfo {
+        id: "tok_1".into(),
+        name: "ci".into(),
+        owner_id: Some(acme.id.clone()),
+        created_at: Some(1),
+    };
+    let token = TokenRecord { info, token_hash: "ab".repeat(32), secret_hash: "cd".repeat(32) };
+    let last_write = store.put_token(&token).await.unwrap();
+    assert_eq!(conflict(store.revoke_token(Some("orga_other"), "tok_1").await), Conflict::NotFound);
+
+    let mut last = table.revision;
+    while table.revision < last_write {
+        let batch = tokio::time::timeout(std::time::Duration::from_secs(10), changes.recv())
+            .await
+            .expect("the watch delivers within 10 s")
+            .expect("the watch is open")
+            .expect("a batch of changes");
+        for event in &batch {
+            assert!(event.revision >= last, "changes come in revision order");
+            last = event.revision;
+        }
+        table.apply(&batch);
+        // Applying a batch twice changes nothing.
+        let again = table.clone();
+        table.apply(&batch);
+        assert_eq!(format!("{:?}", again.redirs), format!("{:?}", table.redirs));
+    }
+    let fresh = Table::load(store.snapshot().await.unwrap());
+    assert_eq!(table.redirs.keys().collect::<Vec<_>>(), fresh.redirs.keys().collect::<Vec<_>>());
+    assert_eq!(table.apps, fresh.apps);
+    assert_eq!(table.orgs, fresh.orgs);
+    assert_eq!(table.tokens, fresh.tokens);
+    assert_eq!(table.apps["app_2"].instances[0].address, "127.0.0.1:10");
+    assert_eq!(table.tokens_by_hash(&"ab".repeat(32)).count(), 1);
+}
+
+/// Many claims at once on few ports: never two on one port, never two for one application.
+async fn concurrent_claims_never_share_a_port(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    store.create_org(&acme).await.unwrap();
+    for i in 0..12 {
+        store.create_app(&app(&format!("app_{i}"), &acme)).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for i in 0..48u16 {
+        let (store, org_id) = (store.clone(), acme.id.clone());
+        tasks.push(tokio::spawn(async move {
+            let row = redir(&format!("app_{}", i % 12), "default", 6200 + i % 6);
+            store.claim(&row, &org_id, None).await.map(|_| row)
+        }));
+    }
+    let mut won = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(row) => won.push(row),
+            Err(StoreError::Conflict(Conflict::PortTaken | Conflict::AppHasOne(_))) => {}
+            Err(other) => panic!("unexpected: {other}"),
+        }
+    }
+    let ports: HashSet<u16> = won.iter().map(|r| r.port).collect();
+    let apps: HashSet<&str> = won.iter().map(|r| r.app_id.as_str()).collect();
+    assert_eq!(ports.len(), won.len(), "two claims won one port: {won:?}");
+    assert_eq!(apps.len(), won.len(), "one application won two ports: {won:?}");
+    assert_eq!(won.len(), 6, "each of the 6 ports was claimed once");
+    let table = Table::load(store.snapshot().await.unwrap());
+    assert_eq!(table.redirs.len(), 6);
+}
+
+fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Sqlite::open(&dir.path().join("t.db")).unwrap();
+    (Arc::new(store), dir)
+}
+
+#[tokio::test]
+async fn sqlite_claims_and_releases() {
+    let (store, _dir) = sqlite();
+    claims_and_releases(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_watch_replays_every_change_in_order() {
+    let (store, _dir) = sqlite();
+    the_watch_replays_every_change_in_order(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_concurrent_claims_never_share_a_port() {
+    let (store, _dir) = sqlite();
+    concurrent_claims_never_share_a_port(store).await;
+}
+
+#[cfg(feature = "etcd")]
+async fn etcd() -> (Arc<dyn Store>, harness::Etcd) {
+    let server = tokio::task::spawn_blocking(harness::Etcd::start).await.unwrap();
+    let store = super::etcd::Etcd::connect(&server.url()).await.unwrap();
+    (Arc::new(store), server)
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn etcd_claims_and_releases() {
+    let (store, _etcd) = etcd().await;
+    claims_and_releases(store).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn etcd_watch_replays_every_change_in_order() {
+    let (store, _etcd) = etcd().await;
+    the_watch_replays_every_change_in_order(store).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_concurrent_claims_never_share_a_port() {
+    let (store, _etcd) = etcd().await;
+    concurrent_claims_never_share_a_port(store).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn etcd_watch_from_a_compacted_revision_says_so() {
+    let (store, etcd) = etcd().await;
+    let acme = org("acme");
+    let before = store.snapshot().await.unwrap().revision;
+    store.create_org(&acme).await.unwrap();
+    store.create_app(&app("app_1", &acme)).await.unwrap();
+    let now = store.snapshot().await.unwrap().revision;
+    tokio::task::spawn_blocking(move || {
+        etcd.compact(now);
+        etcd
+    })
+    .await
+    .unwrap();
+    assert!(matches!(store.watch(before).await, Err(StoreError::Compacted)));
+    assert!(store.watch(now).await.is_ok(), "a watch from the compacted revision itself is fine");
+}

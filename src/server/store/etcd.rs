@@ -37,8 +37,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::{
-    Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Record, RedirRow, Revision, Snapshot, Store,
-    StoreError, StoreResult, TokenRecord,
+    Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Record, RedirRow, Revision, Snapshot,
+    Store, StoreError, StoreResult, TokenRecord,
 };
 use crate::wire::{Application, Instance, Organisation};
 
@@ -61,7 +61,9 @@ impl Etcd {
         let (hosts, prefix) = rest.split_once('/').unwrap_or((rest, "tcp-redirs"));
         let prefix = prefix.trim_matches('/');
         if hosts.is_empty() || prefix.is_empty() {
-            anyhow::bail!("invalid --store `{url}`: name at least one HOST:PORT, and a non-empty prefix if any");
+            anyhow::bail!(
+                "invalid --store `{url}`: name at least one HOST:PORT, and a non-empty prefix if any"
+            );
         }
         let endpoints: Vec<String> = hosts.split(',').map(|h| format!("http://{h}")).collect();
         let options = ConnectOptions::new()
@@ -90,7 +92,8 @@ impl Etcd {
 
     async fn get_prefix(&self, prefix: &str) -> StoreResult<Vec<KeyValue>> {
         let options = GetOptions::new().with_prefix();
-        let mut response = self.client.kv_client().get(prefix, Some(options)).await.map_err(|e| self.unavailable(e))?;
+        let mut response =
+            self.client.kv_client().get(prefix, Some(options)).await.map_err(|e| self.unavailable(e))?;
         Ok(response.take_kvs())
     }
 
@@ -194,8 +197,12 @@ impl Store for Etcd {
 
     async fn snapshot(&self) -> StoreResult<Snapshot> {
         let options = GetOptions::new().with_prefix();
-        let mut response =
-            self.client.kv_client().get(self.prefix.as_str(), Some(options)).await.map_err(|e| self.unavailable(e))?;
+        let mut response = self
+            .client
+            .kv_client()
+            .get(self.prefix.as_str(), Some(options))
+            .await
+            .map_err(|e| self.unavailable(e))?;
         let revision = response.header().map_or(0, |h| h.revision());
         let records = response.take_kvs().iter().filter_map(|kv| self.decode(kv)).collect();
         Ok(Snapshot { revision, records })
@@ -203,21 +210,35 @@ impl Store for Etcd {
 
     async fn watch(&self, after: Revision) -> StoreResult<Changes> {
         let options = WatchOptions::new().with_prefix().with_start_revision(after + 1);
-        let mut stream =
-            self.client.watch_client().watch(self.prefix.as_str(), Some(options)).await.map_err(|e| self.unavailable(e))?;
+        let mut stream = self
+            .client
+            .watch_client()
+            .watch(self.prefix.as_str(), Some(options))
+            .await
+            .map_err(|e| self.unavailable(e))?;
         // The first answer says whether the watch exists: a start revision that was
         // compacted away cancels it at once.
         let first = stream.message().await.map_err(|e| self.unavailable(e))?;
-        let first = first.ok_or_else(|| StoreError::Unavailable(format!("etcd at {}: the watch closed", self.endpoints)))?;
+        let first = first.ok_or_else(|| {
+            StoreError::Unavailable(format!("etcd at {}: the watch closed", self.endpoints))
+        })?;
         if first.canceled() {
             return Err(if first.compact_revision() > 0 {
                 StoreError::Compacted
             } else {
-                StoreError::Unavailable(format!("etcd at {} cancelled the watch: {}", self.endpoints, first.cancel_reason()))
+                StoreError::Unavailable(format!(
+                    "etcd at {} cancelled the watch: {}",
+                    self.endpoints,
+                    first.cancel_reason()
+                ))
             });
         }
         let (tx, rx) = mpsc::channel(256);
-        let decoder = Etcd { client: self.client.clone(), endpoints: self.endpoints.clone(), prefix: self.prefix.clone() };
+        let decoder = Etcd {
+            client: self.client.clone(),
+            endpoints: self.endpoints.clone(),
+            prefix: self.prefix.clone(),
+        };
         tokio::spawn(async move {
             let mut pending = Some(first);
             loop {
@@ -226,7 +247,12 @@ impl Store for Etcd {
                     None => match stream.message().await {
                         Ok(Some(r)) => r,
                         Ok(None) => {
-                            let _ = tx.send(Err(StoreError::Unavailable(format!("etcd at {}: the watch closed", decoder.endpoints)))).await;
+                            let _ = tx
+                                .send(Err(StoreError::Unavailable(format!(
+                                    "etcd at {}: the watch closed",
+                                    decoder.endpoints
+                                ))))
+                                .await;
                             return;
                         }
                         Err(e) => {
@@ -239,7 +265,10 @@ impl Store for Etcd {
                     let err = if response.compact_revision() > 0 {
                         StoreError::Compacted
                     } else {
-                        StoreError::Unavailable(format!("etcd cancelled the watch: {}", response.cancel_reason()))
+                        StoreError::Unavailable(format!(
+                            "etcd cancelled the watch: {}",
+                            response.cancel_reason()
+                        ))
                     };
                     let _ = tx.send(Err(err)).await;
                     return;
@@ -270,7 +299,11 @@ impl Store for Etcd {
             let Some(existing) = self.put_if_absent(&key, &json(def)?).await? else { continue };
             let stored: NamespaceDef = serde_json::from_slice(&existing)?;
             // A host name this node's config did not set follows the fleet's.
-            let same = stored == *def || (def.default_host && NamespaceDef { public_host: stored.public_host.clone(), ..def.clone() } == stored);
+            let mut mine = NamespaceDef { default_host: false, ..def.clone() };
+            if def.default_host {
+                mine.public_host = stored.public_host.clone();
+            }
+            let same = mine == stored;
             if !same {
                 return Err(StoreError::Other(anyhow::anyhow!(
                     "namespace `{}` is defined differently in {}: there {}, here {}; make every node's config agree (only `bind` may differ)",
@@ -301,14 +334,23 @@ impl Store for Etcd {
         let name_key = self.key(&["orgnames", name]);
         let txn = Txn::new()
             .when([Compare::create_revision(name_key.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(name_key.as_str(), id, None), TxnOp::put(self.key(&["orgs", id]), json(&org)?, None)])
+            .and_then([
+                TxnOp::put(name_key.as_str(), id, None),
+                TxnOp::put(self.key(&["orgs", id]), json(&org)?, None),
+            ])
             .or_else([TxnOp::get(name_key.as_str(), None)]);
         match self.txn(txn).await? {
             Ok(_) => Ok(org),
             Err(answers) => {
-                let id = first_kv(&answers).map(|kv| String::from_utf8_lossy(kv.value()).into_owned()).unwrap_or_default();
+                let id = first_kv(&answers)
+                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+                    .unwrap_or_default();
                 let kv = self.get(&self.key(&["orgs", &id])).await?;
-                let kv = kv.ok_or_else(|| StoreError::Other(anyhow::anyhow!("organisation `{name}` has a name but no record in etcd")))?;
+                let kv = kv.ok_or_else(|| {
+                    StoreError::Other(anyhow::anyhow!(
+                        "organisation `{name}` has a name but no record in etcd"
+                    ))
+                })?;
                 Ok(serde_json::from_slice(kv.value())?)
             }
         }
@@ -316,9 +358,8 @@ impl Store for Etcd {
 
     async fn create_org(&self, org: &Organisation) -> StoreResult<Revision> {
         let name_key = self.key(&["orgnames", &org.name]);
-        let txn = Txn::new()
-            .when([Compare::create_revision(name_key.as_str(), CompareOp::Equal, 0)])
-            .and_then([
+        let txn =
+            Txn::new().when([Compare::create_revision(name_key.as_str(), CompareOp::Equal, 0)]).and_then([
                 TxnOp::put(name_key.as_str(), org.id.as_str(), None),
                 TxnOp::put(self.key(&["orgs", &org.id]), json(org)?, None),
             ]);
@@ -372,16 +413,27 @@ impl Store for Etcd {
             let mut ops = vec![
                 TxnOp::delete(key.as_str(), None),
                 TxnOp::delete(self.key(&["appnames", &app.owner_id, &app.name]), None),
-                TxnOp::delete(self.key(&["appns", app_id, ""]), Some(etcd_client::DeleteOptions::new().with_prefix())),
-                TxnOp::delete(self.key(&["prev", app_id, ""]), Some(etcd_client::DeleteOptions::new().with_prefix())),
+                TxnOp::delete(
+                    self.key(&["appns", app_id, ""]),
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                ),
+                TxnOp::delete(
+                    self.key(&["prev", app_id, ""]),
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                ),
             ];
             for kv in &held {
-                let namespace = String::from_utf8_lossy(kv.key()).rsplit('/').next().unwrap_or_default().to_owned();
+                let namespace =
+                    String::from_utf8_lossy(kv.key()).rsplit('/').next().unwrap_or_default().to_owned();
                 let port = String::from_utf8_lossy(kv.value()).into_owned();
                 ops.push(TxnOp::delete(self.key(&["redirs", &namespace, &port]), None));
             }
             if !held.is_empty() {
-                ops.push(TxnOp::put(quota_key.as_str(), count.saturating_sub(held.len() as u64).to_string(), None));
+                ops.push(TxnOp::put(
+                    quota_key.as_str(),
+                    count.saturating_sub(held.len() as u64).to_string(),
+                    None,
+                ));
             }
             // Every claim and release of the organisation moves its counter: comparing it
             // makes sure no redirection of the application appeared since it was read.
@@ -469,7 +521,9 @@ impl Store for Etcd {
                 Err(answers) if first_kv(&answers).is_none_or(|kv| kv.value() != port.as_bytes()) => {
                     return Err(StoreError::Conflict(Conflict::NotFound))
                 }
-                Err(_) => debug!(org = org_id, "the organisation's counter moved during a release; trying again"),
+                Err(_) => {
+                    debug!(org = org_id, "the organisation's counter moved during a release; trying again")
+                }
             }
         }
         Err(StoreError::Unavailable("etcd: the organisation kept changing; try again".into()))
@@ -557,7 +611,9 @@ impl Lease {
                         id = new;
                         break;
                     }
-                    Err(err) => debug!(endpoints = %self.endpoints, error = %err, "cannot register the node yet"),
+                    Err(err) => {
+                        debug!(endpoints = %self.endpoints, error = %err, "cannot register the node yet")
+                    }
                 }
             }
         }

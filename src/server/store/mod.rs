@@ -15,9 +15,9 @@
 //! ports one way only, whichever node made it. Both backends keep the same contract, which
 //! the tests at the bottom of this file run against each.
 
-pub mod sqlite;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod sqlite;
 
 use std::fmt;
 

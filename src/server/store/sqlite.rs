@@ -233,10 +233,7 @@ fn init(conn: &Connection, path: &Path) -> Result<()> {
         durable()?;
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(SCHEMA_SQL)?;
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('format', ?1), ('schema', '1')",
-            params![FORMAT],
-        )?;
+        tx.execute("INSERT INTO meta (key, value) VALUES ('format', ?1), ('schema', '1')", params![FORMAT])?;
         tx.execute_batch(MIGRATE_1_TO_2)?;
         tx.commit()?;
         return Ok(());
@@ -296,7 +293,12 @@ impl Store for Sqlite {
             )?;
             let tokens = stmt.query_map([], |r| {
                 Ok(TokenRecord {
-                    info: TokenInfo { id: r.get(0)?, name: r.get(1)?, owner_id: r.get(2)?, created_at: r.get(3)? },
+                    info: TokenInfo {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        owner_id: r.get(2)?,
+                        created_at: r.get(3)?,
+                    },
                     token_hash: crate::server::auth::hex(&r.get::<_, Vec<u8>>(4)?),
                     secret_hash: crate::server::auth::hex(&r.get::<_, Vec<u8>>(5)?),
                 })
@@ -372,8 +374,9 @@ impl Store for Sqlite {
         let new = new.clone();
         let ((), revision) = self
             .write(move |tx, _| {
-                let org: Option<String> =
-                    tx.query_row("SELECT id FROM orgs WHERE id = ?1", [&new.owner_id], |r| r.get(0)).optional()?;
+                let org: Option<String> = tx
+                    .query_row("SELECT id FROM orgs WHERE id = ?1", [&new.owner_id], |r| r.get(0))
+                    .optional()?;
                 if org.is_none() {
                     return Err(StoreError::Conflict(Conflict::NotFound));
                 }
@@ -590,7 +593,11 @@ fn write_instances(conn: &Connection, app_id: &str, list: &[Instance]) -> rusqli
     Ok(())
 }
 
-fn redirs_where<P: rusqlite::Params>(conn: &Connection, filter: &str, params: P) -> StoreResult<Vec<RedirRow>> {
+fn redirs_where<P: rusqlite::Params>(
+    conn: &Connection,
+    filter: &str,
+    params: P,
+) -> StoreResult<Vec<RedirRow>> {
     let sql = format!(
         "SELECT namespace, port, app_id, connect_timeout, idle_timeout, half_close_timeout,
                 proxy_protocol, allow_ranges, deny_ranges, max_connections, max_rate, revision
@@ -656,5 +663,6 @@ fn is_constraint(e: &rusqlite::Error, columns: &str) -> bool {
 }
 
 fn unhex(text: &str) -> StoreResult<Vec<u8>> {
-    crate::server::auth::unhex(text).ok_or_else(|| StoreError::Other(anyhow::anyhow!("a stored hash is not hex")))
+    crate::server::auth::unhex(text)
+        .ok_or_else(|| StoreError::Other(anyhow::anyhow!("a stored hash is not hex")))
 }
