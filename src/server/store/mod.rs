@@ -251,7 +251,7 @@ pub trait Store: Send + Sync {
     /// The whole table and the revision it was read at.
     async fn snapshot(&self) -> StoreResult<Snapshot>;
     /// Every change after `after`, in revision order; [`StoreError::Compacted`] when the
-    /// store no longer has them.
+    /// store no longer has them (as the call's answer, or as the stream's first item).
     async fn watch(&self, after: Revision) -> StoreResult<Changes>;
     /// Publishes this node's namespace definitions and shared settings, or refuses them
     /// when the store holds different ones.
