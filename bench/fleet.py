@@ -303,6 +303,7 @@ def pct(xs, p):
 def fmt(v):
     if v is None:
         return "–"
+    v = round(v, 3)
     return f"{v:.3f}" if abs(v) < 1 else f"{v:.2f}" if abs(v) < 100 else f"{v:.0f}"
 
 
@@ -599,6 +600,7 @@ def report(res, binary, etcd):
             w(f"- CPU per etcd {call}, every process (ms): a {per['a']:.2f}, b {per['b']:.2f}, c {per['c']:.2f}, "
               f"etcd {per['etcd']:.2f}; fleet total {sum(per.values()):.2f} (b and c include accepting the probes)")
     idle = res["idle"]
+    w(f"- load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     w("- idle CPU before the run (ms per s): " + ", ".join(f"{k} {v:.1f}" for k, v in idle.items()))
     w(f"- one connect to a listening loopback port (the floor of the `answered →` rows): "
       f"p50 {fmt(R['probe_ok'].q(50))} ms")

@@ -1,8 +1,9 @@
 //! Fleet mode: several `tcp-redirs serve` nodes sharing one redirection table in a real etcd
 //! (`serve --store etcd://…`). Each node serves its public ports and its control API on its
 //! own loopback address, so that every node can bind the same port; each test uses its own
-//! block of addresses (127.0.N.2, .3, .4), so that the tests, which run in parallel, never
-//! collide on a port. Nothing here sleeps to wait: waits poll a socket, an HTTP answer or a
+//! block of addresses (127.0.N.2, .3, .4 with N >= 1), so that the tests, which run in
+//! parallel, never collide on a port, nor with a fleet started by hand on the usual
+//! 127.0.0.2, .3, .4. Nothing here sleeps to wait: waits poll a socket, an HTTP answer or a
 //! JSON field every 20 ms up to a bound.
 //!
 //! `cargo test --all-features --test fleet` (needs `/usr/bin/etcd`: `apt-get install etcd-server`);
@@ -536,7 +537,7 @@ struct Op {
 #[test]
 fn three_nodes_share_one_table_under_concurrent_changes() {
     let fleet =
-        Fleet::start(&[("a", "127.0.0.2", &[]), ("b", "127.0.0.3", &[]), ("c", "127.0.0.4", &[])], None);
+        Fleet::start(&[("a", "127.0.1.2", &[]), ("b", "127.0.1.3", &[]), ("c", "127.0.1.4", &[])], None);
     let names = fleet.names();
     let echo = TcpService::echo();
     const NODES: [&str; 3] = ["a", "b", "c"];

@@ -157,8 +157,8 @@ mod tests {
         let mut table = Table::default();
         let add = Event { revision: 3, change: Change::Put(Record::Redir(redir(5000))) };
         let remove = Event { revision: 4, change: Change::Delete(Key::Redir("default".into(), 5000)) };
-        assert!(table.apply(&[add.clone()]).ports);
-        assert!(table.apply(&[remove.clone()]).ports);
+        assert!(table.apply(std::slice::from_ref(&add)).ports);
+        assert!(table.apply(std::slice::from_ref(&remove)).ports);
         // Replayed (a watch restarted from an older revision): skipped, the port stays gone.
         assert!(!table.apply(&[add, remove]).ports);
         assert!(table.redirs.is_empty());

@@ -10,7 +10,6 @@ use crate::server::table::Table;
 use crate::wire::{Application, Instance, Organisation, TokenInfo};
 
 #[cfg(feature = "etcd")]
-#[allow(dead_code)]
 #[path = "../../../tests/common/etcd.rs"]
 mod harness;
 
