@@ -519,11 +519,16 @@ impl Store for Sqlite {
     }
 
     async fn previous_port(&self, app_id: &str, namespace: &str) -> StoreResult<Option<u16>> {
-        let inner = self.lock();
-        let mut stmt = inner
-            .conn
-            .prepare_cached("SELECT port FROM previous_ports WHERE app_id = ?1 AND namespace = ?2")?;
-        Ok(stmt.query_row(params![app_id, namespace], |r| r.get(0)).optional()?)
+        let (inner, app_id, namespace) = (self.inner.clone(), app_id.to_owned(), namespace.to_owned());
+        // Off the async workers: the lock may be held by a commit waiting for the disk.
+        tokio::task::spawn_blocking(move || {
+            let inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut stmt =
+                inner.conn.prepare_cached("SELECT port FROM previous_ports WHERE app_id = ?1 AND namespace = ?2")?;
+            Ok(stmt.query_row(params![app_id, namespace], |r| r.get(0)).optional()?)
+        })
+        .await
+        .map_err(|e| StoreError::Other(e.into()))?
     }
 
     async fn put_token(&self, token: &TokenRecord) -> StoreResult<Revision> {
