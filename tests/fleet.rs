@@ -366,6 +366,26 @@ impl Fleet {
         created.json()["id"].as_str().expect("application id").to_owned()
     }
 
+    /// `Ok` when node `name` knows application `app` (`GET …/applications/{app}` answers 200).
+    fn knows_app(&self, name: &str, app: &str) -> Result<(), String> {
+        match self.call(name, "GET", &format!("{}/{app}", self.apps_path()), None)? {
+            r if r.status == 200 => Ok(()),
+            r => Err(format!("node {name} answers {} {}", r.status, r.text())),
+        }
+    }
+
+    /// Creates an application on node `name`, then waits (bounded) until every running node
+    /// knows it, for tests about other things than how fast applications propagate.
+    fn create_app_everywhere(&self, name: &str, app: &str, instance: SocketAddr) -> String {
+        let id = self.create_app(name, app, instance);
+        let running: Vec<String> =
+            self.nodes.iter().filter(|n| n.server.is_some()).map(|n| n.name.clone()).collect();
+        self.must(PROPAGATION, &format!("every node knows application {app} created on {name}"), || {
+            running.iter().try_for_each(|node| self.knows_app(node, &id))
+        });
+        id
+    }
+
     /// `POST …/tcpRedirs` on node `name`.
     fn add(&self, name: &str, app: &str, namespace: &str) -> HttpResponse {
         self.api(name, "POST", &self.redirs_path(app), Some(&json!({"namespace": namespace}).to_string()))
@@ -818,7 +838,13 @@ fn a_change_on_one_node_is_live_on_the_others() {
         Fleet::start(&[("a", "127.0.2.2", &[]), ("b", "127.0.2.3", &[]), ("c", "127.0.2.4", &[])], None);
     let names = fleet.names();
     let echo = TcpService::echo();
+    // Any node takes any call: an application created on a is there on c at once.
     let app = fleet.create_app("a", "shared-db", echo.addr());
+    fleet.at_once(PROPAGATION, "an application created on a is known on c", || fleet.knows_app("c", &app));
+    fleet.must(PROPAGATION, "an application created on a is known on b and c", || {
+        fleet.knows_app("b", &app)?;
+        fleet.knows_app("c", &app)
+    });
 
     // Added on a: the answer says every node listens, and b and c forward it at once (the
     // add answers once the port accepts on every live node), at the latest within 1 s.
@@ -899,7 +925,7 @@ fn a_node_that_was_away_past_a_compaction_resyncs() {
     let fleet = Fleet::start(&[("a", "127.0.3.2", &[]), ("b", "127.0.3.3", &[])], Some("b"));
     let proxy = fleet.proxy.as_ref().expect("b's proxy");
     let echo = TcpService::echo();
-    let [x, y, z] = ["x", "y", "z"].map(|name| fleet.create_app("a", name, echo.addr()));
+    let [x, y, z] = ["x", "y", "z"].map(|name| fleet.create_app_everywhere("a", name, echo.addr()));
     let removed = port_of(&fleet.add_ok("a", &x, "default"));
     let kept = port_of(&fleet.add_ok("a", &y, "cleverapps"));
     let b = fleet.ip("b");
@@ -967,7 +993,7 @@ fn a_node_that_was_away_past_a_compaction_resyncs() {
 fn a_killed_node_catches_up_and_its_lease_never_removes_redirections() {
     let mut fleet = Fleet::start(&[("a", "127.0.4.2", &[]), ("b", "127.0.4.3", &[])], None);
     let echo = TcpService::echo();
-    let [x, y, z] = ["x", "y", "z"].map(|name| fleet.create_app("a", name, echo.addr()));
+    let [x, y, z] = ["x", "y", "z"].map(|name| fleet.create_app_everywhere("a", name, echo.addr()));
     let (a, b) = (fleet.ip("a"), fleet.ip("b"));
     let by_b = port_of(&fleet.add_ok("b", &x, "default"));
     let by_a = port_of(&fleet.add_ok("a", &y, "default"));
@@ -1047,7 +1073,7 @@ fn a_killed_node_catches_up_and_its_lease_never_removes_redirections() {
 fn etcd_down_keeps_forwarding_and_refuses_changes_with_503() {
     let mut fleet = Fleet::start(&[("a", "127.0.5.2", &[]), ("b", "127.0.5.3", &[])], None);
     let echo = TcpService::echo();
-    let [x, y] = ["x", "y"].map(|name| fleet.create_app("a", name, echo.addr()));
+    let [x, y] = ["x", "y"].map(|name| fleet.create_app_everywhere("a", name, echo.addr()));
     let (a, b) = (fleet.ip("a"), fleet.ip("b"));
     let port = port_of(&fleet.add_ok("a", &x, "default"));
     fleet.must(PROPAGATION, "the port forwards through b", || echo_via(b, port));
@@ -1213,7 +1239,7 @@ fn nodes_lists_the_fleet() {
     }
 
     // One redirection per namespace: charlie serves `default` only.
-    let app = fleet.create_app("alpha", "db", echo.addr());
+    let app = fleet.create_app_everywhere("alpha", "db", echo.addr());
     let in_default = fleet.add_ok("bravo", &app, "default");
     let in_cleverapps = fleet.add_ok("bravo", &app, "cleverapps");
     let names = fleet.names();

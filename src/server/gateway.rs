@@ -19,14 +19,12 @@ use tracing::{info, warn};
 use super::auth::Caller;
 use super::error::Error;
 use super::ports;
+use super::present;
 use super::store::{Conflict, NamespaceDef, RedirRow, Revision, StoreError, TokenRecord};
 use super::sync::Synced;
 use super::table::Table;
 use super::validate;
-use crate::wire::{
-    self, Application, NewApplication, NewTcpRedir, Node, NodeLiveness, NodePort, NodePortState,
-    Organisation, RedirState, TcpRedir,
-};
+use crate::wire::{self, Application, NewApplication, NewTcpRedir, Node, Organisation, TcpRedir};
 
 /// How many times `add` picks another port when the store says a port was claimed meanwhile.
 const CLAIM_TRIES: usize = 8;
@@ -198,7 +196,7 @@ impl Gateway {
         self.table()
             .namespaces
             .get(name)
-            .filter(|n| admits(n, org))
+            .filter(|n| n.admits(org))
             .cloned()
             .ok_or_else(|| Error::unknown_namespace(name))
     }
@@ -210,7 +208,7 @@ impl Gateway {
             .table()
             .namespaces
             .values()
-            .filter(|n| admits(n, &org))
+            .filter(|n| n.admits(&org))
             .map(|n| wire::Namespace {
                 namespace: n.name.clone(),
                 description: n.description.clone(),
@@ -482,7 +480,9 @@ impl Gateway {
     /// Waits until every other live node of the namespace says its ports reflect `revision`.
     async fn wait_for_fleet(&self, namespace: &str, revision: Revision) {
         let done = |t: &Table| {
-            serving_nodes(t, namespace).filter(|n| n.name != self.node).all(|n| n.revision >= revision)
+            present::serving_nodes(t, namespace)
+                .filter(|n| n.name != self.node)
+                .all(|n| n.revision >= revision)
         };
         if !self.synced.wait_table(FLEET_WAIT, done).await {
             warn!(
@@ -494,77 +494,10 @@ impl Gateway {
 
     /// The gateway nodes: every node that has published its state, up or down.
     pub async fn nodes(&self) -> Result<Vec<Node>, Error> {
-        let table = self.table();
-        Ok(table
-            .nodes
-            .values()
-            .map(|n| Node {
-                name: n.name.clone(),
-                public_address: n.public_address.clone(),
-                namespaces: n.namespaces.clone(),
-                state: if table.alive.contains(&n.name) { NodeLiveness::Up } else { NodeLiveness::Down },
-                last_seen: n.last_seen,
-                ports: n.listening,
-                unbound: n.unbound.len() as u64,
-            })
-            .collect())
+        Ok(present::nodes(&self.table()))
     }
 
-    /// A redirection as the API shows it: this node's state and traffic, and every live
-    /// node's state for its port.
     fn describe(&self, table: &Table, row: &RedirRow) -> TcpRedir {
-        let def = table.namespaces.get(&row.namespace);
-        let host = def.map(|n| n.public_host.as_str()).unwrap_or("localhost");
-        let here = self.synced.live().state(&row.namespace, row.port);
-        let key = format!("{}/{}", row.namespace, row.port);
-        let mut nodes: Vec<NodePort> = serving_nodes(table, &row.namespace)
-            .filter(|n| n.name != self.node)
-            .map(|n| NodePort {
-                node: n.name.clone(),
-                state: if n.revision < row.revision {
-                    NodePortState::Pending
-                } else if n.unbound.contains(&key) {
-                    NodePortState::Unbound
-                } else {
-                    NodePortState::Listening
-                },
-            })
-            .collect();
-        if self.synced.live().served().serves(&row.namespace) {
-            let state = match here {
-                Some((true, _)) => NodePortState::Listening,
-                Some((false, _)) => NodePortState::Unbound,
-                None => NodePortState::Pending,
-            };
-            nodes.push(NodePort { node: self.node.clone(), state });
-        }
-        nodes.sort_by(|a, b| a.node.cmp(&b.node));
-        let listening = here.is_some_and(|(bound, _)| bound);
-        TcpRedir {
-            limits: super::live::limits(def, row).to_wire(),
-            access: row.access.clone(),
-            namespace: row.namespace.clone(),
-            port: row.port,
-            address: Some(format!("tcp://{host}:{}/", row.port)),
-            state: Some(if listening { RedirState::Listening } else { RedirState::Unbound }),
-            traffic: here.map(|(_, traffic)| traffic),
-            nodes,
-        }
+        present::redirection(table, self.synced.live(), &self.node, row)
     }
-}
-
-/// The live nodes that serve a namespace.
-fn serving_nodes<'a>(
-    table: &'a Table,
-    namespace: &'a str,
-) -> impl Iterator<Item = &'a super::store::NodeRecord> {
-    table
-        .nodes
-        .values()
-        .filter(move |n| table.alive.contains(&n.name) && n.namespaces.iter().any(|ns| ns == namespace))
-}
-
-/// Whether the organisation may see and use the namespace.
-fn admits(ns: &NamespaceDef, org: &Organisation) -> bool {
-    ns.orgs.as_ref().is_none_or(|orgs| orgs.iter().any(|o| *o == org.id || *o == org.name))
 }

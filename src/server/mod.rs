@@ -19,6 +19,7 @@ mod gateway;
 mod live;
 mod metrics;
 mod ports;
+mod present;
 mod store;
 mod sync;
 mod table;

@@ -90,6 +90,14 @@ pub struct NamespaceDef {
     pub default_host: bool,
 }
 
+impl NamespaceDef {
+    /// Whether the organisation may see and use the namespace: reserved namespaces exist
+    /// only for the organisations they name.
+    pub fn admits(&self, org: &Organisation) -> bool {
+        self.orgs.as_ref().is_none_or(|orgs| orgs.iter().any(|o| *o == org.id || *o == org.name))
+    }
+}
+
 /// What a gateway node tells the others about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

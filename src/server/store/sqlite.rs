@@ -523,8 +523,9 @@ impl Store for Sqlite {
         // Off the async workers: the lock may be held by a commit waiting for the disk.
         tokio::task::spawn_blocking(move || {
             let inner = inner.lock().unwrap_or_else(|p| p.into_inner());
-            let mut stmt =
-                inner.conn.prepare_cached("SELECT port FROM previous_ports WHERE app_id = ?1 AND namespace = ?2")?;
+            let mut stmt = inner
+                .conn
+                .prepare_cached("SELECT port FROM previous_ports WHERE app_id = ?1 AND namespace = ?2")?;
             Ok(stmt.query_row(params![app_id, namespace], |r| r.get(0)).optional()?)
         })
         .await
