@@ -1,6 +1,11 @@
 //! The optional configuration file (`serve --config FILE`, TOML) and the built-in defaults.
 //!
 //! ```toml
+//! store = "etcd://10.0.0.9:2379"  # a fleet's shared store; default: SQLite in the data dir
+//! node = "gw-a"                 # this node's name in the fleet; default: the host name
+//! serve_namespaces = ["default"]  # the namespaces this node listens for; default: all
+//! max_redirections_per_org = 100
+//!
 //! [[namespace]]
 //! name = "dedicated"            # [a-z0-9-], 1 to 64 characters
 //! bind = "0.0.0.0"              # default: `serve --public-bind`
@@ -20,7 +25,8 @@
 //! ```
 //!
 //! `default` and `cleverapps` always exist; a `[[namespace]]` with one of those names
-//! overrides their settings. Applications listed here are created in the default
+//! overrides their settings. In a fleet, every node's definition of a namespace must agree
+//! with the store's (all but `bind`); see [`super::store::Store::agree`]. Applications listed here are created in the default
 //! organisation at start, and their instances are set to the file's.
 
 use std::net::IpAddr;
