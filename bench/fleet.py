@@ -19,8 +19,9 @@ the same machine. CPU time (utime+stime from /proc/PID/stat, 10 ms ticks) of eac
 is read before and after each batch of adds and of removes, and divided by the batch size.
 
 Prints two markdown tables on stdout (progress and problems go to stderr):
-propagation to b and c (p50/p90/p99/max, and how often the port did not accept yet when the
-POST answered, which the contract forbids), and the add/remove round trips of both stores
+propagation to b and c (p50/p90/p99/max, and in how many samples the very first connect after
+the answer already found the port accepting, or refusing after a remove: the contract wants
+all), and the add/remove round trips of both stores
 with their ratio and the CPU per operation.
 
 Settings (environment):
@@ -31,7 +32,7 @@ Settings (environment):
   ETCD=/usr/bin/etcd
   KEEP_TMP=1      keep the temporary directory (node and etcd logs, data) at the end
 """
-import collections, errno, gc, http.client, json, math, os, re, shutil, signal, socket, subprocess
+import collections, gc, http.client, json, math, os, re, shutil, signal, socket, subprocess
 import sys, tempfile, threading, time, urllib.parse, urllib.request
 
 RUNS = int(os.environ.get("RUNS", "200"))

@@ -1055,6 +1055,17 @@ fn a_killed_node_catches_up_and_its_lease_never_removes_redirections() {
     if let Err(e) = refused_via(b, by_a) {
         fleet.fail(&format!("the port removed while b was dead: {e}"));
     }
+    // A node that said it is ready takes part at once: an add on a waits for it, so the new
+    // port accepts through b when the add answers.
+    let fresh = fleet.add_ok("a", &y, "default");
+    fleet.check(
+        "an add right after b restarted answers: listening on a and b",
+        listening_on(&fresh, &fleet.names()),
+    );
+    let fresh = port_of(&fresh);
+    let what = format!("port {fresh}, added on a right after b restarted, forwards through b");
+    fleet.at_once(PROPAGATION, &what, || echo_via(b, fresh));
+    fleet.must(PROPAGATION, &what, || echo_via(b, fresh));
     fleet.must(Duration::from_secs(NODE_TTL_SECS + 1), "a shows b `up` again", || {
         let nodes = fleet.nodes_json("a")?;
         match nodes.iter().find(|n| n["name"] == "b") {
