@@ -198,7 +198,12 @@ pub async fn require(
         return Err(Error::slow_down(wait));
     }
     let header = request.headers().get(AUTHORIZATION).map(|v| v.to_str().unwrap_or("").to_owned());
-    let result = authenticate(&auth.synced.table(), header.as_deref());
+    let mut result = authenticate(&auth.synced.table(), header.as_deref());
+    if result.as_ref().is_err_and(|e| e.id == Error::bad_credentials().id) {
+        // Issued through another node a moment ago? Catch up with the store, then say.
+        auth.synced.refresh().await;
+        result = authenticate(&auth.synced.table(), header.as_deref());
+    }
     if let Some(ip) = ip {
         // Only a wrong credential is a guess; a request without one is not.
         auth.record(ip, result.as_ref().is_err_and(|e| e.id == Error::bad_credentials().id));

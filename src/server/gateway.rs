@@ -87,10 +87,13 @@ impl Gateway {
 
     /// The organisation `org_id`, if the caller may see it.
     pub async fn org(&self, caller: &Caller, org_id: &str) -> Result<Organisation, Error> {
-        match self.table().orgs.get(org_id) {
-            Some(org) if caller.may_see(&org.id) => Ok(org.clone()),
-            _ => Err(Error::unknown_org(org_id)),
+        let find = |table: &Table| table.orgs.get(org_id).filter(|o| caller.may_see(&o.id)).cloned();
+        if let Some(org) = find(&self.table()) {
+            return Ok(org);
         }
+        // Created through another node a moment ago? Catch up with the store, then say.
+        self.synced.refresh().await;
+        find(&self.table()).ok_or_else(|| Error::unknown_org(org_id))
     }
 
     /// Creates an organisation (admin only).
@@ -230,10 +233,16 @@ impl Gateway {
     /// The application `app_id` of the organisation `org_id`.
     pub async fn app(&self, caller: &Caller, org_id: &str, app_id: &str) -> Result<Application, Error> {
         let org = self.org(caller, org_id).await?;
-        match self.table().apps.get(app_id) {
-            Some(app) if app.owner_id == org.id => Ok(self.with_live_state(app.clone())),
-            _ => Err(Error::unknown_app(app_id)),
-        }
+        let find = |table: &Table| table.apps.get(app_id).filter(|a| a.owner_id == org.id).cloned();
+        let found = find(&self.table());
+        let found = match found {
+            Some(app) => Some(app),
+            None => {
+                self.synced.refresh().await;
+                find(&self.table())
+            }
+        };
+        found.map(|app| self.with_live_state(app)).ok_or_else(|| Error::unknown_app(app_id))
     }
 
     /// The application with its instances' live state, when a port here uses them.
@@ -452,17 +461,19 @@ impl Gateway {
         if !self.table().namespaces.contains_key(namespace) {
             return Err(Error::unknown_namespace(namespace));
         }
-        let (row, described) = {
-            let table = self.table();
-            let row = table
-                .redirs
-                .get(&(namespace.to_owned(), port))
-                .filter(|r| r.app_id == app.id)
-                .cloned()
-                .ok_or_else(|| Error::unknown_redir(port, namespace))?;
-            let described = self.describe(&table, &row);
-            (row, described)
+        let find = |table: &Table| {
+            let row = table.redirs.get(&(namespace.to_owned(), port)).filter(|r| r.app_id == app.id)?;
+            Some((row.clone(), self.describe(table, row)))
         };
+        let found = find(&self.table());
+        let found = match found {
+            Some(found) => Some(found),
+            None => {
+                self.synced.refresh().await;
+                find(&self.table())
+            }
+        };
+        let (row, described) = found.ok_or_else(|| Error::unknown_redir(port, namespace))?;
         match self.synced.store().release(&row, &org.id).await {
             Ok(revision) => {
                 self.settle(revision).await;

@@ -191,6 +191,11 @@ pub async fn run(opts: Options) -> Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot register node `{node}` in {}: {e}", store.describe()))?;
     tokio::spawn(synced.clone().publish_node(node.clone(), opts.public_bind.to_string()));
+    // Ready means listed: the other nodes wait for this one from the moment it says so.
+    let listed = |t: &table::Table| t.nodes.contains_key(&node) && t.alive.contains(&node);
+    if !synced.wait_table(Duration::from_secs(5), listed).await {
+        warn!(node = %node, "this node's state has not come back from the store yet; serving anyway");
+    }
     let gateway = Arc::new(Gateway::new(synced.clone(), node.clone(), config.max_redirections_per_org));
     for app in &config.applications {
         let instances = app

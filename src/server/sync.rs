@@ -84,6 +84,17 @@ impl Synced {
         tokio::time::timeout(limit, applied.wait_for(|&r| r >= revision)).await.is_ok_and(|r| r.is_ok())
     }
 
+    /// Brings the table up to the store's latest revision, for a read that found nothing:
+    /// a record just written through another node may not have reached this one yet. When
+    /// the store cannot say, the table is left as it is.
+    pub async fn refresh(&self) {
+        if let Ok(latest) = self.store.revision().await {
+            if latest > self.table().revision {
+                self.caught_up(latest, Duration::from_secs(1)).await;
+            }
+        }
+    }
+
     /// Waits until `until` holds of the table, checking after each applied change; `false` after `limit`.
     pub async fn wait_table(&self, limit: Duration, until: impl Fn(&Table) -> bool) -> bool {
         let mut applied = self.applied.subscribe();

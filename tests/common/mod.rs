@@ -7,7 +7,10 @@
 //!   giving back (exit code, stdout, stderr).
 //! - [`TcpService`]: a small TCP server run by the test (an echo server by default), the
 //!   application instance a redirection forwards to.
-//! - [`http`]: a raw HTTP/1.1 request over a `TcpStream`.
+//! - [`http`]: a raw HTTP/1.1 request over a `TcpStream` ([`try_http`] gives errors back).
+//! - [`etcd`]: a real etcd and a proxy that can cut a node off from it, for `tests/fleet.rs`;
+//!   `ServerBuilder::ip` and `ServerBuilder::token` put fleet nodes on their own loopback
+//!   address with one shared admin token.
 //!
 //! Nothing here sleeps to wait for readiness: waits are on a signal (a log line, a process
 //! exit, a socket event) and every one of them is bounded in time.

@@ -208,6 +208,16 @@ impl Store for Etcd {
         Ok(Snapshot { revision, records })
     }
 
+    async fn revision(&self) -> StoreResult<Revision> {
+        let response = self
+            .client
+            .kv_client()
+            .get(self.key(&["settings"]), None)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(response.header().map_or(0, |h| h.revision()))
+    }
+
     async fn watch(&self, after: Revision) -> StoreResult<Changes> {
         let options = WatchOptions::new().with_prefix().with_start_revision(after + 1);
         let mut stream = self

@@ -261,6 +261,8 @@ pub trait Store: Send + Sync {
     fn describe(&self) -> String;
     /// The whole table and the revision it was read at.
     async fn snapshot(&self) -> StoreResult<Snapshot>;
+    /// The store's latest revision.
+    async fn revision(&self) -> StoreResult<Revision>;
     /// Every change after `after`, in revision order; [`StoreError::Compacted`] when the
     /// store no longer has them (as the call's answer, or as the stream's first item).
     async fn watch(&self, after: Revision) -> StoreResult<Changes>;

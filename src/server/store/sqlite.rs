@@ -315,6 +315,10 @@ impl Store for Sqlite {
         .map_err(|e| StoreError::Other(e.into()))?
     }
 
+    async fn revision(&self) -> StoreResult<Revision> {
+        Ok(self.lock().revision)
+    }
+
     async fn watch(&self, after: Revision) -> StoreResult<Changes> {
         let mut inner = self.lock();
         let oldest = inner.recent.front().map_or(inner.revision + 1, |e| e.revision);
