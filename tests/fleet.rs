@@ -1281,3 +1281,46 @@ fn nodes_lists_the_fleet() {
     });
     fleet.finish();
 }
+
+#[test]
+fn a_single_server_set_up_moves_to_the_fleet_with_its_ports() {
+    // The single server, on SQLite, with an application and a redirection per namespace.
+    let echo = TcpService::echo();
+    let single = Server::builder().ip("127.0.7.1").start();
+    single.create_app("db", echo.addr());
+    let ports: BTreeSet<(String, u16)> =
+        NAMESPACES.iter().map(|ns| (ns.to_string(), single.add("db", ns))).collect();
+    let exported = single.cli_ok(&["export"]);
+    drop(single);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("setup.toml");
+    std::fs::write(&file, &exported).unwrap();
+
+    // `apply` against one node of the fleet: the same ports, live on every node.
+    let fleet = Fleet::start(&[("a", "127.0.7.2", &[]), ("b", "127.0.7.3", &[])], None);
+    fleet.server("a").cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let apps = fleet.server("b").cli_json(&["apps", "list", "-F", "json"]);
+    let id = apps
+        .as_array()
+        .and_then(|list| list.iter().find(|a| a["name"] == "db"))
+        .and_then(|a| a["id"].as_str())
+        .unwrap_or_else(|| fleet.fail(&format!("b does not list application db: {apps}")))
+        .to_owned();
+    fleet.must(PROPAGATION, "b lists db's redirections on the single server's ports", || {
+        match fleet.list("b", &id)? {
+            listed if listed == ports => Ok(()),
+            listed => Err(format!("lists {listed:?}, the single server had {ports:?}")),
+        }
+    });
+    for (_, port) in &ports {
+        for node in ["a", "b"] {
+            fleet.must(PROPAGATION, &format!("port {port} forwards through {node}"), || {
+                echo_via(fleet.ip(node), *port)
+            });
+        }
+    }
+    // A second apply of the same file changes nothing.
+    let again = fleet.server("b").cli_json(&["apply", "-f", file.to_str().unwrap(), "-F", "json"]);
+    assert_eq!(again["changes"], json!([]), "{again}");
+    fleet.finish();
+}
