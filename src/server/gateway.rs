@@ -88,12 +88,18 @@ impl Gateway {
     /// The organisation `org_id`, if the caller may see it.
     pub async fn org(&self, caller: &Caller, org_id: &str) -> Result<Organisation, Error> {
         let find = |table: &Table| table.orgs.get(org_id).filter(|o| caller.may_see(&o.id)).cloned();
-        if let Some(org) = find(&self.table()) {
-            return Ok(org);
+        self.lookup(find).await.ok_or_else(|| Error::unknown_org(org_id))
+    }
+
+    /// Finds something in the node's table; when it is not there, catches up with the store
+    /// and looks again: it may have been written through another node a moment ago.
+    async fn lookup<T>(&self, find: impl Fn(&Table) -> Option<T>) -> Option<T> {
+        let found = find(&self.table());
+        if found.is_some() {
+            return found;
         }
-        // Created through another node a moment ago? Catch up with the store, then say.
         self.synced.refresh().await;
-        find(&self.table()).ok_or_else(|| Error::unknown_org(org_id))
+        find(&self.table())
     }
 
     /// Creates an organisation (admin only).
@@ -234,15 +240,7 @@ impl Gateway {
     pub async fn app(&self, caller: &Caller, org_id: &str, app_id: &str) -> Result<Application, Error> {
         let org = self.org(caller, org_id).await?;
         let find = |table: &Table| table.apps.get(app_id).filter(|a| a.owner_id == org.id).cloned();
-        let found = find(&self.table());
-        let found = match found {
-            Some(app) => Some(app),
-            None => {
-                self.synced.refresh().await;
-                find(&self.table())
-            }
-        };
-        found.map(|app| self.with_live_state(app)).ok_or_else(|| Error::unknown_app(app_id))
+        self.lookup(find).await.map(|app| self.with_live_state(app)).ok_or_else(|| Error::unknown_app(app_id))
     }
 
     /// The application with its instances' live state, when a port here uses them.
@@ -465,15 +463,8 @@ impl Gateway {
             let row = table.redirs.get(&(namespace.to_owned(), port)).filter(|r| r.app_id == app.id)?;
             Some((row.clone(), self.describe(table, row)))
         };
-        let found = find(&self.table());
-        let found = match found {
-            Some(found) => Some(found),
-            None => {
-                self.synced.refresh().await;
-                find(&self.table())
-            }
-        };
-        let (row, described) = found.ok_or_else(|| Error::unknown_redir(port, namespace))?;
+        let (row, described) =
+            self.lookup(find).await.ok_or_else(|| Error::unknown_redir(port, namespace))?;
         match self.synced.store().release(&row, &org.id).await {
             Ok(revision) => {
                 self.settle(revision).await;

@@ -181,6 +181,32 @@ async fn concurrent_claims_never_share_a_port(store: Arc<dyn Store>) {
     assert_eq!(table.redirs.len(), 6);
 }
 
+/// Many claims at once against a quota: exactly the quota's worth succeed.
+async fn concurrent_claims_never_pass_the_quota(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    store.create_org(&acme).await.unwrap();
+    for i in 0..12 {
+        store.create_app(&app(&format!("app_{i}"), &acme)).await.unwrap();
+    }
+    let tasks: Vec<_> = (0..12u16)
+        .map(|i| {
+            let (store, org_id) = (store.clone(), acme.id.clone());
+            tokio::spawn(async move {
+                store.claim(&redir(&format!("app_{i}"), "default", 6300 + i), &org_id, Some(3)).await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(StoreError::Conflict(Conflict::Quota(3))) => {}
+            Err(other) => panic!("unexpected: {other}"),
+        }
+    }
+    assert_eq!(won, 3, "the quota of 3 held under concurrent claims");
+}
+
 fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Sqlite::open(&dir.path().join("t.db")).unwrap();
@@ -203,6 +229,19 @@ async fn sqlite_watch_replays_every_change_in_order() {
 async fn sqlite_concurrent_claims_never_share_a_port() {
     let (store, _dir) = sqlite();
     concurrent_claims_never_share_a_port(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_concurrent_claims_never_pass_the_quota() {
+    let (store, _dir) = sqlite();
+    concurrent_claims_never_pass_the_quota(store).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_concurrent_claims_never_pass_the_quota() {
+    let (store, _etcd) = etcd().await;
+    concurrent_claims_never_pass_the_quota(store).await;
 }
 
 #[cfg(feature = "etcd")]
