@@ -153,6 +153,7 @@ impl Config {
                 orgs: None,
                 limits: RedirLimits::default(),
                 default_host: true,
+                retired: false,
             },
             bind: public_bind,
         };
@@ -186,6 +187,7 @@ impl Config {
                     orgs: ns.orgs.clone(),
                     limits: overrides,
                     default_host: ns.public_host.is_none(),
+                    retired: false,
                 },
                 bind,
             };

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use socket2::{Domain, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
@@ -56,8 +57,15 @@ pub struct Port {
     pub bound: Arc<AtomicBool>,
     /// Tracks the connection tasks, so the server can wait for them at exit.
     pub connections: TaskTracker,
-    /// How long connections may take and last.
-    pub limits: Limits,
+    /// How long connections may take and last, and how many: swapped in place when the
+    /// namespace's defaults change (a config reload), for new connections only.
+    pub limits: Arc<ArcSwap<Limits>>,
+    /// Set when the port's sockets were handed to a new process (an upgrade): its accept
+    /// loops then stop without taking the connections queued on them, which the new process
+    /// accepts from the same sockets.
+    pub handed_over: Arc<AtomicBool>,
+    /// The descriptors of the port's listening sockets while they listen, for a hand-over.
+    pub fds: Arc<Mutex<Vec<std::os::fd::RawFd>>>,
     /// The redirection's metrics.
     pub metrics: Arc<RedirMetrics>,
     /// Who may connect, and whether to send the PROXY header.
@@ -129,8 +137,7 @@ impl Limits {
 /// binds, hands out and waits. Returning means every listener was dropped, which is what
 /// closes the port at once on removal.
 pub async fn run(port: Port, mut listeners: Option<Listeners>) {
-    let port =
-        Arc::new(Accepting { rate: port.limits.max_rate.map(|r| Mutex::new(RateLimit::new(r))), port });
+    let port = Arc::new(Accepting { rate: Mutex::new(None), port });
     let listeners = loop {
         if let Some(l) = listeners.take() {
             break l;
@@ -148,23 +155,28 @@ pub async fn run(port: Port, mut listeners: Option<Listeners>) {
         }
     };
     port.bound.store(true, Ordering::Relaxed);
+    *port.fds.lock().unwrap_or_else(|p| p.into_inner()) =
+        listeners.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
     debug!(namespace = %port.namespace, addr = %port.addr, listeners = listeners.len(), "accepting");
+    // One listener per thread, unless more were handed over by the process before.
     let loops: Vec<_> = listeners
         .into_iter()
-        .zip(port.workers.handles())
+        .zip(port.workers.handles().iter().cycle())
         .map(|(listener, thread)| thread.spawn(accept_loop(port.clone(), listener)))
         .collect();
     for accepting in loops {
         let _ = accepting.await;
     }
+    port.fds.lock().unwrap_or_else(|p| p.into_inner()).clear();
     port.bound.store(false, Ordering::Relaxed);
 }
 
 /// A port being served: shared by its accept loops.
 struct Accepting {
     port: Port,
-    /// The new-connection budget, one for the whole port (its loops share it).
-    rate: Option<Mutex<RateLimit>>,
+    /// The new-connection budget, one for the whole port (its loops share it); taken only
+    /// on ports that set a rate.
+    rate: Mutex<Option<RateLimit>>,
 }
 
 impl std::ops::Deref for Accepting {
@@ -176,18 +188,24 @@ impl std::ops::Deref for Accepting {
 
 impl Accepting {
     /// Why a connection from `peer` is refused, if it is; counts it as open if not.
-    fn refuse(&self, peer: SocketAddr) -> Option<(&Counter, &'static str)> {
+    fn refuse(&self, peer: SocketAddr, limits: &Limits) -> Option<(&Counter, &'static str)> {
         if !self.access.admits(peer.ip()) {
             return Some((&self.metrics.denied, "refused by the access list"));
         }
         // Counted at once, in one atomic step: the loops on other threads see this connection.
         let before = self.metrics.active.inc();
-        if self.limits.max_connections.is_some_and(|max| before >= i64::from(max)) {
+        if limits.max_connections.is_some_and(|max| before >= i64::from(max)) {
             self.metrics.active.dec();
             return Some((&self.metrics.over_capacity, "refused: the redirection is at its maxConnections"));
         }
-        if let Some(rate) = &self.rate {
-            if !rate.lock().unwrap_or_else(|e| e.into_inner()).admit() {
+        if let Some(rate) = limits.max_rate {
+            let mut bucket = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+            let bucket = match bucket.as_mut() {
+                Some(b) if b.per_second == rate => b,
+                // First use, or the rate changed with a config reload.
+                _ => bucket.insert(RateLimit::new(rate)),
+            };
+            if !bucket.admit() {
                 self.metrics.active.dec();
                 return Some((&self.metrics.rate_limited, "refused: over maxConnectionsPerSecond"));
             }
@@ -205,7 +223,12 @@ async fn accept_loop(port: Arc<Accepting>, listener: std::net::TcpListener) {
     };
     loop {
         let accepted = tokio::select! {
-            _ = port.stop_accepting.cancelled() => return take_queued(&port, listener),
+            _ = port.stop_accepting.cancelled() => {
+                if !port.handed_over.load(Ordering::Relaxed) {
+                    take_queued(&port, listener);
+                }
+                return;
+            }
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -227,7 +250,8 @@ async fn accept_loop(port: Arc<Accepting>, listener: std::net::TcpListener) {
 
 /// Starts forwarding a connection just accepted, or resets it if it is refused.
 fn admit(port: &Accepting, client: TcpStream, peer: SocketAddr) {
-    if let Some((counter, why)) = port.refuse(peer) {
+    let limits = **port.limits.load();
+    if let Some((counter, why)) = port.refuse(peer, &limits) {
         counter.inc();
         debug!(%peer, addr = %port.addr, "{why}");
         // A reset, at once: the client learns nothing and costs nothing.
@@ -238,7 +262,6 @@ fn admit(port: &Accepting, client: TcpStream, peer: SocketAddr) {
     let access = port.access.clone();
     let targets = port.targets.clone();
     let close = port.close_connections.clone();
-    let limits = port.limits;
     let metrics = port.metrics.clone();
     port.connections.spawn(async move {
         connection(client, peer, targets, limits, metrics, access, close).await;
@@ -311,15 +334,16 @@ impl Drop for Active {
 /// A token bucket over new connections: `rate` per second, with a burst of one second.
 /// The port's accept loops share it behind a lock, taken only on ports that set a rate.
 struct RateLimit {
+    per_second: u32,
     rate: f64,
     tokens: f64,
     last: std::time::Instant,
 }
 
 impl RateLimit {
-    fn new(rate: u32) -> RateLimit {
-        let rate = f64::from(rate);
-        RateLimit { rate, tokens: rate, last: std::time::Instant::now() }
+    fn new(per_second: u32) -> RateLimit {
+        let rate = f64::from(per_second);
+        RateLimit { per_second, rate, tokens: rate, last: std::time::Instant::now() }
     }
 
     fn admit(&mut self) -> bool {

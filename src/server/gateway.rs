@@ -39,14 +39,19 @@ pub struct Gateway {
     synced: Arc<Synced>,
     /// This node's name.
     node: String,
-    /// The most redirections one organisation may hold.
-    org_quota: Option<u32>,
+    /// The most redirections one organisation may hold (the config file's, reloadable).
+    org_quota: std::sync::RwLock<Option<u32>>,
 }
 
 impl Gateway {
     /// A gateway over a table that follows its store.
     pub fn new(synced: Arc<Synced>, node: String, org_quota: Option<u32>) -> Gateway {
-        Gateway { synced, node, org_quota }
+        Gateway { synced, node, org_quota: std::sync::RwLock::new(org_quota) }
+    }
+
+    /// Sets the quota of redirections per organisation (a config reload).
+    pub fn set_org_quota(&self, quota: Option<u32>) {
+        *self.org_quota.write().unwrap_or_else(|p| p.into_inner()) = quota;
     }
 
     /// The metrics in the Prometheus text format.
@@ -205,7 +210,7 @@ impl Gateway {
         self.table()
             .namespaces
             .get(name)
-            .filter(|n| n.admits(org))
+            .filter(|n| n.admits(org) && !n.retired)
             .cloned()
             .ok_or_else(|| Error::unknown_namespace(name))
     }
@@ -217,7 +222,7 @@ impl Gateway {
             .table()
             .namespaces
             .values()
-            .filter(|n| n.admits(&org))
+            .filter(|n| n.admits(&org) && !n.retired)
             .map(|n| wire::Namespace {
                 namespace: n.name.clone(),
                 description: n.description.clone(),
@@ -411,7 +416,8 @@ impl Gateway {
                 access: new.access.clone(),
                 revision: 0,
             };
-            let claimed = self.synced.store().claim(&row, &org.id, self.org_quota).await;
+            let quota = *self.org_quota.read().unwrap_or_else(|p| p.into_inner());
+            let claimed = self.synced.store().claim(&row, &org.id, quota).await;
             let revision = match claimed {
                 Ok(revision) => revision,
                 Err(err) => {

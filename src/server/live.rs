@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::os::fd::RawFd;
+
+use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -62,7 +65,10 @@ pub fn limits(def: Option<&NamespaceDef>, row: &RedirRow) -> Limits {
 /// A redirection that is running: its accept task and how to stop it.
 struct Live {
     row: RedirRow,
-    limits: Limits,
+    /// The limits new connections get; replaced in place when the namespace's change.
+    limits: Arc<ArcSwap<Limits>>,
+    /// The port's listening sockets, for a hand-over to a new process.
+    fds: Arc<Mutex<Vec<RawFd>>>,
     stop_accepting: CancellationToken,
     close_connections: CancellationToken,
     task: JoinHandle<()>,
@@ -90,8 +96,12 @@ pub struct LivePorts {
     connections: TaskTracker,
     metrics: Metrics,
     workers: Arc<Workers>,
-    /// Serialises reconciliations.
+    /// Serialises reconciliations (and a hand-over, which must see no port come or go).
     reconciling: tokio::sync::Mutex<()>,
+    /// Listening sockets handed over by the process this one replaces, by address.
+    inherited: Mutex<HashMap<SocketAddr, Listeners>>,
+    /// Set once this node's sockets are handed to a new process.
+    handed_over: Arc<AtomicBool>,
 }
 
 impl LivePorts {
@@ -108,7 +118,48 @@ impl LivePorts {
             metrics: Metrics::new(),
             workers: Arc::new(workers),
             reconciling: tokio::sync::Mutex::new(()),
+            inherited: Mutex::default(),
+            handed_over: Arc::default(),
         }
+    }
+
+    /// Takes the listening sockets a previous process handed over: ports of the table start
+    /// on them instead of binding, so that no connection queued on them is lost.
+    pub fn inherit(&self, sockets: HashMap<SocketAddr, Listeners>) {
+        *self.inherited.lock().unwrap() = sockets;
+    }
+
+    /// Closes the inherited sockets that no redirection took (removed meanwhile).
+    pub fn drop_unclaimed(&self) {
+        let left = std::mem::take(&mut *self.inherited.lock().unwrap());
+        for addr in left.keys() {
+            info!(%addr, "closing a port handed over for a redirection that no longer exists");
+        }
+    }
+
+    /// The listening sockets of every port, duplicated for a new process (`dup`, without
+    /// close-on-exec), while no port can come or go; the caller closes them.
+    pub async fn sockets_for_handover(&self) -> Vec<(SocketAddr, Vec<std::os::fd::OwnedFd>)> {
+        let _no_port_comes_or_goes = self.reconciling.lock().await;
+        let live = self.live.lock().unwrap();
+        live.values()
+            .map(|l| {
+                let addr = SocketAddr::new(self.served.bind(&l.row.namespace), l.row.port);
+                let fds = l
+                    .fds
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|&fd| super::upgrade::inheritable(fd).ok())
+                    .collect();
+                (addr, fds)
+            })
+            .collect()
+    }
+
+    /// From now on, stopping leaves the connections queued on the ports to the new process.
+    pub fn mark_handed_over(&self) {
+        self.handed_over.store(true, Ordering::Relaxed);
     }
 
     /// Which namespaces this node serves.
@@ -173,9 +224,7 @@ impl LivePorts {
             let mut live = self.live.lock().unwrap();
             let gone: Vec<_> = live
                 .iter()
-                .filter(|(key, l)| {
-                    wanted.get(*key).is_none_or(|(row, lim)| *row != l.row || *lim != l.limits)
-                })
+                .filter(|(key, l)| wanted.get(*key).is_none_or(|(row, _)| *row != l.row))
                 .map(|(key, _)| key.clone())
                 .collect();
             gone.into_iter().filter_map(|key| live.remove(&key)).collect()
@@ -185,7 +234,12 @@ impl LivePorts {
         }
         self.sync_pools(&apps);
         for (key, (row, limits)) in wanted {
-            if self.live.lock().unwrap().contains_key(&key) {
+            if let Some(running) = self.live.lock().unwrap().get(&key) {
+                // Open connections keep the limits they started with; new ones get these.
+                if **running.limits.load() != limits {
+                    running.limits.store(Arc::new(limits));
+                    info!(namespace = %row.namespace, port = row.port, "new limits for new connections");
+                }
                 continue;
             }
             let Some(pool) = self.pools.lock().unwrap().get(&row.app_id).map(|p| p.pool.clone()) else {
@@ -221,7 +275,8 @@ impl LivePorts {
         let addr = SocketAddr::new(self.served.bind(&row.namespace), row.port);
         // Bound here rather than in the port's task, so that the state this node publishes
         // right after reconciling says whether the port listens.
-        let listeners = listeners.or_else(|| match super::ports::bind(addr, self.workers.count()) {
+        let inherited = self.inherited.lock().unwrap().remove(&addr);
+        let listeners = listeners.or(inherited).or_else(|| match super::ports::bind(addr, self.workers.count()) {
             Ok(l) => Some(l),
             Err(err) => {
                 warn!(namespace = %row.namespace, %addr, error = %err, "cannot bind a redirection's port (is another program using it?); will keep trying");
@@ -231,6 +286,8 @@ impl LivePorts {
         let stop_accepting = self.shutdown.child_token();
         let close_connections = self.kill.child_token();
         let bound = Arc::new(AtomicBool::new(listeners.is_some()));
+        let fds = Arc::new(Mutex::new(Vec::new()));
+        let limits = Arc::new(ArcSwap::from_pointee(limits));
         let metrics = Arc::new(self.metrics.redirection(&row.namespace, row.port, &row.app_id));
         let access = Access::parse(&row.access).unwrap_or_else(|e| {
             // Checked when added; should a stored rule no longer parse, the port admits
@@ -246,7 +303,9 @@ impl LivePorts {
             close_connections: close_connections.clone(),
             bound: bound.clone(),
             connections: self.connections.clone(),
-            limits,
+            limits: limits.clone(),
+            handed_over: self.handed_over.clone(),
+            fds: fds.clone(),
             metrics: metrics.clone(),
             access: Arc::new(access),
             workers: self.workers.clone(),
@@ -254,7 +313,7 @@ impl LivePorts {
         let task = tokio::spawn(forward::run(port, listeners));
         info!(namespace = %row.namespace, port = row.port, app = %row.app_id, "port live");
         let key = (row.namespace.clone(), row.port);
-        let live = Live { row, limits, stop_accepting, close_connections, task, bound, metrics };
+        let live = Live { row, limits, fds, stop_accepting, close_connections, task, bound, metrics };
         self.live.lock().unwrap().insert(key, live);
     }
 

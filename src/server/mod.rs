@@ -23,6 +23,7 @@ mod present;
 mod store;
 mod sync;
 mod table;
+mod upgrade;
 mod validate;
 mod workers;
 
@@ -36,7 +37,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use config::Config;
 use gateway::Gateway;
@@ -93,6 +94,10 @@ struct AdminCredential {
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(opts: Options) -> Result<()> {
+    // Taken now: once a new binary is installed at this path, /proc/self/exe names the old
+    // one, deleted; an upgrade starts what is at the path.
+    let exe = std::env::current_exe().context("cannot find this program's own path")?;
+    let mut inherited = upgrade::Inherited::take()?;
     let config = match &opts.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -110,7 +115,10 @@ pub async fn run(opts: Options) -> Result<()> {
     create_private_dir(&data_dir)?;
     let data_dir =
         data_dir.canonicalize().with_context(|| format!("cannot resolve {}", data_dir.display()))?;
-    let _lock = lock(&data_dir)?;
+    let lock = match &inherited {
+        Some(handed) => adopt_lock(&data_dir, handed.lock.try_clone()?)?,
+        None => lock(&data_dir)?,
+    };
     let node = match opts.node.clone().or(config.node.clone()) {
         Some(name) => check_node_name(name)?,
         None => check_node_name(host_name())?,
@@ -165,9 +173,12 @@ pub async fn run(opts: Options) -> Result<()> {
         }
         None => None,
     };
-    let listener = std::net::TcpListener::bind(opts.listen).with_context(|| {
-        format!("cannot listen on {} for the control API: is another server running? choose another address with --listen", opts.listen)
-    })?;
+    let listener = match &inherited {
+        Some(handed) => handed.api.try_clone()?,
+        None => std::net::TcpListener::bind(opts.listen).with_context(|| {
+            format!("cannot listen on {} for the control API: is another server running? choose another address with --listen", opts.listen)
+        })?,
+    };
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     if !addr.ip().is_loopback() && tls.is_none() {
@@ -185,7 +196,11 @@ pub async fn run(opts: Options) -> Result<()> {
         binds: namespaces.iter().map(|n| (n.def.name.clone(), n.bind)).collect(),
     };
     let live = Arc::new(live::LivePorts::new(served, workers));
+    if let Some(handed) = inherited.as_mut() {
+        live.inherit(std::mem::take(&mut handed.ports));
+    }
     let synced = sync::Synced::start(store.clone(), live.clone()).await?;
+    live.drop_unclaimed();
     store
         .keep_alive(&node, opts.node_ttl)
         .await
@@ -197,29 +212,85 @@ pub async fn run(opts: Options) -> Result<()> {
         warn!(node = %node, "this node's state has not come back from the store yet; serving anyway");
     }
     let gateway = Arc::new(Gateway::new(synced.clone(), node.clone(), config.max_redirections_per_org));
-    for app in &config.applications {
-        let instances = app
-            .instances
-            .iter()
-            .map(|a| crate::wire::Instance { address: a.clone(), ..Default::default() })
-            .collect();
-        gateway.declare_app(&default_org.id, &app.name, instances).await?;
-    }
+    declare_apps(&gateway, &default_org.id, &config).await?;
     let restored = synced.table().redirs.len();
     let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     write_profile(&url, &admin, &data_dir);
-    info!(data_dir = %data_dir.display(), store = %store.describe(), node = %node, redirections = restored, "control API listening on {url}");
+    info!(data_dir = %data_dir.display(), store = %store.describe(), node = %node, redirections = restored, pid = std::process::id(), "control API listening on {url}");
+    if let Some(handed) = inherited.as_mut() {
+        handed.ready();
+    }
+    // Under systemd (Type=notify), this process is now the one to watch, upgrade or not.
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::MainPid(std::process::id()),
+        sd_notify::NotifyState::Ready,
+    ]);
 
-    let app = api::router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let handle = axum_server::Handle::new();
-    tokio::spawn({
-        let handle = handle.clone();
-        async move {
-            stop_signal().await;
-            handle.graceful_shutdown(Some(API_GRACE));
+    let mut signals = Signals::new()?;
+    let mut running = Running {
+        opts: &opts,
+        config,
+        store: store.clone(),
+        gateway: gateway.clone(),
+        default_org: default_org.id.clone(),
+        fleet: store_url.is_some(),
+    };
+    loop {
+        let handle = axum_server::Handle::new();
+        let app = api::router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let mut server = tokio::spawn(serve_api(listener.try_clone()?, tls.clone(), handle.clone(), app));
+        let signal = loop {
+            tokio::select! {
+                signal = signals.next() => match signal {
+                    Signal::Reload => running.reload().await,
+                    other => break other,
+                },
+                served = &mut server => {
+                    served.context("the control API stopped")?.context("the control API failed")?;
+                    bail!("the control API stopped on its own");
+                }
+            }
+        };
+        // New API connections wait in the socket's queue from here: for the new process on
+        // an upgrade, for nobody on a stop (they are closed with it).
+        handle.graceful_shutdown(Some(API_GRACE));
+        server.await.context("the control API stopped")?.context("the control API failed")?;
+        if signal == Signal::Stop {
+            break;
         }
-    });
-    let served = match tls {
+        info!(binary = %exe.display(), "upgrade: starting the binary at this path with this process's sockets");
+        let sockets = live.sockets_for_handover().await;
+        match upgrade::hand_over(&exe, &listener, &lock, sockets).await {
+            Ok(pid) => {
+                live.mark_handed_over();
+                info!(
+                    new_pid = pid,
+                    drain_secs = opts.drain.as_secs(),
+                    "upgrade: the new process serves every socket; this one lets its connections finish"
+                );
+                break;
+            }
+            Err(err) => {
+                error!(error = format!("{err:#}"), "upgrade failed; this process goes on serving as before")
+            }
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    info!(drain_secs = opts.drain.as_secs(), "stopping: no new connections; letting open ones finish");
+    synced.stop();
+    live.stop(opts.drain).await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Serves the control API on `listener` until `handle` stops it.
+async fn serve_api(
+    listener: std::net::TcpListener,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    handle: axum_server::Handle<SocketAddr>,
+    app: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, SocketAddr>,
+) -> std::io::Result<()> {
+    match tls {
         Some(config) => {
             let mut server = axum_server::from_tcp_rustls(listener, config)?
                 .handle(handle)
@@ -233,13 +304,122 @@ pub async fn run(opts: Options) -> Result<()> {
             server.http_builder().http1().header_read_timeout(HEADER_TIMEOUT);
             server.serve(app).await
         }
-    };
-    served.context("the control API failed")?;
-    info!(drain_secs = opts.drain.as_secs(), "stopping: no new connections; letting open ones finish");
-    synced.stop();
-    live.stop(opts.drain).await;
-    info!("stopped");
+    }
+}
+
+/// Creates or updates the config file's applications in the default organisation.
+async fn declare_apps(gateway: &Gateway, org_id: &str, config: &Config) -> Result<()> {
+    for app in &config.applications {
+        let instances = app
+            .instances
+            .iter()
+            .map(|a| crate::wire::Instance { address: a.clone(), ..Default::default() })
+            .collect();
+        gateway.declare_app(org_id, &app.name, instances).await?;
+    }
     Ok(())
+}
+
+/// What a running server needs to read its config file again.
+struct Running<'a> {
+    opts: &'a Options,
+    config: Config,
+    store: Arc<dyn Store>,
+    gateway: Arc<Gateway>,
+    default_org: String,
+    fleet: bool,
+}
+
+impl Running<'_> {
+    /// SIGHUP: reads the config file again and applies what can change while running
+    /// (namespaces, their defaults and reservations, the quota, applications); an invalid
+    /// file changes nothing.
+    async fn reload(&mut self) {
+        let Some(path) = &self.opts.config else {
+            return info!("SIGHUP: no config file to read again (serve --config FILE)");
+        };
+        let loaded = Config::load(path).and_then(|c| c.namespaces(self.opts.public_bind).map(|n| (c, n)));
+        let (config, namespaces) = match loaded {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                return error!(
+                    error = format!("{err:#}"),
+                    "SIGHUP: the config file is invalid; the running config stays"
+                )
+            }
+        };
+        let old = self.config.namespaces(self.opts.public_bind).unwrap_or_default();
+        let restart_only = config.store != self.config.store
+            || config.node != self.config.node
+            || config.serve_namespaces != self.config.serve_namespaces
+            || namespaces.iter().any(|n| old.iter().any(|o| o.def.name == n.def.name && o.bind != n.bind));
+        if restart_only {
+            warn!("SIGHUP: store, node, serve_namespaces and bind addresses change only with an upgrade (kill -USR2) or a restart; the rest is applied");
+        }
+        let mut defs: Vec<_> = namespaces.iter().map(|n| n.def.clone()).collect();
+        let table = self.gateway.synced().table().clone();
+        for (name, def) in &table.namespaces {
+            if defs.iter().any(|d| d.name == *name) || def.retired {
+                continue;
+            }
+            let held = table.redirs.keys().filter(|(ns, _)| ns == name).count();
+            if self.fleet {
+                warn!(namespace = %name, redirections = held, "SIGHUP: namespace not in this node's config file; the fleet's definition stays (other nodes may declare it)");
+            } else {
+                warn!(namespace = %name, redirections = held, "SIGHUP: namespace no longer in the config file: its redirections keep running until they are removed; no new one can be added there");
+                defs.push(store::NamespaceDef { retired: true, ..def.clone() });
+            }
+        }
+        if let Err(err) = self.store.reconfigure(&defs, config.max_redirections_per_org).await {
+            return error!(error = %err, "SIGHUP: cannot publish the new namespaces; the running config stays");
+        }
+        self.gateway.set_org_quota(config.max_redirections_per_org);
+        if let Err(err) = declare_apps(&self.gateway, &self.default_org, &config).await {
+            error!(error = format!("{err:#}"), "SIGHUP: cannot declare the config file's applications");
+        }
+        info!(file = %path.display(), namespaces = namespaces.len(), "SIGHUP: config reloaded; new connections get the new settings, open ones keep theirs");
+        self.config = config;
+    }
+}
+
+/// The signals the server acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// SIGTERM or SIGINT: stop accepting, drain, exit.
+    Stop,
+    /// SIGUSR2: hand the sockets to the binary now at this path, then drain and exit.
+    Upgrade,
+    /// SIGHUP: read the config file again.
+    Reload,
+}
+
+/// The streams of the signals the server acts on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            usr2: signal(SignalKind::user_defined2())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.usr2.recv() => Signal::Upgrade,
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
 }
 
 /// Opens the etcd store named by `url`.
@@ -307,6 +487,17 @@ fn lock(dir: &Path) -> Result<File> {
             "another tcp-redirs server is using the data directory {}: stop it, or pass another --data-dir",
             dir.display()
         );
+    }
+    Ok(file)
+}
+
+/// Takes over the data directory's lock from the process this one replaces: the file
+/// must be this data directory's lock (the lock itself goes with the open file).
+fn adopt_lock(dir: &Path, file: File) -> Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    let (ours, handed) = (fs::metadata(dir.join("lock"))?, file.metadata()?);
+    if (ours.dev(), ours.ino()) != (handed.dev(), handed.ino()) {
+        bail!("the process that started this one handed over the lock of another data directory: give both the same --data-dir");
     }
     Ok(file)
 }
@@ -391,17 +582,5 @@ fn raise_fd_limit() {
                 info!(from = soft, to = limit.rlim_max, "raised the open file limit");
             }
         }
-    }
-}
-
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -313,6 +313,15 @@ impl Store for Etcd {
             if def.default_host {
                 mine.public_host = stored.public_host.clone();
             }
+            if stored.retired && (NamespaceDef { retired: false, ..stored.clone() }) == mine {
+                // A namespace a reload had retired is declared again: it serves again.
+                self.client
+                    .kv_client()
+                    .put(key.as_str(), json(&mine)?, None)
+                    .await
+                    .map_err(|e| self.unavailable(e))?;
+                continue;
+            }
             let same = mine == stored;
             if !same {
                 return Err(StoreError::Other(anyhow::anyhow!(
@@ -336,6 +345,23 @@ impl Store for Etcd {
                 )));
             }
         }
+        Ok(())
+    }
+
+    async fn reconfigure(&self, namespaces: &[NamespaceDef], org_quota: Option<u32>) -> StoreResult<()> {
+        let mut kv = self.client.kv_client();
+        for def in namespaces {
+            let key = self.key(&["namespaces", &def.name]);
+            let mut def = def.clone();
+            if def.default_host {
+                if let Some(stored) = self.get(&key).await? {
+                    def.public_host = serde_json::from_slice::<NamespaceDef>(stored.value())?.public_host;
+                }
+            }
+            kv.put(key, json(&def)?, None).await.map_err(|e| self.unavailable(e))?;
+        }
+        let settings = json(&serde_json::json!({ "maxRedirectionsPerOrg": org_quota }))?;
+        kv.put(self.key(&["settings"]), settings, None).await.map_err(|e| self.unavailable(e))?;
         Ok(())
     }
 

@@ -84,6 +84,9 @@ pub struct NamespaceDef {
     pub orgs: Option<Vec<String>>,
     /// Its default connection limits.
     pub limits: RedirLimits,
+    /// No longer in the config file: its redirections run until removed, none can be added.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
     /// Whether `public_host` is this node's default rather than the operator's choice: in
     /// a fleet, such a namespace takes the host name the store already has.
     #[serde(skip)]
@@ -269,6 +272,9 @@ pub trait Store: Send + Sync {
     /// Publishes this node's namespace definitions and shared settings, or refuses them
     /// when the store holds different ones.
     async fn agree(&self, namespaces: &[NamespaceDef], org_quota: Option<u32>) -> StoreResult<()>;
+    /// Replaces the namespace definitions and shared settings with a reloaded config's
+    /// (a namespace whose host this config does not set keeps the store's).
+    async fn reconfigure(&self, namespaces: &[NamespaceDef], org_quota: Option<u32>) -> StoreResult<()>;
     /// The organisation named `name`, created with `id` when absent.
     async fn ensure_org(&self, name: &str, id: &str) -> StoreResult<Organisation>;
     /// Creates an organisation; [`Conflict::OrgName`] when the name is taken.

@@ -342,6 +342,10 @@ impl Store for Sqlite {
         Ok(())
     }
 
+    async fn reconfigure(&self, namespaces: &[NamespaceDef], org_quota: Option<u32>) -> StoreResult<()> {
+        self.agree(namespaces, org_quota).await
+    }
+
     async fn ensure_org(&self, name: &str, id: &str) -> StoreResult<Organisation> {
         let (name, id) = (name.to_owned(), id.to_owned());
         let (org, _) = self
