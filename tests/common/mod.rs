@@ -46,7 +46,13 @@ pub const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 /// A `Command` for the binary with none of the caller's `TCP_REDIRS_*` settings.
 fn command() -> Command {
-    let mut cmd = Command::new(BIN);
+    command_for(Path::new(BIN))
+}
+
+/// A `Command` for `program` (the binary or a copy of it) with none of the caller's
+/// `TCP_REDIRS_*` settings.
+fn command_for(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("TCP_REDIRS_") {
             cmd.env_remove(key);
@@ -75,6 +81,9 @@ pub struct ServerBuilder {
     args: Vec<String>,
     /// The loopback address of both the control API and the public ports.
     ip: String,
+    /// The program to run, when not the binary under test itself (an upgrade test runs a
+    /// copy it can replace).
+    binary: Option<PathBuf>,
 }
 
 impl ServerBuilder {
@@ -88,6 +97,12 @@ impl ServerBuilder {
     /// nodes of a fleet share one.
     pub fn token(mut self, token: &str) -> Self {
         self.token = token.to_owned();
+        self
+    }
+
+    /// Runs the program at `path` (a copy of the binary) instead of the binary under test.
+    pub fn binary(mut self, path: &Path) -> Self {
+        self.binary = Some(path.to_owned());
         self
     }
 
@@ -112,7 +127,7 @@ impl ServerBuilder {
     /// Starts the server and waits until it logs that its control API is listening.
     pub fn start(self) -> Server {
         let config_dir = tempfile::tempdir().expect("temp config dir");
-        let mut cmd = command();
+        let mut cmd = command_for(self.binary.as_deref().unwrap_or(Path::new(BIN)));
         cmd.args(["serve", "--listen", &format!("{}:0", self.ip), "--public-bind", &self.ip])
             .arg("--data-dir")
             .arg(self.data_dir.path());
@@ -253,6 +268,7 @@ impl Server {
             env: Vec::new(),
             args: Vec::new(),
             ip: LOCALHOST.to_string(),
+            binary: None,
         }
     }
 
@@ -274,9 +290,28 @@ impl Server {
         self.builder.ip.parse().expect("the server's IP")
     }
 
-    /// What the server printed on stderr so far.
+    /// What the server printed on stderr so far (and the processes that took over from it
+    /// in an upgrade, which inherit its stderr).
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log has `needle` after its first `skip` bytes; the log up to the end
+    /// of the line that has it.
+    /// Polls every 20 ms, up to `limit`, then panics with the log.
+    pub fn wait_for_log(&self, needle: &str, skip: usize, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let log = self.log();
+            if let Some(at) = log.get(skip..).and_then(|rest| rest.find(needle)) {
+                let end = log[skip + at..].find('\n').map_or(log.len(), |n| skip + at + n);
+                return log[..end].to_owned();
+            }
+            if Instant::now() >= deadline {
+                panic!("the server did not log `{needle}` within {limit:?}\n--- server stderr ---\n{log}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Runs the CLI against this server with the admin token.

@@ -1,0 +1,374 @@
+//! Upgrades and reloads that drop nothing: `kill -USR2` starts the binary now installed at
+//! the server's path with the old process's sockets, and `kill -HUP` re-reads the config.
+//!
+//! Each test runs a copy of the binary from a temporary directory, so that it can "install"
+//! another program at that path. The processes that take over inherit the first one's
+//! stderr, so the test reads their log lines too; every process started is killed at the end.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// How long an upgrade may take, from the signal to the new process serving.
+const UPGRADE: Duration = Duration::from_secs(30);
+
+/// A copy of the binary in a directory of its own, which the test may replace.
+struct Installed {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Installed {
+    fn new() -> Installed {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tcp-redirs");
+        std::fs::copy(BIN, &path).expect("copy the binary");
+        Installed { _dir: dir, path }
+    }
+
+    /// Installs another program at the path, as a package upgrade does (a new file renamed
+    /// over the old one: the running process keeps its own).
+    fn install(&self, program: &[u8]) {
+        let next = self.path.with_extension("new");
+        std::fs::write(&next, program).unwrap();
+        std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::rename(&next, &self.path).unwrap();
+    }
+}
+
+/// Kills (SIGKILL) the processes that took over from the test's server, at the end.
+#[derive(Default)]
+struct Successors(Vec<u32>);
+
+impl Drop for Successors {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill only sends a signal.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill only sends a signal.
+    assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0, "signal {signal} to {pid}");
+}
+
+/// Sends SIGUSR2 to `pid` and waits for the new process to serve; its pid.
+fn upgrade(server: &Server, pid: u32, successors: &mut Successors) -> u32 {
+    let skip = server.log().len();
+    signal(pid, libc::SIGUSR2);
+    let log = server.wait_for_log("upgrade: the new process serves every socket", skip, UPGRADE);
+    let line = log.lines().last().unwrap_or_default();
+    let new_pid: u32 = line
+        .split("new_pid=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no new_pid in `{line}`"));
+    successors.0.push(new_pid);
+    new_pid
+}
+
+/// Whether process `pid` still runs (not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}
+
+/// What went wrong for the short connections of a load loop.
+#[derive(Default)]
+struct Failures {
+    done: AtomicU64,
+    refused: AtomicU64,
+    reset: AtomicU64,
+    other: std::sync::Mutex<Vec<String>>,
+}
+
+/// Opens, uses and closes connections through `port` as fast as it can until `stop`
+/// (bounded: 60 s or 200,000 connections).
+fn churn(port: u16, stop: Arc<AtomicBool>, failures: Arc<Failures>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let started = Instant::now();
+        let message = b"0123456789abcdef";
+        while !stop.load(Ordering::Relaxed)
+            && started.elapsed() < Duration::from_secs(60)
+            && failures.done.load(Ordering::Relaxed) < 200_000
+        {
+            let outcome = (|| -> std::io::Result<()> {
+                let mut conn = TcpStream::connect(("127.0.0.1", port))?;
+                conn.set_read_timeout(Some(IO_TIMEOUT))?;
+                conn.write_all(message)?;
+                let mut back = [0u8; 16];
+                conn.read_exact(&mut back)?;
+                if &back != message {
+                    return Err(std::io::Error::other("the echo differs"));
+                }
+                Ok(())
+            })();
+            match outcome {
+                Ok(()) => failures.done.fetch_add(1, Ordering::Relaxed),
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                    failures.refused.fetch_add(1, Ordering::Relaxed)
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof) => {
+                    failures.reset.fetch_add(1, Ordering::Relaxed)
+                }
+                Err(e) => {
+                    failures.other.lock().unwrap().push(e.to_string());
+                    0
+                }
+            };
+        }
+    })
+}
+
+/// Sends `data` through `port` in slices while reading the echo back, slowly enough to span
+/// an upgrade; the bytes that came back.
+fn long_transfer(port: u16, data: Arc<Vec<u8>>, pace: Duration) -> thread::JoinHandle<Vec<u8>> {
+    let mut conn = connect(port);
+    let mut reader = conn.try_clone().unwrap();
+    let want = data.len();
+    let read = thread::spawn(move || {
+        let mut got = Vec::with_capacity(want);
+        let _ = reader.read_to_end(&mut got);
+        got
+    });
+    thread::spawn(move || {
+        for slice in data.chunks(64 * 1024) {
+            conn.write_all(slice).unwrap();
+            thread::sleep(pace);
+        }
+        conn.shutdown(Shutdown::Write).unwrap();
+        read.join().unwrap()
+    })
+}
+
+fn server_on(installed: &Installed) -> Server {
+    Server::builder().binary(&installed.path).args(&["--drain-timeout", "30"]).start()
+}
+
+#[test]
+fn an_upgrade_refuses_and_resets_nothing_and_open_connections_finish() {
+    let installed = Installed::new();
+    let mut server = server_on(&installed);
+    let mut successors = Successors::default();
+    let echo = TcpService::echo();
+    server.create_app("db", echo.addr());
+    let port = server.add("db", "default");
+
+    // A transfer of 4 MiB paced over about 1.3 s, started before the upgrade.
+    let data = Arc::new(random_bytes(4 << 20));
+    let transfer = long_transfer(port, data.clone(), Duration::from_millis(20));
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Failures::default());
+    let churners: Vec<_> = (0..2).map(|_| churn(port, stop.clone(), failures.clone())).collect();
+    // The API answers throughout.
+    let api_failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let api = {
+        let (addr, token, stop, api_failures) =
+            (server.addr, server.token.clone(), stop.clone(), api_failures.clone());
+        thread::spawn(move || {
+            let started = Instant::now();
+            let mut calls = 0u32;
+            while !stop.load(Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(60)
+                && calls < 50_000
+            {
+                let auth = format!("Bearer {token}");
+                match try_http(addr, "GET", "/v2/organisations", Some(&auth), None, IO_TIMEOUT) {
+                    Ok(r) if r.status == 200 => {}
+                    Ok(r) => api_failures.lock().unwrap().push(format!("status {}", r.status)),
+                    Err(e) => api_failures.lock().unwrap().push(e),
+                }
+                calls += 1;
+            }
+            calls
+        })
+    };
+    // Let the loops run a moment before the upgrade: wait until they made connections.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while failures.done.load(Ordering::Relaxed) < 200 && Instant::now() < deadline {
+        thread::yield_now();
+    }
+    let old = server.process_id();
+    let new = upgrade(&server, old, &mut successors);
+    assert_ne!(new, old);
+    // The loops go on against the new process for a while, then stop.
+    let after = failures.done.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while failures.done.load(Ordering::Relaxed) < after + 500 && Instant::now() < deadline {
+        thread::yield_now();
+    }
+    let got = transfer.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for churner in churners {
+        churner.join().unwrap();
+    }
+    let calls = api.join().unwrap();
+
+    assert_same_bytes(&got, &data, "the transfer that spanned the upgrade");
+    let (done, refused, reset) = (
+        failures.done.load(Ordering::Relaxed),
+        failures.refused.load(Ordering::Relaxed),
+        failures.reset.load(Ordering::Relaxed),
+    );
+    eprintln!("[upgrade] {done} short connections, {calls} API calls during the upgrade");
+    assert!(done > after + 100, "connections went on after the upgrade: {done} in all, {after} before it");
+    assert_eq!(
+        (refused, reset),
+        (0, 0),
+        "refused and reset connections; others: {:?}\n{}",
+        failures.other.lock().unwrap(),
+        server.log()
+    );
+    assert!(failures.other.lock().unwrap().is_empty(), "{:?}", failures.other.lock().unwrap());
+    assert!(api_failures.lock().unwrap().is_empty(), "API calls failed: {:?}", api_failures.lock().unwrap());
+
+    // The old process drained and exited 0; the new one holds the port and the store.
+    let status =
+        server.wait_for_exit(Duration::from_secs(40)).expect("the old process exits after its drain");
+    assert!(status.success(), "{status}\n{}", server.log());
+    assert!(alive(new));
+    assert_same_bytes(&send_and_read_back(port, b"after"), b"after", "the port after the old process left");
+    assert_eq!(server.list("db"), vec![("default".to_owned(), port)]);
+    server.create_app("web", echo.addr());
+    let web = server.add("web", "default");
+    assert_same_bytes(&send_and_read_back(web, b"new"), b"new", "a port added by the new process");
+}
+
+#[test]
+fn an_upgrade_to_a_binary_that_exits_at_once_leaves_the_old_process_serving() {
+    let installed = Installed::new();
+    let server = server_on(&installed);
+    let echo = TcpService::echo();
+    server.create_app("db", echo.addr());
+    let port = server.add("db", "default");
+    installed.install(b"#!/bin/sh\necho 'this build is broken' >&2\nexit 3\n");
+    let skip = server.log().len();
+    signal(server.process_id(), libc::SIGUSR2);
+    let log = server.wait_for_log("upgrade failed; this process goes on serving", skip, UPGRADE);
+    let line = log.lines().last().unwrap();
+    assert!(line.contains("exited before it was ready") && line.contains("exit status: 3"), "{line}");
+    assert!(log[skip..].contains("this build is broken"), "the new binary's own output is in the log");
+    // Nothing changed: the port forwards, the API answers and changes state.
+    assert_same_bytes(
+        &send_and_read_back(port, b"still here"),
+        b"still here",
+        "the port after a failed upgrade",
+    );
+    server.create_app("web", echo.addr());
+    let web = server.add("web", "default");
+    assert_same_bytes(&send_and_read_back(web, b"new"), b"new", "a port added after a failed upgrade");
+}
+
+#[test]
+fn two_upgrades_in_a_row_the_second_while_the_first_drains() {
+    let installed = Installed::new();
+    let mut server = server_on(&installed);
+    let mut successors = Successors::default();
+    let echo = TcpService::echo();
+    server.create_app("db", echo.addr());
+    let port = server.add("db", "default");
+    // A connection opened before both upgrades stays open: the first process drains it.
+    let mut held = connect(port);
+    held.write_all(b"one").unwrap();
+    let mut back = [0u8; 3];
+    held.read_exact(&mut back).unwrap();
+
+    let first = server.process_id();
+    let second = upgrade(&server, first, &mut successors);
+    assert!(alive(first), "the first process drains its open connection");
+    let third = upgrade(&server, second, &mut successors);
+    assert!(alive(first), "the first process still drains while the second hands over");
+    assert_same_bytes(&send_and_read_back(port, b"after two"), b"after two", "the port after two upgrades");
+    assert_eq!(server.list("db"), vec![("default".to_owned(), port)]);
+    // The connection opened before both is still served by the first process.
+    held.write_all(b"two").unwrap();
+    held.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"two");
+    drop(held);
+    let status = server.wait_for_exit(Duration::from_secs(40)).expect("the first process exits once drained");
+    assert!(status.success(), "{status}");
+    assert!(alive(third));
+}
+
+#[test]
+fn sighup_applies_a_changed_config_file_and_keeps_the_running_one_when_it_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let write = |max: &str, with_dedicated: bool| {
+        let mut text = format!("[[namespace]]\nname = \"default\"\n{max}\n");
+        if with_dedicated {
+            text.push_str("\n[[namespace]]\nname = \"dedicated\"\nports = \"6400-6499\"\n");
+        }
+        std::fs::write(&config, text).unwrap();
+    };
+    write("max_connections = 1", true);
+    let server = Server::builder().config(&config).start();
+    let echo = TcpService::echo();
+    server.create_app("db", echo.addr());
+    let port = server.add("db", "default");
+    let dedicated = server.add("db", "dedicated");
+    let reload = |needle: &str| {
+        let skip = server.log().len();
+        signal(server.process_id(), libc::SIGHUP);
+        server.wait_for_log(needle, skip, Duration::from_secs(10))
+    };
+    // One connection at a time: a second is refused.
+    let mut first = connect(port);
+    first.write_all(b"1").unwrap();
+    let mut byte = [0u8; 1];
+    first.read_exact(&mut byte).unwrap();
+    assert!(refused_or_reset(port), "maxConnections 1: a second connection is refused");
+
+    // Raised to 3: new connections get it, the open one keeps going.
+    write("max_connections = 3", true);
+    reload("SIGHUP: config reloaded");
+    let mut second = connect(port);
+    let mut third = connect(port);
+    for conn in [&mut second, &mut third, &mut first] {
+        conn.write_all(b"x").unwrap();
+        conn.read_exact(&mut byte).unwrap();
+    }
+    let listed = server.cli_json(&["--app", "db", "-F", "json"]);
+    assert!(listed.to_string().contains("\"maxConnections\":3"), "{listed}");
+
+    // A broken file changes nothing.
+    std::fs::write(&config, "[[namespace]\nname = ").unwrap();
+    reload("the config file is invalid; the running config stays");
+    assert!(refused_or_reset(port), "maxConnections is still 3 (three are open)");
+
+    // A namespace gone from the file keeps its redirection, and takes no new one.
+    write("max_connections = 3", false);
+    let log = reload("SIGHUP: config reloaded");
+    assert!(log.contains("namespace no longer in the config file"), "{log}");
+    assert_same_bytes(&send_and_read_back(dedicated, b"kept"), b"kept", "the retired namespace's port");
+    let namespaces = server.cli_json(&["list-namespaces", "--app", "db", "-F", "json"]);
+    assert_eq!(namespace_names(&namespaces), ["cleverapps", "default"]);
+    server.create_app("web", echo.addr());
+    server.cli(&["add", "--app", "web", "--namespace", "dedicated"]).assert_error(3, &["dedicated"]);
+    server.cli_ok(&["remove", &dedicated.to_string(), "--app", "db", "--namespace", "dedicated"]);
+    assert_refuses(dedicated);
+    drop((first, second, third));
+}
+
+/// Whether a new connection through `port` is refused: reset at once, or closed before
+/// its echo.
+fn refused_or_reset(port: u16) -> bool {
+    let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) else { return true };
+    conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    if conn.write_all(b"?").is_err() {
+        return true;
+    }
+    let mut byte = [0u8; 1];
+    !matches!(conn.read(&mut byte), Ok(1))
+}
