@@ -16,6 +16,7 @@ mod copy;
 mod error;
 mod forward;
 mod gateway;
+mod http;
 mod live;
 mod metrics;
 mod ports;
@@ -79,9 +80,6 @@ pub struct Options {
     pub node_ttl: Duration,
 }
 
-/// How long an HTTP client may take to send a request's headers: a slow client (slowloris)
-/// cannot hold a connection of the control API longer than this.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight API requests get to finish at stop.
 const API_GRACE: Duration = Duration::from_secs(10);
 
@@ -235,10 +233,12 @@ pub async fn run(opts: Options) -> Result<()> {
         default_org: default_org.id.clone(),
         fleet: store_url.is_some(),
     };
+    let tls = tls.map(|config| config.get_inner());
     loop {
-        let handle = axum_server::Handle::new();
-        let app = api::router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let mut server = tokio::spawn(serve_api(listener.try_clone()?, tls.clone(), handle.clone(), app));
+        let stop_api = tokio_util::sync::CancellationToken::new();
+        let app = api::router(gateway.clone());
+        let mut server =
+            tokio::spawn(http::serve(listener.try_clone()?, tls.clone(), app, stop_api.clone(), API_GRACE));
         let signal = loop {
             tokio::select! {
                 signal = signals.next() => match signal {
@@ -252,8 +252,9 @@ pub async fn run(opts: Options) -> Result<()> {
             }
         };
         // New API connections wait in the socket's queue from here: for the new process on
-        // an upgrade, for nobody on a stop (they are closed with it).
-        handle.graceful_shutdown(Some(API_GRACE));
+        // an upgrade, for nobody on a stop (they are closed with it). The calls already
+        // taken are answered first, so none can change the store behind the new process.
+        stop_api.cancel();
         server.await.context("the control API stopped")?.context("the control API failed")?;
         if signal == Signal::Stop {
             break;
@@ -281,30 +282,6 @@ pub async fn run(opts: Options) -> Result<()> {
     live.stop(opts.drain).await;
     info!("stopped");
     Ok(())
-}
-
-/// Serves the control API on `listener` until `handle` stops it.
-async fn serve_api(
-    listener: std::net::TcpListener,
-    tls: Option<axum_server::tls_rustls::RustlsConfig>,
-    handle: axum_server::Handle<SocketAddr>,
-    app: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, SocketAddr>,
-) -> std::io::Result<()> {
-    match tls {
-        Some(config) => {
-            let mut server = axum_server::from_tcp_rustls(listener, config)?
-                .handle(handle)
-                .first_request_timeout(HEADER_TIMEOUT);
-            server.http_builder().http1().header_read_timeout(HEADER_TIMEOUT);
-            server.serve(app).await
-        }
-        None => {
-            let mut server =
-                axum_server::from_tcp(listener)?.handle(handle).first_request_timeout(HEADER_TIMEOUT);
-            server.http_builder().http1().header_read_timeout(HEADER_TIMEOUT);
-            server.serve(app).await
-        }
-    }
 }
 
 /// Creates or updates the config file's applications in the default organisation.
