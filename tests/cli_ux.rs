@@ -188,10 +188,12 @@ fn every_command_documents_its_exit_codes() {
 /// Runs `tcp-redirs ARGS` on a pseudo-terminal COLUMNS wide and returns all it printed.
 fn on_a_terminal(server: &Server, columns: u16, env: &[(&str, &str)], args: &[&str]) -> String {
     let config = tempfile::tempdir().unwrap();
-    // `stty` sizes the terminal before the program starts: no race with its first read.
+    // The pty library sizes the terminal 80x24 from both sides of its fork, the parent's
+    // possibly last: the shell waits for a line from the test, sent once the spawn returned,
+    // then sizes the terminal, so the program finds the width it was given.
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg(format!("stty cols {columns} rows 50 && exec \"$0\" \"$@\""))
+        .arg(format!("stty -echo; read -r _; stty cols {columns} rows 50 echo && exec \"$0\" \"$@\""))
         .arg(BIN)
         .args(args)
         .args(["--server", &server.url])
@@ -204,6 +206,7 @@ fn on_a_terminal(server: &Server, columns: u16, env: &[(&str, &str)], args: &[&s
         cmd.env(key, value);
     }
     let mut session = Session::spawn(cmd).expect("spawn on a pseudo-terminal");
+    expectrl::Expect::send_line(&mut session, "").expect("start the program");
     // Everything until the terminal closes (Linux answers EIO once the program has exited).
     let mut out = Vec::new();
     let mut chunk = [0u8; 4096];
