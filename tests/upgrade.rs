@@ -372,3 +372,108 @@ fn refused_or_reset(port: u16) -> bool {
     let mut byte = [0u8; 1];
     !matches!(conn.read(&mut byte), Ok(1))
 }
+
+#[test]
+fn systemd_hears_ready_and_the_new_main_pid_after_an_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let installed = Installed::new();
+    let server =
+        Server::builder().binary(&installed.path).env("NOTIFY_SOCKET", path.to_str().unwrap()).start();
+    let mut successors = Successors::default();
+    let mut message = [0u8; 512];
+    let mut next = || {
+        let n = socket.recv(&mut message).expect("a notification within 30 s");
+        String::from_utf8_lossy(&message[..n]).into_owned()
+    };
+    let first = next();
+    assert!(
+        first.contains("READY=1") && first.contains(&format!("MAINPID={}", server.process_id())),
+        "{first}"
+    );
+    let new = upgrade(&server, server.process_id(), &mut successors);
+    let second = next();
+    assert!(second.contains("READY=1") && second.contains(&format!("MAINPID={new}")), "{second}");
+    // The old process drains without telling systemd that the service stops.
+    socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut extra = [0u8; 512];
+    if let Ok(n) = socket.recv(&mut extra) {
+        panic!("unexpected notification: {}", String::from_utf8_lossy(&extra[..n]));
+    }
+}
+
+#[test]
+fn the_systemd_unit_is_valid_and_hardened() {
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dist/tcp-redirs.service")).unwrap();
+    for directive in [
+        "Type=notify",
+        "NotifyAccess=all",
+        "ExecReload=/bin/kill -USR2 $MAINPID",
+        "DynamicUser=yes",
+        "StateDirectory=tcp-redirs",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+    ] {
+        assert!(unit.lines().any(|l| l == directive), "the unit lacks `{directive}`");
+    }
+    // systemd-analyze checks the binary too: point the copy at the one under test.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("tcp-redirs.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/tcp-redirs", BIN)).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package; .ci/run installs it)");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "systemd-analyze verify failed:\n{said}");
+    assert!(
+        !said.contains("tcp-redirs.service"),
+        "systemd-analyze has something to say about the unit:\n{said}"
+    );
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn a_fleet_node_keeps_its_name_and_its_place_through_an_upgrade() {
+    let etcd = common::etcd::Etcd::start();
+    let installed = Installed::new();
+    let node = |name: &str, ip: &str| {
+        Server::builder()
+            .binary(&installed.path)
+            .ip(ip)
+            .token("fleet-upgrade-token")
+            .args(&["--store", &etcd.url(), "--node", name, "--node-ttl", "1"])
+            .start()
+    };
+    let mut a = node("a", "127.0.8.2");
+    let b = node("b", "127.0.8.3");
+    let mut successors = Successors::default();
+    let echo = TcpService::echo();
+    a.create_app("db", echo.addr());
+    let port = a.add("db", "default");
+    let new = upgrade(&a, a.process_id(), &mut successors);
+    let status = a.wait_for_exit(Duration::from_secs(40)).expect("the old process exits");
+    assert!(status.success());
+    // The old process's lease runs out within a second; for three, b must see a up, with
+    // its port, and the new process must forward on it.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let nodes = b.cli_json(&["nodes", "-F", "json"]);
+        let a_state =
+            nodes.as_array().and_then(|n| n.iter().find(|n| n["name"] == "a")).map(|n| n["state"].clone());
+        assert_eq!(a_state, Some(serde_json::json!("up")), "{nodes}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(alive(new));
+    let via_a = std::net::SocketAddr::from(([127, 0, 8, 2], port));
+    let mut conn = TcpStream::connect(via_a).unwrap();
+    conn.write_all(b"fleet").unwrap();
+    let mut back = [0u8; 5];
+    conn.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"fleet");
+}

@@ -225,6 +225,7 @@ pub async fn run(opts: Options) -> Result<()> {
     ]);
 
     let mut signals = Signals::new()?;
+    let mut handed_over = false;
     let mut running = Running {
         opts: &opts,
         config,
@@ -264,6 +265,7 @@ pub async fn run(opts: Options) -> Result<()> {
         match upgrade::hand_over(&exe, &listener, &lock, sockets).await {
             Ok(pid) => {
                 live.mark_handed_over();
+                handed_over = true;
                 info!(
                     new_pid = pid,
                     drain_secs = opts.drain.as_secs(),
@@ -276,7 +278,10 @@ pub async fn run(opts: Options) -> Result<()> {
             }
         }
     }
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    // After a hand-over the new process is the service: this one must not say it stops.
+    if !handed_over {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    }
     info!(drain_secs = opts.drain.as_secs(), "stopping: no new connections; letting open ones finish");
     synced.stop();
     live.stop(opts.drain).await;
