@@ -28,9 +28,12 @@ struct Installed {
 
 impl Installed {
     fn new() -> Installed {
-        let dir = tempfile::tempdir().unwrap();
+        // Beside the binary, so that a hard link makes the copy: a file just written could
+        // still be open in a child that another test thread is forking, and exec would
+        // then fail with "text file busy".
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let path = dir.path().join("tcp-redirs");
-        std::fs::copy(BIN, &path).expect("copy the binary");
+        std::fs::hard_link(BIN, &path).expect("link the binary");
         Installed { _dir: dir, path }
     }
 

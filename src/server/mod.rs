@@ -214,6 +214,9 @@ pub async fn run(opts: Options) -> Result<()> {
     let restored = synced.table().redirs.len();
     let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     write_profile(&url, &admin, &data_dir);
+    // Before saying ready: from then on a signal must find its handler (SIGUSR2's default
+    // action would kill the process).
+    let mut signals = Signals::new()?;
     info!(data_dir = %data_dir.display(), store = %store.describe(), node = %node, redirections = restored, pid = std::process::id(), "control API listening on {url}");
     if let Some(handed) = inherited.as_mut() {
         handed.ready();
@@ -224,7 +227,6 @@ pub async fn run(opts: Options) -> Result<()> {
         sd_notify::NotifyState::Ready,
     ]);
 
-    let mut signals = Signals::new()?;
     let mut handed_over = false;
     let mut running = Running {
         opts: &opts,
