@@ -29,8 +29,9 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// The process exit code of this kind of failure.
-    pub fn exit_code(self) -> u8 {
+    /// The process exit code of this kind of failure (the one list of exit codes is
+    /// [`crate::cli::EXIT_CODES`], which takes these).
+    pub const fn exit_code(self) -> u8 {
         match self {
             Failure::NotFound => 3,
             Failure::Auth => 4,

@@ -12,6 +12,7 @@
 //! - [`client`]: the HTTP client the commands use;
 //! - [`profile`]: the client's saved server address and credentials;
 //! - [`manifest`]: the declarative file of `apply` and `export`;
+//! - [`toml_file`]: the user's TOML files, read with one-line errors;
 //! - `server`: the control server (API, port allocator, store, forwarding).
 
 pub mod cli;
@@ -20,4 +21,5 @@ pub mod manifest;
 pub mod profile;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod toml_file;
 pub mod wire;

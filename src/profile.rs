@@ -77,8 +77,9 @@ impl ProfileFile {
     pub fn load() -> Result<ProfileFile> {
         let path = Self::path()?;
         match fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text)
-                .with_context(|| format!("{} is not a valid profile file: fix or delete it", path.display())),
+            Ok(text) => {
+                crate::toml_file::parse(&text, &path).context("invalid profile file (fix or delete it)")
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ProfileFile::default()),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }

@@ -553,3 +553,32 @@ fn applications_linked_to_a_directory_are_found_from_below_it() {
     assert_eq!(run(&deep, &["unlink"]).0, 0);
     assert!(!project.path().join(".tcp-redirs.json").exists(), "the last unlink removes the file");
 }
+
+#[test]
+fn a_broken_toml_file_is_one_error_line_with_its_place() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("setup.toml");
+    std::fs::write(&file, "[[application]]\nname = \"db\"\ninstances = [{ address = 42 }]\n").unwrap();
+    let out = server.cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {out}");
+    assert!(out.stderr.starts_with("error: ") && out.stderr.contains("setup.toml:3:"), "{out}");
+    // The server's config file alike.
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[[namespace]\nname = \"x\"\n").unwrap();
+    let serve = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap()])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("TCP_REDIRS_CONFIG_DIR", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&serve.stderr);
+    assert_eq!(serve.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.starts_with("error: invalid config file: ") && stderr.contains("config.toml:1:"),
+        "{stderr}"
+    );
+}

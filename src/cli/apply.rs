@@ -71,8 +71,8 @@ struct Report {
 pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let manifest: Manifest = toml::from_str(&text)
-        .with_context(|| format!("{} is not a valid tcp-redirs file", args.file.display()))?;
+    let manifest: Manifest =
+        crate::toml_file::parse(&text, &args.file).context("not a valid tcp-redirs file")?;
     check(&manifest)?;
     let client = conn.client()?;
     let org = args.org.resolve(&client).await?;

@@ -32,14 +32,21 @@ use crate::client::{Client, Failure};
 use crate::wire::{Application, Organisation};
 
 /// The exit codes, so that a script can tell failures apart: shown at the end of `--help`
-/// and in every man page's EXIT STATUS section. [`Failure::exit_code`] gives 3 to 5.
+/// and in every man page's EXIT STATUS section. The codes of the failures a script may tell
+/// apart are [`Failure::exit_code`]'s; 1 and 2 are `main`'s and clap's.
 pub const EXIT_CODES: [(u8, &str); 6] = [
     (0, "success"),
     (1, "error (the message on stderr says which)"),
     (2, "usage error: bad arguments"),
-    (3, "not found: no such application, namespace, redirection, organisation, profile or link"),
-    (4, "authentication failed: check --token or TCP_REDIRS_TOKEN"),
-    (5, "server unreachable: check --server or TCP_REDIRS_URL, and that `tcp-redirs serve` runs"),
+    (
+        Failure::NotFound.exit_code(),
+        "not found: no such application, namespace, redirection, organisation, profile or link",
+    ),
+    (Failure::Auth.exit_code(), "authentication failed: check --token or TCP_REDIRS_TOKEN"),
+    (
+        Failure::Unreachable.exit_code(),
+        "server unreachable: check --server or TCP_REDIRS_URL, and that `tcp-redirs serve` runs",
+    ),
 ];
 
 /// [`EXIT_CODES`] as the end of `--help`.

@@ -135,26 +135,48 @@ const FREE_FAILURES: u32 = 10;
 const FAILURE_MEMORY: Duration = Duration::from_secs(600);
 /// The longest wait imposed.
 const MAX_WAIT: Duration = Duration::from_secs(60);
-/// The most addresses remembered at once, so that failures cannot grow memory unbounded.
+/// The most address prefixes remembered at once, so that failures cannot grow memory
+/// unbounded.
 const MAX_TRACKED: usize = 10_000;
 
-/// Credentials checking, with a brake on guessing (frp's brute-force issue #1712): after
-/// [`FREE_FAILURES`] failures from one address, each further attempt must wait twice as long
-/// as the previous one (up to [`MAX_WAIT`]) and is answered 429 without being checked.
+/// Who a failure is counted against: an IPv4 address, or an IPv6 /64, the block one
+/// subscriber usually holds (counting single IPv6 addresses would give one attacker 2^64
+/// fresh counts).
+fn prefix(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
+/// Credentials checking against the node's copy of the table, with a [`Brake`] on guessing.
 pub struct Auth {
     synced: Arc<Synced>,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    brake: Brake,
 }
 
 impl Auth {
     /// Checks credentials against the node's copy of the table.
     pub fn new(synced: Arc<Synced>) -> Auth {
-        Auth { synced, failures: Mutex::default() }
+        Auth { synced, brake: Brake::default() }
     }
+}
 
+/// A brake on guessing (frp's brute-force issue #1712): after [`FREE_FAILURES`] failures
+/// from one address (an IPv6 /64), each further attempt must wait twice as long as the
+/// previous one (up to [`MAX_WAIT`]) and is answered 429 without being checked.
+#[derive(Default)]
+struct Brake {
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl Brake {
     fn wait_for(&self, ip: IpAddr) -> Option<Duration> {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let &(count, last) = failures.get(&ip)?;
+        let &(count, last) = failures.get(&prefix(ip))?;
         let wait = penalty(count)?;
         let ready = last + wait;
         let now = Instant::now();
@@ -162,19 +184,29 @@ impl Auth {
     }
 
     fn record(&self, ip: IpAddr, failed: bool) {
+        let key = prefix(ip);
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if !failed {
-            failures.remove(&ip);
+            // A success clears the count of its prefix only while it is not braked: an
+            // attacker who holds one valid credential must not reset the brake with it.
+            if failures.get(&key).is_some_and(|&(count, _)| count < FREE_FAILURES) {
+                failures.remove(&key);
+            }
             return;
         }
         let now = Instant::now();
-        if failures.len() >= MAX_TRACKED {
+        if failures.len() >= MAX_TRACKED && !failures.contains_key(&key) {
+            // Full: forget what is expired, then the prefixes not braked yet. The braked
+            // ones are never forgotten early: many addresses cannot wash a brake away.
             failures.retain(|_, (_, last)| now.duration_since(*last) < FAILURE_MEMORY);
             if failures.len() >= MAX_TRACKED {
-                failures.clear();
+                failures.retain(|_, (count, _)| *count >= FREE_FAILURES);
+            }
+            if failures.len() >= MAX_TRACKED {
+                return;
             }
         }
-        let entry = failures.entry(ip).or_insert((0, now));
+        let entry = failures.entry(key).or_insert((0, now));
         if now.duration_since(entry.1) >= FAILURE_MEMORY {
             entry.0 = 0;
         }
@@ -194,7 +226,7 @@ pub async fn require(
     next: Next,
 ) -> Result<Response, Error> {
     let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    if let Some(wait) = ip.and_then(|ip| auth.wait_for(ip)) {
+    if let Some(wait) = ip.and_then(|ip| auth.brake.wait_for(ip)) {
         return Err(Error::slow_down(wait));
     }
     let header = request.headers().get(AUTHORIZATION).map(|v| v.to_str().unwrap_or("").to_owned());
@@ -206,7 +238,7 @@ pub async fn require(
     }
     if let Some(ip) = ip {
         // Only a wrong credential is a guess; a request without one is not.
-        auth.record(ip, result.as_ref().is_err_and(|e| e.id == Error::bad_credentials().id));
+        auth.brake.record(ip, result.as_ref().is_err_and(|e| e.id == Error::bad_credentials().id));
     }
     request.extensions_mut().insert(result?);
     Ok(next.run(request).await)
@@ -228,6 +260,27 @@ mod tests {
         assert_eq!(penalty(FREE_FAILURES), Some(Duration::from_secs(1)));
         assert_eq!(penalty(FREE_FAILURES + 2), Some(Duration::from_secs(4)));
         assert_eq!(penalty(FREE_FAILURES + 40), Some(MAX_WAIT));
+    }
+
+    #[test]
+    fn the_brake_holds_against_many_addresses() {
+        let auth = Brake::default();
+        let braked: IpAddr = "2001:db8:1:2::7".parse().unwrap();
+        for _ in 0..FREE_FAILURES + 1 {
+            auth.record(braked, true);
+        }
+        assert!(auth.wait_for(braked).is_some());
+        // Another address of the same /64 is the same subscriber.
+        assert!(auth.wait_for("2001:db8:1:2:ffff::1".parse().unwrap()).is_some());
+        // Failures from more /64s than the table holds do not wash the brake away.
+        for i in 0..(MAX_TRACKED as u128 + 500) {
+            auth.record(IpAddr::V6((0x2001_0db8_9000_0000_0000_0000_0000_0001u128 + (i << 64)).into()), true);
+        }
+        assert!(auth.wait_for(braked).is_some(), "the braked prefix is still braked");
+        assert!(auth.failures.lock().unwrap().len() <= MAX_TRACKED);
+        // Nor does a success from it.
+        auth.record(braked, false);
+        assert!(auth.wait_for(braked).is_some());
     }
 
     #[test]

@@ -128,8 +128,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
-        let config: Config =
-            toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        let config: Config = crate::toml_file::parse(&text, path).context("invalid config file")?;
         for app in &config.applications {
             for address in &app.instances {
                 crate::wire::check_instance_address(address)

@@ -490,9 +490,10 @@ fn adopt_lock(dir: &Path, file: File) -> Result<File> {
 fn admin_credential(data_dir: &Path, opts: &Options) -> Result<AdminCredential> {
     let path = data_dir.join("admin.toml");
     let saved: Option<AdminCredential> = match fs::read_to_string(&path) {
-        Ok(text) => Some(toml::from_str(&text).with_context(|| {
-            format!("{} is damaged: delete it to get a new admin credential", path.display())
-        })?),
+        Ok(text) => Some(
+            crate::toml_file::parse(&text, &path)
+                .context("the admin credential file is damaged: delete it to get a new admin credential")?,
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
