@@ -12,6 +12,7 @@ mod api;
 pub(crate) mod auth;
 mod balance;
 mod config;
+mod console;
 mod copy;
 mod error;
 mod forward;
@@ -209,6 +210,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     write_profile(&url, &admin, &data_dir);
     info!(data_dir = %data_dir.display(), store = %store.describe(), node = %node, redirections = restored, "control API listening on {url}");
+    info!("web console on {url}/ (sign in with a token: the admin's is in {})", data_dir.join("admin.toml").display());
 
     let app = api::router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
