@@ -83,7 +83,9 @@ mod tests {
         assert!(handler.is_none(), "index.html has an event handler attribute: on{handler:?}");
         // The script never parses text as HTML; its one URL is the SVG namespace's name.
         let script = SCRIPT.replace("'http://www.w3.org/2000/svg'", "");
-        for banned in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "http://", "https://"] {
+        for banned in
+            ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "http://", "https://"]
+        {
             assert!(!script.contains(banned), "console.js contains `{banned}`");
         }
         assert!(!STYLE.contains("url(") && !STYLE.contains("@import"), "console.css loads another file");

@@ -209,8 +209,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let restored = synced.table().redirs.len();
     let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     write_profile(&url, &admin, &data_dir);
-    info!(data_dir = %data_dir.display(), store = %store.describe(), node = %node, redirections = restored, "control API listening on {url}");
-    info!("web console on {url}/ (sign in with a token: the admin's is in {})", data_dir.join("admin.toml").display());
+    info!(data_dir = %data_dir.display(), store = %store.describe(), node = %node, redirections = restored, "control API listening on {url} (web console on {url}/)");
 
     let app = api::router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();

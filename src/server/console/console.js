@@ -69,8 +69,12 @@
     }
   }
 
+  let announced = null;
+  /** Says something in the status line (read by screen readers); it goes after a while. */
   function announce(text) {
     $('status').textContent = text;
+    clearTimeout(announced);
+    if (text) announced = setTimeout(() => { if ($('status').textContent === text) $('status').textContent = ''; }, 8000);
   }
 
   function bytes(n) {
@@ -568,7 +572,7 @@
         row.classList.toggle('active', Boolean(redir));
         row.classList.toggle('busy', Boolean(ui.busy));
         if (key) {
-          const again = row.querySelector(`[data-focus="${CSS.escape(key)}"]`) || row.querySelector('button:not([disabled])');
+          const again = row.querySelector(`[data-focus="${CSS.escape(key)}"]`) || row.querySelector('.actions button:not([disabled])');
           if (again) again.focus();
         }
       }
@@ -645,7 +649,9 @@
     const width = 240;
     const height = 56;
     const now = samples.length ? samples[samples.length - 1].t : Date.now();
-    const start = now - HISTORY_MS;
+    // The time axis spans what the page has seen, from a few polls up to HISTORY_MS.
+    const span = Math.min(HISTORY_MS, Math.max(4 * POLL_MS, samples.length ? now - samples[0].t : 0));
+    const start = now - span;
     const rates = [];
     for (let i = 1; i < samples.length; i += 1) {
       const dt = (samples[i].t - samples[i - 1].t) / 1000;
@@ -655,13 +661,15 @@
     const opens = samples.map((s) => ({ t: s.t, v: s.open }));
     const peakRate = Math.max(0, ...rates.map((r) => r.v));
     const peakOpen = Math.max(0, ...opens.map((o) => o.v));
-    const x = (t) => (((Math.max(t, start) - start) / HISTORY_MS) * (width - 2) + 1).toFixed(1);
+    const x = (t) => (((Math.max(t, start) - start) / span) * (width - 2) + 1).toFixed(1);
     const y = (v, peak) => (height - 2 - (peak > 0 ? (v / peak) * (height - 8) : 0)).toFixed(1);
     const line = (points, peak, cls) =>
       points.length > 1 ? svg('polyline', { class: cls, points: points.map((p) => `${x(p.t)},${y(p.v, peak)}`).join(' ') }) : null;
     const rateNow = rates.length ? rates[rates.length - 1].v : 0;
     const openNow = opens.length ? opens[opens.length - 1].v : 0;
-    const label = `Traffic over the last ${HISTORY_MS / 60000} minutes: ${bytes(rateNow)}/s now, peak ${bytes(peakRate)}/s; ${openNow} open connections now, peak ${peakOpen}.`;
+    const seconds = Math.round(span / 1000);
+    const over = seconds >= 120 ? `${Math.round(seconds / 60)} minutes` : `${seconds} seconds`;
+    const label = `Traffic over the last ${over}: ${bytes(rateNow)}/s now, peak ${bytes(peakRate)}/s; ${openNow} open connections now, peak ${peakOpen}.`;
     return [
       svg('svg', { class: 'spark', viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', 'aria-label': label, preserveAspectRatio: 'none' },
         svg('title', { text: label }),
@@ -694,7 +702,7 @@
     ui.error = '';
     renderRows();
     const row = $('redirs').querySelector(`[data-namespace="${CSS.escape(namespace)}"]`);
-    const target = row && row.querySelector(confirm ? '.confirm-delete' : 'button:not([disabled])');
+    const target = row && row.querySelector(confirm ? '.confirm-delete' : '.actions button:not([disabled])');
     if (target) target.focus();
   }
 
@@ -707,7 +715,7 @@
     const row = $('redirs').querySelector(`[data-namespace="${CSS.escape(namespace)}"]`);
     const hadFocus = row && row.contains(document.activeElement);
     renderRows();
-    if (hadFocus) row.querySelector('button').focus();
+    if (hadFocus) row.querySelector('.actions button').focus();
     try {
       const answer = await call();
       if (generation !== state.generation) return;
@@ -723,7 +731,8 @@
     renderRows();
     renderCli();
     if (focusNow) {
-      const button = row.querySelector('button.delete, button.create, button:not([disabled])');
+      // The row's action: Delete after a creation, Create after a deletion.
+      const button = row.querySelector('.actions button:not([disabled])');
       if (button) button.focus();
     }
     poll();
