@@ -621,6 +621,42 @@ async fn refusals_and_names_from_the_api_are_shown_as_text_and_run_no_script() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_the_gateway_cannot_listen_on_shows_a_warning_instead_of_the_tick() {
+    let server = Server::start();
+    let echo = TcpService::echo();
+    server.create_app("held", echo.addr());
+    let port = server.add("held", "default");
+    // Another program takes the port while the server is down: after the restart the
+    // redirection is `unbound` (the server retries every 5 s).
+    let server = {
+        let mut server = server;
+        server.send_signal(libc::SIGKILL);
+        server.wait_for_exit(WAIT).expect("the killed server exits");
+        server
+    };
+    let squatter = std::net::TcpListener::bind((LOCALHOST, port)).expect("take the redirection's port");
+    let server = server.crash_and_restart();
+    let browser = Browser::start(Viewport::Desktop).await;
+    browser.goto(&format!("{}/", server.url)).await;
+    browser.type_into("#token", &format!("{}{ENTER}", server.token)).await;
+    browser.click("#apps-list a.app-link").await;
+    browser.wait_shown(&format!("{} .mark.warn", row("default"))).await;
+    let warning =
+        browser.wait_text(&format!("{} .warning", row("default")), "another program holds it").await;
+    assert!(warning.starts_with("Warning:"), "{warning}");
+    assert!(
+        browser.text(&format!("{} .mark.tick", row("default"))).await.is_none(),
+        "a warning instead of the tick"
+    );
+    // The port freed, the server binds it again and the tick comes back.
+    drop(squatter);
+    browser.wait_shown(&format!("{} .mark.tick", row("default"))).await;
+    assert!(browser.text(&format!("{} .warning", row("default"))).await.is_none(), "the warning goes");
+    browser.assert_clean_console(&[]).await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_is_served_with_strict_headers_and_the_api_stays_closed_to_other_origins() {
     let server = Server::start();
     assert!(

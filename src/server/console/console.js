@@ -581,6 +581,9 @@
       if (row !== expected) list.insertBefore(row, expected);
       previous = row;
     }
+    if (wanted.length === 0 && list.children.length === 0) {
+      list.append(el('li', { class: 'hint', text: "No namespace is open to this application's organisation: ask the operator." }));
+    }
   }
 
   function rowContent(ns, redir, ui) {
