@@ -9,6 +9,7 @@
 //! | `GET, POST /v2/organisations/{org}/applications/{app}/tcpRedirs` | redirections; add one |
 //! | `DELETE /v2/organisations/{org}/applications/{app}/tcpRedirs/{port}?namespace=NS` | remove one |
 //! | `GET /v2/nodes` | the gateway nodes sharing the store, up or down |
+//! | `GET /`, `/console.js`, `/console.css` | the web console ([`super::console`]), no credential |
 //!
 //! This file only translates HTTP to [`Gateway`] calls and back; every error, including a
 //! body or a path the extractors reject, answers with the JSON error shape of
@@ -61,7 +62,8 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The API's routes, authenticated against the node's table, and `/openapi.json` describing them.
+/// The API's routes, authenticated against the node's table, `/openapi.json` describing them,
+/// and the web console's files.
 ///
 /// Every route is registered through [`routes!`], which also enters it in the OpenAPI
 /// document: a route cannot exist without being documented.
@@ -84,6 +86,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     routes
         .route_layer(middleware::from_fn_with_state(auth, auth::require))
         .route("/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
+        // The web console's page and files: no credential (they hold no data), and not API
+        // operations, so added after the documented routes and their authentication.
+        .merge(super::console::router())
         .fallback(|uri: Uri| async move { Error::no_route(uri.path()) })
         .method_not_allowed_fallback(|| async { Error::method_not_allowed() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

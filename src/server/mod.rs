@@ -12,6 +12,7 @@ mod api;
 pub(crate) mod auth;
 mod balance;
 mod config;
+mod console;
 mod copy;
 mod error;
 mod forward;
@@ -217,7 +218,7 @@ pub async fn run(opts: Options) -> Result<()> {
     // Before saying ready: from then on a signal must find its handler (SIGUSR2's default
     // action would kill the process).
     let mut signals = Signals::new()?;
-    info!(data_dir = %data_dir.display(), store = %store.describe(), node = %node, redirections = restored, pid = std::process::id(), "control API listening on {url}");
+    info!(data_dir = %data_dir.display(), store = %store.describe(), node = %node, redirections = restored, pid = std::process::id(), "control API listening on {url} (web console on {url}/)");
     if let Some(handed) = inherited.as_mut() {
         handed.ready();
     }
