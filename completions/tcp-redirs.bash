@@ -1642,7 +1642,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__serve)
-            opts="-h --listen --data-dir --public-bind --config --tls-cert --tls-key --drain-timeout --threads --store --node --namespaces --node-ttl --server --token --help"
+            opts="-h --listen --data-dir --public-bind --config --tls-cert --tls-key --drain-timeout --threads --store --node --namespaces --access-log --node-ttl --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -373,6 +373,7 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand --node-ttl 'Seconds the node stays listed as up after it last reached the store'
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
             cand --token 'The API token [default: the profile''s]'
+            cand --access-log 'Log one line per connection when it ends, on every port (else per namespace: access_log)'
             cand -h 'Print help'
             cand --help 'Print help'
         }

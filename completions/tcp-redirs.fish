@@ -252,6 +252,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l namespac
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l node-ttl -d 'Seconds the node stays listed as up after it last reached the store' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l access-log -d 'Log one line per connection when it ends, on every port (else per namespace: access_log)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "list" -d 'List the TCP redirections of an application (the default command)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "list-namespaces" -d 'List the namespaces you may add redirections in'

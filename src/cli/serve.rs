@@ -47,6 +47,9 @@ pub struct Args {
     /// Serve only these namespaces (comma-separated) [default: all].
     #[arg(long, value_name = "NS,NS", value_delimiter = ',')]
     namespaces: Option<Vec<String>>,
+    /// Log one line per connection when it ends, on every port (else per namespace: access_log).
+    #[arg(long, env = "TCP_REDIRS_ACCESS_LOG")]
+    access_log: bool,
     /// Seconds the node stays listed as up after it last reached the store.
     #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     node_ttl: u64,
@@ -54,11 +57,15 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let filter = EnvFilter::try_from_env("TCP_REDIRS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // TCP_REDIRS_LOG_FORMAT=json: one JSON object per line, for log shippers.
+    match std::env::var("TCP_REDIRS_LOG_FORMAT").as_deref() {
+        Ok("json") => logs.json().init(),
+        Ok("text") | Err(_) => {
+            logs.with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()).init()
+        }
+        Ok(other) => anyhow::bail!("TCP_REDIRS_LOG_FORMAT={other}: use `json` or `text`"),
+    }
     let opts = server::Options {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -74,6 +81,7 @@ pub fn run(args: Args) -> Result<()> {
         node: args.node,
         namespaces: args.namespaces,
         node_ttl: Duration::from_secs(args.node_ttl),
+        access_log: args.access_log,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(server::run(opts))

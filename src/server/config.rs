@@ -18,6 +18,7 @@
 //! max_connections = 1000       # per redirection; default: unlimited
 //! max_connections_per_second = 100  # per redirection; default: unlimited
 //! orgs = ["acme"]               # reserved to these organisations (names or ids); default: all
+//! access_log = true             # one log line per connection when it ends; default: off
 //!
 //! [[application]]
 //! name = "my-db"
@@ -90,6 +91,9 @@ pub struct NamespaceConfig {
     pub max_connections_per_second: Option<u32>,
     /// When set, only these organisations (names or ids) see and use the namespace.
     pub orgs: Option<Vec<String>>,
+    /// Log one line per connection when it ends.
+    #[serde(default)]
+    pub access_log: bool,
 }
 
 /// One `[[application]]` table.
@@ -153,6 +157,7 @@ impl Config {
                 limits: RedirLimits::default(),
                 default_host: true,
                 retired: false,
+                access_log: false,
             },
             bind: public_bind,
         };
@@ -187,6 +192,7 @@ impl Config {
                     limits: overrides,
                     default_host: ns.public_host.is_none(),
                     retired: false,
+                    access_log: ns.access_log,
                 },
                 bind,
             };

@@ -61,6 +61,8 @@ pub struct Outcome {
     pub down: u64,
     /// Why it ended, when it was not both sides finishing cleanly.
     pub cut: Option<Cut>,
+    /// Whether the client's direction ended first (it sent its FIN before the application).
+    pub client_ended_first: bool,
 }
 
 /// Why a connection was cut rather than finished.
@@ -106,6 +108,7 @@ pub async fn bidirectional(
     let Some((result, up_done)) = first else {
         return cut(client, upstream, outcome, Cut::Idle);
     };
+    outcome.client_ended_first = up_done;
     match result {
         Ok(n) if up_done => outcome.up = n,
         Ok(n) => outcome.down = n,

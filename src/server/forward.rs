@@ -16,7 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use socket2::{Domain, Socket, Type};
@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::access::Access;
 use super::balance::{Open, Pool};
+use super::conn_log::{ConnLog, End};
 use super::copy::{self, Timeouts};
 use super::metrics::RedirMetrics;
 use super::ports::Listeners;
@@ -64,6 +65,8 @@ pub struct Port {
     /// loops then stop without taking the connections queued on them, which the new process
     /// accepts from the same sockets.
     pub handed_over: Arc<AtomicBool>,
+    /// Where its connections are logged when they end; `None`: not logged.
+    pub conn_log: Option<Arc<ConnLog>>,
     /// The descriptors of the port's listening sockets while they listen, for a hand-over.
     pub fds: Arc<Mutex<Vec<std::os::fd::RawFd>>>,
     /// The redirection's metrics.
@@ -188,15 +191,19 @@ impl std::ops::Deref for Accepting {
 
 impl Accepting {
     /// Why a connection from `peer` is refused, if it is; counts it as open if not.
-    fn refuse(&self, peer: SocketAddr, limits: &Limits) -> Option<(&Counter, &'static str)> {
+    fn refuse(&self, peer: SocketAddr, limits: &Limits) -> Option<(&Counter, &'static str, End)> {
         if !self.access.admits(peer.ip()) {
-            return Some((&self.metrics.denied, "refused by the access list"));
+            return Some((&self.metrics.denied, "refused by the access list", End::Denied));
         }
         // Counted at once, in one atomic step: the loops on other threads see this connection.
         let before = self.metrics.active.inc();
         if limits.max_connections.is_some_and(|max| before >= i64::from(max)) {
             self.metrics.active.dec();
-            return Some((&self.metrics.over_capacity, "refused: the redirection is at its maxConnections"));
+            return Some((
+                &self.metrics.over_capacity,
+                "refused: the redirection is at its maxConnections",
+                End::MaxConnections,
+            ));
         }
         if let Some(rate) = limits.max_rate {
             let mut bucket = self.rate.lock().unwrap_or_else(|e| e.into_inner());
@@ -207,7 +214,11 @@ impl Accepting {
             };
             if !bucket.admit() {
                 self.metrics.active.dec();
-                return Some((&self.metrics.rate_limited, "refused: over maxConnectionsPerSecond"));
+                return Some((
+                    &self.metrics.rate_limited,
+                    "refused: over maxConnectionsPerSecond",
+                    End::RateLimited,
+                ));
             }
         }
         None
@@ -251,9 +262,12 @@ async fn accept_loop(port: Arc<Accepting>, listener: std::net::TcpListener) {
 /// Starts forwarding a connection just accepted, or resets it if it is refused.
 fn admit(port: &Accepting, client: TcpStream, peer: SocketAddr) {
     let limits = **port.limits.load();
-    if let Some((counter, why)) = port.refuse(peer, &limits) {
+    if let Some((counter, why, end)) = port.refuse(peer, &limits) {
         counter.inc();
         debug!(%peer, addr = %port.addr, "{why}");
+        if let Some(log) = &port.conn_log {
+            log.log(peer, None, (0, 0), Instant::now(), end);
+        }
         // A reset, at once: the client learns nothing and costs nothing.
         return copy::reset(&client);
     }
@@ -263,8 +277,9 @@ fn admit(port: &Accepting, client: TcpStream, peer: SocketAddr) {
     let targets = port.targets.clone();
     let close = port.close_connections.clone();
     let metrics = port.metrics.clone();
+    let log = port.conn_log.clone();
     port.connections.spawn(async move {
-        connection(client, peer, targets, limits, metrics, access, close).await;
+        connection(client, peer, targets, limits, metrics, access, close, log).await;
         drop(active);
     });
 }
@@ -288,6 +303,7 @@ fn is_resource_exhaustion(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     client: TcpStream,
     peer: SocketAddr,
@@ -296,7 +312,10 @@ async fn connection(
     metrics: Arc<RedirMetrics>,
     access: Arc<Access>,
     close: CancellationToken,
+    log: Option<Arc<ConnLog>>,
 ) {
+    // Read the clock only for a port that logs its connections.
+    let started = log.as_ref().map(|_| Instant::now());
     // One wait for the whole connection: each wait on the shared token takes its lock.
     let cancelled = close.cancelled();
     tokio::pin!(cancelled);
@@ -308,6 +327,9 @@ async fn connection(
     let Some((upstream, _open, instance)) = connected else {
         metrics.no_instance.inc();
         info!(%peer, "no instance of the application accepted the connection; closing it");
+        if let (Some(log), Some(started)) = (&log, started) {
+            log.log(peer, None, (0, 0), started, End::NoInstance);
+        }
         return;
     };
     let header = access.wants_proxy_header().then(|| client.local_addr().ok()).flatten();
@@ -320,6 +342,9 @@ async fn connection(
     let counted = [&metrics.bytes_in, &metrics.bytes_out];
     let outcome = copy::bidirectional(&client, &upstream, limits.established, counted, cancelled).await;
     debug!(%peer, %instance, up = outcome.up, down = outcome.down, cut = ?outcome.cut, "connection closed");
+    if let (Some(log), Some(started)) = (&log, started) {
+        log.log(peer, Some(&instance), (outcome.up, outcome.down), started, End::of(&outcome));
+    }
 }
 
 /// Counts a connection as active (from its admission) for as long as it lives, however it ends.

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use super::access::Access;
 use super::balance::{self, Pool};
 use super::config::DEFAULT_LIMITS;
+use super::conn_log::ConnLog;
 use super::forward::{self, Limits};
 use super::metrics::{Metrics, RedirMetrics};
 use super::ports::Listeners;
@@ -41,6 +42,8 @@ pub struct Served {
     pub public_bind: IpAddr,
     /// Each namespace's own bind address, from this node's config.
     pub binds: HashMap<String, IpAddr>,
+    /// Log every port's connections (`serve --access-log`), whatever their namespace says.
+    pub access_log: bool,
 }
 
 impl Served {
@@ -67,6 +70,8 @@ struct Live {
     row: RedirRow,
     /// The limits new connections get; replaced in place when the namespace's change.
     limits: Arc<ArcSwap<Limits>>,
+    /// Whether its connections are logged.
+    logged: bool,
     /// The port's listening sockets, for a hand-over to a new process.
     fds: Arc<Mutex<Vec<RawFd>>>,
     stop_accepting: CancellationToken,
@@ -198,7 +203,7 @@ impl LivePorts {
         // What should run, read under the table's lock and acted on after it.
         let (wanted, apps) = {
             let table = table.read().unwrap_or_else(|p| p.into_inner());
-            let wanted: BTreeMap<(String, u16), (RedirRow, Limits)> = table
+            let wanted: BTreeMap<(String, u16), (RedirRow, Limits, bool)> = table
                 .redirs
                 .iter()
                 .filter(|((ns, _), _)| self.served.serves(ns))
@@ -209,12 +214,13 @@ impl LivePorts {
                             "redirection kept in the store but not served: its namespace is not defined");
                         return None;
                     }
-                    Some((key.clone(), (row.clone(), limits(def, row))))
+                    let log = self.served.access_log || def.is_some_and(|d| d.access_log);
+                    Some((key.clone(), (row.clone(), limits(def, row), log)))
                 })
                 .collect();
             let apps: HashMap<String, Vec<Instance>> = wanted
                 .values()
-                .filter_map(|(row, _)| {
+                .filter_map(|(row, _, _)| {
                     table.apps.get(&row.app_id).map(|a| (a.id.clone(), a.instances.clone()))
                 })
                 .collect();
@@ -224,7 +230,9 @@ impl LivePorts {
             let mut live = self.live.lock().unwrap();
             let gone: Vec<_> = live
                 .iter()
-                .filter(|(key, l)| wanted.get(*key).is_none_or(|(row, _)| *row != l.row))
+                .filter(|(key, l)| {
+                    wanted.get(*key).is_none_or(|(row, _, log)| *row != l.row || *log != l.logged)
+                })
                 .map(|(key, _)| key.clone())
                 .collect();
             gone.into_iter().filter_map(|key| live.remove(&key)).collect()
@@ -233,7 +241,7 @@ impl LivePorts {
             self.stop_one(live).await;
         }
         self.sync_pools(&apps);
-        for (key, (row, limits)) in wanted {
+        for (key, (row, limits, log)) in wanted {
             if let Some(running) = self.live.lock().unwrap().get(&key) {
                 // Open connections keep the limits they started with; new ones get these.
                 if **running.limits.load() != limits {
@@ -247,7 +255,7 @@ impl LivePorts {
                 continue;
             };
             let held = self.held.lock().unwrap().remove(&key);
-            self.start(row, limits, pool, held);
+            self.start(row, limits, log, pool, held);
         }
     }
 
@@ -271,7 +279,14 @@ impl LivePorts {
         }
     }
 
-    fn start(&self, row: RedirRow, limits: Limits, targets: Arc<Pool>, listeners: Option<Listeners>) {
+    fn start(
+        &self,
+        row: RedirRow,
+        limits: Limits,
+        logged: bool,
+        targets: Arc<Pool>,
+        listeners: Option<Listeners>,
+    ) {
         let addr = SocketAddr::new(self.served.bind(&row.namespace), row.port);
         // Bound here rather than in the port's task, so that the state this node publishes
         // right after reconciling says whether the port listens.
@@ -306,6 +321,13 @@ impl LivePorts {
             limits: limits.clone(),
             handed_over: self.handed_over.clone(),
             fds: fds.clone(),
+            conn_log: logged.then(|| {
+                Arc::new(ConnLog {
+                    namespace: row.namespace.clone(),
+                    port: row.port,
+                    app: row.app_id.clone(),
+                })
+            }),
             metrics: metrics.clone(),
             access: Arc::new(access),
             workers: self.workers.clone(),
@@ -313,7 +335,7 @@ impl LivePorts {
         let task = tokio::spawn(forward::run(port, listeners));
         info!(namespace = %row.namespace, port = row.port, app = %row.app_id, "port live");
         let key = (row.namespace.clone(), row.port);
-        let live = Live { row, limits, fds, stop_accepting, close_connections, task, bound, metrics };
+        let live = Live { row, limits, logged, fds, stop_accepting, close_connections, task, bound, metrics };
         self.live.lock().unwrap().insert(key, live);
     }
 

@@ -12,6 +12,7 @@ mod api;
 pub(crate) mod auth;
 mod balance;
 mod config;
+mod conn_log;
 mod console;
 mod copy;
 mod error;
@@ -79,6 +80,8 @@ pub struct Options {
     pub namespaces: Option<Vec<String>>,
     /// How long the node's liveness outlives its last word to the store.
     pub node_ttl: Duration,
+    /// Log one line per connection on every port.
+    pub access_log: bool,
 }
 
 /// How long in-flight API requests get to finish at stop.
@@ -193,6 +196,7 @@ pub async fn run(opts: Options) -> Result<()> {
             .map(|list| list.into_iter().collect()),
         public_bind: opts.public_bind,
         binds: namespaces.iter().map(|n| (n.def.name.clone(), n.bind)).collect(),
+        access_log: opts.access_log,
     };
     let live = Arc::new(live::LivePorts::new(served, workers));
     if let Some(handed) = inherited.as_mut() {

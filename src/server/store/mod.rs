@@ -84,6 +84,9 @@ pub struct NamespaceDef {
     pub orgs: Option<Vec<String>>,
     /// Its default connection limits.
     pub limits: RedirLimits,
+    /// Whether its connections are logged when they end (see [`crate::server`]'s conn_log).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub access_log: bool,
     /// No longer in the config file: its redirections run until removed, none can be added.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retired: bool,
