@@ -883,11 +883,10 @@ impl Blackhole {
 fn instance_that_never_answers_does_not_hold_the_client() {
     let _serial = light();
     let Some(blackhole) = Blackhole::new() else {
-        eprintln!(
-            "SKIPPED instance_that_never_answers_does_not_hold_the_client: this kernel answered a \
-             connection to a listener with a full accept queue, so no blackhole instance can be made"
+        return cannot_run_here(
+            "instance_that_never_answers_does_not_hold_the_client",
+            "this kernel answered a connection to a listener with a full accept queue, so no blackhole instance can be made",
         );
-        return;
     };
     let server = Server::start();
     let (port, added) = redirect(&server, "silent", blackhole.addr, "default", &["--connect-timeout", "1"]);
@@ -1136,12 +1135,13 @@ fn eight_thousand_concurrent_connections_on_one_redirection() {
     // This process holds both ends it runs: the clients and the echo server's side.
     let soft = raise_own_fd_limit();
     if soft < 2 * N as u64 + 500 {
-        eprintln!(
-            "SKIPPED eight_thousand_concurrent_connections_on_one_redirection: the open-file limit is \
-             {soft}, and this test holds {} descriptors (raise the hard limit: ulimit -Hn 20000)",
-            2 * N + 500
+        return cannot_run_here(
+            "eight_thousand_concurrent_connections_on_one_redirection",
+            &format!(
+                "the open-file limit is {soft}, and this test holds {} descriptors (raise the hard limit: ulimit -Hn 20000)",
+                2 * N + 500
+            ),
         );
-        return;
     }
     let echo = AsyncEchoes::start(1, false);
     let server = Server::start();

@@ -226,8 +226,10 @@ fn a_corrupt_or_foreign_store_is_refused_and_left_untouched() {
         .arg(&sqlite)
         .status();
     if !status.is_ok_and(|s| s.success()) {
-        eprintln!("python3 with sqlite3 unavailable: skipping the foreign-database half");
-        return;
+        return cannot_run_here(
+            "a_corrupt_or_foreign_store_is_refused_and_left_untouched (its foreign-database half)",
+            "python3 with sqlite3 is unavailable",
+        );
     }
     let before = std::fs::read(&sqlite).unwrap();
     let out = start_on(other.path());
@@ -270,8 +272,10 @@ fn a_store_that_cannot_be_written_fails_the_call_and_leaves_running_redirections
     server.create_app("late", echo.addr());
     let port = server.add("running", "default");
     let Some(frozen) = Immutable::new(server.data_path().join("tcp-redirs.db-wal")) else {
-        eprintln!("chattr +i is not available here: skipping the unwritable-store test");
-        return;
+        return cannot_run_here(
+            "a_store_that_cannot_be_written_fails_the_call_and_leaves_running_redirections_alone",
+            "chattr +i is not available here (it needs root and a filesystem with attributes)",
+        );
     };
     let failed = server.cli(&["add", "--app", "late", "--namespace", "default"]);
     failed.assert_error(1, &["could not complete", "nothing was changed"]);
