@@ -36,8 +36,10 @@ ROOT = os.path.dirname(HERE)
 # splice on every connection. The two win in different places (forced splice: bulk over many
 # connections; splice-auto: small exchanges), so both are measured and compared against.
 PATHS = ["direct", "tcp-redirs", "haproxy", "haproxy-splice", "socat"]  # default set and columns
-ALL_PATHS = PATHS
-FORWARDERS = ["tcp-redirs", "haproxy", "haproxy-splice", "socat"]
+# `tcp-redirs-log`: the same binary with `serve --access-log` (one log line per connection),
+# to measure what the connection log costs; not in the default set.
+ALL_PATHS = PATHS + ["tcp-redirs-log"]
+FORWARDERS = ["tcp-redirs", "tcp-redirs-log", "haproxy", "haproxy-splice", "socat"]
 SPLICE_TEXT = {"auto": "option splice-auto",
                "all": "option splice-auto + splice-request + splice-response",
                "none": "no splice"}
@@ -478,8 +480,9 @@ class Bench:
         for what, port in (("iperf3 server", self.iperf_port), ("nginx", self.http_port),
                            ("echo server", self.echo_port), ("echo stats", self.stats_port)):
             wait_port(port, what=what)
-        if "tcp-redirs" in self.paths:
-            self.start_tcp_redirs()
+        for name in ("tcp-redirs", "tcp-redirs-log"):
+            if name in self.paths:
+                self.start_tcp_redirs(name, ["--access-log"] if name == "tcp-redirs-log" else [])
         if "haproxy" in self.paths:
             self.start_haproxy("haproxy", self.haproxy_splice, hp_iperf, hp_http, hp_echo)
         if "haproxy-splice" in self.paths:
@@ -538,20 +541,20 @@ http {{
                                f"{r.stderr.strip()}")
         return r.stdout
 
-    def start_tcp_redirs(self):
+    def start_tcp_redirs(self, name="tcp-redirs", extra=()):
         if not os.access(self.bin, os.X_OK):
             raise RuntimeError(f"{self.bin} is not executable: cargo build --release first, "
                                "or set TCP_REDIRS_BIN")
-        cfg = os.path.join(self.tmp, "cfg")
-        data = os.path.join(self.tmp, "data")
-        logp = os.path.join(self.tmp, "tcp-redirs.log")
+        cfg = os.path.join(self.tmp, f"{name}-cfg")
+        data = os.path.join(self.tmp, f"{name}-data")
+        logp = os.path.join(self.tmp, f"{name}.log")
         env = dict(os.environ, TCP_REDIRS_CONFIG_DIR=cfg, TCP_REDIRS_ADMIN_TOKEN="bench")
         for k in ("TCP_REDIRS_URL", "TCP_REDIRS_TOKEN"):
             env.pop(k, None)
-        p = self.procs.start("tcp-redirs serve",
+        p = self.procs.start(f"{name} serve",
                              [self.bin, "serve", "--listen", f"{HOST}:0", "--data-dir", data,
-                              "--public-bind", HOST], env=env, log_path=logp)
-        self.pgid["tcp-redirs"] = p.pid
+                              "--public-bind", HOST, *extra], env=env, log_path=logp)
+        self.pgid[name] = p.pid
         url = None
         deadline = time.monotonic() + 30
         pat = re.compile(r"control API listening on (http://[0-9.:\[\]]+)")
@@ -577,7 +580,7 @@ http {{
             out = self.cli("add", "--app", f"bench-{backend}", "--namespace", "default", "-F",
                            "json", env=cenv)
             doc = json.loads(out)
-            self.port[("tcp-redirs", backend)] = int(doc["port"])
+            self.port[(name, backend)] = int(doc["port"])
 
     def start_haproxy(self, name, mode, p_iperf, p_http, p_echo):
         if mode == "all":
@@ -857,7 +860,9 @@ backend b_{backend}
         ]
         cols = [p for p in ALL_PATHS if p in PATHS or p in self.paths]
         refs = ["direct", "haproxy"] + (["haproxy-splice"] if "haproxy-splice" in self.paths else [])
-        header = ["metric", *cols, *[f"tcp-redirs/{r}" for r in refs]]
+        logged = "tcp-redirs-log" in self.paths and "tcp-redirs" in self.paths
+        header = ["metric", *cols, *[f"tcp-redirs/{r}" for r in refs],
+                  *(["tcp-redirs-log/tcp-redirs"] if logged else [])]
         body = []
         for key, label, fmt, _lower in rows:
             if key not in self.raw:
@@ -870,6 +875,9 @@ backend b_{backend}
             for ref in refs:
                 r = vals[ref]
                 cells.append(f"{tr / r:.2f}" if tr is not None and r not in (None, 0) else "—")
+            if logged:
+                lg = vals["tcp-redirs-log"]
+                cells.append(f"{lg / tr:.3f}" if lg is not None and tr not in (None, 0) else "—")
             body.append(cells)
         widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 

@@ -76,6 +76,9 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// The secret that goes with the token: when there is one, both are sent in Clever's
+    /// OAuth PLAINTEXT form, and the server checks both.
+    secret: Option<String>,
 }
 
 impl Client {
@@ -85,6 +88,13 @@ impl Client {
     /// points elsewhere never receives it.
     pub fn new(server: Option<&str>, token: Option<&str>) -> Result<Client> {
         Client::with_timeouts(server, token, Duration::from_secs(5), Duration::from_secs(60))
+    }
+
+    /// A client for `server` with this token and its secret, sent together (`login --secret`).
+    pub fn with_secret(server: &str, token: &str, secret: &str) -> Result<Client> {
+        let mut client = Client::new(Some(server), Some(token))?;
+        client.secret = Some(secret.to_owned());
+        Ok(client)
     }
 
     /// As [`Client::new`], with its own limits: `connect` to reach the server, `total` for a
@@ -102,9 +112,14 @@ impl Client {
             .or_else(|| profile.map(|p| p.server.clone()))
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
         let base = base.trim_end_matches('/').to_owned();
-        let token = token.map(str::to_owned).or_else(|| {
-            profile.filter(|p| p.server.trim_end_matches('/') == base).and_then(|p| p.token.clone())
-        });
+        // The profile's secret goes only with the profile's own token, to its own server.
+        let (token, secret) = match token {
+            Some(token) => (Some(token.to_owned()), None),
+            None => match profile.filter(|p| p.server.trim_end_matches('/') == base) {
+                Some(p) => (p.token.clone(), p.token.as_ref().and(p.secret.clone())),
+                None => (None, None),
+            },
+        };
         let mut http = reqwest::Client::builder();
         // A server with a certificate of its own CA (self-signed): trust it explicitly.
         if let Some(path) = std::env::var_os(CA_CERT_ENV).filter(|p| !p.is_empty()) {
@@ -122,7 +137,7 @@ impl Client {
             .connect_timeout(connect)
             .timeout(total)
             .build()?;
-        Ok(Client { http, base, token })
+        Ok(Client { http, base, token, secret })
     }
 
     /// The organisations this credential sees.
@@ -210,7 +225,12 @@ impl Client {
     ) -> Result<T> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
+            request = match &self.secret {
+                Some(secret) => {
+                    request.header(reqwest::header::AUTHORIZATION, oauth_plaintext(token, secret))
+                }
+                None => request.bearer_auth(token),
+            };
         }
         if let Some(body) = body {
             request = request.json(body);
@@ -258,4 +278,15 @@ fn app_path(app: &Application) -> String {
 /// Percent-encodes one path segment or query value.
 fn seg(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Clever's OAuth 1.0a PLAINTEXT header for a token and its secret (the consumer part is
+/// the program's, empty here: the server checks the token and the secret).
+fn oauth_plaintext(token: &str, secret: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    format!(
+        r#"OAuth oauth_consumer_key="tcp-redirs", oauth_token="{}", oauth_signature_method="PLAINTEXT", oauth_signature="%26{}""#,
+        utf8_percent_encode(token, NON_ALPHANUMERIC),
+        utf8_percent_encode(secret, NON_ALPHANUMERIC)
+    )
 }

@@ -38,7 +38,8 @@ pub struct Profile {
     /// The token, sent as `Authorization: Bearer TOKEN`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// The secret that goes with the token (Clever's OAuth form).
+    /// The secret that goes with the token: sent with it in Clever's OAuth form, and checked
+    /// by the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// The data directory of the server that wrote this profile, if one did.

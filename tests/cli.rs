@@ -582,3 +582,35 @@ fn a_broken_toml_file_is_one_error_line_with_its_place() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_profile_secret_is_sent_with_its_token_and_checked() {
+    let server = Server::start();
+    // An organisation's credential: a token and its secret.
+    let org = server.api("GET", "/v2/organisations", None).ok_json()[0]["id"].as_str().unwrap().to_owned();
+    let issued =
+        server.api("POST", &format!("/v2/organisations/{org}/tokens"), Some(r#"{"name":"ci"}"#)).ok_json();
+    let (token, secret) = (issued["token"].as_str().unwrap(), issued["secret"].as_str().unwrap());
+    let config = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .env("TCP_REDIRS_CONFIG_DIR", config.path())
+            .env_remove("TCP_REDIRS_URL")
+            .env_remove("TCP_REDIRS_TOKEN")
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // A wrong secret is refused at login: the server checks it.
+    let (code, err) = run(&["login", "--server", &server.url, "--token", token, "--secret", "trs_wrong"]);
+    assert_eq!(code, 4, "{err}");
+    let (code, err) = run(&["login", "--server", &server.url, "--token", token, "--secret", secret]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run(&["list-namespaces"]).0, 0, "later calls send the token with its secret");
+    // The saved secret is really sent: spoil it, and the server refuses the pair.
+    let file = config.path().join("config.toml");
+    let text = std::fs::read_to_string(&file).unwrap().replace(secret, "trs_spoiled");
+    std::fs::write(&file, text).unwrap();
+    assert_eq!(run(&["list-namespaces"]).0, 4, "a profile whose secret is wrong is refused");
+}

@@ -72,7 +72,12 @@ pub async fn login(conn: &ConnArgs, args: LoginArgs) -> Result<()> {
     let (Some(server), Some(token)) = (conn.server.clone(), conn.token.clone()) else {
         bail!("login needs the server and its token: tcp-redirs login --server URL --token TOKEN");
     };
-    let orgs = Client::new(Some(&server), Some(&token))?.organisations().await?;
+    // With a secret, both are checked now, as every later call will send both.
+    let client = match &args.secret {
+        Some(secret) => Client::with_secret(&server, &token, secret)?,
+        None => Client::new(Some(&server), Some(&token))?,
+    };
+    let orgs = client.organisations().await?;
     let mut file = ProfileFile::load()?;
     let profile = Profile {
         server: server.trim_end_matches('/').to_owned(),
