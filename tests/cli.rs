@@ -461,20 +461,7 @@ fn tcp_redirs_app_selects_the_application_for_ci_jobs() {
 fn login_saves_a_private_profile_that_later_commands_use_and_logout_forgets() {
     let server = Server::start();
     let config = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(BIN)
-            .args(args)
-            .env("TCP_REDIRS_CONFIG_DIR", config.path())
-            .env_remove("TCP_REDIRS_URL")
-            .env_remove("TCP_REDIRS_TOKEN")
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| cli_with_config(config.path(), args);
     let (code, _, err) = run(&["login", "--server", &server.url, "--token", "not-the-token"]);
     assert_eq!(code, 4, "a wrong token is refused before anything is saved: {err}");
     assert!(!config.path().join("config.toml").exists());
@@ -593,14 +580,8 @@ fn a_profile_secret_is_sent_with_its_token_and_checked() {
     let (token, secret) = (issued["token"].as_str().unwrap(), issued["secret"].as_str().unwrap());
     let config = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(BIN)
-            .args(args)
-            .env("TCP_REDIRS_CONFIG_DIR", config.path())
-            .env_remove("TCP_REDIRS_URL")
-            .env_remove("TCP_REDIRS_TOKEN")
-            .output()
-            .unwrap();
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+        let (code, _, err) = cli_with_config(config.path(), args);
+        (code, err)
     };
     // A wrong secret is refused at login: the server checks it.
     let (code, err) = run(&["login", "--server", &server.url, "--token", token, "--secret", "trs_wrong"]);
@@ -613,4 +594,21 @@ fn a_profile_secret_is_sent_with_its_token_and_checked() {
     let text = std::fs::read_to_string(&file).unwrap().replace(secret, "trs_spoiled");
     std::fs::write(&file, text).unwrap();
     assert_eq!(run(&["list-namespaces"]).0, 4, "a profile whose secret is wrong is refused");
+}
+
+/// The CLI with `config` as its config directory and no server or token from the
+/// environment: (exit code, stdout, stderr).
+fn cli_with_config(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .env("TCP_REDIRS_CONFIG_DIR", config)
+        .env_remove("TCP_REDIRS_URL")
+        .env_remove("TCP_REDIRS_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

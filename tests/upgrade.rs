@@ -159,14 +159,21 @@ fn server_on(installed: &Installed) -> Server {
     Server::builder().binary(&installed.path).args(&["--drain-timeout", "30"]).start()
 }
 
-#[test]
-fn an_upgrade_refuses_and_resets_nothing_and_open_connections_finish() {
+/// A server run from its own copy of the binary, with application `db` on an echo backend
+/// and its port in `default`.
+fn serving_db() -> (Installed, Server, TcpService, u16) {
     let installed = Installed::new();
-    let mut server = server_on(&installed);
-    let mut successors = Successors::default();
+    let server = server_on(&installed);
     let echo = TcpService::echo();
     server.create_app("db", echo.addr());
     let port = server.add("db", "default");
+    (installed, server, echo, port)
+}
+
+#[test]
+fn an_upgrade_refuses_and_resets_nothing_and_open_connections_finish() {
+    let (_installed, mut server, echo, port) = serving_db();
+    let mut successors = Successors::default();
 
     // A transfer of 4 MiB paced over about 1.3 s, started before the upgrade.
     let data = Arc::new(random_bytes(4 << 20));
@@ -250,11 +257,7 @@ fn an_upgrade_refuses_and_resets_nothing_and_open_connections_finish() {
 
 #[test]
 fn an_upgrade_to_a_binary_that_exits_at_once_leaves_the_old_process_serving() {
-    let installed = Installed::new();
-    let server = server_on(&installed);
-    let echo = TcpService::echo();
-    server.create_app("db", echo.addr());
-    let port = server.add("db", "default");
+    let (installed, server, echo, port) = serving_db();
     installed.install(b"#!/bin/sh\necho 'this build is broken' >&2\nexit 3\n");
     let skip = server.log().len();
     signal(server.process_id(), libc::SIGUSR2);
@@ -275,12 +278,8 @@ fn an_upgrade_to_a_binary_that_exits_at_once_leaves_the_old_process_serving() {
 
 #[test]
 fn two_upgrades_in_a_row_the_second_while_the_first_drains() {
-    let installed = Installed::new();
-    let mut server = server_on(&installed);
+    let (_installed, mut server, _echo, port) = serving_db();
     let mut successors = Successors::default();
-    let echo = TcpService::echo();
-    server.create_app("db", echo.addr());
-    let port = server.add("db", "default");
     // A connection opened before both upgrades stays open: the first process drains it.
     let mut held = connect(port);
     held.write_all(b"one").unwrap();
