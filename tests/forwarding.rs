@@ -880,10 +880,11 @@ impl Blackhole {
 /// `--connect-timeout 1`, the client's connection is closed about 1 s after it connected
 /// (the default, 5 s, would be later), without a byte.
 #[test]
+#[ignore = "needs a kernel that leaves a connection to a full accept queue unanswered; CI runs it (`cargo test -- --ignored`)"]
 fn instance_that_never_answers_does_not_hold_the_client() {
     let _serial = light();
     let Some(blackhole) = Blackhole::new() else {
-        return cannot_run_here(
+        cannot_run_here(
             "instance_that_never_answers_does_not_hold_the_client",
             "this kernel answered a connection to a listener with a full accept queue, so no blackhole instance can be made",
         );
@@ -1129,13 +1130,14 @@ fn every_forwarding_thread_listens_on_the_port() {
 /// 8,000 connections open at once through one redirection, each carrying its own bytes both
 /// ways; the server counts them all active, and lets all their descriptors go afterwards.
 #[test]
+#[ignore = "needs an open-file hard limit of 16,500 or more; CI runs it (`cargo test -- --ignored`)"]
 fn eight_thousand_concurrent_connections_on_one_redirection() {
     let _serial = heavy();
     const N: usize = 8000;
     // This process holds both ends it runs: the clients and the echo server's side.
     let soft = raise_own_fd_limit();
     if soft < 2 * N as u64 + 500 {
-        return cannot_run_here(
+        cannot_run_here(
             "eight_thousand_concurrent_connections_on_one_redirection",
             &format!(
                 "the open-file limit is {soft}, and this test holds {} descriptors (raise the hard limit: ulimit -Hn 20000)",

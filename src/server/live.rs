@@ -291,13 +291,9 @@ impl LivePorts {
         // Bound here rather than in the port's task, so that the state this node publishes
         // right after reconciling says whether the port listens.
         let inherited = self.inherited.lock().unwrap().remove(&addr);
-        let listeners = listeners.or(inherited).or_else(|| match super::ports::bind(addr, self.workers.count()) {
-            Ok(l) => Some(l),
-            Err(err) => {
-                warn!(namespace = %row.namespace, %addr, error = %err, "cannot bind a redirection's port (is another program using it?); will keep trying");
-                None
-            }
-        });
+        // On failure the port's task tries again at once, says why, and keeps trying.
+        let listeners =
+            listeners.or(inherited).or_else(|| super::ports::bind(addr, self.workers.count()).ok());
         let stop_accepting = self.shutdown.child_token();
         let close_connections = self.kill.child_token();
         let bound = Arc::new(AtomicBool::new(listeners.is_some()));
