@@ -981,6 +981,46 @@ fn descriptors_return_to_baseline_after_churn_and_vanishing_clients() {
     assert_same_bytes(&send_and_read_back(port, &payload), &payload, "a transfer after the churn");
 }
 
+/// Connections that once moved bulk (by splice) and are now idle hold their two sockets and
+/// nothing else: their pipes went back to the thread's pool after each burst, and the pool
+/// closes pipes that no burst needs. Six connections each echo 1 MiB, then stay open:
+/// within 5 s the server holds at most its baseline plus two descriptors per connection.
+#[test]
+fn idle_connections_that_moved_bulk_hold_no_pipe() {
+    let _serial = light();
+    let echo = TcpService::echo();
+    let server = Server::start();
+    let (port, _) = redirect(&server, "pipes", echo.addr(), "default", &[]);
+    let pid = server.process_id();
+    let baseline = quiet_fd_count(&server, "pipes", port);
+    let payload = random_bytes(1 << 20);
+    let held: Vec<TcpStream> = (0..6)
+        .map(|i| {
+            let conn = connect(port);
+            let mut writer = conn.try_clone().unwrap();
+            let data = payload.clone();
+            let sending = thread::spawn(move || writer.write_all(&data));
+            let mut got = vec![0u8; payload.len()];
+            (&conn).read_exact(&mut got).unwrap_or_else(|e| panic!("bulk echo {i}: {e}"));
+            joined(sending, &format!("bulk upload {i}"));
+            assert_same_bytes(&got, &payload, &format!("bulk echo {i}"));
+            conn
+        })
+        .collect();
+    wait_for_fds_at_most(
+        pid,
+        baseline + 2 * held.len(),
+        Duration::from_secs(5),
+        &format!("six idle connections after bulk (baseline {baseline})"),
+    );
+    // Still working: a burst takes a pipe again, and the bytes come back.
+    let mut conn = &held[0];
+    conn.write_all(b"still here").unwrap();
+    let mut back = [0u8; 10];
+    conn.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"still here");
+}
+
 /// Sets another process's open-file limit (soft and hard).
 fn set_fd_limit(pid: u32, n: u64) {
     let limit = libc::rlimit { rlim_cur: n as libc::rlim_t, rlim_max: n as libc::rlim_t };

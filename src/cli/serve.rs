@@ -57,13 +57,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let filter = EnvFilter::try_from_env("TCP_REDIRS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Lines are written to stderr by a thread of their own, so that a forwarding thread
-    // never waits on a write (one connection log line per connection); a full buffer makes
-    // the logging thread wait rather than lose lines. `_flushed` writes what is left when
-    // the server returns.
-    let (stderr, _flushed) =
-        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(stderr);
+    // Lines are written to stderr in batches by a thread of their own, so that a forwarding
+    // thread never waits on a write nor wakes a thread per line (one connection log line
+    // per connection); `_flushed` writes what is left when the server returns.
+    let _flushed = server::log_writer::start()?;
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(server::log_writer::Lines);
     // TCP_REDIRS_LOG_FORMAT=json: one JSON object per line, for log shippers.
     match std::env::var("TCP_REDIRS_LOG_FORMAT").as_deref() {
         Ok("json") => logs.json().init(),

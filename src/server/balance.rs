@@ -15,7 +15,9 @@
 //! state and their connections; new ones start up.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Weak};
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -88,25 +90,27 @@ impl Drop for Open {
 }
 
 /// The instances of one application, shared by all its redirections.
+///
+/// A new connection reads the list without a lock (an `ArcSwap` load) and orders it
+/// without allocating: [`Candidates`] picks the best instance not yet tried, one at a time,
+/// which costs a pass over the list per attempt (lists are short, and the first attempt
+/// almost always succeeds).
 #[derive(Debug, Default)]
 pub struct Pool {
-    members: RwLock<Arc<[Arc<Member>]>>,
-    turn: AtomicUsize,
+    members: ArcSwap<Vec<Arc<Member>>>,
 }
 
 impl Pool {
     /// A pool of these instances, all presumed up.
     pub fn new(instances: &[Instance]) -> Pool {
-        Pool {
-            members: RwLock::new(instances.iter().map(|i| Arc::new(Member::new(i))).collect()),
-            turn: AtomicUsize::new(0),
-        }
+        let members = instances.iter().map(|i| Arc::new(Member::new(i))).collect();
+        Pool { members: ArcSwap::from_pointee(members) }
     }
 
     /// Replaces the instances; those that stay (same address and weight) keep their state.
     pub fn set(&self, instances: &[Instance]) {
-        let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
-        let next: Arc<[Arc<Member>]> = instances
+        let members = self.members.load();
+        let next = instances
             .iter()
             .map(|i| {
                 let weight = i.weight.unwrap_or(1);
@@ -117,35 +121,97 @@ impl Pool {
                     .unwrap_or_else(|| Arc::new(Member::new(i)))
             })
             .collect();
-        *members = next;
+        // One writer at a time: the reconciler applies table changes in order.
+        self.members.store(Arc::new(next));
     }
 
     /// The instances now.
-    pub fn members(&self) -> Arc<[Arc<Member>]> {
-        self.members.read().unwrap_or_else(|p| p.into_inner()).clone()
+    pub fn members(&self) -> Arc<Vec<Arc<Member>>> {
+        self.members.load_full()
     }
 
     /// The instances a new connection should try, best first: those up, by fewest open
     /// connections per unit of weight, then those down; never those of weight 0.
-    pub fn candidates(&self) -> Vec<Arc<Member>> {
-        let members = self.members();
-        let n = members.len().max(1);
-        let turn = self.turn.fetch_add(1, Ordering::Relaxed) % n;
-        let mut order: Vec<(bool, u64, usize, &Arc<Member>)> = members
+    pub fn candidates(&self) -> Candidates {
+        // Ties are broken by a turn of this thread's own: a counter shared by the threads
+        // would be a write to a shared cache line per connection.
+        let turn = TURN.with(|t| {
+            let turn = t.get();
+            t.set(turn.wrapping_add(1));
+            turn
+        });
+        Candidates { members: self.members.load_full(), turn, tried: Tried::default() }
+    }
+}
+
+thread_local! {
+    /// Where this thread's tie-breaking turn is; threads start apart so that two threads'
+    /// first connections to an idle application go to different instances.
+    static TURN: std::cell::Cell<usize> = std::cell::Cell::new(thread_start());
+}
+
+fn thread_start() -> usize {
+    static THREADS: AtomicUsize = AtomicUsize::new(0);
+    THREADS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The instances a connection tries, in order: see [`Pool::candidates`].
+pub struct Candidates {
+    members: Arc<Vec<Arc<Member>>>,
+    turn: usize,
+    tried: Tried,
+}
+
+impl Iterator for Candidates {
+    type Item = Arc<Member>;
+
+    fn next(&mut self) -> Option<Arc<Member>> {
+        let n = self.members.len().max(1);
+        let turn = self.turn % n;
+        let best = self
+            .members
             .iter()
             .enumerate()
-            .filter(|(_, m)| m.weight > 0)
-            .map(|(i, m)| {
+            .filter(|&(i, m)| m.weight > 0 && !self.tried.contains(i))
+            .min_by_key(|&(i, m)| {
                 let load = m.active.load(Ordering::Relaxed) * 1_000_000 / u64::from(m.weight);
-                (!m.up.load(Ordering::Relaxed), load, (i + n - turn) % n, m)
+                (!m.up.load(Ordering::Relaxed), load, (i + n - turn) % n)
             })
-            .collect();
-        order.sort_unstable_by_key(|&(down, load, rotation, _)| (down, load, rotation));
-        order.into_iter().map(|(_, _, _, m)| m.clone()).collect()
+            .map(|(i, _)| i)?;
+        self.tried.insert(best);
+        Some(self.members[best].clone())
+    }
+}
+
+/// The instances already tried: a bit set, on the heap only past 128 instances.
+#[derive(Default)]
+struct Tried {
+    bits: u128,
+    more: Vec<usize>,
+}
+
+impl Tried {
+    fn contains(&self, i: usize) -> bool {
+        if i < 128 {
+            self.bits & (1 << i) != 0
+        } else {
+            self.more.contains(&i)
+        }
+    }
+
+    fn insert(&mut self, i: usize) {
+        if i < 128 {
+            self.bits |= 1 << i;
+        } else {
+            self.more.push(i);
+        }
     }
 }
 
 /// Checks the pool's down instances until the pool is dropped or `stop` is cancelled.
+///
+/// The down instances of a round are checked together, so that k unreachable instances
+/// take one [`CHECK_TIMEOUT`] per round, not k of them.
 pub async fn check(pool: Weak<Pool>, stop: CancellationToken) {
     loop {
         tokio::select! {
@@ -153,11 +219,19 @@ pub async fn check(pool: Weak<Pool>, stop: CancellationToken) {
             _ = tokio::time::sleep(CHECK_EVERY) => {}
         }
         let Some(members) = pool.upgrade().map(|p| p.members()) else { return };
-        for member in members.iter().filter(|m| !m.up.load(Ordering::Relaxed)) {
-            if probe(&member.address).await {
-                member.up.store(true, Ordering::Relaxed);
-                info!(instance = %member.address, "instance is up again");
-            }
+        let mut checks = tokio::task::JoinSet::new();
+        for member in members.iter().filter(|m| !m.up.load(Ordering::Relaxed)).cloned() {
+            checks.spawn(async move {
+                if probe(&member.address).await {
+                    member.up.store(true, Ordering::Relaxed);
+                    info!(instance = %member.address, "instance is up again");
+                }
+            });
+        }
+        // Dropping the set (at a stop) aborts the checks still running.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = async { while checks.join_next().await.is_some() {} } => {}
         }
     }
 }

@@ -11,8 +11,10 @@
 //!   direction is moving bulk, and it switches to splice through a pipe (sized to 1 MiB
 //!   with `F_SETPIPE_SZ`), which moves pages between the sockets without copying them
 //!   through user space. Small request/response exchanges never fill the buffer and stay
-//!   on the cheap path: forcing splice on them costs latency. If the kernel refuses to
-//!   splice, the pump keeps copying.
+//!   on the cheap path: forcing splice on them costs latency. Pipes, too, come from a
+//!   per-thread pool for the length of a burst and go back empty, so an idle connection
+//!   holds no pipe either. If the kernel refuses to splice, or grants only a small pipe,
+//!   the pump copies, and bytes already in a pipe are copied out, never dropped.
 //! - **No lock, no allocation per read.** The pool is thread-local; the activity clock is
 //!   one relaxed atomic store per read.
 //!
@@ -38,7 +40,7 @@ use tokio_util::sync::WaitForCancellationFuture;
 
 /// The size of a copy buffer.
 const BUFFER: usize = 64 * 1024;
-/// How many free buffers a thread keeps for reuse.
+/// How many free buffers, and free pipes, a thread keeps for reuse.
 const POOL: usize = 32;
 /// The capacity asked of a splice pipe (the kernel's default maximum, `fs.pipe-max-size`).
 const PIPE_SIZE: i32 = 1 << 20;
@@ -206,25 +208,27 @@ impl<'a> Pump<'a> {
 
     /// Moves bytes until the source ends, then shuts the destination's write half.
     async fn run(mut self) -> io::Result<u64> {
-        let mut pipe: Option<Pipe> = None;
+        let mut bulk = false;
+        // Once refused, splice is not tried again on this direction.
+        let mut can_splice = true;
         loop {
-            let ended = match &mut pipe {
-                Some(p) => match self.splice_once(p).await {
-                    // This kernel or socket cannot splice (nothing was moved): copy instead.
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
-                        pipe = None;
+            let ended = if bulk {
+                match self.splice_burst().await? {
+                    Burst::Ended => true,
+                    Burst::Drained => false,
+                    // This kernel, socket or pipe budget cannot splice: copy from now on
+                    // (what was already in the pipe has been copied out).
+                    Burst::Refused => {
+                        bulk = false;
+                        can_splice = false;
                         false
                     }
-                    other => other?,
-                },
-                None => {
-                    let (ended, bulk) = self.copy_burst().await?;
-                    if bulk {
-                        // A full buffer means bulk: move it with splice from now on.
-                        pipe = Pipe::new().ok();
-                    }
-                    ended
                 }
+            } else {
+                let (ended, full) = self.copy_burst().await?;
+                // A full buffer means bulk: move it with splice from now on.
+                bulk = full && can_splice;
+                ended
             };
             // The first direction to end passes its FIN on at once; the second needs no
             // shutdown: both sockets are closed right after, both receive queues drained,
@@ -280,20 +284,40 @@ impl<'a> Pump<'a> {
         }
     }
 
-    /// Splices what the source has into the pipe and out to the destination.
-    /// Returns whether the source ended.
-    async fn splice_once(&mut self, pipe: &mut Pipe) -> io::Result<bool> {
+    /// Waits for data, then splices it through a pipe until the source is drained; holds a
+    /// pipe (from the thread's pool) only meanwhile, so an idle connection holds none.
+    async fn splice_burst(&mut self) -> io::Result<Burst> {
         self.src.readable().await?;
-        let (src_fd, pipe_in) = (self.src.as_raw_fd(), pipe.write.as_raw_fd());
-        let n = match self.src.try_io(Interest::READABLE, || splice(src_fd, pipe_in, PIPE_SIZE as usize)) {
-            Ok(0) => return Ok(true),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
-                return Ok(false)
+        let Some(mut pipe) = Pipe::take() else { return Ok(Burst::Refused) };
+        let src_fd = self.src.as_raw_fd();
+        loop {
+            let pipe_in = pipe.write.as_raw_fd();
+            let n = match self.src.try_io(Interest::READABLE, || splice(src_fd, pipe_in, pipe.capacity)) {
+                Ok(0) => return Ok(Burst::Ended),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Burst::Drained),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Nothing entered the pipe: copying takes over with nothing lost.
+                Err(e) if cannot_splice(&e) => return Ok(Burst::Refused),
+                Err(e) => {
+                    pipe.dirty = true;
+                    return Err(e);
+                }
+            };
+            self.clock.touch();
+            pipe.dirty = true;
+            let spliced = self.pipe_out(&pipe, n).await?;
+            pipe.dirty = false;
+            self.moved += n as u64;
+            if !spliced {
+                return Ok(Burst::Refused);
             }
-            Err(e) => return Err(e),
-        };
-        self.clock.touch();
+        }
+    }
+
+    /// Moves the `n` bytes in `pipe` to the destination; false if the destination refused
+    /// splice, in which case they were copied instead (never left behind in the pipe).
+    async fn pipe_out(&mut self, pipe: &Pipe, n: usize) -> io::Result<bool> {
         let (pipe_out, dst_fd) = (pipe.read.as_raw_fd(), self.dst.as_raw_fd());
         let mut left = n;
         while left > 0 {
@@ -304,14 +328,41 @@ impl<'a> Pump<'a> {
                     left -= m;
                     self.counted.inc_by(m as u64);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if cannot_splice(&e) => {
+                    let mut buf = Buffer::take();
+                    while left > 0 {
+                        let want = left.min(buf.len());
+                        let got = read(pipe_out, &mut buf[..want])?;
+                        if got == 0 {
+                            return Err(io::ErrorKind::UnexpectedEof.into());
+                        }
+                        write_all(self.dst, &buf[..got]).await?;
+                        left -= got;
+                        self.counted.inc_by(got as u64);
+                    }
+                    return Ok(false);
                 }
                 Err(e) => return Err(e),
             }
         }
-        self.moved += n as u64;
-        Ok(false)
+        Ok(true)
     }
+}
+
+/// How a burst of splicing ended.
+enum Burst {
+    /// The source ended.
+    Ended,
+    /// The source has nothing more for now.
+    Drained,
+    /// Splice is refused here; the direction copies from now on.
+    Refused,
+}
+
+/// Whether an error says splice cannot be used here (rather than that a socket failed).
+fn cannot_splice(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS))
 }
 
 /// Writes all of `bytes` to `dst`.
@@ -331,6 +382,16 @@ pub async fn write_all(dst: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
 fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `fd` is an open socket.
     let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `fd` is an open pipe.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -358,14 +419,32 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
-/// A non-blocking pipe that carries one direction's bytes in splice mode.
+/// A non-blocking pipe that carries a burst of one direction's bytes in splice mode,
+/// taken from the thread's pool for the burst and given back empty after it, as HAProxy's
+/// `maxpipes` pool does: a connection that once moved bulk does not keep four descriptors
+/// and their kernel buffers for the rest of its life.
 struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
+    /// The pipe's capacity, as the kernel set it.
+    capacity: usize,
 }
 
 impl Pipe {
-    fn new() -> io::Result<Pipe> {
+    /// An empty pipe from the thread's pool, or a new one; `None` if no pipe worth
+    /// splicing through can be had (out of descriptors, or the user's pipe budget spent).
+    fn take() -> Option<Lent> {
+        let reused = PIPES.with(|p| {
+            let mut pool = p.borrow_mut();
+            let pipe = pool.free.pop();
+            pool.unused = pool.unused.min(pool.free.len());
+            pipe
+        });
+        let pipe = reused.or_else(|| Pipe::new().ok().flatten())?;
+        Some(Lent { pipe: Some(pipe), dirty: false })
+    }
+
+    fn new() -> io::Result<Option<Pipe>> {
         let mut fds = [0; 2];
         // SAFETY: `fds` has room for the two descriptors pipe2 writes.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
@@ -373,15 +452,75 @@ impl Pipe {
         }
         // SAFETY: pipe2 succeeded, so both descriptors are open and now owned here alone.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // A larger pipe moves more per splice; the default (64 KiB) still works if refused.
-        // SAFETY: F_SETPIPE_SZ on an open pipe descriptor.
-        unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-        Ok(Pipe { read, write })
+        // A larger pipe moves more per splice. The kernel may refuse (`fs.pipe-max-size`)
+        // or, once the user's `fs.pipe-user-pages-soft` budget is spent, hand out pipes of
+        // a page or two: the capacity actually granted is read back, and a pipe smaller
+        // than a copy buffer is not worth a splice (copying is then cheaper).
+        // SAFETY: F_SETPIPE_SZ and F_GETPIPE_SZ on an open pipe descriptor.
+        let capacity = unsafe {
+            libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE);
+            libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ)
+        };
+        if capacity < BUFFER as i32 {
+            return Ok(None);
+        }
+        Ok(Some(Pipe { read, write, capacity: capacity as usize }))
+    }
+}
+
+/// A pipe lent by the thread's pool for one burst: given back on drop if it is empty.
+struct Lent {
+    pipe: Option<Pipe>,
+    /// Bytes may be left inside: closed on drop rather than given back to the pool.
+    dirty: bool,
+}
+
+impl std::ops::Deref for Lent {
+    type Target = Pipe;
+    fn deref(&self) -> &Pipe {
+        self.pipe.as_ref().expect("a lent pipe is only taken back by its drop")
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if self.dirty {
+            return;
+        }
+        if let Some(pipe) = self.pipe.take() {
+            PIPES.with(|p| {
+                let mut pool = p.borrow_mut();
+                if pool.free.len() < POOL {
+                    pool.free.push(pipe);
+                }
+            });
+        }
     }
 }
 
 thread_local! {
     static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    static PIPES: RefCell<PipePool> = const { RefCell::new(PipePool { free: Vec::new(), unused: 0 }) };
+}
+
+/// A thread's free pipes, and how many of them went unused since the last trim.
+struct PipePool {
+    free: Vec<Pipe>,
+    /// The fewest free pipes since the last trim: that many were not needed.
+    unused: usize,
+}
+
+/// Closes the thread's free pipes that no burst needed since the last call; called by each
+/// forwarding thread every tick, so that a pipe unused for two ticks is closed and a quiet
+/// server holds no pipe at all.
+pub fn trim_pipes() {
+    PIPES.with(|p| {
+        let mut pool = p.borrow_mut();
+        let unused = pool.unused;
+        // The oldest first: the pool is a stack, its bottom is what nothing took lately.
+        pool.free.drain(..unused);
+        pool.unused = pool.free.len();
+    });
 }
 
 /// A copy buffer from the thread's pool, returned to it on drop.

@@ -20,6 +20,7 @@ mod forward;
 mod gateway;
 mod http;
 mod live;
+pub mod log_writer;
 mod metrics;
 mod ports;
 mod present;

@@ -68,9 +68,12 @@ impl Workers {
 /// a new timer is due before the driver's next planned wake-up. An idle thread plans none,
 /// so every connection's first timer (its connect timeout) would cost that; with this
 /// tick planned, the connections' timers (a second or more) never come first.
+///
+/// The tick also closes the thread's splice pipes that went unused ([`super::copy::trim_pipes`]).
 async fn keep_timer_awake() {
     loop {
         tokio::time::sleep(TICK).await;
+        super::copy::trim_pipes();
     }
 }
 
