@@ -187,6 +187,16 @@ fn metrics_count_connections_and_bytes_per_redirection() {
     assert_eq!(series("tcp_redirs_connections_accepted_total", ""), 1.0);
     assert_eq!(series("tcp_redirs_bytes_total", ",direction=\"in\""), 10_000.0);
     assert_eq!(series("tcp_redirs_bytes_total", ",direction=\"out\""), 10_000.0);
+    // The connect-time histogram: one observation, in exactly one bucket; buckets cumulative.
+    assert_eq!(series("tcp_redirs_instance_connect_seconds_count", ""), 1.0);
+    let infinity = format!("tcp_redirs_instance_connect_seconds_bucket{{le=\"+Inf\",namespace=\"default\",port=\"{port}\",app=\"{app}\"}} 1");
+    assert!(text.lines().any(|l| l == infinity), "no `{infinity}` in:\n{text}");
+    let buckets: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("tcp_redirs_instance_connect_seconds_bucket{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]) && buckets.iter().all(|&n| n <= 1.0), "{buckets:?}");
     assert!(!text.contains("127.0.0.1"), "no series may be labelled by client address:\n{text}");
 
     // The list carries the same figures (additive JSON fields).

@@ -31,7 +31,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -86,7 +85,7 @@ pub async fn bidirectional(
     client: &TcpStream,
     upstream: &TcpStream,
     timeouts: Timeouts,
-    counted: [&Counter; 2],
+    counted: [&AtomicU64; 2],
     mut close: Pin<&mut WaitForCancellationFuture<'_>>,
 ) -> Outcome {
     let clock = Clock::new();
@@ -197,12 +196,12 @@ struct Pump<'a> {
     src: &'a TcpStream,
     dst: &'a TcpStream,
     clock: &'a Clock,
-    counted: &'a Counter,
+    counted: &'a AtomicU64,
     moved: u64,
 }
 
 impl<'a> Pump<'a> {
-    fn new(src: &'a TcpStream, dst: &'a TcpStream, clock: &'a Clock, counted: &'a Counter) -> Pump<'a> {
+    fn new(src: &'a TcpStream, dst: &'a TcpStream, clock: &'a Clock, counted: &'a AtomicU64) -> Pump<'a> {
         Pump { src, dst, clock, counted, moved: 0 }
     }
 
@@ -274,7 +273,7 @@ impl<'a> Pump<'a> {
             self.clock.touch();
             write_all(self.dst, &buf[..n]).await?;
             self.moved += n as u64;
-            self.counted.inc_by(n as u64);
+            self.counted.fetch_add(n as u64, Ordering::Relaxed);
             if n == buf.len() {
                 return Ok((false, true));
             }
@@ -326,9 +325,10 @@ impl<'a> Pump<'a> {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(m) => {
                     left -= m;
-                    self.counted.inc_by(m as u64);
+                    self.counted.fetch_add(m as u64, Ordering::Relaxed);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
+                }
                 Err(e) if cannot_splice(&e) => {
                     let mut buf = Buffer::take();
                     while left > 0 {
@@ -339,7 +339,7 @@ impl<'a> Pump<'a> {
                         }
                         write_all(self.dst, &buf[..got]).await?;
                         left -= got;
-                        self.counted.inc_by(got as u64);
+                        self.counted.fetch_add(got as u64, Ordering::Relaxed);
                     }
                     return Ok(false);
                 }

@@ -27,15 +27,14 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::access::Access;
-use super::balance::{Open, Pool};
+use super::admission::Admission;
+use super::balance::{self, Pool};
 use super::conn_log::{ConnLog, End};
 use super::copy::{self, Timeouts};
-use super::metrics::RedirMetrics;
+use super::metrics::{RedirMetrics, Slot};
 use super::ports::Listeners;
 use super::workers::Workers;
 use crate::wire::{RedirLimits, MAX_LIMIT_SECS, MAX_QUOTA};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 
 /// How long to wait before accepting again after the process ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -140,7 +139,7 @@ impl Limits {
 /// binds, hands out and waits. Returning means every listener was dropped, which is what
 /// closes the port at once on removal.
 pub async fn run(port: Port, mut listeners: Option<Listeners>) {
-    let port = Arc::new(Accepting { rate: Mutex::new(None), port });
+    let port = Arc::new(Accepting { admission: Admission::default(), port });
     let listeners = loop {
         if let Some(l) = listeners.take() {
             break l;
@@ -177,51 +176,14 @@ pub async fn run(port: Port, mut listeners: Option<Listeners>) {
 /// A port being served: shared by its accept loops.
 struct Accepting {
     port: Port,
-    /// The new-connection budget, one for the whole port (its loops share it); taken only
-    /// on ports that set a rate.
-    rate: Mutex<Option<RateLimit>>,
+    /// Who and how many may connect.
+    admission: Admission,
 }
 
 impl std::ops::Deref for Accepting {
     type Target = Port;
     fn deref(&self) -> &Port {
         &self.port
-    }
-}
-
-impl Accepting {
-    /// Why a connection from `peer` is refused, if it is; counts it as open if not.
-    fn refuse(&self, peer: SocketAddr, limits: &Limits) -> Option<(&Counter, &'static str, End)> {
-        if !self.access.admits(peer.ip()) {
-            return Some((&self.metrics.denied, "refused by the access list", End::Denied));
-        }
-        // Counted at once, in one atomic step: the loops on other threads see this connection.
-        let before = self.metrics.active.inc();
-        if limits.max_connections.is_some_and(|max| before >= i64::from(max)) {
-            self.metrics.active.dec();
-            return Some((
-                &self.metrics.over_capacity,
-                "refused: the redirection is at its maxConnections",
-                End::MaxConnections,
-            ));
-        }
-        if let Some(rate) = limits.max_rate {
-            let mut bucket = self.rate.lock().unwrap_or_else(|e| e.into_inner());
-            let bucket = match bucket.as_mut() {
-                Some(b) if b.per_second == rate => b,
-                // First use, or the rate changed with a config reload.
-                _ => bucket.insert(RateLimit::new(rate)),
-            };
-            if !bucket.admit() {
-                self.metrics.active.dec();
-                return Some((
-                    &self.metrics.rate_limited,
-                    "refused: over maxConnectionsPerSecond",
-                    End::RateLimited,
-                ));
-            }
-        }
-        None
     }
 }
 
@@ -262,25 +224,27 @@ async fn accept_loop(port: Arc<Accepting>, listener: std::net::TcpListener) {
 /// Starts forwarding a connection just accepted, or resets it if it is refused.
 fn admit(port: &Accepting, client: TcpStream, peer: SocketAddr) {
     let limits = **port.limits.load();
-    if let Some((counter, why, end)) = port.refuse(peer, &limits) {
-        counter.inc();
-        debug!(%peer, addr = %port.addr, "{why}");
+    let traffic = port.metrics.traffic.clone();
+    if let Some(refusal) = port.admission.refuse(peer, &limits, &port.access, &port.metrics) {
+        debug!(%peer, addr = %port.addr, "{}", refusal.why());
         if let Some(log) = &port.conn_log {
-            log.log(peer, None, (0, 0), Instant::now(), end);
+            log.log(peer, None, (0, 0), Instant::now(), refusal.end());
         }
         // A reset, at once: the client learns nothing and costs nothing.
         return copy::reset(&client);
     }
-    port.metrics.accepted.inc();
-    let active = Active(port.metrics.active.clone());
     let access = port.access.clone();
     let targets = port.targets.clone();
     let close = port.close_connections.clone();
     let metrics = port.metrics.clone();
     let log = port.conn_log.clone();
     port.connections.spawn(async move {
-        connection(client, peer, targets, limits, metrics, access, close, log).await;
-        drop(active);
+        // The connection's task runs on this thread for its whole life: its slot of the
+        // counters is this thread's, and the connection was counted open in it.
+        let slot = traffic.mine();
+        let open = Open(slot);
+        connection(client, peer, targets, limits, slot, &metrics, access, close, log).await;
+        drop(open);
     });
 }
 
@@ -309,7 +273,8 @@ async fn connection(
     peer: SocketAddr,
     targets: Arc<Pool>,
     limits: Limits,
-    metrics: Arc<RedirMetrics>,
+    slot: &Slot,
+    metrics: &RedirMetrics,
     access: Arc<Access>,
     close: CancellationToken,
     log: Option<Arc<ConnLog>>,
@@ -320,7 +285,7 @@ async fn connection(
     let cancelled = close.cancelled();
     tokio::pin!(cancelled);
     let connected = tokio::select! {
-        connected = connect(&targets, limits.connect, &metrics) => connected,
+        connected = connect(&targets, limits.connect, slot, metrics) => connected,
         // Removed or drained while connecting: the client sees a reset, not a clean end.
         () = &mut cancelled => return copy::reset(&client),
     };
@@ -339,7 +304,7 @@ async fn connection(
             return;
         }
     }
-    let counted = [&metrics.bytes_in, &metrics.bytes_out];
+    let counted = [&slot.bytes_in, &slot.bytes_out];
     let outcome = copy::bidirectional(&client, &upstream, limits.established, counted, cancelled).await;
     debug!(%peer, %instance, up = outcome.up, down = outcome.down, cut = ?outcome.cut, "connection closed");
     if let (Some(log), Some(started)) = (&log, started) {
@@ -347,41 +312,12 @@ async fn connection(
     }
 }
 
-/// Counts a connection as active (from its admission) for as long as it lives, however it ends.
-struct Active(Gauge);
+/// Counts a connection as open (from its admission) for as long as it lives, however it ends.
+struct Open<'a>(&'a Slot);
 
-impl Drop for Active {
+impl Drop for Open<'_> {
     fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// A token bucket over new connections: `rate` per second, with a burst of one second.
-/// The port's accept loops share it behind a lock, taken only on ports that set a rate.
-struct RateLimit {
-    per_second: u32,
-    rate: f64,
-    tokens: f64,
-    last: std::time::Instant,
-}
-
-impl RateLimit {
-    fn new(per_second: u32) -> RateLimit {
-        let rate = f64::from(per_second);
-        RateLimit { per_second, rate, tokens: rate, last: std::time::Instant::now() }
-    }
-
-    fn admit(&mut self) -> bool {
-        let rate = self.rate;
-        let now = std::time::Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(rate);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.0.close();
     }
 }
 
@@ -389,8 +325,9 @@ impl RateLimit {
 async fn connect(
     targets: &Pool,
     timeout: Duration,
+    slot: &Slot,
     metrics: &RedirMetrics,
-) -> Option<(TcpStream, Open, String)> {
+) -> Option<(TcpStream, balance::Open, String)> {
     for member in targets.candidates() {
         let address = &member.address;
         let began = std::time::Instant::now();
@@ -400,9 +337,7 @@ async fn connect(
         }
         match attempt {
             Ok(Ok(stream)) => {
-                if let Some(h) = &metrics.connect_seconds {
-                    h.observe(began.elapsed().as_secs_f64());
-                }
+                slot.connected_in(began.elapsed());
                 return Some((stream, member.enter(), address.clone()));
             }
             // Out of descriptors here: no fault of the instance, and the others would fare

@@ -347,12 +347,12 @@ impl LivePorts {
     pub fn state(&self, namespace: &str, port: u16) -> Option<(bool, RedirTraffic)> {
         let live = self.live.lock().unwrap();
         let l = live.get(&(namespace.to_owned(), port))?;
-        let m = &l.metrics;
+        let t = l.metrics.traffic.totals();
         let traffic = RedirTraffic {
-            active_connections: m.active.get().max(0) as u64,
-            connections: m.accepted.get(),
-            bytes_in: m.bytes_in.get(),
-            bytes_out: m.bytes_out.get(),
+            active_connections: t.active as u64,
+            connections: t.accepted,
+            bytes_in: t.bytes_in,
+            bytes_out: t.bytes_out,
         };
         Some((l.bound.load(Ordering::Relaxed), traffic))
     }

@@ -8,6 +8,7 @@
 //! connections the drain timeout to finish, and exits 0.
 
 mod access;
+mod admission;
 mod api;
 pub(crate) mod auth;
 mod balance;

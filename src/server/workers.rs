@@ -34,11 +34,13 @@ impl Workers {
         let count = count.or_else(|| std::thread::available_parallelism().ok()).map_or(1, NonZeroUsize::get);
         // Built in place, so that an error half-way stops the threads already started.
         let mut workers = Workers { handles: Vec::with_capacity(count), stop: CancellationToken::new() };
+        super::metrics::set_thread_count(count);
         for i in 0..count {
             let runtime = Builder::new_current_thread().enable_all().build()?;
             workers.handles.push(runtime.handle().clone());
             let stop = workers.stop.clone();
             std::thread::Builder::new().name(format!("forward-{i}")).spawn(move || {
+                super::metrics::set_thread_slot(i);
                 // The runtime runs its tasks only inside `block_on`: until the server stops.
                 runtime.block_on(async {
                     tokio::select! {

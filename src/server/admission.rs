@@ -1,0 +1,127 @@
+//! Admission: whether a connection just accepted on a public port may go on.
+//!
+//! Three rules, in this order: the access list ([`Access`]), the redirection's
+//! `maxConnections` (connections open at once), and its `maxConnectionsPerSecond` (a token
+//! bucket with a burst of one second). A refused connection is reset at once by the
+//! accept loop and counted under its reason; an admitted one is counted open in the
+//! accepting thread's slot of the redirection's counters ([`super::metrics::Traffic`]).
+//!
+//! Only the limits a port sets cost anything shared between threads: `maxConnections`
+//! sums the threads' open counts, and the rate's bucket is one per port behind a lock.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::access::Access;
+use super::conn_log::End;
+use super::forward::Limits;
+use super::metrics::RedirMetrics;
+
+/// A port's admission state: the new-connection budget, shared by its accept loops.
+#[derive(Default)]
+pub struct Admission {
+    /// Taken only on ports that set a rate.
+    rate: Mutex<Option<RateLimit>>,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The access list refused the client.
+    Denied,
+    /// The redirection had `maxConnections` open.
+    MaxConnections,
+    /// The client came over `maxConnectionsPerSecond`.
+    RateLimited,
+}
+
+impl Refusal {
+    /// The reason, for the debug log.
+    pub fn why(self) -> &'static str {
+        match self {
+            Refusal::Denied => "refused by the access list",
+            Refusal::MaxConnections => "refused: the redirection is at its maxConnections",
+            Refusal::RateLimited => "refused: over maxConnectionsPerSecond",
+        }
+    }
+
+    /// How the connection log names it.
+    pub fn end(self) -> End {
+        match self {
+            Refusal::Denied => End::Denied,
+            Refusal::MaxConnections => End::MaxConnections,
+            Refusal::RateLimited => End::RateLimited,
+        }
+    }
+}
+
+impl Admission {
+    /// Why a connection from `peer` is refused, if it is (counted under its reason); if
+    /// not, it is counted accepted and open on this thread, and the caller must close it
+    /// in the same slot when it ends.
+    pub fn refuse(
+        &self,
+        peer: SocketAddr,
+        limits: &Limits,
+        access: &Access,
+        metrics: &RedirMetrics,
+    ) -> Option<Refusal> {
+        if !access.admits(peer.ip()) {
+            metrics.denied.inc();
+            return Some(Refusal::Denied);
+        }
+        let slot = metrics.traffic.mine();
+        // Counted open before the limit is checked: of two threads admitting at once, at
+        // least one sees the other's connection (see `Traffic::active_now`).
+        slot.open();
+        if limits.max_connections.is_some_and(|max| metrics.traffic.active_now() > i64::from(max)) {
+            slot.close();
+            metrics.over_capacity.inc();
+            return Some(Refusal::MaxConnections);
+        }
+        if let Some(rate) = limits.max_rate {
+            let mut bucket = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+            let bucket = match bucket.as_mut() {
+                Some(b) if b.per_second == rate => b,
+                // First use, or the rate changed with a config reload.
+                _ => bucket.insert(RateLimit::new(rate)),
+            };
+            if !bucket.admit() {
+                slot.close();
+                metrics.rate_limited.inc();
+                return Some(Refusal::RateLimited);
+            }
+        }
+        slot.accepted.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+/// A token bucket over new connections: `rate` per second, with a burst of one second.
+struct RateLimit {
+    per_second: u32,
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(per_second: u32) -> RateLimit {
+        let rate = f64::from(per_second);
+        RateLimit { per_second, rate, tokens: rate, last: Instant::now() }
+    }
+
+    fn admit(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
