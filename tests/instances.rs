@@ -71,6 +71,24 @@ fn connections_are_spread_over_the_instances() {
     assert!(count("A") >= 3 && count("B") >= 3, "both instances take connections: {answers:?}");
 }
 
+/// An instance named by host name is looked up (then cached for 30 s, see
+/// `balance::DNS_CACHE`) and reached; one that does not resolve is skipped for the next.
+#[test]
+fn a_host_name_instance_is_looked_up_and_a_name_that_does_not_resolve_is_skipped() {
+    let a = named_backend("A");
+    let f = fixture(json!([{"address": format!("localhost:{}", a.port())}]));
+    for _ in 0..3 {
+        assert_eq!(who_answers(f.port), "A");
+    }
+    let b = named_backend("B");
+    let body =
+        json!([{"address": "no-such-host.invalid:80"}, {"address": format!("localhost:{}", b.port())}]);
+    f.server.api("PUT", &format!("{}/instances", f.app_path), Some(&body.to_string())).ok_json();
+    for _ in 0..3 {
+        assert_eq!(who_answers(f.port), "B");
+    }
+}
+
 #[test]
 fn an_instance_of_weight_zero_takes_no_new_connection() {
     let (a, b) = (named_backend("A"), named_backend("B"));

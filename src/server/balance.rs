@@ -17,8 +17,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
-use arc_swap::ArcSwap;
-use std::time::Duration;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -31,20 +32,42 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How long a check waits for the instance to accept.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a host name's addresses are used before they are looked up again.
+///
+/// The system resolver (`getaddrinfo`, so `/etc/hosts` and nsswitch apply) does not give
+/// record TTLs; 30 s follows a DNS change within half a minute. A lookup that is due runs
+/// in the background while connections keep using the addresses it will replace.
+pub const DNS_CACHE: Duration = Duration::from_secs(30);
+
 /// One instance and what the gateway knows of it.
 #[derive(Debug)]
 pub struct Member {
     /// `HOST:PORT`.
     pub address: String,
+    /// The address itself when it is an IP address: nothing to look up.
+    ip: Option<SocketAddr>,
+    /// A host name's addresses, and when they were looked up.
+    resolved: ArcSwapOption<Resolved>,
+    /// Set while a background lookup runs.
+    refreshing: AtomicBool,
     weight: u32,
     up: AtomicBool,
     active: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Resolved {
+    addrs: Arc<[SocketAddr]>,
+    at: Instant,
 }
 
 impl Member {
     fn new(instance: &Instance) -> Member {
         Member {
             address: instance.address.clone(),
+            ip: instance.address.parse().ok(),
+            resolved: ArcSwapOption::empty(),
+            refreshing: AtomicBool::new(false),
             weight: instance.weight.unwrap_or(1),
             up: AtomicBool::new(true),
             active: AtomicU64::new(0),
@@ -56,6 +79,36 @@ impl Member {
         if self.up.swap(false, Ordering::Relaxed) {
             warn!(instance = %self.address, "instance marked down; checking it every {}s", CHECK_EVERY.as_secs());
         }
+    }
+
+    /// The addresses to connect to: the IP address itself, or the host name's addresses,
+    /// looked up at most every [`DNS_CACHE`] (see there).
+    pub async fn addresses(self: &Arc<Self>) -> std::io::Result<Arc<[SocketAddr]>> {
+        if let Some(ip) = self.ip {
+            return Ok(Arc::new([ip]));
+        }
+        let Some(cached) = self.resolved.load_full() else {
+            return self.look_up().await;
+        };
+        if cached.at.elapsed() >= DNS_CACHE && !self.refreshing.swap(true, Ordering::Relaxed) {
+            let member = self.clone();
+            tokio::spawn(async move {
+                if let Err(err) = member.look_up().await {
+                    warn!(instance = %member.address, error = %err, "cannot look the instance up again; keeping its addresses");
+                }
+                member.refreshing.store(false, Ordering::Relaxed);
+            });
+        }
+        Ok(cached.addrs.clone())
+    }
+
+    async fn look_up(&self) -> std::io::Result<Arc<[SocketAddr]>> {
+        let addrs: Arc<[SocketAddr]> = tokio::net::lookup_host(&self.address).await?.collect();
+        if addrs.is_empty() {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no address"));
+        }
+        self.resolved.store(Some(Arc::new(Resolved { addrs: addrs.clone(), at: Instant::now() })));
+        Ok(addrs)
     }
 
     /// Counts a connection on this instance for as long as the guard lives.
@@ -82,6 +135,13 @@ impl Member {
 
 /// A connection counted on its instance.
 pub struct Open(Arc<Member>);
+
+impl Open {
+    /// The instance's `HOST:PORT`.
+    pub fn address(&self) -> &str {
+        &self.0.address
+    }
+}
 
 impl Drop for Open {
     fn drop(&mut self) {

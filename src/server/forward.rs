@@ -14,14 +14,16 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use socket2::{Domain, Socket, Type};
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -160,12 +162,28 @@ pub async fn run(port: Port, mut listeners: Option<Listeners>) {
     *port.fds.lock().unwrap_or_else(|p| p.into_inner()) =
         listeners.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
     debug!(namespace = %port.namespace, addr = %port.addr, listeners = listeners.len(), "accepting");
-    // One listener per thread, unless more were handed over by the process before.
-    let loops: Vec<_> = listeners
-        .into_iter()
-        .zip(port.workers.handles().iter().cycle())
-        .map(|(listener, thread)| thread.spawn(accept_loop(port.clone(), listener)))
-        .collect();
+    let threads = port.workers.handles();
+    let loops: Vec<_> = if listeners.len() >= threads.len() {
+        // One listener per thread (a group handed over by a version that bound one per
+        // thread with SO_REUSEPORT): each thread accepts on its own.
+        listeners
+            .into_iter()
+            .zip(threads.iter().cycle())
+            .map(|(listener, thread)| thread.spawn(accept_loop(port.clone(), Source::Own(listener))))
+            .collect()
+    } else {
+        // The usual case: one listener, polled by every thread.
+        listeners
+            .into_iter()
+            .map(Arc::new)
+            .flat_map(|listener| {
+                threads
+                    .iter()
+                    .map(|thread| thread.spawn(accept_loop(port.clone(), Source::Shared(listener.clone()))))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
     for accepting in loops {
         let _ = accepting.await;
     }
@@ -187,18 +205,89 @@ impl std::ops::Deref for Accepting {
     }
 }
 
+/// A listener as an accept loop receives it.
+enum Source {
+    /// Accepted on by this loop alone.
+    Own(std::net::TcpListener),
+    /// Polled by every forwarding thread's loop.
+    Shared(Arc<std::net::TcpListener>),
+}
+
+impl AsRawFd for Source {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Source::Own(l) => l.as_raw_fd(),
+            Source::Shared(l) => l.as_raw_fd(),
+        }
+    }
+}
+
+/// A listener registered with this thread's poller.
+struct Polled(AsyncFd<Source>);
+
+impl Polled {
+    fn new(source: Source) -> io::Result<Polled> {
+        // SAFETY: the source owns its listening socket (or shares its ownership through
+        // the Arc) and keeps it open for as long as the AsyncFd lives; its descriptor never
+        // changes. A shared listener is the same socket in every thread's epoll set: the
+        // descriptor is not duplicated, and each thread registers and removes it in its own.
+        let fd = unsafe { AsyncFd::register_with_interest(source, Interest::READABLE) };
+        Ok(Polled(fd.map_err(|e| e.into_parts().1)?))
+    }
+
+    async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        loop {
+            // With a shared listener, every thread is woken by a new connection: the first
+            // to accept takes it, the others find the queue empty and wait again.
+            let mut ready = self.0.readable().await?;
+            match ready.try_io(|source| accept_now(source.get_ref())) {
+                Ok(accepted) => return accepted.and_then(|(s, peer)| Ok((TcpStream::from_std(s)?, peer))),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// The connection queued on the listener now, without waiting.
+    fn accept_queued(&self) -> Option<(TcpStream, SocketAddr)> {
+        let (client, peer) = accept_now(self.0.get_ref()).ok()?;
+        Some((TcpStream::from_std(client).ok()?, peer))
+    }
+}
+
+/// Takes a connection from a non-blocking listener: `accept4` with the socket made
+/// non-blocking and close-on-exec in the same call (no `fcntl` afterwards).
+fn accept_now(listener: &impl AsRawFd) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    let fd = listener.as_raw_fd();
+    // SAFETY: accept4 writes at most `len` bytes of address into the storage try_init gives,
+    // and returns a new descriptor that this function alone owns.
+    let (client, addr) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let client = libc::accept4(fd, storage.cast(), len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+            if client < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(std::net::TcpStream::from_raw_fd(client))
+            }
+        })?
+    };
+    let peer =
+        addr.as_socket().ok_or_else(|| io::Error::other("accepted a connection that is not TCP/IP"))?;
+    Ok((client, peer))
+}
+
 /// Accepts on one listener, on the forwarding thread that runs this, until cancelled.
-async fn accept_loop(port: Arc<Accepting>, listener: std::net::TcpListener) {
+async fn accept_loop(port: Arc<Accepting>, listener: Source) {
     // Registered here, with this thread's runtime, so that its connections live on it.
-    let listener = match TcpListener::from_std(listener) {
+    let listener = match Polled::new(listener) {
         Ok(l) => l,
         Err(err) => return warn!(addr = %port.addr, error = %err, "cannot poll a listener of the port"),
     };
     loop {
         let accepted = tokio::select! {
+            biased;
             _ = port.stop_accepting.cancelled() => {
                 if !port.handed_over.load(Ordering::Relaxed) {
-                    take_queued(&port, listener);
+                    take_queued(&port, &listener);
                 }
                 return;
             }
@@ -253,13 +342,9 @@ fn admit(port: &Accepting, client: TcpStream, peer: SocketAddr) {
 /// The kernel completes handshakes before the gateway accepts them: a client in the queue
 /// has already seen its connection open, and closing the listener would reset it. At a stop
 /// they are served through the drain like the others (at a removal they are closed anyway).
-fn take_queued(port: &Accepting, listener: TcpListener) {
-    let Ok(listener) = listener.into_std() else { return };
-    while let Ok((client, peer)) = listener.accept() {
-        match client.set_nonblocking(true).and_then(|()| TcpStream::from_std(client)) {
-            Ok(client) => admit(port, client, peer),
-            Err(err) => debug!(%peer, error = %err, "cannot poll a queued connection"),
-        }
+fn take_queued(port: &Accepting, listener: &Polled) {
+    while let Some((client, peer)) = listener.accept_queued() {
+        admit(port, client, peer);
     }
 }
 
@@ -285,11 +370,12 @@ async fn connection(
     let cancelled = close.cancelled();
     tokio::pin!(cancelled);
     let connected = tokio::select! {
-        connected = connect(&targets, limits.connect, slot, metrics) => connected,
-        // Removed or drained while connecting: the client sees a reset, not a clean end.
+        // A removal or a stop wins over a connect that is starting: the client sees a reset.
+        biased;
         () = &mut cancelled => return copy::reset(&client),
+        connected = connect(&targets, limits.connect, slot, metrics) => connected,
     };
-    let Some((upstream, _open, instance)) = connected else {
+    let Some((upstream, open)) = connected else {
         metrics.no_instance.inc();
         info!(%peer, "no instance of the application accepted the connection; closing it");
         if let (Some(log), Some(started)) = (&log, started) {
@@ -297,6 +383,7 @@ async fn connection(
         }
         return;
     };
+    let instance = open.address();
     let header = access.wants_proxy_header().then(|| client.local_addr().ok()).flatten();
     if let Some(header) = header.and_then(|local| access.proxy_header(peer, local)) {
         if let Err(err) = copy::write_all(&upstream, &header).await {
@@ -308,7 +395,7 @@ async fn connection(
     let outcome = copy::bidirectional(&client, &upstream, limits.established, counted, cancelled).await;
     debug!(%peer, %instance, up = outcome.up, down = outcome.down, cut = ?outcome.cut, "connection closed");
     if let (Some(log), Some(started)) = (&log, started) {
-        log.log(peer, Some(&instance), (outcome.up, outcome.down), started, End::of(&outcome));
+        log.log(peer, Some(instance), (outcome.up, outcome.down), started, End::of(&outcome));
     }
 }
 
@@ -327,18 +414,18 @@ async fn connect(
     timeout: Duration,
     slot: &Slot,
     metrics: &RedirMetrics,
-) -> Option<(TcpStream, balance::Open, String)> {
+) -> Option<(TcpStream, balance::Open)> {
     for member in targets.candidates() {
         let address = &member.address;
         let began = std::time::Instant::now();
-        let attempt = tokio::time::timeout(timeout, open(address)).await;
+        let attempt = tokio::time::timeout(timeout, open(&member)).await;
         if !matches!(attempt, Ok(Ok(_))) {
             metrics.connect_failures.inc();
         }
         match attempt {
             Ok(Ok(stream)) => {
                 slot.connected_in(began.elapsed());
-                return Some((stream, member.enter(), address.clone()));
+                return Some((stream, member.enter()));
             }
             // Out of descriptors here: no fault of the instance, and the others would fare
             // no better. The client's connection is closed; the instance stays up.
@@ -354,19 +441,26 @@ async fn connect(
     None
 }
 
-/// Opens a connection to `address` (`HOST:PORT`), with `TCP_NODELAY` set.
+/// Opens a connection to the instance, with `TCP_NODELAY` set: to its IP address, or to
+/// its host name's addresses in turn (looked up and cached by [`balance::Member`]).
+async fn open(member: &Arc<balance::Member>) -> io::Result<TcpStream> {
+    let mut last = None;
+    for addr in member.addresses().await?.iter() {
+        match open_addr(*addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::ErrorKind::NotFound.into()))
+}
+
+/// Opens a connection to `addr`.
 ///
-/// For an IP address, the socket is made by hand: created non-blocking, `TCP_NODELAY` set
-/// before the handshake, and the outcome of the connect read from the readiness event
-/// itself (a refused connect hangs the socket up), where tokio's `connect` asks the kernel
-/// with one more system call per connection. A host name is resolved at each connection,
-/// so that a DNS change is followed.
-async fn open(address: &str) -> io::Result<TcpStream> {
-    let Ok(addr) = address.parse::<SocketAddr>() else {
-        let stream = TcpStream::connect(address).await?;
-        stream.set_nodelay(true)?;
-        return Ok(stream);
-    };
+/// The socket is made by hand: created non-blocking, `TCP_NODELAY` set before the
+/// handshake, and the outcome of the connect read from the readiness event itself (a
+/// refused connect hangs the socket up), where tokio's `connect` asks the kernel with one
+/// more system call per connection.
+async fn open_addr(addr: SocketAddr) -> io::Result<TcpStream> {
     let ty = Type::STREAM.nonblocking().cloexec();
     let socket = Socket::new(Domain::for_address(addr), ty, None)?;
     socket.set_tcp_nodelay(true)?;

@@ -379,6 +379,12 @@ impl LivePorts {
         self.metrics.encode()
     }
 
+    /// Stops accepting on every public port (the queued connections are still taken and
+    /// served); [`Self::stop`] then drains.
+    pub fn stop_accepting(&self) {
+        self.shutdown.cancel();
+    }
+
     /// Stops accepting everywhere and gives open connections `drain` to finish.
     pub async fn stop(&self, drain: Duration) {
         self.shutdown.cancel();

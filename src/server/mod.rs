@@ -261,6 +261,11 @@ pub async fn run(opts: Options) -> Result<()> {
                 }
             }
         };
+        // On a stop, the public ports close first: a client must not be accepted during the
+        // API's grace period only to be cut by the drain.
+        if signal == Signal::Stop {
+            live.stop_accepting();
+        }
         // New API connections wait in the socket's queue from here: for the new process on
         // an upgrade, for nobody on a stop (they are closed with it). The calls already
         // taken are answered first, so none can change the store behind the new process.

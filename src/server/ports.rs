@@ -20,7 +20,8 @@ const RANDOM_TRIES: usize = 64;
 /// The accept queue of a public listener.
 const BACKLOG: i32 = 1024;
 
-/// A public port's listening sockets, one per forwarding thread (see [`super::workers`]).
+/// A public port's listening sockets: one, or one per thread when handed over by a version
+/// that bound a group per port with `SO_REUSEPORT`.
 pub type Listeners = Vec<std::net::TcpListener>;
 
 /// Binds the listeners of a port of `range` that is not in `taken`: `prefer` when it is free
@@ -70,21 +71,26 @@ fn try_port(ip: IpAddr, port: u16, taken: &HashSet<u16>, count: usize) -> Option
     bind(SocketAddr::new(ip, port), count).ok().map(|l| (port, l))
 }
 
-/// Binds a public port: `count` listening sockets sharing it, one per forwarding thread.
+/// Binds a public port: one listening socket, which every forwarding thread polls.
 ///
-/// The sockets share the port with `SO_REUSEPORT`, which would also let them join a port
-/// that another program of the same user listens on with `SO_REUSEPORT`, silently taking
-/// half of its connections. So the port is first bound alone, without it: that fails if
-/// anything holds the port, and only then is the shared group bound.
+/// One descriptor per port whatever the number of threads: a node with 64 threads and
+/// 27,000 ports holds 27,000 listening sockets, not 1.7 million. Without `SO_REUSEPORT`,
+/// binding fails if anything else holds the port, so the gateway never joins a port that
+/// another program listens on.
 pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Listeners> {
-    drop(socket(addr, false)?);
-    (0..count.max(1))
-        .map(|_| {
-            let socket = socket(addr, true)?;
-            socket.listen(BACKLOG)?;
-            Ok(socket.into())
-        })
-        .collect()
+    if std::env::var_os("TCP_REDIRS_REUSEPORT_GROUP").is_some() {
+        drop(socket(addr, false)?);
+        return (0..count.max(1))
+            .map(|_| {
+                let socket = socket(addr, true)?;
+                socket.listen(BACKLOG)?;
+                Ok(socket.into())
+            })
+            .collect();
+    }
+    let socket = socket(addr, false)?;
+    socket.listen(BACKLOG)?;
+    Ok(vec![socket.into()])
 }
 
 /// A non-blocking TCP socket bound to `addr`, the way every public socket is made.
@@ -115,28 +121,22 @@ mod tests {
     }
 
     #[test]
-    fn a_port_is_bound_once_per_thread_and_its_connections_have_nodelay() {
+    fn a_port_is_one_listening_socket_and_its_connections_have_nodelay() {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-        let listeners = bind(addr, 3).expect("bind three listeners on one port");
-        assert_eq!(listeners.len(), 3);
-        assert!(listeners.iter().all(|l| l.local_addr().unwrap() == addr));
-        // The connection lands on one of the three; whichever it is, it carries bytes and has
-        // TCP_NODELAY without a setsockopt of its own.
+        let listeners = bind(addr, 3).expect("bind a port for three threads");
+        assert_eq!(listeners.len(), 1, "one socket, polled by every thread");
+        assert_eq!(listeners[0].local_addr().unwrap(), addr);
+        // The accepted socket carries bytes and has TCP_NODELAY without a setsockopt of its own.
         let mut client = TcpStream::connect(addr).unwrap();
         client.write_all(b"ping").unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let mut accepted = loop {
-            if let Some((s, _)) = listeners.iter().find_map(|l| l.accept().ok()) {
-                break s;
-            }
-            assert!(std::time::Instant::now() < deadline, "no listener accepted the connection");
-            std::thread::yield_now();
-        };
-        accepted.set_nonblocking(false).unwrap();
+        listeners[0].set_nonblocking(false).unwrap();
+        let (mut accepted, _) = listeners[0].accept().unwrap();
         let mut got = [0; 4];
         accepted.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"ping");
         assert!(accepted.nodelay().unwrap(), "an accepted socket lacks TCP_NODELAY");
+        // A second bind of the same port fails: nothing can join it.
+        assert_eq!(bind(addr, 1).expect_err("bound the port twice").kind(), io::ErrorKind::AddrInUse);
     }
 
     #[test]
