@@ -146,7 +146,7 @@ pub async fn run(port: Port, mut listeners: Option<Listeners>) {
         if let Some(l) = listeners.take() {
             break l;
         }
-        match super::ports::bind(port.addr, port.workers.count()) {
+        match super::ports::bind(port.addr) {
             Ok(l) => break l,
             Err(err) => {
                 warn!(namespace = %port.namespace, addr = %port.addr, error = %err,

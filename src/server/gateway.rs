@@ -392,16 +392,15 @@ impl Gateway {
             // then-bind race with other programs here. One that does not only picks it.
             let port = match (new.port, serves) {
                 (Some(port), true) => {
-                    let listeners = ports::bind(SocketAddr::new(bind, port), live.listeners_per_port())
+                    let listeners = ports::bind(SocketAddr::new(bind, port))
                         .map_err(|_| Error::port_taken(port, &ns.name))?;
                     live.hold(&ns.name, port, listeners);
                     port
                 }
                 (Some(port), false) => port,
                 (None, true) => {
-                    let (port, listeners) =
-                        ports::allocate(bind, &range, &taken, previous, live.listeners_per_port())
-                            .ok_or_else(|| Error::no_free_port(&ns.name, ns.min_port, ns.max_port))?;
+                    let (port, listeners) = ports::allocate(bind, &range, &taken, previous)
+                        .ok_or_else(|| Error::no_free_port(&ns.name, ns.min_port, ns.max_port))?;
                     live.hold(&ns.name, port, listeners);
                     port
                 }

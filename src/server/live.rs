@@ -172,11 +172,6 @@ impl LivePorts {
         &self.served
     }
 
-    /// How many listening sockets one port takes (one per forwarding thread).
-    pub fn listeners_per_port(&self) -> usize {
-        self.workers.count()
-    }
-
     /// Keeps the listeners `add` bound until the reconciler starts the port with them.
     pub fn hold(&self, namespace: &str, port: u16, listeners: Listeners) {
         self.held.lock().unwrap().insert((namespace.to_owned(), port), listeners);
@@ -292,8 +287,7 @@ impl LivePorts {
         // right after reconciling says whether the port listens.
         let inherited = self.inherited.lock().unwrap().remove(&addr);
         // On failure the port's task tries again at once, says why, and keeps trying.
-        let listeners =
-            listeners.or(inherited).or_else(|| super::ports::bind(addr, self.workers.count()).ok());
+        let listeners = listeners.or(inherited).or_else(|| super::ports::bind(addr).ok());
         let stop_accepting = self.shutdown.child_token();
         let close_connections = self.kill.child_token();
         let bound = Arc::new(AtomicBool::new(listeners.is_some()));

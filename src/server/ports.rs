@@ -32,9 +32,8 @@ pub fn allocate(
     range: &RangeInclusive<u16>,
     taken: &HashSet<u16>,
     prefer: Option<u16>,
-    count: usize,
 ) -> Option<(u16, Listeners)> {
-    if let Some(found) = prefer.filter(|p| range.contains(p)).and_then(|p| try_port(ip, p, taken, count)) {
+    if let Some(found) = prefer.filter(|p| range.contains(p)).and_then(|p| try_port(ip, p, taken)) {
         return Some(found);
     }
     let (low, high) = (*range.start() as u32, *range.end() as u32);
@@ -42,14 +41,14 @@ pub fn allocate(
     let mut rng = rand::rng();
     for _ in 0..RANDOM_TRIES.min(span as usize) {
         let port = (low + rng.random_range(0..span)) as u16;
-        if let Some(found) = try_port(ip, port, taken, count) {
+        if let Some(found) = try_port(ip, port, taken) {
             return Some(found);
         }
     }
     // The range is nearly full or busy: walk all of it once, from a random start, so that
     // "no free port" is only said when it is true.
     let start = rng.random_range(0..span);
-    (0..span).map(|i| (low + (start + i) % span) as u16).find_map(|port| try_port(ip, port, taken, count))
+    (0..span).map(|i| (low + (start + i) % span) as u16).find_map(|port| try_port(ip, port, taken))
 }
 
 /// A random port of `range` not in `taken`, without binding it: for a node that does not
@@ -64,11 +63,11 @@ pub fn pick(range: &RangeInclusive<u16>, taken: &HashSet<u16>, prefer: Option<u1
     (0..span).map(|i| (low + (start + i) % span) as u16).find(|p| !taken.contains(p))
 }
 
-fn try_port(ip: IpAddr, port: u16, taken: &HashSet<u16>, count: usize) -> Option<(u16, Listeners)> {
+fn try_port(ip: IpAddr, port: u16, taken: &HashSet<u16>) -> Option<(u16, Listeners)> {
     if taken.contains(&port) {
         return None;
     }
-    bind(SocketAddr::new(ip, port), count).ok().map(|l| (port, l))
+    bind(SocketAddr::new(ip, port)).ok().map(|l| (port, l))
 }
 
 /// Binds a public port: one listening socket, which every forwarding thread polls.
@@ -77,29 +76,18 @@ fn try_port(ip: IpAddr, port: u16, taken: &HashSet<u16>, count: usize) -> Option
 /// 27,000 ports holds 27,000 listening sockets, not 1.7 million. Without `SO_REUSEPORT`,
 /// binding fails if anything else holds the port, so the gateway never joins a port that
 /// another program listens on.
-pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Listeners> {
-    if std::env::var_os("TCP_REDIRS_REUSEPORT_GROUP").is_some() {
-        drop(socket(addr, false)?);
-        return (0..count.max(1))
-            .map(|_| {
-                let socket = socket(addr, true)?;
-                socket.listen(BACKLOG)?;
-                Ok(socket.into())
-            })
-            .collect();
-    }
-    let socket = socket(addr, false)?;
+pub fn bind(addr: SocketAddr) -> io::Result<Listeners> {
+    let socket = socket(addr)?;
     socket.listen(BACKLOG)?;
     Ok(vec![socket.into()])
 }
 
 /// A non-blocking TCP socket bound to `addr`, the way every public socket is made.
-fn socket(addr: SocketAddr, shared: bool) -> io::Result<Socket> {
+fn socket(addr: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), None)?;
     // SO_REUSEADDR lets a restarted server take its ports back while old connections sit
     // in TIME_WAIT; on Linux it never lets two listeners share a port (SO_REUSEPORT does).
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(shared)?;
     if addr.is_ipv6() {
         socket.set_only_v6(false).ok();
     }
@@ -123,7 +111,7 @@ mod tests {
     #[test]
     fn a_port_is_one_listening_socket_and_its_connections_have_nodelay() {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-        let listeners = bind(addr, 3).expect("bind a port for three threads");
+        let listeners = bind(addr).expect("bind a port");
         assert_eq!(listeners.len(), 1, "one socket, polled by every thread");
         assert_eq!(listeners[0].local_addr().unwrap(), addr);
         // The accepted socket carries bytes and has TCP_NODELAY without a setsockopt of its own.
@@ -136,7 +124,7 @@ mod tests {
         assert_eq!(&got, b"ping");
         assert!(accepted.nodelay().unwrap(), "an accepted socket lacks TCP_NODELAY");
         // A second bind of the same port fails: nothing can join it.
-        assert_eq!(bind(addr, 1).expect_err("bound the port twice").kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(bind(addr).expect_err("bound the port twice").kind(), io::ErrorKind::AddrInUse);
     }
 
     #[test]
@@ -148,9 +136,9 @@ mod tests {
         other.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into()).unwrap();
         other.listen(8).unwrap();
         let addr = other.local_addr().unwrap().as_socket().unwrap();
-        let err = bind(addr, 2).expect_err("bound a port that another socket listens on");
+        let err = bind(addr).expect_err("bound a port that another socket listens on");
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
         let range = addr.port()..=addr.port();
-        assert!(allocate(addr.ip(), &range, &HashSet::new(), None, 2).is_none());
+        assert!(allocate(addr.ip(), &range, &HashSet::new(), None).is_none());
     }
 }
