@@ -208,25 +208,59 @@ impl Error {
         Error::new(StatusCode::METHOD_NOT_ALLOWED, 4050, "method not allowed on this route")
     }
 
-    /// A failure of the server itself (the store could not be read or written).
+    /// A failure of the server itself (the store could not be read or written). The cause
+    /// (a file path, an SQL error, a cause chain) goes to the server's log only, under a
+    /// short id that the answer gives, so that the operator can find it and the client
+    /// learns nothing of the server's insides.
     pub fn internal(err: anyhow::Error) -> Error {
-        tracing::error!(error = format!("{err:#}"), "request failed");
+        let id = incident_id();
+        tracing::error!(incident = %id, error = format!("{err:#}"), "request failed");
         Error::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             5000,
-            format!("the server could not complete the request: {err:#}; nothing was changed, check the server's log and disk"),
+            format!("the server could not complete the request, and nothing was changed: an internal error; the server's log has the details under {id}"),
+        )
+    }
+
+    /// An instance address listed twice in one instance list (the document cannot say
+    /// "unique by address", only "unique", hence 422 rather than 400).
+    pub fn instance_twice(address: &str) -> Error {
+        Error::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            4220,
+            format!("instance `{address}` is listed twice: list each address once"),
+        )
+    }
+
+    /// A port asked for that is outside the namespace's range (the range is the operator's
+    /// setting, not part of the document, hence 422 rather than 400).
+    pub fn port_outside_range(port: u16, namespace: &str, min: u16, max: u16) -> Error {
+        Error::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            4221,
+            format!("port {port} is outside namespace `{namespace}`'s range {min}-{max}: ask for a port in it, or none for a random one"),
         )
     }
 }
 
+/// A short id for an internal error, `err-` and 6 hex digits: random, so that the ids of
+/// several nodes and restarts do not collide in a shared log.
+fn incident_id() -> String {
+    format!("err-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
 impl Error {
-    /// The store cannot be reached: nothing was changed, and forwarding goes on.
+    /// The store cannot be reached: nothing was changed, and forwarding goes on. The answer
+    /// names the kind of store; its address and the client library's error go to the log,
+    /// under the id the answer gives.
     pub fn store_unavailable(store: &str, why: &str) -> Error {
-        tracing::warn!(store, error = why, "a change was refused: the store is unavailable");
+        let id = incident_id();
+        tracing::warn!(incident = %id, store, error = why, "a change was refused: the store is unavailable");
+        let kind = store.split_whitespace().next().unwrap_or("store");
         Error::new(
             StatusCode::SERVICE_UNAVAILABLE,
             5030,
-            format!("the store ({store}) is unavailable, so nothing was changed: {why}; open ports keep forwarding and reads answer from this node's copy; retry once the store is back"),
+            format!("the store ({kind}) is unavailable, so nothing was changed; open ports keep forwarding and reads answer from this node's copy; retry once the store is back (the server's log says more under {id})"),
         )
     }
 
@@ -236,8 +270,8 @@ impl Error {
         match err {
             StoreError::Unavailable(why) => Error::store_unavailable(store, &why),
             StoreError::Compacted => Error::store_unavailable(store, "its history was compacted"),
-            StoreError::Other(e) => Error::internal(e),
-            StoreError::Conflict(c) => Error::internal(anyhow::anyhow!("unexpected store conflict: {c:?}")),
+            StoreError::Other(e) => Error::internal(e.context(format!("store {store}"))),
+            StoreError::Conflict(c) => Error::internal(anyhow::anyhow!("unexpected store conflict in {store}: {c:?}")),
         }
     }
 }
