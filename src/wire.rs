@@ -221,27 +221,27 @@ pub struct NewTcpRedirBody {
     namespace: String,
     /// A precise port of the namespace's range, for declarative set-ups; random when absent.
     /// A port outside the namespace's range is refused with 422.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::option")]
     #[cfg_attr(feature = "server", schema(schema_with = schema::port))]
     port: Option<u16>,
     /// How long an instance may take to accept before the next one is tried, in seconds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::option")]
     #[cfg_attr(feature = "server", schema(schema_with = schema::seconds))]
     connect_timeout: Option<u64>,
     /// How long a connection may go without a byte in either direction, in seconds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::option")]
     #[cfg_attr(feature = "server", schema(schema_with = schema::seconds))]
     idle_timeout: Option<u64>,
     /// How long a connection may stay half-closed (one direction ended), in seconds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::option")]
     #[cfg_attr(feature = "server", schema(schema_with = schema::seconds))]
     half_close_timeout: Option<u64>,
     /// The most connections open at once; more are refused. The namespace's when absent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::option")]
     #[cfg_attr(feature = "server", schema(schema_with = schema::quota))]
     max_connections: Option<u32>,
     /// The most new connections per second (a burst of one second is allowed).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::option")]
     #[cfg_attr(feature = "server", schema(schema_with = schema::quota))]
     max_connections_per_second: Option<u32>,
     /// Send the PROXY protocol header (`v1` or `v2`) to the instance; off when absent.
@@ -404,7 +404,7 @@ pub struct NewInstance {
     #[cfg_attr(feature = "server", schema(schema_with = schema::instance_address))]
     pub address: String,
     /// Its share of new connections (1 when absent); 0 takes no new connection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral::option")]
     #[cfg_attr(feature = "server", schema(schema_with = schema::weight))]
     pub weight: Option<u32>,
 }
@@ -540,6 +540,67 @@ pub const RANGE_PATTERN: &str = concat!(
     ipv6!(),
     "(?:/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$"
 );
+
+/// Reads an optional integer field of a request as JSON Schema reads an `integer`: a JSON
+/// number with no fractional part, so `5` and `5.0` alike (serde alone refuses `5.0`, which
+/// the document allows).
+pub mod integral {
+    use serde::de::{Deserializer, Error, Visitor};
+
+    /// `null` or absent is `None`; a whole number in `T`'s range is `Some`.
+    pub fn option<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_option(OptionVisitor(std::marker::PhantomData))
+    }
+
+    struct OptionVisitor<T>(std::marker::PhantomData<T>);
+    struct NumberVisitor<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: TryFrom<u64>> Visitor<'de> for OptionVisitor<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number or null")
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+            d.deserialize_any(NumberVisitor(std::marker::PhantomData)).map(Some)
+        }
+    }
+
+    impl<T: TryFrom<u64>> Visitor<'_> for NumberVisitor<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+
+        fn visit_u64<E: Error>(self, n: u64) -> Result<T, E> {
+            T::try_from(n).map_err(|_| E::custom(format!("{n} is out of range")))
+        }
+
+        fn visit_i64<E: Error>(self, n: i64) -> Result<T, E> {
+            let n = u64::try_from(n).map_err(|_| E::custom(format!("{n} is out of range")))?;
+            self.visit_u64(n)
+        }
+
+        fn visit_f64<E: Error>(self, n: f64) -> Result<T, E> {
+            // Exactly representable as u64 and whole: 5.0 is 5; 5.5, -1.0 and 1e30 are not.
+            if n.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&n) {
+                self.visit_u64(n as u64)
+            } else {
+                Err(E::custom(format!("{n} is not a whole number in range")))
+            }
+        }
+    }
+}
 
 /// Checks an instance address against [`INSTANCE_ADDRESS_PATTERN`], without a regex engine
 /// (the client checks before sending): `HOST:PORT` with a port in 1..=65535.
