@@ -697,12 +697,14 @@ pub mod schema {
         )
     }
 
-    /// An instance list: at most [`super::MAX_INSTANCES`], each address once.
+    /// An instance list: at most [`super::MAX_INSTANCES`], each address once. Not stated
+    /// as `uniqueItems`, which compares whole items (`{"address":"a"}` and
+    /// `{"address":"a","weight":null}` differ there): the server answers any repeated
+    /// address 422.
     pub fn instances() -> Schema {
         ArrayBuilder::new()
             .items(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("NewInstance")))
             .max_items(Some(super::MAX_INSTANCES))
-            .unique_items(true)
             .description(Some(
                 "each address at most once: a list that names one address twice (even with other weights) is refused with 422",
             ))

@@ -288,3 +288,34 @@ impl IntoResponse for Error {
         (self.status, Json(body)).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cause of an internal error stays in the log: the answer has only its id.
+    #[test]
+    fn an_internal_error_answers_an_id_and_no_detail() {
+        let cause = anyhow::anyhow!("no such table: redirections")
+            .context("INSERT INTO redirections failed")
+            .context("store SQLite at /var/lib/tcp-redirs/tcp-redirs.db");
+        let err = Error::internal(cause);
+        assert_eq!((err.status, err.id), (StatusCode::INTERNAL_SERVER_ERROR, 5000));
+        for detail in ["/var/lib", "SQLite", "INSERT", "no such table", "redirections"] {
+            assert!(!err.message.contains(detail), "`{detail}` leaked into: {}", err.message);
+        }
+        let id = err.message.split(|c: char| c.is_whitespace() || c == ';').find(|w| w.starts_with("err-"));
+        let id = id.unwrap_or_else(|| panic!("no err-… id in: {}", err.message));
+        assert!(id.len() == 10 && id[4..].bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert_ne!(Error::internal(anyhow::anyhow!("x")).message, err.message, "each error has its own id");
+    }
+
+    /// A store that cannot be reached is named by its kind only, not its address.
+    #[test]
+    fn an_unavailable_store_is_named_by_its_kind() {
+        let err = Error::store_unavailable("etcd at http://10.1.2.3:2379", "transport error: connection refused");
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(err.message.contains("(etcd)") && err.message.contains("err-"), "{}", err.message);
+        assert!(!err.message.contains("10.1.2.3") && !err.message.contains("transport"), "{}", err.message);
+    }
+}
