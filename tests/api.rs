@@ -128,7 +128,8 @@ fn a_bad_json_body_is_400() {
     server.api("POST", &path, Some(r#"{"namespace":"#)).assert_error(400);
     server.api("POST", &path, Some(r#"{"port":5123}"#)).assert_error(400);
     // Unknown fields are refused, not ignored: a misspelt limit is not a silent default.
-    let message = server.api("POST", &path, Some(r#"{"namespace":"default","idleTimout":5}"#)).assert_error(400);
+    let message =
+        server.api("POST", &path, Some(r#"{"namespace":"default","idleTimout":5}"#)).assert_error(400);
     assert!(message.contains("idleTimout"), "the refusal names the field: {message}");
     let apps = format!("/v2/organisations/{org}/applications");
     server.api("POST", &apps, Some(r#"{"name":"x","instances":[],"owner":"me"}"#)).assert_error(400);

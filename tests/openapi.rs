@@ -122,7 +122,10 @@ values = ["default", "cleverapps"]
         if started.elapsed() > RUN_LIMIT {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("schemathesis still running after {RUN_LIMIT:?}; killed it\n{}", out.join().unwrap_or_default());
+            panic!(
+                "schemathesis still running after {RUN_LIMIT:?}; killed it\n{}",
+                out.join().unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     };

@@ -5,7 +5,9 @@ use clap::Subcommand;
 use tabled::{Table, Tabled};
 
 use super::{find_app, print_json, print_text, ConnArgs, Format, FormatArgs, OrgArgs};
-use crate::wire::{check_instance_address, Application, Instance, InstanceState, NewApplication, NewInstance, MAX_WEIGHT};
+use crate::wire::{
+    check_instance_address, Application, Instance, InstanceState, NewApplication, NewInstance, MAX_WEIGHT,
+};
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {

@@ -126,10 +126,18 @@ mod contract {
             add(operation, "400", "4000: the path is not valid UTF-8, or the query is invalid (a missing or invalid namespace); 4002: the port is not a number from 1 to 65535");
         }
         add(operation, "401", "4010: no credential; 4011: a credential the server does not know, revoked, or with a wrong secret");
-        add(operation, "429", "4290: too many failed authentications from this address; wait the time the message says");
+        add(
+            operation,
+            "429",
+            "4290: too many failed authentications from this address; wait the time the message says",
+        );
         add(operation, "500", "5000: the server failed (its store could not be read or written); nothing was changed; the message gives the id under which the server's log has the details");
         if writes {
-            add(operation, "503", "5030: the store (etcd) cannot be reached; nothing was changed, forwarding goes on: retry");
+            add(
+                operation,
+                "503",
+                "5030: the store (etcd) cannot be reached; nothing was changed, forwarding goes on: retry",
+            );
         }
     }
 
@@ -155,8 +163,14 @@ mod contract {
     /// An id the server issued; one that does not match is not found (404) like any other
     /// unknown id.
     fn id(pattern: &str, prefix: &str) -> utoipa::openapi::Schema {
-        wire::schema::string(pattern, &format!("`{prefix}` and a UUID, as the server issued it; any other value is not found (404)"))
+        wire::schema::string(
+            pattern,
+            &format!("`{prefix}` and a UUID, as the server issued it; any other value is not found (404)"),
+        )
     }
+
+    /// A link: from an operation, to an operation, with the parameters' runtime expressions.
+    type Link<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
 
     /// Links from each creation to the operations on what it created, so that a tool can
     /// chain calls (create, then read, change and remove it). Written into the JSON form of
@@ -167,7 +181,7 @@ mod contract {
         let app = ("app", "$request.path.app");
         let new_org = ("org", "$response.body#/id");
         let new_app = ("app", "$response.body#/id");
-        let links: [(&str, &str, &[(&str, &str)]); 12] = [
+        let links: [Link; 12] = [
             ("createOrganisation", "listApplications", &[new_org]),
             ("createOrganisation", "createApplication", &[new_org]),
             ("createOrganisation", "listNamespaces", &[new_org]),
@@ -188,13 +202,16 @@ mod contract {
         let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else { return };
         for operation in paths.values_mut().filter_map(|item| item.get_mut("post")) {
             let Some(from) = operation["operationId"].as_str().map(str::to_owned) else { continue };
-            let Some(created) = operation.pointer_mut("/responses/201").and_then(|r| r.as_object_mut()) else {
+            let Some(created) = operation.pointer_mut("/responses/201").and_then(|r| r.as_object_mut())
+            else {
                 continue;
             };
             let mut map = serde_json::Map::new();
             for (_, to, parameters) in links.iter().filter(|(f, _, _)| *f == from) {
-                let parameters: serde_json::Map<_, _> =
-                    parameters.iter().map(|(name, value)| (name.to_string(), serde_json::json!(value))).collect();
+                let parameters: serde_json::Map<_, _> = parameters
+                    .iter()
+                    .map(|(name, value)| (name.to_string(), serde_json::json!(value)))
+                    .collect();
                 map.insert(to.to_string(), serde_json::json!({"operationId": to, "parameters": parameters}));
             }
             if !map.is_empty() {

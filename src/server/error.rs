@@ -271,7 +271,9 @@ impl Error {
             StoreError::Unavailable(why) => Error::store_unavailable(store, &why),
             StoreError::Compacted => Error::store_unavailable(store, "its history was compacted"),
             StoreError::Other(e) => Error::internal(e.context(format!("store {store}"))),
-            StoreError::Conflict(c) => Error::internal(anyhow::anyhow!("unexpected store conflict in {store}: {c:?}")),
+            StoreError::Conflict(c) => {
+                Error::internal(anyhow::anyhow!("unexpected store conflict in {store}: {c:?}"))
+            }
         }
     }
 }
@@ -313,7 +315,8 @@ mod tests {
     /// A store that cannot be reached is named by its kind only, not its address.
     #[test]
     fn an_unavailable_store_is_named_by_its_kind() {
-        let err = Error::store_unavailable("etcd at http://10.1.2.3:2379", "transport error: connection refused");
+        let err =
+            Error::store_unavailable("etcd at http://10.1.2.3:2379", "transport error: connection refused");
         assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(err.message.contains("(etcd)") && err.message.contains("err-"), "{}", err.message);
         assert!(!err.message.contains("10.1.2.3") && !err.message.contains("transport"), "{}", err.message);

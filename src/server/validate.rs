@@ -37,7 +37,10 @@ static PATTERNS: LazyLock<HashMap<&'static str, Regex>> = LazyLock::new(|| {
 
 /// Whether `text` matches `pattern`, one of the patterns of [`crate::wire`].
 pub fn matches(pattern: &'static str, text: &str) -> bool {
-    PATTERNS.get(pattern).unwrap_or_else(|| panic!("pattern {pattern} is not in validate::PATTERNS")).is_match(text)
+    PATTERNS
+        .get(pattern)
+        .unwrap_or_else(|| panic!("pattern {pattern} is not in validate::PATTERNS"))
+        .is_match(text)
 }
 
 /// An instance list: at most [`wire::MAX_INSTANCES`], valid addresses and weights, no repeats.
@@ -142,9 +145,27 @@ mod tests {
     #[test]
     fn the_instance_address_check_and_its_pattern_agree() {
         let hosts = [
-            "127.0.0.1", "localhost", "db.internal", "a", "_x-y.z", "[::1]", "[::ffff:1.2.3.4]", "[2001:db8::7]",
-            "[1:2:3:4:5:6:7:8]", "[1:2:3:4:5:6:7::]", "", "[]", "[", "::1", "[1::2::3]", "[::1%eth0]", "a b",
-            "a/b", "é", "[::g]", "[1.2.3.4]",
+            "127.0.0.1",
+            "localhost",
+            "db.internal",
+            "a",
+            "_x-y.z",
+            "[::1]",
+            "[::ffff:1.2.3.4]",
+            "[2001:db8::7]",
+            "[1:2:3:4:5:6:7:8]",
+            "[1:2:3:4:5:6:7::]",
+            "",
+            "[]",
+            "[",
+            "::1",
+            "[1::2::3]",
+            "[::1%eth0]",
+            "a b",
+            "a/b",
+            "é",
+            "[::g]",
+            "[1.2.3.4]",
         ];
         let ports = ["1", "80", "4040", "65535", "0", "65536", "080", "+80", "", "x", "99999"];
         for host in hosts {
@@ -165,12 +186,34 @@ mod tests {
     #[test]
     fn the_range_pattern_admits_only_what_parses() {
         let good = [
-            "0.0.0.0/0", "203.0.113.0/24", "198.51.100.7", "255.255.255.255/32", "::/0", "::", "2001:db8::/32",
-            "::ffff:1.2.3.4", "1:2:3:4:5:6:7:8/128", "1:2:3:4:5:6:7::", "::2:3:4:5:6:7:8", "fe80::1:2/64",
+            "0.0.0.0/0",
+            "203.0.113.0/24",
+            "198.51.100.7",
+            "255.255.255.255/32",
+            "::/0",
+            "::",
+            "2001:db8::/32",
+            "::ffff:1.2.3.4",
+            "1:2:3:4:5:6:7:8/128",
+            "1:2:3:4:5:6:7::",
+            "::2:3:4:5:6:7:8",
+            "fe80::1:2/64",
         ];
         let bad = [
-            "", "10.0.0.0/33", "01.2.3.4", "1.2.3", "1.2.3.4/", "1.2.3.4/08", "1::2::3", ":::", "2001:db8::/129",
-            "fe80::1%eth0", "1:2:3:4:5:6:7:8:9", "::1.2.3.4.5", "10.0.0.0/8 ", " 10.0.0.0/8",
+            "",
+            "10.0.0.0/33",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4/",
+            "1.2.3.4/08",
+            "1::2::3",
+            ":::",
+            "2001:db8::/129",
+            "fe80::1%eth0",
+            "1:2:3:4:5:6:7:8:9",
+            "::1.2.3.4.5",
+            "10.0.0.0/8 ",
+            " 10.0.0.0/8",
         ];
         for text in good {
             assert!(matches(wire::RANGE_PATTERN, text), "{text} should match");
