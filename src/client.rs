@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::profile::ProfileFile;
 use crate::wire::{
-    ApiError, Application, Instance, IssuedToken, Namespace, NewApplication, NewOrganisation, NewTcpRedir,
+    ApiError, Application, IssuedToken, Namespace, NewApplication, NewInstance, NewOrganisation, NewTcpRedir,
     NewToken, Organisation, TcpRedir, TokenInfo,
 };
 
@@ -187,7 +187,7 @@ impl Client {
     }
 
     /// Replaces an application's instances.
-    pub async fn set_instances(&self, app: &Application, instances: &[Instance]) -> Result<Application> {
+    pub async fn set_instances(&self, app: &Application, instances: &[NewInstance]) -> Result<Application> {
         self.call(Method::PUT, &format!("{}/instances", app_path(app)), Some(&instances)).await
     }
 

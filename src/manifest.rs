@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{Instance, NewTcpRedir, ProxyProtocol, RedirAccess, RedirLimits, TcpRedir};
+use crate::wire::{Instance, NewInstance, NewTcpRedir, ProxyProtocol, RedirAccess, RedirLimits, TcpRedir};
 
 /// A whole file.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,8 +92,8 @@ pub struct RedirSpec {
 
 impl InstanceSpec {
     /// The instance as the API takes it.
-    pub fn to_wire(&self) -> Instance {
-        Instance { address: self.address.clone(), weight: self.weight, ..Instance::default() }
+    pub fn to_wire(&self) -> NewInstance {
+        NewInstance { address: self.address.clone(), weight: self.weight }
     }
 
     /// The instance as declared, from the API's view (1 is the default weight).

@@ -156,9 +156,6 @@ pub struct RedirTraffic {
     pub bytes_out: u64,
 }
 
-/// The longest time limit a redirection accepts, in seconds (a year).
-pub const MAX_LIMIT_SECS: u64 = 366 * 86400;
-
 /// A redirection's connection time limits, in seconds; unset means the namespace's default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
@@ -182,9 +179,6 @@ pub struct RedirLimits {
     pub max_connections_per_second: Option<u32>,
 }
 
-/// The largest `maxConnections` or `maxConnectionsPerSecond` accepted.
-pub const MAX_QUOTA: u32 = 1_000_000;
-
 /// Whether a redirection's public port is accepting connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
@@ -196,10 +190,11 @@ pub enum RedirState {
     Unbound,
 }
 
-/// The body of `POST …/tcpRedirs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+/// The body of `POST …/tcpRedirs`, as the client builds it. The server reads it through
+/// [`NewTcpRedirBody`], which names every field, so that unknown fields are refused (serde
+/// cannot refuse them across `flatten`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", from = "NewTcpRedirBody")]
 pub struct NewTcpRedir {
     /// The namespace to take a port in.
     pub namespace: String,
@@ -214,6 +209,71 @@ pub struct NewTcpRedir {
     pub access: RedirAccess,
 }
 
+/// The body of `POST …/tcpRedirs` field by field: what the server reads and the document
+/// states (as `NewTcpRedir`); unknown fields are refused.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "server", schema(as = NewTcpRedir))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewTcpRedirBody {
+    /// The namespace to take a port in (`GET …/namespaces` lists them).
+    #[cfg_attr(feature = "server", schema(schema_with = schema::namespace))]
+    namespace: String,
+    /// A precise port of the namespace's range, for declarative set-ups; random when absent.
+    /// A port outside the namespace's range is refused with 422.
+    #[serde(default, deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::port))]
+    port: Option<u16>,
+    /// How long an instance may take to accept before the next one is tried, in seconds.
+    #[serde(default, deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::seconds))]
+    connect_timeout: Option<u64>,
+    /// How long a connection may go without a byte in either direction, in seconds.
+    #[serde(default, deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::seconds))]
+    idle_timeout: Option<u64>,
+    /// How long a connection may stay half-closed (one direction ended), in seconds.
+    #[serde(default, deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::seconds))]
+    half_close_timeout: Option<u64>,
+    /// The most connections open at once; more are refused. The namespace's when absent.
+    #[serde(default, deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::quota))]
+    max_connections: Option<u32>,
+    /// The most new connections per second (a burst of one second is allowed).
+    #[serde(default, deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::quota))]
+    max_connections_per_second: Option<u32>,
+    /// Send the PROXY protocol header (`v1` or `v2`) to the instance; off when absent.
+    #[serde(default)]
+    proxy_protocol: Option<ProxyProtocol>,
+    /// When not empty, only clients in these ranges (CIDR, or a single address) may connect.
+    #[serde(default)]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::ranges))]
+    allow: Vec<String>,
+    /// Clients in these ranges are refused, even when `allow` admits them.
+    #[serde(default)]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::ranges))]
+    deny: Vec<String>,
+}
+
+impl From<NewTcpRedirBody> for NewTcpRedir {
+    fn from(b: NewTcpRedirBody) -> NewTcpRedir {
+        NewTcpRedir {
+            namespace: b.namespace,
+            port: b.port,
+            limits: RedirLimits {
+                connect_timeout: b.connect_timeout,
+                idle_timeout: b.idle_timeout,
+                half_close_timeout: b.half_close_timeout,
+                max_connections: b.max_connections,
+                max_connections_per_second: b.max_connections_per_second,
+            },
+            access: RedirAccess { proxy_protocol: b.proxy_protocol, allow: b.allow, deny: b.deny },
+        }
+    }
+}
+
 /// An organisation: it owns applications, and its credentials reach nothing outside it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
@@ -225,12 +285,13 @@ pub struct Organisation {
     pub name: String,
 }
 
-/// The body of `POST /v2/organisations` (admin only).
+/// The body of `POST /v2/organisations` (admin only); unknown fields are refused.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewOrganisation {
     /// A human name, unique on the server.
+    #[cfg_attr(feature = "server", schema(schema_with = schema::name))]
     pub name: String,
 }
 
@@ -251,12 +312,13 @@ pub struct TokenInfo {
     pub created_at: Option<i64>,
 }
 
-/// The body of `POST /v2/organisations/{orgId}/tokens`.
+/// The body of `POST /v2/organisations/{orgId}/tokens`; unknown fields are refused.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewToken {
     /// What the credential is for, for example `ci`.
+    #[cfg_attr(feature = "server", schema(schema_with = schema::name))]
     pub name: String,
 }
 
@@ -318,19 +380,45 @@ pub enum InstanceState {
     Down,
 }
 
-/// The most weight an instance may have.
-pub const MAX_WEIGHT: u32 = 1000;
-
-/// The body of `POST /v2/organisations/{orgId}/applications`.
+/// The body of `POST /v2/organisations/{orgId}/applications`; unknown fields are refused.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewApplication {
     /// The application's name, unique within the organisation.
+    #[cfg_attr(feature = "server", schema(schema_with = schema::app_name))]
     pub name: String,
     /// Where its traffic goes.
     #[serde(default)]
-    pub instances: Vec<Instance>,
+    #[cfg_attr(feature = "server", schema(schema_with = schema::instances))]
+    pub instances: Vec<NewInstance>,
+}
+
+/// An instance as a request gives it (`POST …/applications`, `PUT …/instances`): its address
+/// and weight only; the state and connection count an answer adds are not part of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewInstance {
+    /// `HOST:PORT`, for example `127.0.0.1:4040` or `[2001:db8::1]:4040`.
+    #[cfg_attr(feature = "server", schema(schema_with = schema::instance_address))]
+    pub address: String,
+    /// Its share of new connections (1 when absent); 0 takes no new connection.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::weight))]
+    pub weight: Option<u32>,
+}
+
+impl From<NewInstance> for Instance {
+    fn from(new: NewInstance) -> Instance {
+        Instance { address: new.address, weight: new.weight, ..Instance::default() }
+    }
+}
+
+impl From<&Instance> for NewInstance {
+    fn from(instance: &Instance) -> NewInstance {
+        NewInstance { address: instance.address.clone(), weight: instance.weight }
+    }
 }
 
 /// The body of every error answer: `{"type":"error","id":N,"message":"…"}`.
@@ -346,19 +434,340 @@ pub struct ApiError {
     pub message: String,
 }
 
-/// Checks an instance address: `HOST:PORT` with a port in 1..=65535.
+// ---------------------------------------------------------------------------------------
+// The rules of what requests may hold
+// ---------------------------------------------------------------------------------------
+//
+// Each rule is stated once, here: the server checks it (src/server/validate.rs compiles the
+// patterns below and refuses what they do not match), and the OpenAPI document states it
+// (the `schema` functions below put the same constants in it). tests/openapi.rs holds the two
+// together: schemathesis sends what the document allows and what it forbids.
+
+/// The longest time limit a redirection accepts, in seconds (a year).
+pub const MAX_LIMIT_SECS: u64 = 366 * 86400;
+
+/// The largest `maxConnections` or `maxConnectionsPerSecond` accepted.
+pub const MAX_QUOTA: u32 = 1_000_000;
+
+/// The most weight an instance may have.
+pub const MAX_WEIGHT: u32 = 1000;
+
+/// The most instances an application may have.
+pub const MAX_INSTANCES: usize = 64;
+
+/// The most ranges an `allow` or `deny` list may hold.
+pub const MAX_RANGES: usize = 256;
+
+/// An organisation's or a credential's name: 1 to 128 ASCII letters, digits, `-`, `_`, `.`
+/// (ASCII only, so that every regex engine reads the pattern alike and length means bytes).
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9._-]{1,128}$";
+
+/// An application's name: like [`NAME_PATTERN`], but never starting with `app_`, so that it
+/// is never taken for an id (spelled without look-ahead, which the server's regex engine has
+/// not: not `a`; `a` then not `p`; `ap` then not `p`; `app` then not `_`).
+pub const APP_NAME_PATTERN: &str = concat!(
+    "^(?:[A-Zb-z0-9._-][A-Za-z0-9._-]{0,127}",
+    "|a(?:[A-Za-oq-z0-9._-][A-Za-z0-9._-]{0,126})?",
+    "|ap(?:[A-Za-oq-z0-9._-][A-Za-z0-9._-]{0,125})?",
+    "|app(?:[A-Za-z0-9.-][A-Za-z0-9._-]{0,124})?)$"
+);
+
+/// A namespace's name: 1 to 64 of `a-z`, `0-9`, `-` (what the config file accepts).
+pub const NAMESPACE_PATTERN: &str = "^[a-z0-9-]{1,64}$";
+
+/// The ids the server issues: a prefix and a UUID.
+macro_rules! uuid_tail {
+    () => {
+        "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    };
+}
+/// An organisation's id, as the server issues them.
+pub const ORG_ID_PATTERN: &str = concat!("^orga_", uuid_tail!());
+/// An application's id, as the server issues them.
+pub const APP_ID_PATTERN: &str = concat!("^app_", uuid_tail!());
+/// A credential's id, as the server issues them.
+pub const TOKEN_ID_PATTERN: &str = concat!("^tok_", uuid_tail!());
+
+macro_rules! h16 {
+    () => {
+        "[0-9A-Fa-f]{1,4}"
+    };
+}
+macro_rules! ipv4 {
+    () => {
+        "(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+    };
+}
+macro_rules! ls32 {
+    () => {
+        concat!("(?:", h16!(), ":", h16!(), "|", ipv4!(), ")")
+    };
+}
+/// RFC 3986's `IPv6address`, which is also what Rust's `Ipv6Addr` parser reads.
+macro_rules! ipv6 {
+    () => {
+        concat!(
+            "(?:(?:",
+            h16!(),
+            ":){6}",
+            ls32!(),
+            "|::(?:",
+            h16!(),
+            ":){5}",
+            ls32!(),
+            "|(?:",
+            h16!(),
+            ")?::(?:",
+            h16!(),
+            ":){4}",
+            ls32!(),
+            "|(?:(?:",
+            h16!(),
+            ":){0,1}",
+            h16!(),
+            ")?::(?:",
+            h16!(),
+            ":){3}",
+            ls32!(),
+            "|(?:(?:",
+            h16!(),
+            ":){0,2}",
+            h16!(),
+            ")?::(?:",
+            h16!(),
+            ":){2}",
+            ls32!(),
+            "|(?:(?:",
+            h16!(),
+            ":){0,3}",
+            h16!(),
+            ")?::",
+            h16!(),
+            ":",
+            ls32!(),
+            "|(?:(?:",
+            h16!(),
+            ":){0,4}",
+            h16!(),
+            ")?::",
+            ls32!(),
+            "|(?:(?:",
+            h16!(),
+            ":){0,5}",
+            h16!(),
+            ")?::",
+            h16!(),
+            "|(?:(?:",
+            h16!(),
+            ":){0,6}",
+            h16!(),
+            ")?::)"
+        )
+    };
+}
+macro_rules! port_number {
+    () => {
+        "(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+    };
+}
+
+/// An instance address, `HOST:PORT`: HOST a host name or IPv4 address (1 to 253 of
+/// `A-Za-z0-9._-`, resolved when connecting) or an IPv6 address in brackets; PORT 1 to
+/// 65535 without leading zeros.
+pub const INSTANCE_ADDRESS_PATTERN: &str =
+    concat!("^(?:[A-Za-z0-9._-]{1,253}|\\[", ipv6!(), "\\]):", port_number!(), "$");
+
+/// An address range of `allow` or `deny`: an IPv4 or IPv6 address, with an optional prefix
+/// length (`/0` to `/32`, `/0` to `/128`, no leading zeros).
+pub const RANGE_PATTERN: &str = concat!(
+    "^(?:",
+    ipv4!(),
+    "(?:/(?:3[0-2]|[12]?[0-9]))?|",
+    ipv6!(),
+    "(?:/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$"
+);
+
+/// Reads an optional integer field of a request as JSON Schema reads an `integer`: a JSON
+/// number with no fractional part, so `5` and `5.0` alike (serde alone refuses `5.0`, which
+/// the document allows).
+pub mod integral {
+    use serde::de::{Deserializer, Error, Visitor};
+
+    /// `null` or absent is `None`; a whole number in `T`'s range is `Some`.
+    pub fn option<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_option(OptionVisitor(std::marker::PhantomData))
+    }
+
+    struct OptionVisitor<T>(std::marker::PhantomData<T>);
+    struct NumberVisitor<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: TryFrom<u64>> Visitor<'de> for OptionVisitor<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number or null")
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+            d.deserialize_any(NumberVisitor(std::marker::PhantomData)).map(Some)
+        }
+    }
+
+    impl<T: TryFrom<u64>> Visitor<'_> for NumberVisitor<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+
+        fn visit_u64<E: Error>(self, n: u64) -> Result<T, E> {
+            T::try_from(n).map_err(|_| E::custom(format!("{n} is out of range")))
+        }
+
+        fn visit_i64<E: Error>(self, n: i64) -> Result<T, E> {
+            let n = u64::try_from(n).map_err(|_| E::custom(format!("{n} is out of range")))?;
+            self.visit_u64(n)
+        }
+
+        fn visit_f64<E: Error>(self, n: f64) -> Result<T, E> {
+            // Exactly representable as u64 and whole: 5.0 is 5; 5.5, -1.0 and 1e30 are not.
+            if n.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&n) {
+                self.visit_u64(n as u64)
+            } else {
+                Err(E::custom(format!("{n} is not a whole number in range")))
+            }
+        }
+    }
+}
+
+/// Checks an instance address against [`INSTANCE_ADDRESS_PATTERN`], without a regex engine
+/// (the client checks before sending): `HOST:PORT` with a port in 1..=65535.
 pub fn check_instance_address(address: &str) -> Result<(), String> {
     let (host, port) = address.rsplit_once(':').ok_or_else(|| {
         format!("instance address `{address}` has no port: write it HOST:PORT, for example 127.0.0.1:4040")
     })?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok() && !v6.contains('%'),
+        None => {
+            (1..=253).contains(&host.len())
+                && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        }
+    };
+    if !host_ok {
         return Err(format!(
-            "instance address `{address}` has no valid host: write it HOST:PORT, for example 127.0.0.1:4040"
+            "instance address `{address}` has no valid host: write it HOST:PORT with a host name, an IPv4 address or an IPv6 address in brackets, for example 127.0.0.1:4040 or [::1]:4040"
         ));
     }
+    let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !port.starts_with('0');
     match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(()),
-        _ => Err(format!("instance address `{address}` has an invalid port: use a number from 1 to 65535")),
+        Ok(p) if digits && p > 0 => Ok(()),
+        _ => Err(format!(
+            "instance address `{address}` has an invalid port: use a number from 1 to 65535, without leading zeros"
+        )),
+    }
+}
+
+/// The schemas of constrained fields, built from the constants above (utoipa's attributes
+/// take literals only, which would be a second copy of each rule).
+#[cfg(feature = "server")]
+pub mod schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    use utoipa::openapi::{RefOr, Schema};
+
+    fn integer(min: u64, max: u64, nullable: bool) -> Schema {
+        let kind = if nullable {
+            SchemaType::from_iter([Type::Integer, Type::Null])
+        } else {
+            SchemaType::Type(Type::Integer)
+        };
+        ObjectBuilder::new().schema_type(kind).minimum(Some(min as f64)).maximum(Some(max as f64)).into()
+    }
+
+    /// A string matching `pattern`.
+    pub fn string(pattern: &str, description: &str) -> Schema {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern))
+            .description(Some(description))
+            .into()
+    }
+
+    /// A port, 1 to 65535, or null.
+    pub fn port() -> Schema {
+        integer(1, 65535, true)
+    }
+
+    /// A time limit in seconds, or null for the namespace's.
+    pub fn seconds() -> Schema {
+        integer(1, super::MAX_LIMIT_SECS, true)
+    }
+
+    /// A quota, or null for the namespace's.
+    pub fn quota() -> Schema {
+        integer(1, u64::from(super::MAX_QUOTA), true)
+    }
+
+    /// An instance's weight, or null for 1.
+    pub fn weight() -> Schema {
+        integer(0, u64::from(super::MAX_WEIGHT), true)
+    }
+
+    /// An organisation's or a credential's name.
+    pub fn name() -> Schema {
+        string(super::NAME_PATTERN, "1 to 128 ASCII letters, digits, `-`, `_` or `.`")
+    }
+
+    /// An application's name.
+    pub fn app_name() -> Schema {
+        string(
+            super::APP_NAME_PATTERN,
+            "1 to 128 ASCII letters, digits, `-`, `_` or `.`, not starting with `app_`",
+        )
+    }
+
+    /// A namespace's name.
+    pub fn namespace() -> Schema {
+        string(super::NAMESPACE_PATTERN, "1 to 64 of a-z, 0-9 and -")
+    }
+
+    /// An instance address.
+    pub fn instance_address() -> Schema {
+        string(
+            super::INSTANCE_ADDRESS_PATTERN,
+            "HOST:PORT: a host name or IPv4 address, or an IPv6 address in brackets; a port from 1 to 65535",
+        )
+    }
+
+    /// An instance list: at most [`super::MAX_INSTANCES`], each address once. Not stated
+    /// as `uniqueItems`, which compares whole items (`{"address":"a"}` and
+    /// `{"address":"a","weight":null}` differ there): the server answers any repeated
+    /// address 422.
+    pub fn instances() -> Schema {
+        ArrayBuilder::new()
+            .items(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("NewInstance")))
+            .max_items(Some(super::MAX_INSTANCES))
+            .description(Some(
+                "each address at most once: a list that names one address twice (even with other weights) is refused with 422",
+            ))
+            .into()
+    }
+
+    /// An `allow` or `deny` list.
+    pub fn ranges() -> Schema {
+        ArrayBuilder::new()
+            .items(RefOr::T(string(
+                super::RANGE_PATTERN,
+                "an IPv4 or IPv6 address, with an optional prefix length: 203.0.113.0/24, 2001:db8::/32, 198.51.100.7",
+            )))
+            .max_items(Some(super::MAX_RANGES))
+            .into()
     }
 }

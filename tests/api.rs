@@ -127,6 +127,31 @@ fn a_bad_json_body_is_400() {
 
     server.api("POST", &path, Some(r#"{"namespace":"#)).assert_error(400);
     server.api("POST", &path, Some(r#"{"port":5123}"#)).assert_error(400);
+    // Unknown fields are refused, not ignored: a misspelt limit is not a silent default.
+    let message =
+        server.api("POST", &path, Some(r#"{"namespace":"default","idleTimout":5}"#)).assert_error(400);
+    assert!(message.contains("idleTimout"), "the refusal names the field: {message}");
+    let apps = format!("/v2/organisations/{org}/applications");
+    server.api("POST", &apps, Some(r#"{"name":"x","instances":[],"owner":"me"}"#)).assert_error(400);
+    // The answer-only fields of an instance are not part of a request.
+    let body = r#"{"name":"x","instances":[{"address":"127.0.0.1:4040","activeConnections":1.5}]}"#;
+    server.api("POST", &apps, Some(body)).assert_error(400);
+}
+
+/// What the document allows is accepted: an integer written `5.0` is the integer 5, as JSON
+/// Schema reads it. A port outside the namespace's range is well formed: 422, not 400.
+#[test]
+fn whole_numbers_written_as_floats_are_integers_and_a_port_outside_the_range_is_422() {
+    let echo = TcpService::echo();
+    let server = Server::start();
+    let org = default_org(&server);
+    let app = create_app(&server, &org, "api-app", echo.addr());
+    let path = format!("/v2/organisations/{org}/applications/{app}/tcpRedirs");
+
+    server.api("POST", &path, Some(r#"{"namespace":"default","port":80}"#)).assert_error(422);
+    let added = server.api("POST", &path, Some(r#"{"namespace":"default","idleTimeout":60.0}"#)).ok_json();
+    assert_eq!(added["idleTimeout"], 60, "{added}");
+    server.api("POST", &path, Some(r#"{"namespace":"cleverapps","idleTimeout":60.5}"#)).assert_error(400);
 }
 
 #[test]

@@ -130,12 +130,14 @@ fn invalid_instance_lists_are_refused() {
     let a = named_backend("A");
     let f = fixture(json!([{"address": a.to_string()}]));
     let path = format!("{}/instances", f.app_path);
-    for bad in [
-        json!([{"address": "nowhere"}]),
-        json!([{"address": a.to_string(), "weight": 100000}]),
-        json!([{"address": a.to_string()}, {"address": a.to_string()}]),
+    for (bad, status) in [
+        (json!([{"address": "nowhere"}]), 400),
+        (json!([{"address": a.to_string(), "weight": 100000}]), 400),
+        (json!([{"address": a.to_string(), "state": "up"}]), 400),
+        // A repeat is well formed (the document cannot say "each address once"): 422.
+        (json!([{"address": a.to_string()}, {"address": a.to_string(), "weight": 2}]), 422),
     ] {
-        f.server.api("PUT", &path, Some(&bad.to_string())).assert_error(400);
+        f.server.api("PUT", &path, Some(&bad.to_string())).assert_error(status);
     }
     assert_eq!(who_answers(f.port), "A", "a refused change leaves the running instances alone");
 }

@@ -261,7 +261,7 @@ fn a_store_that_cannot_be_written_fails_the_call_and_leaves_running_redirections
     let server = Server::start();
     let echo = TcpService::echo();
     server.create_app("running", echo.addr());
-    server.create_app("late", echo.addr());
+    let late = server.create_app("late", echo.addr());
     let port = server.add("running", "default");
     let Some(frozen) = Immutable::new(server.data_path().join("tcp-redirs.db-wal")) else {
         cannot_run_here(
@@ -273,6 +273,20 @@ fn a_store_that_cannot_be_written_fails_the_call_and_leaves_running_redirections
     failed.assert_error(1, &["could not complete", "nothing was changed"]);
     let failed = server.cli(&["remove", &port.to_string(), "--app", "running", "--namespace", "default"]);
     failed.assert_error(1, &["could not complete"]);
+    // The answer says nothing of the server's insides (no path, no SQL): only an id,
+    // under which the server's log has the whole cause.
+    let (org, app) = (late["ownerId"].as_str().unwrap(), late["id"].as_str().unwrap());
+    let path = format!("/v2/organisations/{org}/applications/{app}/tcpRedirs");
+    let message = server.api("POST", &path, Some(r#"{"namespace":"default"}"#)).assert_error(500);
+    let data_dir = server.data_path().display().to_string();
+    for internal in [data_dir.as_str(), "SQL", "sqlite", ".db", "disk I/O", "readonly"] {
+        assert!(!message.contains(internal), "the answer must not show `{internal}`: {message}");
+    }
+    let id = message.split(|c: char| c.is_whitespace() || c == ';').find(|w| w.starts_with("err-"));
+    let id = id.unwrap_or_else(|| panic!("the answer must give the log's id (err-…): {message}"));
+    let log = server.wait_for_log(id, 0, Duration::from_secs(5));
+    let line = log.lines().last().unwrap_or_default();
+    assert!(line.contains(&data_dir), "the log line of {id} has the details: {line}");
     let payload = random_bytes(4096);
     assert_same_bytes(&send_and_read_back(port, &payload), &payload, "the running redirection is untouched");
 

@@ -5,7 +5,9 @@ use clap::Subcommand;
 use tabled::{Table, Tabled};
 
 use super::{find_app, print_json, print_text, ConnArgs, Format, FormatArgs, OrgArgs};
-use crate::wire::{check_instance_address, Application, Instance, InstanceState, NewApplication, MAX_WEIGHT};
+use crate::wire::{
+    check_instance_address, Application, Instance, InstanceState, NewApplication, NewInstance, MAX_WEIGHT,
+};
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
@@ -16,7 +18,7 @@ pub enum Command {
         /// An address where the application listens, HOST:PORT, optionally =WEIGHT (0 takes
         /// no new connection; 1 by default). Repeat for several.
         #[arg(long = "instance", value_name = "HOST:PORT[=WEIGHT]", value_parser = parse_instance)]
-        instances: Vec<Instance>,
+        instances: Vec<NewInstance>,
         #[command(flatten)]
         org: OrgArgs,
         #[command(flatten)]
@@ -29,7 +31,7 @@ pub enum Command {
         app: String,
         /// HOST:PORT[=WEIGHT], repeated for each instance.
         #[arg(long = "instance", value_name = "HOST:PORT[=WEIGHT]", value_parser = parse_instance, required = true)]
-        instances: Vec<Instance>,
+        instances: Vec<NewInstance>,
         #[command(flatten)]
         format: FormatArgs,
     },
@@ -62,7 +64,7 @@ impl Command {
     }
 }
 
-fn parse_instance(text: &str) -> Result<Instance, String> {
+fn parse_instance(text: &str) -> Result<NewInstance, String> {
     let (address, weight) = match text.rsplit_once('=') {
         Some((address, weight)) => {
             let weight = weight
@@ -75,7 +77,7 @@ fn parse_instance(text: &str) -> Result<Instance, String> {
         None => (text, None),
     };
     check_instance_address(address)?;
-    Ok(Instance { address: address.to_owned(), weight, ..Instance::default() })
+    Ok(NewInstance { address: address.to_owned(), weight })
 }
 
 #[derive(Tabled)]

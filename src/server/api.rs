@@ -32,8 +32,8 @@ use super::auth::{self, Caller};
 use super::error::Error;
 use super::gateway::Gateway;
 use crate::wire::{
-    ApiError, Application, Instance, IssuedToken, NewApplication, NewOrganisation, NewTcpRedir, NewToken,
-    Node, Organisation, TcpRedir, TokenInfo,
+    ApiError, Application, Instance, IssuedToken, NewApplication, NewInstance, NewOrganisation, NewTcpRedir,
+    NewTcpRedirBody, NewToken, Node, Organisation, TcpRedir, TokenInfo,
 };
 
 /// The largest request body accepted; every body of this API is a few bytes.
@@ -42,23 +42,182 @@ const BODY_LIMIT: usize = 64 * 1024;
 type Answer<T> = Result<Json<T>, Error>;
 type Gw = State<Arc<Gateway>>;
 
-/// The OpenAPI document's header; the paths come from the routes themselves.
+/// The OpenAPI document's header; the paths come from the routes themselves, and
+/// [`Contract`] adds what every operation shares once they are in.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "tcp-redirs control API", description = "Clever Cloud's API v2 subset for TCP redirections, plus organisations, credentials and applications."),
-    modifiers(&BearerAuth),
-    security(("bearer" = []))
+    info(
+        title = "tcp-redirs control API",
+        description = "Clever Cloud's API v2 subset for TCP redirections, plus organisations, credentials and applications.\n\nThis document is the contract: every constraint the server checks on a request is stated here (patterns, ranges, lengths, enums), and the server accepts every request that the document allows (a refusal of a well-formed request is for the state it finds: 404, 409, 422) and refuses every request that it forbids (400). Request bodies refuse unknown fields (`additionalProperties: false`); answers may gain fields in later versions, which clients ignore. Every error answers the `ApiError` shape with a stable id. tests/openapi.rs holds the server to this document."
+    ),
+    security(("bearer" = []), ("oauthPlaintext" = []))
 )]
 struct ApiDoc;
 
-struct BearerAuth;
+/// What every operation shares, added to the document in one place: the credential
+/// schemes, the error answers common to all operations, the path parameters' rules (the
+/// constants of [`crate::wire`]), and the links from each creation to the operations on
+/// what it created.
+struct Contract;
 
-impl utoipa::Modify for BearerAuth {
+impl utoipa::Modify for Contract {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build();
-        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+        let bearer = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some("`Authorization: Bearer TOKEN`, the token of a credential"))
+            .build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+        let oauth = HttpBuilder::new()
+            .scheme(HttpAuthScheme::OAuth)
+            .description(Some(
+                "The OAuth 1.0a PLAINTEXT header the clever CLI sends: `Authorization: OAuth oauth_consumer_key=\"K\", oauth_token=\"TOKEN\", oauth_signature=\"CONSUMER_SECRET%26SECRET\"`; only TOKEN and SECRET are checked",
+            ))
+            .build();
+        components.add_security_scheme("oauthPlaintext", SecurityScheme::Http(oauth));
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                (&mut item.get, false),
+                (&mut item.post, true),
+                (&mut item.put, true),
+                (&mut item.delete, true),
+            ];
+            for (operation, writes) in operations {
+                if let Some(operation) = operation.as_mut() {
+                    contract::complete(operation, writes);
+                }
+            }
+        }
+    }
+}
+
+mod contract {
+    //! The parts of [`super::Contract`].
+
+    use utoipa::openapi::path::{Operation, Parameter, ParameterIn};
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+
+    use crate::wire;
+
+    /// An error answer: the `ApiError` shape, with what it means.
+    fn error(description: &str) -> RefOr<Response> {
+        let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ApiError"))).build();
+        ResponseBuilder::new().description(description).content("application/json", content).build().into()
+    }
+
+    /// Adds `status` unless the operation's own attribute declared it (with its own words).
+    fn add(operation: &mut Operation, status: &str, description: &str) {
+        operation.responses.responses.entry(status.to_owned()).or_insert_with(|| error(description));
+    }
+
+    /// Puts the rules of the path and query parameters, and the error answers every
+    /// operation shares, into one operation.
+    pub fn complete(operation: &mut Operation, writes: bool) {
+        let mut checked_params = false;
+        for param in operation.parameters.iter_mut().flatten() {
+            checked_params |= rule(param);
+        }
+        if operation.request_body.is_some() {
+            add(operation, "400", "4001: the body is not JSON of the documented shape (a field of the wrong type, out of range, not matching its pattern, unknown, or missing), or no `Content-Type: application/json`; 4000: a value breaks a documented rule (a name or address pattern)");
+            add(operation, "413", "4130: the body is over 64 KiB");
+        } else if checked_params {
+            add(operation, "400", "4000: the path is not valid UTF-8, or the query is invalid (a missing or invalid namespace); 4002: the port is not a number from 1 to 65535");
+        }
+        add(operation, "401", "4010: no credential; 4011: a credential the server does not know, revoked, or with a wrong secret");
+        add(
+            operation,
+            "429",
+            "4290: too many failed authentications from this address; wait the time the message says",
+        );
+        add(operation, "500", "5000: the server failed (its store could not be read or written); nothing was changed; the message gives the id under which the server's log has the details");
+        if writes {
+            add(
+                operation,
+                "503",
+                "5030: the store (etcd) cannot be reached; nothing was changed, forwarding goes on: retry",
+            );
+        }
+    }
+
+    /// The rule of a parameter, by its name; whether the server may refuse it with 400 (an
+    /// id that does not match its pattern is only not found, but a path that is not UTF-8
+    /// is refused).
+    fn rule(param: &mut Parameter) -> bool {
+        let (schema, checked) = match (param.name.as_str(), &param.parameter_in) {
+            ("org", ParameterIn::Path) => (id(wire::ORG_ID_PATTERN, "orga_"), true),
+            ("app", ParameterIn::Path) => (id(wire::APP_ID_PATTERN, "app_"), true),
+            ("token", ParameterIn::Path) => (id(wire::TOKEN_ID_PATTERN, "tok_"), true),
+            ("port", ParameterIn::Path) => (
+                ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).maximum(Some(65535)).into(),
+                true,
+            ),
+            ("namespace", ParameterIn::Query) => (wire::schema::namespace(), true),
+            _ => return false,
+        };
+        param.schema = Some(RefOr::T(schema));
+        checked
+    }
+
+    /// An id the server issued; one that does not match is not found (404) like any other
+    /// unknown id.
+    fn id(pattern: &str, prefix: &str) -> utoipa::openapi::Schema {
+        wire::schema::string(
+            pattern,
+            &format!("`{prefix}` and a UUID, as the server issued it; any other value is not found (404)"),
+        )
+    }
+
+    /// A link: from an operation, to an operation, with the parameters' runtime expressions.
+    type Link<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+    /// Links from each creation to the operations on what it created, so that a tool can
+    /// chain calls (create, then read, change and remove it). Written into the JSON form of
+    /// the document: utoipa 5's `Link` serializes `operation_id` where OpenAPI says
+    /// `operationId`.
+    pub fn link(doc: &mut serde_json::Value) {
+        let org = ("org", "$request.path.org");
+        let app = ("app", "$request.path.app");
+        let new_org = ("org", "$response.body#/id");
+        let new_app = ("app", "$response.body#/id");
+        let links: [Link; 12] = [
+            ("createOrganisation", "listApplications", &[new_org]),
+            ("createOrganisation", "createApplication", &[new_org]),
+            ("createOrganisation", "listNamespaces", &[new_org]),
+            ("createOrganisation", "issueToken", &[new_org]),
+            ("issueToken", "revokeToken", &[org, ("token", "$response.body#/id")]),
+            ("createApplication", "getApplication", &[org, new_app]),
+            ("createApplication", "setInstances", &[org, new_app]),
+            ("createApplication", "listTcpRedirs", &[org, new_app]),
+            ("createApplication", "addTcpRedir", &[org, new_app]),
+            ("createApplication", "removeApplication", &[org, new_app]),
+            ("addTcpRedir", "listTcpRedirs", &[org, app]),
+            (
+                "addTcpRedir",
+                "removeTcpRedir",
+                &[org, app, ("port", "$response.body#/port"), ("namespace", "$response.body#/namespace")],
+            ),
+        ];
+        let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else { return };
+        for operation in paths.values_mut().filter_map(|item| item.get_mut("post")) {
+            let Some(from) = operation["operationId"].as_str().map(str::to_owned) else { continue };
+            let Some(created) = operation.pointer_mut("/responses/201").and_then(|r| r.as_object_mut())
+            else {
+                continue;
+            };
+            let mut map = serde_json::Map::new();
+            for (_, to, parameters) in links.iter().filter(|(f, _, _)| *f == from) {
+                let parameters: serde_json::Map<_, _> = parameters
+                    .iter()
+                    .map(|(name, value)| (name.to_string(), serde_json::json!(value)))
+                    .collect();
+                map.insert(to.to_string(), serde_json::json!({"operationId": to, "parameters": parameters}));
+            }
+            if !map.is_empty() {
+                created.insert("links".into(), serde_json::Value::Object(map));
+            }
+        }
     }
 }
 
@@ -82,6 +241,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .routes(routes!(redirs, add))
         .routes(routes!(remove))
         .split_for_parts();
+    // After the routes: the contract completes their operations.
+    let mut doc = doc;
+    utoipa::Modify::modify(&Contract, &mut doc);
+    let mut doc = serde_json::to_value(&doc).expect("the OpenAPI document serializes");
+    contract::link(&mut doc);
     let doc = Arc::new(doc);
     routes
         .route_layer(middleware::from_fn_with_state(auth, auth::require))
@@ -95,7 +259,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "OpenMetrics text, admin only", content_type = "application/openmetrics-text"), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "operations", responses((status = 200, description = "OpenMetrics text, admin only", content_type = "application/openmetrics-text", body = String), (status = 404, description = "4040: only the admin sees this route", body = ApiError)))]
 /// The metrics, for the admin only: they name every organisation's applications.
 async fn metrics(State(gw): Gw, Extension(caller): Extension<Caller>) -> Result<impl IntoResponse, Error> {
     if caller != Caller::Admin {
@@ -105,18 +269,18 @@ async fn metrics(State(gw): Gw, Extension(caller): Extension<Caller>) -> Result<
     Ok(([(header::CONTENT_TYPE, content_type)], gw.metrics_text()))
 }
 
-#[utoipa::path(get, path = "/v2/nodes", tag = "operations", responses((status = 200, body = Vec<Node>), (status = 401, body = ApiError)))]
+#[utoipa::path(get, path = "/v2/nodes", operation_id = "listNodes", tag = "operations", responses((status = 200, body = Vec<Node>)))]
 /// The gateway nodes serving this server's store: one for a single server, the fleet for etcd.
 async fn nodes(State(gw): Gw) -> Answer<Vec<Node>> {
     Ok(Json(gw.nodes().await?))
 }
 
-#[utoipa::path(get, path = "/v2/organisations", tag = "organisations", responses((status = 200, body = Vec<Organisation>), (status = 401, body = ApiError)))]
+#[utoipa::path(get, path = "/v2/organisations", operation_id = "listOrganisations", tag = "organisations", responses((status = 200, body = Vec<Organisation>)))]
 async fn organisations(State(gw): Gw, Extension(caller): Extension<Caller>) -> Answer<Vec<Organisation>> {
     Ok(Json(gw.orgs(&caller).await?))
 }
 
-#[utoipa::path(post, path = "/v2/organisations", tag = "organisations", request_body = NewOrganisation, responses((status = 201, body = Organisation), (status = 403, body = ApiError), (status = 409, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+#[utoipa::path(post, path = "/v2/organisations", operation_id = "createOrganisation", tag = "organisations", request_body = NewOrganisation, responses((status = 201, body = Organisation), (status = 403, description = "4030: only the server's admin may do this", body = ApiError), (status = 409, description = "4093: an organisation of that name exists", body = ApiError)))]
 async fn create_org(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
@@ -126,58 +290,58 @@ async fn create_org(
     Ok((StatusCode::CREATED, Json(gw.create_org(&caller, new).await?)))
 }
 
-#[utoipa::path(get, path = "/v2/organisations/{org}/tokens", tag = "organisations", params(("org" = String, Path, description = "the organisation, orga_…")), responses((status = 200, body = Vec<TokenInfo>), (status = 403, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+#[utoipa::path(get, path = "/v2/organisations/{org}/tokens", operation_id = "listTokens", tag = "organisations", params(("org" = String, Path, description = "the organisation, orga_…")), responses((status = 200, body = Vec<TokenInfo>), (status = 403, description = "4030: only the server's admin may do this", body = ApiError), (status = 404, description = "4041: no such organisation, or not the caller's", body = ApiError)))]
 async fn tokens(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
-    Path(org): Path<String>,
+    Params(org): Params<String>,
 ) -> Answer<Vec<TokenInfo>> {
     Ok(Json(gw.tokens(&caller, &org).await?))
 }
 
-#[utoipa::path(post, path = "/v2/organisations/{org}/tokens", tag = "organisations", params(("org" = String, Path, description = "the organisation, orga_…")), request_body = NewToken, responses((status = 201, body = IssuedToken), (status = 403, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+#[utoipa::path(post, path = "/v2/organisations/{org}/tokens", operation_id = "issueToken", tag = "organisations", params(("org" = String, Path, description = "the organisation, orga_…")), request_body = NewToken, responses((status = 201, body = IssuedToken), (status = 403, description = "4030: only the server's admin may do this", body = ApiError), (status = 404, description = "4041: no such organisation, or not the caller's", body = ApiError)))]
 async fn issue_token(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
-    Path(org): Path<String>,
+    Params(org): Params<String>,
     body: Result<Json<NewToken>, JsonRejection>,
 ) -> Result<(StatusCode, Json<IssuedToken>), Error> {
     let Json(new) = body.map_err(|e| body_error(e, r#"{"name":"ci"}"#))?;
     Ok((StatusCode::CREATED, Json(gw.issue_token(&caller, &org, new).await?)))
 }
 
-#[utoipa::path(delete, path = "/v2/organisations/{org}/tokens/{token}", tag = "organisations", params(("org" = String, Path, description = "the organisation, orga_…"), ("token" = String, Path, description = "the credential, tok_…")), responses((status = 200, body = TokenInfo), (status = 403, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+#[utoipa::path(delete, path = "/v2/organisations/{org}/tokens/{token}", operation_id = "revokeToken", tag = "organisations", params(("org" = String, Path, description = "the organisation, orga_…"), ("token" = String, Path, description = "the credential, tok_…")), responses((status = 200, body = TokenInfo), (status = 403, description = "4030: only the server's admin may do this", body = ApiError), (status = 404, description = "4041: no such organisation; 4045: no such credential in it", body = ApiError)))]
 async fn revoke_token(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
-    Path((org, token)): Path<(String, String)>,
+    Params((org, token)): Params<(String, String)>,
 ) -> Answer<TokenInfo> {
     Ok(Json(gw.revoke_token(&caller, &org, &token).await?))
 }
 
-#[utoipa::path(get, path = "/v2/organisations/{org}/namespaces", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…")), responses((status = 200, body = Vec<crate::wire::Namespace>), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+#[utoipa::path(get, path = "/v2/organisations/{org}/namespaces", operation_id = "listNamespaces", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…")), responses((status = 200, body = Vec<crate::wire::Namespace>), (status = 404, description = "4041: no such organisation, or not the caller's", body = ApiError)))]
 async fn namespaces(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
-    Path(org): Path<String>,
+    Params(org): Params<String>,
 ) -> Answer<Vec<crate::wire::Namespace>> {
     Ok(Json(gw.namespaces(&caller, &org).await?))
 }
 
-#[utoipa::path(get, path = "/v2/organisations/{org}/applications", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…")), responses((status = 200, body = Vec<Application>), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+#[utoipa::path(get, path = "/v2/organisations/{org}/applications", operation_id = "listApplications", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…")), responses((status = 200, body = Vec<Application>), (status = 404, description = "4041: no such organisation, or not the caller's", body = ApiError)))]
 async fn apps(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
-    Path(org): Path<String>,
+    Params(org): Params<String>,
 ) -> Answer<Vec<Application>> {
     Ok(Json(gw.apps(&caller, &org).await?))
 }
 
-#[utoipa::path(post, path = "/v2/organisations/{org}/applications", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…")), request_body = NewApplication, responses((status = 201, body = Application), (status = 409, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+#[utoipa::path(post, path = "/v2/organisations/{org}/applications", operation_id = "createApplication", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…")), request_body = NewApplication, responses((status = 201, body = Application), (status = 404, description = "4041: no such organisation, or not the caller's", body = ApiError), (status = 409, description = "4091: an application of that name exists in the organisation", body = ApiError), (status = 422, description = "4220: an instance address is listed twice", body = ApiError)))]
 async fn create_app(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
-    Path(org): Path<String>,
+    Params(org): Params<String>,
     body: Result<Json<NewApplication>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Application>), Error> {
     let Json(new) =
@@ -185,49 +349,50 @@ async fn create_app(
     Ok((StatusCode::CREATED, Json(gw.create_app(&caller, &org, new).await?)))
 }
 
-#[utoipa::path(get, path = "/v2/organisations/{org}/applications/{app}", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), responses((status = 200, body = Application), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+#[utoipa::path(get, path = "/v2/organisations/{org}/applications/{app}", operation_id = "getApplication", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), responses((status = 200, body = Application), (status = 404, description = "4041: no such organisation; 4042: no such application in it", body = ApiError)))]
 async fn app(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
-    Path((org, app)): Path<(String, String)>,
+    Params((org, app)): Params<(String, String)>,
 ) -> Answer<Application> {
     Ok(Json(gw.app(&caller, &org, &app).await?))
 }
 
-#[utoipa::path(delete, path = "/v2/organisations/{org}/applications/{app}", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), responses((status = 200, body = Application), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+#[utoipa::path(delete, path = "/v2/organisations/{org}/applications/{app}", operation_id = "removeApplication", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), responses((status = 200, body = Application), (status = 404, description = "4041: no such organisation; 4042: no such application in it", body = ApiError)))]
 async fn remove_app(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
-    Path((org, app)): Path<(String, String)>,
+    Params((org, app)): Params<(String, String)>,
 ) -> Answer<Application> {
     Ok(Json(gw.remove_app(&caller, &org, &app).await?))
 }
 
-#[utoipa::path(put, path = "/v2/organisations/{org}/applications/{app}/instances", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), request_body = Vec<Instance>, responses((status = 200, body = Application), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+#[utoipa::path(put, path = "/v2/organisations/{org}/applications/{app}/instances", operation_id = "setInstances", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), request_body(content = Vec<NewInstance>, description = "the new instance list: at most 64, each address once"), responses((status = 200, body = Application), (status = 404, description = "4041: no such organisation; 4042: no such application in it", body = ApiError), (status = 422, description = "4220: an instance address is listed twice", body = ApiError)))]
 async fn set_instances(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
-    Path((org, app)): Path<(String, String)>,
-    body: Result<Json<Vec<Instance>>, JsonRejection>,
+    Params((org, app)): Params<(String, String)>,
+    body: Result<Json<Vec<NewInstance>>, JsonRejection>,
 ) -> Answer<Application> {
     let Json(instances) = body.map_err(|e| body_error(e, r#"[{"address":"127.0.0.1:4040","weight":1}]"#))?;
+    let instances = instances.into_iter().map(Instance::from).collect();
     Ok(Json(gw.set_instances(&caller, &org, &app, instances).await?))
 }
 
-#[utoipa::path(get, path = "/v2/organisations/{org}/applications/{app}/tcpRedirs", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), responses((status = 200, body = Vec<TcpRedir>), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+#[utoipa::path(get, path = "/v2/organisations/{org}/applications/{app}/tcpRedirs", operation_id = "listTcpRedirs", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), responses((status = 200, body = Vec<TcpRedir>), (status = 404, description = "4041: no such organisation; 4042: no such application in it", body = ApiError)))]
 async fn redirs(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
-    Path((org, app)): Path<(String, String)>,
+    Params((org, app)): Params<(String, String)>,
 ) -> Answer<Vec<TcpRedir>> {
     Ok(Json(gw.redirs(&caller, &org, &app).await?))
 }
 
-#[utoipa::path(post, path = "/v2/organisations/{org}/applications/{app}/tcpRedirs", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), request_body = NewTcpRedir, responses((status = 201, body = TcpRedir), (status = 409, body = ApiError), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+#[utoipa::path(post, path = "/v2/organisations/{org}/applications/{app}/tcpRedirs", operation_id = "addTcpRedir", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), request_body = NewTcpRedirBody, responses((status = 201, body = TcpRedir), (status = 404, description = "4041: no such organisation; 4042: no such application; 4043: no such namespace for this organisation", body = ApiError), (status = 409, description = "4090: the application has a redirection in this namespace; 4092: no free port; 4094: the organisation holds its quota; 4095: the port asked for is taken", body = ApiError), (status = 422, description = "4221: the port asked for is outside the namespace's range", body = ApiError)))]
 async fn add(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
-    Path((org, app)): Path<(String, String)>,
+    Params((org, app)): Params<(String, String)>,
     body: Result<Json<NewTcpRedir>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TcpRedir>), Error> {
     let Json(new) = body.map_err(|e| body_error(e, r#"{"namespace":"default"}"#))?;
@@ -240,11 +405,11 @@ struct RemoveQuery {
     namespace: Option<String>,
 }
 
-#[utoipa::path(delete, path = "/v2/organisations/{org}/applications/{app}/tcpRedirs/{port}", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…"), ("port" = u16, Path, description = "the public port"), ("namespace" = String, Query, description = "the namespace of the port")), responses((status = 200, body = TcpRedir), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+#[utoipa::path(delete, path = "/v2/organisations/{org}/applications/{app}/tcpRedirs/{port}", operation_id = "removeTcpRedir", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…"), ("port" = u16, Path, description = "the public port"), ("namespace" = String, Query, description = "the namespace of the port")), responses((status = 200, body = TcpRedir), (status = 404, description = "4041: no such organisation; 4042: no such application; 4043: no such namespace; 4044: no redirection of this application on this port", body = ApiError)))]
 async fn remove(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
-    Path((org, app, port)): Path<(String, String, String)>,
+    Params((org, app, port)): Params<(String, String, String)>,
     query: Result<Query<RemoveQuery>, QueryRejection>,
 ) -> Answer<TcpRedir> {
     let port = match port.parse::<u16>() {
@@ -258,6 +423,21 @@ async fn remove(
         )
     })?;
     Ok(Json(gw.remove(&caller, &org, &app, &namespace, port).await?))
+}
+
+/// A request's path parameters, like axum's [`Path`], but a path it cannot decode (not
+/// UTF-8 once percent-decoded) answers the JSON error shape, not axum's plain text.
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Error> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(params)) => Ok(Params(params)),
+            Err(rejection) => Err(Error::bad_request(format!("invalid path: {}", rejection.body_text()))),
+        }
+    }
 }
 
 /// A body the JSON extractor refused: too large (413), or not the expected JSON (400).

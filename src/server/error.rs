@@ -208,25 +208,59 @@ impl Error {
         Error::new(StatusCode::METHOD_NOT_ALLOWED, 4050, "method not allowed on this route")
     }
 
-    /// A failure of the server itself (the store could not be read or written).
+    /// A failure of the server itself (the store could not be read or written). The cause
+    /// (a file path, an SQL error, a cause chain) goes to the server's log only, under a
+    /// short id that the answer gives, so that the operator can find it and the client
+    /// learns nothing of the server's insides.
     pub fn internal(err: anyhow::Error) -> Error {
-        tracing::error!(error = format!("{err:#}"), "request failed");
+        let id = incident_id();
+        tracing::error!(incident = %id, error = format!("{err:#}"), "request failed");
         Error::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             5000,
-            format!("the server could not complete the request: {err:#}; nothing was changed, check the server's log and disk"),
+            format!("the server could not complete the request, and nothing was changed: an internal error; the server's log has the details under {id}"),
+        )
+    }
+
+    /// An instance address listed twice in one instance list (the document cannot say
+    /// "unique by address", only "unique", hence 422 rather than 400).
+    pub fn instance_twice(address: &str) -> Error {
+        Error::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            4220,
+            format!("instance `{address}` is listed twice: list each address once"),
+        )
+    }
+
+    /// A port asked for that is outside the namespace's range (the range is the operator's
+    /// setting, not part of the document, hence 422 rather than 400).
+    pub fn port_outside_range(port: u16, namespace: &str, min: u16, max: u16) -> Error {
+        Error::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            4221,
+            format!("port {port} is outside namespace `{namespace}`'s range {min}-{max}: ask for a port in it, or none for a random one"),
         )
     }
 }
 
+/// A short id for an internal error, `err-` and 6 hex digits: random, so that the ids of
+/// several nodes and restarts do not collide in a shared log.
+fn incident_id() -> String {
+    format!("err-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
 impl Error {
-    /// The store cannot be reached: nothing was changed, and forwarding goes on.
+    /// The store cannot be reached: nothing was changed, and forwarding goes on. The answer
+    /// names the kind of store; its address and the client library's error go to the log,
+    /// under the id the answer gives.
     pub fn store_unavailable(store: &str, why: &str) -> Error {
-        tracing::warn!(store, error = why, "a change was refused: the store is unavailable");
+        let id = incident_id();
+        tracing::warn!(incident = %id, store, error = why, "a change was refused: the store is unavailable");
+        let kind = store.split_whitespace().next().unwrap_or("store");
         Error::new(
             StatusCode::SERVICE_UNAVAILABLE,
             5030,
-            format!("the store ({store}) is unavailable, so nothing was changed: {why}; open ports keep forwarding and reads answer from this node's copy; retry once the store is back"),
+            format!("the store ({kind}) is unavailable, so nothing was changed; open ports keep forwarding and reads answer from this node's copy; retry once the store is back (the server's log says more under {id})"),
         )
     }
 
@@ -236,8 +270,10 @@ impl Error {
         match err {
             StoreError::Unavailable(why) => Error::store_unavailable(store, &why),
             StoreError::Compacted => Error::store_unavailable(store, "its history was compacted"),
-            StoreError::Other(e) => Error::internal(e),
-            StoreError::Conflict(c) => Error::internal(anyhow::anyhow!("unexpected store conflict: {c:?}")),
+            StoreError::Other(e) => Error::internal(e.context(format!("store {store}"))),
+            StoreError::Conflict(c) => {
+                Error::internal(anyhow::anyhow!("unexpected store conflict in {store}: {c:?}"))
+            }
         }
     }
 }
@@ -252,5 +288,37 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let body = ApiError { kind: "error".into(), id: self.id, message: self.message };
         (self.status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cause of an internal error stays in the log: the answer has only its id.
+    #[test]
+    fn an_internal_error_answers_an_id_and_no_detail() {
+        let cause = anyhow::anyhow!("no such table: redirections")
+            .context("INSERT INTO redirections failed")
+            .context("store SQLite at /var/lib/tcp-redirs/tcp-redirs.db");
+        let err = Error::internal(cause);
+        assert_eq!((err.status, err.id), (StatusCode::INTERNAL_SERVER_ERROR, 5000));
+        for detail in ["/var/lib", "SQLite", "INSERT", "no such table", "redirections"] {
+            assert!(!err.message.contains(detail), "`{detail}` leaked into: {}", err.message);
+        }
+        let id = err.message.split(|c: char| c.is_whitespace() || c == ';').find(|w| w.starts_with("err-"));
+        let id = id.unwrap_or_else(|| panic!("no err-… id in: {}", err.message));
+        assert!(id.len() == 10 && id[4..].bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert_ne!(Error::internal(anyhow::anyhow!("x")).message, err.message, "each error has its own id");
+    }
+
+    /// A store that cannot be reached is named by its kind only, not its address.
+    #[test]
+    fn an_unavailable_store_is_named_by_its_kind() {
+        let err =
+            Error::store_unavailable("etcd at http://10.1.2.3:2379", "transport error: connection refused");
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(err.message.contains("(etcd)") && err.message.contains("err-"), "{}", err.message);
+        assert!(!err.message.contains("10.1.2.3") && !err.message.contains("transport"), "{}", err.message);
     }
 }

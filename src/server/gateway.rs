@@ -265,12 +265,13 @@ impl Gateway {
     ) -> Result<Application, Error> {
         let org = self.org(caller, org_id).await?;
         validate::app_name(&new.name)?;
-        validate::instances(&new.instances)?;
+        let instances: Vec<wire::Instance> = new.instances.into_iter().map(wire::Instance::from).collect();
+        validate::instances(&instances)?;
         let app = Application {
             id: format!("app_{}", uuid::Uuid::new_v4()),
             name: new.name,
             owner_id: org.id,
-            instances: new.instances,
+            instances,
         };
         match self.synced.store().create_app(&app).await {
             Ok(revision) => self.settle(revision).await,
@@ -294,6 +295,7 @@ impl Gateway {
             Some(app) if app.instances == instances => return Ok(()),
             Some(app) => self.set_instances(&Caller::Admin, org_id, &app.id, instances).await.map(drop),
             None => {
+                let instances = instances.iter().map(wire::NewInstance::from).collect();
                 let new = NewApplication { name: name.to_owned(), instances };
                 match self.create_app(&Caller::Admin, org_id, new).await {
                     // Another node of the fleet declared it at the same time.
@@ -357,6 +359,7 @@ impl Gateway {
         app_id: &str,
         new: &NewTcpRedir,
     ) -> Result<TcpRedir, Error> {
+        validate::namespace(&new.namespace)?;
         let org = self.org(caller, org_id).await?;
         let app = self.app(caller, org_id, app_id).await?;
         let ns = self.namespace_for(&org, &new.namespace)?;
@@ -459,6 +462,7 @@ impl Gateway {
         namespace: &str,
         port: u16,
     ) -> Result<TcpRedir, Error> {
+        validate::namespace(namespace)?;
         let org = self.org(caller, org_id).await?;
         let app = self.app(caller, org_id, app_id).await?;
         if !self.table().namespaces.contains_key(namespace) {

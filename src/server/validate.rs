@@ -1,7 +1,15 @@
 //! The checks of what callers send: names, instance lists, limits and access rules.
 //!
 //! Every rule that refuses a request for its content is here or in a function this file
-//! calls, so that the API, the config file and `apply` refuse the same things alike.
+//! calls, so that the API, the config file and `apply` refuse the same things alike. The
+//! patterns and bounds are the constants of [`crate::wire`], which the OpenAPI document
+//! states too: what the document allows, the server accepts, and the reverse
+//! (`tests/openapi.rs`).
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use regex::Regex;
 
 use super::access::Access;
 use super::config::DEFAULT_LIMITS;
@@ -10,16 +18,44 @@ use super::forward::Limits;
 use super::store::NamespaceDef;
 use crate::wire::{self, RedirAccess, RedirLimits};
 
-/// The most instances an application may have.
-pub const MAX_INSTANCES: usize = 64;
+/// Every pattern of [`crate::wire`], compiled once.
+static PATTERNS: LazyLock<HashMap<&'static str, Regex>> = LazyLock::new(|| {
+    [
+        wire::NAME_PATTERN,
+        wire::APP_NAME_PATTERN,
+        wire::NAMESPACE_PATTERN,
+        wire::INSTANCE_ADDRESS_PATTERN,
+        wire::RANGE_PATTERN,
+        wire::ORG_ID_PATTERN,
+        wire::APP_ID_PATTERN,
+        wire::TOKEN_ID_PATTERN,
+    ]
+    .into_iter()
+    .map(|p| (p, Regex::new(p).unwrap_or_else(|e| panic!("pattern {p} of wire.rs does not compile: {e}"))))
+    .collect()
+});
 
-/// An instance list: at most [`MAX_INSTANCES`], valid addresses and weights, no repeats.
+/// Whether `text` matches `pattern`, one of the patterns of [`crate::wire`].
+pub fn matches(pattern: &'static str, text: &str) -> bool {
+    PATTERNS
+        .get(pattern)
+        .unwrap_or_else(|| panic!("pattern {pattern} is not in validate::PATTERNS"))
+        .is_match(text)
+}
+
+/// An instance list: at most [`wire::MAX_INSTANCES`], valid addresses and weights, no repeats.
 pub fn instances(instances: &[wire::Instance]) -> Result<(), Error> {
-    if instances.len() > MAX_INSTANCES {
-        return Err(Error::bad_request(format!("at most {MAX_INSTANCES} instances per application")));
+    if instances.len() > wire::MAX_INSTANCES {
+        return Err(Error::bad_request(format!("at most {} instances per application", wire::MAX_INSTANCES)));
     }
     for (i, instance) in instances.iter().enumerate() {
         wire::check_instance_address(&instance.address).map_err(Error::bad_request)?;
+        if !matches(wire::INSTANCE_ADDRESS_PATTERN, &instance.address) {
+            return Err(Error::bad_request(format!(
+                "instance address `{}` is not HOST:PORT: write it like 127.0.0.1:4040, db.internal:5432 or [::1]:4040",
+                instance.address
+            )));
+        }
         if instance.weight.is_some_and(|w| w > wire::MAX_WEIGHT) {
             return Err(Error::bad_request(format!(
                 "instance `{}`: weight must be from 0 (no new connections) to {}",
@@ -28,7 +64,7 @@ pub fn instances(instances: &[wire::Instance]) -> Result<(), Error> {
             )));
         }
         if instances[..i].iter().any(|other| other.address == instance.address) {
-            return Err(Error::bad_request(format!("instance `{}` is listed twice", instance.address)));
+            return Err(Error::instance_twice(&instance.address));
         }
     }
     Ok(())
@@ -36,39 +72,60 @@ pub fn instances(instances: &[wire::Instance]) -> Result<(), Error> {
 
 /// An organisation's or a credential's name.
 pub fn name(name: &str, what: &str) -> Result<(), Error> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::bad_request(format!(
-            "invalid {what} name `{name}`: use 1 to 128 letters, digits, `-`, `_` or `.`"
-        )))
+    if matches(wire::NAME_PATTERN, name) {
+        return Ok(());
     }
+    Err(Error::bad_request(format!(
+        "invalid {what} name `{name}`: use 1 to 128 ASCII letters, digits, `-`, `_` or `.`"
+    )))
 }
 
 /// An application's name: like [`name`], and never taken for an id.
 pub fn app_name(name: &str) -> Result<(), Error> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with("app_")
-        && name.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::bad_request(format!(
-            "invalid application name `{name}`: use 1 to 128 letters, digits, `-`, `_` or `.`, not starting with `app_`"
-        )))
+    if matches(wire::APP_NAME_PATTERN, name) {
+        return Ok(());
     }
+    Err(Error::bad_request(format!(
+        "invalid application name `{name}`: use 1 to 128 ASCII letters, digits, `-`, `_` or `.`, not starting with `app_`"
+    )))
+}
+
+/// A namespace's name, as a request gives it.
+pub fn namespace(name: &str) -> Result<(), Error> {
+    if matches(wire::NAMESPACE_PATTERN, name) {
+        return Ok(());
+    }
+    Err(Error::bad_request(format!(
+        "invalid namespace name `{name}`: namespaces are named with 1 to 64 of a-z, 0-9 and -; `tcp-redirs list-namespaces` shows yours"
+    )))
 }
 
 /// A new redirection's limits and access rules, in a namespace: the limits in force.
 pub fn redirection(def: &NamespaceDef, limits: &RedirLimits, access: &RedirAccess) -> Result<Limits, Error> {
     let base = DEFAULT_LIMITS.with(&def.limits).map_err(Error::bad_request)?;
     let limits = base.with(limits).map_err(Error::bad_request)?;
-    Access::parse(access).map_err(Error::bad_request)?;
+    access_rules(access)?;
     Ok(limits)
+}
+
+/// Access rules: lists of at most [`wire::MAX_RANGES`] addresses or ranges.
+pub fn access_rules(access: &RedirAccess) -> Result<(), Error> {
+    for (what, list) in [("allow", &access.allow), ("deny", &access.deny)] {
+        if list.len() > wire::MAX_RANGES {
+            return Err(Error::bad_request(format!(
+                "`{what}` holds {} ranges; the most is {}",
+                list.len(),
+                wire::MAX_RANGES
+            )));
+        }
+        if let Some(bad) = list.iter().find(|text| !matches(wire::RANGE_PATTERN, text)) {
+            return Err(Error::bad_request(format!(
+                "`{what}`: `{bad}` is not an address range: write it like 203.0.113.0/24, 2001:db8::/32 or 198.51.100.7"
+            )));
+        }
+    }
+    Access::parse(access).map_err(Error::bad_request)?;
+    Ok(())
 }
 
 /// A port asked for: inside the namespace's range.
@@ -76,8 +133,105 @@ pub fn port_in_range(def: &NamespaceDef, port: u16) -> Result<(), Error> {
     if (def.min_port..=def.max_port).contains(&port) {
         return Ok(());
     }
-    Err(Error::bad_request(format!(
-        "port {port} is outside namespace `{}`'s range {}-{}",
-        def.name, def.min_port, def.max_port
-    )))
+    Err(Error::port_outside_range(port, &def.name, def.min_port, def.max_port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The client's check of an instance address (no regex engine there) and the pattern
+    /// agree, on addresses near the edges of the rule.
+    #[test]
+    fn the_instance_address_check_and_its_pattern_agree() {
+        let hosts = [
+            "127.0.0.1",
+            "localhost",
+            "db.internal",
+            "a",
+            "_x-y.z",
+            "[::1]",
+            "[::ffff:1.2.3.4]",
+            "[2001:db8::7]",
+            "[1:2:3:4:5:6:7:8]",
+            "[1:2:3:4:5:6:7::]",
+            "",
+            "[]",
+            "[",
+            "::1",
+            "[1::2::3]",
+            "[::1%eth0]",
+            "a b",
+            "a/b",
+            "é",
+            "[::g]",
+            "[1.2.3.4]",
+        ];
+        let ports = ["1", "80", "4040", "65535", "0", "65536", "080", "+80", "", "x", "99999"];
+        for host in hosts {
+            for port in ports {
+                let address = format!("{host}:{port}");
+                assert_eq!(
+                    wire::check_instance_address(&address).is_ok(),
+                    matches(wire::INSTANCE_ADDRESS_PATTERN, &address),
+                    "{address}"
+                );
+            }
+        }
+        assert!(matches(wire::INSTANCE_ADDRESS_PATTERN, &format!("{}:1", "a".repeat(253))));
+        assert!(!matches(wire::INSTANCE_ADDRESS_PATTERN, &format!("{}:1", "a".repeat(254))));
+    }
+
+    /// What the range pattern admits, Rust's address parsers read (the server checks both).
+    #[test]
+    fn the_range_pattern_admits_only_what_parses() {
+        let good = [
+            "0.0.0.0/0",
+            "203.0.113.0/24",
+            "198.51.100.7",
+            "255.255.255.255/32",
+            "::/0",
+            "::",
+            "2001:db8::/32",
+            "::ffff:1.2.3.4",
+            "1:2:3:4:5:6:7:8/128",
+            "1:2:3:4:5:6:7::",
+            "::2:3:4:5:6:7:8",
+            "fe80::1:2/64",
+        ];
+        let bad = [
+            "",
+            "10.0.0.0/33",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4/",
+            "1.2.3.4/08",
+            "1::2::3",
+            ":::",
+            "2001:db8::/129",
+            "fe80::1%eth0",
+            "1:2:3:4:5:6:7:8:9",
+            "::1.2.3.4.5",
+            "10.0.0.0/8 ",
+            " 10.0.0.0/8",
+        ];
+        for text in good {
+            assert!(matches(wire::RANGE_PATTERN, text), "{text} should match");
+            let access = RedirAccess { allow: vec![text.to_owned()], ..RedirAccess::default() };
+            assert!(Access::parse(&access).is_ok(), "{text} should parse");
+        }
+        for text in bad {
+            assert!(!matches(wire::RANGE_PATTERN, text), "{text} should not match");
+        }
+    }
+
+    #[test]
+    fn application_names_never_start_with_app_() {
+        for good in ["a", "ap", "app", "app-x", "apq_", "App_x", "my-db", "x".repeat(128).as_str()] {
+            assert!(app_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "app_", "app_x", "my db", "é", "x".repeat(129).as_str()] {
+            assert!(app_name(bad).is_err(), "{bad}");
+        }
+    }
 }
