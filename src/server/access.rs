@@ -11,10 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 
-use crate::wire::{ProxyProtocol, RedirAccess};
-
-/// The most ranges one list may hold.
-const MAX_RANGES: usize = 256;
+use crate::wire::{ProxyProtocol, RedirAccess, MAX_RANGES};
 
 /// A redirection's access rules, parsed once for the accept loop.
 #[derive(Debug, Clone, Default)]
