@@ -552,18 +552,22 @@ async fn refusals_and_names_from_the_api_are_shown_as_text_and_run_no_script() {
         browser.js("return [typeof window.__xss, document.querySelectorAll('img').length];", vec![]).await;
     assert_eq!(ran, json!(["undefined", 0]), "the name was parsed as HTML");
 
-    // An instance address that is HTML but valid for the API: shown as text too.
+    // An instance address that is HTML: refused by the API too, and quoted as text.
     browser.clear("#create-app-name").await;
     browser.clear("#create-app-instances").await;
     browser.type_into("#create-app-name", "web").await;
     browser.type_into("#create-app-instances", &format!("<b>:4040, {}=2", echo.addr())).await;
     browser.click("#create-app").await;
-    browser.wait_text("#app-title", "web").await;
-    browser.wait_text("#instances", "<b>:4040").await;
+    let refusal = browser.wait_text("#create-app-error", "<b>:4040").await;
+    assert!(refusal.contains("HOST:PORT"), "the refusal says what to write: {refusal}");
     let bold = browser.js("return document.querySelectorAll('main b').length;", vec![]).await;
     assert_eq!(bold, json!(0), "an instance address was parsed as HTML");
+    browser.clear("#create-app-instances").await;
+    browser.type_into("#create-app-instances", &format!("{}=2", echo.addr())).await;
+    browser.click("#create-app").await;
+    browser.wait_text("#app-title", "web").await;
     let apps = server.api("GET", &format!("/v2/organisations/{org}/applications"), None).ok_json();
-    assert_eq!(apps[0]["instances"][1]["weight"], 2, "weights are sent: {apps}");
+    assert_eq!(apps[0]["instances"][0]["weight"], 2, "weights are sent: {apps}");
 
     // A call that fails shows the API's message on its row, which stays usable: the
     // organisation's quota is one redirection, so the second namespace is refused.

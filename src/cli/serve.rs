@@ -64,7 +64,10 @@ pub fn run(args: Args) -> Result<()> {
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(server::log_writer::Lines);
     // TCP_REDIRS_LOG_FORMAT=json: one JSON object per line, for log shippers.
     match std::env::var("TCP_REDIRS_LOG_FORMAT").as_deref() {
-        Ok("json") => logs.json().init(),
+        Ok("json") => {
+            server::conn_log::set_json(true);
+            logs.json().init()
+        }
         Ok("text") | Err(_) => {
             logs.with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()).init()
         }

@@ -148,29 +148,32 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
 
 impl Write for Lines {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let Some(shared) = SHARED.get().filter(|s| s.running.load(Ordering::Relaxed)) else {
-            write_stderr(bytes);
-            return Ok(bytes.len());
-        };
-        let full = MINE.with(|mine| {
-            let mut buffer = lock(mine);
-            buffer.extend_from_slice(bytes);
-            (buffer.len() > MAX_BUFFER).then(|| std::mem::take(&mut *buffer))
-        });
-        if let Some(full) = full {
-            write_stderr(&full);
-            return Ok(bytes.len());
-        }
-        // A read of a flag that stays set through the batch: no write to a shared line per
-        // log line, only for the first line of a batch.
-        if !shared.dirty.load(Ordering::Relaxed) && !shared.dirty.swap(true, Ordering::AcqRel) {
-            let _stop = lock(&shared.stop);
-            shared.wake.notify_one();
-        }
+        write(bytes);
         Ok(bytes.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Writes whole lines to the log: to this thread's buffer while the writer runs.
+pub fn write(bytes: &[u8]) {
+    let Some(shared) = SHARED.get().filter(|s| s.running.load(Ordering::Relaxed)) else {
+        return write_stderr(bytes);
+    };
+    let full = MINE.with(|mine| {
+        let mut buffer = lock(mine);
+        buffer.extend_from_slice(bytes);
+        (buffer.len() > MAX_BUFFER).then(|| std::mem::take(&mut *buffer))
+    });
+    if let Some(full) = full {
+        return write_stderr(&full);
+    }
+    // A read of a flag that stays set through the batch: no write to a shared line per
+    // log line, only for the first line of a batch.
+    if !shared.dirty.load(Ordering::Relaxed) && !shared.dirty.swap(true, Ordering::AcqRel) {
+        let _stop = lock(&shared.stop);
+        shared.wake.notify_one();
     }
 }

@@ -13,7 +13,7 @@ mod api;
 pub(crate) mod auth;
 mod balance;
 mod config;
-mod conn_log;
+pub mod conn_log;
 mod console;
 mod copy;
 mod error;
