@@ -18,13 +18,14 @@
 # PostgreSQL (a throwaway cluster in the temporary directory; pgbench -S, select-only over 16
 # persistent connections: transactions/s, p50/p99 from its per-transaction log, CPU per
 # transaction; and pgbench -S -C, a new connection per transaction: connections/s, CPU per
-# connection). Each figure is the median
-# of several runs, the paths interleaved in every round so that ratios hold on a noisy machine.
+# connection; libpq's TLS and GSS requests are off, so a connection is its startup packet and
+# the query). Each figure is the median of several runs, the paths interleaved in every round
+# so that ratios hold on a noisy machine.
 # Prints one table and writes it, with the details and every run, to bench/results.md.
 #
 # Settings (environment):
 #   RUNS=5 DURATION=3      runs per measurement (the median is kept) and seconds per run
-#   QUICK=1                RUNS=1 DURATION=2 MEM_CONNS=1000 unless set otherwise (~1 minute)
+#   QUICK=1                RUNS=1 DURATION=2 MEM_CONNS=1000 unless set otherwise (~2 minutes)
 #   MEM_CONNS=9000         idle connections held for the memory measurement
 #   PARALLEL=8 WRK_CONNS=16 BODY_BYTES=64 NGINX_WORKERS=1
 #   HAPROXY_SPLICE=auto    the splice options of the `haproxy` column: auto, all or none
@@ -35,7 +36,8 @@
 #   REDIS_REQUESTS=200000  SETs, then as many GETs, per run (-n; 50000 with QUICK): a run is bounded
 #                          by this count (64-byte values, -r 100000 random keys), not by DURATION
 #   PG_CLIENTS=16 PG_SCALE=10   pgbench connections (-c, one thread: -j 1) and data size (-i -s:
-#                          1,000,000 accounts, about 150 MB, held in shared_buffers of 256 MB); runs last DURATION (-T)
+#                          1,000,000 accounts, about 150 MB, held in shared_buffers of 256 MB);
+#                          its runs last DURATION (-T)
 #   TCP_REDIRS_BIN=target/release/tcp-redirs
 #   TCP_REDIRS_THREADS=N   forwarding threads of the tcp-redirs server (default: one per core)
 #
