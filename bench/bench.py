@@ -1192,8 +1192,9 @@ backend b_{backend}
             f"below 1 is better)",
             *([f"- protocols: {'; '.join(protocols)}; CPU per command, transaction or connection: "
                "the forwarder's CPU seconds over the run divided by their number"] if protocols else []),
-            f"- memory: measured once per forwarder with {conns} idle connections through it to an "
-            f"echo backend (RSS delta / connections; socat: PSS summed over its processes)",
+            *([f"- memory: measured once per forwarder with {conns} idle connections through it to an "
+               f"echo backend (RSS delta / connections; socat: PSS summed over its processes)"]
+              if "mem" in self.tests else []),
         ]
 
     def report(self):

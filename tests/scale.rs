@@ -21,8 +21,8 @@
 //! with 2,000, which puts 10,000 at some twenty minutes. The test makes one application and
 //! its redirection through the API, stops the server, copies them 5,000 times in the store
 //! (every column as the server wrote it, but the ids, names and ports), and starts it again:
-//! a start with 10,000 redirections. A few more are then added through the API, and each
-//! `add` at that size is timed.
+//! a start with 10,000 redirections. Ten more are then added with the CLI, and each `add` at
+//! that size is timed.
 
 mod common;
 
@@ -38,7 +38,7 @@ use common::*;
 const PORTS: usize = 10_000;
 /// Seeded applications: each has a redirection in `default` and one in `cleverapps`.
 const APPS: usize = PORTS / 2;
-/// Applications added through the API once the server has the 10,000, one redirection each.
+/// Applications added with the CLI once the server has the 10,000, one redirection each.
 const ADDED: usize = 10;
 /// The forwarding threads, when the descriptor budget allows (see the module's comment).
 const THREADS: usize = 2;
