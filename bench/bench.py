@@ -13,13 +13,16 @@ this script dies, and this script kills them itself on exit.
 
 import datetime
 import errno
+import glob
 import json
 import os
 import platform
+import pwd
 import random
 import re
 import resource
 import selectors
+import shutil
 import signal
 import socket
 import statistics
@@ -40,6 +43,11 @@ PATHS = ["direct", "tcp-redirs", "haproxy", "haproxy-splice", "socat"]  # defaul
 # to measure what the connection log costs; not in the default set.
 ALL_PATHS = PATHS + ["tcp-redirs-log"]
 FORWARDERS = ["tcp-redirs", "tcp-redirs-log", "haproxy", "haproxy-splice", "socat"]
+# Backends every run starts (the memory test, the sanity check and the wrk and iperf3 tests use
+# them), and those started only for the tests that need them.
+BASE_BACKENDS = ["iperf", "http", "echo"]
+TEST_BACKEND = {"redis": "redis", "pg": "pg", "pgconn": "pg"}
+DEFAULT_TESTS = "mem,bulk1,bulkN,rr,cc,redis,pg,pgconn"
 SPLICE_TEXT = {"auto": "option splice-auto",
                "all": "option splice-auto + splice-request + splice-response",
                "none": "no splice"}
@@ -137,6 +145,15 @@ def echo_server(port, stats_port):
 # --------------------------------------------------------------------------------------------
 
 
+def account(user):
+    """Popen arguments that run a program as `user`, with its group and none of ours; none for
+    None (the current user)."""
+    if user is None:
+        return {}
+    pw = pwd.getpwnam(user)
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+
 class Procs:
     """Processes started by the benchmark, each in its own process group."""
 
@@ -144,11 +161,15 @@ class Procs:
         self.items = []
         self.pgfile = os.path.join(tmp, "pgids")
 
-    def start(self, name, argv, env=None, log_path=None):
+    def start(self, name, argv, env=None, log_path=None, user=None):
+        """`user`: run as this account (PostgreSQL refuses to run as root), with its own group
+        and none of ours."""
+        ids = account(user)
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL
         p = subprocess.Popen(
             argv,
             env=env,
+            **ids,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL,
@@ -329,6 +350,35 @@ def http_get(port, timeout=5.0):
     return data
 
 
+def tcp_exchange(port, request, n, timeout=5.0):
+    """Sends `request`, reads `n` bytes (fewer if the peer closes first)."""
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall(request)
+        data = b""
+        while len(data) < n:
+            chunk = s.recv(n - len(data))
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def pg_bin(name):
+    """A PostgreSQL program: Debian keeps the server's in /usr/lib/postgresql/VERSION/bin (not
+    on the PATH), the newest version first; otherwise from the PATH."""
+    def version(path):
+        v = path.split(os.sep)[-3]
+        return int(v) if v.isdigit() else 0
+
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=version, reverse=True)
+    if found:
+        return found[0]
+    found = shutil.which(name)
+    if found:
+        return found
+    raise RuntimeError(f"{name} not found (Debian: apt-get install postgresql)")
+
+
 # --------------------------------------------------------------------------------------------
 # the measurements
 # --------------------------------------------------------------------------------------------
@@ -419,6 +469,74 @@ def run_wrk(port, duration, conns, close):
     return res
 
 
+def run_redis_benchmark(port, clients, requests, timeout):
+    """redis-benchmark SET then GET, `requests` of each over `clients` persistent connections
+    (64-byte values, random keys among 100,000). Bounded by the count, and killed at `timeout`."""
+    argv = ["redis-benchmark", "-h", HOST, "-p", str(port), "-c", str(clients), "-n", str(requests),
+            "-d", "64", "-r", "100000", "-t", "set,get", "--csv"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"redis-benchmark failed ({r.returncode}): {(r.stderr or r.stdout).strip()[:200]}")
+    res = {}
+    for line in r.stdout.splitlines():
+        cells = [c.strip('"') for c in line.strip().split(",")]
+        if len(cells) < 7 or cells[0] not in ("SET", "GET"):
+            continue
+        # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms",...
+        res[cells[0].lower()] = {"rps": float(cells[1]), "p50": float(cells[4]), "p99": float(cells[6])}
+    if set(res) != {"set", "get"}:
+        raise RuntimeError(f"redis-benchmark printed no SET and GET rows: {r.stdout[:400]!r} {r.stderr[:200]!r}")
+    return res
+
+
+def run_pgbench(port, clients, duration, connect, log_dir):
+    """pgbench -S (select-only: one indexed SELECT on pgbench_accounts per transaction) for
+    `duration` seconds over `clients` connections; with `connect`, -C: a new connection for
+    every transaction. Latencies come from pgbench's per-transaction log (-l)."""
+    for f in glob.glob(os.path.join(log_dir, "pgbench_log.*")):
+        os.unlink(f)
+    prefix = os.path.join(log_dir, "pgbench_log")
+    # Prepared statements on persistent connections (the query is parsed once, as an
+    # application's driver would); the simple protocol with -C, where each connection runs one
+    # query and preparing it would be one more round trip.
+    argv = [pg_bin("pgbench"), "-n", "-S", "-T", str(duration), "-c", str(clients), "-j", "1",
+            "-M", "simple" if connect else "prepared", "-l", f"--log-prefix={prefix}",
+            "-h", HOST, "-p", str(port), "-U", "postgres", "postgres"]
+    if connect:
+        argv.insert(1, "-C")
+    # No encryption negotiation (libpq would first ask for GSS, then TLS, each a round trip the
+    # server declines): a connection is the startup packet, trust authentication and the query.
+    env = dict(os.environ, PGGSSENCMODE="disable", PGSSLMODE="disable")
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"pgbench failed ({r.returncode}): {r.stderr.strip()[-300:]}")
+    m = re.search(r"number of transactions actually processed: (\d+)", r.stdout)
+    if not m:
+        raise RuntimeError(f"pgbench output without a transaction count: {r.stdout[-400:]}")
+    done = int(m.group(1))
+    m = re.search(r"number of failed transactions: (\d+)", r.stdout)
+    failed = int(m.group(1)) if m else 0
+    # "(without initial connection time)" on persistent connections, "(including reconnection
+    # times)" with -C: both count what was done over the run.
+    m = re.search(r"tps = ([\d.]+)", r.stdout)
+    tps = float(m.group(1))
+    # Log lines: client_id transaction_no latency_us script_no epoch_s epoch_us
+    lat = []
+    for f in glob.glob(prefix + ".*"):
+        with open(f) as fh:
+            for line in fh:
+                cols = line.split()
+                if len(cols) >= 3 and cols[2].isdigit():
+                    lat.append(int(cols[2]))
+        os.unlink(f)
+    lat.sort()
+
+    def pct(q):
+        return lat[min(len(lat) - 1, int(q * len(lat)))] / 1000 if lat else None
+
+    return {"tps": tps, "transactions": done, "failed": failed, "p50": pct(0.50), "p99": pct(0.99)}
+
+
 # --------------------------------------------------------------------------------------------
 # the benchmark
 # --------------------------------------------------------------------------------------------
@@ -441,7 +559,17 @@ class Bench:
         self.nginx_workers = env_int("NGINX_WORKERS", 1)
         self.haproxy_splice = os.environ.get("HAPROXY_SPLICE", "auto")
         self.bin = os.environ.get("TCP_REDIRS_BIN") or os.path.join(ROOT, "target/release/tcp-redirs")
-        self.tests = [t for t in os.environ.get("TESTS", "mem,bulk1,bulkN,rr,cc").split(",") if t]
+        self.redis_clients = env_int("REDIS_CLIENTS", 50)
+        self.redis_requests = env_int("REDIS_REQUESTS", 50000 if quick else 200000)
+        self.pg_clients = env_int("PG_CLIENTS", 16)
+        self.pg_scale = env_int("PG_SCALE", 10)
+        self.tests = [t for t in os.environ.get("TESTS", DEFAULT_TESTS).split(",") if t]
+        known = DEFAULT_TESTS.split(",")
+        for t in self.tests:
+            if t not in known:
+                raise SystemExit(f"TESTS: unknown test {t!r} (known: {', '.join(known)})")
+        self.backends = BASE_BACKENDS + sorted({TEST_BACKEND[t] for t in self.tests if t in TEST_BACKEND},
+                                               key=["redis", "pg"].index)
         self.paths = [p for p in os.environ.get("PATHS", ",".join(PATHS)).split(",") if p]
         for p in self.paths:
             if p not in ALL_PATHS:
@@ -458,17 +586,15 @@ class Bench:
 
     def setup(self):
         tmp = self.tmp
-        (self.iperf_port, self.http_port, self.echo_port, self.stats_port,
-         hp_iperf, hp_http, hp_echo, so_iperf, so_http, so_echo,
-         hs_iperf, hs_http, hs_echo) = pick_ports(13)
-        for backend, port in (("iperf", self.iperf_port), ("http", self.http_port),
-                              ("echo", self.echo_port)):
-            self.port[("direct", backend)] = port
-        self.port.update({("haproxy", "iperf"): hp_iperf, ("haproxy", "http"): hp_http,
-                          ("haproxy", "echo"): hp_echo, ("socat", "iperf"): so_iperf,
-                          ("socat", "http"): so_http, ("socat", "echo"): so_echo,
-                          ("haproxy-splice", "iperf"): hs_iperf, ("haproxy-splice", "http"): hs_http,
-                          ("haproxy-splice", "echo"): hs_echo})
+        # Ports: one per backend for direct, and one per backend for each forwarder that is
+        # not told its ports (tcp-redirs allocates its own), plus the echo server's stats.
+        fixed = ["direct", "haproxy", "haproxy-splice", "socat"]
+        ports = pick_ports(len(fixed) * len(self.backends) + 1)
+        self.stats_port = ports.pop()
+        for path in fixed:
+            for backend in self.backends:
+                self.port[(path, backend)] = ports.pop()
+        self.iperf_port, self.http_port, self.echo_port = (self.port[("direct", b)] for b in BASE_BACKENDS)
 
         # backends
         self.procs.start("iperf3 server", ["iperf3", "-s", "-B", HOST, "-p", str(self.iperf_port)],
@@ -477,19 +603,96 @@ class Bench:
         self.procs.start("echo server", [sys.executable, os.path.abspath(__file__), "echo",
                                          str(self.echo_port), str(self.stats_port)],
                          log_path=os.path.join(tmp, "echo.log"))
+        if "redis" in self.backends:
+            self.start_redis()
+        if "pg" in self.backends:
+            self.start_postgres()
         for what, port in (("iperf3 server", self.iperf_port), ("nginx", self.http_port),
                            ("echo server", self.echo_port), ("echo stats", self.stats_port)):
             wait_port(port, what=what)
+        if "redis" in self.backends:
+            wait_port(self.port[("direct", "redis")], what="redis-server")
+        if "pg" in self.backends:
+            self.init_postgres()
         for name in ("tcp-redirs", "tcp-redirs-log"):
             if name in self.paths:
                 self.start_tcp_redirs(name, ["--access-log"] if name == "tcp-redirs-log" else [])
         if "haproxy" in self.paths:
-            self.start_haproxy("haproxy", self.haproxy_splice, hp_iperf, hp_http, hp_echo)
+            self.start_haproxy("haproxy", self.haproxy_splice)
         if "haproxy-splice" in self.paths:
-            self.start_haproxy("haproxy-splice", "all", hs_iperf, hs_http, hs_echo)
+            self.start_haproxy("haproxy-splice", "all")
         if "socat" in self.paths:
-            self.start_socat(so_iperf, so_http, so_echo)
+            self.start_socat()
         self.sanity()
+
+    def start_redis(self):
+        d = os.path.join(self.tmp, "redis")
+        os.makedirs(d, exist_ok=True)
+        # No persistence at all (no RDB snapshot, no AOF): the disk stays out of the figures.
+        # The default of 10,000 clients is more than enough for REDIS_CLIENTS.
+        self.procs.start("redis-server",
+                         ["redis-server", "--bind", HOST, "--port", str(self.port[("direct", "redis")]),
+                          "--save", "", "--appendonly", "no", "--dir", d, "--daemonize", "no",
+                          "--protected-mode", "no", "--logfile", ""],
+                         log_path=os.path.join(d, "redis.log"))
+
+    def start_postgres(self):
+        """A throwaway cluster in the temporary directory: initdb, then `postgres` itself in the
+        foreground (in its own process group like every other backend, not through pg_ctl's
+        daemon), TCP on 127.0.0.1 only, its Unix socket in the same directory. As root, both
+        run as the `postgres` account (the server refuses root)."""
+        self.pg_user = None
+        if os.geteuid() == 0:
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError:
+                raise RuntimeError("running as root, and there is no `postgres` account to run "
+                                   "PostgreSQL as (Debian's package makes it)") from None
+            self.pg_user = "postgres"
+            # mktemp -d made the directory 0700: the postgres account must be able to go through it.
+            os.chmod(self.tmp, 0o711)
+        d = os.path.join(self.tmp, "pg")
+        os.makedirs(d)
+        if self.pg_user:
+            ids = account(self.pg_user)
+            os.chown(d, ids["user"], ids["group"])
+        data = os.path.join(d, "data")
+        t0 = time.monotonic()
+        r = subprocess.run([pg_bin("initdb"), "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                            "--no-sync"], capture_output=True, text=True, timeout=120,
+                           **account(self.pg_user))
+        if r.returncode != 0:
+            raise RuntimeError(f"initdb failed ({r.returncode}): {(r.stdout + r.stderr)[-1000:]}")
+        # fsync and synchronous_commit off: select-only load writes nothing anyway, and the
+        # set-up (pgbench -i) should not wait for the disk. max_connections above PG_CLIENTS.
+        self.procs.start("postgres",
+                         [pg_bin("postgres"), "-D", data, "-p", str(self.port[("direct", "pg")]),
+                          "-c", f"listen_addresses={HOST}", "-c", f"unix_socket_directories={d}",
+                          "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                          "-c", f"max_connections={max(100, 2 * self.pg_clients + 20)}",
+                          "-c", "shared_buffers=256MB", "-c", "log_min_messages=warning"],
+                         log_path=os.path.join(d, "postgres.log"), user=self.pg_user)
+        self.pg_started = t0
+
+    def init_postgres(self):
+        port = self.port[("direct", "pg")]
+        deadline = time.monotonic() + 60
+        while True:
+            r = subprocess.run([pg_bin("pg_isready"), "-h", HOST, "-p", str(port), "-t", "2"],
+                               capture_output=True, text=True, timeout=10)
+            if r.returncode == 0:
+                break
+            self.procs.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL on port {port} not ready within 60 s: {r.stdout.strip()}")
+            time.sleep(0.2)
+        r = subprocess.run([pg_bin("pgbench"), "-i", "-q", "-s", str(self.pg_scale), "-h", HOST,
+                            "-p", str(port), "-U", "postgres", "postgres"],
+                           capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"pgbench -i failed ({r.returncode}): {r.stderr[-1000:]}")
+        log(f"PostgreSQL ready on port {port} (pgbench scale {self.pg_scale}) in "
+            f"{time.monotonic() - self.pg_started:.1f} s")
 
     def start_nginx(self):
         d = os.path.join(self.tmp, "nginx")
@@ -498,7 +701,6 @@ class Bench:
         user = ""
         if os.geteuid() == 0:
             # As root, nginx would switch its workers to `nobody`: keep them as the current user.
-            import pwd
             user = f"user {pwd.getpwuid(os.geteuid()).pw_name};"
         conf = f"""
 {user}
@@ -574,15 +776,15 @@ http {{
         log(f"tcp-redirs control API at {url}")
         cenv = dict(os.environ, TCP_REDIRS_URL=url, TCP_REDIRS_TOKEN="bench",
                     TCP_REDIRS_CONFIG_DIR=cfg)
-        for backend, port in (("iperf", self.iperf_port), ("http", self.http_port),
-                              ("echo", self.echo_port)):
+        for backend in self.backends:
+            port = self.port[("direct", backend)]
             self.cli("apps", "create", f"bench-{backend}", "--instance", f"{HOST}:{port}", env=cenv)
             out = self.cli("add", "--app", f"bench-{backend}", "--namespace", "default", "-F",
                            "json", env=cenv)
             doc = json.loads(out)
             self.port[(name, backend)] = int(doc["port"])
 
-    def start_haproxy(self, name, mode, p_iperf, p_http, p_echo):
+    def start_haproxy(self, name, mode):
         if mode == "all":
             splice = "    option splice-auto\n    option splice-request\n    option splice-response\n"
         elif mode == "none":
@@ -603,8 +805,8 @@ defaults
     timeout client 1h
     timeout server 1h
 {splice}"""
-        for backend, front, back in (("iperf", p_iperf, self.iperf_port), ("http", p_http, self.http_port),
-                                     ("echo", p_echo, self.echo_port)):
+        for backend in self.backends:
+            front, back = self.port[(name, backend)], self.port[("direct", backend)]
             conf += f"""
 frontend f_{backend}
     bind {HOST}:{front}
@@ -621,23 +823,22 @@ backend b_{backend}
         p = self.procs.start(name, ["haproxy", "-db", "-f", path],
                              log_path=os.path.join(self.tmp, f"{name}.log"))
         self.pgid[name] = p.pid
-        for port in (p_iperf, p_http, p_echo):
-            wait_port(port, what=name)
+        for backend in self.backends:
+            wait_port(self.port[(name, backend)], what=name)
 
-    def start_socat(self, p_iperf, p_http, p_echo):
+    def start_socat(self):
         # One listener per backend, `fork` = one process per connection. backlog: socat's
         # default is 5, which makes it drop SYNs under wrk's reconnects and the 9,000-connection
         # test; nodelay: TCP_NODELAY like the other two forwarders.
-        pgids = []
-        for name, front, back in (("iperf", p_iperf, self.iperf_port), ("http", p_http, self.http_port),
-                                  ("echo", p_echo, self.echo_port)):
+        self.socat_pgid = {}
+        for name in self.backends:
+            front, back = self.port[("socat", name)], self.port[("direct", name)]
             p = self.procs.start(f"socat {name}",
                                  ["socat", f"TCP-LISTEN:{front},bind={HOST},fork,reuseaddr,backlog=4096,nodelay",
                                   f"TCP:{HOST}:{back},nodelay"],
                                  log_path=os.path.join(self.tmp, f"socat-{name}.log"))
-            pgids.append(p.pid)
+            self.socat_pgid[name] = p.pid
             wait_port(front, what=f"socat {name}")
-        self.socat_pgid = dict(zip(("iperf", "http", "echo"), pgids))
 
     def fwd_pgid(self, path, backend):
         if path == "socat":
@@ -660,10 +861,18 @@ backend b_{backend}
                     got += chunk
                 if got != b"ping":
                     raise RuntimeError(f"echo through {path} answered {got!r}")
+            if "redis" in self.backends:
+                got = tcp_exchange(self.port[(path, "redis")], b"PING\r\n", 7)
+                if got != b"+PONG\r\n":
+                    raise RuntimeError(f"Redis through {path} answered {got!r} to PING")
+            if "pg" in self.backends:
+                # An SSLRequest (length 8, code 80877103): the server answers one byte, N or S.
+                got = tcp_exchange(self.port[(path, "pg")], (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big"), 1)
+                if got not in (b"N", b"S"):
+                    raise RuntimeError(f"PostgreSQL through {path} answered {got!r} to an SSLRequest")
         self.wait_echo_drained()
-        log("all paths answer: " + ", ".join(
-            f"{p} http:{self.port[(p, 'http')]} iperf:{self.port[(p, 'iperf')]} echo:{self.port[(p, 'echo')]}"
-            for p in self.paths))
+        log("all paths answer: " + "; ".join(
+            f"{p} " + " ".join(f"{b}:{self.port[(p, b)]}" for b in self.backends) for p in self.paths))
 
     # ---- recording ---------------------------------------------------------------------------
 
@@ -796,6 +1005,33 @@ backend b_{backend}
             if cpu is not None and r["bytes"]:
                 self.add(f"{test}_cpu", path, cpu / (r["bytes"] / 1e9))
             return f"{r['gbps']:.2f} Gbit/s" + (f", {cpu / (r['bytes'] / 1e9):.2f} CPU-s/GB" if cpu is not None else "")
+        if test == "redis":
+            c0 = self.cpu_before(path, "redis")
+            r = run_redis_benchmark(self.port[(path, "redis")], self.redis_clients, self.redis_requests,
+                                    timeout=120)
+            cpu = self.cpu_after(path, "redis", c0)
+            for cmd in ("set", "get"):
+                self.add(f"redis_{cmd}_rps", path, r[cmd]["rps"])
+                self.add(f"redis_{cmd}_p99", path, r[cmd]["p99"])
+            if cpu is not None:
+                self.add("redis_cpu", path, cpu / (2 * self.redis_requests) * 1e6)
+            return (f"SET {r['set']['rps']:.0f}/s p99 {r['set']['p99']:.3f} ms, GET {r['get']['rps']:.0f}/s "
+                    f"p99 {r['get']['p99']:.3f} ms" + (f", {cpu / (2 * self.redis_requests) * 1e6:.1f} CPU-us/op"
+                                                       if cpu is not None else ""))
+        if test in ("pg", "pgconn"):
+            connect = test == "pgconn"
+            c0 = self.cpu_before(path, "pg")
+            r = run_pgbench(self.port[(path, "pg")], self.pg_clients, self.duration, connect, self.tmp)
+            cpu = self.cpu_after(path, "pg", c0)
+            self.add(f"{test}_tps", path, r["tps"])
+            self.add(f"{test}_p50", path, r["p50"])
+            self.add(f"{test}_p99", path, r["p99"])
+            if cpu is not None and r["transactions"]:
+                self.add(f"{test}_cpu", path, cpu / r["transactions"] * 1e6)
+            if r["failed"]:
+                self.note(f"{test}/{path}: pgbench reported {r['failed']} failed transactions")
+            return (f"{r['tps']:.0f} tps, p50 {r['p50'] or 0:.3f} ms, p99 {r['p99'] or 0:.3f} ms"
+                    + (f", {cpu / r['transactions'] * 1e6:.1f} CPU-us/tx" if cpu is not None and r["transactions"] else ""))
         close = test == "cc"
         c0 = self.cpu_before(path, "http")
         r = run_wrk(self.port[(path, "http")], self.duration, self.wrk_conns, close)
@@ -853,6 +1089,18 @@ backend b_{backend}
             ("cc_rps", "New connections/s (Connection: close)", "{:,.0f}", False),
             ("cc_p99", "New-connection request p99, ms (lower is better)", "{:.3f}", True),
             ("cc_cpu", "Forwarder CPU-us per new connection (lower is better)", "{:.1f}", True),
+            ("redis_set_rps", f"Redis SET/s, {self.redis_clients} connections (redis-benchmark)", "{:,.0f}", False),
+            ("redis_get_rps", f"Redis GET/s, {self.redis_clients} connections", "{:,.0f}", False),
+            ("redis_set_p99", "Redis SET p99, ms (lower is better)", "{:.3f}", True),
+            ("redis_get_p99", "Redis GET p99, ms (lower is better)", "{:.3f}", True),
+            ("redis_cpu", "Forwarder CPU-us per Redis command (lower is better)", "{:.2f}", True),
+            ("pg_tps", f"PostgreSQL select-only tx/s, {self.pg_clients} connections (pgbench -S)", "{:,.0f}", False),
+            ("pg_p50", "PostgreSQL select-only latency p50, ms (lower is better)", "{:.3f}", True),
+            ("pg_p99", "PostgreSQL select-only latency p99, ms (lower is better)", "{:.3f}", True),
+            ("pg_cpu", "Forwarder CPU-us per PostgreSQL transaction (lower is better)", "{:.2f}", True),
+            ("pgconn_tps", "PostgreSQL new connections/s (pgbench -S -C)", "{:,.0f}", False),
+            ("pgconn_p99", "PostgreSQL new-connection transaction p99, ms (lower is better)", "{:.3f}", True),
+            ("pgconn_cpu", "Forwarder CPU-us per PostgreSQL connection (lower is better)", "{:.1f}", True),
             ("mem_base", "Forwarder memory at rest, MiB (lower is better)", "{:.1f}", True),
             ("mem_idle", "Memory per idle connection, no data yet, KiB (lower is better)", "{:.2f}", True),
             ("mem_data", f"Memory per idle connection after {self.mem_bytes} B each way, KiB (lower is better)",
@@ -919,6 +1167,18 @@ backend b_{backend}
         v_iperf = ver(["iperf3", "--version"], r"iperf (\S+)")
         v_nginx = ver(["nginx", "-v"], r"nginx/(\S+)")
         v_wrk = ver(["wrk", "-v"], r"wrk (\S+)")
+        protocols = []
+        if "redis" in self.backends:
+            v_redis = ver(["redis-server", "--version"], r"v=(\S+)")
+            protocols.append(f"Redis {v_redis} (no persistence; redis-benchmark SET then GET, "
+                             f"{self.redis_requests:,} of each per run over {self.redis_clients} connections, "
+                             "64-byte values, random keys; its own p99)")
+        if "pg" in self.backends:
+            v_pg = ver([pg_bin("postgres"), "--version"], r"(\d+\.\d+)")
+            protocols.append(f"PostgreSQL {v_pg} (a throwaway cluster, fsync off; pgbench -S -M prepared "
+                             f"over {self.pg_clients} connections, scale {self.pg_scale}; -C: a new "
+                             "connection per transaction, simple protocol; p50/p99 from pgbench's "
+                             "per-transaction log)")
         return [
             f"- when: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; tcp-redirs {self.revision} "
             f"(`{self.bin}`)",
@@ -930,8 +1190,11 @@ backend b_{backend}
             f"(round 1: {', '.join(self.paths)}; each round starts one path further); "
             f"ratios: tcp-redirs divided by direct / by HAProxy (in rows marked lower is better, "
             f"below 1 is better)",
-            f"- memory: measured once per forwarder with {conns} idle connections through it to an "
-            f"echo backend (RSS delta / connections; socat: PSS summed over its processes)",
+            *([f"- protocols: {'; '.join(protocols)}; CPU per command, transaction or connection: "
+               "the forwarder's CPU seconds over the run divided by their number"] if protocols else []),
+            *([f"- memory: measured once per forwarder with {conns} idle connections through it to an "
+               f"echo backend (RSS delta / connections; socat: PSS summed over its processes)"]
+              if "mem" in self.tests else []),
         ]
 
     def report(self):
@@ -939,7 +1202,8 @@ backend b_{backend}
         print(table, flush=True)
         cmd = "bench/run.sh"
         envs = [f"{k}={os.environ[k]}" for k in ("QUICK", "RUNS", "DURATION", "MEM_CONNS", "HAPROXY_SPLICE",
-                                                  "PARALLEL", "WRK_CONNS", "BODY_BYTES", "PATHS", "TESTS")
+                                                  "PARALLEL", "WRK_CONNS", "BODY_BYTES", "PATHS", "TESTS",
+                                                  "REDIS_CLIENTS", "REDIS_REQUESTS", "PG_CLIENTS", "PG_SCALE")
                 if os.environ.get(k)]
         if envs:
             cmd = " ".join(envs) + " " + cmd

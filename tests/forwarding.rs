@@ -208,10 +208,6 @@ fn joined(handle: JoinHandle<io::Result<()>>, what: &str) {
     handle.join().expect("writer thread panicked").unwrap_or_else(|e| panic!("{what}: {e}"));
 }
 
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
-}
-
 /// Waits (polling every 50 ms, up to `limit`) until the process holds at most `most` descriptors.
 fn wait_for_fds_at_most(pid: u32, most: usize, limit: Duration, what: &str) {
     let deadline = Instant::now() + limit;
@@ -240,24 +236,6 @@ fn quiet_fd_count(server: &Server, app: &str, port: u16) -> usize {
         thread::sleep(Duration::from_millis(50));
     }
     fd_count(server.process_id())
-}
-
-/// Raises this process's soft open-file limit to its hard limit; returns the soft limit now.
-fn raise_own_fd_limit() -> u64 {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 0;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-            }
-        }
-    }
-    limit.rlim_cur
 }
 
 /// The `activeConnections` of the redirection on `port` of `app`, as `list -F json` shows it.

@@ -14,19 +14,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn mixed_load_fails_nothing_and_leaks_nothing() {
     let secs: u64 = std::env::var("TCP_REDIRS_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(45);

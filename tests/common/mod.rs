@@ -840,6 +840,14 @@ impl Server {
         assert_eq!(rc, 0, "kill({}, {signal}) failed", self.process_id());
     }
 
+    /// Starts the server again on the same data dir, with the same token, config, arguments
+    /// and environment, once it has exited (a SIGTERM and [`Server::wait_for_exit`]).
+    pub fn restart(mut self) -> Server {
+        let exited = self.child.0.try_wait().expect("wait for the server");
+        assert!(exited.is_some(), "restart: the server is still running");
+        self.builder.clone().start()
+    }
+
     /// Waits up to `limit` for the server to exit, returning its status.
     pub fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
@@ -853,6 +861,40 @@ impl Server {
             thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// How many descriptors process `pid` holds (0 once it is gone).
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// The resident memory of process `pid` (`VmRSS`), in KiB (0 once it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Raises this process's soft open-file limit to its hard limit (the servers it starts
+/// inherit it); returns the soft limit now.
+pub fn raise_own_fd_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+            }
+        }
+    }
+    limit.rlim_cur
 }
 
 /// Fails a test that cannot run here, saying why. Such a test is `#[ignore]`d with the same

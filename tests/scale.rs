@@ -1,0 +1,462 @@
+//! Scale: one server with 10,000 redirections and as many connections open at once as the
+//! descriptor limit leaves room for. It starts them, forwards on every port, holds the
+//! connections, lets every descriptor go when they close, and stops cleanly on SIGTERM. It
+//! prints what a port and a connection cost (descriptors, resident memory) and asserts loose
+//! bounds on both, so that a regression shows.
+//!
+//! The descriptor budget decides everything here. The server inherits this process's limit
+//! (the soft limit raised to the hard one: 20,000 on the development machines and CI) and
+//! holds, besides a few dozen of its own, its listening sockets (one per port and forwarding
+//! thread today; one per port once the listeners are shared) and two per open connection:
+//! N = (limit - what it holds with the 10,000 ports - a margin) / 2, at most one per port.
+//! This process holds the N clients and, since the echo backend runs here on a tokio thread,
+//! the N backend sockets too: 2N, which fits in the same limit. 10,000 ports on two threads
+//! with a listener each would take 20,000 descriptors, the whole limit: while the server has a
+//! listener per thread, the test runs it with one thread (and says so); with one listener per
+//! port, with two.
+//!
+//! The redirections are not all made through the API: each change makes the server reconcile
+//! its whole table (`LivePorts::reconcile` rebuilds what should run from every redirection),
+//! so that N of them cost O(N²): in a debug build, 101 redirections/s with 400 made and 30/s
+//! with 2,000, which puts 10,000 at some twenty minutes. The test makes one application and
+//! its redirection through the API, stops the server, copies them 5,000 times in the store
+//! (every column as the server wrote it, but the ids, names and ports), and starts it again:
+//! a start with 10,000 redirections. Ten more are then added with the CLI, and each `add` at
+//! that size is timed.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Redirections seeded in the store.
+const PORTS: usize = 10_000;
+/// Seeded applications: each has a redirection in `default` and one in `cleverapps`.
+const APPS: usize = PORTS / 2;
+/// Applications added with the CLI once the server has the 10,000, one redirection each.
+const ADDED: usize = 10;
+/// The forwarding threads, when the descriptor budget allows (see the module's comment).
+const THREADS: usize = 2;
+/// Descriptors kept free in the server for what it opens along the way (API connections,
+/// the store's files, connections that are closing).
+const MARGIN: usize = 300;
+/// The fewest connections worth the name: below this, the test cannot run here.
+const MIN_CONNECTIONS: usize = 1_000;
+/// Parallel clients of the ports while each is checked.
+const WORKERS: usize = 8;
+
+// Loose bounds that a regression would cross; the figures measured on the development
+// machine (2 cores, debug build, 2026-11-30) are in the README's Tests section.
+/// Resident memory per redirection, KiB: its tables, its listener(s), its accept loop(s).
+const MAX_KIB_PER_PORT: f64 = 32.0;
+/// Resident memory per idle connection that has carried a few bytes each way, KiB.
+const MAX_KIB_PER_CONNECTION: f64 = 32.0;
+/// How long one `add` may take with 10,000 redirections in the server (debug build).
+const MAX_ADD: Duration = Duration::from_secs(5);
+
+/// Listening sockets on 127.0.0.1:`port` in the whole machine (`/proc/net/tcp`).
+fn listeners_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let local = format!("0100007F:{port:04X}");
+    // Columns: slot, local address, remote address, state (0A is LISTEN), ...
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.get(1) == Some(&local.as_str()) && cols.get(3) == Some(&"0A")
+        })
+        .count()
+}
+
+/// The soft open-file limit of process `pid`, from `/proc/PID/limits`.
+fn fd_limit_of(pid: u32) -> usize {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read /proc/PID/limits");
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no `Max open files` in /proc/{pid}/limits:\n{limits}"))
+}
+
+/// Waits (polling every 50 ms, up to `limit`) until process `pid` holds at most `most`
+/// descriptors; returns how many it holds then.
+fn wait_for_fds_at_most(pid: u32, most: usize, limit: Duration, what: &str) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = fd_count(pid);
+        if now <= most {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the server holds {now} descriptors after {limit:?}; expected at most {most}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One echo listener on a tokio thread of this process: thousands of connections need no
+/// thread each. Stopped when dropped.
+struct Echo {
+    addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Echo {
+    fn start() -> Echo {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the echo server");
+        let listener = runtime
+            .block_on(async {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::from((LOCALHOST, 0)))?;
+                socket.listen(4096)
+            })
+            .expect("bind the echo server");
+        let addr = listener.local_addr().unwrap();
+        runtime.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(echo(stream));
+                    }
+                    // Out of descriptors, or a connection reset before it was taken: the
+                    // client then fails and says so.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        });
+        Echo { addr, runtime: Some(runtime) }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+async fn echo(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A small buffer: thousands of these live at once.
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// Writes `message` on `stream` and reads it back; `what` names the connection in a failure.
+fn round_trip(stream: &mut TcpStream, message: &[u8], what: &str) {
+    stream.write_all(message).unwrap_or_else(|e| panic!("{what}: write: {e}"));
+    let mut back = vec![0u8; message.len()];
+    stream.read_exact(&mut back).unwrap_or_else(|e| panic!("{what}: no echo: {e}"));
+    assert_eq!(back, message, "{what}: the echo differs");
+}
+
+/// How many listening sockets a port gets from a server with `--threads threads` (a
+/// throwaway server and one redirection).
+fn listeners_per_port(echo: SocketAddr, threads: usize) -> usize {
+    let server = Server::builder().args(&["--threads", &threads.to_string()]).start();
+    server.create_app("probe", echo);
+    listeners_on(server.add("probe", "default"))
+}
+
+/// SIGTERM, then asserts the server exits 0 within 30 s; how long it took.
+fn stop(server: &mut Server, what: &str) -> Duration {
+    let t = Instant::now();
+    server.send_signal(libc::SIGTERM);
+    let status = server.wait_for_exit(Duration::from_secs(30)).unwrap_or_else(|| {
+        panic!(
+            "{what}: the server did not exit within 30 s of SIGTERM\n--- server stderr ---\n{}",
+            server.log()
+        )
+    });
+    assert!(
+        status.success(),
+        "{what}: the server exited with {status} on SIGTERM\n--- server stderr ---\n{}",
+        server.log()
+    );
+    t.elapsed()
+}
+
+/// `count` ports of the default namespace range (above 5000, below the ephemeral range) that
+/// nothing uses now, `taken` aside.
+fn free_ports(count: usize, taken: u16) -> Vec<u16> {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low: u16 = ephemeral.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(32768);
+    let ports: Vec<u16> = (5001..low)
+        .filter(|&p| p != taken && TcpListener::bind((LOCALHOST, p)).is_ok())
+        .take(count)
+        .collect();
+    assert_eq!(ports.len(), count, "fewer than {count} free ports in 5001..{low}");
+    ports
+}
+
+/// The names of the columns of `table`, in order.
+fn columns(conn: &rusqlite::Connection, table: &str) -> Vec<String> {
+    let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')")).unwrap();
+    stmt.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+}
+
+/// `INSERT INTO table (every column) SELECT … FROM table WHERE where_`, the columns named in
+/// `set` taken from the parameters ?1, ?2, … in that order, the others copied.
+fn copy_statement(conn: &rusqlite::Connection, table: &str, set: &[&str], where_: &str) -> String {
+    let cols = columns(conn, table);
+    let select: Vec<String> = cols
+        .iter()
+        .map(|c| match set.iter().position(|s| s == c) {
+            Some(i) => format!("?{}", i + 1),
+            None => c.clone(),
+        })
+        .collect();
+    format!(
+        "INSERT INTO {table} ({}) SELECT {} FROM {table} WHERE {where_}",
+        cols.join(", "),
+        select.join(", ")
+    )
+}
+
+/// Copies application `template` (its row, its instances, its redirection in `default`)
+/// [`APPS`] times into the stopped server's store, each copy with a redirection in `default`
+/// and one in `cleverapps`, on `ports`.
+fn seed_store(db: &Path, template: &str, ports: &[u16]) {
+    let mut conn = rusqlite::Connection::open(db).expect("open the store");
+    let tx = conn.transaction().unwrap();
+    {
+        let n = APPS as u32;
+        let mut app =
+            tx.prepare(&copy_statement(&tx, "apps", &["id", "name"], &format!("id = ?{}", 3))).unwrap();
+        let mut instances =
+            tx.prepare(&copy_statement(&tx, "instances", &["app_id"], "app_id = ?2")).unwrap();
+        let mut redir = tx
+            .prepare(&copy_statement(
+                &tx,
+                "redirs",
+                &["app_id", "port", "namespace"],
+                "app_id = ?4 AND namespace = 'default'",
+            ))
+            .unwrap();
+        for i in 0..n {
+            let id = format!("app_00000000-0000-4000-8000-{i:012}");
+            assert_eq!(app.execute(rusqlite::params![id, format!("seed-{i}"), template]).unwrap(), 1);
+            assert!(instances.execute(rusqlite::params![id, template]).unwrap() >= 1);
+            for (k, namespace) in ["default", "cleverapps"].into_iter().enumerate() {
+                let port = ports[2 * i as usize + k];
+                assert_eq!(redir.execute(rusqlite::params![id, port, namespace, template]).unwrap(), 1);
+            }
+        }
+    }
+    tx.commit().expect("commit the seeded store");
+}
+
+/// Waits (polling every 50 ms, up to `limit`) until process `pid` holds at least `least`
+/// descriptors; returns how many it holds then.
+fn wait_for_fds_at_least(pid: u32, least: usize, limit: Duration, what: &str) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = fd_count(pid);
+        if now >= least {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the server holds {now} descriptors after {limit:?}; expected {least}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "needs an open-file limit of 12,500 or more; CI runs it (`cargo test -- --ignored`)"]
+fn ten_thousand_redirections_forward_hold_connections_and_stop_cleanly() {
+    let started = Instant::now();
+    let limit = raise_own_fd_limit() as usize;
+    // With one listener per port: the ports, the fewest connections (two each) and the margin.
+    let least = PORTS + 2 * MIN_CONNECTIONS + MARGIN;
+    if limit < least {
+        cannot_run_here(
+            "ten_thousand_redirections_forward_hold_connections_and_stop_cleanly",
+            &format!(
+                "the open-file limit is {limit}, and this test needs {least} (raise the hard limit: ulimit -Hn 20000)"
+            ),
+        );
+    }
+    let echo = Echo::start();
+
+    // Today's servers have a listener per thread and port: then one thread (see the module's comment).
+    let mut threads = THREADS;
+    let per_port = listeners_per_port(echo.addr, threads);
+    if per_port * PORTS + 2 * MIN_CONNECTIONS + MARGIN > limit {
+        eprintln!(
+            "{per_port} listening sockets per port with {threads} threads: {PORTS} ports would take {} of the \
+             {limit} descriptors; running the server with one forwarding thread",
+            per_port * PORTS
+        );
+        threads = 1;
+    }
+
+    // ---- one application made through the API, then copied in the store -----------------
+    let mut server = Server::builder().args(&["--threads", &threads.to_string()]).start();
+    let template =
+        server.create_app("template", echo.addr)["id"].as_str().expect("the new app's id").to_owned();
+    let template_port = server.add("template", "default");
+    stop(&mut server, "the first stop");
+    // Fresh from the store with one port: the baseline.
+    let mut server = server.restart();
+    let pid = server.process_id();
+    let (fds_base, rss_base) = (fd_count(pid), rss_kib(pid));
+    stop(&mut server, "the second stop");
+    let t = Instant::now();
+    let ports = free_ports(PORTS, template_port);
+    seed_store(&server.data_path().join("tcp-redirs.db"), &template, &ports);
+    let seeded_in = t.elapsed();
+
+    // ---- a start with 10,001 redirections ----------------------------------------------
+    let t = Instant::now();
+    let mut server = server.restart();
+    let pid = server.process_id();
+    let server_limit = fd_limit_of(pid);
+    assert!(
+        server_limit >= least,
+        "the server's open-file limit is {server_limit}, not this process's {limit}"
+    );
+    // Every port listens (a listener per thread at most) before the count is taken.
+    let fds_ports = wait_for_fds_at_least(
+        pid,
+        fds_base + PORTS * per_port.min(threads),
+        Duration::from_secs(60),
+        &format!("binding {PORTS} ports"),
+    );
+    let started_in = t.elapsed();
+    let rss_ports = rss_kib(pid);
+    let fds_per_port = fds_ports.saturating_sub(fds_base) as f64 / PORTS as f64;
+    let kib_per_port = rss_ports.saturating_sub(rss_base) as f64 / PORTS as f64;
+    eprintln!(
+        "{PORTS} redirections seeded in {seeded_in:.1?}; the server started with them in {started_in:.1?} \
+         ({threads} forwarding thread(s)): {fds_base} -> {fds_ports} descriptors ({fds_per_port:.3} per port), \
+         VmRSS {rss_base} -> {rss_ports} KiB ({kib_per_port:.2} KiB per port)"
+    );
+    assert!(!server.log().contains("cannot bind"), "a port could not be bound:\n{}", server.log());
+    // The lead tightens this to 1 once every port has a single listener.
+    assert!(
+        fds_per_port <= (threads + 1) as f64,
+        "{fds_per_port:.3} descriptors per port with {threads} forwarding thread(s)"
+    );
+    assert!(kib_per_port <= MAX_KIB_PER_PORT, "{kib_per_port:.2} KiB per port (bound {MAX_KIB_PER_PORT})");
+
+    // ---- a few more through the API, at that size ----------------------------------------
+    let mut ports = ports;
+    let mut slowest = Duration::ZERO;
+    let t = Instant::now();
+    for i in 0..ADDED {
+        let app = format!("added-{i}");
+        server.create_app(&app, echo.addr);
+        let t = Instant::now();
+        ports.push(server.add(&app, "default"));
+        slowest = slowest.max(t.elapsed());
+    }
+    let mean = t.elapsed() / ADDED as u32;
+    eprintln!(
+        "{ADDED} applications and redirections added through the CLI with {PORTS} in the server: \
+         {mean:.0?} per application and add, slowest add {slowest:.0?}"
+    );
+    assert!(slowest <= MAX_ADD, "an add took {slowest:?} with {PORTS} redirections (bound {MAX_ADD:?})");
+    let fds_ports = fd_count(pid);
+
+    // ---- every port forwards -----------------------------------------------------------
+    let t = Instant::now();
+    thread::scope(|scope| {
+        for chunk in ports.chunks(ports.len().div_ceil(WORKERS)) {
+            scope.spawn(move || {
+                for &port in chunk {
+                    let mut stream = connect(port);
+                    round_trip(&mut stream, format!("port {port}").as_bytes(), &format!("port {port}"));
+                }
+            });
+        }
+    });
+    let swept_in = t.elapsed();
+    // Those connections are closed: the server lets their descriptors go.
+    wait_for_fds_at_most(pid, fds_ports + 2, Duration::from_secs(30), "after one connection on every port");
+    eprintln!(
+        "every one of the {} ports forwarded (a connection each, {WORKERS} clients) in {swept_in:.1?}",
+        ports.len()
+    );
+
+    // ---- N connections at once, one per port ---------------------------------------------
+    let fds_now = fd_count(pid);
+    let n = (server_limit.saturating_sub(fds_now + MARGIN) / 2).min(PORTS);
+    let own = fd_count(std::process::id());
+    assert!(
+        own + 2 * n + MARGIN <= limit,
+        "this process holds {own} descriptors: no room for {n} clients and {n} echo sockets within {limit}"
+    );
+    let t = Instant::now();
+    let mut clients: Vec<(u16, TcpStream)> = ports[..n].iter().map(|&port| (port, connect(port))).collect();
+    for (i, (port, stream)) in clients.iter_mut().enumerate() {
+        round_trip(stream, format!("{i:>8}").as_bytes(), &format!("connection {i} on port {port}"));
+    }
+    let opened_in = t.elapsed();
+    let (fds_held, rss_held) = (fd_count(pid), rss_kib(pid));
+    let fds_per_conn = fds_held.saturating_sub(fds_now) as f64 / n as f64;
+    let kib_per_conn = rss_held.saturating_sub(rss_ports) as f64 / n as f64;
+    eprintln!(
+        "{n} connections open at once (the server's limit: {server_limit}): opened and echoed in {opened_in:.1?}; \
+         {fds_now} -> {fds_held} descriptors ({fds_per_conn:.3} per connection), \
+         VmRSS {rss_ports} -> {rss_held} KiB ({kib_per_conn:.2} KiB per idle connection after 8 bytes each way)"
+    );
+    assert!(n >= MIN_CONNECTIONS, "room for {n} connections only");
+    assert!(
+        fds_held.saturating_sub(fds_now).abs_diff(2 * n) <= 20,
+        "{} descriptors for {n} connections: two each expected",
+        fds_held.saturating_sub(fds_now)
+    );
+    assert!(
+        kib_per_conn <= MAX_KIB_PER_CONNECTION,
+        "{kib_per_conn:.2} KiB per idle connection (bound {MAX_KIB_PER_CONNECTION})"
+    );
+    // A second round on every connection, all of them still open.
+    for (i, (port, stream)) in clients.iter_mut().enumerate() {
+        round_trip(
+            stream,
+            format!("{:>8}", n - i).as_bytes(),
+            &format!("connection {i} on port {port}, again"),
+        );
+    }
+
+    // ---- closed: every descriptor goes back ----------------------------------------------
+    drop(clients);
+    let fds_after = wait_for_fds_at_most(
+        pid,
+        fds_ports + 2,
+        Duration::from_secs(30),
+        &format!("after closing {n} connections"),
+    );
+    eprintln!(
+        "after closing them: {fds_after} descriptors (before them: {fds_ports}), VmRSS {} KiB",
+        rss_kib(pid)
+    );
+
+    // ---- SIGTERM: exit 0 ------------------------------------------------------------------
+    let stopped_in = stop(&mut server, &format!("with {} ports", ports.len()));
+    eprintln!("SIGTERM: exited 0 in {stopped_in:.1?}; the whole test took {:.1?}", started.elapsed());
+}
