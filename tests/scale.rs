@@ -6,14 +6,11 @@
 //!
 //! The descriptor budget decides everything here. The server inherits this process's limit
 //! (the soft limit raised to the hard one: 20,000 on the development machines and CI) and
-//! holds, besides a few dozen of its own, its listening sockets (one per port and forwarding
-//! thread today; one per port once the listeners are shared) and two per open connection:
-//! N = (limit - what it holds with the 10,000 ports - a margin) / 2, at most one per port.
+//! holds, besides a few dozen of its own, its listening sockets (one per port) and two per
+//! open connection: N = (limit - what it holds with the 10,000 ports - a margin) / 2, at most one per port.
 //! This process holds the N clients and, since the echo backend runs here on a tokio thread,
-//! the N backend sockets too: 2N, which fits in the same limit. 10,000 ports on two threads
-//! with a listener each would take 20,000 descriptors, the whole limit: while the server has a
-//! listener per thread, the test runs it with one thread (and says so); with one listener per
-//! port, with two.
+//! the N backend sockets too: 2N, which fits in the same limit. A port is one listening
+//! socket whatever the number of threads, so the server runs with two.
 //!
 //! The redirections are not all made through the API: each change makes the server reconcile
 //! its whole table (`LivePorts::reconcile` rebuilds what should run from every redirection),
@@ -302,17 +299,10 @@ fn ten_thousand_redirections_forward_hold_connections_and_stop_cleanly() {
     }
     let echo = Echo::start();
 
-    // Today's servers have a listener per thread and port: then one thread (see the module's comment).
-    let mut threads = THREADS;
+    // A port is one listening socket whatever the number of threads: two threads fit.
+    let threads = THREADS;
     let per_port = listeners_per_port(echo.addr, threads);
-    if per_port * PORTS + 2 * MIN_CONNECTIONS + MARGIN > limit {
-        eprintln!(
-            "{per_port} listening sockets per port with {threads} threads: {PORTS} ports would take {} of the \
-             {limit} descriptors; running the server with one forwarding thread",
-            per_port * PORTS
-        );
-        threads = 1;
-    }
+    assert_eq!(per_port, 1, "listening sockets per port with {threads} forwarding threads");
 
     // ---- one application made through the API, then copied in the store -----------------
     let mut server = Server::builder().args(&["--threads", &threads.to_string()]).start();
@@ -339,10 +329,10 @@ fn ten_thousand_redirections_forward_hold_connections_and_stop_cleanly() {
         server_limit >= least,
         "the server's open-file limit is {server_limit}, not this process's {limit}"
     );
-    // Every port listens (a listener per thread at most) before the count is taken.
+    // Every port listens before the count is taken.
     let fds_ports = wait_for_fds_at_least(
         pid,
-        fds_base + PORTS * per_port.min(threads),
+        fds_base + PORTS,
         Duration::from_secs(60),
         &format!("binding {PORTS} ports"),
     );
@@ -356,11 +346,8 @@ fn ten_thousand_redirections_forward_hold_connections_and_stop_cleanly() {
          VmRSS {rss_base} -> {rss_ports} KiB ({kib_per_port:.2} KiB per port)"
     );
     assert!(!server.log().contains("cannot bind"), "a port could not be bound:\n{}", server.log());
-    // The lead tightens this to 1 once every port has a single listener.
-    assert!(
-        fds_per_port <= (threads + 1) as f64,
-        "{fds_per_port:.3} descriptors per port with {threads} forwarding thread(s)"
-    );
+    // One listening socket per port; a few more descriptors (a pipe, a log) may come and go.
+    assert!(fds_per_port <= 1.01, "{fds_per_port:.3} descriptors per port with {threads} forwarding threads");
     assert!(kib_per_port <= MAX_KIB_PER_PORT, "{kib_per_port:.2} KiB per port (bound {MAX_KIB_PER_PORT})");
 
     // ---- a few more through the API, at that size ----------------------------------------
