@@ -57,8 +57,10 @@ pub struct Port {
     pub close_connections: CancellationToken,
     /// Whether the port is bound right now.
     pub bound: Arc<AtomicBool>,
-    /// Tracks the connection tasks, so the server can wait for them at exit.
-    pub connections: TaskTracker,
+    /// Tracks the connection tasks, so the server can wait for them at exit: one tracker
+    /// per forwarding thread, so that counting a connection touches nothing another
+    /// thread writes.
+    pub connections: Arc<[TaskTracker]>,
     /// How long connections may take and last, and how many: swapped in place when the
     /// namespace's defaults change (a config reload), for new connections only.
     pub limits: Arc<ArcSwap<Limits>>,
@@ -168,8 +170,8 @@ pub async fn run(port: Port, mut listeners: Option<Listeners>) {
         // thread with SO_REUSEPORT): each thread accepts on its own.
         listeners
             .into_iter()
-            .zip(threads.iter().cycle())
-            .map(|(listener, thread)| thread.spawn(accept_loop(port.clone(), Source::Own(listener))))
+            .zip(threads.iter().enumerate().cycle())
+            .map(|(listener, (i, thread))| thread.spawn(accept_loop(port.clone(), Source::Own(listener), i)))
             .collect()
     } else {
         // The usual case: one listener, polled by every thread.
@@ -179,7 +181,10 @@ pub async fn run(port: Port, mut listeners: Option<Listeners>) {
             .flat_map(|listener| {
                 threads
                     .iter()
-                    .map(|thread| thread.spawn(accept_loop(port.clone(), Source::Shared(listener.clone()))))
+                    .enumerate()
+                    .map(|(i, thread)| {
+                        thread.spawn(accept_loop(port.clone(), Source::Shared(listener.clone()), i))
+                    })
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -275,26 +280,48 @@ fn accept_now(listener: &impl AsRawFd) -> io::Result<(std::net::TcpStream, Socke
     Ok((client, peer))
 }
 
-/// Accepts on one listener, on the forwarding thread that runs this, until cancelled.
-async fn accept_loop(port: Arc<Accepting>, listener: Source) {
+/// What the connections of one accept loop share: made once per loop, so that a new
+/// connection takes one reference on an `Arc` that only this thread touches, rather than
+/// one on each of the port's (whose counts every thread would write).
+struct Local {
+    access: Arc<Access>,
+    targets: Arc<Pool>,
+    metrics: Arc<RedirMetrics>,
+    log: Option<Arc<ConnLog>>,
+    /// A child of the port's token: waiting on it takes this thread's lock, not the port's.
+    close: CancellationToken,
+    /// This thread's tracker of connection tasks.
+    tracker: TaskTracker,
+}
+
+/// Accepts on one listener, on forwarding thread `thread`, until cancelled.
+async fn accept_loop(port: Arc<Accepting>, listener: Source, thread: usize) {
     // Registered here, with this thread's runtime, so that its connections live on it.
     let listener = match Polled::new(listener) {
         Ok(l) => l,
         Err(err) => return warn!(addr = %port.addr, error = %err, "cannot poll a listener of the port"),
     };
+    let local = Arc::new(Local {
+        access: port.access.clone(),
+        targets: port.targets.clone(),
+        metrics: port.metrics.clone(),
+        log: port.conn_log.clone(),
+        close: port.close_connections.child_token(),
+        tracker: port.connections[thread % port.connections.len()].clone(),
+    });
     loop {
         let accepted = tokio::select! {
             biased;
             _ = port.stop_accepting.cancelled() => {
                 if !port.handed_over.load(Ordering::Relaxed) {
-                    take_queued(&port, &listener);
+                    take_queued(&port, &local, &listener);
                 }
                 return;
             }
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((client, peer)) => admit(&port, client, peer),
+            Ok((client, peer)) => admit(&port, &local, client, peer),
             // Out of descriptors or memory: the listener is fine, wait for connections to
             // end instead of dying (frp's listeners died here until its PR #2467).
             Err(err) if is_resource_exhaustion(&err) => {
@@ -311,28 +338,23 @@ async fn accept_loop(port: Arc<Accepting>, listener: Source) {
 }
 
 /// Starts forwarding a connection just accepted, or resets it if it is refused.
-fn admit(port: &Accepting, client: TcpStream, peer: SocketAddr) {
+fn admit(port: &Accepting, local: &Arc<Local>, client: TcpStream, peer: SocketAddr) {
     let limits = **port.limits.load();
-    let traffic = port.metrics.traffic.clone();
-    if let Some(refusal) = port.admission.refuse(peer, &limits, &port.access, &port.metrics) {
+    if let Some(refusal) = port.admission.refuse(peer, &limits, &local.access, &local.metrics) {
         debug!(%peer, addr = %port.addr, "{}", refusal.why());
-        if let Some(log) = &port.conn_log {
+        if let Some(log) = &local.log {
             log.log(peer, None, (0, 0), Instant::now(), refusal.end());
         }
         // A reset, at once: the client learns nothing and costs nothing.
         return copy::reset(&client);
     }
-    let access = port.access.clone();
-    let targets = port.targets.clone();
-    let close = port.close_connections.clone();
-    let metrics = port.metrics.clone();
-    let log = port.conn_log.clone();
-    port.connections.spawn(async move {
+    let local = local.clone();
+    local.tracker.clone().spawn(async move {
         // The connection's task runs on this thread for its whole life: its slot of the
         // counters is this thread's, and the connection was counted open in it.
-        let slot = traffic.mine();
+        let slot = local.metrics.traffic.mine();
         let open = Open(slot);
-        connection(client, peer, targets, limits, slot, &metrics, access, close, log).await;
+        connection(client, peer, limits, slot, &local).await;
         drop(open);
     });
 }
@@ -342,9 +364,9 @@ fn admit(port: &Accepting, client: TcpStream, peer: SocketAddr) {
 /// The kernel completes handshakes before the gateway accepts them: a client in the queue
 /// has already seen its connection open, and closing the listener would reset it. At a stop
 /// they are served through the drain like the others (at a removal they are closed anyway).
-fn take_queued(port: &Accepting, listener: &Polled) {
+fn take_queued(port: &Accepting, local: &Arc<Local>, listener: &Polled) {
     while let Some((client, peer)) = listener.accept_queued() {
-        admit(port, client, peer);
+        admit(port, local, client, peer);
     }
 }
 
@@ -352,18 +374,8 @@ fn is_resource_exhaustion(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn connection(
-    client: TcpStream,
-    peer: SocketAddr,
-    targets: Arc<Pool>,
-    limits: Limits,
-    slot: &Slot,
-    metrics: &RedirMetrics,
-    access: Arc<Access>,
-    close: CancellationToken,
-    log: Option<Arc<ConnLog>>,
-) {
+async fn connection(client: TcpStream, peer: SocketAddr, limits: Limits, slot: &Slot, local: &Local) {
+    let Local { access, targets, metrics, log, close, .. } = local;
     // Read the clock only for a port that logs its connections.
     let started = log.as_ref().map(|_| Instant::now());
     // One wait for the whole connection: each wait on the shared token takes its lock.
@@ -373,7 +385,7 @@ async fn connection(
         // A removal or a stop wins over a connect that is starting: the client sees a reset.
         biased;
         () = &mut cancelled => return copy::reset(&client),
-        connected = connect(&targets, limits.connect, slot, metrics) => connected,
+        connected = connect(targets, limits.connect, slot, metrics) => connected,
     };
     let Some((upstream, open)) = connected else {
         metrics.no_instance.inc();

@@ -98,7 +98,8 @@ pub struct LivePorts {
     shutdown: CancellationToken,
     /// Parent of every port's `close_connections`.
     kill: CancellationToken,
-    connections: TaskTracker,
+    /// The connection tasks, one tracker per forwarding thread.
+    connections: Arc<[TaskTracker]>,
     metrics: Metrics,
     workers: Arc<Workers>,
     /// Serialises reconciliations (and a hand-over, which must see no port come or go).
@@ -119,7 +120,7 @@ impl LivePorts {
             held: Mutex::default(),
             shutdown: CancellationToken::new(),
             kill: CancellationToken::new(),
-            connections: TaskTracker::new(),
+            connections: workers.handles().iter().map(|_| TaskTracker::new()).collect(),
             metrics: Metrics::new(),
             workers: Arc::new(workers),
             reconciling: tokio::sync::Mutex::new(()),
@@ -387,11 +388,21 @@ impl LivePorts {
         for task in tasks {
             let _ = task.await;
         }
-        self.connections.close();
-        if tokio::time::timeout(drain, self.connections.wait()).await.is_err() {
-            warn!(open = self.connections.len(), "drain timeout reached; closing the remaining connections");
+        for tracker in self.connections.iter() {
+            tracker.close();
+        }
+        let all_closed = async {
+            for tracker in self.connections.iter() {
+                tracker.wait().await;
+            }
+        };
+        if tokio::time::timeout(drain, all_closed).await.is_err() {
+            let open: usize = self.connections.iter().map(TaskTracker::len).sum();
+            warn!(open, "drain timeout reached; closing the remaining connections");
             self.kill.cancel();
-            self.connections.wait().await;
+            for tracker in self.connections.iter() {
+                tracker.wait().await;
+            }
         }
     }
 }
