@@ -208,22 +208,6 @@ fn joined(handle: JoinHandle<io::Result<()>>, what: &str) {
     handle.join().expect("writer thread panicked").unwrap_or_else(|e| panic!("{what}: {e}"));
 }
 
-/// Waits (polling every 50 ms, up to `limit`) until the process holds at most `most` descriptors.
-fn wait_for_fds_at_most(pid: u32, most: usize, limit: Duration, what: &str) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let now = fd_count(pid);
-        if now <= most {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: the server holds {now} descriptors after {limit:?}; expected at most {most}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The server's descriptor count once the redirection on `port` of `app` has no open
 /// connection left (waits up to 10 s): a baseline that no closing connection inflates.
 fn quiet_fd_count(server: &Server, app: &str, port: u16) -> usize {
@@ -1078,21 +1062,6 @@ fn accept_loop_survives_emfile_and_the_listener_stays() {
 // ---------------------------------------------------------------------------------------
 // Forwarding threads
 // ---------------------------------------------------------------------------------------
-
-/// The listening sockets on `port` of 127.0.0.1, from the kernel's table.
-fn listeners_on(port: u16) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
-    let local = format!("0100007F:{port:04X}");
-    // Columns: slot, local address, remote address, state (0A is LISTEN), ...
-    table
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            cols.get(1) == Some(&local.as_str()) && cols.get(3) == Some(&"0A")
-        })
-        .count()
-}
 
 /// `serve --threads 3`: three forwarding threads, each with its own listener on every public
 /// port; connections work whichever thread the kernel gives them to, and removal closes

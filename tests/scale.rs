@@ -56,21 +56,6 @@ const MAX_KIB_PER_CONNECTION: f64 = 32.0;
 /// How long one `add` may take with 10,000 redirections in the server (debug build).
 const MAX_ADD: Duration = Duration::from_secs(5);
 
-/// Listening sockets on 127.0.0.1:`port` in the whole machine (`/proc/net/tcp`).
-fn listeners_on(port: u16) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
-    let local = format!("0100007F:{port:04X}");
-    // Columns: slot, local address, remote address, state (0A is LISTEN), ...
-    table
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            cols.get(1) == Some(&local.as_str()) && cols.get(3) == Some(&"0A")
-        })
-        .count()
-}
-
 /// The soft open-file limit of process `pid`, from `/proc/PID/limits`.
 fn fd_limit_of(pid: u32) -> usize {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read /proc/PID/limits");
@@ -79,23 +64,6 @@ fn fd_limit_of(pid: u32) -> usize {
         .find_map(|l| l.strip_prefix("Max open files"))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no `Max open files` in /proc/{pid}/limits:\n{limits}"))
-}
-
-/// Waits (polling every 50 ms, up to `limit`) until process `pid` holds at most `most`
-/// descriptors; returns how many it holds then.
-fn wait_for_fds_at_most(pid: u32, most: usize, limit: Duration, what: &str) -> usize {
-    let deadline = Instant::now() + limit;
-    loop {
-        let now = fd_count(pid);
-        if now <= most {
-            return now;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: the server holds {now} descriptors after {limit:?}; expected at most {most}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// One echo listener on a tokio thread of this process: thousands of connections need no

@@ -868,6 +868,38 @@ pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
 
+/// Waits (polling every 50 ms, up to `limit`) until process `pid` holds at most `most`
+/// descriptors; returns how many it holds then.
+pub fn wait_for_fds_at_most(pid: u32, most: usize, limit: Duration, what: &str) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = fd_count(pid);
+        if now <= most {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the server holds {now} descriptors after {limit:?}; expected at most {most}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Listening sockets on 127.0.0.1:`port` in the whole machine (`/proc/net/tcp`).
+pub fn listeners_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let local = format!("0100007F:{port:04X}");
+    // Columns: slot, local address, remote address, state (0A is LISTEN), ...
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.get(1) == Some(&local.as_str()) && cols.get(3) == Some(&"0A")
+        })
+        .count()
+}
+
 /// The resident memory of process `pid` (`VmRSS`), in KiB (0 once it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
