@@ -30,7 +30,7 @@
 //! (`bench/conn_log_cost.py`). The `TCP_REDIRS_LOG` filter still applies to the target.
 
 use std::cell::RefCell;
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
@@ -114,7 +114,7 @@ pub fn set_json(json: bool) {
 
 thread_local! {
     /// The thread's line buffer, reused from one line to the next.
-    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A line in tracing's JSON shape.
@@ -186,11 +186,9 @@ impl ConnLog {
                 let json =
                     JsonLine { timestamp: now, level: "INFO", fields, target: "tcp_redirs::connection" };
                 // Serializing plain fields into memory cannot fail.
-                let mut bytes = std::mem::take(&mut *line).into_bytes();
-                let _ = serde_json::to_writer(&mut bytes, &json);
-                *line = String::from_utf8(bytes).unwrap_or_default();
+                let _ = serde_json::to_writer(&mut *line, &json);
             } else {
-                // Writing into a String cannot fail.
+                // Writing into memory cannot fail.
                 let _ = write!(
                     line,
                     "{}  INFO tcp_redirs::connection: connection client={client} namespace={} port={} app={} \
@@ -203,8 +201,8 @@ impl ConnLog {
                     bytes.1,
                 );
             }
-            line.push('\n');
-            super::log_writer::write(line.as_bytes());
+            line.push(b'\n');
+            super::log_writer::write(&line);
         });
     }
 }
