@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-/// The schemathesis version `.ci/run` installs, the one this test was written against.
+/// The schemathesis version `scripts/test` installs, the one this test was written against.
 const SCHEMATHESIS_VERSION: &str = "4.32.5";
 /// Test cases per operation and phase: bounded so that the run takes about a minute on
 /// two cores; the seed and deterministic generation make it the same run every time.
@@ -30,7 +30,7 @@ fn schemathesis() -> Option<(String, String)> {
 }
 
 #[test]
-#[ignore = "needs schemathesis (pip install schemathesis); .ci/run installs it and runs ignored tests"]
+#[ignore = "needs schemathesis (pip install schemathesis); scripts/test installs it and runs ignored tests"]
 fn the_server_keeps_to_its_openapi_document() {
     let Some((st, version)) = schemathesis() else {
         cannot_run_here(
