@@ -11,6 +11,12 @@
 //! connect every [`CHECK_EVERY`] and is up again as soon as one succeeds. When every
 //! instance is down, they are still tried, in case the checks lag behind a recovery.
 //!
+//! One [`Health`] scheduler per node checks every down instance of every application: an
+//! instance enters its list when it is marked down and leaves it when it is up again, so a
+//! node of 9,000 healthy applications has no timer at all, and one with k instances down
+//! wakes once per [`CHECK_EVERY`] for the k of them (a task per application would wake
+//! 4,500 times a second to find nothing to check).
+//!
 //! The instance list can change at any time ([`Pool::set`]): instances that stay keep their
 //! state and their connections; new ones start up.
 
@@ -19,6 +25,7 @@ use std::sync::{Arc, Weak};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
@@ -53,6 +60,8 @@ pub struct Member {
     weight: u32,
     up: AtomicBool,
     active: AtomicU64,
+    /// Where it goes to be checked when it is marked down.
+    health: Arc<Health>,
 }
 
 #[derive(Debug)]
@@ -62,7 +71,7 @@ struct Resolved {
 }
 
 impl Member {
-    fn new(instance: &Instance) -> Member {
+    fn new(instance: &Instance, health: &Arc<Health>) -> Member {
         Member {
             address: instance.address.clone(),
             ip: instance.address.parse().ok(),
@@ -71,13 +80,15 @@ impl Member {
             weight: instance.weight.unwrap_or(1),
             up: AtomicBool::new(true),
             active: AtomicU64::new(0),
+            health: health.clone(),
         }
     }
 
     /// Marks the instance down after a failed connect; checks will bring it back.
-    pub fn failed(&self) {
+    pub fn failed(self: &Arc<Self>) {
         if self.up.swap(false, Ordering::Relaxed) {
             warn!(instance = %self.address, "instance marked down; checking it every {}s", CHECK_EVERY.as_secs());
+            self.health.watch(self);
         }
     }
 
@@ -155,16 +166,17 @@ impl Drop for Open {
 /// without allocating: [`Candidates`] picks the best instance not yet tried, one at a time,
 /// which costs a pass over the list per attempt (lists are short, and the first attempt
 /// almost always succeeds).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pool {
     members: ArcSwap<Vec<Arc<Member>>>,
+    health: Arc<Health>,
 }
 
 impl Pool {
-    /// A pool of these instances, all presumed up.
-    pub fn new(instances: &[Instance]) -> Pool {
-        let members = instances.iter().map(|i| Arc::new(Member::new(i))).collect();
-        Pool { members: ArcSwap::from_pointee(members) }
+    /// A pool of these instances, all presumed up, checked by `health` when down.
+    pub fn new(instances: &[Instance], health: &Arc<Health>) -> Pool {
+        let members = instances.iter().map(|i| Arc::new(Member::new(i, health))).collect();
+        Pool { members: ArcSwap::from_pointee(members), health: health.clone() }
     }
 
     /// Replaces the instances; those that stay (same address and weight) keep their state.
@@ -178,7 +190,7 @@ impl Pool {
                     .iter()
                     .find(|m| m.address == i.address && m.weight == weight)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(Member::new(i)))
+                    .unwrap_or_else(|| Arc::new(Member::new(i, &self.health)))
             })
             .collect();
         // One writer at a time: the reconciler applies table changes in order.
@@ -268,30 +280,62 @@ impl Tried {
     }
 }
 
-/// Checks the pool's down instances until the pool is dropped or `stop` is cancelled.
-///
-/// The down instances of a round are checked together, so that k unreachable instances
-/// take one [`CHECK_TIMEOUT`] per round, not k of them.
-pub async fn check(pool: Weak<Pool>, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(CHECK_EVERY) => {}
+/// The node's health checks: the instances marked down, checked together every
+/// [`CHECK_EVERY`] until each is up again or gone (its pool dropped).
+#[derive(Debug, Default)]
+pub struct Health {
+    down: Mutex<Vec<Weak<Member>>>,
+    wake: tokio::sync::Notify,
+}
+
+impl Health {
+    fn watch(&self, member: &Arc<Member>) {
+        let weak = Arc::downgrade(member);
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        if !down.iter().any(|w| w.ptr_eq(&weak)) {
+            down.push(weak);
         }
-        let Some(members) = pool.upgrade().map(|p| p.members()) else { return };
-        let mut checks = tokio::task::JoinSet::new();
-        for member in members.iter().filter(|m| !m.up.load(Ordering::Relaxed)).cloned() {
-            checks.spawn(async move {
-                if probe(&member.address).await {
-                    member.up.store(true, Ordering::Relaxed);
-                    info!(instance = %member.address, "instance is up again");
+        drop(down);
+        self.wake.notify_one();
+    }
+
+    /// The instances still down, forgetting those up again or gone.
+    fn still_down(&self) -> Vec<Arc<Member>> {
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        down.retain(|w| w.upgrade().is_some_and(|m| !m.up.load(Ordering::Relaxed)));
+        down.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Checks the down instances until `stop` is cancelled; sleeps while none is down.
+    ///
+    /// The down instances of a round are checked together, so that k unreachable instances
+    /// take one [`CHECK_TIMEOUT`] per round, not k of them.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            while self.still_down().is_empty() {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = self.wake.notified() => {}
                 }
-            });
-        }
-        // Dropping the set (at a stop) aborts the checks still running.
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = async { while checks.join_next().await.is_some() {} } => {}
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(CHECK_EVERY) => {}
+            }
+            let mut checks = tokio::task::JoinSet::new();
+            for member in self.still_down() {
+                checks.spawn(async move {
+                    if probe(&member.address).await {
+                        member.up.store(true, Ordering::Relaxed);
+                        info!(instance = %member.address, "instance is up again");
+                    }
+                });
+            }
+            // Dropping the set (at a stop) aborts the checks still running.
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = async { while checks.join_next().await.is_some() {} } => {}
+            }
         }
     }
 }

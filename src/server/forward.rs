@@ -57,6 +57,8 @@ pub struct Port {
     pub close_connections: CancellationToken,
     /// Whether the port is bound right now.
     pub bound: Arc<AtomicBool>,
+    /// Told when `bound` changes, so the node's published state follows without polling.
+    pub bound_changed: Arc<tokio::sync::Notify>,
     /// Tracks the connection tasks, so the server can wait for them at exit: one tracker
     /// per forwarding thread, so that counting a connection touches nothing another
     /// thread writes.
@@ -160,7 +162,9 @@ pub async fn run(port: Port, mut listeners: Option<Listeners>) {
             }
         }
     };
-    port.bound.store(true, Ordering::Relaxed);
+    if !port.bound.swap(true, Ordering::Relaxed) {
+        port.bound_changed.notify_one();
+    }
     *port.fds.lock().unwrap_or_else(|p| p.into_inner()) =
         listeners.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
     debug!(namespace = %port.namespace, addr = %port.addr, listeners = listeners.len(), "accepting");
@@ -193,7 +197,9 @@ pub async fn run(port: Port, mut listeners: Option<Listeners>) {
         let _ = accepting.await;
     }
     port.fds.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    port.bound.store(false, Ordering::Relaxed);
+    if port.bound.swap(false, Ordering::Relaxed) {
+        port.bound_changed.notify_one();
+    }
 }
 
 /// A port being served: shared by its accept loops.

@@ -7,7 +7,7 @@
 //! have changed it) and answers once this node's copy and ports have caught up with the
 //! write's revision; an `add` or a `remove` also waits, briefly, for the other live nodes
 //! of the namespace to say they did. The ports themselves only ever change through
-//! [`super::live::LivePorts::reconcile`], whichever node made the change.
+//! [`super::live::LivePorts`], from the table's diffs, whichever node made the change.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -368,16 +368,16 @@ impl Gateway {
             validate::port_in_range(&ns, port)?;
         }
         // What the copy says is checked again, atomically, by the store's claim.
-        let mut taken: HashSet<u16> = {
-            let table = self.table();
-            if let Some(row) = table.redirs.values().find(|r| r.app_id == app.id && r.namespace == ns.name) {
-                return Err(Error::already_redirected(row.port, &ns.name));
-            }
-            table.redirs.keys().filter(|(n, _)| *n == ns.name).map(|(_, p)| *p).collect()
-        };
+        if let Some(row) = self.table().app_redir_in(&app.id, &ns.name) {
+            return Err(Error::already_redirected(row.port, &ns.name));
+        }
         let live = self.synced.live();
-        taken.extend(live.ports_in(&ns.name));
-        if new.port.is_some_and(|p| taken.contains(&p)) {
+        // Ports the store said were claimed meanwhile, beside those the copy and this node know.
+        let mut raced: HashSet<u16> = HashSet::new();
+        let taken = |port: u16, raced: &HashSet<u16>| {
+            raced.contains(&port) || live.uses(&ns.name, port) || self.table().port_taken(&ns.name, port)
+        };
+        if new.port.is_some_and(|p| taken(p, &raced)) {
             return Err(Error::port_taken(new.port.unwrap_or_default(), &ns.name));
         }
         let previous = match new.port {
@@ -402,12 +402,12 @@ impl Gateway {
                 }
                 (Some(port), false) => port,
                 (None, true) => {
-                    let (port, listeners) = ports::allocate(bind, &range, &taken, previous)
+                    let (port, listeners) = ports::allocate(bind, &range, |p| taken(p, &raced), previous)
                         .ok_or_else(|| Error::no_free_port(&ns.name, ns.min_port, ns.max_port))?;
                     live.hold(&ns.name, port, listeners);
                     port
                 }
-                (None, false) => ports::pick(&range, &taken, previous)
+                (None, false) => ports::pick(&range, |p| taken(p, &raced), previous)
                     .ok_or_else(|| Error::no_free_port(&ns.name, ns.min_port, ns.max_port))?,
             };
             let row = RedirRow {
@@ -426,7 +426,7 @@ impl Gateway {
                     live.unhold(&ns.name, port);
                     match err {
                         StoreError::Conflict(Conflict::PortTaken) if new.port.is_none() => {
-                            taken.insert(port);
+                            raced.insert(port);
                             continue;
                         }
                         StoreError::Conflict(Conflict::PortTaken) => {

@@ -1,11 +1,21 @@
 //! The live ports: the listeners this node runs, made to match the table.
 //!
-//! [`LivePorts::reconcile`] is the one way a stored change reaches the bound ports, on the
-//! node that made the change as on every other: it compares the redirections the table
-//! holds (in the namespaces this node serves) with the ports running, stops those no longer
-//! wanted (their open connections are reset), starts the missing ones, and gives each
-//! application's instance pool its stored instances. A port that `add` bound before its
-//! claim was committed is handed over here, so it is never bound twice.
+//! A stored change reaches the bound ports one way, on the node that made the change as
+//! on every other: the table applies it and says what it changed (a [`Diff`]), and
+//! [`LivePorts::apply`] redoes those keys only. For each, it compares what the table holds
+//! (in the namespaces this node serves) with the port running, stops it when no longer
+//! wanted (its open connections are reset), starts it when missing, gives new limits to
+//! new connections, and gives each application's instance pool its stored instances. So a
+//! change costs what it touches, whatever the size of the table, as Envoy's delta xDS and
+//! APISIX's incremental routes do.
+//!
+//! [`LivePorts::reconcile`] does the same for every key of the table and every running
+//! port: at start, after a snapshot reload, and periodically as a safety net against drift
+//! (a bug in the diff path, a port whose task ended). What it has to repair outside a
+//! reload is counted in a metric and logged, so that drift is seen, not hidden.
+//!
+//! A port that `add` bound before its claim was committed is handed over here, so it is
+//! never bound twice.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -22,14 +32,14 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::access::Access;
-use super::balance::{self, Pool};
+use super::balance::{Health, Pool};
 use super::config::DEFAULT_LIMITS;
 use super::conn_log::ConnLog;
 use super::forward::{self, Limits};
 use super::metrics::{Metrics, RedirMetrics};
 use super::ports::Listeners;
 use super::store::{NamespaceDef, RedirRow};
-use super::table::Table;
+use super::table::{Diff, Table};
 use super::workers::Workers;
 use crate::wire::{Instance, RedirTraffic};
 
@@ -81,11 +91,16 @@ struct Live {
     metrics: Arc<RedirMetrics>,
 }
 
-/// An application's instance pool and the stored list it was last given.
+/// An application's instance pool, the stored list it was last given, and how many of
+/// this node's ports use it (the pool goes with the last one).
 struct AppPool {
     stored: Vec<Instance>,
     pool: Arc<Pool>,
+    ports: usize,
 }
+
+/// What one key of the table wants running: the row, its limits, and whether it logs.
+type Wanted = Option<(RedirRow, Limits, bool)>;
 
 /// The ports running on this node.
 pub struct LivePorts {
@@ -108,17 +123,25 @@ pub struct LivePorts {
     inherited: Mutex<HashMap<SocketAddr, Listeners>>,
     /// Set once this node's sockets are handed to a new process.
     handed_over: Arc<AtomicBool>,
+    /// Woken when a port's task binds or loses its port (not by the reconciler's changes,
+    /// which the store's revision already says).
+    bound_changed: Arc<tokio::sync::Notify>,
+    /// The health checks of every application's down instances.
+    health: Arc<Health>,
 }
 
 impl LivePorts {
-    /// No port running yet.
+    /// No port running yet; starts the node's health checks (so it runs in a runtime).
     pub fn new(served: Served, workers: Workers) -> LivePorts {
+        let shutdown = CancellationToken::new();
+        let health = Arc::new(Health::default());
+        tokio::spawn(health.clone().run(shutdown.child_token()));
         LivePorts {
             served,
             live: Mutex::default(),
             pools: Mutex::default(),
             held: Mutex::default(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             kill: CancellationToken::new(),
             connections: workers.handles().iter().map(|_| TaskTracker::new()).collect(),
             metrics: Metrics::new(),
@@ -126,6 +149,8 @@ impl LivePorts {
             reconciling: tokio::sync::Mutex::new(()),
             inherited: Mutex::default(),
             handed_over: Arc::default(),
+            bound_changed: Arc::default(),
+            health,
         }
     }
 
@@ -168,6 +193,11 @@ impl LivePorts {
         self.handed_over.store(true, Ordering::Relaxed);
     }
 
+    /// Resolves when a port's task has bound or lost its port since the last call.
+    pub async fn bound_changed(&self) {
+        self.bound_changed.notified().await
+    }
+
     /// Which namespaces this node serves.
     pub fn served(&self) -> &Served {
         &self.served
@@ -183,94 +213,176 @@ impl LivePorts {
         self.held.lock().unwrap().remove(&(namespace.to_owned(), port));
     }
 
-    /// The ports of a namespace that run or are held here.
-    pub fn ports_in(&self, namespace: &str) -> HashSet<u16> {
-        let live = self.live.lock().unwrap();
-        let held = self.held.lock().unwrap();
-        live.keys().chain(held.keys()).filter(|(n, _)| n == namespace).map(|(_, p)| *p).collect()
+    /// Whether a namespace's port runs or is held here.
+    pub fn uses(&self, namespace: &str, port: u16) -> bool {
+        let key = (namespace.to_owned(), port);
+        self.live.lock().unwrap().contains_key(&key) || self.held.lock().unwrap().contains_key(&key)
     }
 
-    /// Makes the running ports match the table.
-    pub async fn reconcile(&self, table: &std::sync::RwLock<Table>) {
+    /// Makes the running ports follow a change of the table: only the keys it touched.
+    pub async fn apply(&self, table: &std::sync::RwLock<Table>, diff: &Diff) {
         let _one_at_a_time = self.reconciling.lock().await;
         if self.shutdown.is_cancelled() {
             return;
         }
-        // What should run, read under the table's lock and acted on after it.
-        let (wanted, apps) = {
+        let (wanted, instances) = {
             let table = table.read().unwrap_or_else(|p| p.into_inner());
-            let wanted: BTreeMap<(String, u16), (RedirRow, Limits, bool)> = table
-                .redirs
-                .iter()
-                .filter(|((ns, _), _)| self.served.serves(ns))
-                .filter_map(|(key, row)| {
-                    let def = table.namespaces.get(&row.namespace);
-                    if def.is_none() {
-                        warn!(namespace = %row.namespace, port = row.port,
-                            "redirection kept in the store but not served: its namespace is not defined");
-                        return None;
-                    }
-                    let log = self.served.access_log || def.is_some_and(|d| d.access_log);
-                    Some((key.clone(), (row.clone(), limits(def, row), log)))
-                })
-                .collect();
-            let apps: HashMap<String, Vec<Instance>> = wanted
-                .values()
-                .filter_map(|(row, _, _)| {
-                    table.apps.get(&row.app_id).map(|a| (a.id.clone(), a.instances.clone()))
-                })
-                .collect();
-            (wanted, apps)
-        };
-        let stale: Vec<Live> = {
-            let mut live = self.live.lock().unwrap();
-            let gone: Vec<_> = live
-                .iter()
-                .filter(|(key, l)| {
-                    wanted.get(*key).is_none_or(|(row, _, log)| *row != l.row || *log != l.logged)
-                })
-                .map(|(key, _)| key.clone())
-                .collect();
-            gone.into_iter().filter_map(|key| live.remove(&key)).collect()
-        };
-        for live in stale {
-            self.stop_one(live).await;
-        }
-        self.sync_pools(&apps);
-        for (key, (row, limits, log)) in wanted {
-            if let Some(running) = self.live.lock().unwrap().get(&key) {
-                // Open connections keep the limits they started with; new ones get these.
-                if **running.limits.load() != limits {
-                    running.limits.store(Arc::new(limits));
-                    info!(namespace = %row.namespace, port = row.port, "new limits for new connections");
-                }
-                continue;
+            let mut keys = diff.redirs.clone();
+            for ns in diff.namespaces.iter().filter(|ns| self.served.serves(ns)) {
+                keys.extend(table.namespace_redirs(ns).map(|r| (r.namespace.clone(), r.port)));
+                let live = self.live.lock().unwrap();
+                keys.extend(live.range((ns.clone(), 0)..=(ns.clone(), u16::MAX)).map(|(k, _)| k.clone()));
             }
-            let Some(pool) = self.pools.lock().unwrap().get(&row.app_id).map(|p| p.pool.clone()) else {
+            for app in &diff.apps {
+                keys.extend(table.app_keys(app).cloned());
+            }
+            let wanted: Vec<_> = keys.into_iter().map(|key| (self.wanted(&table, &key), key)).collect();
+            let mut apps: std::collections::BTreeSet<&str> = diff.apps.iter().map(String::as_str).collect();
+            apps.extend(wanted.iter().filter_map(|(w, _)| w.as_ref()).map(|(row, _, _)| row.app_id.as_str()));
+            let instances = Self::instances_of(&table, apps);
+            (wanted, instances)
+        };
+        self.converge(wanted, &instances, false).await;
+    }
+
+    /// Makes every running port match the whole table; answers how many keys and pools it
+    /// had to change. `repair`: this is the periodic safety net, not a start or a reload,
+    /// so whatever it changes is drift, counted and logged.
+    pub async fn reconcile(&self, table: &std::sync::RwLock<Table>, repair: bool) -> usize {
+        let _one_at_a_time = self.reconciling.lock().await;
+        if self.shutdown.is_cancelled() {
+            return 0;
+        }
+        let (wanted, instances) = {
+            let table = table.read().unwrap_or_else(|p| p.into_inner());
+            let mut keys: std::collections::BTreeSet<(String, u16)> =
+                table.redirs.keys().filter(|(ns, _)| self.served.serves(ns)).cloned().collect();
+            keys.extend(self.live.lock().unwrap().keys().cloned());
+            let wanted: Vec<_> = keys.into_iter().map(|key| (self.wanted(&table, &key), key)).collect();
+            let mut apps: std::collections::BTreeSet<&str> = wanted
+                .iter()
+                .filter_map(|(w, _)| w.as_ref())
+                .map(|(row, _, _)| row.app_id.as_str())
+                .collect();
+            let pooled: Vec<String> = self.pools.lock().unwrap().keys().cloned().collect();
+            apps.extend(pooled.iter().map(String::as_str));
+            let instances = Self::instances_of(&table, apps);
+            (wanted, instances)
+        };
+        let repaired = self.converge(wanted, &instances, repair).await;
+        if repair && repaired > 0 {
+            self.metrics.repaired(repaired as u64);
+            warn!(repaired, "the full reconcile found ports that did not match the table, and fixed them");
+        }
+        repaired
+    }
+
+    /// What the table wants running at `key` on this node.
+    fn wanted(&self, table: &Table, key: &(String, u16)) -> Wanted {
+        if !self.served.serves(&key.0) {
+            return None;
+        }
+        let row = table.redirs.get(key)?;
+        let Some(def) = table.namespaces.get(&row.namespace) else {
+            warn!(namespace = %row.namespace, port = row.port,
+                "redirection kept in the store but not served: its namespace is not defined");
+            return None;
+        };
+        let log = self.served.access_log || def.access_log;
+        Some((row.clone(), limits(Some(def), row), log))
+    }
+
+    /// The stored instances of these applications (`None`: the table has no such one).
+    fn instances_of<'a>(
+        table: &Table,
+        apps: impl IntoIterator<Item = &'a str>,
+    ) -> HashMap<String, Option<Vec<Instance>>> {
+        apps.into_iter().map(|id| (id.to_owned(), table.apps.get(id).map(|a| a.instances.clone()))).collect()
+    }
+
+    /// Brings each key to what the table wants and each named pool to its instances;
+    /// answers how many keys and pools it changed (`quiet`: a repair logs as a warning).
+    async fn converge(
+        &self,
+        wanted: Vec<(Wanted, (String, u16))>,
+        instances: &HashMap<String, Option<Vec<Instance>>>,
+        repair: bool,
+    ) -> usize {
+        let mut changed = 0;
+        // Instances first: a port started below takes the pool as it now is.
+        {
+            let mut pools = self.pools.lock().unwrap();
+            for (id, stored) in instances {
+                if let (Some(p), Some(stored)) = (pools.get_mut(id), stored) {
+                    if p.stored != *stored {
+                        p.pool.set(stored);
+                        p.stored = stored.clone();
+                        changed += 1;
+                    }
+                }
+            }
+        }
+        for (want, key) in wanted {
+            let stale = {
+                let mut live = self.live.lock().unwrap();
+                match (live.get(&key), &want) {
+                    (None, None) => continue,
+                    (Some(l), Some((row, limits, log))) if l.row.same_settings(row) && l.logged == *log => {
+                        // Open connections keep the limits they started with; new ones get these.
+                        if **l.limits.load() != *limits {
+                            l.limits.store(Arc::new(*limits));
+                            info!(namespace = %row.namespace, port = row.port, "new limits for new connections");
+                            changed += 1;
+                        }
+                        continue;
+                    }
+                    (Some(_), _) => live.remove(&key),
+                    (None, Some(_)) => None,
+                }
+            };
+            changed += 1;
+            if repair {
+                warn!(namespace = %key.0, port = key.1, wanted = want.is_some(), running = stale.is_some(),
+                    "repairing a port that did not match the table");
+            }
+            if let Some(live) = stale {
+                self.stop_one(live).await;
+            }
+            let Some((row, limits, log)) = want else { continue };
+            let Some(pool) = self.pool_for(&row.app_id, instances) else {
                 warn!(app = %row.app_id, port = row.port, "redirection of an unknown application: not served");
                 continue;
             };
             let held = self.held.lock().unwrap().remove(&key);
             self.start(row, limits, log, pool, held);
         }
+        changed
     }
 
-    /// Gives each application that has a port here its stored instances; forgets the others.
-    fn sync_pools(&self, apps: &HashMap<String, Vec<Instance>>) {
+    /// The application's pool, made from its stored instances for its first port here.
+    fn pool_for(
+        &self,
+        app_id: &str,
+        instances: &HashMap<String, Option<Vec<Instance>>>,
+    ) -> Option<Arc<Pool>> {
         let mut pools = self.pools.lock().unwrap();
-        pools.retain(|id, _| apps.contains_key(id));
-        for (id, instances) in apps {
-            match pools.get_mut(id) {
-                Some(p) if p.stored == *instances => {}
-                Some(p) => {
-                    p.pool.set(instances);
-                    p.stored = instances.clone();
-                }
-                None => {
-                    let pool = Arc::new(Pool::new(instances));
-                    tokio::spawn(balance::check(Arc::downgrade(&pool), self.shutdown.child_token()));
-                    pools.insert(id.clone(), AppPool { stored: instances.clone(), pool });
-                }
+        if let Some(p) = pools.get_mut(app_id) {
+            p.ports += 1;
+            return Some(p.pool.clone());
+        }
+        let stored = instances.get(app_id)?.as_ref()?;
+        let pool = Arc::new(Pool::new(stored, &self.health));
+        pools.insert(app_id.to_owned(), AppPool { stored: stored.clone(), pool: pool.clone(), ports: 1 });
+        Some(pool)
+    }
+
+    /// Forgets the application's pool with its last port here.
+    fn release_pool(&self, app_id: &str) {
+        let mut pools = self.pools.lock().unwrap();
+        if let Some(p) = pools.get_mut(app_id) {
+            p.ports -= 1;
+            if p.ports == 0 {
+                pools.remove(app_id);
             }
         }
     }
@@ -308,6 +420,7 @@ impl LivePorts {
             stop_accepting: stop_accepting.clone(),
             close_connections: close_connections.clone(),
             bound: bound.clone(),
+            bound_changed: self.bound_changed.clone(),
             connections: self.connections.clone(),
             limits: limits.clone(),
             handed_over: self.handed_over.clone(),
@@ -334,6 +447,7 @@ impl LivePorts {
         live.stop_accepting.cancel();
         live.close_connections.cancel();
         let _ = live.task.await;
+        self.release_pool(&live.row.app_id);
         self.metrics.forget(&live.row.namespace, live.row.port, &live.row.app_id);
         info!(namespace = %live.row.namespace, port = live.row.port, "port closed");
     }
@@ -404,5 +518,108 @@ impl LivePorts {
                 tracker.wait().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, TcpListener, TcpStream};
+    use std::sync::RwLock;
+
+    use super::*;
+    use crate::server::store::{Change, Event, Key, Record};
+    use crate::wire::Application;
+
+    fn served() -> Served {
+        Served {
+            only: None,
+            public_bind: Ipv4Addr::LOCALHOST.into(),
+            binds: HashMap::new(),
+            access_log: false,
+        }
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    fn put(revision: i64, record: Record) -> Event {
+        Event { revision, change: Change::Put(record) }
+    }
+
+    fn redir(port: u16) -> Record {
+        Record::Redir(RedirRow {
+            namespace: "default".into(),
+            port,
+            app_id: "app_1".into(),
+            limits: Default::default(),
+            access: Default::default(),
+            revision: 0,
+        })
+    }
+
+    fn accepts(port: u16) -> bool {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }
+
+    /// Drift made on purpose (the table changed behind the diff path's back) is found by
+    /// the full reconcile, repaired, counted in the metric; a change that went through the
+    /// diff path leaves nothing to repair.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_full_reconcile_repairs_drift_and_counts_it() {
+        let workers = Workers::start(std::num::NonZeroUsize::new(1)).unwrap();
+        let live = LivePorts::new(served(), workers);
+        let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+        let app = Application {
+            id: "app_1".into(),
+            name: "one".into(),
+            owner_id: "orga_1".into(),
+            instances: vec![Instance {
+                address: backend.local_addr().unwrap().to_string(),
+                ..Default::default()
+            }],
+        };
+        let def = NamespaceDef {
+            name: "default".into(),
+            public_host: "localhost".into(),
+            min_port: 1024,
+            max_port: 65535,
+            description: None,
+            orgs: None,
+            limits: Default::default(),
+            access_log: false,
+            retired: false,
+            default_host: false,
+        };
+        let (a, b, c) = (free_port(), free_port(), free_port());
+        let table = RwLock::new(Table::default());
+        let diff = table.write().unwrap().apply(&[
+            put(1, Record::Namespace(def)),
+            put(2, Record::App(app)),
+            put(3, redir(a)),
+        ]);
+        live.apply(&table, &diff).await;
+        assert!(accepts(a), "the port the diff named listens");
+
+        // Behind the diff path's back: `a` removed, `b` added.
+        table.write().unwrap().apply(&[
+            Event { revision: 4, change: Change::Delete(Key::Redir("default".into(), a)) },
+            put(5, redir(b)),
+        ]);
+        assert!(!accepts(b));
+        assert_eq!(live.reconcile(&table, true).await, 2, "one port to stop, one to start");
+        assert!(accepts(b), "the missing port is started");
+        assert!(!accepts(a), "the stale port is closed");
+        assert!(
+            live.metrics_text().contains("tcp_redirs_reconcile_repairs_total 2"),
+            "{}",
+            live.metrics_text()
+        );
+
+        let diff = table.write().unwrap().apply(&[put(6, redir(c))]);
+        live.apply(&table, &diff).await;
+        assert!(accepts(c));
+        assert_eq!(live.reconcile(&table, true).await, 0, "the diff path left nothing to repair");
+        live.stop(Duration::from_secs(1)).await;
     }
 }

@@ -294,6 +294,7 @@ pub struct Metrics {
     live: Arc<Live>,
     refused: Family<Refused, Counter>,
     connect_failures: Family<Redir, Counter>,
+    reconcile_repairs: Counter,
 }
 
 /// One redirection's handles on its series, used by its forwarding loop.
@@ -327,7 +328,13 @@ impl Metrics {
             "Connection attempts to an instance that failed or timed out",
             connect_failures.clone(),
         );
-        Metrics { registry, live, refused, connect_failures }
+        let reconcile_repairs = Counter::default();
+        registry.register(
+            "reconcile_repairs",
+            "Ports and instance pools the periodic full reconcile found out of step with the table, and fixed",
+            reconcile_repairs.clone(),
+        );
+        Metrics { registry, live, refused, connect_failures, reconcile_repairs }
     }
 
     /// The handles of one redirection's series, creating them.
@@ -343,6 +350,11 @@ impl Metrics {
         let connect_failures = self.connect_failures.get_or_create(&redir).clone();
         let traffic = self.live.0.lock().unwrap_or_else(|p| p.into_inner()).entry(redir).or_default().clone();
         RedirMetrics { traffic, no_instance, denied, over_capacity, rate_limited, connect_failures }
+    }
+
+    /// Counts what a periodic full reconcile had to repair.
+    pub fn repaired(&self, n: u64) {
+        self.reconcile_repairs.inc_by(n);
     }
 
     /// Drops a removed redirection's series.

@@ -358,7 +358,7 @@ impl Running<'_> {
             if defs.iter().any(|d| d.name == *name) || def.retired {
                 continue;
             }
-            let held = table.redirs.keys().filter(|(ns, _)| ns == name).count();
+            let held = table.namespace_redirs(name).count();
             if self.fleet {
                 warn!(namespace = %name, redirections = held, "SIGHUP: namespace not in this node's config file; the fleet's definition stays (other nodes may declare it)");
             } else {

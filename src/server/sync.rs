@@ -2,16 +2,18 @@
 //!
 //! At start the node loads a snapshot of the store, makes its ports match it, and only then
 //! serves. It then follows the store's changes from the revision it loaded, in revision
-//! order, applying each batch to its table and, when redirections, applications or
-//! namespaces changed, reconciling its ports ([`super::live`]). When the watch ends (the
-//! store went away) it keeps its table and ports as they are and resumes from the revision
-//! it had; when the store no longer has that revision (compacted while the node was away),
-//! it loads a new snapshot, which reconciles to exactly the right ports.
+//! order, applying each batch to its table and handing what it changed (a diff) to the live
+//! ports ([`super::live`]), which redo those ports only. When the watch ends (the store
+//! went away) it keeps its table and ports as they are and resumes from the revision it
+//! had; when the store no longer has that revision (compacted while the node was away), it
+//! loads a new snapshot and reconciles the ports with all of it. A full reconcile also runs
+//! every few minutes, off the watch loop, as the safety net of the diff path.
 //!
 //! Writers wait on [`Synced::caught_up`]: a call that wrote revision R answers once this
 //! node's ports reflect R. A node also publishes its state for the others (a
 //! [`NodeRecord`]) whenever its ports change, so that the node that took an `add` can tell
-//! when every node of the namespace listens on the new port.
+//! when every node of the namespace listens on the new port; between changes it only
+//! refreshes the record's `lastSeen`, every [`NODE_REFRESH`].
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
@@ -29,6 +31,9 @@ use super::table::Table;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How often a node rewrites its description even when nothing changed (its `lastSeen`).
 const NODE_REFRESH: Duration = Duration::from_secs(10);
+/// How often the full reconcile runs as a safety net, give or take a fifth, so that the
+/// nodes of a fleet started together do not all run theirs at once.
+const RECONCILE_EVERY: Duration = Duration::from_secs(300);
 
 /// The node's table, following the store.
 pub struct Synced {
@@ -58,8 +63,9 @@ impl Synced {
             ports_revision: watch::Sender::new(revision),
             stop: CancellationToken::new(),
         });
-        synced.live.reconcile(&synced.table).await;
+        synced.live.reconcile(&synced.table, false).await;
         tokio::spawn(synced.clone().follow());
+        tokio::spawn(synced.clone().safety_net());
         Ok(synced)
     }
 
@@ -169,10 +175,10 @@ impl Synced {
         while let Some(batch) = changes.recv().await {
             match batch {
                 Ok(events) => {
-                    let touched = self.table.write().unwrap_or_else(|p| p.into_inner()).apply(&events);
+                    let diff = self.table.write().unwrap_or_else(|p| p.into_inner()).apply(&events);
                     let revision = self.table().revision;
-                    if touched.ports {
-                        self.live.reconcile(&self.table).await;
+                    if diff.touches_ports() {
+                        self.live.apply(&self.table, &diff).await;
                         self.ports_revision.send_replace(revision);
                     }
                     self.applied.send_replace(revision);
@@ -187,16 +193,35 @@ impl Synced {
         let snapshot = self.store.snapshot().await?;
         let revision = snapshot.revision;
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Table::load(snapshot);
-        self.live.reconcile(&self.table).await;
+        self.live.reconcile(&self.table, false).await;
         self.ports_revision.send_replace(revision);
         self.applied.send_replace(revision);
         Ok(())
+    }
+
+    /// Runs the full reconcile every [`RECONCILE_EVERY`] (give or take a fifth) until stopped.
+    async fn safety_net(self: Arc<Self>) {
+        use rand::Rng;
+        loop {
+            let every = RECONCILE_EVERY.mul_f64(rand::rng().random_range(0.8..1.2));
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let started = Instant::now();
+            let repaired = self.live.reconcile(&self.table, true).await;
+            tracing::debug!(repaired, took_ms = started.elapsed().as_millis() as u64, "full reconcile");
+            if repaired > 0 {
+                self.ports_revision.send_modify(|_| {});
+            }
+        }
     }
 
     /// Publishes this node's state whenever its ports change, and every [`NODE_REFRESH`].
     pub async fn publish_node(self: Arc<Self>, name: String, public_address: String) {
         let mut changed = self.ports_revision.subscribe();
         let mut written: Option<(NodeRecord, Instant)> = None;
+        let mut failed = false;
         loop {
             let (listening, unbound) = self.live.status();
             let namespaces: Vec<String> =
@@ -216,16 +241,21 @@ impl Synced {
             });
             if !fresh {
                 match self.store.put_node(&record).await {
-                    Ok(()) => written = Some((record, Instant::now())),
-                    Err(err) => tracing::debug!(error = %err, "cannot publish this node's state; will retry"),
+                    Ok(()) => (written, failed) = (Some((record, Instant::now())), false),
+                    Err(err) => {
+                        failed = true;
+                        tracing::debug!(error = %err, "cannot publish this node's state; will retry")
+                    }
                 }
             }
             // A port that binds later (it was held by another program) changes the state
-            // without a store change: look again every second.
+            // without a store change: its task says so.
+            let refresh = if failed { MAX_BACKOFF } else { NODE_REFRESH };
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = changed.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.live.bound_changed() => {}
+                _ = tokio::time::sleep(refresh) => {}
             }
         }
     }

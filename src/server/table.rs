@@ -5,6 +5,12 @@
 //! loaded from a snapshot and then moved forward by the store's changes in revision order
 //! ([`super::sync`]). Applying a change is idempotent: a change at or below the revision
 //! already applied is skipped, and a put or a delete applied twice leaves the same table.
+//!
+//! Applying a batch answers a [`Diff`]: the keys whose records it really changed, so that
+//! what follows the table (the live ports) redoes those and nothing else. A change costs
+//! what it touches: redirections are kept by (namespace, port), so one namespace's are a
+//! range of the map, and indexed by application, so one application's are found without a
+//! pass over the table.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -28,6 +34,8 @@ pub struct Table {
     pub tokens: BTreeMap<String, TokenRecord>,
     /// Credential ids by token hash (two nodes may be given the same admin token).
     by_hash: HashMap<String, BTreeSet<String>>,
+    /// Each application's redirections, by (namespace, port).
+    by_app: HashMap<String, BTreeSet<(String, u16)>>,
     /// Namespace definitions by name.
     pub namespaces: BTreeMap<String, NamespaceDef>,
     /// Node descriptions by name.
@@ -36,64 +44,89 @@ pub struct Table {
     pub alive: BTreeSet<String>,
 }
 
-/// What a batch of changes touched, so that only what depends on it is redone.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Touched {
-    /// Redirections, applications or namespaces: the live ports may have to follow.
-    pub ports: bool,
+/// What a batch of changes changed: the keys whose records differ from before, so that
+/// only what depends on them is redone.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Diff {
+    /// Redirections added, removed or changed, by (namespace, port).
+    pub redirs: BTreeSet<(String, u16)>,
+    /// Applications created, removed or changed (their instances).
+    pub apps: BTreeSet<String>,
+    /// Namespaces defined, redefined or removed.
+    pub namespaces: BTreeSet<String>,
+}
+
+impl Diff {
+    /// Whether the live ports may have to follow.
+    pub fn touches_ports(&self) -> bool {
+        !(self.redirs.is_empty() && self.apps.is_empty() && self.namespaces.is_empty())
+    }
 }
 
 impl Table {
     /// The table of a snapshot.
     pub fn load(snapshot: Snapshot) -> Table {
         let mut table = Table { revision: snapshot.revision, ..Table::default() };
+        let mut diff = Diff::default();
         for record in snapshot.records {
-            table.put(record);
+            table.put(record, &mut diff);
+            // A loaded table is followed whole (a full reconcile), not by its diff.
+            diff = Diff::default();
         }
         table
     }
 
     /// Applies a batch of changes; those at or below the applied revision are skipped.
-    pub fn apply(&mut self, events: &[Event]) -> Touched {
-        let mut touched = Touched::default();
+    pub fn apply(&mut self, events: &[Event]) -> Diff {
+        let mut diff = Diff::default();
         let applied = self.revision;
         for event in events.iter().filter(|e| e.revision > applied) {
-            touched.ports |= match &event.change {
-                Change::Put(record) => {
-                    matches!(record, Record::Redir(_) | Record::App(_) | Record::Namespace(_))
-                }
-                Change::Delete(key) => matches!(key, Key::Redir(..) | Key::App(_) | Key::Namespace(_)),
-            };
             match &event.change {
                 Change::Put(Record::Redir(row)) => {
                     let row = RedirRow { revision: event.revision, ..row.clone() };
-                    self.put(Record::Redir(row));
+                    self.put(Record::Redir(row), &mut diff);
                 }
-                Change::Put(record) => self.put(record.clone()),
-                Change::Delete(key) => self.delete(key),
+                Change::Put(record) => self.put(record.clone(), &mut diff),
+                Change::Delete(key) => self.delete(key, &mut diff),
             }
             self.revision = self.revision.max(event.revision);
         }
-        touched
+        diff
     }
 
-    fn put(&mut self, record: Record) {
+    fn put(&mut self, record: Record, diff: &mut Diff) {
         match record {
             Record::Org(org) => {
                 self.orgs.insert(org.id.clone(), org);
             }
             Record::App(app) => {
+                if self.apps.get(&app.id) != Some(&app) {
+                    diff.apps.insert(app.id.clone());
+                }
                 self.apps.insert(app.id.clone(), app);
             }
             Record::Redir(row) => {
-                self.redirs.insert((row.namespace.clone(), row.port), row);
+                let key = (row.namespace.clone(), row.port);
+                let old = self.redirs.get(&key);
+                if old.is_none_or(|old| !old.same_settings(&row)) {
+                    diff.redirs.insert(key.clone());
+                }
+                if let Some(old) = old.filter(|old| old.app_id != row.app_id) {
+                    let old_app = old.app_id.clone();
+                    self.unindex(&old_app, &key);
+                }
+                self.by_app.entry(row.app_id.clone()).or_default().insert(key.clone());
+                self.redirs.insert(key, row);
             }
             Record::Token(token) => {
-                self.delete(&Key::Token(token.info.id.clone()));
+                self.delete(&Key::Token(token.info.id.clone()), diff);
                 self.by_hash.entry(token.token_hash.clone()).or_default().insert(token.info.id.clone());
                 self.tokens.insert(token.info.id.clone(), token);
             }
             Record::Namespace(def) => {
+                if self.namespaces.get(&def.name) != Some(&def) {
+                    diff.namespaces.insert(def.name.clone());
+                }
                 self.namespaces.insert(def.name.clone(), def);
             }
             Record::Node(node) => {
@@ -105,11 +138,21 @@ impl Table {
         }
     }
 
-    fn delete(&mut self, key: &Key) {
+    fn delete(&mut self, key: &Key, diff: &mut Diff) {
         match key {
             Key::Org(id) => drop(self.orgs.remove(id)),
-            Key::App(id) => drop(self.apps.remove(id)),
-            Key::Redir(ns, port) => drop(self.redirs.remove(&(ns.clone(), *port))),
+            Key::App(id) => {
+                if self.apps.remove(id).is_some() {
+                    diff.apps.insert(id.clone());
+                }
+            }
+            Key::Redir(ns, port) => {
+                let key = (ns.clone(), *port);
+                if let Some(old) = self.redirs.remove(&key) {
+                    self.unindex(&old.app_id, &key);
+                    diff.redirs.insert(key);
+                }
+            }
             Key::Token(id) => {
                 if let Some(old) = self.tokens.remove(id) {
                     if let Some(ids) = self.by_hash.get_mut(&old.token_hash) {
@@ -120,9 +163,22 @@ impl Table {
                     }
                 }
             }
-            Key::Namespace(name) => drop(self.namespaces.remove(name)),
+            Key::Namespace(name) => {
+                if self.namespaces.remove(name).is_some() {
+                    diff.namespaces.insert(name.clone());
+                }
+            }
             Key::Node(name) => drop(self.nodes.remove(name)),
             Key::Alive(name) => drop(self.alive.remove(name)),
+        }
+    }
+
+    fn unindex(&mut self, app_id: &str, key: &(String, u16)) {
+        if let Some(keys) = self.by_app.get_mut(app_id) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_app.remove(app_id);
+            }
         }
     }
 
@@ -133,7 +189,28 @@ impl Table {
 
     /// An application's redirections, sorted by (namespace, port).
     pub fn app_redirs(&self, app_id: &str) -> Vec<RedirRow> {
-        self.redirs.values().filter(|r| r.app_id == app_id).cloned().collect()
+        self.app_keys(app_id).filter_map(|key| self.redirs.get(key)).cloned().collect()
+    }
+
+    /// The keys of an application's redirections, sorted by (namespace, port).
+    pub fn app_keys(&self, app_id: &str) -> impl Iterator<Item = &(String, u16)> {
+        self.by_app.get(app_id).into_iter().flatten()
+    }
+
+    /// The application's redirection in a namespace, if it has one.
+    pub fn app_redir_in(&self, app_id: &str, namespace: &str) -> Option<&RedirRow> {
+        self.app_keys(app_id).find(|(ns, _)| ns == namespace).and_then(|key| self.redirs.get(key))
+    }
+
+    /// A namespace's redirections, by port.
+    pub fn namespace_redirs<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a RedirRow> + 'a {
+        let ns = namespace.to_owned();
+        self.redirs.range((ns.clone(), 0)..=(ns, u16::MAX)).map(|(_, row)| row)
+    }
+
+    /// Whether a namespace's port is held by a redirection.
+    pub fn port_taken(&self, namespace: &str, port: u16) -> bool {
+        self.redirs.contains_key(&(namespace.to_owned(), port))
     }
 }
 
@@ -157,12 +234,30 @@ mod tests {
         let mut table = Table::default();
         let add = Event { revision: 3, change: Change::Put(Record::Redir(redir(5000))) };
         let remove = Event { revision: 4, change: Change::Delete(Key::Redir("default".into(), 5000)) };
-        assert!(table.apply(std::slice::from_ref(&add)).ports);
-        assert!(table.apply(std::slice::from_ref(&remove)).ports);
+        assert!(table.apply(std::slice::from_ref(&add)).touches_ports());
+        assert!(table.apply(std::slice::from_ref(&remove)).touches_ports());
         // Replayed (a watch restarted from an older revision): skipped, the port stays gone.
-        assert!(!table.apply(&[add, remove]).ports);
+        assert!(!table.apply(&[add, remove]).touches_ports());
         assert!(table.redirs.is_empty());
         assert_eq!(table.revision, 4);
+    }
+
+    #[test]
+    fn a_diff_names_what_changed_and_only_that() {
+        let mut table = Table::default();
+        let put = |revision, port| Event { revision, change: Change::Put(Record::Redir(redir(port))) };
+        let diff = table.apply(&[put(1, 5000), put(2, 5001)]);
+        assert_eq!(diff.redirs.len(), 2);
+        assert_eq!(table.app_keys("app_1").count(), 2);
+        // The same row again (a later revision): nothing the ports depend on changed.
+        assert!(!table.apply(&[put(3, 5000)]).touches_ports());
+        let diff =
+            table.apply(&[Event { revision: 4, change: Change::Delete(Key::Redir("default".into(), 5000)) }]);
+        assert_eq!(diff.redirs.into_iter().collect::<Vec<_>>(), vec![("default".to_owned(), 5000)]);
+        assert_eq!(table.app_redirs("app_1").iter().map(|r| r.port).collect::<Vec<_>>(), vec![5001]);
+        assert_eq!(table.app_redir_in("app_1", "default").map(|r| r.port), Some(5001));
+        assert_eq!(table.namespace_redirs("default").count(), 1);
+        assert!(table.namespace_redirs("other").next().is_none());
     }
 
     #[test]

@@ -50,6 +50,13 @@ pub struct RedirRow {
     pub revision: Revision,
 }
 
+impl RedirRow {
+    /// Whether the two say the same of the port (the revision that created them aside).
+    pub fn same_settings(&self, other: &RedirRow) -> bool {
+        RedirRow { revision: other.revision, ..self.clone() } == *other
+    }
+}
+
 /// A credential as stored: hashes only, never the token or secret themselves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
