@@ -264,6 +264,16 @@ impl Error {
         )
     }
 
+    /// The node has no descriptor left for a new port: it keeps serving the ports it has.
+    pub fn out_of_descriptors(node: &str, limit: u64) -> Error {
+        tracing::warn!(node, limit, "cannot listen on a new port: this node has reached its open-file limit; raise it (systemd: LimitNOFILE= in the unit; a shell: ulimit -Hn), or serve this namespace from another node (serve --namespaces)");
+        Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            5031,
+            format!("node `{node}` has reached its open-file limit ({limit} descriptors), so it cannot listen on a new port; nothing was changed and its ports keep forwarding; the operator raises the limit (one descriptor per port, two per connection) or serves the namespace from another node"),
+        )
+    }
+
     /// A store failure that is not one of the conflicts the caller maps itself.
     pub fn from_store(store: &str, err: super::store::StoreError) -> Error {
         use super::store::StoreError;

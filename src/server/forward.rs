@@ -152,6 +152,14 @@ pub async fn run(port: Port, mut listeners: Option<Listeners>) {
         }
         match super::ports::bind(port.addr) {
             Ok(l) => break l,
+            Err(err) if super::ports::out_of_descriptors(&err) => {
+                warn!(namespace = %port.namespace, addr = %port.addr, error = %err, limit = super::ports::descriptor_limit(),
+                    "cannot bind the redirection's port: this node has reached its open-file limit; raise it (systemd: LimitNOFILE=) or serve the namespace from another node; retrying every {}s", REBIND_EVERY.as_secs());
+                tokio::select! {
+                    _ = port.stop_accepting.cancelled() => return,
+                    _ = tokio::time::sleep(REBIND_EVERY) => {}
+                }
+            }
             Err(err) => {
                 warn!(namespace = %port.namespace, addr = %port.addr, error = %err,
                     "cannot bind the redirection's port (is another program using it?); retrying every {}s", REBIND_EVERY.as_secs());

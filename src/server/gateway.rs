@@ -395,14 +395,20 @@ impl Gateway {
             // then-bind race with other programs here. One that does not only picks it.
             let port = match (new.port, serves) {
                 (Some(port), true) => {
-                    let listeners = ports::bind(SocketAddr::new(bind, port))
-                        .map_err(|_| Error::port_taken(port, &ns.name))?;
+                    let listeners = ports::bind(SocketAddr::new(bind, port)).map_err(|err| {
+                        if ports::out_of_descriptors(&err) {
+                            Error::out_of_descriptors(&self.node, ports::descriptor_limit())
+                        } else {
+                            Error::port_taken(port, &ns.name)
+                        }
+                    })?;
                     live.hold(&ns.name, port, listeners);
                     port
                 }
                 (Some(port), false) => port,
                 (None, true) => {
                     let (port, listeners) = ports::allocate(bind, &range, |p| taken(p, &raced), previous)
+                        .map_err(|_| Error::out_of_descriptors(&self.node, ports::descriptor_limit()))?
                         .ok_or_else(|| Error::no_free_port(&ns.name, ns.min_port, ns.max_port))?;
                     live.hold(&ns.name, port, listeners);
                     port

@@ -24,31 +24,55 @@ const BACKLOG: i32 = 1024;
 pub type Listeners = Vec<std::net::TcpListener>;
 
 /// Binds the listeners of a port of `range` that is not `taken` (asked per port, so that a
-/// namespace of 60,000 ports costs no set built per call): `prefer` when it is free
-/// (a client that removed and re-adds its redirection keeps its address, which frp users
-/// ask for), else a random one; `None` when none is free.
+/// namespace of 60,000 ports costs no set built per call): `prefer` when it is free (a
+/// client that removed and re-adds its redirection keeps its address, which frp users ask
+/// for), else a random one; `Ok(None)` when none is free, and the error at once when the
+/// process is out of descriptors (every other port would fail the same way).
 pub fn allocate(
     ip: IpAddr,
     range: &RangeInclusive<u16>,
     taken: impl Fn(u16) -> bool,
     prefer: Option<u16>,
-) -> Option<(u16, Listeners)> {
-    if let Some(found) = prefer.filter(|p| range.contains(p)).and_then(|p| try_port(ip, p, &taken)) {
-        return Some(found);
+) -> io::Result<Option<(u16, Listeners)>> {
+    if let Some(p) = prefer.filter(|p| range.contains(p)) {
+        if let Some(found) = try_port(ip, p, &taken)? {
+            return Ok(Some(found));
+        }
     }
     let (low, high) = (*range.start() as u32, *range.end() as u32);
     let span = high - low + 1;
     let mut rng = rand::rng();
     for _ in 0..RANDOM_TRIES.min(span as usize) {
         let port = (low + rng.random_range(0..span)) as u16;
-        if let Some(found) = try_port(ip, port, &taken) {
-            return Some(found);
+        if let Some(found) = try_port(ip, port, &taken)? {
+            return Ok(Some(found));
         }
     }
     // The range is nearly full or busy: walk all of it once, from a random start, so that
     // "no free port" is only said when it is true.
     let start = rng.random_range(0..span);
-    (0..span).map(|i| (low + (start + i) % span) as u16).find_map(|port| try_port(ip, port, &taken))
+    for port in (0..span).map(|i| (low + (start + i) % span) as u16) {
+        if let Some(found) = try_port(ip, port, &taken)? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether a socket call failed for want of descriptors, the process's or the system's.
+pub fn out_of_descriptors(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// The process's open-file limit (soft), for messages.
+pub fn descriptor_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        0
+    }
 }
 
 /// A random port of `range` not `taken`, without binding it: for a node that does not
@@ -63,11 +87,15 @@ pub fn pick(range: &RangeInclusive<u16>, taken: impl Fn(u16) -> bool, prefer: Op
     (0..span).map(|i| (low + (start + i) % span) as u16).find(|&p| !taken(p))
 }
 
-fn try_port(ip: IpAddr, port: u16, taken: &impl Fn(u16) -> bool) -> Option<(u16, Listeners)> {
+fn try_port(ip: IpAddr, port: u16, taken: &impl Fn(u16) -> bool) -> io::Result<Option<(u16, Listeners)>> {
     if taken(port) {
-        return None;
+        return Ok(None);
     }
-    bind(SocketAddr::new(ip, port)).ok().map(|l| (port, l))
+    match bind(SocketAddr::new(ip, port)) {
+        Ok(l) => Ok(Some((port, l))),
+        Err(err) if out_of_descriptors(&err) => Err(err),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Binds a public port: one listening socket, which every forwarding thread polls.
@@ -139,6 +167,6 @@ mod tests {
         let err = bind(addr).expect_err("bound a port that another socket listens on");
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
         let range = addr.port()..=addr.port();
-        assert!(allocate(addr.ip(), &range, |_| false, None).is_none());
+        assert!(allocate(addr.ip(), &range, |_| false, None).unwrap().is_none());
     }
 }
