@@ -30,7 +30,9 @@ namespaces they only keep in their table (every node runs `--namespaces s0,s1,m`
   bind a port and, on etcd, wait for the other nodes to listen, as a real add does.
 The table is grown between sizes through the API only: POST applications (created when a
 redirection first needs them) and POST tcpRedirs from GROW_CLIENTS threads, each with its
-own keep-alive http.client connection; the time it took is printed.
+own keep-alive http.client connection; the time it took is printed. A call answered 503 is
+retried (up to 10 times; on etcd, concurrent changes of one organisation conflict on its
+counter: "the organisation kept changing; try again") and the retries are reported.
 
 At each size, with the table at exactly that size:
 - add and remove: SAMPLES times, 1 client, an add in namespace m (a fresh application each
@@ -379,6 +381,7 @@ class Pool:
     def __init__(self, url, n, timeout):
         self.url, self.n, self.timeout = url, n, timeout
         self.apis = [Api(url, timeout) for _ in range(n)]
+        self.retries = 0
 
     def run(self, tasks, fn, deadline, max_errors=50):
         lock = threading.Lock()
@@ -391,19 +394,24 @@ class Pool:
                     task = next(it, None)
                 if task is None:
                     return
-                for attempt in range(3):
+                for attempt in range(10):
                     try:
                         fn(api, task)
                         with lock:
                             done[0] += 1
                         break
                     except ApiError as e:
-                        if e.status < 500 or attempt == 2:
+                        # 503: on etcd, concurrent changes of one organisation conflict
+                        # ("the organisation kept changing; try again"): retried, counted
+                        if e.status < 500 or attempt == 9 or (e.status != 503 and attempt >= 2):
                             with lock:
                                 errors.append(f"{task}: {e}")
                             break
+                        with lock:
+                            self.retries += 1
+                        time.sleep(0.005 * (attempt + 1))
                     except Exception as e:
-                        if attempt == 2:
+                        if attempt >= 2:
                             with lock:
                                 errors.append(f"{task}: {type(e).__name__}: {e}")
                         api.close()
@@ -469,6 +477,7 @@ class Bench:
         self.rows = []
         self.notes = []
         self.grow_total = 0.0
+        self.retries = {"grow": 0, "rate": 0}
 
     # -- processes
     def start(self):
@@ -526,6 +535,7 @@ class Bench:
         t0 = time.monotonic()
         done, errors = pool.run(range(start, n), create, deadline)
         pool.close()
+        self.retries["grow"] += pool.retries
         if errors or None in ids:
             raise Failure(f"creating applications {start}..{n - 1}: {len(errors)} errors; first: "
                           f"{errors[0] if errors else 'timed out'}")
@@ -564,6 +574,7 @@ class Bench:
         pool = Pool(self.node.url, o.grow_clients, o.http_timeout)
         done, errors = pool.run(range(self.size, target), add, deadline)
         pool.close()
+        self.retries["grow"] += pool.retries
         took = time.monotonic() - t0
         have = len(self.ports)
         if errors:
@@ -653,6 +664,7 @@ class Bench:
                                   f"{len(taken) - m} adds not removed")
         finally:
             pool.close()
+            self.retries["rate"] += pool.retries
         return total_n / total_t if total_t else None, rm_n / rm_t if rm_t else None, total_n, total_t
 
     def idle(self):
@@ -727,12 +739,12 @@ class Bench:
         # RSS with an empty table: the size-0 row's when asked for (same conditions), else now
         rss_at = {0: self.node.rss_kib()}
         for size in o.sizes:
+            before = self.grow_total
             if size > self.L.listen > self.size:
                 if self.grow(self.L.listen) is None:
                     self.notes.append(f"{self.L.listen} not reached within --grow-timeout; larger sizes skipped")
                     break
                 self.settle_rss(rss_at, self.L.listen)
-            before = self.grow_total
             took = self.grow(size)
             if took is None:
                 self.notes.append(f"size {size} not reached within --grow-timeout {o.grow_timeout:.0f} s "
@@ -810,6 +822,9 @@ def table(b, binary_version):
               ", ".join(f"{k} {v:.2f}" for k, v in last["idle_all"].items()))
         w(f"- removes/s (rate windows, {o.rate_clients} clients): " +
           ", ".join(f"{r['size']}: {fmt(r['rm_rate'], 0)}" for r in b.rows))
+    if any(b.retries.values()):
+        w(f"- calls answered 503 and retried: {b.retries['grow']} while growing, {b.retries['rate']} in "
+          f"the rate windows (etcd: concurrent changes of one organisation conflict on its counter)")
     rr = getattr(b, "restart_row", None)
     if rr:
         w(f"- restart at {rr['size']} ({rr['listening']} served ports): control API answers after "
