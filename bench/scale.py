@@ -1,0 +1,927 @@
+#!/usr/bin/env python3
+"""Scale: what `add`, `remove`, instance changes and lists cost as the table grows, and what
+a node's memory, idle CPU and restart cost with many redirections (issue 19).
+
+Usage: cargo build --release --features etcd
+       python3 bench/scale.py target/release/tcp-redirs [--sizes 0,1000,10000,50000,100000]
+               [--store sqlite|etcd|both] [--samples 200] [--plot docs/scale.png] ...
+       (python3 bench/scale.py --help lists every option; each also has an environment
+       variable, SCALE_<OPTION>, e.g. SCALE_SIZES=0,500,2000)
+The plot needs matplotlib: python3 -m venv /work/bench-venv && /work/bench-venv/bin/pip
+install matplotlib, then run the script with /work/bench-venv/bin/python3 (without
+matplotlib the tables are printed and the plot is skipped).
+
+Starts, on loopback, everything it measures, and stops it at the end (also on errors and
+Ctrl-C), temporary directories removed: for `sqlite`, one node on 127.0.0.5 with its own
+data directory; for `etcd`, one etcd (/usr/bin/etcd, free ports) and three nodes
+`serve --store etcd://...` on 127.0.0.2 (a, the measured node), 127.0.0.3 and 127.0.0.4.
+The stores run one after the other, never at once.
+
+The table. A node holds at most ~18,000 listening ports (the open-file hard limit is
+20,000), so the config file (`serve --config`) defines namespaces the nodes serve and
+namespaces they only keep in their table (every node runs `--namespaces s0,s1,m`):
+- s0 and s1: LISTEN/2 ports each (10000-...; below the ephemeral range): the first LISTEN
+  (18,000) redirections of the table, two per application (apps 0..LISTEN/2-1);
+- u0, u1, ...: 10,000-port ranges (40000-49999, never bound: no node serves them), one
+  redirection per application per namespace (one per app per namespace is the rule), for
+  the rest of the table up to the largest size: TABLE_APPS applications (10,000) times as
+  many namespaces as needed (9 for 100k: 18,000 + 82,000);
+- m: where the measured adds go (served, RATE_MAX+100 ports right after s1), so that they
+  bind a port and, on etcd, wait for the other nodes to listen, as a real add does.
+The table is grown between sizes through the API only: POST applications (created when a
+redirection first needs them) and POST tcpRedirs from GROW_CLIENTS threads, each with its
+own keep-alive http.client connection; the time it took is printed. A call answered 503 is
+retried (up to 10 times; on etcd, concurrent changes of one organisation conflict on its
+counter: "the organisation kept changing; try again") and the retries are reported.
+
+At each size, with the table at exactly that size:
+- add and remove: SAMPLES times, 1 client, an add in namespace m (a fresh application each
+  time) then its remove: latency p50/p99 of each;
+- instances: SAMPLES PUTs of application 0's instances (alternating two lists);
+- list: SAMPLES GETs of application 0's tcpRedirs;
+- adds/s: RATE_CLIENTS clients add in m (each to its own application) for up to RATE_MAX
+  adds or RATE_SECONDS; removed again (untimed for the rate), rounds repeated until
+  RATE_SECONDS of adding (at most 5 rounds); the headline is adds/s(size) / adds/s(first size);
+- idle CPU of the measured node (utime+stime from /proc/PID/stat) over IDLE_SECONDS,
+  then its VmRSS. Memory per listening redirection is (RSS - RSS at size 0) / listening,
+  taken at min(size, LISTEN) (the table is grown to LISTEN first and RSS read there when a
+  larger size is asked); per table-only redirection (RSS - RSS at LISTEN) / table-only.
+At the largest size the measured node is restarted (SIGTERM, then the same command): the
+time from the new process until its control API answers, and until every served port of
+the table listens (counted in /proc/net/tcp), RESTART_TIMEOUT at most.
+
+Every loop is bounded in count and in time; growth that takes longer than GROW_TIMEOUT for
+one size stops that store's run (the sizes reached are reported). Prints a markdown table
+per store on stdout (progress on stderr) and writes the plot (add p50/p99 and RSS against
+table size, symlog x axis so that size 0 shows, one line per store).
+"""
+import argparse, collections, concurrent.futures, gc, http.client, json, math, os, re
+import resource, shutil, signal, socket, subprocess, sys, tempfile, threading, time
+import urllib.parse, urllib.request
+
+TOKEN = "t"
+TICK = os.sysconf("SC_CLK_TCK")
+NODES = {"a": "127.0.0.2", "b": "127.0.0.3", "c": "127.0.0.4"}
+SQLITE_IP = "127.0.0.5"
+SERVED_BASE = 10000        # first port of s0
+UNSERVED_RANGE = "40000-49999"
+INSTANCE = "127.0.0.1:9"
+
+
+def log(*a):
+    print(f"[scale {time.strftime('%H:%M:%S')}]", *a, file=sys.stderr, flush=True)
+
+
+class Failure(Exception):
+    pass
+
+
+def options():
+    env = lambda k, d: os.environ.get("SCALE_" + k, d)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("binary", help="tcp-redirs built with --features etcd (etcd runs need it)")
+    p.add_argument("--sizes", default=env("SIZES", "0,1000,10000,50000,100000"),
+                   help="table sizes (redirections), comma-separated, increasing")
+    p.add_argument("--store", default=env("STORE", "both"), choices=["sqlite", "etcd", "both"])
+    p.add_argument("--samples", type=int, default=int(env("SAMPLES", "200")),
+                   help="sequential samples per size of add+remove, of instances and of list")
+    p.add_argument("--rate-clients", type=int, default=int(env("RATE_CLIENTS", "8")))
+    p.add_argument("--rate-seconds", type=float, default=float(env("RATE_SECONDS", "5")),
+                   help="seconds of adding per size for adds/s")
+    p.add_argument("--rate-max", type=int, default=int(env("RATE_MAX", "900")),
+                   help="adds per rate round (held at once: listening ports of namespace m)")
+    p.add_argument("--listen", type=int, default=int(env("LISTEN", "18000")),
+                   help="listening redirections of the table at most (s0+s1, even)")
+    p.add_argument("--table-apps", type=int, default=int(env("TABLE_APPS", "10000")),
+                   help="applications holding the table-only redirections (one per namespace u*)")
+    p.add_argument("--grow-clients", type=int, default=int(env("GROW_CLIENTS", "16")))
+    p.add_argument("--grow-timeout", type=float, default=float(env("GROW_TIMEOUT", "300")),
+                   help="seconds growing to one size may take; over it the store's run stops")
+    p.add_argument("--phase-timeout", type=float, default=float(env("PHASE_TIMEOUT", "180")),
+                   help="seconds each sampled phase (adds, instances, list) may take")
+    p.add_argument("--idle-seconds", type=float, default=float(env("IDLE_SECONDS", "20")))
+    p.add_argument("--restart-timeout", type=float, default=float(env("RESTART_TIMEOUT", "120")))
+    p.add_argument("--no-restart", action="store_true", default=env("NO_RESTART", "") == "1")
+    p.add_argument("--http-timeout", type=float, default=float(env("HTTP_TIMEOUT", "60")))
+    p.add_argument("--ready-timeout", type=float, default=float(env("READY_TIMEOUT", "120")))
+    p.add_argument("--etcd", default=env("ETCD", "/usr/bin/etcd"))
+    p.add_argument("--plot", default=env("PLOT", "docs/scale.png"), help="PNG path ('' for none)")
+    p.add_argument("--json", default=env("JSON", ""), help="also write the raw results here")
+    p.add_argument("--keep-tmp", action="store_true", default=env("KEEP_TMP", "") == "1")
+    o = p.parse_args()
+    o.sizes = sorted({int(s) for s in o.sizes.split(",") if s.strip()})
+    if o.listen % 2 or o.listen < 2:
+        p.error("--listen must be even and positive")
+    o.binary = os.path.abspath(o.binary)
+    return o
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1048576
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+# ---------------------------------------------------------------- the table's layout
+
+class Layout:
+    """Which (application, namespace) the k-th redirection of the table is, and the config."""
+
+    def __init__(self, o):
+        self.listen, self.table_apps = o.listen, o.table_apps
+        self.half = o.listen // 2
+        span = max(self.half + 2, math.ceil(self.half * 1.01))   # a little slack: random picks
+        self.s0 = (SERVED_BASE, SERVED_BASE + span - 1)
+        self.s1 = (self.s0[1] + 1, self.s0[1] + span)
+        self.m = (self.s1[1] + 1, self.s1[1] + o.rate_max + 100)
+        if self.m[1] >= 32768:
+            raise Failure(f"served ports would reach {self.m[1]}: lower --listen or --rate-max")
+        rest = max(0, max(o.sizes) - o.listen)
+        self.n_unserved = max(1, math.ceil(rest / o.table_apps))
+        if o.table_apps > 10000:
+            raise Failure("--table-apps over 10,000: the unserved ranges have 10,000 ports")
+        self.served = ["s0", "s1", "m"]
+        self.n_apps = max(self.half if max(o.sizes) > 0 else 0,
+                          o.table_apps if rest else 0, o.rate_max, o.samples)
+
+    def slot(self, k):
+        if k < self.listen:
+            return k // 2, ("s0", "s1")[k % 2]
+        j = k - self.listen
+        return j % self.table_apps, f"u{j // self.table_apps}"
+
+    def listening(self, size):
+        return min(size, self.listen)
+
+    def config(self):
+        r = lambda t: f"{t[0]}-{t[1]}"
+        out = []
+        for name, ports, what in (("s0", r(self.s0), "served, first half of the listening table"),
+                                  ("s1", r(self.s1), "served, second half"),
+                                  ("m", r(self.m), "served, where measured adds go")):
+            out.append(f'[[namespace]]\nname = "{name}"\nports = "{ports}"\ndescription = "{what}"\n')
+        for i in range(self.n_unserved):
+            out.append(f'[[namespace]]\nname = "u{i}"\nports = "{UNSERVED_RANGE}"\n'
+                       f'description = "table only: no node serves it"\n')
+        return "\n".join(out)
+
+
+# ---------------------------------------------------------------- processes
+
+class Proc:
+    """A child in its own process group; stderr into a log file (nodes: through a pipe
+    drained by a thread, which also finds the control API's URL)."""
+
+    def __init__(self, name, argv, env, logdir, pipe):
+        self.name, self.argv, self.env = name, argv, env
+        self.log_path = os.path.join(logdir, name + ".log")
+        self.url = None
+        self.ready = threading.Event()
+        self._logf = open(self.log_path, "a")
+        self.started = time.monotonic()
+        self.p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=self._logf,
+                                  stderr=subprocess.PIPE if pipe else self._logf,
+                                  start_new_session=True, text=pipe, errors="replace" if pipe else None)
+        self.pid = self.p.pid
+        self.ready_at = None
+        if pipe:
+            threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        pat = re.compile(r"control API listening on (https?://[^\s\"',]+)")
+        for line in self.p.stderr:
+            try:
+                self._logf.write(line); self._logf.flush()
+            except ValueError:
+                pass
+            if self.url is None:
+                m = pat.search(re.sub(r"\x1b\[[0-9;]*m", "", line))
+                if m:
+                    self.ready_at = time.monotonic()
+                    self.url = m.group(1); self.ready.set()
+        self.ready.set()
+
+    def wait_ready(self, timeout):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not self.ready.wait(0.05):
+            pass
+        if self.url is None:
+            state = (f"exited with {self.p.returncode}" if self.p.poll() is not None
+                     else f"no 'control API listening on' line within {timeout:.0f} s")
+            raise Failure(f"{self.name} did not come up ({state}): {' '.join(self.argv)}\n{self.log_tail()}")
+        return self.url
+
+    def stat(self):
+        with open(f"/proc/{self.pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+
+    def cpu(self):
+        rest = self.stat()
+        return (int(rest[11]) + int(rest[12])) / TICK
+
+    def rss_kib(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return None
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.p.poll() is None:
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def finish(self, timeout=10.0):
+        self.stop()
+        try:
+            self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log(f"{self.name} (pid {self.pid}) ignored SIGTERM for {timeout:.0f} s: SIGKILL")
+            self.stop(signal.SIGKILL)
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.pid, signal.SIGKILL)   # anything left in the group
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self._logf.close()
+        except Exception:
+            pass
+
+    def log_tail(self, n=40):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(collections.deque(f, maxlen=n))
+        except OSError:
+            return ""
+
+
+def stop_all(procs):
+    for group in ([p for p in procs if p.name != "etcd"], [p for p in procs if p.name == "etcd"]):
+        for p in group:
+            p.stop()
+        for p in group:
+            p.finish()
+
+
+def free_ports(n):
+    socks = []
+    for _ in range(n):
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def start_etcd(o, tmp, logdir):
+    client, peer = free_ports(2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+    c, p = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+    argv = [o.etcd, "--name", "scale", "--data-dir", os.path.join(tmp, "etcd"),
+            "--listen-client-urls", c, "--advertise-client-urls", c,
+            "--listen-peer-urls", p, "--initial-advertise-peer-urls", p,
+            "--initial-cluster", f"scale={p}", "--initial-cluster-state", "new",
+            "--initial-cluster-token", "tcp-redirs-scale", "--quota-backend-bytes", str(8 << 30)]
+    proc = Proc("etcd", argv, env, logdir, pipe=False)
+    end = time.monotonic() + o.ready_timeout
+    last = None
+    while time.monotonic() < end:
+        if proc.p.poll() is not None:
+            raise Failure(f"etcd exited with {proc.p.returncode}\n{proc.log_tail()}")
+        try:
+            body = urllib.request.urlopen(c + "/health", timeout=1).read().decode()
+            if json.loads(body).get("health") == "true":
+                return proc, client
+            last = body
+        except Exception as e:
+            last = repr(e)
+        time.sleep(0.1)
+    raise Failure(f"etcd not healthy within {o.ready_timeout:.0f} s (last answer: {last})")
+
+
+def node_argv(o, name, ip, tmp, cfg, etcd_port):
+    argv = [o.binary, "serve"]
+    if etcd_port is not None:
+        argv += ["--store", f"etcd://127.0.0.1:{etcd_port}", "--node", name]
+    argv += ["--listen", f"{ip}:0", "--public-bind", ip, "--data-dir", os.path.join(tmp, name),
+             "--config", cfg, "--namespaces", "s0,s1,m", "--drain-timeout", "1"]
+    env = dict(os.environ, TCP_REDIRS_ADMIN_TOKEN=TOKEN, NO_COLOR="1",
+               TCP_REDIRS_CONFIG_DIR=os.path.join(tmp, "cfg-" + name))
+    for k in ("TCP_REDIRS_URL", "TCP_REDIRS_TOKEN", "TCP_REDIRS_LISTEN", "TCP_REDIRS_DATA_DIR",
+              "TCP_REDIRS_PUBLIC_BIND", "TCP_REDIRS_CONFIG", "TCP_REDIRS_ADMIN_SECRET",
+              "TCP_REDIRS_STORE", "TCP_REDIRS_NODE", "TCP_REDIRS_LOG_FORMAT", "TCP_REDIRS_ACCESS_LOG"):
+        env.pop(k, None)
+    return argv, env
+
+
+# ---------------------------------------------------------------- API
+
+class ApiError(Exception):
+    def __init__(self, method, path, status, body):
+        super().__init__(f"{method} {path} answered {status}: {body[:300]}")
+        self.status, self.body = status, body
+
+
+class Api:
+    """One persistent HTTP/1.1 connection to a node's control API."""
+
+    def __init__(self, url, timeout):
+        u = urllib.parse.urlsplit(url)
+        self.host, self.port, self.timeout = u.hostname, u.port, timeout
+        self.conn = None
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close(); self.conn = None
+
+    def call(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Authorization": "Bearer " + TOKEN}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        for attempt in (0, 1):
+            fresh = self.conn is None
+            if fresh:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+                self.conn.connect()
+                self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                self.conn.request(method, path, body=data, headers=headers)
+                r = self.conn.getresponse()
+                raw = r.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.close()
+                if fresh or attempt:
+                    raise
+                continue                 # a kept-alive connection the server had closed
+            except Exception:
+                self.close()
+                raise
+            if (r.getheader("Connection") or "").lower() == "close":
+                self.close()
+            if not 200 <= r.status < 300:
+                raise ApiError(method, path, r.status, raw.decode(errors="replace"))
+            return json.loads(raw) if raw.strip() else None
+
+
+class Pool:
+    """`n` threads, each with its own keep-alive connection, running tasks from an iterator
+    until it ends, `deadline` (monotonic) passes, or too many errors."""
+
+    def __init__(self, url, n, timeout):
+        self.url, self.n, self.timeout = url, n, timeout
+        self.apis = [Api(url, timeout) for _ in range(n)]
+        self.retries = 0
+
+    def run(self, tasks, fn, deadline, max_errors=50):
+        lock = threading.Lock()
+        it = iter(tasks)
+        done, errors = [0], []
+
+        def worker(api):
+            while time.monotonic() < deadline and len(errors) <= max_errors:
+                with lock:
+                    task = next(it, None)
+                if task is None:
+                    return
+                for attempt in range(10):
+                    try:
+                        fn(api, task)
+                        with lock:
+                            done[0] += 1
+                        break
+                    except ApiError as e:
+                        # 503: on etcd, concurrent changes of one organisation conflict
+                        # ("the organisation kept changing; try again"): retried, counted
+                        if e.status < 500 or attempt == 9 or (e.status != 503 and attempt >= 2):
+                            with lock:
+                                errors.append(f"{task}: {e}")
+                            break
+                        with lock:
+                            self.retries += 1
+                        time.sleep(0.005 * (attempt + 1))
+                    except Exception as e:
+                        if attempt >= 2:
+                            with lock:
+                                errors.append(f"{task}: {type(e).__name__}: {e}")
+                        api.close()
+        threads = [threading.Thread(target=worker, args=(a,), daemon=True) for a in self.apis]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()) + self.timeout + 5)
+        return done[0], errors
+
+    def close(self):
+        for a in self.apis:
+            a.close()
+
+
+# ---------------------------------------------------------------- statistics
+
+def pct(xs, p):
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))]
+
+
+def fmt(v, nd=2):
+    if v is None:
+        return "–"
+    return f"{v:.{nd}f}" if abs(v) < 100 else f"{v:.0f}"
+
+
+def listening_count(ip, ranges):
+    """LISTEN sockets in /proc/net/tcp on `ip` with a port in one of `ranges`."""
+    want = "".join(f"{int(b):02X}" for b in reversed(ip.split(".")))
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split(None, 4)
+            if parts[3] != "0A":
+                continue
+            addr, port = parts[1].split(":")
+            if addr == want:
+                port = int(port, 16)
+                if any(lo <= port <= hi for lo, hi in ranges):
+                    n += 1
+    return n
+
+
+# ---------------------------------------------------------------- one store
+
+class Bench:
+    def __init__(self, o, store, layout):
+        self.o, self.store, self.L = o, store, layout
+        self.procs = []
+        self.tmp = tempfile.mkdtemp(prefix=f"tcp-redirs-scale-{store}-")
+        self.logdir = os.path.join(self.tmp, "logs"); os.makedirs(self.logdir)
+        self.cfg = os.path.join(self.tmp, "scale.toml")
+        with open(self.cfg, "w") as f:
+            f.write(layout.config())
+        self.size = 0              # redirections in the table
+        self.apps = []             # application ids, by index
+        self.ports = {}            # (app index, namespace) -> port, of the table
+        self.rows = []
+        self.notes = []
+        self.grow_total = 0.0
+        self.retries = {"grow": 0, "rate": 0}
+
+    # -- processes
+    def start(self):
+        o = self.o
+        if self.store == "sqlite":
+            self.ip = SQLITE_IP
+            argv, env = node_argv(o, "s", SQLITE_IP, self.tmp, self.cfg, None)
+            self.node = Proc("s", argv, env, self.logdir, pipe=True); self.procs.append(self.node)
+            self.node.wait_ready(o.ready_timeout)
+            self.others = []
+        else:
+            self.ip = NODES["a"]
+            etcd, port = start_etcd(o, self.tmp, self.logdir); self.procs.append(etcd)
+            self.etcd = etcd
+            log(f"etcd healthy on 127.0.0.1:{port}")
+            self.others = []
+            for name, ip in NODES.items():
+                argv, env = node_argv(o, name, ip, self.tmp, self.cfg, port)
+                p = Proc(name, argv, env, self.logdir, pipe=True); self.procs.append(p)
+                p.wait_ready(o.ready_timeout)
+                if name == "a":
+                    self.node = p
+                else:
+                    self.others.append(p)
+        log(f"{self.store}: measured node {self.node.name} at {self.node.url} (pid {self.node.pid})")
+        self.api = Api(self.node.url, o.http_timeout)
+        orgs = self.api.call("GET", "/v2/organisations")
+        self.org = next((x for x in orgs if x.get("name") == "default"), orgs[0])["id"]
+        self.base = f"/v2/organisations/{self.org}/applications"
+
+    def stop(self):
+        stop_all(self.procs)
+        if self.o.keep_tmp:
+            log(f"{self.store}: logs and data kept in {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # -- growth
+    def ensure_apps(self, n, deadline):
+        if n <= len(self.apps):
+            return
+        start = len(self.apps)
+        ids = [None] * (n - start)
+
+        def create(api, i):
+            name = f"scale-{i:05d}"
+            try:
+                app = api.call("POST", self.base, {"name": name, "instances": [{"address": INSTANCE}]})
+            except ApiError as e:
+                if e.status != 409:
+                    raise
+                app = next(a for a in api.call("GET", self.base) if a["name"] == name)
+            ids[i - start] = app["id"]
+        pool = Pool(self.node.url, self.o.grow_clients, self.o.http_timeout)
+        t0 = time.monotonic()
+        done, errors = pool.run(range(start, n), create, deadline)
+        pool.close()
+        self.retries["grow"] += pool.retries
+        if errors or None in ids:
+            raise Failure(f"creating applications {start}..{n - 1}: {len(errors)} errors; first: "
+                          f"{errors[0] if errors else 'timed out'}")
+        self.apps += ids
+        log(f"{self.store}: {n - start} applications created in {time.monotonic() - t0:.1f} s")
+
+    def grow(self, target):
+        """Adds table redirections k = size..target-1; returns seconds, or None on timeout."""
+        if target <= self.size:
+            return 0.0
+        o = self.o
+        deadline = time.monotonic() + o.grow_timeout
+        t0 = time.monotonic()
+        need = max(self.L.slot(k)[0] for k in range(self.size, target)) + 1
+        self.ensure_apps(need, deadline)
+        lock = threading.Lock()
+        progress = [0, time.monotonic()]
+
+        def add(api, k):
+            app, ns = self.L.slot(k)
+            path = f"{self.base}/{self.apps[app]}/tcpRedirs"
+            try:
+                r = api.call("POST", path, {"namespace": ns})
+                port = r["port"]
+            except ApiError as e:
+                if e.status != 409 or e.body.find("4090") < 0:
+                    raise
+                port = next(x["port"] for x in api.call("GET", path) if x["namespace"] == ns)
+            with lock:
+                self.ports[(app, ns)] = port
+                progress[0] += 1
+                if time.monotonic() - progress[1] > 10:
+                    progress[1] = time.monotonic()
+                    log(f"{self.store}: growing: {self.size + progress[0]}/{target} "
+                        f"({progress[0] / (time.monotonic() - t0):.0f}/s)")
+        pool = Pool(self.node.url, o.grow_clients, o.http_timeout)
+        done, errors = pool.run(range(self.size, target), add, deadline)
+        pool.close()
+        self.retries["grow"] += pool.retries
+        took = time.monotonic() - t0
+        have = len(self.ports)
+        if errors:
+            raise Failure(f"growing to {target}: {len(errors)} errors; the first: {errors[0]}")
+        self.size = have
+        if have < target:
+            log(f"{self.store}: growing to {target} stopped by --grow-timeout ({o.grow_timeout:.0f} s) at {have}")
+            return None
+        self.grow_total += took
+        log(f"{self.store}: grew to {target} in {took:.1f} s ({done / took:.0f} adds/s, {self.grow_total:.1f} s in all)")
+        return took
+
+    # -- measures
+    def sample_add_remove(self):
+        o = self.o
+        adds, rms = [], []
+        end = time.monotonic() + o.phase_timeout
+        gc.collect(); gc.disable()
+        try:
+            for i in range(o.samples):
+                if time.monotonic() > end:
+                    self.notes.append(f"size {self.size}: add/remove samples stopped by --phase-timeout at {i}")
+                    break
+                app = self.apps[i % len(self.apps)]
+                path = f"{self.base}/{app}/tcpRedirs"
+                t0 = time.perf_counter()
+                r = self.api.call("POST", path, {"namespace": "m"})
+                t1 = time.perf_counter()
+                self.api.call("DELETE", f"{path}/{r['port']}?namespace=m")
+                t2 = time.perf_counter()
+                adds.append((t1 - t0) * 1000); rms.append((t2 - t1) * 1000)
+        finally:
+            gc.enable()
+        return adds, rms
+
+    def sample_simple(self, what):
+        o = self.o
+        xs = []
+        app = self.apps[0]
+        end = time.monotonic() + o.phase_timeout
+        gc.collect(); gc.disable()
+        try:
+            for i in range(o.samples):
+                if time.monotonic() > end:
+                    self.notes.append(f"size {self.size}: {what} samples stopped by --phase-timeout at {i}")
+                    break
+                t0 = time.perf_counter()
+                if what == "instances":
+                    addr = INSTANCE if i % 2 else "127.0.0.1:10"
+                    self.api.call("PUT", f"{self.base}/{app}/instances", [{"address": addr, "weight": 1}])
+                else:
+                    self.api.call("GET", f"{self.base}/{app}/tcpRedirs")
+                xs.append((time.perf_counter() - t0) * 1000)
+        finally:
+            gc.enable()
+        if what == "instances":   # back to the table's instance
+            self.api.call("PUT", f"{self.base}/{app}/instances", [{"address": INSTANCE, "weight": 1}])
+        return xs
+
+    def rate(self):
+        o = self.o
+        pool = Pool(self.node.url, o.rate_clients, o.http_timeout)
+        total_n, total_t, rm_n, rm_t = 0, 0.0, 0, 0.0
+        try:
+            for rnd in range(5):
+                if total_t >= o.rate_seconds:
+                    break
+                taken = {}
+                lock = threading.Lock()
+
+                def add(api, i):
+                    r = api.call("POST", f"{self.base}/{self.apps[i]}/tcpRedirs", {"namespace": "m"})
+                    with lock:
+                        taken[i] = r["port"]
+
+                def rm(api, i):
+                    api.call("DELETE", f"{self.base}/{self.apps[i]}/tcpRedirs/{taken[i]}?namespace=m")
+                left = o.rate_seconds - total_t
+                t0 = time.monotonic()
+                n, errors = pool.run(range(min(o.rate_max, len(self.apps))), add, t0 + left)
+                total_t += time.monotonic() - t0; total_n += n
+                t0 = time.monotonic()
+                m, errors2 = pool.run(sorted(taken), rm, t0 + o.phase_timeout)
+                rm_t += time.monotonic() - t0; rm_n += m
+                if errors or errors2 or m != len(taken):
+                    raise Failure(f"rate window at size {self.size}: {(errors + errors2)[:3]}, "
+                                  f"{len(taken) - m} adds not removed")
+        finally:
+            pool.close()
+            self.retries["rate"] += pool.retries
+        return total_n / total_t if total_t else None, rm_n / rm_t if rm_t else None, total_n, total_t
+
+    def idle(self):
+        gc.collect()
+        procs = [self.node] + self.others + ([self.etcd] if self.store == "etcd" else [])
+        c0 = {p.name: p.cpu() for p in procs}; t0 = time.monotonic()
+        end = t0 + self.o.idle_seconds
+        while time.monotonic() < end:      # nothing to wait for: the window itself
+            time.sleep(min(0.5, max(0.0, end - time.monotonic())))
+        dt = time.monotonic() - t0
+        return {p.name: (p.cpu() - c0[p.name]) / dt * 100 for p in procs}
+
+    def measure(self):
+        log(f"{self.store}: size {self.size}: sampling add/remove ({self.o.samples})")
+        adds, rms = self.sample_add_remove()
+        log(f"{self.store}: size {self.size}: instances and list")
+        inst = self.sample_simple("instances")
+        lst = self.sample_simple("list")
+        log(f"{self.store}: size {self.size}: adds/s with {self.o.rate_clients} clients")
+        rate, rm_rate, rate_n, rate_t = self.rate()
+        log(f"{self.store}: size {self.size}: idle CPU over {self.o.idle_seconds:.0f} s")
+        idle = self.idle()
+        rss = self.node.rss_kib()
+        row = dict(size=self.size, listening=self.L.listening(self.size),
+                   add_p50=pct(adds, 50), add_p99=pct(adds, 99), n_add=len(adds),
+                   rm_p50=pct(rms, 50), rm_p99=pct(rms, 99),
+                   inst_p50=pct(inst, 50), inst_p99=pct(inst, 99), list_p50=pct(lst, 50),
+                   rate=rate, rm_rate=rm_rate, rate_n=rate_n, rate_t=rate_t,
+                   idle=idle[self.node.name], idle_all=idle, rss=rss,
+                   load=os.getloadavg()[0])
+        log(f"{self.store}: size {self.size}: add p50 {fmt(row['add_p50'])} ms p99 {fmt(row['add_p99'])} ms, "
+            f"{fmt(rate, 0)} adds/s, RSS {rss} KiB, idle {idle[self.node.name]:.2f} %")
+        return row
+
+    def restart(self):
+        o = self.o
+        node = self.node
+        want = self.L.listening(self.size)
+        ranges = [self.L.s0, self.L.s1, self.L.m]
+        log(f"{self.store}: restart of {node.name} with {self.size} in the table, {want} to listen")
+        node.finish()
+        self.procs.remove(node)
+        end = time.monotonic() + o.restart_timeout
+        while listening_count(self.ip, ranges) and time.monotonic() < end:
+            time.sleep(0.05)               # the old process's ports, until the kernel drops them
+        new = Proc(node.name, node.argv, node.env, self.logdir, pipe=True); self.procs.append(new)
+        self.node = new
+        t0 = new.started
+        api_at = all_at = None
+        n = 0
+        while time.monotonic() < end:
+            if new.p.poll() is not None:
+                raise Failure(f"{new.name} exited with {new.p.returncode} on restart\n{new.log_tail()}")
+            if api_at is None and new.ready_at is not None:
+                api_at = new.ready_at - t0
+            n = listening_count(self.ip, ranges)
+            if n >= want:
+                all_at = time.monotonic() - t0
+                break
+            time.sleep(0.02)
+        if api_at is None and new.ready.wait(max(0.0, end - time.monotonic())) and new.ready_at:
+            api_at = new.ready_at - t0
+        if all_at is None:
+            self.notes.append(f"restart: {n}/{want} ports listening after --restart-timeout {o.restart_timeout:.0f} s")
+        log(f"{self.store}: restart: API after {fmt(api_at)} s, all {want} ports after {fmt(all_at)} s")
+        return dict(size=self.size, listening=want, api_s=api_at, ports_s=all_at, rss=None)
+
+    # -- the run
+    def run(self):
+        o = self.o
+        self.start()
+        # RSS with an empty table: the size-0 row's when asked for (same conditions), else now
+        rss_at = {0: self.node.rss_kib()}
+        for size in o.sizes:
+            before = self.grow_total
+            if size > self.L.listen > self.size:
+                if self.grow(self.L.listen) is None:
+                    self.notes.append(f"{self.L.listen} not reached within --grow-timeout; larger sizes skipped")
+                    break
+                self.settle_rss(rss_at, self.L.listen)
+            took = self.grow(size)
+            if took is None:
+                self.notes.append(f"size {size} not reached within --grow-timeout {o.grow_timeout:.0f} s "
+                                  f"(stopped at {self.size}); larger sizes skipped")
+                break
+            # the applications the measures use (the table's first ones, or created now)
+            self.ensure_apps(max(o.rate_max, o.samples, 1), time.monotonic() + o.grow_timeout)
+            row = self.measure()
+            row["grow_s"] = self.grow_total - before   # since the previous size
+            row["grow_total_s"] = self.grow_total
+            if size == 0:
+                rss_at[0] = row["rss"]
+            if size == self.L.listen:
+                rss_at[self.L.listen] = row["rss"]
+            self.rows.append(row)
+        for row in self.rows:
+            self.per_redirection(row, rss_at)
+        self.restart_row = None
+        if self.rows and not o.no_restart:
+            self.restart_row = self.restart()
+        return self.rows
+
+    def settle_rss(self, rss_at, at):
+        self.idle()       # the same settling as a measured size has before its RSS
+        rss_at[at] = self.node.rss_kib()
+        log(f"{self.store}: at {at} (all listening): RSS {rss_at[at]} KiB")
+
+    def per_redirection(self, row, rss_at):
+        r0 = rss_at.get(0)
+        lst, size = row["listening"], row["size"]
+        row["kib_listening"] = row["kib_table"] = None
+        if r0 is None or not lst:
+            return
+        r_listen = row["rss"] if size <= self.L.listen else rss_at.get(self.L.listen)
+        if r_listen is not None:
+            row["kib_listening"] = (r_listen - r0) / lst
+        if size > self.L.listen and r_listen is not None:
+            row["kib_table"] = (row["rss"] - r_listen) / (size - self.L.listen)
+
+
+# ---------------------------------------------------------------- output
+
+def table(b, binary_version):
+    o = b.o
+    out = []
+    w = out.append
+    others = ""
+    if b.store == "etcd":
+        others = " (3 nodes sharing one etcd; measured node a, 127.0.0.2)"
+    w(f"### {b.store}{others}")
+    w("")
+    w(f"{binary_version}; {os.cpu_count()} CPUs; served namespaces s0,s1 ({o.listen} ports of "
+      f"{o.listen // 2} apps at most), m (measured adds); table-only namespaces u0..u{b.L.n_unserved - 1} "
+      f"({o.table_apps} apps); {o.samples} samples per size (1 client), adds/s with "
+      f"{o.rate_clients} clients over {o.rate_seconds:.0f} s; idle CPU over {o.idle_seconds:.0f} s")
+    w("")
+    w("| size | listening | add p50 ms | add p99 ms | adds/s | ratio to first | remove p50 ms | remove p99 ms "
+      "| instances p50 ms | instances p99 ms | list p50 ms | RSS MiB | KiB/listening | KiB/table-only "
+      "| idle CPU % | grown in s |")
+    w("| ---: " * 16 + "|")
+    first = b.rows[0]["rate"] if b.rows else None
+    for r in b.rows:
+        ratio = f"{r['rate'] / first:.2f}" if first and r["rate"] else "–"
+        w(f"| {r['size']} | {r['listening']} | {fmt(r['add_p50'])} | {fmt(r['add_p99'])} | {fmt(r['rate'], 0)} | "
+          f"{ratio} | {fmt(r['rm_p50'])} | {fmt(r['rm_p99'])} | {fmt(r['inst_p50'])} | {fmt(r['inst_p99'])} | "
+          f"{fmt(r['list_p50'])} | {fmt(r['rss'] / 1024, 1) if r['rss'] else '–'} | {fmt(r['kib_listening'])} | "
+          f"{fmt(r['kib_table'])} | {fmt(r['idle'], 2)} | {fmt(r['grow_s'], 1)} |")
+    w("")
+    if b.rows:
+        last = b.rows[-1]
+        w(f"- growing the table through the API: {b.grow_total:.1f} s in all to {last['size']} "
+          f"({o.grow_clients} keep-alive clients)")
+        if b.store == "etcd":
+            w("- idle CPU % at the largest size, every process: " +
+              ", ".join(f"{k} {v:.2f}" for k, v in last["idle_all"].items()))
+        w(f"- removes/s (rate windows, {o.rate_clients} clients): " +
+          ", ".join(f"{r['size']}: {fmt(r['rm_rate'], 0)}" for r in b.rows))
+    if any(b.retries.values()):
+        w(f"- calls answered 503 and retried: {b.retries['grow']} while growing, {b.retries['rate']} in "
+          f"the rate windows (etcd: concurrent changes of one organisation conflict on its counter)")
+    rr = getattr(b, "restart_row", None)
+    if rr:
+        w(f"- restart at {rr['size']} ({rr['listening']} served ports): control API answers after "
+          f"{fmt(rr['api_s'])} s, every served port listens after {fmt(rr['ports_s'])} s")
+    for n in b.notes:
+        w(f"- {n}")
+    w(f"- load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return "\n".join(out)
+
+
+def plot(benches, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("no matplotlib: plot skipped (python3 -m venv /work/bench-venv && "
+            "/work/bench-venv/bin/pip install matplotlib; run the script with /work/bench-venv/bin/python3)")
+        return
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colors = {"sqlite": "tab:blue", "etcd": "tab:orange"}
+    for b in benches:
+        rows = [r for r in b.rows if r["add_p50"] is not None]
+        if not rows:
+            continue
+        xs = [r["size"] for r in rows]
+        c = colors.get(b.store)
+        ax1.plot(xs, [r["add_p50"] for r in rows], "o-", color=c, label=f"{b.store} add p50")
+        ax1.plot(xs, [r["add_p99"] for r in rows], "s--", color=c, label=f"{b.store} add p99")
+        ax2.plot(xs, [r["rss"] / 1024 for r in rows], "o-", color=c, label=f"{b.store} RSS (node)")
+    for ax in (ax1, ax2):
+        ax.set_xscale("symlog", linthresh=1000)
+        ax.set_xlabel("redirections in the table (symlog: linear below 1,000)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    ax1.set_yscale("log")
+    ax1.set_ylabel("add latency, ms (1 client)")
+    ax2.set_ylabel("resident memory of the node, MiB")
+    fig.suptitle("tcp-redirs: add latency and memory against table size")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    log(f"plot written to {path}")
+
+
+def main():
+    o = options()
+    if not os.access(o.binary, os.X_OK):
+        sys.exit(f"error: {o.binary} is not an executable (cargo build --release --features etcd)")
+    stores = ["sqlite", "etcd"] if o.store == "both" else [o.store]
+    help_text = subprocess.run([o.binary, "serve", "--help"], capture_output=True, text=True, timeout=30).stdout
+    if "etcd" in stores and "--store" not in help_text:
+        sys.exit(f"error: `{o.binary} serve --help` has no --store: build with --features etcd")
+    if "etcd" in stores and not os.access(o.etcd, os.X_OK):
+        sys.exit(f"error: no etcd at {o.etcd} (apt-get install etcd-server, or --etcd)")
+    soft, hard = raise_nofile()
+    log(f"open files: soft limit raised to {soft} (hard {hard})")
+    need = o.listen + o.rate_max + 200
+    if need > soft:
+        sys.exit(f"error: {need} descriptors needed per node (--listen + --rate-max + 200), limit {soft}")
+    version = subprocess.run([o.binary, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    layout = Layout(o)
+
+    def on_signal(sig, _frame):
+        raise SystemExit(128 + sig)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    benches = []
+    failed = False
+    try:
+        for store in stores:
+            b = Bench(o, store, layout)
+            benches.append(b)
+            try:
+                b.run()
+            except Exception as e:
+                failed = True
+                log(f"{store}: FAILED: {type(e).__name__}: {e}")
+                for p in b.procs:
+                    log(f"----- {p.name} (pid {p.pid}): last lines of {p.log_path}\n{p.log_tail(20)}")
+                b.notes.append(f"run failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            finally:
+                b.stop()
+            print(table(b, version) + "\n", flush=True)
+    finally:
+        for b in benches:
+            if any(p.p.poll() is None for p in b.procs):
+                b.stop()
+    if o.json:
+        with open(o.json, "w") as f:
+            json.dump({b.store: dict(rows=b.rows, restart=getattr(b, "restart_row", None), notes=b.notes,
+                                     grow_total=b.grow_total) for b in benches}, f, indent=1)
+    if o.plot:
+        plot(benches, o.plot)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
