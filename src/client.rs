@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::profile::ProfileFile;
 use crate::wire::{
     ApiError, Application, IssuedToken, Namespace, NewApplication, NewInstance, NewOrganisation, NewTcpRedir,
-    NewToken, Organisation, TcpRedir, TokenInfo,
+    NewTcpRedirBatch, NewToken, Organisation, TcpRedir, TcpRedirBatch, TokenInfo,
 };
 
 /// The kinds of failure a script may want to tell apart, each with its exit code.
@@ -204,6 +204,13 @@ impl Client {
     /// Adds a redirection.
     pub async fn add_redirection(&self, app: &Application, body: &NewTcpRedir) -> Result<TcpRedir> {
         self.call(Method::POST, &format!("{}/tcpRedirs", app_path(app)), Some(body)).await
+    }
+
+    /// Adds many redirections of an organisation's applications at once (at most
+    /// [`crate::wire::MAX_BATCH`]); each is made or refused on its own, and the answer says
+    /// which, in order.
+    pub async fn add_redirections(&self, org: &str, batch: &NewTcpRedirBatch) -> Result<TcpRedirBatch> {
+        self.call(Method::POST, &format!("/v2/organisations/{}/tcpRedirs", seg(org)), Some(batch)).await
     }
 
     /// Removes the redirection on `port` in `namespace`.

@@ -274,6 +274,136 @@ impl From<NewTcpRedirBody> for NewTcpRedir {
     }
 }
 
+/// The most redirections one batch (`POST /v2/organisations/{orgId}/tcpRedirs`) may ask for.
+pub const MAX_BATCH: usize = 1000;
+
+/// The largest body of a batch, in bytes: a thousand redirections with room for their
+/// access lists (every other call takes 64 KiB at most).
+pub const MAX_BATCH_BODY: usize = 1024 * 1024;
+
+/// The body of `POST /v2/organisations/{orgId}/tcpRedirs`: many redirections of one
+/// organisation's applications at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewTcpRedirBatch {
+    /// The redirections to make, each on its own: one refused does not stop the others.
+    #[cfg_attr(feature = "server", schema(schema_with = schema::batch))]
+    pub redirections: Vec<NewTcpRedirItem>,
+}
+
+/// One redirection of a batch, as the client builds it: which application, and what
+/// `POST …/applications/{appId}/tcpRedirs` takes. The server reads it through
+/// [`NewTcpRedirItemBody`], which names every field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", from = "NewTcpRedirItemBody")]
+pub struct NewTcpRedirItem {
+    /// The application's id, `app_…`.
+    pub application: String,
+    /// The redirection, as a single `POST …/tcpRedirs` takes it.
+    #[serde(flatten)]
+    pub redirection: NewTcpRedir,
+}
+
+/// One redirection of a batch field by field: what the server reads and the document
+/// states (as `NewTcpRedirItem`); unknown fields are refused.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "server", schema(as = NewTcpRedirItem))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewTcpRedirItemBody {
+    /// The application's id, `app_…`; one the organisation does not have is refused on its
+    /// own outcome (4042).
+    application: String,
+    /// The namespace to take a port in (`GET …/namespaces` lists them).
+    #[cfg_attr(feature = "server", schema(schema_with = schema::namespace))]
+    namespace: String,
+    /// A precise port of the namespace's range; random when absent (the application's
+    /// previous port in the namespace when it is free). Outside the range: 4221 on its outcome.
+    #[serde(default, deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::port))]
+    port: Option<u16>,
+    /// How long an instance may take to accept before the next one is tried, in seconds.
+    #[serde(default, deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::seconds))]
+    connect_timeout: Option<u64>,
+    /// How long a connection may go without a byte in either direction, in seconds.
+    #[serde(default, deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::seconds))]
+    idle_timeout: Option<u64>,
+    /// How long a connection may stay half-closed (one direction ended), in seconds.
+    #[serde(default, deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::seconds))]
+    half_close_timeout: Option<u64>,
+    /// The most connections open at once; more are refused. The namespace's when absent.
+    #[serde(default, deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::quota))]
+    max_connections: Option<u32>,
+    /// The most new connections per second (a burst of one second is allowed).
+    #[serde(default, deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::quota))]
+    max_connections_per_second: Option<u32>,
+    /// Send the PROXY protocol header (`v1` or `v2`) to the instance; off when absent.
+    #[serde(default)]
+    proxy_protocol: Option<ProxyProtocol>,
+    /// When not empty, only clients in these ranges (CIDR, or a single address) may connect.
+    #[serde(default)]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::ranges))]
+    allow: Vec<String>,
+    /// Clients in these ranges are refused, even when `allow` admits them.
+    #[serde(default)]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::ranges))]
+    deny: Vec<String>,
+}
+
+impl From<NewTcpRedirItemBody> for NewTcpRedirItem {
+    fn from(b: NewTcpRedirItemBody) -> NewTcpRedirItem {
+        NewTcpRedirItem {
+            application: b.application,
+            redirection: NewTcpRedir {
+                namespace: b.namespace,
+                port: b.port,
+                limits: RedirLimits {
+                    connect_timeout: b.connect_timeout,
+                    idle_timeout: b.idle_timeout,
+                    half_close_timeout: b.half_close_timeout,
+                    max_connections: b.max_connections,
+                    max_connections_per_second: b.max_connections_per_second,
+                },
+                access: RedirAccess { proxy_protocol: b.proxy_protocol, allow: b.allow, deny: b.deny },
+            },
+        }
+    }
+}
+
+/// What a batch did: one outcome per redirection asked, in the order asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TcpRedirBatch {
+    /// The outcomes, in the order of the request's `redirections`.
+    pub redirections: Vec<TcpRedirOutcome>,
+}
+
+/// One redirection of a batch: made, or why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TcpRedirOutcome {
+    /// The application, as asked.
+    pub application: String,
+    /// The namespace, as asked.
+    pub namespace: String,
+    /// The redirection made, as `POST …/applications/{appId}/tcpRedirs` answers it; absent
+    /// when it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirection: Option<TcpRedir>,
+    /// Why it was refused: the error `POST …/applications/{appId}/tcpRedirs` would have
+    /// answered (4042, 4043, 4090, 4092, 4094, 4095, 4221, 5030); absent when it was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiError>,
+}
+
 /// An organisation: it owns applications, and its credentials reach nothing outside it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
@@ -422,7 +552,7 @@ impl From<&Instance> for NewInstance {
 }
 
 /// The body of every error answer: `{"type":"error","id":N,"message":"…"}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ApiError {
     /// Always `"error"`.
@@ -757,6 +887,14 @@ pub mod schema {
             .description(Some(
                 "each address at most once: a list that names one address twice (even with other weights) is refused with 422",
             ))
+            .into()
+    }
+
+    /// The redirections of a batch: at most [`super::MAX_BATCH`].
+    pub fn batch() -> Schema {
+        ArrayBuilder::new()
+            .items(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("NewTcpRedirItem")))
+            .max_items(Some(super::MAX_BATCH))
             .into()
     }
 

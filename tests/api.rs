@@ -362,6 +362,7 @@ fn the_openapi_document_describes_every_route() {
         ("get", "/v2/organisations/{org}/applications/{app}/tcpRedirs"),
         ("post", "/v2/organisations/{org}/applications/{app}/tcpRedirs"),
         ("delete", "/v2/organisations/{org}/applications/{app}/tcpRedirs/{port}"),
+        ("post", "/v2/organisations/{org}/tcpRedirs"),
         ("get", "/metrics"),
         ("get", "/v2/nodes"),
     ];
@@ -377,7 +378,17 @@ fn the_openapi_document_describes_every_route() {
         assert_eq!(status, 401, "{method} {concrete} must be served and need credentials");
     }
     assert_eq!(documented, routes.len(), "the document has operations this test does not know: {paths:?}");
-    for schema in ["TcpRedir", "NewTcpRedir", "Namespace", "Application", "ApiError", "Node"] {
+    for schema in [
+        "TcpRedir",
+        "NewTcpRedir",
+        "Namespace",
+        "Application",
+        "ApiError",
+        "Node",
+        "NewTcpRedirBatch",
+        "NewTcpRedirItem",
+        "TcpRedirBatch",
+    ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
     }
 }

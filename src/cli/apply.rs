@@ -4,6 +4,13 @@
 //! application's redirections become exactly the file's: those that differ are removed and
 //! added again (a re-added redirection gets its previous port back when it is free), those
 //! that match are left alone. Applications absent from the file are not touched.
+//!
+//! The redirections to add are sent last, in batches (`POST /v2/organisations/{orgId}/tcpRedirs`,
+//! up to [`wire::MAX_BATCH`] each): a file of 100,000 redirections makes a hundred calls
+//! for them, not 100,000, and the server writes and waits once per batch. Each line of the
+//! output keeps its place, its port filled in from the answer. A redirection the server
+//! refuses does not stop the others; `apply` then fails with the first refusal, once every
+//! batch is sent (applying again after a fix adds only what is missing).
 
 use std::path::PathBuf;
 
@@ -11,8 +18,9 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::{print_json, print_text, ConnArgs, Format, FormatArgs, OrgArgs};
+use crate::client::{Client, Failure};
 use crate::manifest::{InstanceSpec, Manifest};
-use crate::wire::NewApplication;
+use crate::wire::{self, NewApplication, NewTcpRedirBatch, NewTcpRedirItem};
 
 /// The options of `apply`.
 #[derive(Debug, Clone, clap::Args)]
@@ -78,6 +86,8 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     let org = args.org.resolve(&client).await?;
     let existing = client.applications(&org.id).await?;
     let mut changes = Vec::new();
+    // The redirections to add, each with the place of its line in `changes`.
+    let mut adds: Vec<(usize, NewTcpRedirItem)> = Vec::new();
     let change = |action, kind, app: &str, namespace: Option<&str>, port| Change {
         action,
         kind,
@@ -88,6 +98,7 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
 
     for spec in &manifest.applications {
         let instances: Vec<_> = spec.instances.iter().map(InstanceSpec::to_wire).collect();
+        let mut created = false;
         let app = match existing.iter().find(|a| a.name == spec.name) {
             Some(app) => {
                 let declared: Vec<_> =
@@ -108,13 +119,15 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
                     None
                 } else {
                     let new = NewApplication { name: spec.name.clone(), instances };
+                    created = true;
                     Some(client.create_application(&org.id, &new).await?)
                 }
             }
         };
         let running = match &app {
-            Some(app) => client.redirections(app).await?,
-            None => Vec::new(),
+            // A new application has no redirection yet: no call to list them.
+            Some(app) if !created => client.redirections(app).await?,
+            _ => Vec::new(),
         };
         // Remove what the file does not declare as it runs, then add what is missing.
         let mut kept = Vec::new();
@@ -136,12 +149,17 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
         }
         for wanted in spec.redirections.iter().filter(|r| !kept.contains(&r.namespace)) {
             let port = match (&app, args.dry_run) {
-                (Some(app), false) => Some(client.add_redirection(app, &wanted.to_wire()).await?.port),
+                (Some(app), false) => {
+                    let item = NewTcpRedirItem { application: app.id.clone(), redirection: wanted.to_wire() };
+                    adds.push((changes.len(), item));
+                    None
+                }
                 _ => wanted.port,
             };
             changes.push(change("add", "redirection", &spec.name, Some(&wanted.namespace), port));
         }
     }
+    add_all(&client, &org.id, adds, &mut changes).await?;
 
     match args.format.get() {
         Format::Json => print_json(&Report { changes, dry_run: args.dry_run }),
@@ -154,6 +172,69 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
             print_text(format!("{}\n{} change(s) {verb}.", lines.join("\n"), changes.len()))
         }
     }
+}
+
+/// Adds the redirections in batches of at most [`wire::MAX_BATCH`] and
+/// [`wire::MAX_BATCH_BODY`] bytes, filling in the port of each one's line; fails with the
+/// first refusal once all are sent.
+async fn add_all(
+    client: &Client,
+    org: &str,
+    adds: Vec<(usize, NewTcpRedirItem)>,
+    changes: &mut [Change],
+) -> Result<()> {
+    // What the body holds besides its items, and a margin for the separators.
+    const ROOM: usize = wire::MAX_BATCH_BODY - 64;
+    let mut refused: Vec<(usize, wire::ApiError)> = Vec::new();
+    let mut adds = adds.into_iter().peekable();
+    while adds.peek().is_some() {
+        let (mut lines, mut items, mut size) = (Vec::new(), Vec::new(), 0);
+        while let Some((line, item)) = adds.peek() {
+            let len = serde_json::to_vec(item)?.len() + 1;
+            if items.len() == wire::MAX_BATCH || (!items.is_empty() && size + len > ROOM) {
+                break;
+            }
+            size += len;
+            lines.push(*line);
+            items.push(item.clone());
+            adds.next();
+        }
+        let answer = client.add_redirections(org, &NewTcpRedirBatch { redirections: items }).await?;
+        if answer.redirections.len() != lines.len() {
+            bail!(
+                "the server answered {} outcomes for a batch of {} redirections: is it a tcp-redirs server of the same version?",
+                answer.redirections.len(),
+                lines.len()
+            );
+        }
+        for (line, outcome) in lines.into_iter().zip(answer.redirections) {
+            match (outcome.redirection, outcome.error) {
+                (Some(made), _) => changes[line].port = Some(made.port),
+                (None, Some(error)) => refused.push((line, error)),
+                (None, None) => {
+                    bail!("the server answered neither a redirection nor an error for one of a batch")
+                }
+            }
+        }
+    }
+    let Some((line, error)) = refused.first() else { return Ok(()) };
+    let what = &changes[*line];
+    let others = match refused.len() {
+        1 => String::new(),
+        n => format!(" ({} more were refused too)", n - 1),
+    };
+    let message = format!(
+        "cannot add the redirection of `{}` in `{}`: {}{others}; every other change was made: fix the file and apply it again",
+        what.application,
+        what.namespace.as_deref().unwrap_or_default(),
+        error.message
+    );
+    // An unknown application or namespace exits as "not found", as a single `add` does.
+    Err(if (4040..4050).contains(&error.id) {
+        Failure::NotFound.with(message)
+    } else {
+        anyhow::anyhow!(message)
+    })
 }
 
 /// Refuses a file that cannot be applied before anything is changed.

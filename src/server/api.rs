@@ -7,6 +7,7 @@
 //! | `GET, POST /v2/organisations/{org}/applications` | applications; create one |
 //! | `GET, DELETE /v2/organisations/{org}/applications/{app}` | one application; remove it |
 //! | `GET, POST /v2/organisations/{org}/applications/{app}/tcpRedirs` | redirections; add one |
+//! | `POST /v2/organisations/{org}/tcpRedirs` | adds many, of several applications (`apply`) |
 //! | `DELETE /v2/organisations/{org}/applications/{app}/tcpRedirs/{port}?namespace=NS` | remove one |
 //! | `GET /v2/nodes` | the gateway nodes sharing the store, up or down |
 //! | `GET /`, `/console.js`, `/console.css` | the web console ([`super::console`]), no credential |
@@ -33,7 +34,8 @@ use super::error::Error;
 use super::gateway::Gateway;
 use crate::wire::{
     ApiError, Application, Instance, IssuedToken, NewApplication, NewInstance, NewOrganisation, NewTcpRedir,
-    NewTcpRedirBody, NewToken, Node, Organisation, TcpRedir, TokenInfo,
+    NewTcpRedirBatch, NewTcpRedirBody, NewTcpRedirItemBody, NewToken, Node, Organisation, TcpRedir,
+    TcpRedirBatch, TokenInfo, MAX_BATCH_BODY,
 };
 
 /// The largest request body accepted; every body of this API is a few bytes.
@@ -50,7 +52,9 @@ type Gw = State<Arc<Gateway>>;
         title = "tcp-redirs control API",
         description = "Clever Cloud's API v2 subset for TCP redirections, plus organisations, credentials and applications.\n\nThis document is the contract: every constraint the server checks on a request is stated here (patterns, ranges, lengths, enums), and the server accepts every request that the document allows (a refusal of a well-formed request is for the state it finds: 404, 409, 422) and refuses every request that it forbids (400). Request bodies refuse unknown fields (`additionalProperties: false`); answers may gain fields in later versions, which clients ignore. Every error answers the `ApiError` shape with a stable id. tests/openapi.rs holds the server to this document."
     ),
-    security(("bearer" = []), ("oauthPlaintext" = []))
+    security(("bearer" = []), ("oauthPlaintext" = [])),
+    // Referred to by the batch's list, whose schema is built from wire.rs's constants.
+    components(schemas(NewTcpRedirItemBody))
 )]
 struct ApiDoc;
 
@@ -240,6 +244,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .routes(routes!(set_instances))
         .routes(routes!(redirs, add))
         .routes(routes!(remove))
+        // A batch is larger than any other body: its own limit, inside the common one.
+        .merge(OpenApiRouter::new().routes(routes!(add_many)).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
         .split_for_parts();
     // After the routes: the contract completes their operations.
     let mut doc = doc;
@@ -397,6 +403,23 @@ async fn add(
 ) -> Result<(StatusCode, Json<TcpRedir>), Error> {
     let Json(new) = body.map_err(|e| body_error(e, r#"{"namespace":"default"}"#))?;
     Ok((StatusCode::CREATED, Json(gw.add(&caller, &org, &app, &new).await?)))
+}
+
+#[utoipa::path(post, path = "/v2/organisations/{org}/tcpRedirs", operation_id = "addTcpRedirs", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…")), request_body(content = NewTcpRedirBatch, description = "up to 1000 redirections of the organisation's applications; one that breaks a rule of this document refuses the whole batch (400) and nothing is made"), responses((status = 200, description = "one outcome per redirection asked, in order: `redirection` when it was made (as `addTcpRedir` answers it), else `error` with what `addTcpRedir` would have answered: 4042 no such application, 4043 no such namespace, 4090 the application has one there, 4092 no free port, 4094 the quota, 4095 the port asked for is taken, 4221 outside the namespace's range, 5030 the store was lost midway", body = TcpRedirBatch), (status = 404, description = "4041: no such organisation, or not the caller's", body = ApiError), (status = 413, description = "4130: the body is over 1 MiB", body = ApiError)))]
+/// Adds many redirections at once, each made or refused on its own: one store write, and
+/// one wait for the ports, per batch.
+async fn add_many(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Params(org): Params<String>,
+    body: Result<Json<NewTcpRedirBatch>, JsonRejection>,
+) -> Answer<TcpRedirBatch> {
+    let expected = r#"{"redirections":[{"application":"app_…","namespace":"default"}]}"#;
+    let Json(batch) = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Error::body_too_large(MAX_BATCH_BODY),
+        _ => Error::bad_body(e.body_text(), expected),
+    })?;
+    Ok(Json(TcpRedirBatch { redirections: gw.add_many(&caller, &org, &batch.redirections).await? }))
 }
 
 /// The query of `DELETE …/tcpRedirs/{port}`.

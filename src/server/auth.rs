@@ -232,9 +232,12 @@ pub async fn require(
     let header = request.headers().get(AUTHORIZATION).map(|v| v.to_str().unwrap_or("").to_owned());
     let mut result = authenticate(&auth.synced.table(), header.as_deref());
     if result.as_ref().is_err_and(|e| e.id == Error::bad_credentials().id) {
-        // Issued through another node a moment ago? Catch up with the store, then say.
-        auth.synced.refresh().await;
-        result = authenticate(&auth.synced.table(), header.as_deref());
+        // Issued through another node a moment ago? Wait briefly for the watch to bring it,
+        // without asking the store: a wrong credential must cost no store round trip.
+        let again = auth.synced.look_again(|table| authenticate(table, header.as_deref()).ok()).await;
+        if let Some(caller) = again {
+            result = Ok(caller);
+        }
     }
     if let Some(ip) = ip {
         // Only a wrong credential is a guess; a request without one is not.

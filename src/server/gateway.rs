@@ -26,6 +26,8 @@ use super::table::Table;
 use super::validate;
 use crate::wire::{self, Application, NewApplication, NewTcpRedir, Node, Organisation, TcpRedir};
 
+mod batch;
+
 /// How many times `add` picks another port when the store says a port was claimed meanwhile.
 const CLAIM_TRIES: usize = 8;
 /// How long a write waits for this node's ports to reflect it (the store's watch delivers
@@ -96,15 +98,15 @@ impl Gateway {
         self.lookup(find).await.ok_or_else(|| Error::unknown_org(org_id))
     }
 
-    /// Finds something in the node's table; when it is not there, catches up with the store
-    /// and looks again: it may have been written through another node a moment ago.
+    /// Finds something in the node's table; when it is not there, looks again as the watch
+    /// brings changes, briefly, without asking the store ([`Synced::look_again`]): it may
+    /// have been written through another node a moment ago.
     async fn lookup<T>(&self, find: impl Fn(&Table) -> Option<T>) -> Option<T> {
         let found = find(&self.table());
         if found.is_some() {
             return found;
         }
-        self.synced.refresh().await;
-        find(&self.table())
+        self.synced.look_again(find).await
     }
 
     /// Creates an organisation (admin only).

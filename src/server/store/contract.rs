@@ -207,6 +207,63 @@ async fn concurrent_claims_never_pass_the_quota(store: Arc<dyn Store>) {
     assert_eq!(won, 3, "the quota of 3 held under concurrent claims");
 }
 
+/// A batch claims each row as one claim would, in order, and says per row why not.
+async fn a_batch_claims_each_row_as_one_claim_would(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    store.create_org(&acme).await.unwrap();
+    for i in 0..130 {
+        store.create_app(&app(&format!("app_{i}"), &acme)).await.unwrap();
+    }
+    store.claim(&redir("app_0", "default", 7000), &acme.id, None).await.unwrap();
+    let mut rows = vec![
+        redir("app_1", "default", 7000),    // the port is taken
+        redir("app_0", "default", 7001),    // the application has one there
+        redir("app_2", "default", 7002),    // made
+        redir("app_3", "default", 7002),    // the row before took the port
+        redir("app_2", "cleverapps", 7002), // made: another namespace
+        redir("app_2", "default", 7003),    // the application got one two rows ago
+        redir("app_999", "default", 7004),  // no such application
+    ];
+    // More rows than one etcd transaction takes.
+    rows.extend((4..120).map(|i| redir(&format!("app_{i}"), "default", 7100 + i as u16)));
+    let outcomes = store.claim_many(&rows, &acme.id, Some(110)).await.unwrap();
+    assert_eq!(outcomes.len(), rows.len());
+    let conflicts: Vec<Option<Conflict>> = outcomes
+        .iter()
+        .map(|o| match o {
+            Ok(_) => None,
+            Err(StoreError::Conflict(c)) => Some(c.clone()),
+            Err(other) => panic!("unexpected: {other}"),
+        })
+        .collect();
+    assert_eq!(
+        conflicts[..7],
+        [
+            Some(Conflict::PortTaken),
+            Some(Conflict::AppHasOne(7000)),
+            None,
+            Some(Conflict::PortTaken),
+            None,
+            Some(Conflict::AppHasOne(7002)),
+            Some(Conflict::NotFound),
+        ]
+    );
+    // The quota of 110, one held before: 2 made above, 107 of the 116 that follow.
+    let made_after: Vec<bool> = conflicts[7..].iter().map(Option::is_none).collect();
+    assert_eq!(made_after.iter().filter(|m| **m).count(), 107, "{conflicts:?}");
+    assert!(made_after[..107].iter().all(|m| *m), "the earlier rows take the quota first: {conflicts:?}");
+    assert!(conflicts[7 + 107..].iter().all(|c| *c == Some(Conflict::Quota(110))), "{conflicts:?}");
+    let table = Table::load(store.snapshot().await.unwrap());
+    assert_eq!(table.redirs.len(), 110);
+    for (row, outcome) in rows.iter().zip(&outcomes) {
+        if let Ok(revision) = outcome {
+            let stored = &table.redirs[&(row.namespace.clone(), row.port)];
+            assert_eq!((&stored.app_id, stored.revision), (&row.app_id, *revision), "{row:?}");
+        }
+    }
+    assert!(store.claim_many(&[], &acme.id, None).await.unwrap().is_empty());
+}
+
 fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Sqlite::open(&dir.path().join("t.db")).unwrap();
@@ -229,6 +286,19 @@ async fn sqlite_watch_replays_every_change_in_order() {
 async fn sqlite_concurrent_claims_never_share_a_port() {
     let (store, _dir) = sqlite();
     concurrent_claims_never_share_a_port(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_batch_claims_each_row_as_one_claim_would() {
+    let (store, _dir) = sqlite();
+    a_batch_claims_each_row_as_one_claim_would(store).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn etcd_a_batch_claims_each_row_as_one_claim_would() {
+    let (store, _etcd) = etcd().await;
+    a_batch_claims_each_row_as_one_claim_would(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

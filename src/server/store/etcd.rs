@@ -26,6 +26,7 @@
 //! ships 3.4.23): a watch resumes from the revision its node applied, and a node whose
 //! revision was compacted away reloads a snapshot.
 
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -44,6 +45,13 @@ use crate::wire::{Application, Instance, Organisation};
 
 /// How many times a write whose only failed comparison was a counter is tried again.
 const RETRIES: usize = 32;
+/// The most rows one transaction of [`Store::claim_many`] claims: each row compares its
+/// port's and its application's keys and, at most, its application's record (3 per row,
+/// and the organisation's counter once), and etcd refuses a transaction of more than 128
+/// comparisons or operations (its default `--max-txn-ops`).
+const CLAIM_CHUNK: usize = 42;
+/// The most reads in one transaction (etcd's default `--max-txn-ops`).
+const MAX_TXN_OPS: usize = 128;
 
 /// A connection to an etcd cluster, under one key prefix.
 pub struct Etcd {
@@ -189,6 +197,118 @@ fn json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
     Ok(serde_json::to_string(value)?)
 }
 
+/// The same failure again, for each of several rows that it stopped (the cause chain of
+/// [`StoreError::Other`] is kept as text).
+fn again(err: &StoreError) -> StoreError {
+    match err {
+        StoreError::Conflict(c) => StoreError::Conflict(c.clone()),
+        StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
+        StoreError::Compacted => StoreError::Compacted,
+        StoreError::Other(e) => StoreError::Other(anyhow::anyhow!("{e:#}")),
+    }
+}
+
+impl Etcd {
+    /// Claims the rows `chunk` indexes in one transaction, retried without the rows that
+    /// conflict; sets their outcomes. Whether any row was claimed; an `Err` leaves the
+    /// outcomes of `chunk`'s remaining rows unset.
+    async fn claim_chunk(
+        &self,
+        rows: &[RedirRow],
+        chunk: &mut Vec<usize>,
+        outcomes: &mut [Option<StoreResult<Revision>>],
+        org_id: &str,
+        quota: Option<u32>,
+    ) -> StoreResult<bool> {
+        let quota_key = self.key(&["quota", org_id]);
+        for _ in 0..RETRIES {
+            if chunk.is_empty() {
+                return Ok(false);
+            }
+            let (count, counter_revision) = self.counter(org_id).await?;
+            if let Some(quota) = quota {
+                // Rows past the quota fail as they would one by one, the earlier ones first.
+                let room = u64::from(quota).saturating_sub(count) as usize;
+                for i in chunk.drain(room.min(chunk.len())..) {
+                    outcomes[i] = Some(Err(StoreError::Conflict(Conflict::Quota(quota))));
+                }
+                if chunk.is_empty() {
+                    return Ok(false);
+                }
+            }
+            let keys: Vec<(String, String)> = chunk
+                .iter()
+                .map(|&i| {
+                    let row = &rows[i];
+                    (
+                        self.key(&["redirs", &row.namespace, &row.port.to_string()]),
+                        self.key(&["appns", &row.app_id, &row.namespace]),
+                    )
+                })
+                .collect();
+            let mut apps: Vec<&str> = chunk.iter().map(|&i| rows[i].app_id.as_str()).collect();
+            apps.sort_unstable();
+            apps.dedup();
+            let app_keys: Vec<String> = apps.iter().map(|app| self.key(&["apps", app])).collect();
+            let mut compares = Vec::with_capacity(keys.len() * 2 + app_keys.len() + 1);
+            let mut puts = Vec::with_capacity(keys.len() * 2 + 1);
+            let mut gets = Vec::with_capacity(keys.len() * 2 + app_keys.len());
+            for (&i, (redir_key, appns_key)) in chunk.iter().zip(&keys) {
+                compares.push(Compare::create_revision(redir_key.as_str(), CompareOp::Equal, 0));
+                compares.push(Compare::create_revision(appns_key.as_str(), CompareOp::Equal, 0));
+                puts.push(TxnOp::put(redir_key.as_str(), json(&rows[i])?, None));
+                puts.push(TxnOp::put(appns_key.as_str(), rows[i].port.to_string(), None));
+                gets.push(TxnOp::get(appns_key.as_str(), None));
+                gets.push(TxnOp::get(redir_key.as_str(), None));
+            }
+            for app_key in &app_keys {
+                compares.push(Compare::create_revision(app_key.as_str(), CompareOp::Greater, 0));
+                gets.push(TxnOp::get(app_key.as_str(), None));
+            }
+            compares.push(Compare::mod_revision(quota_key.as_str(), CompareOp::Equal, counter_revision));
+            puts.push(TxnOp::put(quota_key.as_str(), (count + chunk.len() as u64).to_string(), None));
+            let txn = Txn::new().when(compares).and_then(puts).or_else(gets);
+            let answers = match self.txn(txn).await? {
+                Ok(revision) => {
+                    for i in chunk.drain(..) {
+                        outcomes[i] = Some(Ok(revision));
+                    }
+                    return Ok(true);
+                }
+                Err(answers) => answers,
+            };
+            // Which rows stopped it: those fail, as one claim each would; the rest try again.
+            let missing: HashSet<&str> = apps
+                .iter()
+                .enumerate()
+                .filter(|(n, _)| found(&answers, keys.len() * 2 + n).is_none())
+                .map(|(_, app)| *app)
+                .collect();
+            let before = chunk.len();
+            let mut n = 0;
+            chunk.retain(|&i| {
+                let (appns, redir) = (found(&answers, 2 * n), found(&answers, 2 * n + 1));
+                n += 1;
+                let conflict = if let Some(kv) = appns {
+                    Conflict::AppHasOne(String::from_utf8_lossy(kv.value()).parse().unwrap_or(0))
+                } else if redir.is_some() {
+                    Conflict::PortTaken
+                } else if missing.contains(rows[i].app_id.as_str()) {
+                    Conflict::NotFound
+                } else {
+                    return true;
+                };
+                outcomes[i] = Some(Err(StoreError::Conflict(conflict)));
+                false
+            });
+            if chunk.len() == before {
+                debug!(org = org_id, "the organisation's counter moved during a claim; trying again");
+            }
+        }
+        Err(StoreError::Unavailable("etcd: the organisation kept changing; try again".into()))
+    }
+}
+
 #[async_trait::async_trait]
 impl Store for Etcd {
     fn describe(&self) -> String {
@@ -208,14 +328,9 @@ impl Store for Etcd {
         Ok(Snapshot { revision, records })
     }
 
-    async fn revision(&self) -> StoreResult<Revision> {
-        let response = self
-            .client
-            .kv_client()
-            .get(self.key(&["settings"]), None)
-            .await
-            .map_err(|e| self.unavailable(e))?;
-        Ok(response.header().map_or(0, |h| h.revision()))
+    fn revision_here(&self) -> Option<Revision> {
+        // Other nodes write too: only etcd knows its latest revision.
+        None
     }
 
     async fn watch(&self, after: Revision) -> StoreResult<Changes> {
@@ -533,6 +648,52 @@ impl Store for Etcd {
         Err(StoreError::Unavailable("etcd: the organisation kept changing; try again".into()))
     }
 
+    async fn claim_many(
+        &self,
+        rows: &[RedirRow],
+        org_id: &str,
+        quota: Option<u32>,
+    ) -> StoreResult<Vec<StoreResult<Revision>>> {
+        let mut outcomes: Vec<Option<StoreResult<Revision>>> = rows.iter().map(|_| None).collect();
+        let mut queue: VecDeque<usize> = (0..rows.len()).collect();
+        let mut committed = false;
+        while !queue.is_empty() {
+            // A transaction compares against the state before it: two rows of one chunk on
+            // the same port, or of the same application and namespace, would both pass. The
+            // later one waits for a later chunk, where it meets the earlier one's claim.
+            let (mut chunk, mut later, mut keys) = (Vec::new(), Vec::new(), HashSet::new());
+            while let Some(i) = queue.pop_front() {
+                let row = &rows[i];
+                let port_key = (0u8, row.namespace.as_str(), row.port.to_string());
+                let app_key = (1u8, row.namespace.as_str(), row.app_id.clone());
+                if keys.contains(&port_key) || keys.contains(&app_key) {
+                    later.push(i);
+                    continue;
+                }
+                keys.insert(port_key);
+                keys.insert(app_key);
+                chunk.push(i);
+                if chunk.len() == CLAIM_CHUNK {
+                    break;
+                }
+            }
+            for i in later.into_iter().rev() {
+                queue.push_front(i);
+            }
+            match self.claim_chunk(rows, &mut chunk, &mut outcomes, org_id, quota).await {
+                Ok(claimed) => committed |= claimed,
+                Err(err) if !committed => return Err(err),
+                Err(err) => {
+                    // Some rows were claimed: each of the others says why it was not.
+                    for i in chunk.into_iter().chain(queue.drain(..)) {
+                        outcomes[i] = Some(Err(again(&err)));
+                    }
+                }
+            }
+        }
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or(Err(StoreError::Conflict(Conflict::NotFound)))).collect())
+    }
+
     async fn release(&self, row: &RedirRow, org_id: &str) -> StoreResult<Revision> {
         let redir_key = self.key(&["redirs", &row.namespace, &row.port.to_string()]);
         let appns_key = self.key(&["appns", &row.app_id, &row.namespace]);
@@ -568,6 +729,26 @@ impl Store for Etcd {
     async fn previous_port(&self, app_id: &str, namespace: &str) -> StoreResult<Option<u16>> {
         let kv = self.get(&self.key(&["prev", app_id, namespace])).await?;
         Ok(kv.and_then(|kv| String::from_utf8_lossy(kv.value()).parse().ok()))
+    }
+
+    async fn previous_ports(&self, pairs: &[(String, String)]) -> StoreResult<Vec<Option<u16>>> {
+        let mut ports = Vec::with_capacity(pairs.len());
+        for chunk in pairs.chunks(MAX_TXN_OPS) {
+            let gets: Vec<TxnOp> =
+                chunk.iter().map(|(app, ns)| TxnOp::get(self.key(&["prev", app, ns]), None)).collect();
+            let response = self
+                .client
+                .kv_client()
+                .txn(Txn::new().and_then(gets))
+                .await
+                .map_err(|e| self.unavailable(e))?;
+            let answers = response.op_responses();
+            for n in 0..chunk.len() {
+                ports
+                    .push(found(&answers, n).and_then(|kv| String::from_utf8_lossy(kv.value()).parse().ok()));
+            }
+        }
+        Ok(ports)
     }
 
     async fn put_token(&self, token: &TokenRecord) -> StoreResult<Revision> {

@@ -274,8 +274,9 @@ pub trait Store: Send + Sync {
     fn describe(&self) -> String;
     /// The whole table and the revision it was read at.
     async fn snapshot(&self) -> StoreResult<Snapshot>;
-    /// The store's latest revision.
-    async fn revision(&self) -> StoreResult<Revision>;
+    /// The store's latest revision when it is known here without a round trip (a store
+    /// that only this process writes); `None` for a store shared with other nodes.
+    fn revision_here(&self) -> Option<Revision>;
     /// Every change after `after`, in revision order; [`StoreError::Compacted`] when the
     /// store no longer has them (as the call's answer, or as the stream's first item).
     async fn watch(&self, after: Revision) -> StoreResult<Changes>;
@@ -298,11 +299,25 @@ pub trait Store: Send + Sync {
     /// Claims `row.port` in `row.namespace` for `row.app_id`, in one atomic step with the
     /// checks that the application has none there and that `org_id` is under `quota`.
     async fn claim(&self, row: &RedirRow, org_id: &str, quota: Option<u32>) -> StoreResult<Revision>;
+    /// Claims many redirections of `org_id` at once, each as [`Store::claim`] would, in
+    /// order (a row sees the rows before it, and counts against the quota after them): one
+    /// SQLite transaction, or one etcd transaction per few dozen rows (etcd takes at most
+    /// 128 comparisons in one). The answer has one outcome per row, its revision or why
+    /// not; an `Err` of the whole call means that no row was claimed.
+    async fn claim_many(
+        &self,
+        rows: &[RedirRow],
+        org_id: &str,
+        quota: Option<u32>,
+    ) -> StoreResult<Vec<StoreResult<Revision>>>;
     /// Releases a redirection of `row.app_id`, remembering its port as the application's
     /// previous one in the namespace.
     async fn release(&self, row: &RedirRow, org_id: &str) -> StoreResult<Revision>;
     /// The port the application last released in the namespace.
     async fn previous_port(&self, app_id: &str, namespace: &str) -> StoreResult<Option<u16>>;
+    /// [`Store::previous_port`] of many (application, namespace) pairs, in their order, in
+    /// one round trip (SQLite: none; etcd: one per 128 pairs).
+    async fn previous_ports(&self, pairs: &[(String, String)]) -> StoreResult<Vec<Option<u16>>>;
     /// Records a credential.
     async fn put_token(&self, token: &TokenRecord) -> StoreResult<Revision>;
     /// Forgets the credential `id` of `org_id` (`None`: the admin's).

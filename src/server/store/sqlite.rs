@@ -11,13 +11,20 @@
 //!
 //! Namespace definitions, node descriptions and liveness only live in memory here: a
 //! single server has its namespaces from its config and is its own only node.
+//!
+//! Revisions grow across restarts: the file keeps a ceiling (`meta.revision_ceiling`)
+//! above every revision handed out, raised by [`CEILING_STEP`] in the same transaction as
+//! the write that reaches it (a change that lives in memory raises it with a write of its
+//! own, once per [`CEILING_STEP`]), and a reopened store starts from it. Nothing that takes
+//! the lock runs on an async worker: it may be held by a commit waiting for the disk.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{bail, Context, Result};
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::mpsc;
 
 use super::{
@@ -32,6 +39,8 @@ const FORMAT: &str = "tcp-redirs";
 const SCHEMA: i64 = 2;
 /// How many recent changes a watch can start from; an older start reloads a snapshot.
 const WINDOW: usize = 65_536;
+/// How far the stored revision ceiling is raised each time a revision reaches it.
+const CEILING_STEP: Revision = 1024;
 
 const SCHEMA_SQL: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -110,6 +119,10 @@ UPDATE meta SET value = '2' WHERE key = 'schema';
 struct Inner {
     conn: Connection,
     revision: Revision,
+    /// `revision`, readable without the lock.
+    latest: Arc<AtomicI64>,
+    /// The stored ceiling: every revision handed out is below it.
+    ceiling: Revision,
     recent: VecDeque<Event>,
     watchers: Vec<mpsc::Sender<StoreResult<Vec<Event>>>>,
     namespaces: BTreeMap<String, NamespaceDef>,
@@ -121,6 +134,7 @@ struct Inner {
 pub struct Sqlite {
     path: PathBuf,
     inner: Arc<Mutex<Inner>>,
+    latest: Arc<AtomicI64>,
 }
 
 impl Sqlite {
@@ -129,58 +143,113 @@ impl Sqlite {
         let conn =
             Connection::open(path).with_context(|| format!("cannot open the store {}", path.display()))?;
         init(&conn, path)?;
-        let revision: Revision =
-            conn.query_row("SELECT coalesce(max(revision), 0) FROM changes", [], |r| r.get(0))?;
+        // The ceiling is above every revision handed out; a store written before it existed
+        // has its redirections' revisions and its change log to go by.
+        let revision: Revision = conn.query_row(
+            "SELECT max((SELECT coalesce(max(revision), 0) FROM changes),
+                        (SELECT coalesce(max(revision), 0) FROM redirs),
+                        (SELECT coalesce(max(CAST(value AS INTEGER)), 0) FROM meta WHERE key = 'revision_ceiling'))",
+            [],
+            |r| r.get(0),
+        )?;
+        let latest = Arc::new(AtomicI64::new(revision));
         let inner = Inner {
             conn,
             revision,
+            latest: latest.clone(),
+            ceiling: revision,
             recent: VecDeque::new(),
             watchers: Vec::new(),
             namespaces: BTreeMap::new(),
             nodes: BTreeMap::new(),
             alive: None,
         };
-        Ok(Sqlite { path: path.to_owned(), inner: Arc::new(Mutex::new(inner)) })
+        Ok(Sqlite { path: path.to_owned(), inner: Arc::new(Mutex::new(inner)), latest })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves SQLite consistent (transactions roll back),
-        // so a poisoned lock is safe to take over.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// Runs `with` on the locked state, off the async workers.
+    async fn locked<T: Send + 'static>(
+        &self,
+        with: impl FnOnce(&mut Inner) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || with(&mut lock(&inner)))
+            .await
+            .map_err(|e| StoreError::Other(e.into()))?
     }
 
     /// Runs `write` in one transaction; on commit, numbers its changes with the next
-    /// revision and hands them to the watchers.
+    /// revision and hands them to the watchers. A write that changed nothing takes no
+    /// revision (and answers the current one): a revision without a change would never
+    /// reach the table, and whoever waited for it would wait in vain.
     async fn write<T: Send + 'static>(
         &self,
         write: impl FnOnce(&Transaction, Revision) -> StoreResult<(T, Vec<Change>)> + Send + 'static,
     ) -> StoreResult<(T, Revision)> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+        self.locked(move |inner| {
             let revision = inner.revision + 1;
-            let tx = inner.conn.transaction()?;
+            let ceiling = inner.ceiling;
+            // Immediate: the write lock is taken at the start, waiting for it as long as the
+            // busy timeout says; a deferred transaction that reads first and then finds
+            // another writer fails at once instead.
+            let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let (value, changes) = write(&tx, revision)?;
+            if changes.is_empty() {
+                tx.commit()?;
+                return Ok((value, inner.revision));
+            }
+            let raised = raise_ceiling(&tx, ceiling, revision)?;
             tx.commit()?;
+            inner.ceiling = raised.unwrap_or(ceiling);
             inner.publish(revision, changes);
             Ok((value, revision))
         })
         .await
-        .map_err(|e| StoreError::Other(e.into()))?
     }
 
-    /// Records a change that only lives in memory (namespaces, nodes).
-    fn publish_memory(&self, change: Change) -> Revision {
-        let mut inner = self.lock();
-        let revision = inner.revision + 1;
-        inner.publish(revision, vec![change]);
-        revision
+    /// Records a change that only lives in memory (namespaces, nodes, liveness).
+    async fn publish_memory(&self, change: Change) -> StoreResult<Revision> {
+        self.locked(move |inner| {
+            let revision = inner.revision + 1;
+            // Not in a transaction: on its own, durable before the revision is handed out.
+            if let Some(raised) = raise_ceiling(&inner.conn, inner.ceiling, revision)? {
+                inner.ceiling = raised;
+            }
+            inner.publish(revision, vec![change]);
+            Ok(revision)
+        })
+        .await
     }
+}
+
+/// Locks the store's state. A panic while holding the lock leaves SQLite consistent
+/// (transactions roll back), so a poisoned lock is safe to take over.
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Raises the stored ceiling when `revision` reaches it, so that a reopened store starts
+/// above every revision handed out; the new ceiling when it was raised.
+fn raise_ceiling(
+    conn: &Connection,
+    ceiling: Revision,
+    revision: Revision,
+) -> rusqlite::Result<Option<Revision>> {
+    if revision < ceiling {
+        return Ok(None);
+    }
+    let raised = revision + CEILING_STEP;
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('revision_ceiling', ?1)",
+        [raised.to_string()],
+    )?;
+    Ok(Some(raised))
 }
 
 impl Inner {
     fn publish(&mut self, revision: Revision, changes: Vec<Change>) {
         self.revision = revision;
+        self.latest.store(revision, Ordering::Release);
         let events: Vec<Event> = changes.into_iter().map(|change| Event { revision, change }).collect();
         for event in &events {
             match &event.change {
@@ -190,6 +259,7 @@ impl Inner {
                 Change::Put(Record::Node(node)) => {
                     self.nodes.insert(node.name.clone(), node.clone());
                 }
+                Change::Put(Record::Alive(node)) => self.alive = Some(node.clone()),
                 _ => {}
             }
             if self.recent.len() == WINDOW {
@@ -268,9 +338,7 @@ impl Store for Sqlite {
     }
 
     async fn snapshot(&self) -> StoreResult<Snapshot> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+        self.locked(|inner| {
             let conn = &inner.conn;
             let mut records = Vec::new();
             let mut stmt = conn.prepare_cached("SELECT id, name FROM orgs ORDER BY name")?;
@@ -312,32 +380,33 @@ impl Store for Sqlite {
             Ok(Snapshot { revision: inner.revision, records })
         })
         .await
-        .map_err(|e| StoreError::Other(e.into()))?
     }
 
-    async fn revision(&self) -> StoreResult<Revision> {
-        Ok(self.lock().revision)
+    fn revision_here(&self) -> Option<Revision> {
+        Some(self.latest.load(Ordering::Acquire))
     }
 
     async fn watch(&self, after: Revision) -> StoreResult<Changes> {
-        let mut inner = self.lock();
-        let oldest = inner.recent.front().map_or(inner.revision + 1, |e| e.revision);
-        // Changes after `after` must all still be in the window.
-        if after + 1 < oldest && after < inner.revision {
-            return Err(StoreError::Compacted);
-        }
-        let (tx, rx) = mpsc::channel(1024);
-        let missed: Vec<Event> = inner.recent.iter().filter(|e| e.revision > after).cloned().collect();
-        if !missed.is_empty() {
-            let _ = tx.try_send(Ok(missed));
-        }
-        inner.watchers.push(tx);
-        Ok(rx)
+        self.locked(move |inner| {
+            let oldest = inner.recent.front().map_or(inner.revision + 1, |e| e.revision);
+            // Changes after `after` must all still be in the window.
+            if after + 1 < oldest && after < inner.revision {
+                return Err(StoreError::Compacted);
+            }
+            let (tx, rx) = mpsc::channel(1024);
+            let missed: Vec<Event> = inner.recent.iter().filter(|e| e.revision > after).cloned().collect();
+            if !missed.is_empty() {
+                let _ = tx.try_send(Ok(missed));
+            }
+            inner.watchers.push(tx);
+            Ok(rx)
+        })
+        .await
     }
 
     async fn agree(&self, namespaces: &[NamespaceDef], _org_quota: Option<u32>) -> StoreResult<()> {
         for def in namespaces {
-            self.publish_memory(Change::Put(Record::Namespace(def.clone())));
+            self.publish_memory(Change::Put(Record::Namespace(def.clone()))).await?;
         }
         Ok(())
     }
@@ -444,64 +513,42 @@ impl Store for Sqlite {
         let (row, org_id) = (row.clone(), org_id.to_owned());
         let ((), revision) = self
             .write(move |tx, revision| {
-                let owner: Option<String> = tx
-                    .query_row("SELECT org_id FROM apps WHERE id = ?1", [&row.app_id], |r| r.get(0))
-                    .optional()?;
-                if owner.as_deref() != Some(org_id.as_str()) {
-                    return Err(StoreError::Conflict(Conflict::NotFound));
-                }
-                let existing: Option<u16> = tx
-                    .query_row(
-                        "SELECT port FROM redirs WHERE app_id = ?1 AND namespace = ?2",
-                        params![row.app_id, row.namespace],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                if let Some(port) = existing {
-                    return Err(StoreError::Conflict(Conflict::AppHasOne(port)));
-                }
-                if let Some(quota) = quota {
-                    let held: u64 = tx.query_row(
-                        "SELECT count(*) FROM redirs JOIN apps ON apps.id = redirs.app_id WHERE apps.org_id = ?1",
-                        [&org_id],
-                        |r| r.get(0),
-                    )?;
-                    if held >= u64::from(quota) {
-                        return Err(StoreError::Conflict(Conflict::Quota(quota)));
-                    }
-                }
-                let inserted = tx.execute(
-                    "INSERT INTO redirs (namespace, port, app_id, revision, connect_timeout, idle_timeout,
-                                         half_close_timeout, proxy_protocol, allow_ranges, deny_ranges,
-                                         max_connections, max_rate)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                    params![
-                        row.namespace,
-                        row.port,
-                        row.app_id,
-                        revision,
-                        row.limits.connect_timeout,
-                        row.limits.idle_timeout,
-                        row.limits.half_close_timeout,
-                        row.access.proxy_protocol.map(proxy_name),
-                        serde_json::to_string(&row.access.allow)?,
-                        serde_json::to_string(&row.access.deny)?,
-                        row.limits.max_connections,
-                        row.limits.max_connections_per_second,
-                    ],
-                );
-                match inserted {
-                    Err(e) if is_constraint(&e, "redirs.namespace, redirs.port") => {
-                        Err(StoreError::Conflict(Conflict::PortTaken))
-                    }
-                    other => other.map(drop).map_err(Into::into),
-                }?;
-                log_change(tx, "add", &row)?;
-                let stored = RedirRow { revision, ..row };
-                Ok(((), vec![Change::Put(Record::Redir(stored))]))
+                let mut held = held_by(tx, &org_id, quota)?;
+                claim_row(tx, &row, &org_id, quota, &mut held, revision)?;
+                Ok(((), vec![Change::Put(Record::Redir(RedirRow { revision, ..row }))]))
             })
             .await?;
         Ok(revision)
+    }
+
+    async fn claim_many(
+        &self,
+        rows: &[RedirRow],
+        org_id: &str,
+        quota: Option<u32>,
+    ) -> StoreResult<Vec<StoreResult<Revision>>> {
+        let (rows, org_id) = (rows.to_vec(), org_id.to_owned());
+        let (claimed, revision) = self
+            .write(move |tx, revision| {
+                let mut held = held_by(tx, &org_id, quota)?;
+                let mut claimed = Vec::with_capacity(rows.len());
+                let mut changes = Vec::new();
+                for row in rows {
+                    // A row that fails changed nothing (a failed statement is undone alone), so
+                    // the rows after it go on in the same transaction.
+                    match claim_row(tx, &row, &org_id, quota, &mut held, revision) {
+                        Ok(()) => {
+                            changes.push(Change::Put(Record::Redir(RedirRow { revision, ..row })));
+                            claimed.push(Ok(()));
+                        }
+                        Err(StoreError::Conflict(conflict)) => claimed.push(Err(conflict)),
+                        Err(other) => return Err(other),
+                    }
+                }
+                Ok((claimed, changes))
+            })
+            .await?;
+        Ok(claimed.into_iter().map(|c| c.map(|()| revision).map_err(StoreError::Conflict)).collect())
     }
 
     async fn release(&self, row: &RedirRow, _org_id: &str) -> StoreResult<Revision> {
@@ -527,17 +574,23 @@ impl Store for Sqlite {
     }
 
     async fn previous_port(&self, app_id: &str, namespace: &str) -> StoreResult<Option<u16>> {
-        let (inner, app_id, namespace) = (self.inner.clone(), app_id.to_owned(), namespace.to_owned());
-        // Off the async workers: the lock may be held by a commit waiting for the disk.
-        tokio::task::spawn_blocking(move || {
-            let inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+        let pair = vec![(app_id.to_owned(), namespace.to_owned())];
+        Ok(self.previous_ports(&pair).await?.pop().flatten())
+    }
+
+    async fn previous_ports(&self, pairs: &[(String, String)]) -> StoreResult<Vec<Option<u16>>> {
+        let pairs = pairs.to_vec();
+        self.locked(move |inner| {
             let mut stmt = inner
                 .conn
                 .prepare_cached("SELECT port FROM previous_ports WHERE app_id = ?1 AND namespace = ?2")?;
-            Ok(stmt.query_row(params![app_id, namespace], |r| r.get(0)).optional()?)
+            let mut ports = Vec::with_capacity(pairs.len());
+            for (app_id, namespace) in &pairs {
+                ports.push(stmt.query_row(params![app_id, namespace], |r| r.get(0)).optional()?);
+            }
+            Ok(ports)
         })
         .await
-        .map_err(|e| StoreError::Other(e.into()))?
     }
 
     async fn put_token(&self, token: &TokenRecord) -> StoreResult<Revision> {
@@ -573,15 +626,83 @@ impl Store for Sqlite {
     }
 
     async fn put_node(&self, node: &NodeRecord) -> StoreResult<()> {
-        self.publish_memory(Change::Put(Record::Node(node.clone())));
-        Ok(())
+        self.publish_memory(Change::Put(Record::Node(node.clone()))).await.map(drop)
     }
 
     async fn keep_alive(&self, node: &str, _ttl: std::time::Duration) -> StoreResult<()> {
-        self.lock().alive = Some(node.to_owned());
-        self.publish_memory(Change::Put(Record::Alive(node.to_owned())));
-        Ok(())
+        self.publish_memory(Change::Put(Record::Alive(node.to_owned()))).await.map(drop)
     }
+}
+
+/// How many redirections the organisation holds, when a quota is to be checked (0 when not).
+fn held_by(conn: &Connection, org_id: &str, quota: Option<u32>) -> StoreResult<u64> {
+    if quota.is_none() {
+        return Ok(0);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT count(*) FROM redirs JOIN apps ON apps.id = redirs.app_id WHERE apps.org_id = ?1",
+    )?;
+    Ok(stmt.query_row([org_id], |r| r.get(0))?)
+}
+
+/// Claims one redirection inside a transaction: the application is the organisation's and
+/// has none in the namespace, the organisation is under its quota (`held` counts what it
+/// holds, this claim included once made), the port is free.
+fn claim_row(
+    conn: &Connection,
+    row: &RedirRow,
+    org_id: &str,
+    quota: Option<u32>,
+    held: &mut u64,
+    revision: Revision,
+) -> StoreResult<()> {
+    let owner: Option<String> = conn
+        .prepare_cached("SELECT org_id FROM apps WHERE id = ?1")?
+        .query_row([&row.app_id], |r| r.get(0))
+        .optional()?;
+    if owner.as_deref() != Some(org_id) {
+        return Err(StoreError::Conflict(Conflict::NotFound));
+    }
+    let existing: Option<u16> = conn
+        .prepare_cached("SELECT port FROM redirs WHERE app_id = ?1 AND namespace = ?2")?
+        .query_row(params![row.app_id, row.namespace], |r| r.get(0))
+        .optional()?;
+    if let Some(port) = existing {
+        return Err(StoreError::Conflict(Conflict::AppHasOne(port)));
+    }
+    if let Some(quota) = quota.filter(|&q| *held >= u64::from(q)) {
+        return Err(StoreError::Conflict(Conflict::Quota(quota)));
+    }
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO redirs (namespace, port, app_id, revision, connect_timeout, idle_timeout,
+                                 half_close_timeout, proxy_protocol, allow_ranges, deny_ranges,
+                                 max_connections, max_rate)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            row.namespace,
+            row.port,
+            row.app_id,
+            revision,
+            row.limits.connect_timeout,
+            row.limits.idle_timeout,
+            row.limits.half_close_timeout,
+            row.access.proxy_protocol.map(proxy_name),
+            serde_json::to_string(&row.access.allow)?,
+            serde_json::to_string(&row.access.deny)?,
+            row.limits.max_connections,
+            row.limits.max_connections_per_second,
+        ]);
+    match inserted {
+        Err(e) if is_constraint(&e, "redirs.namespace, redirs.port") => {
+            Err(StoreError::Conflict(Conflict::PortTaken))
+        }
+        other => other.map(drop).map_err(Into::into),
+    }?;
+    log_change(conn, "add", row)?;
+    *held += 1;
+    Ok(())
 }
 
 fn app(conn: &Connection, id: &str) -> StoreResult<Option<Application>> {
@@ -661,10 +782,8 @@ fn json_list(row: &rusqlite::Row, column: usize) -> rusqlite::Result<Vec<String>
 
 /// Appends to the log of redirection changes, an audit trail kept in the file.
 fn log_change(conn: &Connection, op: &str, row: &RedirRow) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO changes (op, namespace, port, app_id) VALUES (?1, ?2, ?3, ?4)",
-        params![op, row.namespace, row.port, row.app_id],
-    )?;
+    conn.prepare_cached("INSERT INTO changes (op, namespace, port, app_id) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![op, row.namespace, row.port, row.app_id])?;
     Ok(())
 }
 
@@ -679,4 +798,104 @@ fn is_constraint(e: &rusqlite::Error, columns: &str) -> bool {
 fn unhex(text: &str) -> StoreResult<Vec<u8>> {
     crate::server::auth::unhex(text)
         .ok_or_else(|| StoreError::Other(anyhow::anyhow!("a stored hash is not hex")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redir(app: &str, port: u16) -> RedirRow {
+        RedirRow {
+            namespace: "default".into(),
+            port,
+            app_id: app.into(),
+            limits: RedirLimits::default(),
+            access: RedirAccess::default(),
+            revision: 0,
+        }
+    }
+
+    fn node(revision: Revision) -> NodeRecord {
+        NodeRecord {
+            name: "a".into(),
+            public_address: "127.0.0.1".into(),
+            namespaces: vec!["default".into()],
+            last_seen: 0,
+            revision,
+            listening: 0,
+            unbound: Vec::new(),
+        }
+    }
+
+    /// Every revision handed out before a reopen, by writes that the file keeps, by writes
+    /// whose records were deleted since, and by changes that only lived in memory, is below
+    /// every revision after it.
+    #[tokio::test]
+    async fn revisions_grow_across_a_reopen_even_after_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut highest = 0;
+        for round in 0..3 {
+            let store = Sqlite::open(&path).unwrap();
+            let first = store.snapshot().await.unwrap().revision;
+            assert!(first >= highest, "round {round}: reopened at {first}, below {highest}");
+            let org = Organisation { id: format!("orga_{round}"), name: format!("org{round}") };
+            let mut seen = vec![store.create_org(&org).await.unwrap()];
+            let app = |id: &str| Application {
+                id: id.into(),
+                name: id.into(),
+                owner_id: org.id.clone(),
+                instances: Vec::new(),
+            };
+            seen.push(store.create_app(&app(&format!("app_{round}a"))).await.unwrap());
+            seen.push(store.create_app(&app(&format!("app_{round}b"))).await.unwrap());
+            seen.push(store.claim(&redir(&format!("app_{round}a"), 6000), &org.id, None).await.unwrap());
+            let batch = [redir(&format!("app_{round}b"), 6001), redir(&format!("app_{round}b"), 6002)];
+            let claimed = store.claim_many(&batch, &org.id, None).await.unwrap();
+            assert!(
+                matches!(claimed[1], Err(StoreError::Conflict(Conflict::AppHasOne(6001)))),
+                "{claimed:?}"
+            );
+            seen.push(*claimed[0].as_ref().unwrap());
+            // Changes that live in memory, more than one step of the ceiling: they take
+            // revisions too.
+            for i in 0..CEILING_STEP + 10 {
+                store.put_node(&node(i)).await.unwrap();
+            }
+            seen.push(store.revision_here().unwrap());
+            // Deletes: the redirections, the applications, a credential.
+            seen.push(store.release(&redir(&format!("app_{round}a"), 6000), &org.id).await.unwrap());
+            seen.push(store.remove_app(&format!("app_{round}a")).await.unwrap());
+            seen.push(store.remove_app(&format!("app_{round}b")).await.unwrap());
+            let token = TokenRecord {
+                info: TokenInfo {
+                    id: format!("tok_{round}"),
+                    name: "ci".into(),
+                    owner_id: Some(org.id.clone()),
+                    created_at: None,
+                },
+                token_hash: "ab".repeat(32),
+                secret_hash: "cd".repeat(32),
+            };
+            seen.push(store.put_token(&token).await.unwrap());
+            seen.push(store.revoke_token(Some(&org.id), &token.info.id).await.unwrap());
+            assert!(seen.windows(2).all(|w| w[0] < w[1]), "round {round}: revisions grow: {seen:?}");
+            assert!(seen[0] > highest, "round {round}: {} after a reopen, not above {highest}", seen[0]);
+            highest = *seen.last().unwrap();
+            assert_eq!(store.revision_here(), Some(highest));
+        }
+    }
+
+    /// A write that changes nothing takes no revision: the table, which only moves with
+    /// changes, would never reach it.
+    #[tokio::test]
+    async fn a_write_that_changes_nothing_takes_no_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Sqlite::open(&dir.path().join("t.db")).unwrap();
+        store.ensure_org("default", "orga_1").await.unwrap();
+        let before = store.revision_here().unwrap();
+        assert_eq!(store.ensure_org("default", "orga_2").await.unwrap().id, "orga_1");
+        assert_eq!(store.claim_many(&[], "orga_1", None).await.unwrap().len(), 0);
+        assert_eq!(store.revision_here().unwrap(), before);
+    }
 }

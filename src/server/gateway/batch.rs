@@ -1,0 +1,387 @@
+//! Many redirections at once (`POST /v2/organisations/{orgId}/tcpRedirs`, used by `apply`):
+//! what [`Gateway::add`] does for one, with one store write, one wait for this node's ports
+//! and one for the fleet per batch instead of per redirection.
+//!
+//! Each redirection of a batch is made or refused on its own, and the answer says which, in
+//! the order asked: a refusal for the state found (an unknown application or namespace, a
+//! port taken or out of range, an application that has one there, the quota) is that
+//! redirection's outcome, with the error a single `add` would answer, and the others are
+//! made. A batch that breaks the API's document (a bad namespace name, limit or range, more
+//! than [`wire::MAX_BATCH`] redirections) is refused whole with 400 before anything is done,
+//! so that a client learns about a malformed request at once, not one item at a time.
+//!
+//! A node that serves a namespace binds each port before claiming it, as `add` does, and
+//! holds the listeners in a [`Held`] guard until the store answers: a claim that fails
+//! closes its listener, and so does every listener of a request that is dropped midway
+//! (its client went away). A store write that had already reached SQLite may still commit
+//! then: its ports start as after a restart, bound by the reconciler, and a second `apply`
+//! finds them made.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tracing::info;
+
+use super::{Gateway, CLAIM_TRIES};
+use crate::server::auth::Caller;
+use crate::server::config::DEFAULT_LIMITS;
+use crate::server::error::Error;
+use crate::server::live::LivePorts;
+use crate::server::ports;
+use crate::server::store::{Conflict, NamespaceDef, RedirRow, Revision, StoreError};
+use crate::server::table::Table;
+use crate::server::validate;
+use crate::wire::{self, ApiError, NewTcpRedir, NewTcpRedirItem, Organisation, TcpRedir, TcpRedirOutcome};
+
+/// How many ports are bound between two yields to the runtime (binding is a few system
+/// calls each, done on the async worker as `add` does).
+const BINDS_PER_YIELD: usize = 64;
+
+/// One redirection of a batch that passed the checks against the table, to be claimed.
+struct Plan {
+    /// Its place in the request.
+    index: usize,
+    /// Its namespace.
+    ns: NamespaceDef,
+    /// What is claimed, the port set once picked.
+    row: RedirRow,
+    /// The port asked for, if any.
+    fixed: Option<u16>,
+    /// The application's previous port in the namespace, tried first.
+    previous: Option<u16>,
+}
+
+/// The listeners a batch bound for its claims. A port leaves the guard when its claim
+/// succeeds (the reconciler takes the listener) or fails (it is closed); when the guard is
+/// dropped, with the request or at the end, every listener still in it is closed.
+struct Held {
+    live: Arc<LivePorts>,
+    ports: HashSet<(String, u16)>,
+}
+
+impl Held {
+    /// Keeps `listeners` for the claim of `port`.
+    fn hold(&mut self, namespace: &str, port: u16, listeners: ports::Listeners) {
+        self.live.hold(namespace, port, listeners);
+        self.ports.insert((namespace.to_owned(), port));
+    }
+
+    /// The claim succeeded: the listener is the reconciler's now.
+    fn claimed(&mut self, namespace: &str, port: u16) {
+        self.ports.remove(&(namespace.to_owned(), port));
+    }
+
+    /// The claim failed: the listener is closed.
+    fn release(&mut self, namespace: &str, port: u16) {
+        if self.ports.remove(&(namespace.to_owned(), port)) {
+            self.live.unhold(namespace, port);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for (namespace, port) in self.ports.drain() {
+            self.live.unhold(&namespace, port);
+        }
+    }
+}
+
+/// The ports of one namespace that a new redirection cannot take: the table's, those
+/// running or held on this node, and those the batch picked already. The one place the
+/// batch asks whether a port is taken (today a set read once per namespace and batch).
+struct Taken {
+    ports: HashSet<u16>,
+}
+
+impl Taken {
+    /// Whether `port` is taken.
+    fn contains(&self, port: u16) -> bool {
+        self.ports.contains(&port)
+    }
+
+    /// `port` is taken from now on.
+    fn insert(&mut self, port: u16) {
+        self.ports.insert(port);
+    }
+}
+
+impl Gateway {
+    /// The ports of `namespace` a new redirection cannot take, as [`Taken`] answers them.
+    fn taken_in(&self, namespace: &str) -> Taken {
+        let mut ports: HashSet<u16> =
+            self.table().redirs.keys().filter(|(n, _)| n == namespace).map(|(_, p)| *p).collect();
+        ports.extend(self.synced.live().ports_in(namespace));
+        Taken { ports }
+    }
+
+    /// Makes many redirections of one organisation's applications; each is made or refused
+    /// on its own (see the module's documentation), and the answer lists them in order.
+    pub async fn add_many(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        items: &[NewTcpRedirItem],
+    ) -> Result<Vec<TcpRedirOutcome>, Error> {
+        if items.len() > wire::MAX_BATCH {
+            return Err(Error::bad_request(format!(
+                "a batch holds {} redirections; the most is {}: send them in several batches",
+                items.len(),
+                wire::MAX_BATCH
+            )));
+        }
+        for (n, item) in items.iter().enumerate() {
+            check_shape(&item.redirection).map_err(|e| {
+                Error::bad_request(format!(
+                    "redirection {n} of the batch ({} in {}): {}; nothing was changed",
+                    item.application, item.redirection.namespace, e.message
+                ))
+            })?;
+        }
+        let org = self.org(caller, org_id).await?;
+        let mut outcomes: Vec<Option<Result<TcpRedir, Error>>> = items.iter().map(|_| None).collect();
+
+        // Applications created through another node a moment ago: looked for all at once.
+        let wanted: HashSet<&str> = items.iter().map(|i| i.application.as_str()).collect();
+        let all_known = |t: &Table| {
+            wanted.iter().all(|id| t.apps.get(*id).is_some_and(|a| a.owner_id == org.id)).then_some(())
+        };
+        if all_known(&self.table()).is_none() {
+            self.synced.look_again(all_known).await;
+        }
+        let mut plans = Vec::with_capacity(items.len());
+        {
+            let table = self.table();
+            let existing = existing_ports(&table, &wanted);
+            for (index, item) in items.iter().enumerate() {
+                match plan(&table, &org, index, item, &existing) {
+                    Ok(plan) => plans.push(plan),
+                    Err(e) => outcomes[index] = Some(Err(e)),
+                }
+            }
+        }
+        let asked: Vec<(String, String)> = plans
+            .iter()
+            .filter(|p| p.fixed.is_none())
+            .map(|p| (p.row.app_id.clone(), p.ns.name.clone()))
+            .collect();
+        let previous = self.synced.store().previous_ports(&asked).await.map_err(|e| self.store_error(e))?;
+        for (plan, previous) in plans.iter_mut().filter(|p| p.fixed.is_none()).zip(previous) {
+            plan.previous = previous;
+        }
+
+        let live = self.synced.live().clone();
+        let mut held = Held { live: live.clone(), ports: HashSet::new() };
+        let mut taken: HashMap<String, Taken> = HashMap::new();
+        let quota = *self.org_quota.read().unwrap_or_else(|p| p.into_inner());
+        let mut made: Vec<(usize, RedirRow)> = Vec::new();
+        let mut revision: Option<Revision> = None;
+        for _ in 0..CLAIM_TRIES {
+            if plans.is_empty() {
+                break;
+            }
+            let mut claiming = Vec::with_capacity(plans.len());
+            for (n, mut plan) in std::mem::take(&mut plans).into_iter().enumerate() {
+                if n % BINDS_PER_YIELD == BINDS_PER_YIELD - 1 {
+                    tokio::task::yield_now().await;
+                }
+                let ns = plan.ns.name.clone();
+                let taken = taken.entry(ns.clone()).or_insert_with(|| self.taken_in(&ns));
+                match pick(&live, &plan, taken, &mut held) {
+                    Ok(port) => {
+                        taken.insert(port);
+                        plan.row.port = port;
+                        claiming.push(plan);
+                    }
+                    Err(e) => outcomes[plan.index] = Some(Err(e)),
+                }
+            }
+            if claiming.is_empty() {
+                break;
+            }
+            let rows: Vec<RedirRow> = claiming.iter().map(|p| p.row.clone()).collect();
+            let results = match self.synced.store().claim_many(&rows, &org.id, quota).await {
+                Ok(results) => results,
+                // Nothing of this round was claimed: with nothing made before, the whole
+                // batch fails (the guard closes the listeners); else each says why.
+                Err(err) if made.is_empty() => return Err(self.store_error(err)),
+                Err(err) => {
+                    let err = self.store_error(err);
+                    for plan in &claiming {
+                        held.release(&plan.ns.name, plan.row.port);
+                        outcomes[plan.index] = Some(Err(copy(&err)));
+                    }
+                    break;
+                }
+            };
+            for (plan, result) in claiming.into_iter().zip(results) {
+                let (ns, port) = (plan.ns.name.clone(), plan.row.port);
+                match result {
+                    Ok(at) => {
+                        held.claimed(&ns, port);
+                        revision = revision.max(Some(at));
+                        made.push((plan.index, RedirRow { revision: at, ..plan.row }));
+                    }
+                    // Claimed meanwhile through another node: another port, next round.
+                    Err(StoreError::Conflict(Conflict::PortTaken)) if plan.fixed.is_none() => {
+                        held.release(&ns, port);
+                        plans.push(plan);
+                    }
+                    Err(err) => {
+                        held.release(&ns, port);
+                        outcomes[plan.index] = Some(Err(self.refusal(err, &plan)));
+                    }
+                }
+            }
+        }
+        for plan in plans {
+            outcomes[plan.index] =
+                Some(Err(Error::no_free_port(&plan.ns.name, plan.ns.min_port, plan.ns.max_port)));
+        }
+        drop(held);
+
+        if let Some(revision) = revision {
+            self.settle(revision).await;
+            let namespaces: BTreeSet<&str> = made.iter().map(|(_, row)| row.namespace.as_str()).collect();
+            for namespace in namespaces {
+                self.wait_for_fleet(namespace, revision).await;
+            }
+            info!(org = %org.id, redirections = made.len(), asked = items.len(), revision, "redirections added");
+        }
+        let table = self.table();
+        for (index, row) in made {
+            let stored = table.redirs.get(&(row.namespace.clone(), row.port)).unwrap_or(&row);
+            outcomes[index] = Some(Ok(self.describe(&table, stored)));
+        }
+        Ok(items
+            .iter()
+            .zip(outcomes)
+            .map(|(item, outcome)| {
+                let (redirection, error) = match outcome {
+                    Some(Ok(made)) => (Some(made), None),
+                    Some(Err(e)) => {
+                        (None, Some(ApiError { kind: "error".into(), id: e.id, message: e.message }))
+                    }
+                    // Every item gets an outcome above; should one not, it was not made.
+                    None => (None, Some(internal_gap())),
+                };
+                TcpRedirOutcome {
+                    application: item.application.clone(),
+                    namespace: item.redirection.namespace.clone(),
+                    redirection,
+                    error,
+                }
+            })
+            .collect())
+    }
+
+    /// The error a single `add` answers for a claim the store refused.
+    fn refusal(&self, err: StoreError, plan: &Plan) -> Error {
+        let ns = &plan.ns.name;
+        match err {
+            StoreError::Conflict(Conflict::PortTaken) => Error::port_taken(plan.row.port, ns),
+            StoreError::Conflict(Conflict::AppHasOne(p)) => Error::already_redirected(p, ns),
+            StoreError::Conflict(Conflict::Quota(q)) => Error::quota_reached(q),
+            StoreError::Conflict(Conflict::NotFound) => Error::unknown_app(&plan.row.app_id),
+            err => self.store_error(err),
+        }
+    }
+}
+
+/// The checks of what the API's document states, made on every redirection before any is
+/// made: the batch is refused whole when one fails.
+fn check_shape(new: &NewTcpRedir) -> Result<(), Error> {
+    validate::namespace(&new.namespace)?;
+    if new.port == Some(0) {
+        return Err(Error::bad_port("0"));
+    }
+    DEFAULT_LIMITS.with(&new.limits).map_err(Error::bad_request)?;
+    validate::access_rules(&new.access)
+}
+
+/// The ports that the batch's applications hold, by (application, namespace).
+fn existing_ports(table: &Table, apps: &HashSet<&str>) -> HashMap<(String, String), u16> {
+    table
+        .redirs
+        .values()
+        .filter(|r| apps.contains(r.app_id.as_str()))
+        .map(|r| ((r.app_id.clone(), r.namespace.clone()), r.port))
+        .collect()
+}
+
+/// What a single `add` checks against the table before it binds, for one redirection.
+fn plan(
+    table: &Table,
+    org: &Organisation,
+    index: usize,
+    item: &NewTcpRedirItem,
+    existing: &HashMap<(String, String), u16>,
+) -> Result<Plan, Error> {
+    let new = &item.redirection;
+    let app = table
+        .apps
+        .get(&item.application)
+        .filter(|a| a.owner_id == org.id)
+        .ok_or_else(|| Error::unknown_app(&item.application))?;
+    // A namespace reserved to other organisations does not exist for this one.
+    let ns = table
+        .namespaces
+        .get(&new.namespace)
+        .filter(|n| n.admits(org) && !n.retired)
+        .cloned()
+        .ok_or_else(|| Error::unknown_namespace(&new.namespace))?;
+    validate::redirection(&ns, &new.limits, &new.access)?;
+    if let Some(port) = new.port {
+        validate::port_in_range(&ns, port)?;
+    }
+    if let Some(&port) = existing.get(&(app.id.clone(), ns.name.clone())) {
+        return Err(Error::already_redirected(port, &ns.name));
+    }
+    let row = RedirRow {
+        namespace: ns.name.clone(),
+        port: 0,
+        app_id: app.id.clone(),
+        limits: new.limits,
+        access: new.access.clone(),
+        revision: 0,
+    };
+    Ok(Plan { index, ns, row, fixed: new.port, previous: None })
+}
+
+/// Picks the port of one redirection, bound and held when this node serves its namespace.
+fn pick(live: &LivePorts, plan: &Plan, taken: &Taken, held: &mut Held) -> Result<u16, Error> {
+    let ns = &plan.ns;
+    let range = ns.min_port..=ns.max_port;
+    let no_free = || Error::no_free_port(&ns.name, ns.min_port, ns.max_port);
+    let serves = live.served().serves(&ns.name);
+    let bind = live.served().bind(&ns.name);
+    match (plan.fixed, serves) {
+        (Some(port), _) if taken.contains(port) => Err(Error::port_taken(port, &ns.name)),
+        (Some(port), true) => {
+            let listeners =
+                ports::bind(SocketAddr::new(bind, port)).map_err(|_| Error::port_taken(port, &ns.name))?;
+            held.hold(&ns.name, port, listeners);
+            Ok(port)
+        }
+        (Some(port), false) => Ok(port),
+        (None, true) => {
+            let (port, listeners) = ports::allocate_where(bind, &range, |p| taken.contains(p), plan.previous)
+                .ok_or_else(no_free)?;
+            held.hold(&ns.name, port, listeners);
+            Ok(port)
+        }
+        (None, false) => ports::pick_where(&range, |p| taken.contains(p), plan.previous).ok_or_else(no_free),
+    }
+}
+
+/// The same error again, for each of several redirections it stopped.
+fn copy(err: &Error) -> Error {
+    Error { status: err.status, id: err.id, message: err.message.clone() }
+}
+
+/// The outcome of a redirection that got none (never expected: each gets one).
+fn internal_gap() -> ApiError {
+    let err = Error::internal(anyhow::anyhow!("a redirection of a batch got no outcome"));
+    ApiError { kind: "error".into(), id: err.id, message: err.message }
+}
