@@ -70,6 +70,16 @@ impl Gateway {
         self.synced.table()
     }
 
+    /// Whether a namespace's port is held by a redirection of the table or by this node.
+    fn port_taken(&self, namespace: &str, port: u16) -> bool {
+        self.synced.live().uses(namespace, port) || self.table().port_taken(namespace, port)
+    }
+
+    /// This node has no descriptor left for a new port.
+    fn out_of_descriptors(&self) -> Error {
+        Error::out_of_descriptors(&self.node, ports::descriptor_limit())
+    }
+
     fn store_error(&self, err: StoreError) -> Error {
         Error::from_store(&self.synced.store().describe(), err)
     }
@@ -376,9 +386,8 @@ impl Gateway {
         let live = self.synced.live();
         // Ports the store said were claimed meanwhile, beside those the copy and this node know.
         let mut raced: HashSet<u16> = HashSet::new();
-        let taken = |port: u16, raced: &HashSet<u16>| {
-            raced.contains(&port) || live.uses(&ns.name, port) || self.table().port_taken(&ns.name, port)
-        };
+        let taken =
+            |port: u16, raced: &HashSet<u16>| raced.contains(&port) || self.port_taken(&ns.name, port);
         if new.port.is_some_and(|p| taken(p, &raced)) {
             return Err(Error::port_taken(new.port.unwrap_or_default(), &ns.name));
         }
@@ -399,7 +408,7 @@ impl Gateway {
                 (Some(port), true) => {
                     let listeners = ports::bind(SocketAddr::new(bind, port)).map_err(|err| {
                         if ports::out_of_descriptors(&err) {
-                            Error::out_of_descriptors(&self.node, ports::descriptor_limit())
+                            self.out_of_descriptors()
                         } else {
                             Error::port_taken(port, &ns.name)
                         }
@@ -410,7 +419,7 @@ impl Gateway {
                 (Some(port), false) => port,
                 (None, true) => {
                     let (port, listeners) = ports::allocate(bind, &range, |p| taken(p, &raced), previous)
-                        .map_err(|_| Error::out_of_descriptors(&self.node, ports::descriptor_limit()))?
+                        .map_err(|_| self.out_of_descriptors())?
                         .ok_or_else(|| Error::no_free_port(&ns.name, ns.min_port, ns.max_port))?;
                     live.hold(&ns.name, port, listeners);
                     port

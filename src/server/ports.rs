@@ -126,53 +126,6 @@ fn socket(addr: SocketAddr) -> io::Result<Socket> {
     Ok(socket)
 }
 
-/// As [`allocate`], with the ports to avoid said by `taken` (a batch asks its own
-/// snapshot of the namespace, and the ports it picked already).
-pub fn allocate_where(
-    ip: IpAddr,
-    range: &RangeInclusive<u16>,
-    taken: impl Fn(u16) -> bool,
-    prefer: Option<u16>,
-) -> Option<(u16, Listeners)> {
-    let try_port =
-        |port: u16| (!taken(port)).then(|| bind(SocketAddr::new(ip, port)).ok().map(|l| (port, l)))?;
-    if let Some(found) = prefer.filter(|p| range.contains(p)).and_then(try_port) {
-        return Some(found);
-    }
-    let (low, high) = (*range.start() as u32, *range.end() as u32);
-    let span = high - low + 1;
-    let mut rng = rand::rng();
-    for _ in 0..RANDOM_TRIES.min(span as usize) {
-        if let Some(found) = try_port((low + rng.random_range(0..span)) as u16) {
-            return Some(found);
-        }
-    }
-    let start = rng.random_range(0..span);
-    (0..span).map(|i| (low + (start + i) % span) as u16).find_map(try_port)
-}
-
-/// As [`pick`], with the ports to avoid said by `taken`.
-pub fn pick_where(
-    range: &RangeInclusive<u16>,
-    taken: impl Fn(u16) -> bool,
-    prefer: Option<u16>,
-) -> Option<u16> {
-    if let Some(port) = prefer.filter(|&p| range.contains(&p) && !taken(p)) {
-        return Some(port);
-    }
-    let (low, high) = (*range.start() as u32, *range.end() as u32);
-    let span = high - low + 1;
-    let mut rng = rand::rng();
-    for _ in 0..RANDOM_TRIES.min(span as usize) {
-        let port = (low + rng.random_range(0..span)) as u16;
-        if !taken(port) {
-            return Some(port);
-        }
-    }
-    let start = rng.random_range(0..span);
-    (0..span).map(|i| (low + (start + i) % span) as u16).find(|&p| !taken(p))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,17 +88,18 @@ impl Drop for Held {
     }
 }
 
-/// The ports of one namespace that a new redirection cannot take: the table's, those
-/// running or held on this node, and those the batch picked already. The one place the
-/// batch asks whether a port is taken (today a set read once per namespace and batch).
+/// The ports of one namespace that a new redirection cannot take: the table's and those
+/// running or held on this node (asked of their indexes, port by port, so a batch costs
+/// what it makes, not the namespace's size), and those the batch picked already.
 struct Taken {
+    namespace: String,
     ports: HashSet<u16>,
 }
 
 impl Taken {
     /// Whether `port` is taken.
-    fn contains(&self, port: u16) -> bool {
-        self.ports.contains(&port)
+    fn contains(&self, gateway: &Gateway, port: u16) -> bool {
+        self.ports.contains(&port) || gateway.port_taken(&self.namespace, port)
     }
 
     /// `port` is taken from now on.
@@ -110,10 +111,7 @@ impl Taken {
 impl Gateway {
     /// The ports of `namespace` a new redirection cannot take, as [`Taken`] answers them.
     fn taken_in(&self, namespace: &str) -> Taken {
-        let mut ports: HashSet<u16> =
-            self.table().redirs.keys().filter(|(n, _)| n == namespace).map(|(_, p)| *p).collect();
-        ports.extend(self.synced.live().ports_in(namespace));
-        Taken { ports }
+        Taken { namespace: namespace.to_owned(), ports: HashSet::new() }
     }
 
     /// Makes many redirections of one organisation's applications; each is made or refused
@@ -188,7 +186,7 @@ impl Gateway {
                 }
                 let ns = plan.ns.name.clone();
                 let taken = taken.entry(ns.clone()).or_insert_with(|| self.taken_in(&ns));
-                match pick(&live, &plan, taken, &mut held) {
+                match pick(self, &live, &plan, taken, &mut held) {
                     Ok(port) => {
                         taken.insert(port);
                         plan.row.port = port;
@@ -350,28 +348,34 @@ fn plan(
 }
 
 /// Picks the port of one redirection, bound and held when this node serves its namespace.
-fn pick(live: &LivePorts, plan: &Plan, taken: &Taken, held: &mut Held) -> Result<u16, Error> {
+fn pick(gw: &Gateway, live: &LivePorts, plan: &Plan, taken: &Taken, held: &mut Held) -> Result<u16, Error> {
     let ns = &plan.ns;
     let range = ns.min_port..=ns.max_port;
     let no_free = || Error::no_free_port(&ns.name, ns.min_port, ns.max_port);
     let serves = live.served().serves(&ns.name);
     let bind = live.served().bind(&ns.name);
     match (plan.fixed, serves) {
-        (Some(port), _) if taken.contains(port) => Err(Error::port_taken(port, &ns.name)),
+        (Some(port), _) if taken.contains(gw, port) => Err(Error::port_taken(port, &ns.name)),
         (Some(port), true) => {
-            let listeners =
-                ports::bind(SocketAddr::new(bind, port)).map_err(|_| Error::port_taken(port, &ns.name))?;
+            let listeners = ports::bind(SocketAddr::new(bind, port)).map_err(|err| {
+                if ports::out_of_descriptors(&err) {
+                    gw.out_of_descriptors()
+                } else {
+                    Error::port_taken(port, &ns.name)
+                }
+            })?;
             held.hold(&ns.name, port, listeners);
             Ok(port)
         }
         (Some(port), false) => Ok(port),
         (None, true) => {
-            let (port, listeners) = ports::allocate_where(bind, &range, |p| taken.contains(p), plan.previous)
+            let (port, listeners) = ports::allocate(bind, &range, |p| taken.contains(gw, p), plan.previous)
+                .map_err(|_| gw.out_of_descriptors())?
                 .ok_or_else(no_free)?;
             held.hold(&ns.name, port, listeners);
             Ok(port)
         }
-        (None, false) => ports::pick_where(&range, |p| taken.contains(p), plan.previous).ok_or_else(no_free),
+        (None, false) => ports::pick(&range, |p| taken.contains(gw, p), plan.previous).ok_or_else(no_free),
     }
 }
 
