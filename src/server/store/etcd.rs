@@ -27,6 +27,7 @@
 //! revision was compacted away reloads a snapshot.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -58,6 +59,11 @@ pub struct Etcd {
     client: Client,
     endpoints: String,
     prefix: String,
+    /// One lock per organisation: this node's writes of one organisation's counter take
+    /// turns, so that they only race with other nodes' (eight concurrent adds of one
+    /// organisation on one node would otherwise retry each other's transactions, 503 after
+    /// [`RETRIES`]).
+    org_turns: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Etcd {
@@ -82,7 +88,24 @@ impl Etcd {
         let client = Client::connect(&endpoints, Some(options))
             .await
             .with_context(|| format!("cannot reach etcd at {hosts}: is it running? check --store"))?;
-        Ok(Etcd { client, endpoints: hosts.to_owned(), prefix: format!("{prefix}/") })
+        Ok(Etcd {
+            client,
+            endpoints: hosts.to_owned(),
+            prefix: format!("{prefix}/"),
+            org_turns: Default::default(),
+        })
+    }
+
+    /// Waits for this node's turn to change the organisation's counter.
+    async fn org_turn(&self, org_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let turn = {
+            let mut turns = self.org_turns.lock().unwrap_or_else(|p| p.into_inner());
+            // Forget the organisations nobody waits for, so the map stays the size of the
+            // writes in flight.
+            turns.retain(|_, t| Arc::strong_count(t) > 1);
+            turns.entry(org_id.to_owned()).or_default().clone()
+        };
+        turn.lock_owned().await
     }
 
     fn key(&self, parts: &[&str]) -> String {
@@ -363,6 +386,7 @@ impl Store for Etcd {
             client: self.client.clone(),
             endpoints: self.endpoints.clone(),
             prefix: self.prefix.clone(),
+            org_turns: Default::default(),
         };
         tokio::spawn(async move {
             let mut pending = Some(first);
@@ -602,6 +626,7 @@ impl Store for Etcd {
     }
 
     async fn claim(&self, row: &RedirRow, org_id: &str, quota: Option<u32>) -> StoreResult<Revision> {
+        let _turn = self.org_turn(org_id).await;
         let redir_key = self.key(&["redirs", &row.namespace, &row.port.to_string()]);
         let appns_key = self.key(&["appns", &row.app_id, &row.namespace]);
         let app_key = self.key(&["apps", &row.app_id]);
@@ -654,6 +679,7 @@ impl Store for Etcd {
         org_id: &str,
         quota: Option<u32>,
     ) -> StoreResult<Vec<StoreResult<Revision>>> {
+        let _turn = self.org_turn(org_id).await;
         let mut outcomes: Vec<Option<StoreResult<Revision>>> = rows.iter().map(|_| None).collect();
         let mut queue: VecDeque<usize> = (0..rows.len()).collect();
         let mut committed = false;
@@ -695,6 +721,7 @@ impl Store for Etcd {
     }
 
     async fn release(&self, row: &RedirRow, org_id: &str) -> StoreResult<Revision> {
+        let _turn = self.org_turn(org_id).await;
         let redir_key = self.key(&["redirs", &row.namespace, &row.port.to_string()]);
         let appns_key = self.key(&["appns", &row.app_id, &row.namespace]);
         let quota_key = self.key(&["quota", org_id]);
