@@ -40,7 +40,7 @@ use serde::Serialize;
 use super::copy::{Cut, Outcome};
 
 /// What a port's connection lines name.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConnLog {
     /// The redirection's namespace.
     pub namespace: String,

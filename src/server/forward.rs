@@ -57,7 +57,8 @@ pub struct Port {
     pub close_connections: CancellationToken,
     /// Whether the port is bound right now.
     pub bound: Arc<AtomicBool>,
-    /// Told when `bound` changes, so the node's published state follows without polling.
+    /// Told when a bind that had failed succeeds, so the node's published state follows
+    /// without polling.
     pub bound_changed: Arc<tokio::sync::Notify>,
     /// Tracks the connection tasks, so the server can wait for them at exit: one tracker
     /// per forwarding thread, so that counting a connection touches nothing another
@@ -70,16 +71,27 @@ pub struct Port {
     /// loops then stop without taking the connections queued on them, which the new process
     /// accepts from the same sockets.
     pub handed_over: Arc<AtomicBool>,
-    /// Where its connections are logged when they end; `None`: not logged.
-    pub conn_log: Option<Arc<ConnLog>>,
+    /// Who may connect, the PROXY header, and the connection log: swapped in place when
+    /// the redirection's or its namespace's settings change, for new connections only.
+    pub policy: Arc<ArcSwap<Policy>>,
     /// The descriptors of the port's listening sockets while they listen, for a hand-over.
     pub fds: Arc<Mutex<Vec<std::os::fd::RawFd>>>,
     /// The redirection's metrics.
     pub metrics: Arc<RedirMetrics>,
-    /// Who may connect, and whether to send the PROXY header.
-    pub access: Arc<Access>,
     /// The forwarding threads, one accept loop on each.
     pub workers: Arc<Workers>,
+}
+
+/// What decides a new connection's fate beyond the limits: who may connect (and whether
+/// it gets a PROXY header), and whether it is logged when it ends.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Raised at each change, so that a thread sees whether its copy is current.
+    pub generation: u64,
+    /// Who may connect, and whether to send the PROXY header.
+    pub access: Access,
+    /// Where its connections are logged when they end; `None`: not logged.
+    pub log: Option<ConnLog>,
 }
 
 /// The time limits of a redirection's connections.
@@ -205,9 +217,9 @@ pub async fn run(port: Port, mut listeners: Option<Listeners>) {
         let _ = accepting.await;
     }
     port.fds.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    if port.bound.swap(false, Ordering::Relaxed) {
-        port.bound_changed.notify_one();
-    }
+    // Stopped by the reconciler or the server: the port leaves the node's state with its
+    // entry, which is no change of a bind to tell.
+    port.bound.store(false, Ordering::Relaxed);
 }
 
 /// A port being served: shared by its accept loops.
@@ -298,10 +310,10 @@ fn accept_now(listener: &impl AsRawFd) -> io::Result<(std::net::TcpStream, Socke
 /// connection takes one reference on an `Arc` that only this thread touches, rather than
 /// one on each of the port's (whose counts every thread would write).
 struct Local {
-    access: Arc<Access>,
+    /// This thread's own copy of the port's policy, copied again when its generation moves.
+    policy: ArcSwap<Policy>,
     targets: Arc<Pool>,
     metrics: Arc<RedirMetrics>,
-    log: Option<Arc<ConnLog>>,
     /// A child of the port's token: waiting on it takes this thread's lock, not the port's.
     close: CancellationToken,
     /// This thread's tracker of connection tasks.
@@ -316,10 +328,9 @@ async fn accept_loop(port: Arc<Accepting>, listener: Source, thread: usize) {
         Err(err) => return warn!(addr = %port.addr, error = %err, "cannot poll a listener of the port"),
     };
     let local = Arc::new(Local {
-        access: port.access.clone(),
+        policy: ArcSwap::from_pointee((**port.policy.load()).clone()),
         targets: port.targets.clone(),
         metrics: port.metrics.clone(),
-        log: port.conn_log.clone(),
         close: port.close_connections.child_token(),
         tracker: port.connections[thread % port.connections.len()].clone(),
     });
@@ -354,9 +365,16 @@ async fn accept_loop(port: Arc<Accepting>, listener: Source, thread: usize) {
 /// Starts forwarding a connection just accepted, or resets it if it is refused.
 fn admit(port: &Accepting, local: &Arc<Local>, client: TcpStream, peer: SocketAddr) {
     let limits = **port.limits.load();
-    if let Some(refusal) = port.admission.refuse(peer, &limits, &local.access, &local.metrics) {
+    // A read of the port's policy (no reference taken); a copy only after a change.
+    let current = port.policy.load();
+    if current.generation != local.policy.load().generation {
+        local.policy.store(Arc::new((**current).clone()));
+    }
+    drop(current);
+    let policy = local.policy.load_full();
+    if let Some(refusal) = port.admission.refuse(peer, &limits, &policy.access, &local.metrics) {
         debug!(%peer, addr = %port.addr, "{}", refusal.why());
-        if let Some(log) = &local.log {
+        if let Some(log) = &policy.log {
             log.log(peer, None, (0, 0), Instant::now(), refusal.end());
         }
         // A reset, at once: the client learns nothing and costs nothing.
@@ -368,7 +386,7 @@ fn admit(port: &Accepting, local: &Arc<Local>, client: TcpStream, peer: SocketAd
         // counters is this thread's, and the connection was counted open in it.
         let slot = local.metrics.traffic.mine();
         let open = Open(slot);
-        connection(client, peer, limits, slot, &local).await;
+        connection(client, peer, limits, slot, &local, &policy).await;
         drop(open);
     });
 }
@@ -388,8 +406,16 @@ fn is_resource_exhaustion(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
-async fn connection(client: TcpStream, peer: SocketAddr, limits: Limits, slot: &Slot, local: &Local) {
-    let Local { access, targets, metrics, log, close, .. } = local;
+async fn connection(
+    client: TcpStream,
+    peer: SocketAddr,
+    limits: Limits,
+    slot: &Slot,
+    local: &Local,
+    policy: &Policy,
+) {
+    let Local { targets, metrics, close, .. } = local;
+    let Policy { access, log, .. } = policy;
     // Read the clock only for a port that logs its connections.
     let started = log.as_ref().map(|_| Instant::now());
     // One wait for the whole connection: each wait on the shared token takes its lock.

@@ -35,7 +35,7 @@ use super::access::Access;
 use super::balance::{Health, Pool};
 use super::config::DEFAULT_LIMITS;
 use super::conn_log::ConnLog;
-use super::forward::{self, Limits};
+use super::forward::{self, Limits, Policy};
 use super::metrics::{Metrics, RedirMetrics};
 use super::ports::Listeners;
 use super::store::{NamespaceDef, RedirRow};
@@ -75,6 +75,20 @@ pub fn limits(def: Option<&NamespaceDef>, row: &RedirRow) -> Limits {
     base.with(&row.limits).unwrap_or(base)
 }
 
+/// A redirection's access list, PROXY protocol setting and connection log, as its port's
+/// new connections get them.
+fn policy(row: &RedirRow, logged: bool, generation: u64) -> Policy {
+    let access = Access::parse(&row.access).unwrap_or_else(|e| {
+        // Checked when added; should a stored rule no longer parse, the port admits
+        // no one rather than everyone.
+        warn!(namespace = %row.namespace, port = row.port, error = %e, "invalid stored access list; refusing every client");
+        Access::deny_all()
+    });
+    let log =
+        logged.then(|| ConnLog { namespace: row.namespace.clone(), port: row.port, app: row.app_id.clone() });
+    Policy { generation, access, log }
+}
+
 /// A redirection that is running: its accept task and how to stop it.
 struct Live {
     row: RedirRow,
@@ -82,6 +96,8 @@ struct Live {
     limits: Arc<ArcSwap<Limits>>,
     /// Whether its connections are logged.
     logged: bool,
+    /// Its access list, PROXY header and log: replaced in place on a change.
+    policy: Arc<ArcSwap<Policy>>,
     /// The port's listening sockets, for a hand-over to a new process.
     fds: Arc<Mutex<Vec<RawFd>>>,
     stop_accepting: CancellationToken,
@@ -128,6 +144,10 @@ pub struct LivePorts {
     bound_changed: Arc<tokio::sync::Notify>,
     /// The health checks of every application's down instances.
     health: Arc<Health>,
+    /// The ports that could not be bound, as [`Self::status`] last found them; `None` once
+    /// a port's bound state may have changed. So the node's record costs a pass over every
+    /// port only when a bind came or went, not at each change of the table.
+    unbound: Mutex<Option<Vec<String>>>,
 }
 
 impl LivePorts {
@@ -151,6 +171,7 @@ impl LivePorts {
             handed_over: Arc::default(),
             bound_changed: Arc::default(),
             health,
+            unbound: Mutex::default(),
         }
     }
 
@@ -195,7 +216,8 @@ impl LivePorts {
 
     /// Resolves when a port's task has bound or lost its port since the last call.
     pub async fn bound_changed(&self) {
-        self.bound_changed.notified().await
+        self.bound_changed.notified().await;
+        *self.unbound.lock().unwrap() = None;
     }
 
     /// Which namespaces this node serves.
@@ -325,13 +347,22 @@ impl LivePorts {
         for (want, key) in wanted {
             let stale = {
                 let mut live = self.live.lock().unwrap();
-                match (live.get(&key), &want) {
+                match (live.get_mut(&key), &want) {
                     (None, None) => continue,
-                    (Some(l), Some((row, limits, log))) if l.row.same_settings(row) && l.logged == *log => {
-                        // Open connections keep the limits they started with; new ones get these.
+                    // The same application: everything else changes in place, for new
+                    // connections; open ones keep what they started with.
+                    (Some(l), Some((row, limits, log))) if l.row.app_id == row.app_id => {
                         if **l.limits.load() != *limits {
                             l.limits.store(Arc::new(*limits));
                             info!(namespace = %row.namespace, port = row.port, "new limits for new connections");
+                            changed += 1;
+                        }
+                        if !l.row.same_settings(row) || l.logged != *log {
+                            let generation = l.policy.load().generation + 1;
+                            l.policy.store(Arc::new(policy(row, *log, generation)));
+                            (l.row, l.logged) = (row.clone(), *log);
+                            info!(namespace = %row.namespace, port = row.port, logged = *log,
+                                "new access list, PROXY protocol or logging for new connections");
                             changed += 1;
                         }
                         continue;
@@ -404,15 +435,13 @@ impl LivePorts {
         let stop_accepting = self.shutdown.child_token();
         let close_connections = self.kill.child_token();
         let bound = Arc::new(AtomicBool::new(listeners.is_some()));
+        if listeners.is_none() {
+            *self.unbound.lock().unwrap() = None;
+        }
         let fds = Arc::new(Mutex::new(Vec::new()));
         let limits = Arc::new(ArcSwap::from_pointee(limits));
         let metrics = Arc::new(self.metrics.redirection(&row.namespace, row.port, &row.app_id));
-        let access = Access::parse(&row.access).unwrap_or_else(|e| {
-            // Checked when added; should a stored rule no longer parse, the port admits
-            // no one rather than everyone.
-            warn!(namespace = %row.namespace, port = row.port, error = %e, "invalid stored access list; refusing every client");
-            Access::deny_all()
-        });
+        let policy = Arc::new(ArcSwap::from_pointee(policy(&row, logged, 0)));
         let port = forward::Port {
             namespace: row.namespace.clone(),
             addr,
@@ -425,25 +454,32 @@ impl LivePorts {
             limits: limits.clone(),
             handed_over: self.handed_over.clone(),
             fds: fds.clone(),
-            conn_log: logged.then(|| {
-                Arc::new(ConnLog {
-                    namespace: row.namespace.clone(),
-                    port: row.port,
-                    app: row.app_id.clone(),
-                })
-            }),
+            policy: policy.clone(),
             metrics: metrics.clone(),
-            access: Arc::new(access),
             workers: self.workers.clone(),
         };
         let task = tokio::spawn(forward::run(port, listeners));
         info!(namespace = %row.namespace, port = row.port, app = %row.app_id, "port live");
         let key = (row.namespace.clone(), row.port);
-        let live = Live { row, limits, logged, fds, stop_accepting, close_connections, task, bound, metrics };
+        let live = Live {
+            row,
+            limits,
+            logged,
+            policy,
+            fds,
+            stop_accepting,
+            close_connections,
+            task,
+            bound,
+            metrics,
+        };
         self.live.lock().unwrap().insert(key, live);
     }
 
     async fn stop_one(&self, live: Live) {
+        if !live.bound.load(Ordering::Relaxed) {
+            *self.unbound.lock().unwrap() = None;
+        }
         live.stop_accepting.cancel();
         live.close_connections.cancel();
         let _ = live.task.await;
@@ -475,12 +511,14 @@ impl LivePorts {
     /// How many ports listen here, and those that could not be bound (`namespace/port`).
     pub fn status(&self) -> (u64, Vec<String>) {
         let live = self.live.lock().unwrap();
-        let unbound: Vec<String> = live
-            .values()
-            .filter(|l| !l.bound.load(Ordering::Relaxed))
-            .map(|l| format!("{}/{}", l.row.namespace, l.row.port))
-            .collect();
-        ((live.len() - unbound.len()) as u64, unbound)
+        let mut cached = self.unbound.lock().unwrap();
+        let unbound = cached.get_or_insert_with(|| {
+            live.values()
+                .filter(|l| !l.bound.load(Ordering::Relaxed))
+                .map(|l| format!("{}/{}", l.row.namespace, l.row.port))
+                .collect()
+        });
+        ((live.len() - unbound.len()) as u64, unbound.clone())
     }
 
     /// The metrics in the Prometheus text format.
