@@ -363,6 +363,37 @@ fn sighup_applies_a_changed_config_file_and_keeps_the_running_one_when_it_is_bro
     drop((first, second, third));
 }
 
+/// Turning a namespace's connection log on (a SIGHUP) changes the port in place: the
+/// connection open across the reload keeps going, and new connections are logged.
+#[test]
+fn sighup_turning_the_connection_log_on_resets_no_open_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[[namespace]]\nname = \"default\"\n").unwrap();
+    let server = Server::builder().config(&config).start();
+    let echo = TcpService::echo();
+    server.create_app("db", echo.addr());
+    let port = server.add("db", "default");
+    let mut open = connect(port);
+    let mut byte = [0u8; 1];
+    open.write_all(b"1").unwrap();
+    open.read_exact(&mut byte).unwrap();
+
+    std::fs::write(&config, "[[namespace]]\nname = \"default\"\naccess_log = true\n").unwrap();
+    let skip = server.log().len();
+    signal(server.process_id(), libc::SIGHUP);
+    server.wait_for_log("new access list, PROXY protocol or logging", skip, Duration::from_secs(10));
+    open.write_all(b"2").unwrap_or_else(|e| panic!("the open connection was cut by the reload: {e}"));
+    open.read_exact(&mut byte).unwrap_or_else(|e| panic!("the open connection was cut by the reload: {e}"));
+    assert_eq!(&byte, b"2");
+    assert!(!server.log()[skip..].contains("port closed"), "the reload restarted the port");
+
+    assert_same_bytes(&send_and_read_back(port, b"new"), b"new", "a connection after the reload");
+    let log = server.wait_for_log("end=client_closed", skip, Duration::from_secs(10));
+    assert!(log.contains(&format!("port={port}")), "{log}");
+    drop(open);
+}
+
 /// Whether a new connection through `port` is refused: reset at once, or closed before
 /// its echo.
 fn refused_or_reset(port: u16) -> bool {
