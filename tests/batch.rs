@@ -284,3 +284,75 @@ fn a_batch_past_the_quota_closes_the_ports_it_could_not_claim() {
     // Two ports listen; the 38 bound for the refused claims are closed.
     wait_for_fds_at_most(pid, before + 2, Duration::from_secs(3), "the refused claims' ports close");
 }
+
+/// Sets another process's soft open-file limit, leaving its hard limit as it is (so it can
+/// be raised back: lowering the hard limit could not be undone without CAP_SYS_RESOURCE).
+fn set_soft_fd_limit(pid: u32, soft: u64) {
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: prlimit reads `new` only when non-null and writes `old`; both are ours.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit({pid}): {}", std::io::Error::last_os_error());
+    let new = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: old.rlim_max };
+    // SAFETY: as above.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit({pid}, {soft}): {}", std::io::Error::last_os_error());
+}
+
+/// A node out of descriptors says so: the redirections it cannot listen on are refused
+/// with 503 naming the node and its limit, the log names the setting to raise, nothing is
+/// half made, and every port it has keeps forwarding once descriptors are back.
+#[test]
+fn a_node_out_of_descriptors_says_so_and_keeps_its_ports() {
+    let server = Server::start();
+    let org = default_org(&server);
+    let echo = TcpService::echo();
+    let apps = create_apps(&server, &org, "fd", 40, &echo.addr().to_string());
+    let first = server.add("fd-0", "default");
+    let pid = server.process_id();
+    let baseline = fd_count(pid) as u64;
+    set_soft_fd_limit(pid, baseline + 10);
+    let items: Vec<_> = apps[1..].iter().map(|a| json!({"application": a, "namespace": "default"})).collect();
+    let answer = server.api(
+        "POST",
+        &format!("/v2/organisations/{org}/tcpRedirs"),
+        Some(&json!({"redirections": items}).to_string()),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let outcomes = answer.json()["redirections"].as_array().expect("outcomes").clone();
+    let made = outcomes.iter().filter(|o| o["redirection"]["port"].is_u64()).count();
+    let refused: Vec<_> = outcomes.iter().filter(|o| o["error"]["id"] == 5031).collect();
+    assert!(made > 0 && made <= 10, "{made} made under a limit of 10 more descriptors: {outcomes:?}");
+    assert_eq!(made + refused.len(), 39, "every other item is refused for want of descriptors: {outcomes:?}");
+    let message = refused[0]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("open-file limit") && message.contains(&format!("({} descriptors)", baseline + 10)),
+        "{message}"
+    );
+    assert!(message.contains("node `"), "the answer names the node: {message}");
+    let log = server.wait_for_log("LimitNOFILE", 0, Duration::from_secs(5));
+    assert!(log.contains("open-file limit"), "the log says why: {log}");
+
+    set_soft_fd_limit(pid, 20_000);
+    assert_same_bytes(&send_and_read_back(first, b"kept"), b"kept", "a port made before the limit");
+    for outcome in outcomes.iter().filter(|o| o["redirection"]["port"].is_u64()) {
+        let port = outcome["redirection"]["port"].as_u64().unwrap() as u16;
+        assert_same_bytes(&send_and_read_back(port, b"made"), b"made", "a port made at the limit");
+    }
+    // Nothing half made: the refused applications have no redirection, and can have one now.
+    let app = refused[0]["application"].as_str().unwrap();
+    let list =
+        server.api("GET", &format!("/v2/organisations/{org}/applications/{app}/tcpRedirs"), None).ok_json();
+    assert_eq!(list, json!([]), "a refused item left a redirection behind");
+    let added = server
+        .api(
+            "POST",
+            &format!("/v2/organisations/{org}/applications/{app}/tcpRedirs"),
+            Some(r#"{"namespace":"default"}"#),
+        )
+        .ok_json();
+    assert_same_bytes(
+        &send_and_read_back(port_of(&added), b"now"),
+        b"now",
+        "a port added once descriptors are back",
+    );
+}
