@@ -568,7 +568,7 @@ pub struct ApiError {
 // The rules of what requests may hold
 // ---------------------------------------------------------------------------------------
 //
-// Each rule is stated once, here: the server checks it (src/server/validate.rs compiles the
+// Each rule is stated once, here: the server checks it (src/server/control/validate.rs compiles the
 // patterns below and refuses what they do not match), and the OpenAPI document states it
 // (the `schema` functions below put the same constants in it). tests/openapi.rs holds the two
 // together: schemathesis sends what the document allows and what it forbids.

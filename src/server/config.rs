@@ -27,7 +27,7 @@
 //!
 //! `default` and `cleverapps` always exist; a `[[namespace]]` with one of those names
 //! overrides their settings. In a fleet, every node's definition of a namespace must agree
-//! with the store's (all but `bind`); see [`super::store::Store::agree`]. Applications listed here are created in the default
+//! with the store's (all but `bind`); see [`crate::server::state::store::Store::agree`]. Applications listed here are created in the default
 //! organisation at start, and their instances are set to the file's.
 
 use std::net::IpAddr;
@@ -39,9 +39,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::copy::Timeouts;
-use super::forward::Limits;
-use super::store::NamespaceDef;
+use crate::server::data::copy::Timeouts;
+use crate::server::data::forward::Limits;
+use crate::server::state::store::NamespaceDef;
 use crate::wire::RedirLimits;
 
 /// The file as written by the operator.

@@ -7,30 +7,14 @@
 //! requests served. On SIGINT or SIGTERM the server stops accepting, gives open
 //! connections the drain timeout to finish, and exits 0.
 
-mod access;
-mod admission;
-mod api;
-pub(crate) mod auth;
-mod balance;
 mod config;
-pub mod conn_log;
-mod console;
-mod copy;
-mod error;
-mod forward;
-mod gateway;
-mod http;
-mod live;
+mod control;
+mod data;
 pub mod log_writer;
-mod metrics;
-mod ports;
-mod present;
-mod store;
-mod sync;
-mod table;
+mod state;
 mod upgrade;
-mod validate;
-mod workers;
+
+pub use data::conn_log;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -45,8 +29,11 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 pub use config::Config;
-use gateway::Gateway;
-use store::{Conflict, Store, StoreError};
+use control::gateway::Gateway;
+use control::{api, auth, http};
+use data::workers;
+use state::store::{self, Conflict, Store, StoreError};
+use state::{live, sync, table};
 
 use crate::profile::{self, Profile};
 

@@ -2,12 +2,12 @@
 //!
 //! The API layer only translates HTTP; the rules live here: which organisation sees what,
 //! one redirection per application and namespace, how a port is chosen and claimed. Reads
-//! are answered from the node's copy of the table ([`super::sync`]). A write goes to the
+//! are answered from the node's copy of the table ([`crate::server::state::sync`]). A write goes to the
 //! store as one atomic operation (which re-checks what the copy said: another node may
 //! have changed it) and answers once this node's copy and ports have caught up with the
 //! write's revision; an `add` or a `remove` also waits, briefly, for the other live nodes
 //! of the namespace to say they did. The ports themselves only ever change through
-//! [`super::live::LivePorts`], from the table's diffs, whichever node made the change.
+//! [`crate::server::state::live::LivePorts`], from the table's diffs, whichever node made the change.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -18,12 +18,12 @@ use tracing::{info, warn};
 
 use super::auth::Caller;
 use super::error::Error;
-use super::ports;
 use super::present;
-use super::store::{Conflict, NamespaceDef, RedirRow, Revision, StoreError, TokenRecord};
-use super::sync::Synced;
-use super::table::Table;
 use super::validate;
+use crate::server::data::ports;
+use crate::server::state::store::{Conflict, NamespaceDef, RedirRow, Revision, StoreError, TokenRecord};
+use crate::server::state::sync::Synced;
+use crate::server::state::table::Table;
 use crate::wire::{self, Application, NewApplication, NewTcpRedir, Node, Organisation, TcpRedir};
 
 mod batch;
@@ -173,7 +173,7 @@ impl Gateway {
                 id: format!("tok_{}", uuid::Uuid::new_v4()),
                 name: new.name,
                 owner_id: Some(org.id),
-                created_at: Some(super::unix_now()),
+                created_at: Some(crate::server::unix_now()),
             },
             token: super::auth::generate("trt_"),
             secret: super::auth::generate("trs_"),

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use super::sqlite::Sqlite;
 use super::{Conflict, RedirRow, Store, StoreError, TokenRecord};
-use crate::server::table::Table;
+use crate::server::state::table::Table;
 use crate::wire::{Application, Instance, Organisation, TokenInfo};
 
 #[cfg(feature = "etcd")]
-#[path = "../../../tests/common/etcd.rs"]
+#[path = "../../../../tests/common/etcd.rs"]
 mod harness;
 
 fn org(name: &str) -> Organisation {

@@ -275,8 +275,8 @@ impl Error {
     }
 
     /// A store failure that is not one of the conflicts the caller maps itself.
-    pub fn from_store(store: &str, err: super::store::StoreError) -> Error {
-        use super::store::StoreError;
+    pub fn from_store(store: &str, err: crate::server::state::store::StoreError) -> Error {
+        use crate::server::state::store::StoreError;
         match err {
             StoreError::Unavailable(why) => Error::store_unavailable(store, &why),
             StoreError::Compacted => Error::store_unavailable(store, "its history was compacted"),

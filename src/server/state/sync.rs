@@ -219,7 +219,7 @@ impl Synced {
                 name: name.clone(),
                 public_address: public_address.clone(),
                 namespaces,
-                last_seen: super::unix_now(),
+                last_seen: crate::server::unix_now(),
                 revision: *changed.borrow_and_update(),
                 listening,
                 unbound,

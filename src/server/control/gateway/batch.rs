@@ -24,14 +24,14 @@ use std::sync::Arc;
 use tracing::info;
 
 use super::{Gateway, CLAIM_TRIES};
-use crate::server::auth::Caller;
 use crate::server::config::DEFAULT_LIMITS;
-use crate::server::error::Error;
-use crate::server::live::LivePorts;
-use crate::server::ports;
-use crate::server::store::{Conflict, NamespaceDef, RedirRow, Revision, StoreError};
-use crate::server::table::Table;
-use crate::server::validate;
+use crate::server::control::auth::Caller;
+use crate::server::control::error::Error;
+use crate::server::control::validate;
+use crate::server::data::ports;
+use crate::server::state::live::LivePorts;
+use crate::server::state::store::{Conflict, NamespaceDef, RedirRow, Revision, StoreError};
+use crate::server::state::table::Table;
 use crate::wire::{self, ApiError, NewTcpRedir, NewTcpRedirItem, Organisation, TcpRedir, TcpRedirOutcome};
 
 /// How many ports are bound between two yields to the runtime (binding is a few system

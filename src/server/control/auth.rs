@@ -25,8 +25,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::Error;
-use super::sync::Synced;
-use super::table::Table;
+use crate::server::state::sync::Synced;
+use crate::server::state::table::Table;
 
 /// Who is calling: the server's admin, or a credential scoped to one organisation.
 #[derive(Debug, Clone, PartialEq, Eq)]

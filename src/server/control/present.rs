@@ -1,8 +1,8 @@
 //! Presentation: what the table and the live ports hold, in the shapes the API answers.
 
-use super::live::{self, LivePorts};
-use super::store::{NodeRecord, RedirRow};
-use super::table::Table;
+use crate::server::state::live::{self, LivePorts};
+use crate::server::state::store::{NodeRecord, RedirRow};
+use crate::server::state::table::Table;
 use crate::wire::{Node, NodeLiveness, NodePort, NodePortState, RedirState, TcpRedir};
 
 /// A redirection as the API shows it: this node's state and traffic (the figures are this

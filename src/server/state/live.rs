@@ -31,16 +31,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::access::Access;
-use super::balance::{Health, Pool};
-use super::config::DEFAULT_LIMITS;
-use super::conn_log::ConnLog;
-use super::forward::{self, Limits, Policy};
-use super::metrics::{Metrics, RedirMetrics};
-use super::ports::Listeners;
 use super::store::{NamespaceDef, RedirRow};
 use super::table::{Diff, Table};
-use super::workers::Workers;
+use crate::server::config::DEFAULT_LIMITS;
+use crate::server::data::access::Access;
+use crate::server::data::balance::{Health, Pool};
+use crate::server::data::conn_log::ConnLog;
+use crate::server::data::forward::{self, Limits, Policy};
+use crate::server::data::metrics::{Metrics, RedirMetrics};
+use crate::server::data::ports::Listeners;
+use crate::server::data::workers::Workers;
 use crate::wire::{Instance, RedirTraffic};
 
 /// Which namespaces this node serves, and where their public ports bind.
@@ -202,7 +202,7 @@ impl LivePorts {
                     .lock()
                     .unwrap()
                     .iter()
-                    .filter_map(|&fd| super::upgrade::inheritable(fd).ok())
+                    .filter_map(|&fd| crate::server::upgrade::inheritable(fd).ok())
                     .collect();
                 (addr, fds)
             })
@@ -431,7 +431,7 @@ impl LivePorts {
         // right after reconciling says whether the port listens.
         let inherited = self.inherited.lock().unwrap().remove(&addr);
         // On failure the port's task tries again at once, says why, and keeps trying.
-        let listeners = listeners.or(inherited).or_else(|| super::ports::bind(addr).ok());
+        let listeners = listeners.or(inherited).or_else(|| crate::server::data::ports::bind(addr).ok());
         let stop_accepting = self.shutdown.child_token();
         let close_connections = self.kill.child_token();
         let bound = Arc::new(AtomicBool::new(listeners.is_some()));
@@ -565,7 +565,7 @@ mod tests {
     use std::sync::RwLock;
 
     use super::*;
-    use crate::server::store::{Change, Event, Key, Record};
+    use crate::server::state::store::{Change, Event, Key, Record};
     use crate::wire::Application;
 
     fn served() -> Served {

@@ -11,11 +11,11 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::access::Access;
-use super::config::DEFAULT_LIMITS;
 use super::error::Error;
-use super::forward::Limits;
-use super::store::NamespaceDef;
+use crate::server::config::DEFAULT_LIMITS;
+use crate::server::data::access::Access;
+use crate::server::data::forward::Limits;
+use crate::server::state::store::NamespaceDef;
 use crate::wire::{self, RedirAccess, RedirLimits};
 
 /// Every pattern of [`crate::wire`], compiled once.

@@ -1,0 +1,20 @@
+//! The TCP data plane: accepted connections forwarded to instances (a UDP one would sit
+//! beside it).
+//!
+//! The hot path takes no lock and allocates nothing per connection beyond its task, and
+//! nothing per byte: each forwarding thread ([`workers`]) runs its own accept loops
+//! ([`forward`]) on sockets from the port allocator ([`ports`]), checks each connection
+//! ([`admission`], [`access`]), picks an instance ([`balance`]), moves the bytes with
+//! pooled buffers and splice ([`copy`]), counts in per-thread slots ([`metrics`]) and logs
+//! one line when it ends ([`conn_log`]). It knows nothing of the store or the API: the
+//! state above it hands it what to listen on.
+
+pub(super) mod access;
+mod admission;
+pub(super) mod balance;
+pub mod conn_log;
+pub(super) mod copy;
+pub(super) mod forward;
+pub(super) mod metrics;
+pub(super) mod ports;
+pub(super) mod workers;
