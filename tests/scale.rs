@@ -1,8 +1,8 @@
 //! Scale: one server with 10,000 redirections and as many connections open at once as the
-//! descriptor limit leaves room for. It starts them, forwards on every port, holds the
-//! connections, lets every descriptor go when they close, and stops cleanly on SIGTERM. It
-//! prints what a port and a connection cost (descriptors, resident memory) and asserts loose
-//! bounds on both, so that a regression shows.
+//! descriptor limit leaves room for. It makes them through the API, forwards on every port,
+//! holds the connections, lets every descriptor go when they close, and stops cleanly on
+//! SIGTERM. It prints what a port and a connection cost (descriptors, resident memory) and
+//! asserts loose bounds on both, so that a regression shows.
 //!
 //! The descriptor budget decides everything here. The server inherits this process's limit
 //! (the soft limit raised to the hard one: 20,000 on the development machines and CI) and
@@ -12,28 +12,29 @@
 //! the N backend sockets too: 2N, which fits in the same limit. A port is one listening
 //! socket whatever the number of threads, so the server runs with two.
 //!
-//! The redirections are not all made through the API: each change makes the server reconcile
-//! its whole table (`LivePorts::reconcile` rebuilds what should run from every redirection),
-//! so that N of them cost O(N²): in a debug build, 101 redirections/s with 400 made and 30/s
-//! with 2,000, which puts 10,000 at some twenty minutes. The test makes one application and
-//! its redirection through the API, stops the server, copies them 5,000 times in the store
-//! (every column as the server wrote it, but the ids, names and ports), and starts it again:
-//! a start with 10,000 redirections. Ten more are then added with the CLI, and each `add` at
-//! that size is timed.
+//! The redirections are made the way an operator makes many: one manifest of the 5,000
+//! applications (each with one instance, the echo backend) and their redirections in
+//! `default` and `cleverapps`, applied with the real binary (`tcp-redirs apply -f FILE -F
+//! json`) against the running server. `apply` creates each application with one call and
+//! sends the 10,000 redirections in batches (`POST /v2/organisations/{orgId}/tcpRedirs`, up
+//! to 1,000 each), each a change that costs what it touches, not the size of the table; the
+//! test prints how long it took. The ports are the server's random picks. Ten more are then
+//! added with the CLI, and each `add` at that size is timed.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use serde_json::json;
 
-/// Redirections seeded in the store.
+/// Redirections made by `apply`.
 const PORTS: usize = 10_000;
-/// Seeded applications: each has a redirection in `default` and one in `cleverapps`.
+/// Applications of the manifest: each has a redirection in `default` and one in `cleverapps`.
 const APPS: usize = PORTS / 2;
 /// Applications added with the CLI once the server has the 10,000, one redirection each.
 const ADDED: usize = 10;
@@ -46,9 +47,16 @@ const MARGIN: usize = 300;
 const MIN_CONNECTIONS: usize = 1_000;
 /// Parallel clients of the ports while each is checked.
 const WORKERS: usize = 8;
+/// The most redirections in one `POST …/tcpRedirs` of `apply` (`wire::MAX_BATCH`).
+const BATCH: usize = 1_000;
+/// How long the `apply` of the manifest may take, CLI included (debug build: some 24 s, of
+/// which 20 s for the 5,000 applications, one call each, and 3 s for the 10 batches). A
+/// change whose cost grew with the table again would cross it by far: when each one
+/// reconciled the whole table, 10,000 would have taken some twenty minutes.
+const MAX_APPLY: Duration = Duration::from_secs(90);
 
 // Loose bounds that a regression would cross; the figures measured on the development
-// machine (2 cores, debug build, 2026-11-30) are in the README's Tests section.
+// machine (2 cores, debug build, 2026-12-03) are in the README's Tests section.
 /// Resident memory per redirection, KiB: its tables, its listener(s), its accept loop(s).
 const MAX_KIB_PER_PORT: f64 = 32.0;
 /// Resident memory per idle connection that has carried a few bytes each way, KiB.
@@ -163,74 +171,43 @@ fn stop(server: &mut Server, what: &str) -> Duration {
     t.elapsed()
 }
 
-/// `count` ports of the default namespace range (above 5000, below the ephemeral range) that
-/// nothing uses now, `taken` aside.
-fn free_ports(count: usize, taken: u16) -> Vec<u16> {
-    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
-    let low: u16 = ephemeral.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(32768);
-    let ports: Vec<u16> = (5001..low)
-        .filter(|&p| p != taken && TcpListener::bind((LOCALHOST, p)).is_ok())
-        .take(count)
-        .collect();
-    assert_eq!(ports.len(), count, "fewer than {count} free ports in 5001..{low}");
-    ports
+/// The manifest of [`APPS`] applications `scale-0`…, each with one instance at `backend`
+/// and a redirection on a port of the server's choosing in `default` and in `cleverapps`.
+fn manifest(backend: SocketAddr) -> String {
+    let mut text = String::with_capacity(APPS * 160);
+    for i in 0..APPS {
+        text.push_str(&format!(
+            "[[application]]\nname = \"scale-{i}\"\ninstances = [{{ address = \"{backend}\" }}]\n\n\
+             [[application.redirection]]\nnamespace = \"default\"\n\n\
+             [[application.redirection]]\nnamespace = \"cleverapps\"\n\n"
+        ));
+    }
+    text
 }
 
-/// The names of the columns of `table`, in order.
-fn columns(conn: &rusqlite::Connection, table: &str) -> Vec<String> {
-    let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')")).unwrap();
-    stmt.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
-}
-
-/// `INSERT INTO table (every column) SELECT … FROM table WHERE where_`, the columns named in
-/// `set` taken from the parameters ?1, ?2, … in that order, the others copied.
-fn copy_statement(conn: &rusqlite::Connection, table: &str, set: &[&str], where_: &str) -> String {
-    let cols = columns(conn, table);
-    let select: Vec<String> = cols
-        .iter()
-        .map(|c| match set.iter().position(|s| s == c) {
-            Some(i) => format!("?{}", i + 1),
-            None => c.clone(),
-        })
-        .collect();
-    format!(
-        "INSERT INTO {table} ({}) SELECT {} FROM {table} WHERE {where_}",
-        cols.join(", "),
-        select.join(", ")
-    )
-}
-
-/// Copies application `template` (its row, its instances, its redirection in `default`)
-/// [`APPS`] times into the stopped server's store, each copy with a redirection in `default`
-/// and one in `cleverapps`, on `ports`.
-fn seed_store(db: &Path, template: &str, ports: &[u16]) {
-    let mut conn = rusqlite::Connection::open(db).expect("open the store");
-    let tx = conn.transaction().unwrap();
-    {
-        let n = APPS as u32;
-        let mut app =
-            tx.prepare(&copy_statement(&tx, "apps", &["id", "name"], &format!("id = ?{}", 3))).unwrap();
-        let mut instances =
-            tx.prepare(&copy_statement(&tx, "instances", &["app_id"], "app_id = ?2")).unwrap();
-        let mut redir = tx
-            .prepare(&copy_statement(
-                &tx,
-                "redirs",
-                &["app_id", "port", "namespace"],
-                "app_id = ?4 AND namespace = 'default'",
-            ))
-            .unwrap();
-        for i in 0..n {
-            let id = format!("app_00000000-0000-4000-8000-{i:012}");
-            assert_eq!(app.execute(rusqlite::params![id, format!("seed-{i}"), template]).unwrap(), 1);
-            assert!(instances.execute(rusqlite::params![id, template]).unwrap() >= 1);
-            for (k, namespace) in ["default", "cleverapps"].into_iter().enumerate() {
-                let port = ports[2 * i as usize + k];
-                assert_eq!(redir.execute(rusqlite::params![id, port, namespace, template]).unwrap(), 1);
-            }
+/// Checks the report of `apply -F json` of [`manifest`]: a creation and two additions per
+/// application, in the file's order, each addition with its port; the [`PORTS`] ports.
+fn ports_made(report: &serde_json::Value) -> Vec<u16> {
+    assert_eq!(report["dryRun"], false, "{report}");
+    let changes = report["changes"].as_array().expect("`changes` in the report of apply -F json");
+    assert_eq!(changes.len(), APPS * 3, "a creation and two additions per application");
+    let mut ports = Vec::with_capacity(PORTS);
+    for (i, group) in changes.chunks(3).enumerate() {
+        let name = format!("scale-{i}");
+        assert_eq!(group[0], json!({"action": "create", "kind": "application", "application": name}));
+        for (change, namespace) in group[1..].iter().zip(["default", "cleverapps"]) {
+            assert_eq!(
+                (&change["action"], &change["kind"], &change["application"], &change["namespace"]),
+                (&json!("add"), &json!("redirection"), &json!(name), &json!(namespace)),
+                "{change}"
+            );
+            ports.push(port_of(change));
         }
     }
-    tx.commit().expect("commit the seeded store");
+    // Both namespaces bind 127.0.0.1: no port twice.
+    let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+    assert_eq!(distinct.len(), PORTS, "a port given twice by apply");
+    ports
 }
 
 /// Waits (polling every 50 ms, up to `limit`) until process `pid` holds at least `least`
@@ -272,46 +249,48 @@ fn ten_thousand_redirections_forward_hold_connections_and_stop_cleanly() {
     let per_port = listeners_per_port(echo.addr, threads);
     assert_eq!(per_port, 1, "listening sockets per port with {threads} forwarding threads");
 
-    // ---- one application made through the API, then copied in the store -----------------
+    // ---- 10,000 redirections made through the API, with `apply` --------------------------
     let mut server = Server::builder().args(&["--threads", &threads.to_string()]).start();
-    let template =
-        server.create_app("template", echo.addr)["id"].as_str().expect("the new app's id").to_owned();
-    let template_port = server.add("template", "default");
-    stop(&mut server, "the first stop");
-    // Fresh from the store with one port: the baseline.
-    let mut server = server.restart();
-    let pid = server.process_id();
-    let (fds_base, rss_base) = (fd_count(pid), rss_kib(pid));
-    stop(&mut server, "the second stop");
-    let t = Instant::now();
-    let ports = free_ports(PORTS, template_port);
-    seed_store(&server.data_path().join("tcp-redirs.db"), &template, &ports);
-    let seeded_in = t.elapsed();
-
-    // ---- a start with 10,001 redirections ----------------------------------------------
-    let t = Instant::now();
-    let mut server = server.restart();
     let pid = server.process_id();
     let server_limit = fd_limit_of(pid);
     assert!(
         server_limit >= least,
         "the server's open-file limit is {server_limit}, not this process's {limit}"
     );
-    // Every port listens before the count is taken.
+    // Fresh, with no redirection: the baseline.
+    let (fds_base, rss_base) = (fd_count(pid), rss_kib(pid));
+    let dir = tempfile::tempdir().expect("a temp dir for the manifest");
+    let file = dir.path().join("scale.toml");
+    std::fs::write(&file, manifest(echo.addr)).expect("write the manifest");
+    let t = Instant::now();
+    let applied = run_cli_within(&server, &["apply", "-f", file.to_str().unwrap(), "-F", "json"], MAX_APPLY);
+    let applied_in = t.elapsed();
+    assert_eq!(
+        applied.code,
+        0,
+        "`apply -f` of {APPS} applications\n{applied}--- server stderr ---\n{}",
+        server.log()
+    );
+    let report: serde_json::Value = serde_json::from_str(&applied.stdout)
+        .unwrap_or_else(|e| panic!("`apply -F json` did not print one JSON document ({e})\n{applied}"));
+    let ports = ports_made(&report);
+    let batches = server.log().matches("redirections added").count();
+    assert_eq!(batches, PORTS.div_ceil(BATCH), "batches of apply for {PORTS} redirections\n{}", server.log());
+    // Every port listens before the count is taken (a batch binds its ports before it answers).
     let fds_ports = wait_for_fds_at_least(
         pid,
         fds_base + PORTS,
-        Duration::from_secs(60),
-        &format!("binding {PORTS} ports"),
+        Duration::from_secs(10),
+        &format!("listening on {PORTS} ports"),
     );
-    let started_in = t.elapsed();
     let rss_ports = rss_kib(pid);
     let fds_per_port = fds_ports.saturating_sub(fds_base) as f64 / PORTS as f64;
     let kib_per_port = rss_ports.saturating_sub(rss_base) as f64 / PORTS as f64;
     eprintln!(
-        "{PORTS} redirections seeded in {seeded_in:.1?}; the server started with them in {started_in:.1?} \
-         ({threads} forwarding thread(s)): {fds_base} -> {fds_ports} descriptors ({fds_per_port:.3} per port), \
-         VmRSS {rss_base} -> {rss_ports} KiB ({kib_per_port:.2} KiB per port)"
+        "`apply -f` of {APPS} applications and {PORTS} redirections ({batches} batches) took {applied_in:.1?} \
+         ({:.0} redirections/s, CLI included; {threads} forwarding thread(s)): {fds_base} -> {fds_ports} descriptors \
+         ({fds_per_port:.3} per port), VmRSS {rss_base} -> {rss_ports} KiB ({kib_per_port:.2} KiB per port)",
+        PORTS as f64 / applied_in.as_secs_f64()
     );
     assert!(!server.log().contains("cannot bind"), "a port could not be bound:\n{}", server.log());
     // One listening socket per port; a few more descriptors (a pipe, a log) may come and go.
