@@ -22,7 +22,7 @@ The table. A node holds at most ~18,000 listening ports (the open-file hard limi
 namespaces they only keep in their table (every node runs `--namespaces s0,s1,m`):
 - s0 and s1: LISTEN/2 ports each (10000-...; below the ephemeral range): the first LISTEN
   (18,000) redirections of the table, two per application (apps 0..LISTEN/2-1);
-- u0, u1, ...: 10,000-port ranges (40000-49999, never bound: no node serves them), one
+- u0, u1, ...: 15,000-port ranges (40000-54999, never bound: no node serves them), one
   redirection per application per namespace (one per app per namespace is the rule), for
   the rest of the table up to the largest size: TABLE_APPS applications (10,000) times as
   many namespaces as needed (9 for 100k: 18,000 + 82,000);
@@ -64,7 +64,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 NODES = {"a": "127.0.0.2", "b": "127.0.0.3", "c": "127.0.0.4"}
 SQLITE_IP = "127.0.0.5"
 SERVED_BASE = 10000        # first port of s0
-UNSERVED_RANGE = "40000-49999"
+UNSERVED_RANGE = "40000-54999"  # 15,000 ports for 10,000 apps: concurrent picks near a full range collide
 INSTANCE = "127.0.0.1:9"
 
 
