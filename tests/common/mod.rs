@@ -433,6 +433,11 @@ impl CliOutput {
 /// Runs `tcp-redirs --server URL ARGS…` with `TCP_REDIRS_TOKEN=token` and a fresh, empty
 /// `TCP_REDIRS_CONFIG_DIR`; kills it if it runs longer than [`CLI_TIMEOUT`].
 pub fn run_cli(url: &str, token: &str, args: &[&str]) -> CliOutput {
+    run_cli_for(url, token, args, CLI_TIMEOUT)
+}
+
+/// [`run_cli`] with its own time limit.
+fn run_cli_for(url: &str, token: &str, args: &[&str], limit: Duration) -> CliOutput {
     let config_dir = tempfile::tempdir().expect("temp config dir");
     let mut child = command()
         .arg("--server")
@@ -447,7 +452,7 @@ pub fn run_cli(url: &str, token: &str, args: &[&str]) -> CliOutput {
     let stdout = read_in_background(child.stdout.take().expect("piped stdout"));
     let stderr = read_in_background(child.stderr.take().expect("piped stderr"));
 
-    let deadline = Instant::now() + CLI_TIMEOUT;
+    let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for the CLI") {
             break status;
@@ -456,7 +461,7 @@ pub fn run_cli(url: &str, token: &str, args: &[&str]) -> CliOutput {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "`tcp-redirs {}` still running after {CLI_TIMEOUT:?}; killed it. stderr so far:\n{}",
+                "`tcp-redirs {}` still running after {limit:?}; killed it. stderr so far:\n{}",
                 args.join(" "),
                 stderr.join().unwrap_or_default()
             );
@@ -940,38 +945,5 @@ pub fn cannot_run_here(test: &str, why: &str) -> ! {
 /// one invocation known to take longer (`tests/scale.rs`: an `apply` of 5,000 applications,
 /// each created with one call, in a debug build).
 pub fn run_cli_within(server: &Server, args: &[&str], limit: Duration) -> CliOutput {
-    let config_dir = tempfile::tempdir().expect("temp config dir");
-    let mut child = command()
-        .arg("--server")
-        .arg(&server.url)
-        .args(args)
-        .env("TCP_REDIRS_TOKEN", &server.token)
-        .env("TCP_REDIRS_CONFIG_DIR", config_dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the tcp-redirs CLI");
-    let stdout = read_in_background(child.stdout.take().expect("piped stdout"));
-    let stderr = read_in_background(child.stderr.take().expect("piped stderr"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the CLI") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "`tcp-redirs {}` still running after {limit:?}; killed it. stderr so far:\n{}",
-                args.join(" "),
-                stderr.join().unwrap_or_default()
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    CliOutput {
-        code: status.code().unwrap_or(-1),
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
+    run_cli_for(&server.url, &server.token, args, limit)
 }
