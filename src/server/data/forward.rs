@@ -167,17 +167,15 @@ pub async fn run(port: Port, mut listeners: Option<Listeners>) {
             Err(err) if super::ports::out_of_descriptors(&err) => {
                 warn!(namespace = %port.namespace, addr = %port.addr, error = %err, limit = super::ports::descriptor_limit(),
                     "cannot bind the redirection's port: this node has reached its open-file limit; raise it (systemd: LimitNOFILE=) or serve the namespace from another node; retrying every {}s", REBIND_EVERY.as_secs());
-                tokio::select! {
-                    _ = port.stop_accepting.cancelled() => return,
-                    _ = tokio::time::sleep(REBIND_EVERY) => {}
+                if Box::pin(stopped_within(&port.stop_accepting, REBIND_EVERY)).await {
+                    return;
                 }
             }
             Err(err) => {
                 warn!(namespace = %port.namespace, addr = %port.addr, error = %err,
                     "cannot bind the redirection's port (is another program using it?); retrying every {}s", REBIND_EVERY.as_secs());
-                tokio::select! {
-                    _ = port.stop_accepting.cancelled() => return,
-                    _ = tokio::time::sleep(REBIND_EVERY) => {}
+                if Box::pin(stopped_within(&port.stop_accepting, REBIND_EVERY)).await {
+                    return;
                 }
             }
         }
@@ -220,6 +218,17 @@ pub async fn run(port: Port, mut listeners: Option<Listeners>) {
     // Stopped by the reconciler or the server: the port leaves the node's state with its
     // entry, which is no change of a bind to tell.
     port.bound.store(false, Ordering::Relaxed);
+}
+
+/// Waits `wait`, or less when `stop` is cancelled first (answers whether it was).
+///
+/// Awaited boxed, on the rare paths (a failed bind, an accept out of descriptors): a timer
+/// inline would size every port's task, and every accept loop's, for the worst case.
+async fn stopped_within(stop: &CancellationToken, wait: Duration) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => true,
+        _ = tokio::time::sleep(wait) => false,
+    }
 }
 
 /// A port being served: shared by its accept loops.
@@ -351,9 +360,8 @@ async fn accept_loop(port: Arc<Accepting>, listener: Source, thread: usize) {
             // end instead of dying (frp's listeners died here until its PR #2467).
             Err(err) if is_resource_exhaustion(&err) => {
                 warn!(addr = %port.addr, error = %err, "cannot accept: out of resources; backing off");
-                tokio::select! {
-                    _ = port.stop_accepting.cancelled() => return,
-                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                if Box::pin(stopped_within(&port.stop_accepting, ACCEPT_BACKOFF)).await {
+                    return;
                 }
             }
             // Errors that belong to one connection (it was reset before we took it).

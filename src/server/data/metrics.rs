@@ -28,7 +28,6 @@ use prometheus_client::metrics::MetricType;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 /// The labels of a redirection's series.
@@ -229,14 +228,16 @@ impl Traffic {
     }
 }
 
-/// The live redirections' [`Traffic`], encoded at each scrape.
+/// The live redirections' figures, encoded at each scrape: the busy ones per thread
+/// ([`Traffic`]), the rare ones ([`Count`]) as plain atomics next to them, so that a
+/// redirection's series cost one entry here and no label set per family.
 #[derive(Debug, Default)]
-struct Live(Mutex<BTreeMap<Redir, Arc<Traffic>>>);
+struct Live(Mutex<BTreeMap<Redir, Arc<RedirMetrics>>>);
 
 impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let live = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let totals: Vec<(&Redir, Totals)> = live.iter().map(|(r, t)| (r, t.totals())).collect();
+        let totals: Vec<(&Redir, Totals)> = live.iter().map(|(r, m)| (r, m.traffic.totals())).collect();
         let mut family = encoder.encode_descriptor(
             "connections_accepted",
             "Connections accepted on a redirection's port",
@@ -278,11 +279,42 @@ impl Collector for Live {
             None,
             MetricType::Histogram,
         )?;
-        for (redir, traffic) in live.iter() {
-            let (sum, count, buckets) = traffic.connect_times();
+        for (redir, m) in live.iter() {
+            let (sum, count, buckets) = m.traffic.connect_times();
             family
                 .encode_family(redir)?
                 .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "connections_refused",
+            "Connections closed at once, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (redir, m) in live.iter() {
+            for (reason, n) in [
+                (Reason::no_instance, &m.no_instance),
+                (Reason::denied, &m.denied),
+                (Reason::max_connections, &m.over_capacity),
+                (Reason::rate_limited, &m.rate_limited),
+            ] {
+                let labels = Refused {
+                    namespace: redir.namespace.clone(),
+                    port: redir.port,
+                    app: redir.app.clone(),
+                    reason,
+                };
+                ConstCounter::new(n.get()).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "instance_connect_failures",
+            "Connection attempts to an instance that failed or timed out",
+            None,
+            MetricType::Counter,
+        )?;
+        for (redir, m) in live.iter() {
+            ConstCounter::new(m.connect_failures.get()).encode(family.encode_family(redir)?)?;
         }
         Ok(())
     }
@@ -292,26 +324,40 @@ impl Collector for Live {
 pub struct Metrics {
     registry: Registry,
     live: Arc<Live>,
-    refused: Family<Refused, Counter>,
-    connect_failures: Family<Redir, Counter>,
     reconcile_repairs: Counter,
 }
 
-/// One redirection's handles on its series, used by its forwarding loop.
-#[derive(Clone, Debug, Default)]
+/// A counter of rare events of one redirection: a plain atomic, read at each scrape.
+#[derive(Debug, Default)]
+pub struct Count(AtomicU64);
+
+impl Count {
+    /// Counts one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One redirection's figures, used by its forwarding loop (one allocation, shared).
+#[derive(Debug, Default)]
 pub struct RedirMetrics {
     /// Connections accepted and open, bytes, connect times: per thread.
-    pub traffic: Arc<Traffic>,
+    pub traffic: Traffic,
     /// Connections closed because no instance accepted them.
-    pub no_instance: Counter,
+    pub no_instance: Count,
     /// Connections refused by the access list.
-    pub denied: Counter,
+    pub denied: Count,
     /// Connections refused at `maxConnections`.
-    pub over_capacity: Counter,
+    pub over_capacity: Count,
     /// Connections refused over `maxConnectionsPerSecond`.
-    pub rate_limited: Counter,
+    pub rate_limited: Count,
     /// Connection attempts to an instance that failed or timed out.
-    pub connect_failures: Counter,
+    pub connect_failures: Count,
 }
 
 impl Metrics {
@@ -319,37 +365,20 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("tcp_redirs");
         let live = Arc::new(Live::default());
-        let refused = Family::<Refused, Counter>::default();
-        let connect_failures = Family::<Redir, Counter>::default();
         registry.register_collector(Box::new(live.clone()));
-        registry.register("connections_refused", "Connections closed at once, by reason", refused.clone());
-        registry.register(
-            "instance_connect_failures",
-            "Connection attempts to an instance that failed or timed out",
-            connect_failures.clone(),
-        );
         let reconcile_repairs = Counter::default();
         registry.register(
             "reconcile_repairs",
             "Ports and instance pools the periodic full reconcile found out of step with the table, and fixed",
             reconcile_repairs.clone(),
         );
-        Metrics { registry, live, refused, connect_failures, reconcile_repairs }
+        Metrics { registry, live, reconcile_repairs }
     }
 
     /// The handles of one redirection's series, creating them.
-    pub fn redirection(&self, namespace: &str, port: u16, app: &str) -> RedirMetrics {
+    pub fn redirection(&self, namespace: &str, port: u16, app: &str) -> Arc<RedirMetrics> {
         let redir = Redir { namespace: namespace.to_owned(), port, app: app.to_owned() };
-        let refused = |reason| Refused { namespace: namespace.to_owned(), port, app: app.to_owned(), reason };
-        // One statement each: `get_or_create` returns a read guard, and a second call on the
-        // same family while the first guard lives would deadlock when it needs to insert.
-        let no_instance = self.refused.get_or_create(&refused(Reason::no_instance)).clone();
-        let denied = self.refused.get_or_create(&refused(Reason::denied)).clone();
-        let over_capacity = self.refused.get_or_create(&refused(Reason::max_connections)).clone();
-        let rate_limited = self.refused.get_or_create(&refused(Reason::rate_limited)).clone();
-        let connect_failures = self.connect_failures.get_or_create(&redir).clone();
-        let traffic = self.live.0.lock().unwrap_or_else(|p| p.into_inner()).entry(redir).or_default().clone();
-        RedirMetrics { traffic, no_instance, denied, over_capacity, rate_limited, connect_failures }
+        self.live.0.lock().unwrap_or_else(|p| p.into_inner()).entry(redir).or_default().clone()
     }
 
     /// Counts what a periodic full reconcile had to repair.
@@ -360,16 +389,7 @@ impl Metrics {
     /// Drops a removed redirection's series.
     pub fn forget(&self, namespace: &str, port: u16, app: &str) {
         let redir = Redir { namespace: namespace.to_owned(), port, app: app.to_owned() };
-        self.connect_failures.remove(&redir);
         self.live.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&redir);
-        for reason in [Reason::no_instance, Reason::denied, Reason::max_connections, Reason::rate_limited] {
-            self.refused.remove(&Refused {
-                namespace: namespace.to_owned(),
-                port,
-                app: app.to_owned(),
-                reason,
-            });
-        }
     }
 
     /// The text exposition.

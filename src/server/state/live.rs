@@ -440,7 +440,7 @@ impl LivePorts {
         }
         let fds = Arc::new(Mutex::new(Vec::new()));
         let limits = Arc::new(ArcSwap::from_pointee(limits));
-        let metrics = Arc::new(self.metrics.redirection(&row.namespace, row.port, &row.app_id));
+        let metrics = self.metrics.redirection(&row.namespace, row.port, &row.app_id);
         let policy = Arc::new(ArcSwap::from_pointee(policy(&row, logged, 0)));
         let port = forward::Port {
             namespace: row.namespace.clone(),

@@ -34,8 +34,10 @@ pub struct Table {
     pub tokens: BTreeMap<String, TokenRecord>,
     /// Credential ids by token hash (two nodes may be given the same admin token).
     by_hash: HashMap<String, BTreeSet<String>>,
-    /// Each application's redirections, by (namespace, port).
-    by_app: HashMap<String, BTreeSet<(String, u16)>>,
+    /// Each application's redirections, by (namespace, port), sorted: a short vector (an
+    /// application has one redirection per namespace at most), not a B-tree whose first
+    /// node costs ~370 bytes.
+    by_app: HashMap<String, Vec<(String, u16)>>,
     /// Namespace definitions by name.
     pub namespaces: BTreeMap<String, NamespaceDef>,
     /// Node descriptions by name.
@@ -115,7 +117,10 @@ impl Table {
                     let old_app = old.app_id.clone();
                     self.unindex(&old_app, &key);
                 }
-                self.by_app.entry(row.app_id.clone()).or_default().insert(key.clone());
+                let keys = self.by_app.entry(row.app_id.clone()).or_insert_with(|| Vec::with_capacity(1));
+                if let Err(at) = keys.binary_search(&key) {
+                    keys.insert(at, key.clone());
+                }
                 self.redirs.insert(key, row);
             }
             Record::Token(token) => {
@@ -175,7 +180,9 @@ impl Table {
 
     fn unindex(&mut self, app_id: &str, key: &(String, u16)) {
         if let Some(keys) = self.by_app.get_mut(app_id) {
-            keys.remove(key);
+            if let Ok(at) = keys.binary_search(key) {
+                keys.remove(at);
+            }
             if keys.is_empty() {
                 self.by_app.remove(app_id);
             }
