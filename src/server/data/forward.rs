@@ -374,12 +374,13 @@ async fn accept_loop(port: Arc<Accepting>, listener: Source, thread: usize) {
 fn admit(port: &Accepting, local: &Arc<Local>, client: TcpStream, peer: SocketAddr) {
     let limits = **port.limits.load();
     // A read of the port's policy (no reference taken); a copy only after a change.
+    let mut policy = local.policy.load_full();
     let current = port.policy.load();
-    if current.generation != local.policy.load().generation {
-        local.policy.store(Arc::new((**current).clone()));
+    if current.generation != policy.generation {
+        policy = Arc::new((**current).clone());
+        local.policy.store(policy.clone());
     }
     drop(current);
-    let policy = local.policy.load_full();
     if let Some(refusal) = port.admission.refuse(peer, &limits, &policy.access, &local.metrics) {
         debug!(%peer, addr = %port.addr, "{}", refusal.why());
         if let Some(log) = &policy.log {
