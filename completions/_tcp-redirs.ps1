@@ -78,10 +78,10 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
         }
         'tcp-redirs;add' {
             [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'The namespace to take a port in (`list-namespaces` shows them). Without it, a terminal offers the choice, and a script gets `default`')
+            [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Ask for this precise port of the namespace''s range instead of a random one')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Seconds an instance may take to accept before the next is tried [default: the namespace''s, 5]')
             [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Seconds a connection may go without a byte before it is closed [default: the namespace''s, 3600]')
             [CompletionResult]::new('--half-close-timeout', '--half-close-timeout', [CompletionResultType]::ParameterName, 'Seconds a connection may stay half-closed [default: the namespace''s, 60]')
-            [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Ask for this precise port of the namespace''s range instead of a random one')
             [CompletionResult]::new('--max-connections', '--max-connections', [CompletionResultType]::ParameterName, 'The most connections open at once; more are refused [default: unlimited]')
             [CompletionResult]::new('--max-connections-per-second', '--max-connections-per-second', [CompletionResultType]::ParameterName, 'The most new connections per second; more are refused [default: unlimited]')
             [CompletionResult]::new('--proxy-protocol', '--proxy-protocol', [CompletionResultType]::ParameterName, 'Send the PROXY protocol header (v1 or v2) to the instance, so it sees the client''s address')

@@ -290,13 +290,17 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__add)
-            opts="-a -F -h --namespace --connect-timeout --idle-timeout --half-close-timeout --port --max-connections --max-connections-per-second --proxy-protocol --allow --deny --app --alias --format --server --token --help"
+            opts="-a -F -h --namespace --port --connect-timeout --idle-timeout --half-close-timeout --max-connections --max-connections-per-second --proxy-protocol --allow --deny --app --alias --format --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -309,10 +313,6 @@ _tcp__redirs() {
                     return 0
                     ;;
                 --half-close-timeout)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --port)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -72,10 +72,10 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         }
         &'tcp-redirs;add'= {
             cand --namespace 'The namespace to take a port in (`list-namespaces` shows them). Without it, a terminal offers the choice, and a script gets `default`'
+            cand --port 'Ask for this precise port of the namespace''s range instead of a random one'
             cand --connect-timeout 'Seconds an instance may take to accept before the next is tried [default: the namespace''s, 5]'
             cand --idle-timeout 'Seconds a connection may go without a byte before it is closed [default: the namespace''s, 3600]'
             cand --half-close-timeout 'Seconds a connection may stay half-closed [default: the namespace''s, 60]'
-            cand --port 'Ask for this precise port of the namespace''s range instead of a random one'
             cand --max-connections 'The most connections open at once; more are refused [default: unlimited]'
             cand --max-connections-per-second 'The most new connections per second; more are refused [default: unlimited]'
             cand --proxy-protocol 'Send the PROXY protocol header (v1 or v2) to the instance, so it sees the client''s address'

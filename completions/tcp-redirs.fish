@@ -65,10 +65,10 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l namespace -d 'The namespace to take a port in (`list-namespaces` shows them). Without it, a terminal offers the choice, and a script gets `default`' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l port -d 'Ask for this precise port of the namespace\'s range instead of a random one' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l connect-timeout -d 'Seconds an instance may take to accept before the next is tried [default: the namespace\'s, 5]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l idle-timeout -d 'Seconds a connection may go without a byte before it is closed [default: the namespace\'s, 3600]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l half-close-timeout -d 'Seconds a connection may stay half-closed [default: the namespace\'s, 60]' -r
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l port -d 'Ask for this precise port of the namespace\'s range instead of a random one' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l max-connections -d 'The most connections open at once; more are refused [default: unlimited]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l max-connections-per-second -d 'The most new connections per second; more are refused [default: unlimited]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l proxy-protocol -d 'Send the PROXY protocol header (v1 or v2) to the instance, so it sees the client\'s address' -r

@@ -19,7 +19,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{Instance, NewInstance, NewTcpRedir, ProxyProtocol, RedirAccess, RedirLimits, TcpRedir};
+use crate::settings::RedirSettings;
+use crate::wire::{Instance, NewInstance, NewTcpRedir, TcpRedir};
 
 /// A whole file.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,30 +65,9 @@ pub struct RedirSpec {
     /// A fixed port; a random one when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    /// Seconds an instance may take to accept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connect_timeout: Option<u64>,
-    /// Seconds without a byte before a connection is closed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idle_timeout: Option<u64>,
-    /// Seconds a connection may stay half-closed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub half_close_timeout: Option<u64>,
-    /// The most connections open at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<u32>,
-    /// The most new connections per second.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_connections_per_second: Option<u32>,
-    /// `v1` or `v2`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy_protocol: Option<ProxyProtocol>,
-    /// Allowed client ranges.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub allow: Vec<String>,
-    /// Refused client ranges.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub deny: Vec<String>,
+    /// Its settings, spelled as `add`'s flags without the dashes (`idle_timeout = 600`).
+    #[serde(flatten, with = "crate::settings::Toml")]
+    pub settings: RedirSettings,
 }
 
 impl InstanceSpec {
@@ -105,22 +85,7 @@ impl InstanceSpec {
 impl RedirSpec {
     /// The body of the `POST …/tcpRedirs` that creates it.
     pub fn to_wire(&self) -> NewTcpRedir {
-        NewTcpRedir {
-            namespace: self.namespace.clone(),
-            port: self.port,
-            limits: RedirLimits {
-                connect_timeout: self.connect_timeout,
-                idle_timeout: self.idle_timeout,
-                half_close_timeout: self.half_close_timeout,
-                max_connections: self.max_connections,
-                max_connections_per_second: self.max_connections_per_second,
-            },
-            access: RedirAccess {
-                proxy_protocol: self.proxy_protocol,
-                allow: self.allow.clone(),
-                deny: self.deny.clone(),
-            },
-        }
+        NewTcpRedir { namespace: self.namespace.clone(), port: self.port, settings: self.settings.clone() }
     }
 
     /// The redirection as it runs, with its port fixed. Time limits are the ones in force,
@@ -129,32 +94,15 @@ impl RedirSpec {
         RedirSpec {
             namespace: redir.namespace.clone(),
             port: Some(redir.port),
-            connect_timeout: redir.limits.connect_timeout,
-            idle_timeout: redir.limits.idle_timeout,
-            half_close_timeout: redir.limits.half_close_timeout,
-            max_connections: redir.limits.max_connections,
-            max_connections_per_second: redir.limits.max_connections_per_second,
-            proxy_protocol: redir.access.proxy_protocol,
-            allow: redir.access.allow.clone(),
-            deny: redir.access.deny.clone(),
+            settings: redir.settings.clone(),
         }
     }
 
     /// Whether a running redirection already is what this declares: every setting the
     /// declaration states matches (unstated ones are free).
     pub fn matches(&self, running: &TcpRedir) -> bool {
-        let has = RedirSpec::from_wire(running);
-        let same = |want: Option<u64>, have: Option<u64>| want.is_none() || want == have;
-        let same32 = |want: Option<u32>, have: Option<u32>| want.is_none() || want == have;
-        self.namespace == has.namespace
+        self.namespace == running.namespace
             && self.port.is_none_or(|p| p == running.port)
-            && same(self.connect_timeout, has.connect_timeout)
-            && same(self.idle_timeout, has.idle_timeout)
-            && same(self.half_close_timeout, has.half_close_timeout)
-            && same32(self.max_connections, has.max_connections)
-            && same32(self.max_connections_per_second, has.max_connections_per_second)
-            && self.proxy_protocol == has.proxy_protocol
-            && self.allow == has.allow
-            && self.deny == has.deny
+            && self.settings.satisfied_by(&running.settings)
     }
 }

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::settings::{ProxyProtocol, RedirSettings};
+
 /// A namespace the caller's organisation may use, as listed by `list-namespaces`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
@@ -42,12 +44,10 @@ pub struct TcpRedir {
     /// Whether the gateway is accepting connections on the port right now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<RedirState>,
-    /// The connection time limits in force on this port.
+    /// Its settings: the time limits and quotas in force on this port (its own, or its
+    /// namespace's), who may connect, and what the application is told about them.
     #[serde(flatten)]
-    pub limits: RedirLimits,
-    /// Who may connect, and what the application is told about them.
-    #[serde(flatten)]
-    pub access: RedirAccess,
+    pub settings: RedirSettings,
     /// Connections and bytes since the answering node started, when it forwards the port
     /// (the figures are that node's own, not the fleet's).
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
@@ -113,34 +113,6 @@ pub enum NodeLiveness {
     Down,
 }
 
-/// Who may connect to a redirection, and what the application is told about them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct RedirAccess {
-    /// Send the PROXY protocol header (`v1` text or `v2` binary) to the instance before the
-    /// first byte, so the application learns the client's real address; off when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy_protocol: Option<ProxyProtocol>,
-    /// When not empty, only clients in these ranges (CIDR, or a single address) may connect.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub allow: Vec<String>,
-    /// Clients in these ranges are refused, even when `allow` admits them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub deny: Vec<String>,
-}
-
-/// A version of the PROXY protocol (HAProxy's specification).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum ProxyProtocol {
-    /// The human-readable header: `PROXY TCP4 SRC DST SPORT DPORT\r\n`.
-    V1,
-    /// The binary header.
-    V2,
-}
-
 /// A redirection's traffic since the server started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
@@ -156,29 +128,6 @@ pub struct RedirTraffic {
     pub bytes_out: u64,
 }
 
-/// A redirection's connection time limits, in seconds; unset means the namespace's default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct RedirLimits {
-    /// How long an instance may take to accept before the next one is tried.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connect_timeout: Option<u64>,
-    /// How long a connection may go without a byte in either direction.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idle_timeout: Option<u64>,
-    /// How long a connection may stay half-closed (one direction ended).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub half_close_timeout: Option<u64>,
-    /// The most connections open at once; more are refused. Unlimited when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<u32>,
-    /// The most new connections per second (a burst of one second is allowed); more are
-    /// refused. Unlimited when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_connections_per_second: Option<u32>,
-}
-
 /// Whether a redirection's public port is accepting connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
@@ -190,88 +139,22 @@ pub enum RedirState {
     Unbound,
 }
 
-/// The body of `POST …/tcpRedirs`, as the client builds it. The server reads it through
-/// [`NewTcpRedirBody`], which names every field, so that unknown fields are refused (serde
-/// cannot refuse them across `flatten`).
+/// The body of `POST …/tcpRedirs`; unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", from = "NewTcpRedirBody")]
-pub struct NewTcpRedir {
-    /// The namespace to take a port in.
-    pub namespace: String,
-    /// A precise port of the namespace's range, for declarative set-ups; random when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// Time limits for this redirection's connections, overriding the namespace's.
-    #[serde(flatten)]
-    pub limits: RedirLimits,
-    /// Access list and PROXY protocol.
-    #[serde(flatten)]
-    pub access: RedirAccess,
-}
-
-/// The body of `POST …/tcpRedirs` field by field: what the server reads and the document
-/// states (as `NewTcpRedir`); unknown fields are refused.
-#[derive(Debug, Clone, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "server", schema(as = NewTcpRedir))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct NewTcpRedirBody {
+pub struct NewTcpRedir {
     /// The namespace to take a port in (`GET …/namespaces` lists them).
     #[cfg_attr(feature = "server", schema(schema_with = schema::namespace))]
-    namespace: String,
+    pub namespace: String,
     /// A precise port of the namespace's range, for declarative set-ups; random when absent.
     /// A port outside the namespace's range is refused with 422.
-    #[serde(default, deserialize_with = "integral::option")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral::option")]
     #[cfg_attr(feature = "server", schema(schema_with = schema::port))]
-    port: Option<u16>,
-    /// How long an instance may take to accept before the next one is tried, in seconds.
-    #[serde(default, deserialize_with = "integral::option")]
-    #[cfg_attr(feature = "server", schema(schema_with = schema::seconds))]
-    connect_timeout: Option<u64>,
-    /// How long a connection may go without a byte in either direction, in seconds.
-    #[serde(default, deserialize_with = "integral::option")]
-    #[cfg_attr(feature = "server", schema(schema_with = schema::seconds))]
-    idle_timeout: Option<u64>,
-    /// How long a connection may stay half-closed (one direction ended), in seconds.
-    #[serde(default, deserialize_with = "integral::option")]
-    #[cfg_attr(feature = "server", schema(schema_with = schema::seconds))]
-    half_close_timeout: Option<u64>,
-    /// The most connections open at once; more are refused. The namespace's when absent.
-    #[serde(default, deserialize_with = "integral::option")]
-    #[cfg_attr(feature = "server", schema(schema_with = schema::quota))]
-    max_connections: Option<u32>,
-    /// The most new connections per second (a burst of one second is allowed).
-    #[serde(default, deserialize_with = "integral::option")]
-    #[cfg_attr(feature = "server", schema(schema_with = schema::quota))]
-    max_connections_per_second: Option<u32>,
-    /// Send the PROXY protocol header (`v1` or `v2`) to the instance; off when absent.
-    #[serde(default)]
-    proxy_protocol: Option<ProxyProtocol>,
-    /// When not empty, only clients in these ranges (CIDR, or a single address) may connect.
-    #[serde(default)]
-    #[cfg_attr(feature = "server", schema(schema_with = schema::ranges))]
-    allow: Vec<String>,
-    /// Clients in these ranges are refused, even when `allow` admits them.
-    #[serde(default)]
-    #[cfg_attr(feature = "server", schema(schema_with = schema::ranges))]
-    deny: Vec<String>,
-}
-
-impl From<NewTcpRedirBody> for NewTcpRedir {
-    fn from(b: NewTcpRedirBody) -> NewTcpRedir {
-        NewTcpRedir {
-            namespace: b.namespace,
-            port: b.port,
-            limits: RedirLimits {
-                connect_timeout: b.connect_timeout,
-                idle_timeout: b.idle_timeout,
-                half_close_timeout: b.half_close_timeout,
-                max_connections: b.max_connections,
-                max_connections_per_second: b.max_connections_per_second,
-            },
-            access: RedirAccess { proxy_protocol: b.proxy_protocol, allow: b.allow, deny: b.deny },
-        }
-    }
+    pub port: Option<u16>,
+    /// Its settings, over the namespace's.
+    #[serde(flatten)]
+    pub settings: RedirSettings,
 }
 
 /// The most redirections one batch (`POST /v2/organisations/{orgId}/tcpRedirs`) may ask for.
@@ -292,88 +175,18 @@ pub struct NewTcpRedirBatch {
     pub redirections: Vec<NewTcpRedirItem>,
 }
 
-/// One redirection of a batch, as the client builds it: which application, and what
-/// `POST …/applications/{appId}/tcpRedirs` takes. The server reads it through
-/// [`NewTcpRedirItemBody`], which names every field.
+/// One redirection of a batch: which application, and what `POST
+/// …/applications/{appId}/tcpRedirs` takes (whose unknown fields are refused here too).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", from = "NewTcpRedirItemBody")]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
 pub struct NewTcpRedirItem {
-    /// The application's id, `app_…`.
+    /// The application's id, `app_…`; one the organisation does not have is refused on its
+    /// own outcome (4042).
     pub application: String,
     /// The redirection, as a single `POST …/tcpRedirs` takes it.
     #[serde(flatten)]
     pub redirection: NewTcpRedir,
-}
-
-/// One redirection of a batch field by field: what the server reads and the document
-/// states (as `NewTcpRedirItem`); unknown fields are refused.
-#[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "server", schema(as = NewTcpRedirItem))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct NewTcpRedirItemBody {
-    /// The application's id, `app_…`; one the organisation does not have is refused on its
-    /// own outcome (4042).
-    application: String,
-    /// The namespace to take a port in (`GET …/namespaces` lists them).
-    #[cfg_attr(feature = "server", schema(schema_with = schema::namespace))]
-    namespace: String,
-    /// A precise port of the namespace's range; random when absent (the application's
-    /// previous port in the namespace when it is free). Outside the range: 4221 on its outcome.
-    #[serde(default, deserialize_with = "integral::option")]
-    #[cfg_attr(feature = "server", schema(schema_with = schema::port))]
-    port: Option<u16>,
-    /// How long an instance may take to accept before the next one is tried, in seconds.
-    #[serde(default, deserialize_with = "integral::option")]
-    #[cfg_attr(feature = "server", schema(schema_with = schema::seconds))]
-    connect_timeout: Option<u64>,
-    /// How long a connection may go without a byte in either direction, in seconds.
-    #[serde(default, deserialize_with = "integral::option")]
-    #[cfg_attr(feature = "server", schema(schema_with = schema::seconds))]
-    idle_timeout: Option<u64>,
-    /// How long a connection may stay half-closed (one direction ended), in seconds.
-    #[serde(default, deserialize_with = "integral::option")]
-    #[cfg_attr(feature = "server", schema(schema_with = schema::seconds))]
-    half_close_timeout: Option<u64>,
-    /// The most connections open at once; more are refused. The namespace's when absent.
-    #[serde(default, deserialize_with = "integral::option")]
-    #[cfg_attr(feature = "server", schema(schema_with = schema::quota))]
-    max_connections: Option<u32>,
-    /// The most new connections per second (a burst of one second is allowed).
-    #[serde(default, deserialize_with = "integral::option")]
-    #[cfg_attr(feature = "server", schema(schema_with = schema::quota))]
-    max_connections_per_second: Option<u32>,
-    /// Send the PROXY protocol header (`v1` or `v2`) to the instance; off when absent.
-    #[serde(default)]
-    proxy_protocol: Option<ProxyProtocol>,
-    /// When not empty, only clients in these ranges (CIDR, or a single address) may connect.
-    #[serde(default)]
-    #[cfg_attr(feature = "server", schema(schema_with = schema::ranges))]
-    allow: Vec<String>,
-    /// Clients in these ranges are refused, even when `allow` admits them.
-    #[serde(default)]
-    #[cfg_attr(feature = "server", schema(schema_with = schema::ranges))]
-    deny: Vec<String>,
-}
-
-impl From<NewTcpRedirItemBody> for NewTcpRedirItem {
-    fn from(b: NewTcpRedirItemBody) -> NewTcpRedirItem {
-        NewTcpRedirItem {
-            application: b.application,
-            redirection: NewTcpRedir {
-                namespace: b.namespace,
-                port: b.port,
-                limits: RedirLimits {
-                    connect_timeout: b.connect_timeout,
-                    idle_timeout: b.idle_timeout,
-                    half_close_timeout: b.half_close_timeout,
-                    max_connections: b.max_connections,
-                    max_connections_per_second: b.max_connections_per_second,
-                },
-                access: RedirAccess { proxy_protocol: b.proxy_protocol, allow: b.allow, deny: b.deny },
-            },
-        }
-    }
 }
 
 /// What a batch did: one outcome per redirection asked, in the order asked.

@@ -570,6 +570,38 @@ fn a_broken_toml_file_is_one_error_line_with_its_place() {
     );
 }
 
+/// A namespace's settings in the config file are checked as a redirection's are, and one
+/// that only a redirection can have is refused with where to set it instead.
+#[test]
+fn a_namespace_setting_out_of_bounds_or_not_a_namespaces_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |body: &str| {
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, format!("[[namespace]]\nname = \"x\"\n{body}\n")).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap()])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("TCP_REDIRS_CONFIG_DIR", dir.path())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stderr) = serve("allow = [\"10.0.0.0/8\"]");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("namespace `x`: `allow` is a redirection's setting") && stderr.contains("--allow"),
+        "{stderr}"
+    );
+    let (code, stderr) = serve("idle_timeout = 0");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("namespace `x`: the idle timeout must be from 1 to"), "{stderr}");
+    let (code, stderr) = serve("idleTimeout = 5");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("unknown field `idleTimeout`"), "the files spell settings snake_case: {stderr}");
+}
+
 #[test]
 fn a_profile_secret_is_sent_with_its_token_and_checked() {
     let server = Server::start();

@@ -39,10 +39,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::server::control::validate;
 use crate::server::data::copy::Timeouts;
 use crate::server::data::forward::Limits;
 use crate::server::state::store::NamespaceDef;
-use crate::wire::RedirLimits;
+use crate::settings::RedirSettings;
 
 /// The file as written by the operator.
 #[derive(Debug, Default, Deserialize)]
@@ -79,16 +80,10 @@ pub struct NamespaceConfig {
     pub ports: Option<String>,
     /// What it is for.
     pub description: Option<String>,
-    /// Seconds an instance may take to accept.
-    pub connect_timeout: Option<u64>,
-    /// Seconds without a byte either way before a connection is closed.
-    pub idle_timeout: Option<u64>,
-    /// Seconds a connection may stay half-closed.
-    pub half_close_timeout: Option<u64>,
-    /// The most connections open at once per redirection.
-    pub max_connections: Option<u32>,
-    /// The most new connections per second per redirection.
-    pub max_connections_per_second: Option<u32>,
+    /// The default limits of its redirections, spelled as in the manifest
+    /// (`idle_timeout = 3600`); the access list and PROXY protocol are a redirection's own.
+    #[serde(flatten, with = "crate::settings::Toml")]
+    pub defaults: RedirSettings,
     /// When set, only these organisations (names or ids) see and use the namespace.
     pub orgs: Option<Vec<String>>,
     /// Log one line per connection when it ends.
@@ -154,7 +149,7 @@ impl Config {
                 max_port: *ports.end(),
                 description: Some(description.into()),
                 orgs: None,
-                limits: RedirLimits::default(),
+                limits: RedirSettings::default(),
                 default_host: true,
                 retired: false,
                 access_log: false,
@@ -173,14 +168,15 @@ impl Config {
                 None => ports.clone(),
             };
             let bind = ns.bind.unwrap_or(public_bind);
-            let overrides = RedirLimits {
-                connect_timeout: ns.connect_timeout,
-                idle_timeout: ns.idle_timeout,
-                half_close_timeout: ns.half_close_timeout,
-                max_connections: ns.max_connections,
-                max_connections_per_second: ns.max_connections_per_second,
-            };
-            DEFAULT_LIMITS.with(&overrides).map_err(|e| anyhow::anyhow!("namespace `{}`: {e}", ns.name))?;
+            if let Some(key) = ns.defaults.access_is_set() {
+                bail!(
+                    "namespace `{}`: `{key}` is a redirection's setting, not a namespace's: set it on each redirection (`tcp-redirs add --{}`, or the manifest of `apply`)",
+                    ns.name,
+                    key.replace('_', "-")
+                );
+            }
+            validate::settings(DEFAULT_LIMITS, &ns.defaults)
+                .map_err(|e| anyhow::anyhow!("namespace `{}`: {}", ns.name, e.message))?;
             let mut entry = Namespace {
                 def: NamespaceDef {
                     name: ns.name.clone(),
@@ -189,7 +185,7 @@ impl Config {
                     max_port: *ports.end(),
                     description: ns.description.clone(),
                     orgs: ns.orgs.clone(),
-                    limits: overrides,
+                    limits: ns.defaults.clone(),
                     default_host: ns.public_host.is_none(),
                     retired: false,
                     access_log: ns.access_log,

@@ -34,8 +34,8 @@ use super::error::Error;
 use super::gateway::Gateway;
 use crate::wire::{
     ApiError, Application, Instance, IssuedToken, NewApplication, NewInstance, NewOrganisation, NewTcpRedir,
-    NewTcpRedirBatch, NewTcpRedirBody, NewTcpRedirItemBody, NewToken, Node, Organisation, TcpRedir,
-    TcpRedirBatch, TokenInfo, MAX_BATCH_BODY,
+    NewTcpRedirBatch, NewTcpRedirItem, NewToken, Node, Organisation, TcpRedir, TcpRedirBatch, TokenInfo,
+    MAX_BATCH_BODY,
 };
 
 /// The largest request body accepted; every body of this API is a few bytes.
@@ -54,7 +54,7 @@ type Gw = State<Arc<Gateway>>;
     ),
     security(("bearer" = []), ("oauthPlaintext" = [])),
     // Referred to by the batch's list, whose schema is built from wire.rs's constants.
-    components(schemas(NewTcpRedirItemBody))
+    components(schemas(NewTcpRedirItem))
 )]
 struct ApiDoc;
 
@@ -80,6 +80,9 @@ impl utoipa::Modify for Contract {
             ))
             .build();
         components.add_security_scheme("oauthPlaintext", SecurityScheme::Http(oauth));
+        for body in ["NewTcpRedir", "NewTcpRedirItem"] {
+            contract::close(components, body);
+        }
         for item in openapi.paths.paths.values_mut() {
             let operations = [
                 (&mut item.get, false),
@@ -100,10 +103,45 @@ mod contract {
     //! The parts of [`super::Contract`].
 
     use utoipa::openapi::path::{Operation, Parameter, ParameterIn};
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+    use utoipa::openapi::schema::{AdditionalProperties, Object, ObjectBuilder, Schema, Type};
+    use utoipa::openapi::{Components, ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 
     use crate::wire;
+
+    /// Makes a body's schema one object that refuses unknown fields, as the server does:
+    /// utoipa writes a struct with `#[serde(flatten)]` parts as an `allOf` of open objects,
+    /// which would let a client send any field, and `additionalProperties: false` on one of
+    /// them would refuse the others' fields.
+    pub fn close(components: &mut Components, name: &str) {
+        fn gather(components: &Components, schema: &RefOr<Schema>, into: &mut Object) {
+            match schema {
+                RefOr::Ref(r) => {
+                    let name = r.ref_location.rsplit('/').next().unwrap_or_default();
+                    if let Some(part) = components.schemas.get(name) {
+                        gather(components, part, into);
+                    }
+                }
+                RefOr::T(Schema::AllOf(all)) => {
+                    all.items.iter().for_each(|part| gather(components, part, into))
+                }
+                RefOr::T(Schema::Object(part)) => {
+                    into.properties.extend(part.properties.clone());
+                    into.required.extend(part.required.iter().cloned());
+                }
+                RefOr::T(_) => {}
+            }
+        }
+        let Some(schema) = components.schemas.get(name) else { return };
+        let mut closed = Object::with_type(Type::Object);
+        gather(components, schema, &mut closed);
+        closed.description = match schema {
+            RefOr::T(Schema::AllOf(all)) => all.description.clone(),
+            RefOr::T(Schema::Object(object)) => object.description.clone(),
+            _ => None,
+        };
+        closed.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+        components.schemas.insert(name.to_owned(), RefOr::T(Schema::Object(closed)));
+    }
 
     /// An error answer: the `ApiError` shape, with what it means.
     fn error(description: &str) -> RefOr<Response> {
@@ -394,7 +432,7 @@ async fn redirs(
     Ok(Json(gw.redirs(&caller, &org, &app).await?))
 }
 
-#[utoipa::path(post, path = "/v2/organisations/{org}/applications/{app}/tcpRedirs", operation_id = "addTcpRedir", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), request_body = NewTcpRedirBody, responses((status = 201, body = TcpRedir), (status = 404, description = "4041: no such organisation; 4042: no such application; 4043: no such namespace for this organisation", body = ApiError), (status = 409, description = "4090: the application has a redirection in this namespace; 4092: no free port; 4094: the organisation holds its quota; 4095: the port asked for is taken", body = ApiError), (status = 422, description = "4221: the port asked for is outside the namespace's range", body = ApiError)))]
+#[utoipa::path(post, path = "/v2/organisations/{org}/applications/{app}/tcpRedirs", operation_id = "addTcpRedir", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), request_body = NewTcpRedir, responses((status = 201, body = TcpRedir), (status = 404, description = "4041: no such organisation; 4042: no such application; 4043: no such namespace for this organisation", body = ApiError), (status = 409, description = "4090: the application has a redirection in this namespace; 4092: no free port; 4094: the organisation holds its quota; 4095: the port asked for is taken", body = ApiError), (status = 422, description = "4221: the port asked for is outside the namespace's range", body = ApiError)))]
 async fn add(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,

@@ -375,7 +375,7 @@ impl Gateway {
         let org = self.org(caller, org_id).await?;
         let app = self.app(caller, org_id, app_id).await?;
         let ns = self.namespace_for(&org, &new.namespace)?;
-        validate::redirection(&ns, &new.limits, &new.access)?;
+        validate::redirection(&ns, &new.settings)?;
         if let Some(port) = new.port {
             validate::port_in_range(&ns, port)?;
         }
@@ -431,8 +431,7 @@ impl Gateway {
                 namespace: ns.name.clone(),
                 port,
                 app_id: app.id.clone(),
-                limits: new.limits,
-                access: new.access.clone(),
+                settings: new.settings.clone(),
                 revision: 0,
             };
             let quota = *self.org_quota.read().unwrap_or_else(|p| p.into_inner());

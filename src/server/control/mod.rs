@@ -15,4 +15,4 @@ mod error;
 pub(super) mod gateway;
 pub(super) mod http;
 mod present;
-mod validate;
+pub(super) mod validate;

@@ -37,8 +37,7 @@ pub fn redirection(table: &Table, here_live: &LivePorts, this_node: &str, row: &
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     let listening = here.is_some_and(|(bound, _)| bound);
     TcpRedir {
-        limits: live::limits(def, row).to_wire(),
-        access: row.access.clone(),
+        settings: live::limits(def, row).in_force(&row.settings),
         namespace: row.namespace.clone(),
         port: row.port,
         address: Some(format!("tcp://{host}:{}/", row.port)),

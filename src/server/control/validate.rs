@@ -16,7 +16,8 @@ use crate::server::config::DEFAULT_LIMITS;
 use crate::server::data::access::Access;
 use crate::server::data::forward::Limits;
 use crate::server::state::store::NamespaceDef;
-use crate::wire::{self, RedirAccess, RedirLimits};
+use crate::settings::RedirSettings;
+use crate::wire;
 
 /// Every pattern of [`crate::wire`], compiled once.
 static PATTERNS: LazyLock<HashMap<&'static str, Regex>> = LazyLock::new(|| {
@@ -100,16 +101,22 @@ pub fn namespace(name: &str) -> Result<(), Error> {
     )))
 }
 
-/// A new redirection's limits and access rules, in a namespace: the limits in force.
-pub fn redirection(def: &NamespaceDef, limits: &RedirLimits, access: &RedirAccess) -> Result<Limits, Error> {
+/// A new redirection's settings, in a namespace: the limits in force.
+pub fn redirection(def: &NamespaceDef, settings: &RedirSettings) -> Result<Limits, Error> {
     let base = DEFAULT_LIMITS.with(&def.limits).map_err(Error::bad_request)?;
-    let limits = base.with(limits).map_err(Error::bad_request)?;
-    access_rules(access)?;
+    self::settings(base, settings)
+}
+
+/// Settings over `base` (the one check of [`crate::settings`]): each limit in its bounds,
+/// the access lists well formed; the limits in force.
+pub fn settings(base: Limits, settings: &RedirSettings) -> Result<Limits, Error> {
+    let limits = base.with(settings).map_err(Error::bad_request)?;
+    access_rules(settings)?;
     Ok(limits)
 }
 
 /// Access rules: lists of at most [`wire::MAX_RANGES`] addresses or ranges.
-pub fn access_rules(access: &RedirAccess) -> Result<(), Error> {
+fn access_rules(access: &RedirSettings) -> Result<(), Error> {
     for (what, list) in [("allow", &access.allow), ("deny", &access.deny)] {
         if list.len() > wire::MAX_RANGES {
             return Err(Error::bad_request(format!(
@@ -217,7 +224,7 @@ mod tests {
         ];
         for text in good {
             assert!(matches(wire::RANGE_PATTERN, text), "{text} should match");
-            let access = RedirAccess { allow: vec![text.to_owned()], ..RedirAccess::default() };
+            let access = RedirSettings { allow: vec![text.to_owned()], ..RedirSettings::default() };
             assert!(Access::parse(&access).is_ok(), "{text} should parse");
         }
         for text in bad {

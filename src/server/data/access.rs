@@ -11,7 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 
-use crate::wire::{ProxyProtocol, RedirAccess, MAX_RANGES};
+use crate::settings::{ProxyProtocol, RedirSettings};
+use crate::wire::MAX_RANGES;
 
 /// A redirection's access rules, parsed once for the accept loop.
 #[derive(Debug, Clone, Default)]
@@ -23,7 +24,7 @@ pub struct Access {
 
 impl Access {
     /// Parses and checks the rules as the API received them.
-    pub fn parse(rules: &RedirAccess) -> Result<Access, String> {
+    pub fn parse(rules: &RedirSettings) -> Result<Access, String> {
         Ok(Access {
             allow: ranges(&rules.allow, "allow")?,
             deny: ranges(&rules.deny, "deny")?,
@@ -99,7 +100,8 @@ mod tests {
 
     fn access(allow: &[&str], deny: &[&str]) -> Access {
         let owned = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
-        Access::parse(&RedirAccess { proxy_protocol: None, allow: owned(allow), deny: owned(deny) }).unwrap()
+        Access::parse(&RedirSettings { allow: owned(allow), deny: owned(deny), ..RedirSettings::default() })
+            .unwrap()
     }
 
     #[test]
@@ -116,7 +118,7 @@ mod tests {
 
     #[test]
     fn bad_ranges_are_refused_with_an_example() {
-        let bad = RedirAccess { proxy_protocol: None, allow: vec!["10.0.0.0/33".into()], deny: vec![] };
+        let bad = RedirSettings { allow: vec!["10.0.0.0/33".into()], ..RedirSettings::default() };
         assert!(Access::parse(&bad).unwrap_err().contains("203.0.113.0/24"));
     }
 

@@ -36,7 +36,8 @@ use super::copy::{self, Timeouts};
 use super::metrics::{RedirMetrics, Slot};
 use super::ports::Listeners;
 use super::workers::Workers;
-use crate::wire::{RedirLimits, MAX_LIMIT_SECS, MAX_QUOTA};
+use crate::settings::RedirSettings;
+use crate::wire::{MAX_LIMIT_SECS, MAX_QUOTA};
 
 /// How long to wait before accepting again after the process ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -109,7 +110,7 @@ pub struct Limits {
 
 impl Limits {
     /// These limits with the ones `overrides` sets, each checked to be from 1 s to a year.
-    pub fn with(self, overrides: &RedirLimits) -> Result<Limits, String> {
+    pub fn with(self, overrides: &RedirSettings) -> Result<Limits, String> {
         let secs = |value: Option<u64>, base: Duration, what: &str| match value {
             Some(s) if !(1..=MAX_LIMIT_SECS).contains(&s) => {
                 Err(format!("the {what} must be from 1 to {MAX_LIMIT_SECS} seconds, not {s}"))
@@ -139,14 +140,16 @@ impl Limits {
         })
     }
 
-    /// The limits as the API shows them, in seconds.
-    pub fn to_wire(self) -> RedirLimits {
-        RedirLimits {
+    /// A redirection's settings as the API shows them: these limits (the ones in force, in
+    /// seconds) with its own access list and PROXY protocol.
+    pub fn in_force(self, own: &RedirSettings) -> RedirSettings {
+        RedirSettings {
             connect_timeout: Some(self.connect.as_secs()),
             idle_timeout: Some(self.established.idle.as_secs()),
             half_close_timeout: Some(self.established.half_closed.as_secs()),
             max_connections: self.max_connections,
             max_connections_per_second: self.max_rate,
+            ..own.clone()
         }
     }
 }

@@ -72,13 +72,13 @@ impl Served {
 pub fn limits(def: Option<&NamespaceDef>, row: &RedirRow) -> Limits {
     let base = def.and_then(|d| DEFAULT_LIMITS.with(&d.limits).ok()).unwrap_or(DEFAULT_LIMITS);
     // Stored limits were checked when added; should one be out of range, the base holds.
-    base.with(&row.limits).unwrap_or(base)
+    base.with(&row.settings).unwrap_or(base)
 }
 
 /// A redirection's access list, PROXY protocol setting and connection log, as its port's
 /// new connections get them.
 fn policy(row: &RedirRow, logged: bool, generation: u64) -> Policy {
-    let access = Access::parse(&row.access).unwrap_or_else(|e| {
+    let access = Access::parse(&row.settings).unwrap_or_else(|e| {
         // Checked when added; should a stored rule no longer parse, the port admits
         // no one rather than everyone.
         warn!(namespace = %row.namespace, port = row.port, error = %e, "invalid stored access list; refusing every client");
@@ -590,8 +590,7 @@ mod tests {
             namespace: "default".into(),
             port,
             app_id: "app_1".into(),
-            limits: Default::default(),
-            access: Default::default(),
+            settings: Default::default(),
             revision: 0,
         })
     }

@@ -230,8 +230,7 @@ mod tests {
             namespace: "default".into(),
             port,
             app_id: "app_1".into(),
-            limits: Default::default(),
-            access: Default::default(),
+            settings: Default::default(),
             revision: 0,
         }
     }

@@ -294,8 +294,7 @@ fn check_shape(new: &NewTcpRedir) -> Result<(), Error> {
     if new.port == Some(0) {
         return Err(Error::bad_port("0"));
     }
-    DEFAULT_LIMITS.with(&new.limits).map_err(Error::bad_request)?;
-    validate::access_rules(&new.access)
+    validate::settings(DEFAULT_LIMITS, &new.settings).map(drop)
 }
 
 /// The ports that the batch's applications hold, by (application, namespace).
@@ -329,7 +328,7 @@ fn plan(
         .filter(|n| n.admits(org) && !n.retired)
         .cloned()
         .ok_or_else(|| Error::unknown_namespace(&new.namespace))?;
-    validate::redirection(&ns, &new.limits, &new.access)?;
+    validate::redirection(&ns, &new.settings)?;
     if let Some(port) = new.port {
         validate::port_in_range(&ns, port)?;
     }
@@ -340,8 +339,7 @@ fn plan(
         namespace: ns.name.clone(),
         port: 0,
         app_id: app.id.clone(),
-        limits: new.limits,
-        access: new.access.clone(),
+        settings: new.settings.clone(),
         revision: 0,
     };
     Ok(Plan { index, ns, row, fixed: new.port, previous: None })

@@ -31,8 +31,7 @@ fn redir(app: &str, namespace: &str, port: u16) -> RedirRow {
         namespace: namespace.into(),
         port,
         app_id: app.into(),
-        limits: Default::default(),
-        access: Default::default(),
+        settings: Default::default(),
         revision: 0,
     }
 }

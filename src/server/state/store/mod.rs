@@ -24,7 +24,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::wire::{Application, Instance, Organisation, RedirAccess, RedirLimits, TokenInfo};
+use crate::settings::RedirSettings;
+use crate::wire::{Application, Instance, Organisation, TokenInfo};
 
 /// A store revision: every committed write has a higher one than the writes before it.
 pub type Revision = i64;
@@ -39,12 +40,9 @@ pub struct RedirRow {
     pub port: u16,
     /// The application it leads to.
     pub app_id: String,
-    /// Its own connection limits, over the namespace's.
+    /// Its own settings, over the namespace's.
     #[serde(flatten)]
-    pub limits: RedirLimits,
-    /// Its access list and PROXY protocol setting.
-    #[serde(flatten)]
-    pub access: RedirAccess,
+    pub settings: RedirSettings,
     /// The revision that created it (set by the store, not stored in the value).
     #[serde(skip)]
     pub revision: Revision,
@@ -89,8 +87,8 @@ pub struct NamespaceDef {
     /// The organisations it is reserved to (names or ids); `None` for all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orgs: Option<Vec<String>>,
-    /// Its default connection limits.
-    pub limits: RedirLimits,
+    /// Its default connection limits (a namespace has no access list nor PROXY protocol).
+    pub limits: RedirSettings,
     /// Whether its connections are logged when they end (see [`crate::server`]'s conn_log).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub access_log: bool,

@@ -31,7 +31,8 @@ use super::{
     Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Record, RedirRow, Revision, Snapshot,
     Store, StoreError, StoreResult, TokenRecord,
 };
-use crate::wire::{Application, Instance, Organisation, ProxyProtocol, RedirAccess, RedirLimits, TokenInfo};
+use crate::settings::{ProxyProtocol, RedirSettings};
+use crate::wire::{Application, Instance, Organisation, TokenInfo};
 
 /// The marker that tells our database apart from any other SQLite file.
 const FORMAT: &str = "tcp-redirs";
@@ -687,14 +688,14 @@ fn claim_row(
             row.port,
             row.app_id,
             revision,
-            row.limits.connect_timeout,
-            row.limits.idle_timeout,
-            row.limits.half_close_timeout,
-            row.access.proxy_protocol.map(proxy_name),
-            serde_json::to_string(&row.access.allow)?,
-            serde_json::to_string(&row.access.deny)?,
-            row.limits.max_connections,
-            row.limits.max_connections_per_second,
+            row.settings.connect_timeout,
+            row.settings.idle_timeout,
+            row.settings.half_close_timeout,
+            row.settings.proxy_protocol.map(ProxyProtocol::name),
+            serde_json::to_string(&row.settings.allow)?,
+            serde_json::to_string(&row.settings.deny)?,
+            row.settings.max_connections,
+            row.settings.max_connections_per_second,
         ]);
     match inserted {
         Err(e) if is_constraint(&e, "redirs.namespace, redirs.port") => {
@@ -746,19 +747,16 @@ fn redirs_where<P: rusqlite::Params>(
             namespace: r.get(0)?,
             port: r.get(1)?,
             app_id: r.get(2)?,
-            limits: RedirLimits {
+            settings: RedirSettings {
                 connect_timeout: r.get(3)?,
                 idle_timeout: r.get(4)?,
                 half_close_timeout: r.get(5)?,
                 max_connections: r.get(9)?,
                 max_connections_per_second: r.get(10)?,
-            },
-            access: RedirAccess {
-                proxy_protocol: match r.get::<_, Option<String>>(6)?.as_deref() {
-                    Some("v1") => Some(ProxyProtocol::V1),
-                    Some("v2") => Some(ProxyProtocol::V2),
-                    _ => None,
-                },
+                proxy_protocol: r
+                    .get::<_, Option<String>>(6)?
+                    .as_deref()
+                    .and_then(|v| ProxyProtocol::parse(v).ok()),
                 allow: json_list(r, 7)?,
                 deny: json_list(r, 8)?,
             },
@@ -766,13 +764,6 @@ fn redirs_where<P: rusqlite::Params>(
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-fn proxy_name(version: ProxyProtocol) -> &'static str {
-    match version {
-        ProxyProtocol::V1 => "v1",
-        ProxyProtocol::V2 => "v2",
-    }
 }
 
 fn json_list(row: &rusqlite::Row, column: usize) -> rusqlite::Result<Vec<String>> {
@@ -811,8 +802,7 @@ mod tests {
             namespace: "default".into(),
             port,
             app_id: app.into(),
-            limits: RedirLimits::default(),
-            access: RedirAccess::default(),
+            settings: Default::default(),
             revision: 0,
         }
     }

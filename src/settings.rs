@@ -1,0 +1,259 @@
+//! One redirection's settings: its time limits, connection quotas, access list and PROXY
+//! protocol, as one type that every surface reads and writes.
+//!
+//! [`RedirSettings`] is the whole list, and each surface takes it as it is rather than
+//! spelling the settings again:
+//! - the API: the bodies of `POST …/tcpRedirs` and of a batch flatten it (the keys are
+//!   lowerCamelCase, `idleTimeout`), and so does the answer, `TcpRedir`;
+//! - the CLI: `tcp-redirs add` flattens it as its flags (`--idle-timeout`), with their
+//!   bounds checked by clap before a request is sent;
+//! - the TOML files, the manifest of `apply` and the config file's `[[namespace]]`, spell
+//!   its fields snake_case (`idle_timeout = 600`) through [`Toml`], a serde `remote`
+//!   definition: the compiler checks that it names every field of the type, no more and no
+//!   fewer, so that a setting added here cannot be forgotten there;
+//! - the store keeps it with the redirection (etcd as the API's JSON, SQLite one column a
+//!   setting), and a namespace's defaults are the same type (its limits only, see
+//!   [`RedirSettings::access_is_set`]).
+//!
+//! The server checks it in one place, `server::control::validate::settings`, for the API,
+//! a batch and the config file alike: a time limit from 1 s to [`MAX_LIMIT_SECS`], a quota
+//! from 1 to [`MAX_QUOTA`], at most [`crate::wire::MAX_RANGES`] ranges a list, each one an address or a
+//! CIDR range.
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{integral, MAX_LIMIT_SECS, MAX_QUOTA};
+
+/// A redirection's settings; unset ones take the namespace's, then the server's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RedirSettings {
+    /// How long an instance may take to accept before the next one is tried, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::seconds))]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT_SECS),
+        help = "Seconds an instance may take to accept before the next is tried [default: the namespace's, 5]")]
+    pub connect_timeout: Option<u64>,
+    /// How long a connection may go without a byte in either direction, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::seconds))]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT_SECS),
+        help = "Seconds a connection may go without a byte before it is closed [default: the namespace's, 3600]")]
+    pub idle_timeout: Option<u64>,
+    /// How long a connection may stay half-closed (one direction ended), in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::seconds))]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT_SECS),
+        help = "Seconds a connection may stay half-closed [default: the namespace's, 60]")]
+    pub half_close_timeout: Option<u64>,
+    /// The most connections open at once; more are refused. The namespace's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::quota))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_QUOTA as i64),
+        help = "The most connections open at once; more are refused [default: unlimited]")]
+    pub max_connections: Option<u32>,
+    /// The most new connections per second (a burst of one second is allowed); more are
+    /// refused. The namespace's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::quota))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_QUOTA as i64),
+        help = "The most new connections per second; more are refused [default: unlimited]")]
+    pub max_connections_per_second: Option<u32>,
+    /// Send the PROXY protocol header (`v1` text or `v2` binary) to the instance before the
+    /// first byte, so the application learns the client's real address; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_name = "VERSION", value_parser = ProxyProtocol::parse,
+        help = "Send the PROXY protocol header (v1 or v2) to the instance, so it sees the client's address")]
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// When not empty, only clients in these ranges (CIDR, or a single address) may connect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::ranges))]
+    #[arg(
+        long,
+        value_name = "CIDR",
+        help = "Only clients in this range may connect (CIDR or address; repeat for several)"
+    )]
+    pub allow: Vec<String>,
+    /// Clients in these ranges are refused, even when `allow` admits them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::ranges))]
+    #[arg(
+        long,
+        value_name = "CIDR",
+        help = "Refuse clients in this range, even when allowed (CIDR or address; repeat for several)"
+    )]
+    pub deny: Vec<String>,
+}
+
+/// The settings as the TOML files spell them: snake_case keys, the same fields (see the
+/// module's documentation). Used as `#[serde(flatten, with = "crate::settings::Toml")]`.
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "RedirSettings")]
+pub struct Toml {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    connect_timeout: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idle_timeout: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    half_close_timeout: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_connections: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_connections_per_second: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    proxy_protocol: Option<ProxyProtocol>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    deny: Vec<String>,
+}
+
+/// A version of the PROXY protocol (HAProxy's specification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// The human-readable header: `PROXY TCP4 SRC DST SPORT DPORT\r\n`.
+    V1,
+    /// The binary header.
+    V2,
+}
+
+impl ProxyProtocol {
+    /// Reads `v1` or `v2` (or `1`, `2`), as the CLI takes it.
+    pub fn parse(text: &str) -> Result<ProxyProtocol, String> {
+        match text {
+            "v1" | "1" => Ok(ProxyProtocol::V1),
+            "v2" | "2" => Ok(ProxyProtocol::V2),
+            _ => Err("use v1 (text header) or v2 (binary header)".into()),
+        }
+    }
+
+    /// Its name in the API and the files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyProtocol::V1 => "v1",
+            ProxyProtocol::V2 => "v2",
+        }
+    }
+}
+
+impl RedirSettings {
+    /// Whether any of the settings that only a redirection can have (access list, PROXY
+    /// protocol) is set: a namespace's defaults hold limits only.
+    pub fn access_is_set(&self) -> Option<&'static str> {
+        if !self.allow.is_empty() {
+            Some("allow")
+        } else if !self.deny.is_empty() {
+            Some("deny")
+        } else if self.proxy_protocol.is_some() {
+            Some("proxy_protocol")
+        } else {
+            None
+        }
+    }
+
+    /// Whether a running redirection's settings are what these declare: each limit these
+    /// set is the one in force (unset ones are free), and the access list and PROXY
+    /// protocol are the same (unset is off).
+    pub fn satisfied_by(&self, running: &RedirSettings) -> bool {
+        fn same<T: PartialEq>(want: Option<T>, have: Option<T>) -> bool {
+            want.is_none() || want == have
+        }
+        same(self.connect_timeout, running.connect_timeout)
+            && same(self.idle_timeout, running.idle_timeout)
+            && same(self.half_close_timeout, running.half_close_timeout)
+            && same(self.max_connections, running.max_connections)
+            && same(self.max_connections_per_second, running.max_connections_per_second)
+            && self.proxy_protocol == running.proxy_protocol
+            && self.allow == running.allow
+            && self.deny == running.deny
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct InToml {
+        #[serde(flatten, with = "Toml")]
+        settings: RedirSettings,
+    }
+
+    fn every_setting() -> RedirSettings {
+        RedirSettings {
+            connect_timeout: Some(1),
+            idle_timeout: Some(2),
+            half_close_timeout: Some(3),
+            max_connections: Some(4),
+            max_connections_per_second: Some(5),
+            proxy_protocol: Some(ProxyProtocol::V2),
+            allow: vec!["10.0.0.0/8".into()],
+            deny: vec!["10.0.0.7".into()],
+        }
+    }
+
+    /// The TOML spelling is the JSON one in snake_case, key for key, both ways.
+    #[test]
+    fn the_files_and_the_api_spell_the_same_settings() {
+        let settings = every_setting();
+        let json = serde_json::to_value(&settings).unwrap();
+        let toml_text = toml::to_string(&InToml { settings: settings.clone() }).unwrap();
+        let table: toml::Table = toml_text.parse().unwrap();
+        let camel = |snake: &str| {
+            let mut out = String::new();
+            let mut up = false;
+            for c in snake.chars() {
+                match c {
+                    '_' => up = true,
+                    c if up => {
+                        out.push(c.to_ascii_uppercase());
+                        up = false
+                    }
+                    c => out.push(c),
+                }
+            }
+            out
+        };
+        let mut toml_keys: Vec<String> = table.keys().map(|k| camel(k)).collect();
+        let mut json_keys: Vec<String> = json.as_object().unwrap().keys().cloned().collect();
+        toml_keys.sort();
+        json_keys.sort();
+        assert_eq!(toml_keys, json_keys, "every setting is in both spellings");
+        assert_eq!(toml_keys.len(), 8);
+        let back: InToml = toml::from_str(&toml_text).unwrap();
+        assert_eq!(back.settings, settings);
+        let back: RedirSettings = serde_json::from_value(json).unwrap();
+        assert_eq!(back, settings);
+    }
+
+    /// A file with a misspelt setting is refused with the key's name, not read as unset.
+    #[test]
+    fn a_misspelt_setting_in_a_file_is_refused() {
+        let err = toml::from_str::<InToml>("idle_timeot = 5").unwrap_err().to_string();
+        assert!(err.contains("unknown field `idle_timeot`"), "{err}");
+        let err = toml::from_str::<InToml>("idleTimeout = 5").unwrap_err().to_string();
+        assert!(err.contains("unknown field `idleTimeout`"), "{err}");
+    }
+
+    #[test]
+    fn a_declaration_is_satisfied_by_what_it_states() {
+        let running = every_setting();
+        assert!(RedirSettings {
+            allow: running.allow.clone(),
+            deny: running.deny.clone(),
+            proxy_protocol: running.proxy_protocol,
+            ..RedirSettings::default()
+        }
+        .satisfied_by(&running));
+        assert!(
+            !RedirSettings::default().satisfied_by(&running),
+            "the access list and PROXY protocol must match"
+        );
+        assert!(!RedirSettings { idle_timeout: Some(9), ..running.clone() }.satisfied_by(&running));
+        assert!(every_setting().satisfied_by(&running));
+    }
+}
