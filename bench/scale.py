@@ -29,10 +29,19 @@ namespaces they only keep in their table (every node runs `--namespaces s0,s1,m`
 - m: where the measured adds go (served, RATE_MAX+100 ports right after s1), so that they
   bind a port and, on etcd, wait for the other nodes to listen, as a real add does.
 The table is grown between sizes through the API only: POST applications (created when a
-redirection first needs them) and POST tcpRedirs from GROW_CLIENTS threads, each with its
-own keep-alive http.client connection; the time it took is printed. A call answered 503 is
-retried (up to 10 times; on etcd, concurrent changes of one organisation conflict on its
-counter: "the organisation kept changing; try again") and the retries are reported.
+redirection first needs them, GROW_CLIENTS at once), then the redirections, either
+- in batches (GROW_BATCH redirections a call, the default on etcd: 500): `POST
+  /v2/organisations/{org}/tcpRedirs` with {"redirections": [{"application": "app_…",
+  "namespace": "u0"}, ...]} from GROW_BATCH_CLIENTS threads; each item's outcome says made
+  (its `redirection`) or refused (its `error`): 4090 (made by an earlier try of the same
+  call) is looked up, 4092/4095/5xxx are sent again, those items only (at most 4 tries),
+  any other refusal stops the run; or
+- one by one (--grow-batch 0, the default on sqlite): POST …/applications/{app}/tcpRedirs
+  from GROW_CLIENTS threads,
+each thread with its own keep-alive http.client connection; the time it took is printed. A
+call answered 503 is retried (up to 10 times; on etcd, concurrent changes of one
+organisation conflict on its counter: "the organisation kept changing; try again") and the
+retries are reported.
 
 At each size, with the table at exactly that size:
 - add and remove: SAMPLES times, 1 client, an add in namespace m (a fresh application each
@@ -46,9 +55,18 @@ At each size, with the table at exactly that size:
   then its VmRSS. Memory per listening redirection is (RSS - RSS at size 0) / listening,
   taken at min(size, LISTEN) (the table is grown to LISTEN first and RSS read there when a
   larger size is asked); per table-only redirection (RSS - RSS at LISTEN) / table-only.
-At the largest size the measured node is restarted (SIGTERM, then the same command): the
-time from the new process until its control API answers, and until every served port of
-the table listens (counted in /proc/net/tcp), RESTART_TIMEOUT at most.
+- etcd only, propagation (PROP_SAMPLES, bench/fleet.py's method): an add in m on node a, then
+  connects to its port on b and c in a tight loop (one try per node every 0.2 ms, 2 s at
+  most) until both accept; then its remove on a, and connects until both refuse. Timed from
+  the call sent and from its answer (an add on etcd answers once the fleet confirmed it, so
+  the second is ~0 when the contract holds); b and c pooled.
+At the largest size, on etcd, a fresh node d joins the fleet (127.0.0.5, its own empty data
+directory, the same --namespaces s0,s1,m; --no-join skips it): the time from its process
+start until its control API answers and until every served port of the table listens on
+127.0.0.5 (/proc/net/tcp); then it is stopped. Then the measured node is restarted
+(SIGTERM, then the same command): the time from the new process until its control API
+answers, and until every served port of the table listens (counted in /proc/net/tcp),
+RESTART_TIMEOUT at most.
 
 Every loop is bounded in count and in time; growth that takes longer than GROW_TIMEOUT for
 one size stops that store's run (the sizes reached are reported). Prints a markdown table
@@ -63,6 +81,9 @@ TOKEN = "t"
 TICK = os.sysconf("SC_CLK_TCK")
 NODES = {"a": "127.0.0.2", "b": "127.0.0.3", "c": "127.0.0.4"}
 SQLITE_IP = "127.0.0.5"
+JOIN = ("d", "127.0.0.5")  # etcd: the node that joins at the largest size (no sqlite node then)
+POLL_EVERY = 0.0002        # propagation: seconds between two rounds of connects
+POLL_MAX = 2.0             # propagation: seconds one sample may wait for b and c
 SERVED_BASE = 10000        # first port of s0
 UNSERVED_RANGE = "40000-54999"  # 15,000 ports for 10,000 apps: concurrent picks near a full range collide
 INSTANCE = "127.0.0.1:9"
@@ -95,7 +116,19 @@ def options():
                    help="listening redirections of the table at most (s0+s1, even)")
     p.add_argument("--table-apps", type=int, default=int(env("TABLE_APPS", "10000")),
                    help="applications holding the table-only redirections (one per namespace u*)")
-    p.add_argument("--grow-clients", type=int, default=int(env("GROW_CLIENTS", "16")))
+    p.add_argument("--grow-clients", type=int, default=int(env("GROW_CLIENTS", "16")),
+                   help="clients growing the table with single adds, and creating applications")
+    p.add_argument("--grow-batch", default=env("GROW_BATCH", "auto"),
+                   help="grow the table through the batch route, this many redirections a call "
+                        "(at most 1000); 0: single adds; auto: 500 on etcd, single adds on sqlite")
+    p.add_argument("--grow-batch-clients", type=int, default=int(env("GROW_BATCH_CLIENTS", "2")),
+                   help="clients sending batches at once (one organisation: its batches take turns "
+                        "in the store anyway)")
+    p.add_argument("--prop-samples", type=int, default=int(env("PROP_SAMPLES", "100")),
+                   help="etcd: adds on node a per size timed until b and c accept (then removed, "
+                        "timed until they refuse); 0: none")
+    p.add_argument("--no-join", action="store_true", default=env("NO_JOIN", "") == "1",
+                   help="etcd: do not time a fresh node d joining at the largest size")
     p.add_argument("--grow-timeout", type=float, default=float(env("GROW_TIMEOUT", "300")),
                    help="seconds growing to one size may take; over it the store's run stops")
     p.add_argument("--phase-timeout", type=float, default=float(env("PHASE_TIMEOUT", "180")),
@@ -111,6 +144,13 @@ def options():
     p.add_argument("--keep-tmp", action="store_true", default=env("KEEP_TMP", "") == "1")
     o = p.parse_args()
     o.sizes = sorted({int(s) for s in o.sizes.split(",") if s.strip()})
+    if o.grow_batch != "auto":
+        try:
+            o.grow_batch = int(o.grow_batch)
+        except ValueError:
+            p.error("--grow-batch takes a number or auto")
+        if not 0 <= o.grow_batch <= 1000:
+            p.error("--grow-batch must be 0 (single adds) to 1000")
     if o.listen % 2 or o.listen < 2:
         p.error("--listen must be even and positive")
     o.binary = os.path.abspath(o.binary)
@@ -442,6 +482,40 @@ def fmt(v, nd=2):
     return f"{v:.{nd}f}" if abs(v) < 100 else f"{v:.0f}"
 
 
+def probe(ip, port):
+    """True: accepted; False: refused; None: neither (timeout, other error)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(0.2)
+    try:
+        s.connect((ip, port))
+        return True
+    except ConnectionRefusedError:
+        return False
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
+def wait_for(targets, accept):
+    """bench/fleet.py's method: connects to each (ip, port) in turn, every POLL_EVERY, until
+    each accepts (accept=True) or refuses (accept=False), POLL_MAX at most. Returns, per
+    target, the perf_counter time the wanted answer came (None: not within POLL_MAX) and
+    how many tries it took."""
+    done = [None] * len(targets)
+    tries = [0] * len(targets)
+    end = time.perf_counter() + POLL_MAX
+    while True:
+        for k, (ip, port) in enumerate(targets):
+            if done[k] is None:
+                tries[k] += 1
+                if probe(ip, port) is accept:
+                    done[k] = time.perf_counter()
+        if all(d is not None for d in done) or time.perf_counter() > end:
+            return done, tries
+        time.sleep(POLL_EVERY)
+
+
 def listening_count(ip, ranges):
     """LISTEN sockets in /proc/net/tcp on `ip` with a port in one of `ranges`."""
     want = "".join(f"{int(b):02X}" for b in reversed(ip.split(".")))
@@ -478,6 +552,9 @@ class Bench:
         self.notes = []
         self.grow_total = 0.0
         self.retries = {"grow": 0, "rate": 0}
+        self.batch_refused = 0     # batch items refused for a passing reason and sent again
+        self.grow_calls = 0
+        self.join_row = None
 
     # -- processes
     def start(self):
@@ -491,7 +568,7 @@ class Bench:
         else:
             self.ip = NODES["a"]
             etcd, port = start_etcd(o, self.tmp, self.logdir); self.procs.append(etcd)
-            self.etcd = etcd
+            self.etcd, self.etcd_port = etcd, port
             log(f"etcd healthy on 127.0.0.1:{port}")
             self.others = []
             for name, ip in NODES.items():
@@ -542,10 +619,18 @@ class Bench:
         self.apps += ids
         log(f"{self.store}: {n - start} applications created in {time.monotonic() - t0:.1f} s")
 
+    def batch_size(self):
+        b = self.o.grow_batch
+        if b == "auto":
+            return 500 if self.store == "etcd" else 0
+        return b
+
     def grow(self, target):
         """Adds table redirections k = size..target-1; returns seconds, or None on timeout."""
         if target <= self.size:
             return 0.0
+        if self.batch_size():
+            return self.grow_batched(target)
         o = self.o
         deadline = time.monotonic() + o.grow_timeout
         t0 = time.monotonic()
@@ -585,6 +670,80 @@ class Bench:
             return None
         self.grow_total += took
         log(f"{self.store}: grew to {target} in {took:.1f} s ({done / took:.0f} adds/s, {self.grow_total:.1f} s in all)")
+        return took
+
+
+    def grow_batched(self, target):
+        """grow() through `POST /v2/organisations/{org}/tcpRedirs`, batch_size() a call."""
+        o = self.o
+        n = self.batch_size()
+        deadline = time.monotonic() + o.grow_timeout
+        t0 = time.monotonic()
+        need = max(self.L.slot(k)[0] for k in range(self.size, target)) + 1
+        self.ensure_apps(need, deadline)
+        lock = threading.Lock()
+        progress = [0, time.monotonic()]
+        chunks = [range(k, min(k + n, target)) for k in range(self.size, target, n)]
+        path = f"/v2/organisations/{self.org}/tcpRedirs"
+        calls = [0]
+
+        def send(api, chunk):
+            left = list(chunk)
+            for attempt in range(4):          # items refused for a passing reason: again
+                items = [dict(zip(("app", "ns"), self.L.slot(k))) for k in left]
+                body = {"redirections": [{"application": self.apps[i["app"]], "namespace": i["ns"]}
+                                         for i in items]}
+                r = api.call("POST", path, body)
+                with lock:
+                    calls[0] += 1
+                outs = r["redirections"]
+                if len(outs) != len(items):
+                    raise Failure(f"batch of {len(items)} answered {len(outs)} outcomes")
+                again, made = [], {}
+                for k, it, out in zip(left, items, outs):
+                    if out.get("redirection"):
+                        made[(it["app"], it["ns"])] = out["redirection"]["port"]
+                        continue
+                    err = out.get("error") or {}
+                    if err.get("id") == 4090:   # made by an earlier try of this call
+                        app = self.apps[it["app"]]
+                        made[(it["app"], it["ns"])] = next(
+                            x["port"] for x in api.call("GET", f"{self.base}/{app}/tcpRedirs")
+                            if x["namespace"] == it["ns"])
+                    elif err.get("id") in (4092, 4095) or err.get("id", 0) >= 5000:
+                        again.append(k)
+                    else:
+                        raise Failure(f"batch item {it} refused: {err}")
+                with lock:
+                    self.ports.update(made)
+                    progress[0] += len(made)
+                    if time.monotonic() - progress[1] > 10:
+                        progress[1] = time.monotonic()
+                        log(f"{self.store}: growing in batches of {n}: {self.size + progress[0]}/{target} "
+                            f"({progress[0] / (time.monotonic() - t0):.0f}/s)")
+                if not again:
+                    return
+                with lock:
+                    self.batch_refused += len(again)
+                left = again
+            raise Failure(f"batch items still refused after 4 tries: {[self.L.slot(k) for k in left[:3]]}")
+        pool = Pool(self.node.url, o.grow_batch_clients, o.http_timeout)
+        tg = time.monotonic()
+        done, errors = pool.run(chunks, send, deadline)
+        pool.close()
+        self.retries["grow"] += pool.retries
+        took = time.monotonic() - t0
+        have = len(self.ports)
+        if errors:
+            raise Failure(f"growing to {target}: {len(errors)} errors; the first: {errors[0]}")
+        self.size = have
+        if have < target:
+            log(f"{self.store}: growing to {target} stopped by --grow-timeout ({o.grow_timeout:.0f} s) at {have}")
+            return None
+        self.grow_total += took
+        self.grow_calls += calls[0]
+        log(f"{self.store}: grew to {target} in {took:.1f} s ({progress[0] / took:.0f} redirections/s; "
+            f"batches {time.monotonic() - tg:.1f} s, {calls[0]} calls of up to {n}; {self.grow_total:.1f} s in all)")
         return took
 
     # -- measures
@@ -678,6 +837,7 @@ class Bench:
         return {p.name: (p.cpu() - c0[p.name]) / dt * 100 for p in procs}
 
     def measure(self):
+        o = self.o
         log(f"{self.store}: size {self.size}: sampling add/remove ({self.o.samples})")
         adds, rms = self.sample_add_remove()
         log(f"{self.store}: size {self.size}: instances and list")
@@ -688,16 +848,107 @@ class Bench:
         log(f"{self.store}: size {self.size}: idle CPU over {self.o.idle_seconds:.0f} s")
         idle = self.idle()
         rss = self.node.rss_kib()
+        prop = {}
+        if self.store == "etcd" and o.prop_samples > 0:
+            log(f"{self.store}: size {self.size}: propagation to b and c ({o.prop_samples} adds and removes)")
+            prop = self.propagation()
         row = dict(size=self.size, listening=self.L.listening(self.size),
                    add_p50=pct(adds, 50), add_p99=pct(adds, 99), n_add=len(adds),
                    rm_p50=pct(rms, 50), rm_p99=pct(rms, 99),
                    inst_p50=pct(inst, 50), inst_p99=pct(inst, 99), list_p50=pct(lst, 50),
                    rate=rate, rm_rate=rm_rate, rate_n=rate_n, rate_t=rate_t,
                    idle=idle[self.node.name], idle_all=idle, rss=rss,
-                   load=os.getloadavg()[0])
+                   load=os.getloadavg()[0], **prop)
         log(f"{self.store}: size {self.size}: add p50 {fmt(row['add_p50'])} ms p99 {fmt(row['add_p99'])} ms, "
             f"{fmt(rate, 0)} adds/s, RSS {rss} KiB, idle {idle[self.node.name]:.2f} %")
         return row
+
+    def propagation(self):
+        """etcd: PROP_SAMPLES adds in m on node a, one at a time; after each answer, connects
+        to the port on b and c until both accept (wait_for), then removes it on a and connects
+        until both refuse. Times from the request sent and from the answer, b and c pooled."""
+        o = self.o
+        R = {k: [] for k in ("add_req", "add_ans", "rm_req", "rm_ans")}
+        first = {"add": 0, "rm": 0}
+        missed = {"add": 0, "rm": 0}
+        targets_of = lambda port: [(NODES[x], port) for x in ("b", "c")]
+        end = time.monotonic() + o.phase_timeout
+        n = 0
+        gc.collect(); gc.disable()
+        try:
+            for i in range(o.prop_samples):
+                if time.monotonic() > end:
+                    self.notes.append(f"size {self.size}: propagation samples stopped by --phase-timeout at {i}")
+                    break
+                app = self.apps[i % len(self.apps)]
+                path = f"{self.base}/{app}/tcpRedirs"
+                t0 = time.perf_counter()
+                port = self.api.call("POST", path, {"namespace": "m"})["port"]
+                t1 = time.perf_counter()
+                for kind, accept in (("add", True), ("rm", False)):
+                    if kind == "rm":
+                        t0 = time.perf_counter()
+                        self.api.call("DELETE", f"{path}/{port}?namespace=m")
+                        t1 = time.perf_counter()
+                    done, tries = wait_for(targets_of(port), accept)
+                    for d, t in zip(done, tries):
+                        if d is None:
+                            missed[kind] += 1
+                            continue
+                        R[kind + "_req"].append((d - t0) * 1000)
+                        R[kind + "_ans"].append((d - t1) * 1000)
+                        first[kind] += t == 1
+                n += 1
+        finally:
+            gc.enable()
+        out = dict(prop_n=n, prop_first=first, prop_missed=missed)
+        for k, xs in R.items():
+            out[f"prop_{k}_p50"], out[f"prop_{k}_p99"] = pct(xs, 50), pct(xs, 99)
+            out[f"prop_{k}_max"] = max(xs) if xs else None
+        log(f"{self.store}: size {self.size}: propagation to b,c p50/p99 from the add sent "
+            f"{fmt(out['prop_add_req_p50'])}/{fmt(out['prop_add_req_p99'])} ms, from its answer "
+            f"{fmt(out['prop_add_ans_p50'])}/{fmt(out['prop_add_ans_p99'])} ms; "
+            f"first connect after the answer accepted {first['add']}/{2 * n}, missed {missed}")
+        return out
+
+    def join(self):
+        """etcd, at the largest size: a fresh node d (127.0.0.5, its own empty data directory,
+        the same --namespaces s0,s1,m) joins the fleet: the time from its process start until
+        its control API answers and until every served port of the table listens on it
+        (/proc/net/tcp); then it is stopped again."""
+        o = self.o
+        name, ip = JOIN
+        want = self.L.listening(self.size)
+        ranges = [self.L.s0, self.L.s1, self.L.m]
+        if listening_count(ip, ranges):
+            raise Failure(f"ports already listening on {ip} before {name} joins")
+        log(f"{self.store}: node {name} joins on {ip} with {self.size} in the table, {want} to listen")
+        argv, env = node_argv(o, name, ip, self.tmp, self.cfg, self.etcd_port)
+        new = Proc(name, argv, env, self.logdir, pipe=True); self.procs.append(new)
+        t0 = new.started
+        end = t0 + o.restart_timeout
+        api_at = all_at = None
+        n = 0
+        while time.monotonic() < end:
+            if new.p.poll() is not None:
+                raise Failure(f"{name} exited with {new.p.returncode} on joining\n{new.log_tail()}")
+            if api_at is None and new.ready_at is not None:
+                api_at = new.ready_at - t0
+            n = listening_count(ip, ranges)
+            if n >= want:
+                all_at = time.monotonic() - t0
+                break
+            time.sleep(0.02)
+        if api_at is None and new.ready_at:
+            api_at = new.ready_at - t0
+        if all_at is None:
+            self.notes.append(f"join: {n}/{want} ports listening on {name} after --restart-timeout {o.restart_timeout:.0f} s")
+        cpu, rss = new.cpu(), new.rss_kib()
+        log(f"{self.store}: join of {name}: API after {fmt(api_at)} s, all {want} ports after {fmt(all_at)} s, "
+            f"CPU {cpu:.2f} s, RSS {rss} KiB")
+        new.finish()
+        self.procs.remove(new)
+        return dict(size=self.size, listening=want, api_s=api_at, ports_s=all_at, cpu_s=cpu, rss=rss)
 
     def restart(self):
         o = self.o
@@ -763,6 +1014,8 @@ class Bench:
         for row in self.rows:
             self.per_redirection(row, rss_at)
         self.restart_row = None
+        if self.rows and self.store == "etcd" and not o.no_join:
+            self.join_row = self.join()
         if self.rows and not o.no_restart:
             self.restart_row = self.restart()
         return self.rows
@@ -813,10 +1066,33 @@ def table(b, binary_version):
           f"{fmt(r['list_p50'])} | {fmt(r['rss'] / 1024, 1) if r['rss'] else '–'} | {fmt(r['kib_listening'])} | "
           f"{fmt(r['kib_table'])} | {fmt(r['idle'], 2)} | {fmt(r['grow_s'], 1)} |")
     w("")
+    prop_rows = [r for r in b.rows if r.get("prop_n")]
+    if prop_rows:
+        w(f"Propagation from `add` / `remove` on node a to nodes b and c (ms, b and c pooled; "
+          f"bench/fleet.py's connect loop, one try per node every {POLL_EVERY * 1000:.1f} ms; "
+          f"`from request`: since the call was sent, `from answer`: since it answered)")
+        w("")
+        w("| size | samples | add→accept from request p50 | p99 | max | from answer p50 | p99 "
+          "| first connect after the answer accepted | remove→refuse from request p50 | p99 | from answer p99 "
+          "| not within 2 s (add, remove) |")
+        w("| ---: " * 12 + "|")
+        for r in prop_rows:
+            w(f"| {r['size']} | {r['prop_n']} | {fmt(r['prop_add_req_p50'])} | {fmt(r['prop_add_req_p99'])} | "
+              f"{fmt(r['prop_add_req_max'])} | {fmt(r['prop_add_ans_p50'])} | {fmt(r['prop_add_ans_p99'])} | "
+              f"{r['prop_first']['add']}/{2 * r['prop_n']} | {fmt(r['prop_rm_req_p50'])} | "
+              f"{fmt(r['prop_rm_req_p99'])} | {fmt(r['prop_rm_ans_p99'])} | "
+              f"{r['prop_missed']['add']}, {r['prop_missed']['rm']} |")
+        w("")
     if b.rows:
         last = b.rows[-1]
+        batch = b.batch_size()
+        how = (f"batches of {batch} (`POST /v2/organisations/{{org}}/tcpRedirs`, {o.grow_batch_clients} "
+               f"clients, {b.grow_calls} calls)" if batch else f"single adds, {o.grow_clients} keep-alive clients")
         w(f"- growing the table through the API: {b.grow_total:.1f} s in all to {last['size']} "
-          f"({o.grow_clients} keep-alive clients)")
+          f"({how}; applications created one by one with {o.grow_clients} clients, inside that time)")
+        if b.batch_refused:
+            w(f"- batch items refused for a passing reason (no free port, taken meanwhile, store) and sent "
+              f"again: {b.batch_refused}")
         if b.store == "etcd":
             w("- idle CPU % at the largest size, every process: " +
               ", ".join(f"{k} {v:.2f}" for k, v in last["idle_all"].items()))
@@ -825,6 +1101,12 @@ def table(b, binary_version):
     if any(b.retries.values()):
         w(f"- calls answered 503 and retried: {b.retries['grow']} while growing, {b.retries['rate']} in "
           f"the rate windows (etcd: concurrent changes of one organisation conflict on its counter)")
+    jr = b.join_row
+    if jr:
+        w(f"- a fresh node d (127.0.0.5, empty data directory, --namespaces s0,s1,m) joins with "
+          f"{jr['size']} in the table: control API answers after {fmt(jr['api_s'])} s, its "
+          f"{jr['listening']} served ports listen after {fmt(jr['ports_s'])} s (CPU {fmt(jr['cpu_s'])} s, "
+          f"RSS {fmt(jr['rss'] / 1024 if jr['rss'] else None, 0)} MiB)")
     rr = getattr(b, "restart_row", None)
     if rr:
         w(f"- restart at {rr['size']} ({rr['listening']} served ports): control API answers after "
@@ -916,7 +1198,8 @@ def main():
                 b.stop()
     if o.json:
         with open(o.json, "w") as f:
-            json.dump({b.store: dict(rows=b.rows, restart=getattr(b, "restart_row", None), notes=b.notes,
+            json.dump({b.store: dict(rows=b.rows, restart=getattr(b, "restart_row", None), join=b.join_row,
+                                     notes=b.notes,
                                      grow_total=b.grow_total) for b in benches}, f, indent=1)
     if o.plot:
         plot(benches, o.plot)
