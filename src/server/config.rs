@@ -34,14 +34,11 @@ use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::Path;
 
-use std::time::Duration;
-
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::server::control::validate;
-use crate::server::data::copy::Timeouts;
-use crate::server::data::forward::Limits;
+use crate::server::data::forward::DEFAULT_LIMITS;
 use crate::server::state::store::NamespaceDef;
 use crate::settings::RedirSettings;
 
@@ -111,16 +108,6 @@ pub struct Namespace {
     /// The address its public listeners bind on this node.
     pub bind: IpAddr,
 }
-
-/// The default time limits. Idle connections are closed after an hour, as Envoy does:
-/// without an idle timeout, peers that vanish without a FIN or a reset leak connections.
-/// A half-closed connection gets a minute to finish (HAProxy's `timeout client-fin`).
-pub const DEFAULT_LIMITS: Limits = Limits {
-    connect: Duration::from_secs(5),
-    established: Timeouts { idle: Duration::from_secs(3600), half_closed: Duration::from_secs(60) },
-    max_connections: None,
-    max_rate: None,
-};
 
 impl Config {
     /// Reads and checks the file.

@@ -5,7 +5,14 @@
 //! is opened, the control API's address is bound, every stored redirection is listening
 //! again, the client profile is written, and only then is the API's address logged and
 //! requests served. On SIGINT or SIGTERM the server stops accepting, gives open
-//! connections the drain timeout to finish, and exits 0.
+//! connections the drain timeout to finish, and exits 0. [`Server::start`] does the first
+//! part and [`Server::serve`] the second.
+//!
+//! Three rooms, whose arrows point down only: the control plane (`control/`: the API, its
+//! rules and checks) uses the state (`state/`: the store, the node's copy of the table, the
+//! live ports that follow its diffs), which uses the data plane (`data/`: accepting,
+//! admitting, balancing and copying connections), which uses neither. This file, the
+//! config file (`config.rs`) and upgrades (`upgrade.rs`) put them together.
 
 mod config;
 mod control;
@@ -83,211 +90,277 @@ struct AdminCredential {
     secret: String,
 }
 
-/// Runs the server until SIGINT or SIGTERM.
+/// Runs the server until SIGINT or SIGTERM (or until it handed its sockets to an upgrade).
 pub async fn run(opts: Options) -> Result<()> {
-    // Taken now: once a new binary is installed at this path, /proc/self/exe names the old
-    // one, deleted; an upgrade starts what is at the path.
-    let exe = std::env::current_exe().context("cannot find this program's own path")?;
-    let mut inherited = upgrade::Inherited::take()?;
-    let config = match &opts.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    let namespaces = config.namespaces(opts.public_bind)?;
+    Server::start(opts).await?.serve().await
+}
 
-    raise_fd_limit();
-    // Everything the server writes (store, WAL, credential, profile) is for its user only.
-    // SAFETY: umask only changes this process's file creation mask; it cannot fail.
-    unsafe { libc::umask(0o077) };
-    let data_dir = match &opts.data_dir {
-        Some(dir) => dir.clone(),
-        None => default_data_dir()?,
-    };
-    create_private_dir(&data_dir)?;
-    let data_dir =
-        data_dir.canonicalize().with_context(|| format!("cannot resolve {}", data_dir.display()))?;
-    let lock = match &inherited {
-        Some(handed) => adopt_lock(&data_dir, handed.lock.try_clone()?)?,
-        None => lock(&data_dir)?,
-    };
-    let node = match opts.node.clone().or(config.node.clone()) {
-        Some(name) => check_node_name(name)?,
-        None => check_node_name(host_name())?,
-    };
-    let store_url = opts.store.clone().or(config.store.clone());
-    let store: Arc<dyn Store> = match &store_url {
-        Some(url) => open_etcd(url).await?,
-        None => {
-            let path = data_dir.join("tcp-redirs.db");
-            let store = store::sqlite::Sqlite::open(&path)?;
-            restrict(&path);
-            Arc::new(store)
+/// A server that is ready: its store open, every stored redirection's port listening, its
+/// control API's socket bound, the profile written; [`Server::serve`] answers requests.
+pub struct Server {
+    opts: Options,
+    /// The program's path, taken at start: an upgrade starts what is there then.
+    exe: PathBuf,
+    /// The data directory's lock, held until this process exits or hands it over.
+    lock: File,
+    /// The control API's listening socket.
+    listener: std::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    live: Arc<live::LivePorts>,
+    synced: Arc<sync::Synced>,
+    gateway: Arc<Gateway>,
+    /// What a SIGHUP needs to read the config file again.
+    running: Running,
+    signals: Signals,
+}
+
+impl Server {
+    /// Everything before the first request, in the order the module's documentation gives:
+    /// when this returns, "listening" means ready (and an upgrade's old process, or
+    /// systemd, has been told so).
+    pub async fn start(opts: Options) -> Result<Server> {
+        // Taken now: once a new binary is installed at this path, /proc/self/exe names the
+        // old one, deleted; an upgrade starts what is at the path.
+        let exe = std::env::current_exe().context("cannot find this program's own path")?;
+        let mut inherited = upgrade::Inherited::take()?;
+        let config = match &opts.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let namespaces = config.namespaces(opts.public_bind)?;
+
+        raise_fd_limit();
+        // Everything the server writes (store, WAL, credential, profile) is for its user only.
+        // SAFETY: umask only changes this process's file creation mask; it cannot fail.
+        unsafe { libc::umask(0o077) };
+        let data_dir = match &opts.data_dir {
+            Some(dir) => dir.clone(),
+            None => default_data_dir()?,
+        };
+        create_private_dir(&data_dir)?;
+        let data_dir =
+            data_dir.canonicalize().with_context(|| format!("cannot resolve {}", data_dir.display()))?;
+        let lock = match &inherited {
+            Some(handed) => adopt_lock(&data_dir, handed.lock.try_clone()?)?,
+            None => lock(&data_dir)?,
+        };
+        let node = match opts.node.clone().or(config.node.clone()) {
+            Some(name) => check_node_name(name)?,
+            None => check_node_name(host_name())?,
+        };
+        let store_url = opts.store.clone().or(config.store.clone());
+        let store = open_store(store_url.as_deref(), &data_dir).await?;
+        let defs: Vec<_> = namespaces.iter().map(|n| n.def.clone()).collect();
+        store.agree(&defs, config.max_redirections_per_org).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let default_org =
+            store.ensure_org("default", &format!("orga_{}", uuid::Uuid::new_v4())).await.map_err(|e| {
+                anyhow::anyhow!("cannot set up the default organisation in {}: {e}", store.describe())
+            })?;
+        let admin = admin_credential(&data_dir, &opts)?;
+        // In a fleet each node has its own admin credential (`admin@NODE`), so a node's
+        // restart never changes another's.
+        let admin_id = if store_url.is_some() { format!("{ADMIN}@{node}") } else { ADMIN.to_owned() };
+        install_admin(store.as_ref(), &admin, &admin_id).await?;
+
+        let tls = match &opts.tls {
+            Some((cert, key)) => Some(load_tls(cert, key).await?),
+            None => None,
+        };
+        let listener = match &inherited {
+            Some(handed) => handed.api.try_clone()?,
+            None => std::net::TcpListener::bind(opts.listen).with_context(|| {
+                format!("cannot listen on {} for the control API: is another server running? choose another address with --listen", opts.listen)
+            })?,
+        };
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        if !addr.ip().is_loopback() && tls.is_none() {
+            warn!(%addr, "the control API listens beyond loopback WITHOUT TLS: credentials cross the network in clear text; put it behind a TLS proxy or listen on 127.0.0.1");
         }
-    };
-    let defs: Vec<_> = namespaces.iter().map(|n| n.def.clone()).collect();
-    store.agree(&defs, config.max_redirections_per_org).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let default_org =
-        store.ensure_org("default", &format!("orga_{}", uuid::Uuid::new_v4())).await.map_err(|e| {
-            anyhow::anyhow!("cannot set up the default organisation in {}: {e}", store.describe())
-        })?;
-    let admin = admin_credential(&data_dir, &opts)?;
-    // The admin credential is replaced at every start: a token taken from the environment
-    // last time stops working when the environment changes. In a fleet each node has its
-    // own (`admin@NODE`), so a node's restart never changes another's.
-    let admin_id = if store_url.is_some() { format!("{ADMIN}@{node}") } else { ADMIN.to_owned() };
-    match store.revoke_token(None, &admin_id).await {
+
+        let workers = workers::Workers::start(opts.threads).context("cannot start the forwarding threads")?;
+        let served = live::Served {
+            only: opts
+                .namespaces
+                .clone()
+                .or(config.serve_namespaces.clone())
+                .map(|list| list.into_iter().collect()),
+            public_bind: opts.public_bind,
+            binds: namespaces.iter().map(|n| (n.def.name.clone(), n.bind)).collect(),
+            access_log: opts.access_log,
+        };
+        let live = Arc::new(live::LivePorts::new(served, workers));
+        if let Some(handed) = inherited.as_mut() {
+            live.inherit(std::mem::take(&mut handed.ports));
+        }
+        let synced = sync::Synced::start(store.clone(), live.clone()).await?;
+        live.drop_unclaimed();
+        store
+            .keep_alive(&node, opts.node_ttl)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot register node `{node}` in {}: {e}", store.describe()))?;
+        tokio::spawn(synced.clone().publish_node(node.clone(), opts.public_bind.to_string()));
+        // Ready means listed: the other nodes wait for this one from the moment it says so.
+        let listed = |t: &table::Table| t.nodes.contains_key(&node) && t.alive.contains(&node);
+        if !synced.wait_table(Duration::from_secs(5), listed).await {
+            warn!(node = %node, "this node's state has not come back from the store yet; serving anyway");
+        }
+        let gateway = Arc::new(Gateway::new(synced.clone(), node.clone(), config.max_redirections_per_org));
+        declare_apps(&gateway, &default_org.id, &config).await?;
+        let restored = synced.table().redirs.len();
+        let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
+        write_profile(&url, &admin, &data_dir);
+        // Before saying ready: from then on a signal must find its handler (SIGUSR2's
+        // default action would kill the process).
+        let signals = Signals::new()?;
+        info!(data_dir = %data_dir.display(), store = %store.describe(), node = %node, redirections = restored, pid = std::process::id(), "control API listening on {url} (web console on {url}/)");
+        if let Some(handed) = inherited.as_mut() {
+            handed.ready();
+        }
+        // Under systemd (Type=notify), this process is now the one to watch, upgrade or not.
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::MainPid(std::process::id()),
+            sd_notify::NotifyState::Ready,
+        ]);
+        let running = Running {
+            path: opts.config.clone(),
+            public_bind: opts.public_bind,
+            config,
+            store,
+            gateway: gateway.clone(),
+            default_org: default_org.id,
+            fleet: store_url.is_some(),
+        };
+        Ok(Server {
+            opts,
+            exe,
+            lock,
+            listener,
+            tls: tls.map(|config| config.get_inner()),
+            live,
+            synced,
+            gateway,
+            running,
+            signals,
+        })
+    }
+
+    /// Answers the control API until a signal says stop (or an upgrade took the sockets),
+    /// reading the config file again on SIGHUP; then lets open connections drain.
+    pub async fn serve(mut self) -> Result<()> {
+        let mut handed_over = false;
+        loop {
+            let stop_api = tokio_util::sync::CancellationToken::new();
+            let app = api::router(self.gateway.clone());
+            let mut server = tokio::spawn(http::serve(
+                self.listener.try_clone()?,
+                self.tls.clone(),
+                app,
+                stop_api.clone(),
+                API_GRACE,
+            ));
+            let signal = loop {
+                tokio::select! {
+                    signal = self.signals.next() => match signal {
+                        Signal::Reload => self.running.reload().await,
+                        other => break other,
+                    },
+                    served = &mut server => {
+                        served.context("the control API stopped")?.context("the control API failed")?;
+                        bail!("the control API stopped on its own");
+                    }
+                }
+            };
+            // On a stop, the public ports close first: a client must not be accepted during
+            // the API's grace period only to be cut by the drain.
+            if signal == Signal::Stop {
+                self.live.stop_accepting();
+            }
+            // New API connections wait in the socket's queue from here: for the new process
+            // on an upgrade, for nobody on a stop (they are closed with it). The calls
+            // already taken are answered first, so none can change the store behind the new
+            // process.
+            stop_api.cancel();
+            server.await.context("the control API stopped")?.context("the control API failed")?;
+            if signal == Signal::Stop {
+                break;
+            }
+            info!(binary = %self.exe.display(), "upgrade: starting the binary at this path with this process's sockets");
+            let sockets = self.live.sockets_for_handover().await;
+            match upgrade::hand_over(&self.exe, &self.listener, &self.lock, sockets).await {
+                Ok(pid) => {
+                    self.live.mark_handed_over();
+                    handed_over = true;
+                    info!(
+                        new_pid = pid,
+                        drain_secs = self.opts.drain.as_secs(),
+                        "upgrade: the new process serves every socket; this one lets its connections finish"
+                    );
+                    break;
+                }
+                Err(err) => {
+                    error!(
+                        error = format!("{err:#}"),
+                        "upgrade failed; this process goes on serving as before"
+                    )
+                }
+            }
+        }
+        // After a hand-over the new process is the service: this one must not say it stops.
+        if !handed_over {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        }
+        info!(
+            drain_secs = self.opts.drain.as_secs(),
+            "stopping: no new connections; letting open ones finish"
+        );
+        self.synced.stop();
+        self.live.stop(self.opts.drain).await;
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Opens the store: etcd when `url` names one, else SQLite in the data directory.
+async fn open_store(url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn Store>> {
+    if let Some(url) = url {
+        return open_etcd(url).await;
+    }
+    let path = data_dir.join("tcp-redirs.db");
+    let store = store::sqlite::Sqlite::open(&path)?;
+    restrict(&path);
+    Ok(Arc::new(store))
+}
+
+/// Puts the operator's credential in the store under `id`, replacing the last start's: a
+/// token taken from the environment last time stops working when the environment changes.
+async fn install_admin(store: &dyn Store, admin: &AdminCredential, id: &str) -> Result<()> {
+    match store.revoke_token(None, id).await {
         Ok(_) | Err(StoreError::Conflict(Conflict::NotFound)) => {}
         Err(e) => bail!("cannot replace the admin credential in {}: {e}", store.describe()),
     }
     let info =
-        crate::wire::TokenInfo { id: admin_id.clone(), name: ADMIN.into(), owner_id: None, created_at: None };
+        crate::wire::TokenInfo { id: id.to_owned(), name: ADMIN.into(), owner_id: None, created_at: None };
     let record = store::TokenRecord {
         info,
         token_hash: auth::hash(&admin.token),
         secret_hash: auth::hash(&admin.secret),
     };
     store.put_token(&record).await.map_err(|e| anyhow::anyhow!("cannot record the admin credential: {e}"))?;
-
-    let tls = match &opts.tls {
-        Some((cert, key)) => {
-            // One process-wide provider; a second install (tests) is harmless.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let config =
-                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await.with_context(|| {
-                    format!(
-                        "cannot load the TLS certificate {} and key {}: give PEM files",
-                        cert.display(),
-                        key.display()
-                    )
-                })?;
-            Some(config)
-        }
-        None => None,
-    };
-    let listener = match &inherited {
-        Some(handed) => handed.api.try_clone()?,
-        None => std::net::TcpListener::bind(opts.listen).with_context(|| {
-            format!("cannot listen on {} for the control API: is another server running? choose another address with --listen", opts.listen)
-        })?,
-    };
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() && tls.is_none() {
-        warn!(%addr, "the control API listens beyond loopback WITHOUT TLS: credentials cross the network in clear text; put it behind a TLS proxy or listen on 127.0.0.1");
-    }
-
-    let workers = workers::Workers::start(opts.threads).context("cannot start the forwarding threads")?;
-    let served = live::Served {
-        only: opts
-            .namespaces
-            .clone()
-            .or(config.serve_namespaces.clone())
-            .map(|list| list.into_iter().collect()),
-        public_bind: opts.public_bind,
-        binds: namespaces.iter().map(|n| (n.def.name.clone(), n.bind)).collect(),
-        access_log: opts.access_log,
-    };
-    let live = Arc::new(live::LivePorts::new(served, workers));
-    if let Some(handed) = inherited.as_mut() {
-        live.inherit(std::mem::take(&mut handed.ports));
-    }
-    let synced = sync::Synced::start(store.clone(), live.clone()).await?;
-    live.drop_unclaimed();
-    store
-        .keep_alive(&node, opts.node_ttl)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot register node `{node}` in {}: {e}", store.describe()))?;
-    tokio::spawn(synced.clone().publish_node(node.clone(), opts.public_bind.to_string()));
-    // Ready means listed: the other nodes wait for this one from the moment it says so.
-    let listed = |t: &table::Table| t.nodes.contains_key(&node) && t.alive.contains(&node);
-    if !synced.wait_table(Duration::from_secs(5), listed).await {
-        warn!(node = %node, "this node's state has not come back from the store yet; serving anyway");
-    }
-    let gateway = Arc::new(Gateway::new(synced.clone(), node.clone(), config.max_redirections_per_org));
-    declare_apps(&gateway, &default_org.id, &config).await?;
-    let restored = synced.table().redirs.len();
-    let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
-    write_profile(&url, &admin, &data_dir);
-    // Before saying ready: from then on a signal must find its handler (SIGUSR2's default
-    // action would kill the process).
-    let mut signals = Signals::new()?;
-    info!(data_dir = %data_dir.display(), store = %store.describe(), node = %node, redirections = restored, pid = std::process::id(), "control API listening on {url} (web console on {url}/)");
-    if let Some(handed) = inherited.as_mut() {
-        handed.ready();
-    }
-    // Under systemd (Type=notify), this process is now the one to watch, upgrade or not.
-    let _ = sd_notify::notify(&[
-        sd_notify::NotifyState::MainPid(std::process::id()),
-        sd_notify::NotifyState::Ready,
-    ]);
-
-    let mut handed_over = false;
-    let mut running = Running {
-        opts: &opts,
-        config,
-        store: store.clone(),
-        gateway: gateway.clone(),
-        default_org: default_org.id.clone(),
-        fleet: store_url.is_some(),
-    };
-    let tls = tls.map(|config| config.get_inner());
-    loop {
-        let stop_api = tokio_util::sync::CancellationToken::new();
-        let app = api::router(gateway.clone());
-        let mut server =
-            tokio::spawn(http::serve(listener.try_clone()?, tls.clone(), app, stop_api.clone(), API_GRACE));
-        let signal = loop {
-            tokio::select! {
-                signal = signals.next() => match signal {
-                    Signal::Reload => running.reload().await,
-                    other => break other,
-                },
-                served = &mut server => {
-                    served.context("the control API stopped")?.context("the control API failed")?;
-                    bail!("the control API stopped on its own");
-                }
-            }
-        };
-        // On a stop, the public ports close first: a client must not be accepted during the
-        // API's grace period only to be cut by the drain.
-        if signal == Signal::Stop {
-            live.stop_accepting();
-        }
-        // New API connections wait in the socket's queue from here: for the new process on
-        // an upgrade, for nobody on a stop (they are closed with it). The calls already
-        // taken are answered first, so none can change the store behind the new process.
-        stop_api.cancel();
-        server.await.context("the control API stopped")?.context("the control API failed")?;
-        if signal == Signal::Stop {
-            break;
-        }
-        info!(binary = %exe.display(), "upgrade: starting the binary at this path with this process's sockets");
-        let sockets = live.sockets_for_handover().await;
-        match upgrade::hand_over(&exe, &listener, &lock, sockets).await {
-            Ok(pid) => {
-                live.mark_handed_over();
-                handed_over = true;
-                info!(
-                    new_pid = pid,
-                    drain_secs = opts.drain.as_secs(),
-                    "upgrade: the new process serves every socket; this one lets its connections finish"
-                );
-                break;
-            }
-            Err(err) => {
-                error!(error = format!("{err:#}"), "upgrade failed; this process goes on serving as before")
-            }
-        }
-    }
-    // After a hand-over the new process is the service: this one must not say it stops.
-    if !handed_over {
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    }
-    info!(drain_secs = opts.drain.as_secs(), "stopping: no new connections; letting open ones finish");
-    synced.stop();
-    live.stop(opts.drain).await;
-    info!("stopped");
     Ok(())
+}
+
+/// Reads the control API's certificate chain and key.
+async fn load_tls(cert: &Path, key: &Path) -> Result<axum_server::tls_rustls::RustlsConfig> {
+    // One process-wide provider; a second install (tests) is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await.with_context(|| {
+        format!(
+            "cannot load the TLS certificate {} and key {}: give PEM files",
+            cert.display(),
+            key.display()
+        )
+    })
 }
 
 /// Creates or updates the config file's applications in the default organisation.
@@ -304,8 +377,10 @@ async fn declare_apps(gateway: &Gateway, org_id: &str, config: &Config) -> Resul
 }
 
 /// What a running server needs to read its config file again.
-struct Running<'a> {
-    opts: &'a Options,
+struct Running {
+    /// The config file, if any (`serve --config`).
+    path: Option<PathBuf>,
+    public_bind: IpAddr,
     config: Config,
     store: Arc<dyn Store>,
     gateway: Arc<Gateway>,
@@ -313,15 +388,15 @@ struct Running<'a> {
     fleet: bool,
 }
 
-impl Running<'_> {
+impl Running {
     /// SIGHUP: reads the config file again and applies what can change while running
     /// (namespaces, their defaults and reservations, the quota, applications); an invalid
     /// file changes nothing.
     async fn reload(&mut self) {
-        let Some(path) = &self.opts.config else {
+        let Some(path) = &self.path else {
             return info!("SIGHUP: no config file to read again (serve --config FILE)");
         };
-        let loaded = Config::load(path).and_then(|c| c.namespaces(self.opts.public_bind).map(|n| (c, n)));
+        let loaded = Config::load(path).and_then(|c| c.namespaces(self.public_bind).map(|n| (c, n)));
         let (config, namespaces) = match loaded {
             Ok(loaded) => loaded,
             Err(err) => {
@@ -331,7 +406,7 @@ impl Running<'_> {
                 )
             }
         };
-        let old = self.config.namespaces(self.opts.public_bind).unwrap_or_default();
+        let old = self.config.namespaces(self.public_bind).unwrap_or_default();
         let restart_only = config.store != self.config.store
             || config.node != self.config.node
             || config.serve_namespaces != self.config.serve_namespaces

@@ -29,6 +29,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::server::data::ports::inheritable;
+
 /// The environment variable that names the inherited descriptors.
 pub const ENV: &str = "TCP_REDIRS_HANDOVER";
 /// How long a new process may take to become ready.
@@ -94,16 +96,6 @@ impl Inherited {
     pub fn ready(&mut self) {
         let _ = self.ready.write_all(b"R");
     }
-}
-
-/// A descriptor the new process can inherit: a duplicate without close-on-exec.
-pub fn inheritable(fd: RawFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: `dup` only makes a new descriptor for an open one; we own the result.
-    let dup = unsafe { libc::dup(fd) };
-    if dup < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
 }
 
 /// Starts `exe` with the sockets and waits until it says it is ready; its process id.

@@ -49,20 +49,7 @@ impl Caller {
 
 /// SHA-256 of a token or secret, as stored (hex).
 pub fn hash(text: &str) -> String {
-    hex(&Sha256::digest(text.as_bytes()))
-}
-
-/// Lower-case hex of some bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The bytes of a hex string; `None` when it is not one.
-pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 /// A new random credential part, `prefix` then 40 alphanumeric characters (238 bits).

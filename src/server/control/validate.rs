@@ -12,9 +12,9 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::error::Error;
-use crate::server::config::DEFAULT_LIMITS;
 use crate::server::data::access::Access;
 use crate::server::data::forward::Limits;
+use crate::server::data::forward::DEFAULT_LIMITS;
 use crate::server::state::store::NamespaceDef;
 use crate::settings::RedirSettings;
 use crate::wire;

@@ -95,6 +95,16 @@ pub struct Policy {
     pub log: Option<ConnLog>,
 }
 
+/// The default time limits. Idle connections are closed after an hour, as Envoy does:
+/// without an idle timeout, peers that vanish without a FIN or a reset leak connections.
+/// A half-closed connection gets a minute to finish (HAProxy's `timeout client-fin`).
+pub const DEFAULT_LIMITS: Limits = Limits {
+    connect: Duration::from_secs(5),
+    established: Timeouts { idle: Duration::from_secs(3600), half_closed: Duration::from_secs(60) },
+    max_connections: None,
+    max_rate: None,
+};
+
 /// The time limits of a redirection's connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

@@ -10,6 +10,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use rand::Rng;
 use socket2::{Domain, Socket, Type};
@@ -124,6 +125,16 @@ fn socket(addr: SocketAddr) -> io::Result<Socket> {
     socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     Ok(socket)
+}
+
+/// A descriptor the new process can inherit: a duplicate without close-on-exec.
+pub fn inheritable(fd: RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: `dup` only makes a new descriptor for an open one; we own the result.
+    let dup = unsafe { libc::dup(fd) };
+    if dup < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
 }
 
 #[cfg(test)]

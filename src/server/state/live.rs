@@ -33,13 +33,12 @@ use tracing::{info, warn};
 
 use super::store::{NamespaceDef, RedirRow};
 use super::table::{Diff, Table};
-use crate::server::config::DEFAULT_LIMITS;
 use crate::server::data::access::Access;
 use crate::server::data::balance::{Health, Pool};
 use crate::server::data::conn_log::ConnLog;
-use crate::server::data::forward::{self, Limits, Policy};
+use crate::server::data::forward::{self, Limits, Policy, DEFAULT_LIMITS};
 use crate::server::data::metrics::{Metrics, RedirMetrics};
-use crate::server::data::ports::Listeners;
+use crate::server::data::ports::{self, Listeners};
 use crate::server::data::workers::Workers;
 use crate::wire::{Instance, RedirTraffic};
 
@@ -197,13 +196,8 @@ impl LivePorts {
         live.values()
             .map(|l| {
                 let addr = SocketAddr::new(self.served.bind(&l.row.namespace), l.row.port);
-                let fds = l
-                    .fds
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .filter_map(|&fd| crate::server::upgrade::inheritable(fd).ok())
-                    .collect();
+                let fds =
+                    l.fds.lock().unwrap().iter().filter_map(|&fd| ports::inheritable(fd).ok()).collect();
                 (addr, fds)
             })
             .collect()

@@ -24,10 +24,10 @@ use std::sync::Arc;
 use tracing::info;
 
 use super::{Gateway, CLAIM_TRIES};
-use crate::server::config::DEFAULT_LIMITS;
 use crate::server::control::auth::Caller;
 use crate::server::control::error::Error;
 use crate::server::control::validate;
+use crate::server::data::forward::DEFAULT_LIMITS;
 use crate::server::data::ports;
 use crate::server::state::live::LivePorts;
 use crate::server::state::store::{Conflict, NamespaceDef, RedirRow, Revision, StoreError};
@@ -299,11 +299,8 @@ fn check_shape(new: &NewTcpRedir) -> Result<(), Error> {
 
 /// The ports that the batch's applications hold, by (application, namespace).
 fn existing_ports(table: &Table, apps: &HashSet<&str>) -> HashMap<(String, String), u16> {
-    table
-        .redirs
-        .values()
-        .filter(|r| apps.contains(r.app_id.as_str()))
-        .map(|r| ((r.app_id.clone(), r.namespace.clone()), r.port))
+    apps.iter()
+        .flat_map(|app| table.app_keys(app).map(move |(ns, port)| ((app.to_string(), ns.clone()), *port)))
         .collect()
 }
 

@@ -370,8 +370,8 @@ impl Store for Sqlite {
                         owner_id: r.get(2)?,
                         created_at: r.get(3)?,
                     },
-                    token_hash: crate::server::control::auth::hex(&r.get::<_, Vec<u8>>(4)?),
-                    secret_hash: crate::server::control::auth::hex(&r.get::<_, Vec<u8>>(5)?),
+                    token_hash: hex::encode(r.get::<_, Vec<u8>>(4)?),
+                    secret_hash: hex::encode(r.get::<_, Vec<u8>>(5)?),
                 })
             })?;
             for token in tokens {
@@ -789,8 +789,7 @@ fn is_constraint(e: &rusqlite::Error, columns: &str) -> bool {
 }
 
 fn unhex(text: &str) -> StoreResult<Vec<u8>> {
-    crate::server::control::auth::unhex(text)
-        .ok_or_else(|| StoreError::Other(anyhow::anyhow!("a stored hash is not hex")))
+    hex::decode(text).map_err(|e| StoreError::Other(anyhow::anyhow!("a credential's hash is not hex: {e}")))
 }
 
 #[cfg(test)]
