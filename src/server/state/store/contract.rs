@@ -263,6 +263,49 @@ async fn a_batch_claims_each_row_as_one_claim_would(store: Arc<dyn Store>) {
     assert!(store.claim_many(&[], &acme.id, None).await.unwrap().is_empty());
 }
 
+/// A table larger than one answer of the store (etcd's gRPC answers stop at 4 MiB by
+/// default, and a snapshot reads pages of keys): every row comes back, with its settings.
+async fn a_snapshot_of_a_large_table_holds_every_row(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    store.create_org(&acme).await.unwrap();
+    for i in 0..50 {
+        store.create_app(&app(&format!("app_{i}"), &acme)).await.unwrap();
+    }
+    // 2,500 rows of about 3.5 KiB each: 8 MiB, and more keys than a page holds.
+    let allow: Vec<String> = (0..200).map(|j| format!("10.{}.{}.0/24", j / 256, j % 256)).collect();
+    let rows: Vec<RedirRow> = (0..2500u16)
+        .map(|n| {
+            let mut row = redir(&format!("app_{}", n % 50), &format!("ns{}", n / 50), 10000 + n);
+            row.settings.allow = allow.clone();
+            row
+        })
+        .collect();
+    for chunk in rows.chunks(500) {
+        let outcomes = store.claim_many(chunk, &acme.id, None).await.unwrap();
+        assert!(outcomes.iter().all(Result::is_ok), "{:?}", outcomes.iter().find(|o| o.is_err()));
+    }
+    let table = Table::load(store.snapshot().await.unwrap());
+    assert_eq!(table.redirs.len(), rows.len());
+    assert_eq!(table.apps.len(), 50);
+    for row in &rows {
+        let stored = &table.redirs[&(row.namespace.clone(), row.port)];
+        assert_eq!((&stored.app_id, &stored.settings), (&row.app_id, &row.settings));
+    }
+}
+
+#[tokio::test]
+async fn sqlite_a_snapshot_of_a_large_table_holds_every_row() {
+    let (store, _dir) = sqlite();
+    a_snapshot_of_a_large_table_holds_every_row(store).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn etcd_a_snapshot_of_a_large_table_holds_every_row() {
+    let (store, _etcd) = etcd().await;
+    a_snapshot_of_a_large_table_holds_every_row(store).await;
+}
+
 fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Sqlite::open(&dir.path().join("t.db")).unwrap();

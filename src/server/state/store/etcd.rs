@@ -53,6 +53,13 @@ const RETRIES: usize = 32;
 const CLAIM_CHUNK: usize = 42;
 /// The most reads in one transaction (etcd's default `--max-txn-ops`).
 const MAX_TXN_OPS: usize = 128;
+/// Keys per page of a snapshot: about 250 KiB of this gateway's usual records.
+const SNAPSHOT_PAGE: i64 = 2000;
+/// The largest answer this node decodes (a snapshot's page, a watch's batch of events):
+/// gRPC's default of 4 MiB would refuse a page of records that carry long access lists.
+const MAX_ANSWER: usize = 256 << 20;
+/// How many times a snapshot overtaken by a compaction is read again.
+const SNAPSHOT_TRIES: usize = 3;
 
 /// A connection to an etcd cluster, under one key prefix.
 pub struct Etcd {
@@ -94,6 +101,39 @@ impl Etcd {
             prefix: format!("{prefix}/"),
             org_turns: Default::default(),
         })
+    }
+
+    /// Every record under the prefix, read [`SNAPSHOT_PAGE`] keys at a time at one revision.
+    async fn snapshot_in_pages(&self) -> Result<Snapshot, etcd_client::Error> {
+        // The range's end: the prefix with its last byte raised (it ends with `/`).
+        let mut end = self.prefix.clone().into_bytes();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let mut kv = self.client.kv_client().max_decoding_message_size(MAX_ANSWER);
+        let mut from = self.prefix.clone().into_bytes();
+        let mut revision = 0;
+        let mut records = Vec::new();
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(SNAPSHOT_PAGE);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let mut page = kv.get(from.clone(), Some(options)).await?;
+            if revision == 0 {
+                revision = page.header().map_or(0, |h| h.revision());
+            }
+            let kvs = page.take_kvs();
+            records.extend(kvs.iter().filter_map(|kv| self.decode(kv)));
+            match kvs.last() {
+                Some(last) if page.more() => {
+                    // The next key after the last one read.
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(Snapshot { revision, records }),
+            }
+        }
     }
 
     /// Waits for this node's turn to change the organisation's counter.
@@ -339,16 +379,21 @@ impl Store for Etcd {
     }
 
     async fn snapshot(&self) -> StoreResult<Snapshot> {
-        let options = GetOptions::new().with_prefix();
-        let mut response = self
-            .client
-            .kv_client()
-            .get(self.prefix.as_str(), Some(options))
-            .await
-            .map_err(|e| self.unavailable(e))?;
-        let revision = response.header().map_or(0, |h| h.revision());
-        let records = response.take_kvs().iter().filter_map(|kv| self.decode(kv)).collect();
-        Ok(Snapshot { revision, records })
+        // In pages, all read at the first page's revision: one range of a large table would
+        // pass gRPC's 4 MiB answer limit (about 11,000 redirections) and the request
+        // timeout. A page's revision compacted away meanwhile starts the read again.
+        let mut tries = 0;
+        loop {
+            match self.snapshot_in_pages().await {
+                Err(etcd_client::Error::GRpcStatus(status))
+                    if tries < SNAPSHOT_TRIES && status.message().contains("compacted") =>
+                {
+                    tries += 1;
+                    debug!("a compaction overtook the snapshot; reading it again");
+                }
+                read => return read.map_err(|e| self.unavailable(e)),
+            }
+        }
     }
 
     fn revision_here(&self) -> Option<Revision> {
@@ -361,6 +406,7 @@ impl Store for Etcd {
         let mut stream = self
             .client
             .watch_client()
+            .max_decoding_message_size(MAX_ANSWER)
             .watch(self.prefix.as_str(), Some(options))
             .await
             .map_err(|e| self.unavailable(e))?;
