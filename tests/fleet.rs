@@ -230,6 +230,15 @@ impl Fleet {
         node.server = Some(node.builder.clone().start());
     }
 
+    /// Starts node `name` again, showing each line of its log while it starts to
+    /// `on_line`, which may stop and restart etcd.
+    fn restart_watching(&mut self, name: &str, mut on_line: impl FnMut(&str, &mut Etcd)) {
+        let etcd = &mut self.etcd;
+        let node = self.nodes.iter_mut().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"));
+        assert!(node.server.is_none(), "node {name} is still running");
+        node.server = Some(node.builder.clone().start_watching(|line| on_line(line, etcd)));
+    }
+
     /// Every node's log (the last lines of each run) and etcd's, for failure messages.
     fn logs(&self) -> String {
         // FLEET_FULL_LOGS=1 shows every line, to follow a port through the nodes.
@@ -1322,5 +1331,97 @@ fn a_single_server_set_up_moves_to_the_fleet_with_its_ports() {
     // A second apply of the same file changes nothing.
     let again = fleet.server("b").cli_json(&["apply", "-f", file.to_str().unwrap(), "-F", "json"]);
     assert_eq!(again["changes"], json!([]), "{again}");
+    fleet.finish();
+}
+
+/// Losing the store never ends a node: etcd goes away at each moment of a node's start
+/// (before the node starts; once it has loaded the table, as it registers; once it is
+/// registered and ready), the node waits it out, and once etcd is back it forwards, is
+/// listed up and takes changes, with no restart. The moments are the node's own log lines,
+/// so the test acts at each one.
+#[test]
+fn a_node_waits_out_etcd_lost_at_any_moment_of_its_start() {
+    let mut fleet = Fleet::start(&[("a", "127.0.8.2", &[]), ("b", "127.0.8.3", &[])], None);
+    let echo = TcpService::echo();
+    let x = fleet.create_app_everywhere("a", "x", echo.addr());
+    let port = port_of(&fleet.add_ok("a", &x, "default"));
+    let b = fleet.ip("b");
+    fleet.must(PROPAGATION, "x's port forwards through b", || echo_via(b, port));
+    let moments: [(&str, Option<&str>); 3] = [
+        ("before it starts", None),
+        ("once it loaded the table", Some("table loaded from the store")),
+        // Registration runs beside the rest of the start (its line may come after this
+        // one): the node is ready only once it is listed, so this is after registration.
+        ("once it is ready", Some("control API listening on")),
+    ];
+    let waiting =
+        ["the store cannot be reached; waiting for it", "cannot register this node in the fleet yet"];
+    for (i, (moment, marker)) in moments.into_iter().enumerate() {
+        fleet.kill("b");
+        let mut gone = false;
+        if marker.is_none() {
+            fleet.etcd.stop();
+            gone = true;
+        }
+        let mut waited = false;
+        fleet.restart_watching("b", |line, etcd| {
+            if !gone && marker.is_some_and(|m| line.contains(m)) {
+                etcd.stop();
+                gone = true;
+            } else if gone && !waited && waiting.iter().any(|w| line.contains(w)) {
+                // The node says it waits for the store: bring etcd back.
+                waited = true;
+                etcd.restart();
+            }
+        });
+        if !gone {
+            fleet.fail(&format!("etcd was never stopped {moment}: the node did not log its marker"));
+        }
+        if !fleet.etcd.is_running() {
+            // The node was ready before it noticed (it serves from its copy meanwhile).
+            fleet.etcd.restart();
+        }
+        eprintln!("[fleet] b started with etcd lost {moment}; the node waited: {waited}");
+        fleet.must(
+            Duration::from_secs(20),
+            &format!("b forwards x's port after etcd was lost {moment}"),
+            || echo_via(b, port),
+        );
+        fleet.must(Duration::from_secs(20), &format!("a lists b up after etcd was lost {moment}"), || {
+            let nodes = fleet.nodes_json("a")?;
+            match nodes.iter().find(|n| n["name"] == "b") {
+                Some(node) if node["state"] == "up" => Ok(()),
+                other => Err(format!("b is {other:?}")),
+            }
+        });
+        let body =
+            json!({"name": format!("y{i}"), "instances": [{"address": echo.addr().to_string()}]}).to_string();
+        let y = fleet.must(
+            Duration::from_secs(20),
+            &format!("an application made on b after etcd was lost {moment}"),
+            || {
+                let answer = fleet.call("b", "POST", &fleet.apps_path(), Some(&body))?;
+                match answer.status {
+                    200 | 201 => Ok(answer.json()["id"].as_str().unwrap_or_default().to_owned()),
+                    503 => Err(format!("still 503: {}", answer.text())),
+                    s => Err(format!("FATAL {s}: {}", answer.text())),
+                }
+            },
+        );
+        let made =
+            fleet.must(Duration::from_secs(20), &format!("an add on b after etcd was lost {moment}"), || {
+                let answer =
+                    fleet.call("b", "POST", &fleet.redirs_path(&y), Some(r#"{"namespace":"default"}"#))?;
+                match answer.status {
+                    201 => Ok(answer.json()),
+                    503 => Err(format!("still 503: {}", answer.text())),
+                    s => Err(format!("FATAL {s}: {}", answer.text())),
+                }
+            });
+        let new = port_of(&made);
+        fleet.must(PROPAGATION, &format!("b's add forwards through a ({moment})"), || {
+            echo_via(fleet.ip("a"), new)
+        });
+    }
     fleet.finish();
 }

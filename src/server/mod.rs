@@ -151,16 +151,21 @@ impl Server {
         let store_url = opts.store.clone().or(config.store.clone());
         let store = open_store(store_url.as_deref(), &data_dir).await?;
         let defs: Vec<_> = namespaces.iter().map(|n| n.def.clone()).collect();
-        store.agree(&defs, config.max_redirections_per_org).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        patiently("namespaces", || store.agree(&defs, config.max_redirections_per_org))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let new_org_id = format!("orga_{}", uuid::Uuid::new_v4());
         let default_org =
-            store.ensure_org("default", &format!("orga_{}", uuid::Uuid::new_v4())).await.map_err(|e| {
-                anyhow::anyhow!("cannot set up the default organisation in {}: {e}", store.describe())
-            })?;
+            patiently("default organisation", || store.ensure_org("default", &new_org_id)).await.map_err(
+                |e| anyhow::anyhow!("cannot set up the default organisation in {}: {e}", store.describe()),
+            )?;
         let admin = admin_credential(&data_dir, &opts)?;
         // In a fleet each node has its own admin credential (`admin@NODE`), so a node's
         // restart never changes another's.
         let admin_id = if store_url.is_some() { format!("{ADMIN}@{node}") } else { ADMIN.to_owned() };
-        install_admin(store.as_ref(), &admin, &admin_id).await?;
+        patiently("admin credential", || install_admin(store.as_ref(), &admin, &admin_id)).await.map_err(
+            |e| anyhow::anyhow!("cannot record the admin credential in {}: {e}", store.describe()),
+        )?;
 
         let tls = match &opts.tls {
             Some((cert, key)) => Some(load_tls(cert, key).await?),
@@ -193,12 +198,22 @@ impl Server {
         if let Some(handed) = inherited.as_mut() {
             live.inherit(std::mem::take(&mut handed.ports));
         }
-        let synced = sync::Synced::start(store.clone(), live.clone()).await?;
-        live.drop_unclaimed();
-        store
-            .keep_alive(&node, opts.node_ttl)
+        let loading = std::time::Instant::now();
+        let snapshot = patiently("table", || store.snapshot())
             .await
-            .map_err(|e| anyhow::anyhow!("cannot register node `{node}` in {}: {e}", store.describe()))?;
+            .map_err(|e| anyhow::anyhow!("cannot load the table from {}: {e}", store.describe()))?;
+        info!(
+            records = snapshot.records.len(),
+            revision = snapshot.revision,
+            took_ms = loading.elapsed().as_millis() as u64,
+            "table loaded from the store"
+        );
+        let synced = sync::Synced::start(store.clone(), live.clone(), snapshot).await;
+        live.drop_unclaimed();
+        // In the background, retried for as long as it takes: a store lost now must not end
+        // the node, and its liveness stops with the node's sync (a process draining after an
+        // upgrade must not mark the node alive with a lease that ends with it).
+        store.keep_alive(&node, opts.node_ttl, synced.stopped()).await;
         tokio::spawn(synced.clone().publish_node(node.clone(), opts.public_bind.to_string()));
         // Ready means listed: the other nodes wait for this one from the moment it says so.
         let listed = |t: &table::Table| t.nodes.contains_key(&node) && t.alive.contains(&node);
@@ -206,7 +221,9 @@ impl Server {
             warn!(node = %node, "this node's state has not come back from the store yet; serving anyway");
         }
         let gateway = Arc::new(Gateway::new(synced.clone(), node.clone(), config.max_redirections_per_org));
-        declare_apps(&gateway, &default_org.id, &config).await?;
+        patiently("config file's applications", || declare_apps(&gateway, &default_org.id, &config))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let restored = synced.table().redirs.len();
         let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
         write_profile(&url, &admin, &data_dir);
@@ -321,6 +338,29 @@ impl Server {
     }
 }
 
+/// The longest wait between two tries of a start step whose store cannot be reached.
+const MAX_STORE_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs one step of the start against the store until it is done, waiting out a store
+/// that cannot be reached (etcd restarting, electing a leader, the network away): a node
+/// never gives up on its store, and says so at each try. Any other error ends the start.
+async fn patiently<T, Fut>(step: &str, mut run: impl FnMut() -> Fut) -> Result<T, StoreError>
+where
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut wait = Duration::from_millis(250);
+    loop {
+        match run().await {
+            Err(StoreError::Unavailable(error)) => {
+                warn!(step, %error, retry_in_ms = wait.as_millis() as u64, "the store cannot be reached; waiting for it");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_STORE_WAIT);
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Opens the store: etcd when `url` names one, else SQLite in the data directory.
 async fn open_store(url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn Store>> {
     if let Some(url) = url {
@@ -334,10 +374,10 @@ async fn open_store(url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn Store>
 
 /// Puts the operator's credential in the store under `id`, replacing the last start's: a
 /// token taken from the environment last time stops working when the environment changes.
-async fn install_admin(store: &dyn Store, admin: &AdminCredential, id: &str) -> Result<()> {
+async fn install_admin(store: &dyn Store, admin: &AdminCredential, id: &str) -> Result<(), StoreError> {
     match store.revoke_token(None, id).await {
         Ok(_) | Err(StoreError::Conflict(Conflict::NotFound)) => {}
-        Err(e) => bail!("cannot replace the admin credential in {}: {e}", store.describe()),
+        Err(e) => return Err(e),
     }
     let info =
         crate::wire::TokenInfo { id: id.to_owned(), name: ADMIN.into(), owner_id: None, created_at: None };
@@ -346,8 +386,7 @@ async fn install_admin(store: &dyn Store, admin: &AdminCredential, id: &str) -> 
         token_hash: auth::hash(&admin.token),
         secret_hash: auth::hash(&admin.secret),
     };
-    store.put_token(&record).await.map_err(|e| anyhow::anyhow!("cannot record the admin credential: {e}"))?;
-    Ok(())
+    store.put_token(&record).await.map(drop)
 }
 
 /// Reads the control API's certificate chain and key.
@@ -363,15 +402,19 @@ async fn load_tls(cert: &Path, key: &Path) -> Result<axum_server::tls_rustls::Ru
     })
 }
 
-/// Creates or updates the config file's applications in the default organisation.
-async fn declare_apps(gateway: &Gateway, org_id: &str, config: &Config) -> Result<()> {
+/// Creates or updates the config file's applications in the default organisation; a
+/// store that cannot be reached is [`StoreError::Unavailable`], so that the start waits.
+async fn declare_apps(gateway: &Gateway, org_id: &str, config: &Config) -> Result<(), StoreError> {
     for app in &config.applications {
         let instances = app
             .instances
             .iter()
             .map(|a| crate::wire::Instance { address: a.clone(), ..Default::default() })
             .collect();
-        gateway.declare_app(org_id, &app.name, instances).await?;
+        gateway.declare_app(org_id, &app.name, instances).await.map_err(|e| match e.id {
+            5030 => StoreError::Unavailable(e.message),
+            _ => StoreError::Other(anyhow::anyhow!(e.message)),
+        })?;
     }
     Ok(())
 }

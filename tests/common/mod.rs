@@ -126,6 +126,12 @@ impl ServerBuilder {
 
     /// Starts the server and waits until it logs that its control API is listening.
     pub fn start(self) -> Server {
+        self.start_watching(|_| {})
+    }
+
+    /// Like [`ServerBuilder::start`], showing each line of the server's log to `on_line`
+    /// while it starts (the test's way to act at a given moment of the start).
+    pub fn start_watching(self, mut on_line: impl FnMut(&str)) -> Server {
         let config_dir = tempfile::tempdir().expect("temp config dir");
         let mut cmd = command_for(self.binary.as_deref().unwrap_or(Path::new(BIN)));
         cmd.args(["serve", "--listen", &format!("{}:0", self.ip), "--public-bind", &self.ip])
@@ -173,6 +179,7 @@ impl ServerBuilder {
             let left = deadline.saturating_duration_since(Instant::now());
             match lines_rx.recv_timeout(left) {
                 Ok(line) => {
+                    on_line(&line);
                     if let Some(url) = ready_url(&line) {
                         break url;
                     }

@@ -301,7 +301,7 @@ impl Gateway {
         org_id: &str,
         name: &str,
         instances: Vec<wire::Instance>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), Error> {
         let existing = self.table().apps.values().find(|a| a.owner_id == org_id && a.name == name).cloned();
         let result = match existing {
             Some(app) if app.instances == instances => return Ok(()),
@@ -316,7 +316,10 @@ impl Gateway {
                 }
             }
         };
-        result.map_err(|e| anyhow::anyhow!("application `{name}` of the config file: {}", e.message))
+        result.map_err(|e| Error {
+            message: format!("application `{name}` of the config file: {}", e.message),
+            ..e
+        })
     }
 
     /// Removes an application and closes its redirections.

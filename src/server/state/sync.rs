@@ -18,13 +18,12 @@
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::live::LivePorts;
-use super::store::{NodeRecord, Revision, Store, StoreError};
+use super::store::{NodeRecord, Revision, Snapshot, Store, StoreError};
 use super::table::Table;
 
 /// The longest pause between two attempts to reach a store that is away.
@@ -48,12 +47,9 @@ pub struct Synced {
 }
 
 impl Synced {
-    /// Loads the store's table, starts its ports, and follows it until [`Synced::stop`].
-    pub async fn start(store: Arc<dyn Store>, live: Arc<LivePorts>) -> anyhow::Result<Arc<Synced>> {
-        let snapshot = store
-            .snapshot()
-            .await
-            .with_context(|| format!("cannot load the table from {}", store.describe()))?;
+    /// Starts the ports of a snapshot of the store's table, and follows the store from there
+    /// until [`Synced::stop`].
+    pub async fn start(store: Arc<dyn Store>, live: Arc<LivePorts>, snapshot: Snapshot) -> Arc<Synced> {
         let revision = snapshot.revision;
         let synced = Arc::new(Synced {
             store,
@@ -66,7 +62,12 @@ impl Synced {
         synced.live.reconcile(&synced.table, false).await;
         tokio::spawn(synced.clone().follow());
         tokio::spawn(synced.clone().safety_net());
-        Ok(synced)
+        synced
+    }
+
+    /// Cancelled when the node stops following the store.
+    pub fn stopped(&self) -> CancellationToken {
+        self.stop.clone()
     }
 
     /// The table as this node knows it.

@@ -36,7 +36,8 @@ use etcd_client::{
     TxnOpResponse, WatchOptions,
 };
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
 
 use super::{
     Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Record, RedirRow, Revision, Snapshot,
@@ -856,16 +857,19 @@ impl Store for Etcd {
         Ok(())
     }
 
-    async fn keep_alive(&self, node: &str, ttl: Duration) -> StoreResult<()> {
+    async fn keep_alive(&self, node: &str, ttl: Duration, stop: CancellationToken) {
         let lease = Lease {
             client: self.client.clone(),
             key: self.key(&["alive", node]),
             ttl: ttl.as_secs().max(1) as i64,
             endpoints: self.endpoints.clone(),
         };
-        let id = lease.register().await.map_err(|e| self.unavailable(e))?;
-        tokio::spawn(lease.run(id));
-        Ok(())
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = lease.run() => {}
+                _ = stop.cancelled() => {}
+            }
+        });
     }
 }
 
@@ -886,26 +890,31 @@ impl Lease {
         Ok(id)
     }
 
-    /// Keeps the lease alive; when it is lost (etcd away for longer than the TTL), takes a
-    /// new one as soon as etcd answers again.
-    async fn run(self, mut id: i64) {
+    /// Registers the node, then keeps its lease alive; when the lease is lost (etcd away
+    /// for longer than the TTL), takes a new one as soon as etcd answers again. Never ends.
+    async fn run(self) {
         let every = Duration::from_millis((self.ttl as u64 * 1000 / 3).max(300));
+        let mut tries = 0u32;
         loop {
-            if let Err(err) = self.keep(id, every).await {
-                debug!(error = %err, "the node's lease lapsed; registering again");
-            }
-            loop {
-                tokio::time::sleep(every.min(Duration::from_secs(1))).await;
-                match self.register().await {
-                    Ok(new) => {
-                        id = new;
-                        break;
+            match self.register().await {
+                Ok(id) => {
+                    info!(key = %self.key, lease = id, "this node is registered in the fleet");
+                    tries = 0;
+                    if let Err(err) = self.keep(id, every).await {
+                        warn!(error = %err, "this node's lease lapsed (etcd away longer than --node-ttl); registering again");
                     }
-                    Err(err) => {
-                        debug!(endpoints = %self.endpoints, error = %err, "cannot register the node yet")
+                }
+                Err(err) => {
+                    tries += 1;
+                    // Every try in the debug log; a line a minute or so in the log.
+                    if tries == 1 || tries.is_multiple_of(60) {
+                        warn!(endpoints = %self.endpoints, error = %err, tries, "cannot register this node in the fleet yet; trying again every second");
+                    } else {
+                        debug!(endpoints = %self.endpoints, error = %err, "cannot register the node yet");
                     }
                 }
             }
+            tokio::time::sleep(every.min(Duration::from_secs(1))).await;
         }
     }
 

@@ -23,6 +23,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::settings::RedirSettings;
 use crate::wire::{Application, Instance, Organisation, TokenInfo};
@@ -322,9 +323,10 @@ pub trait Store: Send + Sync {
     async fn revoke_token(&self, org_id: Option<&str>, id: &str) -> StoreResult<Revision>;
     /// Writes this node's description.
     async fn put_node(&self, node: &NodeRecord) -> StoreResult<()>;
-    /// Keeps this node marked alive for as long as the returned task runs and the store
-    /// hears from it; the mark disappears `ttl` after the node stops.
-    async fn keep_alive(&self, node: &str, ttl: std::time::Duration) -> StoreResult<()>;
+    /// Marks this node alive and keeps it so, in the background, until `stop`: a store that
+    /// cannot be reached is tried again until it answers, and a mark that lapsed meanwhile
+    /// is made again; the mark disappears `ttl` after the node stops renewing it.
+    async fn keep_alive(&self, node: &str, ttl: std::time::Duration, stop: CancellationToken);
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{
     Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Record, RedirRow, Revision, Snapshot,
@@ -632,8 +633,11 @@ impl Store for Sqlite {
         self.publish_memory(Change::Put(Record::Node(node.clone()))).await.map(drop)
     }
 
-    async fn keep_alive(&self, node: &str, _ttl: std::time::Duration) -> StoreResult<()> {
-        self.publish_memory(Change::Put(Record::Alive(node.to_owned()))).await.map(drop)
+    async fn keep_alive(&self, node: &str, _ttl: std::time::Duration, _stop: CancellationToken) {
+        // One node, alive while it runs: nothing to renew.
+        if let Err(error) = self.publish_memory(Change::Put(Record::Alive(node.to_owned()))).await {
+            tracing::warn!(%error, "cannot mark this node alive in its own table");
+        }
     }
 }
 
