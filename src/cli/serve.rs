@@ -41,6 +41,22 @@ pub struct Args {
     /// (cargo feature `etcd`) [default: SQLite in the data directory].
     #[arg(long, env = "TCP_REDIRS_STORE", value_name = "URL")]
     store: Option<String>,
+    /// The CA certificate (PEM) that signed etcd's: talk to etcd over TLS, checking it is etcd.
+    #[arg(long, env = "TCP_REDIRS_STORE_CA", value_name = "FILE")]
+    store_ca: Option<PathBuf>,
+    /// This node's client certificate (PEM), for an etcd run with --client-cert-auth; needs --store-key.
+    #[arg(long, env = "TCP_REDIRS_STORE_CERT", value_name = "FILE", requires = "store_key")]
+    store_cert: Option<PathBuf>,
+    /// The private key (PEM) of --store-cert.
+    #[arg(long, env = "TCP_REDIRS_STORE_KEY", value_name = "FILE", requires = "store_cert")]
+    store_key: Option<PathBuf>,
+    /// The etcd user this node logs in as (etcd's auth); its password comes from
+    /// --store-password-file or TCP_REDIRS_STORE_PASSWORD, never from the command line.
+    #[arg(long, env = "TCP_REDIRS_STORE_USER", value_name = "NAME")]
+    store_user: Option<String>,
+    /// A file holding the etcd user's password (its first line).
+    #[arg(long, env = "TCP_REDIRS_STORE_PASSWORD_FILE", value_name = "FILE")]
+    store_password_file: Option<PathBuf>,
     /// This node's name in the fleet [default: the host name].
     #[arg(long, env = "TCP_REDIRS_NODE", value_name = "NAME")]
     node: Option<String>,
@@ -85,6 +101,13 @@ pub fn run(args: Args) -> Result<()> {
         tls: args.tls_cert.zip(args.tls_key),
         threads: args.threads,
         store: args.store,
+        store_access: server::StoreAccess {
+            ca: args.store_ca,
+            cert: args.store_cert,
+            key: args.store_key,
+            user: args.store_user,
+            password_file: args.store_password_file,
+        },
         node: args.node,
         namespaces: args.namespaces,
         node_ttl: Duration::from_secs(args.node_ttl),

@@ -2,6 +2,11 @@
 //!
 //! ```toml
 //! store = "etcd://10.0.0.9:2379"  # a fleet's shared store; default: SQLite in the data dir
+//! store_ca = "/etc/tcp-redirs/etcd-ca.pem"     # TLS to etcd, checking its certificate
+//! store_cert = "/etc/tcp-redirs/gw-a.pem"      # this node's client certificate
+//! store_key = "/etc/tcp-redirs/gw-a-key.pem"
+//! store_user = "tcp-redirs"                    # etcd's auth; the password is in
+//! store_password_file = "/etc/tcp-redirs/etcd-password"  # (or TCP_REDIRS_STORE_PASSWORD)
 //! node = "gw-a"                 # this node's name in the fleet; default: the host name
 //! serve_namespaces = ["default"]  # the namespaces this node listens for; default: all
 //! max_redirections_per_org = 100
@@ -39,7 +44,7 @@ use serde::Deserialize;
 
 use crate::server::control::validate;
 use crate::server::data::forward::DEFAULT_LIMITS;
-use crate::server::state::store::NamespaceDef;
+use crate::server::state::store::{NamespaceDef, StoreAccess};
 use crate::settings::RedirSettings;
 
 /// The file as written by the operator.
@@ -49,6 +54,16 @@ pub struct Config {
     /// The shared store: `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`; SQLite in the data
     /// directory when absent (`serve --store` wins).
     pub store: Option<String>,
+    /// The CA that signed etcd's certificate (`serve --store-ca` wins).
+    pub store_ca: Option<std::path::PathBuf>,
+    /// This node's client certificate for etcd (`serve --store-cert` wins).
+    pub store_cert: Option<std::path::PathBuf>,
+    /// The key of `store_cert` (`serve --store-key` wins).
+    pub store_key: Option<std::path::PathBuf>,
+    /// The etcd user (`serve --store-user` wins).
+    pub store_user: Option<String>,
+    /// The file holding the etcd user's password (`serve --store-password-file` wins).
+    pub store_password_file: Option<std::path::PathBuf>,
     /// This node's name in a fleet (`serve --node` wins).
     pub node: Option<String>,
     /// The namespaces this node serves; all of them when absent (`serve --namespaces` wins).
@@ -110,6 +125,17 @@ pub struct Namespace {
 }
 
 impl Config {
+    /// The file's `store_*` settings.
+    pub fn store_access(&self) -> StoreAccess {
+        StoreAccess {
+            ca: self.store_ca.clone(),
+            cert: self.store_cert.clone(),
+            key: self.store_key.clone(),
+            user: self.store_user.clone(),
+            password_file: self.store_password_file.clone(),
+        }
+    }
+
     /// Reads and checks the file.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)

@@ -39,6 +39,7 @@ pub use config::Config;
 use control::gateway::Gateway;
 use control::{api, auth, http};
 use data::workers;
+pub use state::store::StoreAccess;
 use state::store::{self, Conflict, Store, StoreError};
 use state::{live, sync, table};
 
@@ -70,6 +71,8 @@ pub struct Options {
     pub threads: Option<std::num::NonZeroUsize>,
     /// The shared store (`etcd://…`); `None` for SQLite in the data directory.
     pub store: Option<String>,
+    /// TLS files and user for the shared store (the config file fills what is unset).
+    pub store_access: StoreAccess,
     /// This node's name; `None` for the host name.
     pub node: Option<String>,
     /// The namespaces this node serves; `None` for all.
@@ -149,7 +152,8 @@ impl Server {
             None => check_node_name(host_name())?,
         };
         let store_url = opts.store.clone().or(config.store.clone());
-        let store = open_store(store_url.as_deref(), &data_dir).await?;
+        let access = opts.store_access.clone().or(config.store_access());
+        let store = open_store(store_url.as_deref(), &access, &data_dir).await?;
         let defs: Vec<_> = namespaces.iter().map(|n| n.def.clone()).collect();
         patiently("namespaces", || store.agree(&defs, config.max_redirections_per_org))
             .await
@@ -361,10 +365,14 @@ where
     }
 }
 
-/// Opens the store: etcd when `url` names one, else SQLite in the data directory.
-async fn open_store(url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn Store>> {
+/// Opens the store: etcd when `url` names one (waiting for it to answer), else SQLite in
+/// the data directory.
+async fn open_store(url: Option<&str>, access: &StoreAccess, data_dir: &Path) -> Result<Arc<dyn Store>> {
     if let Some(url) = url {
-        return open_etcd(url).await;
+        return open_etcd(url, access).await;
+    }
+    if access.is_set() {
+        bail!("--store-ca, --store-cert, --store-key, --store-user and --store-password-file are for etcd (--store etcd://…); this node keeps its table in SQLite");
     }
     let path = data_dir.join("tcp-redirs.db");
     let store = store::sqlite::Sqlite::open(&path)?;
@@ -451,11 +459,12 @@ impl Running {
         };
         let old = self.config.namespaces(self.public_bind).unwrap_or_default();
         let restart_only = config.store != self.config.store
+            || config.store_access() != self.config.store_access()
             || config.node != self.config.node
             || config.serve_namespaces != self.config.serve_namespaces
             || namespaces.iter().any(|n| old.iter().any(|o| o.def.name == n.def.name && o.bind != n.bind));
         if restart_only {
-            warn!("SIGHUP: store, node, serve_namespaces and bind addresses change only with an upgrade (kill -USR2) or a restart; the rest is applied");
+            warn!("SIGHUP: store and its store_* settings, node, serve_namespaces and bind addresses change only with an upgrade (kill -USR2) or a restart; the rest is applied");
         }
         let mut defs: Vec<_> = namespaces.iter().map(|n| n.def.clone()).collect();
         let table = self.gateway.synced().table().clone();
@@ -523,15 +532,21 @@ impl Signals {
     }
 }
 
-/// Opens the etcd store named by `url`.
+/// Opens the etcd store named by `url`, waiting for it to answer; a refusal (its
+/// certificate, this node's, the user, its rights) ends the start with what to check.
 #[cfg(feature = "etcd")]
-async fn open_etcd(url: &str) -> Result<Arc<dyn Store>> {
-    Ok(Arc::new(store::etcd::Etcd::connect(url).await?))
+async fn open_etcd(url: &str, access: &StoreAccess) -> Result<Arc<dyn Store>> {
+    let etcd =
+        patiently("connect", || store::etcd::Etcd::connect(url, access)).await.map_err(|e| match e {
+            StoreError::Other(e) => e,
+            other => anyhow::anyhow!("{other}"),
+        })?;
+    Ok(Arc::new(etcd))
 }
 
 /// Without the `etcd` feature there is no fleet store: say how to get one.
 #[cfg(not(feature = "etcd"))]
-async fn open_etcd(url: &str) -> Result<Arc<dyn Store>> {
+async fn open_etcd(url: &str, _access: &StoreAccess) -> Result<Arc<dyn Store>> {
     bail!("--store {url}: this build has no etcd support; build it with `cargo install --path . --features etcd` (needs protoc, Debian's protobuf-compiler)")
 }
 

@@ -306,6 +306,26 @@ async fn etcd_a_snapshot_of_a_large_table_holds_every_row() {
     a_snapshot_of_a_large_table_holds_every_row(store).await;
 }
 
+/// A snapshot read in pages of a few keys is the snapshot read at once: no key is skipped
+/// or read twice between pages, and every page is read at the first one's revision.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn etcd_a_snapshot_in_small_pages_is_the_whole_table() {
+    let server = tokio::task::spawn_blocking(harness::Etcd::start).await.unwrap();
+    let store = super::etcd::Etcd::connect(&server.url(), &Default::default()).await.unwrap();
+    let acme = org("acme");
+    store.create_org(&acme).await.unwrap();
+    for i in 0..20 {
+        store.create_app(&app(&format!("app_{i}"), &acme)).await.unwrap();
+        store.claim(&redir(&format!("app_{i}"), "default", 7000 + i), &acme.id, None).await.unwrap();
+    }
+    let whole = store.snapshot_in_pages(1_000_000).await.unwrap();
+    let paged = store.snapshot_in_pages(7).await.unwrap();
+    assert!(whole.records.len() > 40, "more records than pages of 7: {}", whole.records.len());
+    assert_eq!(paged.revision, whole.revision);
+    assert_eq!(format!("{:?}", paged.records), format!("{:?}", whole.records));
+}
+
 fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Sqlite::open(&dir.path().join("t.db")).unwrap();
@@ -359,7 +379,7 @@ async fn etcd_concurrent_claims_never_pass_the_quota() {
 #[cfg(feature = "etcd")]
 async fn etcd() -> (Arc<dyn Store>, harness::Etcd) {
     let server = tokio::task::spawn_blocking(harness::Etcd::start).await.unwrap();
-    let store = super::etcd::Etcd::connect(&server.url()).await.unwrap();
+    let store = super::etcd::Etcd::connect(&server.url(), &Default::default()).await.unwrap();
     (Arc::new(store), server)
 }
 

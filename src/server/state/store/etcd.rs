@@ -30,10 +30,10 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue,
+    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Record, RedirRow, Revision, Snapshot,
-    Store, StoreError, StoreResult, TokenRecord,
+    Store, StoreAccess, StoreError, StoreResult, TokenRecord,
 };
 use crate::wire::{Application, Instance, Organisation};
 
@@ -54,8 +54,9 @@ const RETRIES: usize = 32;
 const CLAIM_CHUNK: usize = 42;
 /// The most reads in one transaction (etcd's default `--max-txn-ops`).
 const MAX_TXN_OPS: usize = 128;
-/// Keys per page of a snapshot: about 250 KiB of this gateway's usual records.
-const SNAPSHOT_PAGE: i64 = 2000;
+/// Keys per page of a snapshot: about 1 MiB of this gateway's usual records, in few
+/// requests (etcd pays per request too).
+const SNAPSHOT_PAGE: i64 = 10_000;
 /// The largest answer this node decodes (a snapshot's page, a watch's batch of events):
 /// gRPC's default of 4 MiB would refuse a page of records that carry long access lists.
 const MAX_ANSWER: usize = 256 << 20;
@@ -75,37 +76,67 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// Connects to `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`.
-    pub async fn connect(url: &str) -> anyhow::Result<Etcd> {
-        let rest = url.strip_prefix("etcd://").with_context(|| {
-            format!("invalid --store `{url}`: write etcd://HOST:PORT[,HOST:PORT…][/PREFIX], for example etcd://127.0.0.1:2379")
+    /// Connects to `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]` with `access`'s TLS files and
+    /// user, and checks that this node may read and write its prefix there. An etcd that
+    /// cannot be reached is [`StoreError::Unavailable`] (the start waits for it); one that
+    /// refuses (its certificate is not the CA's, it refuses this node's, the user or
+    /// password is wrong, the user has no rights on the prefix) is [`StoreError::Other`],
+    /// one line that says which and what to check.
+    pub async fn connect(url: &str, access: &StoreAccess) -> StoreResult<Etcd> {
+        let refuse = |message: String| StoreError::Other(anyhow::anyhow!(message));
+        let rest = url.strip_prefix("etcd://").ok_or_else(|| {
+            refuse(format!("invalid --store `{url}`: write etcd://HOST:PORT[,HOST:PORT…][/PREFIX], for example etcd://127.0.0.1:2379"))
         })?;
         let (hosts, prefix) = rest.split_once('/').unwrap_or((rest, "tcp-redirs"));
         let prefix = prefix.trim_matches('/');
         if hosts.is_empty() || prefix.is_empty() {
-            anyhow::bail!(
+            return Err(refuse(format!(
                 "invalid --store `{url}`: name at least one HOST:PORT, and a non-empty prefix if any"
-            );
+            )));
         }
-        let endpoints: Vec<String> = hosts.split(',').map(|h| format!("http://{h}")).collect();
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(3))
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
             .with_keep_alive_while_idle(true);
-        let client = Client::connect(&endpoints, Some(options))
-            .await
-            .with_context(|| format!("cannot reach etcd at {hosts}: is it running? check --store"))?;
-        Ok(Etcd {
+        let tls = access.tls().map_err(|e| refuse(format!("{e:#}")))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        if let Some(tls) = tls {
+            options = options.with_tls(tls);
+        }
+        if let Some((user, password)) = access.login().map_err(|e| refuse(format!("{e:#}")))? {
+            options = options.with_user(user, password);
+        }
+        let endpoints: Vec<String> = hosts.split(',').map(|h| format!("{scheme}://{h}")).collect();
+        let etcd_at = |e: etcd_client::Error| refusal(hosts, access, e);
+        let client = Client::connect(&endpoints, Some(options)).await.map_err(etcd_at)?;
+        let etcd = Etcd {
             client,
             endpoints: hosts.to_owned(),
             prefix: format!("{prefix}/"),
             org_turns: Default::default(),
-        })
+        };
+        etcd.check_rights().await.map_err(etcd_at)?;
+        Ok(etcd)
     }
 
-    /// Every record under the prefix, read [`SNAPSHOT_PAGE`] keys at a time at one revision.
-    async fn snapshot_in_pages(&self) -> Result<Snapshot, etcd_client::Error> {
+    /// Reads one key of the prefix, and asks for a write that etcd checks but never makes
+    /// (its condition is false): a user without the right on the prefix is refused either
+    /// way, at start rather than at its first change.
+    async fn check_rights(&self) -> Result<(), etcd_client::Error> {
+        let mut kv = self.client.kv_client();
+        kv.get(self.prefix.as_str(), Some(GetOptions::new().with_prefix().with_keys_only().with_limit(1)))
+            .await?;
+        let probe = self.key(&["rights-probe"]);
+        let never = Txn::new()
+            .when([Compare::version(probe.as_str(), CompareOp::Less, 0)])
+            .and_then([TxnOp::put(probe.as_str(), "", None)]);
+        kv.txn(never).await?;
+        Ok(())
+    }
+
+    /// Every record under the prefix, read `page` keys at a time at one revision.
+    pub(super) async fn snapshot_in_pages(&self, page: i64) -> Result<Snapshot, etcd_client::Error> {
         // The range's end: the prefix with its last byte raised (it ends with `/`).
         let mut end = self.prefix.clone().into_bytes();
         if let Some(last) = end.last_mut() {
@@ -116,7 +147,7 @@ impl Etcd {
         let mut revision = 0;
         let mut records = Vec::new();
         loop {
-            let mut options = GetOptions::new().with_range(end.clone()).with_limit(SNAPSHOT_PAGE);
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(page);
             if revision > 0 {
                 options = options.with_revision(revision);
             }
@@ -385,7 +416,7 @@ impl Store for Etcd {
         // timeout. A page's revision compacted away meanwhile starts the read again.
         let mut tries = 0;
         loop {
-            match self.snapshot_in_pages().await {
+            match self.snapshot_in_pages(SNAPSHOT_PAGE).await {
                 Err(etcd_client::Error::GRpcStatus(status))
                     if tries < SNAPSHOT_TRIES && status.message().contains("compacted") =>
                 {
@@ -871,6 +902,146 @@ impl Store for Etcd {
             }
         });
     }
+}
+
+impl StoreAccess {
+    /// The TLS settings when a CA is given, the files read and their PEM checked (a file
+    /// that is not what it should be is refused here, not taken for an etcd away).
+    fn tls(&self) -> anyhow::Result<Option<TlsOptions>> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let read = |flag: &str, path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("cannot read {flag} {}", path.display()))
+        };
+        let certificates = |flag: &str, path: &std::path::Path| -> anyhow::Result<Vec<u8>> {
+            let pem = read(flag, path)?;
+            let found = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>();
+            match found {
+                Ok(list) if !list.is_empty() => Ok(pem),
+                _ => {
+                    bail!("{flag} {}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)", path.display())
+                }
+            }
+        };
+        match (&self.ca, &self.cert, &self.key) {
+            (None, None, None) => Ok(None),
+            (None, _, _) => {
+                bail!("--store-cert and --store-key need --store-ca: TLS to etcd checks etcd's certificate against that CA")
+            }
+            (Some(_), Some(_), None) | (Some(_), None, Some(_)) => {
+                bail!("--store-cert and --store-key go together")
+            }
+            (Some(ca), cert, key) => {
+                let mut tls =
+                    TlsOptions::new().ca_certificate(Certificate::from_pem(certificates("--store-ca", ca)?));
+                if let (Some(cert), Some(key)) = (cert, key) {
+                    let cert = certificates("--store-cert", cert)?;
+                    let key_pem = read("--store-key", key)?;
+                    if PrivateKeyDer::from_pem_slice(&key_pem).is_err() {
+                        bail!("--store-key {}: no PEM private key in it", key.display());
+                    }
+                    tls = tls.identity(Identity::from_pem(cert, key_pem));
+                }
+                Ok(Some(tls))
+            }
+        }
+    }
+
+    /// The etcd user and its password: the first line of the password file, else
+    /// `TCP_REDIRS_STORE_PASSWORD`.
+    fn login(&self) -> anyhow::Result<Option<(String, String)>> {
+        let password = match &self.password_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read --store-password-file {}", path.display()))?;
+                Some(text.lines().next().unwrap_or_default().to_owned())
+            }
+            None => std::env::var("TCP_REDIRS_STORE_PASSWORD").ok(),
+        }
+        .filter(|p| !p.is_empty());
+        match (&self.user, password) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => bail!(
+                "a password for etcd is given (--store-password-file or TCP_REDIRS_STORE_PASSWORD) but no user: give --store-user"
+            ),
+            (Some(user), None) => bail!(
+                "--store-user `{user}` needs its password: --store-password-file FILE, or TCP_REDIRS_STORE_PASSWORD"
+            ),
+            (Some(user), Some(password)) => Ok(Some((user.clone(), password))),
+        }
+    }
+}
+
+/// What an error of etcd at `hosts` means for a node that starts: a refusal, one line that
+/// says what to check, or an etcd that cannot be reached yet.
+fn refusal(hosts: &str, access: &StoreAccess, err: etcd_client::Error) -> StoreError {
+    // The whole chain: a TLS failure is a few sources below the transport error.
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    let user = access.user.as_deref().unwrap_or_default();
+    let file = |path: &Option<std::path::PathBuf>| {
+        path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+    };
+    let refused = |why: String| StoreError::Other(anyhow::anyhow!("etcd at {hosts} {why}"));
+    // gRPC's codes (tonic's `Code`, which this crate does not name).
+    const UNAUTHENTICATED: i32 = 16;
+    const PERMISSION_DENIED: i32 = 7;
+    let code = match &err {
+        etcd_client::Error::GRpcStatus(status) => Some(i32::from(status.code())),
+        _ => None,
+    };
+    if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
+        return refused(format!(
+            "has a certificate that --store-ca ({}) did not sign: give the CA that signed etcd's --cert-file ({text})",
+            file(&access.ca)
+        ));
+    }
+    if text.contains("NotValidForName") {
+        return refused(format!(
+            "has a certificate that does not name the host --store gives: use a name or address in its subject alternative names ({text})"
+        ));
+    }
+    if text.contains("CertificateRequired")
+        || text.contains("BadCertificate")
+        || text.contains("UnknownCA")
+        || text.contains("certificate required")
+        || text.contains("bad certificate")
+        || text.contains("unknown ca")
+    {
+        return refused(match &access.cert {
+            None => format!("asks for a client certificate: give --store-cert and --store-key, signed by etcd's --trusted-ca-file ({text})"),
+            Some(cert) => format!("refused this node's client certificate {}: it must be signed by etcd's --trusted-ca-file ({text})", cert.display()),
+        });
+    }
+    if text.contains("InvalidContentType") || text.contains("corrupt message") {
+        return refused(format!(
+            "does not speak TLS: drop --store-ca, or check that --store names etcd's TLS client port ({text})"
+        ));
+    }
+    if text.contains("authentication is not enabled") {
+        return refused(format!(
+            "has authentication off, so --store-user `{user}` protects nothing: enable it there (`etcdctl auth enable`), or drop --store-user"
+        ));
+    }
+    if text.contains("invalid user ID or password") || code == Some(UNAUTHENTICATED) && !user.is_empty() {
+        return refused(format!(
+            "refused user `{user}` and its password: check --store-user and the password (--store-password-file or TCP_REDIRS_STORE_PASSWORD) ({text})"
+        ));
+    }
+    if code == Some(UNAUTHENTICATED) || text.contains("user name is empty") {
+        return refused(format!("asks for a user: give --store-user and its password ({text})"));
+    }
+    if code == Some(PERMISSION_DENIED) {
+        return refused(format!(
+            "does not let user `{user}` read and write this fleet's prefix: grant its role `readwrite` on the prefix (`etcdctl role grant-permission ROLE --prefix=true readwrite PREFIX/`) ({text})"
+        ));
+    }
+    StoreError::Unavailable(format!("etcd at {hosts}: {text}"))
 }
 
 /// A node's liveness: a key bound to a lease that the node keeps alive.

@@ -69,6 +69,44 @@ pub struct TokenRecord {
     pub secret_hash: String,
 }
 
+/// How a node proves who it is to a shared store, and checks the store's own identity: TLS
+/// files and a user (`serve --store-ca`, `--store-cert`, `--store-key`, `--store-user`,
+/// `--store-password-file`, or the config file's `store_*` keys). The password itself is
+/// never here, nor on a command line: it is read from its file, or from
+/// `TCP_REDIRS_STORE_PASSWORD`, when the store is opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreAccess {
+    /// The CA that signed the store's certificate (PEM); TLS is on when it is set.
+    pub ca: Option<std::path::PathBuf>,
+    /// This node's client certificate (PEM), for a store that asks for one.
+    pub cert: Option<std::path::PathBuf>,
+    /// The private key of `cert` (PEM).
+    pub key: Option<std::path::PathBuf>,
+    /// The store user this node logs in as.
+    pub user: Option<String>,
+    /// The file that holds the user's password.
+    pub password_file: Option<std::path::PathBuf>,
+}
+
+impl StoreAccess {
+    /// These settings, each filled from `other` where unset (the command line over the
+    /// config file).
+    pub fn or(self, other: StoreAccess) -> StoreAccess {
+        StoreAccess {
+            ca: self.ca.or(other.ca),
+            cert: self.cert.or(other.cert),
+            key: self.key.or(other.key),
+            user: self.user.or(other.user),
+            password_file: self.password_file.or(other.password_file),
+        }
+    }
+
+    /// Whether any is set (they mean nothing to SQLite).
+    pub fn is_set(&self) -> bool {
+        *self != StoreAccess::default()
+    }
+}
+
 /// A namespace's definition, the same on every node of a fleet (the bind address is each
 /// node's own and is not part of it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
