@@ -247,6 +247,11 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l tls-key 
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l drain-timeout -d 'Seconds open connections may run on after SIGTERM or SIGINT' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l threads -d 'How many threads forward connections [default: one per core]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l store -d 'Share the redirection table with other nodes through etcd: etcd://HOST:PORT[,HOST:PORT…][/PREFIX] (cargo feature `etcd`) [default: SQLite in the data directory]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l store-ca -d 'The CA certificate (PEM) that signed etcd\'s: talk to etcd over TLS, checking it is etcd' -r -F
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l store-cert -d 'This node\'s client certificate (PEM), for an etcd run with --client-cert-auth; needs --store-key' -r -F
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l store-key -d 'The private key (PEM) of --store-cert' -r -F
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l store-user -d 'The etcd user this node logs in as (etcd\'s auth); its password comes from --store-password-file or TCP_REDIRS_STORE_PASSWORD, never from the command line' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l store-password-file -d 'A file holding the etcd user\'s password (its first line)' -r -F
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l node -d 'This node\'s name in the fleet [default: the host name]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l namespaces -d 'Serve only these namespaces (comma-separated) [default: all]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l node-ttl -d 'Seconds the node stays listed as up after it last reached the store' -r
