@@ -1059,7 +1059,10 @@ def table(b, binary_version):
       "| idle CPU % | grown in s |")
     w("| ---: " * 16 + "|")
     first = b.rows[0]["rate"] if b.rows else None
-    for r in b.rows:
+    # A size whose measurement failed midway has some figures only: "–" for the others.
+    keys = ("listening", "add_p50", "add_p99", "rate", "rm_p50", "rm_p99", "inst_p50", "inst_p99",
+            "list_p50", "rss", "kib_listening", "kib_table", "idle", "grow_s")
+    for r in ({**dict.fromkeys(keys), **row} for row in b.rows):
         ratio = f"{r['rate'] / first:.2f}" if first and r["rate"] else "–"
         w(f"| {r['size']} | {r['listening']} | {fmt(r['add_p50'])} | {fmt(r['add_p99'])} | {fmt(r['rate'], 0)} | "
           f"{ratio} | {fmt(r['rm_p50'])} | {fmt(r['rm_p99'])} | {fmt(r['inst_p50'])} | {fmt(r['inst_p99'])} | "

@@ -9,6 +9,10 @@
 //! - [`CutProxy`]: forwards a loopback port to a target; [`CutProxy::cut`] closes every
 //!   connection and closes new ones at once, [`CutProxy::restore`] forwards again.
 //!
+//! [`Etcd::start_tls`] serves the clients over TLS only and asks each for a certificate
+//! (`--client-cert-auth`), with a plain listener beside it for the harness;
+//! [`Etcd::enable_auth`] and [`Etcd::add_user`] set etcd's users and roles up.
+//!
 //! Only std, `tempfile`, `serde_json` and `libc` are used, so that unit tests may include this
 //! file too (`#[path = "…/tests/common/etcd.rs"] mod etcd;`). Nothing here sleeps to wait for
 //! readiness: waits poll a signal (the health endpoint) with a bounded deadline.
@@ -42,11 +46,26 @@ fn free_loopback_port() -> u16 {
     listener.local_addr().expect("local address of the probe listener").port()
 }
 
+/// The files of an etcd that serves its clients over TLS and asks each for a certificate.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// etcd's certificate (PEM), for 127.0.0.1.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA whose client certificates etcd accepts (`--trusted-ca-file`).
+    pub client_ca: PathBuf,
+}
+
 /// A single-member etcd on loopback, killed (SIGKILL) when dropped.
 pub struct Etcd {
     child: Option<Child>,
     client_port: u16,
     peer_port: u16,
+    /// With TLS: a plain listener beside the TLS one, for this harness's own requests.
+    tls: Option<(TlsFiles, u16)>,
+    /// The root user's token once [`Etcd::enable_auth`] turned etcd's auth on.
+    token: Mutex<Option<String>>,
     data_dir: tempfile::TempDir,
     /// Everything etcd printed on stdout and stderr, over all its runs.
     log: Arc<Mutex<String>>,
@@ -56,6 +75,16 @@ impl Etcd {
     /// Starts etcd on two free loopback ports and a fresh data dir, and waits (bounded) until
     /// it reports itself healthy. Panics if etcd is not installed: the fleet tests never skip.
     pub fn start() -> Etcd {
+        Etcd::start_with(None)
+    }
+
+    /// Starts etcd serving its clients over TLS only, with `--client-cert-auth`; the harness
+    /// itself talks to it on a second, plain loopback listener.
+    pub fn start_tls(tls: TlsFiles) -> Etcd {
+        Etcd::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<TlsFiles>) -> Etcd {
         assert!(Path::new(ETCD_BIN).exists(), "etcd not found: apt-get install etcd-server");
         // The ports are picked free, then released: another process may take one before etcd
         // binds it. Then etcd exits at once, and a few fresh tries make that harmless.
@@ -65,6 +94,8 @@ impl Etcd {
                 child: None,
                 client_port: free_loopback_port(),
                 peer_port: free_loopback_port(),
+                tls: tls.clone().map(|files| (files, free_loopback_port())),
+                token: Mutex::new(None),
                 data_dir: tempfile::tempdir().expect("temp etcd data dir"),
                 log: Arc::new(Mutex::new(String::new())),
             };
@@ -130,15 +161,28 @@ impl Etcd {
     }
 
     fn spawn_and_wait(&mut self) -> Result<(), String> {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut cmd = Command::new(ETCD_BIN);
-        cmd.arg("--name")
-            .arg("t")
-            .arg("--data-dir")
-            .arg(self.data_dir.path().join("etcd"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        cmd.arg("--name").arg("t").arg("--data-dir").arg(self.data_dir.path().join("etcd"));
+        match &self.tls {
+            None => {
+                let client = format!("http://127.0.0.1:{}", self.client_port);
+                cmd.args(["--listen-client-urls", &client, "--advertise-client-urls", &client]);
+            }
+            Some((files, admin_port)) => {
+                let client = format!("https://127.0.0.1:{}", self.client_port);
+                let listen = format!("{client},http://127.0.0.1:{admin_port}");
+                cmd.args(["--listen-client-urls", &listen, "--advertise-client-urls", &client])
+                    .arg("--cert-file")
+                    .arg(&files.cert)
+                    .arg("--key-file")
+                    .arg(&files.key)
+                    .arg("--trusted-ca-file")
+                    .arg(&files.client_ca)
+                    .arg("--client-cert-auth");
+            }
+        }
+        cmd.args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("t={peer}")])
             .args(["--logger", "zap", "--log-level", "error"])
             .env_remove("ETCDCTL_API")
@@ -177,7 +221,47 @@ impl Etcd {
     /// One HTTP/1.0 request to etcd's client port (so the answer is neither chunked nor kept
     /// alive): (status, body).
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
-        http10(self.addr(), method, path, body, ETCD_HTTP_TIMEOUT)
+        let admin = match &self.tls {
+            Some((_, port)) => SocketAddr::from(([127, 0, 0, 1], *port)),
+            None => self.addr(),
+        };
+        let token = self.token.lock().unwrap().clone();
+        let headers: Vec<(&str, &str)> = token.iter().map(|t| ("Authorization", t.as_str())).collect();
+        http10_with(admin, method, path, body, &headers, ETCD_HTTP_TIMEOUT)
+    }
+
+    /// Turns etcd's authentication on, with a `root` user of `root_password`; the harness's
+    /// own requests go as root from then on.
+    pub fn enable_auth(&self, root_password: &str) {
+        let step = |path: &str, body: Value| {
+            self.gateway(path, &body).unwrap_or_else(|e| panic!("etcd auth set-up, {path}: {e}"));
+        };
+        step("/v3/auth/user/add", serde_json::json!({"name": "root", "password": root_password}));
+        step("/v3/auth/role/add", serde_json::json!({"name": "root"}));
+        step("/v3/auth/user/grant", serde_json::json!({"user": "root", "role": "root"}));
+        step("/v3/auth/enable", serde_json::json!({}));
+        let answer = self
+            .gateway("/v3/auth/authenticate", &serde_json::json!({"name": "root", "password": root_password}))
+            .unwrap_or_else(|e| panic!("etcd auth: authenticate as root: {e}"));
+        let token = answer["token"].as_str().unwrap_or_else(|| panic!("no token in {answer}")).to_owned();
+        *self.token.lock().unwrap() = Some(token);
+    }
+
+    /// Adds a user with `password` and a role of its name that may read and write the keys
+    /// under `prefix` (none: a user with no rights).
+    pub fn add_user(&self, name: &str, password: &str, prefix: Option<&str>) {
+        let step = |path: &str, body: Value| {
+            self.gateway(path, &body).unwrap_or_else(|e| panic!("etcd user {name}, {path}: {e}"));
+        };
+        step("/v3/auth/user/add", serde_json::json!({"name": name, "password": password}));
+        if let Some(prefix) = prefix {
+            let mut end = prefix.as_bytes().to_vec();
+            *end.last_mut().expect("a non-empty prefix") += 1;
+            step("/v3/auth/role/add", serde_json::json!({"name": name}));
+            let perm = serde_json::json!({"permType": "READWRITE", "key": base64(prefix.as_bytes()), "range_end": base64(&end)});
+            step("/v3/auth/role/grant", serde_json::json!({"name": name, "perm": perm}));
+            step("/v3/auth/user/grant", serde_json::json!({"user": name, "role": name}));
+        }
     }
 
     /// `POST /v3/…` on the JSON gateway; the JSON answer, or an error with etcd's message.
@@ -268,13 +352,26 @@ pub fn http10(
     body: Option<&str>,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
+    http10_with(addr, method, path, body, &[], timeout)
+}
+
+/// [`http10`] with more request headers.
+pub fn http10_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let mut stream =
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
     stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     let body = body.unwrap_or("");
+    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
     let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).map_err(|e| format!("send {method} {path}: {e}"))?;

@@ -1036,6 +1036,11 @@ fn refusal(hosts: &str, access: &StoreAccess, err: etcd_client::Error) -> StoreE
     if code == Some(UNAUTHENTICATED) || text.contains("user name is empty") {
         return refused(format!("asks for a user: give --store-user and its password ({text})"));
     }
+    if code == Some(PERMISSION_DENIED) && user.is_empty() {
+        return refused(format!(
+            "refused this node: give --store-user and its password, or a client certificate whose common name is an etcd user with `readwrite` on the prefix ({text})"
+        ));
+    }
     if code == Some(PERMISSION_DENIED) {
         return refused(format!(
             "does not let user `{user}` read and write this fleet's prefix: grant its role `readwrite` on the prefix (`etcdctl role grant-permission ROLE --prefix=true readwrite PREFIX/`) ({text})"
