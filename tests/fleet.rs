@@ -948,9 +948,38 @@ fn a_node_that_was_away_past_a_compaction_resyncs() {
     proxy.cut();
     let before = fleet.etcd.revision();
     fleet.remove_ok("a", &x, "default", removed);
+    // An add while b is cut off but still listed up waits for b's word at most its bound
+    // (3 s), and its answer does not say b listens.
+    let started = Instant::now();
     let added = fleet.add_ok("a", &z, "default");
+    let took = started.elapsed();
     let new = port_of(&added);
-    eprintln!("[fleet] the add while b was cut off answered {}", added["nodes"]);
+    eprintln!("[fleet] the add while b was cut off answered in {took:?}: {}", added["nodes"]);
+    if took > Duration::from_millis(3500) {
+        fleet.problem(format!("an add waited {took:?} for a node cut off from etcd (bound 3 s)"));
+    }
+    match node_states(&added) {
+        Ok(states) if states.get("b").is_none_or(|s| s == "pending") => {}
+        other => {
+            fleet.problem(format!("the add's answer must not say b listens while b is cut off: {other:?}"))
+        }
+    }
+    // Once b's lease expires, the others list it down, and a change no longer waits for it.
+    fleet.must(
+        Duration::from_secs(NODE_TTL_SECS + 8),
+        "a lists b down once its lease expired",
+        || match fleet.nodes_json("a")?.iter().find(|n| n["name"] == "b") {
+            Some(node) if node["state"] == "down" => Ok(()),
+            other => Err(format!("b is {other:?}")),
+        },
+    );
+    let started = Instant::now();
+    let quick = fleet.add_ok("a", &x, "cleverapps");
+    let took = started.elapsed();
+    if took > Duration::from_secs(1) {
+        fleet.problem(format!("an add waited {took:?} for a node listed down"));
+    }
+    fleet.remove_ok("a", &x, "cleverapps", port_of(&quick));
     // More history than b ever saw, then compacted away.
     for _ in 0..3 {
         let again = fleet.add_ok("a", &x, "cleverapps");
@@ -991,6 +1020,16 @@ fn a_node_that_was_away_past_a_compaction_resyncs() {
             }
         });
     }
+    // b is listed up again, and says it listens on the port added while it was away.
+    fleet.must(Duration::from_secs(10), "a lists b up and listening on the new port", || {
+        match fleet.nodes_json("a")?.iter().find(|n| n["name"] == "b") {
+            Some(node) if node["state"] == "up" => {}
+            other => return Err(format!("b is {other:?}")),
+        }
+        let list = fleet.list_json("a", &z)?;
+        let redir = list.iter().find(|r| r["port"] == new).ok_or("z's redirection is not listed")?;
+        listening_on(redir, &["b".to_owned()])
+    });
     // And b takes part in changes again: an add on b is live on a.
     let again = port_of(&fleet.add_ok("b", &x, "default"));
     let a = fleet.ip("a");
