@@ -473,7 +473,7 @@ fn the_systemd_unit_is_valid_and_hardened() {
 #[cfg(feature = "etcd")]
 #[test]
 fn a_fleet_node_keeps_its_name_and_its_place_through_an_upgrade() {
-    let etcd = common::etcd::Etcd::start();
+    let mut etcd = common::etcd::Etcd::start();
     let installed = Installed::new();
     let node = |name: &str, ip: &str| {
         Server::builder()
@@ -489,7 +489,40 @@ fn a_fleet_node_keeps_its_name_and_its_place_through_an_upgrade() {
     let echo = TcpService::echo();
     a.create_app("db", echo.addr());
     let port = a.add("db", "default");
+    let via_a = std::net::SocketAddr::from(([127, 0, 8, 2], port));
+    // A connection open through the old process, which therefore drains after the upgrade.
+    let mut held = TcpStream::connect(via_a).unwrap();
+    held.write_all(b"held").unwrap();
+    let mut back = [0u8; 4];
+    held.read_exact(&mut back).unwrap();
     let new = upgrade(&a, a.process_id(), &mut successors);
+    // While the old process drains, etcd goes away for longer than the lease TTL (1 s): the
+    // new process's lease lapses (it says so), and it registers again once etcd is back.
+    // The draining process must not register again: its lease would end with it, taking
+    // the node's liveness along.
+    let skip = a.log().len();
+    etcd.stop();
+    a.wait_for_log("this node's lease lapsed", skip, Duration::from_secs(20));
+    etcd.restart();
+    // Which processes logged that they registered the node, since `skip`.
+    let registered_by = |pid: u32| {
+        let field = format!("pid={pid}");
+        a.log()[skip..]
+            .lines()
+            .filter(|l| l.contains("this node is registered in the fleet"))
+            .any(|l| l.split_whitespace().any(|word| word == field))
+    };
+    let until = Instant::now() + Duration::from_secs(20);
+    while !registered_by(new) {
+        assert!(Instant::now() < until, "the new process did not register again:\n{}", a.log());
+        thread::sleep(Duration::from_millis(20));
+    }
+    // The old process would register within a second of etcd's return, as the new one did:
+    // two seconds with no line of its own.
+    thread::sleep(Duration::from_secs(2));
+    assert!(alive(a.process_id()), "the old process still drains its connection");
+    assert!(!registered_by(a.process_id()), "the draining process registered the node again:\n{}", a.log());
+    drop(held);
     let status = a.wait_for_exit(Duration::from_secs(40)).expect("the old process exits");
     assert!(status.success());
     // The old process's lease runs out within a second; for three, b must see a up, with
@@ -503,7 +536,6 @@ fn a_fleet_node_keeps_its_name_and_its_place_through_an_upgrade() {
         thread::sleep(Duration::from_millis(100));
     }
     assert!(alive(new));
-    let via_a = std::net::SocketAddr::from(([127, 0, 8, 2], port));
     let mut conn = TcpStream::connect(via_a).unwrap();
     conn.write_all(b"fleet").unwrap();
     let mut back = [0u8; 5];

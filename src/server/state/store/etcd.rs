@@ -1074,7 +1074,7 @@ impl Lease {
         loop {
             match self.register().await {
                 Ok(id) => {
-                    info!(key = %self.key, lease = id, "this node is registered in the fleet");
+                    info!(key = %self.key, lease = id, pid = std::process::id(), "this node is registered in the fleet");
                     tries = 0;
                     if let Err(err) = self.keep(id, every).await {
                         warn!(error = %err, "this node's lease lapsed (etcd away longer than --node-ttl); registering again");
