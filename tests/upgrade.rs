@@ -453,11 +453,23 @@ fn the_systemd_unit_is_valid_and_hardened() {
     ] {
         assert!(unit.lines().any(|l| l == directive), "the unit lacks `{directive}`");
     }
-    // systemd-analyze checks the binary too: point the copy at the one under test.
+    // systemd-analyze checks the binary too: point the copy at the one under test. The
+    // fleet's drop-in is read with it, from the unit's directory made a unit path.
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("tcp-redirs.service");
     std::fs::write(&copy, unit.replace("/usr/local/bin/tcp-redirs", BIN)).unwrap();
+    let drop_in = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/tcp-redirs.service.d/fleet.conf");
+    let fleet = std::fs::read_to_string(drop_in).unwrap();
+    for directive in [
+        "Environment=TCP_REDIRS_STORE_PASSWORD_FILE=%d/etcd-password",
+        "Environment=TCP_REDIRS_STORE_CA=%d/etcd-ca.pem",
+    ] {
+        assert!(fleet.lines().any(|l| l == directive), "the fleet drop-in lacks `{directive}`");
+    }
+    std::fs::create_dir(dir.path().join("tcp-redirs.service.d")).unwrap();
+    std::fs::write(dir.path().join("tcp-redirs.service.d/fleet.conf"), fleet).unwrap();
     let out = std::process::Command::new("systemd-analyze")
+        .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.path().display()))
         .arg("verify")
         .arg(&copy)
         .output()
@@ -466,7 +478,7 @@ fn the_systemd_unit_is_valid_and_hardened() {
     assert!(out.status.success(), "systemd-analyze verify failed:\n{said}");
     assert!(
         !said.contains("tcp-redirs.service"),
-        "systemd-analyze has something to say about the unit:\n{said}"
+        "systemd-analyze has something to say about the unit or its fleet drop-in:\n{said}"
     );
 }
 
