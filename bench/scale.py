@@ -323,7 +323,8 @@ def free_ports(n):
     return ports
 
 
-def start_etcd(o, tmp, logdir):
+def start_etcd(o, tmp, logdir, extra=()):
+    """One etcd on free ports of 127.0.0.1; `extra`: more of its flags (e.g. --enable-pprof)."""
     client, peer = free_ports(2)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
     c, p = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
@@ -331,7 +332,8 @@ def start_etcd(o, tmp, logdir):
             "--listen-client-urls", c, "--advertise-client-urls", c,
             "--listen-peer-urls", p, "--initial-advertise-peer-urls", p,
             "--initial-cluster", f"scale={p}", "--initial-cluster-state", "new",
-            "--initial-cluster-token", "tcp-redirs-scale", "--quota-backend-bytes", str(8 << 30)]
+            "--initial-cluster-token", "tcp-redirs-scale", "--quota-backend-bytes", str(8 << 30),
+            *extra]
     proc = Proc("etcd", argv, env, logdir, pipe=False)
     end = time.monotonic() + o.ready_timeout
     last = None

@@ -49,7 +49,8 @@ CARGO_PROFILE_RELEASE_DEBUG=line-tables-only (any target dir).
 
 Every loop is bounded in count and time. Prints markdown on stdout, progress on stderr.
 """
-import argparse, collections, gc, os, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
+import argparse, collections, gc, os, re, shutil, signal, statistics, subprocess, sys, threading, time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import scale  # noqa: E402
@@ -62,6 +63,12 @@ IPS = {  # (store, set-up) -> node addresses, a first
     ("etcd", "small"): ["127.0.1.2", "127.0.1.3", "127.0.1.4"],
 }
 M_BASE = 3000        # namespace m: M_BASE .. M_BASE + 2*window_max - 1, below s0 (10000)
+ETCD_COUNTERS = ("etcd_mvcc_range_total", "etcd_mvcc_txn_total", "etcd_mvcc_put_total",
+                 "etcd_mvcc_delete_total", "go_memstats_alloc_bytes_total", "go_gc_duration_seconds_count",
+                 "etcd_server_proposals_committed_total")
+ETCD_GAUGES = ("etcd_debugging_mvcc_keys_total", "etcd_debugging_mvcc_current_revision",
+               "etcd_debugging_mvcc_compact_revision", "etcd_mvcc_db_total_size_in_bytes",
+               "etcd_mvcc_db_total_size_in_use_in_bytes")
 STRACE = shutil.which("strace")
 PERF = shutil.which("perf")
 PERF_WINDOWS = 4     # a perf window is this many --window long
@@ -81,6 +88,10 @@ def options():
     p.add_argument("--clients", type=int, default=8, help="concurrent clients adding in a window")
     p.add_argument("--strace", action="store_true", help="SQLite: one window per set-up under strace -c")
     p.add_argument("--perf-dir", default="", help="record one perf window per set-up into this directory")
+    p.add_argument("--etcd-pprof", default="",
+                   help="etcd: start each etcd with --enable-pprof and take its CPU profile over one more "
+                        "window per set-up (PERF_WINDOWS x --window), saved in this directory; the "
+                        "report names the functions whose CPU per add grows the most")
     p.add_argument("--listen", type=int, default=18000, help="as bench/scale.py")
     p.add_argument("--table-apps", type=int, default=10000, help="as bench/scale.py")
     p.add_argument("--grow-clients", type=int, default=16, help="as bench/scale.py")
@@ -129,7 +140,8 @@ class Setup(scale.Bench):
         self.others, self.etcd = [], None
         etcd_port = None
         if self.store == "etcd":
-            self.etcd, etcd_port = start_etcd(o, self.tmp, self.logdir); self.procs.append(self.etcd)
+            extra = ["--enable-pprof"] if o.etcd_pprof else []
+            self.etcd, etcd_port = start_etcd(o, self.tmp, self.logdir, extra); self.procs.append(self.etcd)
             self.etcd_port = etcd_port
         names = ["s"] if self.store == "sqlite" else ["a", "b", "c"]
         for name, ip in zip(names, self.ips):
@@ -157,6 +169,26 @@ class Setup(scale.Bench):
     def cpu(self):
         return {p.name: p.cpu() for p in self.all_procs()}
 
+    def etcd_metrics(self):
+        """etcd: the counters of /metrics that say what the nodes asked of it (calls by gRPC
+        method, MVCC operations, watch messages sent) and what it cost inside (bytes
+        allocated, GCs); plus its key count, revision and database size."""
+        if not self.etcd:
+            return {}
+        body = urllib.request.urlopen(f"http://127.0.0.1:{self.etcd_port}/metrics", timeout=5).read().decode()
+        out = collections.Counter()
+        for line in body.splitlines():
+            if line.startswith("#") or " " not in line:
+                continue
+            key, val = line.rsplit(" ", 1)
+            name = key.split("{", 1)[0]
+            if name in ("grpc_server_handled_total", "grpc_server_msg_sent_total"):
+                meth = re.search(r'grpc_method="([^"]+)"', key).group(1)
+                out[f"{'calls' if name.endswith('handled_total') else 'sent'} {meth}"] += float(val)
+            elif name in ETCD_COUNTERS or name in ETCD_GAUGES:
+                out[name] += float(val)
+        return out
+
     def prepare(self):
         if self.role == "large":
             took = self.grow(self.o.size)
@@ -173,7 +205,7 @@ class Setup(scale.Bench):
         o = self.o
         lat, lock = [], threading.Lock()
         n = secs = client = other_cpu = 0.0
-        cpu = collections.Counter()
+        cpu, etcd = collections.Counter(), collections.Counter()
         tool = attach() if attach else None
         for _ in range(MAX_CHUNKS):
             if secs >= seconds:
@@ -189,6 +221,7 @@ class Setup(scale.Bench):
 
             def rm(api, i):
                 api.call("DELETE", f"{self.base}/{self.apps[i]}/tcpRedirs/{taken[i]}?namespace=m")
+            e0 = self.etcd_metrics()
             gc.collect(); gc.disable()
             try:
                 c0, d0, me0 = self.cpu(), other.cpu(), sum(os.times()[:2])
@@ -198,6 +231,8 @@ class Setup(scale.Bench):
                 c1, d1, me1 = self.cpu(), other.cpu(), sum(os.times()[:2])
             finally:
                 gc.enable()
+            e1 = self.etcd_metrics()
+            etcd.update({x: e1[x] - e0.get(x, 0) for x in e1 if x not in ETCD_GAUGES})
             n += k
             cpu.update({p: c1[p] - c0[p] for p in c0})
             other_cpu += sum(d1.values()) - sum(d0.values())
@@ -206,7 +241,7 @@ class Setup(scale.Bench):
             if errors or errors2 or m != len(taken):
                 raise Failure(f"{self.label}: window: {(errors + errors2)[:3]}, {len(taken) - m} adds not removed")
         extra = tool.stop() if tool else None
-        return dict(n=int(n), secs=secs, rate=n / secs, lat=lat, cpu=dict(cpu), other_cpu=other_cpu,
+        return dict(n=int(n), secs=secs, rate=n / secs, lat=lat, cpu=dict(cpu), etcd=dict(etcd), other_cpu=other_cpu,
                     client_cpu=client, extra=extra)
 
     def close(self):
@@ -258,10 +293,123 @@ class Perf:
         return self.path
 
 
+class EtcdProfile:
+    """etcd's own CPU profile (/debug/pprof/profile, Go's symbols) over `seconds`, fetched
+    by a thread from start to stop()."""
+
+    def __init__(self, port, seconds, path):
+        self.path, self.error = path, None
+        url = f"http://127.0.0.1:{port}/debug/pprof/profile?seconds={max(1, round(seconds))}"
+
+        def fetch():
+            try:
+                data = urllib.request.urlopen(url, timeout=seconds + 60).read()
+                with open(path, "wb") as f:
+                    f.write(data)
+            except Exception as e:
+                self.error = e
+        self.t = threading.Thread(target=fetch, daemon=True); self.t.start()
+        time.sleep(0.2)
+
+    def stop(self):
+        self.t.join(120)
+        if self.error or not os.path.exists(self.path):
+            raise Failure(f"etcd profile: {self.error}")
+        return pprof_functions(self.path)
+
+
+def _fields(buf):
+    """(field number, wire type, value) of one protobuf message: ints, or bytes for wire type 2."""
+    i, n = 0, len(buf)
+
+    def varint():
+        nonlocal i
+        v = shift = 0
+        while True:
+            b = buf[i]; i += 1
+            v |= (b & 0x7F) << shift
+            if b < 0x80:
+                return v
+            shift += 7
+    while i < n:
+        key = varint()
+        field, wt = key >> 3, key & 7
+        if wt == 0:
+            yield field, wt, varint()
+        elif wt == 2:
+            ln = varint(); yield field, wt, buf[i:i + ln]; i += ln
+        elif wt == 1:
+            i += 8
+        elif wt == 5:
+            i += 4
+        else:
+            raise ValueError(f"protobuf wire type {wt}")
+
+
+def _ints(wt, v):
+    """A repeated integer field: packed (bytes) or one value."""
+    if wt == 0:
+        return [v]
+    out, i = [], 0
+    while i < len(v):
+        x = shift = 0
+        while True:
+            b = v[i]; i += 1
+            x |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        out.append(x)
+    return out
+
+
+def pprof_functions(path):
+    """A Go CPU profile (gzipped profile.proto) as {function: [flat s, cumulative s]}: flat,
+    the samples where it is the innermost frame; cumulative, those where it is on the stack."""
+    import gzip
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    strings, funcs, locs, samples = [], {}, {}, []
+    for field, wt, v in _fields(data):
+        if field == 6:
+            strings.append(v.decode(errors="replace"))
+        elif field == 5:
+            d = {fl: x for fl, _, x in _fields(v)}
+            funcs[d.get(1, 0)] = d.get(2, 0)
+        elif field == 4:
+            lid, fns = 0, []
+            for fl, w2, x in _fields(v):
+                if fl == 1:
+                    lid = x
+                elif fl == 4:
+                    fns.append(next((y for f3, _, y in _fields(x) if f3 == 1), 0))
+            locs[lid] = fns          # inlined frames first, the outer one last
+        elif field == 2:
+            ids, vals = [], []
+            for fl, w2, x in _fields(v):
+                if fl == 1:
+                    ids += _ints(w2, x)
+                elif fl == 2:
+                    vals += _ints(w2, x)
+            samples.append((ids, vals))
+    out = collections.defaultdict(lambda: [0.0, 0.0])
+    for ids, vals in samples:
+        secs = (vals[-1] if vals else 0) / 1e9     # cpu nanoseconds
+        names = [strings[funcs.get(fn, 0)] for lid in ids for fn in locs.get(lid, [])]
+        if not names:
+            continue
+        out[names[0]][0] += secs
+        for name in set(names):
+            out[name][1] += secs
+    return dict(out)
+
+
 def run_store(o, store, layout):
     small, large = Setup(o, store, "small", layout), Setup(o, store, "large", layout)
     sets = {"small": small, "large": large}
-    res = dict(store=store, rounds=[], warm={}, strace={}, perf={}, notes=[])
+    res = dict(store=store, rounds=[], warm={}, strace={}, perf={}, pprof={}, notes=[])
     try:
         for s in (small, large):
             s.start()
@@ -308,6 +456,17 @@ def run_store(o, store, layout):
                     w = s.window(o.window * PERF_WINDOWS, sets["large" if role == "small" else "small"],
                                  attach=lambda: Perf(s.node.pid, path))
                     res["perf"][role] = dict(n=w["n"], path=path, cpu=w["cpu"][s.node.name])
+        if o.etcd_pprof and store == "etcd":
+            os.makedirs(o.etcd_pprof, exist_ok=True)
+            for role in ("small", "large"):
+                s = sets[role]
+                path = os.path.abspath(os.path.join(o.etcd_pprof, f"etcd-{role}.pb.gz"))
+                secs = o.window * PERF_WINDOWS
+                log(f"{store}: etcd CPU profile window, {role} -> {path}")
+                w = s.window(secs, sets["large" if role == "small" else "small"],
+                             attach=lambda: EtcdProfile(s.etcd_port, secs, path))
+                res["pprof"][role] = dict(n=w["n"], path=path, funcs=w["extra"], cpu=w["cpu"]["etcd"])
+        res["etcd_end"] = {k: s.etcd_metrics() for k, s in sets.items()}
         res["retries"] = {k: s.retries["grow"] + (s.pool.retries if s.pool else 0) for k, s in sets.items()}
     finally:
         for s in (small, large):
@@ -369,12 +528,41 @@ def report(o, res, version):
           f"{idle_other:.2f} |")
     w(f"| large/small | | | | | {per['large']['a'] / per['small']['a']:.2f} | "
       f"{per['large']['nodes'] / per['small']['nodes']:.2f} | "
-      f"{(per['large']['etcd'] / per['small']['etcd']) if per['small']['etcd'] else 0:.2f} | "
+      f"{fmt(per['large']['etcd'] / per['small']['etcd']) if per['small']['etcd'] else '–'} | "
       f"{per['large']['client'] / per['small']['client']:.2f} | |")
     w("")
     w("(CPU: utime+stime from /proc/PID/stat over the adding of every counted window, divided by "
       "the adds made; ticks of 10 ms. `idle other set-up`: what the set-up not being measured used "
       "meanwhile.)")
+    if store == "etcd":
+        tot = {k: collections.Counter() for k in ("small", "large")}
+        adds = {k: sum(r[k]["n"] for r in rounds) for k in tot}
+        for r in rounds:
+            for k in tot:
+                tot[k].update(r[k]["etcd"])
+        names = sorted(x for x in set(tot["small"]) | set(tot["large"])
+                       if max(tot["small"][x] / adds["small"], tot["large"][x] / adds["large"]) >= 0.005)
+        w("")
+        w("What the nodes asked of etcd, and what it cost etcd, per add (its /metrics before and "
+          "after the adding of every counted window; `calls M`: gRPC calls of method M handled; `sent M`: "
+          "messages sent on M's streams, i.e. watch events):")
+        w("")
+        w("| per add | small | large | large/small |")
+        w("| --- | ---: | ---: | ---: |")
+        for x in names:
+            a, b = tot["small"][x] / adds["small"], tot["large"][x] / adds["large"]
+            unit, div = (" (KiB)", 1024) if x.endswith("bytes_total") else ("", 1)
+            w(f"| {x}{unit} | {a / div:.2f} | {b / div:.2f} | {b / a if a else 0:.2f} |")
+        end = res.get("etcd_end", {})
+        if end:
+            w("")
+            w("etcd at the end: " + "; ".join(
+                f"{k}: {end[k].get('etcd_debugging_mvcc_keys_total', 0):.0f} keys, revision "
+                f"{end[k].get('etcd_debugging_mvcc_current_revision', 0):.0f} (compacted to "
+                f"{end[k].get('etcd_debugging_mvcc_compact_revision', 0):.0f}), database "
+                f"{end[k].get('etcd_mvcc_db_total_size_in_bytes', 0) / 2**20:.0f} MiB "
+                f"({end[k].get('etcd_mvcc_db_total_size_in_use_in_bytes', 0) / 2**20:.0f} MiB in use)"
+                for k in ("small", "large")))
     if res["strace"]:
         w("")
         w("System calls of the node per add (`strace -c -f -p`, one more window per set-up, not in "
@@ -385,6 +573,27 @@ def report(o, res, version):
         for k, s in res["strace"].items():
             top = ", ".join(f"{name} {c / s['n']:.1f}" for name, c in s["top"])
             w(f"| {k} | {s['n']} | {s['calls'] / s['n']:.1f} | {top} |")
+    if len(res["pprof"]) == 2:
+        pp = res["pprof"]
+        n = {k: pp[k]["n"] for k in pp}
+        per = lambda k, f, i: pp[k]["funcs"].get(f, [0, 0])[i] / n[k] * 1e6   # µs per add
+        tot = {k: sum(v[0] for v in pp[k]["funcs"].values()) / n[k] * 1e6 for k in pp}
+        w("")
+        w(f"etcd's own CPU profile (Go pprof, one more window per set-up: {n['small']} and {n['large']} adds; "
+          f"{tot['small']:.0f} and {tot['large']:.0f} µs of sampled CPU per add), the functions whose "
+          f"CPU per add grew the most from small to large, µs per add:")
+        w("")
+        w("| function | flat small | flat large | cumulative small | cumulative large | cumulative growth |")
+        w("| --- | ---: | ---: | ---: | ---: | ---: |")
+        names = set(pp["small"]["funcs"]) | set(pp["large"]["funcs"])
+        grow = sorted(names, key=lambda f: -(per("large", f, 1) - per("small", f, 1)))
+        for f in grow[:25]:
+            w(f"| `{f}` | {per('small', f, 0):.1f} | {per('large', f, 0):.1f} | {per('small', f, 1):.1f} | "
+              f"{per('large', f, 1):.1f} | {per('large', f, 1) - per('small', f, 1):+.1f} |")
+        w("")
+        w("Innermost frames, most CPU per add in large (µs): " + ", ".join(
+            f"`{f}` {per('large', f, 0):.1f} (small {per('small', f, 0):.1f})"
+            for f in sorted(names, key=lambda f: -per("large", f, 0))[:12]))
     if res["perf"]:
         w("")
         for k, p in res["perf"].items():
