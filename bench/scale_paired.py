@@ -52,6 +52,7 @@ Every loop is bounded in count and time. Prints markdown on stdout, progress on 
 import argparse, collections, gc, os, re, shutil, signal, statistics, subprocess, sys, threading, time
 import urllib.request
 
+sys.dont_write_bytecode = True   # importing scale.py leaves no bench/__pycache__ behind
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import scale  # noqa: E402
 from scale import (Api, Failure, Pool, Proc, fmt, log, node_argv, pct,  # noqa: E402
