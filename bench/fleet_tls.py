@@ -23,24 +23,18 @@ members is read around each batch and divided by the operations made.
 Prints a markdown table on stdout (progress on stderr): add and remove p50/p90/p99 per fleet,
 the ratio secured/plain, and the CPU per operation of the nodes and of etcd.
 
-Settings (environment): RUNS=200, WARMUP=10, BATCH=20, TIME_LIMIT=600 (seconds for the
-sampling), ETCD=/usr/bin/etcd, KEEP_TMP=1.
+Settings (environment, as bench/fleet.py): RUNS=200, WARMUP=10, BATCH=20, TIME_LIMIT=900
+(seconds for the sampling), ETCD=/usr/bin/etcd, KEEP_TMP=1.
 """
 import json, os, shutil, signal, ssl, subprocess, sys, tempfile, time, urllib.request
 
+sys.dont_write_bytecode = True   # no __pycache__ beside the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fleet import Api, ApiError, Failure, Proc, fmt, free_ports, log, pct, stop_all  # noqa: E402
-
-RUNS = int(os.environ.get("RUNS", "200"))
-WARMUP = int(os.environ.get("WARMUP", "10"))
-BATCH = max(1, int(os.environ.get("BATCH", "20")))
-TIME_LIMIT = float(os.environ.get("TIME_LIMIT", "600"))
-ETCD = os.environ.get("ETCD", "/usr/bin/etcd")
-KEEP_TMP = os.environ.get("KEEP_TMP") == "1"
-TOKEN = "t"
-READY_TIMEOUT = 60.0
-TICK = os.sysconf("SC_CLK_TCK")
-INSTANCE = "127.0.0.1:9"
+# The settings (RUNS, WARMUP, BATCH, TIME_LIMIT, ETCD, KEEP_TMP) are fleet.py's, read from
+# the same environment variables.
+from fleet import (  # noqa: E402
+    BATCH, ETCD, INSTANCE, KEEP_TMP, READY_TIMEOUT, RUNS, TIME_LIMIT, TOKEN, WARMUP,
+    Api, ApiError, Failure, Proc, fmt, free_ports, log, pct, stop_all)
 ROOT_PASSWORD = "root-bench-password"
 GW_PASSWORD = "gw-bench-password"
 FLEETS = {"secured": ["127.0.1.2", "127.0.1.3", "127.0.1.4"], "plain": ["127.0.2.2", "127.0.2.3", "127.0.2.4"]}

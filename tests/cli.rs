@@ -552,17 +552,8 @@ fn a_broken_toml_file_is_one_error_line_with_its_place() {
     assert_eq!(out.stderr.lines().count(), 1, "one line: {out}");
     assert!(out.stderr.starts_with("error: ") && out.stderr.contains("setup.toml:3:"), "{out}");
     // The server's config file alike.
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, "[[namespace]\nname = \"x\"\n").unwrap();
-    let serve = std::process::Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap()])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("TCP_REDIRS_CONFIG_DIR", dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&serve.stderr);
-    assert_eq!(serve.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = serve_with_config(dir.path(), "[[namespace]\nname = \"x\"\n");
+    assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(
         stderr.starts_with("error: invalid config file: ") && stderr.contains("config.toml:1:"),
@@ -570,23 +561,27 @@ fn a_broken_toml_file_is_one_error_line_with_its_place() {
     );
 }
 
+/// Runs `serve` with `text` as its config file (in `dir`, with its data and client config
+/// there too) until it exits: its exit code and stderr.
+fn serve_with_config(dir: &std::path::Path, text: &str) -> (Option<i32>, String) {
+    let config = dir.join("config.toml");
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap()])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("TCP_REDIRS_CONFIG_DIR", dir)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// A namespace's settings in the config file are checked as a redirection's are, and one
 /// that only a redirection can have is refused with where to set it instead.
 #[test]
 fn a_namespace_setting_out_of_bounds_or_not_a_namespaces_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let serve = |body: &str| {
-        let config = dir.path().join("config.toml");
-        std::fs::write(&config, format!("[[namespace]]\nname = \"x\"\n{body}\n")).unwrap();
-        let out = std::process::Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap()])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .env("TCP_REDIRS_CONFIG_DIR", dir.path())
-            .output()
-            .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
-    };
+    let serve = |body: &str| serve_with_config(dir.path(), &format!("[[namespace]]\nname = \"x\"\n{body}\n"));
     let (code, stderr) = serve("allow = [\"10.0.0.0/8\"]");
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");

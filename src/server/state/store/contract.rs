@@ -311,8 +311,7 @@ async fn etcd_a_snapshot_of_a_large_table_holds_every_row() {
 #[cfg(feature = "etcd")]
 #[tokio::test]
 async fn etcd_a_snapshot_in_small_pages_is_the_whole_table() {
-    let server = tokio::task::spawn_blocking(harness::Etcd::start).await.unwrap();
-    let store = super::etcd::Etcd::connect(&server.url(), &Default::default()).await.unwrap();
+    let (store, _server) = etcd_store().await;
     let acme = org("acme");
     store.create_org(&acme).await.unwrap();
     for i in 0..20 {
@@ -378,9 +377,16 @@ async fn etcd_concurrent_claims_never_pass_the_quota() {
 
 #[cfg(feature = "etcd")]
 async fn etcd() -> (Arc<dyn Store>, harness::Etcd) {
+    let (store, server) = etcd_store().await;
+    (Arc::new(store), server)
+}
+
+/// A fresh etcd, and the store on it.
+#[cfg(feature = "etcd")]
+async fn etcd_store() -> (super::etcd::Etcd, harness::Etcd) {
     let server = tokio::task::spawn_blocking(harness::Etcd::start).await.unwrap();
     let store = super::etcd::Etcd::connect(&server.url(), &Default::default()).await.unwrap();
-    (Arc::new(store), server)
+    (store, server)
 }
 
 #[cfg(feature = "etcd")]
