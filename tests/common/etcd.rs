@@ -9,6 +9,12 @@
 //! - [`CutProxy`]: forwards a loopback port to a target; [`CutProxy::cut`] closes every
 //!   connection and closes new ones at once, [`CutProxy::restore`] forwards again.
 //!
+//! - [`Cluster`]: three `/usr/bin/etcd` members on free loopback ports, one fresh data dir
+//!   each, `--initial-cluster` naming all three; ready once every member answers `/health`
+//!   healthy. [`Cluster::kill`] SIGKILLs a member (its data stays), [`Cluster::restart`]
+//!   brings members back on the same ports and data, [`Cluster::leader`] says which member
+//!   leads (`POST /v3/maintenance/status` on each).
+//!
 //! [`Etcd::start_tls`] serves the clients over TLS only and asks each for a certificate
 //! (`--client-cert-auth`), with a plain listener beside it for the harness;
 //! [`Etcd::enable_auth`] and [`Etcd::add_user`] set etcd's users and roles up.
@@ -422,6 +428,330 @@ pub fn unbase64(text: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// A three-member cluster
+// ---------------------------------------------------------------------------------------
+
+/// How many members a [`Cluster`] has.
+pub const CLUSTER_SIZE: usize = 3;
+
+/// One member of a [`Cluster`]: its ports and data dir, and its process while it runs.
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    data_dir: tempfile::TempDir,
+    /// Behind a lock so that a test may kill a member while other threads use the cluster.
+    child: Mutex<Option<Child>>,
+}
+
+impl Member {
+    fn client_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.client_port))
+    }
+
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    /// Kills the member with SIGKILL and reaps it; the data dir is kept.
+    fn kill(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            child.wait().expect("reap the killed etcd member");
+        }
+    }
+}
+
+/// A member's answer to a status request: its own id and the id of the leader it knows.
+type MemberStatus = Result<(u64, u64), String>;
+
+/// A 3-member etcd cluster on loopback; every member is killed (SIGKILL) when dropped.
+pub struct Cluster {
+    members: Vec<Member>,
+    /// `--initial-cluster-token`: unique, so that members of two tests' clusters never join.
+    token: String,
+    /// Everything the members printed, each line prefixed with the member's name.
+    log: Arc<Mutex<String>>,
+}
+
+impl Cluster {
+    /// Starts three members on six distinct free loopback ports with fresh data dirs, and
+    /// waits (bounded) until each answers `/health` healthy, which needs an elected leader.
+    /// Panics if etcd is not installed: the cluster tests never skip.
+    pub fn start() -> Cluster {
+        assert!(Path::new(ETCD_BIN).exists(), "etcd not found: apt-get install etcd-server");
+        // The ports are picked free, then released: another process may take one before its
+        // member binds it (the member then exits at once); a few fresh tries make that harmless.
+        let mut failures = Vec::new();
+        for attempt in 0..3 {
+            let mut ports = Vec::new();
+            while ports.len() < 2 * CLUSTER_SIZE {
+                let port = free_loopback_port();
+                if !ports.contains(&port) {
+                    ports.push(port);
+                }
+            }
+            let members = (0..CLUSTER_SIZE)
+                .map(|i| Member {
+                    name: format!("m{i}"),
+                    client_port: ports[2 * i],
+                    peer_port: ports[2 * i + 1],
+                    data_dir: tempfile::tempdir().expect("temp etcd data dir"),
+                    child: Mutex::new(None),
+                })
+                .collect();
+            let token = format!("tcp-redirs-test-{:016x}-{attempt}", rand_u64());
+            let cluster = Cluster { members, token, log: Arc::new(Mutex::new(String::new())) };
+            let all: Vec<usize> = (0..CLUSTER_SIZE).collect();
+            match cluster.spawn_and_wait(&all) {
+                Ok(()) => return cluster,
+                Err(e) => {
+                    failures.push(format!("{e}\n--- etcd output ---\n{}", cluster.log()));
+                    for member in &cluster.members {
+                        member.kill();
+                    }
+                }
+            }
+        }
+        panic!("the etcd cluster did not start in 3 tries:\n{}", failures.join("\n"))
+    }
+
+    /// `etcd://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`, for `serve --store`.
+    pub fn url(&self) -> String {
+        let endpoints: Vec<String> = (0..CLUSTER_SIZE).map(|i| self.endpoint(i)).collect();
+        format!("etcd://{}", endpoints.join(","))
+    }
+
+    /// `127.0.0.1:PORT`, member `i`'s client endpoint.
+    pub fn endpoint(&self, i: usize) -> String {
+        self.members[i].client_addr().to_string()
+    }
+
+    /// Member `i`'s name (`m0`, `m1`, `m2`).
+    pub fn name(&self, i: usize) -> &str {
+        &self.members[i].name
+    }
+
+    /// What the members printed so far (every run), each line prefixed with `[mN]`.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Whether member `i`'s process is running.
+    pub fn is_running(&self, i: usize) -> bool {
+        match &mut *self.members[i].child.lock().unwrap() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// SIGKILLs member `i` and reaps it; its data dir is kept.
+    pub fn kill(&self, i: usize) {
+        self.log
+            .lock()
+            .unwrap()
+            .push_str(&format!("--- {} killed (SIGKILL) by the test ---\n", self.members[i].name));
+        self.members[i].kill();
+    }
+
+    /// Starts member `i` again on its ports and data dir and waits until it is healthy
+    /// (which needs a quorum: to bring back two members of three, use [`Cluster::restart_all`]).
+    pub fn restart(&self, i: usize) {
+        self.restart_all(&[i]);
+    }
+
+    /// Starts every member of `which` again (all at once, on their ports and data dirs) and
+    /// waits until each is healthy.
+    pub fn restart_all(&self, which: &[usize]) {
+        for &i in which {
+            self.members[i].kill();
+            self.log
+                .lock()
+                .unwrap()
+                .push_str(&format!("--- {} restarted by the test ---\n", self.members[i].name));
+        }
+        if let Err(e) = self.spawn_and_wait(which) {
+            panic!("etcd members {which:?} did not come back: {e}\n--- etcd output ---\n{}", self.log());
+        }
+    }
+
+    /// Spawns the members `which` (the others are left as they are), then waits for each to
+    /// answer `/health` healthy within [`ETCD_READY_TIMEOUT`].
+    fn spawn_and_wait(&self, which: &[usize]) -> Result<(), String> {
+        let initial: Vec<String> =
+            self.members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect();
+        let initial = initial.join(",");
+        for &i in which {
+            let member = &self.members[i];
+            let client = format!("http://{}", member.client_addr());
+            let peer = member.peer_url();
+            let mut cmd = Command::new(ETCD_BIN);
+            // The `--initial-*` flags only matter to a fresh data dir: a restarted member
+            // finds its cluster in its data.
+            cmd.arg("--name")
+                .arg(&member.name)
+                .arg("--data-dir")
+                .arg(member.data_dir.path().join("etcd"))
+                .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+                .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+                .args(["--initial-cluster", &initial, "--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", &self.token])
+                .args(["--logger", "zap", "--log-level", "error"])
+                .env_remove("ETCDCTL_API")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            for (key, _) in std::env::vars_os() {
+                if key.to_string_lossy().starts_with("ETCD_") {
+                    cmd.env_remove(key);
+                }
+            }
+            let mut child = cmd.spawn().map_err(|e| format!("cannot spawn {ETCD_BIN}: {e}"))?;
+            let tag = format!("[{}] ", member.name);
+            drain_tagged(child.stdout.take().expect("piped stdout"), Arc::clone(&self.log), tag.clone());
+            drain_tagged(child.stderr.take().expect("piped stderr"), Arc::clone(&self.log), tag);
+            *self.members[i].child.lock().unwrap() = Some(child);
+        }
+        let deadline = Instant::now() + ETCD_READY_TIMEOUT;
+        let mut waiting: Vec<usize> = which.to_vec();
+        let mut last = String::from("no answer yet");
+        while Instant::now() < deadline {
+            for &i in &waiting {
+                let member = &self.members[i];
+                let mut child = member.child.lock().unwrap();
+                let exited = match child.as_mut() {
+                    Some(c) => c.try_wait().expect("wait for etcd"),
+                    None => return Err(format!("member {} was killed while it started", member.name)),
+                };
+                if let Some(status) = exited {
+                    *child = None;
+                    return Err(format!("member {} exited before it was healthy ({status})", member.name));
+                }
+            }
+            let mut still = Vec::new();
+            for &i in &waiting {
+                match self.health(i) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        last = format!("{}: {e}", self.members[i].name);
+                        still.push(i);
+                    }
+                }
+            }
+            waiting = still;
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            thread::sleep(POLL);
+        }
+        Err(format!(
+            "members {waiting:?} were not healthy within {ETCD_READY_TIMEOUT:?} (last probe: {last})"
+        ))
+    }
+
+    /// `Ok` when member `i` answers `GET /health` with `"health":"true"` (it sees a leader).
+    pub fn health(&self, i: usize) -> Result<(), String> {
+        match self.request(i, "GET", "/health", None) {
+            Ok((200, body)) if body.contains(r#""health":"true""#) => Ok(()),
+            Ok((status, body)) => Err(format!("status {status}: {body}")),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One HTTP/1.0 request to member `i`'s client port, with a 2 s timeout: (status, body).
+    pub fn request(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, String), String> {
+        http10(self.members[i].client_addr(), method, path, body, Duration::from_secs(2))
+    }
+
+    /// `POST /v3/maintenance/status` on member `i`: (its member id, the leader it knows, 0
+    /// for none). The gateway writes 64-bit integers as JSON strings.
+    pub fn status(&self, i: usize) -> Result<(u64, u64), String> {
+        let (status, text) = self.request(i, "POST", "/v3/maintenance/status", Some("{}"))?;
+        let json: Value =
+            serde_json::from_str(&text).map_err(|e| format!("status {status}, not JSON ({e}): {text}"))?;
+        let number = |v: &Value| v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_u64());
+        let own =
+            number(&json["header"]["member_id"]).ok_or_else(|| format!("no header.member_id in {json}"))?;
+        Ok((own, number(&json["leader"]).unwrap_or(0)))
+    }
+
+    /// Which running member leads, as every running member that answers agrees, polled up to
+    /// `limit`; `Err` with what they said when no such member shows within it.
+    pub fn leader(&self, limit: Duration) -> Result<usize, String> {
+        let deadline = Instant::now() + limit;
+        // Bounded by the deadline (each round takes at most 3 requests of 2 s).
+        loop {
+            let running: Vec<usize> = (0..CLUSTER_SIZE).filter(|&i| self.is_running(i)).collect();
+            // (member, its status: its own id and the leader it knows).
+            let answers: Vec<(usize, MemberStatus)> = running.iter().map(|&i| (i, self.status(i))).collect();
+            let ids: HashMap<u64, usize> =
+                answers.iter().filter_map(|(i, a)| a.as_ref().ok().map(|(own, _)| (*own, *i))).collect();
+            let leaders: Vec<u64> =
+                answers.iter().filter_map(|(_, a)| a.as_ref().ok().map(|(_, l)| *l)).collect();
+            match leaders.first() {
+                Some(&leader) if leader != 0 && leaders.iter().all(|&l| l == leader) => {
+                    if let Some(&i) = ids.get(&leader) {
+                        return Ok(i);
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(format!("the leader {leader:x} is no running member: {answers:?}"));
+                    }
+                }
+                _ if Instant::now() >= deadline => {
+                    return Err(format!("no agreed leader within {limit:?}: {answers:?}"))
+                }
+                _ => {}
+            }
+            thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for member in &self.members {
+            member.kill();
+        }
+    }
+}
+
+/// A pseudo-random u64 from the clock and the process id (this file uses no `rand`).
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// Appends every line `pipe` yields to `log`, prefixed with `tag`, until EOF.
+fn drain_tagged(pipe: impl Read + Send + 'static, log: Arc<Mutex<String>>, tag: String) {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&tag);
+                    log.push_str(&String::from_utf8_lossy(&line));
+                }
+            }
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------------

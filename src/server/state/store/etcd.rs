@@ -189,20 +189,34 @@ impl Etcd {
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<KeyValue>> {
-        let mut response = self.client.kv_client().get(key, None).await.map_err(|e| self.unavailable(e))?;
+        let kv = self.client.kv_client();
+        let call = || {
+            let (mut kv, key) = (kv.clone(), key.to_owned());
+            async move { kv.get(key, None).await }
+        };
+        let mut response = unsent_again(call).await.map_err(|e| self.unavailable(e))?;
         Ok(response.take_kvs().into_iter().next())
     }
 
     async fn get_prefix(&self, prefix: &str) -> StoreResult<Vec<KeyValue>> {
+        let kv = self.client.kv_client();
         let options = GetOptions::new().with_prefix();
-        let mut response =
-            self.client.kv_client().get(prefix, Some(options)).await.map_err(|e| self.unavailable(e))?;
+        let call = || {
+            let (mut kv, prefix, options) = (kv.clone(), prefix.to_owned(), options.clone());
+            async move { kv.get(prefix, Some(options)).await }
+        };
+        let mut response = unsent_again(call).await.map_err(|e| self.unavailable(e))?;
         Ok(response.take_kvs())
     }
 
     /// Runs a transaction; `Ok(None)` when its comparisons failed, with the `else` answers.
     async fn txn(&self, txn: Txn) -> StoreResult<Result<Revision, Vec<TxnOpResponse>>> {
-        let response = self.client.kv_client().txn(txn).await.map_err(|e| self.unavailable(e))?;
+        let kv = self.client.kv_client();
+        let call = || {
+            let (mut kv, txn) = (kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        };
+        let response = unsent_again(call).await.map_err(|e| self.unavailable(e))?;
         let revision = response.header().map_or(0, |h| h.revision());
         Ok(if response.succeeded() { Ok(revision) } else { Err(response.op_responses()) })
     }
@@ -970,6 +984,38 @@ impl StoreAccess {
             (Some(user), Some(password)) => Ok(Some((user.clone(), password))),
         }
     }
+}
+
+/// How many times a call whose request never left this node is made again.
+const UNSENT_TRIES: usize = 8;
+
+/// Makes `call`, again while its error says the request never reached etcd: the client
+/// could not connect to the member it picked (one that is down), so nothing was done and
+/// its balancer picks among the members again. An error that may have reached etcd (a
+/// timeout, a broken stream) is never retried here: that write may have happened, and the
+/// caller answers 503 for it.
+async fn unsent_again<T, Fut>(mut call: impl FnMut() -> Fut) -> Result<T, etcd_client::Error>
+where
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut tries = 1;
+    loop {
+        match call().await {
+            Err(err) if tries < UNSENT_TRIES && never_sent(&err) => tries += 1,
+            done => return done,
+        }
+    }
+}
+
+/// Whether an error says that the connection to a member could not be made.
+fn never_sent(err: &etcd_client::Error) -> bool {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text.contains("tcp connect error") || text.contains("Connection refused")
 }
 
 /// What an error of etcd at `hosts` means for a node that starts: a refusal, one line that
