@@ -142,7 +142,7 @@ impl Etcd {
         if let Some(last) = end.last_mut() {
             *last += 1;
         }
-        let kv = self.client.kv_client().max_decoding_message_size(MAX_ANSWER);
+        let mut kv = self.client.kv_client().max_decoding_message_size(MAX_ANSWER);
         let mut from = self.prefix.clone().into_bytes();
         let mut revision = 0;
         let mut records = Vec::new();
@@ -151,11 +151,7 @@ impl Etcd {
             if revision > 0 {
                 options = options.with_revision(revision);
             }
-            let call = || {
-                let (mut kv, from, options) = (kv.clone(), from.clone(), options.clone());
-                async move { kv.get(from, Some(options)).await }
-            };
-            let mut page = unsent_again(call).await?;
+            let mut page = kv.get(from.clone(), Some(options)).await?;
             if revision == 0 {
                 revision = page.header().map_or(0, |h| h.revision());
             }
@@ -211,21 +207,6 @@ impl Etcd {
         };
         let mut response = unsent_again(call).await.map_err(|e| self.unavailable(e))?;
         Ok(response.take_kvs())
-    }
-
-    /// Puts `value` at `key`, again while the request never left this node.
-    async fn put(
-        &self,
-        key: &str,
-        value: String,
-        options: Option<PutOptions>,
-    ) -> Result<etcd_client::PutResponse, etcd_client::Error> {
-        let kv = self.client.kv_client();
-        let call = || {
-            let (mut kv, key, value, options) = (kv.clone(), key.to_owned(), value.clone(), options.clone());
-            async move { kv.put(key, value, options).await }
-        };
-        unsent_again(call).await
     }
 
     /// Runs a transaction; `Ok(None)` when its comparisons failed, with the `else` answers.
@@ -468,12 +449,13 @@ impl Store for Etcd {
 
     async fn watch(&self, after: Revision) -> StoreResult<Changes> {
         let options = WatchOptions::new().with_prefix().with_start_revision(after + 1);
-        let watcher = self.client.watch_client().max_decoding_message_size(MAX_ANSWER);
-        let call = || {
-            let (mut watcher, prefix, options) = (watcher.clone(), self.prefix.clone(), options.clone());
-            async move { watcher.watch(prefix, Some(options)).await }
-        };
-        let mut stream = unsent_again(call).await.map_err(|e| self.unavailable(e))?;
+        let mut stream = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(MAX_ANSWER)
+            .watch(self.prefix.as_str(), Some(options))
+            .await
+            .map_err(|e| self.unavailable(e))?;
         // The first answer says whether the watch exists: a start revision that was
         // compacted away cancels it at once.
         let first = stream.message().await.map_err(|e| self.unavailable(e))?;
@@ -564,7 +546,11 @@ impl Store for Etcd {
             }
             if stored.retired && (NamespaceDef { retired: false, ..stored.clone() }) == mine {
                 // A namespace a reload had retired is declared again: it serves again.
-                self.put(&key, json(&mine)?, None).await.map_err(|e| self.unavailable(e))?;
+                self.client
+                    .kv_client()
+                    .put(key.as_str(), json(&mine)?, None)
+                    .await
+                    .map_err(|e| self.unavailable(e))?;
                 continue;
             }
             let same = mine == stored;
@@ -869,12 +855,12 @@ impl Store for Etcd {
         for chunk in pairs.chunks(MAX_TXN_OPS) {
             let gets: Vec<TxnOp> =
                 chunk.iter().map(|(app, ns)| TxnOp::get(self.key(&["prev", app, ns]), None)).collect();
-            let kv = self.client.kv_client();
-            let call = || {
-                let (mut kv, txn) = (kv.clone(), Txn::new().and_then(gets.clone()));
-                async move { kv.txn(txn).await }
-            };
-            let response = unsent_again(call).await.map_err(|e| self.unavailable(e))?;
+            let response = self
+                .client
+                .kv_client()
+                .txn(Txn::new().and_then(gets))
+                .await
+                .map_err(|e| self.unavailable(e))?;
             let answers = response.op_responses();
             for n in 0..chunk.len() {
                 ports
@@ -886,7 +872,9 @@ impl Store for Etcd {
 
     async fn put_token(&self, token: &TokenRecord) -> StoreResult<Revision> {
         let response = self
-            .put(&self.key(&["tokens", &token.info.id]), json(token)?, None)
+            .client
+            .kv_client()
+            .put(self.key(&["tokens", &token.info.id]), json(token)?, None)
             .await
             .map_err(|e| self.unavailable(e))?;
         Ok(response.header().map_or(0, |h| h.revision()))
@@ -906,7 +894,9 @@ impl Store for Etcd {
     }
 
     async fn put_node(&self, node: &NodeRecord) -> StoreResult<()> {
-        self.put(&self.key(&["nodes", &node.name]), json(node)?, None)
+        self.client
+            .kv_client()
+            .put(self.key(&["nodes", &node.name]), json(node)?, None)
             .await
             .map_err(|e| self.unavailable(e))?;
         Ok(())
@@ -1003,10 +993,7 @@ const UNSENT_TRIES: usize = 8;
 /// could not connect to the member it picked (one that is down), so nothing was done and
 /// its balancer picks among the members again. An error that may have reached etcd (a
 /// timeout, a broken stream) is never retried here: that write may have happened, and the
-/// caller answers 503 for it. Every request of this store goes through it (reads, writes,
-/// the watch's and the lease's streams), but the start's rights check, which the start
-/// waits out anyway: etcd-client's balancer treats a member that refuses connections as
-/// ready (every pick fails at once, about one call in three with one member of three down).
+/// caller answers 503 for it.
 async fn unsent_again<T, Fut>(mut call: impl FnMut() -> Fut) -> Result<T, etcd_client::Error>
 where
     Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
@@ -1119,18 +1106,9 @@ struct Lease {
 impl Lease {
     /// Grants a lease and binds the liveness key to it.
     async fn register(&self) -> Result<i64, etcd_client::Error> {
-        let leases = self.client.lease_client();
-        let grant = || {
-            let (mut leases, ttl) = (leases.clone(), self.ttl);
-            async move { leases.grant(ttl, None).await }
-        };
-        let id = unsent_again(grant).await?.id();
-        let kv = self.client.kv_client();
-        let put = || {
-            let (mut kv, key, options) = (kv.clone(), self.key.clone(), PutOptions::new().with_lease(id));
-            async move { kv.put(key, "", Some(options)).await }
-        };
-        unsent_again(put).await?;
+        let id = self.client.lease_client().grant(self.ttl, None).await?.id();
+        let options = PutOptions::new().with_lease(id);
+        self.client.kv_client().put(self.key.as_str(), "", Some(options)).await?;
         Ok(id)
     }
 
@@ -1164,12 +1142,7 @@ impl Lease {
 
     /// Renews the lease every `every` until a renewal fails or finds the lease gone.
     async fn keep(&self, id: i64, every: Duration) -> Result<(), etcd_client::Error> {
-        let leases = self.client.lease_client();
-        let call = || {
-            let mut leases = leases.clone();
-            async move { leases.keep_alive(id).await }
-        };
-        let (mut keeper, mut answers) = unsent_again(call).await?;
+        let (mut keeper, mut answers) = self.client.lease_client().keep_alive(id).await?;
         loop {
             keeper.keep_alive().await?;
             match tokio::time::timeout(every.max(Duration::from_secs(1)), answers.message()).await {
