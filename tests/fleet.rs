@@ -1,7 +1,7 @@
 //! Fleet mode: several `tcp-redirs serve` nodes sharing one redirection table in a real etcd
 //! (`serve --store etcd://…`). Each node serves its public ports and its control API on its
 //! own loopback address, so that every node can bind the same port; each test uses its own
-//! block of addresses (127.0.N.2, .3, .4 with N >= 1), so that the tests, which run in
+//! block of addresses (127.0.N.2, .3, .4 with N >= 1; tests/cluster.rs has N = 10), so that the tests, which run in
 //! parallel, never collide on a port, nor with a fleet started by hand on the usual
 //! 127.0.0.2, .3, .4. Nothing here sleeps to wait: waits poll a socket, an HTTP answer or a
 //! JSON field every 20 ms up to a bound.
@@ -22,6 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::etcd::{http10, CutProxy, Etcd};
+use common::pki::Pki;
 use common::*;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -134,6 +135,9 @@ struct Fleet {
     nodes: Vec<Node>,
     proxy: Option<CutProxy>,
     etcd: Etcd,
+    /// On a secured etcd ([`Fleet::start_secure`]): the certificates and password file,
+    /// held so that they outlive etcd and the nodes.
+    _pki: Option<Pki>,
     token: String,
     /// The shared default organisation's id.
     org: String,
@@ -150,7 +154,38 @@ impl Fleet {
     /// with `--node-ttl 2`; `behind_proxy` names the node whose store URL goes through a
     /// [`CutProxy`].
     fn start(specs: &[NodeSpec], behind_proxy: Option<&str>) -> Fleet {
-        let etcd = Etcd::start();
+        Fleet::start_with(specs, behind_proxy, false)
+    }
+
+    /// [`Fleet::start`] on an etcd as production runs it: TLS with client certificates
+    /// (`--client-cert-auth`) and auth on, the nodes logged in as user `gateway`, whose role
+    /// may read and write the prefix `fleet/` only, with its password in a file.
+    fn start_secure(specs: &[NodeSpec]) -> Fleet {
+        Fleet::start_with(specs, None, true)
+    }
+
+    fn start_with(specs: &[NodeSpec], behind_proxy: Option<&str>, secure: bool) -> Fleet {
+        let pki = secure.then(Pki::make);
+        let etcd = match &pki {
+            Some(pki) => {
+                let etcd = Etcd::start_tls(pki.etcd_files());
+                etcd.enable_auth("root-password");
+                etcd.add_user("gateway", "gateway-password", Some("fleet/"));
+                etcd
+            }
+            None => Etcd::start(),
+        };
+        let secure_args: Vec<String> = match &pki {
+            Some(pki) => {
+                let password = pki.password_file("gateway-password", "gateway-password");
+                let mut args = pki.node_args();
+                args.extend(["--store-user".into(), "gateway".into(), "--store-password-file".into()]);
+                args.push(password.display().to_string());
+                args
+            }
+            None => Vec::new(),
+        };
+        let secure_args: Vec<&str> = secure_args.iter().map(String::as_str).collect();
         let proxy = behind_proxy.map(|_| CutProxy::start(&etcd.endpoint()));
         let token = random_token();
         let builders: Vec<(String, IpAddr, ServerBuilder)> = specs
@@ -158,6 +193,7 @@ impl Fleet {
             .map(|&(name, ip, extra)| {
                 let store = match &proxy {
                     Some(proxy) if behind_proxy == Some(name) => proxy.url(),
+                    _ if secure => format!("{}/fleet", etcd.url()),
                     _ => etcd.url(),
                 };
                 let ttl = NODE_TTL_SECS.to_string();
@@ -165,6 +201,7 @@ impl Fleet {
                     .ip(ip)
                     .token(&token)
                     .args(&["--store", &store, "--node", name, "--node-ttl", &ttl])
+                    .args(&secure_args)
                     .args(extra);
                 (name.to_owned(), ip.parse().expect("node IP"), builder)
             })
@@ -188,7 +225,8 @@ impl Fleet {
                 past_logs: String::new(),
             })
             .collect();
-        let mut fleet = Fleet { nodes, proxy, etcd, token, org: String::new(), problems: Mutex::default() };
+        let mut fleet =
+            Fleet { nodes, proxy, etcd, _pki: pki, token, org: String::new(), problems: Mutex::default() };
         fleet.org = fleet.shared_default_org();
         fleet
     }
@@ -565,8 +603,24 @@ struct Op {
 
 #[test]
 fn three_nodes_share_one_table_under_concurrent_changes() {
-    let fleet =
-        Fleet::start(&[("a", "127.0.1.2", &[]), ("b", "127.0.1.3", &[]), ("c", "127.0.1.4", &[])], None);
+    share_one_table(Fleet::start(
+        &[("a", "127.0.1.2", &[]), ("b", "127.0.1.3", &[]), ("c", "127.0.1.4", &[])],
+        None,
+    ));
+}
+
+#[test]
+fn three_nodes_share_one_table_under_concurrent_changes_on_etcd_with_tls_and_users() {
+    share_one_table(Fleet::start_secure(&[
+        ("a", "127.0.11.2", &[]),
+        ("b", "127.0.11.3", &[]),
+        ("c", "127.0.11.4", &[]),
+    ]));
+}
+
+/// Concurrent adds and removes from three nodes on one table: every answer holds, every
+/// node ends with the same table and forwards every port of it.
+fn share_one_table(fleet: Fleet) {
     let names = fleet.names();
     let echo = TcpService::echo();
     const NODES: [&str; 3] = ["a", "b", "c"];
@@ -843,8 +897,24 @@ fn three_nodes_share_one_table_under_concurrent_changes() {
 
 #[test]
 fn a_change_on_one_node_is_live_on_the_others() {
-    let fleet =
-        Fleet::start(&[("a", "127.0.2.2", &[]), ("b", "127.0.2.3", &[]), ("c", "127.0.2.4", &[])], None);
+    live_everywhere(Fleet::start(
+        &[("a", "127.0.2.2", &[]), ("b", "127.0.2.3", &[]), ("c", "127.0.2.4", &[])],
+        None,
+    ));
+}
+
+#[test]
+fn a_change_on_one_node_is_live_on_the_others_on_etcd_with_tls_and_users() {
+    live_everywhere(Fleet::start_secure(&[
+        ("a", "127.0.12.2", &[]),
+        ("b", "127.0.12.3", &[]),
+        ("c", "127.0.12.4", &[]),
+    ]));
+}
+
+/// A change made on one node (applications, redirections, tokens) is live on the others
+/// within [`PROPAGATION`].
+fn live_everywhere(fleet: Fleet) {
     let names = fleet.names();
     let echo = TcpService::echo();
     // Any node takes any call: an application created on a is there on c at once.
@@ -1236,6 +1306,52 @@ fn etcd_down_keeps_forwarding_and_refuses_changes_with_503() {
     if let Err(e) = echo_via(b, port) {
         fleet.fail(&format!("the first port through b once etcd is back: {e}"));
     }
+    fleet.finish();
+}
+
+/// A node restarted while the lease of its previous run still lives (killed less than one
+/// TTL ago) is waited for from the moment it says it is ready, and the old lease, when it
+/// expires, does not mark the new run down: `alive/{name}` is bound to the newest lease.
+#[test]
+fn a_node_restarted_within_its_lease_is_waited_for_and_stays_up() {
+    let mut fleet = Fleet::start(&[("a", "127.0.13.2", &[]), ("b", "127.0.13.3", &[])], None);
+    let echo = TcpService::echo();
+    let b = fleet.ip("b");
+    let names = fleet.names();
+    let apps: Vec<String> =
+        (0..3).map(|i| fleet.create_app_everywhere("a", &format!("app-{i}"), echo.addr())).collect();
+    for (round, app) in apps.iter().enumerate() {
+        fleet.kill("b");
+        let killed = Instant::now();
+        fleet.restart("b");
+        let restarted_in = killed.elapsed();
+        eprintln!("[fleet] round {round}: b killed and ready again in {restarted_in:?}");
+        // The test's own premise: b came back while its previous lease still lives.
+        assert!(
+            restarted_in < Duration::from_secs(NODE_TTL_SECS),
+            "round {round}: b took {restarted_in:?} to restart, not within its {NODE_TTL_SECS} s lease"
+        );
+        let added = fleet.add_ok("a", app, "default");
+        fleet.check(
+            &format!("round {round}: an add right after b restarted (in {restarted_in:?}) waits for b"),
+            listening_on(&added, &names),
+        );
+        let port = port_of(&added);
+        let what = format!("round {round}: port {port}, added on a as b came back, forwards through b");
+        fleet.at_once(PROPAGATION, &what, || echo_via(b, port));
+        fleet.must(PROPAGATION, &what, || echo_via(b, port));
+    }
+    // Past the last killed run's lease, b must still be up, and still be waited for.
+    let until = Instant::now() + Duration::from_secs(NODE_TTL_SECS + 1);
+    while Instant::now() < until {
+        match fleet.nodes_json("a").map(|nodes| nodes.into_iter().find(|n| n["name"] == "b")) {
+            Ok(Some(n)) if n["state"] == "up" => {}
+            other => fleet.fail(&format!("b must stay `up` once the old run's lease expires: {other:?}")),
+        }
+        std::thread::sleep(POLL);
+    }
+    let again = fleet.add_ok("a", &apps[0], "cleverapps");
+    fleet.check("an add after the old lease expired still waits for b", listening_on(&again, &names));
     fleet.finish();
 }
 

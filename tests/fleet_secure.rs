@@ -1,6 +1,6 @@
 //! A fleet on an etcd that checks who talks to it: TLS with client certificates
 //! (`--client-cert-auth`) and etcd's users and roles. Certificates are made by the test
-//! (rcgen): a CA for etcd and the nodes, and a stranger CA that signed nothing etcd trusts.
+//! ([`common::pki`]). The fleet's own tests (`tests/fleet.rs`) run on such an etcd too.
 //!
 //! Every refusal ends the node's start, within seconds, with one `error:` line that says
 //! what to check: an etcd that refuses is not waited for as one that is away. Two fleets under two
@@ -11,75 +11,17 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::etcd::{Etcd, TlsFiles};
+use common::etcd::Etcd;
+use common::pki::{password_file, Pki};
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use serde_json::json;
 
 /// How long a node may take to refuse (it reads files and asks etcd once or twice).
 const REFUSAL_LIMIT: Duration = Duration::from_secs(20);
-
-/// The certificates and keys of the test, as PEM files in a temporary directory.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    /// A CA, etcd's certificate for 127.0.0.1 signed by it, a node's client certificate
-    /// signed by it, and a stranger CA with a client certificate of its own.
-    fn make() -> Pki {
-        let dir = tempfile::tempdir().expect("temp dir for the certificates");
-        let write =
-            |name: &str, text: String| std::fs::write(dir.path().join(name), text).expect("write a PEM file");
-        let ca = |name: &str| {
-            let key = KeyPair::generate().unwrap();
-            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.distinguished_name.push(DnType::CommonName, name);
-            let cert = params.self_signed(&key).unwrap();
-            (cert, Issuer::new(params, key))
-        };
-        let leaf = |issuer: &Issuer<'_, KeyPair>, names: Vec<String>, common_name: &str, file: &str| {
-            let key = KeyPair::generate().unwrap();
-            let mut params = CertificateParams::new(names).unwrap();
-            params.distinguished_name.push(DnType::CommonName, common_name);
-            let cert = params.signed_by(&key, issuer).unwrap();
-            write(&format!("{file}.pem"), cert.pem());
-            write(&format!("{file}-key.pem"), key.serialize_pem());
-        };
-        let (ca_cert, trusted) = ca("tcp-redirs test CA");
-        write("ca.pem", ca_cert.pem());
-        leaf(&trusted, vec!["127.0.0.1".into(), "localhost".into()], "etcd", "etcd");
-        leaf(&trusted, vec![], "gateway", "node");
-        let (stranger_cert, stranger) = ca("a stranger CA");
-        write("stranger-ca.pem", stranger_cert.pem());
-        leaf(&stranger, vec![], "gateway", "stranger");
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn etcd_files(&self) -> TlsFiles {
-        TlsFiles {
-            cert: self.path("etcd.pem"),
-            key: self.path("etcd-key.pem"),
-            client_ca: self.path("ca.pem"),
-        }
-    }
-}
-
-/// A password file holding `password`.
-fn password_file(dir: &Path, name: &str, password: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, format!("{password}\n")).expect("write the password file");
-    path
-}
 
 /// `--store` and the TLS flags for `pki`'s node certificate (`cert`: which one).
 fn tls_args(pki: &Pki, ca: &str, cert: Option<&str>) -> Vec<String> {

@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod pki;
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
