@@ -20,7 +20,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
@@ -35,8 +35,6 @@ use serde_json::{json, Value};
 const NODES: [(&str, &str); 3] = [("a", "127.0.10.2"), ("b", "127.0.10.3"), ("c", "127.0.10.4")];
 /// The built-in namespaces.
 const NAMESPACES: [&str; 2] = ["cleverapps", "default"];
-/// Interval between two probes of a poll.
-const POLL: Duration = Duration::from_millis(20);
 /// The longest a call to a node's API may take before it counts as unanswered: an add may
 /// wait 5 s for its node's copy and 3 s for the other nodes, on top of its store calls.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -64,54 +62,6 @@ type HeldSpan<'a> = (Instant, Option<Instant>, &'a String);
 // ---------------------------------------------------------------------------------------
 // Polling and sockets
 // ---------------------------------------------------------------------------------------
-
-/// Runs `probe` every [`POLL`] until it answers `Ok` or `limit` has passed (then the last
-/// error); the value and how long it took. An error that starts with `FATAL` ends it at once.
-fn poll<T>(limit: Duration, mut probe: impl FnMut() -> Result<T, String>) -> Result<(T, Duration), String> {
-    let start = Instant::now();
-    let max_tries = limit.as_millis() as usize / POLL.as_millis() as usize + 2;
-    let mut last = String::from("never probed");
-    for _ in 0..max_tries {
-        match probe() {
-            Ok(value) => return Ok((value, start.elapsed())),
-            Err(e) if e.starts_with("FATAL") => return Err(e),
-            Err(e) => last = e,
-        }
-        if start.elapsed() >= limit {
-            break;
-        }
-        thread::sleep(POLL);
-    }
-    Err(format!("still not the case after {:?}: {last}", start.elapsed()))
-}
-
-/// Connects to ip:port, sends 64 random bytes, half-closes, and expects them back.
-fn echo_via(ip: IpAddr, port: u16) -> Result<(), String> {
-    let addr = SocketAddr::new(ip, port);
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    let data = random_bytes(64);
-    stream.write_all(&data).map_err(|e| format!("write to {addr}: {e}"))?;
-    stream.shutdown(Shutdown::Write).map_err(|e| format!("half-close {addr}: {e}"))?;
-    let mut back = Vec::new();
-    stream.read_to_end(&mut back).map_err(|e| format!("read from {addr} after {} bytes: {e}", back.len()))?;
-    if back != data {
-        return Err(format!("{addr} answered {} bytes that are not the 64 sent", back.len()));
-    }
-    Ok(())
-}
-
-/// `Ok` when ip:port refuses connections.
-fn refused_via(ip: IpAddr, port: u16) -> Result<(), String> {
-    let addr = SocketAddr::new(ip, port);
-    match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-        Ok(_) => Err(format!("{addr} still accepts connections")),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
-        Err(e) => Err(format!("connecting to {addr} failed otherwise than refused: {e}")),
-    }
-}
 
 /// A connection held open through a node's port, checked with a round trip now and then.
 struct Held {

@@ -15,7 +15,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::ops::RangeInclusive;
 use std::sync::Mutex;
 use std::thread;
@@ -31,8 +31,6 @@ use serde_json::{json, Value};
 const NODE_TTL_SECS: u64 = 2;
 /// How long a change made on one node may take to be live (or gone) on the others.
 const PROPAGATION: Duration = Duration::from_secs(1);
-/// Interval between two probes of a poll.
-const POLL: Duration = Duration::from_millis(20);
 /// The built-in namespaces, sorted.
 const NAMESPACES: [&str; 2] = ["cleverapps", "default"];
 /// Where the built-in namespaces take their ports (below the kernel's ephemeral range).
@@ -42,57 +40,9 @@ const PUBLIC_PORTS: RangeInclusive<u16> = 5001..=32767;
 // Polling
 // ---------------------------------------------------------------------------------------
 
-/// Runs `probe` every [`POLL`] until it answers `Ok` or `limit` has passed (then the last
-/// error); the value and how long it took. An error that starts with `FATAL` ends it at once.
-fn poll<T>(limit: Duration, mut probe: impl FnMut() -> Result<T, String>) -> Result<(T, Duration), String> {
-    let start = Instant::now();
-    let max_tries = limit.as_millis() as usize / POLL.as_millis() as usize + 2;
-    let mut last = String::from("never probed");
-    for _ in 0..max_tries.max(2) {
-        match probe() {
-            Ok(value) => return Ok((value, start.elapsed())),
-            Err(e) if e.starts_with("FATAL") => return Err(e),
-            Err(e) => last = e,
-        }
-        if start.elapsed() >= limit {
-            break;
-        }
-        thread::sleep(POLL);
-    }
-    Err(format!("still not the case after {:?}: {last}", start.elapsed()))
-}
-
 // ---------------------------------------------------------------------------------------
 // Sockets on the nodes' public addresses
 // ---------------------------------------------------------------------------------------
-
-/// Connects to ip:port, sends 64 random bytes, half-closes, and expects them back.
-fn echo_via(ip: IpAddr, port: u16) -> Result<(), String> {
-    let addr = SocketAddr::new(ip, port);
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    let data = random_bytes(64);
-    stream.write_all(&data).map_err(|e| format!("write to {addr}: {e}"))?;
-    stream.shutdown(Shutdown::Write).map_err(|e| format!("half-close {addr}: {e}"))?;
-    let mut back = Vec::new();
-    stream.read_to_end(&mut back).map_err(|e| format!("read from {addr} after {} bytes: {e}", back.len()))?;
-    if back != data {
-        return Err(format!("{addr} answered {} bytes that are not the 64 sent", back.len()));
-    }
-    Ok(())
-}
-
-/// `Ok` when ip:port refuses connections.
-fn refused_via(ip: IpAddr, port: u16) -> Result<(), String> {
-    let addr = SocketAddr::new(ip, port);
-    match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-        Ok(_) => Err(format!("{addr} still accepts connections")),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
-        Err(e) => Err(format!("connecting to {addr} failed otherwise than refused: {e}")),
-    }
-}
 
 /// The ports of the public range that have a LISTEN socket bound on exactly `ip`
 /// (`/proc/net/tcp`): every listener any node holds there.

@@ -168,8 +168,7 @@ impl Etcd {
 
     fn spawn_and_wait(&mut self) -> Result<(), String> {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let mut cmd = Command::new(ETCD_BIN);
-        cmd.arg("--name").arg("t").arg("--data-dir").arg(self.data_dir.path().join("etcd"));
+        let mut cmd = etcd_command("t", &self.data_dir.path().join("etcd"));
         match &self.tls {
             None => {
                 let client = format!("http://127.0.0.1:{}", self.client_port);
@@ -189,18 +188,7 @@ impl Etcd {
             }
         }
         cmd.args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("t={peer}")])
-            .args(["--logger", "zap", "--log-level", "error"])
-            .env_remove("ETCDCTL_API")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // etcd also reads its flags from ETCD_* variables: the test's own settings must not leak in.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ETCD_") {
-                cmd.env_remove(key);
-            }
-        }
+            .args(["--initial-cluster", &format!("t={peer}")]);
         let mut child = cmd.spawn().map_err(|e| format!("cannot spawn {ETCD_BIN}: {e}"))?;
         drain(child.stdout.take().expect("piped stdout"), Arc::clone(&self.log));
         drain(child.stderr.take().expect("piped stderr"), Arc::clone(&self.log));
@@ -333,6 +321,27 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `etcd --name NAME --data-dir DIR`, logging errors only, its output piped, and none of
+/// the test's own `ETCD_*` variables (etcd reads its flags from them too).
+fn etcd_command(name: &str, data_dir: &Path) -> Command {
+    let mut cmd = Command::new(ETCD_BIN);
+    cmd.arg("--name")
+        .arg(name)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--logger", "zap", "--log-level", "error"])
+        .env_remove("ETCDCTL_API")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ETCD_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
 }
 
 /// Appends everything `pipe` yields to `log`, line by line, until EOF.
@@ -588,27 +597,13 @@ impl Cluster {
             let member = &self.members[i];
             let client = format!("http://{}", member.client_addr());
             let peer = member.peer_url();
-            let mut cmd = Command::new(ETCD_BIN);
+            let mut cmd = etcd_command(&member.name, &member.data_dir.path().join("etcd"));
             // The `--initial-*` flags only matter to a fresh data dir: a restarted member
             // finds its cluster in its data.
-            cmd.arg("--name")
-                .arg(&member.name)
-                .arg("--data-dir")
-                .arg(member.data_dir.path().join("etcd"))
-                .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            cmd.args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
                 .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
                 .args(["--initial-cluster", &initial, "--initial-cluster-state", "new"])
-                .args(["--initial-cluster-token", &self.token])
-                .args(["--logger", "zap", "--log-level", "error"])
-                .env_remove("ETCDCTL_API")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            for (key, _) in std::env::vars_os() {
-                if key.to_string_lossy().starts_with("ETCD_") {
-                    cmd.env_remove(key);
-                }
-            }
+                .args(["--initial-cluster-token", &self.token]);
             let mut child = cmd.spawn().map_err(|e| format!("cannot spawn {ETCD_BIN}: {e}"))?;
             let tag = format!("[{}] ", member.name);
             drain_tagged(child.stdout.take().expect("piped stdout"), Arc::clone(&self.log), tag.clone());

@@ -22,7 +22,7 @@ pub mod pki;
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -954,4 +954,62 @@ pub fn cannot_run_here(test: &str, why: &str) -> ! {
 /// each created with one call, in a debug build).
 pub fn run_cli_within(server: &Server, args: &[&str], limit: Duration) -> CliOutput {
     run_cli_for(&server.url, &server.token, args, limit)
+}
+
+// ---------------------------------------------------------------------------------------
+// Polling and probes of a node's public address (the fleet and cluster tests)
+// ---------------------------------------------------------------------------------------
+
+/// Interval between two probes of a [`poll`].
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// Runs `probe` every [`POLL`] until it answers `Ok` or `limit` has passed (then the last
+/// error); the value and how long it took. An error that starts with `FATAL` ends it at once.
+pub fn poll<T>(
+    limit: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> Result<(T, Duration), String> {
+    let start = Instant::now();
+    let max_tries = limit.as_millis() as usize / POLL.as_millis() as usize + 2;
+    let mut last = String::from("never probed");
+    for _ in 0..max_tries.max(2) {
+        match probe() {
+            Ok(value) => return Ok((value, start.elapsed())),
+            Err(e) if e.starts_with("FATAL") => return Err(e),
+            Err(e) => last = e,
+        }
+        if start.elapsed() >= limit {
+            break;
+        }
+        thread::sleep(POLL);
+    }
+    Err(format!("still not the case after {:?}: {last}", start.elapsed()))
+}
+
+/// Connects to ip:port, sends 64 random bytes, half-closes, and expects them back.
+pub fn echo_via(ip: IpAddr, port: u16) -> Result<(), String> {
+    let addr = SocketAddr::new(ip, port);
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let data = random_bytes(64);
+    stream.write_all(&data).map_err(|e| format!("write to {addr}: {e}"))?;
+    stream.shutdown(Shutdown::Write).map_err(|e| format!("half-close {addr}: {e}"))?;
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).map_err(|e| format!("read from {addr} after {} bytes: {e}", back.len()))?;
+    if back != data {
+        return Err(format!("{addr} answered {} bytes that are not the 64 sent", back.len()));
+    }
+    Ok(())
+}
+
+/// `Ok` when ip:port refuses connections.
+pub fn refused_via(ip: IpAddr, port: u16) -> Result<(), String> {
+    let addr = SocketAddr::new(ip, port);
+    match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+        Ok(_) => Err(format!("{addr} still accepts connections")),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+        Err(e) => Err(format!("connecting to {addr} failed otherwise than refused: {e}")),
+    }
 }
