@@ -28,7 +28,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use etcd_client::{
@@ -63,9 +63,28 @@ const MAX_ANSWER: usize = 256 << 20;
 /// How many times a snapshot overtaken by a compaction is read again.
 const SNAPSHOT_TRIES: usize = 3;
 
+/// How long the calls of an API request wait for etcd to have a leader again: about two
+/// elections (etcd's default election timeout is 1 s). A leader lost and replaced costs a
+/// call that long at most, and no 503; etcd without a leader for longer (no quorum) answers
+/// 503 at once from then on, not after a request timeout each.
+const ELECTION_GRACE: Duration = Duration::from_secs(2);
+/// How often a call asks again while etcd has no leader.
+const ELECTION_POLL: Duration = Duration::from_millis(100);
+/// A "no leader" answer this much older than the next one starts a new wait: etcd had a
+/// leader in between, as far as this node can tell.
+const LEADERLESS_FORGOTTEN: Duration = Duration::from_secs(10);
+
 /// A connection to an etcd cluster, under one key prefix.
 pub struct Etcd {
+    /// For the node's own streams and background calls: the watch, the lease, the
+    /// snapshot, the node's record, which wait out an election.
     client: Client,
+    /// For the calls of API requests (reads before a write, transactions, tokens): it asks
+    /// etcd to refuse at once, with "no leader", a call to a member that has no leader,
+    /// where the other client's call would wait until its request timeout ([`Etcd::led`]).
+    leader_required: Client,
+    /// When etcd first and last answered "no leader", with no success since.
+    leaderless: Arc<std::sync::Mutex<Option<(Instant, Instant)>>>,
     endpoints: String,
     prefix: String,
     /// One lock per organisation: this node's writes of one organisation's counter take
@@ -109,9 +128,15 @@ impl Etcd {
         }
         let endpoints: Vec<String> = hosts.split(',').map(|h| format!("{scheme}://{h}")).collect();
         let etcd_at = |e: etcd_client::Error| refusal(hosts, access, e);
-        let client = Client::connect(&endpoints, Some(options)).await.map_err(etcd_at)?;
+        let (client, leader_required) = tokio::try_join!(
+            Client::connect(&endpoints, Some(options.clone())),
+            Client::connect(&endpoints, Some(options.with_require_leader(true))),
+        )
+        .map_err(etcd_at)?;
         let etcd = Etcd {
             client,
+            leader_required,
+            leaderless: Arc::default(),
             endpoints: hosts.to_owned(),
             prefix: format!("{prefix}/"),
             org_turns: Default::default(),
@@ -185,38 +210,80 @@ impl Etcd {
     }
 
     fn unavailable(&self, err: etcd_client::Error) -> StoreError {
+        if no_leader(&err) {
+            return StoreError::Unavailable(format!(
+                "etcd at {} has had no leader for {ELECTION_GRACE:?} or more: most of its members are down or cut off; check them with `etcdctl endpoint status`",
+                self.endpoints
+            ));
+        }
         StoreError::Unavailable(format!("etcd at {}: {err}", self.endpoints))
     }
 
+    /// Makes `call` as [`unsent_again`] does, and again while etcd answers that it has no
+    /// leader, up to [`ELECTION_GRACE`] after the first such answer since a success: an
+    /// election ends within it, a cluster without quorum does not.
+    async fn led<T, Fut>(&self, mut call: impl FnMut() -> Fut) -> Result<T, etcd_client::Error>
+    where
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let leaderless = || self.leaderless.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match unsent_again(&mut call).await {
+                Err(err) if no_leader(&err) => {
+                    let now = Instant::now();
+                    let first = {
+                        let mut seen = leaderless();
+                        let first = match *seen {
+                            Some((first, last)) if now - last < LEADERLESS_FORGOTTEN => first,
+                            _ => now,
+                        };
+                        *seen = Some((first, now));
+                        first
+                    };
+                    if now - first >= ELECTION_GRACE {
+                        return Err(err);
+                    }
+                    tokio::time::sleep(ELECTION_POLL).await;
+                }
+                done => {
+                    if done.is_ok() {
+                        *leaderless() = None;
+                    }
+                    return done;
+                }
+            }
+        }
+    }
+
     async fn get(&self, key: &str) -> StoreResult<Option<KeyValue>> {
-        let kv = self.client.kv_client();
+        let kv = self.leader_required.kv_client();
         let call = || {
             let (mut kv, key) = (kv.clone(), key.to_owned());
             async move { kv.get(key, None).await }
         };
-        let mut response = unsent_again(call).await.map_err(|e| self.unavailable(e))?;
+        let mut response = self.led(call).await.map_err(|e| self.unavailable(e))?;
         Ok(response.take_kvs().into_iter().next())
     }
 
     async fn get_prefix(&self, prefix: &str) -> StoreResult<Vec<KeyValue>> {
-        let kv = self.client.kv_client();
+        let kv = self.leader_required.kv_client();
         let options = GetOptions::new().with_prefix();
         let call = || {
             let (mut kv, prefix, options) = (kv.clone(), prefix.to_owned(), options.clone());
             async move { kv.get(prefix, Some(options)).await }
         };
-        let mut response = unsent_again(call).await.map_err(|e| self.unavailable(e))?;
+        let mut response = self.led(call).await.map_err(|e| self.unavailable(e))?;
         Ok(response.take_kvs())
     }
 
     /// Runs a transaction; `Ok(None)` when its comparisons failed, with the `else` answers.
     async fn txn(&self, txn: Txn) -> StoreResult<Result<Revision, Vec<TxnOpResponse>>> {
-        let kv = self.client.kv_client();
+        let kv = self.leader_required.kv_client();
         let call = || {
             let (mut kv, txn) = (kv.clone(), txn.clone());
             async move { kv.txn(txn).await }
         };
-        let response = unsent_again(call).await.map_err(|e| self.unavailable(e))?;
+        let response = self.led(call).await.map_err(|e| self.unavailable(e))?;
         let revision = response.header().map_or(0, |h| h.revision());
         Ok(if response.succeeded() { Ok(revision) } else { Err(response.op_responses()) })
     }
@@ -476,6 +543,8 @@ impl Store for Etcd {
         let (tx, rx) = mpsc::channel(256);
         let decoder = Etcd {
             client: self.client.clone(),
+            leader_required: self.leader_required.clone(),
+            leaderless: self.leaderless.clone(),
             endpoints: self.endpoints.clone(),
             prefix: self.prefix.clone(),
             org_turns: Default::default(),
@@ -871,12 +940,13 @@ impl Store for Etcd {
     }
 
     async fn put_token(&self, token: &TokenRecord) -> StoreResult<Revision> {
-        let response = self
-            .client
-            .kv_client()
-            .put(self.key(&["tokens", &token.info.id]), json(token)?, None)
-            .await
-            .map_err(|e| self.unavailable(e))?;
+        let kv = self.leader_required.kv_client();
+        let (key, value) = (self.key(&["tokens", &token.info.id]), json(token)?);
+        let call = || {
+            let (mut kv, key, value) = (kv.clone(), key.clone(), value.clone());
+            async move { kv.put(key, value, None).await }
+        };
+        let response = self.led(call).await.map_err(|e| self.unavailable(e))?;
         Ok(response.header().map_or(0, |h| h.revision()))
     }
 
@@ -1005,6 +1075,12 @@ where
             done => return done,
         }
     }
+}
+
+/// Whether etcd refused a call because the member it reached has no leader (asked for by
+/// the client's require-leader option).
+fn no_leader(err: &etcd_client::Error) -> bool {
+    matches!(err, etcd_client::Error::GRpcStatus(status) if status.message().contains("no leader"))
 }
 
 /// Whether an error says that the connection to a member could not be made.
