@@ -1305,6 +1305,48 @@ fn a_node_restarted_within_its_lease_is_waited_for_and_stays_up() {
     fleet.finish();
 }
 
+/// etcd forgets its auth tokens when it restarts: a node logged in as a user logs in again
+/// and goes on, without a restart of its own.
+#[test]
+fn a_fleet_logged_in_to_etcd_outlives_an_etcd_restart() {
+    let mut fleet = Fleet::start_secure(&[("a", "127.0.14.2", &[]), ("b", "127.0.14.3", &[])]);
+    let echo = TcpService::echo();
+    let names = fleet.names();
+    let [x, y, z] = ["x", "y", "z"].map(|name| fleet.create_app_everywhere("a", name, echo.addr()));
+    let before = port_of(&fleet.add_ok("a", &x, "default"));
+    fleet.etcd.restart();
+    for (node, app) in [("b", &y), ("a", &z)] {
+        let added =
+            fleet.must(Duration::from_secs(10), &format!("an add on {node} after etcd restarted"), || {
+                match fleet.add(node, app, "default") {
+                    r if r.status == 201 => Ok(r.json()),
+                    // A 503 made nothing (an add that may have been made answers otherwise):
+                    // ask again, until etcd is back.
+                    r if r.status == 503 && r.json()["id"] == 5030 => Err(format!("503 {}", r.text())),
+                    r => Err(format!("FATAL: status {} {}", r.status, r.text())),
+                }
+            });
+        fleet.check(
+            &format!("the add on {node} after etcd restarted waits for every node"),
+            listening_on(&added, &names),
+        );
+        let port = port_of(&added);
+        for other in ["a", "b"] {
+            let ip = fleet.ip(other);
+            fleet.must(PROPAGATION, &format!("port {port} added on {node} forwards through {other}"), || {
+                echo_via(ip, port)
+            });
+        }
+    }
+    for node in ["a", "b"] {
+        let ip = fleet.ip(node);
+        if let Err(e) = echo_via(ip, before) {
+            fleet.fail(&format!("port {before}, added before etcd restarted, through {node}: {e}"));
+        }
+    }
+    fleet.finish();
+}
+
 #[test]
 fn nodes_lists_the_fleet() {
     let fleet = Fleet::start(

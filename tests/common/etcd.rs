@@ -70,8 +70,9 @@ pub struct Etcd {
     peer_port: u16,
     /// With TLS: a plain listener beside the TLS one, for this harness's own requests.
     tls: Option<(TlsFiles, u16)>,
-    /// The root user's token once [`Etcd::enable_auth`] turned etcd's auth on.
-    token: Mutex<Option<String>>,
+    /// The root user's password and token once [`Etcd::enable_auth`] turned etcd's auth
+    /// on (a restart forgets every token: [`Etcd::restart`] asks for a new one).
+    token: Mutex<Option<(String, String)>>,
     data_dir: tempfile::TempDir,
     /// Everything etcd printed on stdout and stderr, over all its runs.
     log: Arc<Mutex<String>>,
@@ -164,6 +165,10 @@ impl Etcd {
         if let Err(e) = self.spawn_and_wait() {
             panic!("etcd did not come back on {}: {e}\n--- etcd output ---\n{}", self.endpoint(), self.log());
         }
+        let root_password = self.token.lock().unwrap().take().map(|(password, _)| password);
+        if let Some(password) = root_password {
+            self.log_in_as_root(&password);
+        }
     }
 
     fn spawn_and_wait(&mut self) -> Result<(), String> {
@@ -219,7 +224,7 @@ impl Etcd {
             Some((_, port)) => SocketAddr::from(([127, 0, 0, 1], *port)),
             None => self.addr(),
         };
-        let token = self.token.lock().unwrap().clone();
+        let token = self.token.lock().unwrap().clone().map(|(_, token)| token);
         let headers: Vec<(&str, &str)> = token.iter().map(|t| ("Authorization", t.as_str())).collect();
         http10_with(admin, method, path, body, &headers, ETCD_HTTP_TIMEOUT)
     }
@@ -234,11 +239,15 @@ impl Etcd {
         step("/v3/auth/role/add", serde_json::json!({"name": "root"}));
         step("/v3/auth/user/grant", serde_json::json!({"user": "root", "role": "root"}));
         step("/v3/auth/enable", serde_json::json!({}));
+        self.log_in_as_root(root_password);
+    }
+
+    fn log_in_as_root(&self, root_password: &str) {
         let answer = self
             .gateway("/v3/auth/authenticate", &serde_json::json!({"name": "root", "password": root_password}))
             .unwrap_or_else(|e| panic!("etcd auth: authenticate as root: {e}"));
         let token = answer["token"].as_str().unwrap_or_else(|| panic!("no token in {answer}")).to_owned();
-        *self.token.lock().unwrap() = Some(token);
+        *self.token.lock().unwrap() = Some((root_password.to_owned(), token));
     }
 
     /// Adds a user with `password` and a role of its name that may read and write the keys

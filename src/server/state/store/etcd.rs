@@ -124,7 +124,9 @@ impl Etcd {
             options = options.with_tls(tls);
         }
         if let Some((user, password)) = access.login().map_err(|e| refuse(format!("{e:#}")))? {
-            options = options.with_user(user, password);
+            // etcd forgets every token when it restarts (and a token unused for
+            // `--auth-token-ttl`): a call refused for its token logs in again and is made again.
+            options = options.with_user(user, password).with_auto_token_refresh(true);
         }
         let endpoints: Vec<String> = hosts.split(',').map(|h| format!("{scheme}://{h}")).collect();
         let etcd_at = |e: etcd_client::Error| refusal(hosts, access, e);
