@@ -29,8 +29,11 @@
 //! cost a descriptor per thread per port, would let another program of the same user join
 //! the port (which `ports` refuses for TCP), and the kernel's hash of a client onto a
 //! socket of the group changes whenever the group does, so a client would move to another
-//! thread's table mid-flow and reach the instance from a second address. The price is one
-//! core per port: a single port's datagrams are not spread over threads, but many ports are.
+//! thread's table mid-flow and reach the instance from a second address. Measured on
+//! loopback (`python3 bench/udp_reuseport_moves.py`): growing a group from 2 sockets to 3
+//! moved 49 % of 1,000 clients to another socket, and closing one of 3 moved 81 to 83 %
+//! (a third had to move). The price is one core per port: a single port's datagrams are
+//! not spread over threads, but many ports are.
 //!
 //! **System calls.** Datagrams are read 32 at a time (`recvmmsg`), with UDP GRO where the
 //! kernel has it, and sent with UDP GSO when several datagrams of one flow have the same
@@ -41,7 +44,12 @@
 //! each datagram's destination address (`IP_PKTINFO`), so that answers leave from the
 //! address the client sent to, on a host with several; its socket set-up forbids IP
 //! fragmentation (QUIC wants that), which [`io`] undoes: a 64 KiB datagram must still
-//! cross a 1,500-byte network.
+//! cross a 1,500-byte network. Counted with `strace -f -c` on the test
+//! `many_flows_carry_exact_datagrams_both_ways_each_pinned_to_one_instance` (40 clients,
+//! one datagram in flight each, the worst case for batching): 2,000 datagrams relayed
+//! took 1,063 `recvmmsg`, one send each (1,000 `sendto` to the instances, 1,000 `sendmsg`
+//! to the clients) and 60 `epoll_wait`; setting a flow's socket up takes about 8
+//! `setsockopt`, once per flow.
 //!
 //! **PROXY protocol.** With [`UdpLimits::proxy`], the instance gets a PROXY protocol v2
 //! header (`DGRAM` over IPv4 or IPv6: address family 0x12 or 0x22) naming the client and

@@ -571,3 +571,23 @@ fn relayed_datagrams_may_be_fragmented_by_ip() {
         }
     }
 }
+
+/// On a port bound to every address, the answer leaves from the address the client sent
+/// to (read from the datagram with `IP_PKTINFO`), not from the one routing would pick:
+/// a client of 127.0.0.2 would drop an answer from 127.0.0.1. The same over IPv4 on a
+/// dual-stack IPv6 socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_leave_from_the_address_the_client_sent_to() {
+    let backend = Backend::start(localhost(), Answer::Echo);
+    for wildcard in ["0.0.0.0", "::"] {
+        let wildcard: IpAddr = wildcard.parse().unwrap();
+        let node = Arc::new(NodeFlows::new(100));
+        let gateway = Gateway::start(wildcard, &[backend.addr], DEFAULT_UDP_LIMITS, Access::default(), node);
+        for ip in [localhost(), IpAddr::from([127, 0, 0, 2])] {
+            let to = SocketAddr::new(ip, gateway.addr.port());
+            let socket = client(ip);
+            assert_eq!(round_trip(&socket, to, b"where from?"), b"where from?", "{wildcard} via {ip}");
+        }
+        gateway.stop().await;
+    }
+}
