@@ -96,6 +96,7 @@ struct Gateway {
     metrics: Arc<RedirMetrics>,
     policy: Arc<ArcSwap<Policy>>,
     node: Arc<NodeFlows>,
+    targets: Arc<Pool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -107,16 +108,27 @@ impl Gateway {
         access: Access,
         node: Arc<NodeFlows>,
     ) -> Gateway {
-        let socket = io::bind(SocketAddr::new(ip, 0)).unwrap();
-        let addr = socket.local_addr().unwrap();
         let instances: Vec<Instance> =
             instances.iter().map(|a| Instance { address: a.to_string(), ..Default::default() }).collect();
+        Gateway::with_instances(ip, &instances, limits, access, node)
+    }
+
+    fn with_instances(
+        ip: IpAddr,
+        instances: &[Instance],
+        limits: UdpLimits,
+        access: Access,
+        node: Arc<NodeFlows>,
+    ) -> Gateway {
+        let socket = io::bind(SocketAddr::new(ip, 0)).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let targets = Arc::new(Pool::new(instances, &Arc::new(Health::default())));
         let policy = Arc::new(ArcSwap::from_pointee(Policy { generation: 0, access, log: None }));
         let registry = Metrics::new();
         let port = UdpPort {
             namespace: "default".into(),
             addr,
-            targets: Arc::new(Pool::new(&instances, &Arc::new(Health::default()))),
+            targets: targets.clone(),
             stop: CancellationToken::new(),
             bound: Arc::default(),
             bound_changed: Arc::default(),
@@ -128,7 +140,7 @@ impl Gateway {
         };
         let (stop, metrics) = (port.stop.clone(), port.metrics.clone());
         let task = tokio::spawn(run(port, Some(socket)));
-        Gateway { addr, registry, stop, metrics, policy, node, task: Some(task) }
+        Gateway { addr, registry, stop, metrics, policy, node, targets, task: Some(task) }
     }
 
     fn simple(instances: &[SocketAddr], limits: UdpLimits) -> Gateway {
@@ -590,4 +602,38 @@ async fn answers_leave_from_the_address_the_client_sent_to() {
         }
         gateway.stop().await;
     }
+}
+
+/// Flows go to instances as TCP connections do: never to one of weight 0, to one marked
+/// down only when every other one is, and the open flows count on their instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_pick_their_instance_as_tcp_connections_do() {
+    let (a, b, c) = (
+        Backend::start(localhost(), Answer::Echo),
+        Backend::start(localhost(), Answer::Echo),
+        Backend::start(localhost(), Answer::Echo),
+    );
+    let instance =
+        |addr: SocketAddr, weight| Instance { address: addr.to_string(), weight, ..Default::default() };
+    let instances = [instance(a.addr, Some(0)), instance(b.addr, None), instance(c.addr, None)];
+    let node = Arc::new(NodeFlows::new(100));
+    let gateway =
+        Gateway::with_instances(localhost(), &instances, DEFAULT_UDP_LIMITS, Access::default(), node);
+    // `c` is marked down (as a failed TCP connect would): new flows go to `b` alone.
+    gateway.targets.members()[2].failed();
+    let clients: Vec<UdpSocket> = (0..6).map(|_| client(localhost())).collect();
+    for c in &clients {
+        assert_eq!(round_trip(c, gateway.addr, b"x"), b"x");
+    }
+    assert!(a.drain().is_empty(), "an instance of weight 0 took a flow");
+    assert!(c.drain().is_empty(), "an instance marked down took a flow while another was up");
+    assert_eq!(b.drain().len(), 6);
+    let described: Vec<Option<u64>> =
+        gateway.targets.members().iter().map(|m| m.describe().active_connections).collect();
+    assert_eq!(described, [Some(0), Some(6), Some(0)], "open flows count on their instance");
+    let targets = gateway.targets.clone();
+    gateway.stop().await;
+    let described: Vec<Option<u64>> =
+        targets.members().iter().map(|m| m.describe().active_connections).collect();
+    assert_eq!(described, [Some(0), Some(0), Some(0)], "ended flows leave their instance");
 }
