@@ -193,6 +193,18 @@ impl NodeFlows {
     }
 }
 
+/// Binds a UDP port of `range` that is not `taken`, as [`super::ports::allocate`] binds a
+/// TCP one (`prefer` first, else at random; `Ok(None)` when none is free). UDP ports are a
+/// space of their own: a port that TCP uses is free for UDP.
+pub fn allocate(
+    ip: std::net::IpAddr,
+    range: &std::ops::RangeInclusive<u16>,
+    taken: impl Fn(u16) -> bool,
+    prefer: Option<u16>,
+) -> std::io::Result<Option<(u16, std::net::UdpSocket)>> {
+    super::ports::allocate_with(ip, range, taken, prefer, io::bind)
+}
+
 /// Deals the UDP ports to the forwarding threads in turn.
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
 

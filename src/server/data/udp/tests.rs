@@ -637,3 +637,26 @@ async fn flows_pick_their_instance_as_tcp_connections_do() {
         targets.members().iter().map(|m| m.describe().active_connections).collect();
     assert_eq!(described, [Some(0), Some(0), Some(0)], "ended flows leave their instance");
 }
+
+/// A UDP port is allocated like a TCP one, in the UDP space: the port a TCP listener holds
+/// is free for UDP, one a UDP socket holds is not, and the taken ones are skipped.
+#[test]
+fn udp_ports_are_allocated_in_their_own_space() {
+    let tcp = std::net::TcpListener::bind((localhost(), 0)).unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let (got, socket) =
+        allocate(localhost(), &(port..=port), |_| false, None).unwrap().expect("the port is free for UDP");
+    assert_eq!((got, socket.local_addr().unwrap()), (port, SocketAddr::new(localhost(), port)));
+    assert!(allocate(localhost(), &(port..=port), |_| false, None).unwrap().is_none(), "bound twice");
+    assert!(allocate(localhost(), &(port..=port), |p| p == port, None).unwrap().is_none(), "a taken port");
+    drop(socket);
+    let range = port.saturating_sub(50)..=port;
+    let (preferred, _socket) = allocate(localhost(), &range, |_| false, Some(port)).unwrap().unwrap();
+    assert_eq!(preferred, port, "the preferred port when it is free");
+    // Another program's UDP socket with SO_REUSEPORT is not joined.
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    other.set_reuse_port(true).unwrap();
+    other.bind(&SocketAddr::new(localhost(), 0).into()).unwrap();
+    let held = other.local_addr().unwrap().as_socket().unwrap().port();
+    assert!(allocate(localhost(), &(held..=held), |_| false, None).unwrap().is_none());
+}
