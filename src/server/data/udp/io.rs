@@ -21,10 +21,10 @@ pub(super) const READ: Interest = Interest::READABLE.add(Interest::ERROR);
 pub(super) const BATCH: usize = quinn_udp::BATCH_SIZE;
 /// One receive buffer: the largest UDP payload, and the largest GRO bundle, fit in it.
 const BUFFER: usize = 1 << 16;
-/// The receive buffer asked of the kernel for a public socket (it may give less:
-/// `net.core.rmem_max`), so that a burst of datagrams waits for the thread instead of
-/// being dropped.
-const PUBLIC_RCVBUF: usize = 4 << 20;
+/// The receive and send buffers asked of the kernel for a public socket (it may give less:
+/// `net.core.rmem_max`, `wmem_max`), so that a burst of datagrams waits for the thread, or
+/// for the network, instead of being dropped: every flow's answers leave by this socket.
+const PUBLIC_BUFFERS: usize = 4 << 20;
 
 /// A UDP socket polled by this thread's runtime, with its `quinn-udp` state.
 pub(super) struct Sock {
@@ -121,7 +121,8 @@ pub(super) fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
         socket.set_only_v6(false).ok();
     }
     // The kernel's default (net.core.rmem_default) holds a few hundred datagrams.
-    socket.set_recv_buffer_size(PUBLIC_RCVBUF).ok();
+    socket.set_recv_buffer_size(PUBLIC_BUFFERS).ok();
+    socket.set_send_buffer_size(PUBLIC_BUFFERS).ok();
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
