@@ -660,3 +660,31 @@ fn udp_ports_are_allocated_in_their_own_space() {
     let held = other.local_addr().unwrap().as_socket().unwrap().port();
     assert!(allocate(localhost(), &(held..=held), |_| false, None).unwrap().is_none());
 }
+
+/// The redirection's new-flow rate (its `maxConnectionsPerSecond`, a burst of one second)
+/// drops the datagrams that would start flows past it; the open flows go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_flow_rate_drops_datagrams_past_it() {
+    let backend = Backend::start(localhost(), Answer::Echo);
+    let limits = UdpLimits { max_rate: Some(2), ..DEFAULT_UDP_LIMITS };
+    let gateway = Gateway::simple(&[backend.addr], limits);
+    let first = client(localhost());
+    assert_eq!(round_trip(&first, gateway.addr, b"1"), b"1");
+    let began = Instant::now();
+    let others: Vec<UdpSocket> = (0..5).map(|_| client(localhost())).collect();
+    for c in &others {
+        c.send_to(b"new", gateway.addr).unwrap();
+    }
+    assert_eq!(round_trip(&first, gateway.addr, b"sync"), b"sync", "an open flow is not rate limited");
+    let dropped = gateway.counts().dropped(Dropped::rate_limited);
+    let started = gateway.metrics.traffic.totals().accepted;
+    assert_eq!(started + dropped, 6, "each datagram started a flow or was dropped");
+    // Two tokens to start with, one of them taken by `first`, and 2 more a second since.
+    let refilled = (began.elapsed().as_secs_f64() * 2.0).ceil() as u64;
+    assert!(
+        started <= 2 + refilled && dropped >= 4u64.saturating_sub(refilled),
+        "{started} started, {dropped} dropped"
+    );
+    assert_eq!(gateway.metrics.rate_limited.get(), dropped);
+    gateway.stop().await;
+}
