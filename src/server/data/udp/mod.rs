@@ -142,7 +142,8 @@ pub const DEFAULT_UDP_LIMITS: UdpLimits =
 pub enum ProxyMode {
     /// The flow's first datagram only.
     First,
-    /// Every datagram (each one stands alone, at 28 or 52 bytes more).
+    /// Every datagram (each one stands alone, at 28 or 52 bytes more: one within that of
+    /// the 65,507-byte limit of IPv4 is dropped, counted `send_failed`).
     Every,
 }
 

@@ -493,6 +493,13 @@ async fn proxy_v2_dgram_headers_name_the_client_on_the_first_or_every_datagram()
                 assert_eq!(got, data, "{mode:?}: no header after the first");
             }
         }
+        if mode == ProxyMode::Every && family == 0x12 {
+            // 65,507 bytes are the most a datagram holds: with the header it cannot go.
+            socket.send_to(&[7; 65_507], gateway.addr).unwrap();
+            gateway
+                .until("the oversized datagram counted", |g| g.counts().dropped(Dropped::send_failed) == 1)
+                .await;
+        }
         gateway.stop().await;
     }
 }
