@@ -90,7 +90,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn unmapped(addr: SocketAddr) -> SocketAddr {
+pub(super) fn unmapped(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(canonical(addr.ip()), addr.port())
 }
 

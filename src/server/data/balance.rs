@@ -113,6 +113,28 @@ impl Member {
         Ok(cached.addrs.clone())
     }
 
+    /// The addresses to send to without waiting, for the UDP data plane, which makes a
+    /// flow inside a receive batch: the IP address, or the host name's cached addresses
+    /// (looked up again in the background when due); `None` while the first lookup of a
+    /// name runs, which this starts.
+    pub fn addresses_now(self: &Arc<Self>) -> Option<Arc<[SocketAddr]>> {
+        if let Some(ip) = self.ip {
+            return Some(Arc::new([ip]));
+        }
+        let cached = self.resolved.load_full();
+        let due = cached.as_ref().is_none_or(|c| c.at.elapsed() >= DNS_CACHE);
+        if due && !self.refreshing.swap(true, Ordering::Relaxed) {
+            let member = self.clone();
+            tokio::spawn(async move {
+                if let Err(err) = member.look_up().await {
+                    warn!(instance = %member.address, error = %err, "cannot look the instance up");
+                }
+                member.refreshing.store(false, Ordering::Relaxed);
+            });
+        }
+        cached.map(|c| c.addrs.clone())
+    }
+
     async fn look_up(&self) -> std::io::Result<Arc<[SocketAddr]>> {
         let addrs: Arc<[SocketAddr]> = tokio::net::lookup_host(&self.address).await?.collect();
         if addrs.is_empty() {

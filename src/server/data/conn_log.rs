@@ -138,6 +138,10 @@ struct Fields<'a> {
     instance: &'a str,
     bytes_in: u64,
     bytes_out: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    datagrams_in: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    datagrams_out: Option<u64>,
     duration_ms: u64,
     end: &'static str,
 }
@@ -160,49 +164,137 @@ impl ConnLog {
         started: Instant,
         end: End,
     ) {
+        self.line("connection", client, instance, bytes, None, started, end);
+    }
+
+    /// Logs the line of a UDP flow that ended: the connection's fields with the message
+    /// `flow` and the datagrams each way (`datagrams_in`, `datagrams_out`) after the bytes.
+    pub fn log_flow(
+        &self,
+        client: SocketAddr,
+        instance: Option<&str>,
+        bytes: (u64, u64),
+        datagrams: (u64, u64),
+        started: Instant,
+        end: End,
+    ) {
+        self.line("flow", client, instance, bytes, Some(datagrams), started, end);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn line(
+        &self,
+        message: &'static str,
+        client: SocketAddr,
+        instance: Option<&str>,
+        bytes: (u64, u64),
+        datagrams: Option<(u64, u64)>,
+        started: Instant,
+        end: End,
+    ) {
         if !tracing::enabled!(target: "tcp_redirs::connection", tracing::Level::INFO) {
             return;
         }
+        LINE.with(|line| {
+            let mut line = line.borrow_mut();
+            line.clear();
+            self.format(&mut line, message, client, instance, bytes, datagrams, started, end);
+            crate::server::log_writer::write(&line);
+        });
+    }
+
+    /// Writes a line into `line`, its end of line included.
+    #[allow(clippy::too_many_arguments)]
+    fn format(
+        &self,
+        line: &mut Vec<u8>,
+        message: &'static str,
+        client: SocketAddr,
+        instance: Option<&str>,
+        bytes: (u64, u64),
+        datagrams: Option<(u64, u64)>,
+        started: Instant,
+        end: End,
+    ) {
         let now = SystemTime::now();
         let instance = instance.unwrap_or("-");
         let duration_ms = started.elapsed().as_millis() as u64;
         let end = end.as_str();
-        LINE.with(|line| {
-            let mut line = line.borrow_mut();
-            line.clear();
-            if JSON.load(Ordering::Relaxed) {
-                let fields = Fields {
-                    message: "connection",
-                    client,
-                    namespace: &self.namespace,
-                    port: self.port,
-                    app: &self.app,
-                    instance,
-                    bytes_in: bytes.0,
-                    bytes_out: bytes.1,
-                    duration_ms,
-                    end,
-                };
-                let json =
-                    JsonLine { timestamp: now, level: "INFO", fields, target: "tcp_redirs::connection" };
-                // Serializing plain fields into memory cannot fail.
-                let _ = serde_json::to_writer(&mut *line, &json);
-            } else {
-                // Writing into memory cannot fail.
-                let _ = write!(
-                    line,
-                    "{}  INFO tcp_redirs::connection: connection client={client} namespace={} port={} app={} \
-                     instance={instance} bytes_in={} bytes_out={} duration_ms={duration_ms} end={end}",
-                    humantime::format_rfc3339_micros(now),
-                    self.namespace,
-                    self.port,
-                    self.app,
-                    bytes.0,
-                    bytes.1,
-                );
+        if JSON.load(Ordering::Relaxed) {
+            let fields = Fields {
+                message,
+                client,
+                namespace: &self.namespace,
+                port: self.port,
+                app: &self.app,
+                instance,
+                bytes_in: bytes.0,
+                bytes_out: bytes.1,
+                datagrams_in: datagrams.map(|d| d.0),
+                datagrams_out: datagrams.map(|d| d.1),
+                duration_ms,
+                end,
+            };
+            let json = JsonLine { timestamp: now, level: "INFO", fields, target: "tcp_redirs::connection" };
+            // Serializing plain fields into memory cannot fail.
+            let _ = serde_json::to_writer(&mut *line, &json);
+        } else {
+            // Writing into memory cannot fail.
+            let _ = write!(
+                line,
+                "{}  INFO tcp_redirs::connection: {message} client={client} namespace={} port={} app={} \
+                 instance={instance} bytes_in={} bytes_out={}",
+                humantime::format_rfc3339_micros(now),
+                self.namespace,
+                self.port,
+                self.app,
+                bytes.0,
+                bytes.1,
+            );
+            if let Some((d_in, d_out)) = datagrams {
+                let _ = write!(line, " datagrams_in={d_in} datagrams_out={d_out}");
             }
-            line.push(b'\n');
-            crate::server::log_writer::write(&line);
-        });
+            let _ = write!(line, " duration_ms={duration_ms} end={end}");
+        }
+        line.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A UDP flow's line is a connection's with the message `flow` and the datagrams each
+    /// way; a TCP connection's line has no datagram field.
+    #[test]
+    fn a_flow_line_counts_datagrams_each_way() {
+        let log = ConnLog { namespace: "default".into(), port: 4000, app: "app_1".into() };
+        let client: SocketAddr = "192.0.2.7:5353".parse().unwrap();
+        let started = Instant::now();
+        let mut line = Vec::new();
+        log.format(
+            &mut line,
+            "flow",
+            client,
+            Some("10.0.0.2:53"),
+            (120, 900),
+            Some((3, 4)),
+            started,
+            End::IdleTimeout,
+        );
+        let text = String::from_utf8(line).unwrap();
+        assert!(
+            text.contains(
+                "INFO tcp_redirs::connection: flow client=192.0.2.7:5353 namespace=default port=4000 app=app_1 \
+                 instance=10.0.0.2:53 bytes_in=120 bytes_out=900 datagrams_in=3 datagrams_out=4 duration_ms="
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with(" end=idle_timeout\n"), "{text}");
+        let mut line = Vec::new();
+        log.format(&mut line, "connection", client, None, (1, 2), None, started, End::NoInstance);
+        let text = String::from_utf8(line).unwrap();
+        assert!(text.contains(": connection client=") && !text.contains("datagrams"), "{text}");
+        assert!(text.contains("instance=- bytes_in=1 bytes_out=2 duration_ms="), "{text}");
     }
 }

@@ -35,8 +35,19 @@ pub fn allocate(
     taken: impl Fn(u16) -> bool,
     prefer: Option<u16>,
 ) -> io::Result<Option<(u16, Listeners)>> {
+    allocate_with(ip, range, taken, prefer, bind)
+}
+
+/// [`allocate`] with another way to bind a port: the UDP data plane's (`super::udp`).
+pub fn allocate_with<S>(
+    ip: IpAddr,
+    range: &RangeInclusive<u16>,
+    taken: impl Fn(u16) -> bool,
+    prefer: Option<u16>,
+    bind: impl Fn(SocketAddr) -> io::Result<S>,
+) -> io::Result<Option<(u16, S)>> {
     if let Some(p) = prefer.filter(|p| range.contains(p)) {
-        if let Some(found) = try_port(ip, p, &taken)? {
+        if let Some(found) = try_port(ip, p, &taken, &bind)? {
             return Ok(Some(found));
         }
     }
@@ -45,7 +56,7 @@ pub fn allocate(
     let mut rng = rand::rng();
     for _ in 0..RANDOM_TRIES.min(span as usize) {
         let port = (low + rng.random_range(0..span)) as u16;
-        if let Some(found) = try_port(ip, port, &taken)? {
+        if let Some(found) = try_port(ip, port, &taken, &bind)? {
             return Ok(Some(found));
         }
     }
@@ -53,7 +64,7 @@ pub fn allocate(
     // "no free port" is only said when it is true.
     let start = rng.random_range(0..span);
     for port in (0..span).map(|i| (low + (start + i) % span) as u16) {
-        if let Some(found) = try_port(ip, port, &taken)? {
+        if let Some(found) = try_port(ip, port, &taken, &bind)? {
             return Ok(Some(found));
         }
     }
@@ -88,7 +99,12 @@ pub fn pick(range: &RangeInclusive<u16>, taken: impl Fn(u16) -> bool, prefer: Op
     (0..span).map(|i| (low + (start + i) % span) as u16).find(|&p| !taken(p))
 }
 
-fn try_port(ip: IpAddr, port: u16, taken: &impl Fn(u16) -> bool) -> io::Result<Option<(u16, Listeners)>> {
+fn try_port<S>(
+    ip: IpAddr,
+    port: u16,
+    taken: &impl Fn(u16) -> bool,
+    bind: &impl Fn(SocketAddr) -> io::Result<S>,
+) -> io::Result<Option<(u16, S)>> {
     if taken(port) {
         return Ok(None);
     }

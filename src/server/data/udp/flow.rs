@@ -1,0 +1,503 @@
+//! A UDP port's flow table: datagrams from clients to their flow's socket, answers back,
+//! and the expiry of idle flows.
+//!
+//! The port's task owns the table and reads the public socket; each flow has one more
+//! task on the same thread, which reads the flow's socket and sends what the instance
+//! answers to the client from the public socket. The two share the flow's last-activity
+//! time and reply counters as atomics written by one thread. Expiry is a sweep, armed
+//! only while flows are open, at the earliest time a flow can have gone idle (and no more
+//! often than every sixteenth of the idle timeout): an idle port has no timer.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::AbortHandle;
+use tracing::{debug, info, warn};
+
+use super::io::{self, Batch, Sock, BATCH};
+use super::{proxy, ProxyMode, UdpLimits, UdpPort};
+use crate::server::data::admission::{Admission, Refusal};
+use crate::server::data::balance;
+use crate::server::data::conn_log::End;
+use crate::server::data::forward::{Limits, Policy, DEFAULT_LIMITS};
+use crate::server::data::metrics::{Dropped, RedirMetrics, Slot, UdpCounts};
+
+/// Batches read from the public socket per wake-up before the thread's other tasks (the
+/// flows' replies) get a turn.
+const BATCHES_PER_WAKE: usize = 8;
+/// How often at most a port warns that it sheds flows.
+const SHED_WARN_EVERY: Duration = Duration::from_secs(10);
+/// The shortest wait between two expiry sweeps.
+const MIN_SWEEP: Duration = Duration::from_millis(20);
+
+/// What a flow's two tasks share.
+struct Shared {
+    /// When something last moved either way, in milliseconds since the port's start.
+    last: AtomicU64,
+    /// Datagrams and bytes from the instance to the client.
+    datagrams_out: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+/// One client's flow.
+struct Flow {
+    socket: Arc<Sock>,
+    instance: SocketAddr,
+    shared: Arc<Shared>,
+    replies: AbortHandle,
+    /// Counts the flow on its instance, for the balancer.
+    member: balance::Open,
+    started: Instant,
+    /// The PROXY header, until it is sent for good (`First`) or for every datagram.
+    header: Option<Box<[u8]>>,
+    datagrams_in: u64,
+    bytes_in: u64,
+}
+
+/// A port being served: its sockets, its flows, its counters.
+struct Table<'a> {
+    port: &'a UdpPort,
+    public: Arc<Sock>,
+    local_port: u16,
+    local_ip: IpAddr,
+    flows: HashMap<SocketAddr, Flow>,
+    admission: Admission,
+    metrics: &'a RedirMetrics,
+    counts: &'a UdpCounts,
+    slot: &'a Slot,
+    epoch: Instant,
+    /// The policy generation the open flows were checked against.
+    generation: u64,
+    last_shed_warn: Option<Instant>,
+}
+
+/// Serves a UDP port on this forwarding thread until the port is stopped; every flow's
+/// socket is closed when this returns.
+pub(super) async fn serve(port: Arc<UdpPort>, socket: std::net::UdpSocket) {
+    let local = match socket.local_addr() {
+        Ok(local) => local,
+        Err(err) => return warn!(addr = %port.addr, error = %err, "cannot read the UDP port's address"),
+    };
+    let public = match Sock::new(socket) {
+        Ok(s) => Arc::new(s),
+        Err(err) => return warn!(addr = %port.addr, error = %err, "cannot poll the UDP port's socket"),
+    };
+    let metrics = port.metrics.clone();
+    let mut table = Table {
+        port: &port,
+        public,
+        local_port: local.port(),
+        local_ip: local.ip(),
+        flows: HashMap::new(),
+        admission: Admission::default(),
+        metrics: &metrics,
+        counts: metrics.udp.get_or_init(Box::default),
+        slot: metrics.traffic.mine(),
+        epoch: Instant::now(),
+        generation: port.policy.load().generation,
+        last_shed_warn: None,
+    };
+    let public = table.public.clone();
+    let sweep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sweep);
+    let mut armed = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = port.stop.cancelled() => break,
+            () = &mut sweep, if armed => {
+                armed = false;
+                if let Some(next) = table.expire() {
+                    sweep.as_mut().reset(next.into());
+                    armed = true;
+                }
+            }
+            ready = public.fd.readable() => {
+                let mut ready = match ready {
+                    Ok(ready) => ready,
+                    Err(err) => {
+                        warn!(addr = %port.addr, error = %err, "cannot poll the UDP port's socket");
+                        break;
+                    }
+                };
+                for _ in 0..BATCHES_PER_WAKE {
+                    match Batch::with(|batch| table.receive(batch)) {
+                        Ok(n) if n == BATCH => continue,
+                        // Fewer than a batch: the queue was empty when read. A datagram
+                        // that came since raised a new edge, so the readiness can go.
+                        Ok(_) => ready.clear_ready(),
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => ready.clear_ready(),
+                        Err(err) => debug!(addr = %port.addr, error = %err, "UDP read failed"),
+                    }
+                    break;
+                }
+                drop(ready);
+                if !armed && !table.flows.is_empty() {
+                    sweep.as_mut().reset(table.next_sweep().into());
+                    armed = true;
+                }
+            }
+        }
+    }
+    table.close_all(End::Removed);
+}
+
+impl Table<'_> {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Reads one batch from the public socket and forwards each datagram to its flow.
+    fn receive(&mut self, batch: &mut Batch) -> std::io::Result<usize> {
+        let n = batch.recv(&self.public)?;
+        self.recheck_policy();
+        let now = self.now_ms();
+        let mode = self.port.limits.load().proxy;
+        let (mut datagrams, mut bytes) = (0, 0);
+        for i in 0..n {
+            let (client, data, stride, dst) = batch.get(i);
+            if !self.flows.contains_key(&client) {
+                if let Err(reason) = self.open(client, dst) {
+                    self.counts.lost(reason, count(data.len(), stride));
+                    continue;
+                }
+            }
+            let Some(flow) = self.flows.get_mut(&client) else { continue };
+            flow.shared.last.store(now, Ordering::Relaxed);
+            let sent = send_up(flow, data, stride, mode, self.counts);
+            flow.datagrams_in += sent.0;
+            flow.bytes_in += sent.1;
+            datagrams += sent.0;
+            bytes += sent.1;
+        }
+        self.counts.datagrams_in.add(datagrams);
+        self.slot.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Starts the flow of a client's first datagram, or says why it is dropped.
+    fn open(&mut self, client: SocketAddr, dst: Option<IpAddr>) -> Result<(), Dropped> {
+        let policy = self.port.policy.load();
+        if !policy.access.admits(client.ip()) {
+            self.metrics.denied.inc();
+            return Err(Dropped::denied);
+        }
+        if !self.port.node.enter() {
+            self.shed_warning(Dropped::node_flow_cap);
+            return Err(Dropped::node_flow_cap);
+        }
+        let limits = **self.port.limits.load();
+        let admission =
+            Limits { max_connections: Some(limits.max_flows), max_rate: limits.max_rate, ..DEFAULT_LIMITS };
+        if let Some(refusal) = self.admission.refuse(client, &admission, &policy.access, self.metrics) {
+            self.port.node.leave();
+            let reason = match refusal {
+                Refusal::Denied => Dropped::denied,
+                Refusal::MaxConnections => Dropped::flow_cap,
+                Refusal::RateLimited => Dropped::rate_limited,
+            };
+            if reason == Dropped::flow_cap {
+                self.shed_warning(reason);
+            }
+            return Err(reason);
+        }
+        // Counted open and accepted in this thread's slot from here: undone on failure.
+        match self.connect(client, dst, &limits) {
+            Ok(flow) => {
+                self.flows.insert(client, flow);
+                Ok(())
+            }
+            Err(reason) => {
+                self.slot.close();
+                self.port.node.leave();
+                self.metrics.no_instance.inc();
+                Err(reason)
+            }
+        }
+    }
+
+    /// Opens the flow's socket to the instance the balancer picks, and its reply task.
+    fn connect(&self, client: SocketAddr, dst: Option<IpAddr>, limits: &UdpLimits) -> Result<Flow, Dropped> {
+        let member = self.port.targets.candidates().next().ok_or(Dropped::no_instance)?;
+        let Some(instance) = member.addresses_now().and_then(|a| a.first().copied()) else {
+            debug!(instance = %member.address, "the instance's name is being looked up; dropping the datagram");
+            return Err(Dropped::no_instance);
+        };
+        let local = SocketAddr::new(dst.unwrap_or(self.local_ip), self.local_port);
+        let header = match limits.proxy {
+            None => None,
+            Some(_) => match proxy::header(client, local) {
+                Some(h) => Some(h),
+                None => {
+                    warn!(%client, %local, "no PROXY v2 header can name a client and an address of different families; dropping the datagram");
+                    return Err(Dropped::no_instance);
+                }
+            },
+        };
+        let socket = io::connect(instance).and_then(Sock::new).map_err(|err| {
+            if crate::server::data::ports::out_of_descriptors(&err) {
+                warn!(instance = %instance, error = %err, limit = crate::server::data::ports::descriptor_limit(),
+                    "cannot open a UDP flow's socket: this node has reached its open-file limit; raise it (systemd: LimitNOFILE=) or lower the flow caps");
+            } else {
+                debug!(instance = %instance, error = %err, "cannot open a UDP flow's socket");
+            }
+            Dropped::no_instance
+        })?;
+        let socket = Arc::new(socket);
+        let shared = Arc::new(Shared {
+            last: AtomicU64::new(self.now_ms()),
+            datagrams_out: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        });
+        let reply = Reply {
+            socket: socket.clone(),
+            public: self.public.clone(),
+            client,
+            src: dst,
+            shared: shared.clone(),
+            metrics: self.port.metrics.clone(),
+            epoch: self.epoch,
+        };
+        let replies = tokio::spawn(reply.run()).abort_handle();
+        Ok(Flow {
+            socket,
+            instance,
+            shared,
+            replies,
+            member: member.enter(),
+            started: Instant::now(),
+            header,
+            datagrams_in: 0,
+            bytes_in: 0,
+        })
+    }
+
+    fn shed_warning(&mut self, reason: Dropped) {
+        if self.last_shed_warn.is_some_and(|at| at.elapsed() < SHED_WARN_EVERY) {
+            return;
+        }
+        self.last_shed_warn = Some(Instant::now());
+        let limits = self.port.limits.load();
+        warn!(namespace = %self.port.namespace, addr = %self.port.addr, flows = self.flows.len(),
+            max_flows = limits.max_flows, node_flows = self.port.node.open(), node_max_flows = self.port.node.max,
+            reason = ?reason, "UDP port at its flow cap: datagrams that would start a flow are dropped (counted in udp_datagrams_dropped)");
+    }
+
+    /// Ends the flows whose client the access list now refuses, after a policy change.
+    fn recheck_policy(&mut self) {
+        let policy = self.port.policy.load();
+        if policy.generation == self.generation {
+            return;
+        }
+        self.generation = policy.generation;
+        let refused: Vec<SocketAddr> =
+            self.flows.keys().filter(|c| !policy.access.admits(c.ip())).copied().collect();
+        for client in refused {
+            if let Some(flow) = self.flows.remove(&client) {
+                self.end(client, flow, End::Denied, &policy);
+            }
+        }
+    }
+
+    /// Ends the flows idle for their timeout; answers when the next sweep is due.
+    fn expire(&mut self) -> Option<Instant> {
+        let idle = self.port.limits.load().idle;
+        let idle_ms = idle.as_millis() as u64;
+        let now = self.now_ms();
+        let policy = self.port.policy.load();
+        let expired: Vec<(SocketAddr, Flow)> = self
+            .flows
+            .extract_if(|_, flow| now.saturating_sub(flow.shared.last.load(Ordering::Relaxed)) >= idle_ms)
+            .collect();
+        for (client, flow) in expired {
+            self.end(client, flow, End::IdleTimeout, &policy);
+        }
+        (!self.flows.is_empty()).then(|| self.next_sweep())
+    }
+
+    /// When the first open flow can have gone idle, but not sooner than a sixteenth of
+    /// the idle timeout from now.
+    fn next_sweep(&self) -> Instant {
+        let idle = self.port.limits.load().idle;
+        let oldest = self.flows.values().map(|f| f.shared.last.load(Ordering::Relaxed)).min().unwrap_or(0);
+        let due = self.epoch + Duration::from_millis(oldest) + idle;
+        due.max(Instant::now() + (idle / 16).max(MIN_SWEEP))
+    }
+
+    fn end(&self, client: SocketAddr, flow: Flow, end: End, policy: &Policy) {
+        flow.replies.abort();
+        self.slot.close();
+        self.port.node.leave();
+        let out = (
+            flow.shared.bytes_out.load(Ordering::Relaxed),
+            flow.shared.datagrams_out.load(Ordering::Relaxed),
+        );
+        debug!(%client, instance = %flow.instance, datagrams_in = flow.datagrams_in, datagrams_out = out.1, ?end, "UDP flow ended");
+        if let Some(log) = &policy.log {
+            log.log_flow(
+                client,
+                Some(flow.member.address()),
+                (flow.bytes_in, out.0),
+                (flow.datagrams_in, out.1),
+                flow.started,
+                end,
+            );
+        }
+    }
+
+    fn close_all(&mut self, end: End) {
+        let policy = self.port.policy.load();
+        for (client, flow) in std::mem::take(&mut self.flows) {
+            self.end(client, flow, end, &policy);
+        }
+    }
+}
+
+/// How many datagrams a buffer of `len` bytes at `stride` holds (an empty datagram is one).
+fn count(len: usize, stride: usize) -> u64 {
+    len.div_ceil(stride).max(1) as u64
+}
+
+/// The datagrams of a buffer: `stride`-byte segments, the last one shorter, or the one
+/// empty datagram.
+fn segments(data: &[u8], stride: usize) -> impl Iterator<Item = &[u8]> {
+    let len = data.len();
+    (0..count(len, stride) as usize).map(move |i| &data[(i * stride).min(len)..((i + 1) * stride).min(len)])
+}
+
+/// Sends a client's datagram(s) on the flow's socket: datagrams and bytes sent.
+fn send_up(
+    flow: &mut Flow,
+    data: &[u8],
+    stride: usize,
+    mode: Option<ProxyMode>,
+    counts: &UdpCounts,
+) -> (u64, u64) {
+    let n = count(data.len(), stride);
+    let (mut datagrams, mut bytes) = (0, 0);
+    let failed = |err: std::io::Error, n: u64| {
+        counts.lost(
+            if err.raw_os_error() == Some(libc::ECONNREFUSED) {
+                Dropped::unreachable
+            } else {
+                Dropped::send_failed
+            },
+            n,
+        );
+    };
+    if flow.header.is_none() && n > 1 && flow.socket.gso(n as usize) {
+        match flow.socket.send(flow.instance, None, data, stride) {
+            Ok(()) => return (n, data.len() as u64),
+            // GSO refused (the sender turned it off for next time): one at a time below.
+            Err(err) if matches!(err.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {}
+            Err(err) => {
+                failed(err, n);
+                return (0, 0);
+            }
+        }
+    }
+    let socket = flow.socket.fd.get_ref();
+    for segment in segments(data, stride) {
+        let sent = match &flow.header {
+            Some(header) => socket2::SockRef::from(socket)
+                .send_vectored(&[std::io::IoSlice::new(header), std::io::IoSlice::new(segment)]),
+            None => socket.send(segment),
+        };
+        match sent {
+            Ok(_) => {
+                datagrams += 1;
+                bytes += segment.len() as u64;
+                if mode == Some(ProxyMode::First) {
+                    flow.header = None;
+                }
+            }
+            Err(err) => failed(err, 1),
+        }
+    }
+    (datagrams, bytes)
+}
+
+/// A flow's reply task: what the instance sends on the flow's socket goes to the client.
+struct Reply {
+    socket: Arc<Sock>,
+    public: Arc<Sock>,
+    client: SocketAddr,
+    /// The address the client sent to: the answers' source.
+    src: Option<IpAddr>,
+    shared: Arc<Shared>,
+    metrics: Arc<RedirMetrics>,
+    epoch: Instant,
+}
+
+impl Reply {
+    async fn run(self) {
+        let counts = self.metrics.udp.get_or_init(Box::default);
+        let slot = self.metrics.traffic.mine();
+        loop {
+            let mut ready = match self.socket.fd.ready(io::READ).await {
+                Ok(ready) => ready,
+                Err(err) => {
+                    return info!(client = %self.client, error = %err, "cannot poll a UDP flow's socket")
+                }
+            };
+            for _ in 0..BATCHES_PER_WAKE {
+                match Batch::with(|batch| self.relay(batch, counts, slot)) {
+                    Ok(n) if n == BATCH => continue,
+                    Ok(_) => ready.clear_ready(),
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => ready.clear_ready(),
+                    // An ICMP error the instance's host sent back, reported once: counted,
+                    // and the flow goes on (the next datagram may find the instance up).
+                    Err(err) if err.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                        counts.lost(Dropped::unreachable, 1)
+                    }
+                    Err(err) => debug!(client = %self.client, error = %err, "UDP flow read failed"),
+                }
+                break;
+            }
+        }
+    }
+
+    /// Reads one batch of the instance's datagrams and sends them to the client.
+    fn relay(&self, batch: &mut Batch, counts: &UdpCounts, slot: &Slot) -> std::io::Result<usize> {
+        let n = batch.recv(&self.socket)?;
+        let (mut datagrams, mut bytes) = (0, 0);
+        for i in 0..n {
+            let (_, data, stride, _) = batch.get(i);
+            let k = count(data.len(), stride);
+            let mut whole = false;
+            if k > 1 && self.public.gso(k as usize) {
+                match self.public.send(self.client, self.src, data, stride) {
+                    Ok(()) => whole = true,
+                    Err(err) if matches!(err.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {}
+                    Err(_) => {
+                        counts.lost(Dropped::send_failed, k);
+                        continue;
+                    }
+                }
+            }
+            if whole {
+                datagrams += k;
+                bytes += data.len() as u64;
+                continue;
+            }
+            for segment in segments(data, stride) {
+                match self.public.send(self.client, self.src, segment, segment.len().max(1)) {
+                    Ok(()) => {
+                        datagrams += 1;
+                        bytes += segment.len() as u64;
+                    }
+                    Err(_) => counts.lost(Dropped::send_failed, 1),
+                }
+            }
+        }
+        self.shared.last.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.shared.datagrams_out.fetch_add(datagrams, Ordering::Relaxed);
+        self.shared.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        counts.datagrams_out.add(datagrams);
+        slot.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        Ok(n)
+    }
+}

@@ -1,0 +1,179 @@
+//! Batched reads and offloaded sends on UDP sockets, through `quinn-udp`.
+//!
+//! A read takes up to [`BATCH`] datagrams, or GRO bundles of same-size datagrams from one
+//! source, in one `recvmmsg`, into the thread's own buffers ([`Batch`]); a bundle is
+//! handed on as its segments, or sent on whole with GSO at the same segment size, so a
+//! datagram is never split or merged with another on the way.
+
+use std::cell::RefCell;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use socket2::{Domain, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// What a socket is polled for: datagrams, and errors to read (see [`Sock::new`]).
+pub(super) const READ: Interest = Interest::READABLE.add(Interest::ERROR);
+/// Datagrams (or GRO bundles) read per system call.
+pub(super) const BATCH: usize = quinn_udp::BATCH_SIZE;
+/// One receive buffer: the largest UDP payload, and the largest GRO bundle, fit in it.
+const BUFFER: usize = 1 << 16;
+/// The receive and send buffers asked of the kernel for a public socket (it may give less:
+/// `net.core.rmem_max`, `wmem_max`), so that a burst of datagrams waits for the thread, or
+/// for the network, instead of being dropped: every flow's answers leave by this socket.
+const PUBLIC_BUFFERS: usize = 4 << 20;
+
+/// A UDP socket polled by this thread's runtime, with its `quinn-udp` state.
+pub(super) struct Sock {
+    pub(super) fd: AsyncFd<std::net::UdpSocket>,
+    pub(super) state: UdpSocketState,
+}
+
+impl Sock {
+    /// Registers `socket` with the current runtime, for reads and errors (an ICMP error on a
+    /// flow's connected socket wakes it with `EPOLLERR` alone).
+    pub(super) fn new(socket: std::net::UdpSocket) -> io::Result<Sock> {
+        let state = prepare(&socket)?;
+        // SAFETY: the AsyncFd owns the socket and keeps it open for as long as it lives.
+        let fd = unsafe { AsyncFd::register_with_interest(socket, READ) };
+        Ok(Sock { fd: fd.map_err(|e| e.into_parts().1)?, state })
+    }
+
+    /// Sends one datagram, or a bundle of `segment`-byte datagrams with GSO, to `to`
+    /// (from `src`, the address the client sent to, when known).
+    pub(super) fn send(
+        &self,
+        to: SocketAddr,
+        src: Option<IpAddr>,
+        data: &[u8],
+        segment: usize,
+    ) -> io::Result<()> {
+        let segment_size = (data.len() > segment).then_some(segment);
+        let transmit = Transmit { destination: to, ecn: None, contents: data, segment_size, src_ip: src };
+        self.state.try_send((&self.fd).into(), &transmit)
+    }
+
+    /// Whether a bundle of `n` datagrams can go in one GSO send.
+    pub(super) fn gso(&self, n: usize) -> bool {
+        n <= self.state.max_gso_segments()
+    }
+}
+
+impl AsRawFd for Sock {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Sets a socket up for batched reads, GRO and destination addresses (`quinn-udp`), with
+/// fragmentation allowed.
+pub(super) fn prepare(socket: &std::net::UdpSocket) -> io::Result<UdpSocketState> {
+    let state = UdpSocketState::new(socket.into())?;
+    allow_fragmentation(socket)?;
+    Ok(state)
+}
+
+/// Undoes `quinn-udp`'s ban on fragmentation (it sets `IP_PMTUDISC_PROBE` and
+/// `IPV6_DONTFRAG` for QUIC): a relayed datagram larger than the path's MTU must be
+/// fragmented by IP, as the kernel does by default (`IP_PMTUDISC_WANT`), not refused.
+fn allow_fragmentation(socket: &std::net::UdpSocket) -> io::Result<()> {
+    let fd = socket.as_raw_fd();
+    let set = |level, name, value: libc::c_int| {
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    let v6 = socket.local_addr()?.is_ipv6();
+    if v6 {
+        set(libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_WANT)?;
+        set(libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0)?;
+    }
+    // On a dual-stack socket the IPv4 option governs its IPv4 datagrams.
+    match set(libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_WANT) {
+        Err(err) if v6 => drop(err),
+        other => other?,
+    }
+    Ok(())
+}
+
+/// Binds a public UDP port: non-blocking, close-on-exec, dual-stack on IPv6.
+///
+/// Without `SO_REUSEADDR` or `SO_REUSEPORT`: on Linux either would let another socket of
+/// the same user bind the same UDP port and take part of its datagrams.
+pub(super) fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking().cloexec(), None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false).ok();
+    }
+    // The kernel's default (net.core.rmem_default) holds a few hundred datagrams.
+    socket.set_recv_buffer_size(PUBLIC_BUFFERS).ok();
+    socket.set_send_buffer_size(PUBLIC_BUFFERS).ok();
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// A flow's own socket: an ephemeral port, connected to the instance, so that only the
+/// instance's datagrams reach it.
+pub(super) fn connect(instance: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(instance), Type::DGRAM.nonblocking().cloexec(), None)?;
+    socket.connect(&instance.into())?;
+    Ok(socket.into())
+}
+
+/// What a read gave: up to [`BATCH`] buffers, each one datagram or a GRO bundle.
+pub(super) struct Batch {
+    data: Box<[u8]>,
+    meta: [RecvMeta; BATCH],
+}
+
+thread_local! {
+    /// The thread's receive buffers: made at its first UDP read, used between a read and
+    /// the sends it leads to, never across a wait.
+    static BATCH_BUFFERS: RefCell<Option<Batch>> = const { RefCell::new(None) };
+}
+
+impl Batch {
+    /// Runs `f` with this thread's buffers.
+    pub(super) fn with<R>(f: impl FnOnce(&mut Batch) -> R) -> R {
+        BATCH_BUFFERS.with_borrow_mut(|batch| {
+            let batch = batch.get_or_insert_with(|| Batch {
+                data: vec![0; BATCH * BUFFER].into_boxed_slice(),
+                meta: [RecvMeta::default(); BATCH],
+            });
+            f(batch)
+        })
+    }
+
+    /// Reads what `socket` holds, up to a batch, without waiting: the number of buffers
+    /// filled, or `WouldBlock`.
+    pub(super) fn recv(&mut self, socket: &Sock) -> io::Result<usize> {
+        let mut chunks = self.data.chunks_exact_mut(BUFFER);
+        let mut slices: [IoSliceMut<'_>; BATCH] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+        socket.state.recv((&socket.fd).into(), &mut slices, &mut self.meta)
+    }
+
+    /// Buffer `i` of the last read: its source, its bytes, and its segment size (its length
+    /// when it holds one datagram), its destination address when the kernel gave it.
+    pub(super) fn get(&self, i: usize) -> (SocketAddr, &[u8], usize, Option<IpAddr>) {
+        let meta = &self.meta[i];
+        let data = &self.data[i * BUFFER..i * BUFFER + meta.len.min(BUFFER)];
+        let stride = if meta.stride == 0 { data.len().max(1) } else { meta.stride };
+        (meta.addr, data, stride, meta.dst_ip)
+    }
+}
