@@ -14,6 +14,7 @@ mod admission;
 pub(super) mod balance;
 pub mod conn_log;
 pub(super) mod copy;
+mod exclusive;
 pub(super) mod forward;
 pub(super) mod metrics;
 pub(super) mod ports;

@@ -46,6 +46,7 @@ impl Workers {
                 super::metrics::set_thread_slot(i);
                 // The runtime runs its tasks only inside `block_on`: until the server stops.
                 runtime.block_on(async {
+                    super::exclusive::find_epoll();
                     tokio::select! {
                         () = stop.cancelled() => {}
                         () = keep_timer_awake() => {}
