@@ -1227,7 +1227,7 @@ backend b_{backend}
         logged = "tcp-redirs-log" in self.paths and "tcp-redirs" in self.paths
         header = ["metric", *cols, *[f"tcp-redirs/{r}" for r in refs],
                   *(["tcp-redirs/better HAProxy"] if better else []),
-                  *(["tcp-redirs/tcp-redirs-base"] if based else []),
+                  *(["tcp-redirs/tcp-redirs-base (paired)"] if based else []),
                   *(["tcp-redirs-log/tcp-redirs"] if logged else [])]
         body = []
         for key, label, fmt, lower in rows:
@@ -1246,8 +1246,12 @@ backend b_{backend}
                 r = (min(hs) if lower else max(hs)) if hs else None
                 cells.append(f"{tr / r:.2f}" if tr is not None and r not in (None, 0) else "—")
             if based:
-                r = vals["tcp-redirs-base"]
-                cells.append(f"{tr / r:.3f}" if tr is not None and r not in (None, 0) else "—")
+                # Round by round (the two ran a few seconds apart), then the median: on a
+                # noisy machine this moves less than the ratio of the two medians.
+                a = self.raw.get(key, {}).get("tcp-redirs", [])
+                b = self.raw.get(key, {}).get("tcp-redirs-base", [])
+                pairs = [x / y for x, y in zip(a, b) if y] if len(a) == len(b) else []
+                cells.append(f"{statistics.median(pairs):.3f}" if pairs else "—")
             if logged:
                 lg = vals["tcp-redirs-log"]
                 cells.append(f"{lg / tr:.3f}" if lg is not None and tr not in (None, 0) else "—")
