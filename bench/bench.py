@@ -11,6 +11,7 @@ process group; the group ids are written to TMPDIR/pgids so that run.sh can kill
 this script dies, and this script kills them itself on exit.
 """
 
+import contextlib
 import datetime
 import errno
 import glob
@@ -40,9 +41,22 @@ ROOT = os.path.dirname(HERE)
 # connections; splice-auto: small exchanges), so both are measured and compared against.
 PATHS = ["direct", "tcp-redirs", "haproxy", "haproxy-splice", "socat"]  # default set and columns
 # `tcp-redirs-log`: the same binary with `serve --access-log` (one log line per connection),
-# to measure what the connection log costs; not in the default set.
-ALL_PATHS = PATHS + ["tcp-redirs-log"]
-FORWARDERS = ["tcp-redirs", "tcp-redirs-log", "haproxy", "haproxy-splice", "socat"]
+# to measure what the connection log costs; `tcp-redirs-base`: a second binary
+# (TCP_REDIRS_BASE_BIN, e.g. one built from main), so that a change is measured against what it
+# changes in the same run. Neither is in the default set.
+ALL_PATHS = PATHS + ["tcp-redirs-log", "tcp-redirs-base"]
+FORWARDERS = ["tcp-redirs", "tcp-redirs-log", "tcp-redirs-base", "haproxy", "haproxy-splice", "socat"]
+# The saturation counters, read with `perf stat -p` over each wrk run (software counters and
+# syscall tracepoints: they count, they do not sample, and do not slow the process down the
+# way strace does): (key, event, tracepoint filter, label).
+COUNTERS = [
+    ("cs", "context-switches", None, "Context switches"),
+    ("mig", "cpu-migrations", None, "CPU migrations"),
+    ("sys", "raw_syscalls:sys_enter", None, "System calls"),
+    ("eagain", "syscalls:sys_exit_accept4", "ret == -11", "Failed accept4 (EAGAIN)"),
+    ("epwait", "syscalls:sys_enter_epoll_wait", None, "epoll_wait calls"),
+    ("epctl", "syscalls:sys_enter_epoll_ctl", None, "epoll_ctl calls"),
+]
 # Backends every run starts (the memory test, the sanity check and the wrk and iperf3 tests use
 # them), and those started only for the tests that need them.
 BASE_BACKENDS = ["iperf", "http", "echo"]
@@ -469,6 +483,76 @@ def run_wrk(port, duration, conns, close):
     return res
 
 
+def perf_usable():
+    """Whether `perf stat` can count this machine's software counters and syscall tracepoints
+    (the tracepoints need tracefs and perf_event_paranoid <= 1, or root)."""
+    if not shutil.which("perf"):
+        return False
+    argv = ["perf", "stat", "-x,"]
+    for _, event, filt, _ in COUNTERS:
+        argv += ["-e", event] + (["--filter", filt] if filt else [])
+    try:
+        r = subprocess.run(argv + ["--", "true"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0 and "not supported" not in r.stderr and "<not counted>" not in r.stderr
+
+
+class Counting:
+    """`perf stat` attached to a forwarder's threads for the length of a `with` block; `.counts`
+    then maps each COUNTERS key to its total. `perf stat -p PID` counts every thread of the
+    process that exists when it starts (the forwarders here start theirs at launch); a thread
+    id given as well would be counted twice."""
+
+    def __init__(self, pid, tmp):
+        self.pid = pid
+        self.out = os.path.join(tmp, "perf-stat.csv")
+        self.proc = None
+        self.counts = None
+
+    def __enter__(self):
+        argv = ["perf", "stat", "-x,", "-o", self.out, "-p", str(self.pid)]
+        for _, event, filt, _ in COUNTERS:
+            argv += ["-e", event] + (["--filter", filt] if filt else [])
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        # perf opens its counters within a few milliseconds; a run lasts seconds.
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return False
+        counts = {}
+        try:
+            with open(self.out) as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return False
+        # One line per event, in the order given: value,unit,event,...
+        rows = [ln.split(",") for ln in lines if ln and not ln.startswith("#") and "," in ln]
+        for (key, _, _, _), cells in zip(COUNTERS, rows):
+            try:
+                counts[key] = float(cells[0])
+            except ValueError:
+                pass
+        self.counts = counts
+        return False
+
+
+def tcp_out_segs():
+    """TCP segments sent on the machine (this network namespace) so far: /proc/net/snmp, which
+    `nstat` reads."""
+    with open("/proc/net/snmp") as f:
+        lines = [ln.split() for ln in f if ln.startswith("Tcp:")]
+    return int(lines[1][lines[0].index("OutSegs")])
+
+
 def run_redis_benchmark(port, clients, requests, timeout):
     """redis-benchmark SET then GET, `requests` of each over `clients` persistent connections
     (64-byte values, random keys among 100,000). Bounded by the count, and killed at `timeout`."""
@@ -559,6 +643,8 @@ class Bench:
         self.nginx_workers = env_int("NGINX_WORKERS", 1)
         self.haproxy_splice = os.environ.get("HAPROXY_SPLICE", "auto")
         self.bin = os.environ.get("TCP_REDIRS_BIN") or os.path.join(ROOT, "target/release/tcp-redirs")
+        self.base_bin = os.environ.get("TCP_REDIRS_BASE_BIN", "")
+        self.perf = False
         self.redis_clients = env_int("REDIS_CLIENTS", 50)
         self.redis_requests = env_int("REDIS_REQUESTS", 50000 if quick else 200000)
         self.pg_clients = env_int("PG_CLIENTS", 16)
@@ -614,9 +700,16 @@ class Bench:
             wait_port(self.port[("direct", "redis")], what="redis-server")
         if "pg" in self.backends:
             self.init_postgres()
-        for name in ("tcp-redirs", "tcp-redirs-log"):
+        if "tcp-redirs-base" in self.paths and not os.access(self.base_bin, os.X_OK):
+            raise RuntimeError("PATHS has tcp-redirs-base: set TCP_REDIRS_BASE_BIN to the second "
+                               f"binary (now {self.base_bin!r}, not an executable)")
+        for name in ("tcp-redirs", "tcp-redirs-log", "tcp-redirs-base"):
             if name in self.paths:
                 self.start_tcp_redirs(name, ["--access-log"] if name == "tcp-redirs-log" else [])
+        self.perf = perf_usable()
+        if not self.perf and any(t in self.tests for t in ("rr", "cc")):
+            self.note("perf stat cannot count context switches and syscall tracepoints here "
+                      "(perf missing, or perf_event_paranoid > 1 without root): no saturation counters")
         if "haproxy" in self.paths:
             self.start_haproxy("haproxy", self.haproxy_splice)
         if "haproxy-splice" in self.paths:
@@ -736,16 +829,17 @@ http {{
         self.procs.start("nginx", ["nginx", "-p", d, "-c", path, "-e", os.path.join(d, "error.log")],
                          log_path=os.path.join(d, "stdout.log"))
 
-    def cli(self, *args, env):
-        r = subprocess.run([self.bin, *args], env=env, capture_output=True, text=True, timeout=30)
+    def cli(self, *args, env, binary=None):
+        r = subprocess.run([binary or self.bin, *args], env=env, capture_output=True, text=True, timeout=30)
         if r.returncode != 0:
             raise RuntimeError(f"tcp-redirs {' '.join(args)} failed ({r.returncode}): "
                                f"{r.stderr.strip()}")
         return r.stdout
 
     def start_tcp_redirs(self, name="tcp-redirs", extra=()):
-        if not os.access(self.bin, os.X_OK):
-            raise RuntimeError(f"{self.bin} is not executable: cargo build --release first, "
+        binary = self.base_bin if name == "tcp-redirs-base" else self.bin
+        if not os.access(binary, os.X_OK):
+            raise RuntimeError(f"{binary} is not executable: cargo build --release first, "
                                "or set TCP_REDIRS_BIN")
         cfg = os.path.join(self.tmp, f"{name}-cfg")
         data = os.path.join(self.tmp, f"{name}-data")
@@ -754,7 +848,7 @@ http {{
         for k in ("TCP_REDIRS_URL", "TCP_REDIRS_TOKEN"):
             env.pop(k, None)
         p = self.procs.start(f"{name} serve",
-                             [self.bin, "serve", "--listen", f"{HOST}:0", "--data-dir", data,
+                             [binary, "serve", "--listen", f"{HOST}:0", "--data-dir", data,
                               "--public-bind", HOST, *extra], env=env, log_path=logp)
         self.pgid[name] = p.pid
         url = None
@@ -778,9 +872,9 @@ http {{
                     TCP_REDIRS_CONFIG_DIR=cfg)
         for backend in self.backends:
             port = self.port[("direct", backend)]
-            self.cli("apps", "create", f"bench-{backend}", "--instance", f"{HOST}:{port}", env=cenv)
+            self.cli("apps", "create", f"bench-{backend}", "--instance", f"{HOST}:{port}", env=cenv, binary=binary)
             out = self.cli("add", "--app", f"bench-{backend}", "--namespace", "default", "-F",
-                           "json", env=cenv)
+                           "json", env=cenv, binary=binary)
             doc = json.loads(out)
             self.port[(name, backend)] = int(doc["port"])
 
@@ -1034,13 +1128,26 @@ backend b_{backend}
                     + (f", {cpu / r['transactions'] * 1e6:.1f} CPU-us/tx" if cpu is not None and r["transactions"] else ""))
         close = test == "cc"
         c0 = self.cpu_before(path, "http")
-        r = run_wrk(self.port[(path, "http")], self.duration, self.wrk_conns, close)
+        pgid = self.fwd_pgid(path, "http")
+        # socat forks a process per connection, which perf -p would not see: no counters.
+        counting = (Counting(pgid, self.tmp) if self.perf and pgid and path != "socat"
+                    else contextlib.nullcontext())
+        segs = tcp_out_segs()
+        with counting:
+            r = run_wrk(self.port[(path, "http")], self.duration, self.wrk_conns, close)
+        segs = tcp_out_segs() - segs
         cpu = self.cpu_after(path, "http", c0)
         self.add(f"{test}_rps", path, r["rps"])
         self.add(f"{test}_p50", path, r["p50"])
         self.add(f"{test}_p99", path, r["p99"])
         if cpu is not None and r["requests"]:
             self.add(f"{test}_cpu", path, cpu / r["requests"] * 1e6)
+        if r["requests"]:
+            # Every hop's segments (client, forwarder, backend): the forwarder's share is the
+            # difference from the direct path.
+            self.add(f"{test}_segs", path, segs / r["requests"])
+            for key, value in (getattr(counting, "counts", None) or {}).items():
+                self.add(f"{test}_{key}", path, value / r["requests"])
         if r["errors"]:
             self.note(f"{test}/{path}: wrk reported {r['errors']}")
         return f"{r['rps']:.0f} req/s, p50 {r['p50'] or 0:.3f} ms, p99 {r['p99'] or 0:.3f} ms"
@@ -1089,6 +1196,12 @@ backend b_{backend}
             ("cc_rps", "New connections/s (Connection: close)", "{:,.0f}", False),
             ("cc_p99", "New-connection request p99, ms (lower is better)", "{:.3f}", True),
             ("cc_cpu", "Forwarder CPU-us per new connection (lower is better)", "{:.1f}", True),
+            *[(f"rr_{key}", f"{label} per request (forwarder; lower is better)", "{:.2f}", True)
+              for key, _, _, label in COUNTERS],
+            ("rr_segs", "TCP segments per request, all hops (nstat; lower is better)", "{:.2f}", True),
+            *[(f"cc_{key}", f"{label} per new connection (forwarder; lower is better)", "{:.2f}", True)
+              for key, _, _, label in COUNTERS],
+            ("cc_segs", "TCP segments per new connection, all hops (nstat; lower is better)", "{:.2f}", True),
             ("redis_set_rps", f"Redis SET/s, {self.redis_clients} connections (redis-benchmark)", "{:,.0f}", False),
             ("redis_get_rps", f"Redis GET/s, {self.redis_clients} connections", "{:,.0f}", False),
             ("redis_set_p99", "Redis SET p99, ms (lower is better)", "{:.3f}", True),
@@ -1108,11 +1221,16 @@ backend b_{backend}
         ]
         cols = [p for p in ALL_PATHS if p in PATHS or p in self.paths]
         refs = ["direct", "haproxy"] + (["haproxy-splice"] if "haproxy-splice" in self.paths else [])
+        # The issue's targets are against the better of the two HAProxy columns, row by row.
+        better = "haproxy" in self.paths and "haproxy-splice" in self.paths
+        based = "tcp-redirs-base" in self.paths
         logged = "tcp-redirs-log" in self.paths and "tcp-redirs" in self.paths
         header = ["metric", *cols, *[f"tcp-redirs/{r}" for r in refs],
+                  *(["tcp-redirs/better HAProxy"] if better else []),
+                  *(["tcp-redirs/tcp-redirs-base (paired)"] if based else []),
                   *(["tcp-redirs-log/tcp-redirs"] if logged else [])]
         body = []
-        for key, label, fmt, _lower in rows:
+        for key, label, fmt, lower in rows:
             if key not in self.raw:
                 continue
             vals = {p: self.med(key, p) for p in ALL_PATHS}
@@ -1123,6 +1241,17 @@ backend b_{backend}
             for ref in refs:
                 r = vals[ref]
                 cells.append(f"{tr / r:.2f}" if tr is not None and r not in (None, 0) else "—")
+            if better:
+                hs = [v for v in (vals["haproxy"], vals["haproxy-splice"]) if v is not None]
+                r = (min(hs) if lower else max(hs)) if hs else None
+                cells.append(f"{tr / r:.2f}" if tr is not None and r not in (None, 0) else "—")
+            if based:
+                # Round by round (the two ran a few seconds apart), then the median: on a
+                # noisy machine this moves less than the ratio of the two medians.
+                a = self.raw.get(key, {}).get("tcp-redirs", [])
+                b = self.raw.get(key, {}).get("tcp-redirs-base", [])
+                pairs = [x / y for x, y in zip(a, b) if y] if len(a) == len(b) else []
+                cells.append(f"{statistics.median(pairs):.3f}" if pairs else "—")
             if logged:
                 lg = vals["tcp-redirs-log"]
                 cells.append(f"{lg / tr:.3f}" if lg is not None and tr not in (None, 0) else "—")
@@ -1181,7 +1310,11 @@ backend b_{backend}
                              "per-transaction log)")
         return [
             f"- when: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; tcp-redirs {self.revision} "
-            f"(`{self.bin}`)",
+            f"(`{self.bin}`)" + (f"; tcp-redirs-base: `{self.base_bin}`" if "tcp-redirs-base" in self.paths else ""),
+            *(["- saturation counters (rows per request and per new connection): `perf stat -e "
+               + ",".join(e + (f" --filter '{f}'" if f else "") for _, e, f, _ in COUNTERS)
+               + " -p THREADS` over each wrk run, divided by the requests wrk counted; TCP segments: "
+               "/proc/net/snmp OutSegs (what nstat reads) over the run, every hop's"] if self.perf else []),
             f"- machine: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}",
             f"- peers: HAProxy {v_hap} (`mode tcp`, {splice}), socat {v_socat} (`fork`); "
             f"backends: iperf3 {v_iperf}, nginx {v_nginx} ({self.nginx_workers} worker, "
@@ -1203,7 +1336,8 @@ backend b_{backend}
         cmd = "bench/run.sh"
         envs = [f"{k}={os.environ[k]}" for k in ("QUICK", "RUNS", "DURATION", "MEM_CONNS", "HAPROXY_SPLICE",
                                                   "PARALLEL", "WRK_CONNS", "BODY_BYTES", "PATHS", "TESTS",
-                                                  "REDIS_CLIENTS", "REDIS_REQUESTS", "PG_CLIENTS", "PG_SCALE")
+                                                  "REDIS_CLIENTS", "REDIS_REQUESTS", "PG_CLIENTS", "PG_SCALE",
+                                                  "TCP_REDIRS_THREADS")
                 if os.environ.get(k)]
         if envs:
             cmd = " ".join(envs) + " " + cmd

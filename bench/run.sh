@@ -11,7 +11,10 @@
 # splice support), and through socat (`fork`, one process per connection). For each: bulk
 # throughput of 1 and 8 connections (iperf3) with the forwarder's CPU seconds per GB,
 # requests/s and p50/p99 latency over 16 persistent connections (wrk against nginx), new
-# connections/s (wrk with `Connection: close`), and the forwarder's memory per idle connection
+# connections/s (wrk with `Connection: close`), each with the forwarder's saturation counters
+# per request or connection (perf stat -p: context switches, CPU migrations, system calls,
+# failed accept4, epoll_wait and epoll_ctl calls; and every hop's TCP segments, as nstat counts
+# them), and the forwarder's memory per idle connection
 # with 9,000 connections held open, before and after a little data. Then two real protocols,
 # each a server and its own load generator from Debian: Redis (redis-benchmark, SET then GET over
 # 50 persistent connections: commands/s, its p99, the forwarder's CPU per command) and
@@ -39,6 +42,8 @@
 #                          1,000,000 accounts, about 150 MB, held in shared_buffers of 256 MB);
 #                          its runs last DURATION (-T)
 #   TCP_REDIRS_BIN=target/release/tcp-redirs
+#   TCP_REDIRS_BASE_BIN=...  a second binary, the path `tcp-redirs-base` (e.g. built from main):
+#                          PATHS=tcp-redirs,tcp-redirs-base,haproxy adds a before/after ratio column
 #   TCP_REDIRS_THREADS=N   forwarding threads of the tcp-redirs server (default: one per core)
 #
 # Installs iperf3, wrk, haproxy, socat and nginx from Debian when they are missing, and, for

@@ -15,7 +15,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,7 @@ use super::admission::Admission;
 use super::balance::{self, Pool};
 use super::conn_log::{ConnLog, End};
 use super::copy::{self, Timeouts};
+use super::exclusive;
 use super::metrics::{RedirMetrics, Slot};
 use super::ports::Listeners;
 use super::workers::Workers;
@@ -276,33 +277,59 @@ impl AsRawFd for Source {
 }
 
 /// A listener registered with this thread's poller.
-struct Polled(AsyncFd<Source>);
+struct Polled {
+    fd: AsyncFd<Source>,
+    /// Failed accepts so far (the queue was empty when this thread was woken), up to
+    /// [`exclusive::LOSSES`], when a shared listener moves to an exclusive registration.
+    /// (An atomic only to keep the loop's future `Send`: one thread alone touches it.)
+    losses: AtomicU32,
+}
 
 impl Polled {
     fn new(source: Source) -> io::Result<Polled> {
+        // Only a shared listener has other threads to lose races to.
+        let losses = if matches!(source, Source::Shared(_)) { 0 } else { exclusive::LOSSES };
         // SAFETY: the source owns its listening socket (or shares its ownership through
         // the Arc) and keeps it open for as long as the AsyncFd lives; its descriptor never
         // changes. A shared listener is the same socket in every thread's epoll set: the
         // descriptor is not duplicated, and each thread registers and removes it in its own.
         let fd = unsafe { AsyncFd::register_with_interest(source, Interest::READABLE) };
-        Ok(Polled(fd.map_err(|e| e.into_parts().1)?))
+        Ok(Polled { fd: fd.map_err(|e| e.into_parts().1)?, losses: AtomicU32::new(losses) })
     }
 
     async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         loop {
             // With a shared listener, every thread is woken by a new connection: the first
-            // to accept takes it, the others find the queue empty and wait again.
-            let mut ready = self.0.readable().await?;
+            // to accept takes it, the others find the queue empty and wait again, until the
+            // listener has lost enough races to be registered exclusive.
+            let mut ready = self.fd.readable().await?;
             match ready.try_io(|source| accept_now(source.get_ref())) {
                 Ok(accepted) => return accepted.and_then(|(s, peer)| Ok((TcpStream::from_std(s)?, peer))),
-                Err(_would_block) => continue,
+                Err(_would_block) => self.lost(),
+            }
+        }
+    }
+
+    /// Counts a failed accept; the [`exclusive::LOSSES`]th moves the listener.
+    fn lost(&self) {
+        let losses = self.losses.load(Ordering::Relaxed);
+        if losses >= exclusive::LOSSES {
+            return;
+        }
+        self.losses.store(losses + 1, Ordering::Relaxed);
+        if losses + 1 == exclusive::LOSSES {
+            match exclusive::make_exclusive(self.fd.get_ref()) {
+                Ok(done) => debug!(fd = self.fd.as_raw_fd(), exclusive = done, "a busy shared listener"),
+                Err(err) => {
+                    warn!(error = %err, "cannot register a busy listener exclusive; every thread stays woken per connection")
+                }
             }
         }
     }
 
     /// The connection queued on the listener now, without waiting.
     fn accept_queued(&self) -> Option<(TcpStream, SocketAddr)> {
-        let (client, peer) = accept_now(self.0.get_ref()).ok()?;
+        let (client, peer) = accept_now(self.fd.get_ref()).ok()?;
         Some((TcpStream::from_std(client).ok()?, peer))
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! The hot path takes no lock and allocates nothing per connection beyond its task, and
 //! nothing per byte: each forwarding thread ([`workers`]) runs its own accept loops
-//! ([`forward`]) on sockets from the port allocator ([`ports`]), checks each connection
+//! ([`forward`]) on sockets from the port allocator ([`ports`]), one sleeping thread
+//! woken per new connection once a port is busy ([`exclusive`]), checks each connection
 //! ([`admission`], [`access`]), picks an instance ([`balance`]), moves the bytes with
 //! pooled buffers and splice ([`copy`]), counts in per-thread slots ([`metrics`]) and logs
 //! one line when it ends ([`conn_log`]). It knows nothing of the store or the API: the
@@ -14,6 +15,7 @@ mod admission;
 pub(super) mod balance;
 pub mod conn_log;
 pub(super) mod copy;
+mod exclusive;
 pub(super) mod forward;
 pub(super) mod metrics;
 pub(super) mod ports;
