@@ -58,11 +58,13 @@ impl Backend {
             let mut buf = vec![0; 1 << 16];
             while !stopping.load(Ordering::Relaxed) {
                 let Ok((n, peer)) = socket.recv_from(&mut buf) else { continue };
-                if answer == Answer::Echo {
-                    socket.send_to(&buf[..n], peer).unwrap();
-                }
+                // Recorded before the answer: a client that has its answer finds the
+                // datagram in `seen`.
                 if tx.send((peer, buf[..n].to_vec())).is_err() {
                     return;
+                }
+                if answer == Answer::Echo {
+                    socket.send_to(&buf[..n], peer).unwrap();
                 }
             }
         });
