@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::profile::ProfileFile;
 use crate::wire::{
     ApiError, Application, IssuedToken, Namespace, NewApplication, NewInstance, NewOrganisation, NewTcpRedir,
-    NewTcpRedirBatch, NewToken, Organisation, TcpRedir, TcpRedirBatch, TokenInfo,
+    NewTcpRedirBatch, NewToken, Organisation, Protocol, TcpRedir, TcpRedirBatch, TokenInfo,
 };
 
 /// The kinds of failure a script may want to tell apart, each with its exit code.
@@ -196,14 +196,20 @@ impl Client {
         self.call(Method::DELETE, &app_path(app), None::<&()>).await
     }
 
-    /// An application's redirections.
-    pub async fn redirections(&self, app: &Application) -> Result<Vec<TcpRedir>> {
-        self.call(Method::GET, &format!("{}/tcpRedirs", app_path(app)), None::<&()>).await
+    /// An application's redirections of `protocol`.
+    pub async fn redirections(&self, app: &Application, protocol: Protocol) -> Result<Vec<TcpRedir>> {
+        let path = format!("{}/{}", app_path(app), protocol.collection());
+        self.call(Method::GET, &path, None::<&()>).await
     }
 
-    /// Adds a redirection.
-    pub async fn add_redirection(&self, app: &Application, body: &NewTcpRedir) -> Result<TcpRedir> {
-        self.call(Method::POST, &format!("{}/tcpRedirs", app_path(app)), Some(body)).await
+    /// Adds a redirection of `protocol`.
+    pub async fn add_redirection(
+        &self,
+        app: &Application,
+        protocol: Protocol,
+        body: &NewTcpRedir,
+    ) -> Result<TcpRedir> {
+        self.call(Method::POST, &format!("{}/{}", app_path(app), protocol.collection()), Some(body)).await
     }
 
     /// Adds many redirections of an organisation's applications at once (at most
@@ -213,14 +219,16 @@ impl Client {
         self.call(Method::POST, &format!("/v2/organisations/{}/tcpRedirs", seg(org)), Some(batch)).await
     }
 
-    /// Removes the redirection on `port` in `namespace`.
+    /// Removes the redirection of `protocol` on `port` in `namespace`.
     pub async fn remove_redirection(
         &self,
         app: &Application,
+        protocol: Protocol,
         port: u16,
         namespace: &str,
     ) -> Result<TcpRedir> {
-        let path = format!("{}/tcpRedirs/{port}?namespace={}", app_path(app), seg(namespace));
+        let path =
+            format!("{}/{}/{port}?namespace={}", app_path(app), protocol.collection(), seg(namespace));
         self.call(Method::DELETE, &path, None::<&()>).await
     }
 

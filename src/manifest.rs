@@ -20,7 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::settings::RedirSettings;
-use crate::wire::{Instance, NewInstance, NewTcpRedir, TcpRedir};
+use crate::wire::{Instance, NewInstance, NewTcpRedir, Protocol, TcpRedir};
 
 /// A whole file.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +65,9 @@ pub struct RedirSpec {
     /// A fixed port; a random one when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// `udp` for a UDP redirection; TCP when absent.
+    #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
+    pub protocol: Protocol,
     /// Its settings, spelled as `add`'s flags without the dashes (`idle_timeout = 600`).
     #[serde(flatten, with = "crate::settings::Toml")]
     pub settings: RedirSettings,
@@ -85,7 +88,13 @@ impl InstanceSpec {
 impl RedirSpec {
     /// The body of the `POST …/tcpRedirs` that creates it.
     pub fn to_wire(&self) -> NewTcpRedir {
-        NewTcpRedir { namespace: self.namespace.clone(), port: self.port, settings: self.settings.clone() }
+        NewTcpRedir {
+            namespace: self.namespace.clone(),
+            port: self.port,
+            min_port: None,
+            max_port: None,
+            settings: self.settings.clone(),
+        }
     }
 
     /// The redirection as it runs, with its port fixed. Time limits are the ones in force,
@@ -94,6 +103,7 @@ impl RedirSpec {
         RedirSpec {
             namespace: redir.namespace.clone(),
             port: Some(redir.port),
+            protocol: redir.protocol,
             settings: redir.settings.clone(),
         }
     }
@@ -102,6 +112,7 @@ impl RedirSpec {
     /// declaration states matches (unstated ones are free).
     pub fn matches(&self, running: &TcpRedir) -> bool {
         self.namespace == running.namespace
+            && self.protocol == running.protocol
             && self.port.is_none_or(|p| p == running.port)
             && self.settings.satisfied_by(&running.settings)
     }

@@ -62,9 +62,10 @@ pub struct RedirSettings {
     pub max_connections_per_second: Option<u32>,
     /// Send the PROXY protocol header (`v1` text or `v2` binary) to the instance before the
     /// first byte, so the application learns the client's real address; off when absent.
+    /// UDP takes `v2` (in front of a flow's first datagram) or `v2-every` (every datagram).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(long, value_name = "VERSION", value_parser = ProxyProtocol::parse,
-        help = "Send the PROXY protocol header (v1 or v2) to the instance, so it sees the client's address")]
+        help = "Send the PROXY protocol header (v1 or v2; UDP: v2, or v2-every for every datagram) to the instance, so it sees the client's address")]
     pub proxy_protocol: Option<ProxyProtocol>,
     /// When not empty, only clients in these ranges (CIDR, or a single address) may connect.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -118,15 +119,19 @@ pub enum ProxyProtocol {
     V1,
     /// The binary header.
     V2,
+    /// The binary header in front of every datagram (UDP only; `v2` heads a flow's first).
+    #[serde(rename = "v2-every")]
+    V2Every,
 }
 
 impl ProxyProtocol {
-    /// Reads `v1` or `v2` (or `1`, `2`), as the CLI takes it.
+    /// Reads `v1`, `v2` (or `1`, `2`) or `v2-every`, as the CLI takes it.
     pub fn parse(text: &str) -> Result<ProxyProtocol, String> {
         match text {
             "v1" | "1" => Ok(ProxyProtocol::V1),
             "v2" | "2" => Ok(ProxyProtocol::V2),
-            _ => Err("use v1 (text header) or v2 (binary header)".into()),
+            "v2-every" => Ok(ProxyProtocol::V2Every),
+            _ => Err("use v1 (text header) or v2 (binary header); for UDP, v2 or v2-every".into()),
         }
     }
 
@@ -135,6 +140,7 @@ impl ProxyProtocol {
         match self {
             ProxyProtocol::V1 => "v1",
             ProxyProtocol::V2 => "v2",
+            ProxyProtocol::V2Every => "v2-every",
         }
     }
 }

@@ -1,8 +1,13 @@
 //! The JSON contract between the CLI and the control server.
 //!
-//! The shapes of the Clever Cloud API v2 subset (`namespaces`, `tcpRedirs`) are copied
-//! exactly so that clever-tools and scripts written for it keep working; keys are
-//! lowerCamelCase. Fields may be added to these types, never renamed or removed.
+//! The shapes of the Clever Cloud API v2 subset (`namespaces`, `tcpRedirs`, `udpRedirs`)
+//! are copied exactly so that clever-tools and scripts written for it keep working; keys
+//! are lowerCamelCase. Fields may be added to these types, never renamed or removed.
+//!
+//! A UDP redirection has the TCP one's shapes ([`TcpRedir`], [`NewTcpRedir`]): Clever's API
+//! answers both collections alike, and a field means the same in both (`activeConnections`
+//! counts a UDP redirection's open flows). Its answer says `"protocol":"udp"`; a TCP answer
+//! has no `protocol`, as Clever's has none.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +34,49 @@ pub struct Namespace {
     pub max_port: Option<u16>,
 }
 
-/// A TCP redirection: a public port of a namespace forwarded to an application.
+/// A redirection's transport. TCP and UDP ports are separate spaces: TCP 5123 and UDP
+/// 5123 of one namespace may lead to different applications.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// `tcpRedirs`: connections.
+    #[default]
+    Tcp,
+    /// `udpRedirs`: datagrams, grouped in flows by client address.
+    Udp,
+}
+
+impl Protocol {
+    /// Whether it is TCP (the default, left out of answers and stored records).
+    pub fn is_tcp(&self) -> bool {
+        *self == Protocol::Tcp
+    }
+
+    /// Its name in URLs, keys and messages: `tcp` or `udp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+
+    /// The API's collection of its redirections: `tcpRedirs` or `udpRedirs`.
+    pub fn collection(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcpRedirs",
+            Protocol::Udp => "udpRedirs",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A redirection: a public port of a namespace forwarded to an application, over TCP or UDP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
@@ -38,7 +85,10 @@ pub struct TcpRedir {
     pub namespace: String,
     /// The public port.
     pub port: u16,
-    /// Where clients connect: `tcp://HOST:PORT/`.
+    /// `udp` for a UDP redirection; absent for TCP.
+    #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
+    pub protocol: Protocol,
+    /// Where clients connect: `tcp://HOST:PORT/` or `udp://HOST:PORT/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Whether the gateway is accepting connections on the port right now.
@@ -152,6 +202,15 @@ pub struct NewTcpRedir {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral::option")]
     #[cfg_attr(feature = "server", schema(schema_with = schema::port))]
     pub port: Option<u16>,
+    /// The lowest port to pick from (Clever's `minPort`): a sub-range of the namespace's;
+    /// one outside it, or above `maxPort`, is refused with 422.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::port))]
+    pub min_port: Option<u16>,
+    /// The highest port to pick from (Clever's `maxPort`).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::port))]
+    pub max_port: Option<u16>,
     /// Its settings, over the namespace's.
     #[serde(flatten)]
     pub settings: RedirSettings,

@@ -1,11 +1,11 @@
-//! `tcp-redirs add --namespace NS`: a new public port for the application.
+//! `tcp-redirs add --namespace NS [--udp]`: a new public port for the application.
 
 use anyhow::Result;
 
 use super::{interactive, print_json, print_text, AppArgs, ConnArgs, Format, FormatArgs};
 use crate::client::Client;
 use crate::settings::RedirSettings;
-use crate::wire::NewTcpRedir;
+use crate::wire::{NewTcpRedir, Protocol};
 
 /// Asks which namespace to use, `default` first selected.
 async fn choose_namespace(client: &Client, org: &str) -> Result<String> {
@@ -31,6 +31,15 @@ pub struct Args {
     /// Ask for this precise port of the namespace's range instead of a random one.
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
+    /// Pick the random port from this one up (Clever's `minPort`) [default: the namespace's lowest].
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "port")]
+    min_port: Option<u16>,
+    /// Pick the random port up to this one (Clever's `maxPort`) [default: the namespace's highest].
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "port")]
+    max_port: Option<u16>,
+    /// A UDP redirection instead of a TCP one (UDP ports are a space of their own).
+    #[arg(long)]
+    udp: bool,
     #[command(flatten)]
     settings: RedirSettings,
     #[command(flatten)]
@@ -47,10 +56,17 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
         None if interactive() => choose_namespace(&client, &app.owner_id).await?,
         None => "default".to_owned(),
     };
-    let body = NewTcpRedir { namespace, port: args.port, settings: args.settings };
-    let redir = client.add_redirection(&app, &body).await?;
+    let body = NewTcpRedir {
+        namespace,
+        port: args.port,
+        min_port: args.min_port,
+        max_port: args.max_port,
+        settings: args.settings,
+    };
+    let protocol = if args.udp { Protocol::Udp } else { Protocol::Tcp };
+    let redir = client.add_redirection(&app, protocol, &body).await?;
     match args.format.get() {
         Format::Json => print_json(&redir),
-        Format::Human => print_text(format!("Successfully added tcp redirection on port: {}", redir.port)),
+        Format::Human => print_text(format!("Successfully added {protocol} redirection on port: {}", redir.port)),
     }
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::{print_json, print_text, ConnArgs, Format, FormatArgs, OrgArgs};
 use crate::client::{Client, Failure};
 use crate::manifest::{InstanceSpec, Manifest};
-use crate::wire::{self, NewApplication, NewTcpRedirBatch, NewTcpRedirItem};
+use crate::wire::{self, Application, NewApplication, NewTcpRedir, NewTcpRedirBatch, NewTcpRedirItem, Protocol};
 
 /// The options of `apply`.
 #[derive(Debug, Clone, clap::Args)]
@@ -50,6 +50,9 @@ struct Change {
     namespace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
+    /// `udp` for a UDP redirection's line; absent for TCP and other kinds.
+    #[serde(skip_serializing_if = "Protocol::is_tcp")]
+    protocol: Protocol,
 }
 
 impl std::fmt::Display for Change {
@@ -60,9 +63,11 @@ impl std::fmt::Display for Change {
             _ => '+',
         };
         write!(f, "{sign} {} {}", self.kind, self.application)?;
+        let udp = if self.protocol.is_tcp() { "" } else { "/udp" };
         match (&self.namespace, self.port) {
-            (Some(ns), Some(port)) => write!(f, " {port} on {ns}"),
-            (Some(ns), None) => write!(f, " on {ns}"),
+            (Some(ns), Some(port)) => write!(f, " {port}{udp} on {ns}"),
+            (Some(ns), None) if udp.is_empty() => write!(f, " on {ns}"),
+            (Some(ns), None) => write!(f, " udp on {ns}"),
             _ => Ok(()),
         }
     }
@@ -88,12 +93,15 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     let mut changes = Vec::new();
     // The redirections to add, each with the place of its line in `changes`.
     let mut adds: Vec<(usize, NewTcpRedirItem)> = Vec::new();
+    // UDP redirections have no batch call: added one by one, after the batch.
+    let mut udp_adds: Vec<(usize, Application, NewTcpRedir)> = Vec::new();
     let change = |action, kind, app: &str, namespace: Option<&str>, port| Change {
         action,
         kind,
         application: app.to_owned(),
         namespace: namespace.map(str::to_owned),
         port,
+        protocol: Protocol::Tcp,
     };
 
     for spec in &manifest.applications {
@@ -126,29 +134,34 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
         };
         let running = match &app {
             // A new application has no redirection yet: no call to list them.
-            Some(app) if !created => client.redirections(app).await?,
+            Some(app) if !created => {
+                let mut both = client.redirections(app, Protocol::Tcp).await?;
+                both.extend(client.redirections(app, Protocol::Udp).await?);
+                both
+            }
             _ => Vec::new(),
         };
         // Remove what the file does not declare as it runs, then add what is missing.
         let mut kept = Vec::new();
         for redir in &running {
             if spec.redirections.iter().any(|r| r.matches(redir)) {
-                kept.push(redir.namespace.clone());
+                kept.push((redir.namespace.clone(), redir.protocol));
                 continue;
             }
-            changes.push(change(
-                "remove",
-                "redirection",
-                &spec.name,
-                Some(&redir.namespace),
-                Some(redir.port),
-            ));
+            changes.push(Change {
+                protocol: redir.protocol,
+                ..change("remove", "redirection", &spec.name, Some(&redir.namespace), Some(redir.port))
+            });
             if let (Some(app), false) = (&app, args.dry_run) {
-                client.remove_redirection(app, redir.port, &redir.namespace).await?;
+                client.remove_redirection(app, redir.protocol, redir.port, &redir.namespace).await?;
             }
         }
-        for wanted in spec.redirections.iter().filter(|r| !kept.contains(&r.namespace)) {
+        for wanted in spec.redirections.iter().filter(|r| !kept.contains(&(r.namespace.clone(), r.protocol))) {
             let port = match (&app, args.dry_run) {
+                (Some(app), false) if wanted.protocol == Protocol::Udp => {
+                    udp_adds.push((changes.len(), app.clone(), wanted.to_wire()));
+                    None
+                }
                 (Some(app), false) => {
                     let item = NewTcpRedirItem { application: app.id.clone(), redirection: wanted.to_wire() };
                     adds.push((changes.len(), item));
@@ -156,10 +169,22 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
                 }
                 _ => wanted.port,
             };
-            changes.push(change("add", "redirection", &spec.name, Some(&wanted.namespace), port));
+            changes.push(Change {
+                protocol: wanted.protocol,
+                ..change("add", "redirection", &spec.name, Some(&wanted.namespace), port)
+            });
         }
     }
     add_all(&client, &org.id, adds, &mut changes).await?;
+    for (line, app, new) in udp_adds {
+        let made = client.add_redirection(&app, Protocol::Udp, &new).await.with_context(|| {
+            format!(
+                "cannot add the UDP redirection of `{}` in `{}`; the changes before it were made: fix the file and apply it again",
+                app.name, new.namespace
+            )
+        })?;
+        changes[line].port = Some(made.port);
+    }
 
     match args.format.get() {
         Format::Json => print_json(&Report { changes, dry_run: args.dry_run }),
@@ -244,10 +269,11 @@ fn check(manifest: &Manifest) -> Result<()> {
             bail!("application `{}` is declared twice: merge its entries", app.name);
         }
         for (j, r) in app.redirections.iter().enumerate() {
-            if app.redirections[..j].iter().any(|o| o.namespace == r.namespace) {
+            if app.redirections[..j].iter().any(|o| o.namespace == r.namespace && o.protocol == r.protocol) {
                 bail!(
-                    "application `{}` declares two redirections in namespace `{}`: an application has one per namespace",
+                    "application `{}` declares two {} redirections in namespace `{}`: an application has one per namespace and protocol",
                     app.name,
+                    r.protocol.name().to_uppercase(),
                     r.namespace
                 );
             }

@@ -21,7 +21,7 @@ use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 use super::{link, AppArgs};
 use crate::client::Client;
 use crate::profile::ProfileFile;
-use crate::wire::Application;
+use crate::wire::{Application, Protocol};
 
 /// How long completion may wait to reach the server, and for its whole answer.
 const CONNECT: Duration = Duration::from_secs(1);
@@ -135,13 +135,15 @@ pub(super) fn namespaces() -> ArgValueCandidates {
     })
 }
 
-/// The chosen application's ports (in `--namespace` when it is given), for `remove`.
+/// The chosen application's ports (in `--namespace` when it is given; UDP's after
+/// `--udp`), for `remove`.
 pub(super) fn ports() -> ArgValueCandidates {
     ArgValueCandidates::new(|| {
         from_server(|client, words| async move {
             let app = chosen_app(&client, &words).await.context("no application chosen")?;
             let namespace = option(&words, &["--namespace"]);
-            let redirs = client.redirections(&app).await?;
+            let protocol = if words.iter().any(|w| w == "--udp") { Protocol::Udp } else { Protocol::Tcp };
+            let redirs = client.redirections(&app, protocol).await?;
             Ok(redirs
                 .into_iter()
                 .filter(|r| namespace.as_ref().is_none_or(|ns| *ns == r.namespace))

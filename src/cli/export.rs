@@ -4,6 +4,7 @@ use anyhow::Result;
 
 use super::{print_json, print_text, ConnArgs, Format, FormatArgs, OrgArgs};
 use crate::manifest::{AppSpec, InstanceSpec, Manifest, RedirSpec};
+use crate::wire::Protocol;
 
 /// The options of `export`.
 #[derive(Debug, Clone, clap::Args)]
@@ -20,7 +21,9 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     let org = args.org.resolve(&client).await?;
     let mut manifest = Manifest::default();
     for app in client.applications(&org.id).await? {
-        let redirections = client.redirections(&app).await?.iter().map(RedirSpec::from_wire).collect();
+        let mut running = client.redirections(&app, Protocol::Tcp).await?;
+        running.extend(client.redirections(&app, Protocol::Udp).await?);
+        let redirections = running.iter().map(RedirSpec::from_wire).collect();
         manifest.applications.push(AppSpec {
             instances: app.instances.iter().map(InstanceSpec::from_wire).collect(),
             name: app.name,

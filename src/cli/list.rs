@@ -1,9 +1,9 @@
-//! `tcp-redirs [list]`: the application's redirections.
+//! `tcp-redirs [list]`: the application's redirections, TCP then UDP.
 
 use anyhow::Result;
 
 use super::{print_json, print_text, AppArgs, ConnArgs, Format, FormatArgs};
-use crate::wire::{InstanceState, RedirState, TcpRedir};
+use crate::wire::{InstanceState, Protocol, RedirState, TcpRedir};
 
 /// A byte count for people: `512 B`, `1.5 KiB`, `3.2 GiB`.
 fn bytes(n: u64) -> String {
@@ -33,16 +33,28 @@ pub struct Args {
 pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     let client = conn.client()?;
     let app = args.app.resolve(&client).await?;
-    let mut redirs = client.redirections(&app).await?;
-    redirs.sort_by(|a, b| (&a.namespace, a.port).cmp(&(&b.namespace, b.port)));
+    let mut redirs = client.redirections(&app, Protocol::Tcp).await?;
+    redirs.extend(client.redirections(&app, Protocol::Udp).await?);
+    redirs.sort_by(|a, b| (a.protocol, &a.namespace, a.port).cmp(&(b.protocol, &b.namespace, b.port)));
     match args.format.get() {
         Format::Json => print_json(&redirs),
         Format::Human if redirs.is_empty() => print_text("No active TCP redirection for this application"),
         Format::Human => {
-            let mut text = String::from("Enabled TCP redirections:");
-            for redir in &redirs {
-                text.push('\n');
-                text.push_str(&human_line(redir));
+            // clever's words for TCP; UDP's follow under their own heading.
+            let mut text = String::new();
+            for protocol in [Protocol::Tcp, Protocol::Udp] {
+                let mut of = redirs.iter().filter(|r| r.protocol == protocol).peekable();
+                if of.peek().is_none() {
+                    continue;
+                }
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(&format!("Enabled {} redirections:", protocol.name().to_uppercase()));
+                for redir in of {
+                    text.push('\n');
+                    text.push_str(&human_line(redir));
+                }
             }
             // Instance states are known once a redirection has carried traffic to them.
             if app.instances.iter().any(|i| i.state.is_some()) {

@@ -1,8 +1,9 @@
-//! `tcp-redirs remove PORT --namespace NS`: close a public port.
+//! `tcp-redirs remove PORT --namespace NS [--udp]`: close a public port.
 
 use anyhow::Result;
 
 use super::{interactive, print_json, print_text, AppArgs, ConnArgs, Format, FormatArgs};
+use crate::wire::Protocol;
 
 /// The options of `remove`.
 #[derive(Debug, Clone, clap::Args)]
@@ -13,6 +14,9 @@ pub struct Args {
     /// The namespace the port belongs to.
     #[arg(long, value_name = "NS", add = super::complete::namespaces())]
     namespace: String,
+    /// The port is a UDP redirection's (TCP's and UDP's ports are separate).
+    #[arg(long)]
+    udp: bool,
     /// Do not ask for confirmation (only a terminal asks).
     #[arg(short = 'y', long)]
     yes: bool,
@@ -25,16 +29,22 @@ pub struct Args {
 pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     let client = conn.client()?;
     let app = args.app.resolve(&client).await?;
+    let protocol = if args.udp { Protocol::Udp } else { Protocol::Tcp };
     if interactive() && !args.yes {
-        let question =
-            format!("Remove the TCP redirection on port {} ({}) of {}?", args.port, args.namespace, app.name);
+        let question = format!(
+            "Remove the {} redirection on port {} ({}) of {}?",
+            protocol.name().to_uppercase(),
+            args.port,
+            args.namespace,
+            app.name
+        );
         if !dialoguer::Confirm::new().with_prompt(question).default(false).interact()? {
             anyhow::bail!("cancelled: nothing was removed");
         }
     }
-    let removed = client.remove_redirection(&app, args.port, &args.namespace).await?;
+    let removed = client.remove_redirection(&app, protocol, args.port, &args.namespace).await?;
     match args.format.get() {
         Format::Json => print_json(&removed),
-        Format::Human => print_text("Successfully removed tcp redirection."),
+        Format::Human => print_text(format!("Successfully removed {protocol} redirection.")),
     }
 }

@@ -9,6 +9,7 @@
 //! | `GET, POST /v2/organisations/{org}/applications/{app}/tcpRedirs` | redirections; add one |
 //! | `POST /v2/organisations/{org}/tcpRedirs` | adds many, of several applications (`apply`) |
 //! | `DELETE /v2/organisations/{org}/applications/{app}/tcpRedirs/{port}?namespace=NS` | remove one |
+//! | `GET, POST …/applications/{app}/udpRedirs`, `DELETE …/udpRedirs/{port}?namespace=NS` | the same for UDP |
 //! | `GET /v2/nodes` | the gateway nodes sharing the store, up or down |
 //! | `GET /`, `/console.js`, `/console.css` | the web console ([`super::console`]), no credential |
 //!
@@ -34,8 +35,8 @@ use super::error::Error;
 use super::gateway::Gateway;
 use crate::wire::{
     ApiError, Application, Instance, IssuedToken, NewApplication, NewInstance, NewOrganisation, NewTcpRedir,
-    NewTcpRedirBatch, NewTcpRedirItem, NewToken, Node, Organisation, TcpRedir, TcpRedirBatch, TokenInfo,
-    MAX_BATCH_BODY,
+    NewTcpRedirBatch, NewTcpRedirItem, NewToken, Node, Organisation, Protocol, TcpRedir, TcpRedirBatch,
+    TokenInfo, MAX_BATCH_BODY,
 };
 
 /// The largest request body accepted; every body of this API is a few bytes.
@@ -50,7 +51,7 @@ type Gw = State<Arc<Gateway>>;
 #[openapi(
     info(
         title = "tcp-redirs control API",
-        description = "Clever Cloud's API v2 subset for TCP redirections, plus organisations, credentials and applications.\n\nThis document is the contract: every constraint the server checks on a request is stated here (patterns, ranges, lengths, enums), and the server accepts every request that the document allows (a refusal of a well-formed request is for the state it finds: 404, 409, 422) and refuses every request that it forbids (400). Request bodies refuse unknown fields (`additionalProperties: false`); answers may gain fields in later versions, which clients ignore. Every error answers the `ApiError` shape with a stable id. tests/openapi.rs holds the server to this document."
+        description = "Clever Cloud's API v2 subset for TCP and UDP redirections, plus organisations, credentials and applications.\n\nThis document is the contract: every constraint the server checks on a request is stated here (patterns, ranges, lengths, enums), and the server accepts every request that the document allows (a refusal of a well-formed request is for the state it finds: 404, 409, 422) and refuses every request that it forbids (400). Request bodies refuse unknown fields (`additionalProperties: false`); answers may gain fields in later versions, which clients ignore. Every error answers the `ApiError` shape with a stable id. tests/openapi.rs holds the server to this document."
     ),
     security(("bearer" = []), ("oauthPlaintext" = [])),
     // Referred to by the batch's list, whose schema is built from wire.rs's constants.
@@ -223,7 +224,7 @@ mod contract {
         let app = ("app", "$request.path.app");
         let new_org = ("org", "$response.body#/id");
         let new_app = ("app", "$response.body#/id");
-        let links: [Link; 12] = [
+        let links: [Link; 16] = [
             ("createOrganisation", "listApplications", &[new_org]),
             ("createOrganisation", "createApplication", &[new_org]),
             ("createOrganisation", "listNamespaces", &[new_org]),
@@ -234,10 +235,18 @@ mod contract {
             ("createApplication", "listTcpRedirs", &[org, new_app]),
             ("createApplication", "addTcpRedir", &[org, new_app]),
             ("createApplication", "removeApplication", &[org, new_app]),
+            ("createApplication", "listUdpRedirs", &[org, new_app]),
+            ("createApplication", "addUdpRedir", &[org, new_app]),
             ("addTcpRedir", "listTcpRedirs", &[org, app]),
             (
                 "addTcpRedir",
                 "removeTcpRedir",
+                &[org, app, ("port", "$response.body#/port"), ("namespace", "$response.body#/namespace")],
+            ),
+            ("addUdpRedir", "listUdpRedirs", &[org, app]),
+            (
+                "addUdpRedir",
+                "removeUdpRedir",
                 &[org, app, ("port", "$response.body#/port"), ("namespace", "$response.body#/namespace")],
             ),
         ];
@@ -282,6 +291,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .routes(routes!(set_instances))
         .routes(routes!(redirs, add))
         .routes(routes!(remove))
+        .routes(routes!(udp_redirs, add_udp))
+        .routes(routes!(remove_udp))
         // A batch is larger than any other body: its own limit, inside the common one.
         .merge(OpenApiRouter::new().routes(routes!(add_many)).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
         .split_for_parts();
@@ -429,18 +440,49 @@ async fn redirs(
     Extension(caller): Extension<Caller>,
     Params((org, app)): Params<(String, String)>,
 ) -> Answer<Vec<TcpRedir>> {
-    Ok(Json(gw.redirs(&caller, &org, &app).await?))
+    Ok(Json(gw.redirs(&caller, &org, &app, Protocol::Tcp).await?))
 }
 
-#[utoipa::path(post, path = "/v2/organisations/{org}/applications/{app}/tcpRedirs", operation_id = "addTcpRedir", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), request_body = NewTcpRedir, responses((status = 201, body = TcpRedir), (status = 404, description = "4041: no such organisation; 4042: no such application; 4043: no such namespace for this organisation", body = ApiError), (status = 409, description = "4090: the application has a redirection in this namespace; 4092: no free port; 4094: the organisation holds its quota; 4095: the port asked for is taken", body = ApiError), (status = 422, description = "4221: the port asked for is outside the namespace's range", body = ApiError)))]
+#[utoipa::path(post, path = "/v2/organisations/{org}/applications/{app}/tcpRedirs", operation_id = "addTcpRedir", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), request_body = NewTcpRedir, responses((status = 201, body = TcpRedir), (status = 404, description = "4041: no such organisation; 4042: no such application; 4043: no such namespace for this organisation", body = ApiError), (status = 409, description = "4090: the application has a TCP redirection in this namespace; 4092: no free port; 4094: the organisation holds its quota; 4095: the port asked for is taken", body = ApiError), (status = 422, description = "4221: the port asked for is outside the namespace's range (or minPort-maxPort); 4223: minPort-maxPort is not within the namespace's range", body = ApiError)))]
 async fn add(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
     Params((org, app)): Params<(String, String)>,
     body: Result<Json<NewTcpRedir>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TcpRedir>), Error> {
+    add_one(gw, caller, org, app, Protocol::Tcp, body).await
+}
+
+/// A redirection of either protocol: the bodies and answers are the same.
+async fn add_one(
+    gw: Arc<Gateway>,
+    caller: Caller,
+    org: String,
+    app: String,
+    protocol: Protocol,
+    body: Result<Json<NewTcpRedir>, JsonRejection>,
+) -> Result<(StatusCode, Json<TcpRedir>), Error> {
     let Json(new) = body.map_err(|e| body_error(e, r#"{"namespace":"default"}"#))?;
-    Ok((StatusCode::CREATED, Json(gw.add(&caller, &org, &app, &new).await?)))
+    Ok((StatusCode::CREATED, Json(gw.add(&caller, &org, &app, protocol, &new).await?)))
+}
+
+#[utoipa::path(get, path = "/v2/organisations/{org}/applications/{app}/udpRedirs", operation_id = "listUdpRedirs", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), responses((status = 200, description = "the application's UDP redirections, in the TCP ones' shape with `\"protocol\":\"udp\"`; `activeConnections` and `connections` count flows", body = Vec<TcpRedir>), (status = 404, description = "4041: no such organisation; 4042: no such application in it", body = ApiError)))]
+async fn udp_redirs(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Params((org, app)): Params<(String, String)>,
+) -> Answer<Vec<TcpRedir>> {
+    Ok(Json(gw.redirs(&caller, &org, &app, Protocol::Udp).await?))
+}
+
+#[utoipa::path(post, path = "/v2/organisations/{org}/applications/{app}/udpRedirs", operation_id = "addUdpRedir", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), request_body(content = NewTcpRedir, description = "as for `addTcpRedir`; on UDP, `idleTimeout` ends a flow, `maxConnections` caps the open flows (10,000 by default), `maxConnectionsPerSecond` the new flows, and `proxyProtocol` is `v2` (a header in front of a flow's first datagram) or `v2-every`"), responses((status = 201, body = TcpRedir), (status = 404, description = "4041: no such organisation; 4042: no such application; 4043: no such namespace for this organisation", body = ApiError), (status = 409, description = "4090: the application has a UDP redirection in this namespace; 4092: no free port; 4094: the organisation holds its quota (TCP and UDP count alike); 4095: the port asked for is taken", body = ApiError), (status = 422, description = "4221: the port asked for is outside the namespace's range (or minPort-maxPort); 4222: a setting UDP does not have (connectTimeout, halfCloseTimeout, proxyProtocol v1); 4223: minPort-maxPort is not within the namespace's range", body = ApiError)))]
+async fn add_udp(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Params((org, app)): Params<(String, String)>,
+    body: Result<Json<NewTcpRedir>, JsonRejection>,
+) -> Result<(StatusCode, Json<TcpRedir>), Error> {
+    add_one(gw, caller, org, app, Protocol::Udp, body).await
 }
 
 #[utoipa::path(post, path = "/v2/organisations/{org}/tcpRedirs", operation_id = "addTcpRedirs", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…")), request_body(content = NewTcpRedirBatch, description = "up to 1000 redirections of the organisation's applications; one that breaks a rule of this document refuses the whole batch (400) and nothing is made"), responses((status = 200, description = "one outcome per redirection asked, in order: `redirection` when it was made (as `addTcpRedir` answers it), else `error` with what `addTcpRedir` would have answered: 4042 no such application, 4043 no such namespace, 4090 the application has one there, 4092 no free port, 4094 the quota, 4095 the port asked for is taken, 4221 outside the namespace's range, 5030 the store was lost midway", body = TcpRedirBatch), (status = 404, description = "4041: no such organisation, or not the caller's", body = ApiError), (status = 413, description = "4130: the body is over 1 MiB", body = ApiError)))]
@@ -473,6 +515,29 @@ async fn remove(
     Params((org, app, port)): Params<(String, String, String)>,
     query: Result<Query<RemoveQuery>, QueryRejection>,
 ) -> Answer<TcpRedir> {
+    remove_one(gw, caller, org, app, Protocol::Tcp, port, query).await
+}
+
+#[utoipa::path(delete, path = "/v2/organisations/{org}/applications/{app}/udpRedirs/{port}", operation_id = "removeUdpRedir", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…"), ("port" = u16, Path, description = "the public port"), ("namespace" = String, Query, description = "the namespace of the port")), responses((status = 200, body = TcpRedir), (status = 404, description = "4041: no such organisation; 4042: no such application; 4043: no such namespace; 4044: no UDP redirection of this application on this port", body = ApiError)))]
+async fn remove_udp(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Params((org, app, port)): Params<(String, String, String)>,
+    query: Result<Query<RemoveQuery>, QueryRejection>,
+) -> Answer<TcpRedir> {
+    remove_one(gw, caller, org, app, Protocol::Udp, port, query).await
+}
+
+/// Removes a redirection of either protocol.
+async fn remove_one(
+    gw: Arc<Gateway>,
+    caller: Caller,
+    org: String,
+    app: String,
+    protocol: Protocol,
+    port: String,
+    query: Result<Query<RemoveQuery>, QueryRejection>,
+) -> Answer<TcpRedir> {
     let port = match port.parse::<u16>() {
         Ok(p) if p > 0 => p,
         _ => return Err(Error::bad_port(&port)),
@@ -483,7 +548,7 @@ async fn remove(
             "missing namespace: add `?namespace=NAME` to the URL, for example ?namespace=default",
         )
     })?;
-    Ok(Json(gw.remove(&caller, &org, &app, &namespace, port).await?))
+    Ok(Json(gw.remove(&caller, &org, &app, protocol, &namespace, port).await?))
 }
 
 /// A request's path parameters, like axum's [`Path`], but a path it cannot decode (not

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::wire::ApiError;
+use crate::wire::{ApiError, Protocol};
 
 /// An error answer of the control API.
 #[derive(Debug)]
@@ -147,21 +147,23 @@ impl Error {
         )
     }
 
-    /// A port the application has no redirection on.
-    pub fn unknown_redir(port: u16, namespace: &str) -> Error {
+    /// A port the application has no redirection of that protocol on.
+    pub fn unknown_redir(protocol: Protocol, port: u16, namespace: &str) -> Error {
+        let what = protocol.name().to_uppercase();
         Error::new(
             StatusCode::NOT_FOUND,
             4044,
-            format!("no TCP redirection on port {port} in namespace `{namespace}` for this application: `tcp-redirs list` shows its redirections"),
+            format!("no {what} redirection on port {port} in namespace `{namespace}` for this application: `tcp-redirs list` shows its redirections"),
         )
     }
 
-    /// A second redirection for the same application and namespace.
-    pub fn already_redirected(port: u16, namespace: &str) -> Error {
+    /// A second redirection of one protocol for the same application and namespace.
+    pub fn already_redirected(protocol: Protocol, port: u16, namespace: &str) -> Error {
+        let what = protocol.name().to_uppercase();
         Error::new(
             StatusCode::CONFLICT,
             4090,
-            format!("this application already has a TCP redirection in namespace `{namespace}`, on port {port}: use it, or remove it first"),
+            format!("this application already has a {what} redirection in namespace `{namespace}`, on port {port}: use it, or remove it first"),
         )
     }
 
@@ -229,6 +231,25 @@ impl Error {
             StatusCode::UNPROCESSABLE_ENTITY,
             4220,
             format!("instance `{address}` is listed twice: list each address once"),
+        )
+    }
+
+    /// A setting that a UDP redirection does not have (the document's body is TCP's too,
+    /// hence 422 rather than 400).
+    pub fn not_for_udp(setting: &str, why: &str) -> Error {
+        Error::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            4222,
+            format!("`{setting}` is not a setting of a UDP redirection ({why}): leave it out"),
+        )
+    }
+
+    /// A `minPort`/`maxPort` sub-range outside the namespace's range, or upside down.
+    pub fn bad_sub_range(min: u16, max: u16, namespace: &str, ns_min: u16, ns_max: u16) -> Error {
+        Error::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            4223,
+            format!("minPort {min} to maxPort {max} is not a range within namespace `{namespace}`'s {ns_min}-{ns_max}: give a minPort at most maxPort, both in that range, or neither"),
         )
     }
 

@@ -20,11 +20,12 @@ use super::auth::Caller;
 use super::error::Error;
 use super::present;
 use super::validate;
-use crate::server::data::ports;
-use crate::server::state::store::{Conflict, NamespaceDef, RedirRow, Revision, StoreError, TokenRecord};
+use crate::server::data::{ports, udp};
+use crate::server::state::live::Held;
+use crate::server::state::store::{Conflict, NamespaceDef, RedirKey, RedirRow, Revision, StoreError, TokenRecord};
 use crate::server::state::sync::Synced;
 use crate::server::state::table::Table;
-use crate::wire::{self, Application, NewApplication, NewTcpRedir, Node, Organisation, TcpRedir};
+use crate::wire::{self, Application, NewApplication, NewTcpRedir, Node, Organisation, Protocol, TcpRedir};
 
 mod batch;
 
@@ -70,9 +71,9 @@ impl Gateway {
         self.synced.table()
     }
 
-    /// Whether a namespace's port is held by a redirection of the table or by this node.
-    fn port_taken(&self, namespace: &str, port: u16) -> bool {
-        self.synced.live().uses(namespace, port) || self.table().port_taken(namespace, port)
+    /// Whether a port is held by a redirection of the table or by this node.
+    fn port_taken(&self, key: &RedirKey) -> bool {
+        self.synced.live().uses(key) || self.table().port_taken(&key.namespace, key.protocol, key.port)
     }
 
     /// This node has no descriptor left for a new port.
@@ -359,48 +360,101 @@ impl Gateway {
         self.app(caller, org_id, app_id).await
     }
 
-    /// An application's redirections, sorted by (namespace, port).
-    pub async fn redirs(&self, caller: &Caller, org_id: &str, app_id: &str) -> Result<Vec<TcpRedir>, Error> {
+    /// An application's redirections of `protocol`, sorted by (namespace, port).
+    pub async fn redirs(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        app_id: &str,
+        protocol: Protocol,
+    ) -> Result<Vec<TcpRedir>, Error> {
         let app = self.app(caller, org_id, app_id).await?;
         let table = self.table();
-        Ok(table.app_redirs(&app.id).iter().map(|r| self.describe(&table, r)).collect())
+        Ok(table
+            .app_redirs(&app.id)
+            .iter()
+            .filter(|r| r.protocol == protocol)
+            .map(|r| self.describe(&table, r))
+            .collect())
     }
 
-    /// Allocates a port in `namespace` for the application and starts forwarding it.
+    /// Binds a port for a claim, on a node that serves its namespace: TCP's listener or
+    /// UDP's socket, held until the claim is committed or refused.
+    fn bind_held(&self, key: &RedirKey, addr: SocketAddr) -> Result<(), Error> {
+        let bound = match key.protocol {
+            Protocol::Tcp => ports::bind(addr).map(Held::Tcp),
+            Protocol::Udp => udp::bind(addr).map(Held::Udp),
+        };
+        let socket = bound.map_err(|err| {
+            if ports::out_of_descriptors(&err) {
+                self.out_of_descriptors()
+            } else {
+                Error::port_taken(key.port, &key.namespace)
+            }
+        })?;
+        self.synced.live().hold(key.clone(), socket);
+        Ok(())
+    }
+
+    /// Binds a free port of `range` for a claim, held as [`Self::bind_held`] holds one.
+    fn allocate_held(
+        &self,
+        ns: &NamespaceDef,
+        protocol: Protocol,
+        bind: std::net::IpAddr,
+        range: &std::ops::RangeInclusive<u16>,
+        taken: impl Fn(u16) -> bool,
+        previous: Option<u16>,
+    ) -> Result<u16, Error> {
+        let no_free = || Error::no_free_port(&ns.name, *range.start(), *range.end());
+        let (port, socket) = match protocol {
+            Protocol::Tcp => ports::allocate(bind, range, taken, previous).map(|p| p.map(|(n, l)| (n, Held::Tcp(l)))),
+            Protocol::Udp => udp::allocate(bind, range, taken, previous).map(|p| p.map(|(n, s)| (n, Held::Udp(s)))),
+        }
+        .map_err(|_| self.out_of_descriptors())?
+        .ok_or_else(no_free)?;
+        self.synced.live().hold(RedirKey::new(&ns.name, protocol, port), socket);
+        Ok(port)
+    }
+
+    /// Allocates a port of `protocol` in `namespace` for the application and starts
+    /// forwarding it.
     pub async fn add(
         &self,
         caller: &Caller,
         org_id: &str,
         app_id: &str,
+        protocol: Protocol,
         new: &NewTcpRedir,
     ) -> Result<TcpRedir, Error> {
         validate::namespace(&new.namespace)?;
         let org = self.org(caller, org_id).await?;
         let app = self.app(caller, org_id, app_id).await?;
         let ns = self.namespace_for(&org, &new.namespace)?;
-        validate::redirection(&ns, &new.settings)?;
-        if let Some(port) = new.port {
-            validate::port_in_range(&ns, port)?;
-        }
+        validate::redirection(&ns, &new.settings, protocol)?;
+        let range = validate::ports_for(&ns, new)?;
         // What the copy says is checked again, atomically, by the store's claim.
-        if let Some(row) = self.table().app_redir_in(&app.id, &ns.name) {
-            return Err(Error::already_redirected(row.port, &ns.name));
+        if let Some(row) = self.table().app_redir_in(&app.id, &ns.name, protocol) {
+            return Err(Error::already_redirected(protocol, row.port, &ns.name));
         }
         let live = self.synced.live();
+        let key = |port: u16| RedirKey::new(&ns.name, protocol, port);
         // Ports the store said were claimed meanwhile, beside those the copy and this node know.
         let mut raced: HashSet<u16> = HashSet::new();
-        let taken =
-            |port: u16, raced: &HashSet<u16>| raced.contains(&port) || self.port_taken(&ns.name, port);
+        let taken = |port: u16, raced: &HashSet<u16>| raced.contains(&port) || self.port_taken(&key(port));
         if new.port.is_some_and(|p| taken(p, &raced)) {
             return Err(Error::port_taken(new.port.unwrap_or_default(), &ns.name));
         }
         let previous = match new.port {
             Some(_) => None,
-            None => {
-                self.synced.store().previous_port(&app.id, &ns.name).await.map_err(|e| self.store_error(e))?
-            }
+            None => self
+                .synced
+                .store()
+                .previous_port(&app.id, &ns.name, protocol)
+                .await
+                .map_err(|e| self.store_error(e))?
+                .filter(|p| range.contains(p)),
         };
-        let range = ns.min_port..=ns.max_port;
         let serves = live.served().serves(&ns.name);
         let bind = live.served().bind(&ns.name);
         let tries = if new.port.is_some() { 1 } else { CLAIM_TRIES };
@@ -409,30 +463,18 @@ impl Gateway {
             // then-bind race with other programs here. One that does not only picks it.
             let port = match (new.port, serves) {
                 (Some(port), true) => {
-                    let listeners = ports::bind(SocketAddr::new(bind, port)).map_err(|err| {
-                        if ports::out_of_descriptors(&err) {
-                            self.out_of_descriptors()
-                        } else {
-                            Error::port_taken(port, &ns.name)
-                        }
-                    })?;
-                    live.hold(&ns.name, port, listeners);
+                    self.bind_held(&key(port), SocketAddr::new(bind, port))?;
                     port
                 }
                 (Some(port), false) => port,
-                (None, true) => {
-                    let (port, listeners) = ports::allocate(bind, &range, |p| taken(p, &raced), previous)
-                        .map_err(|_| self.out_of_descriptors())?
-                        .ok_or_else(|| Error::no_free_port(&ns.name, ns.min_port, ns.max_port))?;
-                    live.hold(&ns.name, port, listeners);
-                    port
-                }
+                (None, true) => self.allocate_held(&ns, protocol, bind, &range, |p| taken(p, &raced), previous)?,
                 (None, false) => ports::pick(&range, |p| taken(p, &raced), previous)
-                    .ok_or_else(|| Error::no_free_port(&ns.name, ns.min_port, ns.max_port))?,
+                    .ok_or_else(|| Error::no_free_port(&ns.name, *range.start(), *range.end()))?,
             };
             let row = RedirRow {
                 namespace: ns.name.clone(),
                 port,
+                protocol,
                 app_id: app.id.clone(),
                 settings: new.settings.clone(),
                 revision: 0,
@@ -442,7 +484,7 @@ impl Gateway {
             let revision = match claimed {
                 Ok(revision) => revision,
                 Err(err) => {
-                    live.unhold(&ns.name, port);
+                    live.unhold(&row.key());
                     match err {
                         StoreError::Conflict(Conflict::PortTaken) if new.port.is_none() => {
                             raced.insert(port);
@@ -452,7 +494,7 @@ impl Gateway {
                             return Err(Error::port_taken(port, &ns.name))
                         }
                         StoreError::Conflict(Conflict::AppHasOne(p)) => {
-                            return Err(Error::already_redirected(p, &ns.name))
+                            return Err(Error::already_redirected(protocol, p, &ns.name))
                         }
                         StoreError::Conflict(Conflict::Quota(q)) => return Err(Error::quota_reached(q)),
                         StoreError::Conflict(Conflict::NotFound) => return Err(Error::unknown_app(app_id)),
@@ -462,13 +504,12 @@ impl Gateway {
             };
             self.settle(revision).await;
             self.wait_for_fleet(&ns.name, revision).await;
-            info!(app = %app.id, namespace = %ns.name, port, revision, "redirection added");
+            info!(app = %app.id, namespace = %ns.name, port, %protocol, revision, "redirection added");
             let table = self.table();
-            let stored =
-                table.redirs.get(&(ns.name.clone(), port)).cloned().unwrap_or(RedirRow { revision, ..row });
+            let stored = table.redirs.get(&row.key()).cloned().unwrap_or(RedirRow { revision, ..row });
             return Ok(self.describe(&table, &stored));
         }
-        Err(Error::no_free_port(&ns.name, ns.min_port, ns.max_port))
+        Err(Error::no_free_port(&ns.name, *range.start(), *range.end()))
     }
 
     /// Removes a redirection; its port stops accepting on this node before this returns,
@@ -478,6 +519,7 @@ impl Gateway {
         caller: &Caller,
         org_id: &str,
         app_id: &str,
+        protocol: Protocol,
         namespace: &str,
         port: u16,
     ) -> Result<TcpRedir, Error> {
@@ -488,22 +530,23 @@ impl Gateway {
             return Err(Error::unknown_namespace(namespace));
         }
         let find = |table: &Table| {
-            let row = table.redirs.get(&(namespace.to_owned(), port)).filter(|r| r.app_id == app.id)?;
+            let row =
+                table.redirs.get(&RedirKey::new(namespace, protocol, port)).filter(|r| r.app_id == app.id)?;
             Some((row.clone(), self.describe(table, row)))
         };
         let (row, described) =
-            self.lookup(find).await.ok_or_else(|| Error::unknown_redir(port, namespace))?;
+            self.lookup(find).await.ok_or_else(|| Error::unknown_redir(protocol, port, namespace))?;
         match self.synced.store().release(&row, &org.id).await {
             Ok(revision) => {
                 self.settle(revision).await;
                 self.wait_for_fleet(namespace, revision).await;
             }
             Err(StoreError::Conflict(Conflict::NotFound)) => {
-                return Err(Error::unknown_redir(port, namespace))
+                return Err(Error::unknown_redir(protocol, port, namespace))
             }
             Err(err) => return Err(self.store_error(err)),
         }
-        info!(app = %app.id, namespace, port, "redirection removed");
+        info!(app = %app.id, namespace, port, %protocol, "redirection removed");
         Ok(TcpRedir { state: None, nodes: Vec::new(), ..described })
     }
 

@@ -10,8 +10,8 @@ use crate::wire::{Node, NodeLiveness, NodePort, NodePortState, RedirState, TcpRe
 pub fn redirection(table: &Table, here_live: &LivePorts, this_node: &str, row: &RedirRow) -> TcpRedir {
     let def = table.namespaces.get(&row.namespace);
     let host = def.map(|n| n.public_host.as_str()).unwrap_or("localhost");
-    let here = here_live.state(&row.namespace, row.port);
-    let key = format!("{}/{}", row.namespace, row.port);
+    let here = here_live.state(&row.key());
+    let key = row.key().to_string();
     let mut nodes: Vec<NodePort> = serving_nodes(table, &row.namespace)
         .filter(|n| n.name != this_node)
         .map(|n| NodePort {
@@ -37,10 +37,11 @@ pub fn redirection(table: &Table, here_live: &LivePorts, this_node: &str, row: &
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     let listening = here.is_some_and(|(bound, _)| bound);
     TcpRedir {
-        settings: live::limits(def, row).in_force(&row.settings),
+        settings: live::settings_in_force(def, row),
         namespace: row.namespace.clone(),
         port: row.port,
-        address: Some(format!("tcp://{host}:{}/", row.port)),
+        protocol: row.protocol,
+        address: Some(format!("{}://{host}:{}/", row.protocol, row.port)),
         state: Some(if listening { RedirState::Listening } else { RedirState::Unbound }),
         traffic: here.map(|(_, traffic)| traffic),
         nodes,

@@ -7,6 +7,7 @@
 //! (`tests/openapi.rs`).
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -16,8 +17,8 @@ use crate::server::data::access::Access;
 use crate::server::data::forward::Limits;
 use crate::server::data::forward::DEFAULT_LIMITS;
 use crate::server::state::store::NamespaceDef;
-use crate::settings::RedirSettings;
-use crate::wire;
+use crate::settings::{ProxyProtocol, RedirSettings};
+use crate::wire::{self, NewTcpRedir, Protocol};
 
 /// Every pattern of [`crate::wire`], compiled once.
 static PATTERNS: LazyLock<HashMap<&'static str, Regex>> = LazyLock::new(|| {
@@ -101,10 +102,44 @@ pub fn namespace(name: &str) -> Result<(), Error> {
     )))
 }
 
-/// A new redirection's settings, in a namespace: the limits in force.
-pub fn redirection(def: &NamespaceDef, settings: &RedirSettings) -> Result<Limits, Error> {
+/// A new redirection's settings, in a namespace, for its protocol: a UDP redirection has
+/// no connect or half-close timeout and no text PROXY header; `v2-every` is UDP's alone.
+pub fn redirection(def: &NamespaceDef, settings: &RedirSettings, protocol: Protocol) -> Result<(), Error> {
     let base = DEFAULT_LIMITS.with(&def.limits).map_err(Error::bad_request)?;
-    self::settings(base, settings)
+    self::settings(base, settings)?;
+    match protocol {
+        Protocol::Udp if settings.connect_timeout.is_some() => {
+            Err(Error::not_for_udp("connectTimeout", "a flow's socket connects at once, without a handshake"))
+        }
+        Protocol::Udp if settings.half_close_timeout.is_some() => {
+            Err(Error::not_for_udp("halfCloseTimeout", "a flow has no half-close; idleTimeout ends it"))
+        }
+        Protocol::Udp if settings.proxy_protocol == Some(ProxyProtocol::V1) => Err(Error::not_for_udp(
+            "proxyProtocol: v1",
+            "the text header has no datagram form; use v2, or v2-every for every datagram",
+        )),
+        Protocol::Tcp if settings.proxy_protocol == Some(ProxyProtocol::V2Every) => Err(Error::bad_request(
+            "proxyProtocol `v2-every` (a header on every datagram) is for UDP redirections: use v2 for TCP",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The ports a new redirection may take: its namespace's range, narrowed by Clever's
+/// `minPort` and `maxPort` (each defaults to the namespace's bound); a port asked for must
+/// be in it.
+pub fn ports_for(def: &NamespaceDef, new: &NewTcpRedir) -> Result<RangeInclusive<u16>, Error> {
+    let (min, max) = (new.min_port.unwrap_or(def.min_port), new.max_port.unwrap_or(def.max_port));
+    if min > max || min < def.min_port || max > def.max_port {
+        return Err(Error::bad_sub_range(min, max, &def.name, def.min_port, def.max_port));
+    }
+    if let Some(port) = new.port {
+        port_in_range(def, port)?;
+        if !(min..=max).contains(&port) {
+            return Err(Error::port_outside_range(port, &def.name, min, max));
+        }
+    }
+    Ok(min..=max)
 }
 
 /// Settings over `base` (the one check of [`crate::settings`]): each limit in its bounds,

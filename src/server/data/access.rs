@@ -58,7 +58,9 @@ impl Access {
         let (peer, local) = (unmapped(peer), unmapped(local));
         match self.proxy? {
             ProxyProtocol::V1 => Some(ppp::v1::Addresses::from((peer, local)).to_string().into_bytes()),
-            ProxyProtocol::V2 => {
+            // `v2-every` is refused on TCP when a redirection is added; a stream has one
+            // header either way.
+            ProxyProtocol::V2 | ProxyProtocol::V2Every => {
                 let command = ppp::v2::Version::Two | ppp::v2::Command::Proxy;
                 ppp::v2::Builder::with_addresses(command, ppp::v2::Protocol::Stream, (peer, local))
                     .build()

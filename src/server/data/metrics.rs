@@ -1,6 +1,6 @@
 //! Metrics, in the Prometheus text format at `GET /metrics` (admin credential required).
 //!
-//! Every series is labelled by redirection (namespace, port, application), never by client
+//! Every series is labelled by redirection (namespace, port, protocol, application), never by client
 //! address: a label per client would let any client grow the server's memory without bound
 //! (sozu makes the same choice).
 //!
@@ -30,11 +30,20 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
+use crate::wire::Protocol;
+
+impl EncodeLabelValue for Protocol {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(self.name())
+    }
+}
+
 /// The labels of a redirection's series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct Redir {
     namespace: String,
     port: u16,
+    protocol: Protocol,
     app: String,
 }
 
@@ -56,6 +65,7 @@ pub enum Reason {
 struct Refused {
     namespace: String,
     port: u16,
+    protocol: Protocol,
     app: String,
     reason: Reason,
 }
@@ -97,6 +107,7 @@ impl Dropped {
 struct DroppedLabels {
     namespace: String,
     port: u16,
+    protocol: Protocol,
     app: String,
     reason: Dropped,
 }
@@ -122,6 +133,7 @@ impl EncodeLabelValue for Direction {
 struct Bytes {
     namespace: String,
     port: u16,
+    protocol: Protocol,
     app: String,
     direction: Direction,
 }
@@ -308,6 +320,7 @@ impl Collector for Live {
                 let labels = Bytes {
                     namespace: redir.namespace.clone(),
                     port: redir.port,
+                    protocol: redir.protocol,
                     app: redir.app.clone(),
                     direction,
                 };
@@ -342,6 +355,7 @@ impl Collector for Live {
                 let labels = Refused {
                     namespace: redir.namespace.clone(),
                     port: redir.port,
+                    protocol: redir.protocol,
                     app: redir.app.clone(),
                     reason,
                 };
@@ -361,6 +375,7 @@ impl Collector for Live {
                 let labels = Bytes {
                     namespace: redir.namespace.clone(),
                     port: redir.port,
+                    protocol: redir.protocol,
                     app: redir.app.clone(),
                     direction,
                 };
@@ -378,6 +393,7 @@ impl Collector for Live {
                 let labels = DroppedLabels {
                     namespace: redir.namespace.clone(),
                     port: redir.port,
+                    protocol: redir.protocol,
                     app: redir.app.clone(),
                     reason: *reason,
                 };
@@ -487,8 +503,8 @@ impl Metrics {
     }
 
     /// The handles of one redirection's series, creating them.
-    pub fn redirection(&self, namespace: &str, port: u16, app: &str) -> Arc<RedirMetrics> {
-        let redir = Redir { namespace: namespace.to_owned(), port, app: app.to_owned() };
+    pub fn redirection(&self, namespace: &str, protocol: Protocol, port: u16, app: &str) -> Arc<RedirMetrics> {
+        let redir = Redir { namespace: namespace.to_owned(), port, protocol, app: app.to_owned() };
         self.live.0.lock().unwrap_or_else(|p| p.into_inner()).entry(redir).or_default().clone()
     }
 
@@ -498,8 +514,8 @@ impl Metrics {
     }
 
     /// Drops a removed redirection's series.
-    pub fn forget(&self, namespace: &str, port: u16, app: &str) {
-        let redir = Redir { namespace: namespace.to_owned(), port, app: app.to_owned() };
+    pub fn forget(&self, namespace: &str, protocol: Protocol, port: u16, app: &str) {
+        let redir = Redir { namespace: namespace.to_owned(), port, protocol, app: app.to_owned() };
         self.live.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&redir);
     }
 

@@ -20,7 +20,4 @@ pub(super) mod forward;
 pub(super) mod metrics;
 pub(super) mod ports;
 pub(super) mod workers;
-// Stage 2 wires it (a redirection's protocol, the live ports, the API and the CLI); until
-// then only its tests use it.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(super) mod udp;

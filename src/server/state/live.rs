@@ -16,6 +16,10 @@
 //!
 //! A port that `add` bound before its claim was committed is handed over here, so it is
 //! never bound twice.
+//!
+//! A UDP redirection is a port like a TCP one here: the same keys (its protocol is part of
+//! them), the same diff path, the same pools; only what runs it differs, the UDP data plane
+//! ([`crate::server::data::udp`]) instead of the accept loops.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -31,16 +35,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::store::{NamespaceDef, RedirRow};
-use super::table::{Diff, Table};
+use super::store::{NamespaceDef, RedirKey, RedirRow};
+use super::table::{namespace_range, Diff, Table};
 use crate::server::data::access::Access;
 use crate::server::data::balance::{Health, Pool};
 use crate::server::data::conn_log::ConnLog;
 use crate::server::data::forward::{self, Limits, Policy, DEFAULT_LIMITS};
 use crate::server::data::metrics::{Metrics, RedirMetrics};
 use crate::server::data::ports::{self, Listeners};
+use crate::server::data::udp::{self, NodeFlows, UdpLimits};
 use crate::server::data::workers::Workers;
-use crate::wire::{Instance, RedirTraffic};
+use crate::wire::{Instance, Protocol, RedirTraffic};
 
 /// Which namespaces this node serves, and where their public ports bind.
 #[derive(Debug, Clone)]
@@ -74,6 +79,52 @@ pub fn limits(def: Option<&NamespaceDef>, row: &RedirRow) -> Limits {
     base.with(&row.settings).unwrap_or(base)
 }
 
+/// The limits in force on a UDP redirection: its own over its namespace's over the defaults.
+pub fn udp_limits(def: Option<&NamespaceDef>, row: &RedirRow) -> UdpLimits {
+    UdpLimits::of(def.map(|d| &d.limits).unwrap_or(&Default::default()), &row.settings)
+}
+
+/// The settings in force on a redirection, as the API shows them.
+pub fn settings_in_force(def: Option<&NamespaceDef>, row: &RedirRow) -> crate::settings::RedirSettings {
+    match row.protocol {
+        Protocol::Tcp => limits(def, row).in_force(&row.settings),
+        Protocol::Udp => udp_limits(def, row).in_force(&row.settings),
+    }
+}
+
+/// What a port's new connections or flows get: TCP's limits or UDP's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PortLimits {
+    Tcp(Limits),
+    Udp(UdpLimits),
+}
+
+/// Where a running port reads its limits, swapped in place at a change.
+enum LimitsCell {
+    Tcp(Arc<ArcSwap<Limits>>),
+    Udp(Arc<ArcSwap<UdpLimits>>),
+}
+
+impl LimitsCell {
+    /// Gives the port `new` limits; whether they differ from those it had.
+    fn update(&self, new: &PortLimits) -> bool {
+        match (self, new) {
+            (LimitsCell::Tcp(cell), PortLimits::Tcp(new)) if **cell.load() != *new => cell.store(Arc::new(*new)),
+            (LimitsCell::Udp(cell), PortLimits::Udp(new)) if **cell.load() != *new => cell.store(Arc::new(*new)),
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// A port bound by `add` before its claim is committed.
+pub enum Held {
+    /// A TCP port's listening socket.
+    Tcp(Listeners),
+    /// A UDP port's socket.
+    Udp(std::net::UdpSocket),
+}
+
 /// A redirection's access list, PROXY protocol setting and connection log, as its port's
 /// new connections get them.
 fn policy(row: &RedirRow, logged: bool, generation: u64) -> Policy {
@@ -88,16 +139,16 @@ fn policy(row: &RedirRow, logged: bool, generation: u64) -> Policy {
     Policy { generation, access, log }
 }
 
-/// A redirection that is running: its accept task and how to stop it.
+/// A redirection that is running: its accept task (or UDP task) and how to stop it.
 struct Live {
     row: RedirRow,
-    /// The limits new connections get; replaced in place when the namespace's change.
-    limits: Arc<ArcSwap<Limits>>,
+    /// The limits new connections or flows get; replaced in place when the namespace's change.
+    limits: LimitsCell,
     /// Whether its connections are logged.
     logged: bool,
     /// Its access list, PROXY header and log: replaced in place on a change.
     policy: Arc<ArcSwap<Policy>>,
-    /// The port's listening sockets, for a hand-over to a new process.
+    /// The port's listening sockets, for a hand-over to a new process (none for UDP).
     fds: Arc<Mutex<Vec<RawFd>>>,
     stop_accepting: CancellationToken,
     close_connections: CancellationToken,
@@ -115,15 +166,17 @@ struct AppPool {
 }
 
 /// What one key of the table wants running: the row, its limits, and whether it logs.
-type Wanted = Option<(RedirRow, Limits, bool)>;
+type Wanted = Option<(RedirRow, PortLimits, bool)>;
 
 /// The ports running on this node.
 pub struct LivePorts {
     served: Served,
-    live: Mutex<BTreeMap<(String, u16), Live>>,
+    live: Mutex<BTreeMap<RedirKey, Live>>,
     pools: Mutex<HashMap<String, AppPool>>,
     /// Ports bound by `add` whose claim is being committed.
-    held: Mutex<HashMap<(String, u16), Listeners>>,
+    held: Mutex<HashMap<RedirKey, Held>>,
+    /// The UDP flows open on this node, against its cap.
+    flows: Arc<NodeFlows>,
     /// Parent of every port's `stop_accepting`.
     shutdown: CancellationToken,
     /// Parent of every port's `close_connections`.
@@ -160,6 +213,7 @@ impl LivePorts {
             live: Mutex::default(),
             pools: Mutex::default(),
             held: Mutex::default(),
+            flows: Arc::new(NodeFlows::for_this_host()),
             shutdown,
             kill: CancellationToken::new(),
             connections: workers.handles().iter().map(|_| TaskTracker::new()).collect(),
@@ -194,6 +248,7 @@ impl LivePorts {
         let _no_port_comes_or_goes = self.reconciling.lock().await;
         let live = self.live.lock().unwrap();
         live.values()
+            .filter(|l| l.row.protocol == Protocol::Tcp)
             .map(|l| {
                 let addr = SocketAddr::new(self.served.bind(&l.row.namespace), l.row.port);
                 let fds =
@@ -219,20 +274,19 @@ impl LivePorts {
         &self.served
     }
 
-    /// Keeps the listeners `add` bound until the reconciler starts the port with them.
-    pub fn hold(&self, namespace: &str, port: u16, listeners: Listeners) {
-        self.held.lock().unwrap().insert((namespace.to_owned(), port), listeners);
+    /// Keeps the socket `add` bound until the reconciler starts the port with it.
+    pub fn hold(&self, key: RedirKey, socket: Held) {
+        self.held.lock().unwrap().insert(key, socket);
     }
 
-    /// Closes listeners held for a claim that did not succeed.
-    pub fn unhold(&self, namespace: &str, port: u16) {
-        self.held.lock().unwrap().remove(&(namespace.to_owned(), port));
+    /// Closes a socket held for a claim that did not succeed.
+    pub fn unhold(&self, key: &RedirKey) {
+        self.held.lock().unwrap().remove(key);
     }
 
-    /// Whether a namespace's port runs or is held here.
-    pub fn uses(&self, namespace: &str, port: u16) -> bool {
-        let key = (namespace.to_owned(), port);
-        self.live.lock().unwrap().contains_key(&key) || self.held.lock().unwrap().contains_key(&key)
+    /// Whether a port runs or is held here.
+    pub fn uses(&self, key: &RedirKey) -> bool {
+        self.live.lock().unwrap().contains_key(key) || self.held.lock().unwrap().contains_key(key)
     }
 
     /// Makes the running ports follow a change of the table: only the keys it touched.
@@ -245,9 +299,9 @@ impl LivePorts {
             let table = table.read().unwrap_or_else(|p| p.into_inner());
             let mut keys = diff.redirs.clone();
             for ns in diff.namespaces.iter().filter(|ns| self.served.serves(ns)) {
-                keys.extend(table.namespace_redirs(ns).map(|r| (r.namespace.clone(), r.port)));
+                keys.extend(table.namespace_redirs(ns).map(RedirRow::key));
                 let live = self.live.lock().unwrap();
-                keys.extend(live.range((ns.clone(), 0)..=(ns.clone(), u16::MAX)).map(|(k, _)| k.clone()));
+                keys.extend(live.range(namespace_range(ns)).map(|(k, _)| k.clone()));
             }
             for app in &diff.apps {
                 keys.extend(table.app_keys(app).cloned());
@@ -271,8 +325,8 @@ impl LivePorts {
         }
         let (wanted, instances) = {
             let table = table.read().unwrap_or_else(|p| p.into_inner());
-            let mut keys: std::collections::BTreeSet<(String, u16)> =
-                table.redirs.keys().filter(|(ns, _)| self.served.serves(ns)).cloned().collect();
+            let mut keys: std::collections::BTreeSet<RedirKey> =
+                table.redirs.keys().filter(|k| self.served.serves(&k.namespace)).cloned().collect();
             keys.extend(self.live.lock().unwrap().keys().cloned());
             let wanted: Vec<_> = keys.into_iter().map(|key| (self.wanted(&table, &key), key)).collect();
             let mut apps: std::collections::BTreeSet<&str> = wanted
@@ -294,8 +348,8 @@ impl LivePorts {
     }
 
     /// What the table wants running at `key` on this node.
-    fn wanted(&self, table: &Table, key: &(String, u16)) -> Wanted {
-        if !self.served.serves(&key.0) {
+    fn wanted(&self, table: &Table, key: &RedirKey) -> Wanted {
+        if !self.served.serves(&key.namespace) {
             return None;
         }
         let row = table.redirs.get(key)?;
@@ -305,7 +359,11 @@ impl LivePorts {
             return None;
         };
         let log = self.served.access_log || def.access_log;
-        Some((row.clone(), limits(Some(def), row), log))
+        let limits = match row.protocol {
+            Protocol::Tcp => PortLimits::Tcp(limits(Some(def), row)),
+            Protocol::Udp => PortLimits::Udp(udp_limits(Some(def), row)),
+        };
+        Some((row.clone(), limits, log))
     }
 
     /// The stored instances of these applications (`None`: the table has no such one).
@@ -320,7 +378,7 @@ impl LivePorts {
     /// answers how many keys and pools it changed (`quiet`: a repair logs as a warning).
     async fn converge(
         &self,
-        wanted: Vec<(Wanted, (String, u16))>,
+        wanted: Vec<(Wanted, RedirKey)>,
         instances: &HashMap<String, Option<Vec<Instance>>>,
         repair: bool,
     ) -> usize {
@@ -346,9 +404,9 @@ impl LivePorts {
                     // The same application: everything else changes in place, for new
                     // connections; open ones keep what they started with.
                     (Some(l), Some((row, limits, log))) if l.row.app_id == row.app_id => {
-                        if **l.limits.load() != *limits {
-                            l.limits.store(Arc::new(*limits));
-                            info!(namespace = %row.namespace, port = row.port, "new limits for new connections");
+                        if l.limits.update(limits) {
+                            info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol,
+                                "new limits for new connections");
                             changed += 1;
                         }
                         if !l.row.same_settings(row) || l.logged != *log {
@@ -367,7 +425,8 @@ impl LivePorts {
             };
             changed += 1;
             if repair {
-                warn!(namespace = %key.0, port = key.1, wanted = want.is_some(), running = stale.is_some(),
+                warn!(namespace = %key.namespace, port = key.port, protocol = %key.protocol,
+                    wanted = want.is_some(), running = stale.is_some(),
                     "repairing a port that did not match the table");
             }
             if let Some(live) = stale {
@@ -415,46 +474,78 @@ impl LivePorts {
     fn start(
         &self,
         row: RedirRow,
-        limits: Limits,
+        limits: PortLimits,
         logged: bool,
         targets: Arc<Pool>,
-        listeners: Option<Listeners>,
+        held: Option<Held>,
     ) {
         let addr = SocketAddr::new(self.served.bind(&row.namespace), row.port);
-        // Bound here rather than in the port's task, so that the state this node publishes
-        // right after reconciling says whether the port listens.
-        let inherited = self.inherited.lock().unwrap().remove(&addr);
-        // On failure the port's task tries again at once, says why, and keeps trying.
-        let listeners = listeners.or(inherited).or_else(|| crate::server::data::ports::bind(addr).ok());
         let stop_accepting = self.shutdown.child_token();
         let close_connections = self.kill.child_token();
-        let bound = Arc::new(AtomicBool::new(listeners.is_some()));
-        if listeners.is_none() {
+        let fds = Arc::new(Mutex::new(Vec::new()));
+        let metrics = self.metrics.redirection(&row.namespace, row.protocol, row.port, &row.app_id);
+        let policy = Arc::new(ArcSwap::from_pointee(policy(&row, logged, 0)));
+        let (task, bound, limits) = match limits {
+            PortLimits::Tcp(limits) => {
+                // Bound here rather than in the port's task, so that the state this node
+                // publishes right after reconciling says whether the port listens.
+                let inherited = self.inherited.lock().unwrap().remove(&addr);
+                let held = match held {
+                    Some(Held::Tcp(listeners)) => Some(listeners),
+                    _ => None,
+                };
+                // On failure the port's task tries again at once, says why, and keeps trying.
+                let listeners = held.or(inherited).or_else(|| ports::bind(addr).ok());
+                let bound = Arc::new(AtomicBool::new(listeners.is_some()));
+                let limits = Arc::new(ArcSwap::from_pointee(limits));
+                let port = forward::Port {
+                    namespace: row.namespace.clone(),
+                    addr,
+                    targets,
+                    stop_accepting: stop_accepting.clone(),
+                    close_connections: close_connections.clone(),
+                    bound: bound.clone(),
+                    bound_changed: self.bound_changed.clone(),
+                    connections: self.connections.clone(),
+                    limits: limits.clone(),
+                    handed_over: self.handed_over.clone(),
+                    fds: fds.clone(),
+                    policy: policy.clone(),
+                    metrics: metrics.clone(),
+                    workers: self.workers.clone(),
+                };
+                (tokio::spawn(forward::run(port, listeners)), bound, LimitsCell::Tcp(limits))
+            }
+            PortLimits::Udp(limits) => {
+                let socket = match held {
+                    Some(Held::Udp(socket)) => Some(socket),
+                    _ => udp::bind(addr).ok(),
+                };
+                let bound = Arc::new(AtomicBool::new(socket.is_some()));
+                let limits = Arc::new(ArcSwap::from_pointee(limits));
+                let port = udp::UdpPort {
+                    namespace: row.namespace.clone(),
+                    addr,
+                    targets,
+                    // Stopping a UDP port closes its flows with it: a flow has no
+                    // connection to drain.
+                    stop: stop_accepting.clone(),
+                    bound: bound.clone(),
+                    bound_changed: self.bound_changed.clone(),
+                    limits: limits.clone(),
+                    policy: policy.clone(),
+                    metrics: metrics.clone(),
+                    node: self.flows.clone(),
+                    workers: self.workers.clone(),
+                };
+                (tokio::spawn(udp::run(port, socket)), bound, LimitsCell::Udp(limits))
+            }
+        };
+        if !bound.load(Ordering::Relaxed) {
             *self.unbound.lock().unwrap() = None;
         }
-        let fds = Arc::new(Mutex::new(Vec::new()));
-        let limits = Arc::new(ArcSwap::from_pointee(limits));
-        let metrics = self.metrics.redirection(&row.namespace, row.port, &row.app_id);
-        let policy = Arc::new(ArcSwap::from_pointee(policy(&row, logged, 0)));
-        let port = forward::Port {
-            namespace: row.namespace.clone(),
-            addr,
-            targets,
-            stop_accepting: stop_accepting.clone(),
-            close_connections: close_connections.clone(),
-            bound: bound.clone(),
-            bound_changed: self.bound_changed.clone(),
-            connections: self.connections.clone(),
-            limits: limits.clone(),
-            handed_over: self.handed_over.clone(),
-            fds: fds.clone(),
-            policy: policy.clone(),
-            metrics: metrics.clone(),
-            workers: self.workers.clone(),
-        };
-        let task = tokio::spawn(forward::run(port, listeners));
-        info!(namespace = %row.namespace, port = row.port, app = %row.app_id, "port live");
-        let key = (row.namespace.clone(), row.port);
+        info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol, app = %row.app_id, "port live");
+        let key = row.key();
         let live = Live {
             row,
             limits,
@@ -478,14 +569,16 @@ impl LivePorts {
         live.close_connections.cancel();
         let _ = live.task.await;
         self.release_pool(&live.row.app_id);
-        self.metrics.forget(&live.row.namespace, live.row.port, &live.row.app_id);
-        info!(namespace = %live.row.namespace, port = live.row.port, "port closed");
+        let row = &live.row;
+        self.metrics.forget(&row.namespace, row.protocol, row.port, &row.app_id);
+        info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol, "port closed");
     }
 
-    /// Whether the port is bound here (`None`: not running here), and its traffic.
-    pub fn state(&self, namespace: &str, port: u16) -> Option<(bool, RedirTraffic)> {
+    /// Whether the port is bound here (`None`: not running here), and its traffic (a UDP
+    /// port's flows count as its connections).
+    pub fn state(&self, key: &RedirKey) -> Option<(bool, RedirTraffic)> {
         let live = self.live.lock().unwrap();
-        let l = live.get(&(namespace.to_owned(), port))?;
+        let l = live.get(key)?;
         let t = l.metrics.traffic.totals();
         let traffic = RedirTraffic {
             active_connections: t.active as u64,
@@ -502,14 +595,15 @@ impl LivePorts {
         Some(pools.get(app_id)?.pool.members().iter().map(|m| m.describe()).collect())
     }
 
-    /// How many ports listen here, and those that could not be bound (`namespace/port`).
+    /// How many ports listen here, and those that could not be bound (`namespace/port`, or
+    /// `namespace/udp/port`).
     pub fn status(&self) -> (u64, Vec<String>) {
         let live = self.live.lock().unwrap();
         let mut cached = self.unbound.lock().unwrap();
         let unbound = cached.get_or_insert_with(|| {
             live.values()
                 .filter(|l| !l.bound.load(Ordering::Relaxed))
-                .map(|l| format!("{}/{}", l.row.namespace, l.row.port))
+                .map(|l| l.row.key().to_string())
                 .collect()
         });
         ((live.len() - unbound.len()) as u64, unbound.clone())
@@ -583,6 +677,7 @@ mod tests {
         Record::Redir(RedirRow {
             namespace: "default".into(),
             port,
+            protocol: Protocol::Tcp,
             app_id: "app_1".into(),
             settings: Default::default(),
             revision: 0,
@@ -634,7 +729,7 @@ mod tests {
 
         // Behind the diff path's back: `a` removed, `b` added.
         table.write().unwrap().apply(&[
-            Event { revision: 4, change: Change::Delete(Key::Redir("default".into(), a)) },
+            Event { revision: 4, change: Change::Delete(Key::Redir(RedirKey::new("default", Protocol::Tcp, a))) },
             put(5, redir(b)),
         ]);
         assert!(!accepts(b));

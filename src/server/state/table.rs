@@ -8,16 +8,16 @@
 //!
 //! Applying a batch answers a [`Diff`]: the keys whose records it really changed, so that
 //! what follows the table (the live ports) redoes those and nothing else. A change costs
-//! what it touches: redirections are kept by (namespace, port), so one namespace's are a
-//! range of the map, and indexed by application, so one application's are found without a
+//! what it touches: redirections are kept by (namespace, protocol, port), so one
+//! namespace's are a range of the map, and indexed by application, so one application's are found without a
 //! pass over the table.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::store::{
-    Change, Event, Key, NamespaceDef, NodeRecord, Record, RedirRow, Revision, Snapshot, TokenRecord,
+    Change, Event, Key, NamespaceDef, NodeRecord, Record, RedirKey, RedirRow, Revision, Snapshot, TokenRecord,
 };
-use crate::wire::{Application, Organisation};
+use crate::wire::{Application, Organisation, Protocol};
 
 /// The whole table.
 #[derive(Debug, Default, Clone)]
@@ -28,16 +28,16 @@ pub struct Table {
     pub orgs: BTreeMap<String, Organisation>,
     /// Applications by id.
     pub apps: BTreeMap<String, Application>,
-    /// Redirections by (namespace, port).
-    pub redirs: BTreeMap<(String, u16), RedirRow>,
+    /// Redirections by (namespace, protocol, port).
+    pub redirs: BTreeMap<RedirKey, RedirRow>,
     /// Credentials by id.
     pub tokens: BTreeMap<String, TokenRecord>,
     /// Credential ids by token hash (two nodes may be given the same admin token).
     by_hash: HashMap<String, BTreeSet<String>>,
-    /// Each application's redirections, by (namespace, port), sorted: a short vector (an
-    /// application has one redirection per namespace at most), not a B-tree whose first
-    /// node costs ~370 bytes.
-    by_app: HashMap<String, Vec<(String, u16)>>,
+    /// Each application's redirections, by key, sorted: a short vector (an application has
+    /// one redirection per namespace and protocol at most), not a B-tree whose first node
+    /// costs ~370 bytes.
+    by_app: HashMap<String, Vec<RedirKey>>,
     /// Namespace definitions by name.
     pub namespaces: BTreeMap<String, NamespaceDef>,
     /// Node descriptions by name.
@@ -50,8 +50,8 @@ pub struct Table {
 /// only what depends on them is redone.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Diff {
-    /// Redirections added, removed or changed, by (namespace, port).
-    pub redirs: BTreeSet<(String, u16)>,
+    /// Redirections added, removed or changed.
+    pub redirs: BTreeSet<RedirKey>,
     /// Applications created, removed or changed (their instances).
     pub apps: BTreeSet<String>,
     /// Namespaces defined, redefined or removed.
@@ -108,7 +108,7 @@ impl Table {
                 self.apps.insert(app.id.clone(), app);
             }
             Record::Redir(row) => {
-                let key = (row.namespace.clone(), row.port);
+                let key = row.key();
                 let old = self.redirs.get(&key);
                 if old.is_none_or(|old| !old.same_settings(&row)) {
                     diff.redirs.insert(key.clone());
@@ -151,11 +151,10 @@ impl Table {
                     diff.apps.insert(id.clone());
                 }
             }
-            Key::Redir(ns, port) => {
-                let key = (ns.clone(), *port);
-                if let Some(old) = self.redirs.remove(&key) {
-                    self.unindex(&old.app_id, &key);
-                    diff.redirs.insert(key);
+            Key::Redir(key) => {
+                if let Some(old) = self.redirs.remove(key) {
+                    self.unindex(&old.app_id, key);
+                    diff.redirs.insert(key.clone());
                 }
             }
             Key::Token(id) => {
@@ -178,7 +177,7 @@ impl Table {
         }
     }
 
-    fn unindex(&mut self, app_id: &str, key: &(String, u16)) {
+    fn unindex(&mut self, app_id: &str, key: &RedirKey) {
         if let Some(keys) = self.by_app.get_mut(app_id) {
             if let Ok(at) = keys.binary_search(key) {
                 keys.remove(at);
@@ -194,31 +193,37 @@ impl Table {
         self.by_hash.get(hash).into_iter().flatten().filter_map(|id| self.tokens.get(id))
     }
 
-    /// An application's redirections, sorted by (namespace, port).
+    /// An application's redirections, sorted by (namespace, protocol, port).
     pub fn app_redirs(&self, app_id: &str) -> Vec<RedirRow> {
         self.app_keys(app_id).filter_map(|key| self.redirs.get(key)).cloned().collect()
     }
 
-    /// The keys of an application's redirections, sorted by (namespace, port).
-    pub fn app_keys(&self, app_id: &str) -> impl Iterator<Item = &(String, u16)> {
+    /// The keys of an application's redirections, sorted.
+    pub fn app_keys(&self, app_id: &str) -> impl Iterator<Item = &RedirKey> {
         self.by_app.get(app_id).into_iter().flatten()
     }
 
-    /// The application's redirection in a namespace, if it has one.
-    pub fn app_redir_in(&self, app_id: &str, namespace: &str) -> Option<&RedirRow> {
-        self.app_keys(app_id).find(|(ns, _)| ns == namespace).and_then(|key| self.redirs.get(key))
+    /// The application's redirection of `protocol` in a namespace, if it has one.
+    pub fn app_redir_in(&self, app_id: &str, namespace: &str, protocol: Protocol) -> Option<&RedirRow> {
+        self.app_keys(app_id)
+            .find(|k| k.namespace == namespace && k.protocol == protocol)
+            .and_then(|key| self.redirs.get(key))
     }
 
-    /// A namespace's redirections, by port.
+    /// A namespace's redirections, TCP then UDP, by port.
     pub fn namespace_redirs<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a RedirRow> + 'a {
-        let ns = namespace.to_owned();
-        self.redirs.range((ns.clone(), 0)..=(ns, u16::MAX)).map(|(_, row)| row)
+        self.redirs.range(namespace_range(namespace)).map(|(_, row)| row)
     }
 
-    /// Whether a namespace's port is held by a redirection.
-    pub fn port_taken(&self, namespace: &str, port: u16) -> bool {
-        self.redirs.contains_key(&(namespace.to_owned(), port))
+    /// Whether a namespace's port of `protocol` is held by a redirection.
+    pub fn port_taken(&self, namespace: &str, protocol: Protocol, port: u16) -> bool {
+        self.redirs.contains_key(&RedirKey::new(namespace, protocol, port))
     }
+}
+
+/// Every key of a namespace, of both protocols, as a range of a map sorted by key.
+pub fn namespace_range(namespace: &str) -> std::ops::RangeInclusive<RedirKey> {
+    RedirKey::new(namespace, Protocol::Tcp, 0)..=RedirKey::new(namespace, Protocol::Udp, u16::MAX)
 }
 
 #[cfg(test)]
@@ -229,6 +234,7 @@ mod tests {
         RedirRow {
             namespace: "default".into(),
             port,
+            protocol: Protocol::Tcp,
             app_id: "app_1".into(),
             settings: Default::default(),
             revision: 0,
@@ -239,7 +245,7 @@ mod tests {
     fn applying_a_change_twice_does_nothing() {
         let mut table = Table::default();
         let add = Event { revision: 3, change: Change::Put(Record::Redir(redir(5000))) };
-        let remove = Event { revision: 4, change: Change::Delete(Key::Redir("default".into(), 5000)) };
+        let remove = Event { revision: 4, change: Change::Delete(Key::Redir(RedirKey::new("default", Protocol::Tcp, 5000))) };
         assert!(table.apply(std::slice::from_ref(&add)).touches_ports());
         assert!(table.apply(std::slice::from_ref(&remove)).touches_ports());
         // Replayed (a watch restarted from an older revision): skipped, the port stays gone.
@@ -258,10 +264,10 @@ mod tests {
         // The same row again (a later revision): nothing the ports depend on changed.
         assert!(!table.apply(&[put(3, 5000)]).touches_ports());
         let diff =
-            table.apply(&[Event { revision: 4, change: Change::Delete(Key::Redir("default".into(), 5000)) }]);
-        assert_eq!(diff.redirs.into_iter().collect::<Vec<_>>(), vec![("default".to_owned(), 5000)]);
+            table.apply(&[Event { revision: 4, change: Change::Delete(Key::Redir(RedirKey::new("default", Protocol::Tcp, 5000))) }]);
+        assert_eq!(diff.redirs.into_iter().collect::<Vec<_>>(), vec![RedirKey::new("default", Protocol::Tcp, 5000)]);
         assert_eq!(table.app_redirs("app_1").iter().map(|r| r.port).collect::<Vec<_>>(), vec![5001]);
-        assert_eq!(table.app_redir_in("app_1", "default").map(|r| r.port), Some(5001));
+        assert_eq!(table.app_redir_in("app_1", "default", Protocol::Tcp).map(|r| r.port), Some(5001));
         assert_eq!(table.namespace_redirs("default").count(), 1);
         assert!(table.namespace_redirs("other").next().is_none());
     }
@@ -270,6 +276,6 @@ mod tests {
     fn a_redirection_takes_the_revision_of_its_change() {
         let mut table = Table::default();
         table.apply(&[Event { revision: 7, change: Change::Put(Record::Redir(redir(5001))) }]);
-        assert_eq!(table.redirs[&("default".into(), 5001)].revision, 7);
+        assert_eq!(table.redirs[&RedirKey::new("default", Protocol::Tcp, 5001)].revision, 7);
     }
 }

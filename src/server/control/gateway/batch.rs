@@ -29,10 +29,12 @@ use crate::server::control::error::Error;
 use crate::server::control::validate;
 use crate::server::data::forward::DEFAULT_LIMITS;
 use crate::server::data::ports;
-use crate::server::state::live::LivePorts;
-use crate::server::state::store::{Conflict, NamespaceDef, RedirRow, Revision, StoreError};
+use crate::server::state::live::{self, LivePorts};
+use crate::server::state::store::{Conflict, NamespaceDef, RedirKey, RedirRow, Revision, StoreError};
 use crate::server::state::table::Table;
-use crate::wire::{self, ApiError, NewTcpRedir, NewTcpRedirItem, Organisation, TcpRedir, TcpRedirOutcome};
+use crate::wire::{
+    self, ApiError, NewTcpRedir, NewTcpRedirItem, Organisation, Protocol, TcpRedir, TcpRedirOutcome,
+};
 
 /// How many ports are bound between two yields to the runtime (binding is a few system
 /// calls each, done on the async worker as `add` does).
@@ -50,6 +52,8 @@ struct Plan {
     fixed: Option<u16>,
     /// The application's previous port in the namespace, tried first.
     previous: Option<u16>,
+    /// The ports it may take: the namespace's, or the `minPort`-`maxPort` part of them.
+    range: std::ops::RangeInclusive<u16>,
 }
 
 /// The listeners a batch bound for its claims. A port leaves the guard when its claim
@@ -57,35 +61,42 @@ struct Plan {
 /// dropped, with the request or at the end, every listener still in it is closed.
 struct Held {
     live: Arc<LivePorts>,
-    ports: HashSet<(String, u16)>,
+    ports: HashSet<RedirKey>,
 }
 
 impl Held {
     /// Keeps `listeners` for the claim of `port`.
     fn hold(&mut self, namespace: &str, port: u16, listeners: ports::Listeners) {
-        self.live.hold(namespace, port, listeners);
-        self.ports.insert((namespace.to_owned(), port));
+        let key = tcp_key(namespace, port);
+        self.live.hold(key.clone(), live::Held::Tcp(listeners));
+        self.ports.insert(key);
     }
 
     /// The claim succeeded: the listener is the reconciler's now.
     fn claimed(&mut self, namespace: &str, port: u16) {
-        self.ports.remove(&(namespace.to_owned(), port));
+        self.ports.remove(&tcp_key(namespace, port));
     }
 
     /// The claim failed: the listener is closed.
     fn release(&mut self, namespace: &str, port: u16) {
-        if self.ports.remove(&(namespace.to_owned(), port)) {
-            self.live.unhold(namespace, port);
+        let key = tcp_key(namespace, port);
+        if self.ports.remove(&key) {
+            self.live.unhold(&key);
         }
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        for (namespace, port) in self.ports.drain() {
-            self.live.unhold(&namespace, port);
+        for key in self.ports.drain() {
+            self.live.unhold(&key);
         }
     }
+}
+
+/// A batch makes TCP redirections.
+fn tcp_key(namespace: &str, port: u16) -> RedirKey {
+    RedirKey::new(namespace, Protocol::Tcp, port)
 }
 
 /// The ports of one namespace that a new redirection cannot take: the table's and those
@@ -99,7 +110,7 @@ struct Taken {
 impl Taken {
     /// Whether `port` is taken.
     fn contains(&self, gateway: &Gateway, port: u16) -> bool {
-        self.ports.contains(&port) || gateway.port_taken(&self.namespace, port)
+        self.ports.contains(&port) || gateway.port_taken(&tcp_key(&self.namespace, port))
     }
 
     /// `port` is taken from now on.
@@ -159,14 +170,14 @@ impl Gateway {
                 }
             }
         }
-        let asked: Vec<(String, String)> = plans
+        let asked: Vec<(String, String, Protocol)> = plans
             .iter()
             .filter(|p| p.fixed.is_none())
-            .map(|p| (p.row.app_id.clone(), p.ns.name.clone()))
+            .map(|p| (p.row.app_id.clone(), p.ns.name.clone(), Protocol::Tcp))
             .collect();
         let previous = self.synced.store().previous_ports(&asked).await.map_err(|e| self.store_error(e))?;
         for (plan, previous) in plans.iter_mut().filter(|p| p.fixed.is_none()).zip(previous) {
-            plan.previous = previous;
+            plan.previous = previous.filter(|p| plan.range.contains(p));
         }
 
         let live = self.synced.live().clone();
@@ -249,7 +260,7 @@ impl Gateway {
         }
         let table = self.table();
         for (index, row) in made {
-            let stored = table.redirs.get(&(row.namespace.clone(), row.port)).unwrap_or(&row);
+            let stored = table.redirs.get(&row.key()).unwrap_or(&row);
             outcomes[index] = Some(Ok(self.describe(&table, stored)));
         }
         Ok(items
@@ -279,7 +290,7 @@ impl Gateway {
         let ns = &plan.ns.name;
         match err {
             StoreError::Conflict(Conflict::PortTaken) => Error::port_taken(plan.row.port, ns),
-            StoreError::Conflict(Conflict::AppHasOne(p)) => Error::already_redirected(p, ns),
+            StoreError::Conflict(Conflict::AppHasOne(p)) => Error::already_redirected(Protocol::Tcp, p, ns),
             StoreError::Conflict(Conflict::Quota(q)) => Error::quota_reached(q),
             StoreError::Conflict(Conflict::NotFound) => Error::unknown_app(&plan.row.app_id),
             err => self.store_error(err),
@@ -300,7 +311,12 @@ fn check_shape(new: &NewTcpRedir) -> Result<(), Error> {
 /// The ports that the batch's applications hold, by (application, namespace).
 fn existing_ports(table: &Table, apps: &HashSet<&str>) -> HashMap<(String, String), u16> {
     apps.iter()
-        .flat_map(|app| table.app_keys(app).map(move |(ns, port)| ((app.to_string(), ns.clone()), *port)))
+        .flat_map(|app| {
+            table
+                .app_keys(app)
+                .filter(|k| k.protocol == Protocol::Tcp)
+                .map(move |k| ((app.to_string(), k.namespace.clone()), k.port))
+        })
         .collect()
 }
 
@@ -325,28 +341,27 @@ fn plan(
         .filter(|n| n.admits(org) && !n.retired)
         .cloned()
         .ok_or_else(|| Error::unknown_namespace(&new.namespace))?;
-    validate::redirection(&ns, &new.settings)?;
-    if let Some(port) = new.port {
-        validate::port_in_range(&ns, port)?;
-    }
+    validate::redirection(&ns, &new.settings, Protocol::Tcp)?;
+    let range = validate::ports_for(&ns, new)?;
     if let Some(&port) = existing.get(&(app.id.clone(), ns.name.clone())) {
-        return Err(Error::already_redirected(port, &ns.name));
+        return Err(Error::already_redirected(Protocol::Tcp, port, &ns.name));
     }
     let row = RedirRow {
         namespace: ns.name.clone(),
         port: 0,
+        protocol: Protocol::Tcp,
         app_id: app.id.clone(),
         settings: new.settings.clone(),
         revision: 0,
     };
-    Ok(Plan { index, ns, row, fixed: new.port, previous: None })
+    Ok(Plan { index, ns, row, fixed: new.port, previous: None, range })
 }
 
 /// Picks the port of one redirection, bound and held when this node serves its namespace.
 fn pick(gw: &Gateway, live: &LivePorts, plan: &Plan, taken: &Taken, held: &mut Held) -> Result<u16, Error> {
     let ns = &plan.ns;
-    let range = ns.min_port..=ns.max_port;
-    let no_free = || Error::no_free_port(&ns.name, ns.min_port, ns.max_port);
+    let range = plan.range.clone();
+    let no_free = || Error::no_free_port(&ns.name, *range.start(), *range.end());
     let serves = live.served().serves(&ns.name);
     let bind = live.served().bind(&ns.name);
     match (plan.fixed, serves) {

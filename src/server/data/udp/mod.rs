@@ -62,8 +62,9 @@
 //! [`super::metrics::UdpCounts`], added once per batch. With the connection log on, a flow
 //! writes one `flow` line when it ends ([`super::conn_log::ConnLog::log_flow`]).
 //!
-//! Not yet here: the API, CLI and store (a redirection's protocol), hand-over of the
-//! socket to a new process at an upgrade, and health learnt from UDP traffic (an ICMP
+//! Not yet here: hand-over of the socket to a new process at an upgrade (an upgrade
+//! rebinds UDP ports, and open flows start again in the new process), and health learnt
+//! from UDP traffic (an ICMP
 //! port-unreachable is counted, `unreachable`, but does not mark the instance down,
 //! since the health check connects with TCP).
 
@@ -86,6 +87,7 @@ use super::balance::Pool;
 use super::forward::Policy;
 use super::metrics::RedirMetrics;
 use super::workers::Workers;
+use crate::settings::{ProxyProtocol, RedirSettings};
 
 /// How often a UDP port whose bind failed tries again.
 const REBIND_EVERY: Duration = Duration::from_secs(5);
@@ -136,6 +138,46 @@ pub struct UdpLimits {
 /// flows per redirection.
 pub const DEFAULT_UDP_LIMITS: UdpLimits =
     UdpLimits { idle: Duration::from_secs(60), max_flows: 10_000, max_rate: None, proxy: None };
+
+impl UdpLimits {
+    /// The limits of a UDP redirection: each of its own settings, else its namespace's, else
+    /// [`DEFAULT_UDP_LIMITS`]. `idleTimeout` is the flow's idle timeout, `maxConnections` its
+    /// flow cap and `maxConnectionsPerSecond` its new-flow rate; a namespace's
+    /// `idle_timeout` applies only where the operator set it, since TCP's default (an hour)
+    /// would hold a vanished client's socket far too long. Settings out of range (checked
+    /// when added) are ignored.
+    pub fn of(namespace: &RedirSettings, own: &RedirSettings) -> UdpLimits {
+        let idle = own
+            .idle_timeout
+            .or(namespace.idle_timeout)
+            .filter(|s| (1..=crate::wire::MAX_LIMIT_SECS).contains(s))
+            .map_or(DEFAULT_UDP_LIMITS.idle, Duration::from_secs);
+        let quota = |n: Option<u32>| n.filter(|n| (1..=crate::wire::MAX_QUOTA).contains(n));
+        UdpLimits {
+            idle,
+            max_flows: quota(own.max_connections.or(namespace.max_connections))
+                .unwrap_or(DEFAULT_UDP_LIMITS.max_flows),
+            max_rate: quota(own.max_connections_per_second.or(namespace.max_connections_per_second)),
+            proxy: match own.proxy_protocol {
+                Some(ProxyProtocol::V2) => Some(ProxyMode::First),
+                Some(ProxyProtocol::V2Every) => Some(ProxyMode::Every),
+                // Refused on UDP when added (the text header has no datagram form).
+                Some(ProxyProtocol::V1) | None => None,
+            },
+        }
+    }
+
+    /// A UDP redirection's own settings with the limits in force filled in, as the API shows
+    /// them (a UDP flow has no connect or half-close timeout).
+    pub fn in_force(self, own: &RedirSettings) -> RedirSettings {
+        RedirSettings {
+            idle_timeout: Some(self.idle.as_secs()),
+            max_connections: Some(self.max_flows),
+            max_connections_per_second: self.max_rate,
+            ..own.clone()
+        }
+    }
+}
 
 /// In front of which datagrams of a flow the PROXY protocol v2 header goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +246,11 @@ pub fn allocate(
     prefer: Option<u16>,
 ) -> std::io::Result<Option<(u16, std::net::UdpSocket)>> {
     super::ports::allocate_with(ip, range, taken, prefer, io::bind)
+}
+
+/// Binds a public UDP port (non-blocking, close-on-exec, dual-stack on IPv6).
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    io::bind(addr)
 }
 
 /// Deals the UDP ports to the forwarding threads in turn.

@@ -18,7 +18,7 @@ use crate::server::data::balance::Health;
 use crate::server::data::forward::Policy;
 use crate::server::data::metrics::{Dropped, Metrics, UdpCounts};
 use crate::settings::RedirSettings;
-use crate::wire::Instance;
+use crate::wire::{Instance, Protocol};
 
 /// How long a test waits for anything it expects.
 const WAIT: Duration = Duration::from_secs(10);
@@ -136,7 +136,7 @@ impl Gateway {
             bound_changed: Arc::default(),
             limits: Arc::new(ArcSwap::from_pointee(limits)),
             policy: policy.clone(),
-            metrics: registry.redirection("default", addr.port(), "app_1"),
+            metrics: registry.redirection("default", Protocol::Udp, addr.port(), "app_1"),
             node: node.clone(),
             workers: workers(),
         };
@@ -391,11 +391,11 @@ async fn the_flow_caps_shed_new_flows_and_count_them() {
     assert_eq!(gateway.metrics.over_capacity.get(), 8, "each shed datagram was a refused flow");
     assert_eq!(gateway.metrics.traffic.totals().active, 3);
     gateway.until("the answers counted", |g| g.counts().datagrams_out.get() == 4).await;
-    let _tcp = gateway.registry.redirection("default", 1, "tcp_app");
+    let _tcp = gateway.registry.redirection("default", Protocol::Tcp, 1, "tcp_app");
     let text = gateway.registry.encode();
     let series = |name: &str, label: &str| {
         format!(
-            "tcp_redirs_{name}_total{{namespace=\"default\",port=\"{}\",app=\"app_1\",{label}}}",
+            "tcp_redirs_{name}_total{{namespace=\"default\",port=\"{}\",protocol=\"udp\",app=\"app_1\",{label}}}",
             gateway.addr.port()
         )
     };

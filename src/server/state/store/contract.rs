@@ -5,9 +5,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::sqlite::Sqlite;
-use super::{Conflict, RedirRow, Store, StoreError, TokenRecord};
+use super::{Conflict, RedirKey, RedirRow, Store, StoreError, TokenRecord};
 use crate::server::state::table::Table;
-use crate::wire::{Application, Instance, Organisation, TokenInfo};
+use crate::wire::{Application, Instance, Organisation, Protocol, TokenInfo};
 
 #[cfg(feature = "etcd")]
 #[path = "../../../../tests/common/etcd.rs"]
@@ -30,10 +30,15 @@ fn redir(app: &str, namespace: &str, port: u16) -> RedirRow {
     RedirRow {
         namespace: namespace.into(),
         port,
+        protocol: Protocol::Tcp,
         app_id: app.into(),
         settings: Default::default(),
         revision: 0,
     }
+}
+
+fn udp(app: &str, namespace: &str, port: u16) -> RedirRow {
+    RedirRow { protocol: Protocol::Udp, ..redir(app, namespace, port) }
 }
 
 fn conflict<T: std::fmt::Debug>(result: Result<T, StoreError>) -> Conflict {
@@ -79,7 +84,7 @@ async fn claims_and_releases(store: Arc<dyn Store>) {
     );
 
     store.release(&redir("app_1", "default", 6000), &acme.id).await.unwrap();
-    assert_eq!(store.previous_port("app_1", "default").await.unwrap(), Some(6000));
+    assert_eq!(store.previous_port("app_1", "default", Protocol::Tcp).await.unwrap(), Some(6000));
     assert_eq!(conflict(store.release(&redir("app_1", "default", 6000), &acme.id).await), Conflict::NotFound);
     assert_eq!(
         conflict(store.release(&redir("app_2", "cleverapps", 6000), &acme.id).await),
@@ -92,9 +97,78 @@ async fn claims_and_releases(store: Arc<dyn Store>) {
     assert_eq!(conflict(store.remove_app("app_1").await), Conflict::NotFound);
     let table = Table::load(store.snapshot().await.unwrap());
     let ports: Vec<_> = table.redirs.keys().cloned().collect();
-    assert_eq!(ports, vec![("default".to_owned(), 6002)], "app_1's redirections went with it");
+    assert_eq!(ports, vec![RedirKey::new("default", Protocol::Tcp, 6002)], "app_1's redirections went with it");
     // app_1's name is free again.
     store.create_app(&app("app_1", &acme)).await.unwrap();
+}
+
+/// TCP and UDP ports are separate spaces: the same port of a namespace in each, one
+/// redirection of each protocol per application and namespace, a previous port per
+/// protocol, one quota for both, and an application's removal takes both.
+async fn udp_ports_are_a_space_of_their_own(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    store.create_org(&acme).await.unwrap();
+    store.create_app(&app("app_1", &acme)).await.unwrap();
+    store.create_app(&app("app_2", &acme)).await.unwrap();
+    let mut table = Table::load(store.snapshot().await.unwrap());
+    let mut changes = store.watch(table.revision).await.unwrap();
+
+    store.claim(&redir("app_1", "default", 7000), &acme.id, Some(3)).await.unwrap();
+    store.claim(&udp("app_2", "default", 7000), &acme.id, Some(3)).await.unwrap();
+    assert_eq!(conflict(store.claim(&udp("app_1", "default", 7000), &acme.id, Some(3)).await), Conflict::PortTaken);
+    store.claim(&udp("app_1", "default", 7001), &acme.id, Some(3)).await.unwrap();
+    assert_eq!(
+        conflict(store.claim(&udp("app_1", "default", 7002), &acme.id, None).await),
+        Conflict::AppHasOne(7001),
+        "one UDP redirection per application and namespace"
+    );
+    assert_eq!(
+        conflict(store.claim(&udp("app_2", "other", 7003), &acme.id, Some(3)).await),
+        Conflict::Quota(3),
+        "the quota counts TCP and UDP alike"
+    );
+    let rows = [udp("app_2", "other", 7004), redir("app_2", "default", 7000)];
+    let outcomes = store.claim_many(&rows, &acme.id, None).await.unwrap();
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    assert_eq!(conflict(outcomes.into_iter().nth(1).unwrap()), Conflict::PortTaken);
+
+    store.release(&udp("app_1", "default", 7001), &acme.id).await.unwrap();
+    assert_eq!(store.previous_port("app_1", "default", Protocol::Udp).await.unwrap(), Some(7001));
+    assert_eq!(store.previous_port("app_1", "default", Protocol::Tcp).await.unwrap(), None);
+    let asked = [
+        ("app_1".to_owned(), "default".to_owned(), Protocol::Udp),
+        ("app_1".to_owned(), "default".to_owned(), Protocol::Tcp),
+    ];
+    assert_eq!(store.previous_ports(&asked).await.unwrap(), vec![Some(7001), None]);
+    assert_eq!(
+        conflict(store.release(&redir("app_2", "default", 7000), &acme.id).await),
+        Conflict::NotFound,
+        "app_2 holds UDP 7000, not TCP 7000"
+    );
+
+    let snapshot = Table::load(store.snapshot().await.unwrap());
+    let keys: Vec<_> = snapshot.redirs.keys().cloned().collect();
+    assert_eq!(
+        keys,
+        vec![
+            RedirKey::new("default", Protocol::Tcp, 7000),
+            RedirKey::new("default", Protocol::Udp, 7000),
+            RedirKey::new("other", Protocol::Udp, 7004),
+        ]
+    );
+    assert_eq!(snapshot.redirs[&keys[1]].app_id, "app_2");
+    // The watch carried every change, protocol included.
+    while table.revision < snapshot.revision {
+        let events = changes.recv().await.expect("the watch goes on").unwrap();
+        table.apply(&events);
+    }
+    assert_eq!(table.redirs, snapshot.redirs);
+
+    store.remove_app("app_2").await.unwrap();
+    let table = Table::load(store.snapshot().await.unwrap());
+    let keys: Vec<_> = table.redirs.keys().cloned().collect();
+    assert_eq!(keys, vec![RedirKey::new("default", Protocol::Tcp, 7000)], "app_2's UDP redirections went with it");
+    assert_eq!(store.previous_port("app_2", "other", Protocol::Udp).await.unwrap(), None);
 }
 
 /// A table loaded at a revision and moved forward by the watch equals a fresh snapshot.
@@ -256,7 +330,7 @@ async fn a_batch_claims_each_row_as_one_claim_would(store: Arc<dyn Store>) {
     assert_eq!(table.redirs.len(), 110);
     for (row, outcome) in rows.iter().zip(&outcomes) {
         if let Ok(revision) = outcome {
-            let stored = &table.redirs[&(row.namespace.clone(), row.port)];
+            let stored = &table.redirs[&row.key()];
             assert_eq!((&stored.app_id, stored.revision), (&row.app_id, *revision), "{row:?}");
         }
     }
@@ -288,7 +362,7 @@ async fn a_snapshot_of_a_large_table_holds_every_row(store: Arc<dyn Store>) {
     assert_eq!(table.redirs.len(), rows.len());
     assert_eq!(table.apps.len(), 50);
     for row in &rows {
-        let stored = &table.redirs[&(row.namespace.clone(), row.port)];
+        let stored = &table.redirs[&row.key()];
         assert_eq!((&stored.app_id, &stored.settings), (&row.app_id, &row.settings));
     }
 }
@@ -332,6 +406,19 @@ fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
 }
 
 #[tokio::test]
+async fn sqlite_udp_ports_are_a_space_of_their_own() {
+    let (store, _dir) = sqlite();
+    udp_ports_are_a_space_of_their_own(store).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_udp_ports_are_a_space_of_their_own() {
+    let (store, _etcd) = etcd().await;
+    udp_ports_are_a_space_of_their_own(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_claims_and_releases() {
     let (store, _dir) = sqlite();
     claims_and_releases(store).await;

@@ -6,10 +6,11 @@
 //! | --- | --- |
 //! | `orgs/{id}`, `orgnames/{name}` | an organisation; its id (the name's claim) |
 //! | `apps/{id}`, `appnames/{org}/{name}` | an application with its instances; its id |
-//! | `redirs/{namespace}/{port}` | a redirection: the port's claim |
-//! | `appns/{app}/{namespace}` | its port: the application's one redirection in the namespace |
-//! | `prev/{app}/{namespace}` | the port it last released there |
-//! | `quota/{org}` | how many redirections the organisation holds |
+//! | `redirs/{namespace}/{port}` | a TCP redirection: the port's claim |
+//! | `appns/{app}/{namespace}` | its port: the application's one TCP redirection in the namespace |
+//! | `prev/{app}/{namespace}` | the TCP port it last released there |
+//! | `udpredirs/…`, `udpappns/…`, `udpprev/…` | the same three for UDP, whose ports are a space of their own |
+//! | `quota/{org}` | how many redirections the organisation holds, TCP and UDP |
 //! | `tokens/{id}` | a credential (hashes only) |
 //! | `namespaces/{name}`, `settings` | the definitions every node must agree on |
 //! | `nodes/{name}`, `alive/{name}` | a node's state; its liveness, bound to its lease |
@@ -40,10 +41,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Record, RedirRow, Revision, Snapshot,
-    Store, StoreAccess, StoreError, StoreResult, TokenRecord,
+    Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Record, RedirKey, RedirRow, Revision,
+    Snapshot, Store, StoreAccess, StoreError, StoreResult, TokenRecord,
 };
-use crate::wire::{Application, Instance, Organisation};
+use crate::wire::{Application, Instance, Organisation, Protocol};
 
 /// How many times a write whose only failed comparison was a counter is tried again.
 const RETRIES: usize = 32;
@@ -306,8 +307,11 @@ impl Etcd {
         let record = match kind {
             "orgs" => serde_json::from_slice(value).map(Record::Org),
             "apps" => serde_json::from_slice(value).map(Record::App),
-            "redirs" => serde_json::from_slice::<RedirRow>(value)
-                .map(|row| Record::Redir(RedirRow { revision: kv.mod_revision(), ..row })),
+            "redirs" | "udpredirs" => serde_json::from_slice::<RedirRow>(value).map(|row| {
+                // The key says the protocol, whatever the value does.
+                let protocol = if kind == "udpredirs" { Protocol::Udp } else { Protocol::Tcp };
+                Record::Redir(RedirRow { revision: kv.mod_revision(), protocol, ..row })
+            }),
             "tokens" => serde_json::from_slice(value).map(Record::Token),
             "namespaces" => serde_json::from_slice(value).map(Record::Namespace),
             "nodes" => serde_json::from_slice(value).map(Record::Node),
@@ -325,13 +329,29 @@ impl Etcd {
         Some(match kind {
             "orgs" => Key::Org(name),
             "apps" => Key::App(name),
-            "redirs" => Key::Redir(name, parts.next()?.parse().ok()?),
+            "redirs" => Key::Redir(RedirKey { namespace: name, protocol: Protocol::Tcp, port: parts.next()?.parse().ok()? }),
+            "udpredirs" => Key::Redir(RedirKey { namespace: name, protocol: Protocol::Udp, port: parts.next()?.parse().ok()? }),
             "tokens" => Key::Token(name),
             "namespaces" => Key::Namespace(name),
             "nodes" => Key::Node(name),
             "alive" => Key::Alive(name),
             _ => return None,
         })
+    }
+
+    /// The claim of a redirection's port: `redirs/{ns}/{port}` or `udpredirs/{ns}/{port}`.
+    fn redir_key(&self, namespace: &str, protocol: Protocol, port: u16) -> String {
+        self.key(&[protocol_kind(protocol, "redirs"), namespace, &port.to_string()])
+    }
+
+    /// The application's one redirection of `protocol` in a namespace (its port).
+    fn appns_key(&self, app_id: &str, namespace: &str, protocol: Protocol) -> String {
+        self.key(&[protocol_kind(protocol, "appns"), app_id, namespace])
+    }
+
+    /// The port of `protocol` the application last released in a namespace.
+    fn prev_key(&self, app_id: &str, namespace: &str, protocol: Protocol) -> String {
+        self.key(&[protocol_kind(protocol, "prev"), app_id, namespace])
     }
 
     /// Publishes `value` at `key` unless another is there: `Ok(None)` when it was published
@@ -348,6 +368,17 @@ impl Etcd {
                 Ok(Some(existing))
             }
         }
+    }
+}
+
+/// A kind of key of a redirection, for its protocol: TCP's kinds predate UDP, which adds
+/// `udp` in front of them.
+fn protocol_kind(protocol: Protocol, tcp: &'static str) -> &'static str {
+    match (protocol, tcp) {
+        (Protocol::Tcp, kind) => kind,
+        (Protocol::Udp, "redirs") => "udpredirs",
+        (Protocol::Udp, "appns") => "udpappns",
+        (Protocol::Udp, _) => "udpprev",
     }
 }
 
@@ -419,8 +450,8 @@ impl Etcd {
                 .map(|&i| {
                     let row = &rows[i];
                     (
-                        self.key(&["redirs", &row.namespace, &row.port.to_string()]),
-                        self.key(&["appns", &row.app_id, &row.namespace]),
+                        self.redir_key(&row.namespace, row.protocol, row.port),
+                        self.appns_key(&row.app_id, &row.namespace, row.protocol),
                     )
                 })
                 .collect();
@@ -745,26 +776,30 @@ impl Store for Etcd {
         for _ in 0..RETRIES {
             let kv = self.get(&key).await?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
             let app: Application = serde_json::from_slice(kv.value())?;
-            let held = self.get_prefix(&self.key(&["appns", app_id, ""])).await?;
+            let mut held = Vec::new();
+            for protocol in [Protocol::Tcp, Protocol::Udp] {
+                let prefix = self.key(&[protocol_kind(protocol, "appns"), app_id, ""]);
+                held.extend(self.get_prefix(&prefix).await?.into_iter().map(|kv| (protocol, kv)));
+            }
             let quota_key = self.key(&["quota", &app.owner_id]);
             let (count, counter_revision) = self.counter(&app.owner_id).await?;
             let mut ops = vec![
                 TxnOp::delete(key.as_str(), None),
                 TxnOp::delete(self.key(&["appnames", &app.owner_id, &app.name]), None),
-                TxnOp::delete(
-                    self.key(&["appns", app_id, ""]),
-                    Some(etcd_client::DeleteOptions::new().with_prefix()),
-                ),
-                TxnOp::delete(
-                    self.key(&["prev", app_id, ""]),
-                    Some(etcd_client::DeleteOptions::new().with_prefix()),
-                ),
             ];
-            for kv in &held {
+            for protocol in [Protocol::Tcp, Protocol::Udp] {
+                for kind in ["appns", "prev"] {
+                    ops.push(TxnOp::delete(
+                        self.key(&[protocol_kind(protocol, kind), app_id, ""]),
+                        Some(etcd_client::DeleteOptions::new().with_prefix()),
+                    ));
+                }
+            }
+            for (protocol, kv) in &held {
                 let namespace =
                     String::from_utf8_lossy(kv.key()).rsplit('/').next().unwrap_or_default().to_owned();
                 let port = String::from_utf8_lossy(kv.value()).into_owned();
-                ops.push(TxnOp::delete(self.key(&["redirs", &namespace, &port]), None));
+                ops.push(TxnOp::delete(self.key(&[protocol_kind(*protocol, "redirs"), &namespace, &port]), None));
             }
             if !held.is_empty() {
                 ops.push(TxnOp::put(
@@ -790,8 +825,8 @@ impl Store for Etcd {
 
     async fn claim(&self, row: &RedirRow, org_id: &str, quota: Option<u32>) -> StoreResult<Revision> {
         let _turn = self.org_turn(org_id).await;
-        let redir_key = self.key(&["redirs", &row.namespace, &row.port.to_string()]);
-        let appns_key = self.key(&["appns", &row.app_id, &row.namespace]);
+        let redir_key = self.redir_key(&row.namespace, row.protocol, row.port);
+        let appns_key = self.appns_key(&row.app_id, &row.namespace, row.protocol);
         let app_key = self.key(&["apps", &row.app_id]);
         let quota_key = self.key(&["quota", org_id]);
         for _ in 0..RETRIES {
@@ -853,8 +888,8 @@ impl Store for Etcd {
             let (mut chunk, mut later, mut keys) = (Vec::new(), Vec::new(), HashSet::new());
             while let Some(i) = queue.pop_front() {
                 let row = &rows[i];
-                let port_key = (0u8, row.namespace.as_str(), row.port.to_string());
-                let app_key = (1u8, row.namespace.as_str(), row.app_id.clone());
+                let port_key = (0u8, row.protocol, row.namespace.as_str(), row.port.to_string());
+                let app_key = (1u8, row.protocol, row.namespace.as_str(), row.app_id.clone());
                 if keys.contains(&port_key) || keys.contains(&app_key) {
                     later.push(i);
                     continue;
@@ -885,8 +920,8 @@ impl Store for Etcd {
 
     async fn release(&self, row: &RedirRow, org_id: &str) -> StoreResult<Revision> {
         let _turn = self.org_turn(org_id).await;
-        let redir_key = self.key(&["redirs", &row.namespace, &row.port.to_string()]);
-        let appns_key = self.key(&["appns", &row.app_id, &row.namespace]);
+        let redir_key = self.redir_key(&row.namespace, row.protocol, row.port);
+        let appns_key = self.appns_key(&row.app_id, &row.namespace, row.protocol);
         let quota_key = self.key(&["quota", org_id]);
         let port = row.port.to_string();
         for _ in 0..RETRIES {
@@ -900,7 +935,7 @@ impl Store for Etcd {
                     TxnOp::delete(redir_key.as_str(), None),
                     TxnOp::delete(appns_key.as_str(), None),
                     TxnOp::put(quota_key.as_str(), count.saturating_sub(1).to_string(), None),
-                    TxnOp::put(self.key(&["prev", &row.app_id, &row.namespace]), port.as_str(), None),
+                    TxnOp::put(self.prev_key(&row.app_id, &row.namespace, row.protocol), port.as_str(), None),
                 ])
                 .or_else([TxnOp::get(appns_key.as_str(), None)]);
             match self.txn(txn).await? {
@@ -916,16 +951,18 @@ impl Store for Etcd {
         Err(StoreError::Unavailable("etcd: the organisation kept changing; try again".into()))
     }
 
-    async fn previous_port(&self, app_id: &str, namespace: &str) -> StoreResult<Option<u16>> {
-        let kv = self.get(&self.key(&["prev", app_id, namespace])).await?;
+    async fn previous_port(&self, app_id: &str, namespace: &str, protocol: Protocol) -> StoreResult<Option<u16>> {
+        let kv = self.get(&self.prev_key(app_id, namespace, protocol)).await?;
         Ok(kv.and_then(|kv| String::from_utf8_lossy(kv.value()).parse().ok()))
     }
 
-    async fn previous_ports(&self, pairs: &[(String, String)]) -> StoreResult<Vec<Option<u16>>> {
-        let mut ports = Vec::with_capacity(pairs.len());
-        for chunk in pairs.chunks(MAX_TXN_OPS) {
-            let gets: Vec<TxnOp> =
-                chunk.iter().map(|(app, ns)| TxnOp::get(self.key(&["prev", app, ns]), None)).collect();
+    async fn previous_ports(&self, asked: &[(String, String, Protocol)]) -> StoreResult<Vec<Option<u16>>> {
+        let mut ports = Vec::with_capacity(asked.len());
+        for chunk in asked.chunks(MAX_TXN_OPS) {
+            let gets: Vec<TxnOp> = chunk
+                .iter()
+                .map(|(app, ns, protocol)| TxnOp::get(self.prev_key(app, ns, *protocol), None))
+                .collect();
             let response = self
                 .client
                 .kv_client()

@@ -26,10 +26,41 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::RedirSettings;
-use crate::wire::{Application, Instance, Organisation, TokenInfo};
+use crate::wire::{Application, Instance, Organisation, Protocol, TokenInfo};
 
 /// A store revision: every committed write has a higher one than the writes before it.
 pub type Revision = i64;
+
+/// Which redirection: a namespace's port of one protocol. Sorted by namespace, then
+/// protocol, then port, so that a namespace's redirections, and each protocol's within it,
+/// are ranges of a map.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RedirKey {
+    /// The namespace the port belongs to.
+    pub namespace: String,
+    /// TCP or UDP: each has its own ports.
+    pub protocol: Protocol,
+    /// The public port.
+    pub port: u16,
+}
+
+impl RedirKey {
+    /// The key of `namespace`'s `protocol` port `port`.
+    pub fn new(namespace: &str, protocol: Protocol, port: u16) -> RedirKey {
+        RedirKey { namespace: namespace.to_owned(), protocol, port }
+    }
+}
+
+impl fmt::Display for RedirKey {
+    /// `namespace/port` for TCP (as nodes have always named their unbound ports),
+    /// `namespace/udp/port` for UDP.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.protocol {
+            Protocol::Tcp => write!(f, "{}/{}", self.namespace, self.port),
+            Protocol::Udp => write!(f, "{}/udp/{}", self.namespace, self.port),
+        }
+    }
+}
 
 /// A redirection: which application a namespace's port leads to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +70,9 @@ pub struct RedirRow {
     pub namespace: String,
     /// The public port.
     pub port: u16,
+    /// TCP or UDP; absent from a stored TCP record (which predates UDP).
+    #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
+    pub protocol: Protocol,
     /// The application it leads to.
     pub app_id: String,
     /// Its own settings, over the namespace's.
@@ -50,6 +84,11 @@ pub struct RedirRow {
 }
 
 impl RedirRow {
+    /// Its key.
+    pub fn key(&self) -> RedirKey {
+        RedirKey::new(&self.namespace, self.protocol, self.port)
+    }
+
     /// Whether the two say the same of the port (the revision that created them aside).
     pub fn same_settings(&self, other: &RedirRow) -> bool {
         RedirRow { revision: other.revision, ..self.clone() } == *other
@@ -198,8 +237,8 @@ pub enum Key {
     Org(String),
     /// An application, by id.
     App(String),
-    /// A redirection, by namespace and port.
-    Redir(String, u16),
+    /// A redirection, by namespace, protocol and port.
+    Redir(RedirKey),
     /// A credential, by id.
     Token(String),
     /// A namespace, by name.
@@ -333,8 +372,9 @@ pub trait Store: Send + Sync {
     async fn set_instances(&self, app_id: &str, list: &[Instance]) -> StoreResult<Revision>;
     /// Deletes an application and its redirections.
     async fn remove_app(&self, app_id: &str) -> StoreResult<Revision>;
-    /// Claims `row.port` in `row.namespace` for `row.app_id`, in one atomic step with the
-    /// checks that the application has none there and that `org_id` is under `quota`.
+    /// Claims `row.port` of `row.protocol` in `row.namespace` for `row.app_id`, in one atomic
+    /// step with the checks that the application has none of that protocol there and that
+    /// `org_id` is under `quota` (which counts TCP and UDP redirections alike).
     async fn claim(&self, row: &RedirRow, org_id: &str, quota: Option<u32>) -> StoreResult<Revision>;
     /// Claims many redirections of `org_id` at once, each as [`Store::claim`] would, in
     /// order (a row sees the rows before it, and counts against the quota after them): one
@@ -348,13 +388,13 @@ pub trait Store: Send + Sync {
         quota: Option<u32>,
     ) -> StoreResult<Vec<StoreResult<Revision>>>;
     /// Releases a redirection of `row.app_id`, remembering its port as the application's
-    /// previous one in the namespace.
+    /// previous one of that protocol in the namespace.
     async fn release(&self, row: &RedirRow, org_id: &str) -> StoreResult<Revision>;
-    /// The port the application last released in the namespace.
-    async fn previous_port(&self, app_id: &str, namespace: &str) -> StoreResult<Option<u16>>;
-    /// [`Store::previous_port`] of many (application, namespace) pairs, in their order, in
-    /// one round trip (SQLite: none; etcd: one per 128 pairs).
-    async fn previous_ports(&self, pairs: &[(String, String)]) -> StoreResult<Vec<Option<u16>>>;
+    /// The port of `protocol` the application last released in the namespace.
+    async fn previous_port(&self, app_id: &str, namespace: &str, protocol: Protocol) -> StoreResult<Option<u16>>;
+    /// [`Store::previous_port`] of many (application, namespace, protocol), in their order,
+    /// in one round trip (SQLite: none; etcd: one per 128).
+    async fn previous_ports(&self, asked: &[(String, String, Protocol)]) -> StoreResult<Vec<Option<u16>>>;
     /// Records a credential.
     async fn put_token(&self, token: &TokenRecord) -> StoreResult<Revision>;
     /// Forgets the credential `id` of `org_id` (`None`: the admin's).

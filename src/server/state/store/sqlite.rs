@@ -6,8 +6,10 @@
 //! each committed write is numbered with the next revision and kept in a window of recent
 //! changes, from which [`Store::watch`] serves the process's own copy of the table, exactly
 //! as etcd's watch serves a fleet's nodes. Redirection changes are also logged in the
-//! `changes` table, and an application's previous port in each namespace is an explicit
-//! row of `previous_ports`, so that a re-added redirection gets its port back.
+//! `changes` table, and an application's previous port in each namespace (and protocol)
+//! is an explicit row of `previous_ports`, so that a re-added redirection gets its port
+//! back. Schema 3 added the protocol to both, and to the keys of `redirs`: TCP and UDP ports
+//! are separate spaces.
 //!
 //! Namespace definitions, node descriptions and liveness only live in memory here: a
 //! single server has its namespaces from its config and is its own only node.
@@ -33,12 +35,12 @@ use super::{
     Store, StoreError, StoreResult, TokenRecord,
 };
 use crate::settings::{ProxyProtocol, RedirSettings};
-use crate::wire::{Application, Instance, Organisation, TokenInfo};
+use crate::wire::{Application, Instance, Organisation, Protocol, TokenInfo};
 
 /// The marker that tells our database apart from any other SQLite file.
 const FORMAT: &str = "tcp-redirs";
 /// The schema version this build reads and writes.
-const SCHEMA: i64 = 2;
+const SCHEMA: i64 = 3;
 /// How many recent changes a watch can start from; an older start reloads a snapshot.
 /// A watch starts from the snapshot the node just loaded, so the window only has to cover
 /// the writes made meanwhile (a few batches); each change kept costs ~200 B plus its strings.
@@ -117,6 +119,52 @@ INSERT INTO previous_ports (app_id, namespace, port)
         SELECT max(revision) FROM changes d
         WHERE d.op = 'remove' AND d.app_id = c.app_id AND d.namespace = c.namespace);
 UPDATE meta SET value = '2' WHERE key = 'schema';
+";
+
+/// Schema 2 to 3: a redirection has a protocol, TCP or UDP, each with its own ports, and an
+/// application may have one of each per namespace (SQLite cannot change a primary key in
+/// place: the two tables are copied; every existing row is TCP). The PROXY protocol setting
+/// may also be `v2-every` (UDP's header on every datagram).
+const MIGRATE_2_TO_3: &str = "
+CREATE TABLE redirs_3 (
+    namespace TEXT NOT NULL,
+    protocol TEXT NOT NULL DEFAULT 'tcp' CHECK (protocol IN ('tcp', 'udp')),
+    port INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+    app_id TEXT NOT NULL REFERENCES apps(id),
+    revision INTEGER NOT NULL,
+    connect_timeout INTEGER,
+    idle_timeout INTEGER,
+    half_close_timeout INTEGER,
+    proxy_protocol TEXT CHECK (proxy_protocol IN ('v1', 'v2', 'v2-every')),
+    allow_ranges TEXT NOT NULL DEFAULT '[]',
+    deny_ranges TEXT NOT NULL DEFAULT '[]',
+    max_connections INTEGER,
+    max_rate INTEGER,
+    created_at INTEGER NOT NULL DEFAULT (unixepoch()),
+    PRIMARY KEY (namespace, protocol, port),
+    UNIQUE (app_id, namespace, protocol)
+);
+INSERT INTO redirs_3 (namespace, protocol, port, app_id, revision, connect_timeout, idle_timeout,
+                      half_close_timeout, proxy_protocol, allow_ranges, deny_ranges,
+                      max_connections, max_rate, created_at)
+    SELECT namespace, 'tcp', port, app_id, revision, connect_timeout, idle_timeout,
+           half_close_timeout, proxy_protocol, allow_ranges, deny_ranges,
+           max_connections, max_rate, created_at FROM redirs;
+DROP TABLE redirs;
+ALTER TABLE redirs_3 RENAME TO redirs;
+CREATE TABLE previous_ports_3 (
+    app_id TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    protocol TEXT NOT NULL DEFAULT 'tcp',
+    port INTEGER NOT NULL,
+    PRIMARY KEY (app_id, namespace, protocol)
+);
+INSERT INTO previous_ports_3 (app_id, namespace, protocol, port)
+    SELECT app_id, namespace, 'tcp', port FROM previous_ports;
+DROP TABLE previous_ports;
+ALTER TABLE previous_ports_3 RENAME TO previous_ports;
+ALTER TABLE changes ADD COLUMN protocol TEXT NOT NULL DEFAULT 'tcp';
+UPDATE meta SET value = '3' WHERE key = 'schema';
 ";
 
 /// What one lock guards: the connection, the revision counter and the recent changes.
@@ -309,6 +357,7 @@ fn init(conn: &Connection, path: &Path) -> Result<()> {
         tx.execute_batch(SCHEMA_SQL)?;
         tx.execute("INSERT INTO meta (key, value) VALUES ('format', ?1), ('schema', '1')", params![FORMAT])?;
         tx.execute_batch(MIGRATE_1_TO_2)?;
+        tx.execute_batch(MIGRATE_2_TO_3)?;
         tx.commit()?;
         return Ok(());
     }
@@ -322,11 +371,15 @@ fn init(conn: &Connection, path: &Path) -> Result<()> {
     let schema: String = conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))?;
     match schema.parse::<i64>() {
         Ok(SCHEMA) => durable(),
-        Ok(1) => {
+        Ok(from @ (1 | 2)) => {
             durable()?;
+            // One transaction: a crash midway leaves the file at its old schema.
             let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(MIGRATE_1_TO_2)?;
-            tx.commit().context("cannot upgrade the store from schema 1 to 2")
+            if from == 1 {
+                tx.execute_batch(MIGRATE_1_TO_2)?;
+            }
+            tx.execute_batch(MIGRATE_2_TO_3)?;
+            tx.commit().with_context(|| format!("cannot upgrade the store from schema {from} to {SCHEMA}"))
         }
         _ => bail!(
             "{} has store schema {schema}, this build reads schema {SCHEMA}: run the tcp-redirs version that wrote it",
@@ -499,7 +552,7 @@ impl Store for Sqlite {
                 let mut changes = Vec::new();
                 for row in &removed {
                     log_change(tx, "remove", row)?;
-                    changes.push(Change::Delete(Key::Redir(row.namespace.clone(), row.port)));
+                    changes.push(Change::Delete(Key::Redir(row.key())));
                 }
                 tx.execute("DELETE FROM redirs WHERE app_id = ?1", [&app_id])?;
                 tx.execute("DELETE FROM previous_ports WHERE app_id = ?1", [&app_id])?;
@@ -560,37 +613,37 @@ impl Store for Sqlite {
         let ((), revision) = self
             .write(move |tx, _| {
                 let deleted = tx.execute(
-                    "DELETE FROM redirs WHERE namespace = ?1 AND port = ?2 AND app_id = ?3",
-                    params![row.namespace, row.port, row.app_id],
+                    "DELETE FROM redirs WHERE namespace = ?1 AND protocol = ?2 AND port = ?3 AND app_id = ?4",
+                    params![row.namespace, row.protocol.name(), row.port, row.app_id],
                 )?;
                 if deleted == 0 {
                     return Err(StoreError::Conflict(Conflict::NotFound));
                 }
                 log_change(tx, "remove", &row)?;
                 tx.execute(
-                    "INSERT OR REPLACE INTO previous_ports (app_id, namespace, port) VALUES (?1, ?2, ?3)",
-                    params![row.app_id, row.namespace, row.port],
+                    "INSERT OR REPLACE INTO previous_ports (app_id, namespace, protocol, port) VALUES (?1, ?2, ?3, ?4)",
+                    params![row.app_id, row.namespace, row.protocol.name(), row.port],
                 )?;
-                Ok(((), vec![Change::Delete(Key::Redir(row.namespace, row.port))]))
+                Ok(((), vec![Change::Delete(Key::Redir(row.key()))]))
             })
             .await?;
         Ok(revision)
     }
 
-    async fn previous_port(&self, app_id: &str, namespace: &str) -> StoreResult<Option<u16>> {
-        let pair = vec![(app_id.to_owned(), namespace.to_owned())];
-        Ok(self.previous_ports(&pair).await?.pop().flatten())
+    async fn previous_port(&self, app_id: &str, namespace: &str, protocol: Protocol) -> StoreResult<Option<u16>> {
+        let asked = vec![(app_id.to_owned(), namespace.to_owned(), protocol)];
+        Ok(self.previous_ports(&asked).await?.pop().flatten())
     }
 
-    async fn previous_ports(&self, pairs: &[(String, String)]) -> StoreResult<Vec<Option<u16>>> {
-        let pairs = pairs.to_vec();
+    async fn previous_ports(&self, asked: &[(String, String, Protocol)]) -> StoreResult<Vec<Option<u16>>> {
+        let asked = asked.to_vec();
         self.locked(move |inner| {
-            let mut stmt = inner
-                .conn
-                .prepare_cached("SELECT port FROM previous_ports WHERE app_id = ?1 AND namespace = ?2")?;
-            let mut ports = Vec::with_capacity(pairs.len());
-            for (app_id, namespace) in &pairs {
-                ports.push(stmt.query_row(params![app_id, namespace], |r| r.get(0)).optional()?);
+            let mut stmt = inner.conn.prepare_cached(
+                "SELECT port FROM previous_ports WHERE app_id = ?1 AND namespace = ?2 AND protocol = ?3",
+            )?;
+            let mut ports = Vec::with_capacity(asked.len());
+            for (app_id, namespace, protocol) in &asked {
+                ports.push(stmt.query_row(params![app_id, namespace, protocol.name()], |r| r.get(0)).optional()?);
             }
             Ok(ports)
         })
@@ -653,7 +706,7 @@ fn held_by(conn: &Connection, org_id: &str, quota: Option<u32>) -> StoreResult<u
 }
 
 /// Claims one redirection inside a transaction: the application is the organisation's and
-/// has none in the namespace, the organisation is under its quota (`held` counts what it
+/// has none of the protocol in the namespace, the organisation is under its quota (`held` counts what it
 /// holds, this claim included once made), the port is free.
 fn claim_row(
     conn: &Connection,
@@ -671,8 +724,8 @@ fn claim_row(
         return Err(StoreError::Conflict(Conflict::NotFound));
     }
     let existing: Option<u16> = conn
-        .prepare_cached("SELECT port FROM redirs WHERE app_id = ?1 AND namespace = ?2")?
-        .query_row(params![row.app_id, row.namespace], |r| r.get(0))
+        .prepare_cached("SELECT port FROM redirs WHERE app_id = ?1 AND namespace = ?2 AND protocol = ?3")?
+        .query_row(params![row.app_id, row.namespace, row.protocol.name()], |r| r.get(0))
         .optional()?;
     if let Some(port) = existing {
         return Err(StoreError::Conflict(Conflict::AppHasOne(port)));
@@ -684,8 +737,8 @@ fn claim_row(
         .prepare_cached(
             "INSERT INTO redirs (namespace, port, app_id, revision, connect_timeout, idle_timeout,
                                  half_close_timeout, proxy_protocol, allow_ranges, deny_ranges,
-                                 max_connections, max_rate)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                 max_connections, max_rate, protocol)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?
         .execute(params![
             row.namespace,
@@ -700,9 +753,10 @@ fn claim_row(
             serde_json::to_string(&row.settings.deny)?,
             row.settings.max_connections,
             row.settings.max_connections_per_second,
+            row.protocol.name(),
         ]);
     match inserted {
-        Err(e) if is_constraint(&e, "redirs.namespace, redirs.port") => {
+        Err(e) if is_constraint(&e, "redirs.namespace, redirs.protocol, redirs.port") => {
             Err(StoreError::Conflict(Conflict::PortTaken))
         }
         other => other.map(drop).map_err(Into::into),
@@ -742,14 +796,15 @@ fn redirs_where<P: rusqlite::Params>(
 ) -> StoreResult<Vec<RedirRow>> {
     let sql = format!(
         "SELECT namespace, port, app_id, connect_timeout, idle_timeout, half_close_timeout,
-                proxy_protocol, allow_ranges, deny_ranges, max_connections, max_rate, revision
-         FROM redirs WHERE {filter} ORDER BY namespace, port"
+                proxy_protocol, allow_ranges, deny_ranges, max_connections, max_rate, revision, protocol
+         FROM redirs WHERE {filter} ORDER BY namespace, protocol, port"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params, |r| {
         Ok(RedirRow {
             namespace: r.get(0)?,
             port: r.get(1)?,
+            protocol: if r.get::<_, String>(12)? == "udp" { Protocol::Udp } else { Protocol::Tcp },
             app_id: r.get(2)?,
             settings: RedirSettings {
                 connect_timeout: r.get(3)?,
@@ -779,8 +834,8 @@ fn json_list(row: &rusqlite::Row, column: usize) -> rusqlite::Result<Vec<String>
 
 /// Appends to the log of redirection changes, an audit trail kept in the file.
 fn log_change(conn: &Connection, op: &str, row: &RedirRow) -> rusqlite::Result<()> {
-    conn.prepare_cached("INSERT INTO changes (op, namespace, port, app_id) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![op, row.namespace, row.port, row.app_id])?;
+    conn.prepare_cached("INSERT INTO changes (op, namespace, port, app_id, protocol) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![op, row.namespace, row.port, row.app_id, row.protocol.name()])?;
     Ok(())
 }
 
@@ -804,6 +859,7 @@ mod tests {
         RedirRow {
             namespace: "default".into(),
             port,
+            protocol: Protocol::Tcp,
             app_id: app.into(),
             settings: Default::default(),
             revision: 0,
