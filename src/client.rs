@@ -227,8 +227,7 @@ impl Client {
         port: u16,
         namespace: &str,
     ) -> Result<TcpRedir> {
-        let path =
-            format!("{}/{}/{port}?namespace={}", app_path(app), protocol.collection(), seg(namespace));
+        let path = format!("{}/{}/{port}?namespace={}", app_path(app), protocol.collection(), seg(namespace));
         self.call(Method::DELETE, &path, None::<&()>).await
     }
 

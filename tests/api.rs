@@ -203,7 +203,8 @@ fn metrics_count_connections_and_bytes_per_redirection() {
     assert_eq!(metrics.status, 200, "{}", metrics.text());
     let text = metrics.text();
     let series = |name: &str, extra: &str| {
-        let prefix = format!("{name}{{namespace=\"default\",port=\"{port}\",protocol=\"tcp\",app=\"{app}\"{extra}}} ");
+        let prefix =
+            format!("{name}{{namespace=\"default\",port=\"{port}\",protocol=\"tcp\",app=\"{app}\"{extra}}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .and_then(|v| v.trim().parse::<f64>().ok())

@@ -67,6 +67,8 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     let redir = client.add_redirection(&app, protocol, &body).await?;
     match args.format.get() {
         Format::Json => print_json(&redir),
-        Format::Human => print_text(format!("Successfully added {protocol} redirection on port: {}", redir.port)),
+        Format::Human => {
+            print_text(format!("Successfully added {protocol} redirection on port: {}", redir.port))
+        }
     }
 }

@@ -20,7 +20,9 @@ use serde::Serialize;
 use super::{print_json, print_text, ConnArgs, Format, FormatArgs, OrgArgs};
 use crate::client::{Client, Failure};
 use crate::manifest::{InstanceSpec, Manifest};
-use crate::wire::{self, Application, NewApplication, NewTcpRedir, NewTcpRedirBatch, NewTcpRedirItem, Protocol};
+use crate::wire::{
+    self, Application, NewApplication, NewTcpRedir, NewTcpRedirBatch, NewTcpRedirItem, Protocol,
+};
 
 /// The options of `apply`.
 #[derive(Debug, Clone, clap::Args)]
@@ -156,7 +158,8 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
                 client.remove_redirection(app, redir.protocol, redir.port, &redir.namespace).await?;
             }
         }
-        for wanted in spec.redirections.iter().filter(|r| !kept.contains(&(r.namespace.clone(), r.protocol))) {
+        for wanted in spec.redirections.iter().filter(|r| !kept.contains(&(r.namespace.clone(), r.protocol)))
+        {
             let port = match (&app, args.dry_run) {
                 (Some(app), false) if wanted.protocol == Protocol::Udp => {
                     udp_adds.push((changes.len(), app.clone(), wanted.to_wire()));

@@ -547,6 +547,72 @@ impl TcpService {
     }
 }
 
+/// A UDP echo server on 127.0.0.1, the instance of a UDP redirection: each datagram goes
+/// back whole to the address it came from; stopped when dropped.
+pub struct UdpEcho {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpEcho {
+    /// On a free port.
+    pub fn start() -> UdpEcho {
+        UdpEcho::on(SocketAddr::from((LOCALHOST, 0))).expect("bind a test UDP echo server")
+    }
+
+    /// On `addr` (the port of a TCP service, say, so that one instance address serves both).
+    pub fn on(addr: SocketAddr) -> std::io::Result<UdpEcho> {
+        let socket = std::net::UdpSocket::bind(addr)?;
+        let addr = socket.local_addr()?;
+        // The stop flag is looked at between datagrams and at least every 100 ms.
+        socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 65_536];
+                while !stop.load(Ordering::SeqCst) {
+                    if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                        let _ = socket.send_to(&buf[..n], from);
+                    }
+                }
+            })
+        };
+        Ok(UdpEcho { addr, stop, thread: Some(thread) })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A UDP client socket connected to `port` on `ip`, with [`IO_TIMEOUT`]-bounded reads.
+pub fn udp_client(ip: IpAddr, port: u16) -> std::net::UdpSocket {
+    let socket = std::net::UdpSocket::bind((ip, 0)).expect("bind a UDP client");
+    socket.connect((ip, port)).expect("connect the UDP client");
+    socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    socket
+}
+
+/// Sends `data` as one datagram and reads the one that comes back (an echo's), whole.
+pub fn udp_round_trip(socket: &std::net::UdpSocket, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    socket.send(data)?;
+    let mut buf = vec![0u8; 65_536];
+    let n = socket.recv(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
 impl Drop for TcpService {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);

@@ -22,7 +22,9 @@ use super::present;
 use super::validate;
 use crate::server::data::{ports, udp};
 use crate::server::state::live::Held;
-use crate::server::state::store::{Conflict, NamespaceDef, RedirKey, RedirRow, Revision, StoreError, TokenRecord};
+use crate::server::state::store::{
+    Conflict, NamespaceDef, RedirKey, RedirRow, Revision, StoreError, TokenRecord,
+};
 use crate::server::state::sync::Synced;
 use crate::server::state::table::Table;
 use crate::wire::{self, Application, NewApplication, NewTcpRedir, Node, Organisation, Protocol, TcpRedir};
@@ -408,8 +410,12 @@ impl Gateway {
     ) -> Result<u16, Error> {
         let no_free = || Error::no_free_port(&ns.name, *range.start(), *range.end());
         let (port, socket) = match protocol {
-            Protocol::Tcp => ports::allocate(bind, range, taken, previous).map(|p| p.map(|(n, l)| (n, Held::Tcp(l)))),
-            Protocol::Udp => udp::allocate(bind, range, taken, previous).map(|p| p.map(|(n, s)| (n, Held::Udp(s)))),
+            Protocol::Tcp => {
+                ports::allocate(bind, range, taken, previous).map(|p| p.map(|(n, l)| (n, Held::Tcp(l))))
+            }
+            Protocol::Udp => {
+                udp::allocate(bind, range, taken, previous).map(|p| p.map(|(n, s)| (n, Held::Udp(s))))
+            }
         }
         .map_err(|_| self.out_of_descriptors())?
         .ok_or_else(no_free)?;
@@ -467,7 +473,9 @@ impl Gateway {
                     port
                 }
                 (Some(port), false) => port,
-                (None, true) => self.allocate_held(&ns, protocol, bind, &range, |p| taken(p, &raced), previous)?,
+                (None, true) => {
+                    self.allocate_held(&ns, protocol, bind, &range, |p| taken(p, &raced), previous)?
+                }
                 (None, false) => ports::pick(&range, |p| taken(p, &raced), previous)
                     .ok_or_else(|| Error::no_free_port(&ns.name, *range.start(), *range.end()))?,
             };

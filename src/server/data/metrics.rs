@@ -503,7 +503,13 @@ impl Metrics {
     }
 
     /// The handles of one redirection's series, creating them.
-    pub fn redirection(&self, namespace: &str, protocol: Protocol, port: u16, app: &str) -> Arc<RedirMetrics> {
+    pub fn redirection(
+        &self,
+        namespace: &str,
+        protocol: Protocol,
+        port: u16,
+        app: &str,
+    ) -> Arc<RedirMetrics> {
         let redir = Redir { namespace: namespace.to_owned(), port, protocol, app: app.to_owned() };
         self.live.0.lock().unwrap_or_else(|p| p.into_inner()).entry(redir).or_default().clone()
     }

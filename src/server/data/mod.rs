@@ -19,5 +19,5 @@ mod exclusive;
 pub(super) mod forward;
 pub(super) mod metrics;
 pub(super) mod ports;
-pub(super) mod workers;
 pub(super) mod udp;
+pub(super) mod workers;

@@ -109,8 +109,12 @@ impl LimitsCell {
     /// Gives the port `new` limits; whether they differ from those it had.
     fn update(&self, new: &PortLimits) -> bool {
         match (self, new) {
-            (LimitsCell::Tcp(cell), PortLimits::Tcp(new)) if **cell.load() != *new => cell.store(Arc::new(*new)),
-            (LimitsCell::Udp(cell), PortLimits::Udp(new)) if **cell.load() != *new => cell.store(Arc::new(*new)),
+            (LimitsCell::Tcp(cell), PortLimits::Tcp(new)) if **cell.load() != *new => {
+                cell.store(Arc::new(*new))
+            }
+            (LimitsCell::Udp(cell), PortLimits::Udp(new)) if **cell.load() != *new => {
+                cell.store(Arc::new(*new))
+            }
             _ => return false,
         }
         true
@@ -471,14 +475,7 @@ impl LivePorts {
         }
     }
 
-    fn start(
-        &self,
-        row: RedirRow,
-        limits: PortLimits,
-        logged: bool,
-        targets: Arc<Pool>,
-        held: Option<Held>,
-    ) {
+    fn start(&self, row: RedirRow, limits: PortLimits, logged: bool, targets: Arc<Pool>, held: Option<Held>) {
         let addr = SocketAddr::new(self.served.bind(&row.namespace), row.port);
         let stop_accepting = self.shutdown.child_token();
         let close_connections = self.kill.child_token();
@@ -729,7 +726,10 @@ mod tests {
 
         // Behind the diff path's back: `a` removed, `b` added.
         table.write().unwrap().apply(&[
-            Event { revision: 4, change: Change::Delete(Key::Redir(RedirKey::new("default", Protocol::Tcp, a))) },
+            Event {
+                revision: 4,
+                change: Change::Delete(Key::Redir(RedirKey::new("default", Protocol::Tcp, a))),
+            },
             put(5, redir(b)),
         ]);
         assert!(!accepts(b));

@@ -245,7 +245,10 @@ mod tests {
     fn applying_a_change_twice_does_nothing() {
         let mut table = Table::default();
         let add = Event { revision: 3, change: Change::Put(Record::Redir(redir(5000))) };
-        let remove = Event { revision: 4, change: Change::Delete(Key::Redir(RedirKey::new("default", Protocol::Tcp, 5000))) };
+        let remove = Event {
+            revision: 4,
+            change: Change::Delete(Key::Redir(RedirKey::new("default", Protocol::Tcp, 5000))),
+        };
         assert!(table.apply(std::slice::from_ref(&add)).touches_ports());
         assert!(table.apply(std::slice::from_ref(&remove)).touches_ports());
         // Replayed (a watch restarted from an older revision): skipped, the port stays gone.
@@ -263,9 +266,14 @@ mod tests {
         assert_eq!(table.app_keys("app_1").count(), 2);
         // The same row again (a later revision): nothing the ports depend on changed.
         assert!(!table.apply(&[put(3, 5000)]).touches_ports());
-        let diff =
-            table.apply(&[Event { revision: 4, change: Change::Delete(Key::Redir(RedirKey::new("default", Protocol::Tcp, 5000))) }]);
-        assert_eq!(diff.redirs.into_iter().collect::<Vec<_>>(), vec![RedirKey::new("default", Protocol::Tcp, 5000)]);
+        let diff = table.apply(&[Event {
+            revision: 4,
+            change: Change::Delete(Key::Redir(RedirKey::new("default", Protocol::Tcp, 5000))),
+        }]);
+        assert_eq!(
+            diff.redirs.into_iter().collect::<Vec<_>>(),
+            vec![RedirKey::new("default", Protocol::Tcp, 5000)]
+        );
         assert_eq!(table.app_redirs("app_1").iter().map(|r| r.port).collect::<Vec<_>>(), vec![5001]);
         assert_eq!(table.app_redir_in("app_1", "default", Protocol::Tcp).map(|r| r.port), Some(5001));
         assert_eq!(table.namespace_redirs("default").count(), 1);

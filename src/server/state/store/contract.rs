@@ -97,7 +97,11 @@ async fn claims_and_releases(store: Arc<dyn Store>) {
     assert_eq!(conflict(store.remove_app("app_1").await), Conflict::NotFound);
     let table = Table::load(store.snapshot().await.unwrap());
     let ports: Vec<_> = table.redirs.keys().cloned().collect();
-    assert_eq!(ports, vec![RedirKey::new("default", Protocol::Tcp, 6002)], "app_1's redirections went with it");
+    assert_eq!(
+        ports,
+        vec![RedirKey::new("default", Protocol::Tcp, 6002)],
+        "app_1's redirections went with it"
+    );
     // app_1's name is free again.
     store.create_app(&app("app_1", &acme)).await.unwrap();
 }
@@ -115,7 +119,10 @@ async fn udp_ports_are_a_space_of_their_own(store: Arc<dyn Store>) {
 
     store.claim(&redir("app_1", "default", 7000), &acme.id, Some(3)).await.unwrap();
     store.claim(&udp("app_2", "default", 7000), &acme.id, Some(3)).await.unwrap();
-    assert_eq!(conflict(store.claim(&udp("app_1", "default", 7000), &acme.id, Some(3)).await), Conflict::PortTaken);
+    assert_eq!(
+        conflict(store.claim(&udp("app_1", "default", 7000), &acme.id, Some(3)).await),
+        Conflict::PortTaken
+    );
     store.claim(&udp("app_1", "default", 7001), &acme.id, Some(3)).await.unwrap();
     assert_eq!(
         conflict(store.claim(&udp("app_1", "default", 7002), &acme.id, None).await),
@@ -167,7 +174,11 @@ async fn udp_ports_are_a_space_of_their_own(store: Arc<dyn Store>) {
     store.remove_app("app_2").await.unwrap();
     let table = Table::load(store.snapshot().await.unwrap());
     let keys: Vec<_> = table.redirs.keys().cloned().collect();
-    assert_eq!(keys, vec![RedirKey::new("default", Protocol::Tcp, 7000)], "app_2's UDP redirections went with it");
+    assert_eq!(
+        keys,
+        vec![RedirKey::new("default", Protocol::Tcp, 7000)],
+        "app_2's UDP redirections went with it"
+    );
     assert_eq!(store.previous_port("app_2", "other", Protocol::Udp).await.unwrap(), None);
 }
 

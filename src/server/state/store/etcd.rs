@@ -329,8 +329,16 @@ impl Etcd {
         Some(match kind {
             "orgs" => Key::Org(name),
             "apps" => Key::App(name),
-            "redirs" => Key::Redir(RedirKey { namespace: name, protocol: Protocol::Tcp, port: parts.next()?.parse().ok()? }),
-            "udpredirs" => Key::Redir(RedirKey { namespace: name, protocol: Protocol::Udp, port: parts.next()?.parse().ok()? }),
+            "redirs" => Key::Redir(RedirKey {
+                namespace: name,
+                protocol: Protocol::Tcp,
+                port: parts.next()?.parse().ok()?,
+            }),
+            "udpredirs" => Key::Redir(RedirKey {
+                namespace: name,
+                protocol: Protocol::Udp,
+                port: parts.next()?.parse().ok()?,
+            }),
             "tokens" => Key::Token(name),
             "namespaces" => Key::Namespace(name),
             "nodes" => Key::Node(name),
@@ -799,7 +807,10 @@ impl Store for Etcd {
                 let namespace =
                     String::from_utf8_lossy(kv.key()).rsplit('/').next().unwrap_or_default().to_owned();
                 let port = String::from_utf8_lossy(kv.value()).into_owned();
-                ops.push(TxnOp::delete(self.key(&[protocol_kind(*protocol, "redirs"), &namespace, &port]), None));
+                ops.push(TxnOp::delete(
+                    self.key(&[protocol_kind(*protocol, "redirs"), &namespace, &port]),
+                    None,
+                ));
             }
             if !held.is_empty() {
                 ops.push(TxnOp::put(
@@ -951,7 +962,12 @@ impl Store for Etcd {
         Err(StoreError::Unavailable("etcd: the organisation kept changing; try again".into()))
     }
 
-    async fn previous_port(&self, app_id: &str, namespace: &str, protocol: Protocol) -> StoreResult<Option<u16>> {
+    async fn previous_port(
+        &self,
+        app_id: &str,
+        namespace: &str,
+        protocol: Protocol,
+    ) -> StoreResult<Option<u16>> {
         let kv = self.get(&self.prev_key(app_id, namespace, protocol)).await?;
         Ok(kv.and_then(|kv| String::from_utf8_lossy(kv.value()).parse().ok()))
     }

@@ -391,7 +391,12 @@ pub trait Store: Send + Sync {
     /// previous one of that protocol in the namespace.
     async fn release(&self, row: &RedirRow, org_id: &str) -> StoreResult<Revision>;
     /// The port of `protocol` the application last released in the namespace.
-    async fn previous_port(&self, app_id: &str, namespace: &str, protocol: Protocol) -> StoreResult<Option<u16>>;
+    async fn previous_port(
+        &self,
+        app_id: &str,
+        namespace: &str,
+        protocol: Protocol,
+    ) -> StoreResult<Option<u16>>;
     /// [`Store::previous_port`] of many (application, namespace, protocol), in their order,
     /// in one round trip (SQLite: none; etcd: one per 128).
     async fn previous_ports(&self, asked: &[(String, String, Protocol)]) -> StoreResult<Vec<Option<u16>>>;

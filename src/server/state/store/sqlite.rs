@@ -630,7 +630,12 @@ impl Store for Sqlite {
         Ok(revision)
     }
 
-    async fn previous_port(&self, app_id: &str, namespace: &str, protocol: Protocol) -> StoreResult<Option<u16>> {
+    async fn previous_port(
+        &self,
+        app_id: &str,
+        namespace: &str,
+        protocol: Protocol,
+    ) -> StoreResult<Option<u16>> {
         let asked = vec![(app_id.to_owned(), namespace.to_owned(), protocol)];
         Ok(self.previous_ports(&asked).await?.pop().flatten())
     }
@@ -643,7 +648,9 @@ impl Store for Sqlite {
             )?;
             let mut ports = Vec::with_capacity(asked.len());
             for (app_id, namespace, protocol) in &asked {
-                ports.push(stmt.query_row(params![app_id, namespace, protocol.name()], |r| r.get(0)).optional()?);
+                ports.push(
+                    stmt.query_row(params![app_id, namespace, protocol.name()], |r| r.get(0)).optional()?,
+                );
             }
             Ok(ports)
         })
@@ -834,8 +841,10 @@ fn json_list(row: &rusqlite::Row, column: usize) -> rusqlite::Result<Vec<String>
 
 /// Appends to the log of redirection changes, an audit trail kept in the file.
 fn log_change(conn: &Connection, op: &str, row: &RedirRow) -> rusqlite::Result<()> {
-    conn.prepare_cached("INSERT INTO changes (op, namespace, port, app_id, protocol) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![op, row.namespace, row.port, row.app_id, row.protocol.name()])?;
+    conn.prepare_cached(
+        "INSERT INTO changes (op, namespace, port, app_id, protocol) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![op, row.namespace, row.port, row.app_id, row.protocol.name()])?;
     Ok(())
 }
 
