@@ -290,7 +290,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__add)
-            opts="-a -F -h --namespace --port --connect-timeout --idle-timeout --half-close-timeout --max-connections --max-connections-per-second --proxy-protocol --allow --deny --app --alias --format --server --token --help"
+            opts="-a -F -h --namespace --port --min-port --max-port --udp --connect-timeout --idle-timeout --half-close-timeout --max-connections --max-connections-per-second --proxy-protocol --allow --deny --app --alias --format --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -301,6 +301,14 @@ _tcp__redirs() {
                     return 0
                     ;;
                 --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-port)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1596,7 +1604,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__remove)
-            opts="-y -a -F -h --namespace --yes --app --alias --format --server --token --help"
+            opts="-y -a -F -h --namespace --udp --yes --app --alias --format --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -66,12 +66,14 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand list-namespaces" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l namespace -d 'The namespace to take a port in (`list-namespaces` shows them). Without it, a terminal offers the choice, and a script gets `default`' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l port -d 'Ask for this precise port of the namespace\'s range instead of a random one' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l min-port -d 'Pick the random port from this one up (Clever\'s `minPort`) [default: the namespace\'s lowest]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l max-port -d 'Pick the random port up to this one (Clever\'s `maxPort`) [default: the namespace\'s highest]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l connect-timeout -d 'Seconds an instance may take to accept before the next is tried [default: the namespace\'s, 5]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l idle-timeout -d 'Seconds a connection may go without a byte before it is closed [default: the namespace\'s, 3600]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l half-close-timeout -d 'Seconds a connection may stay half-closed [default: the namespace\'s, 60]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l max-connections -d 'The most connections open at once; more are refused [default: unlimited]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l max-connections-per-second -d 'The most new connections per second; more are refused [default: unlimited]' -r
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l proxy-protocol -d 'Send the PROXY protocol header (v1 or v2) to the instance, so it sees the client\'s address' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l proxy-protocol -d 'Send the PROXY protocol header (v1 or v2; UDP: v2, or v2-every for every datagram) to the instance, so it sees the client\'s address' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l allow -d 'Only clients in this range may connect (CIDR or address; repeat for several)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l deny -d 'Refuse clients in this range, even when allowed (CIDR or address; repeat for several)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l app -d 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]' -r
@@ -80,6 +82,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -s F -l forma
 json\t'One JSON document, for scripts'"
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l udp -d 'A UDP redirection instead of a TCP one (UDP ports are a space of their own)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -l namespace -d 'The namespace the port belongs to' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -l app -d 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]' -r
@@ -88,6 +91,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -s F -l fo
 json\t'One JSON document, for scripts'"
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -l udp -d 'The port is a UDP redirection\'s (TCP\'s and UDP\'s ports are separate)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -s y -l yes -d 'Do not ask for confirmation (only a terminal asks)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand remove" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
