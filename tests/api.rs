@@ -364,6 +364,9 @@ fn the_openapi_document_describes_every_route() {
         ("post", "/v2/organisations/{org}/applications/{app}/tcpRedirs"),
         ("delete", "/v2/organisations/{org}/applications/{app}/tcpRedirs/{port}"),
         ("post", "/v2/organisations/{org}/tcpRedirs"),
+        ("get", "/v2/organisations/{org}/applications/{app}/udpRedirs"),
+        ("post", "/v2/organisations/{org}/applications/{app}/udpRedirs"),
+        ("delete", "/v2/organisations/{org}/applications/{app}/udpRedirs/{port}"),
         ("get", "/metrics"),
         ("get", "/v2/nodes"),
     ];
@@ -389,6 +392,7 @@ fn the_openapi_document_describes_every_route() {
         "NewTcpRedirBatch",
         "NewTcpRedirItem",
         "TcpRedirBatch",
+        "Protocol",
     ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
     }

@@ -554,3 +554,85 @@ fn a_fleet_node_keeps_its_name_and_its_place_through_an_upgrade() {
     conn.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"fleet");
 }
+
+/// A UDP port passes to the new process too: one client's datagrams, sent one at a time
+/// across the upgrade and after the old process left, are answered throughout; none meets
+/// a closed port (ICMP port unreachable), and at most the datagram in flight when the old
+/// process closes its flow goes unanswered.
+#[test]
+fn an_upgrade_hands_the_udp_ports_over_and_a_flow_keeps_being_answered() {
+    let installed = Installed::new();
+    let mut server = server_on(&installed);
+    let echo = UdpEcho::start();
+    server.create_app("game", echo.addr());
+    let added = server.cli_json(&["add", "--udp", "--app", "game", "--namespace", "default", "-F", "json"]);
+    let port = port_of(&added);
+    let mut successors = Successors::default();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let pinger = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let client = udp_client(LOCALHOST.into(), port);
+            client.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            let (mut answered, mut unanswered, mut refused) = (0u64, 0u64, 0u64);
+            let mut buf = [0u8; 64];
+            let started = Instant::now();
+            // Bounded: 60 s or 100,000 datagrams.
+            for i in 0u64..100_000 {
+                if stop.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(60) {
+                    break;
+                }
+                let _ = client.send(&i.to_be_bytes());
+                // Answers to earlier datagrams that came late are skipped: only this one's counts.
+                loop {
+                    match client.recv(&mut buf) {
+                        Ok(8) if buf[..8] == i.to_be_bytes() => {
+                            answered += 1;
+                            break;
+                        }
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                            refused += 1;
+                            break;
+                        }
+                        Err(_) => {
+                            unanswered += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+            (answered, unanswered, refused)
+        })
+    };
+    // The flow is open before the upgrade: the old process has answered its datagrams.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = server.api("GET", "/metrics", None).text();
+        let out =
+            |l: &&str| l.starts_with("tcp_redirs_udp_datagrams_total{") && l.contains("direction=\"out\"");
+        if text.lines().filter(out).any(|l| !l.ends_with(" 0")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no datagram was answered before the upgrade:\n{text}");
+        thread::yield_now();
+    }
+    let old = server.process_id();
+    upgrade(&server, old, &mut successors);
+    let status = server.wait_for_exit(Duration::from_secs(40)).expect("the old process exits");
+    assert!(status.success(), "{status}\n{}", server.log());
+    // The flow goes on with the new process alone for a moment.
+    let after = Instant::now();
+    while after.elapsed() < Duration::from_millis(500) {
+        thread::yield_now();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (answered, unanswered, refused) = pinger.join().unwrap();
+    eprintln!("[upgrade] UDP: {answered} answered, {unanswered} unanswered, {refused} refused");
+    assert_eq!(refused, 0, "a datagram met a closed port during the upgrade\n{}", server.log());
+    assert!(unanswered <= 1, "{unanswered} datagrams went unanswered\n{}", server.log());
+    assert!(answered > 100, "the flow went on: {answered} answered");
+    let client = udp_client(LOCALHOST.into(), port);
+    assert_eq!(udp_round_trip(&client, b"after").unwrap(), b"after", "a new flow with the new process");
+}

@@ -200,7 +200,7 @@ impl Server {
         };
         let live = Arc::new(live::LivePorts::new(served, workers));
         if let Some(handed) = inherited.as_mut() {
-            live.inherit(std::mem::take(&mut handed.ports));
+            live.inherit(std::mem::take(&mut handed.ports), std::mem::take(&mut handed.udp));
         }
         let loading = std::time::Instant::now();
         let snapshot = patiently("table", || store.snapshot())

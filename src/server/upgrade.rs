@@ -2,13 +2,15 @@
 //!
 //! On SIGUSR2 the server starts the binary now installed at the path it was started from,
 //! with the same arguments, and hands it every listening socket it has (the control API's
-//! and each public port's) and its lock on the data directory, as inherited descriptors
+//! and each public port's, UDP ones included) and its lock on the data directory, as inherited descriptors
 //! named in the environment (`TCP_REDIRS_HANDOVER`). The new process takes them instead of
 //! binding: a socket is never closed, so no connection is ever refused, and the connections
 //! already queued on a socket are accepted by whichever process polls it next. Once the new
 //! process says it is ready (one byte on a pipe, after its `control API listening` line),
 //! the old one stops accepting and lets its open connections finish within the drain
-//! timeout, as on SIGTERM. If the new process exits or does not become ready in time, the
+//! timeout, as on SIGTERM. A UDP port's socket is read by both processes until the old one
+//! stops it; the old one's flows end then, and a client's next datagram starts a flow in
+//! the new process (from another gateway address: the instance sees a new peer). If the new process exits or does not become ready in time, the
 //! old one kills it, logs why, and goes on serving as if nothing happened.
 //!
 //! While the new process starts, the old one stops taking API calls (they wait in the
@@ -20,7 +22,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -47,6 +49,18 @@ struct Handover {
     ready: RawFd,
     /// Each public port's listening sockets.
     ports: Vec<(SocketAddr, Vec<RawFd>)>,
+    /// Each public UDP port's socket (absent from an old process that had none).
+    #[serde(default)]
+    udp: Vec<(SocketAddr, RawFd)>,
+}
+
+/// The public ports' sockets a process hands over, duplicated for the new one.
+#[derive(Debug, Default)]
+pub struct PortSockets {
+    /// Each TCP port's listening sockets.
+    pub tcp: Vec<(SocketAddr, Vec<OwnedFd>)>,
+    /// Each UDP port's socket.
+    pub udp: Vec<(SocketAddr, OwnedFd)>,
 }
 
 /// What a new process received from the one it replaces.
@@ -57,6 +71,8 @@ pub struct Inherited {
     pub lock: File,
     /// Each public port's listening sockets.
     pub ports: HashMap<SocketAddr, Vec<TcpListener>>,
+    /// Each public UDP port's socket.
+    pub udp: HashMap<SocketAddr, UdpSocket>,
     ready: File,
 }
 
@@ -84,11 +100,19 @@ impl Inherited {
         for (addr, fds) in handover.ports {
             ports.insert(addr, fds.into_iter().map(listener).collect::<Result<_>>()?);
         }
+        let mut udp = HashMap::new();
+        for (addr, fd) in handover.udp {
+            let socket = UdpSocket::from(owned(fd)?);
+            socket.set_nonblocking(true)?;
+            socket.local_addr().with_context(|| format!("descriptor {fd} is not a bound socket"))?;
+            udp.insert(addr, socket);
+        }
         Ok(Some(Inherited {
             api: listener(handover.api)?,
             lock: File::from(owned(handover.lock)?),
             ready: File::from(owned(handover.ready)?),
             ports,
+            udp,
         }))
     }
 
@@ -102,12 +126,7 @@ impl Inherited {
 ///
 /// On failure the new process is killed and the error says why; the caller's sockets are
 /// untouched (only duplicates were passed).
-pub async fn hand_over(
-    exe: &Path,
-    api: &TcpListener,
-    lock: &File,
-    ports: Vec<(SocketAddr, Vec<OwnedFd>)>,
-) -> Result<u32> {
+pub async fn hand_over(exe: &Path, api: &TcpListener, lock: &File, ports: PortSockets) -> Result<u32> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills the two descriptors it creates; both are ours.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -123,9 +142,11 @@ pub async fn hand_over(
         lock: lock_fd.as_raw_fd(),
         ready: ready_fd.as_raw_fd(),
         ports: ports
+            .tcp
             .iter()
             .map(|(addr, fds)| (*addr, fds.iter().map(AsRawFd::as_raw_fd).collect()))
             .collect(),
+        udp: ports.udp.iter().map(|(addr, fd)| (*addr, fd.as_raw_fd())).collect(),
     };
     let mut child = Command::new(exe)
         .args(std::env::args_os().skip(1))

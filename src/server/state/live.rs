@@ -193,6 +193,8 @@ pub struct LivePorts {
     reconciling: tokio::sync::Mutex<()>,
     /// Listening sockets handed over by the process this one replaces, by address.
     inherited: Mutex<HashMap<SocketAddr, Listeners>>,
+    /// UDP sockets handed over by the process this one replaces, by address.
+    inherited_udp: Mutex<HashMap<SocketAddr, std::net::UdpSocket>>,
     /// Set once this node's sockets are handed to a new process.
     handed_over: Arc<AtomicBool>,
     /// Woken when a port's task binds or loses its port (not by the reconciler's changes,
@@ -225,6 +227,7 @@ impl LivePorts {
             workers: Arc::new(workers),
             reconciling: tokio::sync::Mutex::new(()),
             inherited: Mutex::default(),
+            inherited_udp: Mutex::default(),
             handed_over: Arc::default(),
             bound_changed: Arc::default(),
             health,
@@ -234,32 +237,41 @@ impl LivePorts {
 
     /// Takes the listening sockets a previous process handed over: ports of the table start
     /// on them instead of binding, so that no connection queued on them is lost.
-    pub fn inherit(&self, sockets: HashMap<SocketAddr, Listeners>) {
-        *self.inherited.lock().unwrap() = sockets;
+    pub fn inherit(
+        &self,
+        tcp: HashMap<SocketAddr, Listeners>,
+        udp: HashMap<SocketAddr, std::net::UdpSocket>,
+    ) {
+        *self.inherited.lock().unwrap() = tcp;
+        *self.inherited_udp.lock().unwrap() = udp;
     }
 
     /// Closes the inherited sockets that no redirection took (removed meanwhile).
     pub fn drop_unclaimed(&self) {
-        let left = std::mem::take(&mut *self.inherited.lock().unwrap());
-        for addr in left.keys() {
+        let tcp = std::mem::take(&mut *self.inherited.lock().unwrap());
+        let udp = std::mem::take(&mut *self.inherited_udp.lock().unwrap());
+        for addr in tcp.keys().chain(udp.keys()) {
             info!(%addr, "closing a port handed over for a redirection that no longer exists");
         }
     }
 
-    /// The listening sockets of every port, duplicated for a new process (`dup`, without
+    /// The sockets of every port, duplicated for a new process (`dup`, without
     /// close-on-exec), while no port can come or go; the caller closes them.
-    pub async fn sockets_for_handover(&self) -> Vec<(SocketAddr, Vec<std::os::fd::OwnedFd>)> {
+    pub async fn sockets_for_handover(&self) -> crate::server::upgrade::PortSockets {
         let _no_port_comes_or_goes = self.reconciling.lock().await;
         let live = self.live.lock().unwrap();
-        live.values()
-            .filter(|l| l.row.protocol == Protocol::Tcp)
-            .map(|l| {
-                let addr = SocketAddr::new(self.served.bind(&l.row.namespace), l.row.port);
-                let fds =
-                    l.fds.lock().unwrap().iter().filter_map(|&fd| ports::inheritable(fd).ok()).collect();
-                (addr, fds)
-            })
-            .collect()
+        let mut sockets = crate::server::upgrade::PortSockets::default();
+        for l in live.values() {
+            let addr = SocketAddr::new(self.served.bind(&l.row.namespace), l.row.port);
+            let mut fds: Vec<_> =
+                l.fds.lock().unwrap().iter().filter_map(|&fd| ports::inheritable(fd).ok()).collect();
+            match l.row.protocol {
+                Protocol::Tcp => sockets.tcp.push((addr, fds)),
+                // A UDP port not bound right now has nothing to hand over.
+                Protocol::Udp => sockets.udp.extend(fds.pop().map(|fd| (addr, fd))),
+            }
+        }
+        sockets
     }
 
     /// From now on, stopping leaves the connections queued on the ports to the new process.
@@ -514,10 +526,12 @@ impl LivePorts {
                 (tokio::spawn(forward::run(port, listeners)), bound, LimitsCell::Tcp(limits))
             }
             PortLimits::Udp(limits) => {
-                let socket = match held {
+                let inherited = self.inherited_udp.lock().unwrap().remove(&addr);
+                let held = match held {
                     Some(Held::Udp(socket)) => Some(socket),
-                    _ => udp::bind(addr).ok(),
+                    _ => None,
                 };
+                let socket = held.or(inherited).or_else(|| udp::bind(addr).ok());
                 let bound = Arc::new(AtomicBool::new(socket.is_some()));
                 let limits = Arc::new(ArcSwap::from_pointee(limits));
                 let port = udp::UdpPort {
@@ -534,6 +548,7 @@ impl LivePorts {
                     metrics: metrics.clone(),
                     node: self.flows.clone(),
                     workers: self.workers.clone(),
+                    fds: fds.clone(),
                 };
                 (tokio::spawn(udp::run(port, socket)), bound, LimitsCell::Udp(limits))
             }

@@ -118,6 +118,8 @@ pub struct UdpPort {
     pub node: Arc<NodeFlows>,
     /// The forwarding threads; one of them serves the port.
     pub workers: Arc<Workers>,
+    /// The port's socket while it is bound, for a hand-over to a new process.
+    pub fds: Arc<std::sync::Mutex<Vec<std::os::fd::RawFd>>>,
 }
 
 /// The limits of a UDP redirection's flows.
@@ -283,10 +285,12 @@ pub async fn run(port: UdpPort, mut socket: Option<std::net::UdpSocket>) {
     if !port.bound.swap(true, Ordering::Relaxed) {
         port.bound_changed.notify_one();
     }
+    *port.fds.lock().unwrap_or_else(|p| p.into_inner()) = vec![std::os::fd::AsRawFd::as_raw_fd(&socket)];
     let threads = port.workers.handles();
     let thread = threads[NEXT_THREAD.fetch_add(1, Ordering::Relaxed) % threads.len()].clone();
     debug!(namespace = %port.namespace, addr = %port.addr, "serving UDP");
     let port = Arc::new(port);
     let _ = thread.spawn(flow::serve(port.clone(), socket)).await;
+    port.fds.lock().unwrap_or_else(|p| p.into_inner()).clear();
     port.bound.store(false, Ordering::Relaxed);
 }

@@ -139,6 +139,7 @@ impl Gateway {
             metrics: registry.redirection("default", Protocol::Udp, addr.port(), "app_1"),
             node: node.clone(),
             workers: workers(),
+            fds: Arc::default(),
         };
         let (stop, metrics) = (port.stop.clone(), port.metrics.clone());
         let task = tokio::spawn(run(port, Some(socket)));
