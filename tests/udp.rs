@@ -187,3 +187,48 @@ fn the_udp_api_takes_clevers_shapes_and_refuses_what_udp_lacks() {
     let answer = server.api("POST", &path2, Some(r#"{"namespace":"default","proxyProtocol":"v2-every"}"#));
     assert_eq!(answer.status, 201, "{}", answer.text());
 }
+
+/// `apply` makes the UDP redirections a file declares (`protocol = "udp"`), beside a TCP
+/// one in the same namespace, idempotently; `export` writes them back, and the export
+/// applied to a fresh server rebuilds both on the same ports.
+#[test]
+fn apply_and_export_carry_udp_redirections() {
+    let tcp = TcpService::echo();
+    let udp = UdpEcho::on(tcp.addr()).expect("a UDP echo on the TCP echo's port");
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let text = format!(
+        "[[application]]\nname = \"game\"\ninstances = [{{ address = \"{}\" }}]\n\n\
+         [[application.redirection]]\nnamespace = \"default\"\n\n\
+         [[application.redirection]]\nnamespace = \"default\"\nprotocol = \"udp\"\nidle_timeout = 30\n",
+        tcp.addr()
+    );
+    std::fs::write(&file, text).unwrap();
+    let applied = server.cli_json(&["apply", "-f", file.to_str().unwrap(), "-F", "json"]);
+    let changes = applied["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 3, "{applied}");
+    assert_eq!(changes[2]["protocol"], "udp", "{applied}");
+    assert!(changes[2]["port"].is_u64(), "the UDP line gets its port: {applied}");
+    assert_eq!(changes[1].get("protocol"), None, "{applied}");
+    let human = server.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(human.starts_with("Nothing to change"), "a second apply changes nothing: {human}");
+
+    let before = listed(&server, "game");
+    assert_eq!(
+        before.iter().map(|(p, ns, _)| (p.as_str(), ns.as_str())).collect::<Vec<_>>(),
+        [("tcp", "default"), ("udp", "default")]
+    );
+    let udp_port = before[1].2;
+    assert_echoes(udp_port, "a UDP redirection made by apply");
+
+    let exported = server.cli_ok(&["export"]);
+    assert!(exported.contains("protocol = \"udp\""), "{exported}");
+    drop(server);
+    let fresh = Server::start();
+    std::fs::write(&file, exported).unwrap();
+    fresh.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(listed(&fresh, "game"), before, "the export rebuilds both, on the same ports");
+    assert_echoes(udp_port, "the rebuilt UDP redirection");
+    drop(udp);
+}
