@@ -1572,3 +1572,52 @@ fn a_node_waits_out_etcd_lost_at_any_moment_of_its_start() {
     }
     fleet.finish();
 }
+
+/// A UDP redirection added on one node answers datagrams on all three (each node binds the
+/// port on its own address), and removed on another, closes everywhere.
+#[test]
+fn a_udp_redirection_added_on_one_node_answers_on_all_three() {
+    let fleet =
+        Fleet::start(&[("a", "127.0.15.2", &[]), ("b", "127.0.15.3", &[]), ("c", "127.0.15.4", &[])], None);
+    let names = fleet.names();
+    let echo = UdpEcho::start();
+    let app = fleet.create_app_everywhere("a", "dns", echo.addr());
+    let path = fleet.redirs_path(&app).replace("tcpRedirs", "udpRedirs");
+    let added = fleet.api("a", "POST", &path, Some(r#"{"namespace":"default"}"#));
+    if added.status != 201 {
+        fleet.fail(&format!("add a UDP redirection on a: status {} {}", added.status, added.text()));
+    }
+    let added = added.json();
+    let port = port_of(&added);
+    fleet.check("the add answers once every live node listens", listening_on(&added, &names));
+    let answers = |ip: IpAddr| -> Result<(), String> {
+        let client = udp_client(ip, port);
+        client.set_read_timeout(Some(Duration::from_millis(500))).map_err(|e| e.to_string())?;
+        match udp_round_trip(&client, b"who is there?") {
+            Ok(back) if back == b"who is there?" => Ok(()),
+            Ok(back) => Err(format!("answered {back:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    for node in ["a", "b", "c"] {
+        let ip = fleet.ip(node);
+        fleet
+            .must(PROPAGATION, &format!("UDP port {port} added on a answers through {node}"), || answers(ip));
+    }
+    let removed = fleet.api("b", "DELETE", &format!("{path}/{port}?namespace=default"), None);
+    if removed.status != 200 {
+        fleet.fail(&format!("remove the UDP redirection on b: status {} {}", removed.status, removed.text()));
+    }
+    for node in ["a", "b", "c"] {
+        let ip = fleet.ip(node);
+        fleet.must(
+            PROPAGATION,
+            &format!("UDP port {port} removed on b is closed on {node}"),
+            || match answers(ip) {
+                Err(e) if e.contains("refused") => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
+    fleet.finish();
+}
