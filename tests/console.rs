@@ -387,9 +387,14 @@ fn default_org(server: &Server) -> String {
         .to_owned()
 }
 
-/// The row of namespace `ns`, as a CSS selector.
+/// The TCP row of namespace `ns`, as a CSS selector.
 fn row(ns: &str) -> String {
-    format!("#redirs [data-namespace=\"{ns}\"]")
+    format!("#redirs [data-namespace=\"{ns}\"][data-protocol=\"tcp\"]")
+}
+
+/// The UDP row of namespace `ns`, as a CSS selector.
+fn udp_row(ns: &str) -> String {
+    format!("#redirs [data-namespace=\"{ns}\"][data-protocol=\"udp\"]")
 }
 
 /// The scenario of the issue, in one viewport: sign in, open the application, create a
@@ -507,6 +512,55 @@ async fn the_console_creates_and_deletes_a_redirection_in_a_desktop_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_with_the_keyboard_alone_at_375_px_wide() {
     manage_redirections(Viewport::Narrow).await;
+}
+
+/// A UDP redirection from the console: its row beside the TCP one of the same namespace,
+/// created with a click, its `udp://` address and a flow's figures shown, the command line
+/// with `--udp`, deleted after a confirmation while the TCP row stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_creates_and_deletes_a_udp_redirection_beside_the_tcp_one() {
+    let server = Server::start();
+    let echo = UdpEcho::start();
+    server.create_app("game", echo.addr());
+    let browser = Browser::start(Viewport::Desktop).await;
+    browser.goto(&format!("{}/", server.url)).await;
+    browser.wait_shown("#token").await;
+    browser.type_into("#token", &format!("{}{ENTER}", server.token)).await;
+    browser.wait_shown("#apps-view").await;
+    browser.click("#apps-list a.app-link").await;
+    browser.wait_text("#app-title", "game").await;
+    browser.wait_shown(&format!("{} button.create", row("default"))).await;
+    browser.wait_text(&format!("{} .protocol", udp_row("default")), "UDP").await;
+    browser.wait_text("#cli", "tcp-redirs add --udp --namespace default --app game").await;
+
+    browser.click(&format!("{} button.create", udp_row("default"))).await;
+    browser.wait_shown(&format!("{} .mark.tick", udp_row("default"))).await;
+    let shown = browser.text(&format!("{} .port", udp_row("default"))).await.expect("the port");
+    let port: u16 = shown.trim().parse().unwrap_or_else(|_| panic!("the row shows port `{shown}`"));
+    let address = browser.text(&format!("{} .address", udp_row("default"))).await.expect("the address");
+    assert!(address.starts_with("udp://") && address.ends_with(&format!(":{port}/")), "address {address}");
+    assert!(
+        browser.text(&format!("{} .mark.tick", row("default"))).await.is_none(),
+        "the TCP row stays inactive"
+    );
+    browser
+        .wait_text("#cli", &format!("tcp-redirs remove {port} --udp --namespace default --app game"))
+        .await;
+    browser.assert_controls_named().await;
+
+    let client = udp_client(LOCALHOST.into(), port);
+    assert_eq!(udp_round_trip(&client, b"hello, console").unwrap(), b"hello, console");
+    browser.wait_text(&format!("{} .open", udp_row("default")), "1").await;
+    browser.wait_text(&format!("{} .in", udp_row("default")), "14 B").await;
+
+    browser.click(&format!("{} button.delete", udp_row("default"))).await;
+    browser.wait_text(&format!("{} .confirm", udp_row("default")), "Delete UDP port").await;
+    browser.click(&format!("{} button.confirm-delete", udp_row("default"))).await;
+    browser.wait_shown(&format!("{} button.create", udp_row("default"))).await;
+    let removed = udp_round_trip(&client, b"anyone?").expect_err("the deleted UDP port answers nothing");
+    assert_eq!(removed.kind(), std::io::ErrorKind::ConnectionRefused, "{removed}");
+    browser.assert_clean_console(&[]).await;
+    browser.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

