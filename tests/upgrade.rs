@@ -636,3 +636,39 @@ fn an_upgrade_hands_the_udp_ports_over_and_a_flow_keeps_being_answered() {
     let client = udp_client(LOCALHOST.into(), port);
     assert_eq!(udp_round_trip(&client, b"after").unwrap(), b"after", "a new flow with the new process");
 }
+
+/// A namespace's limits changed by SIGHUP reach its UDP redirections in place: the flow open
+/// across the reload goes on, and ends at the new idle timeout (2 s, down from the default
+/// minute), its socket closed and counted.
+#[test]
+fn sighup_changes_a_udp_redirections_limits_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[[namespace]]\nname = \"default\"\n").unwrap();
+    let server = Server::builder().config(&config).start();
+    let echo = UdpEcho::start();
+    server.create_app("game", echo.addr());
+    let added = server.cli_json(&["add", "--udp", "--app", "game", "--namespace", "default", "-F", "json"]);
+    let port = port_of(&added);
+    assert_eq!(added["idleTimeout"], 60, "{added}");
+    let client = udp_client(LOCALHOST.into(), port);
+    assert_eq!(udp_round_trip(&client, b"one").unwrap(), b"one");
+    let open = || server.cli_json(&["--app", "game", "-F", "json"])[0]["activeConnections"].as_u64();
+    assert_eq!(open(), Some(1), "one flow open");
+
+    std::fs::write(&config, "[[namespace]]\nname = \"default\"\nidle_timeout = 2\n").unwrap();
+    let skip = server.log().len();
+    signal(server.process_id(), libc::SIGHUP);
+    server.wait_for_log("SIGHUP: config reloaded", skip, Duration::from_secs(10));
+    assert_eq!(server.cli_json(&["--app", "game", "-F", "json"])[0]["idleTimeout"], 2);
+    assert_eq!(udp_round_trip(&client, b"two").unwrap(), b"two", "the flow goes on across the reload");
+    assert_eq!(open(), Some(1), "the same flow, not a new one");
+    // Idle now: the flow ends after 2 s (the sweep runs at least every second), not 60.
+    let idle = Instant::now();
+    while open() != Some(0) {
+        assert!(idle.elapsed() < Duration::from_secs(10), "the flow did not end at its new idle timeout");
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(idle.elapsed() >= Duration::from_millis(1500), "ended too early: {:?}", idle.elapsed());
+    assert_eq!(udp_round_trip(&client, b"three").unwrap(), b"three", "its next datagram starts a new flow");
+}

@@ -99,10 +99,11 @@ enum PortLimits {
     Udp(UdpLimits),
 }
 
-/// Where a running port reads its limits, swapped in place at a change.
+/// Where a running port reads its limits, swapped in place at a change (a UDP port is
+/// told, to plan its expiry sweep again).
 enum LimitsCell {
     Tcp(Arc<ArcSwap<Limits>>),
-    Udp(Arc<ArcSwap<UdpLimits>>),
+    Udp(Arc<ArcSwap<UdpLimits>>, Arc<tokio::sync::Notify>),
 }
 
 impl LimitsCell {
@@ -112,8 +113,9 @@ impl LimitsCell {
             (LimitsCell::Tcp(cell), PortLimits::Tcp(new)) if **cell.load() != *new => {
                 cell.store(Arc::new(*new))
             }
-            (LimitsCell::Udp(cell), PortLimits::Udp(new)) if **cell.load() != *new => {
-                cell.store(Arc::new(*new))
+            (LimitsCell::Udp(cell, changed), PortLimits::Udp(new)) if **cell.load() != *new => {
+                cell.store(Arc::new(*new));
+                changed.notify_one();
             }
             _ => return false,
         }
@@ -534,6 +536,7 @@ impl LivePorts {
                 let socket = held.or(inherited).or_else(|| udp::bind(addr).ok());
                 let bound = Arc::new(AtomicBool::new(socket.is_some()));
                 let limits = Arc::new(ArcSwap::from_pointee(limits));
+                let limits_changed = Arc::new(tokio::sync::Notify::new());
                 let port = udp::UdpPort {
                     namespace: row.namespace.clone(),
                     addr,
@@ -544,13 +547,14 @@ impl LivePorts {
                     bound: bound.clone(),
                     bound_changed: self.bound_changed.clone(),
                     limits: limits.clone(),
+                    limits_changed: limits_changed.clone(),
                     policy: policy.clone(),
                     metrics: metrics.clone(),
                     node: self.flows.clone(),
                     workers: self.workers.clone(),
                     fds: fds.clone(),
                 };
-                (tokio::spawn(udp::run(port, socket)), bound, LimitsCell::Udp(limits))
+                (tokio::spawn(udp::run(port, socket)), bound, LimitsCell::Udp(limits, limits_changed))
             }
         };
         if !bound.load(Ordering::Relaxed) {

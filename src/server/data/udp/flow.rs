@@ -108,6 +108,12 @@ pub(super) async fn serve(port: Arc<UdpPort>, socket: std::net::UdpSocket) {
         tokio::select! {
             biased;
             () = port.stop.cancelled() => break,
+            () = port.limits_changed.notified() => {
+                if !table.flows.is_empty() {
+                    sweep.as_mut().reset(table.next_sweep().into());
+                    armed = true;
+                }
+            }
             () = &mut sweep, if armed => {
                 armed = false;
                 if let Some(next) = table.expire() {

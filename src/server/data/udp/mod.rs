@@ -109,6 +109,9 @@ pub struct UdpPort {
     /// The flows' limits: swapped in place at a settings change, read at each new flow
     /// and each expiry sweep.
     pub limits: Arc<ArcSwap<UdpLimits>>,
+    /// Told after `limits` changed, so that a sweep planned at the old idle timeout is
+    /// planned again (a shorter timeout must not wait for the longer one).
+    pub limits_changed: Arc<tokio::sync::Notify>,
     /// Who may send (the access list; its PROXY setting is TCP's and not read here), and the
     /// connection log; a change of generation re-checks the open flows against the list.
     pub policy: Arc<ArcSwap<Policy>>,

@@ -135,6 +135,7 @@ impl Gateway {
             bound: Arc::default(),
             bound_changed: Arc::default(),
             limits: Arc::new(ArcSwap::from_pointee(limits)),
+            limits_changed: Arc::default(),
             policy: policy.clone(),
             metrics: registry.redirection("default", Protocol::Udp, addr.port(), "app_1"),
             node: node.clone(),
