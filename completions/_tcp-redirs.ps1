@@ -86,6 +86,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             [CompletionResult]::new('--half-close-timeout', '--half-close-timeout', [CompletionResultType]::ParameterName, 'Seconds a connection may stay half-closed [default: the namespace''s, 60]')
             [CompletionResult]::new('--max-connections', '--max-connections', [CompletionResultType]::ParameterName, 'The most connections open at once; more are refused [default: unlimited]')
             [CompletionResult]::new('--max-connections-per-second', '--max-connections-per-second', [CompletionResultType]::ParameterName, 'The most new connections per second; more are refused [default: unlimited]')
+            [CompletionResult]::new('--max-datagrams-per-second', '--max-datagrams-per-second', [CompletionResultType]::ParameterName, 'UDP: the most datagrams per second from one client address; more are dropped [default: unlimited]')
             [CompletionResult]::new('--proxy-protocol', '--proxy-protocol', [CompletionResultType]::ParameterName, 'Send the PROXY protocol header (v1 or v2; UDP: v2, or v2-every for every datagram) to the instance, so it sees the client''s address')
             [CompletionResult]::new('--allow', '--allow', [CompletionResultType]::ParameterName, 'Only clients in this range may connect (CIDR or address; repeat for several)')
             [CompletionResult]::new('--deny', '--deny', [CompletionResultType]::ParameterName, 'Refuse clients in this range, even when allowed (CIDR or address; repeat for several)')

@@ -290,7 +290,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__add)
-            opts="-a -F -h --namespace --port --min-port --max-port --udp --connect-timeout --idle-timeout --half-close-timeout --max-connections --max-connections-per-second --proxy-protocol --allow --deny --app --alias --format --server --token --help"
+            opts="-a -F -h --namespace --port --min-port --max-port --udp --connect-timeout --idle-timeout --half-close-timeout --max-connections --max-connections-per-second --max-datagrams-per-second --proxy-protocol --allow --deny --app --alias --format --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -329,6 +329,10 @@ _tcp__redirs() {
                     return 0
                     ;;
                 --max-connections-per-second)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-datagrams-per-second)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -80,6 +80,7 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand --half-close-timeout 'Seconds a connection may stay half-closed [default: the namespace''s, 60]'
             cand --max-connections 'The most connections open at once; more are refused [default: unlimited]'
             cand --max-connections-per-second 'The most new connections per second; more are refused [default: unlimited]'
+            cand --max-datagrams-per-second 'UDP: the most datagrams per second from one client address; more are dropped [default: unlimited]'
             cand --proxy-protocol 'Send the PROXY protocol header (v1 or v2; UDP: v2, or v2-every for every datagram) to the instance, so it sees the client''s address'
             cand --allow 'Only clients in this range may connect (CIDR or address; repeat for several)'
             cand --deny 'Refuse clients in this range, even when allowed (CIDR or address; repeat for several)'

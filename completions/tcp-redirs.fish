@@ -73,6 +73,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l idle-timeo
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l half-close-timeout -d 'Seconds a connection may stay half-closed [default: the namespace\'s, 60]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l max-connections -d 'The most connections open at once; more are refused [default: unlimited]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l max-connections-per-second -d 'The most new connections per second; more are refused [default: unlimited]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l max-datagrams-per-second -d 'UDP: the most datagrams per second from one client address; more are dropped [default: unlimited]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l proxy-protocol -d 'Send the PROXY protocol header (v1 or v2; UDP: v2, or v2-every for every datagram) to the instance, so it sees the client\'s address' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l allow -d 'Only clients in this range may connect (CIDR or address; repeat for several)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l deny -d 'Refuse clients in this range, even when allowed (CIDR or address; repeat for several)' -r

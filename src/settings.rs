@@ -60,6 +60,13 @@ pub struct RedirSettings {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_QUOTA as i64),
         help = "The most new connections per second; more are refused [default: unlimited]")]
     pub max_connections_per_second: Option<u32>,
+    /// UDP only: the most datagrams per second from one client address (a burst of one
+    /// second is allowed); more are dropped. Unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::quota))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_QUOTA as i64),
+        help = "UDP: the most datagrams per second from one client address; more are dropped [default: unlimited]")]
+    pub max_datagrams_per_second: Option<u32>,
     /// Send the PROXY protocol header (`v1` text or `v2` binary) to the instance before the
     /// first byte, so the application learns the client's real address; off when absent.
     /// UDP takes `v2` (in front of a flow's first datagram) or `v2-every` (every datagram).
@@ -102,6 +109,8 @@ pub struct Toml {
     max_connections: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_connections_per_second: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_datagrams_per_second: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     proxy_protocol: Option<ProxyProtocol>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -172,6 +181,7 @@ impl RedirSettings {
             && same(self.half_close_timeout, running.half_close_timeout)
             && same(self.max_connections, running.max_connections)
             && same(self.max_connections_per_second, running.max_connections_per_second)
+            && same(self.max_datagrams_per_second, running.max_datagrams_per_second)
             && self.proxy_protocol == running.proxy_protocol
             && self.allow == running.allow
             && self.deny == running.deny
@@ -196,6 +206,7 @@ mod tests {
             half_close_timeout: Some(3),
             max_connections: Some(4),
             max_connections_per_second: Some(5),
+            max_datagrams_per_second: Some(6),
             proxy_protocol: Some(ProxyProtocol::V2),
             allow: vec!["10.0.0.0/8".into()],
             deny: vec!["10.0.0.7".into()],
@@ -229,7 +240,7 @@ mod tests {
         toml_keys.sort();
         json_keys.sort();
         assert_eq!(toml_keys, json_keys, "every setting is in both spellings");
-        assert_eq!(toml_keys.len(), 8);
+        assert_eq!(toml_keys.len(), 9);
         let back: InToml = toml::from_str(&toml_text).unwrap();
         assert_eq!(back.settings, settings);
         let back: RedirSettings = serde_json::from_value(json).unwrap();

@@ -183,7 +183,13 @@ fn the_udp_api_takes_clevers_shapes_and_refuses_what_udp_lacks() {
         &path2.replace("udpRedirs", "tcpRedirs"),
         Some(r#"{"namespace":"default","proxyProtocol":"v2-every"}"#),
     );
-    assert!(answer.assert_error(400).contains("for UDP"), "{}", answer.text());
+    assert!(answer.assert_error(422).contains("use v2"), "{}", answer.text());
+    let answer = server.api(
+        "POST",
+        &path2.replace("udpRedirs", "tcpRedirs"),
+        Some(r#"{"namespace":"default","maxDatagramsPerSecond":5}"#),
+    );
+    assert!(answer.assert_error(422).contains("maxDatagramsPerSecond"), "{}", answer.text());
     let answer = server.api("POST", &path2, Some(r#"{"namespace":"default","proxyProtocol":"v2-every"}"#));
     assert_eq!(answer.status, 201, "{}", answer.text());
 }

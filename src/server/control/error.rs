@@ -234,13 +234,14 @@ impl Error {
         )
     }
 
-    /// A setting that a UDP redirection does not have (the document's body is TCP's too,
-    /// hence 422 rather than 400).
-    pub fn not_for_udp(setting: &str, why: &str) -> Error {
+    /// A setting that a redirection of this protocol does not have (TCP and UDP share the
+    /// document's body, hence 422 rather than 400).
+    pub fn not_for(protocol: Protocol, setting: &str, why: &str) -> Error {
+        let what = protocol.name().to_uppercase();
         Error::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             4222,
-            format!("`{setting}` is not a setting of a UDP redirection ({why}): leave it out"),
+            format!("`{setting}` is not a setting of a {what} redirection ({why}): leave it out"),
         )
     }
 

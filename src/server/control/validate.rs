@@ -108,18 +108,26 @@ pub fn redirection(def: &NamespaceDef, settings: &RedirSettings, protocol: Proto
     let base = DEFAULT_LIMITS.with(&def.limits).map_err(Error::bad_request)?;
     self::settings(base, settings)?;
     match protocol {
-        Protocol::Udp if settings.connect_timeout.is_some() => {
-            Err(Error::not_for_udp("connectTimeout", "a flow's socket connects at once, without a handshake"))
-        }
+        Protocol::Udp if settings.connect_timeout.is_some() => Err(Error::not_for(
+            protocol,
+            "connectTimeout",
+            "a flow's socket connects at once, without a handshake",
+        )),
         Protocol::Udp if settings.half_close_timeout.is_some() => {
-            Err(Error::not_for_udp("halfCloseTimeout", "a flow has no half-close; idleTimeout ends it"))
+            Err(Error::not_for(protocol, "halfCloseTimeout", "a flow has no half-close; idleTimeout ends it"))
         }
-        Protocol::Udp if settings.proxy_protocol == Some(ProxyProtocol::V1) => Err(Error::not_for_udp(
+        Protocol::Udp if settings.proxy_protocol == Some(ProxyProtocol::V1) => Err(Error::not_for(
+            protocol,
             "proxyProtocol: v1",
             "the text header has no datagram form; use v2, or v2-every for every datagram",
         )),
-        Protocol::Tcp if settings.proxy_protocol == Some(ProxyProtocol::V2Every) => Err(Error::bad_request(
-            "proxyProtocol `v2-every` (a header on every datagram) is for UDP redirections: use v2 for TCP",
+        Protocol::Tcp if settings.proxy_protocol == Some(ProxyProtocol::V2Every) => {
+            Err(Error::not_for(protocol, "proxyProtocol: v2-every", "a stream has one header; use v2"))
+        }
+        Protocol::Tcp if settings.max_datagrams_per_second.is_some() => Err(Error::not_for(
+            protocol,
+            "maxDatagramsPerSecond",
+            "a stream has no datagrams; maxConnectionsPerSecond limits new connections",
         )),
         _ => Ok(()),
     }
@@ -146,6 +154,12 @@ pub fn ports_for(def: &NamespaceDef, new: &NewTcpRedir) -> Result<RangeInclusive
 /// the access lists well formed; the limits in force.
 pub fn settings(base: Limits, settings: &RedirSettings) -> Result<Limits, Error> {
     let limits = base.with(settings).map_err(Error::bad_request)?;
+    if let Some(n) = settings.max_datagrams_per_second.filter(|n| !(1..=wire::MAX_QUOTA).contains(n)) {
+        return Err(Error::bad_request(format!(
+            "maxDatagramsPerSecond must be from 1 to {}, not {n}",
+            wire::MAX_QUOTA
+        )));
+    }
     access_rules(settings)?;
     Ok(limits)
 }

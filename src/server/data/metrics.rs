@@ -76,7 +76,8 @@ struct Refused {
 pub enum Dropped {
     /// Its source is refused by the access list.
     denied,
-    /// It would have started a flow over the redirection's new-flow rate.
+    /// It would have started a flow over the redirection's new-flow rate, or its client sent
+    /// over `maxDatagramsPerSecond`.
     rate_limited,
     /// It would have started a flow over the redirection's flow cap.
     flow_cap,

@@ -55,6 +55,33 @@ struct Flow {
     header: Option<Box<[u8]>>,
     datagrams_in: u64,
     bytes_in: u64,
+    /// The client's datagrams allowed by the redirection's `maxDatagramsPerSecond`.
+    bucket: Bucket,
+}
+
+/// A token bucket of datagrams, counted in thousandths so that it refills every
+/// millisecond: `rate` a second, up to one second's worth (the burst), full at the start.
+#[derive(Debug, Default)]
+struct Bucket {
+    milli: u64,
+    at_ms: u64,
+    started: bool,
+}
+
+impl Bucket {
+    /// How many of `n` datagrams arriving at `now_ms` may pass (they are taken).
+    fn take(&mut self, now_ms: u64, rate: u32, n: u64) -> u64 {
+        let full = u64::from(rate) * 1000;
+        if !self.started {
+            (self.milli, self.started) = (full, true);
+        } else {
+            self.milli = (self.milli + now_ms.saturating_sub(self.at_ms) * u64::from(rate)).min(full);
+        }
+        self.at_ms = now_ms;
+        let k = (self.milli / 1000).min(n);
+        self.milli -= k * 1000;
+        k
+    }
 }
 
 /// A port being served: its sockets, its flows, its counters.
@@ -161,7 +188,8 @@ impl Table<'_> {
         let n = batch.recv(&self.public)?;
         self.recheck_policy();
         let now = self.now_ms();
-        let mode = self.port.limits.load().proxy;
+        let limits = **self.port.limits.load();
+        let mode = limits.proxy;
         let (mut datagrams, mut bytes) = (0, 0);
         for i in 0..n {
             let (client, data, stride, dst) = batch.get(i);
@@ -173,6 +201,19 @@ impl Table<'_> {
             }
             let Some(flow) = self.flows.get_mut(&client) else { continue };
             flow.shared.last.store(now, Ordering::Relaxed);
+            let mut data = data;
+            if let Some(rate) = limits.max_datagrams {
+                // Of a GRO bundle, the first ones the bucket allows pass.
+                let n = count(data.len(), stride);
+                let allowed = flow.bucket.take(now, rate, n);
+                if allowed < n {
+                    self.counts.lost(Dropped::rate_limited, n - allowed);
+                    if allowed == 0 {
+                        continue;
+                    }
+                    data = &data[..(allowed as usize * stride).min(data.len())];
+                }
+            }
             let sent = send_up(flow, data, stride, mode, self.counts);
             flow.datagrams_in += sent.0;
             flow.bytes_in += sent.1;
@@ -278,6 +319,7 @@ impl Table<'_> {
             header,
             datagrams_in: 0,
             bytes_in: 0,
+            bucket: Bucket::default(),
         })
     }
 

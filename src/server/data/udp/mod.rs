@@ -134,6 +134,9 @@ pub struct UdpLimits {
     pub max_flows: u32,
     /// The most new flows per second (a burst of one second); more are dropped.
     pub max_rate: Option<u32>,
+    /// The most datagrams per second from one client (a burst of one second); more are
+    /// dropped, counted `rate_limited`.
+    pub max_datagrams: Option<u32>,
     /// Whether, and in front of which datagrams, the instance gets a PROXY v2 header.
     pub proxy: Option<ProxyMode>,
 }
@@ -141,8 +144,13 @@ pub struct UdpLimits {
 /// The default limits: a minute of idleness (Envoy's UDP proxy and nginx's `proxy_timeout`
 /// are 1 and 10 minutes; a minute frees the sockets of vanished clients sooner), and 10,000
 /// flows per redirection.
-pub const DEFAULT_UDP_LIMITS: UdpLimits =
-    UdpLimits { idle: Duration::from_secs(60), max_flows: 10_000, max_rate: None, proxy: None };
+pub const DEFAULT_UDP_LIMITS: UdpLimits = UdpLimits {
+    idle: Duration::from_secs(60),
+    max_flows: 10_000,
+    max_rate: None,
+    max_datagrams: None,
+    proxy: None,
+};
 
 impl UdpLimits {
     /// The limits of a UDP redirection: each of its own settings, else its namespace's, else
@@ -163,6 +171,7 @@ impl UdpLimits {
             max_flows: quota(own.max_connections.or(namespace.max_connections))
                 .unwrap_or(DEFAULT_UDP_LIMITS.max_flows),
             max_rate: quota(own.max_connections_per_second.or(namespace.max_connections_per_second)),
+            max_datagrams: quota(own.max_datagrams_per_second.or(namespace.max_datagrams_per_second)),
             proxy: match own.proxy_protocol {
                 Some(ProxyProtocol::V2) => Some(ProxyMode::First),
                 Some(ProxyProtocol::V2Every) => Some(ProxyMode::Every),
@@ -179,6 +188,7 @@ impl UdpLimits {
             idle_timeout: Some(self.idle.as_secs()),
             max_connections: Some(self.max_flows),
             max_connections_per_second: self.max_rate,
+            max_datagrams_per_second: self.max_datagrams,
             ..own.clone()
         }
     }

@@ -699,3 +699,34 @@ async fn the_new_flow_rate_drops_datagrams_past_it() {
     assert_eq!(gateway.metrics.rate_limited.get(), dropped);
     gateway.stop().await;
 }
+
+/// `maxDatagramsPerSecond` limits each client on its own: a client that sends a burst past
+/// it has the rest dropped (counted `rate_limited`) while another client's datagrams pass,
+/// and its bucket refills with time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_is_held_to_its_datagram_rate() {
+    let backend = Backend::start(localhost(), Answer::Echo);
+    let limits = UdpLimits { max_datagrams: Some(5), ..DEFAULT_UDP_LIMITS };
+    let gateway = Gateway::simple(&[backend.addr], limits);
+    let (flooder, calm) = (client(localhost()), client(localhost()));
+    for i in 0..20u8 {
+        flooder.send_to(&[i], gateway.addr).unwrap();
+    }
+    // One thread reads the port in order: once the calm client's answer is back, the
+    // flooder's burst was handled.
+    assert_eq!(round_trip(&calm, gateway.addr, b"calm"), b"calm", "another client is not limited");
+    let dropped = gateway.counts().dropped(Dropped::rate_limited);
+    // A second's worth passes (5), and one more per 200 ms the burst took to arrive.
+    assert!((14..=15).contains(&dropped), "{dropped} of 20 dropped");
+    flooder.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut answers = 0;
+    let mut buf = [0u8; 16];
+    while flooder.recv_from(&mut buf).is_ok() {
+        answers += 1;
+    }
+    assert_eq!(answers, 20 - dropped, "what was not dropped was answered");
+    // The read above waited 500 ms at its end: the bucket holds at least 2 again.
+    flooder.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(round_trip(&flooder, gateway.addr, b"later"), b"later");
+    gateway.stop().await;
+}

@@ -124,7 +124,8 @@ UPDATE meta SET value = '2' WHERE key = 'schema';
 /// Schema 2 to 3: a redirection has a protocol, TCP or UDP, each with its own ports, and an
 /// application may have one of each per namespace (SQLite cannot change a primary key in
 /// place: the two tables are copied; every existing row is TCP). The PROXY protocol setting
-/// may also be `v2-every` (UDP's header on every datagram).
+/// may also be `v2-every` (UDP's header on every datagram), and a UDP redirection has a rate
+/// of datagrams per client address (`max_datagram_rate`).
 const MIGRATE_2_TO_3: &str = "
 CREATE TABLE redirs_3 (
     namespace TEXT NOT NULL,
@@ -140,6 +141,7 @@ CREATE TABLE redirs_3 (
     deny_ranges TEXT NOT NULL DEFAULT '[]',
     max_connections INTEGER,
     max_rate INTEGER,
+    max_datagram_rate INTEGER,
     created_at INTEGER NOT NULL DEFAULT (unixepoch()),
     PRIMARY KEY (namespace, protocol, port),
     UNIQUE (app_id, namespace, protocol)
@@ -744,8 +746,8 @@ fn claim_row(
         .prepare_cached(
             "INSERT INTO redirs (namespace, port, app_id, revision, connect_timeout, idle_timeout,
                                  half_close_timeout, proxy_protocol, allow_ranges, deny_ranges,
-                                 max_connections, max_rate, protocol)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                                 max_connections, max_rate, protocol, max_datagram_rate)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?
         .execute(params![
             row.namespace,
@@ -761,6 +763,7 @@ fn claim_row(
             row.settings.max_connections,
             row.settings.max_connections_per_second,
             row.protocol.name(),
+            row.settings.max_datagrams_per_second,
         ]);
     match inserted {
         Err(e) if is_constraint(&e, "redirs.namespace, redirs.protocol, redirs.port") => {
@@ -803,7 +806,8 @@ fn redirs_where<P: rusqlite::Params>(
 ) -> StoreResult<Vec<RedirRow>> {
     let sql = format!(
         "SELECT namespace, port, app_id, connect_timeout, idle_timeout, half_close_timeout,
-                proxy_protocol, allow_ranges, deny_ranges, max_connections, max_rate, revision, protocol
+                proxy_protocol, allow_ranges, deny_ranges, max_connections, max_rate, revision, protocol,
+                max_datagram_rate
          FROM redirs WHERE {filter} ORDER BY namespace, protocol, port"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -819,6 +823,7 @@ fn redirs_where<P: rusqlite::Params>(
                 half_close_timeout: r.get(5)?,
                 max_connections: r.get(9)?,
                 max_connections_per_second: r.get(10)?,
+                max_datagrams_per_second: r.get(13)?,
                 proxy_protocol: r
                     .get::<_, Option<String>>(6)?
                     .as_deref()
@@ -885,6 +890,64 @@ mod tests {
             listening: 0,
             unbound: Vec::new(),
         }
+    }
+
+    /// A store of schema 2 (before UDP) opens as schema 3 with everything in it: its
+    /// redirections are TCP ones, their previous ports too, and a UDP redirection may then
+    /// take a port that a TCP one holds.
+    #[tokio::test]
+    async fn a_schema_2_store_is_migrated_to_3_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA_SQL).unwrap();
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('format', ?1), ('schema', '1')",
+                params![FORMAT],
+            )
+            .unwrap();
+            conn.execute_batch(MIGRATE_1_TO_2).unwrap();
+            conn.execute_batch(
+                "INSERT INTO orgs (id, name) VALUES ('orga_1', 'acme');
+                 INSERT INTO apps (id, org_id, name) VALUES ('app_1', 'orga_1', 'db'), ('app_2', 'orga_1', 'dns');
+                 INSERT INTO redirs (namespace, port, app_id, revision, idle_timeout) VALUES ('default', 6000, 'app_1', 7, 600);
+                 INSERT INTO previous_ports (app_id, namespace, port) VALUES ('app_1', 'cleverapps', 6001);",
+            )
+            .unwrap();
+        }
+        let store = Sqlite::open(&path).unwrap();
+        let schema: String = lock(&store.inner)
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(schema, SCHEMA.to_string());
+        let snapshot = store.snapshot().await.unwrap();
+        let rows: Vec<RedirRow> = snapshot
+            .records
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Redir(row) => Some(row),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].protocol, rows[0].port, rows[0].settings.idle_timeout),
+            (Protocol::Tcp, 6000, Some(600))
+        );
+        assert_eq!(rows[0].revision, 7);
+        assert_eq!(store.previous_port("app_1", "cleverapps", Protocol::Tcp).await.unwrap(), Some(6001));
+        assert_eq!(store.previous_port("app_1", "cleverapps", Protocol::Udp).await.unwrap(), None);
+        let udp = RedirRow { protocol: Protocol::Udp, ..redir("app_2", 6000) };
+        store.claim(&udp, "orga_1", None).await.unwrap();
+        drop(store);
+        // Opened again: schema 3 as it is, nothing migrated twice.
+        let store = Sqlite::open(&path).unwrap();
+        assert_eq!(
+            store.snapshot().await.unwrap().records.iter().filter(|r| matches!(r, Record::Redir(_))).count(),
+            2
+        );
     }
 
     /// Every revision handed out before a reopen, by writes that the file keeps, by writes
