@@ -224,11 +224,7 @@ mod contract {
         let app = ("app", "$request.path.app");
         let new_org = ("org", "$response.body#/id");
         let new_app = ("app", "$response.body#/id");
-        // No link from createApplication to the UDP operations: schemathesis's stateful phase
-        // fills their bodies without the namespace dictionary that keeps it on real
-        // namespaces, and takes the 404 of an unknown one (4043) for the new application
-        // not found (ST302); the TCP operations are linked, and the UDP ones share their shapes.
-        let links: [Link; 14] = [
+        let links: [Link; 16] = [
             ("createOrganisation", "listApplications", &[new_org]),
             ("createOrganisation", "createApplication", &[new_org]),
             ("createOrganisation", "listNamespaces", &[new_org]),
@@ -239,6 +235,8 @@ mod contract {
             ("createApplication", "listTcpRedirs", &[org, new_app]),
             ("createApplication", "addTcpRedir", &[org, new_app]),
             ("createApplication", "removeApplication", &[org, new_app]),
+            ("createApplication", "listUdpRedirs", &[org, new_app]),
+            ("createApplication", "addUdpRedir", &[org, new_app]),
             ("addTcpRedir", "listTcpRedirs", &[org, app]),
             (
                 "addTcpRedir",
@@ -265,7 +263,14 @@ mod contract {
                     .iter()
                     .map(|(name, value)| (name.to_string(), serde_json::json!(value)))
                     .collect();
-                map.insert(to.to_string(), serde_json::json!({"operationId": to, "parameters": parameters}));
+                let mut link = serde_json::json!({"operationId": to, "parameters": parameters});
+                // A redirection of the new application is made in a namespace that exists
+                // by default: a tool that follows the link with a namespace of its own
+                // invention would get 404 (4043) and take it for the application not found.
+                if to.starts_with("add") && to.ends_with("Redir") {
+                    link["requestBody"] = serde_json::json!({"namespace": "default"});
+                }
+                map.insert(to.to_string(), link);
             }
             if !map.is_empty() {
                 created.insert("links".into(), serde_json::Value::Object(map));
