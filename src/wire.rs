@@ -243,6 +243,9 @@ pub struct NewTcpRedirItem {
     /// The application's id, `app_…`; one the organisation does not have is refused on its
     /// own outcome (4042).
     pub application: String,
+    /// `udp` for a UDP redirection (as `POST …/udpRedirs` makes it); TCP when absent.
+    #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
+    pub protocol: Protocol,
     /// The redirection, as a single `POST …/tcpRedirs` takes it.
     #[serde(flatten)]
     pub redirection: NewTcpRedir,
@@ -271,7 +274,7 @@ pub struct TcpRedirOutcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirection: Option<TcpRedir>,
     /// Why it was refused: the error `POST …/applications/{appId}/tcpRedirs` would have
-    /// answered (4042, 4043, 4090, 4092, 4094, 4095, 4221, 5030); absent when it was made.
+    /// answered (4042, 4043, 4090, 4092, 4094, 4095, 4221, 4222, 4223, 5030); absent when it was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ApiError>,
 }

@@ -238,3 +238,28 @@ fn apply_and_export_carry_udp_redirections() {
     assert_echoes(udp_port, "the rebuilt UDP redirection");
     drop(udp);
 }
+
+/// A batch (`POST /v2/organisations/{org}/tcpRedirs`) makes UDP redirections too, one
+/// item each with `"protocol":"udp"`: beside a TCP one of the same application and
+/// namespace, and a second UDP one there refused on its own (4090) while the others are made.
+#[test]
+fn a_batch_makes_udp_redirections_beside_tcp_ones() {
+    let udp = UdpEcho::start();
+    let server = Server::start();
+    let app = server.create_app("dns", udp.addr());
+    let (org, app) = (app["ownerId"].as_str().unwrap().to_owned(), app["id"].as_str().unwrap().to_owned());
+    let body = format!(
+        r#"{{"redirections":[
+            {{"application":"{app}","namespace":"default","protocol":"udp"}},
+            {{"application":"{app}","namespace":"default"}},
+            {{"application":"{app}","namespace":"default","protocol":"udp"}}]}}"#
+    );
+    let answer = server.api("POST", &format!("/v2/organisations/{org}/tcpRedirs"), Some(&body)).ok_json();
+    let outcomes = answer["redirections"].as_array().unwrap();
+    assert_eq!(outcomes[0]["redirection"]["protocol"], "udp", "{answer}");
+    assert_eq!(outcomes[1]["redirection"].get("protocol"), None, "{answer}");
+    assert_eq!(outcomes[2]["error"]["id"], 4090, "one UDP redirection per namespace: {answer}");
+    assert!(outcomes[2]["error"]["message"].as_str().unwrap().contains("UDP redirection"), "{answer}");
+    let port = port_of(&outcomes[0]["redirection"]);
+    assert_echoes(port, "a UDP redirection made by a batch");
+}

@@ -20,9 +20,7 @@ use serde::Serialize;
 use super::{print_json, print_text, ConnArgs, Format, FormatArgs, OrgArgs};
 use crate::client::{Client, Failure};
 use crate::manifest::{InstanceSpec, Manifest};
-use crate::wire::{
-    self, Application, NewApplication, NewTcpRedir, NewTcpRedirBatch, NewTcpRedirItem, Protocol,
-};
+use crate::wire::{self, NewApplication, NewTcpRedirBatch, NewTcpRedirItem, Protocol};
 
 /// The options of `apply`.
 #[derive(Debug, Clone, clap::Args)]
@@ -95,8 +93,6 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     let mut changes = Vec::new();
     // The redirections to add, each with the place of its line in `changes`.
     let mut adds: Vec<(usize, NewTcpRedirItem)> = Vec::new();
-    // UDP redirections have no batch call: added one by one, after the batch.
-    let mut udp_adds: Vec<(usize, Application, NewTcpRedir)> = Vec::new();
     let change = |action, kind, app: &str, namespace: Option<&str>, port| Change {
         action,
         kind,
@@ -161,12 +157,12 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
         for wanted in spec.redirections.iter().filter(|r| !kept.contains(&(r.namespace.clone(), r.protocol)))
         {
             let port = match (&app, args.dry_run) {
-                (Some(app), false) if wanted.protocol == Protocol::Udp => {
-                    udp_adds.push((changes.len(), app.clone(), wanted.to_wire()));
-                    None
-                }
                 (Some(app), false) => {
-                    let item = NewTcpRedirItem { application: app.id.clone(), redirection: wanted.to_wire() };
+                    let item = NewTcpRedirItem {
+                        application: app.id.clone(),
+                        protocol: wanted.protocol,
+                        redirection: wanted.to_wire(),
+                    };
                     adds.push((changes.len(), item));
                     None
                 }
@@ -179,15 +175,6 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
         }
     }
     add_all(&client, &org.id, adds, &mut changes).await?;
-    for (line, app, new) in udp_adds {
-        let made = client.add_redirection(&app, Protocol::Udp, &new).await.with_context(|| {
-            format!(
-                "cannot add the UDP redirection of `{}` in `{}`; the changes before it were made: fix the file and apply it again",
-                app.name, new.namespace
-            )
-        })?;
-        changes[line].port = Some(made.port);
-    }
 
     match args.format.get() {
         Format::Json => print_json(&Report { changes, dry_run: args.dry_run }),

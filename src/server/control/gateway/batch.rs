@@ -29,7 +29,7 @@ use crate::server::control::error::Error;
 use crate::server::control::validate;
 use crate::server::data::forward::DEFAULT_LIMITS;
 use crate::server::data::ports;
-use crate::server::state::live::{self, LivePorts};
+use crate::server::state::live::LivePorts;
 use crate::server::state::store::{Conflict, NamespaceDef, RedirKey, RedirRow, Revision, StoreError};
 use crate::server::state::table::Table;
 use crate::wire::{
@@ -65,23 +65,20 @@ struct Held {
 }
 
 impl Held {
-    /// Keeps `listeners` for the claim of `port`.
-    fn hold(&mut self, namespace: &str, port: u16, listeners: ports::Listeners) {
-        let key = tcp_key(namespace, port);
-        self.live.hold(key.clone(), live::Held::Tcp(listeners));
+    /// The socket of `key`'s claim, bound and held in the live ports, is this guard's.
+    fn hold(&mut self, key: RedirKey) {
         self.ports.insert(key);
     }
 
-    /// The claim succeeded: the listener is the reconciler's now.
-    fn claimed(&mut self, namespace: &str, port: u16) {
-        self.ports.remove(&tcp_key(namespace, port));
+    /// The claim succeeded: the socket is the reconciler's now.
+    fn claimed(&mut self, key: &RedirKey) {
+        self.ports.remove(key);
     }
 
-    /// The claim failed: the listener is closed.
-    fn release(&mut self, namespace: &str, port: u16) {
-        let key = tcp_key(namespace, port);
-        if self.ports.remove(&key) {
-            self.live.unhold(&key);
+    /// The claim failed: the socket is closed.
+    fn release(&mut self, key: &RedirKey) {
+        if self.ports.remove(key) {
+            self.live.unhold(key);
         }
     }
 }
@@ -94,23 +91,19 @@ impl Drop for Held {
     }
 }
 
-/// A batch makes TCP redirections.
-fn tcp_key(namespace: &str, port: u16) -> RedirKey {
-    RedirKey::new(namespace, Protocol::Tcp, port)
-}
-
 /// The ports of one namespace that a new redirection cannot take: the table's and those
 /// running or held on this node (asked of their indexes, port by port, so a batch costs
 /// what it makes, not the namespace's size), and those the batch picked already.
 struct Taken {
     namespace: String,
+    protocol: Protocol,
     ports: HashSet<u16>,
 }
 
 impl Taken {
     /// Whether `port` is taken.
     fn contains(&self, gateway: &Gateway, port: u16) -> bool {
-        self.ports.contains(&port) || gateway.port_taken(&tcp_key(&self.namespace, port))
+        self.ports.contains(&port) || gateway.port_taken(&RedirKey::new(&self.namespace, self.protocol, port))
     }
 
     /// `port` is taken from now on.
@@ -120,9 +113,10 @@ impl Taken {
 }
 
 impl Gateway {
-    /// The ports of `namespace` a new redirection cannot take, as [`Taken`] answers them.
-    fn taken_in(&self, namespace: &str) -> Taken {
-        Taken { namespace: namespace.to_owned(), ports: HashSet::new() }
+    /// The ports of `namespace` and `protocol` a new redirection cannot take, as [`Taken`]
+    /// answers them.
+    fn taken_in(&self, namespace: &str, protocol: Protocol) -> Taken {
+        Taken { namespace: namespace.to_owned(), protocol, ports: HashSet::new() }
     }
 
     /// Makes many redirections of one organisation's applications; each is made or refused
@@ -173,7 +167,7 @@ impl Gateway {
         let asked: Vec<(String, String, Protocol)> = plans
             .iter()
             .filter(|p| p.fixed.is_none())
-            .map(|p| (p.row.app_id.clone(), p.ns.name.clone(), Protocol::Tcp))
+            .map(|p| (p.row.app_id.clone(), p.ns.name.clone(), p.row.protocol))
             .collect();
         let previous = self.synced.store().previous_ports(&asked).await.map_err(|e| self.store_error(e))?;
         for (plan, previous) in plans.iter_mut().filter(|p| p.fixed.is_none()).zip(previous) {
@@ -182,7 +176,7 @@ impl Gateway {
 
         let live = self.synced.live().clone();
         let mut held = Held { live: live.clone(), ports: HashSet::new() };
-        let mut taken: HashMap<String, Taken> = HashMap::new();
+        let mut taken: HashMap<(String, Protocol), Taken> = HashMap::new();
         let quota = *self.org_quota.read().unwrap_or_else(|p| p.into_inner());
         let mut made: Vec<(usize, RedirRow)> = Vec::new();
         let mut revision: Option<Revision> = None;
@@ -195,8 +189,9 @@ impl Gateway {
                 if n % BINDS_PER_YIELD == BINDS_PER_YIELD - 1 {
                     tokio::task::yield_now().await;
                 }
-                let ns = plan.ns.name.clone();
-                let taken = taken.entry(ns.clone()).or_insert_with(|| self.taken_in(&ns));
+                let key = (plan.ns.name.clone(), plan.row.protocol);
+                let taken =
+                    taken.entry(key).or_insert_with(|| self.taken_in(&plan.ns.name, plan.row.protocol));
                 match pick(self, &live, &plan, taken, &mut held) {
                     Ok(port) => {
                         taken.insert(port);
@@ -218,27 +213,27 @@ impl Gateway {
                 Err(err) => {
                     let err = self.store_error(err);
                     for plan in &claiming {
-                        held.release(&plan.ns.name, plan.row.port);
+                        held.release(&plan.row.key());
                         outcomes[plan.index] = Some(Err(copy(&err)));
                     }
                     break;
                 }
             };
             for (plan, result) in claiming.into_iter().zip(results) {
-                let (ns, port) = (plan.ns.name.clone(), plan.row.port);
+                let key = plan.row.key();
                 match result {
                     Ok(at) => {
-                        held.claimed(&ns, port);
+                        held.claimed(&key);
                         revision = revision.max(Some(at));
                         made.push((plan.index, RedirRow { revision: at, ..plan.row }));
                     }
                     // Claimed meanwhile through another node: another port, next round.
                     Err(StoreError::Conflict(Conflict::PortTaken)) if plan.fixed.is_none() => {
-                        held.release(&ns, port);
+                        held.release(&key);
                         plans.push(plan);
                     }
                     Err(err) => {
-                        held.release(&ns, port);
+                        held.release(&key);
                         outcomes[plan.index] = Some(Err(self.refusal(err, &plan)));
                     }
                 }
@@ -246,7 +241,7 @@ impl Gateway {
         }
         for plan in plans {
             outcomes[plan.index] =
-                Some(Err(Error::no_free_port(&plan.ns.name, plan.ns.min_port, plan.ns.max_port)));
+                Some(Err(Error::no_free_port(&plan.ns.name, *plan.range.start(), *plan.range.end())));
         }
         drop(held);
 
@@ -290,7 +285,9 @@ impl Gateway {
         let ns = &plan.ns.name;
         match err {
             StoreError::Conflict(Conflict::PortTaken) => Error::port_taken(plan.row.port, ns),
-            StoreError::Conflict(Conflict::AppHasOne(p)) => Error::already_redirected(Protocol::Tcp, p, ns),
+            StoreError::Conflict(Conflict::AppHasOne(p)) => {
+                Error::already_redirected(plan.row.protocol, p, ns)
+            }
             StoreError::Conflict(Conflict::Quota(q)) => Error::quota_reached(q),
             StoreError::Conflict(Conflict::NotFound) => Error::unknown_app(&plan.row.app_id),
             err => self.store_error(err),
@@ -308,14 +305,11 @@ fn check_shape(new: &NewTcpRedir) -> Result<(), Error> {
     validate::settings(DEFAULT_LIMITS, &new.settings).map(drop)
 }
 
-/// The ports that the batch's applications hold, by (application, namespace).
-fn existing_ports(table: &Table, apps: &HashSet<&str>) -> HashMap<(String, String), u16> {
+/// The ports that the batch's applications hold, by (application, namespace, protocol).
+fn existing_ports(table: &Table, apps: &HashSet<&str>) -> HashMap<(String, String, Protocol), u16> {
     apps.iter()
         .flat_map(|app| {
-            table
-                .app_keys(app)
-                .filter(|k| k.protocol == Protocol::Tcp)
-                .map(move |k| ((app.to_string(), k.namespace.clone()), k.port))
+            table.app_keys(app).map(move |k| ((app.to_string(), k.namespace.clone(), k.protocol), k.port))
         })
         .collect()
 }
@@ -326,7 +320,7 @@ fn plan(
     org: &Organisation,
     index: usize,
     item: &NewTcpRedirItem,
-    existing: &HashMap<(String, String), u16>,
+    existing: &HashMap<(String, String, Protocol), u16>,
 ) -> Result<Plan, Error> {
     let new = &item.redirection;
     let app = table
@@ -341,15 +335,16 @@ fn plan(
         .filter(|n| n.admits(org) && !n.retired)
         .cloned()
         .ok_or_else(|| Error::unknown_namespace(&new.namespace))?;
-    validate::redirection(&ns, &new.settings, Protocol::Tcp)?;
+    let protocol = item.protocol;
+    validate::redirection(&ns, &new.settings, protocol)?;
     let range = validate::ports_for(&ns, new)?;
-    if let Some(&port) = existing.get(&(app.id.clone(), ns.name.clone())) {
-        return Err(Error::already_redirected(Protocol::Tcp, port, &ns.name));
+    if let Some(&port) = existing.get(&(app.id.clone(), ns.name.clone(), protocol)) {
+        return Err(Error::already_redirected(protocol, port, &ns.name));
     }
     let row = RedirRow {
         namespace: ns.name.clone(),
         port: 0,
-        protocol: Protocol::Tcp,
+        protocol,
         app_id: app.id.clone(),
         settings: new.settings.clone(),
         revision: 0,
@@ -364,29 +359,23 @@ fn pick(gw: &Gateway, live: &LivePorts, plan: &Plan, taken: &Taken, held: &mut H
     let no_free = || Error::no_free_port(&ns.name, *range.start(), *range.end());
     let serves = live.served().serves(&ns.name);
     let bind = live.served().bind(&ns.name);
-    match (plan.fixed, serves) {
-        (Some(port), _) if taken.contains(gw, port) => Err(Error::port_taken(port, &ns.name)),
+    let protocol = plan.row.protocol;
+    let port = match (plan.fixed, serves) {
+        (Some(port), _) if taken.contains(gw, port) => return Err(Error::port_taken(port, &ns.name)),
         (Some(port), true) => {
-            let listeners = ports::bind(SocketAddr::new(bind, port)).map_err(|err| {
-                if ports::out_of_descriptors(&err) {
-                    gw.out_of_descriptors()
-                } else {
-                    Error::port_taken(port, &ns.name)
-                }
-            })?;
-            held.hold(&ns.name, port, listeners);
-            Ok(port)
+            gw.bind_held(&RedirKey::new(&ns.name, protocol, port), SocketAddr::new(bind, port))?;
+            port
         }
-        (Some(port), false) => Ok(port),
+        (Some(port), false) => return Ok(port),
         (None, true) => {
-            let (port, listeners) = ports::allocate(bind, &range, |p| taken.contains(gw, p), plan.previous)
-                .map_err(|_| gw.out_of_descriptors())?
-                .ok_or_else(no_free)?;
-            held.hold(&ns.name, port, listeners);
-            Ok(port)
+            gw.allocate_held(ns, protocol, bind, &range, |p| taken.contains(gw, p), plan.previous)?
         }
-        (None, false) => ports::pick(&range, |p| taken.contains(gw, p), plan.previous).ok_or_else(no_free),
-    }
+        (None, false) => {
+            return ports::pick(&range, |p| taken.contains(gw, p), plan.previous).ok_or_else(no_free)
+        }
+    };
+    held.hold(RedirKey::new(&ns.name, protocol, port));
+    Ok(port)
 }
 
 /// The same error again, for each of several redirections it stopped.
