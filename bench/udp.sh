@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# UDP benchmark of tcp-redirs against direct loopback, nginx's stream module and socat (issue 22).
+#
+#   cargo build --release && bench/udp.sh        # full run, about 12 minutes
+#   QUICK=1 bench/udp.sh                         # smoke run
+#
+# Installs what is missing from Debian (nginx with libnginx-mod-stream, socat, iperf3, dnsperf,
+# unbound; as root or through sudo), builds the load generator bench/udpload/udpload with gcc,
+# then runs bench/udp.py, which writes bench/udp-results.md. Settings (environment): RUNS=5
+# DURATION=3 FLOWS=1000 INFLIGHT=64 SMALL=64 LARGE=1400 NGINX_WORKERS=2 DNS_CLIENTS=16
+# DNS_OUTSTANDING=64 IPERF_BITRATE=300M IPERF_LEN=1400 PATHS=direct,tcp-redirs,nginx,socat
+# TESTS=small1,small1k,large1,large1k,lat1,lat1k,dns,iperf TCP_REDIRS_BIN=target/release/tcp-redirs
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+export PATH="$PATH:/usr/sbin:/sbin"
+export TCP_REDIRS_BIN=${TCP_REDIRS_BIN:-$ROOT/target/release/tcp-redirs}
+if [[ ,${PATHS:-tcp-redirs}, == *,tcp-redirs,* && ! -x $TCP_REDIRS_BIN ]]; then
+    echo "error: $TCP_REDIRS_BIN not found: run \`cargo build --release\` first (or set TCP_REDIRS_BIN)" >&2
+    exit 1
+fi
+
+missing=()
+for tool in nginx socat iperf3 dnsperf unbound gcc python3; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+[[ -e /usr/lib/nginx/modules/ngx_stream_module.so ]] || missing+=(libnginx-mod-stream)
+if ((${#missing[@]})); then
+    SUDO=""
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null || { echo "error: missing ${missing[*]}, and not root" >&2; exit 1; }
+        SUDO="sudo"
+    fi
+    echo "[udp] installing ${missing[*]} from Debian" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    pkgs=()
+    for tool in "${missing[@]}"; do
+        case $tool in
+            nginx) pkgs+=(nginx libnginx-mod-stream) ;;
+            *) pkgs+=("$tool") ;;
+        esac
+    done
+    # shellcheck disable=SC2046
+    $SUDO apt-get install -y -q --no-install-recommends $(printf '%s\n' "${pkgs[@]}" | sort -u) >&2
+fi
+
+LOAD=$HERE/udpload/udpload
+if [[ ! -x $LOAD || $HERE/udpload/udpload.c -nt $LOAD ]]; then
+    gcc -O2 -Wall -Wextra -o "$LOAD" "$HERE/udpload/udpload.c"
+fi
+
+hard=$(ulimit -Hn)
+[[ $hard == unlimited ]] && hard=1048576
+ulimit -n "$hard"
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/tcp-redirs-udp.XXXXXX")
+PY=""
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -n $PY ]] && kill -0 "$PY" 2>/dev/null; then
+        kill -TERM "$PY" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$PY" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$PY" 2>/dev/null || true
+    fi
+    if [[ -f $TMP/pgids ]]; then
+        while read -r pg; do
+            [[ -n $pg ]] && kill -KILL -- "-$pg" 2>/dev/null || true
+        done <"$TMP/pgids"
+    fi
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+python3 "$HERE/udp.py" run "$TMP" &
+PY=$!
+rc=0
+wait "$PY" || rc=$?
+PY=""
+exit "$rc"
