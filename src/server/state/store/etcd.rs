@@ -131,11 +131,25 @@ impl Etcd {
         }
         let endpoints: Vec<String> = hosts.split(',').map(|h| format!("{scheme}://{h}")).collect();
         let etcd_at = |e: etcd_client::Error| refusal(hosts, access, e);
-        let (client, leader_required) = tokio::try_join!(
+        let connected = tokio::try_join!(
             Client::connect(&endpoints, Some(options.clone())),
             Client::connect(&endpoints, Some(options.with_require_leader(true))),
-        )
-        .map_err(etcd_at)?;
+        );
+        let (client, leader_required) = match connected {
+            Ok(clients) => clients,
+            Err(e) => {
+                let err = etcd_at(e);
+                // With TLS 1.3 a refused client certificate is told after the handshake
+                // the client took for done, so the gRPC client often sees only a broken
+                // pipe; a handshake of our own that waits for the answer reads etcd's alert.
+                if let StoreError::Unavailable(_) = err {
+                    if let Some(alert) = tls_alert(hosts, access).await {
+                        return Err(classify(hosts, access, alert, None));
+                    }
+                }
+                return Err(err);
+            }
+        };
         let etcd = Etcd {
             client,
             leader_required,
@@ -1160,18 +1174,67 @@ fn refusal(hosts: &str, access: &StoreAccess, err: etcd_client::Error) -> StoreE
         text.push_str(&cause.to_string());
         source = cause.source();
     }
+    // gRPC's codes (tonic's `Code`, which this crate does not name).
+    let code = match &err {
+        etcd_client::Error::GRpcStatus(status) => Some(i32::from(status.code())),
+        _ => None,
+    };
+    classify(hosts, access, text, code)
+}
+
+/// The TLS alert the first of `hosts` answers a handshake with `access`'s files, if it
+/// sends one within a second of the handshake (None without TLS, when it cannot be
+/// reached, or when it accepts).
+async fn tls_alert(hosts: &str, access: &StoreAccess) -> Option<String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::AsyncReadExt;
+    let ca = std::fs::read(access.ca.as_ref()?).ok()?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.ok()?).ok()?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots);
+    let config = match (&access.cert, &access.key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_slice_iter(&std::fs::read(cert).ok()?)
+                .collect::<Result<Vec<_>, _>>()
+                .ok()?;
+            let key = PrivateKeyDer::from_pem_slice(&std::fs::read(key).ok()?).ok()?;
+            builder.with_client_auth_cert(chain, key).ok()?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let host = hosts.split(',').next()?;
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name).trim_matches(['[', ']']);
+    let name = ServerName::try_from(name.to_owned()).ok()?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let wait = Duration::from_secs(1);
+    let tcp = tokio::time::timeout(wait, tokio::net::TcpStream::connect(host)).await.ok()?.ok()?;
+    let mut tls = match tokio::time::timeout(wait, connector.connect(name, tcp)).await.ok()? {
+        Ok(tls) => tls,
+        Err(e) => return Some(format!("TLS handshake: {e}")),
+    };
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(wait, tls.read(&mut byte)).await {
+        Ok(Err(e)) => Some(format!("TLS after the handshake: {e}")),
+        _ => None,
+    }
+}
+
+/// [`refusal`] from the error's text and gRPC code.
+fn classify(hosts: &str, access: &StoreAccess, text: String, code: Option<i32>) -> StoreError {
     let user = access.user.as_deref().unwrap_or_default();
     let file = |path: &Option<std::path::PathBuf>| {
         path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
     };
     let refused = |why: String| StoreError::Other(anyhow::anyhow!("etcd at {hosts} {why}"));
-    // gRPC's codes (tonic's `Code`, which this crate does not name).
     const UNAUTHENTICATED: i32 = 16;
     const PERMISSION_DENIED: i32 = 7;
-    let code = match &err {
-        etcd_client::Error::GRpcStatus(status) => Some(i32::from(status.code())),
-        _ => None,
-    };
     if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
         return refused(format!(
             "has a certificate that --store-ca ({}) did not sign: give the CA that signed etcd's --cert-file ({text})",
