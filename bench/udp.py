@@ -251,8 +251,13 @@ remote-control:
         env = dict(os.environ, TCP_REDIRS_CONFIG_DIR=cfg, TCP_REDIRS_ADMIN_TOKEN="bench")
         for k in ("TCP_REDIRS_URL", "TCP_REDIRS_TOKEN"):
             env.pop(k, None)
+        # Public ports below 10,000: every other port of the run (the client's source ports,
+        # nginx's, socat's, the backends') is picked from 10,000 up, so none can be given twice.
+        conf = os.path.join(self.tmp, "tcp-redirs.toml")
+        with open(conf, "w") as f:
+            f.write('[[namespace]]\nname = "default"\nports = "5001-9999"\n')
         p = self.procs.start("tcp-redirs serve", [self.bin, "serve", "--listen", f"{HOST}:0", "--data-dir", data,
-                                                  "--public-bind", HOST], env=env, log_path=logp)
+                                                  "--public-bind", HOST, "--config", conf], env=env, log_path=logp)
         url = None
         deadline = time.monotonic() + 30
         pat = re.compile(r"control API listening on (http://[0-9.:\[\]]+)")
