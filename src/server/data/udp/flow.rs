@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
-use super::io::{self, Batch, Sock, BATCH};
+use super::io::{self, Batch, Run, Sock, BATCH};
 use super::{proxy, ProxyMode, UdpLimits, UdpPort};
 use crate::server::data::admission::{Admission, Refusal};
 use crate::server::data::balance;
@@ -183,46 +183,75 @@ impl Table<'_> {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Reads one batch from the public socket and forwards each datagram to its flow.
+    /// Reads one batch from the public socket and forwards each datagram to its flow,
+    /// consecutive ones of a flow joined into one send where they can be ([`Run`]).
     fn receive(&mut self, batch: &mut Batch) -> std::io::Result<usize> {
         let n = batch.recv(&self.public)?;
         self.recheck_policy();
         let now = self.now_ms();
         let limits = **self.port.limits.load();
-        let mode = limits.proxy;
-        let (mut datagrams, mut bytes) = (0, 0);
+        let mut sent = (0, 0);
+        // The datagrams that go out together next, and their client.
+        let mut pending: Option<(SocketAddr, Run)> = None;
         for i in 0..n {
             let (client, data, stride, dst) = batch.get(i);
+            let len = data.len();
             if !self.flows.contains_key(&client) {
                 if let Err(reason) = self.open(client, dst) {
-                    self.counts.lost(reason, count(data.len(), stride));
+                    self.counts.lost(reason, count(len, stride));
                     continue;
                 }
             }
             let Some(flow) = self.flows.get_mut(&client) else { continue };
             flow.shared.last.store(now, Ordering::Relaxed);
-            let mut data = data;
+            let mut take = len;
             if let Some(rate) = limits.max_datagrams {
                 // Of a GRO bundle, the first ones the bucket allows pass.
-                let n = count(data.len(), stride);
+                let n = count(len, stride);
                 let allowed = flow.bucket.take(now, rate, n);
                 if allowed < n {
                     self.counts.lost(Dropped::rate_limited, n - allowed);
                     if allowed == 0 {
                         continue;
                     }
-                    data = &data[..(allowed as usize * stride).min(data.len())];
+                    take = (allowed as usize * stride).min(len);
                 }
             }
-            let sent = send_up(flow, data, stride, mode, self.counts);
-            flow.datagrams_in += sent.0;
-            flow.bytes_in += sent.1;
-            datagrams += sent.0;
-            bytes += sent.1;
+            // A PROXY header goes in front of each datagram it is sent with: no joining.
+            let segments = if flow.header.is_some() { 1 } else { flow.socket.segments() };
+            if let Some((to, run)) = &mut pending {
+                if *to == client && run.join(i, take, stride, take == len, segments) {
+                    continue;
+                }
+            }
+            if let Some((to, run)) = pending.replace((client, Run::new(i, take, stride, take == len))) {
+                self.send_run(batch, to, &run, limits.proxy, &mut sent);
+            }
         }
-        self.counts.datagrams_in.add(datagrams);
-        self.slot.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        if let Some((to, run)) = pending {
+            self.send_run(batch, to, &run, limits.proxy, &mut sent);
+        }
+        self.counts.datagrams_in.add(sent.0);
+        self.slot.bytes_in.fetch_add(sent.1, Ordering::Relaxed);
         Ok(n)
+    }
+
+    /// Sends a run of a client's datagrams on its flow's socket, adding what went to `sent`
+    /// (datagrams, bytes) and to the flow's counts.
+    fn send_run(
+        &mut self,
+        batch: &mut Batch,
+        client: SocketAddr,
+        run: &Run,
+        mode: Option<ProxyMode>,
+        sent: &mut (u64, u64),
+    ) {
+        let Some(flow) = self.flows.get_mut(&client) else { return };
+        let (datagrams, bytes) = send_up(flow, batch.bytes(run), run.stride, mode, self.counts);
+        flow.datagrams_in += datagrams;
+        flow.bytes_in += bytes;
+        sent.0 += datagrams;
+        sent.1 += bytes;
     }
 
     /// Starts the flow of a client's first datagram, or says why it is dropped.
@@ -508,44 +537,60 @@ impl Reply {
         }
     }
 
-    /// Reads one batch of the instance's datagrams and sends them to the client.
+    /// Reads one batch of the instance's datagrams and sends them to the client, joined
+    /// into one send where they can be ([`Run`]).
     fn relay(&self, batch: &mut Batch, counts: &UdpCounts, slot: &Slot) -> std::io::Result<usize> {
         let n = batch.recv(&self.socket)?;
-        let (mut datagrams, mut bytes) = (0, 0);
+        let segments = self.public.segments();
+        let mut sent = (0, 0);
+        let mut pending: Option<Run> = None;
         for i in 0..n {
             let (_, data, stride, _) = batch.get(i);
-            let k = count(data.len(), stride);
-            let mut whole = false;
-            if k > 1 && self.public.gso(k as usize) {
-                match self.public.send(self.client, self.src, data, stride) {
-                    Ok(()) => whole = true,
-                    Err(err) if matches!(err.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {}
-                    Err(_) => {
-                        counts.lost(Dropped::send_failed, k);
-                        continue;
-                    }
+            let len = data.len();
+            if let Some(run) = &mut pending {
+                if run.join(i, len, stride, true, segments) {
+                    continue;
                 }
             }
-            if whole {
-                datagrams += k;
-                bytes += data.len() as u64;
-                continue;
-            }
-            for segment in segments(data, stride) {
-                match self.public.send(self.client, self.src, segment, segment.len().max(1)) {
-                    Ok(()) => {
-                        datagrams += 1;
-                        bytes += segment.len() as u64;
-                    }
-                    Err(_) => counts.lost(Dropped::send_failed, 1),
-                }
+            if let Some(run) = pending.replace(Run::new(i, len, stride, true)) {
+                self.send_down(batch.bytes(&run), run.stride, counts, &mut sent);
             }
         }
+        if let Some(run) = pending {
+            self.send_down(batch.bytes(&run), run.stride, counts, &mut sent);
+        }
         self.shared.last.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-        self.shared.datagrams_out.fetch_add(datagrams, Ordering::Relaxed);
-        self.shared.bytes_out.fetch_add(bytes, Ordering::Relaxed);
-        counts.datagrams_out.add(datagrams);
-        slot.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        self.shared.datagrams_out.fetch_add(sent.0, Ordering::Relaxed);
+        self.shared.bytes_out.fetch_add(sent.1, Ordering::Relaxed);
+        counts.datagrams_out.add(sent.0);
+        slot.bytes_out.fetch_add(sent.1, Ordering::Relaxed);
         Ok(n)
+    }
+
+    /// Sends `data`, datagrams of `stride` bytes, to the client: in one GSO send where it
+    /// can, else one by one; adds what went to `sent` (datagrams, bytes).
+    fn send_down(&self, data: &[u8], stride: usize, counts: &UdpCounts, sent: &mut (u64, u64)) {
+        let k = count(data.len(), stride);
+        if k > 1 && self.public.gso(k as usize) {
+            match self.public.send(self.client, self.src, data, stride) {
+                Ok(()) => {
+                    sent.0 += k;
+                    sent.1 += data.len() as u64;
+                    return;
+                }
+                // GSO refused (the sender turned it off for next time): one at a time below.
+                Err(err) if matches!(err.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {}
+                Err(_) => return counts.lost(Dropped::send_failed, k),
+            }
+        }
+        for segment in segments(data, stride) {
+            match self.public.send(self.client, self.src, segment, segment.len().max(1)) {
+                Ok(()) => {
+                    sent.0 += 1;
+                    sent.1 += segment.len() as u64;
+                }
+                Err(_) => counts.lost(Dropped::send_failed, 1),
+            }
+        }
     }
 }

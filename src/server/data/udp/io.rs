@@ -3,7 +3,10 @@
 //! A read takes up to [`BATCH`] datagrams, or GRO bundles of same-size datagrams from one
 //! source, in one `recvmmsg`, into the thread's own buffers ([`Batch`]); a bundle is
 //! handed on as its segments, or sent on whole with GSO at the same segment size, so a
-//! datagram is never split or merged with another on the way.
+//! datagram is never split or merged with another on the way. Consecutive datagrams of a
+//! read that go to the same peer at one size (the last may be shorter) are joined into
+//! one GSO send too ([`Run`]): the kernel then builds, routes and hands on one packet
+//! where it would build one per datagram, and the receiver still gets them one by one.
 
 use std::cell::RefCell;
 use std::io::{self, IoSliceMut};
@@ -58,7 +61,12 @@ impl Sock {
 
     /// Whether a bundle of `n` datagrams can go in one GSO send.
     pub(super) fn gso(&self, n: usize) -> bool {
-        n <= self.state.max_gso_segments()
+        n <= self.segments()
+    }
+
+    /// The most datagrams one send can carry (1 without GSO).
+    pub(super) fn segments(&self) -> usize {
+        self.state.max_gso_segments()
     }
 }
 
@@ -135,10 +143,69 @@ pub(super) fn connect(instance: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// What a read gave: up to [`BATCH`] buffers, each one datagram or a GRO bundle.
+/// The largest datagram joined with others into one GSO send: one that fits a 1,500-byte
+/// path over IPv6 (1,500 less 40 and 8 bytes of headers). The kernel refuses a GSO send
+/// whose segments exceed the path's MTU, and `quinn-udp` then turns GSO off for the
+/// socket for good, so larger ones go alone, as they came.
+const JOIN_MAX_DATAGRAM: usize = 1_452;
+/// The most bytes of one joined send: within the 65,507 of a UDP payload over IPv4.
+const JOIN_MAX_BYTES: usize = 65_000;
+
+/// What a read gave: up to [`BATCH`] buffers, each one datagram or a GRO bundle, and
+/// room to join consecutive ones into one send.
 pub(super) struct Batch {
     data: Box<[u8]>,
     meta: [RecvMeta; BATCH],
+    /// Where a [`Run`] of several buffers is copied, end to end, for one GSO send.
+    joined: Box<[u8]>,
+}
+
+/// Consecutive buffers of a read that go out in one send: to the same peer, all their
+/// datagrams of one size but the last, which may be shorter (what GSO can carry).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Run {
+    /// The first buffer and the buffers in the run.
+    first: usize,
+    parts: usize,
+    /// Bytes taken from the last buffer, and whether that is all of it (a rate limit may
+    /// cut a bundle short; nothing joins after a cut one).
+    last_len: usize,
+    last_whole: bool,
+    /// Bytes in the run, datagrams, and their size.
+    len: usize,
+    count: usize,
+    pub(super) stride: usize,
+}
+
+impl Run {
+    /// A run of buffer `i`'s first `len` bytes (`whole`: all it holds), datagrams of
+    /// `stride` bytes.
+    pub(super) fn new(i: usize, len: usize, stride: usize, whole: bool) -> Run {
+        let count = len.div_ceil(stride).max(1);
+        Run { first: i, parts: 1, last_len: len, last_whole: whole, len, count, stride }
+    }
+
+    /// Adds buffer `i` (its first `len` bytes, at `stride`) if it follows the run and one
+    /// GSO send of at most `segments` datagrams can carry both.
+    pub(super) fn join(&mut self, i: usize, len: usize, stride: usize, whole: bool, segments: usize) -> bool {
+        let single = len <= stride;
+        let fits = i == self.first + self.parts
+            && self.last_whole
+            && self.len > 0
+            && len > 0
+            && self.stride <= JOIN_MAX_DATAGRAM
+            && self.len % self.stride == 0
+            && (if single { len <= self.stride } else { stride == self.stride })
+            && self.len + len <= JOIN_MAX_BYTES
+            && self.count + len.div_ceil(self.stride) <= segments;
+        if fits {
+            self.parts += 1;
+            (self.last_len, self.last_whole) = (len, whole);
+            self.len += len;
+            self.count += len.div_ceil(self.stride);
+        }
+        fits
+    }
 }
 
 thread_local! {
@@ -154,6 +221,7 @@ impl Batch {
             let batch = batch.get_or_insert_with(|| Batch {
                 data: vec![0; BATCH * BUFFER].into_boxed_slice(),
                 meta: [RecvMeta::default(); BATCH],
+                joined: vec![0; JOIN_MAX_BYTES].into_boxed_slice(),
             });
             f(batch)
         })
@@ -175,5 +243,24 @@ impl Batch {
         let data = &self.data[i * BUFFER..i * BUFFER + meta.len.min(BUFFER)];
         let stride = if meta.stride == 0 { data.len().max(1) } else { meta.stride };
         (meta.addr, data, stride, meta.dst_ip)
+    }
+
+    /// The bytes of `run`: its one buffer as read, or its buffers copied end to end.
+    pub(super) fn bytes(&mut self, run: &Run) -> &[u8] {
+        let part = |i: usize| {
+            let len =
+                if i + 1 == run.first + run.parts { run.last_len } else { self.meta[i].len.min(BUFFER) };
+            i * BUFFER..i * BUFFER + len
+        };
+        if run.parts == 1 {
+            return &self.data[part(run.first)];
+        }
+        let mut at = 0;
+        for i in run.first..run.first + run.parts {
+            let range = part(i);
+            self.joined[at..at + range.len()].copy_from_slice(&self.data[range.clone()]);
+            at += range.len();
+        }
+        &self.joined[..at]
     }
 }
