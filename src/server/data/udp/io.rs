@@ -194,7 +194,7 @@ impl Run {
             && self.len > 0
             && len > 0
             && self.stride <= JOIN_MAX_DATAGRAM
-            && self.len % self.stride == 0
+            && self.len.is_multiple_of(self.stride)
             && (if single { len <= self.stride } else { stride == self.stride })
             && self.len + len <= JOIN_MAX_BYTES
             && self.count + len.div_ceil(self.stride) <= segments;
