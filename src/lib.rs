@@ -7,9 +7,9 @@
 //! to the application's instances.
 //!
 //! Where each concept lives:
-//! - [`wire`]: the JSON types shared by client and server (the API's contract);
-//! - [`settings`]: one redirection's settings, the one type the API, the CLI, the files
-//!   and the store share;
+//! - [`wire`]: the JSON types shared by client and server (the API's contract), among
+//!   them one redirection's settings ([`wire::settings`]), the one type the API, the CLI,
+//!   the files and the store share;
 //! - [`cli`]: the command line, one file per subcommand;
 //! - [`client`]: the HTTP client the commands use;
 //! - [`profile`]: the client's saved server address and credentials;
@@ -23,6 +23,5 @@ pub mod manifest;
 pub mod profile;
 #[cfg(feature = "server")]
 pub mod server;
-pub mod settings;
 pub mod toml_file;
 pub mod wire;

@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::settings::RedirSettings;
+use crate::wire::RedirSettings;
 use crate::wire::{Instance, NewInstance, NewTcpRedir, Protocol, TcpRedir};
 
 /// A whole file.
@@ -69,7 +69,7 @@ pub struct RedirSpec {
     #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
     pub protocol: Protocol,
     /// Its settings, spelled as `add`'s flags without the dashes (`idle_timeout = 600`).
-    #[serde(flatten, with = "crate::settings::Toml")]
+    #[serde(flatten, with = "crate::wire::settings::Toml")]
     pub settings: RedirSettings,
 }
 

@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use super::{interactive, print_json, print_text, AppArgs, ConnArgs, Format, FormatArgs};
 use crate::client::Client;
-use crate::settings::RedirSettings;
+use crate::wire::RedirSettings;
 use crate::wire::{NewTcpRedir, Protocol};
 
 /// Asks which namespace to use, `default` first selected.

@@ -42,10 +42,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::server::control::validate;
-use crate::server::data::forward::DEFAULT_LIMITS;
+use crate::server::spec;
 use crate::server::state::store::{NamespaceDef, StoreAccess};
-use crate::settings::RedirSettings;
+use crate::wire::RedirSettings;
 
 /// The file as written by the operator.
 #[derive(Debug, Default, Deserialize)]
@@ -94,7 +93,7 @@ pub struct NamespaceConfig {
     pub description: Option<String>,
     /// The default limits of its redirections, spelled as in the manifest
     /// (`idle_timeout = 3600`); the access list and PROXY protocol are a redirection's own.
-    #[serde(flatten, with = "crate::settings::Toml")]
+    #[serde(flatten, with = "crate::wire::settings::Toml")]
     pub defaults: RedirSettings,
     /// When set, only these organisations (names or ids) see and use the namespace.
     pub orgs: Option<Vec<String>>,
@@ -181,15 +180,8 @@ impl Config {
                 None => ports.clone(),
             };
             let bind = ns.bind.unwrap_or(public_bind);
-            if let Some(key) = ns.defaults.access_is_set() {
-                bail!(
-                    "namespace `{}`: `{key}` is a redirection's setting, not a namespace's: set it on each redirection (`tcp-redirs add --{}`, or the manifest of `apply`)",
-                    ns.name,
-                    key.replace('_', "-")
-                );
-            }
-            validate::settings(DEFAULT_LIMITS, &ns.defaults)
-                .map_err(|e| anyhow::anyhow!("namespace `{}`: {}", ns.name, e.message))?;
+            spec::check_namespace_defaults(&ns.defaults)
+                .map_err(|e| anyhow::anyhow!("namespace `{}`: {e}", ns.name))?;
             let mut entry = Namespace {
                 def: NamespaceDef {
                     name: ns.name.clone(),

@@ -18,6 +18,7 @@ mod config;
 mod control;
 mod data;
 pub mod log_writer;
+mod spec;
 mod state;
 mod upgrade;
 

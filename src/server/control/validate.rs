@@ -1,49 +1,18 @@
 //! The checks of what callers send: names, instance lists, limits and access rules.
 //!
 //! Every rule that refuses a request for its content is here or in a function this file
-//! calls, so that the API, the config file and `apply` refuse the same things alike. The
-//! patterns and bounds are the constants of [`crate::wire`], which the OpenAPI document
-//! states too: what the document allows, the server accepts, and the reverse
-//! (`tests/openapi.rs`).
+//! calls, so that the API, the config file and `apply` refuse the same things alike; a
+//! redirection's settings are the redirection spec's to check ([`crate::server::spec`]),
+//! and this file only turns its refusals into API errors. The patterns and bounds are the
+//! constants of [`crate::wire`], which the OpenAPI document states too: what the document
+//! allows, the server accepts, and the reverse (`tests/openapi.rs`).
 
-use std::collections::HashMap;
 use std::ops::RangeInclusive;
-use std::sync::LazyLock;
-
-use regex::Regex;
 
 use super::error::Error;
-use crate::server::data::access::Access;
-use crate::server::data::forward::Limits;
-use crate::server::data::forward::DEFAULT_LIMITS;
+use crate::server::spec::{self, Limits, Refusal};
 use crate::server::state::store::NamespaceDef;
-use crate::settings::{ProxyProtocol, RedirSettings};
-use crate::wire::{self, NewTcpRedir, Protocol};
-
-/// Every pattern of [`crate::wire`], compiled once.
-static PATTERNS: LazyLock<HashMap<&'static str, Regex>> = LazyLock::new(|| {
-    [
-        wire::NAME_PATTERN,
-        wire::APP_NAME_PATTERN,
-        wire::NAMESPACE_PATTERN,
-        wire::INSTANCE_ADDRESS_PATTERN,
-        wire::RANGE_PATTERN,
-        wire::ORG_ID_PATTERN,
-        wire::APP_ID_PATTERN,
-        wire::TOKEN_ID_PATTERN,
-    ]
-    .into_iter()
-    .map(|p| (p, Regex::new(p).unwrap_or_else(|e| panic!("pattern {p} of wire.rs does not compile: {e}"))))
-    .collect()
-});
-
-/// Whether `text` matches `pattern`, one of the patterns of [`crate::wire`].
-pub fn matches(pattern: &'static str, text: &str) -> bool {
-    PATTERNS
-        .get(pattern)
-        .unwrap_or_else(|| panic!("pattern {pattern} is not in validate::PATTERNS"))
-        .is_match(text)
-}
+use crate::wire::{self, matches, NewTcpRedir, Protocol, RedirSettings};
 
 /// An instance list: at most [`wire::MAX_INSTANCES`], valid addresses and weights, no repeats.
 pub fn instances(instances: &[wire::Instance]) -> Result<(), Error> {
@@ -102,34 +71,26 @@ pub fn namespace(name: &str) -> Result<(), Error> {
     )))
 }
 
-/// A new redirection's settings, in a namespace, for its protocol: a UDP redirection has
-/// no connect or half-close timeout and no text PROXY header; `v2-every` is UDP's alone.
-pub fn redirection(def: &NamespaceDef, settings: &RedirSettings, protocol: Protocol) -> Result<(), Error> {
-    let base = DEFAULT_LIMITS.with(&def.limits).map_err(Error::bad_request)?;
-    self::settings(base, settings)?;
-    match protocol {
-        Protocol::Udp if settings.connect_timeout.is_some() => Err(Error::not_for(
-            protocol,
-            "connectTimeout",
-            "a flow's socket connects at once, without a handshake",
-        )),
-        Protocol::Udp if settings.half_close_timeout.is_some() => {
-            Err(Error::not_for(protocol, "halfCloseTimeout", "a flow has no half-close; idleTimeout ends it"))
-        }
-        Protocol::Udp if settings.proxy_protocol == Some(ProxyProtocol::V1) => Err(Error::not_for(
-            protocol,
-            "proxyProtocol: v1",
-            "the text header has no datagram form; use v2, or v2-every for every datagram",
-        )),
-        Protocol::Tcp if settings.proxy_protocol == Some(ProxyProtocol::V2Every) => {
-            Err(Error::not_for(protocol, "proxyProtocol: v2-every", "a stream has one header; use v2"))
-        }
-        Protocol::Tcp if settings.max_datagrams_per_second.is_some() => Err(Error::not_for(
-            protocol,
-            "maxDatagramsPerSecond",
-            "a stream has no datagrams; maxConnectionsPerSecond limits new connections",
-        )),
-        _ => Ok(()),
+/// A new redirection's settings, in a namespace, for its protocol: the spec's whole check
+/// ([`spec::check`]); the limits it will run with.
+pub fn redirection(
+    def: &NamespaceDef,
+    settings: &RedirSettings,
+    protocol: Protocol,
+) -> Result<Limits, Error> {
+    spec::check(&def.limits, settings, protocol).map_err(refused)
+}
+
+/// The checks of a redirection's settings that need neither its namespace nor its protocol.
+pub fn settings(settings: &RedirSettings) -> Result<(), Error> {
+    spec::check_settings(settings).map_err(refused)
+}
+
+/// The API's error for what the spec refused.
+fn refused(refusal: Refusal) -> Error {
+    match refusal {
+        Refusal::Invalid(message) => Error::bad_request(message),
+        Refusal::NotFor { protocol, setting, why } => Error::not_for(protocol, setting, why),
     }
 }
 
@@ -148,40 +109,6 @@ pub fn ports_for(def: &NamespaceDef, new: &NewTcpRedir) -> Result<RangeInclusive
         }
     }
     Ok(min..=max)
-}
-
-/// Settings over `base` (the one check of [`crate::settings`]): each limit in its bounds,
-/// the access lists well formed; the limits in force.
-pub fn settings(base: Limits, settings: &RedirSettings) -> Result<Limits, Error> {
-    let limits = base.with(settings).map_err(Error::bad_request)?;
-    if let Some(n) = settings.max_datagrams_per_second.filter(|n| !(1..=wire::MAX_QUOTA).contains(n)) {
-        return Err(Error::bad_request(format!(
-            "maxDatagramsPerSecond must be from 1 to {}, not {n}",
-            wire::MAX_QUOTA
-        )));
-    }
-    access_rules(settings)?;
-    Ok(limits)
-}
-
-/// Access rules: lists of at most [`wire::MAX_RANGES`] addresses or ranges.
-fn access_rules(access: &RedirSettings) -> Result<(), Error> {
-    for (what, list) in [("allow", &access.allow), ("deny", &access.deny)] {
-        if list.len() > wire::MAX_RANGES {
-            return Err(Error::bad_request(format!(
-                "`{what}` holds {} ranges; the most is {}",
-                list.len(),
-                wire::MAX_RANGES
-            )));
-        }
-        if let Some(bad) = list.iter().find(|text| !matches(wire::RANGE_PATTERN, text)) {
-            return Err(Error::bad_request(format!(
-                "`{what}`: `{bad}` is not an address range: write it like 203.0.113.0/24, 2001:db8::/32 or 198.51.100.7"
-            )));
-        }
-    }
-    Access::parse(access).map_err(Error::bad_request)?;
-    Ok(())
 }
 
 /// A port asked for: inside the namespace's range.
@@ -274,7 +201,7 @@ mod tests {
         for text in good {
             assert!(matches(wire::RANGE_PATTERN, text), "{text} should match");
             let access = RedirSettings { allow: vec![text.to_owned()], ..RedirSettings::default() };
-            assert!(Access::parse(&access).is_ok(), "{text} should parse");
+            assert!(spec::Access::parse(&access).is_ok(), "{text} should parse");
         }
         for text in bad {
             assert!(!matches(wire::RANGE_PATTERN, text), "{text} should not match");

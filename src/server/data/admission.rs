@@ -14,10 +14,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::access::Access;
 use super::conn_log::End;
-use super::forward::Limits;
 use super::metrics::RedirMetrics;
+use crate::server::spec::{Access, Quotas};
 
 /// A port's admission state: the new-connection budget, shared by its accept loops.
 #[derive(Default)]
@@ -64,7 +63,7 @@ impl Admission {
     pub fn refuse(
         &self,
         peer: SocketAddr,
-        limits: &Limits,
+        quotas: Quotas,
         access: &Access,
         metrics: &RedirMetrics,
     ) -> Option<Refusal> {
@@ -76,12 +75,12 @@ impl Admission {
         // Counted open before the limit is checked: of two threads admitting at once, at
         // least one sees the other's connection (see `Traffic::active_now`).
         slot.open();
-        if limits.max_connections.is_some_and(|max| metrics.traffic.active_now() > i64::from(max)) {
+        if quotas.max_connections.is_some_and(|max| metrics.traffic.active_now() > i64::from(max)) {
             slot.close();
             metrics.over_capacity.inc();
             return Some(Refusal::MaxConnections);
         }
-        if let Some(rate) = limits.max_rate {
+        if let Some(rate) = quotas.max_connections_per_second {
             let mut bucket = self.rate.lock().unwrap_or_else(|e| e.into_inner());
             let bucket = match bucket.as_mut() {
                 Some(b) if b.per_second == rate => b,

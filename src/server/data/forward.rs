@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use super::access::Access;
 use super::admission::Admission;
 use super::balance::{self, Pool};
 use super::conn_log::{ConnLog, End};
@@ -36,9 +35,9 @@ use super::copy::{self, Timeouts};
 use super::exclusive;
 use super::metrics::{RedirMetrics, Slot};
 use super::ports::Listeners;
+use super::proxy_header;
 use super::workers::Workers;
-use crate::settings::RedirSettings;
-use crate::wire::{MAX_LIMIT_SECS, MAX_QUOTA};
+use crate::server::spec::{Access, TcpLimits};
 
 /// How long to wait before accepting again after the process ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -68,7 +67,7 @@ pub struct Port {
     pub connections: Arc<[TaskTracker]>,
     /// How long connections may take and last, and how many: swapped in place when the
     /// namespace's defaults change (a config reload), for new connections only.
-    pub limits: Arc<ArcSwap<Limits>>,
+    pub limits: Arc<ArcSwap<TcpLimits>>,
     /// Set when the port's sockets were handed to a new process (an upgrade): its accept
     /// loops then stop without taking the connections queued on them, which the new process
     /// accepts from the same sockets.
@@ -94,75 +93,6 @@ pub struct Policy {
     pub access: Access,
     /// Where its connections are logged when they end; `None`: not logged.
     pub log: Option<ConnLog>,
-}
-
-/// The default time limits. Idle connections are closed after an hour, as Envoy does:
-/// without an idle timeout, peers that vanish without a FIN or a reset leak connections.
-/// A half-closed connection gets a minute to finish (HAProxy's `timeout client-fin`).
-pub const DEFAULT_LIMITS: Limits = Limits {
-    connect: Duration::from_secs(5),
-    established: Timeouts { idle: Duration::from_secs(3600), half_closed: Duration::from_secs(60) },
-    max_connections: None,
-    max_rate: None,
-};
-
-/// The time limits of a redirection's connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// How long an instance may take to accept before the next one is tried.
-    pub connect: Duration,
-    /// The idle and half-close timeouts of an established connection.
-    pub established: Timeouts,
-    /// The most connections open at once.
-    pub max_connections: Option<u32>,
-    /// The most new connections per second.
-    pub max_rate: Option<u32>,
-}
-
-impl Limits {
-    /// These limits with the ones `overrides` sets, each checked to be from 1 s to a year.
-    pub fn with(self, overrides: &RedirSettings) -> Result<Limits, String> {
-        let secs = |value: Option<u64>, base: Duration, what: &str| match value {
-            Some(s) if !(1..=MAX_LIMIT_SECS).contains(&s) => {
-                Err(format!("the {what} must be from 1 to {MAX_LIMIT_SECS} seconds, not {s}"))
-            }
-            Some(s) => Ok(Duration::from_secs(s)),
-            None => Ok(base),
-        };
-        let quota = |value: Option<u32>, base: Option<u32>, what: &str| match value {
-            Some(n) if !(1..=MAX_QUOTA).contains(&n) => {
-                Err(format!("{what} must be from 1 to {MAX_QUOTA}, not {n}"))
-            }
-            Some(n) => Ok(Some(n)),
-            None => Ok(base),
-        };
-        Ok(Limits {
-            max_connections: quota(overrides.max_connections, self.max_connections, "maxConnections")?,
-            max_rate: quota(overrides.max_connections_per_second, self.max_rate, "maxConnectionsPerSecond")?,
-            connect: secs(overrides.connect_timeout, self.connect, "connect timeout")?,
-            established: Timeouts {
-                idle: secs(overrides.idle_timeout, self.established.idle, "idle timeout")?,
-                half_closed: secs(
-                    overrides.half_close_timeout,
-                    self.established.half_closed,
-                    "half-close timeout",
-                )?,
-            },
-        })
-    }
-
-    /// A redirection's settings as the API shows them: these limits (the ones in force, in
-    /// seconds) with its own access list and PROXY protocol.
-    pub fn in_force(self, own: &RedirSettings) -> RedirSettings {
-        RedirSettings {
-            connect_timeout: Some(self.connect.as_secs()),
-            idle_timeout: Some(self.established.idle.as_secs()),
-            half_close_timeout: Some(self.established.half_closed.as_secs()),
-            max_connections: self.max_connections,
-            max_connections_per_second: self.max_rate,
-            ..own.clone()
-        }
-    }
 }
 
 /// Runs a redirection's public port until cancelled, binding it first if `listeners` is `None`.
@@ -421,7 +351,7 @@ fn admit(port: &Accepting, local: &Arc<Local>, client: TcpStream, peer: SocketAd
         local.policy.store(policy.clone());
     }
     drop(current);
-    if let Some(refusal) = port.admission.refuse(peer, &limits, &policy.access, &local.metrics) {
+    if let Some(refusal) = port.admission.refuse(peer, limits.quotas(), &policy.access, &local.metrics) {
         debug!(%peer, addr = %port.addr, "{}", refusal.why());
         if let Some(log) = &policy.log {
             log.log(peer, None, (0, 0), Instant::now(), refusal.end());
@@ -458,7 +388,7 @@ fn is_resource_exhaustion(err: &io::Error) -> bool {
 async fn connection(
     client: TcpStream,
     peer: SocketAddr,
-    limits: Limits,
+    limits: TcpLimits,
     slot: &Slot,
     local: &Local,
     policy: &Policy,
@@ -474,7 +404,7 @@ async fn connection(
         // A removal or a stop wins over a connect that is starting: the client sees a reset.
         biased;
         () = &mut cancelled => return copy::reset(&client),
-        connected = connect(targets, limits.connect, slot, metrics) => connected,
+        connected = connect(targets, limits.connect_timeout, slot, metrics) => connected,
     };
     let Some((upstream, open)) = connected else {
         metrics.no_instance.inc();
@@ -485,15 +415,22 @@ async fn connection(
         return;
     };
     let instance = open.address();
-    let header = access.wants_proxy_header().then(|| client.local_addr().ok()).flatten();
-    if let Some(header) = header.and_then(|local| access.proxy_header(peer, local)) {
+    let header = access.proxy().zip(client.local_addr().ok());
+    if let Some(header) = header.and_then(|(version, local)| proxy_header::header(version, peer, local)) {
         if let Err(err) = copy::write_all(&upstream, &header).await {
             debug!(%peer, %instance, error = %err, "could not send the PROXY header");
             return;
         }
     }
     let counted = [&slot.bytes_in, &slot.bytes_out];
-    let outcome = copy::bidirectional(&client, &upstream, limits.established, counted, cancelled).await;
+    let outcome = copy::bidirectional(
+        &client,
+        &upstream,
+        Timeouts { idle: limits.idle_timeout, half_closed: limits.half_close_timeout },
+        counted,
+        cancelled,
+    )
+    .await;
     debug!(%peer, %instance, up = outcome.up, down = outcome.down, cut = ?outcome.cut, "connection closed");
     if let (Some(log), Some(started)) = (&log, started) {
         log.log(peer, Some(instance), (outcome.up, outcome.down), started, End::of(&outcome));

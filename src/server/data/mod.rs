@@ -5,12 +5,11 @@
 //! nothing per byte: each forwarding thread ([`workers`]) runs its own accept loops
 //! ([`forward`]) on sockets from the port allocator ([`ports`]), one sleeping thread
 //! woken per new connection once a port is busy ([`exclusive`]), checks each connection
-//! ([`admission`], [`access`]), picks an instance ([`balance`]), moves the bytes with
+//! ([`admission`], with the access list the spec parsed), picks an instance ([`balance`]), moves the bytes with
 //! pooled buffers and splice ([`copy`]), counts in per-thread slots ([`metrics`]) and logs
 //! one line when it ends ([`conn_log`]). It knows nothing of the store or the API: the
 //! state above it hands it what to listen on.
 
-pub(super) mod access;
 mod admission;
 pub(super) mod balance;
 pub mod conn_log;
@@ -19,5 +18,6 @@ mod exclusive;
 pub(super) mod forward;
 pub(super) mod metrics;
 pub(super) mod ports;
+mod proxy_header;
 pub(super) mod udp;
 pub(super) mod workers;

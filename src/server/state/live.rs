@@ -37,15 +37,15 @@ use tracing::{info, warn};
 
 use super::store::{NamespaceDef, RedirKey, RedirRow};
 use super::table::{namespace_range, Diff, Table};
-use crate::server::data::access::Access;
 use crate::server::data::balance::{Health, Pool};
 use crate::server::data::conn_log::ConnLog;
-use crate::server::data::forward::{self, Limits, Policy, DEFAULT_LIMITS};
+use crate::server::data::forward::{self, Policy};
 use crate::server::data::metrics::{Metrics, RedirMetrics};
 use crate::server::data::ports::{self, Listeners};
-use crate::server::data::udp::{self, NodeFlows, UdpLimits};
+use crate::server::data::udp::{self, NodeFlows};
 use crate::server::data::workers::Workers;
-use crate::wire::{Instance, Protocol, RedirTraffic};
+use crate::server::spec::{self, Access, Limits, TcpLimits, UdpLimits};
+use crate::wire::{Instance, Protocol, RedirSettings, RedirTraffic};
 
 /// Which namespaces this node serves, and where their public ports bind.
 #[derive(Debug, Clone)]
@@ -72,48 +72,30 @@ impl Served {
     }
 }
 
-/// The limits in force on a redirection: its own over its namespace's over the defaults.
+/// The limits in force on a redirection: the spec's resolution of its own settings over
+/// its namespace's (none when its namespace is not defined).
 pub fn limits(def: Option<&NamespaceDef>, row: &RedirRow) -> Limits {
-    let base = def.and_then(|d| DEFAULT_LIMITS.with(&d.limits).ok()).unwrap_or(DEFAULT_LIMITS);
-    // Stored limits were checked when added; should one be out of range, the base holds.
-    base.with(&row.settings).unwrap_or(base)
-}
-
-/// The limits in force on a UDP redirection: its own over its namespace's over the defaults.
-pub fn udp_limits(def: Option<&NamespaceDef>, row: &RedirRow) -> UdpLimits {
-    UdpLimits::of(def.map(|d| &d.limits).unwrap_or(&Default::default()), &row.settings)
+    spec::resolve(def.map(|d| &d.limits).unwrap_or(&RedirSettings::default()), &row.settings, row.protocol)
 }
 
 /// The settings in force on a redirection, as the API shows them.
-pub fn settings_in_force(def: Option<&NamespaceDef>, row: &RedirRow) -> crate::settings::RedirSettings {
-    match row.protocol {
-        Protocol::Tcp => limits(def, row).in_force(&row.settings),
-        Protocol::Udp => udp_limits(def, row).in_force(&row.settings),
-    }
-}
-
-/// What a port's new connections or flows get: TCP's limits or UDP's.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum PortLimits {
-    Tcp(Limits),
-    Udp(UdpLimits),
+pub fn settings_in_force(def: Option<&NamespaceDef>, row: &RedirRow) -> RedirSettings {
+    limits(def, row).in_force(&row.settings)
 }
 
 /// Where a running port reads its limits, swapped in place at a change (a UDP port is
 /// told, to plan its expiry sweep again).
 enum LimitsCell {
-    Tcp(Arc<ArcSwap<Limits>>),
+    Tcp(Arc<ArcSwap<TcpLimits>>),
     Udp(Arc<ArcSwap<UdpLimits>>, Arc<tokio::sync::Notify>),
 }
 
 impl LimitsCell {
     /// Gives the port `new` limits; whether they differ from those it had.
-    fn update(&self, new: &PortLimits) -> bool {
+    fn update(&self, new: &Limits) -> bool {
         match (self, new) {
-            (LimitsCell::Tcp(cell), PortLimits::Tcp(new)) if **cell.load() != *new => {
-                cell.store(Arc::new(*new))
-            }
-            (LimitsCell::Udp(cell, changed), PortLimits::Udp(new)) if **cell.load() != *new => {
+            (LimitsCell::Tcp(cell), Limits::Tcp(new)) if **cell.load() != *new => cell.store(Arc::new(*new)),
+            (LimitsCell::Udp(cell, changed), Limits::Udp(new)) if **cell.load() != *new => {
                 cell.store(Arc::new(*new));
                 changed.notify_one();
             }
@@ -172,7 +154,7 @@ struct AppPool {
 }
 
 /// What one key of the table wants running: the row, its limits, and whether it logs.
-type Wanted = Option<(RedirRow, PortLimits, bool)>;
+type Wanted = Option<(RedirRow, Limits, bool)>;
 
 /// The ports running on this node.
 pub struct LivePorts {
@@ -377,11 +359,7 @@ impl LivePorts {
             return None;
         };
         let log = self.served.access_log || def.access_log;
-        let limits = match row.protocol {
-            Protocol::Tcp => PortLimits::Tcp(limits(Some(def), row)),
-            Protocol::Udp => PortLimits::Udp(udp_limits(Some(def), row)),
-        };
-        Some((row.clone(), limits, log))
+        Some((row.clone(), limits(Some(def), row), log))
     }
 
     /// The stored instances of these applications (`None`: the table has no such one).
@@ -489,7 +467,7 @@ impl LivePorts {
         }
     }
 
-    fn start(&self, row: RedirRow, limits: PortLimits, logged: bool, targets: Arc<Pool>, held: Option<Held>) {
+    fn start(&self, row: RedirRow, limits: Limits, logged: bool, targets: Arc<Pool>, held: Option<Held>) {
         let addr = SocketAddr::new(self.served.bind(&row.namespace), row.port);
         let stop_accepting = self.shutdown.child_token();
         let close_connections = self.kill.child_token();
@@ -497,7 +475,7 @@ impl LivePorts {
         let metrics = self.metrics.redirection(&row.namespace, row.protocol, row.port, &row.app_id);
         let policy = Arc::new(ArcSwap::from_pointee(policy(&row, logged, 0)));
         let (task, bound, limits) = match limits {
-            PortLimits::Tcp(limits) => {
+            Limits::Tcp(limits) => {
                 // Bound here rather than in the port's task, so that the state this node
                 // publishes right after reconciling says whether the port listens.
                 let inherited = self.inherited.lock().unwrap().remove(&addr);
@@ -527,7 +505,7 @@ impl LivePorts {
                 };
                 (tokio::spawn(forward::run(port, listeners)), bound, LimitsCell::Tcp(limits))
             }
-            PortLimits::Udp(limits) => {
+            Limits::Udp(limits) => {
                 let inherited = self.inherited_udp.lock().unwrap().remove(&addr);
                 let held = match held {
                     Some(Held::Udp(socket)) => Some(socket),

@@ -27,7 +27,6 @@ use super::{Gateway, CLAIM_TRIES};
 use crate::server::control::auth::Caller;
 use crate::server::control::error::Error;
 use crate::server::control::validate;
-use crate::server::data::forward::DEFAULT_LIMITS;
 use crate::server::data::ports;
 use crate::server::state::live::LivePorts;
 use crate::server::state::store::{Conflict, NamespaceDef, RedirKey, RedirRow, Revision, StoreError};
@@ -302,7 +301,7 @@ fn check_shape(new: &NewTcpRedir) -> Result<(), Error> {
     if new.port == Some(0) {
         return Err(Error::bad_port("0"));
     }
-    validate::settings(DEFAULT_LIMITS, &new.settings).map(drop)
+    validate::settings(&new.settings)
 }
 
 /// The ports that the batch's applications hold, by (application, namespace, protocol).

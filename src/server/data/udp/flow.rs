@@ -18,12 +18,13 @@ use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 use super::io::{self, Batch, Run, Sock, BATCH};
-use super::{proxy, ProxyMode, UdpLimits, UdpPort};
+use super::{proxy, ProxyMode, UdpPort};
 use crate::server::data::admission::{Admission, Refusal};
 use crate::server::data::balance;
 use crate::server::data::conn_log::End;
-use crate::server::data::forward::{Limits, Policy, DEFAULT_LIMITS};
+use crate::server::data::forward::Policy;
 use crate::server::data::metrics::{Dropped, RedirMetrics, Slot, UdpCounts};
+use crate::server::spec::UdpLimits;
 
 /// Batches read from the public socket per wake-up before the thread's other tasks (the
 /// flows' replies) get a turn.
@@ -205,7 +206,7 @@ impl Table<'_> {
             let Some(flow) = self.flows.get_mut(&client) else { continue };
             flow.shared.last.store(now, Ordering::Relaxed);
             let mut take = len;
-            if let Some(rate) = limits.max_datagrams {
+            if let Some(rate) = limits.max_datagrams_per_second {
                 // Of a GRO bundle, the first ones the bucket allows pass.
                 let n = count(len, stride);
                 let allowed = flow.bucket.take(now, rate, n);
@@ -225,11 +226,11 @@ impl Table<'_> {
                 }
             }
             if let Some((to, run)) = pending.replace((client, Run::new(i, take, stride, take == len))) {
-                self.send_run(batch, to, &run, limits.proxy, &mut sent);
+                self.send_run(batch, to, &run, ProxyMode::of(limits.proxy_protocol), &mut sent);
             }
         }
         if let Some((to, run)) = pending {
-            self.send_run(batch, to, &run, limits.proxy, &mut sent);
+            self.send_run(batch, to, &run, ProxyMode::of(limits.proxy_protocol), &mut sent);
         }
         self.counts.datagrams_in.add(sent.0);
         self.slot.bytes_in.fetch_add(sent.1, Ordering::Relaxed);
@@ -266,9 +267,7 @@ impl Table<'_> {
             return Err(Dropped::node_flow_cap);
         }
         let limits = **self.port.limits.load();
-        let admission =
-            Limits { max_connections: Some(limits.max_flows), max_rate: limits.max_rate, ..DEFAULT_LIMITS };
-        if let Some(refusal) = self.admission.refuse(client, &admission, &policy.access, self.metrics) {
+        if let Some(refusal) = self.admission.refuse(client, limits.quotas(), &policy.access, self.metrics) {
             self.port.node.leave();
             let reason = match refusal {
                 Refusal::Denied => Dropped::denied,
@@ -303,7 +302,7 @@ impl Table<'_> {
             return Err(Dropped::no_instance);
         };
         let local = SocketAddr::new(dst.unwrap_or(self.local_ip), self.local_port);
-        let header = match limits.proxy {
+        let header = match ProxyMode::of(limits.proxy_protocol) {
             None => None,
             Some(_) => match proxy::header(client, local) {
                 Some(h) => Some(h),
@@ -359,7 +358,7 @@ impl Table<'_> {
         self.last_shed_warn = Some(Instant::now());
         let limits = self.port.limits.load();
         warn!(namespace = %self.port.namespace, addr = %self.port.addr, flows = self.flows.len(),
-            max_flows = limits.max_flows, node_flows = self.port.node.open(), node_max_flows = self.port.node.max,
+            max_flows = limits.max_connections, node_flows = self.port.node.open(), node_max_flows = self.port.node.max,
             reason = ?reason, "UDP port at its flow cap: datagrams that would start a flow are dropped (counted in udp_datagrams_dropped)");
     }
 
@@ -381,7 +380,7 @@ impl Table<'_> {
 
     /// Ends the flows idle for their timeout; answers when the next sweep is due.
     fn expire(&mut self) -> Option<Instant> {
-        let idle = self.port.limits.load().idle;
+        let idle = self.port.limits.load().idle_timeout;
         let idle_ms = idle.as_millis() as u64;
         let now = self.now_ms();
         let policy = self.port.policy.load();
@@ -398,7 +397,7 @@ impl Table<'_> {
     /// When the first open flow can have gone idle, but not sooner than a sixteenth of
     /// the idle timeout from now.
     fn next_sweep(&self) -> Instant {
-        let idle = self.port.limits.load().idle;
+        let idle = self.port.limits.load().idle_timeout;
         let oldest = self.flows.values().map(|f| f.shared.last.load(Ordering::Relaxed)).min().unwrap_or(0);
         let due = self.epoch + Duration::from_millis(oldest) + idle;
         due.max(Instant::now() + (idle / 16).max(MIN_SWEEP))

@@ -8,12 +8,12 @@
 //! datagram of the client goes out on that socket, so the instance sees one peer per
 //! client, and whatever the instance sends back on it goes to that client and no other
 //! (the lesson of sozu's, Envoy's and nginx's UDP proxies). A flow ends when nothing has
-//! moved either way for its idle timeout (60 s by default, [`UdpLimits::idle`]); its
+//! moved either way for its idle timeout (60 s by default, [`UdpLimits::idle_timeout`]); its
 //! socket is closed then ([`flow`]), and the client's next datagram starts a new flow.
 //!
 //! Every flow costs a descriptor and an ephemeral port, and any host on the Internet can
 //! start flows by sending one datagram from many source ports: a cap per redirection
-//! ([`UdpLimits::max_flows`]) and one per node ([`NodeFlows`], by default half the open-file
+//! ([`UdpLimits::max_connections`]) and one per node ([`NodeFlows`], by default half the open-file
 //! limit and at most three quarters of the ephemeral port range) shed the datagrams that
 //! would start a flow past them (counted under `udp_datagrams_dropped`, warned at most
 //! every 10 s) instead of running the process out of descriptors or ports (Quilkin #1396,
@@ -51,7 +51,7 @@
 //! to the clients) and 60 `epoll_wait`; setting a flow's socket up takes about 8
 //! `setsockopt`, once per flow.
 //!
-//! **PROXY protocol.** With [`UdpLimits::proxy`], the instance gets a PROXY protocol v2
+//! **PROXY protocol.** With [`UdpLimits::proxy_protocol`], the instance gets a PROXY protocol v2
 //! header (`DGRAM` over IPv4 or IPv6: address family 0x12 or 0x22) naming the client and
 //! the address it sent to, in front of the flow's first datagram or of every one
 //! ([`proxy`]): with `first`, the instance must keep what it learnt per peer address, the
@@ -87,7 +87,8 @@ use super::balance::Pool;
 use super::forward::Policy;
 use super::metrics::RedirMetrics;
 use super::workers::Workers;
-use crate::settings::{ProxyProtocol, RedirSettings};
+use crate::server::spec::UdpLimits;
+use crate::wire::ProxyProtocol;
 
 /// How often a UDP port whose bind failed tries again.
 const REBIND_EVERY: Duration = Duration::from_secs(5);
@@ -125,75 +126,6 @@ pub struct UdpPort {
     pub fds: Arc<std::sync::Mutex<Vec<std::os::fd::RawFd>>>,
 }
 
-/// The limits of a UDP redirection's flows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UdpLimits {
-    /// A flow ends when nothing has moved either way for this long.
-    pub idle: Duration,
-    /// The most flows open at once; a datagram that would start one more is dropped.
-    pub max_flows: u32,
-    /// The most new flows per second (a burst of one second); more are dropped.
-    pub max_rate: Option<u32>,
-    /// The most datagrams per second from one client (a burst of one second); more are
-    /// dropped, counted `rate_limited`.
-    pub max_datagrams: Option<u32>,
-    /// Whether, and in front of which datagrams, the instance gets a PROXY v2 header.
-    pub proxy: Option<ProxyMode>,
-}
-
-/// The default limits: a minute of idleness (Envoy's UDP proxy and nginx's `proxy_timeout`
-/// are 1 and 10 minutes; a minute frees the sockets of vanished clients sooner), and 10,000
-/// flows per redirection.
-pub const DEFAULT_UDP_LIMITS: UdpLimits = UdpLimits {
-    idle: Duration::from_secs(60),
-    max_flows: 10_000,
-    max_rate: None,
-    max_datagrams: None,
-    proxy: None,
-};
-
-impl UdpLimits {
-    /// The limits of a UDP redirection: each of its own settings, else its namespace's, else
-    /// [`DEFAULT_UDP_LIMITS`]. `idleTimeout` is the flow's idle timeout, `maxConnections` its
-    /// flow cap and `maxConnectionsPerSecond` its new-flow rate; a namespace's
-    /// `idle_timeout` applies only where the operator set it, since TCP's default (an hour)
-    /// would hold a vanished client's socket far too long. Settings out of range (checked
-    /// when added) are ignored.
-    pub fn of(namespace: &RedirSettings, own: &RedirSettings) -> UdpLimits {
-        let idle = own
-            .idle_timeout
-            .or(namespace.idle_timeout)
-            .filter(|s| (1..=crate::wire::MAX_LIMIT_SECS).contains(s))
-            .map_or(DEFAULT_UDP_LIMITS.idle, Duration::from_secs);
-        let quota = |n: Option<u32>| n.filter(|n| (1..=crate::wire::MAX_QUOTA).contains(n));
-        UdpLimits {
-            idle,
-            max_flows: quota(own.max_connections.or(namespace.max_connections))
-                .unwrap_or(DEFAULT_UDP_LIMITS.max_flows),
-            max_rate: quota(own.max_connections_per_second.or(namespace.max_connections_per_second)),
-            max_datagrams: quota(own.max_datagrams_per_second.or(namespace.max_datagrams_per_second)),
-            proxy: match own.proxy_protocol {
-                Some(ProxyProtocol::V2) => Some(ProxyMode::First),
-                Some(ProxyProtocol::V2Every) => Some(ProxyMode::Every),
-                // Refused on UDP when added (the text header has no datagram form).
-                Some(ProxyProtocol::V1) | None => None,
-            },
-        }
-    }
-
-    /// A UDP redirection's own settings with the limits in force filled in, as the API shows
-    /// them (a UDP flow has no connect or half-close timeout).
-    pub fn in_force(self, own: &RedirSettings) -> RedirSettings {
-        RedirSettings {
-            idle_timeout: Some(self.idle.as_secs()),
-            max_connections: Some(self.max_flows),
-            max_connections_per_second: self.max_rate,
-            max_datagrams_per_second: self.max_datagrams,
-            ..own.clone()
-        }
-    }
-}
-
 /// In front of which datagrams of a flow the PROXY protocol v2 header goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyMode {
@@ -202,6 +134,17 @@ pub enum ProxyMode {
     /// Every datagram (each one stands alone, at 28 or 52 bytes more: one within that of
     /// the 65,507-byte limit of IPv4 is dropped, counted `send_failed`).
     Every,
+}
+
+impl ProxyMode {
+    /// The mode a redirection's `proxyProtocol` asks for (`v1` is refused on UDP when added).
+    pub fn of(setting: Option<ProxyProtocol>) -> Option<ProxyMode> {
+        match setting? {
+            ProxyProtocol::V2 => Some(ProxyMode::First),
+            ProxyProtocol::V2Every => Some(ProxyMode::Every),
+            ProxyProtocol::V1 => None,
+        }
+    }
 }
 
 /// The flows open on a node, against its cap.

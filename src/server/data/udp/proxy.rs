@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use ppp::v2::{Builder, Command, Protocol, Version};
 
-use super::super::access::unmapped;
+use crate::server::spec::access::unmapped;
 
 /// The header telling the instance that `client` sent to `local`; `None` when the two are
 /// of different families (an IPv4 client seen on an IPv6 address), which v2 cannot state.

@@ -13,12 +13,12 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::server::data::access::Access;
 use crate::server::data::balance::Health;
 use crate::server::data::forward::Policy;
 use crate::server::data::metrics::{Dropped, Metrics, UdpCounts};
-use crate::settings::RedirSettings;
+use crate::server::spec::{Access, UdpLimits, UDP_DEFAULTS as DEFAULT_UDP_LIMITS};
 use crate::wire::{Instance, Protocol};
+use crate::wire::{ProxyProtocol, RedirSettings};
 
 /// How long a test waits for anything it expects.
 const WAIT: Duration = Duration::from_secs(10);
@@ -351,7 +351,7 @@ fn our_udp_ports() -> HashSet<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_flow_ends_and_its_socket_is_closed() {
     let backend = Backend::start(localhost(), Answer::Echo);
-    let limits = UdpLimits { idle: Duration::from_millis(300), ..DEFAULT_UDP_LIMITS };
+    let limits = UdpLimits { idle_timeout: Duration::from_millis(300), ..DEFAULT_UDP_LIMITS };
     let gateway = Gateway::simple(&[backend.addr], limits);
     let clients: Vec<UdpSocket> = (0..10).map(|_| client(localhost())).collect();
     for (i, c) in clients.iter().enumerate() {
@@ -374,7 +374,7 @@ async fn an_idle_flow_ends_and_its_socket_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_flow_caps_shed_new_flows_and_count_them() {
     let backend = Backend::start(localhost(), Answer::Echo);
-    let limits = UdpLimits { max_flows: 3, ..DEFAULT_UDP_LIMITS };
+    let limits = UdpLimits { max_connections: 3, ..DEFAULT_UDP_LIMITS };
     let node = Arc::new(NodeFlows::new(4));
     let gateway = Gateway::start(localhost(), &[backend.addr], limits, Access::default(), node.clone());
     let admitted: Vec<UdpSocket> = (0..3).map(|_| client(localhost())).collect();
@@ -473,12 +473,12 @@ fn parse_v2(datagram: &[u8]) -> (u8, SocketAddr, SocketAddr, &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_v2_dgram_headers_name_the_client_on_the_first_or_every_datagram() {
     for (ip, family, mode) in [
-        (localhost(), 0x12, ProxyMode::First),
-        (localhost(), 0x12, ProxyMode::Every),
-        ("::1".parse().unwrap(), 0x22, ProxyMode::Every),
+        (localhost(), 0x12, ProxyProtocol::V2),
+        (localhost(), 0x12, ProxyProtocol::V2Every),
+        ("::1".parse().unwrap(), 0x22, ProxyProtocol::V2Every),
     ] {
         let backend = Backend::start(ip, Answer::Nothing);
-        let limits = UdpLimits { proxy: Some(mode), ..DEFAULT_UDP_LIMITS };
+        let limits = UdpLimits { proxy_protocol: Some(mode), ..DEFAULT_UDP_LIMITS };
         let gateway = Gateway::simple(&[backend.addr], limits);
         let socket = client(ip);
         let sent: [&[u8]; 3] = [b"first", b"", b"third datagram"];
@@ -487,7 +487,7 @@ async fn proxy_v2_dgram_headers_name_the_client_on_the_first_or_every_datagram()
         }
         for (i, data) in sent.into_iter().enumerate() {
             let (_, got) = backend.next();
-            if i == 0 || mode == ProxyMode::Every {
+            if i == 0 || mode == ProxyProtocol::V2Every {
                 let (fam, src, dst, rest) = parse_v2(&got);
                 assert_eq!(fam, family, "DGRAM over the client's family");
                 assert_eq!(src, socket.local_addr().unwrap(), "the header names the client");
@@ -497,7 +497,7 @@ async fn proxy_v2_dgram_headers_name_the_client_on_the_first_or_every_datagram()
                 assert_eq!(got, data, "{mode:?}: no header after the first");
             }
         }
-        if mode == ProxyMode::Every && family == 0x12 {
+        if mode == ProxyProtocol::V2Every && family == 0x12 {
             // 65,507 bytes are the most a datagram holds: with the header it cannot go.
             socket.send_to(&[7; 65_507], gateway.addr).unwrap();
             gateway
@@ -511,7 +511,7 @@ async fn proxy_v2_dgram_headers_name_the_client_on_the_first_or_every_datagram()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_that_answers_nothing_or_is_not_there() {
     let silent = Backend::start(localhost(), Answer::Nothing);
-    let limits = UdpLimits { idle: Duration::from_millis(300), ..DEFAULT_UDP_LIMITS };
+    let limits = UdpLimits { idle_timeout: Duration::from_millis(300), ..DEFAULT_UDP_LIMITS };
     let gateway = Gateway::simple(&[silent.addr], limits);
     let socket = client(localhost());
     for i in 0..5u8 {
@@ -677,7 +677,7 @@ fn udp_ports_are_allocated_in_their_own_space() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_new_flow_rate_drops_datagrams_past_it() {
     let backend = Backend::start(localhost(), Answer::Echo);
-    let limits = UdpLimits { max_rate: Some(2), ..DEFAULT_UDP_LIMITS };
+    let limits = UdpLimits { max_connections_per_second: Some(2), ..DEFAULT_UDP_LIMITS };
     let gateway = Gateway::simple(&[backend.addr], limits);
     let first = client(localhost());
     assert_eq!(round_trip(&first, gateway.addr, b"1"), b"1");
@@ -706,7 +706,7 @@ async fn the_new_flow_rate_drops_datagrams_past_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_client_is_held_to_its_datagram_rate() {
     let backend = Backend::start(localhost(), Answer::Echo);
-    let limits = UdpLimits { max_datagrams: Some(5), ..DEFAULT_UDP_LIMITS };
+    let limits = UdpLimits { max_datagrams_per_second: Some(5), ..DEFAULT_UDP_LIMITS };
     let gateway = Gateway::simple(&[backend.addr], limits);
     let (flooder, calm) = (client(localhost()), client(localhost()));
     for i in 0..20u8 {

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::RedirSettings;
+use crate::wire::RedirSettings;
 use crate::wire::{Application, Instance, Organisation, Protocol, TokenInfo};
 
 /// A store revision: every committed write has a higher one than the writes before it.

@@ -34,8 +34,8 @@ use super::{
     Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Record, RedirRow, Revision, Snapshot,
     Store, StoreError, StoreResult, TokenRecord,
 };
-use crate::settings::{ProxyProtocol, RedirSettings};
 use crate::wire::{Application, Instance, Organisation, Protocol, TokenInfo};
+use crate::wire::{ProxyProtocol, RedirSettings};
 
 /// The marker that tells our database apart from any other SQLite file.
 const FORMAT: &str = "tcp-redirs";

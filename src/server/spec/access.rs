@@ -1,18 +1,16 @@
-//! Who may connect to a redirection, and what the application is told about them.
+//! Who may connect to a redirection: its access list, parsed once for the accept loop.
 //!
-//! The access list is checked at accept, before any instance is contacted: a refused client
-//! is reset at once and counted, and costs the application nothing (ngrok's "control who
-//! can access"). The PROXY protocol header, when asked for, is the first thing the instance
-//! receives, so that it learns the client's real address (which Scalingo's gateway cannot
-//! give); a receiver must be configured for it, since it must never guess whether a header
-//! is present.
+//! The list is checked at accept, before any instance is contacted: a refused client is
+//! reset at once and counted, and costs the application nothing (ngrok's "control who can
+//! access"). `deny` wins over `allow`; an empty `allow` admits everyone. The PROXY protocol
+//! setting travels with the list, since both are decided per connection at accept (the
+//! header itself is built by the data plane, `data/proxy_header.rs`).
 
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 
-use crate::settings::{ProxyProtocol, RedirSettings};
-use crate::wire::MAX_RANGES;
+use crate::wire::{ProxyProtocol, RedirSettings, MAX_RANGES};
 
 /// A redirection's access rules, parsed once for the accept loop.
 #[derive(Debug, Clone, Default)]
@@ -48,25 +46,9 @@ impl Access {
         !within(&self.deny) && (self.allow.is_empty() || within(&self.allow))
     }
 
-    /// Whether connections start with a PROXY protocol header.
-    pub fn wants_proxy_header(&self) -> bool {
-        self.proxy.is_some()
-    }
-
-    /// The PROXY protocol header for a client `peer` that connected to `local`, if one is due.
-    pub fn proxy_header(&self, peer: SocketAddr, local: SocketAddr) -> Option<Vec<u8>> {
-        let (peer, local) = (unmapped(peer), unmapped(local));
-        match self.proxy? {
-            ProxyProtocol::V1 => Some(ppp::v1::Addresses::from((peer, local)).to_string().into_bytes()),
-            // `v2-every` is refused on TCP when a redirection is added; a stream has one
-            // header either way.
-            ProxyProtocol::V2 | ProxyProtocol::V2Every => {
-                let command = ppp::v2::Version::Two | ppp::v2::Command::Proxy;
-                ppp::v2::Builder::with_addresses(command, ppp::v2::Protocol::Stream, (peer, local))
-                    .build()
-                    .ok()
-            }
-        }
+    /// The PROXY protocol header the instance gets, if any.
+    pub fn proxy(&self) -> Option<ProxyProtocol> {
+        self.proxy
     }
 }
 
@@ -85,14 +67,15 @@ fn ranges(list: &[String], what: &str) -> Result<Vec<IpNet>, String> {
 
 /// An IPv4 client on a dual-stack listener shows up as `::ffff:a.b.c.d`; rules and
 /// headers speak of it as the IPv4 address it is.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
 }
 
-pub(super) fn unmapped(addr: SocketAddr) -> SocketAddr {
+/// `addr` with an IPv4-mapped address as the IPv4 address it is.
+pub fn unmapped(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(canonical(addr.ip()), addr.port())
 }
 
@@ -116,25 +99,13 @@ mod tests {
         assert!(rules.admits("::ffff:10.2.3.4".parse().unwrap()), "mapped IPv4 is IPv4");
         assert!(access(&[], &[]).admits("192.0.2.1".parse().unwrap()));
         assert!(!access(&[], &["192.0.2.1"]).admits("192.0.2.1".parse().unwrap()));
+        assert!(!Access::deny_all().admits("192.0.2.1".parse().unwrap()));
+        assert!(!Access::deny_all().admits("2001:db8::1".parse().unwrap()));
     }
 
     #[test]
     fn bad_ranges_are_refused_with_an_example() {
         let bad = RedirSettings { allow: vec!["10.0.0.0/33".into()], ..RedirSettings::default() };
         assert!(Access::parse(&bad).unwrap_err().contains("203.0.113.0/24"));
-    }
-
-    #[test]
-    fn proxy_headers_name_the_real_client() {
-        let rules = Access { proxy: Some(ProxyProtocol::V1), ..Access::default() };
-        let header =
-            rules.proxy_header("[::ffff:192.0.2.7]:4321".parse().unwrap(), "127.0.0.1:5000".parse().unwrap());
-        assert_eq!(header.unwrap(), b"PROXY TCP4 192.0.2.7 127.0.0.1 4321 5000\r\n");
-        let rules = Access { proxy: Some(ProxyProtocol::V2), ..Access::default() };
-        let header =
-            rules.proxy_header("[2001:db8::7]:4321".parse().unwrap(), "[::1]:5000".parse().unwrap()).unwrap();
-        assert_eq!(&header[..13], b"\r\n\r\n\0\r\nQUIT\n\x21");
-        assert_eq!(header[13], 0x21, "AF_INET6 + STREAM");
-        assert_eq!(header.len(), 16 + 36);
     }
 }

@@ -15,14 +15,14 @@
 //!   setting), and a namespace's defaults are the same type (its limits only, see
 //!   [`RedirSettings::access_is_set`]).
 //!
-//! The server checks it in one place, `server::control::validate::settings`, for the API,
-//! a batch and the config file alike: a time limit from 1 s to [`MAX_LIMIT_SECS`], a quota
+//! The server checks it in one place, the redirection spec (`server::spec::check`), for
+//! the API, a batch and the config file alike: a time limit from 1 s to [`MAX_LIMIT_SECS`], a quota
 //! from 1 to [`MAX_QUOTA`], at most [`crate::wire::MAX_RANGES`] ranges a list, each one an address or a
 //! CIDR range.
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{integral, MAX_LIMIT_SECS, MAX_QUOTA};
+use super::{integral, MAX_LIMIT_SECS, MAX_QUOTA};
 
 /// A redirection's settings; unset ones take the namespace's, then the server's defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
@@ -95,7 +95,7 @@ pub struct RedirSettings {
 }
 
 /// The settings as the TOML files spell them: snake_case keys, the same fields (see the
-/// module's documentation). Used as `#[serde(flatten, with = "crate::settings::Toml")]`.
+/// module's documentation). Used as `#[serde(flatten, with = "crate::wire::settings::Toml")]`.
 #[derive(Serialize, Deserialize)]
 #[serde(remote = "RedirSettings")]
 pub struct Toml {

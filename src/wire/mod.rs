@@ -11,7 +11,13 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::settings::{ProxyProtocol, RedirSettings};
+#[cfg(feature = "server")]
+mod patterns;
+pub mod settings;
+
+#[cfg(feature = "server")]
+pub use patterns::matches;
+pub use settings::{ProxyProtocol, RedirSettings};
 
 /// A namespace the caller's organisation may use, as listed by `list-namespaces`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
