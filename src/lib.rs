@@ -13,12 +13,14 @@
 //! - [`cli`]: the command line, one file per subcommand;
 //! - [`client`]: the HTTP client the commands use;
 //! - [`profile`]: the client's saved server address and credentials;
+//! - [`link_file`]: the applications linked to a project's directory (`.tcp-redirs.json`);
 //! - [`manifest`]: the declarative file of `apply` and `export`;
 //! - [`toml_file`]: the user's TOML files, read with one-line errors;
 //! - `server`: the control server (API, port allocator, store, forwarding).
 
 pub mod cli;
 pub mod client;
+pub mod link_file;
 pub mod manifest;
 pub mod profile;
 #[cfg(feature = "server")]

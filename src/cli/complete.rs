@@ -18,8 +18,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 
-use super::{link, AppArgs};
+use super::AppArgs;
 use crate::client::Client;
+use crate::link_file;
 use crate::profile::ProfileFile;
 use crate::wire::{Application, Protocol};
 
@@ -170,7 +171,7 @@ pub(super) fn orgs() -> ArgValueCandidates {
 
 /// The aliases of the link file found from the current directory up (no server needed).
 pub(super) fn aliases() -> ArgValueCandidates {
-    ArgValueCandidates::new(|| match link::find() {
+    ArgValueCandidates::new(|| match link_file::find() {
         Ok(Some((_, links))) => links.apps.iter().map(|l| candidate(&l.alias, l.name.clone())).collect(),
         _ => Vec::new(),
     })

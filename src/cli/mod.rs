@@ -29,6 +29,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::client::{Client, Failure};
+use crate::link_file;
 use crate::wire::{Application, Organisation};
 
 /// The exit codes, so that a script can tell failures apart: shown at the end of `--help`
@@ -241,10 +242,10 @@ impl AppArgs {
         let from_env = || std::env::var(APP_ENV).ok().filter(|a| !a.is_empty());
         match (&self.app, &self.alias) {
             (Some(wanted), _) => find_app(client, wanted).await,
-            (None, Some(alias)) => link::linked(Some(alias)),
+            (None, Some(alias)) => link_file::linked(Some(alias)),
             (None, None) => match from_env() {
                 Some(wanted) => find_app(client, &wanted).await,
-                None => link::linked(None),
+                None => link_file::linked(None),
             },
         }
     }

@@ -551,11 +551,6 @@ async fn open_etcd(url: &str, _access: &StoreAccess) -> Result<Arc<dyn Store>> {
     bail!("--store {url}: this build has no etcd support; build it with `cargo install --path . --features etcd` (needs protoc, Debian's protobuf-compiler)")
 }
 
-/// Now, in Unix seconds.
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
 /// The machine's host name, the default node name.
 fn host_name() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()

@@ -32,6 +32,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::server::data::ports::inheritable;
+use crate::server::state::live::PortSockets;
 
 /// The environment variable that names the inherited descriptors.
 pub const ENV: &str = "TCP_REDIRS_HANDOVER";
@@ -52,15 +53,6 @@ struct Handover {
     /// Each public UDP port's socket (absent from an old process that had none).
     #[serde(default)]
     udp: Vec<(SocketAddr, RawFd)>,
-}
-
-/// The public ports' sockets a process hands over, duplicated for the new one.
-#[derive(Debug, Default)]
-pub struct PortSockets {
-    /// Each TCP port's listening sockets.
-    pub tcp: Vec<(SocketAddr, Vec<OwnedFd>)>,
-    /// Each UDP port's socket.
-    pub udp: Vec<(SocketAddr, OwnedFd)>,
 }
 
 /// What a new process received from the one it replaces.

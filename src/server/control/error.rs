@@ -11,7 +11,7 @@ use axum::Json;
 use crate::wire::{ApiError, Protocol};
 
 /// An error answer of the control API.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Error {
     /// The HTTP status.
     pub status: StatusCode,

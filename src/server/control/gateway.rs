@@ -9,8 +9,6 @@
 //! of the namespace to say they did. The ports themselves only ever change through
 //! [`crate::server::state::live::LivePorts`], from the table's diffs, whichever node made the change.
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,19 +18,15 @@ use super::auth::Caller;
 use super::error::Error;
 use super::present;
 use super::validate;
-use crate::server::data::{ports, udp};
-use crate::server::state::live::Held;
 use crate::server::state::store::{
     Conflict, NamespaceDef, RedirKey, RedirRow, Revision, StoreError, TokenRecord,
 };
 use crate::server::state::sync::Synced;
 use crate::server::state::table::Table;
-use crate::wire::{self, Application, NewApplication, NewTcpRedir, Node, Organisation, Protocol, TcpRedir};
+use crate::wire::{self, Application, NewApplication, Node, Organisation, Protocol, TcpRedir};
 
-mod batch;
+mod add;
 
-/// How many times `add` picks another port when the store says a port was claimed meanwhile.
-const CLAIM_TRIES: usize = 8;
 /// How long a write waits for this node's ports to reflect it (the store's watch delivers
 /// in milliseconds; this only bounds a store that lags).
 const SETTLE: Duration = Duration::from_secs(5);
@@ -76,11 +70,6 @@ impl Gateway {
     /// Whether a port is held by a redirection of the table or by this node.
     fn port_taken(&self, key: &RedirKey) -> bool {
         self.synced.live().uses(key) || self.table().port_taken(&key.namespace, key.protocol, key.port)
-    }
-
-    /// This node has no descriptor left for a new port.
-    fn out_of_descriptors(&self) -> Error {
-        Error::out_of_descriptors(&self.node, ports::descriptor_limit())
     }
 
     fn store_error(&self, err: StoreError) -> Error {
@@ -176,7 +165,7 @@ impl Gateway {
                 id: format!("tok_{}", uuid::Uuid::new_v4()),
                 name: new.name,
                 owner_id: Some(org.id),
-                created_at: Some(crate::server::unix_now()),
+                created_at: Some(crate::server::state::unix_now()),
             },
             token: super::auth::generate("trt_"),
             secret: super::auth::generate("trs_"),
@@ -219,10 +208,10 @@ impl Gateway {
         Ok(found)
     }
 
-    /// The namespace `name`, if the organisation may use it.
-    fn namespace_for(&self, org: &Organisation, name: &str) -> Result<NamespaceDef, Error> {
+    /// The namespace `name` of the table, if the organisation may use it.
+    fn namespace_in(table: &Table, org: &Organisation, name: &str) -> Result<NamespaceDef, Error> {
         // A namespace reserved to other organisations does not exist for this one.
-        self.table()
+        table
             .namespaces
             .get(name)
             .filter(|n| n.admits(org) && !n.retired)
@@ -378,146 +367,6 @@ impl Gateway {
             .filter(|r| r.protocol == protocol)
             .map(|r| self.describe(&table, r))
             .collect())
-    }
-
-    /// Binds a port for a claim, on a node that serves its namespace: TCP's listener or
-    /// UDP's socket, held until the claim is committed or refused.
-    fn bind_held(&self, key: &RedirKey, addr: SocketAddr) -> Result<(), Error> {
-        let bound = match key.protocol {
-            Protocol::Tcp => ports::bind(addr).map(Held::Tcp),
-            Protocol::Udp => udp::bind(addr).map(Held::Udp),
-        };
-        let socket = bound.map_err(|err| {
-            if ports::out_of_descriptors(&err) {
-                self.out_of_descriptors()
-            } else {
-                Error::port_taken(key.port, &key.namespace)
-            }
-        })?;
-        self.synced.live().hold(key.clone(), socket);
-        Ok(())
-    }
-
-    /// Binds a free port of `range` for a claim, held as [`Self::bind_held`] holds one.
-    fn allocate_held(
-        &self,
-        ns: &NamespaceDef,
-        protocol: Protocol,
-        bind: std::net::IpAddr,
-        range: &std::ops::RangeInclusive<u16>,
-        taken: impl Fn(u16) -> bool,
-        previous: Option<u16>,
-    ) -> Result<u16, Error> {
-        let no_free = || Error::no_free_port(&ns.name, *range.start(), *range.end());
-        let (port, socket) = match protocol {
-            Protocol::Tcp => {
-                ports::allocate(bind, range, taken, previous).map(|p| p.map(|(n, l)| (n, Held::Tcp(l))))
-            }
-            Protocol::Udp => {
-                udp::allocate(bind, range, taken, previous).map(|p| p.map(|(n, s)| (n, Held::Udp(s))))
-            }
-        }
-        .map_err(|_| self.out_of_descriptors())?
-        .ok_or_else(no_free)?;
-        self.synced.live().hold(RedirKey::new(&ns.name, protocol, port), socket);
-        Ok(port)
-    }
-
-    /// Allocates a port of `protocol` in `namespace` for the application and starts
-    /// forwarding it.
-    pub async fn add(
-        &self,
-        caller: &Caller,
-        org_id: &str,
-        app_id: &str,
-        protocol: Protocol,
-        new: &NewTcpRedir,
-    ) -> Result<TcpRedir, Error> {
-        validate::namespace(&new.namespace)?;
-        let org = self.org(caller, org_id).await?;
-        let app = self.app(caller, org_id, app_id).await?;
-        let ns = self.namespace_for(&org, &new.namespace)?;
-        validate::redirection(&ns, &new.settings, protocol)?;
-        let range = validate::ports_for(&ns, new)?;
-        // What the copy says is checked again, atomically, by the store's claim.
-        if let Some(row) = self.table().app_redir_in(&app.id, &ns.name, protocol) {
-            return Err(Error::already_redirected(protocol, row.port, &ns.name));
-        }
-        let live = self.synced.live();
-        let key = |port: u16| RedirKey::new(&ns.name, protocol, port);
-        // Ports the store said were claimed meanwhile, beside those the copy and this node know.
-        let mut raced: HashSet<u16> = HashSet::new();
-        let taken = |port: u16, raced: &HashSet<u16>| raced.contains(&port) || self.port_taken(&key(port));
-        if new.port.is_some_and(|p| taken(p, &raced)) {
-            return Err(Error::port_taken(new.port.unwrap_or_default(), &ns.name));
-        }
-        let previous = match new.port {
-            Some(_) => None,
-            None => self
-                .synced
-                .store()
-                .previous_port(&app.id, &ns.name, protocol)
-                .await
-                .map_err(|e| self.store_error(e))?
-                .filter(|p| range.contains(p)),
-        };
-        let serves = live.served().serves(&ns.name);
-        let bind = live.served().bind(&ns.name);
-        let tries = if new.port.is_some() { 1 } else { CLAIM_TRIES };
-        for _ in 0..tries {
-            // A node that serves the namespace binds the port before claiming it: no check-
-            // then-bind race with other programs here. One that does not only picks it.
-            let port = match (new.port, serves) {
-                (Some(port), true) => {
-                    self.bind_held(&key(port), SocketAddr::new(bind, port))?;
-                    port
-                }
-                (Some(port), false) => port,
-                (None, true) => {
-                    self.allocate_held(&ns, protocol, bind, &range, |p| taken(p, &raced), previous)?
-                }
-                (None, false) => ports::pick(&range, |p| taken(p, &raced), previous)
-                    .ok_or_else(|| Error::no_free_port(&ns.name, *range.start(), *range.end()))?,
-            };
-            let row = RedirRow {
-                namespace: ns.name.clone(),
-                port,
-                protocol,
-                app_id: app.id.clone(),
-                settings: new.settings.clone(),
-                revision: 0,
-            };
-            let quota = *self.org_quota.read().unwrap_or_else(|p| p.into_inner());
-            let claimed = self.synced.store().claim(&row, &org.id, quota).await;
-            let revision = match claimed {
-                Ok(revision) => revision,
-                Err(err) => {
-                    live.unhold(&row.key());
-                    match err {
-                        StoreError::Conflict(Conflict::PortTaken) if new.port.is_none() => {
-                            raced.insert(port);
-                            continue;
-                        }
-                        StoreError::Conflict(Conflict::PortTaken) => {
-                            return Err(Error::port_taken(port, &ns.name))
-                        }
-                        StoreError::Conflict(Conflict::AppHasOne(p)) => {
-                            return Err(Error::already_redirected(protocol, p, &ns.name))
-                        }
-                        StoreError::Conflict(Conflict::Quota(q)) => return Err(Error::quota_reached(q)),
-                        StoreError::Conflict(Conflict::NotFound) => return Err(Error::unknown_app(app_id)),
-                        err => return Err(self.store_error(err)),
-                    }
-                }
-            };
-            self.settle(revision).await;
-            self.wait_for_fleet(&ns.name, revision).await;
-            info!(app = %app.id, namespace = %ns.name, port, %protocol, revision, "redirection added");
-            let table = self.table();
-            let stored = table.redirs.get(&row.key()).cloned().unwrap_or(RedirRow { revision, ..row });
-            return Ok(self.describe(&table, &stored));
-        }
-        Err(Error::no_free_port(&ns.name, *range.start(), *range.end()))
     }
 
     /// Removes a redirection; its port stops accepting on this node before this returns,

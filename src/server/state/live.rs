@@ -14,8 +14,8 @@
 //! (a bug in the diff path, a port whose task ended). What it has to repair outside a
 //! reload is counted in a metric and logged, so that drift is seen, not hidden.
 //!
-//! A port that `add` bound before its claim was committed is handed over here, so it is
-//! never bound twice.
+//! A port that a write reserved before its claim was committed ([`Reservations`]) is
+//! started here with the socket bound then, so it is never bound twice.
 //!
 //! A UDP redirection is a port like a TCP one here: the same keys (its protocol is part of
 //! them), the same diff path, the same pools; only what runs it differs, the UDP data plane
@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 
 use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
@@ -46,6 +46,15 @@ use crate::server::data::udp::{self, NodeFlows};
 use crate::server::data::workers::Workers;
 use crate::server::spec::{self, Access, Limits, TcpLimits, UdpLimits};
 use crate::wire::{Instance, Protocol, RedirSettings, RedirTraffic};
+
+/// The public ports' sockets this process hands over at an upgrade, duplicated for the new one.
+#[derive(Debug, Default)]
+pub struct PortSockets {
+    /// Each TCP port's listening sockets.
+    pub tcp: Vec<(SocketAddr, Vec<OwnedFd>)>,
+    /// Each UDP port's socket.
+    pub udp: Vec<(SocketAddr, OwnedFd)>,
+}
 
 /// Which namespaces this node serves, and where their public ports bind.
 #[derive(Debug, Clone)]
@@ -105,12 +114,117 @@ impl LimitsCell {
     }
 }
 
-/// A port bound by `add` before its claim is committed.
-pub enum Held {
+/// A port bound for a claim before the claim is committed.
+enum Held {
     /// A TCP port's listening socket.
     Tcp(Listeners),
     /// A UDP port's socket.
     Udp(std::net::UdpSocket),
+}
+
+/// Why a port could not be reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreserved {
+    /// The port asked for is held by another program on this machine.
+    Taken,
+    /// No port of the range is free.
+    NoFreePort,
+    /// This node has no descriptor left for a new port (its open-file limit, given).
+    OutOfDescriptors(u64),
+}
+
+/// The ports a write reserved for its claims, until the store answers.
+///
+/// On a node that serves the namespace, a reserved port is bound on the spot (no check-
+/// then-bind race with other programs) and parked here; the table's diff later starts the
+/// port with that very socket, so it is never bound twice. A claim that fails closes its
+/// socket ([`Self::release`]), and so does dropping the guard (a request dropped midway:
+/// its client went away). A node that does not serve the namespace only picks the port;
+/// the nodes that serve it bind it when the claim reaches them.
+pub struct Reservations {
+    live: Arc<LivePorts>,
+    keys: HashSet<RedirKey>,
+}
+
+impl Reservations {
+    /// No port reserved yet.
+    pub fn new(live: Arc<LivePorts>) -> Reservations {
+        Reservations { live, keys: HashSet::new() }
+    }
+
+    /// Reserves `fixed`, or else a port of `range` that is not `taken` (`previous` first,
+    /// then at random), in `namespace` for `protocol`; answers the port.
+    pub fn reserve(
+        &mut self,
+        namespace: &str,
+        protocol: Protocol,
+        range: &std::ops::RangeInclusive<u16>,
+        fixed: Option<u16>,
+        previous: Option<u16>,
+        taken: impl Fn(u16) -> bool,
+    ) -> Result<u16, Unreserved> {
+        let served = self.live.served();
+        if !served.serves(namespace) {
+            return match fixed {
+                Some(port) => Ok(port),
+                None => ports::pick(range, taken, previous).ok_or(Unreserved::NoFreePort),
+            };
+        }
+        let ip = served.bind(namespace);
+        let out_of_descriptors = || Unreserved::OutOfDescriptors(ports::descriptor_limit());
+        let (port, socket) = match fixed {
+            Some(port) => {
+                let addr = SocketAddr::new(ip, port);
+                let bound = match protocol {
+                    Protocol::Tcp => ports::bind(addr).map(Held::Tcp),
+                    Protocol::Udp => udp::bind(addr).map(Held::Udp),
+                };
+                let socket = bound.map_err(|err| {
+                    if ports::out_of_descriptors(&err) {
+                        out_of_descriptors()
+                    } else {
+                        Unreserved::Taken
+                    }
+                })?;
+                (port, socket)
+            }
+            None => match protocol {
+                Protocol::Tcp => {
+                    ports::allocate(ip, range, taken, previous).map(|p| p.map(|(n, l)| (n, Held::Tcp(l))))
+                }
+                Protocol::Udp => {
+                    udp::allocate(ip, range, taken, previous).map(|p| p.map(|(n, s)| (n, Held::Udp(s))))
+                }
+            }
+            .map_err(|_| out_of_descriptors())?
+            .ok_or(Unreserved::NoFreePort)?,
+        };
+        let key = RedirKey::new(namespace, protocol, port);
+        self.live.held.lock().unwrap().insert(key.clone(), socket);
+        self.keys.insert(key);
+        Ok(port)
+    }
+
+    /// The claim of `key` succeeded: its socket waits for the table's diff to start the port.
+    pub fn claimed(&mut self, key: &RedirKey) {
+        self.keys.remove(key);
+    }
+
+    /// The claim of `key` failed: its socket is closed.
+    pub fn release(&mut self, key: &RedirKey) {
+        if self.keys.remove(key) {
+            self.live.held.lock().unwrap().remove(key);
+        }
+    }
+}
+
+impl Drop for Reservations {
+    fn drop(&mut self) {
+        let mut held = self.live.held.lock().unwrap();
+        for key in self.keys.drain() {
+            held.remove(&key);
+        }
+    }
 }
 
 /// A redirection's access list, PROXY protocol setting and connection log, as its port's
@@ -161,7 +275,7 @@ pub struct LivePorts {
     served: Served,
     live: Mutex<BTreeMap<RedirKey, Live>>,
     pools: Mutex<HashMap<String, AppPool>>,
-    /// Ports bound by `add` whose claim is being committed.
+    /// Ports bound for claims being committed ([`Reservations`]).
     held: Mutex<HashMap<RedirKey, Held>>,
     /// The UDP flows open on this node, against its cap.
     flows: Arc<NodeFlows>,
@@ -241,10 +355,10 @@ impl LivePorts {
 
     /// The sockets of every port, duplicated for a new process (`dup`, without
     /// close-on-exec), while no port can come or go; the caller closes them.
-    pub async fn sockets_for_handover(&self) -> crate::server::upgrade::PortSockets {
+    pub async fn sockets_for_handover(&self) -> PortSockets {
         let _no_port_comes_or_goes = self.reconciling.lock().await;
         let live = self.live.lock().unwrap();
-        let mut sockets = crate::server::upgrade::PortSockets::default();
+        let mut sockets = PortSockets::default();
         for l in live.values() {
             let addr = SocketAddr::new(self.served.bind(&l.row.namespace), l.row.port);
             let mut fds: Vec<_> =
@@ -272,16 +386,6 @@ impl LivePorts {
     /// Which namespaces this node serves.
     pub fn served(&self) -> &Served {
         &self.served
-    }
-
-    /// Keeps the socket `add` bound until the reconciler starts the port with it.
-    pub fn hold(&self, key: RedirKey, socket: Held) {
-        self.held.lock().unwrap().insert(key, socket);
-    }
-
-    /// Closes a socket held for a claim that did not succeed.
-    pub fn unhold(&self, key: &RedirKey) {
-        self.held.lock().unwrap().remove(key);
     }
 
     /// Whether a port runs or is held here.

@@ -12,3 +12,9 @@ pub(super) mod live;
 pub(super) mod store;
 pub(super) mod sync;
 pub(super) mod table;
+
+/// Now, in Unix seconds: what the state stamps on records (a node's last word, a
+/// credential's creation).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}

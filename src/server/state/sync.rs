@@ -220,7 +220,7 @@ impl Synced {
                 name: name.clone(),
                 public_address: public_address.clone(),
                 namespaces,
-                last_seen: crate::server::unix_now(),
+                last_seen: crate::server::state::unix_now(),
                 revision: *changed.borrow_and_update(),
                 listening,
                 unbound,

@@ -203,13 +203,6 @@ impl Table {
         self.by_app.get(app_id).into_iter().flatten()
     }
 
-    /// The application's redirection of `protocol` in a namespace, if it has one.
-    pub fn app_redir_in(&self, app_id: &str, namespace: &str, protocol: Protocol) -> Option<&RedirRow> {
-        self.app_keys(app_id)
-            .find(|k| k.namespace == namespace && k.protocol == protocol)
-            .and_then(|key| self.redirs.get(key))
-    }
-
     /// A namespace's redirections, TCP then UDP, by port.
     pub fn namespace_redirs<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a RedirRow> + 'a {
         self.redirs.range(namespace_range(namespace)).map(|(_, row)| row)
@@ -275,7 +268,10 @@ mod tests {
             vec![RedirKey::new("default", Protocol::Tcp, 5000)]
         );
         assert_eq!(table.app_redirs("app_1").iter().map(|r| r.port).collect::<Vec<_>>(), vec![5001]);
-        assert_eq!(table.app_redir_in("app_1", "default", Protocol::Tcp).map(|r| r.port), Some(5001));
+        assert_eq!(
+            table.app_keys("app_1").map(|k| (k.protocol, k.port)).collect::<Vec<_>>(),
+            [(Protocol::Tcp, 5001)]
+        );
         assert_eq!(table.namespace_redirs("default").count(), 1);
         assert!(table.namespace_redirs("other").next().is_none());
     }

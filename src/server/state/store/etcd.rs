@@ -848,54 +848,6 @@ impl Store for Etcd {
         Err(StoreError::Unavailable("etcd: the organisation kept changing; try again".into()))
     }
 
-    async fn claim(&self, row: &RedirRow, org_id: &str, quota: Option<u32>) -> StoreResult<Revision> {
-        let _turn = self.org_turn(org_id).await;
-        let redir_key = self.redir_key(&row.namespace, row.protocol, row.port);
-        let appns_key = self.appns_key(&row.app_id, &row.namespace, row.protocol);
-        let app_key = self.key(&["apps", &row.app_id]);
-        let quota_key = self.key(&["quota", org_id]);
-        for _ in 0..RETRIES {
-            let (count, counter_revision) = self.counter(org_id).await?;
-            if let Some(quota) = quota.filter(|&q| count >= u64::from(q)) {
-                return Err(StoreError::Conflict(Conflict::Quota(quota)));
-            }
-            let txn = Txn::new()
-                .when([
-                    Compare::create_revision(redir_key.as_str(), CompareOp::Equal, 0),
-                    Compare::create_revision(appns_key.as_str(), CompareOp::Equal, 0),
-                    Compare::create_revision(app_key.as_str(), CompareOp::Greater, 0),
-                    Compare::mod_revision(quota_key.as_str(), CompareOp::Equal, counter_revision),
-                ])
-                .and_then([
-                    TxnOp::put(redir_key.as_str(), json(row)?, None),
-                    TxnOp::put(appns_key.as_str(), row.port.to_string(), None),
-                    TxnOp::put(quota_key.as_str(), (count + 1).to_string(), None),
-                ])
-                .or_else([
-                    TxnOp::get(appns_key.as_str(), None),
-                    TxnOp::get(redir_key.as_str(), None),
-                    TxnOp::get(app_key.as_str(), None),
-                ]);
-            match self.txn(txn).await? {
-                Ok(revision) => return Ok(revision),
-                Err(answers) => {
-                    if let Some(kv) = found(&answers, 0) {
-                        let port = String::from_utf8_lossy(kv.value()).parse().unwrap_or(0);
-                        return Err(StoreError::Conflict(Conflict::AppHasOne(port)));
-                    }
-                    if found(&answers, 1).is_some() {
-                        return Err(StoreError::Conflict(Conflict::PortTaken));
-                    }
-                    if found(&answers, 2).is_none() {
-                        return Err(StoreError::Conflict(Conflict::NotFound));
-                    }
-                    debug!(org = org_id, "the organisation's counter moved during a claim; trying again");
-                }
-            }
-        }
-        Err(StoreError::Unavailable("etcd: the organisation kept changing; try again".into()))
-    }
-
     async fn claim_many(
         &self,
         rows: &[RedirRow],
@@ -974,16 +926,6 @@ impl Store for Etcd {
             }
         }
         Err(StoreError::Unavailable("etcd: the organisation kept changing; try again".into()))
-    }
-
-    async fn previous_port(
-        &self,
-        app_id: &str,
-        namespace: &str,
-        protocol: Protocol,
-    ) -> StoreResult<Option<u16>> {
-        let kv = self.get(&self.prev_key(app_id, namespace, protocol)).await?;
-        Ok(kv.and_then(|kv| String::from_utf8_lossy(kv.value()).parse().ok()))
     }
 
     async fn previous_ports(&self, asked: &[(String, String, Protocol)]) -> StoreResult<Vec<Option<u16>>> {

@@ -374,9 +374,15 @@ pub trait Store: Send + Sync {
     async fn remove_app(&self, app_id: &str) -> StoreResult<Revision>;
     /// Claims `row.port` of `row.protocol` in `row.namespace` for `row.app_id`, in one atomic
     /// step with the checks that the application has none of that protocol there and that
-    /// `org_id` is under `quota` (which counts TCP and UDP redirections alike).
-    async fn claim(&self, row: &RedirRow, org_id: &str, quota: Option<u32>) -> StoreResult<Revision>;
-    /// Claims many redirections of `org_id` at once, each as [`Store::claim`] would, in
+    /// `org_id` is under `quota` (which counts TCP and UDP redirections alike): a
+    /// [`Store::claim_many`] of one row (the gateway claims through `claim_many` alone, a
+    /// single `add` as a batch of one; the contract tests claim row by row).
+    #[cfg(test)]
+    async fn claim(&self, row: &RedirRow, org_id: &str, quota: Option<u32>) -> StoreResult<Revision> {
+        let mut outcomes = self.claim_many(std::slice::from_ref(row), org_id, quota).await?;
+        outcomes.pop().unwrap_or(Err(StoreError::Conflict(Conflict::NotFound)))
+    }
+    /// Claims many redirections of `org_id` at once, each as [`Store::claim`] describes, in
     /// order (a row sees the rows before it, and counts against the quota after them): one
     /// SQLite transaction, or one etcd transaction per few dozen rows (etcd takes at most
     /// 128 comparisons in one). The answer has one outcome per row, its revision or why
@@ -390,13 +396,18 @@ pub trait Store: Send + Sync {
     /// Releases a redirection of `row.app_id`, remembering its port as the application's
     /// previous one of that protocol in the namespace.
     async fn release(&self, row: &RedirRow, org_id: &str) -> StoreResult<Revision>;
-    /// The port of `protocol` the application last released in the namespace.
+    /// The port of `protocol` the application last released in the namespace (tests; the
+    /// gateway asks [`Store::previous_ports`]).
+    #[cfg(test)]
     async fn previous_port(
         &self,
         app_id: &str,
         namespace: &str,
         protocol: Protocol,
-    ) -> StoreResult<Option<u16>>;
+    ) -> StoreResult<Option<u16>> {
+        let asked = [(app_id.to_owned(), namespace.to_owned(), protocol)];
+        Ok(self.previous_ports(&asked).await?.pop().flatten())
+    }
     /// [`Store::previous_port`] of many (application, namespace, protocol), in their order,
     /// in one round trip (SQLite: none; etcd: one per 128).
     async fn previous_ports(&self, asked: &[(String, String, Protocol)]) -> StoreResult<Vec<Option<u16>>>;

@@ -568,18 +568,6 @@ impl Store for Sqlite {
         Ok(revision)
     }
 
-    async fn claim(&self, row: &RedirRow, org_id: &str, quota: Option<u32>) -> StoreResult<Revision> {
-        let (row, org_id) = (row.clone(), org_id.to_owned());
-        let ((), revision) = self
-            .write(move |tx, revision| {
-                let mut held = held_by(tx, &org_id, quota)?;
-                claim_row(tx, &row, &org_id, quota, &mut held, revision)?;
-                Ok(((), vec![Change::Put(Record::Redir(RedirRow { revision, ..row }))]))
-            })
-            .await?;
-        Ok(revision)
-    }
-
     async fn claim_many(
         &self,
         rows: &[RedirRow],
@@ -630,16 +618,6 @@ impl Store for Sqlite {
             })
             .await?;
         Ok(revision)
-    }
-
-    async fn previous_port(
-        &self,
-        app_id: &str,
-        namespace: &str,
-        protocol: Protocol,
-    ) -> StoreResult<Option<u16>> {
-        let asked = vec![(app_id.to_owned(), namespace.to_owned(), protocol)];
-        Ok(self.previous_ports(&asked).await?.pop().flatten())
     }
 
     async fn previous_ports(&self, asked: &[(String, String, Protocol)]) -> StoreResult<Vec<Option<u16>>> {
