@@ -17,12 +17,11 @@
 mod config;
 mod control;
 mod data;
-pub mod log_writer;
 mod spec;
 mod state;
 mod upgrade;
 
-pub use data::conn_log;
+pub use data::{conn_log, log_writer};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

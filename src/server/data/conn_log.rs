@@ -24,7 +24,7 @@
 //! Nothing here runs unless the port logs: a port without it pays one `Option` check.
 //!
 //! The line is formatted here, in the same shape as the server's other lines (tracing's
-//! `fmt` text or JSON format, without colours), and handed to [`crate::server::log_writer`]
+//! `fmt` text or JSON format, without colours), and handed to [`super::log_writer`]
 //! directly: through tracing's `fmt` layer it cost 14,600 instructions per connection,
 //! more than half of what forwarding the connection costs in user space
 //! (`bench/conn_log_cost.py`). The `TCP_REDIRS_LOG` filter still applies to the target.
@@ -199,7 +199,7 @@ impl ConnLog {
             let mut line = line.borrow_mut();
             line.clear();
             self.format(&mut line, message, client, instance, bytes, datagrams, started, end);
-            crate::server::log_writer::write(&line);
+            super::log_writer::write(&line);
         });
     }
 

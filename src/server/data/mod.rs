@@ -13,6 +13,7 @@
 mod admission;
 pub(super) mod balance;
 pub mod conn_log;
+pub mod log_writer;
 pub(super) mod copy;
 mod exclusive;
 pub(super) mod forward;
