@@ -3,7 +3,7 @@
 - logging and settings: logger, env_int, env_float, raise_nofile, exit_on_signals;
 - ports: free_ports (the kernel's), pick_ports (below the ephemeral range), bound_ports
   (/proc/net/tcp, /proc/net/udp), probe;
-- waiting with a timeout: wait_until (any condition), wait_port, wait_udp, wait_log (a line in
+- waiting with a timeout: wait_until (any condition), wait_port, wait_bound, wait_log (a line in
   a log file), wait_for (ports accepting or refusing, the propagation probe), wait_etcd_healthy;
 - statistics: pct (nearest rank), pct_index (the element at p % of the length);
 - /proc readers: read_stat, group_pids, group_cpu, group_cpu_exact, vmrss_kib, pss_kib,
@@ -211,10 +211,15 @@ def wait_port(port, timeout=15.0, what="port", host=HOST):
                fail=f"{what} {host}:{port} did not accept connections within {timeout}s")
 
 
-def wait_udp(port, timeout=15.0, what="port", host=HOST):
-    """Waits until a UDP socket is bound to (host, port); Failure after `timeout` s."""
-    wait_until(lambda: port in bound_ports(host, "udp"), timeout, every=0.02,
-               fail=f"{what} {host}:{port} (UDP) was not bound within {timeout}s")
+def wait_bound(port, proto="tcp", timeout=15.0, what="port", host=HOST, alive=None):
+    """Waits until a socket listens (tcp) or is bound (udp) on (host, port), without
+    connecting to it, calling alive() (which raises if a process died) between polls;
+    Failure after `timeout` s."""
+    def bound():
+        if alive:
+            alive()
+        return port in bound_ports(host, proto)
+    wait_until(bound, timeout, every=0.02, fail=f"{what} {host}:{port} ({proto}) was not bound within {timeout}s")
 
 
 def read_tail(path, chars=2000):
