@@ -989,15 +989,7 @@ def main():
     b = Bench(tmp)
     if limit < 2 * b.mem_conns + 500:
         log(f"warning: the fd limit is {limit}; holding {b.mem_conns} connections needs more")
-    try:
-        b.run()
-        b.report()
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        b.procs.stop_all()
-    return 0
+    return b.drive()
 
 
 if __name__ == "__main__":

@@ -911,6 +911,18 @@ class Recorder:
                     log(f"{test} round {rnd + 1}/{self.runs} {path}: {msg}")
                     time.sleep(pause)
 
+    def drive(self):
+        """run() then report(), the processes stopped however it ends; the exit status."""
+        try:
+            self.run()
+            self.report()
+        except KeyboardInterrupt:
+            log("interrupted")
+            return 130
+        finally:
+            self.procs.stop_all()
+        return 0
+
 
 def md_table(header, body):
     """A markdown table, columns padded to one width, the first left-aligned, the others right."""

@@ -328,7 +328,11 @@ class Bench:
                 else:
                     self.others.append(p)
         log(f"{self.store}: measured node {self.node.name} at {self.node.url} (pid {self.node.pid})")
-        self.api = Api(self.node.url, o.http_timeout)
+        self.connect()
+
+    def connect(self):
+        """The API client of the measured node, its organisation and its applications' path."""
+        self.api = Api(self.node.url, self.o.http_timeout)
         self.org = default_org(self.api)
         self.base = f"/v2/organisations/{self.org}/applications"
 

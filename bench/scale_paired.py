@@ -55,8 +55,8 @@ import urllib.request
 sys.dont_write_bytecode = True   # importing scale.py and benchlib leaves no bench/__pycache__ behind
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import scale  # noqa: E402
-from benchlib import (Api, Failure, PerfRecord, Proc, Strace, binary_version, default_org,  # noqa: E402
-                      exit_on_signals, pct, raise_nofile, stop_all)
+from benchlib import (Failure, PerfRecord, Proc, Strace, binary_version, exit_on_signals,  # noqa: E402
+                      pct, raise_nofile, stop_all)
 from scale import Pool, fmt, log, node_argv, start_etcd  # noqa: E402
 
 IPS = {  # (store, set-up) -> node addresses, a first
@@ -157,9 +157,7 @@ class Setup(scale.Bench):
         self.ip = self.ips[0]
         log(f"{self.label}: node {self.node.name} at {self.node.url} (pid {self.node.pid})"
             + (f", etcd on 127.0.0.1:{etcd_port} (pid {self.etcd.pid})" if self.etcd else ""))
-        self.api = Api(self.node.url, o.http_timeout)
-        self.org = default_org(self.api)
-        self.base = f"/v2/organisations/{self.org}/applications"
+        self.connect()
 
     def nodes(self):
         return [self.node] + self.others

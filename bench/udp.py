@@ -544,16 +544,7 @@ def main():
         return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     raise_nofile()
-    b = Bench(sys.argv[2])
-    try:
-        b.run()
-        b.report()
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        b.procs.stop_all()
-    return 0
+    return Bench(sys.argv[2]).drive()
 
 
 if __name__ == "__main__":
