@@ -139,8 +139,8 @@ def port_free(port, kinds=(socket.SOCK_STREAM,), host=HOST):
 
 
 def pick_ports(n, taken=(), kinds=(socket.SOCK_STREAM,)):
-    """n distinct free ports from 10,000 to below the ephemeral range (outgoing connections
-    never take them), none of `taken`; RuntimeError after 10,000 tries."""
+    """n distinct free ports of 10,000 up to below the ephemeral range, none of `taken`."""
+    # Below the ephemeral range: outgoing connections never take them. RuntimeError after 10,000 tries.
     hi = max(12000, eph_low() - 1)
     out = []
     for _ in range(10000):
@@ -155,8 +155,7 @@ def pick_ports(n, taken=(), kinds=(socket.SOCK_STREAM,)):
 
 
 def bound_ports(ip, proto="tcp"):
-    """Ports of `ip` with a socket listening (tcp) or bound unconnected (udp), one entry per
-    socket, from /proc/net/tcp or /proc/net/udp."""
+    """Ports of `ip` listening (tcp) or bound unconnected (udp), from /proc/net/tcp or /proc/net/udp."""
     want = "".join(f"{int(b):02X}" for b in reversed(ip.split(".")))
     state = "0A" if proto == "tcp" else "07"
     out = []
@@ -190,8 +189,8 @@ def probe(ip, port, timeout=0.2):
 # ---------------------------------------------------------------- waiting
 
 def wait_until(cond, timeout, every=0.05, fail=None):
-    """cond()'s first true value, polled every `every` s; after `timeout` s None, or
-    Failure(fail) when `fail` (a text, or a function making it) is given."""
+    """cond()'s first true value, polled every `every` s; after `timeout` s None, or Failure(fail)."""
+    # `fail`: a text, or a function making it (e.g. with the last answer seen).
     end = time.monotonic() + timeout
     while True:
         v = cond()
@@ -212,9 +211,8 @@ def wait_port(port, timeout=15.0, what="port", host=HOST):
 
 
 def wait_bound(port, proto="tcp", timeout=15.0, what="port", host=HOST, alive=None):
-    """Waits until a socket listens (tcp) or is bound (udp) on (host, port), without
-    connecting to it, calling alive() (which raises if a process died) between polls;
-    Failure after `timeout` s."""
+    """Waits until (host, port) listens (tcp) or is bound (udp), without connecting to it."""
+    # alive(): raises if a process died; Failure after `timeout` s.
     def bound():
         if alive:
             alive()
@@ -232,8 +230,8 @@ def read_tail(path, chars=2000):
 
 
 def wait_log(path, pattern, timeout, proc=None):
-    """The first match of `pattern` in the file `path` (colours stripped), polled until
-    `timeout` s; Failure on timeout, or as soon as the Popen `proc` has exited."""
+    """The first match of `pattern` in the file `path` within `timeout` s (colours stripped)."""
+    # Failure on timeout, or as soon as the Popen `proc` has exited.
     rx = re.compile(pattern) if isinstance(pattern, str) else pattern
 
     def look():
@@ -249,9 +247,9 @@ def wait_log(path, pattern, timeout, proc=None):
 
 
 def wait_for(targets, accept, every=POLL_EVERY, limit=POLL_MAX):
-    """Connects to each (ip, port) in turn, every `every` s, until each accepts (accept=True)
-    or refuses (accept=False), `limit` s at most. Returns, per target, the perf_counter time
-    the wanted answer came (None: not within `limit`) and how many tries it took."""
+    """Per (ip, port) target, the perf_counter time it accepted (or refused) and the tries; `limit` s at most."""
+    # Connects to each target in turn, every `every` s, until each gives the wanted answer
+    # (accept=True: accepts; False: refuses); a time is None when it did not come within `limit`.
     done = [None] * len(targets)
     tries = [0] * len(targets)
     end = time.perf_counter() + limit
@@ -267,8 +265,7 @@ def wait_for(targets, accept, every=POLL_EVERY, limit=POLL_MAX):
 
 
 def wait_etcd_healthy(procs, url, timeout, context=None):
-    """Waits until etcd at `url` answers /health true; Failure if one of `procs` exits or
-    after `timeout` s."""
+    """Waits until etcd at `url` answers /health true; Failure after `timeout` s or if one of `procs` exits."""
     last = [None]
 
     def healthy():
@@ -335,9 +332,9 @@ def group_pids(pgid):
 
 
 def group_cpu(pgid):
-    """CPU seconds of a process group: each live member's own time, plus the leader's reaped
-    children (socat forks one child per connection; its parent reaps them, which moves their
-    time into the parent's cutime/cstime)."""
+    """CPU seconds of a process group from /proc/PID/stat: the members' own, the leader's reaped children's."""
+    # socat forks one child per connection; its parent reaps them, which moves their time into
+    # the parent's cutime/cstime.
     total = 0.0
     for pid in group_pids(pgid):
         st = read_stat(pid)
@@ -350,11 +347,10 @@ def group_cpu(pgid):
 
 
 def group_cpu_exact(pgid):
-    """CPU seconds of a process group: every live member's threads, from
-    /proc/PID/task/TID/schedstat (nanoseconds on the CPU), which is what utime+stime of
-    /proc/PID/stat are scaled from, without their rounding down to a tick (10 ms) per
-    process: socat's 1,000 children, each a few ms, would add up to nothing. Plus the leader's
-    reaped children (cutime+cstime)."""
+    """CPU seconds of a process group from every thread's schedstat, plus the leader's reaped children."""
+    # /proc/PID/task/TID/schedstat (nanoseconds on the CPU) is what utime+stime of /proc/PID/stat
+    # are scaled from, without their rounding down to a tick (10 ms) per process: socat's 1,000
+    # children, each a few ms, would add up to nothing. Plus the leader's cutime+cstime.
     total = 0.0
     for pid in group_pids(pgid):
         ns = 0
@@ -394,8 +390,7 @@ def pss_kib(pid):
 
 
 def tcp_out_segs():
-    """TCP segments sent on the machine (this network namespace) so far: /proc/net/snmp, which
-    `nstat` reads."""
+    """TCP segments sent in this network namespace so far (/proc/net/snmp OutSegs, what nstat reads)."""
     with open("/proc/net/snmp") as f:
         lines = [ln.split() for ln in f if ln.startswith("Tcp:")]
     return int(lines[1][lines[0].index("OutSegs")])
@@ -404,8 +399,7 @@ def tcp_out_segs():
 # ---------------------------------------------------------------- processes
 
 def account(user):
-    """Popen arguments that run a program as `user`, with its group and none of ours; none for
-    None (the current user)."""
+    """Popen arguments running a program as `user`, its group and none of ours ({} for None: us)."""
     if user is None:
         return {}
     pw = pwd.getpwnam(user)
@@ -413,16 +407,15 @@ def account(user):
 
 
 class Procs:
-    """Processes started by a benchmark, each in its own process group, listed in TMP/pgids
-    (the shell driver kills them from there if the script dies first)."""
+    """Processes started by a benchmark, each in its own process group, listed in TMP/pgids for the shell driver."""
 
     def __init__(self, tmp):
         self.items = []
         self.pgfile = os.path.join(tmp, "pgids")
 
     def start(self, name, argv, env=None, log_path=None, user=None):
-        """Starts `argv`, its output appended to log_path; `user`: as this account (PostgreSQL
-        refuses to run as root), with its own group and none of ours."""
+        """Starts `argv` in its own group, its output appended to log_path; `user`: as that account, none of our groups."""
+        # PostgreSQL refuses to run as root: it runs as `postgres`.
         ids = account(user)
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL
         p = subprocess.Popen(
@@ -479,8 +472,7 @@ class Procs:
 
 
 class Proc:
-    """A child in its own process group; its output in LOGDIR/NAME.log (with pipe=True its
-    stderr through a thread, which also finds a tcp-redirs node's control API URL)."""
+    """A child in its own process group, its output in LOGDIR/NAME.log; pipe=True: finds a node's API URL."""
 
     def __init__(self, name, argv, env, logdir, pipe):
         self.name, self.argv, self.env = name, argv, env
@@ -574,8 +566,7 @@ class Proc:
 
 
 def stop_all(procs, timeout=10.0):
-    """Stops Procs: nodes first (they may deregister from etcd as they leave), then etcd
-    (names starting with etcd); SIGKILL after `timeout` s for each of the two groups."""
+    """Stops Procs, nodes first (they may deregister from etcd), then etcd; SIGKILL after `timeout` s."""
     is_etcd = lambda p: p.name.startswith("etcd")
     for group in ([p for p in procs if not is_etcd(p)], [p for p in procs if is_etcd(p)]):
         for p in group:
@@ -586,8 +577,8 @@ def stop_all(procs, timeout=10.0):
 
 
 def start_etcd(binary, data_dir, logdir, timeout, member="etcd", proc_name="etcd", token=None, extra=()):
-    """One etcd member on two free ports of 127.0.0.1, waited for until healthy (stopped
-    again if it is not); returns (its Proc, its client port). `extra`: more of its flags."""
+    """One etcd member on two free ports of 127.0.0.1, healthy; returns (its Proc, its client port)."""
+    # `extra`: more of its flags. Stopped again if it does not become healthy.
     client, peer = free_ports(2)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
     c, p = f"http://{HOST}:{client}", f"http://{HOST}:{peer}"
@@ -608,16 +599,14 @@ def start_etcd(binary, data_dir, logdir, timeout, member="etcd", proc_name="etcd
 # ---------------------------------------------------------------- tcp-redirs
 
 def server_env(config_dir, token, drop=("TCP_REDIRS_URL", "TCP_REDIRS_TOKEN"), **more):
-    """Our environment for a tcp-redirs server: the names in `drop` removed, its config
-    directory and admin token set, and `more`."""
+    """Our environment for a tcp-redirs server: `drop` removed, its config dir and admin token set, `more` added."""
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(TCP_REDIRS_CONFIG_DIR=config_dir, TCP_REDIRS_ADMIN_TOKEN=token, **more)
     return env
 
 
 def start_serve(procs, name, argv, env, log_path, timeout=30.0):
-    """Starts `tcp-redirs serve` (argv) through a Procs, its log in log_path; returns (Popen,
-    control API URL) once the server logs the URL, Failure after `timeout` s."""
+    """Starts `tcp-redirs serve` through a Procs; (Popen, control API URL) once it logs the URL."""
     p = procs.start(name, argv, env=env, log_path=log_path)
     try:
         m = wait_log(log_path, API_LINE, timeout, proc=p)
@@ -751,8 +740,7 @@ def _traced_by(pid, tracer):
 
 
 class Attached:
-    """A tool (perf, strace) attached to a process from its start until interrupt(): started
-    in its own session, waited for until `ready(tool pid)` says it is attached (10 s at most)."""
+    """A tool (perf, strace) attached to a process, from when `ready(tool pid)` says so (10 s at most) to interrupt()."""
 
     def __init__(self, argv, ready):
         self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -783,8 +771,8 @@ def _perf_events(counters):
 
 
 def perf_usable(counters):
-    """Whether `perf stat` can count these (key, event, filter, label) counters here (the
-    syscall tracepoints need tracefs and perf_event_paranoid <= 1, or root)."""
+    """Whether `perf stat` can count these (key, event, filter, label) counters here."""
+    # The syscall tracepoints need tracefs and perf_event_paranoid <= 1, or root.
     if not shutil.which("perf"):
         return False
     try:
@@ -796,9 +784,7 @@ def perf_usable(counters):
 
 
 class PerfStat:
-    """`perf stat -p PID` over a `with` block, for (key, event, filter, label) counters; `.counts`
-    then maps each key to its total. It counts every thread the process has when it starts;
-    a thread id given as well would be counted twice."""
+    """`perf stat -p PID` over a `with` block; `.counts` then maps each counter's key to its total."""
 
     def __init__(self, pid, out, counters):
         self.pid, self.out, self.counters = pid, out, counters
@@ -806,6 +792,7 @@ class PerfStat:
         self.counts = None
 
     def __enter__(self):
+        """Starts perf, once it has opened a counter per event and thread."""
         want = len(self.counters) * max(1, len(_threads(self.pid)))
         self.tool = Attached(["perf", "stat", "-x,", "-o", self.out, "-p", str(self.pid),
                               *_perf_events(self.counters)],
@@ -813,6 +800,7 @@ class PerfStat:
         return self
 
     def __exit__(self, *exc):
+        """Ends perf and reads its counts (none if it had to be killed)."""
         if not self.tool.interrupt(10):
             return False
         try:
@@ -842,13 +830,13 @@ class PerfRecord:
                              lambda tool: _perf_fds(tool) >= want)
 
     def stop(self):
+        """Ends the recording; the data file's path."""
         self.tool.interrupt(60)
         return self.path
 
 
 class Strace:
-    """`strace -c -f -p PID` from start until stop(), which returns (system calls, the 8
-    most frequent as (name, calls))."""
+    """`strace -c -f -p PID` until stop(), which returns (system calls, the 8 most frequent as (name, calls))."""
 
     def __init__(self, pid, path):
         self.path = path
@@ -856,6 +844,7 @@ class Strace:
                              lambda tool: _traced_by(pid, tool))
 
     def stop(self):
+        """Ends the tracing; its summary, read from the file."""
         self.tool.interrupt(30)
         rows = []
         with open(self.path) as f:
@@ -873,8 +862,7 @@ class Strace:
 # ---------------------------------------------------------------- reports
 
 class Recorder:
-    """Every run's figure per metric and path, the notes, and the interleaved rounds of
-    bench.py and udp.py (a subclass has runs, paths, procs and one(test, path))."""
+    """Runs' figures per metric and path, notes, and interleaved rounds (a subclass has runs, paths, procs, one())."""
 
     def __init__(self):
         self.raw = {}  # metric -> path -> [values]
@@ -896,8 +884,8 @@ class Recorder:
         return statistics.median(vals) if vals else None
 
     def rounds(self, tests, pause):
-        """Every test, runs rounds of every path, the starting path rotating from round to
-        round (no path always first or right after the same one); `pause` s between runs."""
+        """Every test, `runs` rounds of every path, the first path rotating; `pause` s between runs."""
+        # The rotation: no path always runs first, or right after the same neighbour.
         for test in tests:
             for rnd in range(self.runs):
                 order = self.paths[rnd % len(self.paths):] + self.paths[: rnd % len(self.paths)]
