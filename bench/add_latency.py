@@ -5,16 +5,14 @@ Usage: python3 bench/add_latency.py target/release/tcp-redirs [RUNS]
 Starts its own server on loopback with a temporary data directory; prints medians.
 """
 import json, os, shutil, socket, subprocess, sys, tempfile, time, urllib.request, statistics
+sys.dont_write_bytecode = True   # importing benchlib leaves no bench/__pycache__ behind
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import Proc, pct_index, server_env  # noqa: E402
 B = sys.argv[1]; N = int(sys.argv[2]) if len(sys.argv) > 2 else 50
 tmp = tempfile.mkdtemp()
-env = dict(os.environ, TCP_REDIRS_CONFIG_DIR=tmp + "/cfg", TCP_REDIRS_ADMIN_TOKEN="t")
-srv = subprocess.Popen([B, "serve", "--listen", "127.0.0.1:0", "--data-dir", tmp + "/data", "--public-bind", "127.0.0.1"], env=env, stderr=subprocess.PIPE, text=True)
-url = None
-t_end = time.time() + 20
-for line in srv.stderr:
-    if "listening on http://" in line:
-        url = line.split("listening on ")[1].split()[0]; break
-    if time.time() > t_end: break
+env = server_env(tmp + "/cfg", "t", drop=())
+srv = Proc("server", [B, "serve", "--listen", "127.0.0.1:0", "--data-dir", tmp + "/data", "--public-bind", "127.0.0.1"], env, tmp, pipe=True)
+url = srv.wait_ready(20)
 def call(method, path, body=None):
     req = urllib.request.Request(url + path, method=method, data=json.dumps(body).encode() if body else None,
         headers={"Authorization": "Bearer t", "Content-Type": "application/json"})
@@ -31,8 +29,8 @@ for i in range(N):
     out = subprocess.run([B, "add", "--app", f"a{i}", "--namespace", "cleverapps", "-F", "json", "--server", url, "--token", "t"], env=env, capture_output=True, text=True, check=True)
     s = socket.create_connection(("127.0.0.1", json.loads(out.stdout)["port"]), timeout=2)
     cli.append((time.perf_counter() - t0) * 1000); s.close()
-srv.terminate(); srv.wait()
+srv.finish()
 shutil.rmtree(tmp, ignore_errors=True)
-q = lambda xs: f"median {statistics.median(xs):.2f} ms, p90 {sorted(xs)[int(len(xs)*0.9)]:.2f} ms, max {max(xs):.2f} ms"
+q = lambda xs: f"median {statistics.median(xs):.2f} ms, p90 {pct_index(xs, 90):.2f} ms, max {max(xs):.2f} ms"
 print(f"API POST tcpRedirs -> port accepted a connection ({N} runs): {q(api)}")
 print(f"CLI `tcp-redirs add` process -> port accepted a connection ({N} runs): {q(cli)}")

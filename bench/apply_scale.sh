@@ -39,7 +39,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$tmp/data" --public-bind 127.0.0.1 \
     --config "$tmp/config.toml" --namespaces n0 2>"$tmp/server.log" &
 pid=$!
-for _ in $(seq 300); do grep -q "control API listening" "$tmp/server.log" && break; sleep 0.1; done
+for _ in $(seq 300); do grep -qs "control API listening" "$tmp/server.log" && break; sleep 0.1; done
 grep -q "control API listening" "$tmp/server.log" || { cat "$tmp/server.log" >&2; exit 1; }
 client=("$bin" --server "http://127.0.0.1:$port" --token bench-token)
 cpu() { awk '{print ($14+$15)/100}' "/proc/$pid/stat"; }

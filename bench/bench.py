@@ -19,9 +19,7 @@ import json
 import os
 import platform
 import pwd
-import random
 import re
-import resource
 import selectors
 import shutil
 import signal
@@ -31,10 +29,13 @@ import subprocess
 import sys
 import time
 
-HOST = "127.0.0.1"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+sys.dont_write_bytecode = True   # importing benchlib leaves no bench/__pycache__ behind
+from benchlib import (HERE, HOST, ROOT, PerfStat, Procs, Recorder, account, command_line,  # noqa: E402
+                      cpu_model, env_float, env_int, group_cpu, group_pids, log, md_table, pct_index,
+                      perf_usable, pick_ports, pss_kib, raise_nofile, raw_lines, run_cli, server_env,
+                      source_revision, start_serve, tcp_out_segs, tool_version, vmrss_kib, wait_port,
+                      wait_until)
+
 # haproxy: HAProxy `mode tcp` with `option splice-auto` (its own heuristic decides when to splice);
 # haproxy-splice: the same plus `option splice-request` and `option splice-response`, which force
 # splice on every connection. The two win in different places (forced splice: bulk over many
@@ -65,29 +66,6 @@ DEFAULT_TESTS = "mem,bulk1,bulkN,rr,cc,redis,pg,pgconn"
 SPLICE_TEXT = {"auto": "option splice-auto",
                "all": "option splice-auto + splice-request + splice-response",
                "none": "no splice"}
-
-
-def log(msg):
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def env_int(name, default):
-    v = os.environ.get(name, "")
-    return int(v) if v.strip() else default
-
-
-def env_float(name, default):
-    v = os.environ.get(name, "")
-    return float(v) if v.strip() else default
-
-
-def raise_nofile():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1048576
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,190 +133,8 @@ def echo_server(port, stats_port):
 
 
 # --------------------------------------------------------------------------------------------
-# processes
-# --------------------------------------------------------------------------------------------
-
-
-def account(user):
-    """Popen arguments that run a program as `user`, with its group and none of ours; none for
-    None (the current user)."""
-    if user is None:
-        return {}
-    pw = pwd.getpwnam(user)
-    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
-
-
-class Procs:
-    """Processes started by the benchmark, each in its own process group."""
-
-    def __init__(self, tmp):
-        self.items = []
-        self.pgfile = os.path.join(tmp, "pgids")
-
-    def start(self, name, argv, env=None, log_path=None, user=None):
-        """`user`: run as this account (PostgreSQL refuses to run as root), with its own group
-        and none of ours."""
-        ids = account(user)
-        out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        p = subprocess.Popen(
-            argv,
-            env=env,
-            **ids,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        if log_path:
-            out.close()
-        self.items.append((name, p))
-        with open(self.pgfile, "a") as f:
-            f.write(f"{p.pid}\n")
-        return p
-
-    def check_alive(self):
-        for name, p in self.items:
-            if p.poll() is not None:
-                raise RuntimeError(f"{name} exited early (status {p.returncode})")
-
-    def stop_all(self):
-        for _, p in reversed(self.items):
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
-        deadline = time.monotonic() + 5
-        for _, p in self.items:
-            try:
-                p.wait(timeout=max(0.05, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for _, p in self.items:
-            # SIGKILL the whole group: the leader and anything it forked (socat's children,
-            # nginx's workers) that is still there.
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                p.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                pass
-        self.items = []
-        try:
-            os.unlink(self.pgfile)
-        except FileNotFoundError:
-            pass
-
-
-# --------------------------------------------------------------------------------------------
-# /proc helpers
-# --------------------------------------------------------------------------------------------
-
-
-def read_stat(pid):
-    """(pgrp, utime+stime, cutime+cstime) in seconds, or None if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            s = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    rest = s[s.rindex(")") + 2 :].split()
-    # rest[0] is field 3 (state): field N is rest[N - 3]
-    pgrp = int(rest[5 - 3])
-    own = (int(rest[14 - 3]) + int(rest[15 - 3])) / CLK_TCK
-    children = (int(rest[16 - 3]) + int(rest[17 - 3])) / CLK_TCK
-    return pgrp, own, children
-
-
-def group_pids(pgid):
-    pids = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        st = read_stat(int(name))
-        if st and st[0] == pgid:
-            pids.append(int(name))
-    return pids
-
-
-def group_cpu(pgid):
-    """CPU seconds of a process group: each live member's own time, plus the leader's reaped
-    children (socat forks one child per connection; its parent reaps them, which moves their
-    time into the parent's cutime/cstime)."""
-    total = 0.0
-    for pid in group_pids(pgid):
-        st = read_stat(pid)
-        if not st:
-            continue
-        total += st[1]
-        if pid == pgid:
-            total += st[2]
-    return total
-
-
-def vmrss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def pss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0
-
-
-# --------------------------------------------------------------------------------------------
 # network helpers
 # --------------------------------------------------------------------------------------------
-
-
-def pick_ports(n):
-    """n distinct free ports below the ephemeral range (so that outgoing connections made
-    during the run never collide with them)."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            eph_lo = int(f.read().split()[0])
-    except OSError:
-        eph_lo = 32768
-    hi = max(12000, eph_lo - 1)
-    ports = set()
-    tries = 0
-    while len(ports) < n and tries < 10000:
-        tries += 1
-        p = random.randint(10000, hi)
-        if p in ports:
-            continue
-        s = socket.socket()
-        try:
-            s.bind((HOST, p))
-            ports.add(p)
-        except OSError:
-            pass
-        finally:
-            s.close()
-    if len(ports) < n:
-        raise RuntimeError("could not find free ports")
-    return list(ports)
-
-
-def wait_port(port, timeout=15.0, what="port"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((HOST, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} 127.0.0.1:{port} did not accept connections within {timeout}s")
 
 
 def echo_count(stats_port):
@@ -425,23 +221,6 @@ def run_iperf(port, duration, parallel):
     raise RuntimeError(last_err)
 
 
-def source_revision():
-    """The work tree's commit when the run starts (the binary is the one built from it)."""
-    rev = "?"
-    try:
-        r = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                           text=True, timeout=10)
-        if r.returncode == 0:
-            rev = r.stdout.strip()
-            st = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "Cargo.toml",
-                                 "Cargo.lock"], capture_output=True, text=True, timeout=10)
-            if st.stdout.strip():
-                rev += " + uncommitted changes"
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return rev
-
-
 UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
 
 
@@ -481,76 +260,6 @@ def run_wrk(port, duration, conns, close):
         errs.append(f"{m.group(1)} non-2xx/3xx responses")
     res["errors"] = "; ".join(errs)
     return res
-
-
-def perf_usable():
-    """Whether `perf stat` can count this machine's software counters and syscall tracepoints
-    (the tracepoints need tracefs and perf_event_paranoid <= 1, or root)."""
-    if not shutil.which("perf"):
-        return False
-    argv = ["perf", "stat", "-x,"]
-    for _, event, filt, _ in COUNTERS:
-        argv += ["-e", event] + (["--filter", filt] if filt else [])
-    try:
-        r = subprocess.run(argv + ["--", "true"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0 and "not supported" not in r.stderr and "<not counted>" not in r.stderr
-
-
-class Counting:
-    """`perf stat` attached to a forwarder's threads for the length of a `with` block; `.counts`
-    then maps each COUNTERS key to its total. `perf stat -p PID` counts every thread of the
-    process that exists when it starts (the forwarders here start theirs at launch); a thread
-    id given as well would be counted twice."""
-
-    def __init__(self, pid, tmp):
-        self.pid = pid
-        self.out = os.path.join(tmp, "perf-stat.csv")
-        self.proc = None
-        self.counts = None
-
-    def __enter__(self):
-        argv = ["perf", "stat", "-x,", "-o", self.out, "-p", str(self.pid)]
-        for _, event, filt, _ in COUNTERS:
-            argv += ["-e", event] + (["--filter", filt] if filt else [])
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        # perf opens its counters within a few milliseconds; a run lasts seconds.
-        time.sleep(0.3)
-        return self
-
-    def __exit__(self, *exc):
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return False
-        counts = {}
-        try:
-            with open(self.out) as f:
-                lines = f.read().splitlines()
-        except FileNotFoundError:
-            return False
-        # One line per event, in the order given: value,unit,event,...
-        rows = [ln.split(",") for ln in lines if ln and not ln.startswith("#") and "," in ln]
-        for (key, _, _, _), cells in zip(COUNTERS, rows):
-            try:
-                counts[key] = float(cells[0])
-            except ValueError:
-                pass
-        self.counts = counts
-        return False
-
-
-def tcp_out_segs():
-    """TCP segments sent on the machine (this network namespace) so far: /proc/net/snmp, which
-    `nstat` reads."""
-    with open("/proc/net/snmp") as f:
-        lines = [ln.split() for ln in f if ln.startswith("Tcp:")]
-    return int(lines[1][lines[0].index("OutSegs")])
 
 
 def run_redis_benchmark(port, clients, requests, timeout):
@@ -613,12 +322,8 @@ def run_pgbench(port, clients, duration, connect, log_dir):
                 if len(cols) >= 3 and cols[2].isdigit():
                     lat.append(int(cols[2]))
         os.unlink(f)
-    lat.sort()
-
-    def pct(q):
-        return lat[min(len(lat) - 1, int(q * len(lat)))] / 1000 if lat else None
-
-    return {"tps": tps, "transactions": done, "failed": failed, "p50": pct(0.50), "p99": pct(0.99)}
+    ms = lambda p: pct_index(lat, p) / 1000 if lat else None
+    return {"tps": tps, "transactions": done, "failed": failed, "p50": ms(50), "p99": ms(99)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -626,8 +331,9 @@ def run_pgbench(port, clients, duration, connect, log_dir):
 # --------------------------------------------------------------------------------------------
 
 
-class Bench:
+class Bench(Recorder):
     def __init__(self, tmp):
+        super().__init__()
         self.tmp = tmp
         quick = os.environ.get("QUICK", "") not in ("", "0")
         self.quick = quick
@@ -664,8 +370,6 @@ class Bench:
         self.revision = source_revision()
         self.pgid = {}  # forwarder name -> process group id
         self.port = {}  # (path, backend) -> port
-        self.raw = {}  # metric -> path -> [values]
-        self.notes = []
         self.versions = {}
 
     # ---- set-up ------------------------------------------------------------------------------
@@ -706,7 +410,7 @@ class Bench:
         for name in ("tcp-redirs", "tcp-redirs-log", "tcp-redirs-base"):
             if name in self.paths:
                 self.start_tcp_redirs(name, ["--access-log"] if name == "tcp-redirs-log" else [])
-        self.perf = perf_usable()
+        self.perf = perf_usable(COUNTERS)
         if not self.perf and any(t in self.tests for t in ("rr", "cc")):
             self.note("perf stat cannot count context switches and syscall tracepoints here "
                       "(perf missing, or perf_event_paranoid > 1 without root): no saturation counters")
@@ -769,16 +473,17 @@ class Bench:
 
     def init_postgres(self):
         port = self.port[("direct", "pg")]
-        deadline = time.monotonic() + 60
-        while True:
+        last = [""]
+
+        def ready():
             r = subprocess.run([pg_bin("pg_isready"), "-h", HOST, "-p", str(port), "-t", "2"],
                                capture_output=True, text=True, timeout=10)
-            if r.returncode == 0:
-                break
-            self.procs.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"PostgreSQL on port {port} not ready within 60 s: {r.stdout.strip()}")
-            time.sleep(0.2)
+            last[0] = r.stdout.strip()
+            if r.returncode != 0:
+                self.procs.check_alive()
+            return r.returncode == 0
+        wait_until(ready, 60, every=0.2,
+                   fail=lambda: f"PostgreSQL on port {port} not ready within 60 s: {last[0]}")
         r = subprocess.run([pg_bin("pgbench"), "-i", "-q", "-s", str(self.pg_scale), "-h", HOST,
                             "-p", str(port), "-U", "postgres", "postgres"],
                            capture_output=True, text=True, timeout=600)
@@ -829,13 +534,6 @@ http {{
         self.procs.start("nginx", ["nginx", "-p", d, "-c", path, "-e", os.path.join(d, "error.log")],
                          log_path=os.path.join(d, "stdout.log"))
 
-    def cli(self, *args, env, binary=None):
-        r = subprocess.run([binary or self.bin, *args], env=env, capture_output=True, text=True, timeout=30)
-        if r.returncode != 0:
-            raise RuntimeError(f"tcp-redirs {' '.join(args)} failed ({r.returncode}): "
-                               f"{r.stderr.strip()}")
-        return r.stdout
-
     def start_tcp_redirs(self, name="tcp-redirs", extra=()):
         binary = self.base_bin if name == "tcp-redirs-base" else self.bin
         if not os.access(binary, os.X_OK):
@@ -843,38 +541,19 @@ http {{
                                "or set TCP_REDIRS_BIN")
         cfg = os.path.join(self.tmp, f"{name}-cfg")
         data = os.path.join(self.tmp, f"{name}-data")
-        logp = os.path.join(self.tmp, f"{name}.log")
-        env = dict(os.environ, TCP_REDIRS_CONFIG_DIR=cfg, TCP_REDIRS_ADMIN_TOKEN="bench")
-        for k in ("TCP_REDIRS_URL", "TCP_REDIRS_TOKEN"):
-            env.pop(k, None)
-        p = self.procs.start(f"{name} serve",
+        p, url = start_serve(self.procs, f"{name} serve",
                              [binary, "serve", "--listen", f"{HOST}:0", "--data-dir", data,
-                              "--public-bind", HOST, *extra], env=env, log_path=logp)
+                              "--public-bind", HOST, *extra],
+                             server_env(cfg, "bench"), os.path.join(self.tmp, f"{name}.log"))
         self.pgid[name] = p.pid
-        url = None
-        deadline = time.monotonic() + 30
-        pat = re.compile(r"control API listening on (http://[0-9.:\[\]]+)")
-        while time.monotonic() < deadline:
-            with open(logp, errors="replace") as f:
-                m = pat.search(f.read())
-            if m:
-                url = m.group(1)
-                break
-            if p.poll() is not None:
-                break
-            time.sleep(0.05)
-        if not url:
-            with open(logp, errors="replace") as f:
-                tail = f.read()[-2000:]
-            raise RuntimeError(f"tcp-redirs serve did not log its address within 30 s:\n{tail}")
         log(f"tcp-redirs control API at {url}")
         cenv = dict(os.environ, TCP_REDIRS_URL=url, TCP_REDIRS_TOKEN="bench",
                     TCP_REDIRS_CONFIG_DIR=cfg)
         for backend in self.backends:
             port = self.port[("direct", backend)]
-            self.cli("apps", "create", f"bench-{backend}", "--instance", f"{HOST}:{port}", env=cenv, binary=binary)
-            out = self.cli("add", "--app", f"bench-{backend}", "--namespace", "default", "-F",
-                           "json", env=cenv, binary=binary)
+            run_cli(binary, ["apps", "create", f"bench-{backend}", "--instance", f"{HOST}:{port}"], cenv)
+            out = run_cli(binary, ["add", "--app", f"bench-{backend}", "--namespace", "default", "-F", "json"],
+                          cenv)
             doc = json.loads(out)
             self.port[(name, backend)] = int(doc["port"])
 
@@ -968,26 +647,17 @@ backend b_{backend}
         log("all paths answer: " + "; ".join(
             f"{p} " + " ".join(f"{b}:{self.port[(p, b)]}" for b in self.backends) for p in self.paths))
 
-    # ---- recording ---------------------------------------------------------------------------
-
-    def add(self, metric, path, value):
-        if value is None:
-            return
-        self.raw.setdefault(metric, {}).setdefault(path, []).append(value)
-
-    def note(self, msg):
-        log("note: " + msg)
-        self.notes.append(msg)
-
     # ---- memory ------------------------------------------------------------------------------
 
     def wait_echo_drained(self, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        n = echo_count(self.stats_port)
-        while n > 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
-            n = echo_count(self.stats_port)
-        return n
+        """How many connections the echo backend still holds once none (or after `timeout` s)."""
+        left = [0]
+
+        def drained():
+            left[0] = echo_count(self.stats_port)
+            return left[0] <= 0
+        wait_until(drained, timeout, every=0.1)
+        return left[0]
 
     def fwd_memory_kib(self, path):
         pgid = self.fwd_pgid(path, "echo")
@@ -1025,13 +695,9 @@ backend b_{backend}
                         break
                     socks.append(s)
                 # wait until the forwarder has connected every one to the backend
-                bdeadline = time.monotonic() + 20
-                while echo_count(self.stats_port) < len(socks):
-                    if time.monotonic() > bdeadline:
-                        failure = (f"only {echo_count(self.stats_port)} of {len(socks)} connections "
-                                   "reached the backend within 20 s")
-                        break
-                    time.sleep(0.02)
+                if not wait_until(lambda: echo_count(self.stats_port) >= len(socks), 20, every=0.02):
+                    failure = (f"only {echo_count(self.stats_port)} of {len(socks)} connections "
+                               "reached the backend within 20 s")
             held = echo_count(self.stats_port)
             n = min(held, len(socks))
             if failure:
@@ -1086,8 +752,10 @@ backend b_{backend}
     def cpu_after(self, path, backend, before):
         if before is None:
             return None
-        time.sleep(0.3)  # let socat reap its children, so their time reaches the parent
-        return group_cpu(self.fwd_pgid(path, backend)) - before
+        # socat: until it has reaped its children (their time then reaches the parent's), 2 s at most
+        pgid = self.fwd_pgid(path, backend)
+        wait_until(lambda: group_pids(pgid) == [pgid], 2.0, every=0.01)
+        return group_cpu(pgid) - before
 
     def one(self, test, path):
         if test in ("bulk1", "bulkN"):
@@ -1130,8 +798,8 @@ backend b_{backend}
         c0 = self.cpu_before(path, "http")
         pgid = self.fwd_pgid(path, "http")
         # socat forks a process per connection, which perf -p would not see: no counters.
-        counting = (Counting(pgid, self.tmp) if self.perf and pgid and path != "socat"
-                    else contextlib.nullcontext())
+        counting = (PerfStat(pgid, os.path.join(self.tmp, "perf-stat.csv"), COUNTERS)
+                    if self.perf and pgid and path != "socat" else contextlib.nullcontext())
         segs = tcp_out_segs()
         with counting:
             r = run_wrk(self.port[(path, "http")], self.duration, self.wrk_conns, close)
@@ -1160,27 +828,11 @@ backend b_{backend}
                 if path in FORWARDERS:
                     self.procs.check_alive()
                     self.mem_test(path)
-        for test in [t for t in self.tests if t != "mem"]:
-            for rnd in range(self.runs):
-                # interleaved: every round runs every path; the starting path rotates so that
-                # no path always runs first (or right after the same neighbour).
-                order = self.paths[rnd % len(self.paths):] + self.paths[: rnd % len(self.paths)]
-                for path in order:
-                    self.procs.check_alive()
-                    try:
-                        msg = self.one(test, path)
-                    except Exception as e:  # noqa: BLE001 - reported in the notes
-                        msg = f"FAILED: {e}"
-                        self.note(f"{test}/{path} round {rnd + 1}: {e}")
-                    log(f"{test} round {rnd + 1}/{self.runs} {path}: {msg}")
-                    time.sleep(0.5)
+        # interleaved: every round runs every path, the starting path rotating
+        self.rounds([t for t in self.tests if t != "mem"], pause=0.5)
         log(f"load tests took {time.monotonic() - started:.0f} s")
 
     # ---- report ------------------------------------------------------------------------------
-
-    def med(self, metric, path):
-        vals = self.raw.get(metric, {}).get(path)
-        return statistics.median(vals) if vals else None
 
     def table(self):
         n = self.parallel
@@ -1256,36 +908,11 @@ backend b_{backend}
                 lg = vals["tcp-redirs-log"]
                 cells.append(f"{lg / tr:.3f}" if lg is not None and tr not in (None, 0) else "—")
             body.append(cells)
-        widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-
-        def line(cells):
-            out = []
-            for i, c in enumerate(cells):
-                out.append(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]))
-            return "| " + " | ".join(out) + " |"
-
-        sep = "|" + "|".join(("-" * (w + 1) + ":") if i else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"
-        return "\n".join([line(header), sep, *[line(r) for r in body]])
+        return md_table(header, body)
 
     def context(self):
-        def ver(argv, pat=None):
-            try:
-                r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-                text = (r.stdout + r.stderr).strip()
-            except (OSError, subprocess.TimeoutExpired):
-                return "?"
-            if pat:
-                m = re.search(pat, text)
-                return m.group(1) if m else "?"
-            return text.splitlines()[0] if text else "?"
-
-        cpu = "?"
-        try:
-            with open("/proc/cpuinfo") as f:
-                m = re.search(r"model name\s*:\s*(.*)", f.read())
-                cpu = m.group(1).strip() if m else "?"
-        except OSError:
-            pass
+        ver = tool_version
+        cpu = cpu_model()
         mem_n = self.raw.get("mem_conns", {})
         conns = ", ".join(f"{p} {int(v[0])}" for p, v in mem_n.items()) or "—"
         splice = "haproxy: " + SPLICE_TEXT.get(self.haproxy_splice, self.haproxy_splice)
@@ -1333,22 +960,14 @@ backend b_{backend}
     def report(self):
         table = self.table()
         print(table, flush=True)
-        cmd = "bench/run.sh"
-        envs = [f"{k}={os.environ[k]}" for k in ("QUICK", "RUNS", "DURATION", "MEM_CONNS", "HAPROXY_SPLICE",
-                                                  "PARALLEL", "WRK_CONNS", "BODY_BYTES", "PATHS", "TESTS",
-                                                  "REDIS_CLIENTS", "REDIS_REQUESTS", "PG_CLIENTS", "PG_SCALE",
-                                                  "TCP_REDIRS_THREADS")
-                if os.environ.get(k)]
-        if envs:
-            cmd = " ".join(envs) + " " + cmd
-        raw_lines = []
-        for metric, per in self.raw.items():
-            parts = [f"{p}: " + ", ".join(f"{v:.4g}" for v in vals) for p, vals in per.items()]
-            raw_lines.append(f"- `{metric}`: " + "; ".join(parts))
+        cmd = command_line("bench/run.sh", ("QUICK", "RUNS", "DURATION", "MEM_CONNS", "HAPROXY_SPLICE",
+                                            "PARALLEL", "WRK_CONNS", "BODY_BYTES", "PATHS", "TESTS",
+                                            "REDIS_CLIENTS", "REDIS_REQUESTS", "PG_CLIENTS", "PG_SCALE",
+                                            "TCP_REDIRS_THREADS"))
         md = ["# tcp-redirs benchmark", "", f"`{cmd}`", "", *self.context(), "", table, ""]
         if self.notes:
             md += ["## Notes", "", *[f"- {n}" for n in self.notes], ""]
-        md += ["## Every run", "", *raw_lines, ""]
+        md += ["## Every run", "", *raw_lines(self.raw), ""]
         with open(os.path.join(HERE, "results.md"), "w") as f:
             f.write("\n".join(md))
         for n in self.notes:
@@ -1366,19 +985,11 @@ def main():
         return 2
     tmp = sys.argv[2]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    limit = raise_nofile()
+    limit = raise_nofile()[0]
     b = Bench(tmp)
     if limit < 2 * b.mem_conns + 500:
         log(f"warning: the fd limit is {limit}; holding {b.mem_conns} connections needs more")
-    try:
-        b.run()
-        b.report()
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        b.procs.stop_all()
-    return 0
+    return b.drive()
 
 
 if __name__ == "__main__":

@@ -24,9 +24,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 
-HOST = "127.0.0.1"
+sys.dont_write_bytecode = True   # importing benchlib leaves no bench/__pycache__ behind
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import HOST, wait_log  # noqa: E402
+
 SMALL = int(os.environ.get("SMALL", "200"))
 LARGE = int(os.environ.get("LARGE", "1200"))
 ANSWER = b"HTTP/1.0 200 OK\r\nContent-Length: 64\r\n\r\n" + b"x" * 64
@@ -49,18 +51,6 @@ def backend():
     return listener.getsockname()[1]
 
 
-def wait_for(path, pattern, limit=120):
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        if os.path.exists(path):
-            with open(path, errors="replace") as f:
-                m = re.search(pattern, f.read())
-            if m:
-                return m
-        time.sleep(0.05)
-    raise RuntimeError(f"`{pattern}` not in {path} within {limit} s")
-
-
 def run(binary, mode, count, backend_port):
     """Instructions the server executes for `count` connections in `mode`, start-up included."""
     tmp = tempfile.mkdtemp(prefix="tr-logcost-")
@@ -80,7 +70,7 @@ def run(binary, mode, count, backend_port):
                  "--public-bind", HOST, *args],
                 env=env, stdout=logf, stderr=subprocess.STDOUT)
         try:
-            wait_for(log, r"listening|ready")
+            wait_log(log, r"listening|ready", 120, proc=server)
             cli = lambda *a: subprocess.run([binary, *a], env=env, check=True, capture_output=True, text=True)
             cli("apps", "create", "web", "--instance", f"{HOST}:{backend_port}")
             added = cli("add", "--app", "web", "--namespace", "default").stdout

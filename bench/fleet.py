@@ -32,8 +32,13 @@ Settings (environment):
   ETCD=/usr/bin/etcd
   KEEP_TMP=1      keep the temporary directory (node and etcd logs, data) at the end
 """
-import collections, gc, http.client, json, math, os, re, shutil, signal, socket, subprocess
-import sys, tempfile, threading, time, urllib.parse, urllib.request
+import gc, os, shutil, socket, subprocess, sys, tempfile, time
+
+sys.dont_write_bytecode = True   # importing benchlib leaves no bench/__pycache__ behind
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+from benchlib import (NODE_VARS, TOKEN, Api, Failure, Proc, binary_version, default_org,  # noqa: E402
+                      etcd_build, exit_on_signals, logger, pct, probe, server_env, stop_all, wait_for)
 
 RUNS = int(os.environ.get("RUNS", "200"))
 WARMUP = int(os.environ.get("WARMUP", "10"))
@@ -41,155 +46,22 @@ BATCH = max(1, int(os.environ.get("BATCH", "20")))
 TIME_LIMIT = float(os.environ.get("TIME_LIMIT", "900"))
 ETCD = os.environ.get("ETCD", "/usr/bin/etcd")
 KEEP_TMP = os.environ.get("KEEP_TMP") == "1"
-TOKEN = "t"
-POLL_EVERY = 0.0002   # seconds between two rounds of connects
-POLL_MAX = 2.0        # seconds a propagation sample may take
 HTTP_TIMEOUT = 15.0
 READY_TIMEOUT = 60.0  # for etcd and for each node to come up
 INSTANCE = "127.0.0.1:9"
-TICK = os.sysconf("SC_CLK_TCK")
 NODES = {"a": "127.0.0.2", "b": "127.0.0.3", "c": "127.0.0.4"}
 SQLITE_IP = "127.0.0.5"
 
 
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-class Failure(Exception):
-    pass
+log = logger()
 
 
 # ---------------------------------------------------------------- processes
 
-class Proc:
-    """A child in its own process group; stderr into a log file (nodes: through a pipe
-    drained by a thread, which also finds the control API's URL)."""
-
-    def __init__(self, name, argv, env, logdir, pipe):
-        self.name, self.argv = name, argv
-        self.log_path = os.path.join(logdir, name + ".log")
-        self.tail = collections.deque(maxlen=400)
-        self.url = None
-        self.ready = threading.Event()
-        self._logf = open(self.log_path, "w")
-        self.p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=self._logf,
-                                  stderr=subprocess.PIPE if pipe else self._logf,
-                                  start_new_session=True, text=pipe, errors="replace" if pipe else None)
-        self.pid = self.p.pid
-        if pipe:
-            self.reader = threading.Thread(target=self._drain, daemon=True)
-            self.reader.start()
-
-    def _drain(self):
-        pat = re.compile(r"control API listening on (https?://[^\s\"',]+)")
-        for line in self.p.stderr:        # until the process (and its group) closes the pipe
-            self.tail.append(line)
-            try:
-                self._logf.write(line); self._logf.flush()
-            except ValueError:            # closed at the end
-                pass
-            if self.url is None:
-                m = pat.search(re.sub(r"\x1b\[[0-9;]*m", "", line))
-                if m:
-                    self.url = m.group(1); self.ready.set()
-        self.ready.set()
-
-    def wait_ready(self, timeout):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.ready.wait(0.05):
-                break
-        if self.url is None:
-            state = f"exited with {self.p.returncode}" if self.p.poll() is not None else f"no 'control API listening on' line within {timeout:.0f} s"
-            raise Failure(f"node {self.name} did not come up ({state}): {' '.join(self.argv)}")
-        return self.url
-
-    def cpu(self):
-        """utime+stime in seconds (exited threads included)."""
-        with open(f"/proc/{self.pid}/stat") as f:
-            rest = f.read().rsplit(")", 1)[1].split()
-        return (int(rest[11]) + int(rest[12])) / TICK
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.p.poll() is None:
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def log_tail(self, n=60):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return "".join(collections.deque(f, maxlen=n))
-        except OSError:
-            return "".join(list(self.tail)[-n:])
-
-
-def stop_all(procs, timeout=5.0):
-    """Nodes first (they may deregister from etcd as they leave), then etcd; SIGKILL after
-    `timeout` seconds for each group."""
-    for group in ([p for p in procs if p.name != "etcd"], [p for p in procs if p.name == "etcd"]):
-        for p in group:
-            p.stop()
-        end = time.monotonic() + timeout
-        for p in group:
-            try:
-                p.p.wait(max(0.0, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log(f"{p.name} (pid {p.pid}) ignored SIGTERM for {timeout:.0f} s: SIGKILL")
-                p.stop(signal.SIGKILL)
-                try:
-                    p.p.wait(5)
-                except subprocess.TimeoutExpired:
-                    pass
-            # also any child left in the group
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        for p in group:
-            try:
-                p._logf.close()
-            except Exception:
-                pass
-
-
-def free_ports(n):
-    socks = []
-    for _ in range(n):
-        s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def start_etcd(tmp, logdir):
-    client, peer = free_ports(2)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-    c, p = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
-    argv = [ETCD, "--name", "fleet", "--data-dir", os.path.join(tmp, "etcd"),
-            "--listen-client-urls", c, "--advertise-client-urls", c,
-            "--listen-peer-urls", p, "--initial-advertise-peer-urls", p,
-            "--initial-cluster", f"fleet={p}", "--initial-cluster-state", "new",
-            "--initial-cluster-token", "tcp-redirs-bench"]
-    proc = Proc("etcd", argv, env, logdir, pipe=False)
-    end = time.monotonic() + READY_TIMEOUT
-    last = None
-    while time.monotonic() < end:
-        if proc.p.poll() is not None:
-            raise Failure(f"etcd exited with {proc.p.returncode}: {' '.join(argv)}\n{proc.log_tail()}")
-        try:
-            body = urllib.request.urlopen(c + "/health", timeout=1).read().decode()
-            if json.loads(body).get("health") == "true":
-                return proc, client
-            last = body
-        except Exception as e:
-            last = repr(e)
-        time.sleep(0.1)
-    proc.stop(signal.SIGKILL)
-    raise Failure(f"etcd not healthy within {READY_TIMEOUT:.0f} s (last answer: {last})")
+    """One etcd on free ports of 127.0.0.1, healthy; returns (its Proc, its client port)."""
+    return benchlib.start_etcd(ETCD, os.path.join(tmp, "etcd"), logdir, READY_TIMEOUT, member="fleet",
+                               token="tcp-redirs-bench")
 
 
 def start_node(name, binary, ip, tmp, logdir, etcd_port=None):
@@ -199,107 +71,11 @@ def start_node(name, binary, ip, tmp, logdir, etcd_port=None):
     argv += ["--listen", f"{ip}:0", "--public-bind", ip, "--data-dir", os.path.join(tmp, name)]
     if etcd_port is not None:
         argv += ["--node-ttl", "5"]
-    env = dict(os.environ, TCP_REDIRS_ADMIN_TOKEN=TOKEN, TCP_REDIRS_CONFIG_DIR=os.path.join(tmp, "cfg-" + name),
-               NO_COLOR="1")
-    for k in ("TCP_REDIRS_URL", "TCP_REDIRS_TOKEN", "TCP_REDIRS_LISTEN", "TCP_REDIRS_DATA_DIR",
-              "TCP_REDIRS_PUBLIC_BIND", "TCP_REDIRS_CONFIG", "TCP_REDIRS_ADMIN_SECRET"):
-        env.pop(k, None)
+    env = server_env(os.path.join(tmp, "cfg-" + name), TOKEN, NODE_VARS[:7], NO_COLOR="1")
     return Proc(name, argv, env, logdir, pipe=True)
 
 
-# ---------------------------------------------------------------- API
-
-class ApiError(Exception):
-    def __init__(self, node, method, path, status, body):
-        super().__init__(f"{node}: {method} {path} answered {status}: {body[:300]}")
-        self.status = status
-
-
-class Api:
-    """One persistent HTTP/1.1 connection to a node's control API."""
-
-    def __init__(self, name, url):
-        u = urllib.parse.urlsplit(url)
-        self.name, self.host, self.port = name, u.hostname, u.port
-        self.conn = None
-        self.reconnects = 0
-
-    def _connect(self):
-        c = http.client.HTTPConnection(self.host, self.port, timeout=HTTP_TIMEOUT)
-        c.connect()
-        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.conn = c
-
-    def call(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Authorization": "Bearer " + TOKEN}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        for attempt in (0, 1):
-            fresh = self.conn is None
-            if fresh:
-                self._connect()
-            try:
-                self.conn.request(method, path, body=data, headers=headers)
-                r = self.conn.getresponse()
-                raw = r.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                self.conn.close(); self.conn = None
-                if fresh or attempt:
-                    raise
-                self.reconnects += 1       # a kept-alive connection the server had closed
-                continue
-            except Exception:
-                self.conn.close(); self.conn = None
-                raise
-            if (r.getheader("Connection") or "").lower() == "close":
-                self.conn.close(); self.conn = None
-            if not 200 <= r.status < 300:
-                raise ApiError(self.name, method, path, r.status, raw.decode(errors="replace"))
-            return json.loads(raw) if raw.strip() else None
-
-
-# ---------------------------------------------------------------- probes
-
-def probe(ip, port):
-    """True: accepted; False: refused; None: neither (timeout, other error)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(0.2)
-    try:
-        s.connect((ip, port))
-        return True
-    except ConnectionRefusedError:
-        return False
-    except OSError:
-        return None
-    finally:
-        s.close()
-
-
-def wait_for(targets, accept):
-    """Connects to each (ip, port) in turn, every POLL_EVERY, until each accepts (accept=True)
-    or refuses (accept=False), POLL_MAX at most. Returns, per target, the perf_counter time
-    the wanted answer came (None: not within POLL_MAX) and how many tries it took."""
-    done = [None] * len(targets)
-    tries = [0] * len(targets)
-    end = time.perf_counter() + POLL_MAX
-    while True:
-        for k, (ip, port) in enumerate(targets):
-            if done[k] is None:
-                tries[k] += 1
-                if probe(ip, port) is accept:
-                    done[k] = time.perf_counter()
-        if all(d is not None for d in done) or time.perf_counter() > end:
-            return done, tries
-        time.sleep(POLL_EVERY)
-
-
 # ---------------------------------------------------------------- statistics
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))]
-
 
 def fmt(v):
     if v is None:
@@ -334,18 +110,14 @@ def main():
         sys.exit(f"error: {binary} is not an executable (cargo build --release --features etcd)")
     if not os.access(ETCD, os.X_OK):
         sys.exit(f"error: no etcd at {ETCD} (apt-get install etcd-server, or set ETCD=)")
-    help_text = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True, timeout=30).stdout
-    if "--store" not in help_text:
+    if not etcd_build(binary):
         sys.exit(f"error: `{sys.argv[1]} serve --help` has no --store: build with --features etcd")
 
     procs = []
     tmp = tempfile.mkdtemp(prefix="tcp-redirs-fleet-")
     logdir = os.path.join(tmp, "logs"); os.makedirs(logdir)
 
-    def on_signal(sig, _frame):
-        raise SystemExit(128 + sig)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    exit_on_signals()
 
     ok = False
     try:
@@ -367,10 +139,10 @@ def main():
         log(f"\nFAILED: {type(e).__name__}: {e}")
         for p in procs:
             log(f"\n----- {p.name} (pid {p.pid}, {'running' if p.p.poll() is None else 'exit ' + str(p.p.returncode)}): last lines of {p.log_path}")
-            log(p.log_tail())
+            log(p.log_tail(60))
         raise
     finally:
-        stop_all(procs)
+        stop_all(procs, timeout=5.0)
         if KEEP_TMP or not ok:
             log(f"logs and data kept in {tmp}")
         else:
@@ -379,13 +151,11 @@ def main():
 
 def run(nodes, s, etcd):
     a, b, c = nodes["a"], nodes["b"], nodes["c"]
-    api_a, api_s = Api("a", a.url), Api("s", s.url)
-    orgs_a, orgs_s = api_a.call("GET", "/v2/organisations"), api_s.call("GET", "/v2/organisations")
-    pick = lambda orgs: next((o for o in orgs if o.get("name") == "default"), orgs[0])["id"]
-    org_a, org_s = pick(orgs_a), pick(orgs_s)
+    api_a, api_s = Api(a.url, HTTP_TIMEOUT, name="a"), Api(s.url, HTTP_TIMEOUT, name="s")
+    org_a, org_s = default_org(api_a), default_org(api_s)
     # the other nodes see the same organisation (a sanity check of the shared table)
     for n in (b, c):
-        ids = [o["id"] for o in Api(n.name, n.url).call("GET", "/v2/organisations")]
+        ids = [o["id"] for o in Api(n.url, HTTP_TIMEOUT, name=n.name).call("GET", "/v2/organisations")]
         if org_a not in ids:
             log(f"warning: node {n.name} does not list organisation {org_a} of node a (it lists {ids})")
 
@@ -548,10 +318,7 @@ def run(nodes, s, etcd):
 
 def report(res, binary, etcd):
     R = res["R"]
-    try:
-        version = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except Exception:
-        version = "?"
+    version = binary_version(binary)
     try:
         ev = subprocess.run([ETCD, "--version"], capture_output=True, text=True, timeout=10).stdout.split("\n")[0]
     except Exception:

@@ -30,11 +30,12 @@ import json, os, shutil, signal, ssl, subprocess, sys, tempfile, time, urllib.re
 
 sys.dont_write_bytecode = True   # no __pycache__ beside the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import (TOKEN, Api, ApiError, Failure, Proc, binary_version, default_org,  # noqa: E402
+                      free_ports, pct, server_env, start_etcd, stop_all, wait_etcd_healthy)
 # The settings (RUNS, WARMUP, BATCH, TIME_LIMIT, ETCD, KEEP_TMP) are fleet.py's, read from
 # the same environment variables.
 from fleet import (  # noqa: E402
-    BATCH, ETCD, INSTANCE, KEEP_TMP, READY_TIMEOUT, RUNS, TIME_LIMIT, TOKEN, WARMUP,
-    Api, ApiError, Failure, Proc, fmt, free_ports, log, pct, stop_all)
+    BATCH, ETCD, HTTP_TIMEOUT, INSTANCE, KEEP_TMP, READY_TIMEOUT, RUNS, TIME_LIMIT, WARMUP, fmt, log)
 ROOT_PASSWORD = "root-bench-password"
 GW_PASSWORD = "gw-bench-password"
 FLEETS = {"secured": ["127.0.1.2", "127.0.1.3", "127.0.1.4"], "plain": ["127.0.2.2", "127.0.2.3", "127.0.2.4"]}
@@ -62,24 +63,6 @@ def etcd_env():
     return {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
 
 
-def wait_healthy(procs, url, context=None):
-    end = time.monotonic() + READY_TIMEOUT
-    last = None
-    while time.monotonic() < end:
-        for p in procs:
-            if p.p.poll() is not None:
-                raise Failure(f"{p.name} exited with {p.p.returncode}\n{p.log_tail()}")
-        try:
-            body = urllib.request.urlopen(url + "/health", timeout=1, context=context).read().decode()
-            if json.loads(body).get("health") == "true":
-                return
-            last = body
-        except Exception as e:
-            last = repr(e)
-        time.sleep(0.1)
-    raise Failure(f"etcd at {url} not healthy within {READY_TIMEOUT:.0f} s (last answer: {last})")
-
-
 def start_cluster(tmp, pki, logdir, procs):
     """Three TLS members; their client endpoints."""
     ports = free_ports(6)
@@ -103,7 +86,7 @@ def start_cluster(tmp, pki, logdir, procs):
     context = ssl.create_default_context(cafile=f"{pki}/ca.pem")
     context.load_cert_chain(f"{pki}/member.pem", f"{pki}/member-key.pem")
     for port in clients:
-        wait_healthy(members, f"https://127.0.0.1:{port}", context)
+        wait_etcd_healthy(members, f"https://127.0.0.1:{port}", READY_TIMEOUT, context)
     return members, clients, context
 
 
@@ -132,26 +115,17 @@ def enable_auth(port, context):
 
 
 def start_plain(tmp, logdir, procs):
-    client, peer = free_ports(2)
-    c, p = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
-    argv = [ETCD, "--name", "plain", "--data-dir", os.path.join(tmp, "plain"),
-            "--listen-client-urls", c, "--advertise-client-urls", c,
-            "--listen-peer-urls", p, "--initial-advertise-peer-urls", p,
-            "--initial-cluster", f"plain={p}", "--initial-cluster-state", "new"]
-    proc = Proc("etcd-plain", argv, etcd_env(), logdir, pipe=False)
+    proc, client = start_etcd(ETCD, os.path.join(tmp, "plain"), logdir, READY_TIMEOUT, member="plain",
+                              proc_name="etcd-plain")
     procs.append(proc)
-    wait_healthy([proc], c)
     return proc, client
 
 
 def start_node(binary, fleet, name, ip, store_args, tmp, logdir, procs):
     argv = [binary, "serve", *store_args, "--node", name, "--node-ttl", "5", "--listen", f"{ip}:0",
             "--public-bind", ip, "--data-dir", os.path.join(tmp, f"{fleet}-{name}")]
-    env = dict(os.environ, TCP_REDIRS_ADMIN_TOKEN=TOKEN, NO_COLOR="1",
-               TCP_REDIRS_CONFIG_DIR=os.path.join(tmp, f"cfg-{fleet}-{name}"))
-    for k in list(env):
-        if k.startswith("TCP_REDIRS_") and k not in ("TCP_REDIRS_ADMIN_TOKEN", "TCP_REDIRS_CONFIG_DIR"):
-            env.pop(k)
+    env = server_env(os.path.join(tmp, f"cfg-{fleet}-{name}"), TOKEN,
+                     [k for k in os.environ if k.startswith("TCP_REDIRS_")], NO_COLOR="1")
     proc = Proc(f"{fleet}-{name}", argv, env, logdir, pipe=True)
     procs.append(proc)
     return proc
@@ -193,8 +167,8 @@ def main():
             for node in nodes[fleet]:
                 node.wait_ready(READY_TIMEOUT)
         etcds = {"secured": members, "plain": [plain]}
-        apis = {fleet: Api(f"{fleet}-a", nodes[fleet][0].url) for fleet in nodes}
-        orgs = {fleet: apis[fleet].call("GET", "/v2/organisations")[0]["id"] for fleet in nodes}
+        apis = {fleet: Api(nodes[fleet][0].url, HTTP_TIMEOUT, name=f"{fleet}-a") for fleet in nodes}
+        orgs = {fleet: default_org(apis[fleet]) for fleet in nodes}
         lat = {fleet: {"add": [], "remove": []} for fleet in nodes}
         cpu_nodes = {fleet: 0.0 for fleet in nodes}
         cpu_etcd = {fleet: 0.0 for fleet in nodes}
@@ -236,7 +210,7 @@ def main():
         sys.exit(1)
     finally:
         signal.signal(signal.SIGTERM, old)
-        stop_all(procs)
+        stop_all(procs, timeout=5.0)
         if KEEP_TMP:
             log(f"logs and data kept in {tmp}")
         else:
@@ -244,7 +218,7 @@ def main():
 
 
 def report(lat, cpu_nodes, cpu_etcd, ops, binary):
-    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
+    version = binary_version(binary)
     print(f"{version}; {os.cpu_count()} CPUs; {len(lat['plain']['add'])} samples per fleet and operation, "
           f"interleaved in batches of {BATCH}; 1 client; each add answers once b and c confirm\n")
     print("| fleet | add p50 ms | add p90 | add p99 | remove p50 ms | remove p90 | remove p99 | "

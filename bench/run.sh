@@ -56,6 +56,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 export PATH="$PATH:/usr/sbin:/sbin"
 export TCP_REDIRS_BIN=${TCP_REDIRS_BIN:-$ROOT/target/release/tcp-redirs}
 
@@ -86,14 +88,6 @@ if [[ $tests == *,pg,* || $tests == *,pgconn,* ]]; then
     done
 fi
 if ((${#missing[@]})); then
-    SUDO=""
-    if [[ $(id -u) -ne 0 ]]; then
-        command -v sudo >/dev/null || { echo "error: missing ${missing[*]}, and not root" >&2; exit 1; }
-        SUDO="sudo"
-    fi
-    echo "[bench] installing ${missing[*]} from Debian" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
     pkgs=()
     for tool in "${missing[@]}"; do
         case $tool in
@@ -106,47 +100,15 @@ if ((${#missing[@]})); then
             *) pkgs+=("$tool") ;;
         esac
     done
-    # shellcheck disable=SC2046  # one word per package, deduplicated
-    $SUDO apt-get install -y -q --no-install-recommends $(printf '%s\n' "${pkgs[@]}" | sort -u) >&2
+    apt_install bench "${pkgs[@]}"
 fi
 
 # ---- file descriptors: 9,000 connections through a forwarder need ~18,000 -----------------------
-hard=$(ulimit -Hn)
-[[ $hard == unlimited ]] && hard=1048576
-ulimit -n "$hard"
+raise_fd_limit
+hard=$FD_LIMIT
 if ((hard < 20000)); then
     echo "[bench] warning: the fd limit is $hard; set MEM_CONNS below $((hard / 2 - 500))" >&2
 fi
 
 # ---- run, then clean up whatever happens --------------------------------------------------------
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/tcp-redirs-bench.XXXXXX")
-PY=""
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [[ -n $PY ]] && kill -0 "$PY" 2>/dev/null; then
-        kill -TERM "$PY" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$PY" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$PY" 2>/dev/null || true
-    fi
-    # The Python driver kills what it started and removes this file; if it died first, the
-    # process groups it started are still listed here.
-    if [[ -f $TMP/pgids ]]; then
-        while read -r pg; do
-            [[ -n $pg ]] && kill -KILL -- "-$pg" 2>/dev/null || true
-        done <"$TMP/pgids"
-    fi
-    rm -rf "$TMP"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# In the background, so that a signal to this script runs the trap at once.
-python3 "$HERE/bench.py" run "$TMP" &
-PY=$!
-rc=0
-wait "$PY" || rc=$?
-PY=""
-exit "$rc"
+run_driver bench "$HERE/bench.py"

@@ -73,28 +73,24 @@ one size stops that store's run (the sizes reached are reported). Prints a markd
 per store on stdout (progress on stderr) and writes the plot (add p50/p99 and RSS against
 table size, symlog x axis so that size 0 shows, one line per store).
 """
-import argparse, collections, concurrent.futures, gc, http.client, json, math, os, re
-import resource, shutil, signal, socket, subprocess, sys, tempfile, threading, time
-import urllib.parse, urllib.request
+import argparse, gc, json, math, os, shutil, sys, tempfile, threading, time
 
-TOKEN = "t"
-TICK = os.sysconf("SC_CLK_TCK")
+sys.dont_write_bytecode = True   # importing benchlib leaves no bench/__pycache__ behind
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+from benchlib import (NODE_VARS, POLL_EVERY, Api, ApiError, Failure, Proc, binary_version,  # noqa: E402
+                      bound_ports, default_org, etcd_build, exit_on_signals, logger, pct, raise_nofile,
+                      server_env, stop_all, wait_for, wait_until)
+
 NODES = {"a": "127.0.0.2", "b": "127.0.0.3", "c": "127.0.0.4"}
 SQLITE_IP = "127.0.0.5"
 JOIN = ("d", "127.0.0.5")  # etcd: the node that joins at the largest size (no sqlite node then)
-POLL_EVERY = 0.0002        # propagation: seconds between two rounds of connects
-POLL_MAX = 2.0             # propagation: seconds one sample may wait for b and c
 SERVED_BASE = 10000        # first port of s0
 UNSERVED_RANGE = "40000-54999"  # 15,000 ports for 10,000 apps: concurrent picks near a full range collide
 INSTANCE = "127.0.0.1:9"
 
 
-def log(*a):
-    print(f"[scale {time.strftime('%H:%M:%S')}]", *a, file=sys.stderr, flush=True)
-
-
-class Failure(Exception):
-    pass
+log = logger("scale")
 
 
 def options():
@@ -157,15 +153,6 @@ def options():
     return o
 
 
-def raise_nofile():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1048576
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
 # ---------------------------------------------------------------- the table's layout
 
 class Layout:
@@ -212,143 +199,10 @@ class Layout:
 
 # ---------------------------------------------------------------- processes
 
-class Proc:
-    """A child in its own process group; stderr into a log file (nodes: through a pipe
-    drained by a thread, which also finds the control API's URL)."""
-
-    def __init__(self, name, argv, env, logdir, pipe):
-        self.name, self.argv, self.env = name, argv, env
-        self.log_path = os.path.join(logdir, name + ".log")
-        self.url = None
-        self.ready = threading.Event()
-        self._logf = open(self.log_path, "a")
-        self.started = time.monotonic()
-        self.p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=self._logf,
-                                  stderr=subprocess.PIPE if pipe else self._logf,
-                                  start_new_session=True, text=pipe, errors="replace" if pipe else None)
-        self.pid = self.p.pid
-        self.ready_at = None
-        if pipe:
-            threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self):
-        pat = re.compile(r"control API listening on (https?://[^\s\"',]+)")
-        for line in self.p.stderr:
-            try:
-                self._logf.write(line); self._logf.flush()
-            except ValueError:
-                pass
-            if self.url is None:
-                m = pat.search(re.sub(r"\x1b\[[0-9;]*m", "", line))
-                if m:
-                    self.ready_at = time.monotonic()
-                    self.url = m.group(1); self.ready.set()
-        self.ready.set()
-
-    def wait_ready(self, timeout):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and not self.ready.wait(0.05):
-            pass
-        if self.url is None:
-            state = (f"exited with {self.p.returncode}" if self.p.poll() is not None
-                     else f"no 'control API listening on' line within {timeout:.0f} s")
-            raise Failure(f"{self.name} did not come up ({state}): {' '.join(self.argv)}\n{self.log_tail()}")
-        return self.url
-
-    def stat(self):
-        with open(f"/proc/{self.pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-
-    def cpu(self):
-        rest = self.stat()
-        return (int(rest[11]) + int(rest[12])) / TICK
-
-    def rss_kib(self):
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return None
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.p.poll() is None:
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def finish(self, timeout=10.0):
-        self.stop()
-        try:
-            self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log(f"{self.name} (pid {self.pid}) ignored SIGTERM for {timeout:.0f} s: SIGKILL")
-            self.stop(signal.SIGKILL)
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.pid, signal.SIGKILL)   # anything left in the group
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self._logf.close()
-        except Exception:
-            pass
-
-    def log_tail(self, n=40):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return "".join(collections.deque(f, maxlen=n))
-        except OSError:
-            return ""
-
-
-def stop_all(procs):
-    for group in ([p for p in procs if p.name != "etcd"], [p for p in procs if p.name == "etcd"]):
-        for p in group:
-            p.stop()
-        for p in group:
-            p.finish()
-
-
-def free_ports(n):
-    socks = []
-    for _ in range(n):
-        s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def start_etcd(o, tmp, logdir, extra=()):
     """One etcd on free ports of 127.0.0.1; `extra`: more of its flags (e.g. --enable-pprof)."""
-    client, peer = free_ports(2)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-    c, p = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
-    argv = [o.etcd, "--name", "scale", "--data-dir", os.path.join(tmp, "etcd"),
-            "--listen-client-urls", c, "--advertise-client-urls", c,
-            "--listen-peer-urls", p, "--initial-advertise-peer-urls", p,
-            "--initial-cluster", f"scale={p}", "--initial-cluster-state", "new",
-            "--initial-cluster-token", "tcp-redirs-scale", "--quota-backend-bytes", str(8 << 30),
-            *extra]
-    proc = Proc("etcd", argv, env, logdir, pipe=False)
-    end = time.monotonic() + o.ready_timeout
-    last = None
-    while time.monotonic() < end:
-        if proc.p.poll() is not None:
-            raise Failure(f"etcd exited with {proc.p.returncode}\n{proc.log_tail()}")
-        try:
-            body = urllib.request.urlopen(c + "/health", timeout=1).read().decode()
-            if json.loads(body).get("health") == "true":
-                return proc, client
-            last = body
-        except Exception as e:
-            last = repr(e)
-        time.sleep(0.1)
-    raise Failure(f"etcd not healthy within {o.ready_timeout:.0f} s (last answer: {last})")
+    return benchlib.start_etcd(o.etcd, os.path.join(tmp, "etcd"), logdir, o.ready_timeout, member="scale",
+                               token="tcp-redirs-scale", extra=["--quota-backend-bytes", str(8 << 30), *extra])
 
 
 def node_argv(o, name, ip, tmp, cfg, etcd_port):
@@ -357,64 +211,10 @@ def node_argv(o, name, ip, tmp, cfg, etcd_port):
         argv += ["--store", f"etcd://127.0.0.1:{etcd_port}", "--node", name]
     argv += ["--listen", f"{ip}:0", "--public-bind", ip, "--data-dir", os.path.join(tmp, name),
              "--config", cfg, "--namespaces", "s0,s1,m", "--drain-timeout", "1"]
-    env = dict(os.environ, TCP_REDIRS_ADMIN_TOKEN=TOKEN, NO_COLOR="1",
-               TCP_REDIRS_CONFIG_DIR=os.path.join(tmp, "cfg-" + name))
-    for k in ("TCP_REDIRS_URL", "TCP_REDIRS_TOKEN", "TCP_REDIRS_LISTEN", "TCP_REDIRS_DATA_DIR",
-              "TCP_REDIRS_PUBLIC_BIND", "TCP_REDIRS_CONFIG", "TCP_REDIRS_ADMIN_SECRET",
-              "TCP_REDIRS_STORE", "TCP_REDIRS_NODE", "TCP_REDIRS_LOG_FORMAT", "TCP_REDIRS_ACCESS_LOG"):
-        env.pop(k, None)
-    return argv, env
+    return argv, server_env(os.path.join(tmp, "cfg-" + name), benchlib.TOKEN, NODE_VARS, NO_COLOR="1")
 
 
 # ---------------------------------------------------------------- API
-
-class ApiError(Exception):
-    def __init__(self, method, path, status, body):
-        super().__init__(f"{method} {path} answered {status}: {body[:300]}")
-        self.status, self.body = status, body
-
-
-class Api:
-    """One persistent HTTP/1.1 connection to a node's control API."""
-
-    def __init__(self, url, timeout):
-        u = urllib.parse.urlsplit(url)
-        self.host, self.port, self.timeout = u.hostname, u.port, timeout
-        self.conn = None
-
-    def close(self):
-        if self.conn is not None:
-            self.conn.close(); self.conn = None
-
-    def call(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Authorization": "Bearer " + TOKEN}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        for attempt in (0, 1):
-            fresh = self.conn is None
-            if fresh:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-                self.conn.connect()
-                self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                self.conn.request(method, path, body=data, headers=headers)
-                r = self.conn.getresponse()
-                raw = r.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                self.close()
-                if fresh or attempt:
-                    raise
-                continue                 # a kept-alive connection the server had closed
-            except Exception:
-                self.close()
-                raise
-            if (r.getheader("Connection") or "").lower() == "close":
-                self.close()
-            if not 200 <= r.status < 300:
-                raise ApiError(method, path, r.status, raw.decode(errors="replace"))
-            return json.loads(raw) if raw.strip() else None
-
 
 class Pool:
     """`n` threads, each with its own keep-alive connection, running tasks from an iterator
@@ -471,69 +271,15 @@ class Pool:
 
 # ---------------------------------------------------------------- statistics
 
-def pct(xs, p):
-    if not xs:
-        return None
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))]
-
-
 def fmt(v, nd=2):
     if v is None:
         return "–"
     return f"{v:.{nd}f}" if abs(v) < 100 else f"{v:.0f}"
 
 
-def probe(ip, port):
-    """True: accepted; False: refused; None: neither (timeout, other error)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(0.2)
-    try:
-        s.connect((ip, port))
-        return True
-    except ConnectionRefusedError:
-        return False
-    except OSError:
-        return None
-    finally:
-        s.close()
-
-
-def wait_for(targets, accept):
-    """bench/fleet.py's method: connects to each (ip, port) in turn, every POLL_EVERY, until
-    each accepts (accept=True) or refuses (accept=False), POLL_MAX at most. Returns, per
-    target, the perf_counter time the wanted answer came (None: not within POLL_MAX) and
-    how many tries it took."""
-    done = [None] * len(targets)
-    tries = [0] * len(targets)
-    end = time.perf_counter() + POLL_MAX
-    while True:
-        for k, (ip, port) in enumerate(targets):
-            if done[k] is None:
-                tries[k] += 1
-                if probe(ip, port) is accept:
-                    done[k] = time.perf_counter()
-        if all(d is not None for d in done) or time.perf_counter() > end:
-            return done, tries
-        time.sleep(POLL_EVERY)
-
-
 def listening_count(ip, ranges):
     """LISTEN sockets in /proc/net/tcp on `ip` with a port in one of `ranges`."""
-    want = "".join(f"{int(b):02X}" for b in reversed(ip.split(".")))
-    n = 0
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            parts = line.split(None, 4)
-            if parts[3] != "0A":
-                continue
-            addr, port = parts[1].split(":")
-            if addr == want:
-                port = int(port, 16)
-                if any(lo <= port <= hi for lo, hi in ranges):
-                    n += 1
-    return n
+    return sum(1 for port in bound_ports(ip) if any(lo <= port <= hi for lo, hi in ranges))
 
 
 # ---------------------------------------------------------------- one store
@@ -582,9 +328,12 @@ class Bench:
                 else:
                     self.others.append(p)
         log(f"{self.store}: measured node {self.node.name} at {self.node.url} (pid {self.node.pid})")
-        self.api = Api(self.node.url, o.http_timeout)
-        orgs = self.api.call("GET", "/v2/organisations")
-        self.org = next((x for x in orgs if x.get("name") == "default"), orgs[0])["id"]
+        self.connect()
+
+    def connect(self):
+        """The API client of the measured node, its organisation and its applications' path."""
+        self.api = Api(self.node.url, self.o.http_timeout)
+        self.org = default_org(self.api)
         self.base = f"/v2/organisations/{self.org}/applications"
 
     def stop(self):
@@ -660,6 +409,16 @@ class Bench:
                         f"({progress[0] / (time.monotonic() - t0):.0f}/s)")
         pool = Pool(self.node.url, o.grow_clients, o.http_timeout)
         done, errors = pool.run(range(self.size, target), add, deadline)
+        took = self.grown(pool, errors, target, t0)
+        if took is None:
+            return None
+        log(f"{self.store}: grew to {target} in {took:.1f} s ({done / took:.0f} adds/s, {self.grow_total:.1f} s in all)")
+        return took
+
+
+    def grown(self, pool, errors, target, t0):
+        """After a growth: the pool closed, the table's size updated; the seconds it took, or
+        None if --grow-timeout stopped it; Failure on errors."""
         pool.close()
         self.retries["grow"] += pool.retries
         took = time.monotonic() - t0
@@ -668,12 +427,10 @@ class Bench:
             raise Failure(f"growing to {target}: {len(errors)} errors; the first: {errors[0]}")
         self.size = have
         if have < target:
-            log(f"{self.store}: growing to {target} stopped by --grow-timeout ({o.grow_timeout:.0f} s) at {have}")
+            log(f"{self.store}: growing to {target} stopped by --grow-timeout ({self.o.grow_timeout:.0f} s) at {have}")
             return None
         self.grow_total += took
-        log(f"{self.store}: grew to {target} in {took:.1f} s ({done / took:.0f} adds/s, {self.grow_total:.1f} s in all)")
         return took
-
 
     def grow_batched(self, target):
         """grow() through `POST /v2/organisations/{org}/tcpRedirs`, batch_size() a call."""
@@ -732,17 +489,9 @@ class Bench:
         pool = Pool(self.node.url, o.grow_batch_clients, o.http_timeout)
         tg = time.monotonic()
         done, errors = pool.run(chunks, send, deadline)
-        pool.close()
-        self.retries["grow"] += pool.retries
-        took = time.monotonic() - t0
-        have = len(self.ports)
-        if errors:
-            raise Failure(f"growing to {target}: {len(errors)} errors; the first: {errors[0]}")
-        self.size = have
-        if have < target:
-            log(f"{self.store}: growing to {target} stopped by --grow-timeout ({o.grow_timeout:.0f} s) at {have}")
+        took = self.grown(pool, errors, target, t0)
+        if took is None:
             return None
-        self.grow_total += took
         self.grow_calls += calls[0]
         log(f"{self.store}: grew to {target} in {took:.1f} s ({progress[0] / took:.0f} redirections/s; "
             f"batches {time.monotonic() - tg:.1f} s, {calls[0]} calls of up to {n}; {self.grow_total:.1f} s in all)")
@@ -927,22 +676,7 @@ class Bench:
         log(f"{self.store}: node {name} joins on {ip} with {self.size} in the table, {want} to listen")
         argv, env = node_argv(o, name, ip, self.tmp, self.cfg, self.etcd_port)
         new = Proc(name, argv, env, self.logdir, pipe=True); self.procs.append(new)
-        t0 = new.started
-        end = t0 + o.restart_timeout
-        api_at = all_at = None
-        n = 0
-        while time.monotonic() < end:
-            if new.p.poll() is not None:
-                raise Failure(f"{name} exited with {new.p.returncode} on joining\n{new.log_tail()}")
-            if api_at is None and new.ready_at is not None:
-                api_at = new.ready_at - t0
-            n = listening_count(ip, ranges)
-            if n >= want:
-                all_at = time.monotonic() - t0
-                break
-            time.sleep(0.02)
-        if api_at is None and new.ready_at:
-            api_at = new.ready_at - t0
+        api_at, all_at, n = self.come_up(new, ip, ranges, want, new.started + o.restart_timeout, "on joining")
         if all_at is None:
             self.notes.append(f"join: {n}/{want} ports listening on {name} after --restart-timeout {o.restart_timeout:.0f} s")
         cpu, rss = new.cpu(), new.rss_kib()
@@ -961,29 +695,31 @@ class Bench:
         node.finish()
         self.procs.remove(node)
         end = time.monotonic() + o.restart_timeout
-        while listening_count(self.ip, ranges) and time.monotonic() < end:
-            time.sleep(0.05)               # the old process's ports, until the kernel drops them
+        # the old process's ports, until the kernel drops them
+        wait_until(lambda: not listening_count(self.ip, ranges), o.restart_timeout)
         new = Proc(node.name, node.argv, node.env, self.logdir, pipe=True); self.procs.append(new)
         self.node = new
-        t0 = new.started
-        api_at = all_at = None
-        n = 0
-        while time.monotonic() < end:
-            if new.p.poll() is not None:
-                raise Failure(f"{new.name} exited with {new.p.returncode} on restart\n{new.log_tail()}")
-            if api_at is None and new.ready_at is not None:
-                api_at = new.ready_at - t0
-            n = listening_count(self.ip, ranges)
-            if n >= want:
-                all_at = time.monotonic() - t0
-                break
-            time.sleep(0.02)
-        if api_at is None and new.ready.wait(max(0.0, end - time.monotonic())) and new.ready_at:
-            api_at = new.ready_at - t0
+        api_at, all_at, n = self.come_up(new, self.ip, ranges, want, end, "on restart")
         if all_at is None:
             self.notes.append(f"restart: {n}/{want} ports listening after --restart-timeout {o.restart_timeout:.0f} s")
         log(f"{self.store}: restart: API after {fmt(api_at)} s, all {want} ports after {fmt(all_at)} s")
         return dict(size=self.size, listening=want, api_s=api_at, ports_s=all_at, rss=None)
+
+    def come_up(self, new, ip, ranges, want, end, when):
+        """Seconds from the start of the node `new` until its control API answered and until
+        `want` ports of `ranges` listen on `ip` (None: not by `end`), and the ports listening."""
+        n = [0]
+
+        def all_listen():
+            if new.p.poll() is not None:
+                raise Failure(f"{new.name} exited with {new.p.returncode} {when}\n{new.log_tail()}")
+            n[0] = listening_count(ip, ranges)
+            return n[0] >= want
+        all_at = (time.monotonic() - new.started
+                  if wait_until(all_listen, max(0.0, end - time.monotonic()), every=0.02) else None)
+        new.ready.wait(max(0.0, end - time.monotonic()))
+        api_at = new.ready_at - new.started if new.ready_at else None
+        return api_at, all_at, n[0]
 
     # -- the run
     def run(self):
@@ -1162,8 +898,7 @@ def main():
     if not os.access(o.binary, os.X_OK):
         sys.exit(f"error: {o.binary} is not an executable (cargo build --release --features etcd)")
     stores = ["sqlite", "etcd"] if o.store == "both" else [o.store]
-    help_text = subprocess.run([o.binary, "serve", "--help"], capture_output=True, text=True, timeout=30).stdout
-    if "etcd" in stores and "--store" not in help_text:
+    if "etcd" in stores and not etcd_build(o.binary):
         sys.exit(f"error: `{o.binary} serve --help` has no --store: build with --features etcd")
     if "etcd" in stores and not os.access(o.etcd, os.X_OK):
         sys.exit(f"error: no etcd at {o.etcd} (apt-get install etcd-server, or --etcd)")
@@ -1172,13 +907,9 @@ def main():
     need = o.listen + o.rate_max + 200
     if need > soft:
         sys.exit(f"error: {need} descriptors needed per node (--listen + --rate-max + 200), limit {soft}")
-    version = subprocess.run([o.binary, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    version = binary_version(o.binary)
     layout = Layout(o)
-
-    def on_signal(sig, _frame):
-        raise SystemExit(128 + sig)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    exit_on_signals()
 
     benches = []
     failed = False

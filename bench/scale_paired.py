@@ -49,14 +49,15 @@ CARGO_PROFILE_RELEASE_DEBUG=line-tables-only (any target dir).
 
 Every loop is bounded in count and time. Prints markdown on stdout, progress on stderr.
 """
-import argparse, collections, gc, os, re, shutil, signal, statistics, subprocess, sys, threading, time
+import argparse, collections, gc, http.client, os, re, shutil, statistics, sys, threading, time
 import urllib.request
 
-sys.dont_write_bytecode = True   # importing scale.py leaves no bench/__pycache__ behind
+sys.dont_write_bytecode = True   # importing scale.py and benchlib leaves no bench/__pycache__ behind
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import scale  # noqa: E402
-from scale import (Api, Failure, Pool, Proc, fmt, log, node_argv, pct,  # noqa: E402
-                   raise_nofile, start_etcd, stop_all)
+from benchlib import (Failure, PerfRecord, Proc, Strace, binary_version, exit_on_signals,  # noqa: E402
+                      pct, raise_nofile, stop_all)
+from scale import Pool, fmt, log, node_argv, start_etcd  # noqa: E402
 
 IPS = {  # (store, set-up) -> node addresses, a first
     ("sqlite", "large"): ["127.0.0.5"], ("sqlite", "small"): ["127.0.1.5"],
@@ -156,10 +157,7 @@ class Setup(scale.Bench):
         self.ip = self.ips[0]
         log(f"{self.label}: node {self.node.name} at {self.node.url} (pid {self.node.pid})"
             + (f", etcd on 127.0.0.1:{etcd_port} (pid {self.etcd.pid})" if self.etcd else ""))
-        self.api = Api(self.node.url, o.http_timeout)
-        orgs = self.api.call("GET", "/v2/organisations")
-        self.org = next((x for x in orgs if x.get("name") == "default"), orgs[0])["id"]
-        self.base = f"/v2/organisations/{self.org}/applications"
+        self.connect()
 
     def nodes(self):
         return [self.node] + self.others
@@ -250,67 +248,30 @@ class Setup(scale.Bench):
             self.pool.close()
 
 
-class Strace:
-    """`strace -c -f -p PID` from start to stop(); stop() returns (calls, top syscalls)."""
-
-    def __init__(self, pid, path):
-        self.path = path
-        self.p = subprocess.Popen([STRACE, "-c", "-f", "-q", "-p", str(pid), "-o", path],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(1.0)   # attaching to every thread
-
-    def stop(self):
-        self.p.send_signal(signal.SIGINT)
-        try:
-            self.p.wait(30)
-        except subprocess.TimeoutExpired:
-            self.p.kill(); self.p.wait(10)
-        rows = []
-        with open(self.path) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 5 and parts[0].replace(".", "").isdigit() and parts[-1] != "total":
-                    try:
-                        rows.append((parts[-1], int(parts[3])))
-                    except ValueError:
-                        pass
-        rows.sort(key=lambda r: -r[1])
-        return sum(c for _, c in rows), rows[:8]
-
-
-class Perf:
-    def __init__(self, pid, path):
-        self.path = path
-        self.p = subprocess.Popen([PERF, "record", "-e", "cpu-clock", "-g", "-p", str(pid), "-o", path],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(1.0)
-
-    def stop(self):
-        self.p.send_signal(signal.SIGINT)
-        try:
-            self.p.wait(60)
-        except subprocess.TimeoutExpired:
-            self.p.kill(); self.p.wait(10)
-        return self.path
-
-
 class EtcdProfile:
     """etcd's own CPU profile (/debug/pprof/profile, Go's symbols) over `seconds`, fetched
     by a thread from start to stop()."""
 
     def __init__(self, port, seconds, path):
         self.path, self.error = path, None
-        url = f"http://127.0.0.1:{port}/debug/pprof/profile?seconds={max(1, round(seconds))}"
+        # The request is sent here (etcd's profile starts when it arrives); the answer comes
+        # `seconds` later, read by the thread.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=seconds + 60)
+        conn.request("GET", f"/debug/pprof/profile?seconds={max(1, round(seconds))}")
 
         def fetch():
             try:
-                data = urllib.request.urlopen(url, timeout=seconds + 60).read()
+                r = conn.getresponse()
+                data = r.read()
+                if r.status != 200:
+                    raise Failure(f"/debug/pprof/profile answered {r.status}: {data[:200]!r}")
                 with open(path, "wb") as f:
                     f.write(data)
             except Exception as e:
                 self.error = e
+            finally:
+                conn.close()
         self.t = threading.Thread(target=fetch, daemon=True); self.t.start()
-        time.sleep(0.2)
 
     def stop(self):
         self.t.join(120)
@@ -455,7 +416,7 @@ def run_store(o, store, layout):
                     path = os.path.abspath(os.path.join(o.perf_dir, f"{store}-{role}.data"))
                     log(f"{store}: perf window, {role} -> {path}")
                     w = s.window(o.window * PERF_WINDOWS, sets["large" if role == "small" else "small"],
-                                 attach=lambda: Perf(s.node.pid, path))
+                                 attach=lambda: PerfRecord(s.node.pid, path))
                     res["perf"][role] = dict(n=w["n"], path=path, cpu=w["cpu"][s.node.name])
         if o.etcd_pprof and store == "etcd":
             os.makedirs(o.etcd_pprof, exist_ok=True)
@@ -620,13 +581,9 @@ def main():
     soft, _ = raise_nofile()
     if o.listen + o.window_max + 200 > soft:
         sys.exit(f"error: open-file limit {soft} too low for --listen {o.listen} + --window-max {o.window_max} + 200")
-    version = subprocess.run([o.binary, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    version = binary_version(o.binary)
     layout = PairLayout(o)
-
-    def on_signal(sig, _frame):
-        raise SystemExit(128 + sig)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    exit_on_signals()
     failed = False
     for store in stores:
         try:

@@ -24,7 +24,6 @@ import random
 import re
 import signal
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -32,11 +31,11 @@ import time
 import urllib.error
 import urllib.request
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-from bench import (HOST, Procs, env_float, env_int, group_pids, log,  # noqa: E402
-                   raise_nofile, read_stat, source_revision)
+sys.dont_write_bytecode = True   # importing benchlib leaves no bench/__pycache__ behind
+from benchlib import (HERE, HOST, ROOT, Procs, Recorder, command_line, cpu_model, eph_low,  # noqa: E402
+                      env_float, env_int, group_cpu_exact, log, md_table, pct_index, pick_ports, port_free,
+                      raise_nofile, raw_lines, run_cli, server_env, source_revision, start_serve, tool_version,
+                      wait_bound)
 
 PATHS = ["direct", "tcp-redirs", "nginx", "socat"]
 FORWARDERS = ["tcp-redirs", "nginx", "socat"]
@@ -48,35 +47,7 @@ DNS_ZONE = "bench.test."
 DNS_NAMES = 1000
 
 
-def free_udp_tcp(port):
-    """True if `port` is free on 127.0.0.1 for both UDP and TCP (iperf3 uses both)."""
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        s = socket.socket(socket.AF_INET, kind)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-        finally:
-            s.close()
-    return True
-
-
-def eph_low():
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            return int(f.read().split()[0])
-    except OSError:
-        return 32768
-
-
-def pick_ports(n, taken):
-    hi = max(12000, eph_low() - 1)
-    out = []
-    while len(out) < n:
-        p = random.randint(10000, hi)
-        if p not in taken and p not in out and free_udp_tcp(p):
-            out.append(p)
-    return out
+UDP_TCP = (socket.SOCK_DGRAM, socket.SOCK_STREAM)  # iperf3 uses both on one port
 
 
 def pick_block(n, taken):
@@ -84,32 +55,9 @@ def pick_block(n, taken):
     hi = max(12000, eph_low() - 1) - n
     for _ in range(200):
         b = random.randint(10000, hi)
-        if all(p not in taken and free_udp_tcp(p) for p in range(b, b + n)):
+        if all(p not in taken and port_free(p, UDP_TCP) for p in range(b, b + n)):
             return b
     raise RuntimeError(f"no block of {n} free ports")
-
-
-def group_cpu(pgid):
-    """CPU seconds of a process group: every live member's threads, from
-    /proc/PID/task/TID/schedstat (nanoseconds on the CPU), which is what utime+stime of
-    /proc/PID/stat are scaled from, without their rounding down to a tick (10 ms) per
-    process: socat's 1,000 children, each a few ms, would add up to nothing. Plus the leader's
-    reaped children (cutime+cstime)."""
-    total = 0.0
-    for pid in group_pids(pgid):
-        ns = 0
-        try:
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    ns += int(f.read().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        total += ns / 1e9
-        if pid == pgid:
-            st = read_stat(pid)
-            if st:
-                total += st[2]
-    return total
 
 
 def dns_query(name, qid):
@@ -119,8 +67,9 @@ def dns_query(name, qid):
     return q + b"\x00" + struct.pack(">HH", 1, 1)
 
 
-class Bench:
+class Bench(Recorder):
     def __init__(self, tmp):
+        super().__init__()
         self.tmp = tmp
         quick = os.environ.get("QUICK", "") not in ("", "0")
         self.runs = env_int("RUNS", 1 if quick else 5)
@@ -157,15 +106,13 @@ class Bench:
         self.revision = source_revision()
         self.pgid = {}  # (path, backend) -> process group whose CPU is the forwarder's
         self.port = {}  # (path, backend) -> port
-        self.raw = {}  # metric -> path -> [values]
-        self.notes = []
 
     # ---- set-up ------------------------------------------------------------------------------
 
     def setup(self):
         taken = set()
         fixed = ["direct", "nginx", "socat"]
-        ports = pick_ports(len(fixed) * len(BACKENDS), taken)
+        ports = pick_ports(len(fixed) * len(BACKENDS), taken, kinds=UDP_TCP)
         taken.update(ports)
         for path in fixed:
             for b in BACKENDS:
@@ -185,8 +132,10 @@ class Bench:
         self.start_unbound()
         self.procs.start("iperf3 server", ["iperf3", "-s", "-B", HOST, "-p", str(self.port[("direct", "iperf")])],
                          log_path=os.path.join(t, "iperf3.log"))
-        time.sleep(0.5)
-        self.procs.check_alive()
+        alive = self.procs.check_alive
+        wait_bound(self.port[("direct", "echo")], "udp", what="udpload echo", alive=alive)
+        wait_bound(self.port[("direct", "dns")], "udp", what="unbound", alive=alive)
+        wait_bound(self.port[("direct", "iperf")], "tcp", what="iperf3 server", alive=alive)
         if "tcp-redirs" in self.paths:
             self.start_tcp_redirs()
         if "nginx" in self.paths:
@@ -198,8 +147,13 @@ class Bench:
         for path in self.paths:
             if path != "direct":
                 self.tcp_relay(path)
-        time.sleep(0.5)
-        self.procs.check_alive()
+        for path in ("nginx", "socat"):
+            if path in self.paths:
+                for b in BACKENDS:
+                    wait_bound(self.port[(path, b)], "udp", what=f"{path} ({b})", alive=alive)
+        for path in self.paths:
+            if path != "direct":
+                wait_bound(self.port[(path, "iperf")], "tcp", what=f"iperf3 control relay ({path})", alive=alive)
         self.sanity()
 
     def start_unbound(self):
@@ -247,34 +201,19 @@ remote-control:
             raise RuntimeError(f"{self.bin} is not executable: cargo build --release first, or set TCP_REDIRS_BIN")
         cfg = os.path.join(self.tmp, "tcp-redirs-cfg")
         data = os.path.join(self.tmp, "tcp-redirs-data")
-        logp = os.path.join(self.tmp, "tcp-redirs.log")
-        env = dict(os.environ, TCP_REDIRS_CONFIG_DIR=cfg, TCP_REDIRS_ADMIN_TOKEN="bench")
-        for k in ("TCP_REDIRS_URL", "TCP_REDIRS_TOKEN"):
-            env.pop(k, None)
         # Public ports below 10,000: every other port of the run (the client's source ports,
         # nginx's, socat's, the backends') is picked from 10,000 up, so none can be given twice.
         conf = os.path.join(self.tmp, "tcp-redirs.toml")
         with open(conf, "w") as f:
             f.write('[[namespace]]\nname = "default"\nports = "5001-9999"\n')
-        p = self.procs.start("tcp-redirs serve", [self.bin, "serve", "--listen", f"{HOST}:0", "--data-dir", data,
-                                                  "--public-bind", HOST, "--config", conf], env=env, log_path=logp)
-        url = None
-        deadline = time.monotonic() + 30
-        pat = re.compile(r"control API listening on (http://[0-9.:\[\]]+)")
-        while time.monotonic() < deadline and p.poll() is None:
-            with open(logp, errors="replace") as f:
-                m = pat.search(f.read())
-            if m:
-                url = m.group(1)
-                break
-            time.sleep(0.05)
-        if not url:
-            with open(logp, errors="replace") as f:
-                raise RuntimeError(f"tcp-redirs serve did not log its address within 30 s:\n{f.read()[-2000:]}")
+        p, url = start_serve(self.procs, "tcp-redirs serve",
+                             [self.bin, "serve", "--listen", f"{HOST}:0", "--data-dir", data,
+                              "--public-bind", HOST, "--config", conf],
+                             server_env(cfg, "bench"), os.path.join(self.tmp, "tcp-redirs.log"))
         log(f"tcp-redirs control API at {url}")
         cenv = dict(os.environ, TCP_REDIRS_URL=url, TCP_REDIRS_TOKEN="bench", TCP_REDIRS_CONFIG_DIR=cfg)
         for b in BACKENDS:
-            self.cli("apps", "create", f"bench-{b}", "--instance", f"{HOST}:{self.port[('direct', b)]}", env=cenv)
+            run_cli(self.bin, ["apps", "create", f"bench-{b}", "--instance", f"{HOST}:{self.port[('direct', b)]}"], cenv)
             # POST /v2/organisations/{org}/applications/{app}/udpRedirs {"namespace":"default"}
             org = self.api(url, "GET", "/v2/organisations")[0]["id"]
             app = next(a["id"] for a in self.api(url, "GET", f"/v2/organisations/{org}/applications")
@@ -296,12 +235,6 @@ remote-control:
                 return json.loads(r.read())
         except urllib.error.HTTPError as e:
             raise RuntimeError(f"{method} {path}: {e.code} {e.read()[:500]!r}") from None
-
-    def cli(self, *args, env):
-        r = subprocess.run([self.bin, *args], env=env, capture_output=True, text=True, timeout=30)
-        if r.returncode != 0:
-            raise RuntimeError(f"tcp-redirs {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
-        return r.stdout
 
     def start_nginx(self):
         d = os.path.join(self.tmp, "nginx")
@@ -376,17 +309,9 @@ stream {{{servers}
 
     # ---- recording ---------------------------------------------------------------------------
 
-    def add(self, metric, path, value):
-        if value is not None:
-            self.raw.setdefault(metric, {}).setdefault(path, []).append(value)
-
-    def note(self, msg):
-        log("note: " + msg)
-        self.notes.append(msg)
-
     def cpu(self, path, backend):
         pg = self.pgid.get((path, backend))
-        return group_cpu(pg) if pg else None
+        return group_cpu_exact(pg) if pg else None
 
     # ---- load --------------------------------------------------------------------------------
 
@@ -446,9 +371,9 @@ stream {{{servers}
             raise RuntimeError(f"dnsperf failed ({r.returncode}): {r.stderr[-500:]} {text[-500:]}")
         done = int(m.group(1))
         # -v: one line per answered query, its latency in seconds last
-        lat = sorted(float(x) for x in re.findall(r"^> \S+ .* ([\d.]+)$", text, re.M))
-        p50 = lat[len(lat) // 2] * 1e6 if lat else None
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e6 if lat else None
+        lat = [float(x) for x in re.findall(r"^> \S+ .* ([\d.]+)$", text, re.M)]
+        p50 = pct_index(lat, 50) * 1e6 if lat else None
+        p99 = pct_index(lat, 99) * 1e6 if lat else None
         self.add("dns_qps", path, float(qps.group(1)))
         self.add("dns_p50", path, p50)
         self.add("dns_p99", path, p99)
@@ -502,26 +427,11 @@ stream {{{servers}
     def run(self):
         self.setup()
         started = time.monotonic()
-        for test in self.tests:
-            for rnd in range(self.runs):
-                # interleaved: every round runs every path; the first path rotates
-                order = self.paths[rnd % len(self.paths):] + self.paths[: rnd % len(self.paths)]
-                for path in order:
-                    self.procs.check_alive()
-                    try:
-                        msg = self.one(test, path)
-                    except Exception as e:  # noqa: BLE001 - reported in the notes
-                        msg = f"FAILED: {e}"
-                        self.note(f"{test}/{path} round {rnd + 1}: {e}")
-                    log(f"{test} round {rnd + 1}/{self.runs} {path}: {msg}")
-                    time.sleep(0.3)
+        # interleaved: every round runs every path, the starting path rotating
+        self.rounds(self.tests, pause=0.3)
         log(f"load tests took {time.monotonic() - started:.0f} s")
 
     # ---- report ------------------------------------------------------------------------------
-
-    def med(self, metric, path):
-        vals = self.raw.get(metric, {}).get(path)
-        return statistics.median(vals) if vals else None
 
     def rows(self):
         out = []
@@ -573,31 +483,11 @@ stream {{{servers}
                 v = vals[r]
                 cells.append(f"{tr / v:.2f}" if tr is not None and v not in (None, 0) else "—")
             body.append(cells)
-        widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-
-        def line(cells):
-            return "| " + " | ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])
-                                     for i, c in enumerate(cells)) + " |"
-
-        sep = "|" + "|".join(("-" * (w + 1) + ":") if i else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"
-        return "\n".join([line(header), sep, *[line(r) for r in body]])
+        return md_table(header, body)
 
     def context(self):
-        def ver(argv, pat):
-            try:
-                r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-                m = re.search(pat, r.stdout + r.stderr)
-                return m.group(1) if m else "?"
-            except (OSError, subprocess.TimeoutExpired):
-                return "?"
-
-        cpu = "?"
-        try:
-            with open("/proc/cpuinfo") as f:
-                m = re.search(r"model name\s*:\s*(.*)", f.read())
-                cpu = m.group(1).strip() if m else "?"
-        except OSError:
-            pass
+        ver = tool_version
+        cpu = cpu_model()
         v_nginx = ver(["nginx", "-v"], r"nginx/(\S+)")
         v_socat = ver(["socat", "-V"], r"socat version (\S+)")
         v_unbound = ver(["unbound", "-V"], r"Version (\S+)")
@@ -635,17 +525,13 @@ stream {{{servers}
     def report(self):
         table = self.table()
         print(table, flush=True)
-        envs = [f"{k}={os.environ[k]}" for k in ("QUICK", "RUNS", "DURATION", "FLOWS", "INFLIGHT", "SMALL", "LARGE",
-                                                  "NGINX_WORKERS", "DNS_CLIENTS", "DNS_OUTSTANDING",
-                                                  "IPERF_BITRATE", "IPERF_LEN", "PATHS", "TESTS")
-                if os.environ.get(k)]
-        cmd = " ".join(envs + ["bench/udp.sh"])
-        raw = [f"- `{m}`: " + "; ".join(f"{p}: " + ", ".join(f"{v:.4g}" for v in vals) for p, vals in per.items())
-               for m, per in self.raw.items()]
+        cmd = command_line("bench/udp.sh", ("QUICK", "RUNS", "DURATION", "FLOWS", "INFLIGHT", "SMALL", "LARGE",
+                                            "NGINX_WORKERS", "DNS_CLIENTS", "DNS_OUTSTANDING",
+                                            "IPERF_BITRATE", "IPERF_LEN", "PATHS", "TESTS"))
         md = ["# tcp-redirs UDP benchmark", "", f"`{cmd}`", "", *self.context(), "", table, ""]
         if self.notes:
             md += ["## Notes", "", *[f"- {n}" for n in self.notes], ""]
-        md += ["## Every run", "", *raw, ""]
+        md += ["## Every run", "", *raw_lines(self.raw), ""]
         out = os.environ.get("UDP_RESULTS") or os.path.join(HERE, "udp-results.md")
         with open(out, "w") as f:
             f.write("\n".join(md))
@@ -658,16 +544,7 @@ def main():
         return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     raise_nofile()
-    b = Bench(sys.argv[2])
-    try:
-        b.run()
-        b.report()
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        b.procs.stop_all()
-    return 0
+    return Bench(sys.argv[2]).drive()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 export PATH="$PATH:/usr/sbin:/sbin"
 export TCP_REDIRS_BIN=${TCP_REDIRS_BIN:-$ROOT/target/release/tcp-redirs}
 if [[ ,${PATHS:-tcp-redirs}, == *,tcp-redirs,* && ! -x $TCP_REDIRS_BIN ]]; then
@@ -27,14 +29,6 @@ for tool in nginx socat iperf3 dnsperf unbound gcc python3; do
 done
 [[ -e /usr/lib/nginx/modules/ngx_stream_module.so ]] || missing+=(libnginx-mod-stream)
 if ((${#missing[@]})); then
-    SUDO=""
-    if [[ $(id -u) -ne 0 ]]; then
-        command -v sudo >/dev/null || { echo "error: missing ${missing[*]}, and not root" >&2; exit 1; }
-        SUDO="sudo"
-    fi
-    echo "[udp] installing ${missing[*]} from Debian" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
     pkgs=()
     for tool in "${missing[@]}"; do
         case $tool in
@@ -42,8 +36,7 @@ if ((${#missing[@]})); then
             *) pkgs+=("$tool") ;;
         esac
     done
-    # shellcheck disable=SC2046
-    $SUDO apt-get install -y -q --no-install-recommends $(printf '%s\n' "${pkgs[@]}" | sort -u) >&2
+    apt_install udp "${pkgs[@]}"
 fi
 
 LOAD=$HERE/udpload/udpload
@@ -51,35 +44,5 @@ if [[ ! -x $LOAD || $HERE/udpload/udpload.c -nt $LOAD ]]; then
     gcc -O2 -Wall -Wextra -o "$LOAD" "$HERE/udpload/udpload.c"
 fi
 
-hard=$(ulimit -Hn)
-[[ $hard == unlimited ]] && hard=1048576
-ulimit -n "$hard"
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/tcp-redirs-udp.XXXXXX")
-PY=""
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [[ -n $PY ]] && kill -0 "$PY" 2>/dev/null; then
-        kill -TERM "$PY" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$PY" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$PY" 2>/dev/null || true
-    fi
-    if [[ -f $TMP/pgids ]]; then
-        while read -r pg; do
-            [[ -n $pg ]] && kill -KILL -- "-$pg" 2>/dev/null || true
-        done <"$TMP/pgids"
-    fi
-    rm -rf "$TMP"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-python3 "$HERE/udp.py" run "$TMP" &
-PY=$!
-rc=0
-wait "$PY" || rc=$?
-PY=""
-exit "$rc"
+raise_fd_limit
+run_driver udp "$HERE/udp.py"

@@ -1,0 +1,61 @@
+# Shell helpers of bench/run.sh and bench/udp.sh (sourced, not run).
+#   apt_install TAG PACKAGE...  installs Debian packages, as root or through sudo
+#   raise_fd_limit              raises the open-file soft limit to the hard one (FD_LIMIT)
+#   run_driver NAME SCRIPT      runs `python3 SCRIPT run TMP` in a fresh temporary directory
+#                               TMPDIR/tcp-redirs-NAME.XXXXXX, then kills whatever process group
+#                               it listed in TMP/pgids and removes TMP, however it ends
+
+apt_install() {
+    local tag=$1 SUDO=""
+    shift
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null || { echo "error: missing $*, and not root" >&2; exit 1; }
+        SUDO="sudo"
+    fi
+    echo "[$tag] installing $* from Debian" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    # shellcheck disable=SC2046  # one word per package, deduplicated
+    $SUDO apt-get install -y -q --no-install-recommends $(printf '%s\n' "$@" | sort -u) >&2
+}
+
+raise_fd_limit() {
+    FD_LIMIT=$(ulimit -Hn)
+    [[ $FD_LIMIT == unlimited ]] && FD_LIMIT=1048576
+    ulimit -n "$FD_LIMIT"
+}
+
+run_driver() {
+    local name=$1 script=$2
+    TMP=$(mktemp -d "${TMPDIR:-/tmp}/tcp-redirs-$name.XXXXXX")
+    PY=""
+    trap _driver_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    # In the background, so that a signal to this script runs the trap at once.
+    python3 "$script" run "$TMP" &
+    PY=$!
+    local rc=0
+    wait "$PY" || rc=$?
+    PY=""
+    exit "$rc"
+}
+
+_driver_cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -n $PY ]] && kill -0 "$PY" 2>/dev/null; then
+        kill -TERM "$PY" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$PY" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$PY" 2>/dev/null || true
+    fi
+    # The Python driver kills what it started and removes this file; if it died first, the
+    # process groups it started are still listed here.
+    if [[ -f $TMP/pgids ]]; then
+        while read -r pg; do
+            [[ -n $pg ]] && kill -KILL -- "-$pg" 2>/dev/null || true
+        done <"$TMP/pgids"
+    fi
+    rm -rf "$TMP"
+    exit "$rc"
+}
