@@ -1,18 +1,48 @@
 //! The control server: `tcp-redirs serve`.
 //!
-//! Start-up order matters and is chosen so that "listening" means ready: the data
+//! **Rooms.** Four rooms, whose arrows point down only, and a building that puts them
+//! together:
+//!
+//! - `control/`: the API and its rules (who sees what, one redirection per application
+//!   and namespace, how a port is chosen and claimed);
+//! - `state/`: the store (SQLite or etcd, the truth), this node's copy of it (the table,
+//!   moved forward by the store's changes as diffs), and the live ports that follow the
+//!   table's diffs;
+//! - `data/`: accepting, admitting, balancing and copying connections and datagrams;
+//! - `spec/`: what a redirection's settings mean (defaults, resolution, bounds, the access
+//!   list), pure: no I/O, no runtime.
+//!
+//! A room uses only the rooms below it (control -> state -> data -> spec), and none uses
+//! the building: this file, the config file (`config.rs`) and upgrades (`upgrade.rs`). No
+//! module is in a circle with a sibling. `tests/layers.rs` reads the sources and holds both
+//! rules.
+//!
+//! **The walk of an `add`**, each room entered once, downwards, then the state following
+//! the store:
+//!
+//! 1. `control/api.rs` turns the HTTP request into a call of `Gateway::add`;
+//! 2. `control/gateway/add.rs` checks the request against this node's table, the
+//!    settings through the spec (`spec::check`), and plans it: an `add` is a batch of one;
+//! 3. `state/live.rs` reserves the port (`Reservations`): on a node that serves the
+//!    namespace it is bound there and then through `data/ports.rs` (or `data/udp`), so no
+//!    other program takes it between the check and the claim;
+//! 4. `state/store` claims it, in one atomic write that re-checks what the table said;
+//! 5. the store's change comes back through `state/sync.rs` into `state/table.rs`, which
+//!    says what changed (a diff); `state/live.rs` starts that port with the socket reserved
+//!    in step 3, its limits resolved by the spec (`spec::resolve`), and the data plane
+//!    (`data/forward.rs`, `data/udp`) accepts on it;
+//! 6. `add` answers once this node's table (and so its ports) reached the write's revision,
+//!    and the other live nodes of the namespace said so too (or 3 s passed).
+//!
+//! Every other node of a fleet walks step 5 alone, from its own watch of the store.
+//!
+//! **Start-up order** matters and is chosen so that "listening" means ready: the data
 //! directory is locked (two servers on one store would hand out the same ports), the store
 //! is opened, the control API's address is bound, every stored redirection is listening
 //! again, the client profile is written, and only then is the API's address logged and
 //! requests served. On SIGINT or SIGTERM the server stops accepting, gives open
 //! connections the drain timeout to finish, and exits 0. [`Server::start`] does the first
 //! part and [`Server::serve`] the second.
-//!
-//! Three rooms, whose arrows point down only: the control plane (`control/`: the API, its
-//! rules and checks) uses the state (`state/`: the store, the node's copy of the table, the
-//! live ports that follow its diffs), which uses the data plane (`data/`: accepting,
-//! admitting, balancing and copying connections), which uses neither. This file, the
-//! config file (`config.rs`) and upgrades (`upgrade.rs`) put them together.
 
 mod config;
 mod control;
@@ -131,22 +161,8 @@ impl Server {
             None => Config::default(),
         };
         let namespaces = config.namespaces(opts.public_bind)?;
-
         raise_fd_limit();
-        // Everything the server writes (store, WAL, credential, profile) is for its user only.
-        // SAFETY: umask only changes this process's file creation mask; it cannot fail.
-        unsafe { libc::umask(0o077) };
-        let data_dir = match &opts.data_dir {
-            Some(dir) => dir.clone(),
-            None => default_data_dir()?,
-        };
-        create_private_dir(&data_dir)?;
-        let data_dir =
-            data_dir.canonicalize().with_context(|| format!("cannot resolve {}", data_dir.display()))?;
-        let lock = match &inherited {
-            Some(handed) => adopt_lock(&data_dir, handed.lock.try_clone()?)?,
-            None => lock(&data_dir)?,
-        };
+        let (data_dir, lock) = claim_data_dir(&opts, inherited.as_ref())?;
         let node = match opts.node.clone().or(config.node.clone()) {
             Some(name) => check_node_name(name)?,
             None => check_node_name(host_name())?,
@@ -175,55 +191,11 @@ impl Server {
             Some((cert, key)) => Some(load_tls(cert, key).await?),
             None => None,
         };
-        let listener = match &inherited {
-            Some(handed) => handed.api.try_clone()?,
-            None => std::net::TcpListener::bind(opts.listen).with_context(|| {
-                format!("cannot listen on {} for the control API: is another server running? choose another address with --listen", opts.listen)
-            })?,
-        };
-        listener.set_nonblocking(true)?;
+        let listener = bind_api(&opts, inherited.as_ref(), tls.is_some())?;
         let addr = listener.local_addr()?;
-        if !addr.ip().is_loopback() && tls.is_none() {
-            warn!(%addr, "the control API listens beyond loopback WITHOUT TLS: credentials cross the network in clear text; put it behind a TLS proxy or listen on 127.0.0.1");
-        }
 
-        let workers = workers::Workers::start(opts.threads).context("cannot start the forwarding threads")?;
-        let served = live::Served {
-            only: opts
-                .namespaces
-                .clone()
-                .or(config.serve_namespaces.clone())
-                .map(|list| list.into_iter().collect()),
-            public_bind: opts.public_bind,
-            binds: namespaces.iter().map(|n| (n.def.name.clone(), n.bind)).collect(),
-            access_log: opts.access_log,
-        };
-        let live = Arc::new(live::LivePorts::new(served, workers));
-        if let Some(handed) = inherited.as_mut() {
-            live.inherit(std::mem::take(&mut handed.ports), std::mem::take(&mut handed.udp));
-        }
-        let loading = std::time::Instant::now();
-        let snapshot = patiently("table", || store.snapshot())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot load the table from {}: {e}", store.describe()))?;
-        info!(
-            records = snapshot.records.len(),
-            revision = snapshot.revision,
-            took_ms = loading.elapsed().as_millis() as u64,
-            "table loaded from the store"
-        );
-        let synced = sync::Synced::start(store.clone(), live.clone(), snapshot).await;
-        live.drop_unclaimed();
-        // In the background, retried for as long as it takes: a store lost now must not end
-        // the node, and its liveness stops with the node's sync (a process draining after an
-        // upgrade must not mark the node alive with a lease that ends with it).
-        store.keep_alive(&node, opts.node_ttl, synced.stopped()).await;
-        tokio::spawn(synced.clone().publish_node(node.clone(), opts.public_bind.to_string()));
-        // Ready means listed: the other nodes wait for this one from the moment it says so.
-        let listed = |t: &table::Table| t.nodes.contains_key(&node) && t.alive.contains(&node);
-        if !synced.wait_table(Duration::from_secs(5), listed).await {
-            warn!(node = %node, "this node's state has not come back from the store yet; serving anyway");
-        }
+        let live = start_ports(&opts, &config, &namespaces, inherited.as_mut())?;
+        let synced = follow_store(&store, &live, &node, opts.node_ttl, opts.public_bind).await?;
         let gateway = Arc::new(Gateway::new(synced.clone(), node.clone(), config.max_redirections_per_org));
         patiently("config file's applications", || declare_apps(&gateway, &default_org.id, &config))
             .await
@@ -344,6 +316,106 @@ impl Server {
 
 /// The longest wait between two tries of a start step whose store cannot be reached.
 const MAX_STORE_WAIT: Duration = Duration::from_secs(5);
+
+/// The data directory, made private and locked (or the lock an upgrade handed over): two
+/// servers on one store would hand out the same ports.
+fn claim_data_dir(opts: &Options, inherited: Option<&upgrade::Inherited>) -> Result<(PathBuf, File)> {
+    // Everything the server writes (store, WAL, credential, profile) is for its user only.
+    // SAFETY: umask only changes this process's file creation mask; it cannot fail.
+    unsafe { libc::umask(0o077) };
+    let data_dir = match &opts.data_dir {
+        Some(dir) => dir.clone(),
+        None => default_data_dir()?,
+    };
+    create_private_dir(&data_dir)?;
+    let data_dir =
+        data_dir.canonicalize().with_context(|| format!("cannot resolve {}", data_dir.display()))?;
+    let lock = match inherited {
+        Some(handed) => adopt_lock(&data_dir, handed.lock.try_clone()?)?,
+        None => lock(&data_dir)?,
+    };
+    Ok((data_dir, lock))
+}
+
+/// The control API's listening socket: bound here, or the one an upgrade handed over.
+fn bind_api(
+    opts: &Options,
+    inherited: Option<&upgrade::Inherited>,
+    tls: bool,
+) -> Result<std::net::TcpListener> {
+    let listener = match inherited {
+        Some(handed) => handed.api.try_clone()?,
+        None => std::net::TcpListener::bind(opts.listen).with_context(|| {
+            format!("cannot listen on {} for the control API: is another server running? choose another address with --listen", opts.listen)
+        })?,
+    };
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() && !tls {
+        warn!(%addr, "the control API listens beyond loopback WITHOUT TLS: credentials cross the network in clear text; put it behind a TLS proxy or listen on 127.0.0.1");
+    }
+    Ok(listener)
+}
+
+/// The forwarding threads and the live ports, none running yet, holding the sockets an
+/// upgrade handed over until the table claims them.
+fn start_ports(
+    opts: &Options,
+    config: &Config,
+    namespaces: &[config::Namespace],
+    inherited: Option<&mut upgrade::Inherited>,
+) -> Result<Arc<live::LivePorts>> {
+    let workers = workers::Workers::start(opts.threads).context("cannot start the forwarding threads")?;
+    let served = live::Served {
+        only: opts
+            .namespaces
+            .clone()
+            .or(config.serve_namespaces.clone())
+            .map(|list| list.into_iter().collect()),
+        public_bind: opts.public_bind,
+        binds: namespaces.iter().map(|n| (n.def.name.clone(), n.bind)).collect(),
+        access_log: opts.access_log,
+    };
+    let live = Arc::new(live::LivePorts::new(served, workers));
+    if let Some(handed) = inherited {
+        live.inherit(std::mem::take(&mut handed.ports), std::mem::take(&mut handed.udp));
+    }
+    Ok(live)
+}
+
+/// Loads the table, starts following the store (which starts every stored port), and
+/// publishes this node; answers once the node is listed, or after 5 s.
+async fn follow_store(
+    store: &Arc<dyn Store>,
+    live: &Arc<live::LivePorts>,
+    node: &str,
+    ttl: Duration,
+    public_bind: IpAddr,
+) -> Result<Arc<sync::Synced>> {
+    let loading = std::time::Instant::now();
+    let snapshot = patiently("table", || store.snapshot())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot load the table from {}: {e}", store.describe()))?;
+    info!(
+        records = snapshot.records.len(),
+        revision = snapshot.revision,
+        took_ms = loading.elapsed().as_millis() as u64,
+        "table loaded from the store"
+    );
+    let synced = sync::Synced::start(store.clone(), live.clone(), snapshot).await;
+    live.drop_unclaimed();
+    // In the background, retried for as long as it takes: a store lost now must not end
+    // the node, and its liveness stops with the node's sync (a process draining after an
+    // upgrade must not mark the node alive with a lease that ends with it).
+    store.keep_alive(node, ttl, synced.stopped()).await;
+    tokio::spawn(synced.clone().publish_node(node.to_owned(), public_bind.to_string()));
+    // Ready means listed: the other nodes wait for this one from the moment it says so.
+    let listed = |t: &table::Table| t.nodes.contains_key(node) && t.alive.contains(node);
+    if !synced.wait_table(Duration::from_secs(5), listed).await {
+        warn!(node = %node, "this node's state has not come back from the store yet; serving anyway");
+    }
+    Ok(synced)
+}
 
 /// Runs one step of the start against the store until it is done, waiting out a store
 /// that cannot be reached (etcd restarting, electing a leader, the network away): a node

@@ -13,10 +13,10 @@
 mod admission;
 pub(super) mod balance;
 pub mod conn_log;
-pub mod log_writer;
 pub(super) mod copy;
 mod exclusive;
 pub(super) mod forward;
+pub mod log_writer;
 pub(super) mod metrics;
 pub(super) mod ports;
 mod proxy_header;
