@@ -39,7 +39,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 #[path = "wait.rs"]
-mod wait;
+pub mod wait;
 use wait::poll;
 
 /// Where Debian's `etcd-server` installs etcd.
@@ -638,7 +638,10 @@ impl Cluster {
                 };
                 if let Some(status) = exited {
                     *child = None;
-                    return Err(format!("FATAL: member {} exited before it was healthy ({status})", member.name));
+                    return Err(format!(
+                        "FATAL: member {} exited before it was healthy ({status})",
+                        member.name
+                    ));
                 }
             }
             let mut last = String::new();
@@ -711,10 +714,12 @@ impl Cluster {
             let leaders: Vec<u64> =
                 answers.iter().filter_map(|(_, a)| a.as_ref().ok().map(|(_, l)| *l)).collect();
             match leaders.first() {
-                Some(&leader) if leader != 0 && leaders.iter().all(|&l| l == leader) => match ids.get(&leader) {
-                    Some(&i) => Ok(i),
-                    None => Err(format!("the leader {leader:x} is no running member: {answers:?}")),
-                },
+                Some(&leader) if leader != 0 && leaders.iter().all(|&l| l == leader) => {
+                    match ids.get(&leader) {
+                        Some(&i) => Ok(i),
+                        None => Err(format!("the leader {leader:x} is no running member: {answers:?}")),
+                    }
+                }
                 _ => Err(format!("no agreed leader: {answers:?}")),
             }
         });

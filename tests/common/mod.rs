@@ -14,16 +14,18 @@
 //!
 //! Nothing here sleeps to wait for readiness: waits are on a signal (a log line, a process
 //! exit, a socket event) and every one of them is bounded in time. Whatever is polled goes
-//! through [`poll`] (in `wait.rs`) or [`poll_async`]: the tests write no polling loop.
+//! through [`poll`] (in `wait.rs`, which `etcd.rs` loads) or [`poll_async`]: the tests
+//! write no polling loop of their own.
 
 #![allow(dead_code)]
 
 pub mod etcd;
 pub mod pki;
-mod wait;
 
+// `wait.rs` is loaded once, by `etcd.rs` (which unit tests include on its own, with it).
+use etcd::wait;
 #[allow(unused_imports)] // each test binary uses some of them
-pub use wait::{hold, poll, wait_for_child, wait_until, POLL};
+pub use etcd::wait::{hold, poll, poll_every, wait_for_child, wait_until, POLL};
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -1023,16 +1025,18 @@ pub fn run_cli_within(server: &Server, args: &[&str], limit: Duration) -> CliOut
 // Polling and probes of a node's public address (the fleet and cluster tests)
 // ---------------------------------------------------------------------------------------
 
-/// [`poll`] for a tokio test: awaits `probe` every [`POLL`] (without blocking the runtime)
+/// [`poll`] for a tokio test: awaits `probe` every `every` (without blocking the runtime)
 /// until it answers `Ok` or `limit` has passed (then the last error); the value and how long
-/// it took. An error that starts with `FATAL` ends it at once.
+/// it took. An error that starts with `FATAL` ends it at once. (`every` is the caller's: a
+/// probe of a web page costs a round trip to the browser.)
 pub async fn poll_async<T>(
+    every: Duration,
     limit: Duration,
     mut probe: impl AsyncFnMut() -> Result<T, String>,
 ) -> Result<(T, Duration), String> {
     let start = Instant::now();
     let mut last = String::from("never probed");
-    for _ in 0..wait::max_probes(limit) {
+    for _ in 0..wait::max_probes(every, limit) {
         match probe().await {
             Ok(value) => return Ok((value, start.elapsed())),
             Err(e) if e.starts_with("FATAL") => return Err(e),
@@ -1041,7 +1045,7 @@ pub async fn poll_async<T>(
         if start.elapsed() >= limit {
             break;
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(every).await;
     }
     Err(format!("still not the case after {:?}: {last}", start.elapsed()))
 }

@@ -14,21 +14,28 @@ use std::time::{Duration, Instant};
 /// Interval between two probes of a [`poll`].
 pub const POLL: Duration = Duration::from_millis(20);
 
-/// How many probes a wait of `limit` makes at most, one every [`POLL`] (at least two, so
+/// How many probes a wait of `limit` makes at most, one every `every` (at least two, so
 /// that a probe runs after the limit has passed): a bound in count on top of the bound in time.
-pub fn max_probes(limit: Duration) -> usize {
-    (limit.as_millis() / POLL.as_millis()).saturating_add(2).try_into().unwrap_or(usize::MAX)
+pub fn max_probes(every: Duration, limit: Duration) -> usize {
+    (limit.as_millis() / every.as_millis().max(1)).saturating_add(2).try_into().unwrap_or(usize::MAX)
 }
 
 /// Runs `probe` every [`POLL`] until it answers `Ok` or `limit` has passed (then the last
 /// error); the value and how long it took. An error that starts with `FATAL` ends it at once.
-pub fn poll<T>(
+pub fn poll<T>(limit: Duration, probe: impl FnMut() -> Result<T, String>) -> Result<(T, Duration), String> {
+    poll_every(POLL, limit, probe)
+}
+
+/// [`poll`] with `every` between two probes instead of [`POLL`]: for a wait whose probes
+/// are rounds of load, paced.
+pub fn poll_every<T>(
+    every: Duration,
     limit: Duration,
     mut probe: impl FnMut() -> Result<T, String>,
 ) -> Result<(T, Duration), String> {
     let start = Instant::now();
     let mut last = String::from("never probed");
-    for _ in 0..max_probes(limit) {
+    for _ in 0..max_probes(every, limit) {
         match probe() {
             Ok(value) => return Ok((value, start.elapsed())),
             Err(e) if e.starts_with("FATAL") => return Err(e),
@@ -37,7 +44,7 @@ pub fn poll<T>(
         if start.elapsed() >= limit {
             break;
         }
-        thread::sleep(POLL);
+        thread::sleep(every);
     }
     Err(format!("still not the case after {:?}: {last}", start.elapsed()))
 }
@@ -54,7 +61,7 @@ pub fn wait_until<T>(limit: Duration, what: &str, probe: impl FnMut() -> Result<
 /// every probe `Ok` (the last probe runs after it), else the first error, at once.
 pub fn hold(window: Duration, mut probe: impl FnMut() -> Result<(), String>) -> Result<(), String> {
     let start = Instant::now();
-    for _ in 0..max_probes(window) {
+    for _ in 0..max_probes(POLL, window) {
         probe().map_err(|e| format!("after {:?}: {e}", start.elapsed()))?;
         if start.elapsed() >= window {
             return Ok(());
