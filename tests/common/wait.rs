@@ -1,5 +1,5 @@
 //! Bounded waits on a condition: a probe run every [`POLL`] up to a time limit. Every wait
-//! of the tests goes through these (or [`crate::common::poll_async`] in a tokio test); none
+//! of the tests goes through these (or `poll_async` of `mod.rs` in a tokio test); none
 //! sleeps for readiness.
 //!
 //! Only std is used, so that `etcd.rs`, which unit tests include on its own, includes this
