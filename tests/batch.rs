@@ -14,8 +14,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::TcpStream;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
@@ -37,20 +36,6 @@ fn create_apps(server: &Server, org: &str, prefix: &str, count: usize, instance:
             created["id"].as_str().expect("app id").to_owned()
         })
         .collect()
-}
-
-/// Waits (polling every 20 ms, up to `limit`) until process `pid` holds at least `least`
-/// descriptors; returns how many it holds then.
-fn wait_for_fds_at_least(pid: u32, least: usize, limit: Duration, what: &str) -> usize {
-    let deadline = Instant::now() + limit;
-    loop {
-        let now = fd_count(pid);
-        if now >= least {
-            return now;
-        }
-        assert!(Instant::now() < deadline, "{what}: {now} descriptors after {limit:?}; expected {least}");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

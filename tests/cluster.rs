@@ -823,21 +823,23 @@ fn a_cluster_that_loses_its_leader_then_its_quorum_loses_nothing_and_keeps_forwa
     let slowest_503 = round(NO_QUORUM_503_WITHIN);
     eprintln!("[cluster] no quorum: the first writes answered 503 within {slowest_503:?}");
     // Once the nodes have seen etcd without a leader for longer than an election, a write
-    // answers 503 at once, not after a request timeout.
+    // answers 503 at once, not after a request timeout. Rounds every 300 ms until three were
+    // sent after that; bounded by the round in flight then and three more, each of which
+    // ends within [`CALL_TIMEOUT`].
     let mut fast_rounds = 0;
-    for _ in 0..60 {
+    let _ = poll_every(PACE * 10, NO_QUORUM_FAST_AFTER + 4 * CALL_TIMEOUT, || {
         let started = lost_quorum.elapsed();
         let bound = if started >= NO_QUORUM_FAST_AFTER { NO_QUORUM_FAST_503 } else { NO_QUORUM_503_WITHIN };
         let slowest = round(bound);
         eprintln!("[cluster] no quorum: writes sent {started:?} after the quorum was lost answered 503 within {slowest:?}");
         if started >= NO_QUORUM_FAST_AFTER {
             fast_rounds += 1;
-            if fast_rounds == 3 {
-                break;
-            }
         }
-        thread::sleep(PACE * 10);
-    }
+        match fast_rounds {
+            3 => Ok(()),
+            n => Err(format!("{n} rounds sent after {NO_QUORUM_FAST_AFTER:?}")),
+        }
+    });
     assert_eq!(fast_rounds, 3, "three rounds of writes after {NO_QUORUM_FAST_AFTER:?} with no quorum");
 
     // Forwarding goes on: held connections, and new ones on every port through every node.

@@ -28,6 +28,8 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const INSTALL: &str = "apt-get install chromium chromium-driver";
 /// The longest wait for anything on the page.
 const WAIT: Duration = Duration::from_secs(20);
+/// How often a wait probes the page.
+const PAGE_POLL: Duration = Duration::from_millis(100);
 /// How long chromedriver may take to say it is ready.
 const DRIVER_READY: Duration = Duration::from_secs(20);
 /// The Enter key, as WebDriver types it.
@@ -189,8 +191,7 @@ impl Browser {
 
     /// Polls the page until `script` returns something truthy, at most [`WAIT`].
     async fn wait_until(&self, what: &str, script: &str, args: Vec<Value>) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        let answered = poll_async(PAGE_POLL, WAIT, async || {
             let value = self.js(script, args.clone()).await;
             let done = match &value {
                 Value::Null => false,
@@ -200,16 +201,21 @@ impl Browser {
                 _ => true,
             };
             if done {
-                return value;
+                Ok(value)
+            } else {
+                Err(format!("last answer: {value}"))
             }
-            if Instant::now() >= deadline {
+        })
+        .await;
+        match answered {
+            Ok((value, _)) => value,
+            Err(e) => {
                 let page = self.js("return document.body.innerText;", vec![]).await;
                 panic!(
-                    "waited {WAIT:?} for {what}; last answer: {value}\n--- the page says ---\n{}",
+                    "waited {WAIT:?} for {what}; {e}\n--- the page says ---\n{}",
                     page.as_str().unwrap_or("")
                 );
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -235,19 +241,13 @@ impl Browser {
         F: Fn(fantoccini::elements::Element) -> Fut,
         Fut: std::future::Future<Output = Result<(), fantoccini::error::CmdError>>,
     {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let error = match self.client.find(Locator::Css(css)).await {
-                Ok(element) => match act(element).await {
-                    Ok(()) => return,
-                    Err(e) => e.to_string(),
-                },
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() >= deadline {
-                panic!("cannot act on `{css}` within {WAIT:?}: {error}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let acted = poll_async(PAGE_POLL, WAIT, async || match self.client.find(Locator::Css(css)).await {
+            Ok(element) => act(element).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        })
+        .await;
+        if let Err(error) = acted {
+            panic!("cannot act on `{css}` within {WAIT:?}: {error}");
         }
     }
 

@@ -1292,13 +1292,14 @@ fn a_node_restarted_within_its_lease_is_waited_for_and_stays_up() {
         fleet.must(PROPAGATION, &what, || echo_via(b, port));
     }
     // Past the last killed run's lease, b must still be up, and still be waited for.
-    let until = Instant::now() + Duration::from_secs(NODE_TTL_SECS + 1);
-    while Instant::now() < until {
+    let stayed_up = hold(Duration::from_secs(NODE_TTL_SECS + 1), || {
         match fleet.nodes_json("a").map(|nodes| nodes.into_iter().find(|n| n["name"] == "b")) {
-            Ok(Some(n)) if n["state"] == "up" => {}
-            other => fleet.fail(&format!("b must stay `up` once the old run's lease expires: {other:?}")),
+            Ok(Some(n)) if n["state"] == "up" => Ok(()),
+            other => Err(format!("{other:?}")),
         }
-        std::thread::sleep(POLL);
+    });
+    if let Err(e) = stayed_up {
+        fleet.fail(&format!("b must stay `up` once the old run's lease expires: {e}"));
     }
     let again = fleet.add_ok("a", &apps[0], "cleverapps");
     fleet.check("an add after the old lease expired still waits for b", listening_on(&again, &names));

@@ -13,7 +13,7 @@ mod common;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::etcd::Etcd;
 use common::pki::{password_file, Pki};
@@ -57,19 +57,12 @@ fn must_refuse(args: &[String], envs: &[(&str, &str)], expected: &[&str]) -> Str
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn serve");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > REFUSAL_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            let mut log = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut log);
-            panic!("serve {args:?} did not refuse within {REFUSAL_LIMIT:?}; its log:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = wait_for_child(&mut child, REFUSAL_LIMIT) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut log = String::new();
+        let _ = child.stderr.take().unwrap().read_to_string(&mut log);
+        panic!("serve {args:?} did not refuse within {REFUSAL_LIMIT:?}; its log:\n{log}");
     };
     let mut log = String::new();
     child.stderr.take().unwrap().read_to_string(&mut log).unwrap();

@@ -176,19 +176,12 @@ fn assert_reset(end: &io::Result<()>, what: &str) {
 /// Waits (up to 5 s) for an error on a socket whose read side has already ended (it got a
 /// FIN, so reads only ever say 0): the pending socket error left by a reset from the peer.
 fn wait_for_socket_error(stream: &TcpStream, what: &str) -> io::Error {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match stream.take_error() {
-            Ok(Some(e)) => return e,
-            Ok(None) => {}
-            Err(e) => return e,
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: no reset reached it within 5 s (the gateway closed it cleanly, or not at all)"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    let what =
+        format!("{what}: no reset reached it within 5 s (the gateway closed it cleanly, or not at all)");
+    wait_until(Duration::from_secs(5), &what, || match stream.take_error() {
+        Ok(Some(e)) | Err(e) => Ok(e),
+        Ok(None) => Err("no pending socket error".to_owned()),
+    })
 }
 
 /// Writes `data` on a clone of `stream` from another thread, then shuts its write half when
@@ -211,15 +204,18 @@ fn joined(handle: JoinHandle<io::Result<()>>, what: &str) {
 /// The server's descriptor count once the redirection on `port` of `app` has no open
 /// connection left (waits up to 10 s): a baseline that no closing connection inflates.
 fn quiet_fd_count(server: &Server, app: &str, port: u16) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while active_connections(server, app, port) != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the redirection on port {port} still has open connections after 10 s"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    let what = format!("the redirection on port {port} still has open connections after 10 s");
+    wait_for_no_active_connections(server, app, port, Duration::from_secs(10), &what);
     fd_count(server.process_id())
+}
+
+/// Waits (polling every [`POLL`], up to `limit`) until the redirection on `port` of `app`
+/// has no open connection; panics with `what` otherwise.
+fn wait_for_no_active_connections(server: &Server, app: &str, port: u16, limit: Duration, what: &str) {
+    wait_until(limit, what, || match active_connections(server, app, port) {
+        0 => Ok(()),
+        n => Err(format!("activeConnections {n}")),
+    });
 }
 
 /// The `activeConnections` of the redirection on `port` of `app`, as `list -F json` shows it.
@@ -1016,10 +1012,18 @@ fn accept_loop_survives_emfile_and_the_listener_stays() {
         s.write_all(format!("client {i:>4}").as_bytes()).unwrap();
         clients.push(s);
     }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !server.log().contains("out of resources") {
-        assert!(Instant::now() < deadline, "150 connections did not exhaust 128 descriptors within 15 s (server holds {})\n--- server stderr ---\n{}", fd_count(pid), server.log());
-        thread::sleep(Duration::from_millis(50));
+    let exhausted = poll(Duration::from_secs(15), || {
+        if server.log().contains("out of resources") {
+            Ok(())
+        } else {
+            Err(format!("no `out of resources` in the log (server holds {} descriptors)", fd_count(pid)))
+        }
+    });
+    if let Err(e) = exhausted {
+        panic!(
+            "150 connections did not exhaust 128 descriptors within 15 s: {e}\n--- server stderr ---\n{}",
+            server.log()
+        );
     }
     assert!(server.wait_for_exit(Duration::ZERO).is_none(), "the server died on EMFILE\n{}", server.log());
     // The connections that were forwarded carry their bytes.
@@ -1038,18 +1042,14 @@ fn accept_loop_survives_emfile_and_the_listener_stays() {
     // Every forwarding thread has its own listener, and a thread that backs off leaves its
     // share of the 150 in its accept queue until descriptors free up: wait until all 151
     // connections were taken and ended before counting descriptors.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_until(Duration::from_secs(30), "the 150 clients were not all taken and ended within 30 s", || {
         let list = server.cli_json(&["list", "--app", "crowded", "-F", "json"]);
         if list[0]["connections"] == 151 && list[0]["activeConnections"] == 0 {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{list}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the 150 clients were not all taken and ended within 30 s: {list}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    });
     wait_for_fds_at_most(pid, baseline + 2, Duration::from_secs(15), "after the clients left");
     assert!(server.wait_for_exit(Duration::ZERO).is_none(), "the server died\n{}", server.log());
     let data = random_bytes(256 * 1024);
@@ -1098,11 +1098,8 @@ fn one_listening_socket_per_port_polled_by_every_forwarding_thread() {
         assert_same_bytes(&got, &want, &format!("client {i}"));
     }
     // Each thread counts into the same figure: all sixty end, and it comes back to zero.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while active_connections(&server, "threaded", port) != 0 {
-        assert!(Instant::now() < deadline, "connections still counted active after 10 s");
-        thread::sleep(Duration::from_millis(20));
-    }
+    let what = "connections still counted active after 10 s";
+    wait_for_no_active_connections(&server, "threaded", port, Duration::from_secs(10), what);
     let list = server.cli_json(&["list", "--app", "threaded", "-F", "json"]);
     assert_eq!(list[0]["connections"], 60, "{list}");
 
@@ -1172,11 +1169,8 @@ fn eight_thousand_concurrent_connections_on_one_redirection() {
         Duration::from_secs(15),
         &format!("after closing {N} connections (baseline {baseline})"),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while active_connections(&server, "crowd", port) != 0 {
-        assert!(Instant::now() < deadline, "activeConnections not back to 0 within 10 s");
-        thread::sleep(Duration::from_millis(100));
-    }
+    let what = "activeConnections not back to 0 within 10 s";
+    wait_for_no_active_connections(&server, "crowd", port, Duration::from_secs(10), what);
 }
 
 /// 2,000 redirections in one server (1,000 applications × 2 namespaces), made through the

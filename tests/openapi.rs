@@ -131,19 +131,13 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403",
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for schemathesis") {
-            break status;
-        }
-        if started.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "schemathesis still running after {RUN_LIMIT:?}; killed it\n{}",
-                out.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let Some(status) = wait_for_child(&mut child, RUN_LIMIT) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "schemathesis still running after {RUN_LIMIT:?}; killed it\n{}",
+            out.join().unwrap_or_default()
+        );
     };
     let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
     eprintln!("[openapi] schemathesis ran in {:?}", started.elapsed());

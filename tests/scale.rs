@@ -210,23 +210,6 @@ fn ports_made(report: &serde_json::Value) -> Vec<u16> {
     ports
 }
 
-/// Waits (polling every 50 ms, up to `limit`) until process `pid` holds at least `least`
-/// descriptors; returns how many it holds then.
-fn wait_for_fds_at_least(pid: u32, least: usize, limit: Duration, what: &str) -> usize {
-    let deadline = Instant::now() + limit;
-    loop {
-        let now = fd_count(pid);
-        if now >= least {
-            return now;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: the server holds {now} descriptors after {limit:?}; expected {least}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 #[ignore = "needs an open-file limit of 12,500 or more; CI runs it (`cargo test -- --ignored`)"]
 fn ten_thousand_redirections_forward_hold_connections_and_stop_cleanly() {

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -84,10 +84,11 @@ fn mixed_load_fails_nothing_and_leaks_nothing() {
             }
         }));
     }
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(secs) && workers.iter().all(|w| !w.is_finished()) {
-        thread::sleep(Duration::from_millis(200));
-    }
+    // The load runs for `secs`, or until a worker ends (it failed: its panic shows at the join).
+    let _ = hold(Duration::from_secs(secs), || match workers.iter().position(|w| w.is_finished()) {
+        Some(w) => Err(format!("soak worker {w} ended")),
+        None => Ok(()),
+    });
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.join().expect("a soak worker failed: see its panic above");
@@ -96,11 +97,12 @@ fn mixed_load_fails_nothing_and_leaks_nothing() {
     assert!(operations > 100, "only {operations} operations in {secs}s");
 
     // Back to the baseline, within a bounded wait for closes to be seen.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while fd_count(pid) > fd_base + 2 {
-        assert!(Instant::now() < deadline, "descriptors: {} now, {fd_base} before the soak", fd_count(pid));
-        thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_fds_at_most(
+        pid,
+        fd_base + 2,
+        Duration::from_secs(15),
+        &format!("{fd_base} descriptors before the soak"),
+    );
     let rss = rss_kib(pid);
     // The allocator keeps some freed memory for reuse; a leak grows with the load instead.
     assert!(rss < rss_base + 64 * 1024, "RSS {rss} KiB after {operations} operations, {rss_base} KiB before");

@@ -204,20 +204,19 @@ fn an_upgrade_refuses_and_resets_nothing_and_open_connections_finish() {
             calls
         })
     };
-    // Let the loops run a moment before the upgrade: wait until they made connections.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while failures.done.load(Ordering::Relaxed) < 200 && Instant::now() < deadline {
-        thread::yield_now();
-    }
+    // Let the loops run a moment before the upgrade: wait until they made connections (at
+    // most 10 s; the counts are checked after the upgrade).
+    let made = |least: u64| match failures.done.load(Ordering::Relaxed) {
+        done if done >= least => Ok(()),
+        done => Err(format!("{done} connections made, waiting for {least}")),
+    };
+    let _ = poll(Duration::from_secs(10), || made(200));
     let old = server.process_id();
     let new = upgrade(&server, old, &mut successors);
     assert_ne!(new, old);
     // The loops go on against the new process for a while, then stop.
     let after = failures.done.load(Ordering::Relaxed);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while failures.done.load(Ordering::Relaxed) < after + 500 && Instant::now() < deadline {
-        thread::yield_now();
-    }
+    let _ = poll(Duration::from_secs(10), || made(after + 500));
     let got = transfer.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     for churner in churners {
@@ -524,28 +523,46 @@ fn a_fleet_node_keeps_its_name_and_its_place_through_an_upgrade() {
             .filter(|l| l.contains("this node is registered in the fleet"))
             .any(|l| l.split_whitespace().any(|word| word == field))
     };
-    let until = Instant::now() + Duration::from_secs(20);
-    while !registered_by(new) {
-        assert!(Instant::now() < until, "the new process did not register again:\n{}", a.log());
-        thread::sleep(Duration::from_millis(20));
+    let registered = poll(Duration::from_secs(20), || {
+        if registered_by(new) {
+            Ok(())
+        } else {
+            Err(format!("no line of pid {new} says it registered"))
+        }
+    });
+    if let Err(e) = registered {
+        panic!("the new process did not register again ({e}):\n{}", a.log());
     }
     // The old process would register within a second of etcd's return, as the new one did:
     // two seconds with no line of its own.
-    thread::sleep(Duration::from_secs(2));
-    assert!(alive(a.process_id()), "the old process still drains its connection");
-    assert!(!registered_by(a.process_id()), "the draining process registered the node again:\n{}", a.log());
+    let old = a.process_id();
+    let stayed_out = hold(Duration::from_secs(2), || {
+        if registered_by(old) {
+            Err(format!("pid {old} logged that it registered the node"))
+        } else {
+            Ok(())
+        }
+    });
+    assert!(alive(old), "the old process still drains its connection");
+    if let Err(e) = stayed_out {
+        panic!("the draining process registered the node again ({e}):\n{}", a.log());
+    }
     drop(held);
     let status = a.wait_for_exit(Duration::from_secs(40)).expect("the old process exits");
     assert!(status.success());
     // The old process's lease runs out within a second; for three, b must see a up, with
     // its port, and the new process must forward on it.
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
+    let stayed_up = hold(Duration::from_secs(3), || {
         let nodes = b.cli_json(&["nodes", "-F", "json"]);
         let a_state =
             nodes.as_array().and_then(|n| n.iter().find(|n| n["name"] == "a")).map(|n| n["state"].clone());
-        assert_eq!(a_state, Some(serde_json::json!("up")), "{nodes}");
-        thread::sleep(Duration::from_millis(100));
+        match a_state {
+            Some(state) if state == "up" => Ok(()),
+            other => Err(format!("b lists a as {other:?}: {nodes}")),
+        }
+    });
+    if let Err(e) = stayed_up {
+        panic!("b must see a up, for three seconds after the old process left: {e}");
     }
     assert!(alive(new));
     let mut conn = TcpStream::connect(via_a).unwrap();
@@ -607,26 +624,26 @@ fn an_upgrade_hands_the_udp_ports_over_and_a_flow_keeps_being_answered() {
         })
     };
     // The flow is open before the upgrade: the old process has answered its datagrams.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_until(Duration::from_secs(10), "no datagram was answered before the upgrade", || {
         let text = server.api("GET", "/metrics", None).text();
         let out =
             |l: &&str| l.starts_with("tcp_redirs_udp_datagrams_total{") && l.contains("direction=\"out\"");
         if text.lines().filter(out).any(|l| !l.ends_with(" 0")) {
-            break;
+            Ok(())
+        } else {
+            Err(format!("the metrics say:\n{text}"))
         }
-        assert!(Instant::now() < deadline, "no datagram was answered before the upgrade:\n{text}");
-        thread::yield_now();
-    }
+    });
     let old = server.process_id();
     upgrade(&server, old, &mut successors);
     let status = server.wait_for_exit(Duration::from_secs(40)).expect("the old process exits");
     assert!(status.success(), "{status}\n{}", server.log());
-    // The flow goes on with the new process alone for a moment.
-    let after = Instant::now();
-    while after.elapsed() < Duration::from_millis(500) {
-        thread::yield_now();
-    }
+    // The flow goes on with the new process alone for a moment (half a second, or until the
+    // pinger ends: it failed, and its join says how).
+    let _ = hold(Duration::from_millis(500), || match pinger.is_finished() {
+        true => Err("the pinger ended".to_owned()),
+        false => Ok(()),
+    });
     stop.store(true, Ordering::Relaxed);
     let (answered, unanswered, refused) = pinger.join().unwrap();
     eprintln!("[upgrade] UDP: {answered} answered, {unanswered} unanswered, {refused} refused");
@@ -665,10 +682,10 @@ fn sighup_changes_a_udp_redirections_limits_in_place() {
     assert_eq!(open(), Some(1), "the same flow, not a new one");
     // Idle now: the flow ends after 2 s (the sweep runs at least every second), not 60.
     let idle = Instant::now();
-    while open() != Some(0) {
-        assert!(idle.elapsed() < Duration::from_secs(10), "the flow did not end at its new idle timeout");
-        thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(Duration::from_secs(10), "the flow did not end at its new idle timeout", || match open() {
+        Some(0) => Ok(()),
+        other => Err(format!("activeConnections {other:?}")),
+    });
     assert!(idle.elapsed() >= Duration::from_millis(1500), "ended too early: {:?}", idle.elapsed());
     assert_eq!(udp_round_trip(&client, b"three").unwrap(), b"three", "its next datagram starts a new flow");
 }

@@ -20,8 +20,9 @@
 //! [`Etcd::enable_auth`] and [`Etcd::add_user`] set etcd's users and roles up.
 //!
 //! Only std, `tempfile`, `serde_json` and `libc` are used, so that unit tests may include this
-//! file too (`#[path = "…/tests/common/etcd.rs"] mod etcd;`). Nothing here sleeps to wait for
-//! readiness: waits poll a signal (the health endpoint) with a bounded deadline.
+//! file too (`#[path = "…/tests/common/etcd.rs"] mod etcd;`), and `wait.rs` beside it, which
+//! only uses std. Nothing here sleeps to wait for readiness: waits poll a signal (the health
+//! endpoint) with [`wait::poll`], bounded in time.
 
 #![allow(dead_code)]
 
@@ -33,9 +34,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+
+#[path = "wait.rs"]
+pub mod wait;
+use wait::poll;
 
 /// Where Debian's `etcd-server` installs etcd.
 pub const ETCD_BIN: &str = "/usr/bin/etcd";
@@ -43,8 +48,6 @@ pub const ETCD_BIN: &str = "/usr/bin/etcd";
 pub const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Timeout of one request to etcd's HTTP endpoints.
 const ETCD_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Interval between two health probes.
-const POLL: Duration = Duration::from_millis(20);
 
 /// A free port on 127.0.0.1: bound to port 0, read, released.
 fn free_loopback_port() -> u16 {
@@ -199,22 +202,27 @@ impl Etcd {
         drain(child.stderr.take().expect("piped stderr"), Arc::clone(&self.log));
         self.child = Some(child);
 
-        let deadline = Instant::now() + ETCD_READY_TIMEOUT;
-        let mut last = String::from("no answer yet");
-        while Instant::now() < deadline {
+        let mut exited = None;
+        let healthy = poll(ETCD_READY_TIMEOUT, || {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("wait for etcd") {
-                self.child = None;
-                return Err(format!("etcd exited before it was healthy ({status})"));
+                exited = Some(status);
+                return Err("FATAL: etcd exited".to_owned());
             }
             match self.request("GET", "/health", None) {
-                Ok((200, body)) if body.contains(r#""health":"true""#) => return Ok(()),
-                Ok((status, body)) => last = format!("status {status}: {body}"),
-                Err(e) => last = e,
+                Ok((200, body)) if body.contains(r#""health":"true""#) => Ok(()),
+                Ok((status, body)) => Err(format!("status {status}: {body}")),
+                Err(e) => Err(e),
             }
-            thread::sleep(POLL);
+        });
+        if let Some(status) = exited {
+            self.child = None;
+            return Err(format!("etcd exited before it was healthy ({status})"));
         }
-        self.stop();
-        Err(format!("etcd was not healthy within {ETCD_READY_TIMEOUT:?} (last probe: {last})"))
+        if let Err(last) = healthy {
+            self.stop();
+            return Err(format!("etcd was not healthy within {ETCD_READY_TIMEOUT:?} (last probe: {last})"));
+        }
+        Ok(())
     }
 
     /// One HTTP/1.0 request to etcd's client port (so the answer is neither chunked nor kept
@@ -619,41 +627,46 @@ impl Cluster {
             drain_tagged(child.stderr.take().expect("piped stderr"), Arc::clone(&self.log), tag);
             *self.members[i].child.lock().unwrap() = Some(child);
         }
-        let deadline = Instant::now() + ETCD_READY_TIMEOUT;
         let mut waiting: Vec<usize> = which.to_vec();
-        let mut last = String::from("no answer yet");
-        while Instant::now() < deadline {
+        let healthy = poll(ETCD_READY_TIMEOUT, || {
             for &i in &waiting {
                 let member = &self.members[i];
                 let mut child = member.child.lock().unwrap();
                 let exited = match child.as_mut() {
                     Some(c) => c.try_wait().expect("wait for etcd"),
-                    None => return Err(format!("member {} was killed while it started", member.name)),
+                    None => return Err(format!("FATAL: member {} was killed while it started", member.name)),
                 };
                 if let Some(status) = exited {
                     *child = None;
-                    return Err(format!("member {} exited before it was healthy ({status})", member.name));
+                    return Err(format!(
+                        "FATAL: member {} exited before it was healthy ({status})",
+                        member.name
+                    ));
                 }
             }
-            let mut still = Vec::new();
-            for &i in &waiting {
-                match self.health(i) {
-                    Ok(()) => {}
-                    Err(e) => {
-                        last = format!("{}: {e}", self.members[i].name);
-                        still.push(i);
-                    }
+            let mut last = String::new();
+            waiting.retain(|&i| match self.health(i) {
+                Ok(()) => false,
+                Err(e) => {
+                    last = format!("{}: {e}", self.members[i].name);
+                    true
                 }
-            }
-            waiting = still;
+            });
             if waiting.is_empty() {
-                return Ok(());
+                Ok(())
+            } else {
+                Err(last)
             }
-            thread::sleep(POLL);
+        });
+        match healthy {
+            Ok(_) => Ok(()),
+            Err(e) => match e.strip_prefix("FATAL: ") {
+                Some(fatal) => Err(fatal.to_owned()),
+                None => Err(format!(
+                    "members {waiting:?} were not healthy within {ETCD_READY_TIMEOUT:?} (last probe: {e})"
+                )),
+            },
         }
-        Err(format!(
-            "members {waiting:?} were not healthy within {ETCD_READY_TIMEOUT:?} (last probe: {last})"
-        ))
     }
 
     /// `Ok` when member `i` answers `GET /health` with `"health":"true"` (it sees a leader).
@@ -691,9 +704,8 @@ impl Cluster {
     /// Which running member leads, as every running member that answers agrees, polled up to
     /// `limit`; `Err` with what they said when no such member shows within it.
     pub fn leader(&self, limit: Duration) -> Result<usize, String> {
-        let deadline = Instant::now() + limit;
-        // Bounded by the deadline (each round takes at most 3 requests of 2 s).
-        loop {
+        // Bounded by the limit (each probe takes at most 3 requests of 2 s).
+        let found = poll(limit, || {
             let running: Vec<usize> = (0..CLUSTER_SIZE).filter(|&i| self.is_running(i)).collect();
             // (member, its status: its own id and the leader it knows).
             let answers: Vec<(usize, MemberStatus)> = running.iter().map(|&i| (i, self.status(i))).collect();
@@ -703,20 +715,15 @@ impl Cluster {
                 answers.iter().filter_map(|(_, a)| a.as_ref().ok().map(|(_, l)| *l)).collect();
             match leaders.first() {
                 Some(&leader) if leader != 0 && leaders.iter().all(|&l| l == leader) => {
-                    if let Some(&i) = ids.get(&leader) {
-                        return Ok(i);
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(format!("the leader {leader:x} is no running member: {answers:?}"));
+                    match ids.get(&leader) {
+                        Some(&i) => Ok(i),
+                        None => Err(format!("the leader {leader:x} is no running member: {answers:?}")),
                     }
                 }
-                _ if Instant::now() >= deadline => {
-                    return Err(format!("no agreed leader within {limit:?}: {answers:?}"))
-                }
-                _ => {}
+                _ => Err(format!("no agreed leader: {answers:?}")),
             }
-            thread::sleep(POLL);
-        }
+        });
+        found.map(|(i, _)| i).map_err(|e| format!("no agreed leader within {limit:?}: {e}"))
     }
 }
 

@@ -13,12 +13,19 @@
 //!   address with one shared admin token.
 //!
 //! Nothing here sleeps to wait for readiness: waits are on a signal (a log line, a process
-//! exit, a socket event) and every one of them is bounded in time.
+//! exit, a socket event) and every one of them is bounded in time. Whatever is polled goes
+//! through [`poll`] (in `wait.rs`, which `etcd.rs` loads) or [`poll_async`]: the tests
+//! write no polling loop of their own.
 
 #![allow(dead_code)]
 
 pub mod etcd;
 pub mod pki;
+
+// `wait.rs` is loaded once, by `etcd.rs` (which unit tests include on its own, with it).
+use etcd::wait;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use etcd::wait::{hold, poll, poll_every, wait_for_child, wait_until, POLL};
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -306,19 +313,24 @@ impl Server {
 
     /// Waits until the log has `needle` after its first `skip` bytes; the log up to the end
     /// of the line that has it.
-    /// Polls every 20 ms, up to `limit`, then panics with the log.
+    /// Polls every [`POLL`], up to `limit`, then panics with the log.
     pub fn wait_for_log(&self, needle: &str, skip: usize, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
+        let found = poll(limit, || {
             let log = self.log();
-            if let Some(at) = log.get(skip..).and_then(|rest| rest.find(needle)) {
-                let end = log[skip + at..].find('\n').map_or(log.len(), |n| skip + at + n);
-                return log[..end].to_owned();
+            match log.get(skip..).and_then(|rest| rest.find(needle)) {
+                Some(at) => {
+                    let end = log[skip + at..].find('\n').map_or(log.len(), |n| skip + at + n);
+                    Ok(log[..end].to_owned())
+                }
+                None => Err(format!("no `{needle}` in the log")),
             }
-            if Instant::now() >= deadline {
-                panic!("the server did not log `{needle}` within {limit:?}\n--- server stderr ---\n{log}");
-            }
-            thread::sleep(Duration::from_millis(20));
+        });
+        match found {
+            Ok((log, _)) => log,
+            Err(e) => panic!(
+                "the server did not log `{needle}` within {limit:?} ({e})\n--- server stderr ---\n{}",
+                self.log()
+            ),
         }
     }
 
@@ -460,21 +472,14 @@ fn run_cli_for(url: &str, token: &str, args: &[&str], limit: Duration) -> CliOut
     let stdout = read_in_background(child.stdout.take().expect("piped stdout"));
     let stderr = read_in_background(child.stderr.take().expect("piped stderr"));
 
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the CLI") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "`tcp-redirs {}` still running after {limit:?}; killed it. stderr so far:\n{}",
-                args.join(" "),
-                stderr.join().unwrap_or_default()
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
+    let Some(status) = wait_for_child(&mut child, limit) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "`tcp-redirs {}` still running after {limit:?}; killed it. stderr so far:\n{}",
+            args.join(" "),
+            stderr.join().unwrap_or_default()
+        );
     };
     CliOutput {
         code: status.code().unwrap_or(-1),
@@ -929,16 +934,7 @@ impl Server {
 
     /// Waits up to `limit` for the server to exit, returning its status.
     pub fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.0.try_wait().expect("wait for the server") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_child(&mut self.child.0, limit)
     }
 }
 
@@ -947,21 +943,24 @@ pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
 
-/// Waits (polling every 50 ms, up to `limit`) until process `pid` holds at most `most`
+/// Waits (polling every [`POLL`], up to `limit`) until process `pid` holds at most `most`
 /// descriptors; returns how many it holds then.
 pub fn wait_for_fds_at_most(pid: u32, most: usize, limit: Duration, what: &str) -> usize {
-    let deadline = Instant::now() + limit;
-    loop {
-        let now = fd_count(pid);
-        if now <= most {
-            return now;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: the server holds {now} descriptors after {limit:?}; expected at most {most}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    let held = poll(limit, || match fd_count(pid) {
+        now if now <= most => Ok(now),
+        now => Err(format!("the server holds {now} descriptors")),
+    });
+    held.unwrap_or_else(|e| panic!("{what}: {e}; expected at most {most}")).0
+}
+
+/// Waits (polling every [`POLL`], up to `limit`) until process `pid` holds at least `least`
+/// descriptors; returns how many it holds then.
+pub fn wait_for_fds_at_least(pid: u32, least: usize, limit: Duration, what: &str) -> usize {
+    let held = poll(limit, || match fd_count(pid) {
+        now if now >= least => Ok(now),
+        now => Err(format!("the server holds {now} descriptors")),
+    });
+    held.unwrap_or_else(|e| panic!("{what}: {e}; expected at least {least}")).0
 }
 
 /// Listening sockets on 127.0.0.1:`port` in the whole machine (`/proc/net/tcp`).
@@ -1026,20 +1025,19 @@ pub fn run_cli_within(server: &Server, args: &[&str], limit: Duration) -> CliOut
 // Polling and probes of a node's public address (the fleet and cluster tests)
 // ---------------------------------------------------------------------------------------
 
-/// Interval between two probes of a [`poll`].
-pub const POLL: Duration = Duration::from_millis(20);
-
-/// Runs `probe` every [`POLL`] until it answers `Ok` or `limit` has passed (then the last
-/// error); the value and how long it took. An error that starts with `FATAL` ends it at once.
-pub fn poll<T>(
+/// [`poll`] for a tokio test: awaits `probe` every `every` (without blocking the runtime)
+/// until it answers `Ok` or `limit` has passed (then the last error); the value and how long
+/// it took. An error that starts with `FATAL` ends it at once. (`every` is the caller's: a
+/// probe of a web page costs a round trip to the browser.)
+pub async fn poll_async<T>(
+    every: Duration,
     limit: Duration,
-    mut probe: impl FnMut() -> Result<T, String>,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
 ) -> Result<(T, Duration), String> {
     let start = Instant::now();
-    let max_tries = limit.as_millis() as usize / POLL.as_millis() as usize + 2;
     let mut last = String::from("never probed");
-    for _ in 0..max_tries.max(2) {
-        match probe() {
+    for _ in 0..wait::max_probes(every, limit) {
+        match probe().await {
             Ok(value) => return Ok((value, start.elapsed())),
             Err(e) if e.starts_with("FATAL") => return Err(e),
             Err(e) => last = e,
@@ -1047,7 +1045,7 @@ pub fn poll<T>(
         if start.elapsed() >= limit {
             break;
         }
-        thread::sleep(POLL);
+        tokio::time::sleep(every).await;
     }
     Err(format!("still not the case after {:?}: {last}", start.elapsed()))
 }
