@@ -590,3 +590,25 @@ fn a_full_table_says_so() {
         assert!(err.to_string().contains("TCP listeners"), "{err}");
     });
 }
+
+#[test]
+fn two_steerings_in_one_namespace_first_attached_wins() {
+    in_netns(|| {
+        let first = load();
+        let second = load();
+        let a = TcpListener::bind((LOCAL4, 0)).unwrap();
+        let b = TcpListener::bind((LOCAL4, 0)).unwrap();
+        first.insert_socket(0, a.as_fd()).unwrap();
+        second.insert_socket(0, b.as_fd()).unwrap();
+        first.steer(tcp(LOCAL4, 26_000), Target::slot(0)).unwrap();
+        second.steer(tcp(LOCAL4, 26_000), Target::slot(0)).unwrap();
+        second.steer(tcp(LOCAL4, 26_001), Target::slot(0)).unwrap();
+        // Both programs choose: the one attached first holds, the second does not drop it.
+        dial_accept(&a, LOCAL4, 26_000);
+        // Only the second steers this one.
+        dial_accept(&b, LOCAL4, 26_001);
+        // The first steering gone, the second takes every port with no gap.
+        drop(first);
+        dial_accept(&b, LOCAL4, 26_000);
+    });
+}
