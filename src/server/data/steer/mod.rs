@@ -74,19 +74,25 @@
 //! program is 61 instruction slots; [`bpf`] encodes them with a label-resolving assembler of
 //! a dozen functions, and the kernel's verifier checks it at each load (every test loads it).
 //!
-//! **Figures** (kernel 6.18, 2 shared cores), from `cargo test --release --lib
-//! steer::tests::figures -- --nocapture` (medians of 5 rounds, each on a fresh steering) and
-//! `steer::tests::ten_thousand_ports_on_a_handful_of_descriptors`:
+//! **Figures** (kernel 6.18, 2 shared cores), from `cargo test --lib steer::tests::figures --
+//! --nocapture` (medians of 5 rounds, each on a fresh steering; debug and release builds give
+//! the same, the time is the kernel's) and `cargo test --lib steer::tests::ten_thousand --
+//! --nocapture --test-threads 1`:
 //! - program: 61 instruction slots (58 instructions, three of them 16-byte map loads), 4,096 B
 //!   of kernel memory;
 //! - steering table: 88 B of kernel memory per key as the kernel counts it (`memlock` of
 //!   `/proc/self/fdinfo`: 8,595,200 B with 50,000 keys against 4,195,200 B empty), plus 16 B
 //!   per key of capacity for the hash buckets, allocated at creation (4 MiB for the default
 //!   262,144 keys); socket map: 2,424 B;
-//! - steering 50,000 keys: 38-39 ms batched (`BPF_MAP_UPDATE_BATCH`, one system call), 56-63 ms
-//!   one by one; unsteering 39-40 ms batched (`BPF_MAP_DELETE_BATCH`), 57 ms one by one;
+//! - steering 50,000 keys: 38-41 ms batched (`BPF_MAP_UPDATE_BATCH`, one system call), 48-63 ms
+//!   one by one; unsteering 39-43 ms batched (`BPF_MAP_DELETE_BATCH`), 50-57 ms one by one;
 //! - descriptors: 20,000 steered ports (10,000 TCP, 10,000 UDP) cost 6 (4 for the steering, 2
 //!   sockets), against 20,000 for a socket per port.
+//!
+//! **Not here yet.** Nothing in the server uses this module: choosing the mode, the sockets
+//! and how threads share them, the allocator's check that no other program holds a port, the
+//! hand-over in the upgrade path, and counters of lookups and misses (tubular keeps them in a
+//! per-CPU array) come with the integration.
 
 mod bpf;
 mod program;
@@ -419,7 +425,7 @@ impl Steering {
         fds.iter().map(|fd| memlock(fd.as_fd())).sum()
     }
 
-    /// Number of instructions of the program this binary loads.
+    /// Number of instruction slots of the program this binary loads.
     pub fn program_len() -> usize {
         program::instructions(-1, -1).len()
     }
@@ -454,6 +460,7 @@ fn load_program(bindings: BorrowedFd<'_>, sockets: BorrowedFd<'_>) -> io::Result
 /// The calling thread's network namespace (`/proc/self` would be the main thread's).
 fn current_netns() -> io::Result<File> {
     File::open("/proc/thread-self/ns/net")
+        // SAFETY: gettid has no preconditions.
         .or_else(|_| File::open(format!("/proc/self/task/{}/ns/net", unsafe { libc::gettid() })))
         .map_err(|e| context(e, "open /proc/thread-self/ns/net".into()))
 }

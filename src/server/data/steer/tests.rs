@@ -496,8 +496,9 @@ fn ten_thousand_ports_on_a_handful_of_descriptors() {
         entries.extend(ports.iter().map(|&p| (udp(LOCAL4, p), Target::slot(1))));
         steering.steer_many(&entries).unwrap();
         let used = open_fds().saturating_sub(before);
-        // 4 for the steering, 2 sockets; other tests run in parallel threads and open theirs.
-        assert!(used < 100, "{used} descriptors for 20,000 steered ports");
+        // 4 for the steering, 2 sockets (run alone: 6); other tests run in parallel threads and
+        // open theirs, hence a bound far below one per port rather than an exact count.
+        assert!(used < 1_000, "{used} descriptors for 20,000 steered ports");
         let client = UdpSocket::bind((LOCAL4, 0)).unwrap();
         for &p in ports.iter().step_by(97).chain([ports[0], ports[ports.len() - 1]].iter()) {
             drop(dial_accept(&listener, LOCAL4, p));
@@ -505,7 +506,7 @@ fn ten_thousand_ports_on_a_handful_of_descriptors() {
             assert_eq!(recv_orig(&server).2.port(), p);
         }
         assert_refused(LOCAL4, 40_000);
-        eprintln!("20,000 ports steered with {used} new descriptors (4 steering + 2 sockets)");
+        eprintln!("20,000 ports steered with {used} new descriptors");
     });
 }
 
