@@ -63,6 +63,13 @@ pub struct Args {
     /// Serve only these namespaces (comma-separated) [default: all].
     #[arg(long, value_name = "NS,NS", value_delimiter = ',')]
     namespaces: Option<Vec<String>>,
+    /// How public TCP ports listen: `steered` (every port on one socket per address family,
+    /// steered by the kernel with BPF sk_lookup: needs Linux 5.9 and CAP_BPF with
+    /// CAP_NET_ADMIN, or root), `bound` (one listening socket per port), or `auto` (steered
+    /// where it can be, else bound, saying why at start).
+    #[arg(long, env = "TCP_REDIRS_PORT_MODE", default_value = "auto", value_name = "MODE",
+        value_parser = server::PortMode::parse)]
+    port_mode: server::PortMode,
     /// Log one line per connection when it ends, on every port (else per namespace: access_log).
     #[arg(long, env = "TCP_REDIRS_ACCESS_LOG")]
     access_log: bool,
@@ -109,6 +116,7 @@ pub fn run(args: Args) -> Result<()> {
             password_file: args.store_password_file,
         },
         node: args.node,
+        port_mode: args.port_mode,
         namespaces: args.namespaces,
         node_ttl: Duration::from_secs(args.node_ttl),
         access_log: args.access_log,

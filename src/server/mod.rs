@@ -51,6 +51,7 @@ mod spec;
 mod state;
 mod upgrade;
 
+pub use data::steered::Mode as PortMode;
 pub use data::{conn_log, log_writer};
 
 use std::fs::{self, File, OpenOptions};
@@ -111,6 +112,8 @@ pub struct Options {
     pub node_ttl: Duration,
     /// Log one line per connection on every port.
     pub access_log: bool,
+    /// How public TCP ports listen: steered, bound, or steered where possible.
+    pub port_mode: PortMode,
 }
 
 /// How long in-flight API requests get to finish at stop.
@@ -363,7 +366,7 @@ fn start_ports(
     opts: &Options,
     config: &Config,
     namespaces: &[config::Namespace],
-    inherited: Option<&mut upgrade::Inherited>,
+    mut inherited: Option<&mut upgrade::Inherited>,
 ) -> Result<Arc<live::LivePorts>> {
     let workers = workers::Workers::start(opts.threads).context("cannot start the forwarding threads")?;
     let served = live::Served {
@@ -376,7 +379,18 @@ fn start_ports(
         binds: namespaces.iter().map(|n| (n.def.name.clone(), n.bind)).collect(),
         access_log: opts.access_log,
     };
-    let live = Arc::new(live::LivePorts::new(served, workers));
+    // An upgrade keeps the mode it finds: the steering handed over, or bound ports.
+    let steered = match inherited.as_deref_mut().map(|handed| handed.steering.take()) {
+        Some(Some((fds, listeners))) => Some(
+            data::steered::Steered::adopt(fds, listeners)
+                .context("cannot take over the old process's steering")?,
+        ),
+        Some(None) => data::steered::choose(data::steered::Mode::Bound)?,
+        None => data::steered::choose(opts.port_mode).map_err(|err| {
+            anyhow::anyhow!("--port-mode steered: {err}; or run with --port-mode bound (one socket per port)")
+        })?,
+    };
+    let live = Arc::new(live::LivePorts::new(served, workers, steered));
     if let Some(handed) = inherited {
         live.inherit(std::mem::take(&mut handed.ports), std::mem::take(&mut handed.udp));
     }

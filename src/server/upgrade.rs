@@ -53,6 +53,10 @@ struct Handover {
     /// Each public UDP port's socket (absent from an old process that had none).
     #[serde(default)]
     udp: Vec<(SocketAddr, RawFd)>,
+    /// In steered mode, the program's link, the program, its two tables (in
+    /// `steer::Fds::into_array`'s order) and the steered listeners.
+    #[serde(default)]
+    steering: Option<([RawFd; 4], Vec<RawFd>)>,
 }
 
 /// What a new process received from the one it replaces.
@@ -65,6 +69,8 @@ pub struct Inherited {
     pub ports: HashMap<SocketAddr, Vec<TcpListener>>,
     /// Each public UDP port's socket.
     pub udp: HashMap<SocketAddr, UdpSocket>,
+    /// In steered mode, the steering's descriptors and the steered listeners.
+    pub steering: Option<([OwnedFd; 4], Vec<TcpListener>)>,
     ready: File,
 }
 
@@ -99,7 +105,15 @@ impl Inherited {
             socket.local_addr().with_context(|| format!("descriptor {fd} is not a bound socket"))?;
             udp.insert(addr, socket);
         }
+        let steering = match handover.steering {
+            Some(([a, b, c, d], listeners)) => Some((
+                [owned(a)?, owned(b)?, owned(c)?, owned(d)?],
+                listeners.into_iter().map(listener).collect::<Result<_>>()?,
+            )),
+            None => None,
+        };
         Ok(Some(Inherited {
+            steering,
             api: listener(handover.api)?,
             lock: File::from(owned(handover.lock)?),
             ready: File::from(owned(handover.ready)?),
@@ -139,6 +153,9 @@ pub async fn hand_over(exe: &Path, api: &TcpListener, lock: &File, ports: PortSo
             .map(|(addr, fds)| (*addr, fds.iter().map(AsRawFd::as_raw_fd).collect()))
             .collect(),
         udp: ports.udp.iter().map(|(addr, fd)| (*addr, fd.as_raw_fd())).collect(),
+        steering: ports.steering.as_ref().map(|(fds, listeners)| {
+            (fds.each_ref().map(AsRawFd::as_raw_fd), listeners.iter().map(AsRawFd::as_raw_fd).collect())
+        }),
     };
     let mut child = Command::new(exe)
         .args(std::env::args_os().skip(1))

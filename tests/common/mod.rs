@@ -58,7 +58,10 @@ fn command() -> Command {
 }
 
 /// A `Command` for `program` (the binary or a copy of it) with none of the caller's
-/// `TCP_REDIRS_*` settings.
+/// `TCP_REDIRS_*` settings, and the port mode of this run: bound, unless `TEST_PORT_MODE`
+/// says otherwise (`scripts/test` runs the forwarding, UDP, upgrade and fleet suites again
+/// with `TEST_PORT_MODE=steered`, inside a network namespace of their own: a steered
+/// server attaches its program to the namespace it runs in, never the machine's).
 fn command_for(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     for (key, _) in std::env::vars_os() {
@@ -66,8 +69,14 @@ fn command_for(program: &Path) -> Command {
             cmd.env_remove(key);
         }
     }
+    cmd.env("TCP_REDIRS_PORT_MODE", port_mode());
     cmd.env("NO_COLOR", "1").stdin(Stdio::null());
     cmd
+}
+
+/// The port mode the servers of this run use: `TEST_PORT_MODE`, else `bound`.
+pub fn port_mode() -> String {
+    std::env::var("TEST_PORT_MODE").unwrap_or_else(|_| "bound".to_owned())
 }
 
 /// A fresh random admin token.

@@ -40,7 +40,7 @@ use super::workers::Workers;
 use crate::server::spec::{Access, TcpLimits};
 
 /// How long to wait before accepting again after the process ran out of descriptors.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+pub(super) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often a redirection whose port could not be bound tries again.
 const REBIND_EVERY: Duration = Duration::from_secs(5);
 
@@ -101,7 +101,7 @@ pub struct Policy {
 /// binds, hands out and waits. Returning means every listener was dropped, which is what
 /// closes the port at once on removal.
 pub async fn run(port: Port, mut listeners: Option<Listeners>) {
-    let port = Arc::new(Accepting { admission: Admission::default(), port });
+    let port = Arc::new(Accepting::new(port));
     let listeners = loop {
         if let Some(l) = listeners.take() {
             break l;
@@ -168,7 +168,7 @@ pub async fn run(port: Port, mut listeners: Option<Listeners>) {
 ///
 /// Awaited boxed, on the rare paths (a failed bind, an accept out of descriptors): a timer
 /// inline would size every port's task, and every accept loop's, for the worst case.
-async fn stopped_within(stop: &CancellationToken, wait: Duration) -> bool {
+pub(super) async fn stopped_within(stop: &CancellationToken, wait: Duration) -> bool {
     tokio::select! {
         _ = stop.cancelled() => true,
         _ = tokio::time::sleep(wait) => false,
@@ -176,10 +176,17 @@ async fn stopped_within(stop: &CancellationToken, wait: Duration) -> bool {
 }
 
 /// A port being served: shared by its accept loops.
-struct Accepting {
+pub(super) struct Accepting {
     port: Port,
     /// Who and how many may connect.
     admission: Admission,
+}
+
+impl Accepting {
+    /// The port, ready for its accept loops.
+    pub(super) fn new(port: Port) -> Accepting {
+        Accepting { port, admission: Admission::default() }
+    }
 }
 
 impl std::ops::Deref for Accepting {
@@ -190,7 +197,7 @@ impl std::ops::Deref for Accepting {
 }
 
 /// A listener as an accept loop receives it.
-enum Source {
+pub(super) enum Source {
     /// Accepted on by this loop alone.
     Own(std::net::TcpListener),
     /// Polled by every forwarding thread's loop.
@@ -207,7 +214,7 @@ impl AsRawFd for Source {
 }
 
 /// A listener registered with this thread's poller.
-struct Polled {
+pub(super) struct Polled {
     fd: AsyncFd<Source>,
     /// Failed accepts so far (the queue was empty when this thread was woken), up to
     /// [`exclusive::LOSSES`], when a shared listener moves to an exclusive registration.
@@ -216,7 +223,7 @@ struct Polled {
 }
 
 impl Polled {
-    fn new(source: Source) -> io::Result<Polled> {
+    pub(super) fn new(source: Source) -> io::Result<Polled> {
         // Only a shared listener has other threads to lose races to.
         let losses = if matches!(source, Source::Shared(_)) { 0 } else { exclusive::LOSSES };
         // SAFETY: the source owns its listening socket (or shares its ownership through
@@ -227,7 +234,7 @@ impl Polled {
         Ok(Polled { fd: fd.map_err(|e| e.into_parts().1)?, losses: AtomicU32::new(losses) })
     }
 
-    async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+    pub(super) async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         loop {
             // With a shared listener, every thread is woken by a new connection: the first
             // to accept takes it, the others find the queue empty and wait again, until the
@@ -257,8 +264,15 @@ impl Polled {
         }
     }
 
+    /// Registers the listener exclusive at once (a listener every thread polls from the
+    /// start, whose connections are spread over many ports: no busy port to wait for).
+    pub(super) fn make_exclusive(&self) {
+        self.losses.store(exclusive::LOSSES - 1, Ordering::Relaxed);
+        self.lost();
+    }
+
     /// The connection queued on the listener now, without waiting.
-    fn accept_queued(&self) -> Option<(TcpStream, SocketAddr)> {
+    pub(super) fn accept_queued(&self) -> Option<(TcpStream, SocketAddr)> {
         let (client, peer) = accept_now(self.fd.get_ref()).ok()?;
         Some((TcpStream::from_std(client).ok()?, peer))
     }
@@ -288,7 +302,7 @@ fn accept_now(listener: &impl AsRawFd) -> io::Result<(std::net::TcpStream, Socke
 /// What the connections of one accept loop share: made once per loop, so that a new
 /// connection takes one reference on an `Arc` that only this thread touches, rather than
 /// one on each of the port's (whose counts every thread would write).
-struct Local {
+pub(super) struct Local {
     /// This thread's own copy of the port's policy, copied again when its generation moves.
     policy: ArcSwap<Policy>,
     targets: Arc<Pool>,
@@ -299,6 +313,19 @@ struct Local {
     tracker: TaskTracker,
 }
 
+impl Local {
+    /// What the port's connections accepted on forwarding thread `thread` share.
+    pub(super) fn new(port: &Port, thread: usize) -> Arc<Local> {
+        Arc::new(Local {
+            policy: ArcSwap::from_pointee((**port.policy.load()).clone()),
+            targets: port.targets.clone(),
+            metrics: port.metrics.clone(),
+            close: port.close_connections.child_token(),
+            tracker: port.connections[thread % port.connections.len()].clone(),
+        })
+    }
+}
+
 /// Accepts on one listener, on forwarding thread `thread`, until cancelled.
 async fn accept_loop(port: Arc<Accepting>, listener: Source, thread: usize) {
     // Registered here, with this thread's runtime, so that its connections live on it.
@@ -306,13 +333,7 @@ async fn accept_loop(port: Arc<Accepting>, listener: Source, thread: usize) {
         Ok(l) => l,
         Err(err) => return warn!(addr = %port.addr, error = %err, "cannot poll a listener of the port"),
     };
-    let local = Arc::new(Local {
-        policy: ArcSwap::from_pointee((**port.policy.load()).clone()),
-        targets: port.targets.clone(),
-        metrics: port.metrics.clone(),
-        close: port.close_connections.child_token(),
-        tracker: port.connections[thread % port.connections.len()].clone(),
-    });
+    let local = Local::new(&port, thread);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -341,7 +362,7 @@ async fn accept_loop(port: Arc<Accepting>, listener: Source, thread: usize) {
 }
 
 /// Starts forwarding a connection just accepted, or resets it if it is refused.
-fn admit(port: &Accepting, local: &Arc<Local>, client: TcpStream, peer: SocketAddr) {
+pub(super) fn admit(port: &Accepting, local: &Arc<Local>, client: TcpStream, peer: SocketAddr) {
     let limits = **port.limits.load();
     // A read of the port's policy (no reference taken); a copy only after a change.
     let mut policy = local.policy.load_full();
@@ -381,7 +402,7 @@ fn take_queued(port: &Accepting, local: &Arc<Local>, listener: &Polled) {
     }
 }
 
-fn is_resource_exhaustion(err: &io::Error) -> bool {
+pub(super) fn is_resource_exhaustion(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 

@@ -42,6 +42,7 @@ use crate::server::data::conn_log::ConnLog;
 use crate::server::data::forward::{self, Policy};
 use crate::server::data::metrics::{Metrics, RedirMetrics};
 use crate::server::data::ports::{self, Listeners};
+use crate::server::data::steered::{self, Steered};
 use crate::server::data::udp::{self, NodeFlows};
 use crate::server::data::workers::Workers;
 use crate::server::spec::{self, Access, Limits, TcpLimits, UdpLimits};
@@ -54,6 +55,8 @@ pub struct PortSockets {
     pub tcp: Vec<(SocketAddr, Vec<OwnedFd>)>,
     /// Each UDP port's socket.
     pub udp: Vec<(SocketAddr, OwnedFd)>,
+    /// In steered mode, the steering's four descriptors and the steered listeners.
+    pub steering: Option<([OwnedFd; 4], Vec<OwnedFd>)>,
 }
 
 /// Which namespaces this node serves, and where their public ports bind.
@@ -172,6 +175,22 @@ impl Reservations {
         }
         let ip = served.bind(namespace);
         let out_of_descriptors = || Unreserved::OutOfDescriptors(ports::descriptor_limit());
+        if protocol == Protocol::Tcp && self.live.steered.is_some() {
+            // Steered: the port is a key, written when the diff starts it; only a port that
+            // another program holds right now is refused.
+            let free = |addr: SocketAddr| steered::free(addr);
+            return match fixed {
+                Some(port) => match free(SocketAddr::new(ip, port)) {
+                    Ok(()) => Ok(port),
+                    Err(err) if ports::out_of_descriptors(&err) => Err(out_of_descriptors()),
+                    Err(_) => Err(Unreserved::Taken),
+                },
+                None => ports::allocate_with(ip, range, taken, previous, free)
+                    .map_err(|_| out_of_descriptors())?
+                    .map(|(port, ())| port)
+                    .ok_or(Unreserved::NoFreePort),
+            };
+        }
         let (port, socket) = match fixed {
             Some(port) => {
                 let addr = SocketAddr::new(ip, port);
@@ -273,6 +292,8 @@ type Wanted = Option<(RedirRow, Limits, bool)>;
 /// The ports running on this node.
 pub struct LivePorts {
     served: Served,
+    /// The kernel's steering of the TCP ports, in steered mode (`None`: bound mode).
+    steered: Option<Arc<Steered>>,
     live: Mutex<BTreeMap<RedirKey, Live>>,
     pools: Mutex<HashMap<String, AppPool>>,
     /// Ports bound for claims being committed ([`Reservations`]).
@@ -308,11 +329,17 @@ pub struct LivePorts {
 
 impl LivePorts {
     /// No port running yet; starts the node's health checks (so it runs in a runtime).
-    pub fn new(served: Served, workers: Workers) -> LivePorts {
+    pub fn new(served: Served, workers: Workers, steered: Option<Steered>) -> LivePorts {
         let shutdown = CancellationToken::new();
         let health = Arc::new(Health::default());
         tokio::spawn(health.clone().run(shutdown.child_token()));
+        let handed_over: Arc<AtomicBool> = Arc::default();
+        let steered = steered.map(Arc::new);
+        if let Some(steered) = &steered {
+            steered.start_accepting(&workers, shutdown.clone(), handed_over.clone());
+        }
         LivePorts {
+            steered,
             served,
             live: Mutex::default(),
             pools: Mutex::default(),
@@ -326,7 +353,7 @@ impl LivePorts {
             reconciling: tokio::sync::Mutex::new(()),
             inherited: Mutex::default(),
             inherited_udp: Mutex::default(),
-            handed_over: Arc::default(),
+            handed_over,
             bound_changed: Arc::default(),
             health,
             unbound: Mutex::default(),
@@ -359,11 +386,23 @@ impl LivePorts {
         let _no_port_comes_or_goes = self.reconciling.lock().await;
         let live = self.live.lock().unwrap();
         let mut sockets = PortSockets::default();
+        if let Some(steered) = &self.steered {
+            let (fds, listeners) = steered.descriptors();
+            let dup = |fd| ports::inheritable(fd).ok();
+            if let (Some(fds), Some(listeners)) = (
+                fds.iter().map(|&fd| dup(fd)).collect::<Option<Vec<_>>>(),
+                listeners.into_iter().map(dup).collect::<Option<Vec<_>>>(),
+            ) {
+                sockets.steering = fds.try_into().ok().map(|fds: [OwnedFd; 4]| (fds, listeners));
+            }
+        }
         for l in live.values() {
             let addr = SocketAddr::new(self.served.bind(&l.row.namespace), l.row.port);
             let mut fds: Vec<_> =
                 l.fds.lock().unwrap().iter().filter_map(|&fd| ports::inheritable(fd).ok()).collect();
             match l.row.protocol {
+                // A steered port has no socket of its own: the steering goes over whole.
+                Protocol::Tcp if fds.is_empty() => {}
                 Protocol::Tcp => sockets.tcp.push((addr, fds)),
                 // A UDP port not bound right now has nothing to hand over.
                 Protocol::Udp => sockets.udp.extend(fds.pop().map(|fd| (addr, fd))),
@@ -580,15 +619,20 @@ impl LivePorts {
         let policy = Arc::new(ArcSwap::from_pointee(policy(&row, logged, 0)));
         let (task, bound, limits) = match limits {
             Limits::Tcp(limits) => {
-                // Bound here rather than in the port's task, so that the state this node
-                // publishes right after reconciling says whether the port listens.
-                let inherited = self.inherited.lock().unwrap().remove(&addr);
-                let held = match held {
-                    Some(Held::Tcp(listeners)) => Some(listeners),
-                    _ => None,
+                // Bound (or steered) here rather than in the port's task, so that the state
+                // this node publishes right after reconciling says whether the port listens.
+                let listeners = match &self.steered {
+                    Some(_) => None,
+                    None => {
+                        let inherited = self.inherited.lock().unwrap().remove(&addr);
+                        let held = match held {
+                            Some(Held::Tcp(listeners)) => Some(listeners),
+                            _ => None,
+                        };
+                        // On failure the port's task tries again, says why, and keeps trying.
+                        held.or(inherited).or_else(|| ports::bind(addr).ok())
+                    }
                 };
-                // On failure the port's task tries again at once, says why, and keeps trying.
-                let listeners = held.or(inherited).or_else(|| ports::bind(addr).ok());
                 let bound = Arc::new(AtomicBool::new(listeners.is_some()));
                 let limits = Arc::new(ArcSwap::from_pointee(limits));
                 let port = forward::Port {
@@ -607,7 +651,11 @@ impl LivePorts {
                     metrics: metrics.clone(),
                     workers: self.workers.clone(),
                 };
-                (tokio::spawn(forward::run(port, listeners)), bound, LimitsCell::Tcp(limits))
+                let task = match &self.steered {
+                    Some(steered) => tokio::spawn(steered.start(port)),
+                    None => tokio::spawn(forward::run(port, listeners)),
+                };
+                (task, bound, LimitsCell::Tcp(limits))
             }
             Limits::Udp(limits) => {
                 let inherited = self.inherited_udp.lock().unwrap().remove(&addr);
@@ -792,7 +840,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_full_reconcile_repairs_drift_and_counts_it() {
         let workers = Workers::start(std::num::NonZeroUsize::new(1)).unwrap();
-        let live = LivePorts::new(served(), workers);
+        let live = LivePorts::new(served(), workers, None);
         let backend = TcpListener::bind("127.0.0.1:0").unwrap();
         let app = Application {
             id: "app_1".into(),

@@ -935,12 +935,15 @@ impl Store for Etcd {
                 .iter()
                 .map(|(app, ns, protocol)| TxnOp::get(self.prev_key(app, ns, *protocol), None))
                 .collect();
-            let response = self
-                .client
-                .kv_client()
-                .txn(Txn::new().and_then(gets))
-                .await
-                .map_err(|e| self.unavailable(e))?;
+            // A read before a write: through the leader, like the write's own calls, so that
+            // a member without one refuses at once instead of holding the call.
+            let kv = self.leader_required.kv_client();
+            let txn = Txn::new().and_then(gets);
+            let call = || {
+                let (mut kv, txn) = (kv.clone(), txn.clone());
+                async move { kv.txn(txn).await }
+            };
+            let response = self.led(call).await.map_err(|e| self.unavailable(e))?;
             let answers = response.op_responses();
             for n in 0..chunk.len() {
                 ports

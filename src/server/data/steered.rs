@@ -1,0 +1,370 @@
+//! Steered mode: every public TCP port of the node on one listening socket per address
+//! family, the kernel steering each connection there ([`super::steer`]).
+//!
+//! In bound mode ([`super::forward::run`]) a port is a listening socket that every
+//! forwarding thread polls. Here a port is an entry in two tables: the kernel's steering
+//! table (BPF `sk_lookup`: which socket takes a SYN to this address and port) and this
+//! process's port table (which redirection a connection accepted on that socket belongs
+//! to, found by the address the client dialled, `getsockname`). Adding a port writes both,
+//! removing it deletes both; no socket, descriptor or task per thread is made per port.
+//!
+//! **The listeners.** One TCP listener for IPv4 (bound to `127.0.0.1`, port 0) and one for
+//! IPv6 (`[::1]`, port 0, v6 only): the program hands them connections for any address,
+//! whatever they are bound to. Every forwarding thread polls both with an exclusive
+//! registration (`EPOLLEXCLUSIVE`), so a new connection wakes one sleeping thread, which
+//! accepts it, finds its port and serves it on that thread. Issue 32's tries measured one
+//! shared listener ahead of one `SO_REUSEPORT` listener per thread (19,400 against 15,300
+//! connections/s with two in flight): the idle thread takes the connection, not the one a
+//! hash chose.
+//!
+//! **The port table** is, per local address a namespace binds (`0.0.0.0`, `127.0.0.2`, …),
+//! 65,536 slots of 8 bytes (512 KiB), each an atomically swapped pointer to the port's
+//! entry: an accept reads it without a lock, and a change writes one slot. A connection
+//! to an address is looked up at that address, then at the wildcard of its family, then
+//! (for IPv4) at `::`, as the kernel's program does (a port bound to `::` is steered for
+//! both families, as a dual-stack socket listens on both).
+//!
+//! **What is not steered.** UDP ports stay one socket each, in both modes: the kernel does
+//! not steer what it finds no key for, so they are looked up as always.
+//!
+//! **Order of a removal.** The kernel's key goes first (new connections to the port are
+//! refused at once), then the table's entry (a connection already queued on the listener
+//! for this port finds no entry and is reset), then the port's open connections are reset
+//! by its own token, as in bound mode.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use socket2::{Domain, Socket, Type};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::copy;
+use super::forward::{self, Accepting, Local, Polled, Port, Source};
+use super::steer::{Key, Proto, Steering, Target};
+use super::workers::Workers;
+
+/// The accept queue of a steered listener: every port's connections wait in it.
+const BACKLOG: i32 = 4096;
+/// The socket map's slot of the IPv4 listener, and of the IPv6 one.
+const SLOT_V4: u32 = 0;
+const SLOT_V6: u32 = 1;
+
+/// One steered port, as the accept loops find it.
+struct Entry {
+    accepting: Accepting,
+    /// What its connections on each forwarding thread share.
+    locals: Box<[Arc<Local>]>,
+}
+
+/// The steered ports of one local address, by port.
+struct Ports(Box<[ArcSwapOption<Entry>]>);
+
+impl Ports {
+    fn new() -> Ports {
+        Ports((0..=u16::MAX).map(|_| ArcSwapOption::empty()).collect())
+    }
+}
+
+/// The node's steering: the kernel's program and tables, the listeners, the port table.
+pub struct Steered {
+    steering: Steering,
+    /// The IPv4 listener, and the IPv6 one where the machine has IPv6.
+    v4: Arc<TcpListener>,
+    v6: Option<Arc<TcpListener>>,
+    /// The port tables by local address: the list is copied only when an address is new.
+    tables: ArcSwap<Vec<(IpAddr, Arc<Ports>)>>,
+    /// Serialises the copies of that list.
+    adding: Mutex<()>,
+}
+
+impl Steered {
+    /// Loads the program into this process's network namespace and makes the listeners;
+    /// an error says what the kernel or the privileges lack.
+    pub fn load() -> io::Result<Steered> {
+        let steering = Steering::load()?;
+        let v4 = listener(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        steering.insert_socket(SLOT_V4, v4.as_fd())?;
+        let v6 = match listener(SocketAddr::from((Ipv6Addr::LOCALHOST, 0))) {
+            Ok(l) => {
+                steering.insert_socket(SLOT_V6, l.as_fd())?;
+                Some(Arc::new(l))
+            }
+            Err(err) => {
+                warn!(error = %err, "no IPv6 on this machine: steered ports take IPv4 clients only");
+                None
+            }
+        };
+        Ok(Steered {
+            steering,
+            v4: Arc::new(v4),
+            v6,
+            tables: ArcSwap::from_pointee(Vec::new()),
+            adding: Mutex::new(()),
+        })
+    }
+
+    /// Takes over the steering and listeners an old process handed over (an upgrade): its
+    /// program is replaced by this binary's, atomically, and the tables keep every port.
+    pub fn adopt(fds: [std::os::fd::OwnedFd; 4], listeners: Vec<TcpListener>) -> io::Result<Steered> {
+        let steering = Steering::from_fds(super::steer::Fds::from_array(fds))?;
+        let (mut v4, mut v6) = (None, None);
+        for l in listeners {
+            match l.local_addr()? {
+                SocketAddr::V4(_) => v4 = Some(Arc::new(l)),
+                SocketAddr::V6(_) => v6 = Some(Arc::new(l)),
+            }
+        }
+        let v4 =
+            v4.ok_or_else(|| io::Error::other("the old process handed over no IPv4 steered listener"))?;
+        info!(
+            mode = "steered",
+            "every public TCP port steered by the kernel, taken over from the old process"
+        );
+        Ok(Steered { steering, v4, v6, tables: ArcSwap::from_pointee(Vec::new()), adding: Mutex::new(()) })
+    }
+
+    /// Starts an accept loop on every forwarding thread for each listener; they stop at
+    /// `shutdown`, leaving the queued connections to a new process once `handed_over`.
+    pub fn start_accepting(
+        self: &Arc<Self>,
+        workers: &Workers,
+        shutdown: CancellationToken,
+        handed_over: Arc<AtomicBool>,
+    ) {
+        let listeners = std::iter::once(&self.v4).chain(self.v6.as_ref());
+        for listener in listeners {
+            for (thread, handle) in workers.handles().iter().enumerate() {
+                let accepting = accept_loop(
+                    self.clone(),
+                    listener.clone(),
+                    thread,
+                    shutdown.clone(),
+                    handed_over.clone(),
+                );
+                handle.spawn(accepting);
+            }
+        }
+    }
+
+    /// Serves `port` from now on: its entry in the port table, then its keys in the
+    /// kernel's; the future answers once the port stopped accepting and is forgotten.
+    pub fn start(self: &Arc<Self>, port: Port) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let addr = port.addr;
+        let stop = port.stop_accepting.clone();
+        let bound = port.bound.clone();
+        let handed_over = port.handed_over.clone();
+        let threads = port.workers.handles().len();
+        let locals = (0..threads).map(|t| Local::new(&port, t)).collect();
+        let entry = Arc::new(Entry { accepting: Accepting::new(port), locals });
+        let steered = self.clone();
+        let table = self.table(addr.ip());
+        table.0[usize::from(addr.port())].store(Some(entry));
+        let steering = self.keys(addr).into_iter().try_for_each(|(key, to)| self.steering.steer(key, to));
+        match steering {
+            Ok(()) => bound.store(true, Ordering::Relaxed),
+            Err(err) => {
+                warn!(%addr, error = %err, "cannot steer the redirection's port: it refuses connections")
+            }
+        }
+        async move {
+            stop.cancelled().await;
+            // Handed over: the new process steers the same keys with the same tables.
+            let keys = if handed_over.load(Ordering::Relaxed) { Vec::new() } else { steered.keys(addr) };
+            for (key, _) in keys {
+                if let Err(err) = steered.steering.unsteer(key) {
+                    warn!(%addr, error = %err, "cannot unsteer a removed port");
+                }
+            }
+            table.0[usize::from(addr.port())].store(None);
+            bound.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The kernel's keys of a port bound to `addr` (both families for `::`), with the
+    /// listener each goes to.
+    fn keys(&self, addr: SocketAddr) -> Vec<(Key, Target)> {
+        let mut keys = vec![(addr.ip(), addr.port())];
+        if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+            keys.push((IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port()));
+        }
+        keys.into_iter()
+            .filter_map(|(ip, port)| {
+                let v4 = match ip {
+                    IpAddr::V4(_) => true,
+                    IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some(),
+                };
+                let slot = if v4 { SLOT_V4 } else { self.v6.as_ref().map(|_| SLOT_V6)? };
+                Some((Key::new(Proto::Tcp, ip, port), Target::slot(slot)))
+            })
+            .collect()
+    }
+
+    /// The port table of a local address, made on its first port.
+    fn table(&self, ip: IpAddr) -> Arc<Ports> {
+        if let Some((_, t)) = self.tables.load().iter().find(|(a, _)| *a == ip) {
+            return t.clone();
+        }
+        let _one_at_a_time = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+        let tables = self.tables.load_full();
+        if let Some((_, t)) = tables.iter().find(|(a, _)| *a == ip) {
+            return t.clone();
+        }
+        let table = Arc::new(Ports::new());
+        let mut copy = (*tables).clone();
+        copy.push((ip, table.clone()));
+        self.tables.store(Arc::new(copy));
+        table
+    }
+
+    /// The entry of the port a connection accepted at `local` was dialled on.
+    fn find(&self, local: SocketAddr) -> Option<Arc<Entry>> {
+        let ip = match local.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        let wildcard = match ip {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let tables = self.tables.load();
+        let dual = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        [ip, wildcard, dual].iter().find_map(|candidate| {
+            let (_, table) = tables.iter().find(|(a, _)| a == candidate)?;
+            table.0[usize::from(local.port())].load_full()
+        })
+    }
+
+    /// Starts serving a connection accepted on forwarding thread `thread`, or resets it
+    /// when its port is not (or no longer) steered.
+    fn dispatch(&self, thread: usize, client: TcpStream, peer: SocketAddr) {
+        let entry = client.local_addr().ok().and_then(|local| self.find(local));
+        match entry {
+            Some(entry) => forward::admit(&entry.accepting, &entry.locals[thread], client, peer),
+            None => {
+                debug!(%peer, "a connection to a port no longer steered; resetting it");
+                copy::reset(&client)
+            }
+        }
+    }
+
+    /// The descriptors of the program, its tables and the listeners, for a hand-over.
+    pub fn descriptors(&self) -> ([std::os::fd::RawFd; 4], Vec<std::os::fd::RawFd>) {
+        let listeners = std::iter::once(&self.v4).chain(self.v6.as_ref()).map(|l| l.as_raw_fd()).collect();
+        (self.steering.raw_fds(), listeners)
+    }
+}
+
+/// Whether nothing else on the machine holds TCP port `addr` now: a bind without listen,
+/// closed at once (the port's range belongs to the gateway; this only keeps it from
+/// steering a port another program listens on at the moment it is allocated).
+pub fn free(addr: SocketAddr) -> io::Result<()> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false).ok();
+    }
+    socket.bind(&addr.into())
+}
+
+/// A steered listener: non-blocking, `TCP_NODELAY` (inherited by accepted sockets).
+fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Accepts on a steered listener, on forwarding thread `thread`, until `shutdown`.
+async fn accept_loop(
+    steered: Arc<Steered>,
+    listener: Arc<TcpListener>,
+    thread: usize,
+    shutdown: CancellationToken,
+    handed_over: Arc<AtomicBool>,
+) {
+    let polled = match Polled::new(Source::Shared(listener)) {
+        Ok(p) => p,
+        Err(err) => return warn!(error = %err, "cannot poll a steered listener"),
+    };
+    polled.make_exclusive();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                if !handed_over.load(Ordering::Relaxed) {
+                    while let Some((client, peer)) = polled.accept_queued() {
+                        steered.dispatch(thread, client, peer);
+                    }
+                }
+                return;
+            }
+            accepted = polled.accept() => accepted,
+        };
+        match accepted {
+            Ok((client, peer)) => steered.dispatch(thread, client, peer),
+            Err(err) if forward::is_resource_exhaustion(&err) => {
+                warn!(error = %err, "cannot accept: out of resources; backing off");
+                if Box::pin(forward::stopped_within(&shutdown, forward::ACCEPT_BACKOFF)).await {
+                    return;
+                }
+            }
+            Err(err) => debug!(error = %err, "accept failed"),
+        }
+    }
+}
+
+/// How the node serves its TCP ports, as chosen at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Steered where the kernel and privileges allow, bound elsewhere.
+    Auto,
+    /// Every port on a few sockets (BPF `sk_lookup`); fails to start where it cannot.
+    Steered,
+    /// One listening socket per port.
+    Bound,
+}
+
+impl Mode {
+    /// Reads `auto`, `steered` or `bound`.
+    pub fn parse(text: &str) -> Result<Mode, String> {
+        match text {
+            "auto" => Ok(Mode::Auto),
+            "steered" => Ok(Mode::Steered),
+            "bound" => Ok(Mode::Bound),
+            _ => Err(format!("`{text}` is not a port mode: use auto, steered or bound")),
+        }
+    }
+}
+
+/// The steering `mode` asks for: `None` for bound mode, with a log line that says which
+/// mode runs and, when not steered, why and what to grant.
+pub fn choose(mode: Mode) -> io::Result<Option<Steered>> {
+    match mode {
+        Mode::Bound => {
+            info!(mode = "bound", "one listening socket per public port (--port-mode bound)");
+            Ok(None)
+        }
+        Mode::Steered | Mode::Auto => match Steered::load() {
+            Ok(steered) => {
+                info!(mode = "steered", "every public TCP port steered by the kernel (BPF sk_lookup) to one listener per address family");
+                Ok(Some(steered))
+            }
+            Err(err) if mode == Mode::Auto => {
+                info!(mode = "bound", reason = %err, "one listening socket per public port: ports cannot be steered here");
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        },
+    }
+}
