@@ -418,6 +418,7 @@ async fn follow_store(
     );
     let synced = sync::Synced::start(store.clone(), live.clone(), snapshot).await;
     live.drop_unclaimed();
+    live.accept_steered();
     // In the background, retried for as long as it takes: a store lost now must not end
     // the node, and its liveness stops with the node's sync (a process draining after an
     // upgrade must not mark the node alive with a lease that ends with it).

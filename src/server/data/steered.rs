@@ -81,6 +81,22 @@ pub struct Steered {
     tables: ArcSwap<Vec<(IpAddr, Arc<Ports>)>>,
     /// Serialises the copies of that list.
     adding: Mutex<()>,
+    /// Ports reserved for a claim and not started yet ([`Reserved`]), so that two
+    /// namespaces on one address never take the same port.
+    reserved: Mutex<std::collections::HashSet<SocketAddr>>,
+}
+
+/// A steered port reserved for a claim: counted taken until dropped (the port started,
+/// or the claim failed).
+pub struct Reserved {
+    steered: Arc<Steered>,
+    addr: SocketAddr,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.steered.reserved.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.addr);
+    }
 }
 
 impl Steered {
@@ -106,6 +122,7 @@ impl Steered {
             v6,
             tables: ArcSwap::from_pointee(Vec::new()),
             adding: Mutex::new(()),
+            reserved: Mutex::default(),
         })
     }
 
@@ -126,7 +143,14 @@ impl Steered {
             mode = "steered",
             "every public TCP port steered by the kernel, taken over from the old process"
         );
-        Ok(Steered { steering, v4, v6, tables: ArcSwap::from_pointee(Vec::new()), adding: Mutex::new(()) })
+        Ok(Steered {
+            steering,
+            v4,
+            v6,
+            tables: ArcSwap::from_pointee(Vec::new()),
+            adding: Mutex::new(()),
+            reserved: Mutex::default(),
+        })
     }
 
     /// Starts an accept loop on every forwarding thread for each listener; they stop at
@@ -222,6 +246,26 @@ impl Steered {
         table
     }
 
+    /// Reserves TCP port `addr` for a claim, unless a steered or reserved port overlaps it
+    /// (the same port at the same address, or where either address is a wildcard that
+    /// covers the other), or another program holds it on the machine.
+    pub fn reserve(self: &Arc<Self>, addr: SocketAddr) -> io::Result<Reserved> {
+        let overlaps = |a: IpAddr, b: IpAddr| {
+            a == b || a.is_unspecified() && (a.is_ipv6() || b.is_ipv4()) || b.is_unspecified() && (b.is_ipv6() || a.is_ipv4())
+        };
+        let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        let steered = self.tables.load().iter().any(|(ip, table)| {
+            overlaps(*ip, addr.ip()) && table.0[usize::from(addr.port())].load().is_some()
+        });
+        let held = reserved.iter().any(|r| r.port() == addr.port() && overlaps(r.ip(), addr.ip()));
+        if steered || held {
+            return Err(io::Error::from(io::ErrorKind::AddrInUse));
+        }
+        free(addr)?;
+        reserved.insert(addr);
+        Ok(Reserved { steered: self.clone(), addr })
+    }
+
     /// The entry of the port a connection accepted at `local` was dialled on.
     fn find(&self, local: SocketAddr) -> Option<Arc<Entry>> {
         let ip = match local.ip() {
@@ -262,8 +306,9 @@ impl Steered {
 
 /// Whether nothing else on the machine holds TCP port `addr` now: a bind without listen,
 /// closed at once (the port's range belongs to the gateway; this only keeps it from
-/// steering a port another program listens on at the moment it is allocated).
-pub fn free(addr: SocketAddr) -> io::Result<()> {
+/// steering a port another program listens on at the moment it is allocated). A port
+/// steered here holds no socket: [`Steered::reserve`] checks those itself.
+fn free(addr: SocketAddr) -> io::Result<()> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {

@@ -123,6 +123,10 @@ enum Held {
     Tcp(Listeners),
     /// A UDP port's socket.
     Udp(std::net::UdpSocket),
+    /// A steered TCP port's reservation (no socket: a key written when the port starts),
+    /// kept for its `Drop`, which ends it once the port is in the steering table.
+    #[allow(dead_code)]
+    Steered(steered::Reserved),
 }
 
 /// Why a port could not be reserved.
@@ -175,28 +179,16 @@ impl Reservations {
         }
         let ip = served.bind(namespace);
         let out_of_descriptors = || Unreserved::OutOfDescriptors(ports::descriptor_limit());
-        if protocol == Protocol::Tcp && self.live.steered.is_some() {
-            // Steered: the port is a key, written when the diff starts it; only a port that
-            // another program holds right now is refused.
-            let free = |addr: SocketAddr| steered::free(addr);
-            return match fixed {
-                Some(port) => match free(SocketAddr::new(ip, port)) {
-                    Ok(()) => Ok(port),
-                    Err(err) if ports::out_of_descriptors(&err) => Err(out_of_descriptors()),
-                    Err(_) => Err(Unreserved::Taken),
-                },
-                None => ports::allocate_with(ip, range, taken, previous, free)
-                    .map_err(|_| out_of_descriptors())?
-                    .map(|(port, ())| port)
-                    .ok_or(Unreserved::NoFreePort),
-            };
-        }
+        // Steered: the port is a key, written when the diff starts it; what is reserved
+        // here is its address (no other namespace nor program takes it meanwhile).
+        let steered = self.live.steered.as_ref().filter(|_| protocol == Protocol::Tcp);
         let (port, socket) = match fixed {
             Some(port) => {
                 let addr = SocketAddr::new(ip, port);
-                let bound = match protocol {
-                    Protocol::Tcp => ports::bind(addr).map(Held::Tcp),
-                    Protocol::Udp => udp::bind(addr).map(Held::Udp),
+                let bound = match (protocol, steered) {
+                    (Protocol::Tcp, Some(steered)) => steered.reserve(addr).map(Held::Steered),
+                    (Protocol::Tcp, None) => ports::bind(addr).map(Held::Tcp),
+                    (Protocol::Udp, _) => udp::bind(addr).map(Held::Udp),
                 };
                 let socket = bound.map_err(|err| {
                     if ports::out_of_descriptors(&err) {
@@ -207,11 +199,15 @@ impl Reservations {
                 })?;
                 (port, socket)
             }
-            None => match protocol {
-                Protocol::Tcp => {
+            None => match (protocol, steered) {
+                (Protocol::Tcp, Some(steered)) => {
+                    ports::allocate_with(ip, range, taken, previous, |addr| steered.reserve(addr))
+                        .map(|p| p.map(|(n, r)| (n, Held::Steered(r))))
+                }
+                (Protocol::Tcp, None) => {
                     ports::allocate(ip, range, taken, previous).map(|p| p.map(|(n, l)| (n, Held::Tcp(l))))
                 }
-                Protocol::Udp => {
+                (Protocol::Udp, _) => {
                     udp::allocate(ip, range, taken, previous).map(|p| p.map(|(n, s)| (n, Held::Udp(s))))
                 }
             }
@@ -333,13 +329,8 @@ impl LivePorts {
         let shutdown = CancellationToken::new();
         let health = Arc::new(Health::default());
         tokio::spawn(health.clone().run(shutdown.child_token()));
-        let handed_over: Arc<AtomicBool> = Arc::default();
-        let steered = steered.map(Arc::new);
-        if let Some(steered) = &steered {
-            steered.start_accepting(&workers, shutdown.clone(), handed_over.clone());
-        }
         LivePorts {
-            steered,
+            steered: steered.map(Arc::new),
             served,
             live: Mutex::default(),
             pools: Mutex::default(),
@@ -353,7 +344,7 @@ impl LivePorts {
             reconciling: tokio::sync::Mutex::new(()),
             inherited: Mutex::default(),
             inherited_udp: Mutex::default(),
-            handed_over,
+            handed_over: Arc::default(),
             bound_changed: Arc::default(),
             health,
             unbound: Mutex::default(),
@@ -369,6 +360,15 @@ impl LivePorts {
     ) {
         *self.inherited.lock().unwrap() = tcp;
         *self.inherited_udp.lock().unwrap() = udp;
+    }
+
+    /// Starts accepting on the steered listeners (steered mode), once the table's ports are
+    /// in the port table: a connection accepted before would find no port and be reset
+    /// (after an upgrade, the old process accepts until then).
+    pub fn accept_steered(&self) {
+        if let Some(steered) = &self.steered {
+            steered.start_accepting(&self.workers, self.shutdown.clone(), self.handed_over.clone());
+        }
     }
 
     /// Closes the inherited sockets that no redirection took (removed meanwhile).
