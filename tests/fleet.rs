@@ -46,7 +46,7 @@ const PUBLIC_PORTS: RangeInclusive<u16> = 5001..=32767;
 
 /// The ports of the public range that have a LISTEN socket bound on exactly `ip`
 /// (`/proc/net/tcp`): every listener any node holds there.
-fn listening_ports(ip: IpAddr) -> BTreeSet<u16> {
+fn listening_sockets(ip: IpAddr) -> BTreeSet<u16> {
     let IpAddr::V4(v4) = ip else { panic!("IPv4 only: {ip}") };
     // The kernel prints the address as the hex of the 32-bit value in host order.
     let wanted = format!("{:08X}", u32::from_le_bytes(v4.octets()));
@@ -94,6 +94,8 @@ struct Fleet {
     /// Broken promises found so far that do not stop the test: reported together at the end
     /// ([`Fleet::finish`]), or with a failure that does stop it.
     problems: Mutex<Vec<String>>,
+    /// Every port an add answered, for [`Fleet::listening_ports`] in steered mode.
+    seen: Mutex<BTreeSet<u16>>,
 }
 
 /// How to start one node: `(name, ip, extra args)`.
@@ -175,8 +177,16 @@ impl Fleet {
                 past_logs: String::new(),
             })
             .collect();
-        let mut fleet =
-            Fleet { nodes, proxy, etcd, _pki: pki, token, org: String::new(), problems: Mutex::default() };
+        let mut fleet = Fleet {
+            nodes,
+            proxy,
+            etcd,
+            _pki: pki,
+            token,
+            org: String::new(),
+            problems: Mutex::default(),
+            seen: Mutex::default(),
+        };
         fleet.org = fleet.shared_default_org();
         fleet
     }
@@ -336,8 +346,33 @@ impl Fleet {
     /// A raw API call with the admin token on node `name`; `Err` when no answer came.
     fn call(&self, name: &str, method: &str, path: &str, body: Option<&str>) -> Result<HttpResponse, String> {
         let server = self.server(name);
-        try_http(server.addr, method, path, Some(&format!("Bearer {}", self.token)), body, IO_TIMEOUT)
-            .map_err(|e| format!("node {name}: {e}"))
+        let answer =
+            try_http(server.addr, method, path, Some(&format!("Bearer {}", self.token)), body, IO_TIMEOUT)
+                .map_err(|e| format!("node {name}: {e}"))?;
+        if method == "POST" && path.ends_with("/tcpRedirs") && matches!(answer.status, 200 | 201) {
+            if let Some(port) =
+                serde_json::from_str::<Value>(&answer.text()).ok().and_then(|v| v["port"].as_u64())
+            {
+                self.seen.lock().unwrap().insert(port as u16);
+            }
+        }
+        Ok(answer)
+    }
+
+    /// The public ports that accept connections at `ip`. Bound mode: the listening sockets
+    /// the kernel lists there. Steered mode: a steered port has no socket of its own, so
+    /// every port an add of this test answered is tried with a connect (a port the test
+    /// never saw cannot be a leftover of its changes).
+    fn listening_ports(&self, ip: IpAddr) -> BTreeSet<u16> {
+        if common::port_mode() != "steered" {
+            return listening_sockets(ip);
+        }
+        let seen = self.seen.lock().unwrap().clone();
+        seen.into_iter()
+            .filter(|&port| {
+                TcpStream::connect_timeout(&SocketAddr::new(ip, port), Duration::from_secs(1)).is_ok()
+            })
+            .collect()
     }
 
     /// A raw API call that must get an answer.
@@ -816,7 +851,7 @@ fn share_one_table(fleet: Fleet) {
     };
     for node in &fleet.nodes {
         let exact = poll(PROPAGATION, || {
-            let listening = listening_ports(node.ip);
+            let listening = fleet.listening_ports(node.ip);
             if listening == live {
                 Ok(())
             } else {
@@ -1019,7 +1054,7 @@ fn a_node_that_was_away_past_a_compaction_resyncs() {
     fleet.must(
         Duration::from_secs(10),
         &format!("b listens on exactly {want:?} after the compaction"),
-        || match listening_ports(b) {
+        || match fleet.listening_ports(b) {
             l if l == want => Ok(()),
             l => Err(format!("b listens on {l:?}")),
         },
@@ -1108,7 +1143,7 @@ fn a_killed_node_catches_up_and_its_lease_never_removes_redirections() {
     // it says it is ready (as a single server does: every stored redirection listens again).
     fleet.restart("b");
     let want: BTreeSet<u16> = [by_b, while_dead].into();
-    let exactly = || match listening_ports(b) {
+    let exactly = || match fleet.listening_ports(b) {
         l if l == want => Ok(()),
         l => Err(format!("b listens on {l:?}")),
     };

@@ -251,7 +251,9 @@ impl Steered {
     /// covers the other), or another program holds it on the machine.
     pub fn reserve(self: &Arc<Self>, addr: SocketAddr) -> io::Result<Reserved> {
         let overlaps = |a: IpAddr, b: IpAddr| {
-            a == b || a.is_unspecified() && (a.is_ipv6() || b.is_ipv4()) || b.is_unspecified() && (b.is_ipv6() || a.is_ipv4())
+            a == b
+                || a.is_unspecified() && (a.is_ipv6() || b.is_ipv4())
+                || b.is_unspecified() && (b.is_ipv6() || a.is_ipv4())
         };
         let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
         let steered = self.tables.load().iter().any(|(ip, table)| {
