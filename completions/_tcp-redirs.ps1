@@ -429,6 +429,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             [CompletionResult]::new('--store-password-file', '--store-password-file', [CompletionResultType]::ParameterName, 'A file holding the etcd user''s password (its first line)')
             [CompletionResult]::new('--node', '--node', [CompletionResultType]::ParameterName, 'This node''s name in the fleet [default: the host name]')
             [CompletionResult]::new('--namespaces', '--namespaces', [CompletionResultType]::ParameterName, 'Serve only these namespaces (comma-separated) [default: all]')
+            [CompletionResult]::new('--port-mode', '--port-mode', [CompletionResultType]::ParameterName, 'How public TCP ports listen: `steered` (every port on one socket per address family, steered by the kernel with BPF sk_lookup: needs Linux 5.9 and CAP_BPF with CAP_NET_ADMIN, or root), `bound` (one listening socket per port), or `auto` (steered where it can be, else bound, saying why at start)')
             [CompletionResult]::new('--node-ttl', '--node-ttl', [CompletionResultType]::ParameterName, 'Seconds the node stays listed as up after it last reached the store')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')

@@ -1654,7 +1654,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__serve)
-            opts="-h --listen --data-dir --public-bind --config --tls-cert --tls-key --drain-timeout --threads --store --store-ca --store-cert --store-key --store-user --store-password-file --node --namespaces --access-log --node-ttl --server --token --help"
+            opts="-h --listen --data-dir --public-bind --config --tls-cert --tls-key --drain-timeout --threads --store --store-ca --store-cert --store-key --store-user --store-password-file --node --namespaces --port-mode --access-log --node-ttl --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1721,6 +1721,10 @@ _tcp__redirs() {
                     return 0
                     ;;
                 --namespaces)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port-mode)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

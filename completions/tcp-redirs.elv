@@ -380,6 +380,7 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand --store-password-file 'A file holding the etcd user''s password (its first line)'
             cand --node 'This node''s name in the fleet [default: the host name]'
             cand --namespaces 'Serve only these namespaces (comma-separated) [default: all]'
+            cand --port-mode 'How public TCP ports listen: `steered` (every port on one socket per address family, steered by the kernel with BPF sk_lookup: needs Linux 5.9 and CAP_BPF with CAP_NET_ADMIN, or root), `bound` (one listening socket per port), or `auto` (steered where it can be, else bound, saying why at start)'
             cand --node-ttl 'Seconds the node stays listed as up after it last reached the store'
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
             cand --token 'The API token [default: the profile''s]'

@@ -259,6 +259,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l store-us
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l store-password-file -d 'A file holding the etcd user\'s password (its first line)' -r -F
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l node -d 'This node\'s name in the fleet [default: the host name]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l namespaces -d 'Serve only these namespaces (comma-separated) [default: all]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l port-mode -d 'How public TCP ports listen: `steered` (every port on one socket per address family, steered by the kernel with BPF sk_lookup: needs Linux 5.9 and CAP_BPF with CAP_NET_ADMIN, or root), `bound` (one listening socket per port), or `auto` (steered where it can be, else bound, saying why at start)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l node-ttl -d 'Seconds the node stays listed as up after it last reached the store' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l token -d 'The API token [default: the profile\'s]' -r

@@ -1124,6 +1124,12 @@ fn a_killed_node_catches_up_and_its_lease_never_removes_redirections() {
         Some(json!("down")),
         "`nodes -F json` on a: {cli}"
     );
+    // Each node says how its ports listen: the mode this run gave its servers.
+    for node in cli.as_array().into_iter().flatten() {
+        assert_eq!(node["portMode"], json!(common::port_mode()), "`nodes -F json` on a: {cli}");
+    }
+    let table = fleet.server("a").cli_ok(&["nodes"]);
+    assert!(table.contains("MODE") && table.contains(&common::port_mode()), "`nodes` on a:\n{table}");
 
     // ...and that removes nothing: what b created is still listed and still forwards via a.
     match fleet.list("a", &x) {

@@ -4,7 +4,7 @@ use anyhow::Result;
 use tabled::{Table, Tabled};
 
 use super::{print_json, print_text, ConnArgs, Format, FormatArgs};
-use crate::wire::{Node, NodeLiveness};
+use crate::wire::{Node, NodeLiveness, PortMode};
 
 /// The options of `nodes`.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,6 +23,8 @@ struct Row {
     address: String,
     #[tabled(rename = "PORTS")]
     ports: String,
+    #[tabled(rename = "MODE")]
+    mode: &'static str,
     #[tabled(rename = "LAST SEEN")]
     last_seen: String,
     #[tabled(rename = "NAMESPACES")]
@@ -48,6 +50,11 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
                 ports: match n.unbound {
                     0 => n.ports.to_string(),
                     unbound => format!("{} ({unbound} unbound)", n.ports),
+                },
+                mode: match n.port_mode {
+                    Some(PortMode::Steered) => "steered",
+                    Some(PortMode::Bound) => "bound",
+                    None => "-",
                 },
                 last_seen: format!("{}s ago", (now - n.last_seen).max(0)),
                 namespaces: n.namespaces.join(", "),

@@ -68,8 +68,8 @@ pub struct Args {
     /// CAP_NET_ADMIN, or root), `bound` (one listening socket per port), or `auto` (steered
     /// where it can be, else bound, saying why at start).
     #[arg(long, env = "TCP_REDIRS_PORT_MODE", default_value = "auto", value_name = "MODE",
-        value_parser = server::PortMode::parse)]
-    port_mode: server::PortMode,
+        value_parser = server::PortModeSetting::parse)]
+    port_mode: server::PortModeSetting,
     /// Log one line per connection when it ends, on every port (else per namespace: access_log).
     #[arg(long, env = "TCP_REDIRS_ACCESS_LOG")]
     access_log: bool,

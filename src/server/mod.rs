@@ -51,7 +51,7 @@ mod spec;
 mod state;
 mod upgrade;
 
-pub use data::steered::Mode as PortMode;
+pub use data::steered::Mode as PortModeSetting;
 pub use data::{conn_log, log_writer};
 
 use std::fs::{self, File, OpenOptions};
@@ -113,7 +113,7 @@ pub struct Options {
     /// Log one line per connection on every port.
     pub access_log: bool,
     /// How public TCP ports listen: steered, bound, or steered where possible.
-    pub port_mode: PortMode,
+    pub port_mode: PortModeSetting,
 }
 
 /// How long in-flight API requests get to finish at stop.

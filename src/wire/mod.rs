@@ -156,6 +156,20 @@ pub struct Node {
     pub ports: u64,
     /// How many of its redirections' ports it could not bind.
     pub unbound: u64,
+    /// How its public TCP ports listen (absent from a node of a version before the modes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_mode: Option<PortMode>,
+}
+
+/// How a node's public TCP ports listen (`serve --port-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum PortMode {
+    /// One listening socket per port.
+    Bound,
+    /// Every port on one socket per address family, steered by the kernel (BPF `sk_lookup`).
+    Steered,
 }
 
 /// Whether a node is alive.

@@ -61,6 +61,7 @@ pub fn nodes(table: &Table) -> Vec<Node> {
             last_seen: n.last_seen,
             ports: n.listening,
             unbound: n.unbound.len() as u64,
+            port_mode: n.port_mode,
         })
         .collect()
 }

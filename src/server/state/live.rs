@@ -422,6 +422,14 @@ impl LivePorts {
         *self.unbound.lock().unwrap() = None;
     }
 
+    /// How this node's public TCP ports listen.
+    pub fn port_mode(&self) -> crate::wire::PortMode {
+        match self.steered {
+            Some(_) => crate::wire::PortMode::Steered,
+            None => crate::wire::PortMode::Bound,
+        }
+    }
+
     /// Which namespaces this node serves.
     pub fn served(&self) -> &Served {
         &self.served

@@ -224,6 +224,7 @@ impl Synced {
                 revision: *changed.borrow_and_update(),
                 listening,
                 unbound,
+                port_mode: Some(self.live.port_mode()),
             };
             let fresh = written.as_ref().is_some_and(|(last, at)| {
                 at.elapsed() < NODE_REFRESH

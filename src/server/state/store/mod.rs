@@ -206,6 +206,9 @@ pub struct NodeRecord {
     /// The ports it could not bind (another program holds them there), `namespace/port`.
     #[serde(default)]
     pub unbound: Vec<String>,
+    /// How its public TCP ports listen.
+    #[serde(default)]
+    pub port_mode: Option<crate::wire::PortMode>,
 }
 
 /// One stored record, as a snapshot lists it and a change carries it.

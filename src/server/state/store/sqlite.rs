@@ -867,6 +867,7 @@ mod tests {
             revision,
             listening: 0,
             unbound: Vec::new(),
+            port_mode: None,
         }
     }
 
