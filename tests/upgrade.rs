@@ -448,7 +448,9 @@ fn the_systemd_unit_is_valid_and_hardened() {
         "StateDirectory=tcp-redirs",
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
-        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        // Ports below 1024, and steered mode (BPF sk_lookup): nothing else.
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_BPF CAP_NET_ADMIN",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_BPF CAP_NET_ADMIN",
     ] {
         assert!(unit.lines().any(|l| l == directive), "the unit lacks `{directive}`");
     }
