@@ -1086,3 +1086,22 @@ pub fn refused_via(ip: IpAddr, port: u16) -> Result<(), String> {
         Err(e) => Err(format!("connecting to {addr} failed otherwise than refused: {e}")),
     }
 }
+
+/// Moves the calling thread (and so every process and thread it starts from now on) into a
+/// network namespace of its own, with loopback up: where a test runs a steered server, whose
+/// BPF program attaches to the namespace it runs in, never to the machine's. Needs root (or
+/// CAP_SYS_ADMIN); where the namespace cannot be made, the test fails and says why.
+pub fn enter_network_namespace() {
+    // SAFETY: unshare(CLONE_NEWNET) changes this thread's namespace only.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        panic!(
+            "this test needs a network namespace of its own (unshare(CLONE_NEWNET): {}): run it as root, as scripts/test and CI do",
+            std::io::Error::last_os_error()
+        );
+    }
+    let up = Command::new("ip").args(["link", "set", "lo", "up"]).status();
+    assert!(
+        up.as_ref().is_ok_and(|s| s.success()),
+        "`ip link set lo up` in the test's network namespace: {up:?} (install iproute2)"
+    );
+}
