@@ -26,7 +26,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{
+    EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
@@ -59,15 +61,6 @@ pub enum Reason {
     max_connections,
     /// The client came over `maxConnectionsPerSecond`.
     rate_limited,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Refused {
-    namespace: String,
-    port: u16,
-    protocol: Protocol,
-    app: String,
-    reason: Reason,
 }
 
 /// Why a datagram of a UDP redirection was not forwarded.
@@ -104,15 +97,6 @@ impl Dropped {
     ];
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DroppedLabels {
-    namespace: String,
-    port: u16,
-    protocol: Protocol,
-    app: String,
-    reason: Dropped,
-}
-
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 enum Direction {
     /// From the client to the application.
@@ -128,15 +112,6 @@ impl EncodeLabelValue for Direction {
             Direction::Out => "out",
         })
     }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Bytes {
-    namespace: String,
-    port: u16,
-    protocol: Protocol,
-    app: String,
-    direction: Direction,
 }
 
 /// The connect-time histogram's buckets: 100 µs to about 3 s, doubling.
@@ -288,47 +263,71 @@ impl Traffic {
 #[derive(Debug, Default)]
 struct Live(Mutex<BTreeMap<Redir, Arc<RedirMetrics>>>);
 
+/// A redirection's labels, borrowed from the live map: no copy per series.
+struct Just<'a>(&'a Redir);
+
+impl EncodeLabelSet for Just<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+}
+
+/// A redirection's labels and one more (`reason`, `direction`), borrowed likewise.
+struct And<'a, V> {
+    redir: &'a Redir,
+    key: &'static str,
+    value: V,
+}
+
+impl<V: EncodeLabelValue + Copy> EncodeLabelSet for And<'_, V> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.redir.encode(encoder)?;
+        (self.key, self.value).encode(encoder.encode_label())
+    }
+}
+
+/// Writes one family of counters (or, with `kind`, gauges): its descriptor, then a series
+/// per item.
+fn family<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    (name, help, kind): (&str, &str, MetricType),
+    series: impl IntoIterator<Item = (L, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, n) in series {
+        match kind {
+            MetricType::Gauge => ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?,
+            _ => ConstCounter::new(n).encode(family.encode_family(&labels)?)?,
+        }
+    }
+    Ok(())
+}
+
 impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let live = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let totals: Vec<(&Redir, Totals)> = live.iter().map(|(r, m)| (r, m.traffic.totals())).collect();
-        let mut family = encoder.encode_descriptor(
-            "connections_accepted",
-            "Connections accepted on a redirection's port",
-            None,
-            MetricType::Counter,
+        let counter = |name, help| (name, help, MetricType::Counter);
+        let and = |redir, key, value| And { redir, key, value };
+        family(
+            &mut encoder,
+            counter("connections_accepted", "Connections accepted on a redirection's port"),
+            totals.iter().map(|(r, t)| (Just(r), t.accepted)),
         )?;
-        for (redir, t) in &totals {
-            ConstCounter::new(t.accepted).encode(family.encode_family(*redir)?)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "connections_active",
-            "Connections open on a redirection",
-            None,
-            MetricType::Gauge,
+        family(
+            &mut encoder,
+            ("connections_active", "Connections open on a redirection", MetricType::Gauge),
+            totals.iter().map(|(r, t)| (Just(r), t.active as u64)),
         )?;
-        for (redir, t) in &totals {
-            ConstGauge::new(t.active).encode(family.encode_family(*redir)?)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "bytes",
-            "Bytes forwarded, by direction (in: client to application)",
-            None,
-            MetricType::Counter,
+        family(
+            &mut encoder,
+            counter("bytes", "Bytes forwarded, by direction (in: client to application)"),
+            totals.iter().flat_map(|(r, t)| {
+                [(Direction::In, t.bytes_in), (Direction::Out, t.bytes_out)]
+                    .map(|(d, n)| (and(r, "direction", d), n))
+            }),
         )?;
-        for (redir, t) in &totals {
-            for (direction, n) in [(Direction::In, t.bytes_in), (Direction::Out, t.bytes_out)] {
-                let labels = Bytes {
-                    namespace: redir.namespace.clone(),
-                    port: redir.port,
-                    protocol: redir.protocol,
-                    app: redir.app.clone(),
-                    direction,
-                };
-                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
+        let mut histograms = encoder.encode_descriptor(
             "instance_connect_seconds",
             "Time for an instance to accept a connection",
             None,
@@ -336,81 +335,54 @@ impl Collector for Live {
         )?;
         for (redir, m) in live.iter() {
             let (sum, count, buckets) = m.traffic.connect_times();
-            family
+            histograms
                 .encode_family(redir)?
                 .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)?;
         }
-        let mut family = encoder.encode_descriptor(
-            "connections_refused",
-            "Connections closed at once, by reason",
-            None,
-            MetricType::Counter,
+        family(
+            &mut encoder,
+            counter("connections_refused", "Connections closed at once, by reason"),
+            live.iter().flat_map(|(r, m)| {
+                [
+                    (Reason::no_instance, &m.no_instance),
+                    (Reason::denied, &m.denied),
+                    (Reason::max_connections, &m.over_capacity),
+                    (Reason::rate_limited, &m.rate_limited),
+                ]
+                .map(|(reason, n)| (And { redir: r, key: "reason", value: reason }, n.get()))
+            }),
         )?;
-        for (redir, m) in live.iter() {
-            for (reason, n) in [
-                (Reason::no_instance, &m.no_instance),
-                (Reason::denied, &m.denied),
-                (Reason::max_connections, &m.over_capacity),
-                (Reason::rate_limited, &m.rate_limited),
-            ] {
-                let labels = Refused {
-                    namespace: redir.namespace.clone(),
-                    port: redir.port,
-                    protocol: redir.protocol,
-                    app: redir.app.clone(),
-                    reason,
-                };
-                ConstCounter::new(n.get()).encode(family.encode_family(&labels)?)?;
-            }
-        }
         let udp: Vec<(&Redir, &UdpCounts)> =
             live.iter().filter_map(|(r, m)| m.udp.get().map(|u| (r, &**u))).collect();
-        let mut family = encoder.encode_descriptor(
-            "udp_datagrams",
-            "Datagrams forwarded on a UDP redirection, by direction (in: client to application)",
-            None,
-            MetricType::Counter,
+        family(
+            &mut encoder,
+            counter(
+                "udp_datagrams",
+                "Datagrams forwarded on a UDP redirection, by direction (in: client to application)",
+            ),
+            udp.iter().flat_map(|(r, u)| {
+                [(Direction::In, &u.datagrams_in), (Direction::Out, &u.datagrams_out)]
+                    .map(|(d, n)| (and(r, "direction", d), n.get()))
+            }),
         )?;
-        for (redir, u) in &udp {
-            for (direction, n) in [(Direction::In, &u.datagrams_in), (Direction::Out, &u.datagrams_out)] {
-                let labels = Bytes {
-                    namespace: redir.namespace.clone(),
-                    port: redir.port,
-                    protocol: redir.protocol,
-                    app: redir.app.clone(),
-                    direction,
-                };
-                ConstCounter::new(n.get()).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "udp_datagrams_dropped",
-            "Datagrams of a UDP redirection not forwarded, by reason",
-            None,
-            MetricType::Counter,
+        family(
+            &mut encoder,
+            counter("udp_datagrams_dropped", "Datagrams of a UDP redirection not forwarded, by reason"),
+            udp.iter().flat_map(|(r, u)| {
+                Dropped::ALL
+                    .iter()
+                    .zip(&u.dropped)
+                    .map(|(reason, n)| (And { redir: r, key: "reason", value: *reason }, n.get()))
+            }),
         )?;
-        for (redir, u) in &udp {
-            for (reason, n) in Dropped::ALL.iter().zip(&u.dropped) {
-                let labels = DroppedLabels {
-                    namespace: redir.namespace.clone(),
-                    port: redir.port,
-                    protocol: redir.protocol,
-                    app: redir.app.clone(),
-                    reason: *reason,
-                };
-                ConstCounter::new(n.get()).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "instance_connect_failures",
-            "Connection attempts to an instance that failed or timed out",
-            None,
-            MetricType::Counter,
-        )?;
-        for (redir, m) in live.iter() {
-            ConstCounter::new(m.connect_failures.get()).encode(family.encode_family(redir)?)?;
-        }
-        Ok(())
+        family(
+            &mut encoder,
+            counter(
+                "instance_connect_failures",
+                "Connection attempts to an instance that failed or timed out",
+            ),
+            live.iter().map(|(r, m)| (Just(r), m.connect_failures.get())),
+        )
     }
 }
 
