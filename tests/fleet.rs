@@ -1622,3 +1622,227 @@ fn a_udp_redirection_added_on_one_node_answers_on_all_three() {
     }
     fleet.finish();
 }
+
+// ---------------------------------------------------------------------------------------
+// Partitions (issue 31): a node cut off from etcd while the others go on
+// ---------------------------------------------------------------------------------------
+
+/// A service that answers every connection with its tag and closes it: which application a
+/// connection reached. Its thread ends with the test process.
+struct Tagged {
+    addr: SocketAddr,
+}
+
+impl Tagged {
+    fn start(tag: &'static str) -> Tagged {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a tagged service");
+        let addr = listener.local_addr().expect("its address");
+        thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let _ = conn.write_all(tag.as_bytes());
+            }
+        });
+        Tagged { addr }
+    }
+}
+
+/// Which application a new connection to ip:port reached: its tag, or `None` when none
+/// answered (refused, reset, or closed without a byte).
+fn reached(ip: IpAddr, port: u16) -> Option<String> {
+    let addr = SocketAddr::new(ip, port);
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut back = Vec::new();
+    let _ = stream.read_to_end(&mut back);
+    (!back.is_empty()).then(|| String::from_utf8_lossy(&back).into_owned())
+}
+
+/// `Ok` when a new connection to ip:port reaches the application tagged `tag`.
+fn reaches(ip: IpAddr, port: u16, tag: &str) -> Result<(), String> {
+    match reached(ip, port) {
+        Some(t) if t == tag => Ok(()),
+        other => Err(format!("{ip}:{port} reached {other:?}, not {tag}")),
+    }
+}
+
+impl Fleet {
+    /// `POST …/tcpRedirs` of `app` on node `name` with `body`'s fields beside the namespace.
+    fn add_with(&self, name: &str, app: &str, body: Value) -> HttpResponse {
+        self.api(name, "POST", &self.redirs_path(app), Some(&body.to_string()))
+    }
+
+    /// The keys under the fleet's prefix that start with `kind/` (etcd's JSON gateway).
+    fn etcd_keys(&self, kind: &str) -> Vec<String> {
+        let prefix = format!("tcp-redirs/{kind}/");
+        let mut end = prefix.clone().into_bytes();
+        *end.last_mut().unwrap() += 1;
+        let body = json!({"key": common::etcd::base64(prefix.as_bytes()), "range_end": common::etcd::base64(&end), "keys_only": true});
+        let answer = self.etcd.gateway("/v3/kv/range", &body).unwrap_or_else(|e| self.fail(&e));
+        answer["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .filter_map(|kv| kv["key"].as_str().and_then(common::etcd::unbase64))
+                    .map(|k| String::from_utf8_lossy(&k).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The shape of issue 31: three nodes, n1 reaching etcd through a relay that is partitioned
+/// (bytes stop, connections stay open). While n1 is cut off, n2 removes application A's
+/// port P and is asked to give P to B, by number and by a range of P alone. Whatever is
+/// acknowledged, no new connection to P on n1 may reach A once another application holds
+/// P; the design (docs/fleet.md, "Partitions") refuses both adds with 409 until n1 has
+/// confirmed the removal. n1 keeps forwarding, its writes answer 503 within 5 s, the others
+/// list it down; after the heal it converges within 10 s, and B then gets P.
+#[test]
+fn a_node_cut_off_from_etcd_never_leads_a_port_to_an_application_that_no_longer_holds_it() {
+    let fleet = Fleet::start(
+        &[("n1", "127.0.21.2", &[]), ("n2", "127.0.21.3", &[]), ("n3", "127.0.21.4", &[])],
+        Some("n1"),
+    );
+    let proxy = fleet.proxy.as_ref().expect("n1's relay");
+    let (tag_a, tag_b, tag_c, tag_d) = (Tagged::start("A"), Tagged::start("B"), Tagged::start("C"), Tagged::start("D"));
+    let a = fleet.create_app_everywhere("n2", "tenant-a", tag_a.addr);
+    let b = fleet.create_app_everywhere("n2", "tenant-b", tag_b.addr);
+    let c = fleet.create_app_everywhere("n2", "tenant-c", tag_c.addr);
+    let d = fleet.create_app_everywhere("n2", "tenant-d", tag_d.addr);
+    let p = port_of(&fleet.add_ok("n2", &a, "default"));
+    let kept = port_of(&fleet.add_ok("n2", &c, "cleverapps"));
+    let (n1, n2) = (fleet.ip("n1"), fleet.ip("n2"));
+    fleet.must(PROPAGATION, "P leads to A through n1 before the partition", || reaches(n1, p, "A"));
+    fleet.must(PROPAGATION, "C's port leads to C through n1 before the partition", || reaches(n1, kept, "C"));
+
+    proxy.partition();
+    let cut_at = Instant::now();
+    // A write on n1 answers 503, and soon.
+    let started = Instant::now();
+    let body = json!({"name": "written-on-the-cut-node", "instances": []}).to_string();
+    let write = fleet.call("n1", "POST", &fleet.apps_path(), Some(&body));
+    let took = started.elapsed();
+    eprintln!(
+        "[partition] MEASURE a write on the cut-off node answered {:?} in {took:?}",
+        write.as_ref().map(|r| r.status)
+    );
+    match &write {
+        Ok(r) if r.status == 503 && took <= Duration::from_secs(5) => {}
+        other => fleet.problem(format!(
+            "a write on the cut-off node must answer 503 within 5 s: {:?} after {took:?}",
+            other.as_ref().map(|r| (r.status, r.text()))
+        )),
+    }
+
+    // n2 removes A's port, then is asked to give it to B, and to D by a range of P alone.
+    fleet.remove_ok("n2", &a, "default", p);
+    let explicit = fleet.add_with("n2", &b, json!({"namespace": "default", "port": p}));
+    let ranged = fleet.add_with("n2", &d, json!({"namespace": "default", "minPort": p, "maxPort": p}));
+    eprintln!(
+        "[partition] while n1 is cut off: add B --port {p}: {} {}; add D in {p}-{p}: {} {}",
+        explicit.status,
+        explicit.text(),
+        ranged.status,
+        ranged.text()
+    );
+    let holder = match (explicit.status, ranged.status) {
+        (200 | 201, _) => Some("B"),
+        (_, 200 | 201) => Some("D"),
+        _ => None,
+    };
+    if explicit.status != 409 || !explicit.text().contains("n1") {
+        fleet.problem(format!(
+            "an explicit port whose removal n1 has not confirmed must answer 409 naming n1: {} {}",
+            explicit.status,
+            explicit.text()
+        ));
+    }
+    if ranged.status != 409 {
+        fleet.problem(format!(
+            "a pick among ports whose removal n1 has not confirmed must skip them: {} {}",
+            ranged.status,
+            ranged.text()
+        ));
+    }
+    // The others take writes: a random add on n3 works.
+    let other = fleet.add_with("n3", &d, json!({"namespace": "cleverapps"}));
+    if !matches!(other.status, 200 | 201) {
+        fleet.problem(format!("a random add on n3 during the partition: {} {}", other.status, other.text()));
+    }
+
+    // For the partition's length: no connection to P on n1 reaches A once P is another's;
+    // n1 keeps forwarding C's port.
+    let (mut to_a, mut to_other, mut to_none, mut kept_ok, mut probes) = (0, 0, 0, 0, 0);
+    let mut down_after = None;
+    while cut_at.elapsed() < Duration::from_secs(7) {
+        probes += 1;
+        match reached(n1, p).as_deref() {
+            Some("A") => to_a += 1,
+            Some(_) => to_other += 1,
+            None => to_none += 1,
+        }
+        if reaches(n1, kept, "C").is_ok() {
+            kept_ok += 1;
+        }
+        if down_after.is_none() {
+            let down = fleet
+                .nodes_json("n2")
+                .is_ok_and(|nodes| nodes.iter().any(|n| n["name"] == "n1" && n["state"] == "down"));
+            if down {
+                down_after = Some(cut_at.elapsed());
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "[partition] {probes} connections to P on n1 while cut off: {to_a} reached A, {to_other} another, {to_none} none (P held by {holder:?}); C's port forwarded {kept_ok} of {probes}; n2 listed n1 down after {down_after:?}"
+    );
+    if holder.is_some() && to_a > 0 {
+        fleet.problem(format!(
+            "{to_a} of {probes} new connections to port {p} on n1 reached A after P was given to {holder:?}"
+        ));
+    }
+    if kept_ok != probes {
+        fleet.problem(format!("n1 must keep forwarding C's port while cut off: {kept_ok} of {probes}"));
+    }
+    match down_after {
+        Some(after) if after <= Duration::from_secs(NODE_TTL_SECS + 4) => {}
+        other => fleet.problem(format!("n2 must list n1 down once its lease lapsed: {other:?}")),
+    }
+
+    // The heal: n1 converges without a restart, and the port goes to B.
+    proxy.heal();
+    let healed = Instant::now();
+    let converged = poll(Duration::from_secs(10), || {
+        let (on_n1, on_n2) = (listening_ports(n1), listening_ports(n2));
+        if on_n1 == on_n2 && refused_via(n1, p).is_ok() {
+            Ok(())
+        } else {
+            Err(format!("n1 listens on {on_n1:?}, n2 on {on_n2:?}"))
+        }
+    });
+    match converged {
+        Ok(((), took)) => eprintln!("[partition] MEASURE n1 converged {took:?} after the heal"),
+        Err(e) => fleet.fail(&format!("n1 must converge within 10 s of the heal: {e}")),
+    }
+    if holder.is_none() {
+        let given = fleet.must(Duration::from_secs(10), "B gets P once n1 confirmed the removal", || {
+            let added = fleet.add_with("n2", &b, json!({"namespace": "default", "port": p}));
+            match added.status {
+                200 | 201 => Ok(healed.elapsed()),
+                _ => Err(format!("{} {}", added.status, added.text())),
+            }
+        });
+        eprintln!("[partition] MEASURE B got P {given:?} after the heal");
+        fleet.must(PROPAGATION, "P leads to B through n1", || reaches(n1, p, "B"));
+    }
+    // A removal every node confirmed leaves no quarantine behind.
+    fleet.remove_ok("n2", &c, "cleverapps", kept);
+    fleet.must(Duration::from_secs(5), "no quarantine record is left once every node confirmed", || {
+        match fleet.etcd_keys("quarantine") {
+            keys if keys.is_empty() => Ok(()),
+            keys => Err(format!("left: {keys:?}")),
+        }
+    });
+    fleet.finish();
+}

@@ -196,6 +196,36 @@ impl Error {
         )
     }
 
+    /// A requested port that another application freed and that some nodes have not yet
+    /// confirmed closing (a quarantine, issue 31): giving it now could lead this
+    /// application's clients, on those nodes, to the one that held it.
+    pub fn port_quarantined(port: u16, namespace: &str, waits: &[String]) -> Error {
+        let nodes = waits.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+        Error::new(
+            StatusCode::CONFLICT,
+            4096,
+            format!("port {port} of namespace `{namespace}` was freed by another application's removal that node(s) {nodes} have not confirmed yet (cut off from the store, or down): they may still lead it to that application; retry once they are back, ask for another port or none, or, for a node gone for good, `tcp-redirs nodes forget NODE`"),
+        )
+    }
+
+    /// A node the fleet does not list.
+    pub fn unknown_node(name: &str) -> Error {
+        Error::new(
+            StatusCode::NOT_FOUND,
+            4046,
+            format!("no node `{name}` in the fleet: `tcp-redirs nodes` lists them"),
+        )
+    }
+
+    /// A node that cannot be forgotten: its lease holds.
+    pub fn node_alive(name: &str) -> Error {
+        Error::new(
+            StatusCode::CONFLICT,
+            4097,
+            format!("node `{name}` is up (its lease in the store holds): forget only a node that is gone for good; stop it first, and its lease lapses after its --node-ttl"),
+        )
+    }
+
     /// An organisation at its redirection quota.
     pub fn quota_reached(quota: u32) -> Error {
         Error::new(

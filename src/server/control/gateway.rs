@@ -427,6 +427,27 @@ impl Gateway {
         Ok(present::nodes(&self.table()))
     }
 
+    /// Forgets a node that is gone for good (admin): the quarantines stop waiting for it.
+    /// Refused while its lease holds; a node that comes back publishes itself again.
+    pub async fn forget_node(&self, caller: &Caller, name: &str) -> Result<Node, Error> {
+        if *caller != Caller::Admin {
+            return Err(Error::admin_only("forget nodes"));
+        }
+        let found = {
+            let table = self.table();
+            present::nodes(&table).into_iter().find(|n| n.name == name)
+        };
+        let found = found.ok_or_else(|| Error::unknown_node(name))?;
+        match self.synced.store().forget_node(name).await {
+            Ok(revision) => self.settle(revision).await,
+            Err(StoreError::Conflict(Conflict::Alive)) => return Err(Error::node_alive(name)),
+            Err(StoreError::Conflict(Conflict::NotFound)) => return Err(Error::unknown_node(name)),
+            Err(err) => return Err(self.store_error(err)),
+        }
+        warn!(node = %name, "node forgotten by the admin: no quarantine waits for it any more");
+        Ok(found)
+    }
+
     fn describe(&self, table: &Table, row: &RedirRow) -> TcpRedir {
         present::redirection(table, self.synced.live(), &self.node, row)
     }
