@@ -182,7 +182,7 @@ impl Error {
             StatusCode::CONFLICT,
             4092,
             format!(
-                "no free port in namespace `{namespace}` (range {min}-{max}): every port is taken by a redirection or in use on the machine; remove a redirection or widen the namespace's range"
+                "no free port in namespace `{namespace}` (range {min}-{max}): every port is taken by a redirection, in use on the machine, or held back after another application's removal that some nodes have not confirmed yet; remove a redirection or widen the namespace's range"
             ),
         )
     }
