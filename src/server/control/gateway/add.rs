@@ -275,7 +275,9 @@ impl Gateway {
         let app = plan.row.app_id.as_str();
         let taken = |port: u16| {
             let key = RedirKey::new(ns, protocol, port);
-            picked.contains(&port) || self.port_taken(&key) || !self.table().quarantine_waits(&key, app).is_empty()
+            picked.contains(&port)
+                || self.port_taken(&key)
+                || !self.table().quarantine_waits(&key, app).is_empty()
         };
         if let Some(port) = plan.fixed {
             let waits = self.table().quarantine_waits(&RedirKey::new(ns, protocol, port), app);
@@ -317,7 +319,9 @@ impl Gateway {
     async fn wait_out_quarantines(&self, plans: &[Plan]) {
         let asked: Vec<(RedirKey, &str)> = plans
             .iter()
-            .filter_map(|p| p.fixed.map(|port| (RedirKey::new(&p.ns.name, p.row.protocol, port), p.row.app_id.as_str())))
+            .filter_map(|p| {
+                p.fixed.map(|port| (RedirKey::new(&p.ns.name, p.row.protocol, port), p.row.app_id.as_str()))
+            })
             .collect();
         let settled = |t: &Table| {
             asked.iter().all(|(key, app)| {

@@ -424,10 +424,8 @@ async fn a_freed_port_waits_for_every_node(store: Arc<dyn Store>) {
     assert_eq!(conflict(store.claim(&other, &acme.id, None).await), waits(&["n2"]));
     // The same number in UDP is another port, and a batch refuses the held row alone.
     store.claim(&udp("app_2", "default", 6200), &acme.id, None).await.unwrap();
-    let outcomes = store
-        .claim_many(&[other.clone(), redir("app_3", "default", 6201)], &acme.id, None)
-        .await
-        .unwrap();
+    let outcomes =
+        store.claim_many(&[other.clone(), redir("app_3", "default", 6201)], &acme.id, None).await.unwrap();
     assert!(matches!(&outcomes[0], Err(StoreError::Conflict(c)) if *c == waits(&["n2"])), "{outcomes:?}");
     assert!(outcomes[1].is_ok(), "{outcomes:?}");
     // The application that freed it takes it back at once, which ends the quarantine.
@@ -467,7 +465,10 @@ async fn a_freed_port_waits_for_every_node(store: Arc<dyn Store>) {
     assert_eq!(quarantines(&store).await, [(6201, "app_3".to_owned())]);
     store.put_node(&node("n2", freed)).await.unwrap();
     let table = Table::load(store.snapshot().await.unwrap());
-    assert_eq!(table.quarantine_waits(&RedirKey::new("default", crate::wire::Protocol::Tcp, 6201), "app_2"), Vec::<String>::new());
+    assert_eq!(
+        table.quarantine_waits(&RedirKey::new("default", crate::wire::Protocol::Tcp, 6201), "app_2"),
+        Vec::<String>::new()
+    );
     store.sweep_quarantines(&table.confirmed_quarantines()).await.unwrap();
     assert_eq!(quarantines(&store).await, []);
     stop.cancel();

@@ -515,8 +515,12 @@ impl Etcd {
             // Rows whose port another application freed, and a node has not confirmed.
             chunk.retain(|&i| match read.quarantines.get(&i) {
                 Some(q) if q.app_id != rows[i].app_id => {
-                    let waits: Vec<String> =
-                        read.applied.iter().filter(|(_, r)| *r < q.revision).map(|(n, _)| n.clone()).collect();
+                    let waits: Vec<String> = read
+                        .applied
+                        .iter()
+                        .filter(|(_, r)| *r < q.revision)
+                        .map(|(n, _)| n.clone())
+                        .collect();
                     if waits.is_empty() {
                         return true;
                     }
@@ -565,13 +569,19 @@ impl Etcd {
                 let quarantine_key = self.quarantine_key(&row.namespace, row.protocol, row.port);
                 match read.quarantines.get(&i) {
                     Some(q) => {
-                        compares.push(Compare::mod_revision(quarantine_key.as_str(), CompareOp::Equal, q.revision));
+                        compares.push(Compare::mod_revision(
+                            quarantine_key.as_str(),
+                            CompareOp::Equal,
+                            q.revision,
+                        ));
                         puts.push(TxnOp::delete(quarantine_key.as_str(), None));
                         if q.app_id != row.app_id {
                             confirmed_past = confirmed_past.max(q.revision);
                         }
                     }
-                    None => compares.push(Compare::create_revision(quarantine_key.as_str(), CompareOp::Equal, 0)),
+                    None => {
+                        compares.push(Compare::create_revision(quarantine_key.as_str(), CompareOp::Equal, 0))
+                    }
                 }
                 puts.push(TxnOp::put(redir_key.as_str(), json(&rows[i])?, None));
                 puts.push(TxnOp::put(appns_key.as_str(), rows[i].port.to_string(), None));
@@ -622,7 +632,10 @@ impl Etcd {
                 false
             });
             if chunk.len() == before {
-                debug!(org = org_id, "the organisation's counter, a quarantine or a node moved during a claim; trying again");
+                debug!(
+                    org = org_id,
+                    "the organisation's counter, a quarantine or a node moved during a claim; trying again"
+                );
             }
         }
         Err(StoreError::Unavailable("etcd: the organisation kept changing; try again".into()))
@@ -672,7 +685,8 @@ impl Etcd {
         for (n, &i) in chunk.iter().enumerate() {
             if let Some(kv) = answers.get(2 + n).and_then(|kvs| kvs.first()) {
                 let q: Quarantine = serde_json::from_slice(kv.value())?;
-                quarantines.insert(i, Quarantine { revision: kv.mod_revision(), protocol: rows[i].protocol, ..q });
+                quarantines
+                    .insert(i, Quarantine { revision: kv.mod_revision(), protocol: rows[i].protocol, ..q });
             }
         }
         Ok(ClaimReads { counter, applied, quarantines })

@@ -31,8 +31,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Quarantine, Record, RedirKey, RedirRow, Revision, Snapshot,
-    Store, StoreError, StoreResult, TokenRecord,
+    Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Quarantine, Record, RedirKey, RedirRow,
+    Revision, Snapshot, Store, StoreError, StoreResult, TokenRecord,
 };
 use crate::wire::{Application, Instance, Organisation, Protocol, TokenInfo};
 use crate::wire::{ProxyProtocol, RedirSettings};
@@ -627,8 +627,9 @@ impl Store for Sqlite {
                 for row in rows {
                     // A row that fails changed nothing (a failed statement is undone alone), so
                     // the rows after it go on in the same transaction.
-                    let outcome =
-                        fleet.check(&row).and_then(|()| claim_row(tx, &row, &org_id, quota, &mut held, revision));
+                    let outcome = fleet
+                        .check(&row)
+                        .and_then(|()| claim_row(tx, &row, &org_id, quota, &mut held, revision));
                     match outcome {
                         Ok(()) => {
                             // The port is taken: its quarantine, if any, is over.
