@@ -1993,7 +1993,7 @@ fn partitions_at_random_moments_lose_nothing_and_mix_no_tenants() {
                 });
             }
             // Workers: node w churns applications w and w + 3.
-            for w in 0..3 {
+            for (w, &node) in names.iter().enumerate() {
                 let (fleet, apps, pool, ops, held, statuses) = (&fleet, &apps, &pool, &ops, &held, &statuses);
                 scope.spawn(move || {
                     let mut rng = rand::rng();
@@ -2011,7 +2011,7 @@ fn partitions_at_random_moments_lose_nothing_and_mix_no_tenants() {
                                 } else {
                                     json!({"namespace": "default", "minPort": pool[0], "maxPort": pool[pool.len() - 1]})
                                 };
-                                let answer = fleet.call(names[w], "POST", &fleet.redirs_path(&apps[app]), Some(&body.to_string()));
+                                let answer = fleet.call(node, "POST", &fleet.redirs_path(&apps[app]), Some(&body.to_string()));
                                 let status = answer.as_ref().map_or(0, |r| r.status);
                                 statuses.lock().unwrap().push(status);
                                 match answer {
@@ -2031,7 +2031,7 @@ fn partitions_at_random_moments_lose_nothing_and_mix_no_tenants() {
                             Some(Some(port)) => {
                                 ops.lock().unwrap().push(Churn::RemoveSent { app, port, at });
                                 let path = format!("{}/{port}?namespace=default", fleet.redirs_path(&apps[app]));
-                                let answer = fleet.call(names[w], "DELETE", &path, None);
+                                let answer = fleet.call(node, "DELETE", &path, None);
                                 let status = answer.as_ref().map_or(0, |r| r.status);
                                 statuses.lock().unwrap().push(status);
                                 held.lock().unwrap()[app] = match status {
