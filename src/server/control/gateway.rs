@@ -324,7 +324,12 @@ impl Gateway {
         let app = self.app(caller, org_id, app_id).await?;
         let redirections = self.table().app_redirs(&app.id).len();
         match self.synced.store().remove_app(&app.id).await {
-            Ok(revision) => self.settle(revision).await,
+            Ok(revision) => {
+                self.settle(revision).await;
+                if redirections > 0 {
+                    self.confirm_here(revision).await;
+                }
+            }
             Err(StoreError::Conflict(Conflict::NotFound)) => return Err(Error::unknown_app(app_id)),
             Err(err) => return Err(self.store_error(err)),
         }
@@ -396,6 +401,7 @@ impl Gateway {
         match self.synced.store().release(&row, &org.id).await {
             Ok(revision) => {
                 self.settle(revision).await;
+                self.confirm_here(revision).await;
                 self.wait_for_fleet(namespace, revision).await;
             }
             Err(StoreError::Conflict(Conflict::NotFound)) => {
@@ -405,6 +411,16 @@ impl Gateway {
         }
         info!(app = %app.id, namespace, port, %protocol, "redirection removed");
         Ok(TcpRedir { state: None, nodes: Vec::new(), ..described })
+    }
+
+    /// Waits, briefly, until this node's published record says its ports reflect a
+    /// removal's `revision`: the port's quarantine waits for no node that took the removal
+    /// itself (a single server's is lifted when `remove` answers).
+    async fn confirm_here(&self, revision: Revision) {
+        let done = |t: &Table| t.nodes.get(&self.node).is_some_and(|n| n.revision >= revision);
+        if !self.synced.wait_table(FLEET_WAIT, done).await {
+            warn!(revision, "this node's record did not come back from the store in time");
+        }
     }
 
     /// Waits until every other live node of the namespace says its ports reflect `revision`.
