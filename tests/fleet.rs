@@ -2145,6 +2145,8 @@ fn partitions_at_random_moments_lose_nothing_and_mix_no_tenants() {
         });
         if other_held {
             crossed += 1;
+        }
+        if other_held && crossed <= 5 {
             fleet.problem(format!(
                 "a connection to port {} on {} reached {tag} while application {} held the port: {probe:?}",
                 probe.port,
@@ -2155,6 +2157,11 @@ fn partitions_at_random_moments_lose_nothing_and_mix_no_tenants() {
                     .map_or(0, |x| x.0)]
             ));
         }
+    }
+    if crossed > 5 {
+        fleet.problem(format!(
+            "{crossed} connections in all reached an application while another held the port"
+        ));
     }
     if unasked > 0 {
         fleet.problem(format!("{unasked} connections reached an application that never asked for the port"));
