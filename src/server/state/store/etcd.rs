@@ -1187,8 +1187,10 @@ impl Store for Etcd {
                     self.all_applied(q.revision, false),
                 ])
                 .and_then([TxnOp::delete(key.as_str(), None)]);
-            // Not confirmed after all, or changed, or swept by another node: left.
-            self.txn(txn).await?.ok();
+            // Not confirmed after all, or changed, or swept by another node: left. A
+            // background call: it waits out an election on its own client, and leaves the
+            // API calls' count of leaderless answers alone.
+            self.client.kv_client().txn(txn).await.map_err(|e| self.unavailable(e))?;
         }
         Ok(())
     }
