@@ -306,6 +306,28 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('forget', 'forget', [CompletionResultType]::ParameterValue, 'Forget a node that is gone for good (admin): ports freed while it was away stop waiting for it. Refused while the node is up; a node that comes back is listed again')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'tcp-redirs;nodes;forget' {
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;nodes;help' {
+            [CompletionResult]::new('forget', 'forget', [CompletionResultType]::ParameterValue, 'Forget a node that is gone for good (admin): ports freed while it was away stop waiting for it. Refused while the node is up; a node that comes back is listed again')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'tcp-redirs;nodes;help;forget' {
+            break
+        }
+        'tcp-redirs;nodes;help;help' {
             break
         }
         'tcp-redirs;orgs' {
@@ -519,6 +541,10 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             break
         }
         'tcp-redirs;help;nodes' {
+            [CompletionResult]::new('forget', 'forget', [CompletionResultType]::ParameterValue, 'Forget a node that is gone for good (admin): ports freed while it was away stop waiting for it. Refused while the node is up; a node that comes back is listed again')
+            break
+        }
+        'tcp-redirs;help;nodes;forget' {
             break
         }
         'tcp-redirs;help;orgs' {

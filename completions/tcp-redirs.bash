@@ -160,6 +160,9 @@ _tcp__redirs() {
             tcp__redirs__subcmd__help__subcmd__apps,set-instances)
                 cmd="tcp__redirs__subcmd__help__subcmd__apps__subcmd__set__subcmd__instances"
                 ;;
+            tcp__redirs__subcmd__help__subcmd__nodes,forget)
+                cmd="tcp__redirs__subcmd__help__subcmd__nodes__subcmd__forget"
+                ;;
             tcp__redirs__subcmd__help__subcmd__orgs,create)
                 cmd="tcp__redirs__subcmd__help__subcmd__orgs__subcmd__create"
                 ;;
@@ -180,6 +183,18 @@ _tcp__redirs() {
                 ;;
             tcp__redirs__subcmd__help__subcmd__tokens,revoke)
                 cmd="tcp__redirs__subcmd__help__subcmd__tokens__subcmd__revoke"
+                ;;
+            tcp__redirs__subcmd__nodes,forget)
+                cmd="tcp__redirs__subcmd__nodes__subcmd__forget"
+                ;;
+            tcp__redirs__subcmd__nodes,help)
+                cmd="tcp__redirs__subcmd__nodes__subcmd__help"
+                ;;
+            tcp__redirs__subcmd__nodes__subcmd__help,forget)
+                cmd="tcp__redirs__subcmd__nodes__subcmd__help__subcmd__forget"
+                ;;
+            tcp__redirs__subcmd__nodes__subcmd__help,help)
+                cmd="tcp__redirs__subcmd__nodes__subcmd__help__subcmd__help"
                 ;;
             tcp__redirs__subcmd__orgs,create)
                 cmd="tcp__redirs__subcmd__orgs__subcmd__create"
@@ -912,8 +927,22 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__help__subcmd__nodes)
-            opts=""
+            opts="forget"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__help__subcmd__nodes__subcmd__forget)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1302,7 +1331,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__nodes)
-            opts="-F -h --format --server --token --help"
+            opts="-F -h --format --server --token --help forget help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1324,6 +1353,78 @@ _tcp__redirs() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__nodes__subcmd__forget)
+            opts="-F -h --format --server --token --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -F)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__nodes__subcmd__help)
+            opts="forget help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__nodes__subcmd__help__subcmd__forget)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__nodes__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

@@ -274,6 +274,24 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand --token 'The API token [default: the profile''s]'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
+            cand forget 'Forget a node that is gone for good (admin): ports freed while it was away stop waiting for it. Refused while the node is up; a node that comes back is listed again'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tcp-redirs;nodes;forget'= {
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;nodes;help'= {
+            cand forget 'Forget a node that is gone for good (admin): ports freed while it was away stop waiting for it. Refused while the node is up; a node that comes back is listed again'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tcp-redirs;nodes;help;forget'= {
+        }
+        &'tcp-redirs;nodes;help;help'= {
         }
         &'tcp-redirs;orgs'= {
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
@@ -450,6 +468,9 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         &'tcp-redirs;help;profile;use'= {
         }
         &'tcp-redirs;help;nodes'= {
+            cand forget 'Forget a node that is gone for good (admin): ports freed while it was away stop waiting for it. Refused while the node is up; a node that comes back is listed again'
+        }
+        &'tcp-redirs;help;nodes;forget'= {
         }
         &'tcp-redirs;help;orgs'= {
             cand create 'Create an organisation (admin only)'

@@ -189,11 +189,20 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and __fis
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and __fish_seen_subcommand_from help" -f -a "list" -d 'List the saved profiles (never their credentials)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and __fish_seen_subcommand_from help" -f -a "use" -d 'Make a saved profile the current one'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand profile; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes; and not __fish_seen_subcommand_from forget help" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
 json\t'One JSON document, for scripts'"
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes" -l token -d 'The API token [default: the profile\'s]' -r
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes; and not __fish_seen_subcommand_from forget help" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes; and not __fish_seen_subcommand_from forget help" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes; and not __fish_seen_subcommand_from forget help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes; and not __fish_seen_subcommand_from forget help" -f -a "forget" -d 'Forget a node that is gone for good (admin): ports freed while it was away stop waiting for it. Refused while the node is up; a node that comes back is listed again'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes; and not __fish_seen_subcommand_from forget help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes; and __fish_seen_subcommand_from forget" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes; and __fish_seen_subcommand_from forget" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes; and __fish_seen_subcommand_from forget" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes; and __fish_seen_subcommand_from forget" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes; and __fish_seen_subcommand_from help" -f -a "forget" -d 'Forget a node that is gone for good (admin): ports freed while it was away stop waiting for it. Refused while the node is up; a node that comes back is listed again'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -288,6 +297,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_s
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "remove" -d 'Remove an application and all its redirections'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from profile" -f -a "list" -d 'List the saved profiles (never their credentials)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from profile" -f -a "use" -d 'Make a saved profile the current one'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from nodes" -f -a "forget" -d 'Forget a node that is gone for good (admin): ports freed while it was away stop waiting for it. Refused while the node is up; a node that comes back is listed again'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from orgs" -f -a "create" -d 'Create an organisation (admin only)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from orgs" -f -a "list" -d 'List the organisations your credential sees'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from tokens" -f -a "create" -d 'Issue a credential for an organisation; its token and secret are shown this once'

@@ -171,6 +171,11 @@ impl Client {
         self.call(Method::GET, "/v2/nodes", None::<&()>).await
     }
 
+    /// Forgets a node that is gone for good (admin).
+    pub async fn forget_node(&self, name: &str) -> Result<crate::wire::Node> {
+        self.call(Method::DELETE, &format!("/v2/nodes/{}", seg(name)), None::<&()>).await
+    }
+
     /// The namespaces an organisation may use.
     pub async fn namespaces(&self, org: &str) -> Result<Vec<Namespace>> {
         self.call(Method::GET, &format!("/v2/organisations/{}/namespaces", seg(org)), None::<&()>).await

@@ -369,14 +369,19 @@ fn the_openapi_document_describes_every_route() {
         ("delete", "/v2/organisations/{org}/applications/{app}/udpRedirs/{port}"),
         ("get", "/metrics"),
         ("get", "/v2/nodes"),
+        ("delete", "/v2/nodes/{node}"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let documented: usize = paths.values().map(|p| p.as_object().map_or(0, |m| m.len())).sum();
     for (method, path) in routes {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is not documented");
         // And the route is really served: a request reaches it (401 without credentials, not 404).
-        let concrete =
-            path.replace("{org}", "o").replace("{app}", "a").replace("{token}", "t").replace("{port}", "1");
+        let concrete = path
+            .replace("{org}", "o")
+            .replace("{app}", "a")
+            .replace("{token}", "t")
+            .replace("{port}", "1")
+            .replace("{node}", "n");
         let body = matches!(method, "post" | "put").then_some("{}");
         let status = http(server.addr, &method.to_uppercase(), &concrete, None, body).status;
         assert_eq!(status, 401, "{method} {concrete} must be served and need credentials");

@@ -152,7 +152,7 @@ impl Command {
             | Command::Logout(login::LogoutArgs { format, .. })
             | Command::Apply(apply::Args { format, .. })
             | Command::Export(export::Args { format, .. })
-            | Command::Nodes(nodes::Args { format }) => {
+            | Command::Nodes(nodes::Args { format, .. }) => {
                 format.format = format.format.or(top.format.format);
                 None
             }

@@ -1,4 +1,5 @@
-//! `tcp-redirs nodes`: the gateway nodes that share the server's store.
+//! `tcp-redirs nodes`: the gateway nodes that share the server's store; `nodes forget NAME`
+//! removes one gone for good (admin).
 
 use anyhow::Result;
 use tabled::{Table, Tabled};
@@ -9,8 +10,23 @@ use crate::wire::{Node, NodeLiveness, PortMode};
 /// The options of `nodes`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
+    #[command(subcommand)]
+    pub(super) command: Option<Command>,
     #[command(flatten)]
     pub(super) format: FormatArgs,
+}
+
+/// What `nodes` does besides listing.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Forget a node that is gone for good (admin): ports freed while it was away stop
+    /// waiting for it. Refused while the node is up; a node that comes back is listed again.
+    Forget {
+        /// The node's name, as `tcp-redirs nodes` lists it.
+        name: String,
+        #[command(flatten)]
+        format: FormatArgs,
+    },
 }
 
 #[derive(Tabled)]
@@ -32,6 +48,16 @@ struct Row {
 }
 
 pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
+    if let Some(Command::Forget { name, format }) = args.command {
+        let forgotten = conn.client()?.forget_node(&name).await?;
+        return match format.format.or(args.format.format).unwrap_or_default() {
+            Format::Json => print_json(&forgotten),
+            Format::Human => print_text(format!(
+                "Successfully forgot node {}: no port waits for it any more.",
+                forgotten.name
+            )),
+        };
+    }
     let nodes: Vec<Node> = conn.client()?.nodes().await?;
     match args.format.get() {
         Format::Json => print_json(&nodes),

@@ -802,6 +802,8 @@ fn set_linger_zero(stream: &TcpStream) {
 
 struct ProxyState {
     cut: AtomicBool,
+    /// A partition ([`CutProxy::partition`]): bytes stop, connections stay open.
+    paused: AtomicBool,
     stop: AtomicBool,
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, Pair>>,
@@ -824,6 +826,7 @@ impl CutProxy {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(ProxyState {
             cut: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
@@ -876,6 +879,20 @@ impl CutProxy {
         self.state.cut.store(false, Ordering::SeqCst);
     }
 
+    /// A partition rather than a crash: from now until [`CutProxy::heal`], no byte passes
+    /// either way, and no connection is closed. Open connections keep what is sent in
+    /// their buffers (as a network that drops packets keeps a sender retransmitting); new
+    /// connections are accepted and wait. The node notices only by its own timeouts.
+    pub fn partition(&self) {
+        self.state.paused.store(true, Ordering::SeqCst);
+    }
+
+    /// Ends a [`CutProxy::partition`]: the bytes held go on, in order, and new connections
+    /// reach etcd again.
+    pub fn heal(&self) {
+        self.state.paused.store(false, Ordering::SeqCst);
+    }
+
     /// How many forwarded connections are open.
     pub fn open_connections(&self) -> usize {
         self.state.open.lock().unwrap().len()
@@ -895,6 +912,24 @@ impl Drop for CutProxy {
 }
 
 fn proxy_connection(client: TcpStream, target: SocketAddr, state: &Arc<ProxyState>) {
+    if state.paused.load(Ordering::SeqCst) {
+        // Held, off the accept loop, until the partition ends (or the proxy stops).
+        let state = Arc::clone(state);
+        thread::spawn(move || {
+            while state.paused.load(Ordering::SeqCst) && !state.stop.load(Ordering::SeqCst) {
+                thread::sleep(PAUSE_POLL);
+            }
+            forward_connection(client, target, &state);
+        });
+        return;
+    }
+    forward_connection(client, target, state);
+}
+
+/// How often a connection held by a partition looks whether it ended.
+const PAUSE_POLL: Duration = Duration::from_millis(5);
+
+fn forward_connection(client: TcpStream, target: SocketAddr, state: &Arc<ProxyState>) {
     if state.cut.load(Ordering::SeqCst) || state.stop.load(Ordering::SeqCst) {
         set_linger_zero(&client);
         return; // dropped: closed at once
@@ -924,13 +959,13 @@ fn proxy_connection(client: TcpStream, target: SocketAddr, state: &Arc<ProxyStat
     let up = {
         let state = Arc::clone(state);
         thread::spawn(move || {
-            copy_then_shutdown(client, upstream);
+            copy_then_shutdown(client, upstream, &state);
             forget(&state, id);
         })
     };
     let state = Arc::clone(state);
     thread::spawn(move || {
-        copy_then_shutdown(upstream2, client2);
+        copy_then_shutdown(upstream2, client2, &state);
         let _ = up.join();
         forget(&state, id);
     });
@@ -940,14 +975,18 @@ fn forget(state: &ProxyState, id: u64) {
     state.open.lock().unwrap().remove(&id);
 }
 
-/// Copies `from` into `to` until EOF or an error, then passes the end on.
-fn copy_then_shutdown(mut from: TcpStream, mut to: TcpStream) {
+/// Copies `from` into `to` until EOF or an error, then passes the end on; bytes read during
+/// a partition are held until it ends.
+fn copy_then_shutdown(mut from: TcpStream, mut to: TcpStream, state: &ProxyState) {
     let mut buf = [0u8; 16 * 1024];
     // Bounded by the connection's life: each turn moves bytes or ends the loop.
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                while state.paused.load(Ordering::SeqCst) && !state.stop.load(Ordering::SeqCst) {
+                    thread::sleep(PAUSE_POLL);
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }

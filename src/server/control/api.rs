@@ -11,6 +11,7 @@
 //! | `DELETE /v2/organisations/{org}/applications/{app}/tcpRedirs/{port}?namespace=NS` | remove one |
 //! | `GET, POST …/applications/{app}/udpRedirs`, `DELETE …/udpRedirs/{port}?namespace=NS` | the same for UDP |
 //! | `GET /v2/nodes` | the gateway nodes sharing the store, up or down |
+//! | `DELETE /v2/nodes/{node}` | forgets a node gone for good (admin) |
 //! | `GET /`, `/console.js`, `/console.css` | the web console ([`super::console`]), no credential |
 //!
 //! This file only translates HTTP to [`Gateway`] calls and back; every error, including a
@@ -292,6 +293,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .routes(routes!(revoke_token))
         .routes(routes!(metrics))
         .routes(routes!(nodes))
+        .routes(routes!(forget_node))
         .routes(routes!(namespaces))
         .routes(routes!(apps, create_app))
         .routes(routes!(app, remove_app))
@@ -335,6 +337,17 @@ async fn metrics(State(gw): Gw, Extension(caller): Extension<Caller>) -> Result<
 /// The gateway nodes serving this server's store: one for a single server, the fleet for etcd.
 async fn nodes(State(gw): Gw) -> Answer<Vec<Node>> {
     Ok(Json(gw.nodes().await?))
+}
+
+#[utoipa::path(delete, path = "/v2/nodes/{node}", operation_id = "forgetNode", tag = "operations", params(("node" = String, Path, description = "the node's name (`serve --node`)")), responses((status = 200, description = "the node as it was listed, now forgotten", body = Node), (status = 403, description = "4030: only the server's admin may do this", body = ApiError), (status = 404, description = "4046: no such node", body = ApiError), (status = 409, description = "4097: the node is up (its lease holds)", body = ApiError), (status = 503, description = "5030: the store cannot be reached", body = ApiError)))]
+/// Forgets a node that is gone for good (admin), so that no quarantined port waits for it
+/// any more; refused while the node is up.
+async fn forget_node(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Params(node): Params<String>,
+) -> Answer<Node> {
+    Ok(Json(gw.forget_node(&caller, &node).await?))
 }
 
 #[utoipa::path(get, path = "/v2/organisations", operation_id = "listOrganisations", tag = "organisations", responses((status = 200, body = Vec<Organisation>)))]
@@ -450,7 +463,7 @@ async fn redirs(
     Ok(Json(gw.redirs(&caller, &org, &app, Protocol::Tcp).await?))
 }
 
-#[utoipa::path(post, path = "/v2/organisations/{org}/applications/{app}/tcpRedirs", operation_id = "addTcpRedir", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), request_body = NewTcpRedir, responses((status = 201, body = TcpRedir), (status = 404, description = "4041: no such organisation; 4042: no such application; 4043: no such namespace for this organisation", body = ApiError), (status = 409, description = "4090: the application has a TCP redirection in this namespace; 4092: no free port; 4094: the organisation holds its quota; 4095: the port asked for is taken", body = ApiError), (status = 422, description = "4221: the port asked for is outside the namespace's range (or minPort-maxPort); 4222: a setting TCP does not have (proxyProtocol v2-every, maxDatagramsPerSecond); 4223: minPort-maxPort is not within the namespace's range", body = ApiError)))]
+#[utoipa::path(post, path = "/v2/organisations/{org}/applications/{app}/tcpRedirs", operation_id = "addTcpRedir", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), request_body = NewTcpRedir, responses((status = 201, body = TcpRedir), (status = 404, description = "4041: no such organisation; 4042: no such application; 4043: no such namespace for this organisation", body = ApiError), (status = 409, description = "4090: the application has a TCP redirection in this namespace; 4092: no free port; 4094: the organisation holds its quota; 4095: the port asked for is taken; 4096: the port asked for was freed by another application's removal that some nodes have not confirmed (the message names them)", body = ApiError), (status = 422, description = "4221: the port asked for is outside the namespace's range (or minPort-maxPort); 4222: a setting TCP does not have (proxyProtocol v2-every, maxDatagramsPerSecond); 4223: minPort-maxPort is not within the namespace's range", body = ApiError)))]
 async fn add(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
@@ -482,7 +495,7 @@ async fn udp_redirs(
     Ok(Json(gw.redirs(&caller, &org, &app, Protocol::Udp).await?))
 }
 
-#[utoipa::path(post, path = "/v2/organisations/{org}/applications/{app}/udpRedirs", operation_id = "addUdpRedir", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), request_body(content = NewTcpRedir, description = "as for `addTcpRedir`; on UDP, `idleTimeout` ends a flow, `maxConnections` caps the open flows (10,000 by default), `maxConnectionsPerSecond` the new flows, and `proxyProtocol` is `v2` (a header in front of a flow's first datagram) or `v2-every`, and `maxDatagramsPerSecond` caps each client address's datagrams"), responses((status = 201, body = TcpRedir), (status = 404, description = "4041: no such organisation; 4042: no such application; 4043: no such namespace for this organisation", body = ApiError), (status = 409, description = "4090: the application has a UDP redirection in this namespace; 4092: no free port; 4094: the organisation holds its quota (TCP and UDP count alike); 4095: the port asked for is taken", body = ApiError), (status = 422, description = "4221: the port asked for is outside the namespace's range (or minPort-maxPort); 4222: a setting UDP does not have (connectTimeout, halfCloseTimeout, proxyProtocol v1); 4223: minPort-maxPort is not within the namespace's range", body = ApiError)))]
+#[utoipa::path(post, path = "/v2/organisations/{org}/applications/{app}/udpRedirs", operation_id = "addUdpRedir", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), request_body(content = NewTcpRedir, description = "as for `addTcpRedir`; on UDP, `idleTimeout` ends a flow, `maxConnections` caps the open flows (10,000 by default), `maxConnectionsPerSecond` the new flows, and `proxyProtocol` is `v2` (a header in front of a flow's first datagram) or `v2-every`, and `maxDatagramsPerSecond` caps each client address's datagrams"), responses((status = 201, body = TcpRedir), (status = 404, description = "4041: no such organisation; 4042: no such application; 4043: no such namespace for this organisation", body = ApiError), (status = 409, description = "4090: the application has a UDP redirection in this namespace; 4092: no free port; 4094: the organisation holds its quota (TCP and UDP count alike); 4095: the port asked for is taken; 4096: the port asked for was freed by another application's removal that some nodes have not confirmed (the message names them)", body = ApiError), (status = 422, description = "4221: the port asked for is outside the namespace's range (or minPort-maxPort); 4222: a setting UDP does not have (connectTimeout, halfCloseTimeout, proxyProtocol v1); 4223: minPort-maxPort is not within the namespace's range", body = ApiError)))]
 async fn add_udp(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
@@ -492,7 +505,7 @@ async fn add_udp(
     add_one(gw, caller, org, app, Protocol::Udp, body).await
 }
 
-#[utoipa::path(post, path = "/v2/organisations/{org}/tcpRedirs", operation_id = "addTcpRedirs", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…")), request_body(content = NewTcpRedirBatch, description = "up to 1000 redirections of the organisation's applications (an item with `\"protocol\":\"udp\"` is a UDP one, as `addUdpRedir` makes it); one that breaks a rule of this document refuses the whole batch (400) and nothing is made"), responses((status = 200, description = "one outcome per redirection asked, in order: `redirection` when it was made (as `addTcpRedir` answers it), else `error` with what `addTcpRedir` would have answered: 4042 no such application, 4043 no such namespace, 4090 the application has one there, 4092 no free port, 4094 the quota, 4095 the port asked for is taken, 4221 outside the namespace's range, 4222 a setting the protocol does not have, 4223 minPort-maxPort outside the namespace's range, 5030 the store was lost midway", body = TcpRedirBatch), (status = 404, description = "4041: no such organisation, or not the caller's", body = ApiError), (status = 413, description = "4130: the body is over 1 MiB", body = ApiError)))]
+#[utoipa::path(post, path = "/v2/organisations/{org}/tcpRedirs", operation_id = "addTcpRedirs", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…")), request_body(content = NewTcpRedirBatch, description = "up to 1000 redirections of the organisation's applications (an item with `\"protocol\":\"udp\"` is a UDP one, as `addUdpRedir` makes it); one that breaks a rule of this document refuses the whole batch (400) and nothing is made"), responses((status = 200, description = "one outcome per redirection asked, in order: `redirection` when it was made (as `addTcpRedir` answers it), else `error` with what `addTcpRedir` would have answered: 4042 no such application, 4043 no such namespace, 4090 the application has one there, 4092 no free port, 4094 the quota, 4095 the port asked for is taken, 4096 the port asked for is in quarantine, 4221 outside the namespace's range, 4222 a setting the protocol does not have, 4223 minPort-maxPort outside the namespace's range, 5030 the store was lost midway", body = TcpRedirBatch), (status = 404, description = "4041: no such organisation, or not the caller's", body = ApiError), (status = 413, description = "4130: the body is over 1 MiB", body = ApiError)))]
 /// Adds many redirections at once, each made or refused on its own: one store write, and
 /// one wait for the ports, per batch.
 async fn add_many(

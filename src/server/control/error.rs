@@ -182,7 +182,7 @@ impl Error {
             StatusCode::CONFLICT,
             4092,
             format!(
-                "no free port in namespace `{namespace}` (range {min}-{max}): every port is taken by a redirection or in use on the machine; remove a redirection or widen the namespace's range"
+                "no free port in namespace `{namespace}` (range {min}-{max}): every port is taken by a redirection, in use on the machine, or held back after another application's removal that some nodes have not confirmed yet; remove a redirection or widen the namespace's range"
             ),
         )
     }
@@ -193,6 +193,36 @@ impl Error {
             StatusCode::CONFLICT,
             4095,
             format!("port {port} of namespace `{namespace}` is taken by another redirection or in use on the machine: ask for another port, or none for a random one"),
+        )
+    }
+
+    /// A requested port that another application freed and that some nodes have not yet
+    /// confirmed closing (a quarantine, issue 31): giving it now could lead this
+    /// application's clients, on those nodes, to the one that held it.
+    pub fn port_quarantined(port: u16, namespace: &str, waits: &[String]) -> Error {
+        let nodes = waits.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+        Error::new(
+            StatusCode::CONFLICT,
+            4096,
+            format!("port {port} of namespace `{namespace}` was freed by another application's removal that node(s) {nodes} have not confirmed yet (cut off from the store, or down): they may still lead it to that application; retry once they are back, ask for another port or none, or, for a node gone for good, `tcp-redirs nodes forget NODE`"),
+        )
+    }
+
+    /// A node the fleet does not list.
+    pub fn unknown_node(name: &str) -> Error {
+        Error::new(
+            StatusCode::NOT_FOUND,
+            4046,
+            format!("no node `{name}` in the fleet: `tcp-redirs nodes` lists them"),
+        )
+    }
+
+    /// A node that cannot be forgotten: its lease holds.
+    pub fn node_alive(name: &str) -> Error {
+        Error::new(
+            StatusCode::CONFLICT,
+            4097,
+            format!("node `{name}` is up (its lease in the store holds): forget only a node that is gone for good; stop it first, and its lease lapses after its --node-ttl"),
         )
     }
 

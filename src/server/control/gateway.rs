@@ -324,7 +324,12 @@ impl Gateway {
         let app = self.app(caller, org_id, app_id).await?;
         let redirections = self.table().app_redirs(&app.id).len();
         match self.synced.store().remove_app(&app.id).await {
-            Ok(revision) => self.settle(revision).await,
+            Ok(revision) => {
+                self.settle(revision).await;
+                if redirections > 0 {
+                    self.confirm_here(revision).await;
+                }
+            }
             Err(StoreError::Conflict(Conflict::NotFound)) => return Err(Error::unknown_app(app_id)),
             Err(err) => return Err(self.store_error(err)),
         }
@@ -396,6 +401,7 @@ impl Gateway {
         match self.synced.store().release(&row, &org.id).await {
             Ok(revision) => {
                 self.settle(revision).await;
+                self.confirm_here(revision).await;
                 self.wait_for_fleet(namespace, revision).await;
             }
             Err(StoreError::Conflict(Conflict::NotFound)) => {
@@ -405,6 +411,16 @@ impl Gateway {
         }
         info!(app = %app.id, namespace, port, %protocol, "redirection removed");
         Ok(TcpRedir { state: None, nodes: Vec::new(), ..described })
+    }
+
+    /// Waits, briefly, until this node's published record says its ports reflect a
+    /// removal's `revision`: the port's quarantine waits for no node that took the removal
+    /// itself (a single server's is lifted when `remove` answers).
+    async fn confirm_here(&self, revision: Revision) {
+        let done = |t: &Table| t.nodes.get(&self.node).is_some_and(|n| n.revision >= revision);
+        if !self.synced.wait_table(FLEET_WAIT, done).await {
+            warn!(revision, "this node's record did not come back from the store in time");
+        }
     }
 
     /// Waits until every other live node of the namespace says its ports reflect `revision`.
@@ -425,6 +441,27 @@ impl Gateway {
     /// The gateway nodes: every node that has published its state, up or down.
     pub async fn nodes(&self) -> Result<Vec<Node>, Error> {
         Ok(present::nodes(&self.table()))
+    }
+
+    /// Forgets a node that is gone for good (admin): the quarantines stop waiting for it.
+    /// Refused while its lease holds; a node that comes back publishes itself again.
+    pub async fn forget_node(&self, caller: &Caller, name: &str) -> Result<Node, Error> {
+        if *caller != Caller::Admin {
+            return Err(Error::admin_only("forget nodes"));
+        }
+        let found = {
+            let table = self.table();
+            present::nodes(&table).into_iter().find(|n| n.name == name)
+        };
+        let found = found.ok_or_else(|| Error::unknown_node(name))?;
+        match self.synced.store().forget_node(name).await {
+            Ok(revision) => self.settle(revision).await,
+            Err(StoreError::Conflict(Conflict::Alive)) => return Err(Error::node_alive(name)),
+            Err(StoreError::Conflict(Conflict::NotFound)) => return Err(Error::unknown_node(name)),
+            Err(err) => return Err(self.store_error(err)),
+        }
+        warn!(node = %name, "node forgotten by the admin: no quarantine waits for it any more");
+        Ok(found)
     }
 
     fn describe(&self, table: &Table, row: &RedirRow) -> TcpRedir {

@@ -13,7 +13,10 @@
 //! node's ports reflect R. A node also publishes its state for the others (a
 //! [`NodeRecord`]) whenever its ports change, so that the node that took an `add` can tell
 //! when every node of the namespace listens on the new port; between changes it only
-//! refreshes the record's `lastSeen`, every [`NODE_REFRESH`].
+//! refreshes the record's `lastSeen`, every [`NODE_REFRESH`]. The record's revision is what
+//! lifts a quarantine (a port freed by a removal, held back from other applications until
+//! every node has closed it): the same loop deletes the quarantines that every node has
+//! confirmed, as its table sees them.
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
@@ -210,6 +213,7 @@ impl Synced {
     /// Publishes this node's state whenever its ports change, and every [`NODE_REFRESH`].
     pub async fn publish_node(self: Arc<Self>, name: String, public_address: String) {
         let mut changed = self.ports_revision.subscribe();
+        let mut applied = self.applied.subscribe();
         let mut written: Option<(NodeRecord, Instant)> = None;
         let mut failed = false;
         loop {
@@ -239,13 +243,22 @@ impl Synced {
                     }
                 }
             }
+            let confirmed = self.table().confirmed_quarantines();
+            if !confirmed.is_empty() {
+                if let Err(err) = self.store.sweep_quarantines(&confirmed).await {
+                    tracing::debug!(error = %err, "cannot delete the confirmed quarantines; will retry");
+                }
+            }
             // A port that binds later (it was held by another program) changes the state
-            // without a store change: its task says so.
+            // without a store change: its task says so. While ports are in quarantine, each
+            // change (another node's record) may confirm one.
             let refresh = if failed { MAX_BACKOFF } else { NODE_REFRESH };
+            let quarantined = !self.table().quarantine.is_empty();
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = changed.changed() => {}
                 _ = self.live.bound_changed() => {}
+                _ = applied.changed(), if quarantined => {}
                 _ = tokio::time::sleep(refresh) => {}
             }
         }

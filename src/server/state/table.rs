@@ -15,7 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::store::{
-    Change, Event, Key, NamespaceDef, NodeRecord, Record, RedirKey, RedirRow, Revision, Snapshot, TokenRecord,
+    Change, Event, Key, NamespaceDef, NodeRecord, Quarantine, Record, RedirKey, RedirRow, Revision, Snapshot,
+    TokenRecord,
 };
 use crate::wire::{Application, Organisation, Protocol};
 
@@ -44,6 +45,8 @@ pub struct Table {
     pub nodes: BTreeMap<String, NodeRecord>,
     /// The nodes whose liveness lease holds.
     pub alive: BTreeSet<String>,
+    /// Ports freed by a removal that not every node has confirmed yet, by key.
+    pub quarantine: BTreeMap<RedirKey, Quarantine>,
 }
 
 /// What a batch of changes changed: the keys whose records differ from before, so that
@@ -87,6 +90,10 @@ impl Table {
                 Change::Put(Record::Redir(row)) => {
                     let row = RedirRow { revision: event.revision, ..row.clone() };
                     self.put(Record::Redir(row), &mut diff);
+                }
+                Change::Put(Record::Quarantine(q)) => {
+                    let q = Quarantine { revision: event.revision, ..q.clone() };
+                    self.put(Record::Quarantine(q), &mut diff);
                 }
                 Change::Put(record) => self.put(record.clone(), &mut diff),
                 Change::Delete(key) => self.delete(key, &mut diff),
@@ -140,6 +147,9 @@ impl Table {
             Record::Alive(name) => {
                 self.alive.insert(name);
             }
+            Record::Quarantine(q) => {
+                self.quarantine.insert(q.key(), q);
+            }
         }
     }
 
@@ -174,6 +184,7 @@ impl Table {
             }
             Key::Node(name) => drop(self.nodes.remove(name)),
             Key::Alive(name) => drop(self.alive.remove(name)),
+            Key::Quarantine(key) => drop(self.quarantine.remove(key)),
         }
     }
 
@@ -206,6 +217,21 @@ impl Table {
     /// A namespace's redirections, TCP then UDP, by port.
     pub fn namespace_redirs<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a RedirRow> + 'a {
         self.redirs.range(namespace_range(namespace)).map(|(_, row)| row)
+    }
+
+    /// The nodes that `app_id` waits for before it may take `key`: those that have not
+    /// confirmed the removal that put the port in quarantine, when another application
+    /// freed it (empty: the port is not held back from `app_id`).
+    pub fn quarantine_waits(&self, key: &RedirKey, app_id: &str) -> Vec<String> {
+        match self.quarantine.get(key) {
+            Some(q) if q.app_id != app_id => q.waits_for(self.nodes.values()),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The quarantines every registered node has confirmed: to be deleted.
+    pub fn confirmed_quarantines(&self) -> Vec<Quarantine> {
+        self.quarantine.values().filter(|q| q.waits_for(self.nodes.values()).is_empty()).cloned().collect()
     }
 
     /// Whether a namespace's port of `protocol` is held by a redirection.

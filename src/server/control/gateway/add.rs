@@ -18,6 +18,12 @@
 //! [`wire::MAX_BATCH`] redirections) is refused whole with 400 before anything is done, so
 //! that a client learns about a malformed request at once, not one item at a time.
 //!
+//! A port that another application's removal freed is in quarantine until every node has
+//! confirmed the removal (issue 31, docs/fleet.md "Partitions"): a random pick skips it,
+//! and a port asked for by number is waited for, up to [`QUARANTINE_WAIT`], while the nodes
+//! it waits for are up, then refused with 409 naming them. The store's claim checks it
+//! again atomically.
+//!
 //! A store write that had already reached SQLite when its request was dropped may still
 //! commit: its ports start as after a restart, bound by the reconciler, and a second
 //! `apply` finds them made.
@@ -39,6 +45,10 @@ use crate::wire::{
 
 /// How many rounds a redirection gets when the store says its port was claimed meanwhile.
 const CLAIM_TRIES: usize = 8;
+/// How long a port asked for by number waits for the live nodes that have not confirmed
+/// its quarantine (a node confirms within milliseconds of the removal; one that does not
+/// within this is cut off or stuck).
+const QUARANTINE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// How many ports are reserved between two yields to the runtime (binding is a few system
 /// calls each, done on the async worker).
 const RESERVES_PER_YIELD: usize = 64;
@@ -192,6 +202,7 @@ impl Gateway {
         let mut picked: HashMap<(String, Protocol), HashSet<u16>> = HashMap::new();
         let quota = *self.org_quota.read().unwrap_or_else(|p| p.into_inner());
         let mut made: Vec<(usize, RedirRow)> = Vec::new();
+        self.wait_out_quarantines(&plans).await;
         for _ in 0..CLAIM_TRIES {
             let mut claiming = Vec::with_capacity(plans.len());
             for (n, mut plan) in std::mem::take(&mut plans).into_iter().enumerate() {
@@ -233,7 +244,9 @@ impl Gateway {
                         reserved.claimed(&key);
                         made.push((plan.index, RedirRow { revision, ..plan.row }));
                     }
-                    Err(StoreError::Conflict(Conflict::PortTaken)) if plan.fixed.is_none() => {
+                    Err(StoreError::Conflict(Conflict::PortTaken | Conflict::Quarantined(_)))
+                        if plan.fixed.is_none() =>
+                    {
                         reserved.release(&key);
                         plans.push(plan);
                     }
@@ -259,9 +272,21 @@ impl Gateway {
     fn reserve(&self, reserved: &mut Reservations, plan: &Plan, picked: &HashSet<u16>) -> Result<u16, Error> {
         let ns = &plan.ns.name;
         let protocol = plan.row.protocol;
-        let taken = |port: u16| picked.contains(&port) || self.port_taken(&RedirKey::new(ns, protocol, port));
-        if let Some(port) = plan.fixed.filter(|&p| taken(p)) {
-            return Err(Error::port_taken(port, ns));
+        let app = plan.row.app_id.as_str();
+        let taken = |port: u16| {
+            let key = RedirKey::new(ns, protocol, port);
+            picked.contains(&port)
+                || self.port_taken(&key)
+                || !self.table().quarantine_waits(&key, app).is_empty()
+        };
+        if let Some(port) = plan.fixed {
+            let waits = self.table().quarantine_waits(&RedirKey::new(ns, protocol, port), app);
+            if !waits.is_empty() {
+                return Err(Error::port_quarantined(port, ns, &waits));
+            }
+            if taken(port) {
+                return Err(Error::port_taken(port, ns));
+            }
         }
         reserved.reserve(ns, protocol, &plan.range, plan.fixed, plan.previous, taken).map_err(|why| match why
         {
@@ -281,8 +306,33 @@ impl Gateway {
             }
             StoreError::Conflict(Conflict::Quota(q)) => Error::quota_reached(q),
             StoreError::Conflict(Conflict::NotFound) => Error::unknown_app(&plan.row.app_id),
+            StoreError::Conflict(Conflict::Quarantined(waits)) => {
+                Error::port_quarantined(plan.row.port, ns, &waits)
+            }
             err => self.store_error(err),
         }
+    }
+
+    /// Waits, up to [`QUARANTINE_WAIT`], until no port asked for by number is held back by
+    /// a quarantine that only live nodes have yet to confirm (this node itself, just after
+    /// the removal, or the others): a node listed down is not waited for.
+    async fn wait_out_quarantines(&self, plans: &[Plan]) {
+        let asked: Vec<(RedirKey, &str)> = plans
+            .iter()
+            .filter_map(|p| {
+                p.fixed.map(|port| (RedirKey::new(&p.ns.name, p.row.protocol, port), p.row.app_id.as_str()))
+            })
+            .collect();
+        let settled = |t: &Table| {
+            asked.iter().all(|(key, app)| {
+                let waits = t.quarantine_waits(key, app);
+                waits.is_empty() || waits.iter().any(|n| !t.alive.contains(n))
+            })
+        };
+        if asked.is_empty() || settled(&self.table()) {
+            return;
+        }
+        self.synced.wait_table(QUARANTINE_WAIT, settled).await;
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::sqlite::Sqlite;
-use super::{Conflict, RedirKey, RedirRow, Store, StoreError, TokenRecord};
+use super::{Conflict, NodeRecord, Record, RedirKey, RedirRow, Revision, Store, StoreError, TokenRecord};
 use crate::server::state::table::Table;
 use crate::wire::{Application, Instance, Organisation, Protocol, TokenInfo};
 
@@ -376,6 +376,115 @@ async fn a_snapshot_of_a_large_table_holds_every_row(store: Arc<dyn Store>) {
         let stored = &table.redirs[&row.key()];
         assert_eq!((&stored.app_id, &stored.settings), (&row.app_id, &row.settings));
     }
+}
+
+/// A node's record at `revision` (through serde, so that a field added with a default
+/// leaves this helper as it is).
+fn node(name: &str, revision: Revision) -> NodeRecord {
+    serde_json::from_value(serde_json::json!({
+        "name": name, "publicAddress": "127.0.0.1", "namespaces": ["default"],
+        "lastSeen": 0, "revision": revision, "listening": 0,
+    }))
+    .expect("a node record")
+}
+
+/// The quarantines a snapshot holds, as (port, application).
+async fn quarantines(store: &Arc<dyn Store>) -> Vec<(u16, String)> {
+    let snapshot = store.snapshot().await.unwrap();
+    let mut found: Vec<(u16, String)> = snapshot
+        .records
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Quarantine(q) => Some((q.port, q.app_id)),
+            _ => None,
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Issue 31: a port freed by a removal goes to another application only once every
+/// registered node has published a revision at or past the removal, or has been forgotten;
+/// the application that freed it takes it back at once; a claim or a sweep ends it.
+async fn a_freed_port_waits_for_every_node(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    store.create_org(&acme).await.unwrap();
+    for id in ["app_1", "app_2", "app_3"] {
+        store.create_app(&app(id, &acme)).await.unwrap();
+    }
+    let claimed = store.claim(&redir("app_1", "default", 6200), &acme.id, None).await.unwrap();
+    store.put_node(&node("n1", claimed)).await.unwrap();
+    store.put_node(&node("n2", claimed)).await.unwrap();
+    let released = store.release(&redir("app_1", "default", 6200), &acme.id).await.unwrap();
+    assert_eq!(quarantines(&store).await, [(6200, "app_1".to_owned())]);
+    let waits = |names: &[&str]| Conflict::Quarantined(names.iter().map(|n| n.to_string()).collect());
+    let other = redir("app_2", "default", 6200);
+    assert_eq!(conflict(store.claim(&other, &acme.id, None).await), waits(&["n1", "n2"]));
+    store.put_node(&node("n1", released)).await.unwrap();
+    assert_eq!(conflict(store.claim(&other, &acme.id, None).await), waits(&["n2"]));
+    // The same number in UDP is another port, and a batch refuses the held row alone.
+    store.claim(&udp("app_2", "default", 6200), &acme.id, None).await.unwrap();
+    let outcomes =
+        store.claim_many(&[other.clone(), redir("app_3", "default", 6201)], &acme.id, None).await.unwrap();
+    assert!(matches!(&outcomes[0], Err(StoreError::Conflict(c)) if *c == waits(&["n2"])), "{outcomes:?}");
+    assert!(outcomes[1].is_ok(), "{outcomes:?}");
+    // The application that freed it takes it back at once, which ends the quarantine.
+    store.claim(&redir("app_1", "default", 6200), &acme.id, None).await.unwrap();
+    assert_eq!(quarantines(&store).await, []);
+    let again = store.release(&redir("app_1", "default", 6200), &acme.id).await.unwrap();
+    assert_eq!(conflict(store.claim(&other, &acme.id, None).await), waits(&["n1", "n2"]));
+
+    // A node up cannot be forgotten; one down can, and is no longer waited for.
+    let stop = tokio_util::sync::CancellationToken::new();
+    store.keep_alive("n2", std::time::Duration::from_secs(10), stop.clone()).await;
+    let mut alive = false;
+    for _ in 0..250 {
+        let snapshot = store.snapshot().await.unwrap();
+        if snapshot.records.iter().any(|r| matches!(r, Record::Alive(n) if n == "n2")) {
+            alive = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(alive, "n2 is marked alive within 5 s");
+    assert_eq!(conflict(store.forget_node("n2").await), Conflict::Alive);
+    assert_eq!(conflict(store.forget_node("n9").await), Conflict::NotFound);
+    store.forget_node("n1").await.unwrap();
+    assert_eq!(conflict(store.claim(&other, &acme.id, None).await), waits(&["n2"]));
+    // n2 confirms: the port is anyone's, and the claim ends its quarantine.
+    store.put_node(&node("n2", again)).await.unwrap();
+    store.claim(&other, &acme.id, None).await.unwrap();
+    assert_eq!(quarantines(&store).await, []);
+
+    // A sweep deletes what every node confirmed, and only that.
+    let freed = store.release(&redir("app_3", "default", 6201), &acme.id).await.unwrap();
+    let table = Table::load(store.snapshot().await.unwrap());
+    assert!(table.confirmed_quarantines().is_empty(), "n2 has not confirmed the removal yet");
+    let held: Vec<_> = table.quarantine.values().cloned().collect();
+    store.sweep_quarantines(&held).await.unwrap();
+    assert_eq!(quarantines(&store).await, [(6201, "app_3".to_owned())]);
+    store.put_node(&node("n2", freed)).await.unwrap();
+    let table = Table::load(store.snapshot().await.unwrap());
+    assert_eq!(
+        table.quarantine_waits(&RedirKey::new("default", crate::wire::Protocol::Tcp, 6201), "app_2"),
+        Vec::<String>::new()
+    );
+    store.sweep_quarantines(&table.confirmed_quarantines()).await.unwrap();
+    assert_eq!(quarantines(&store).await, []);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn sqlite_a_freed_port_waits_for_every_node() {
+    let (store, _dir) = sqlite();
+    a_freed_port_waits_for_every_node(store).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_a_freed_port_waits_for_every_node() {
+    let (store, _etcd) = etcd().await;
+    a_freed_port_waits_for_every_node(store).await;
 }
 
 #[tokio::test]

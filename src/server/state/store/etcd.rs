@@ -14,12 +14,25 @@
 //! | `tokens/{id}` | a credential (hashes only) |
 //! | `namespaces/{name}`, `settings` | the definitions every node must agree on |
 //! | `nodes/{name}`, `alive/{name}` | a node's state; its liveness, bound to its lease |
+//! | `applied/{name}` | the revision of `nodes/{name}`, 20 digits, so that etcd compares it |
+//! | `quarantine/{ns}/{port}`, `udpquarantine/…` | a port a removal freed: the application that held it |
 //!
 //! Every write is one transaction whose comparisons carry its preconditions: a port is
 //! claimed only if `redirs/{ns}/{port}` and `appns/{app}/{ns}` have create revision 0 and
 //! the organisation's counter is still the one read, so two nodes can never hand out the
 //! same port, nor give an application two redirections, nor pass a quota together. A
 //! failed comparison is retried with fresh reads when it was only the counter that moved.
+//!
+//! **Quarantine** (issue 31). A release (or an application's removal) puts the port in
+//! `quarantine/…` in the same transaction, whose mod revision is the removal's. A claim of
+//! that port by another application compares, in its one transaction, that the quarantine
+//! is still the one read and that every `applied/` key is past the removal's revision (one
+//! comparison over the prefix: etcd checks every key of the range, and a value comparison
+//! is a byte comparison, which the fixed width makes numeric); it deletes the quarantine.
+//! The application that freed the port compares the quarantine alone and takes it back.
+//! A node cut off from etcd cannot publish `applied/`, so no port it may still forward to
+//! an application is given to another until it is back, or forgotten (`forget_node`).
+//!
 //! Leases only mark nodes alive: no redirection is bound to one, so a lease that expires
 //! (a node dies, or loses etcd for longer than its TTL) never removes a redirection.
 //!
@@ -41,18 +54,22 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Record, RedirKey, RedirRow, Revision,
-    Snapshot, Store, StoreAccess, StoreError, StoreResult, TokenRecord,
+    Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Quarantine, Record, RedirKey, RedirRow,
+    Revision, Snapshot, Store, StoreAccess, StoreError, StoreResult, TokenRecord,
 };
 use crate::wire::{Application, Instance, Organisation, Protocol};
 
 /// How many times a write whose only failed comparison was a counter is tried again.
 const RETRIES: usize = 32;
 /// The most rows one transaction of [`Store::claim_many`] claims: each row compares its
-/// port's and its application's keys and, at most, its application's record (3 per row,
-/// and the organisation's counter once), and etcd refuses a transaction of more than 128
-/// comparisons or operations (its default `--max-txn-ops`).
-const CLAIM_CHUNK: usize = 42;
+/// port's, its application's and its quarantine's keys and, at most, its application's
+/// record (4 per row, and the organisation's counter and the nodes' revisions once), and
+/// etcd refuses a transaction of more than 128 comparisons or operations (its default
+/// `--max-txn-ops`).
+const CLAIM_CHUNK: usize = 30;
+/// The width of an `applied/` value: every revision, zero-padded, so that etcd's byte
+/// comparison of two values is their numeric comparison.
+const REVISION_DIGITS: usize = 20;
 /// The most reads in one transaction (etcd's default `--max-txn-ops`).
 const MAX_TXN_OPS: usize = 128;
 /// Keys per page of a snapshot: about 1 MiB of this gateway's usual records, in few
@@ -330,6 +347,10 @@ impl Etcd {
             "namespaces" => serde_json::from_slice(value).map(Record::Namespace),
             "nodes" => serde_json::from_slice(value).map(Record::Node),
             "alive" => return Some(Record::Alive(key.strip_prefix("alive/")?.to_owned())),
+            "quarantine" | "udpquarantine" => serde_json::from_slice::<Quarantine>(value).map(|q| {
+                let protocol = if kind == "udpquarantine" { Protocol::Udp } else { Protocol::Tcp };
+                Record::Quarantine(Quarantine { revision: kv.mod_revision(), protocol, ..q })
+            }),
             _ => return None,
         };
         record.map_err(|e| warn!(key, error = %e, "ignoring a damaged record in etcd")).ok()
@@ -357,6 +378,11 @@ impl Etcd {
             "namespaces" => Key::Namespace(name),
             "nodes" => Key::Node(name),
             "alive" => Key::Alive(name),
+            "quarantine" | "udpquarantine" => Key::Quarantine(RedirKey {
+                namespace: name,
+                protocol: if kind == "udpquarantine" { Protocol::Udp } else { Protocol::Tcp },
+                port: parts.next()?.parse().ok()?,
+            }),
             _ => return None,
         })
     }
@@ -369,6 +395,28 @@ impl Etcd {
     /// The application's one redirection of `protocol` in a namespace (its port).
     fn appns_key(&self, app_id: &str, namespace: &str, protocol: Protocol) -> String {
         self.key(&[protocol_kind(protocol, "appns"), app_id, namespace])
+    }
+
+    /// The quarantine of a port freed by a removal.
+    fn quarantine_key(&self, namespace: &str, protocol: Protocol, port: u16) -> String {
+        self.key(&[protocol_kind(protocol, "quarantine"), namespace, &port.to_string()])
+    }
+
+    /// The put of a quarantine for `row`'s port, in a release's transaction.
+    fn quarantine_op(&self, row: &RedirRow) -> StoreResult<TxnOp> {
+        let key = self.quarantine_key(&row.namespace, row.protocol, row.port);
+        Ok(TxnOp::put(key, json(&Quarantine::of(row, 0))?, None))
+    }
+
+    /// The comparison that every registered node has published a revision at or past
+    /// `revision` (none registered: the prefix is empty).
+    fn all_applied(&self, revision: Revision, none_registered: bool) -> Compare {
+        let prefix = self.key(&["applied", ""]);
+        if none_registered {
+            Compare::create_revision(prefix, CompareOp::Equal, 0).with_prefix()
+        } else {
+            Compare::value(prefix, CompareOp::Greater, padded(revision - 1)).with_prefix()
+        }
     }
 
     /// The port of `protocol` the application last released in a namespace.
@@ -400,6 +448,7 @@ fn protocol_kind(protocol: Protocol, tcp: &'static str) -> &'static str {
         (Protocol::Tcp, kind) => kind,
         (Protocol::Udp, "redirs") => "udpredirs",
         (Protocol::Udp, "appns") => "udpappns",
+        (Protocol::Udp, "quarantine") => "udpquarantine",
         (Protocol::Udp, _) => "udpprev",
     }
 }
@@ -422,6 +471,11 @@ fn found(answers: &[TxnOpResponse], n: usize) -> Option<&KeyValue> {
         })
         .nth(n)
         .flatten()
+}
+
+/// A revision as an `applied/` value.
+fn padded(revision: Revision) -> String {
+    format!("{:0width$}", revision.max(0), width = REVISION_DIGITS)
 }
 
 fn json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
@@ -456,7 +510,28 @@ impl Etcd {
             if chunk.is_empty() {
                 return Ok(false);
             }
-            let (count, counter_revision) = self.counter(org_id).await?;
+            let read = self.claim_reads(org_id, rows, chunk).await?;
+            let (count, counter_revision) = read.counter;
+            // Rows whose port another application freed, and a node has not confirmed.
+            chunk.retain(|&i| match read.quarantines.get(&i) {
+                Some(q) if q.app_id != rows[i].app_id => {
+                    let waits: Vec<String> = read
+                        .applied
+                        .iter()
+                        .filter(|(_, r)| *r < q.revision)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    if waits.is_empty() {
+                        return true;
+                    }
+                    outcomes[i] = Some(Err(StoreError::Conflict(Conflict::Quarantined(waits))));
+                    false
+                }
+                _ => true,
+            });
+            if chunk.is_empty() {
+                return Ok(false);
+            }
             if let Some(quota) = quota {
                 // Rows past the quota fail as they would one by one, the earlier ones first.
                 let room = u64::from(quota).saturating_sub(count) as usize;
@@ -481,12 +556,33 @@ impl Etcd {
             apps.sort_unstable();
             apps.dedup();
             let app_keys: Vec<String> = apps.iter().map(|app| self.key(&["apps", app])).collect();
-            let mut compares = Vec::with_capacity(keys.len() * 2 + app_keys.len() + 1);
-            let mut puts = Vec::with_capacity(keys.len() * 2 + 1);
+            let mut compares = Vec::with_capacity(keys.len() * 3 + app_keys.len() + 2);
+            let mut puts = Vec::with_capacity(keys.len() * 3 + 1);
             let mut gets = Vec::with_capacity(keys.len() * 2 + app_keys.len());
+            // The latest removal of another application whose port a row takes: every node
+            // must have confirmed it.
+            let mut confirmed_past = 0;
             for (&i, (redir_key, appns_key)) in chunk.iter().zip(&keys) {
                 compares.push(Compare::create_revision(redir_key.as_str(), CompareOp::Equal, 0));
                 compares.push(Compare::create_revision(appns_key.as_str(), CompareOp::Equal, 0));
+                let row = &rows[i];
+                let quarantine_key = self.quarantine_key(&row.namespace, row.protocol, row.port);
+                match read.quarantines.get(&i) {
+                    Some(q) => {
+                        compares.push(Compare::mod_revision(
+                            quarantine_key.as_str(),
+                            CompareOp::Equal,
+                            q.revision,
+                        ));
+                        puts.push(TxnOp::delete(quarantine_key.as_str(), None));
+                        if q.app_id != row.app_id {
+                            confirmed_past = confirmed_past.max(q.revision);
+                        }
+                    }
+                    None => {
+                        compares.push(Compare::create_revision(quarantine_key.as_str(), CompareOp::Equal, 0))
+                    }
+                }
                 puts.push(TxnOp::put(redir_key.as_str(), json(&rows[i])?, None));
                 puts.push(TxnOp::put(appns_key.as_str(), rows[i].port.to_string(), None));
                 gets.push(TxnOp::get(appns_key.as_str(), None));
@@ -495,6 +591,9 @@ impl Etcd {
             for app_key in &app_keys {
                 compares.push(Compare::create_revision(app_key.as_str(), CompareOp::Greater, 0));
                 gets.push(TxnOp::get(app_key.as_str(), None));
+            }
+            if confirmed_past > 0 {
+                compares.push(self.all_applied(confirmed_past, read.applied.is_empty()));
             }
             compares.push(Compare::mod_revision(quota_key.as_str(), CompareOp::Equal, counter_revision));
             puts.push(TxnOp::put(quota_key.as_str(), (count + chunk.len() as u64).to_string(), None));
@@ -533,11 +632,75 @@ impl Etcd {
                 false
             });
             if chunk.len() == before {
-                debug!(org = org_id, "the organisation's counter moved during a claim; trying again");
+                debug!(
+                    org = org_id,
+                    "the organisation's counter, a quarantine or a node moved during a claim; trying again"
+                );
             }
         }
         Err(StoreError::Unavailable("etcd: the organisation kept changing; try again".into()))
     }
+
+    /// What a claim of `chunk`'s rows compares, in one round trip: the organisation's
+    /// counter, each row's quarantine, and every node's published revision.
+    async fn claim_reads(&self, org_id: &str, rows: &[RedirRow], chunk: &[usize]) -> StoreResult<ClaimReads> {
+        let applied_prefix = self.key(&["applied", ""]);
+        let mut gets = vec![
+            TxnOp::get(self.key(&["quota", org_id]), None),
+            TxnOp::get(applied_prefix.as_str(), Some(GetOptions::new().with_prefix())),
+        ];
+        for &i in chunk {
+            let row = &rows[i];
+            gets.push(TxnOp::get(self.quarantine_key(&row.namespace, row.protocol, row.port), None));
+        }
+        let kv = self.leader_required.kv_client();
+        let txn = Txn::new().and_then(gets);
+        let call = || {
+            let (mut kv, txn) = (kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        };
+        let response = self.led(call).await.map_err(|e| self.unavailable(e))?;
+        let responses = response.op_responses();
+        let answers: Vec<&[KeyValue]> = responses
+            .iter()
+            .map(|a| match a {
+                TxnOpResponse::Get(get) => get.kvs(),
+                _ => &[],
+            })
+            .collect();
+        let counter = match answers.first().and_then(|kvs| kvs.first()) {
+            Some(kv) => (String::from_utf8_lossy(kv.value()).parse().unwrap_or(0), kv.mod_revision()),
+            None => (0, 0),
+        };
+        let applied = answers
+            .get(1)
+            .into_iter()
+            .flat_map(|kvs| kvs.iter())
+            .filter_map(|kv| {
+                let name = std::str::from_utf8(kv.key()).ok()?.strip_prefix(&applied_prefix)?;
+                Some((name.to_owned(), String::from_utf8_lossy(kv.value()).parse().ok()?))
+            })
+            .collect();
+        let mut quarantines = std::collections::HashMap::new();
+        for (n, &i) in chunk.iter().enumerate() {
+            if let Some(kv) = answers.get(2 + n).and_then(|kvs| kvs.first()) {
+                let q: Quarantine = serde_json::from_slice(kv.value())?;
+                quarantines
+                    .insert(i, Quarantine { revision: kv.mod_revision(), protocol: rows[i].protocol, ..q });
+            }
+        }
+        Ok(ClaimReads { counter, applied, quarantines })
+    }
+}
+
+/// What [`Etcd::claim_reads`] read.
+struct ClaimReads {
+    /// The organisation's counter: its value and mod revision.
+    counter: (u64, i64),
+    /// Each registered node's published revision.
+    applied: Vec<(String, Revision)>,
+    /// The quarantines of the rows that have one, by row.
+    quarantines: std::collections::HashMap<usize, Quarantine>,
 }
 
 #[async_trait::async_trait]
@@ -825,6 +988,17 @@ impl Store for Etcd {
                     self.key(&[protocol_kind(*protocol, "redirs"), &namespace, &port]),
                     None,
                 ));
+                if let Ok(port) = port.parse() {
+                    let row = RedirRow {
+                        namespace,
+                        port,
+                        protocol: *protocol,
+                        app_id: app_id.to_owned(),
+                        settings: Default::default(),
+                        revision: 0,
+                    };
+                    ops.push(self.quarantine_op(&row)?);
+                }
             }
             if !held.is_empty() {
                 ops.push(TxnOp::put(
@@ -913,6 +1087,7 @@ impl Store for Etcd {
                     TxnOp::delete(appns_key.as_str(), None),
                     TxnOp::put(quota_key.as_str(), count.saturating_sub(1).to_string(), None),
                     TxnOp::put(self.prev_key(&row.app_id, &row.namespace, row.protocol), port.as_str(), None),
+                    self.quarantine_op(row)?,
                 ])
                 .or_else([TxnOp::get(appns_key.as_str(), None)]);
             match self.txn(txn).await? {
@@ -978,11 +1153,48 @@ impl Store for Etcd {
     }
 
     async fn put_node(&self, node: &NodeRecord) -> StoreResult<()> {
-        self.client
-            .kv_client()
-            .put(self.key(&["nodes", &node.name]), json(node)?, None)
-            .await
-            .map_err(|e| self.unavailable(e))?;
+        // The record and its revision in the form claims compare, together.
+        let txn = Txn::new().and_then([
+            TxnOp::put(self.key(&["nodes", &node.name]), json(node)?, None),
+            TxnOp::put(self.key(&["applied", &node.name]), padded(node.revision), None),
+        ]);
+        self.client.kv_client().txn(txn).await.map_err(|e| self.unavailable(e))?;
+        Ok(())
+    }
+
+    async fn forget_node(&self, name: &str) -> StoreResult<Revision> {
+        let (node_key, alive_key) = (self.key(&["nodes", name]), self.key(&["alive", name]));
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(alive_key.as_str(), CompareOp::Equal, 0),
+                Compare::create_revision(node_key.as_str(), CompareOp::Greater, 0),
+            ])
+            .and_then([
+                TxnOp::delete(node_key.as_str(), None),
+                TxnOp::delete(self.key(&["applied", name]), None),
+            ])
+            .or_else([TxnOp::get(alive_key.as_str(), None)]);
+        match self.txn(txn).await? {
+            Ok(revision) => Ok(revision),
+            Err(answers) if first_kv(&answers).is_some() => Err(StoreError::Conflict(Conflict::Alive)),
+            Err(_) => Err(StoreError::Conflict(Conflict::NotFound)),
+        }
+    }
+
+    async fn sweep_quarantines(&self, done: &[Quarantine]) -> StoreResult<()> {
+        for q in done {
+            let key = self.quarantine_key(&q.namespace, q.protocol, q.port);
+            let txn = Txn::new()
+                .when([
+                    Compare::mod_revision(key.as_str(), CompareOp::Equal, q.revision),
+                    self.all_applied(q.revision, false),
+                ])
+                .and_then([TxnOp::delete(key.as_str(), None)]);
+            // Not confirmed after all, or changed, or swept by another node: left. A
+            // background call: it waits out an election on its own client, and leaves the
+            // API calls' count of leaderless answers alone.
+            self.client.kv_client().txn(txn).await.map_err(|e| self.unavailable(e))?;
+        }
         Ok(())
     }
 

@@ -211,6 +211,53 @@ pub struct NodeRecord {
     pub port_mode: Option<crate::wire::PortMode>,
 }
 
+/// A port freed by a removal, held back from other applications until every node of the
+/// fleet has confirmed the removal (issue 31): a node cut off from the store keeps
+/// forwarding the port to the application that freed it, so giving it to another would
+/// lead that one's clients to the old application there. The application that freed it
+/// may take it back at once (its clients are the ones a late node still leads to it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quarantine {
+    /// The namespace of the port.
+    pub namespace: String,
+    /// The port.
+    pub port: u16,
+    /// TCP or UDP.
+    #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
+    pub protocol: Protocol,
+    /// The application that held it.
+    pub app_id: String,
+    /// The revision of the removal (set by the store, not stored in the value): every node
+    /// whose published revision ([`NodeRecord::revision`]) is at or past it has closed the port.
+    #[serde(skip)]
+    pub revision: Revision,
+}
+
+impl Quarantine {
+    /// The key of the port it holds back.
+    pub fn key(&self) -> RedirKey {
+        RedirKey::new(&self.namespace, self.protocol, self.port)
+    }
+
+    /// The quarantine a removal of `row` at `revision` leaves.
+    pub fn of(row: &RedirRow, revision: Revision) -> Quarantine {
+        Quarantine {
+            namespace: row.namespace.clone(),
+            port: row.port,
+            protocol: row.protocol,
+            app_id: row.app_id.clone(),
+            revision,
+        }
+    }
+
+    /// The nodes of `nodes` that have not confirmed it yet (their published revision is
+    /// below the removal's), sorted: none left means the port is free for anyone.
+    pub fn waits_for<'a>(&self, nodes: impl IntoIterator<Item = &'a NodeRecord>) -> Vec<String> {
+        nodes.into_iter().filter(|n| n.revision < self.revision).map(|n| n.name.clone()).collect()
+    }
+}
+
 /// One stored record, as a snapshot lists it and a change carries it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -228,6 +275,8 @@ pub enum Record {
     Node(NodeRecord),
     /// A node is alive (its lease holds).
     Alive(String),
+    /// A port freed by a removal, not yet confirmed by every node.
+    Quarantine(Quarantine),
 }
 
 /// Which record a deletion removed.
@@ -250,6 +299,8 @@ pub enum Key {
     Node(String),
     /// A node's liveness, by name.
     Alive(String),
+    /// A port's quarantine, by namespace, protocol and port.
+    Quarantine(RedirKey),
 }
 
 /// A change to one record.
@@ -294,6 +345,11 @@ pub enum Conflict {
     Quota(u32),
     /// The record the write depends on does not exist (any more).
     NotFound,
+    /// The port was freed by another application's removal that these nodes have not
+    /// confirmed yet ([`Quarantine`]).
+    Quarantined(Vec<String>),
+    /// The node is alive (its lease holds): it cannot be forgotten.
+    Alive,
 }
 
 /// A store failure, typed so that callers can answer each kind properly.
@@ -376,8 +432,10 @@ pub trait Store: Send + Sync {
     /// Deletes an application and its redirections.
     async fn remove_app(&self, app_id: &str) -> StoreResult<Revision>;
     /// Claims `row.port` of `row.protocol` in `row.namespace` for `row.app_id`, in one atomic
-    /// step with the checks that the application has none of that protocol there and that
-    /// `org_id` is under `quota` (which counts TCP and UDP redirections alike): a
+    /// step with the checks that the application has none of that protocol there, that
+    /// `org_id` is under `quota` (which counts TCP and UDP redirections alike), and that the
+    /// port is in no [`Quarantine`] of another application that a registered node has not
+    /// confirmed ([`Conflict::Quarantined`] names them; a claim lifts the quarantine): a
     /// [`Store::claim_many`] of one row (the gateway claims through `claim_many` alone, a
     /// single `add` as a batch of one; the contract tests claim row by row).
     #[cfg(test)]
@@ -397,7 +455,8 @@ pub trait Store: Send + Sync {
         quota: Option<u32>,
     ) -> StoreResult<Vec<StoreResult<Revision>>>;
     /// Releases a redirection of `row.app_id`, remembering its port as the application's
-    /// previous one of that protocol in the namespace.
+    /// previous one of that protocol in the namespace, and putting the port in [`Quarantine`]
+    /// (as [`Store::remove_app`] does each port of the application it removes).
     async fn release(&self, row: &RedirRow, org_id: &str) -> StoreResult<Revision>;
     /// The port of `protocol` the application last released in the namespace (tests; the
     /// gateway asks [`Store::previous_ports`]).
@@ -418,8 +477,15 @@ pub trait Store: Send + Sync {
     async fn put_token(&self, token: &TokenRecord) -> StoreResult<Revision>;
     /// Forgets the credential `id` of `org_id` (`None`: the admin's).
     async fn revoke_token(&self, org_id: Option<&str>, id: &str) -> StoreResult<Revision>;
-    /// Writes this node's description.
+    /// Writes this node's description; its revision is what the quarantines compare.
     async fn put_node(&self, node: &NodeRecord) -> StoreResult<()>;
+    /// Removes the description of a node that is gone for good, so that no quarantine waits
+    /// for it any more: [`Conflict::Alive`] while its liveness holds, [`Conflict::NotFound`]
+    /// when there is none.
+    async fn forget_node(&self, name: &str) -> StoreResult<Revision>;
+    /// Deletes the quarantines of `done` (each as of its revision) that every registered
+    /// node has confirmed; one that is not, or that changed since, is left.
+    async fn sweep_quarantines(&self, done: &[Quarantine]) -> StoreResult<()>;
     /// Marks this node alive and keeps it so, in the background, until `stop`: a store that
     /// cannot be reached is tried again until it answers, and a mark that lapsed meanwhile
     /// is made again; the mark disappears `ttl` after the node stops renewing it.

@@ -31,8 +31,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Record, RedirRow, Revision, Snapshot,
-    Store, StoreError, StoreResult, TokenRecord,
+    Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Quarantine, Record, RedirKey, RedirRow,
+    Revision, Snapshot, Store, StoreError, StoreResult, TokenRecord,
 };
 use crate::wire::{Application, Instance, Organisation, Protocol, TokenInfo};
 use crate::wire::{ProxyProtocol, RedirSettings};
@@ -182,6 +182,32 @@ struct Inner {
     namespaces: BTreeMap<String, NamespaceDef>,
     nodes: BTreeMap<String, NodeRecord>,
     alive: Option<String>,
+    /// Ports freed by a removal that not every node has confirmed. In memory, as the nodes
+    /// are: a single server that restarts has closed every port it had.
+    quarantine: BTreeMap<RedirKey, Quarantine>,
+}
+
+/// What a claim checks beside the database: the nodes and the quarantines.
+struct Fleet<'a> {
+    nodes: &'a BTreeMap<String, NodeRecord>,
+    quarantine: &'a BTreeMap<RedirKey, Quarantine>,
+}
+
+impl Fleet<'_> {
+    /// [`Conflict::Quarantined`] when `row`'s port is held back from its application.
+    fn check(&self, row: &RedirRow) -> StoreResult<()> {
+        match self.quarantine.get(&row.key()) {
+            Some(q) if q.app_id != row.app_id => {
+                let waits = q.waits_for(self.nodes.values());
+                if waits.is_empty() {
+                    Ok(())
+                } else {
+                    Err(StoreError::Conflict(Conflict::Quarantined(waits)))
+                }
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The SQLite store; share it behind an `Arc`.
@@ -217,6 +243,7 @@ impl Sqlite {
             namespaces: BTreeMap::new(),
             nodes: BTreeMap::new(),
             alive: None,
+            quarantine: BTreeMap::new(),
         };
         Ok(Sqlite { path: path.to_owned(), inner: Arc::new(Mutex::new(inner)), latest })
     }
@@ -240,14 +267,24 @@ impl Sqlite {
         &self,
         write: impl FnOnce(&Transaction, Revision) -> StoreResult<(T, Vec<Change>)> + Send + 'static,
     ) -> StoreResult<(T, Revision)> {
+        self.write_seeing(move |tx, revision, _| write(tx, revision)).await
+    }
+
+    /// [`Sqlite::write`] that also sees the nodes and the quarantines, as of the same lock.
+    async fn write_seeing<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Transaction, Revision, &Fleet) -> StoreResult<(T, Vec<Change>)> + Send + 'static,
+    ) -> StoreResult<(T, Revision)> {
         self.locked(move |inner| {
             let revision = inner.revision + 1;
             let ceiling = inner.ceiling;
+            let Inner { conn, nodes, quarantine, .. } = &mut *inner;
+            let fleet = Fleet { nodes, quarantine };
             // Immediate: the write lock is taken at the start, waiting for it as long as the
             // busy timeout says; a deferred transaction that reads first and then finds
             // another writer fails at once instead.
-            let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let (value, changes) = write(&tx, revision)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (value, changes) = write(&tx, revision, &fleet)?;
             if changes.is_empty() {
                 tx.commit()?;
                 return Ok((value, inner.revision));
@@ -314,6 +351,11 @@ impl Inner {
                     self.nodes.insert(node.name.clone(), node.clone());
                 }
                 Change::Put(Record::Alive(node)) => self.alive = Some(node.clone()),
+                Change::Put(Record::Quarantine(q)) => {
+                    self.quarantine.insert(q.key(), Quarantine { revision, ..q.clone() });
+                }
+                Change::Delete(Key::Quarantine(key)) => drop(self.quarantine.remove(key)),
+                Change::Delete(Key::Node(name)) => drop(self.nodes.remove(name)),
                 _ => {}
             }
             if self.recent.len() == WINDOW {
@@ -436,6 +478,7 @@ impl Store for Sqlite {
             records.extend(inner.namespaces.values().cloned().map(Record::Namespace));
             records.extend(inner.nodes.values().cloned().map(Record::Node));
             records.extend(inner.alive.clone().map(Record::Alive));
+            records.extend(inner.quarantine.values().cloned().map(Record::Quarantine));
             Ok(Snapshot { revision: inner.revision, records })
         })
         .await
@@ -549,12 +592,13 @@ impl Store for Sqlite {
     async fn remove_app(&self, app_id: &str) -> StoreResult<Revision> {
         let app_id = app_id.to_owned();
         let ((), revision) = self
-            .write(move |tx, _| {
+            .write(move |tx, revision| {
                 let removed = redirs_where(tx, "app_id = ?1", [&app_id])?;
                 let mut changes = Vec::new();
                 for row in &removed {
                     log_change(tx, "remove", row)?;
                     changes.push(Change::Delete(Key::Redir(row.key())));
+                    changes.push(Change::Put(Record::Quarantine(Quarantine::of(row, revision))));
                 }
                 tx.execute("DELETE FROM redirs WHERE app_id = ?1", [&app_id])?;
                 tx.execute("DELETE FROM previous_ports WHERE app_id = ?1", [&app_id])?;
@@ -576,15 +620,22 @@ impl Store for Sqlite {
     ) -> StoreResult<Vec<StoreResult<Revision>>> {
         let (rows, org_id) = (rows.to_vec(), org_id.to_owned());
         let (claimed, revision) = self
-            .write(move |tx, revision| {
+            .write_seeing(move |tx, revision, fleet| {
                 let mut held = held_by(tx, &org_id, quota)?;
                 let mut claimed = Vec::with_capacity(rows.len());
                 let mut changes = Vec::new();
                 for row in rows {
                     // A row that fails changed nothing (a failed statement is undone alone), so
                     // the rows after it go on in the same transaction.
-                    match claim_row(tx, &row, &org_id, quota, &mut held, revision) {
+                    let outcome = fleet
+                        .check(&row)
+                        .and_then(|()| claim_row(tx, &row, &org_id, quota, &mut held, revision));
+                    match outcome {
                         Ok(()) => {
+                            // The port is taken: its quarantine, if any, is over.
+                            if fleet.quarantine.contains_key(&row.key()) {
+                                changes.push(Change::Delete(Key::Quarantine(row.key())));
+                            }
                             changes.push(Change::Put(Record::Redir(RedirRow { revision, ..row })));
                             claimed.push(Ok(()));
                         }
@@ -601,7 +652,7 @@ impl Store for Sqlite {
     async fn release(&self, row: &RedirRow, _org_id: &str) -> StoreResult<Revision> {
         let row = row.clone();
         let ((), revision) = self
-            .write(move |tx, _| {
+            .write(move |tx, revision| {
                 let deleted = tx.execute(
                     "DELETE FROM redirs WHERE namespace = ?1 AND protocol = ?2 AND port = ?3 AND app_id = ?4",
                     params![row.namespace, row.protocol.name(), row.port, row.app_id],
@@ -614,7 +665,8 @@ impl Store for Sqlite {
                     "INSERT OR REPLACE INTO previous_ports (app_id, namespace, protocol, port) VALUES (?1, ?2, ?3, ?4)",
                     params![row.app_id, row.namespace, row.protocol.name(), row.port],
                 )?;
-                Ok(((), vec![Change::Delete(Key::Redir(row.key()))]))
+                let quarantine = Quarantine::of(&row, revision);
+                Ok(((), vec![Change::Delete(Key::Redir(row.key())), Change::Put(Record::Quarantine(quarantine))]))
             })
             .await?;
         Ok(revision)
@@ -671,6 +723,50 @@ impl Store for Sqlite {
 
     async fn put_node(&self, node: &NodeRecord) -> StoreResult<()> {
         self.publish_memory(Change::Put(Record::Node(node.clone()))).await.map(drop)
+    }
+
+    async fn forget_node(&self, name: &str) -> StoreResult<Revision> {
+        let name = name.to_owned();
+        self.locked(move |inner| {
+            if inner.alive.as_deref() == Some(name.as_str()) {
+                return Err(StoreError::Conflict(Conflict::Alive));
+            }
+            if !inner.nodes.contains_key(&name) {
+                return Err(StoreError::Conflict(Conflict::NotFound));
+            }
+            let revision = inner.revision + 1;
+            if let Some(raised) = raise_ceiling(&inner.conn, inner.ceiling, revision)? {
+                inner.ceiling = raised;
+            }
+            inner.publish(revision, vec![Change::Delete(Key::Node(name))]);
+            Ok(revision)
+        })
+        .await
+    }
+
+    async fn sweep_quarantines(&self, done: &[Quarantine]) -> StoreResult<()> {
+        let done = done.to_vec();
+        self.locked(move |inner| {
+            let changes: Vec<Change> = done
+                .iter()
+                .filter(|q| {
+                    inner.quarantine.get(&q.key()).is_some_and(|held| {
+                        held.revision == q.revision && held.waits_for(inner.nodes.values()).is_empty()
+                    })
+                })
+                .map(|q| Change::Delete(Key::Quarantine(q.key())))
+                .collect();
+            if changes.is_empty() {
+                return Ok(());
+            }
+            let revision = inner.revision + 1;
+            if let Some(raised) = raise_ceiling(&inner.conn, inner.ceiling, revision)? {
+                inner.ceiling = raised;
+            }
+            inner.publish(revision, changes);
+            Ok(())
+        })
+        .await
     }
 
     async fn keep_alive(&self, node: &str, _ttl: std::time::Duration, _stop: CancellationToken) {
