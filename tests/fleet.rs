@@ -1856,7 +1856,7 @@ fn a_node_cut_off_from_etcd_never_leads_a_port_to_an_application_that_no_longer_
     proxy.heal();
     let healed = Instant::now();
     let converged = poll(Duration::from_secs(10), || {
-        let (on_n1, on_n2) = (listening_ports(n1), listening_ports(n2));
+        let (on_n1, on_n2) = (fleet.listening_ports(n1), fleet.listening_ports(n2));
         if on_n1 == on_n2 && refused_via(n1, p).is_ok() {
             Ok(())
         } else {
@@ -2106,7 +2106,7 @@ fn partitions_at_random_moments_lose_nothing_and_mix_no_tenants() {
             Duration::from_secs(10),
             &format!("round {round}: the nodes listen on the same ports"),
             || {
-                let on: Vec<BTreeSet<u16>> = ips.iter().map(|&ip| listening_ports(ip)).collect();
+                let on: Vec<BTreeSet<u16>> = ips.iter().map(|&ip| fleet.listening_ports(ip)).collect();
                 if on[0] == on[1] && on[1] == on[2] {
                     Ok(())
                 } else {
