@@ -45,15 +45,7 @@ fn apply_makes_hundreds_of_redirections_in_batches_and_every_port_forwards() {
     let echo = TcpService::echo();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("many.toml");
-    let mut text = String::new();
-    for i in 0..APPS {
-        text.push_str(&format!(
-            "[[application]]\nname = \"svc-{i}\"\ninstances = [{{ address = \"{}\" }}]\n\n\
-             [[application.redirection]]\nnamespace = \"default\"\n\n\
-             [[application.redirection]]\nnamespace = \"cleverapps\"\nidle_timeout = 600\n\n",
-            echo.addr()
-        ));
-    }
+    let text = many_apps_manifest("svc", APPS, echo.addr(), "idle_timeout = 600\n");
     std::fs::write(&file, text).unwrap();
     let applied = server.cli_json(&["apply", "-f", file.to_str().unwrap(), "-F", "json"]);
     let changes = applied["changes"].as_array().expect("changes");

@@ -171,21 +171,7 @@ fn stop(server: &mut Server, what: &str) -> Duration {
     t.elapsed()
 }
 
-/// The manifest of [`APPS`] applications `scale-0`…, each with one instance at `backend`
-/// and a redirection on a port of the server's choosing in `default` and in `cleverapps`.
-fn manifest(backend: SocketAddr) -> String {
-    let mut text = String::with_capacity(APPS * 160);
-    for i in 0..APPS {
-        text.push_str(&format!(
-            "[[application]]\nname = \"scale-{i}\"\ninstances = [{{ address = \"{backend}\" }}]\n\n\
-             [[application.redirection]]\nnamespace = \"default\"\n\n\
-             [[application.redirection]]\nnamespace = \"cleverapps\"\n\n"
-        ));
-    }
-    text
-}
-
-/// Checks the report of `apply -F json` of [`manifest`]: a creation and two additions per
+/// Checks the report of `apply -F json` of the manifest (`many_apps_manifest`): a creation and two additions per
 /// application, in the file's order, each addition with its port; the [`PORTS`] ports.
 fn ports_made(report: &serde_json::Value) -> Vec<u16> {
     assert_eq!(report["dryRun"], false, "{report}");
@@ -244,7 +230,7 @@ fn ten_thousand_redirections_forward_hold_connections_and_stop_cleanly() {
     let (fds_base, rss_base) = (fd_count(pid), rss_kib(pid));
     let dir = tempfile::tempdir().expect("a temp dir for the manifest");
     let file = dir.path().join("scale.toml");
-    std::fs::write(&file, manifest(echo.addr)).expect("write the manifest");
+    std::fs::write(&file, many_apps_manifest("scale", APPS, echo.addr, "")).expect("write the manifest");
     let t = Instant::now();
     let applied = run_cli_within(&server, &["apply", "-f", file.to_str().unwrap(), "-F", "json"], MAX_APPLY);
     let applied_in = t.elapsed();

@@ -38,15 +38,7 @@ fn steered_ports_cost_no_descriptor() {
     let pid = server.process_id();
     limit_descriptors(pid, NOFILE);
 
-    let mut manifest = String::new();
-    for i in 0..APPS {
-        manifest.push_str(&format!(
-            "[[application]]\nname = \"steered-{i}\"\ninstances = [{{ address = \"{}\" }}]\n\n\
-             [[application.redirection]]\nnamespace = \"default\"\n\n\
-             [[application.redirection]]\nnamespace = \"cleverapps\"\n\n",
-            echo.addr()
-        ));
-    }
+    let manifest = many_apps_manifest("steered", APPS, echo.addr(), "");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("many.toml");
     std::fs::write(&file, manifest).unwrap();

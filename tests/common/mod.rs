@@ -1105,3 +1105,19 @@ pub fn enter_network_namespace() {
         "`ip link set lo up` in the test's network namespace: {up:?} (install iproute2)"
     );
 }
+
+/// The manifest of `apps` applications `PREFIX-0`…, each with one instance at `backend` and
+/// a redirection on a port of the server's choosing in `default` and in `cleverapps`, the
+/// latter with `cleverapps_extra` (TOML lines, e.g. `idle_timeout = 600\n`): what an
+/// operator applies to make many redirections at once.
+pub fn many_apps_manifest(prefix: &str, apps: usize, backend: SocketAddr, cleverapps_extra: &str) -> String {
+    let mut text = String::with_capacity(apps * 170);
+    for i in 0..apps {
+        text.push_str(&format!(
+            "[[application]]\nname = \"{prefix}-{i}\"\ninstances = [{{ address = \"{backend}\" }}]\n\n\
+             [[application.redirection]]\nnamespace = \"default\"\n\n\
+             [[application.redirection]]\nnamespace = \"cleverapps\"\n{cleverapps_extra}\n"
+        ));
+    }
+    text
+}

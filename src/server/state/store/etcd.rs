@@ -311,6 +311,18 @@ impl Etcd {
     }
 
     /// Runs a transaction; `Ok(None)` when its comparisons failed, with the `else` answers.
+    /// Many reads in one transaction, before a write: through the leader, like the write's
+    /// own calls, so that a member without one refuses at once instead of holding the call.
+    async fn read_txn(&self, gets: Vec<TxnOp>) -> StoreResult<etcd_client::TxnResponse> {
+        let kv = self.leader_required.kv_client();
+        let txn = Txn::new().and_then(gets);
+        let call = || {
+            let (mut kv, txn) = (kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        };
+        self.led(call).await.map_err(|e| self.unavailable(e))
+    }
+
     async fn txn(&self, txn: Txn) -> StoreResult<Result<Revision, Vec<TxnOpResponse>>> {
         let kv = self.leader_required.kv_client();
         let call = || {
@@ -653,13 +665,7 @@ impl Etcd {
             let row = &rows[i];
             gets.push(TxnOp::get(self.quarantine_key(&row.namespace, row.protocol, row.port), None));
         }
-        let kv = self.leader_required.kv_client();
-        let txn = Txn::new().and_then(gets);
-        let call = || {
-            let (mut kv, txn) = (kv.clone(), txn.clone());
-            async move { kv.txn(txn).await }
-        };
-        let response = self.led(call).await.map_err(|e| self.unavailable(e))?;
+        let response = self.read_txn(gets).await?;
         let responses = response.op_responses();
         let answers: Vec<&[KeyValue]> = responses
             .iter()
@@ -1110,15 +1116,7 @@ impl Store for Etcd {
                 .iter()
                 .map(|(app, ns, protocol)| TxnOp::get(self.prev_key(app, ns, *protocol), None))
                 .collect();
-            // A read before a write: through the leader, like the write's own calls, so that
-            // a member without one refuses at once instead of holding the call.
-            let kv = self.leader_required.kv_client();
-            let txn = Txn::new().and_then(gets);
-            let call = || {
-                let (mut kv, txn) = (kv.clone(), txn.clone());
-                async move { kv.txn(txn).await }
-            };
-            let response = self.led(call).await.map_err(|e| self.unavailable(e))?;
+            let response = self.read_txn(gets).await?;
             let answers = response.op_responses();
             for n in 0..chunk.len() {
                 ports
