@@ -517,140 +517,98 @@ impl Etcd {
         org_id: &str,
         quota: Option<u32>,
     ) -> StoreResult<bool> {
-        let quota_key = self.key(&["quota", org_id]);
         for _ in 0..RETRIES {
             if chunk.is_empty() {
                 return Ok(false);
             }
             let read = self.claim_reads(org_id, rows, chunk).await?;
-            let (count, counter_revision) = read.counter;
-            // Rows whose port another application freed, and a node has not confirmed.
-            chunk.retain(|&i| match read.quarantines.get(&i) {
-                Some(q) if q.app_id != rows[i].app_id => {
-                    let waits: Vec<String> = read
-                        .applied
-                        .iter()
-                        .filter(|(_, r)| *r < q.revision)
-                        .map(|(n, _)| n.clone())
-                        .collect();
-                    if waits.is_empty() {
-                        return true;
-                    }
-                    outcomes[i] = Some(Err(StoreError::Conflict(Conflict::Quarantined(waits))));
-                    false
-                }
-                _ => true,
-            });
+            refuse_before_claim(&read, rows, chunk, outcomes, quota);
             if chunk.is_empty() {
                 return Ok(false);
             }
-            if let Some(quota) = quota {
-                // Rows past the quota fail as they would one by one, the earlier ones first.
-                let room = u64::from(quota).saturating_sub(count) as usize;
-                for i in chunk.drain(room.min(chunk.len())..) {
-                    outcomes[i] = Some(Err(StoreError::Conflict(Conflict::Quota(quota))));
-                }
-                if chunk.is_empty() {
-                    return Ok(false);
-                }
-            }
-            let keys: Vec<(String, String)> = chunk
-                .iter()
-                .map(|&i| {
-                    let row = &rows[i];
-                    (
-                        self.redir_key(&row.namespace, row.protocol, row.port),
-                        self.appns_key(&row.app_id, &row.namespace, row.protocol),
-                    )
-                })
-                .collect();
-            let mut apps: Vec<&str> = chunk.iter().map(|&i| rows[i].app_id.as_str()).collect();
-            apps.sort_unstable();
-            apps.dedup();
-            let app_keys: Vec<String> = apps.iter().map(|app| self.key(&["apps", app])).collect();
-            let mut compares = Vec::with_capacity(keys.len() * 3 + app_keys.len() + 2);
-            let mut puts = Vec::with_capacity(keys.len() * 3 + 1);
-            let mut gets = Vec::with_capacity(keys.len() * 2 + app_keys.len());
-            // The latest removal of another application whose port a row takes: every node
-            // must have confirmed it.
-            let mut confirmed_past = 0;
-            for (&i, (redir_key, appns_key)) in chunk.iter().zip(&keys) {
-                compares.push(Compare::create_revision(redir_key.as_str(), CompareOp::Equal, 0));
-                compares.push(Compare::create_revision(appns_key.as_str(), CompareOp::Equal, 0));
-                let row = &rows[i];
-                let quarantine_key = self.quarantine_key(&row.namespace, row.protocol, row.port);
-                match read.quarantines.get(&i) {
-                    Some(q) => {
-                        compares.push(Compare::mod_revision(
-                            quarantine_key.as_str(),
-                            CompareOp::Equal,
-                            q.revision,
-                        ));
-                        puts.push(TxnOp::delete(quarantine_key.as_str(), None));
-                        if q.app_id != row.app_id {
-                            confirmed_past = confirmed_past.max(q.revision);
-                        }
-                    }
-                    None => {
-                        compares.push(Compare::create_revision(quarantine_key.as_str(), CompareOp::Equal, 0))
-                    }
-                }
-                puts.push(TxnOp::put(redir_key.as_str(), json(&rows[i])?, None));
-                puts.push(TxnOp::put(appns_key.as_str(), rows[i].port.to_string(), None));
-                gets.push(TxnOp::get(appns_key.as_str(), None));
-                gets.push(TxnOp::get(redir_key.as_str(), None));
-            }
-            for app_key in &app_keys {
-                compares.push(Compare::create_revision(app_key.as_str(), CompareOp::Greater, 0));
-                gets.push(TxnOp::get(app_key.as_str(), None));
-            }
-            if confirmed_past > 0 {
-                compares.push(self.all_applied(confirmed_past, read.applied.is_empty()));
-            }
-            compares.push(Compare::mod_revision(quota_key.as_str(), CompareOp::Equal, counter_revision));
-            puts.push(TxnOp::put(quota_key.as_str(), (count + chunk.len() as u64).to_string(), None));
-            let txn = Txn::new().when(compares).and_then(puts).or_else(gets);
-            let answers = match self.txn(txn).await? {
+            let (txn, apps) = self.claim_txn(org_id, rows, chunk, &read)?;
+            match self.txn(txn).await? {
                 Ok(revision) => {
                     for i in chunk.drain(..) {
                         outcomes[i] = Some(Ok(revision));
                     }
                     return Ok(true);
                 }
-                Err(answers) => answers,
-            };
-            // Which rows stopped it: those fail, as one claim each would; the rest try again.
-            let missing: HashSet<&str> = apps
-                .iter()
-                .enumerate()
-                .filter(|(n, _)| found(&answers, keys.len() * 2 + n).is_none())
-                .map(|(_, app)| *app)
-                .collect();
-            let before = chunk.len();
-            let mut n = 0;
-            chunk.retain(|&i| {
-                let (appns, redir) = (found(&answers, 2 * n), found(&answers, 2 * n + 1));
-                n += 1;
-                let conflict = if let Some(kv) = appns {
-                    Conflict::AppHasOne(String::from_utf8_lossy(kv.value()).parse().unwrap_or(0))
-                } else if redir.is_some() {
-                    Conflict::PortTaken
-                } else if missing.contains(rows[i].app_id.as_str()) {
-                    Conflict::NotFound
-                } else {
-                    return true;
-                };
-                outcomes[i] = Some(Err(StoreError::Conflict(conflict)));
-                false
-            });
-            if chunk.len() == before {
-                debug!(
-                    org = org_id,
-                    "the organisation's counter, a quarantine or a node moved during a claim; trying again"
-                );
+                Err(answers) => {
+                    // Which rows stopped it: those fail, as one claim each would; the rest
+                    // try again.
+                    if !refused_by(&answers, &apps, rows, chunk, outcomes) {
+                        debug!(
+                            org = org_id,
+                            "the organisation's counter, a quarantine or a node moved during a claim; trying again"
+                        );
+                    }
+                }
             }
         }
         Err(StoreError::Unavailable("etcd: the organisation kept changing; try again".into()))
+    }
+
+    /// The transaction that claims `chunk`'s rows, if nothing moved since `read`: each row's
+    /// port and its application's slot in the namespace still free, its quarantine the one
+    /// read (or none), its application there, every node past the removals it lifts, the
+    /// organisation's counter unchanged; else it reads back what stopped it. Also answers
+    /// the applications whose keys it compares, in the order of the answers.
+    fn claim_txn<'a>(
+        &self,
+        org_id: &str,
+        rows: &'a [RedirRow],
+        chunk: &[usize],
+        read: &ClaimReads,
+    ) -> StoreResult<(Txn, Vec<&'a str>)> {
+        let quota_key = self.key(&["quota", org_id]);
+        let (count, counter_revision) = read.counter;
+        let mut apps: Vec<&str> = chunk.iter().map(|&i| rows[i].app_id.as_str()).collect();
+        apps.sort_unstable();
+        apps.dedup();
+        let mut compares = Vec::with_capacity(chunk.len() * 3 + apps.len() + 2);
+        let mut puts = Vec::with_capacity(chunk.len() * 3 + 1);
+        let mut gets = Vec::with_capacity(chunk.len() * 2 + apps.len());
+        // The latest removal of another application whose port a row takes: every node
+        // must have confirmed it.
+        let mut confirmed_past = 0;
+        for &i in chunk {
+            let row = &rows[i];
+            let redir_key = self.redir_key(&row.namespace, row.protocol, row.port);
+            let appns_key = self.appns_key(&row.app_id, &row.namespace, row.protocol);
+            let quarantine_key = self.quarantine_key(&row.namespace, row.protocol, row.port);
+            compares.push(Compare::create_revision(redir_key.as_str(), CompareOp::Equal, 0));
+            compares.push(Compare::create_revision(appns_key.as_str(), CompareOp::Equal, 0));
+            match read.quarantines.get(&i) {
+                Some(q) => {
+                    compares.push(Compare::mod_revision(
+                        quarantine_key.as_str(),
+                        CompareOp::Equal,
+                        q.revision,
+                    ));
+                    puts.push(TxnOp::delete(quarantine_key.as_str(), None));
+                    if q.app_id != row.app_id {
+                        confirmed_past = confirmed_past.max(q.revision);
+                    }
+                }
+                None => compares.push(Compare::create_revision(quarantine_key.as_str(), CompareOp::Equal, 0)),
+            }
+            puts.push(TxnOp::put(redir_key.as_str(), json(row)?, None));
+            puts.push(TxnOp::put(appns_key.as_str(), row.port.to_string(), None));
+            gets.push(TxnOp::get(appns_key.as_str(), None));
+            gets.push(TxnOp::get(redir_key.as_str(), None));
+        }
+        for app in &apps {
+            let app_key = self.key(&["apps", app]);
+            compares.push(Compare::create_revision(app_key.as_str(), CompareOp::Greater, 0));
+            gets.push(TxnOp::get(app_key.as_str(), None));
+        }
+        if confirmed_past > 0 {
+            compares.push(self.all_applied(confirmed_past, read.applied.is_empty()));
+        }
+        compares.push(Compare::mod_revision(quota_key.as_str(), CompareOp::Equal, counter_revision));
+        puts.push(TxnOp::put(quota_key.as_str(), (count + chunk.len() as u64).to_string(), None));
+        Ok((Txn::new().when(compares).and_then(puts).or_else(gets), apps))
     }
 
     /// What a claim of `chunk`'s rows compares, in one round trip: the organisation's
@@ -697,6 +655,72 @@ impl Etcd {
         }
         Ok(ClaimReads { counter, applied, quarantines })
     }
+}
+
+/// Refuses, before any write, the rows of `chunk` that `read` already dooms: a port another
+/// application freed that a node has not confirmed yet (the nodes it waits for are named),
+/// and the rows past the organisation's quota (the later ones, as one claim each would).
+fn refuse_before_claim(
+    read: &ClaimReads,
+    rows: &[RedirRow],
+    chunk: &mut Vec<usize>,
+    outcomes: &mut [Option<StoreResult<Revision>>],
+    quota: Option<u32>,
+) {
+    chunk.retain(|&i| match read.quarantines.get(&i) {
+        Some(q) if q.app_id != rows[i].app_id => {
+            let waits: Vec<String> =
+                read.applied.iter().filter(|(_, r)| *r < q.revision).map(|(n, _)| n.clone()).collect();
+            if waits.is_empty() {
+                return true;
+            }
+            outcomes[i] = Some(Err(StoreError::Conflict(Conflict::Quarantined(waits))));
+            false
+        }
+        _ => true,
+    });
+    if let Some(quota) = quota {
+        let room = u64::from(quota).saturating_sub(read.counter.0) as usize;
+        for i in chunk.drain(room.min(chunk.len())..) {
+            outcomes[i] = Some(Err(StoreError::Conflict(Conflict::Quota(quota))));
+        }
+    }
+}
+
+/// Reads what stopped a claim transaction (its `or_else` answers, laid out as
+/// [`Etcd::claim_txn`] asks them): the rows it refuses leave `chunk` with their conflict;
+/// whether any did (none: something else moved, and the rest try again).
+fn refused_by(
+    answers: &[TxnOpResponse],
+    apps: &[&str],
+    rows: &[RedirRow],
+    chunk: &mut Vec<usize>,
+    outcomes: &mut [Option<StoreResult<Revision>>],
+) -> bool {
+    let missing: HashSet<&str> = apps
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| found(answers, chunk.len() * 2 + n).is_none())
+        .map(|(_, app)| *app)
+        .collect();
+    let before = chunk.len();
+    let mut n = 0;
+    chunk.retain(|&i| {
+        let (appns, redir) = (found(answers, 2 * n), found(answers, 2 * n + 1));
+        n += 1;
+        let conflict = if let Some(kv) = appns {
+            Conflict::AppHasOne(String::from_utf8_lossy(kv.value()).parse().unwrap_or(0))
+        } else if redir.is_some() {
+            Conflict::PortTaken
+        } else if missing.contains(rows[i].app_id.as_str()) {
+            Conflict::NotFound
+        } else {
+            return true;
+        };
+        outcomes[i] = Some(Err(StoreError::Conflict(conflict)));
+        false
+    });
+    chunk.len() != before
 }
 
 /// What [`Etcd::claim_reads`] read.
