@@ -931,16 +931,17 @@ backend b_{backend}
                                             "PARALLEL", "WRK_CONNS", "BODY_BYTES", "PATHS", "TESTS",
                                             "REDIS_CLIENTS", "REDIS_REQUESTS", "PG_CLIENTS", "PG_SCALE",
                                             "TCP_REDIRS_THREADS", "PORT_MODE",
-                                            "BASE_PORT_MODE"))
+                                            "BASE_PORT_MODE", "RESULTS"))
         md = ["# tcp-redirs benchmark", "", f"`{cmd}`", "", *self.context(), "", table, ""]
         if self.notes:
             md += ["## Notes", "", *[f"- {n}" for n in self.notes], ""]
         md += ["## Every run", "", *raw_lines(self.raw), ""]
-        with open(os.path.join(HERE, "results.md"), "w") as f:
+        out = os.environ.get("RESULTS") or os.path.join(HERE, "results.md")
+        with open(out, "w") as f:
             f.write("\n".join(md))
         for n in self.notes:
             print(f"note: {n}", file=sys.stderr)
-        log(f"written {os.path.join(HERE, 'results.md')}")
+        log(f"written {out}")
 
 
 def main():

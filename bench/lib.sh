@@ -69,9 +69,12 @@ _driver_cleanup() {
 # namespace of its own, never in the machine's. Call it after anything that needs the network
 # (apt-get): the new namespace has loopback only.
 enter_netns() {
+    local here
+    here=$(readlink /proc/self/ns/net)
     if [[ ${TCP_REDIRS_BENCH_NETNS:-} == inside ]]; then
-        if [[ $(readlink /proc/self/ns/net) == "$(readlink /proc/1/ns/net)" ]]; then
-            echo "error: TCP_REDIRS_BENCH_NETNS is set but this is the machine's own network namespace" >&2
+        # The namespace we left is in TCP_REDIRS_BENCH_HOST_NETNS (PID 1's may not be readable).
+        if [[ -z $here || $here == "${TCP_REDIRS_BENCH_HOST_NETNS:-}" ]]; then
+            echo "error: TCP_REDIRS_BENCH_NETNS is set but this is not a network namespace of the benchmark's own" >&2
             exit 1
         fi
         ip link set lo up
@@ -83,7 +86,7 @@ enter_netns() {
     fi
     command -v unshare >/dev/null || { echo "error: unshare (util-linux) is needed" >&2; exit 1; }
     echo "[netns] running in a new network namespace (unshare --net)" >&2
-    TCP_REDIRS_BENCH_NETNS=inside exec unshare --net -- "$BASH" "$0" "$@"
+    TCP_REDIRS_BENCH_NETNS=inside TCP_REDIRS_BENCH_HOST_NETNS=$here exec unshare --net -- "$BASH" "$0" "$@"
 }
 
 build_c() {

@@ -24,7 +24,7 @@
 # connection; libpq's TLS and GSS requests are off, so a connection is its startup packet and
 # the query). Each figure is the median of several runs, the paths interleaved in every round
 # so that ratios hold on a noisy machine.
-# Prints one table and writes it, with the details and every run, to bench/results.md.
+# Prints one table and writes it, with the details and every run, to bench/results.md (RESULTS).
 #
 # Settings (environment):
 #   RUNS=5 DURATION=3      runs per measurement (the median is kept) and seconds per run
@@ -53,6 +53,7 @@
 #                          after installing what it needs. One port, steered against bound, one
 #                          binary: TCP_REDIRS_BASE_BIN=target/release/tcp-redirs PORT_MODE=steered
 #                          BASE_PORT_MODE=bound PATHS=tcp-redirs,tcp-redirs-base TESTS=cc,rr bench/run.sh
+#   RESULTS=bench/results.md  where the report goes
 #
 # Installs iperf3, wrk, haproxy, socat and nginx from Debian when they are missing, and, for
 # the tests that use them, redis-server and redis-tools, postgresql and postgresql-client
