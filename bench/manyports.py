@@ -20,7 +20,8 @@ paths' too (it finds no key for them and lets the kernel look up as usual).
 The load: bench/connload (C): INFLIGHT connections in flight, each to a port drawn at random,
 `GET / HTTP/1.0`, the answer read to the end, close; a run lasts DURATION s or COUNT
 connections. Interleaved rounds (RUNS, the first path rotating). Per run: connections/s,
-latency p50/p99, the forwarder's CPU per connection (every thread's schedstat), its perf
+latency p50/p99, the forwarder's CPU per connection (/proc/PID/stat: threads that exited
+during the run count, as tokio's blocking threads do 10 s after the apply), its perf
 counters per connection (context switches, CPU migrations, system calls, failed accept4,
 epoll_wait, epoll_ctl; `perf stat -p`), its resident memory (RSS, PSS) after the run, and the
 CPU of the client and the backend. Then, per path, a short pass under `strace -c -f`
@@ -46,7 +47,7 @@ import time
 sys.dont_write_bytecode = True
 from benchlib import (FORWARDER_COUNTERS, HERE, HOST, ROOT, Failure, PerfRecord, PerfStat, Procs,  # noqa: E402
                       Recorder, Strace, bound_ports, command_line, cpu_model, env_int, exit_on_signals,
-                      group_cpu_exact, log, md_table, perf_report_top, perf_usable, pick_ports, pss_kib,
+                      group_cpu, log, md_table, perf_report_top, perf_usable, pick_ports, pss_kib,
                       raise_nofile, raw_lines, require_own_netns, run_cli, server_env, source_revision,
                       start_nginx_http, start_serve, tool_version, vmrss_kib, wait_port, wait_until,
                       write_manifest)
@@ -210,11 +211,11 @@ backend b
         if counting:
             counting.__enter__()
         try:
-            c0, n0 = group_cpu_exact(pid), group_cpu_exact(self.nginx)
+            c0, n0 = group_cpu(pid), group_cpu(self.nginx)
             b0 = proc_stat_busy()
             r = self.connload(path)
             b1 = proc_stat_busy()
-            cpu, ncpu = group_cpu_exact(pid) - c0, group_cpu_exact(self.nginx) - n0
+            cpu, ncpu = group_cpu(pid) - c0, group_cpu(self.nginx) - n0
         finally:
             if counting:
                 counting.__exit__(None, None, None)
@@ -401,8 +402,8 @@ backend b
             f"- each number: median of {self.runs} runs, the paths interleaved (round 1: "
             f"{', '.join(self.paths)}; each round starts one path further); ratios: of the medians",
             "- counters: `perf stat -e " + ",".join(e + (f" --filter '{f}'" if f else "") for _, e, f, _ in FORWARDER_COUNTERS)
-            + " -p PID` over each run, divided by the connections answered; CPU: every thread's "
-            "/proc/PID/task/*/schedstat; RSS and PSS: /proc/PID/status and smaps_rollup after each run",
+            + " -p PID` over each run, divided by the connections answered; CPU: utime+stime of "
+            "/proc/PID/stat (exited threads included); RSS and PSS: /proc/PID/status and smaps_rollup after each run",
             f"- strace pass: `strace -c -f -p PID` over {self.strace_conns:,} connections per path, after the rounds",
         ]
         md = ["# Many ports, short connections", "", f"`{cmd}`", "", *ctx, "", self.table(), "",
