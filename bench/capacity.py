@@ -241,6 +241,7 @@ class Capacity:
             node, env, row["to_api"], row["to_ports"], row["rounds"] = self.restart(node, mode, d, tcp)
             time.sleep(1.0)
             row["fds_after_restart"] = fd_counts(node.pid)[0]
+            row["rss_after_restart"] = vmrss_kib(node.pid)
             rows.append(row)
             log(self.describe(row))
             if mode == "steered" and size in self.udp_at and self.udp_ports:
@@ -253,6 +254,7 @@ class Capacity:
                 node, env, row["to_api"], row["to_ports"], row["rounds"] = self.restart(node, mode, d, tcp)
                 row["udp_ok_after_restart"] = self.check(udp, udp_through, f"{mode} UDP after the restart")
                 row["fds_after_restart"] = fd_counts(node.pid)[0]
+                row["rss_after_restart"] = vmrss_kib(node.pid)
                 rows.append(row)
                 log(self.describe(row))
             return rows
@@ -297,9 +299,20 @@ class Capacity:
             return None
         return (r[key] - base[key]) / n
 
+    def after_restart(self, r):
+        """RSS once restarted on the same data (no apply's garbage), and per redirection over the mode's 0."""
+        rss = r.get("rss_after_restart")
+        if not rss:
+            return "—"
+        base = next((b for b in self.rows if b["mode"] == r["mode"] and b["tcp"] == 0 and b["udp"] == 0), None)
+        n = r["tcp"] + r["udp"]
+        per = (rss - base["rss_after_restart"]) / n if base and base.get("rss_after_restart") and n else None
+        return f"{rss / 1024:.1f}" + (f" ({per:.2f})" if per is not None else "")
+
     def table(self):
         header = ["mode", "TCP", "UDP", "apply s (server CPU s)", "descriptors (sockets)", "after restart",
                   "RSS MiB", "PSS MiB", "RSS KiB / redirection", "PSS KiB / redirection",
+                  "RSS after restart MiB (KiB / redirection)",
                   "sampled forwarding", "restart: API at s", "every sampled port accepts, s after API"]
         body = []
         for r in self.rows:
@@ -314,7 +327,8 @@ class Capacity:
             body.append([r["mode"], f"{r['tcp']:,}", f"{r['udp']:,}", f"{r['apply_s']:.1f} ({r['apply_cpu']:.1f})",
                          f"{r['fds']:,} ({r['socks']:,})", f"{r.get('fds_after_restart', 0) or 0:,}",
                          f"{r['rss'] / 1024:.1f}", f"{r['pss'] / 1024:.1f}",
-                         f"{kib:.2f}" if kib is not None else "—", f"{pk:.2f}" if pk is not None else "—", fwd,
+                         f"{kib:.2f}" if kib is not None else "—", f"{pk:.2f}" if pk is not None else "—",
+                         self.after_restart(r), fwd,
                          f"{r['to_api']:.2f}", f"{r['to_ports']:.3f}" if r.get("to_ports") is not None else "—"])
         return md_table(header, body)
 
