@@ -30,8 +30,8 @@ import sys
 import time
 
 sys.dont_write_bytecode = True   # importing benchlib leaves no bench/__pycache__ behind
-from benchlib import (HERE, HOST, ROOT, PerfStat, Procs, Recorder, account, command_line,  # noqa: E402
-                      cpu_model, env_float, env_int, group_cpu, group_pids, log, md_table, pct_index,
+from benchlib import (FORWARDER_COUNTERS, HERE, HOST, ROOT, PerfStat, Procs, Recorder,  # noqa: E402
+                      account, command_line, cpu_model, own_netns, start_nginx_http, env_float, env_int, group_cpu, group_pids, log, md_table, pct_index,
                       perf_usable, pick_ports, pss_kib, raise_nofile, raw_lines, run_cli, server_env,
                       source_revision, start_serve, tcp_out_segs, tool_version, vmrss_kib, wait_port,
                       wait_until)
@@ -50,14 +50,7 @@ FORWARDERS = ["tcp-redirs", "tcp-redirs-log", "tcp-redirs-base", "haproxy", "hap
 # The saturation counters, read with `perf stat -p` over each wrk run (software counters and
 # syscall tracepoints: they count, they do not sample, and do not slow the process down the
 # way strace does): (key, event, tracepoint filter, label).
-COUNTERS = [
-    ("cs", "context-switches", None, "Context switches"),
-    ("mig", "cpu-migrations", None, "CPU migrations"),
-    ("sys", "raw_syscalls:sys_enter", None, "System calls"),
-    ("eagain", "syscalls:sys_exit_accept4", "ret == -11", "Failed accept4 (EAGAIN)"),
-    ("epwait", "syscalls:sys_enter_epoll_wait", None, "epoll_wait calls"),
-    ("epctl", "syscalls:sys_enter_epoll_ctl", None, "epoll_ctl calls"),
-]
+COUNTERS = FORWARDER_COUNTERS
 # Backends every run starts (the memory test, the sanity check and the wrk and iperf3 tests use
 # them), and those started only for the tests that need them.
 BASE_BACKENDS = ["iperf", "http", "echo"]
@@ -369,6 +362,7 @@ class Bench(Recorder):
         self.procs = Procs(tmp)
         self.revision = source_revision()
         self.pgid = {}  # forwarder name -> process group id
+        self.modes = {}  # tcp-redirs server -> the --port-mode it was given
         self.port = {}  # (path, backend) -> port
         self.versions = {}
 
@@ -493,46 +487,9 @@ class Bench(Recorder):
             f"{time.monotonic() - self.pg_started:.1f} s")
 
     def start_nginx(self):
-        d = os.path.join(self.tmp, "nginx")
-        os.makedirs(os.path.join(d, "temp"), exist_ok=True)
         body = "x" * max(0, self.body_bytes - 1) + "\n" if self.body_bytes else ""
-        user = ""
-        if os.geteuid() == 0:
-            # As root, nginx would switch its workers to `nobody`: keep them as the current user.
-            user = f"user {pwd.getpwuid(os.geteuid()).pw_name};"
-        conf = f"""
-{user}
-daemon off;
-master_process on;
-worker_processes {self.nginx_workers};
-worker_rlimit_nofile 20000;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 10000; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/temp/body;
-    proxy_temp_path {d}/temp/proxy;
-    fastcgi_temp_path {d}/temp/fastcgi;
-    uwsgi_temp_path {d}/temp/uwsgi;
-    scgi_temp_path {d}/temp/scgi;
-    keepalive_timeout 65;
-    keepalive_requests 10000000;
-    tcp_nodelay on;
-    server {{
-        listen {HOST}:{self.http_port} backlog=4096;
-        location / {{
-            default_type text/plain;
-            return 200 "{body}";
-        }}
-    }}
-}}
-"""
-        path = os.path.join(d, "nginx.conf")
-        with open(path, "w") as f:
-            f.write(conf)
-        self.procs.start("nginx", ["nginx", "-p", d, "-c", path, "-e", os.path.join(d, "error.log")],
-                         log_path=os.path.join(d, "stdout.log"))
+        start_nginx_http(self.procs, os.path.join(self.tmp, "nginx"), f"{HOST}:{self.http_port}", body,
+                         self.nginx_workers)
 
     def start_tcp_redirs(self, name="tcp-redirs", extra=()):
         binary = self.base_bin if name == "tcp-redirs-base" else self.bin
@@ -541,10 +498,18 @@ http {{
                                "or set TCP_REDIRS_BIN")
         cfg = os.path.join(self.tmp, f"{name}-cfg")
         data = os.path.join(self.tmp, f"{name}-data")
+        # PORT_MODE (BASE_PORT_MODE for tcp-redirs-base): the server's --port-mode, through
+        # TCP_REDIRS_PORT_MODE; unset: the server's default (auto: steered as root).
+        mode = os.environ.get("BASE_PORT_MODE" if name == "tcp-redirs-base" else "PORT_MODE", "")
+        env = server_env(cfg, "bench", **({"TCP_REDIRS_PORT_MODE": mode} if mode else {}))
+        if mode != "bound" and os.geteuid() == 0 and not own_netns():
+            raise RuntimeError(f"{name} would steer its ports in the machine's network namespace: "
+                               "run bench/run.sh (it enters one of its own), or set PORT_MODE=bound")
         p, url = start_serve(self.procs, f"{name} serve",
                              [binary, "serve", "--listen", f"{HOST}:0", "--data-dir", data,
                               "--public-bind", HOST, *extra],
-                             server_env(cfg, "bench"), os.path.join(self.tmp, f"{name}.log"))
+                             env, os.path.join(self.tmp, f"{name}.log"))
+        self.modes[name] = mode or "auto"
         self.pgid[name] = p.pid
         log(f"tcp-redirs control API at {url}")
         cenv = dict(os.environ, TCP_REDIRS_URL=url, TCP_REDIRS_TOKEN="bench",
@@ -938,6 +903,8 @@ backend b_{backend}
         return [
             f"- when: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; tcp-redirs {self.revision} "
             f"(`{self.bin}`)" + (f"; tcp-redirs-base: `{self.base_bin}`" if "tcp-redirs-base" in self.paths else ""),
+            *([f"- port modes: " + ", ".join(f"{n} `--port-mode {m}`" for n, m in self.modes.items())
+               + ("; in a network namespace of the benchmark's own" if own_netns() else "")] if self.modes else []),
             *(["- saturation counters (rows per request and per new connection): `perf stat -e "
                + ",".join(e + (f" --filter '{f}'" if f else "") for _, e, f, _ in COUNTERS)
                + " -p THREADS` over each wrk run, divided by the requests wrk counted; TCP segments: "
@@ -963,16 +930,18 @@ backend b_{backend}
         cmd = command_line("bench/run.sh", ("QUICK", "RUNS", "DURATION", "MEM_CONNS", "HAPROXY_SPLICE",
                                             "PARALLEL", "WRK_CONNS", "BODY_BYTES", "PATHS", "TESTS",
                                             "REDIS_CLIENTS", "REDIS_REQUESTS", "PG_CLIENTS", "PG_SCALE",
-                                            "TCP_REDIRS_THREADS"))
+                                            "TCP_REDIRS_THREADS", "PORT_MODE",
+                                            "BASE_PORT_MODE", "RESULTS"))
         md = ["# tcp-redirs benchmark", "", f"`{cmd}`", "", *self.context(), "", table, ""]
         if self.notes:
             md += ["## Notes", "", *[f"- {n}" for n in self.notes], ""]
         md += ["## Every run", "", *raw_lines(self.raw), ""]
-        with open(os.path.join(HERE, "results.md"), "w") as f:
+        out = os.environ.get("RESULTS") or os.path.join(HERE, "results.md")
+        with open(out, "w") as f:
             f.write("\n".join(md))
         for n in self.notes:
             print(f"note: {n}", file=sys.stderr)
-        log(f"written {os.path.join(HERE, 'results.md')}")
+        log(f"written {out}")
 
 
 def main():

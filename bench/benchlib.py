@@ -11,7 +11,10 @@
 - processes: Procs (process groups listed in a file the shell drivers read), Proc (one child
   and its log; finds a tcp-redirs node's control API), stop_all, start_etcd, start_serve;
 - tcp-redirs: server_env, run_cli, binary_version, etcd_build, Api, ApiError, default_org;
-- tools attached to a process: PerfStat, perf_usable, PerfRecord, Strace;
+- network namespaces: own_netns, require_own_netns (steered mode runs in one the script made);
+- backends: start_nginx_http (nginx answering `return 200`), write_manifest (a file for `apply -f`);
+- tools attached to a process: PerfStat, perf_usable, FORWARDER_COUNTERS, PerfRecord,
+  perf_report_top, Strace;
 - reports: Recorder (runs per metric and path, notes, interleaved rounds), md_table,
   raw_lines, command_line, tool_version, cpu_model, source_revision.
 """
@@ -701,6 +704,93 @@ def default_org(api):
     return next((x for x in orgs if x.get("name") == "default"), orgs[0])["id"]
 
 
+# ---------------------------------------------------------------- network namespaces
+
+def own_netns():
+    """Whether this process runs in a network namespace other than the machine's."""
+    # The machine's: the one lib.sh's enter_netns left (TCP_REDIRS_BENCH_HOST_NETNS), else PID
+    # 1's where it can be read; neither known: False.
+    try:
+        here = os.readlink("/proc/self/ns/net")
+    except OSError:
+        return False
+    host = os.environ.get("TCP_REDIRS_BENCH_HOST_NETNS")
+    if not host:
+        try:
+            host = os.readlink("/proc/1/ns/net")
+        except OSError:
+            return False
+    return here != host
+
+
+def require_own_netns(what):
+    """Failure unless this process runs in a network namespace of its own (see lib.sh's enter_netns)."""
+    # Steered mode attaches a BPF program to the namespace its server runs in: never the machine's.
+    if not own_netns():
+        raise Failure(f"{what} runs a steered tcp-redirs server: run it in a network namespace of its "
+                      "own (its .sh driver does: unshare --net, as root), not in the machine's")
+
+
+# ---------------------------------------------------------------- backends
+
+def start_nginx_http(procs, d, listen, body="ok\n", workers=1, backlog=4096, name="nginx"):
+    """nginx answering `return 200 BODY` on `listen` (HOST:PORT), its files in `d`; the Popen."""
+    # Keep-alive as the client asks (HTTP/1.0 without keep-alive: nginx closes after the answer).
+    os.makedirs(os.path.join(d, "temp"), exist_ok=True)
+    user = ""
+    if os.geteuid() == 0:
+        # As root, nginx would switch its workers to `nobody`: keep them as the current user.
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name};"
+    conf = f"""
+{user}
+daemon off;
+master_process on;
+worker_processes {workers};
+worker_rlimit_nofile 20000;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 10000; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/temp/body;
+    proxy_temp_path {d}/temp/proxy;
+    fastcgi_temp_path {d}/temp/fastcgi;
+    uwsgi_temp_path {d}/temp/uwsgi;
+    scgi_temp_path {d}/temp/scgi;
+    keepalive_timeout 65;
+    keepalive_requests 10000000;
+    tcp_nodelay on;
+    server {{
+        listen {listen} backlog={backlog};
+        location / {{
+            default_type text/plain;
+            return 200 "{body}";
+        }}
+    }}
+}}
+"""
+    path = os.path.join(d, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    return procs.start(name, ["nginx", "-p", d, "-c", path, "-e", os.path.join(d, "error.log")],
+                       log_path=os.path.join(d, "stdout.log"))
+
+
+def write_manifest(path, apps):
+    """Writes a file for `tcp-redirs apply -f`: `apps` is [(name, [instance], [(namespace, port|None, proto)])]."""
+    # An application has at most one redirection per namespace and protocol.
+    with open(path, "w") as f:
+        for name, instances, redirs in apps:
+            inst = ", ".join(f'{{ address = "{a}" }}' for a in instances)
+            f.write(f'[[application]]\nname = "{name}"\ninstances = [{inst}]\n')
+            for ns, port, proto in redirs:
+                f.write(f'[[application.redirection]]\nnamespace = "{ns}"\n')
+                if port is not None:
+                    f.write(f"port = {port}\n")
+                if proto == "udp":
+                    f.write('protocol = "udp"\n')
+
+
 # ---------------------------------------------------------------- tools attached to a process
 
 def _perf_fds(pid):
@@ -760,6 +850,18 @@ class Attached:
             except subprocess.TimeoutExpired:
                 pass
             return False
+
+
+# A forwarder's saturation counters for PerfStat: (key, event, filter, label). Software counters
+# and syscall tracepoints: they count without slowing the process as strace does.
+FORWARDER_COUNTERS = [
+    ("cs", "context-switches", None, "Context switches"),
+    ("mig", "cpu-migrations", None, "CPU migrations"),
+    ("sys", "raw_syscalls:sys_enter", None, "System calls"),
+    ("eagain", "syscalls:sys_exit_accept4", "ret == -11", "Failed accept4 (EAGAIN)"),
+    ("epwait", "syscalls:sys_enter_epoll_wait", None, "epoll_wait calls"),
+    ("epctl", "syscalls:sys_enter_epoll_ctl", None, "epoll_ctl calls"),
+]
 
 
 def _perf_events(counters):
@@ -835,11 +937,22 @@ class PerfRecord:
         return self.path
 
 
+def perf_report_top(data, n=30, extra=()):
+    """The first `n` lines of `perf report --stdio --no-children` of a data file (symbols by self time)."""
+    r = subprocess.run(["perf", "report", "--stdio", "--no-children", "-i", data, "--sort", "dso,symbol",
+                        "-g", "none", "--percent-limit", "0.5", *extra],
+                       capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+    return lines[:n]
+
+
 class Strace:
     """`strace -c -f -p PID` until stop(), which returns (system calls, the 8 most frequent as (name, calls))."""
+    # After stop(), .errors maps each call's name to the calls that failed (strace's errors column).
 
     def __init__(self, pid, path):
         self.path = path
+        self.errors = {}
         self.tool = Attached(["strace", "-c", "-f", "-q", "-p", str(pid), "-o", path],
                              lambda tool: _traced_by(pid, tool))
 
@@ -853,6 +966,8 @@ class Strace:
                 if len(parts) >= 5 and parts[0].replace(".", "").isdigit() and parts[-1] != "total":
                     try:
                         rows.append((parts[-1], int(parts[3])))
+                        if len(parts) >= 6:
+                            self.errors[parts[-1]] = int(parts[4])
                     except ValueError:
                         pass
         rows.sort(key=lambda r: -r[1])

@@ -1,9 +1,13 @@
 # Shell helpers of bench/run.sh and bench/udp.sh (sourced, not run).
 #   apt_install TAG PACKAGE...  installs Debian packages, as root or through sudo
 #   raise_fd_limit              raises the open-file soft limit to the hard one (FD_LIMIT)
-#   run_driver NAME SCRIPT      runs `python3 SCRIPT run TMP` in a fresh temporary directory
+#   run_driver NAME SCRIPT      runs `python3 SCRIPT run TMP` ($PYTHON if set) in a fresh temporary directory
 #                               TMPDIR/tcp-redirs-NAME.XXXXXX, then kills whatever process group
 #                               it listed in TMP/pgids and removes TMP, however it ends
+#   enter_netns "$@"            re-runs the calling script in a network namespace of its own
+#                               (unshare --net, as root; loopback up), unless it runs in one already
+#   build_c NAME SOURCE         compiles a load generator of bench/ (C99, cc -O2) when its binary is
+#                               missing or older than its source; prints the binary's path
 
 apt_install() {
     local tag=$1 SUDO=""
@@ -33,7 +37,7 @@ run_driver() {
     trap 'exit 130' INT
     trap 'exit 143' TERM
     # In the background, so that a signal to this script runs the trap at once.
-    python3 "$script" run "$TMP" &
+    "${PYTHON:-python3}" "$script" run "$TMP" &
     PY=$!
     local rc=0
     wait "$PY" || rc=$?
@@ -58,4 +62,39 @@ _driver_cleanup() {
     fi
     rm -rf "$TMP"
     exit "$rc"
+}
+
+# Steered mode attaches a BPF sk_lookup program to the network namespace the server runs in: a
+# benchmark that may run it (as root, `serve`'s default `--port-mode auto` steers) runs in a
+# namespace of its own, never in the machine's. Call it after anything that needs the network
+# (apt-get): the new namespace has loopback only.
+enter_netns() {
+    local here
+    here=$(readlink /proc/self/ns/net)
+    if [[ ${TCP_REDIRS_BENCH_NETNS:-} == inside ]]; then
+        # The namespace we left is in TCP_REDIRS_BENCH_HOST_NETNS (PID 1's may not be readable).
+        if [[ -z $here || $here == "${TCP_REDIRS_BENCH_HOST_NETNS:-}" ]]; then
+            echo "error: TCP_REDIRS_BENCH_NETNS is set but this is not a network namespace of the benchmark's own" >&2
+            exit 1
+        fi
+        ip link set lo up
+        return 0
+    fi
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "error: this benchmark runs its servers in a network namespace of its own (unshare --net): run it as root" >&2
+        exit 1
+    fi
+    command -v unshare >/dev/null || { echo "error: unshare (util-linux) is needed" >&2; exit 1; }
+    echo "[netns] running in a new network namespace (unshare --net)" >&2
+    TCP_REDIRS_BENCH_NETNS=inside TCP_REDIRS_BENCH_HOST_NETNS=$here exec unshare --net -- "$BASH" "$0" "$@"
+}
+
+build_c() {
+    local name=$1 src=$2 bin
+    bin=$(dirname "$src")/$name
+    if [[ ! -x $bin || $src -nt $bin ]]; then
+        command -v cc >/dev/null || { echo "error: cc is needed to build $name" >&2; exit 1; }
+        cc -O2 -std=c99 -Wall -Wextra -o "$bin" "$src" >&2
+    fi
+    echo "$bin"
 }

@@ -24,7 +24,7 @@
 # connection; libpq's TLS and GSS requests are off, so a connection is its startup packet and
 # the query). Each figure is the median of several runs, the paths interleaved in every round
 # so that ratios hold on a noisy machine.
-# Prints one table and writes it, with the details and every run, to bench/results.md.
+# Prints one table and writes it, with the details and every run, to bench/results.md (RESULTS).
 #
 # Settings (environment):
 #   RUNS=5 DURATION=3      runs per measurement (the median is kept) and seconds per run
@@ -45,6 +45,15 @@
 #   TCP_REDIRS_BASE_BIN=...  a second binary, the path `tcp-redirs-base` (e.g. built from main):
 #                          PATHS=tcp-redirs,tcp-redirs-base,haproxy adds a before/after ratio column
 #   TCP_REDIRS_THREADS=N   forwarding threads of the tcp-redirs server (default: one per core)
+#   PORT_MODE=auto|steered|bound       the tcp-redirs server's --port-mode (TCP_REDIRS_PORT_MODE;
+#   BASE_PORT_MODE=auto|steered|bound  BASE_: tcp-redirs-base's); unset: the server's default,
+#                          auto, which steers as root. So that a steered server never attaches its
+#                          BPF program to the machine's network namespace, the benchmark runs, as
+#                          root, in a network namespace of its own (unshare --net, loopback only),
+#                          after installing what it needs. One port, steered against bound, one
+#                          binary: TCP_REDIRS_BASE_BIN=target/release/tcp-redirs PORT_MODE=steered
+#                          BASE_PORT_MODE=bound PATHS=tcp-redirs,tcp-redirs-base TESTS=cc,rr bench/run.sh
+#   RESULTS=bench/results.md  where the report goes
 #
 # Installs iperf3, wrk, haproxy, socat and nginx from Debian when they are missing, and, for
 # the tests that use them, redis-server and redis-tools, postgresql and postgresql-client
@@ -101,6 +110,11 @@ if ((${#missing[@]})); then
         esac
     done
     apt_install bench "${pkgs[@]}"
+fi
+
+# ---- a network namespace of its own, as root (steered mode attaches to the namespace) ---------
+if [[ $(id -u) -eq 0 ]]; then
+    enter_netns "$@"
 fi
 
 # ---- file descriptors: 9,000 connections through a forwarder need ~18,000 -----------------------
