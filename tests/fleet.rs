@@ -50,7 +50,7 @@ fn listening_sockets(ip: IpAddr) -> BTreeSet<u16> {
     let IpAddr::V4(v4) = ip else { panic!("IPv4 only: {ip}") };
     // The kernel prints the address as the hex of the 32-bit value in host order.
     let wanted = format!("{:08X}", u32::from_le_bytes(v4.octets()));
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let table = std::fs::read_to_string("/proc/thread-self/net/tcp").expect("read /proc/net/tcp");
     table
         .lines()
         .skip(1)

@@ -183,3 +183,54 @@ fn without_privileges_steered_mode_says_what_to_grant() {
     let _ = auto.wait();
     assert!(bound, "auto mode without privileges logs that it binds, and why\n{}", seen.join("\n"));
 }
+
+/// A port whose last connection the gateway closed first (its side then waits in TIME_WAIT
+/// for a minute) is free again for the same redirection at once, as in bound mode: `remove`
+/// then `add --port` of that port succeeds and forwards.
+#[test]
+fn a_port_in_time_wait_is_free_again_at_once() {
+    enter_network_namespace();
+    // The instance speaks first and closes: the gateway passes the close on, so its side of
+    // the client's connection closes first.
+    let says_bye = TcpService::start(|mut conn| {
+        use std::io::Write;
+        let _ = conn.write_all(b"bye");
+    });
+    let server = Server::builder().args(&["--port-mode", "steered"]).start();
+    server.create_app("brief", says_bye.addr());
+    let port = server.add("brief", "default");
+    let mut client = connect(port);
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut client, &mut got).expect("read until the gateway closes");
+    assert_eq!(got, b"bye");
+    drop(client);
+    wait_until(Duration::from_secs(5), "the gateway's side of the connection in TIME_WAIT", || {
+        let table = std::fs::read_to_string("/proc/thread-self/net/tcp").unwrap();
+        let local = format!("0100007F:{port:04X}");
+        // Column 4 is the state; 06 is TIME_WAIT.
+        match table
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(&local) && l.split_whitespace().nth(3) == Some("06"))
+        {
+            true => Ok(()),
+            false => Err(table),
+        }
+    });
+    server.cli_ok(&["remove", &port.to_string(), "--app", "brief", "--namespace", "default"]);
+    let again = server.cli(&[
+        "add",
+        "--app",
+        "brief",
+        "--namespace",
+        "default",
+        "--port",
+        &port.to_string(),
+        "-F",
+        "json",
+    ]);
+    assert_eq!(again.code, 0, "the same port again, at once\n{again}\n{}", server.log());
+    let mut client = connect(port);
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut client, &mut got).unwrap();
+    assert_eq!(got, b"bye", "the port forwards again");
+}

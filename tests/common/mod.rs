@@ -972,9 +972,11 @@ pub fn wait_for_fds_at_least(pid: u32, least: usize, limit: Duration, what: &str
     held.unwrap_or_else(|e| panic!("{what}: {e}; expected at least {least}")).0
 }
 
-/// Listening sockets on 127.0.0.1:`port` in the whole machine (`/proc/net/tcp`).
+/// Listening sockets on 127.0.0.1:`port` in this thread's network namespace (the machine's, or
+/// the one a steered test made: `/proc/thread-self/net/tcp`, since `/proc/net` is the
+/// process's main thread's).
 pub fn listeners_on(port: u16) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let table = std::fs::read_to_string("/proc/thread-self/net/tcp").expect("read /proc/net/tcp");
     let local = format!("0100007F:{port:04X}");
     // Columns: slot, local address, remote address, state (0A is LISTEN), ...
     table

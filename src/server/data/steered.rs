@@ -319,9 +319,14 @@ fn free(addr: SocketAddr) -> io::Result<()> {
     socket.bind(&addr.into())
 }
 
-/// A steered listener: non-blocking, `TCP_NODELAY` (inherited by accepted sockets).
+/// A steered listener: non-blocking, `TCP_NODELAY` and `SO_REUSEADDR`, both inherited by
+/// the accepted sockets. The latter matters: an accepted socket's local address is the port
+/// the client dialled, and one the gateway closed first waits there in TIME_WAIT for a
+/// minute; without the flag, that port could not be bound ([`free`]) nor given again
+/// meanwhile (tests/steered.rs `a_port_in_time_wait_is_free_again_at_once`).
 fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), None)?;
+    socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
