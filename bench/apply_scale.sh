@@ -34,7 +34,8 @@ with open(out, "w") as f:
             made += 1
         app += 1
 PY
-export TCP_REDIRS_CONFIG_DIR=$tmp/cfg TCP_REDIRS_ADMIN_TOKEN=bench-token
+# Bound mode: as root the default (auto) would steer in the machine's own network namespace.
+export TCP_REDIRS_CONFIG_DIR=$tmp/cfg TCP_REDIRS_ADMIN_TOKEN=bench-token TCP_REDIRS_PORT_MODE=${TCP_REDIRS_PORT_MODE:-bound}
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$tmp/data" --public-bind 127.0.0.1 \
     --config "$tmp/config.toml" --namespaces n0 2>"$tmp/server.log" &

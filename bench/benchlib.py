@@ -602,8 +602,13 @@ def start_etcd(binary, data_dir, logdir, timeout, member="etcd", proc_name="etcd
 # ---------------------------------------------------------------- tcp-redirs
 
 def server_env(config_dir, token, drop=("TCP_REDIRS_URL", "TCP_REDIRS_TOKEN"), **more):
-    """Our environment for a tcp-redirs server: `drop` removed, its config dir and admin token set, `more` added."""
+    """Our environment for a tcp-redirs server: `drop` removed, its config dir and admin token set, `more` added.
+
+    Bound mode unless the caller or the environment says otherwise: as root the server's
+    default (auto) steers, attaching a BPF program to the network namespace it runs in, and
+    only the benchmarks that enter a namespace of their own (`enter_netns`) may do that."""
     env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.setdefault("TCP_REDIRS_PORT_MODE", "bound")
     env.update(TCP_REDIRS_CONFIG_DIR=config_dir, TCP_REDIRS_ADMIN_TOKEN=token, **more)
     return env
 

@@ -29,7 +29,8 @@ export TCP_REDIRS_ADMIN_TOKEN=bench-$$-$RANDOM$RANDOM
 unset TCP_REDIRS_URL TCP_REDIRS_TOKEN TCP_REDIRS_APP NO_COLOR
 
 mkfifo "$tmp/log"
-"$BIN" serve --listen 127.0.0.1:0 --data-dir "$tmp/data" --public-bind 127.0.0.1 2>"$tmp/log" &
+# Bound mode: as root the default (auto) would steer in the machine's own network namespace.
+"$BIN" serve --listen 127.0.0.1:0 --data-dir "$tmp/data" --public-bind 127.0.0.1 --port-mode bound 2>"$tmp/log" &
 server=$!
 # Ready when it says so (the `local` profile is written by then); the rest of the log is drained.
 exec 3<"$tmp/log"
