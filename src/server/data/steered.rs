@@ -36,7 +36,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use socket2::{Domain, Socket, Type};
@@ -58,8 +58,36 @@ const SLOT_V6: u32 = 1;
 /// One steered port, as the accept loops find it.
 struct Entry {
     accepting: Accepting,
-    /// What its connections on each forwarding thread share.
-    locals: Box<[Arc<Local>]>,
+    /// What its connections on each forwarding thread share, made on the thread's first
+    /// connection: a port nobody connects to costs none (about 350 bytes a thread).
+    locals: Box<[OnceLock<Arc<Local>>]>,
+}
+
+/// A steered port that runs: what it takes to stop it.
+pub struct Running {
+    steered: Arc<Steered>,
+    addr: SocketAddr,
+    table: Arc<Ports>,
+    bound: Arc<AtomicBool>,
+    handed_over: Arc<AtomicBool>,
+}
+
+impl Running {
+    /// Stops the port: its keys leave the kernel's table (new connections are refused at
+    /// once), then its entry leaves the port table (a connection still queued for it is
+    /// reset). Its open connections are the caller's to reset, with the port's token.
+    pub fn stop(self) {
+        // Handed over: the new process steers the same keys with the same tables.
+        if !self.handed_over.load(Ordering::Relaxed) {
+            for (key, _) in self.steered.keys(self.addr) {
+                if let Err(err) = self.steered.steering.unsteer(key) {
+                    warn!(addr = %self.addr, error = %err, "cannot unsteer a removed port");
+                }
+            }
+        }
+        self.table.0[usize::from(self.addr.port())].store(None);
+        self.bound.store(false, Ordering::Relaxed);
+    }
 }
 
 /// The steered ports of one local address, by port.
@@ -177,16 +205,14 @@ impl Steered {
     }
 
     /// Serves `port` from now on: its entry in the port table, then its keys in the
-    /// kernel's; the future answers once the port stopped accepting and is forgotten.
-    pub fn start(self: &Arc<Self>, port: Port) -> impl std::future::Future<Output = ()> + Send + 'static {
+    /// kernel's; [`Running::stop`] takes both out again. No task and no socket per port.
+    pub fn start(self: &Arc<Self>, port: Port) -> Running {
         let addr = port.addr;
-        let stop = port.stop_accepting.clone();
         let bound = port.bound.clone();
         let handed_over = port.handed_over.clone();
         let threads = port.workers.handles().len();
-        let locals = (0..threads).map(|t| Local::new(&port, t)).collect();
+        let locals = (0..threads).map(|_| OnceLock::new()).collect();
         let entry = Arc::new(Entry { accepting: Accepting::new(port), locals });
-        let steered = self.clone();
         let table = self.table(addr.ip());
         table.0[usize::from(addr.port())].store(Some(entry));
         let steering = self.keys(addr).into_iter().try_for_each(|(key, to)| self.steering.steer(key, to));
@@ -196,18 +222,7 @@ impl Steered {
                 warn!(%addr, error = %err, "cannot steer the redirection's port: it refuses connections")
             }
         }
-        async move {
-            stop.cancelled().await;
-            // Handed over: the new process steers the same keys with the same tables.
-            let keys = if handed_over.load(Ordering::Relaxed) { Vec::new() } else { steered.keys(addr) };
-            for (key, _) in keys {
-                if let Err(err) = steered.steering.unsteer(key) {
-                    warn!(%addr, error = %err, "cannot unsteer a removed port");
-                }
-            }
-            table.0[usize::from(addr.port())].store(None);
-            bound.store(false, Ordering::Relaxed);
-        }
+        Running { steered: self.clone(), addr, table, bound, handed_over }
     }
 
     /// The kernel's keys of a port bound to `addr` (both families for `::`), with the
@@ -291,7 +306,10 @@ impl Steered {
     fn dispatch(&self, thread: usize, client: TcpStream, peer: SocketAddr) {
         let entry = client.local_addr().ok().and_then(|local| self.find(local));
         match entry {
-            Some(entry) => forward::admit(&entry.accepting, &entry.locals[thread], client, peer),
+            Some(entry) => {
+                let local = entry.locals[thread].get_or_init(|| Local::new(&entry.accepting, thread));
+                forward::admit(&entry.accepting, local, client, peer)
+            }
             None => {
                 debug!(%peer, "a connection to a port no longer steered; resetting it");
                 copy::reset(&client)

@@ -256,6 +256,25 @@ fn policy(row: &RedirRow, logged: bool, generation: u64) -> Policy {
     Policy { generation, access, log }
 }
 
+/// How a running port stops: its task (bound TCP, UDP) ends once its tokens are cancelled;
+/// a steered port has no task, its entries leave the steering's tables.
+enum Running {
+    Task(JoinHandle<()>),
+    Steered(steered::Running),
+}
+
+impl Running {
+    /// Waits until the port no longer accepts (its tokens were cancelled before).
+    async fn stop(self) {
+        match self {
+            Running::Task(task) => {
+                let _ = task.await;
+            }
+            Running::Steered(running) => running.stop(),
+        }
+    }
+}
+
 /// A redirection that is running: its accept task (or UDP task) and how to stop it.
 struct Live {
     row: RedirRow,
@@ -269,7 +288,7 @@ struct Live {
     fds: Arc<Mutex<Vec<RawFd>>>,
     stop_accepting: CancellationToken,
     close_connections: CancellationToken,
-    task: JoinHandle<()>,
+    running: Running,
     bound: Arc<AtomicBool>,
     metrics: Arc<RedirMetrics>,
 }
@@ -625,7 +644,7 @@ impl LivePorts {
         let fds = Arc::new(Mutex::new(Vec::new()));
         let metrics = self.metrics.redirection(&row.namespace, row.protocol, row.port, &row.app_id);
         let policy = Arc::new(ArcSwap::from_pointee(policy(&row, logged, 0)));
-        let (task, bound, limits) = match limits {
+        let (running, bound, limits) = match limits {
             Limits::Tcp(limits) => {
                 // Bound (or steered) here rather than in the port's task, so that the state
                 // this node publishes right after reconciling says whether the port listens.
@@ -659,11 +678,11 @@ impl LivePorts {
                     metrics: metrics.clone(),
                     workers: self.workers.clone(),
                 };
-                let task = match &self.steered {
-                    Some(steered) => tokio::spawn(steered.start(port)),
-                    None => tokio::spawn(forward::run(port, listeners)),
+                let running = match &self.steered {
+                    Some(steered) => Running::Steered(steered.start(port)),
+                    None => Running::Task(tokio::spawn(forward::run(port, listeners))),
                 };
-                (task, bound, LimitsCell::Tcp(limits))
+                (running, bound, LimitsCell::Tcp(limits))
             }
             Limits::Udp(limits) => {
                 let inherited = self.inherited_udp.lock().unwrap().remove(&addr);
@@ -692,7 +711,11 @@ impl LivePorts {
                     workers: self.workers.clone(),
                     fds: fds.clone(),
                 };
-                (tokio::spawn(udp::run(port, socket)), bound, LimitsCell::Udp(limits, limits_changed))
+                (
+                    Running::Task(tokio::spawn(udp::run(port, socket))),
+                    bound,
+                    LimitsCell::Udp(limits, limits_changed),
+                )
             }
         };
         if !bound.load(Ordering::Relaxed) {
@@ -708,7 +731,7 @@ impl LivePorts {
             fds,
             stop_accepting,
             close_connections,
-            task,
+            running,
             bound,
             metrics,
         };
@@ -721,7 +744,7 @@ impl LivePorts {
         }
         live.stop_accepting.cancel();
         live.close_connections.cancel();
-        let _ = live.task.await;
+        live.running.stop().await;
         self.release_pool(&live.row.app_id);
         let row = &live.row;
         self.metrics.forget(&row.namespace, row.protocol, row.port, &row.app_id);
@@ -777,10 +800,10 @@ impl LivePorts {
     /// Stops accepting everywhere and gives open connections `drain` to finish.
     pub async fn stop(&self, drain: Duration) {
         self.shutdown.cancel();
-        let tasks: Vec<_> =
-            std::mem::take(&mut *self.live.lock().unwrap()).into_values().map(|l| l.task).collect();
-        for task in tasks {
-            let _ = task.await;
+        let running: Vec<_> =
+            std::mem::take(&mut *self.live.lock().unwrap()).into_values().map(|l| l.running).collect();
+        for port in running {
+            port.stop().await;
         }
         for tracker in self.connections.iter() {
             tracker.close();
