@@ -77,9 +77,9 @@ fn hub_front() -> Ipv4Addr {
 
 /// One etcd member: its namespace's host name, address, data dir and process.
 struct Member {
-    name: String,
     ip: Ipv4Addr,
-    data: tempfile::TempDir,
+    /// Held so that it outlives the member.
+    _data: tempfile::TempDir,
     child: Mutex<Option<Child>>,
 }
 
@@ -112,7 +112,7 @@ impl Members {
             let tag = format!("[{name}] ");
             drain_tagged(child.stdout.take().unwrap(), Arc::clone(&log), tag.clone());
             drain_tagged(child.stderr.take().unwrap(), Arc::clone(&log), tag);
-            members.push(Member { name: name.to_owned(), ip, data, child: Mutex::new(Some(child)) });
+            members.push(Member { ip, _data: data, child: Mutex::new(Some(child)) });
         }
         let members = Members { members, log };
         let healthy = poll(ETCD_READY_TIMEOUT, || {
@@ -505,6 +505,7 @@ struct Figures {
     listed_down: Option<Duration>,
     converged: Duration,
     port_given: Duration,
+    majority_503s: usize,
 }
 
 /// Issue 31's scenario on `cut` (node `cut_off` cut off from etcd's majority, `healer`
@@ -512,7 +513,15 @@ struct Figures {
 /// connection to P through the cut-off node reaches A once another holds it; the cut-off
 /// node keeps forwarding C's port, its writes answer 503 within 5 s, n3 takes writes, n2
 /// lists it down once its lease lapsed; after the heal it converges within 10 s and B gets P.
-fn cut_once(fleet: &NsFleet, round: &str, cut_off: &str, cut: &dyn Fn(), heal: &dyn Fn(), hold_for: Duration) -> Figures {
+fn cut_once(
+    fleet: &NsFleet,
+    round: &str,
+    cut_off: &str,
+    cut: &dyn Fn(),
+    heal: &dyn Fn(),
+    hold_for: Duration,
+    settle: Duration,
+) -> Figures {
     let tags: [&'static str; 4] = ["A", "B", "C", "D"];
     let services: Vec<Tagged> = tags.iter().map(|t| Tagged::start(t)).collect();
     let ids: Vec<String> = tags
@@ -535,9 +544,29 @@ fn cut_once(fleet: &NsFleet, round: &str, cut_off: &str, cut: &dyn Fn(), heal: &
         fleet.problem(format!("{round}: a write on the cut-off node must answer 503 within 5 s: {status} after {write_503:?}"));
     }
 
-    fleet.remove_ok("n2", a, p);
-    let explicit = fleet.add_with("n2", b, json!({"namespace": "default", "port": p}));
-    let ranged = fleet.add_with("n2", d, json!({"namespace": "default", "minPort": p, "maxPort": p}));
+    // The others take writes: at once, or (`settle`) once they dropped their connection to
+    // a member cut off with the node (a write that meets it answers 503 until then).
+    let unsettled = Mutex::new(Vec::new());
+    let other_write = |what: &str, call: &dyn Fn() -> HttpResponse| {
+        let first = Instant::now();
+        loop {
+            let answer = call();
+            if answer.status != 503 || first.elapsed() >= settle {
+                return (answer, first.elapsed());
+            }
+            unsettled.lock().unwrap().push(format!("{what}: 503 at {:.2?} after the cut", cut_at.elapsed()));
+            thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let path = format!("{}/{p}?namespace=default", fleet.redirs_path(a));
+    let (removed, _) = other_write("remove A's P on n2", &|| fleet.api("n2", "DELETE", &path, None));
+    // A removal answered 503 may have been made: then it is gone (404).
+    let retried = !unsettled.lock().unwrap().is_empty();
+    if removed.status != 200 && !(retried && removed.status == 404) {
+        fleet.fail(&format!("{round}: remove A's P on n2: {} {}", removed.status, removed.text()));
+    }
+    let (explicit, _) = other_write("add B --port P on n2", &|| fleet.add_with("n2", b, json!({"namespace": "default", "port": p})));
+    let (ranged, _) = other_write("add D in P-P on n2", &|| fleet.add_with("n2", d, json!({"namespace": "default", "minPort": p, "maxPort": p})));
     eprintln!(
         "[partition] {round}: while {cut_off} is cut off: add B --port {p}: {} {}; add D in {p}-{p}: {}",
         explicit.status,
@@ -559,9 +588,17 @@ fn cut_once(fleet: &NsFleet, round: &str, cut_off: &str, cut: &dyn Fn(), heal: &
     if ranged.status != 409 {
         fleet.problem(format!("{round}: a pick must skip a port in quarantine: {} {}", ranged.status, ranged.text()));
     }
-    let other = fleet.add_with("n3", d, json!({"namespace": "cleverapps"}));
+    let (other, _) = other_write("add D on n3", &|| fleet.add_with("n3", d, json!({"namespace": "cleverapps"})));
     if !matches!(other.status, 200 | 201) {
         fleet.problem(format!("{round}: a random add on n3 during the partition: {} {}", other.status, other.text()));
+    }
+    let unsettled = unsettled.into_inner().unwrap();
+    let settled = cut_at.elapsed();
+    eprintln!(
+        "[partition] MEASURE {round}: the other nodes took every write by {settled:.2?} after the cut; 503s before: {unsettled:?}"
+    );
+    if settle.is_zero() && !unsettled.is_empty() {
+        fleet.problem(format!("{round}: the other nodes must take writes during the partition: {unsettled:?}"));
     }
 
     let (mut to_a, mut to_other, mut to_none, mut kept_ok, mut probes) = (0, 0, 0, 0, 0);
@@ -640,7 +677,16 @@ fn cut_once(fleet: &NsFleet, round: &str, cut_off: &str, cut: &dyn Fn(), heal: &
             fleet.api("n2", "DELETE", &format!("{}/{port}?namespace={ns}", fleet.redirs_path(d)), None);
         }
     }
-    Figures { write_503, listed_down, converged, port_given }
+    let figures = Figures { write_503, listed_down, converged, port_given, majority_503s: unsettled.len() };
+    eprintln!(
+        "[partition] MEASURE {round}: write on the cut-off node 503 in {:.2?}; listed down {:.2?} after the cut; converged {:.2?} and P given {:.2?} after the heal; {} writes on the others answered 503",
+        figures.write_503,
+        figures.listed_down.unwrap_or_default(),
+        figures.converged,
+        figures.port_given,
+        figures.majority_503s
+    );
+    figures
 }
 
 // ---------------------------------------------------------------------------------------
@@ -922,8 +968,15 @@ fn a_node_whose_link_to_etcd_goes_down_keeps_forwarding_and_mixes_no_tenants() {
         },
     );
     let started = Instant::now();
-    let figures = cut_once(&fleet, "link-down", "n1", &|| fleet.cut_node("n1"), &|| fleet.heal_node("n1"), Duration::from_secs(6));
-    eprintln!("[partition] MEASURE link-down figures: {figures:?}");
+    let _ = cut_once(
+        &fleet,
+        "link-down",
+        "n1",
+        &|| fleet.cut_node("n1"),
+        &|| fleet.heal_node("n1"),
+        Duration::from_secs(6),
+        Duration::ZERO,
+    );
 
     // Rounds of churn, n1's link cut at a random moment of each; the second over a link
     // that delays and loses packets where the kernel has netem.
@@ -975,8 +1028,18 @@ fn an_etcd_member_cut_off_with_a_node_behind_it_stalls_that_node_only() {
     );
     let trunk = fleet.trunk.clone().expect("the trunk");
     let started = Instant::now();
-    let figures = cut_once(&fleet, "minority", "n1", &|| fleet.lab.cut(&trunk), &|| fleet.lab.heal(&trunk), Duration::from_secs(6));
-    eprintln!("[partition] MEASURE minority figures: {figures:?}");
+    // A node of the majority whose client talked to e0 meets a black hole until its HTTP/2
+    // keep-alive (2 s, then 2 s for the answer) drops that connection: its writes may answer
+    // 503 until then (measured, and bounded here to 6 s after the cut).
+    let _ = cut_once(
+        &fleet,
+        "minority",
+        "n1",
+        &|| fleet.lab.cut(&trunk),
+        &|| fleet.lab.heal(&trunk),
+        Duration::from_secs(7),
+        Duration::from_secs(3),
+    );
     // e0 is healthy again (it sees a leader) once healed.
     fleet.must(Duration::from_secs(10), "e0 sees a leader again", || fleet.etcd.health(member_ip(0)));
     let churn = Churn::new(&fleet, "minority");
