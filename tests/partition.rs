@@ -93,7 +93,8 @@ struct Members {
 impl Members {
     fn start(lab: &Lab, hosts: &[(&str, Ipv4Addr)]) -> Members {
         assert!(std::path::Path::new(ETCD_BIN).exists(), "etcd not found: apt-get install etcd-server");
-        let initial: Vec<String> = hosts.iter().map(|(name, ip)| format!("{name}=http://{ip}:2380")).collect();
+        let initial: Vec<String> =
+            hosts.iter().map(|(name, ip)| format!("{name}=http://{ip}:2380")).collect();
         let initial = initial.join(",");
         let token = format!("partition-{}-{}", std::process::id(), rand::random::<u32>());
         let log = Arc::new(Mutex::new(String::new()));
@@ -230,7 +231,10 @@ impl NsFleet {
         for (i, &(name, bridge)) in layout.nodes.iter().enumerate() {
             lab.host(
                 name,
-                &[("bf", "front", &format!("{}/24", front_ip(i))), (bridge, "back", &format!("{}/24", back_ip(i)))],
+                &[
+                    ("bf", "front", &format!("{}/24", front_ip(i))),
+                    (bridge, "back", &format!("{}/24", back_ip(i))),
+                ],
             );
         }
         lab.enter_hub();
@@ -257,7 +261,8 @@ impl NsFleet {
             })
             .collect();
         let servers: Vec<Server> = thread::scope(|scope| {
-            let starting: Vec<_> = builders.iter().map(|(_, _, b)| scope.spawn(|| b.clone().start())).collect();
+            let starting: Vec<_> =
+                builders.iter().map(|(_, _, b)| scope.spawn(|| b.clone().start())).collect();
             starting.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
         });
         let nodes = builders
@@ -321,12 +326,20 @@ impl NsFleet {
                 let log = server.log();
                 let lines: Vec<&str> = log.lines().collect();
                 let tail = &lines[lines.len().saturating_sub(60)..];
-                out.push_str(&format!("--- node {} log, last {} lines ---\n{}\n", node.name, tail.len(), tail.join("\n")));
+                out.push_str(&format!(
+                    "--- node {} log, last {} lines ---\n{}\n",
+                    node.name,
+                    tail.len(),
+                    tail.join("\n")
+                ));
             }
         }
         let etcd = self.etcd.log();
         let lines: Vec<&str> = etcd.lines().collect();
-        out.push_str(&format!("--- etcd, last lines ---\n{}\n", lines[lines.len().saturating_sub(30)..].join("\n")));
+        out.push_str(&format!(
+            "--- etcd, last lines ---\n{}\n",
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        ));
         out
     }
 
@@ -386,9 +399,11 @@ impl NsFleet {
         let id = created.json()["id"].as_str().expect("application id").to_owned();
         let path = format!("{}/{id}", self.apps_path());
         for node in self.names() {
-            self.must(PROPAGATION, &format!("{node} knows {app}"), || match self.call(&node, "GET", &path, None)? {
-                r if r.status == 200 => Ok(()),
-                r => Err(format!("{} {}", r.status, r.text())),
+            self.must(PROPAGATION, &format!("{node} knows {app}"), || {
+                match self.call(&node, "GET", &path, None)? {
+                    r if r.status == 200 => Ok(()),
+                    r => Err(format!("{} {}", r.status, r.text())),
+                }
             });
         }
         id
@@ -426,7 +441,11 @@ impl NsFleet {
     fn state_of(&self, name: &str, of: &str) -> Option<String> {
         let answer = self.call(name, "GET", "/v2/nodes", None).ok()?;
         let nodes = answer.json();
-        nodes.as_array()?.iter().find(|n| n["name"] == of).and_then(|n| n["state"].as_str().map(str::to_owned))
+        nodes
+            .as_array()?
+            .iter()
+            .find(|n| n["name"] == of)
+            .and_then(|n| n["state"].as_str().map(str::to_owned))
     }
 
     /// A write on node `name` (an application created): (status, how long it took). 0: no
@@ -534,14 +553,20 @@ fn cut_once(
     let kept = fleet.add_ok("n2", c, json!({"namespace": "cleverapps"}));
     let via = fleet.ip(cut_off);
     fleet.must(PROPAGATION, &format!("{round}: P leads to A through {cut_off}"), || reaches(via, p, "A"));
-    fleet.must(PROPAGATION, &format!("{round}: C's port leads to C through {cut_off}"), || reaches(via, kept, "C"));
+    fleet.must(PROPAGATION, &format!("{round}: C's port leads to C through {cut_off}"), || {
+        reaches(via, kept, "C")
+    });
 
     cut();
     let cut_at = Instant::now();
     let (status, write_503) = fleet.timed_write(cut_off, &format!("{round}-written-while-cut"));
-    eprintln!("[partition] MEASURE {round}: a write on the cut-off {cut_off} answered {status} in {write_503:?}");
+    eprintln!(
+        "[partition] MEASURE {round}: a write on the cut-off {cut_off} answered {status} in {write_503:?}"
+    );
     if status != 503 || write_503 > WRITE_BOUND {
-        fleet.problem(format!("{round}: a write on the cut-off node must answer 503 within 5 s: {status} after {write_503:?}"));
+        fleet.problem(format!(
+            "{round}: a write on the cut-off node must answer 503 within 5 s: {status} after {write_503:?}"
+        ));
     }
 
     // The others take writes: at once, or (`settle`) once they dropped their connection to
@@ -565,8 +590,12 @@ fn cut_once(
     if removed.status != 200 && !(retried && removed.status == 404) {
         fleet.fail(&format!("{round}: remove A's P on n2: {} {}", removed.status, removed.text()));
     }
-    let (explicit, _) = other_write("add B --port P on n2", &|| fleet.add_with("n2", b, json!({"namespace": "default", "port": p})));
-    let (ranged, _) = other_write("add D in P-P on n2", &|| fleet.add_with("n2", d, json!({"namespace": "default", "minPort": p, "maxPort": p})));
+    let (explicit, _) = other_write("add B --port P on n2", &|| {
+        fleet.add_with("n2", b, json!({"namespace": "default", "port": p}))
+    });
+    let (ranged, _) = other_write("add D in P-P on n2", &|| {
+        fleet.add_with("n2", d, json!({"namespace": "default", "minPort": p, "maxPort": p}))
+    });
     eprintln!(
         "[partition] {round}: while {cut_off} is cut off: add B --port {p}: {} {}; add D in {p}-{p}: {}",
         explicit.status,
@@ -586,11 +615,20 @@ fn cut_once(
         ));
     }
     if ranged.status != 409 {
-        fleet.problem(format!("{round}: a pick must skip a port in quarantine: {} {}", ranged.status, ranged.text()));
+        fleet.problem(format!(
+            "{round}: a pick must skip a port in quarantine: {} {}",
+            ranged.status,
+            ranged.text()
+        ));
     }
-    let (other, _) = other_write("add D on n3", &|| fleet.add_with("n3", d, json!({"namespace": "cleverapps"})));
+    let (other, _) =
+        other_write("add D on n3", &|| fleet.add_with("n3", d, json!({"namespace": "cleverapps"})));
     if !matches!(other.status, 200 | 201) {
-        fleet.problem(format!("{round}: a random add on n3 during the partition: {} {}", other.status, other.text()));
+        fleet.problem(format!(
+            "{round}: a random add on n3 during the partition: {} {}",
+            other.status,
+            other.text()
+        ));
     }
     let unsettled = unsettled.into_inner().unwrap();
     let settled = cut_at.elapsed();
@@ -598,7 +636,9 @@ fn cut_once(
         "[partition] MEASURE {round}: the other nodes took every write by {settled:.2?} after the cut; 503s before: {unsettled:?}"
     );
     if settle.is_zero() && !unsettled.is_empty() {
-        fleet.problem(format!("{round}: the other nodes must take writes during the partition: {unsettled:?}"));
+        fleet.problem(format!(
+            "{round}: the other nodes must take writes during the partition: {unsettled:?}"
+        ));
     }
 
     let (mut to_a, mut to_other, mut to_none, mut kept_ok, mut probes) = (0, 0, 0, 0, 0);
@@ -622,17 +662,25 @@ fn cut_once(
         "[partition] MEASURE {round}: {probes} connections to P through {cut_off} while cut off: {to_a} reached A, {to_other} another, {to_none} none (P held by {holder:?}); C's port forwarded {kept_ok} of {probes}; n2 listed {cut_off} down after {listed_down:?}"
     );
     if holder.is_some() && to_a > 0 {
-        fleet.problem(format!("{round}: {to_a} connections to P through {cut_off} reached A after P went to {holder:?}"));
+        fleet.problem(format!(
+            "{round}: {to_a} connections to P through {cut_off} reached A after P went to {holder:?}"
+        ));
     }
     if to_other > 0 && holder.is_none() {
-        fleet.problem(format!("{round}: {to_other} connections to P reached an application that never held it"));
+        fleet.problem(format!(
+            "{round}: {to_other} connections to P reached an application that never held it"
+        ));
     }
     if kept_ok != probes {
-        fleet.problem(format!("{round}: {cut_off} must keep forwarding C's port while cut off: {kept_ok} of {probes}"));
+        fleet.problem(format!(
+            "{round}: {cut_off} must keep forwarding C's port while cut off: {kept_ok} of {probes}"
+        ));
     }
     match listed_down {
         Some(after) if after <= Duration::from_secs(NODE_TTL_SECS + 4) => {}
-        other => fleet.problem(format!("{round}: n2 must list {cut_off} down once its lease lapsed: {other:?}")),
+        other => {
+            fleet.problem(format!("{round}: n2 must list {cut_off} down once its lease lapsed: {other:?}"))
+        }
     }
 
     heal();
@@ -642,7 +690,9 @@ fn cut_once(
             None => Ok(()),
             Some(tag) => Err(format!("P still reaches {tag} through {cut_off}")),
         })
-        .unwrap_or_else(|e| fleet.fail(&format!("{round}: {cut_off} must converge within 10 s of the heal: {e}")));
+        .unwrap_or_else(|e| {
+            fleet.fail(&format!("{round}: {cut_off} must converge within 10 s of the heal: {e}"))
+        });
     eprintln!("[partition] MEASURE {round}: {cut_off} converged {converged:?} after the heal");
     let port_given = if holder.is_none() {
         let given = fleet.must(Duration::from_secs(10), &format!("{round}: B gets P after the heal"), || {
@@ -658,17 +708,23 @@ fn cut_once(
     } else {
         Duration::ZERO
     };
-    let up = fleet.must(Duration::from_secs(NODE_TTL_SECS + 8), &format!("{round}: n2 lists {cut_off} up again"), || {
-        match fleet.state_of("n2", cut_off) {
+    let up = fleet.must(
+        Duration::from_secs(NODE_TTL_SECS + 8),
+        &format!("{round}: n2 lists {cut_off} up again"),
+        || match fleet.state_of("n2", cut_off) {
             Some(state) if state == "up" => Ok(healed.elapsed()),
             other => Err(format!("{other:?}")),
-        }
-    });
+        },
+    );
     eprintln!("[partition] MEASURE {round}: n2 listed {cut_off} up {up:?} after the heal");
     // Leave nothing behind: the next round starts from an empty pool.
     for (app, port) in [(b, p), (c, kept)] {
         if fleet.list("n2", app).unwrap_or_default().iter().any(|(_, q)| *q == port) {
-            let path = format!("{}/{port}?namespace={}", fleet.redirs_path(app), if app == c { "cleverapps" } else { "default" });
+            let path = format!(
+                "{}/{port}?namespace={}",
+                fleet.redirs_path(app),
+                if app == c { "cleverapps" } else { "default" }
+            );
             fleet.api("n2", "DELETE", &path, None);
         }
     }
@@ -762,7 +818,13 @@ impl Churn {
                         for &port in &self.pool {
                             let from = Instant::now();
                             let tag = reached(ip, port);
-                            self.probes.lock().unwrap().push(Probe { node, port, tag, from, to: Instant::now() });
+                            self.probes.lock().unwrap().push(Probe {
+                                node,
+                                port,
+                                tag,
+                                from,
+                                to: Instant::now(),
+                            });
                         }
                         thread::sleep(self.probe_pause);
                     }
@@ -822,9 +884,9 @@ impl Churn {
             schedule();
             running.store(false, Ordering::SeqCst);
         });
-        let converged = fleet
-            .converged("n2", || Ok(()))
-            .unwrap_or_else(|e| fleet.fail(&format!("{round}: the nodes must agree within 10 s of the heal: {e}")));
+        let converged = fleet.converged("n2", || Ok(())).unwrap_or_else(|e| {
+            fleet.fail(&format!("{round}: the nodes must agree within 10 s of the heal: {e}"))
+        });
         eprintln!("[partition] MEASURE {round}: every node listened on the same ports {converged:?} after the round");
         let mut held = self.held.lock().unwrap();
         for (app, id) in self.apps.iter().enumerate() {
@@ -877,8 +939,12 @@ impl Churn {
                 continue;
             };
             let asked = ops.iter().any(|op| match op {
-                Op::Added { app, port, at } => *app == t && *port == probe.port && *at <= probe.to + Duration::from_secs(10),
-                Op::MaybeAdded { app, port, at } => *app == t && port.is_none_or(|p| p == probe.port) && *at <= probe.to,
+                Op::Added { app, port, at } => {
+                    *app == t && *port == probe.port && *at <= probe.to + Duration::from_secs(10)
+                }
+                Op::MaybeAdded { app, port, at } => {
+                    *app == t && port.is_none_or(|p| p == probe.port) && *at <= probe.to
+                }
                 _ => false,
             });
             if !asked {
@@ -898,21 +964,28 @@ impl Churn {
             }
         }
         if crossed > 5 {
-            fleet.problem(format!("{crossed} connections in all reached an application while another held the port"));
+            fleet.problem(format!(
+                "{crossed} connections in all reached an application while another held the port"
+            ));
         }
         if unasked > 0 {
-            fleet.problem(format!("{unasked} connections reached an application that never asked for the port"));
+            fleet.problem(format!(
+                "{unasked} connections reached an application that never asked for the port"
+            ));
         }
         let held = self.held.lock().unwrap().clone();
         for (app, id) in self.apps.iter().enumerate() {
-            let want: BTreeSet<(String, u16)> = held[app].flatten().map(|p| ("default".to_owned(), p)).into_iter().collect();
+            let want: BTreeSet<(String, u16)> =
+                held[app].flatten().map(|p| ("default".to_owned(), p)).into_iter().collect();
             for name in &names {
-                fleet.must(PROPAGATION, &format!("{name} lists churn application {app} as acknowledged"), || {
-                    match fleet.list(name, id)? {
+                fleet.must(
+                    PROPAGATION,
+                    &format!("{name} lists churn application {app} as acknowledged"),
+                    || match fleet.list(name, id)? {
                         got if got == want => Ok(()),
                         got => Err(format!("{got:?}, want {want:?}")),
-                    }
-                });
+                    },
+                );
             }
         }
         format!(
@@ -984,7 +1057,10 @@ fn a_node_whose_link_to_etcd_goes_down_keeps_forwarding_and_mixes_no_tenants() {
     for round in 0..2 {
         let port = fleet.lab.port("n1", "bb");
         let degraded = round == 1
-            && match fleet.lab.tc(&["qdisc", "add", "dev", &port, "root", "netem", "delay", "40ms", "10ms", "loss", "3%"]) {
+            && match fleet
+                .lab
+                .tc(&["qdisc", "add", "dev", &port, "root", "netem", "delay", "40ms", "10ms", "loss", "3%"])
+            {
                 Ok(_) => true,
                 Err(e) => {
                     eprintln!("[partition] round {round}: no delay or loss on n1's link, the kernel refuses netem: {e}");
@@ -992,8 +1068,12 @@ fn a_node_whose_link_to_etcd_goes_down_keeps_forwarding_and_mixes_no_tenants() {
                 }
             };
         let cut_for = churn.round(&fleet, &format!("churn round {round}"), || {
-            let cut_for = random_partition(&|| fleet.cut_node("n1"), &|| fleet.heal_node("n1"), Duration::from_secs(5));
-            eprintln!("[partition] churn round {round}: n1 cut off for {cut_for:?}{}", if degraded { " over netem" } else { "" });
+            let cut_for =
+                random_partition(&|| fleet.cut_node("n1"), &|| fleet.heal_node("n1"), Duration::from_secs(5));
+            eprintln!(
+                "[partition] churn round {round}: n1 cut off for {cut_for:?}{}",
+                if degraded { " over netem" } else { "" }
+            );
         });
         let _ = cut_for;
         if degraded {
@@ -1001,7 +1081,10 @@ fn a_node_whose_link_to_etcd_goes_down_keeps_forwarding_and_mixes_no_tenants() {
         }
     }
     let summary = churn.check(&fleet);
-    eprintln!("[partition] MEASURE churn with link-down partitions, {:?} in all: {summary}", started.elapsed());
+    eprintln!(
+        "[partition] MEASURE churn with link-down partitions, {:?} in all: {summary}",
+        started.elapsed()
+    );
     churn.clear(&fleet);
     fleet.must(Duration::from_secs(5), "no quarantine record is left once every node confirmed", || {
         match fleet.etcd.keys(0, "quarantine")? {
@@ -1044,11 +1127,15 @@ fn an_etcd_member_cut_off_with_a_node_behind_it_stalls_that_node_only() {
     fleet.must(Duration::from_secs(10), "e0 sees a leader again", || fleet.etcd.health(member_ip(0)));
     let churn = Churn::new(&fleet, "minority");
     churn.round(&fleet, "minority churn", || {
-        let cut_for = random_partition(&|| fleet.lab.cut(&trunk), &|| fleet.lab.heal(&trunk), Duration::from_secs(5));
+        let cut_for =
+            random_partition(&|| fleet.lab.cut(&trunk), &|| fleet.lab.heal(&trunk), Duration::from_secs(5));
         eprintln!("[partition] minority churn: e0 and n1 cut off for {cut_for:?}");
     });
     let summary = churn.check(&fleet);
-    eprintln!("[partition] MEASURE churn with a minority partition, {:?} in all: {summary}", started.elapsed());
+    eprintln!(
+        "[partition] MEASURE churn with a minority partition, {:?} in all: {summary}",
+        started.elapsed()
+    );
     churn.clear(&fleet);
     fleet.must(Duration::from_secs(5), "no quarantine record is left once every node confirmed", || {
         match fleet.etcd.keys(1, "quarantine")? {
@@ -1100,9 +1187,14 @@ fn a_node_cut_off_during_an_upgrade_hands_over_or_fails_cleanly() {
     fleet.remove_ok("n2", &a, p);
     let asked = fleet.add_with("n2", &b, json!({"namespace": "default", "port": p}));
     if asked.status != 409 || !asked.text().contains("n1") {
-        fleet.problem(format!("P, whose removal n1 has not confirmed, must answer 409 naming n1: {} {}", asked.status, asked.text()));
+        fleet.problem(format!(
+            "P, whose removal n1 has not confirmed, must answer 409 naming n1: {} {}",
+            asked.status,
+            asked.text()
+        ));
     }
-    let (mut writes, mut slowest, mut kept_ok, mut probes, mut to_other) = (Vec::new(), Duration::ZERO, 0, 0, 0);
+    let (mut writes, mut slowest, mut kept_ok, mut probes, mut to_other) =
+        (Vec::new(), Duration::ZERO, 0, 0, 0);
     while cut_at.elapsed() < Duration::from_secs(8) {
         let (status, took) = fleet.timed_write("n1", &format!("during-upgrade-{}", writes.len()));
         slowest = slowest.max(took);
@@ -1125,13 +1217,18 @@ fn a_node_cut_off_during_an_upgrade_hands_over_or_fails_cleanly() {
         writes.iter().map(|(s, t)| format!("{s} in {t:.2?}")).collect::<Vec<_>>()
     );
     if writes.iter().any(|&(status, took)| status != 503 || took > WRITE_BOUND) {
-        fleet.problem(format!("writes on n1 while cut off during its hand-over must answer 503 within 5 s: {writes:?}"));
+        fleet.problem(format!(
+            "writes on n1 while cut off during its hand-over must answer 503 within 5 s: {writes:?}"
+        ));
     }
     if kept_ok != probes {
-        fleet.problem(format!("n1 must keep forwarding C's port during its hand-over: {kept_ok} of {probes}"));
+        fleet
+            .problem(format!("n1 must keep forwarding C's port during its hand-over: {kept_ok} of {probes}"));
     }
     if to_other > 0 {
-        fleet.problem(format!("{to_other} connections to P through n1 reached an application that never held it"));
+        fleet.problem(format!(
+            "{to_other} connections to P through n1 reached an application that never held it"
+        ));
     }
 
     fleet.heal_node("n1");
@@ -1143,7 +1240,9 @@ fn a_node_cut_off_during_an_upgrade_hands_over_or_fails_cleanly() {
         let rest = log.get(skip..).unwrap_or("");
         if rest.contains("upgrade: the new process serves every socket") {
             Ok("completed")
-        } else if rest.contains("upgrade failed") || rest.contains("upgrade: ") && rest.contains("keeps serving") {
+        } else if rest.contains("upgrade failed")
+            || rest.contains("upgrade: ") && rest.contains("keeps serving")
+        {
             Ok("failed cleanly")
         } else {
             Err("no word yet".to_owned())
@@ -1166,18 +1265,20 @@ fn a_node_cut_off_during_an_upgrade_hands_over_or_fails_cleanly() {
     });
     eprintln!("[partition] MEASURE B got P {given:?} after the heal");
     fleet.must(PROPAGATION, "P leads to B through n1", || reaches(n1, p, "B"));
-    let write = fleet.must(Duration::from_secs(10), "a write on n1 succeeds after the heal", || {
-        match fleet.timed_write("n1", "after-the-upgrade") {
-            (201, took) => Ok(took),
-            (status, _) => Err(format!("status {status}")),
-        }
+    let write = fleet.must(Duration::from_secs(10), "a write on n1 succeeds after the heal", || match fleet
+        .timed_write("n1", "after-the-upgrade")
+    {
+        (201, took) => Ok(took),
+        (status, _) => Err(format!("status {status}")),
     });
     eprintln!("[partition] a write on n1 after the heal took {write:?}");
     if outcome == "completed" {
         let processes = fleet.lab.pids("n1");
-        fleet.must(Duration::from_secs(40), "the old process exits once drained", || match fleet.lab.pids("n1") {
-            pids if !pids.contains(&old) => Ok(()),
-            pids => Err(format!("processes in n1's namespace: {pids:?} (were {processes:?})")),
+        fleet.must(Duration::from_secs(40), "the old process exits once drained", || {
+            match fleet.lab.pids("n1") {
+                pids if !pids.contains(&old) => Ok(()),
+                pids => Err(format!("processes in n1's namespace: {pids:?} (were {processes:?})")),
+            }
         });
     }
     fleet.finish();
@@ -1223,9 +1324,21 @@ fn a_fleet_under_partitions_every_30_s_soaks_back_to_its_baseline() {
     let mut worst_converge = Duration::ZERO;
     while started.elapsed() + PERIOD / 2 <= total {
         let (what, cut, heal): (String, Box<dyn Fn() + Sync>, Box<dyn Fn() + Sync>) = match period % 3 {
-            0 => ("n2's link to etcd".into(), Box::new(|| fleet.cut_node("n2")), Box::new(|| fleet.heal_node("n2"))),
-            1 => ("the minority e0 + n1".into(), Box::new(|| fleet.lab.cut(&trunk)), Box::new(|| fleet.lab.heal(&trunk))),
-            _ => ("n3's link to etcd".into(), Box::new(|| fleet.cut_node("n3")), Box::new(|| fleet.heal_node("n3"))),
+            0 => (
+                "n2's link to etcd".into(),
+                Box::new(|| fleet.cut_node("n2")),
+                Box::new(|| fleet.heal_node("n2")),
+            ),
+            1 => (
+                "the minority e0 + n1".into(),
+                Box::new(|| fleet.lab.cut(&trunk)),
+                Box::new(|| fleet.lab.heal(&trunk)),
+            ),
+            _ => (
+                "n3's link to etcd".into(),
+                Box::new(|| fleet.cut_node("n3")),
+                Box::new(|| fleet.heal_node("n3")),
+            ),
         };
         let left = total.saturating_sub(started.elapsed()).min(PERIOD);
         let took = churn.round(&fleet, &format!("soak period {period} ({what})"), || {
@@ -1236,15 +1349,20 @@ fn a_fleet_under_partitions_every_30_s_soaks_back_to_its_baseline() {
         });
         worst_converge = worst_converge.max(took);
         let now: Vec<(usize, u64)> = pids.iter().map(|&pid| (fd_count(pid), rss_kib(pid))).collect();
-        eprintln!("[partition] soak period {period} ({what}) at {:?}: (descriptors, RSS KiB) {now:?}", started.elapsed());
+        eprintln!(
+            "[partition] soak period {period} ({what}) at {:?}: (descriptors, RSS KiB) {now:?}",
+            started.elapsed()
+        );
         period += 1;
     }
     let summary = churn.check(&fleet);
     churn.clear(&fleet);
     fleet.converged("n2", || Ok(())).unwrap_or_else(|e| fleet.fail(&e));
-    fleet.must(Duration::from_secs(10), "no quarantine record is left", || match fleet.etcd.keys(1, "quarantine")? {
-        keys if keys.is_empty() => Ok(()),
-        keys => Err(format!("left: {keys:?}")),
+    fleet.must(Duration::from_secs(10), "no quarantine record is left", || {
+        match fleet.etcd.keys(1, "quarantine")? {
+            keys if keys.is_empty() => Ok(()),
+            keys => Err(format!("left: {keys:?}")),
+        }
     });
     for (i, &pid) in pids.iter().enumerate() {
         let (fds, rss) = baseline[i];

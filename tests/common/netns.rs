@@ -45,7 +45,12 @@ pub fn ip(args: &[&str]) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("`ip {}` failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "`ip {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -98,8 +103,15 @@ impl Lab {
         reap_stale_labs();
         let prefix = format!("trp{}-{}", std::process::id(), NEXT_LAB.fetch_add(1, Ordering::SeqCst));
         let hub = format!("{prefix}-hub");
-        let mut lab =
-            Lab { prefix, hub: hub.clone(), hosts: Vec::new(), trunks: Vec::new(), made: Vec::new(), home: None, next_port: 0 };
+        let mut lab = Lab {
+            prefix,
+            hub: hub.clone(),
+            hosts: Vec::new(),
+            trunks: Vec::new(),
+            made: Vec::new(),
+            home: None,
+            next_port: 0,
+        };
         lab.must(test, ip(&["netns", "add", &hub]));
         lab.made.push(hub.clone());
         lab.must(test, ip(&["-n", &hub, "link", "set", "lo", "up"]));
@@ -207,7 +219,8 @@ impl Lab {
     /// starts from then on go along); the lab's drop brings it back.
     pub fn enter_hub(&mut self) {
         if self.home.is_none() {
-            self.home = Some(File::open("/proc/thread-self/ns/net").expect("open this thread's network namespace"));
+            self.home =
+                Some(File::open("/proc/thread-self/ns/net").expect("open this thread's network namespace"));
         }
         let hub = File::open(self.path(&self.hub)).expect("open the hub's namespace");
         setns(hub.as_raw_fd()).unwrap_or_else(|e| panic!("setns into {}: {e}", self.hub));
@@ -272,7 +285,9 @@ fn pids_in(ns: &str) -> Vec<u32> {
     Command::new("ip")
         .args(["netns", "pids", ns])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()
+        })
         .unwrap_or_default()
 }
 
@@ -306,7 +321,10 @@ fn reap_stale_labs() {
     let Ok(dir) = std::fs::read_dir(NETNS_DIR) else { return };
     for entry in dir.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("trp").and_then(|rest| rest.split('-').next()).and_then(|p| p.parse::<u32>().ok())
+        let Some(pid) = name
+            .strip_prefix("trp")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
         };
@@ -324,7 +342,11 @@ fn reap_stale_labs() {
 
 /// The TCP ports in LISTEN state in process `pid`'s network namespace, on `ip` (IPv4),
 /// within `range` (`/proc/PID/net/tcp`).
-pub fn listening_in(pid: u32, ip: std::net::Ipv4Addr, range: std::ops::RangeInclusive<u16>) -> std::collections::BTreeSet<u16> {
+pub fn listening_in(
+    pid: u32,
+    ip: std::net::Ipv4Addr,
+    range: std::ops::RangeInclusive<u16>,
+) -> std::collections::BTreeSet<u16> {
     let wanted = format!("{:08X}", u32::from_le_bytes(ip.octets()));
     let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
     table

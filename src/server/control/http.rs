@@ -115,7 +115,10 @@ pub fn reads_only(app: Router) -> Router {
     app.layer(axum::middleware::from_fn(refuse_changes))
 }
 
-async fn refuse_changes(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn refuse_changes(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     use axum::http::Method;
     use axum::response::IntoResponse;
     if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
