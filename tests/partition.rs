@@ -20,6 +20,9 @@
 //!
 //! Each test makes its own namespaces (root: `scripts/test` and CI run as root) and deletes
 //! them when it ends, even on a failure; one that cannot make them fails and says why.
+//! Like the other fleet suites, it needs the `etcd` feature (`--all-features`).
+
+#![cfg(feature = "etcd")]
 
 mod common;
 
@@ -1146,6 +1149,9 @@ fn an_etcd_member_cut_off_with_a_node_behind_it_stalls_that_node_only() {
     fleet.finish();
 }
 
+/// A partition's cut or heal, in the soak.
+type Step<'a> = Box<dyn Fn() + Sync + 'a>;
+
 /// Sends `signal` to `pid`.
 fn signal(pid: u32, signal: i32) {
     // SAFETY: kill only sends a signal, to a process this test started.
@@ -1323,7 +1329,7 @@ fn a_fleet_under_partitions_every_30_s_soaks_back_to_its_baseline() {
     let mut period = 0;
     let mut worst_converge = Duration::ZERO;
     while started.elapsed() + PERIOD / 2 <= total {
-        let (what, cut, heal): (String, Box<dyn Fn() + Sync>, Box<dyn Fn() + Sync>) = match period % 3 {
+        let (what, cut, heal): (String, Step, Step) = match period % 3 {
             0 => (
                 "n2's link to etcd".into(),
                 Box::new(|| fleet.cut_node("n2")),
