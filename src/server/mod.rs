@@ -283,7 +283,33 @@ impl Server {
             }
             info!(binary = %self.exe.display(), "upgrade: starting the binary at this path with this process's sockets");
             let sockets = self.live.sockets_for_handover().await;
-            match upgrade::hand_over(&self.exe, &self.listener, &self.lock, sockets).await {
+            let handing = upgrade::hand_over(&self.exe, &self.listener, &self.lock, sockets);
+            tokio::pin!(handing);
+            // API calls wait for the new process, but not for long: one that waits for a
+            // store it cannot reach (a partition) or loads a large table would otherwise
+            // hold them up to its ready timeout. This one then answers them, reads only.
+            let outcome = match tokio::time::timeout(HANDOVER_API_PAUSE, &mut handing).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    warn!(
+                        waited_ms = HANDOVER_API_PAUSE.as_millis() as u64,
+                        "upgrade: the new process is not ready yet (its log says what it waits for); meanwhile this process answers the control API: reads from its copy, changes with 503"
+                    );
+                    let stop_reads = tokio_util::sync::CancellationToken::new();
+                    let reads = tokio::spawn(http::serve(
+                        self.listener.try_clone()?,
+                        self.tls.clone(),
+                        http::reads_only(api::router(self.gateway.clone())),
+                        stop_reads.clone(),
+                        API_GRACE,
+                    ));
+                    let outcome = handing.await;
+                    stop_reads.cancel();
+                    reads.await.context("the control API stopped")?.context("the control API failed")?;
+                    outcome
+                }
+            };
+            match outcome {
                 Ok(pid) => {
                     self.live.mark_handed_over();
                     handed_over = true;
@@ -316,6 +342,11 @@ impl Server {
         Ok(())
     }
 }
+
+/// How long API calls wait for an upgrade's new process before the old one answers them
+/// (reads from its copy, changes with 503): a hand-over that takes longer is one whose new
+/// process waits for its store (or loads a large table), and calls must not hang meanwhile.
+const HANDOVER_API_PAUSE: Duration = Duration::from_secs(2);
 
 /// The longest wait between two tries of a start step whose store cannot be reached.
 const MAX_STORE_WAIT: Duration = Duration::from_secs(5);

@@ -342,7 +342,7 @@ impl Drop for Etcd {
 
 /// `etcd --name NAME --data-dir DIR`, logging errors only, its output piped, and none of
 /// the test's own `ETCD_*` variables (etcd reads its flags from them too).
-fn etcd_command(name: &str, data_dir: &Path) -> Command {
+pub fn etcd_command(name: &str, data_dir: &Path) -> Command {
     let mut cmd = Command::new(ETCD_BIN);
     cmd.arg("--name")
         .arg(name)
@@ -747,7 +747,7 @@ fn rand_u64() -> u64 {
 }
 
 /// Appends every line `pipe` yields to `log`, prefixed with `tag`, until EOF.
-fn drain_tagged(pipe: impl Read + Send + 'static, log: Arc<Mutex<String>>, tag: String) {
+pub fn drain_tagged(pipe: impl Read + Send + 'static, log: Arc<Mutex<String>>, tag: String) {
     thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
         let mut line = Vec::new();

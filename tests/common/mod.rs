@@ -20,6 +20,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod netns;
 pub mod pki;
 
 // `wait.rs` is loaded once, by `etcd.rs` (which unit tests include on its own, with it).
@@ -101,6 +102,8 @@ pub struct ServerBuilder {
     /// The program to run, when not the binary under test itself (an upgrade test runs a
     /// copy it can replace).
     binary: Option<PathBuf>,
+    /// The network namespace to start in (`/run/netns/NAME`), when not the test's own.
+    netns: Option<PathBuf>,
 }
 
 impl ServerBuilder {
@@ -120,6 +123,13 @@ impl ServerBuilder {
     /// Runs the program at `path` (a copy of the binary) instead of the binary under test.
     pub fn binary(mut self, path: &Path) -> Self {
         self.binary = Some(path.to_owned());
+        self
+    }
+
+    /// Starts the server in the network namespace at `path` (`/run/netns/NAME`, made by a
+    /// [`netns::Lab`]) instead of the test thread's own.
+    pub fn netns(mut self, path: &Path) -> Self {
+        self.netns = Some(path.to_owned());
         self
     }
 
@@ -163,7 +173,13 @@ impl ServerBuilder {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        let netns = self.netns.as_ref().map(|path| {
+            let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            netns::enter_in_child(&mut cmd, std::os::fd::AsRawFd::as_raw_fd(&file));
+            file
+        });
         let mut child = cmd.spawn().expect("spawn `tcp-redirs serve`");
+        drop(netns);
         let stderr = child.stderr.take().expect("piped stderr");
         // From here on the guard kills the child even if waiting for readiness panics.
         let mut guard = ChildGuard(child);
@@ -293,6 +309,7 @@ impl Server {
             args: Vec::new(),
             ip: LOCALHOST.to_string(),
             binary: None,
+            netns: None,
         }
     }
 

@@ -326,6 +326,17 @@ impl Error {
         )
     }
 
+    /// An upgrade's new process is not ready yet (it may be waiting for a store it cannot
+    /// reach): the old process answers reads from its copy and refuses changes, which the
+    /// new one could miss.
+    pub fn handing_over() -> Error {
+        Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            5032,
+            "this node is handing over to a new process (an upgrade) that is not ready yet, so nothing was changed; open ports keep forwarding and reads answer from this node's copy; retry in a few seconds (the node's log says what the new process waits for)",
+        )
+    }
+
     /// A store failure that is not one of the conflicts the caller maps itself.
     pub fn from_store(store: &str, err: crate::server::state::store::StoreError) -> Error {
         use crate::server::state::store::StoreError;

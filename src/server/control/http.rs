@@ -106,3 +106,24 @@ async fn connection(
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
 }
+
+/// The control API of a process whose upgrade's new process is not ready yet: reads (GET,
+/// HEAD, OPTIONS) are answered as usual, from this node's copy; every change answers 503
+/// (5032) at once, since the new process may already have loaded the store and would not
+/// see it.
+pub fn reads_only(app: Router) -> Router {
+    app.layer(axum::middleware::from_fn(refuse_changes))
+}
+
+async fn refuse_changes(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    use axum::response::IntoResponse;
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        next.run(request).await
+    } else {
+        super::error::Error::handing_over().into_response()
+    }
+}
