@@ -436,7 +436,8 @@ async fn connection(
         return;
     };
     let instance = open.address();
-    let header = access.proxy().zip(client.local_addr().ok());
+    // The local address only when a header is due: `getsockname` is a system call.
+    let header = access.proxy().and_then(|version| Some((version, client.local_addr().ok()?)));
     if let Some(header) = header.and_then(|(version, local)| proxy_header::header(version, peer, local)) {
         if let Err(err) = copy::write_all(&upstream, &header).await {
             debug!(%peer, %instance, error = %err, "could not send the PROXY header");
