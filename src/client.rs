@@ -14,12 +14,15 @@ use serde::Serialize;
 use crate::profile::ProfileFile;
 use crate::wire::{
     ApiError, Application, IssuedToken, Namespace, NewApplication, NewInstance, NewOrganisation, NewTcpRedir,
-    NewTcpRedirBatch, NewToken, Organisation, Protocol, TcpRedir, TcpRedirBatch, TokenInfo,
+    NewTcpRedirBatch, NewToken, Organisation, Protocol, SettingsPatch, TcpRedir, TcpRedirBatch, TokenInfo,
 };
 
 /// The kinds of failure a script may want to tell apart, each with its exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
+    /// The command line asks for something that cannot be (found before any request, as
+    /// clap finds its own usage errors): exit 2.
+    Usage,
     /// What was asked for does not exist (or is not visible to the credential): exit 3.
     NotFound,
     /// The server refused the credential: exit 4.
@@ -33,6 +36,7 @@ impl Failure {
     /// [`crate::cli::EXIT_CODES`], which takes these).
     pub const fn exit_code(self) -> u8 {
         match self {
+            Failure::Usage => 2,
             Failure::NotFound => 3,
             Failure::Auth => 4,
             Failure::Unreachable => 5,
@@ -234,6 +238,20 @@ impl Client {
     ) -> Result<TcpRedir> {
         let path = format!("{}/{}/{port}?namespace={}", app_path(app), protocol.collection(), seg(namespace));
         self.call(Method::DELETE, &path, None::<&()>).await
+    }
+
+    /// Changes the settings of the redirection of `protocol` on `port` in `namespace` in
+    /// place.
+    pub async fn update_redirection(
+        &self,
+        app: &Application,
+        protocol: Protocol,
+        port: u16,
+        namespace: &str,
+        patch: &SettingsPatch,
+    ) -> Result<TcpRedir> {
+        let path = format!("{}/{}/{port}?namespace={}", app_path(app), protocol.collection(), seg(namespace));
+        self.call(Method::PATCH, &path, Some(patch)).await
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(

@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::RedirSettings;
+use crate::wire::{RedirSettings, SettingsPatch};
 use crate::wire::{Instance, NewInstance, NewTcpRedir, Protocol, TcpRedir};
 
 /// A whole file.
@@ -111,9 +111,37 @@ impl RedirSpec {
     /// Whether a running redirection already is what this declares: every setting the
     /// declaration states matches (unstated ones are free).
     pub fn matches(&self, running: &TcpRedir) -> bool {
+        self.same_port(running) && self.settings.satisfied_by(&running.settings)
+    }
+
+    /// Whether a running redirection is this one's port (its settings aside): the same
+    /// namespace and protocol, and the port declared if one is.
+    pub fn same_port(&self, running: &TcpRedir) -> bool {
         self.namespace == running.namespace
             && self.protocol == running.protocol
             && self.port.is_none_or(|p| p == running.port)
-            && self.settings.satisfied_by(&running.settings)
+    }
+
+    /// The change that makes a running redirection of [`RedirSpec::same_port`] what this
+    /// declares, in place (`None`: it already is): each limit stated that differs from the
+    /// one in force, and the access list and PROXY protocol when they differ (unstated is
+    /// off), as [`RedirSettings::satisfied_by`] judges.
+    pub fn patch_for(&self, running: &TcpRedir) -> Option<SettingsPatch> {
+        let (want, have) = (&self.settings, &running.settings);
+        fn limit<T: Copy + PartialEq>(want: Option<T>, have: Option<T>) -> Option<Option<T>> {
+            want.filter(|w| Some(*w) != have).map(Some)
+        }
+        let patch = SettingsPatch {
+            connect_timeout: limit(want.connect_timeout, have.connect_timeout),
+            idle_timeout: limit(want.idle_timeout, have.idle_timeout),
+            half_close_timeout: limit(want.half_close_timeout, have.half_close_timeout),
+            max_connections: limit(want.max_connections, have.max_connections),
+            max_connections_per_second: limit(want.max_connections_per_second, have.max_connections_per_second),
+            max_datagrams_per_second: limit(want.max_datagrams_per_second, have.max_datagrams_per_second),
+            proxy_protocol: (want.proxy_protocol != have.proxy_protocol).then_some(want.proxy_protocol),
+            allow: (want.allow != have.allow).then(|| want.allow.clone()),
+            deny: (want.deny != have.deny).then(|| want.deny.clone()),
+        };
+        (!patch.is_empty()).then_some(patch)
     }
 }

@@ -363,10 +363,12 @@ fn the_openapi_document_describes_every_route() {
         ("get", "/v2/organisations/{org}/applications/{app}/tcpRedirs"),
         ("post", "/v2/organisations/{org}/applications/{app}/tcpRedirs"),
         ("delete", "/v2/organisations/{org}/applications/{app}/tcpRedirs/{port}"),
+        ("patch", "/v2/organisations/{org}/applications/{app}/tcpRedirs/{port}"),
         ("post", "/v2/organisations/{org}/tcpRedirs"),
         ("get", "/v2/organisations/{org}/applications/{app}/udpRedirs"),
         ("post", "/v2/organisations/{org}/applications/{app}/udpRedirs"),
         ("delete", "/v2/organisations/{org}/applications/{app}/udpRedirs/{port}"),
+        ("patch", "/v2/organisations/{org}/applications/{app}/udpRedirs/{port}"),
         ("get", "/metrics"),
         ("get", "/v2/nodes"),
         ("delete", "/v2/nodes/{node}"),
@@ -382,7 +384,7 @@ fn the_openapi_document_describes_every_route() {
             .replace("{token}", "t")
             .replace("{port}", "1")
             .replace("{node}", "n");
-        let body = matches!(method, "post" | "put").then_some("{}");
+        let body = matches!(method, "post" | "put" | "patch").then_some("{}");
         let status = http(server.addr, &method.to_uppercase(), &concrete, None, body).status;
         assert_eq!(status, 401, "{method} {concrete} must be served and need credentials");
     }
@@ -398,6 +400,7 @@ fn the_openapi_document_describes_every_route() {
         "NewTcpRedirItem",
         "TcpRedirBatch",
         "Protocol",
+        "SettingsPatch",
     ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
     }

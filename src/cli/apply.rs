@@ -1,9 +1,11 @@
 //! `tcp-redirs apply -f FILE`: make the server match a declarative file, idempotently.
 //!
 //! Applications of the file are created if missing and their instances set; each
-//! application's redirections become exactly the file's: those that differ are removed and
-//! added again (a re-added redirection gets its previous port back when it is free), those
-//! that match are left alone. Applications absent from the file are not touched.
+//! application's redirections become exactly the file's: one on the declared port (or any
+//! port, when the file fixes none) whose settings differ is updated in place (`~`: its open
+//! connections stay), one on another port is removed and added again (a re-added
+//! redirection gets its previous port back when it is free), those that match are left
+//! alone. Applications absent from the file are not touched.
 //!
 //! The redirections to add are sent last, in batches (`POST /v2/organisations/{orgId}/tcpRedirs`,
 //! up to [`wire::MAX_BATCH`] each): a file of 100,000 redirections makes a hundred calls
@@ -53,6 +55,9 @@ struct Change {
     /// `udp` for a UDP redirection's line; absent for TCP and other kinds.
     #[serde(skip_serializing_if = "Protocol::is_tcp")]
     protocol: Protocol,
+    /// The settings an update of a redirection changes, as the file spells them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    settings: Vec<&'static str>,
 }
 
 impl std::fmt::Display for Change {
@@ -69,7 +74,11 @@ impl std::fmt::Display for Change {
             (Some(ns), None) if udp.is_empty() => write!(f, " on {ns}"),
             (Some(ns), None) => write!(f, " udp on {ns}"),
             _ => Ok(()),
+        }?;
+        if !self.settings.is_empty() {
+            write!(f, " ({})", self.settings.join(", "))?;
         }
+        Ok(())
     }
 }
 
@@ -100,6 +109,7 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
         namespace: namespace.map(str::to_owned),
         port,
         protocol: Protocol::Tcp,
+        settings: Vec::new(),
     };
 
     for spec in &manifest.applications {
@@ -142,8 +152,21 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
         // Remove what the file does not declare as it runs, then add what is missing.
         let mut kept = Vec::new();
         for redir in &running {
-            if spec.redirections.iter().any(|r| r.matches(redir)) {
+            // The same port with other settings changes in place: its connections stay.
+            if let Some(wanted) = spec.redirections.iter().find(|r| r.same_port(redir)) {
                 kept.push((redir.namespace.clone(), redir.protocol));
+                if let Some(patch) = wanted.patch_for(redir) {
+                    changes.push(Change {
+                        protocol: redir.protocol,
+                        settings: patch.names(),
+                        ..change("update", "redirection", &spec.name, Some(&redir.namespace), Some(redir.port))
+                    });
+                    if let (Some(app), false) = (&app, args.dry_run) {
+                        client
+                            .update_redirection(app, redir.protocol, redir.port, &redir.namespace, &patch)
+                            .await?;
+                    }
+                }
                 continue;
             }
             changes.push(Change {

@@ -5,6 +5,7 @@ use anyhow::Result;
 use super::{print_json, print_text, AppArgs, ConnArgs, Format, FormatArgs};
 use crate::wire::{InstanceState, Protocol, RedirState, TcpRedir};
 
+
 /// A byte count for people: `512 B`, `1.5 KiB`, `3.2 GiB`.
 fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -97,4 +98,40 @@ fn human_line(redir: &TcpRedir) -> String {
         line.push_str(" [not listening: the port is in use by another program; the server keeps retrying]");
     }
     line
+}
+
+/// The settings in force on a redirection, for people: `connect 5 s, idle 3600 s,
+/// half-close 60 s, unlimited` then the quotas, access list and PROXY header that are set.
+pub(super) fn settings_line(redir: &TcpRedir) -> String {
+    let s = &redir.settings;
+    let secs = |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{v} s"));
+    let mut parts = Vec::new();
+    if redir.protocol == Protocol::Tcp {
+        parts.push(format!("connect {}", secs(s.connect_timeout)));
+    }
+    parts.push(format!("idle {}", secs(s.idle_timeout)));
+    if redir.protocol == Protocol::Tcp {
+        parts.push(format!("half-close {}", secs(s.half_close_timeout)));
+    }
+    let open = if redir.protocol == Protocol::Udp { "flows" } else { "open" };
+    parts.push(match s.max_connections {
+        Some(n) => format!("at most {n} {open}"),
+        None => format!("unlimited {open}"),
+    });
+    if let Some(n) = s.max_connections_per_second {
+        parts.push(format!("at most {n} new/s"));
+    }
+    if let Some(n) = s.max_datagrams_per_second {
+        parts.push(format!("at most {n} datagrams/s per client"));
+    }
+    if !s.allow.is_empty() {
+        parts.push(format!("allow {}", s.allow.join(" ")));
+    }
+    if !s.deny.is_empty() {
+        parts.push(format!("deny {}", s.deny.join(" ")));
+    }
+    if let Some(p) = s.proxy_protocol {
+        parts.push(format!("PROXY {}", p.name()));
+    }
+    parts.join(", ")
 }

@@ -17,7 +17,7 @@ pub mod settings;
 
 #[cfg(feature = "server")]
 pub use patterns::matches;
-pub use settings::{ProxyProtocol, RedirSettings};
+pub use settings::{ProxyProtocol, RedirSettings, SettingsPatch};
 
 /// A namespace the caller's organisation may use, as listed by `list-namespaces`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
