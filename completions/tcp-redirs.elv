@@ -211,7 +211,7 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand --help 'Print help (see more with ''--help'')'
         }
         &'tcp-redirs;export'= {
-            cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
+            cand --org 'Only this organisation, by id (orga_…) or name [default: every one the credential sees]'
             cand -F 'Output format [default: human]'
             cand --format 'Output format [default: human]'
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'

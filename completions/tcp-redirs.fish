@@ -168,7 +168,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apply" -l server -
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apply" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apply" -l dry-run -d 'Say what would change, and change nothing'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apply" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand export" -l org -d 'The organisation, by id (orga_…) or name [default: the only one the credential sees]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand export" -l org -d 'Only this organisation, by id (orga_…) or name [default: every one the credential sees]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand export" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
 json\t'One JSON document, for scripts'"
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand export" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r

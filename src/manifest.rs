@@ -13,6 +13,22 @@
 //! proxy_protocol = "v2"
 //! ```
 //!
+//! A file may hold several organisations (an admin's `export` of a whole server): each
+//! application then names its own, and the top-level `organisations` lists every one, so
+//! that one without applications is kept too:
+//!
+//! ```toml
+//! organisations = ["acme", "default"]
+//!
+//! [[application]]
+//! organisation = "acme"
+//! name = "mqtt"
+//! instances = [{ address = "10.0.0.5:1883" }]
+//! ```
+//!
+//! An application without `organisation` goes to the one `apply --org` names (or the only
+//! one the credential sees), as in a single-organisation file.
+//!
 //! `export` writes the current state in this format with every port fixed, so that applying
 //! an export elsewhere rebuilds the same ports. Applying is idempotent: a second `apply` of
 //! the same file changes nothing.
@@ -26,6 +42,10 @@ use crate::wire::{Instance, NewInstance, NewTcpRedir, Protocol, TcpRedir};
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// Organisations that must exist, by name (created when missing; admin): an export of
+    /// several lists them all, those without applications too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organisations: Vec<String>,
     /// The applications, each with its instances and redirections.
     #[serde(default, rename = "application")]
     pub applications: Vec<AppSpec>,
@@ -35,6 +55,10 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppSpec {
+    /// Its organisation, by name (created when missing; admin); absent: the one `apply
+    /// --org` names, or the only one the credential sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organisation: Option<String>,
     /// The application's name in its organisation.
     pub name: String,
     /// Where its traffic goes.
