@@ -302,10 +302,41 @@ impl Client {
                 "cannot reach the control server at {}{cause}: is `tcp-redirs serve` running? (choose the server with --server or TCP_REDIRS_URL)",
                 self.base
             ))
+        } else if went_away(&err) {
+            // A server that stops (SIGTERM) or restarts closes the connections it had not
+            // answered yet: it is going away, not answering wrongly.
+            Failure::Unreachable.with(format!(
+                "the control server at {} closed the connection before answering{cause}: it is stopping or restarting; try again once `tcp-redirs serve` runs",
+                self.base
+            ))
         } else {
             anyhow!("the request to the control server at {} failed: {err}{cause}", self.base)
         }
     }
+}
+
+/// Whether a request failed because the server closed the connection before answering
+/// (a reset, or an end of stream instead of the answer).
+fn went_away(err: &reqwest::Error) -> bool {
+    use std::io::ErrorKind;
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        // hyper's end of stream in place of the answer (its type is not ours to name here:
+        // the client-only build has no hyper of its own).
+        if e.to_string().starts_with("connection closed before message completed") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn app_path(app: &Application) -> String {

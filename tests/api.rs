@@ -204,7 +204,7 @@ fn metrics_count_connections_and_bytes_per_redirection() {
     let text = metrics.text();
     let series = |name: &str, extra: &str| {
         let prefix =
-            format!("{name}{{namespace=\"default\",port=\"{port}\",protocol=\"tcp\",app=\"{app}\"{extra}}} ");
+            format!("{name}{{namespace=\"default\",port=\"{port}\",protocol=\"tcp\",app=\"{app}\",app_name=\"metered\"{extra}}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .and_then(|v| v.trim().parse::<f64>().ok())
@@ -215,7 +215,7 @@ fn metrics_count_connections_and_bytes_per_redirection() {
     assert_eq!(series("tcp_redirs_bytes_total", ",direction=\"out\""), 10_000.0);
     // The connect-time histogram: one observation, in exactly one bucket; buckets cumulative.
     assert_eq!(series("tcp_redirs_instance_connect_seconds_count", ""), 1.0);
-    let infinity = format!("tcp_redirs_instance_connect_seconds_bucket{{le=\"+Inf\",namespace=\"default\",port=\"{port}\",protocol=\"tcp\",app=\"{app}\"}} 1");
+    let infinity = format!("tcp_redirs_instance_connect_seconds_bucket{{le=\"+Inf\",namespace=\"default\",port=\"{port}\",protocol=\"tcp\",app=\"{app}\",app_name=\"metered\"}} 1");
     assert!(text.lines().any(|l| l == infinity), "no `{infinity}` in:\n{text}");
     let buckets: Vec<f64> = text
         .lines()

@@ -551,6 +551,14 @@ fn a_broken_toml_file_is_one_error_line_with_its_place() {
     assert_eq!(out.code, 1, "{out}");
     assert_eq!(out.stderr.lines().count(), 1, "one line: {out}");
     assert!(out.stderr.starts_with("error: ") && out.stderr.contains("setup.toml:3:"), "{out}");
+    // A misspelt key of a redirection is reported at its own line, not at its table's.
+    std::fs::write(
+        &file,
+        "[[application]]\nname = \"db\"\n\n[[application.redirection]]\nnamespace = \"default\"\nidle_timout = 600\n",
+    )
+    .unwrap();
+    let out = server.cli(&["apply", "-f", file.to_str().unwrap()]);
+    out.assert_error(1, &["setup.toml:6:1: unknown field `idle_timout`"]);
     // The server's config file alike.
     let (code, stderr) = serve_with_config(dir.path(), "[[namespace]\nname = \"x\"\n");
     assert_eq!(code, Some(1), "{stderr}");
@@ -709,4 +717,38 @@ fn two_organisations_round_trip_through_export_and_apply_with_every_port_kept() 
     }
     let again = fresh.cli_json(&["apply", "-f", file.to_str().unwrap(), "-F", "json"]);
     assert_eq!(again["changes"], serde_json::json!([]), "{again}");
+}
+
+/// The human list shows, under each redirection, the settings in force: its own, else its
+/// namespace's, else the server's defaults.
+#[test]
+fn the_human_list_shows_the_limits_in_force() {
+    let echo = TcpService::echo();
+    let server = Server::start();
+    server.create_app("limited", echo.addr());
+    let port = port_of(&server.cli_json(&[
+        "add", "--app", "limited", "--namespace", "default", "--idle-timeout", "600", "--max-connections", "5",
+        "--allow", "127.0.0.1", "--proxy-protocol", "v2", "-F", "json",
+    ]));
+    let listing = server.cli_ok(&["list", "--app", "limited"]);
+    let lines: Vec<&str> = listing.lines().collect();
+    let at = lines.iter().position(|l| l.starts_with(&format!("{port} on default"))).expect(&listing);
+    assert_eq!(
+        lines[at + 1],
+        "  connect 5 s, idle 600 s, half-close 60 s, at most 5 open, allow 127.0.0.1, PROXY v2",
+        "{listing}"
+    );
+}
+
+/// Bad input on the command line is a usage error (exit 2), found before any request:
+/// an application's name the server would refuse says what to write instead.
+#[test]
+fn an_application_name_with_a_space_is_a_usage_error() {
+    let server = Server::start();
+    let out = server.cli(&["apps", "create", "my db", "--instance", "127.0.0.1:4040"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("invalid application name `my db`") && out.stderr.contains("my-db"), "{out}");
+    assert!(out.stdout.is_empty(), "{out}");
+    assert_eq!(server.cli(&["apps", "create", "app_x", "--instance", "127.0.0.1:4040"]).code, 2);
+    assert!(server.cli_json(&["apps", "list", "-F", "json"]).as_array().unwrap().is_empty());
 }

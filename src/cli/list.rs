@@ -55,6 +55,9 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
                 for redir in of {
                     text.push('\n');
                     text.push_str(&human_line(redir));
+                    // The limits in force, the redirection's own or its namespace's.
+                    text.push_str("\n  ");
+                    text.push_str(&settings_line(redir));
                 }
             }
             // Instance states are known once a redirection has carried traffic to them.

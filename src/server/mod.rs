@@ -302,6 +302,10 @@ impl Server {
                 }
             }
         }
+        // The control API's socket closes now: a call made during the drain is refused at
+        // once (the CLI says the server cannot be reached, exit 5) instead of waiting in the
+        // queue for the drain's end and a reset. After a hand-over the new process has it.
+        drop(self.listener);
         // After a hand-over the new process is the service: this one must not say it stops.
         if !handed_over {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

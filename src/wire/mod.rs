@@ -673,6 +673,37 @@ pub mod integral {
     }
 }
 
+/// Checks an application's name against [`APP_NAME_PATTERN`], without a regex engine (the
+/// client checks before sending, so that a bad name is a usage error, exit 2).
+pub fn check_app_name(name: &str) -> Result<String, String> {
+    let ok = (1..=128).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !name.starts_with("app_");
+    if ok {
+        return Ok(name.to_owned());
+    }
+    Err(format!(
+        "invalid application name `{name}`: use 1 to 128 ASCII letters, digits, `-`, `_` or `.`, not starting with `app_` (for example {})",
+        suggest_name(name)
+    ))
+}
+
+/// A name like `name` that the rule admits: `my db` gives `my-db`.
+fn suggest_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+        .take(128)
+        .collect();
+    if out.starts_with("app_") {
+        out.replace_range(..4, "app-");
+    }
+    if out.is_empty() {
+        out.push_str("my-db");
+    }
+    out
+}
+
 /// Checks an instance address against [`INSTANCE_ADDRESS_PATTERN`], without a regex engine
 /// (the client checks before sending): `HOST:PORT` with a port in 1..=65535.
 pub fn check_instance_address(address: &str) -> Result<(), String> {
