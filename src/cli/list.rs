@@ -75,6 +75,12 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
                         i.address,
                         i.weight.unwrap_or(1)
                     ));
+                    if let Some(at) = i.last_check {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs() as i64);
+                        text.push_str(&format!(", checked {} s ago", (now - at).max(0)));
+                    }
                 }
             }
             print_text(text)

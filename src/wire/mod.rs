@@ -392,6 +392,9 @@ pub struct Instance {
     /// Connections open to it now, once a redirection has used it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_connections: Option<u64>,
+    /// When the health checks last checked it (Unix seconds), once they have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<i64>,
 }
 
 /// Whether an instance is taking connections.
@@ -399,9 +402,10 @@ pub struct Instance {
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceState {
-    /// Its last connect or check succeeded.
+    /// Its health checks (`rise` in a row) or its last connection succeeded.
     Up,
-    /// Its last connect failed; it is checked every few seconds.
+    /// Its health checks (`fall` in a row) or a connection found nobody listening; the
+    /// checks go on and bring it back.
     Down,
 }
 

@@ -37,7 +37,7 @@ use tracing::{info, warn};
 
 use super::store::{NamespaceDef, RedirKey, RedirRow};
 use super::table::{namespace_range, Diff, Table};
-use crate::server::data::balance::{Health, Pool};
+use crate::server::data::balance::{CheckSettings, Health, Pool};
 use crate::server::data::conn_log::ConnLog;
 use crate::server::data::forward::{self, Policy};
 use crate::server::data::metrics::{Metrics, RedirMetrics};
@@ -778,7 +778,15 @@ impl LivePorts {
 
     /// The metrics in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
-        self.metrics.encode()
+        let text = self.metrics.encode();
+        // The health checks' families go before the exposition's end.
+        let body = text.strip_suffix("# EOF\n").unwrap_or(&text);
+        format!("{body}{}# EOF\n", self.health.metrics_text())
+    }
+
+    /// Sets the node's health checks (the config file's, at start and at each reload).
+    pub fn configure_health_checks(&self, settings: CheckSettings) {
+        self.health.configure(settings);
     }
 
     /// Stops accepting on every public port (the queued connections are still taken and
