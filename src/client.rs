@@ -324,7 +324,10 @@ fn went_away(err: &reqwest::Error) -> bool {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             if matches!(
                 io.kind(),
-                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof
+                ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
             ) {
                 return true;
             }

@@ -35,8 +35,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{RedirSettings, SettingsPatch};
 use crate::wire::{Instance, NewInstance, NewTcpRedir, Protocol, TcpRedir};
+use crate::wire::{RedirSettings, SettingsPatch};
 
 /// A whole file.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,7 +160,10 @@ impl RedirSpec {
             idle_timeout: limit(want.idle_timeout, have.idle_timeout),
             half_close_timeout: limit(want.half_close_timeout, have.half_close_timeout),
             max_connections: limit(want.max_connections, have.max_connections),
-            max_connections_per_second: limit(want.max_connections_per_second, have.max_connections_per_second),
+            max_connections_per_second: limit(
+                want.max_connections_per_second,
+                have.max_connections_per_second,
+            ),
             max_datagrams_per_second: limit(want.max_datagrams_per_second, have.max_datagrams_per_second),
             proxy_protocol: (want.proxy_protocol != have.proxy_protocol).then_some(want.proxy_protocol),
             allow: (want.allow != have.allow).then(|| want.allow.clone()),

@@ -74,7 +74,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("bad.toml:6:1: unknown field `idle_timout`"), "a misspelt key at its own line: {err}");
+        assert!(
+            err.starts_with("bad.toml:6:1: unknown field `idle_timout`"),
+            "a misspelt key at its own line: {err}"
+        );
         let err = parse::<Doc>("[[namespace]\n", Path::new("g.toml")).unwrap_err().to_string();
         assert!(err.starts_with("g.toml:1:"), "{err}");
         assert!(!err.contains('\n'), "{err}");

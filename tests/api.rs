@@ -227,7 +227,9 @@ fn metrics_count_connections_and_bytes_per_redirection() {
     // may be labelled by a client's address.
     let echo_addr = echo.addr().to_string();
     assert!(
-        text.lines().filter(|l| !l.contains(&format!("instance=\"{echo_addr}\""))).all(|l| !l.contains("127.0.0.1")),
+        text.lines()
+            .filter(|l| !l.contains(&format!("instance=\"{echo_addr}\"")))
+            .all(|l| !l.contains("127.0.0.1")),
         "no series may be labelled by client address:\n{text}"
     );
 

@@ -663,16 +663,47 @@ fn two_organisations_round_trip_through_export_and_apply_with_every_port_kept() 
     server.cli_ok(&["apps", "create", "mqtt", "--instance", &tcp, "--org", "acme"]);
     // The same name in two organisations: two applications.
     server.cli_ok(&["apps", "create", "db", "--instance", &udp, "--org", "acme"]);
-    let db = server.cli_json(&["apps", "list", "--org", "default", "-F", "json"])[0]["id"].as_str().unwrap().to_owned();
+    let db = server.cli_json(&["apps", "list", "--org", "default", "-F", "json"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let acme_apps = server.cli_json(&["apps", "list", "--org", "acme", "-F", "json"]);
     let id_of = |name: &str| {
-        acme_apps.as_array().unwrap().iter().find(|a| a["name"] == name).unwrap()["id"].as_str().unwrap().to_owned()
+        acme_apps.as_array().unwrap().iter().find(|a| a["name"] == name).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     };
     let (mqtt, acme_db) = (id_of("mqtt"), id_of("db"));
     let mut ports = vec![
         ("default-db", server.add(&db, "default")),
-        ("mqtt", port_of(&server.cli_json(&["add", "--app", &mqtt, "--namespace", "cleverapps", "--idle-timeout", "600", "-F", "json"]))),
-        ("acme-db", port_of(&server.cli_json(&["add", "--app", &acme_db, "--namespace", "default", "--udp", "-F", "json"]))),
+        (
+            "mqtt",
+            port_of(&server.cli_json(&[
+                "add",
+                "--app",
+                &mqtt,
+                "--namespace",
+                "cleverapps",
+                "--idle-timeout",
+                "600",
+                "-F",
+                "json",
+            ])),
+        ),
+        (
+            "acme-db",
+            port_of(&server.cli_json(&[
+                "add",
+                "--app",
+                &acme_db,
+                "--namespace",
+                "default",
+                "--udp",
+                "-F",
+                "json",
+            ])),
+        ),
     ];
     ports.sort();
 
@@ -727,8 +758,21 @@ fn the_human_list_shows_the_limits_in_force() {
     let server = Server::start();
     server.create_app("limited", echo.addr());
     let port = port_of(&server.cli_json(&[
-        "add", "--app", "limited", "--namespace", "default", "--idle-timeout", "600", "--max-connections", "5",
-        "--allow", "127.0.0.1", "--proxy-protocol", "v2", "-F", "json",
+        "add",
+        "--app",
+        "limited",
+        "--namespace",
+        "default",
+        "--idle-timeout",
+        "600",
+        "--max-connections",
+        "5",
+        "--allow",
+        "127.0.0.1",
+        "--proxy-protocol",
+        "v2",
+        "-F",
+        "json",
     ]));
     let listing = server.cli_ok(&["list", "--app", "limited"]);
     let lines: Vec<&str> = listing.lines().collect();

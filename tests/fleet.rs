@@ -2266,10 +2266,8 @@ fn still_echoes(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), String> {
 
 #[test]
 fn an_update_on_one_node_holds_for_new_connections_on_every_node_when_it_answers() {
-    let fleet = Fleet::start(
-        &[("a", "127.0.31.2", &[]), ("b", "127.0.31.3", &[]), ("c", "127.0.31.4", &[])],
-        None,
-    );
+    let fleet =
+        Fleet::start(&[("a", "127.0.31.2", &[]), ("b", "127.0.31.3", &[]), ("c", "127.0.31.4", &[])], None);
     let names = fleet.names();
     let echo = TcpService::echo();
     let app = fleet.create_app_everywhere("a", "mqtt", echo.addr());
@@ -2333,7 +2331,10 @@ fn an_update_on_one_node_holds_for_new_connections_on_every_node_when_it_answers
         );
     }
     for (node, session) in &mut before {
-        fleet.check(&format!("the session through {node} from before the update goes on"), still_echoes(session, b"on"));
+        fleet.check(
+            &format!("the session through {node} from before the update goes on"),
+            still_echoes(session, b"on"),
+        );
     }
 
     // Changed through c: clients of 127.0.0.0/8 denied, PROXY and the quota unset.
@@ -2349,7 +2350,10 @@ fn an_update_on_one_node_holds_for_new_connections_on_every_node_when_it_answers
         );
     }
     for (node, session) in &mut before {
-        fleet.check(&format!("the session through {node} is not cut by the deny"), still_echoes(session, b"end"));
+        fleet.check(
+            &format!("the session through {node} is not cut by the deny"),
+            still_echoes(session, b"end"),
+        );
     }
     // Every node lists the port with the new settings, on the same port.
     for node in ["a", "b", "c"] {

@@ -80,7 +80,8 @@ fn with_values_in_synopsis(command: &clap::Command, page: &str) -> String {
         for close in ["]", ">"] {
             let old = format!("{flag}{close}");
             if synopsis.contains(&old) {
-                synopsis = synopsis.replacen(&old, &format!("{flag} \\fI{}\\fR{close}{repeat}", roff(&value)), 1);
+                synopsis =
+                    synopsis.replacen(&old, &format!("{flag} \\fI{}\\fR{close}{repeat}", roff(&value)), 1);
                 break;
             }
         }

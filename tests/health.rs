@@ -114,9 +114,11 @@ fn an_instance_that_dies_goes_down_after_fall_checks_without_traffic() {
     let listener = TcpListener::bind((LOCALHOST, 0)).unwrap();
     let addr = listener.local_addr().unwrap();
     let app = app_with(&server, "dies", &[addr]);
-    wait_until(Duration::from_secs(5), "never checked", || match instance(&server, &app, addr)["lastCheck"] {
-        Value::Null => Err("not checked yet".to_owned()),
-        _ => Ok(()),
+    wait_until(Duration::from_secs(5), "never checked", || {
+        match instance(&server, &app, addr)["lastCheck"] {
+            Value::Null => Err("not checked yet".to_owned()),
+            _ => Ok(()),
+        }
     });
     assert_eq!(instance(&server, &app, addr)["state"], "up");
     drop(listener);

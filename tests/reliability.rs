@@ -176,12 +176,14 @@ fn a_cli_call_during_the_drain_exits_5_at_once() {
     let mut byte = [0u8; 1];
     held.read_exact(&mut byte).unwrap();
     server.send_signal(libc::SIGTERM);
-    wait_until(Duration::from_secs(10), "the port still accepts after SIGTERM", || {
-        match TcpStream::connect(("127.0.0.1", port)) {
+    wait_until(
+        Duration::from_secs(10),
+        "the port still accepts after SIGTERM",
+        || match TcpStream::connect(("127.0.0.1", port)) {
             Ok(_) => Err(format!("port {port} accepted a connection")),
             Err(_) => Ok(()),
-        }
-    });
+        },
+    );
     let started = std::time::Instant::now();
     let out = server.cli(&["list-namespaces"]);
     out.assert_error(5, &["control server", "tcp-redirs serve"]);

@@ -128,7 +128,18 @@ fn an_access_list_set_in_place_refuses_new_clients_only_and_unset_lets_them_in()
     assert_eq!(round_trip(&mut before, b"b", 0).unwrap(), b"b", "the open connection stays");
 
     // --unset takes a setting back to the namespace's; human output names what is in force.
-    let out = server.cli_ok(&["update", &port.to_string(), "--namespace", "default", "--app", "pg", "--unset", "deny", "--unset", "idle-timeout"]);
+    let out = server.cli_ok(&[
+        "update",
+        &port.to_string(),
+        "--namespace",
+        "default",
+        "--app",
+        "pg",
+        "--unset",
+        "deny",
+        "--unset",
+        "idle-timeout",
+    ]);
     assert!(out.starts_with(&format!("Successfully updated tcp redirection on port {port}: ")), "{out}");
     assert!(out.contains("idle 3600 s"), "the namespace's idle timeout is in force again: {out}");
     assert!(!out.contains("deny"), "{out}");
@@ -149,7 +160,9 @@ fn update_refuses_what_cannot_be_and_says_what_to_do() {
     }
     let with = |extra: &[&'static str]| join(&base, extra);
     server.cli(&base).assert_error(2, &["nothing to change", "--unset"]);
-    server.cli(&with(&["--idle-timeout", "5", "--unset", "idle-timeout"])).assert_error(2, &["--idle-timeout and --unset idle-timeout"]);
+    server
+        .cli(&with(&["--idle-timeout", "5", "--unset", "idle-timeout"]))
+        .assert_error(2, &["--idle-timeout and --unset idle-timeout"]);
     assert_eq!(server.cli(&with(&["--idle-timeout", "0"])).code, 2, "clap's bounds, as for add");
     server.cli(&with(&["--max-datagrams-per-second", "5"])).assert_error(1, &["maxDatagramsPerSecond"]);
     server.cli(&with(&["--allow", "10.0.0.0/33"])).assert_error(1, &["10.0.0.0/33"]);
@@ -201,7 +214,17 @@ fn a_udp_redirection_changes_in_place_for_new_flows() {
 
     let p = port.to_string();
     let updated = server.cli_json(&[
-        "update", &p, "--namespace", "default", "--app", "dns", "--udp", "--proxy-protocol", "v2", "-F", "json",
+        "update",
+        &p,
+        "--namespace",
+        "default",
+        "--app",
+        "dns",
+        "--udp",
+        "--proxy-protocol",
+        "v2",
+        "-F",
+        "json",
     ]);
     assert_eq!(updated["protocol"], "udp", "{updated}");
     assert_eq!(updated["proxyProtocol"], "v2", "{updated}");
@@ -236,11 +259,21 @@ fn apply_of_a_changed_setting_updates_in_place_and_drops_nothing() {
     let mut open_one = open(port).expect("a connection before the apply");
     assert_eq!(round_trip(&mut open_one, b"a", 0).unwrap(), b"a");
 
-    std::fs::write(&file, manifest(&format!("port = {port}\nidle_timeout = 600\nallow = [\"127.0.0.0/8\"]\n"))).unwrap();
+    std::fs::write(
+        &file,
+        manifest(&format!("port = {port}\nidle_timeout = 600\nallow = [\"127.0.0.0/8\"]\n")),
+    )
+    .unwrap();
     let dry = server.cli_ok(&["apply", "-f", f, "--dry-run"]);
-    assert!(dry.starts_with(&format!("~ redirection mqtt {port} on default (idle_timeout, allow)\n")), "{dry}");
+    assert!(
+        dry.starts_with(&format!("~ redirection mqtt {port} on default (idle_timeout, allow)\n")),
+        "{dry}"
+    );
     let out = server.cli_ok(&["apply", "-f", f]);
-    assert!(out.starts_with(&format!("~ redirection mqtt {port} on default (idle_timeout, allow)\n")), "{out}");
+    assert!(
+        out.starts_with(&format!("~ redirection mqtt {port} on default (idle_timeout, allow)\n")),
+        "{out}"
+    );
     assert!(!out.contains("\n- ") && !out.contains("\n+ "), "nothing removed nor added: {out}");
     assert_eq!(round_trip(&mut open_one, b"b", 0).unwrap(), b"b", "the open connection was not dropped");
     let listed = server.cli_json(&["list", "--app", "mqtt", "-F", "json"]);

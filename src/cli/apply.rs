@@ -26,7 +26,9 @@ use serde::Serialize;
 use super::{print_json, print_text, ConnArgs, Format, FormatArgs, OrgArgs};
 use crate::client::{Client, Failure};
 use crate::manifest::{AppSpec, InstanceSpec, Manifest};
-use crate::wire::{self, NewApplication, NewOrganisation, NewTcpRedirBatch, NewTcpRedirItem, Organisation, Protocol};
+use crate::wire::{
+    self, NewApplication, NewOrganisation, NewTcpRedirBatch, NewTcpRedirItem, Organisation, Protocol,
+};
 
 /// The options of `apply`.
 #[derive(Debug, Clone, clap::Args)]
@@ -138,12 +140,14 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
         if find_org(&orgs, name).is_some() {
             continue;
         }
-        changes.push(Change { organisation: Some(name.to_string()), ..Change::new("create", "organisation") });
+        changes
+            .push(Change { organisation: Some(name.to_string()), ..Change::new("create", "organisation") });
         if !args.dry_run {
             let new = NewOrganisation { name: name.to_string() };
-            let org = client.create_organisation(&new).await.with_context(|| {
-                format!("cannot create organisation `{name}` of {}", args.file.display())
-            })?;
+            let org = client
+                .create_organisation(&new)
+                .await
+                .with_context(|| format!("cannot create organisation `{name}` of {}", args.file.display()))?;
             orgs.push(org);
         }
     }
@@ -270,7 +274,13 @@ async fn apply_org(
                     changes.push(Change {
                         protocol: redir.protocol,
                         settings: patch.names(),
-                        ..change("update", "redirection", &spec.name, Some(&redir.namespace), Some(redir.port))
+                        ..change(
+                            "update",
+                            "redirection",
+                            &spec.name,
+                            Some(&redir.namespace),
+                            Some(redir.port),
+                        )
                     });
                     if let (Some(app), false) = (&app, dry_run) {
                         client
@@ -380,7 +390,8 @@ async fn add_all(
 /// Refuses a file that cannot be applied before anything is changed.
 fn check(manifest: &Manifest) -> Result<()> {
     for (i, app) in manifest.applications.iter().enumerate() {
-        if manifest.applications[..i].iter().any(|a| a.name == app.name && a.organisation == app.organisation) {
+        if manifest.applications[..i].iter().any(|a| a.name == app.name && a.organisation == app.organisation)
+        {
             bail!("application `{}` is declared twice: merge its entries", app.name);
         }
         for (j, r) in app.redirections.iter().enumerate() {

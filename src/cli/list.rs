@@ -5,7 +5,6 @@ use anyhow::Result;
 use super::{print_json, print_text, AppArgs, ConnArgs, Format, FormatArgs};
 use crate::wire::{InstanceState, Protocol, RedirState, TcpRedir};
 
-
 /// A byte count for people: `512 B`, `1.5 KiB`, `3.2 GiB`.
 fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -4,8 +4,8 @@
 
 use anyhow::Result;
 
-use crate::client::Failure;
 use super::{print_json, print_text, AppArgs, ConnArgs, Format, FormatArgs};
+use crate::client::Failure;
 use crate::wire::{Protocol, RedirSettings, SettingsPatch};
 
 /// A setting `--unset` takes back to the namespace's (its flag's name).
@@ -92,7 +92,10 @@ fn patch(settings: &RedirSettings, unset: &[Setting]) -> Result<SettingsPatch, S
         }
     }
     if patch.is_empty() {
-        return Err("nothing to change: give the settings to change (such as --idle-timeout 600) or --unset SETTING".into());
+        return Err(
+            "nothing to change: give the settings to change (such as --idle-timeout 600) or --unset SETTING"
+                .into(),
+        );
     }
     Ok(patch)
 }

@@ -155,7 +155,10 @@ impl SettingsPatch {
             idle_timeout: pick(&self.idle_timeout, &current.idle_timeout),
             half_close_timeout: pick(&self.half_close_timeout, &current.half_close_timeout),
             max_connections: pick(&self.max_connections, &current.max_connections),
-            max_connections_per_second: pick(&self.max_connections_per_second, &current.max_connections_per_second),
+            max_connections_per_second: pick(
+                &self.max_connections_per_second,
+                &current.max_connections_per_second,
+            ),
             max_datagrams_per_second: pick(&self.max_datagrams_per_second, &current.max_datagrams_per_second),
             proxy_protocol: pick(&self.proxy_protocol, &current.proxy_protocol),
             allow: self.allow.clone().unwrap_or_else(|| current.allow.clone()),
@@ -174,8 +177,14 @@ impl SettingsPatch {
             idle_timeout: diff(&current.idle_timeout, &wanted.idle_timeout),
             half_close_timeout: diff(&current.half_close_timeout, &wanted.half_close_timeout),
             max_connections: diff(&current.max_connections, &wanted.max_connections),
-            max_connections_per_second: diff(&current.max_connections_per_second, &wanted.max_connections_per_second),
-            max_datagrams_per_second: diff(&current.max_datagrams_per_second, &wanted.max_datagrams_per_second),
+            max_connections_per_second: diff(
+                &current.max_connections_per_second,
+                &wanted.max_connections_per_second,
+            ),
+            max_datagrams_per_second: diff(
+                &current.max_datagrams_per_second,
+                &wanted.max_datagrams_per_second,
+            ),
             proxy_protocol: diff(&current.proxy_protocol, &wanted.proxy_protocol),
             allow: (current.allow != wanted.allow).then(|| wanted.allow.clone()),
             deny: (current.deny != wanted.deny).then(|| wanted.deny.clone()),
@@ -216,7 +225,9 @@ mod patch {
     }
 
     /// A value or `null`.
-    pub fn value<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    pub fn value<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
         Option::<T>::deserialize(d).map(Some)
     }
 }
@@ -394,7 +405,10 @@ mod tests {
         assert!(after.allow.is_empty());
         assert_eq!(after.deny, every_setting().deny, "absent: kept");
         assert_eq!(after.max_connections, Some(4));
-        assert_eq!(serde_json::to_string(&patch).unwrap(), r#"{"connectTimeout":null,"idleTimeout":600,"allow":[]}"#);
+        assert_eq!(
+            serde_json::to_string(&patch).unwrap(),
+            r#"{"connectTimeout":null,"idleTimeout":600,"allow":[]}"#
+        );
         assert!(serde_json::from_str::<SettingsPatch>(r#"{"idleTimeot":5}"#).is_err());
         let back = SettingsPatch::between(&every_setting(), &after).unwrap();
         assert_eq!(back.apply(&every_setting()), after);

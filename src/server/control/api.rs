@@ -37,8 +37,8 @@ use super::error::Error;
 use super::gateway::Gateway;
 use crate::wire::{
     ApiError, Application, Instance, IssuedToken, NewApplication, NewInstance, NewOrganisation, NewTcpRedir,
-    NewTcpRedirBatch, NewTcpRedirItem, NewToken, Node, Organisation, Protocol, SettingsPatch, TcpRedir, TcpRedirBatch,
-    TokenInfo, MAX_BATCH_BODY,
+    NewTcpRedirBatch, NewTcpRedirItem, NewToken, Node, Organisation, Protocol, SettingsPatch, TcpRedir,
+    TcpRedirBatch, TokenInfo, MAX_BATCH_BODY,
 };
 
 /// The largest request body accepted; every body of this API is a few bytes.

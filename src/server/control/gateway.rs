@@ -435,7 +435,11 @@ impl Gateway {
             return Err(Error::unknown_namespace(namespace));
         };
         let find = |table: &Table| {
-            table.redirs.get(&RedirKey::new(namespace, protocol, port)).filter(|r| r.app_id == app.id).cloned()
+            table
+                .redirs
+                .get(&RedirKey::new(namespace, protocol, port))
+                .filter(|r| r.app_id == app.id)
+                .cloned()
         };
         let row = self.lookup(find).await.ok_or_else(|| Error::unknown_redir(protocol, port, namespace))?;
         let settings = patch.apply(&row.settings);

@@ -171,8 +171,22 @@ mod tests {
         let long = "a".repeat(128);
         let too_long = "a".repeat(129);
         for name in [
-            "my-db", "my db", "", "app_1", "app-1", "app", "ap", "a", "App_x", "appX", "app.", "_x", "é", "a/b",
-            long.as_str(), too_long.as_str(),
+            "my-db",
+            "my db",
+            "",
+            "app_1",
+            "app-1",
+            "app",
+            "ap",
+            "a",
+            "App_x",
+            "appX",
+            "app.",
+            "_x",
+            "é",
+            "a/b",
+            long.as_str(),
+            too_long.as_str(),
         ] {
             assert_eq!(wire::check_app_name(name).is_ok(), matches(wire::APP_NAME_PATTERN, name), "{name:?}");
         }

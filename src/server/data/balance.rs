@@ -649,7 +649,10 @@ impl Health {
         }
         let (checks, failures) = (self.checks.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed));
         text.push_str("# HELP tcp_redirs_health_checks Health checks made, by result.\n# TYPE tcp_redirs_health_checks counter\n");
-        text.push_str(&format!("tcp_redirs_health_checks_total{{result=\"ok\"}} {}\n", checks - failures.min(checks)));
+        text.push_str(&format!(
+            "tcp_redirs_health_checks_total{{result=\"ok\"}} {}\n",
+            checks - failures.min(checks)
+        ));
         text.push_str(&format!("tcp_redirs_health_checks_total{{result=\"failed\"}} {failures}\n"));
         text
     }

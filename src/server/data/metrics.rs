@@ -494,7 +494,13 @@ impl Metrics {
     /// The handles of one redirection's series, creating them, for an application known by
     /// its id alone (no `app_name` label).
     #[cfg(test)]
-    pub fn redirection(&self, namespace: &str, protocol: Protocol, port: u16, app: &str) -> Arc<RedirMetrics> {
+    pub fn redirection(
+        &self,
+        namespace: &str,
+        protocol: Protocol,
+        port: u16,
+        app: &str,
+    ) -> Arc<RedirMetrics> {
         self.named_redirection(namespace, protocol, port, app, "")
     }
 

@@ -462,7 +462,9 @@ impl LivePorts {
             }
             let wanted: Vec<_> = keys.into_iter().map(|key| (self.wanted(&table, &key), key)).collect();
             let mut apps: std::collections::BTreeSet<&str> = diff.apps.iter().map(String::as_str).collect();
-            apps.extend(wanted.iter().filter_map(|(w, _)| w.as_ref()).map(|(row, _, _, _)| row.app_id.as_str()));
+            apps.extend(
+                wanted.iter().filter_map(|(w, _)| w.as_ref()).map(|(row, _, _, _)| row.app_id.as_str()),
+            );
             let instances = Self::instances_of(&table, apps);
             (wanted, instances)
         };
@@ -635,7 +637,8 @@ impl LivePorts {
         let stop_accepting = self.shutdown.child_token();
         let close_connections = self.kill.child_token();
         let fds = Arc::new(Mutex::new(Vec::new()));
-        let metrics = self.metrics.named_redirection(&row.namespace, row.protocol, row.port, &row.app_id, app_name);
+        let metrics =
+            self.metrics.named_redirection(&row.namespace, row.protocol, row.port, &row.app_id, app_name);
         let policy = Arc::new(ArcSwap::from_pointee(policy(&row, logged, 0)));
         let (task, bound, limits) = match limits {
             Limits::Tcp(limits) => {

@@ -146,7 +146,10 @@ async fn an_update_changes_the_settings_in_place(store: Arc<dyn Store>) {
     assert_eq!(conflict(store.update_redir(&redir("app_2", "default", 6100)).await), Conflict::NotFound);
     assert_eq!(conflict(store.update_redir(&redir("app_1", "default", 6101)).await), Conflict::NotFound);
     // The quota still counts two (updates took none).
-    assert_eq!(conflict(store.claim(&redir("app_2", "default", 6102), &acme.id, Some(2)).await), Conflict::Quota(2));
+    assert_eq!(
+        conflict(store.claim(&redir("app_2", "default", 6102), &acme.id, Some(2)).await),
+        Conflict::Quota(2)
+    );
     store.release(&redir("app_1", "default", 6100), &acme.id).await.unwrap();
     assert_eq!(conflict(store.update_redir(&updated).await), Conflict::NotFound);
 }
