@@ -181,3 +181,24 @@ fn health_checks_can_be_turned_off_and_a_bad_table_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("rise = 0") && stderr.lines().count() == 1, "{stderr}");
 }
+
+/// A TCP connect tells nothing of a UDP service: an application with only UDP redirections
+/// is not checked (a failed datagram exchange is not seen as a connection either).
+#[test]
+fn an_application_with_udp_redirections_only_is_not_checked_by_tcp() {
+    let (server, _dir) = server_checking(0.5, 1, 1);
+    let echo = UdpEcho::start();
+    let org = server.api("GET", "/v2/organisations", None).ok_json()[0]["id"].as_str().unwrap().to_owned();
+    let body = json!({"name": "dns", "instances": [{"address": echo.addr().to_string()}]}).to_string();
+    let app = server.api("POST", &format!("/v2/organisations/{org}/applications"), Some(&body)).ok_json();
+    let path = format!("/v2/organisations/{org}/applications/{}", app["id"].as_str().unwrap());
+    let added =
+        server.api("POST", &format!("{path}/udpRedirs"), Some(r#"{"namespace":"default"}"#)).ok_json();
+    let client = udp_client(LOCALHOST.into(), port_of(&added));
+    assert_eq!(udp_round_trip(&client, b"q").unwrap(), b"q");
+    hold(Duration::from_millis(1500), || match instance(&server, &path, echo.addr()) {
+        i if i["state"] == "down" || i.get("lastCheck").is_some() => Err(format!("checked by TCP: {i}")),
+        _ => Ok(()),
+    })
+    .unwrap();
+}

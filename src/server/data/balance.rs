@@ -129,6 +129,13 @@ impl Target {
         (next != up || !ok).then_some(next)
     }
 
+    /// Whether some member's application has a TCP port on this node: a TCP connect tells
+    /// nothing of an address that only UDP redirections lead to.
+    fn wanted(&self) -> bool {
+        let members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        members.iter().filter_map(Weak::upgrade).any(|m| m.tcp.load(Ordering::Relaxed))
+    }
+
     /// Traffic found it down: it takes `rise` checks to come back.
     fn failed(&self) {
         self.up.store(false, Ordering::Relaxed);
@@ -164,6 +171,8 @@ pub struct Member {
     health: Arc<Health>,
     /// Its address's checks (the active checks').
     target: Arc<Target>,
+    /// Whether its application has a TCP port here (its pool's flag).
+    tcp: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -173,7 +182,7 @@ struct Resolved {
 }
 
 impl Member {
-    fn new(instance: &Instance, health: &Arc<Health>) -> Arc<Member> {
+    fn new(instance: &Instance, health: &Arc<Health>, tcp: &Arc<AtomicBool>) -> Arc<Member> {
         let target = health.target(&instance.address);
         let member = Arc::new(Member {
             address: instance.address.clone(),
@@ -186,6 +195,7 @@ impl Member {
             active: AtomicU64::new(0),
             health: health.clone(),
             target: target.clone(),
+            tcp: tcp.clone(),
         });
         target.members.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::downgrade(&member));
         member
@@ -308,13 +318,21 @@ impl Drop for Open {
 pub struct Pool {
     members: ArcSwap<Vec<Arc<Member>>>,
     health: Arc<Health>,
+    /// Whether a TCP port uses it: only then are its instances health-checked.
+    tcp: Arc<AtomicBool>,
 }
 
 impl Pool {
     /// A pool of these instances, all presumed up, checked by `health` when down.
     pub fn new(instances: &[Instance], health: &Arc<Health>) -> Pool {
-        let members = instances.iter().map(|i| Member::new(i, health)).collect();
-        Pool { members: ArcSwap::from_pointee(members), health: health.clone() }
+        let tcp = Arc::new(AtomicBool::new(false));
+        let members = instances.iter().map(|i| Member::new(i, health, &tcp)).collect();
+        Pool { members: ArcSwap::from_pointee(members), health: health.clone(), tcp }
+    }
+
+    /// A TCP port uses the pool: its instances are health-checked from now on.
+    pub fn used_by_tcp(&self) {
+        self.tcp.store(true, Ordering::Relaxed);
     }
 
     /// Replaces the instances; those that stay (same address and weight) keep their state.
@@ -328,7 +346,7 @@ impl Pool {
                     .iter()
                     .find(|m| m.address == i.address && m.weight == weight)
                     .cloned()
-                    .unwrap_or_else(|| Member::new(i, &self.health))
+                    .unwrap_or_else(|| Member::new(i, &self.health, &self.tcp))
             })
             .collect();
         // One writer at a time: the reconciler applies table changes in order.
@@ -553,7 +571,11 @@ impl Health {
                     continue;
                 };
                 let health = self.clone();
+                let wanted = target.wanted();
                 checks.spawn(async move {
+                    if !wanted {
+                        return;
+                    }
                     let ok = probe_within(&target.address, settings.timeout).await;
                     health.checks.fetch_add(1, Ordering::Relaxed);
                     if !ok {

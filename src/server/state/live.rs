@@ -590,6 +590,9 @@ impl LivePorts {
                 warn!(app = %row.app_id, port = row.port, "redirection of an unknown application: not served");
                 continue;
             };
+            if row.protocol == Protocol::Tcp {
+                pool.used_by_tcp();
+            }
             let held = self.held.lock().unwrap().remove(&key);
             self.start(row, &name, limits, log, pool, held);
         }
