@@ -36,6 +36,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             [CompletionResult]::new('list-namespaces', 'list-namespaces', [CompletionResultType]::ParameterValue, 'List the namespaces you may add redirections in')
             [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Add a TCP redirection: a public port in a namespace, forwarded to the application')
             [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove a TCP redirection; its port stops accepting at once')
+            [CompletionResult]::new('update', 'update', [CompletionResultType]::ParameterValue, 'Change a redirection''s settings in place: open connections keep theirs, new ones get the new settings at once')
             [CompletionResult]::new('apps', 'apps', [CompletionResultType]::ParameterValue, 'Manage applications (operator): where a redirection''s traffic goes')
             [CompletionResult]::new('apply', 'apply', [CompletionResultType]::ParameterValue, 'Make the server match a file of applications and redirections, idempotently')
             [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Write the applications and redirections in the format of `apply`')
@@ -114,6 +115,30 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             [CompletionResult]::new('--udp', '--udp', [CompletionResultType]::ParameterName, 'The port is a UDP redirection''s (TCP''s and UDP''s ports are separate)')
             [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Do not ask for confirmation (only a terminal asks)')
             [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Do not ask for confirmation (only a terminal asks)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;update' {
+            [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'The namespace the port belongs to')
+            [CompletionResult]::new('--unset', '--unset', [CompletionResultType]::ParameterName, 'Take a setting back to the namespace''s default (repeat for several); `--allow` and `--deny` given here replace their whole list')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Seconds an instance may take to accept before the next is tried [default: the namespace''s, 5]')
+            [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Seconds a connection may go without a byte before it is closed [default: the namespace''s, 3600]')
+            [CompletionResult]::new('--half-close-timeout', '--half-close-timeout', [CompletionResultType]::ParameterName, 'Seconds a connection may stay half-closed [default: the namespace''s, 60]')
+            [CompletionResult]::new('--max-connections', '--max-connections', [CompletionResultType]::ParameterName, 'The most connections open at once; more are refused [default: unlimited]')
+            [CompletionResult]::new('--max-connections-per-second', '--max-connections-per-second', [CompletionResultType]::ParameterName, 'The most new connections per second; more are refused [default: unlimited]')
+            [CompletionResult]::new('--max-datagrams-per-second', '--max-datagrams-per-second', [CompletionResultType]::ParameterName, 'UDP: the most datagrams per second from one client address; more are dropped [default: unlimited]')
+            [CompletionResult]::new('--proxy-protocol', '--proxy-protocol', [CompletionResultType]::ParameterName, 'Send the PROXY protocol header (v1 or v2; UDP: v2, or v2-every for every datagram) to the instance, so it sees the client''s address')
+            [CompletionResult]::new('--allow', '--allow', [CompletionResultType]::ParameterName, 'Only clients in this range may connect (CIDR or address; repeat for several)')
+            [CompletionResult]::new('--deny', '--deny', [CompletionResultType]::ParameterName, 'Refuse clients in this range, even when allowed (CIDR or address; repeat for several)')
+            [CompletionResult]::new('--app', '--app', [CompletionResultType]::ParameterName, 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]')
+            [CompletionResult]::new('-a', '-a', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
+            [CompletionResult]::new('--alias', '--alias', [CompletionResultType]::ParameterName, 'The application linked to this directory under ALIAS (`tcp-redirs link`)')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('--udp', '--udp', [CompletionResultType]::ParameterName, 'The port is a UDP redirection''s (TCP''s and UDP''s ports are separate)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
@@ -207,7 +232,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             break
         }
         'tcp-redirs;export' {
-            [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'The organisation, by id (orga_…) or name [default: the only one the credential sees]')
+            [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'Only this organisation, by id (orga_…) or name [default: every one the credential sees]')
             [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
@@ -465,6 +490,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             [CompletionResult]::new('list-namespaces', 'list-namespaces', [CompletionResultType]::ParameterValue, 'List the namespaces you may add redirections in')
             [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Add a TCP redirection: a public port in a namespace, forwarded to the application')
             [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove a TCP redirection; its port stops accepting at once')
+            [CompletionResult]::new('update', 'update', [CompletionResultType]::ParameterValue, 'Change a redirection''s settings in place: open connections keep theirs, new ones get the new settings at once')
             [CompletionResult]::new('apps', 'apps', [CompletionResultType]::ParameterValue, 'Manage applications (operator): where a redirection''s traffic goes')
             [CompletionResult]::new('apply', 'apply', [CompletionResultType]::ParameterValue, 'Make the server match a file of applications and redirections, idempotently')
             [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Write the applications and redirections in the format of `apply`')
@@ -490,6 +516,9 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             break
         }
         'tcp-redirs;help;remove' {
+            break
+        }
+        'tcp-redirs;help;update' {
             break
         }
         'tcp-redirs;help;apps' {

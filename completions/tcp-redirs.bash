@@ -67,6 +67,9 @@ _tcp__redirs() {
             tcp__redirs,unlink)
                 cmd="tcp__redirs__subcmd__unlink"
                 ;;
+            tcp__redirs,update)
+                cmd="tcp__redirs__subcmd__update"
+                ;;
             tcp__redirs__subcmd__apps,create)
                 cmd="tcp__redirs__subcmd__apps__subcmd__create"
                 ;;
@@ -147,6 +150,9 @@ _tcp__redirs() {
                 ;;
             tcp__redirs__subcmd__help,unlink)
                 cmd="tcp__redirs__subcmd__help__subcmd__unlink"
+                ;;
+            tcp__redirs__subcmd__help,update)
+                cmd="tcp__redirs__subcmd__help__subcmd__update"
                 ;;
             tcp__redirs__subcmd__help__subcmd__apps,create)
                 cmd="tcp__redirs__subcmd__help__subcmd__apps__subcmd__create"
@@ -263,7 +269,7 @@ _tcp__redirs() {
 
     case "${cmd}" in
         tcp__redirs)
-            opts="-a -F -h -V --app --alias --format --server --token --help --version list list-namespaces add remove apps apply export link unlink login logout profile nodes orgs tokens serve help"
+            opts="-a -F -h -V --app --alias --format --server --token --help --version list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -717,7 +723,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__help)
-            opts="list list-namespaces add remove apps apply export link unlink login logout profile nodes orgs tokens serve help"
+            opts="list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1123,6 +1129,20 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__help__subcmd__unlink)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__help__subcmd__update)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2053,6 +2073,92 @@ _tcp__redirs() {
                 return 0
             fi
             case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -F)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__update)
+            opts="-a -F -h --namespace --udp --unset --connect-timeout --idle-timeout --half-close-timeout --max-connections --max-connections-per-second --max-datagrams-per-second --proxy-protocol --allow --deny --app --alias --format --server --token --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --unset)
+                    COMPREPLY=($(compgen -W "connect-timeout idle-timeout half-close-timeout max-connections max-connections-per-second max-datagrams-per-second proxy-protocol allow deny" -- "${cur}"))
+                    return 0
+                    ;;
+                --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --half-close-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-connections-per-second)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-datagrams-per-second)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proxy-protocol)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --deny)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --app)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --alias)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -a)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "human json" -- "${cur}"))
                     return 0

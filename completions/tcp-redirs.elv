@@ -33,6 +33,7 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand list-namespaces 'List the namespaces you may add redirections in'
             cand add 'Add a TCP redirection: a public port in a namespace, forwarded to the application'
             cand remove 'Remove a TCP redirection; its port stops accepting at once'
+            cand update 'Change a redirection''s settings in place: open connections keep theirs, new ones get the new settings at once'
             cand apps 'Manage applications (operator): where a redirection''s traffic goes'
             cand apply 'Make the server match a file of applications and redirections, idempotently'
             cand export 'Write the applications and redirections in the format of `apply`'
@@ -107,6 +108,29 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand --udp 'The port is a UDP redirection''s (TCP''s and UDP''s ports are separate)'
             cand -y 'Do not ask for confirmation (only a terminal asks)'
             cand --yes 'Do not ask for confirmation (only a terminal asks)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;update'= {
+            cand --namespace 'The namespace the port belongs to'
+            cand --unset 'Take a setting back to the namespace''s default (repeat for several); `--allow` and `--deny` given here replace their whole list'
+            cand --connect-timeout 'Seconds an instance may take to accept before the next is tried [default: the namespace''s, 5]'
+            cand --idle-timeout 'Seconds a connection may go without a byte before it is closed [default: the namespace''s, 3600]'
+            cand --half-close-timeout 'Seconds a connection may stay half-closed [default: the namespace''s, 60]'
+            cand --max-connections 'The most connections open at once; more are refused [default: unlimited]'
+            cand --max-connections-per-second 'The most new connections per second; more are refused [default: unlimited]'
+            cand --max-datagrams-per-second 'UDP: the most datagrams per second from one client address; more are dropped [default: unlimited]'
+            cand --proxy-protocol 'Send the PROXY protocol header (v1 or v2; UDP: v2, or v2-every for every datagram) to the instance, so it sees the client''s address'
+            cand --allow 'Only clients in this range may connect (CIDR or address; repeat for several)'
+            cand --deny 'Refuse clients in this range, even when allowed (CIDR or address; repeat for several)'
+            cand --app 'The application, by id (app_…) or name [env: TCP_REDIRS_APP]'
+            cand -a 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
+            cand --alias 'The application linked to this directory under ALIAS (`tcp-redirs link`)'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand --udp 'The port is a UDP redirection''s (TCP''s and UDP''s ports are separate)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
@@ -187,7 +211,7 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand --help 'Print help (see more with ''--help'')'
         }
         &'tcp-redirs;export'= {
-            cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
+            cand --org 'Only this organisation, by id (orga_…) or name [default: every one the credential sees]'
             cand -F 'Output format [default: human]'
             cand --format 'Output format [default: human]'
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
@@ -411,6 +435,7 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand list-namespaces 'List the namespaces you may add redirections in'
             cand add 'Add a TCP redirection: a public port in a namespace, forwarded to the application'
             cand remove 'Remove a TCP redirection; its port stops accepting at once'
+            cand update 'Change a redirection''s settings in place: open connections keep theirs, new ones get the new settings at once'
             cand apps 'Manage applications (operator): where a redirection''s traffic goes'
             cand apply 'Make the server match a file of applications and redirections, idempotently'
             cand export 'Write the applications and redirections in the format of `apply`'
@@ -432,6 +457,8 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         &'tcp-redirs;help;add'= {
         }
         &'tcp-redirs;help;remove'= {
+        }
+        &'tcp-redirs;help;update'= {
         }
         &'tcp-redirs;help;apps'= {
             cand create 'Create an application with its instances'

@@ -14,12 +14,15 @@ use serde::Serialize;
 use crate::profile::ProfileFile;
 use crate::wire::{
     ApiError, Application, IssuedToken, Namespace, NewApplication, NewInstance, NewOrganisation, NewTcpRedir,
-    NewTcpRedirBatch, NewToken, Organisation, Protocol, TcpRedir, TcpRedirBatch, TokenInfo,
+    NewTcpRedirBatch, NewToken, Organisation, Protocol, SettingsPatch, TcpRedir, TcpRedirBatch, TokenInfo,
 };
 
 /// The kinds of failure a script may want to tell apart, each with its exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
+    /// The command line asks for something that cannot be (found before any request, as
+    /// clap finds its own usage errors): exit 2.
+    Usage,
     /// What was asked for does not exist (or is not visible to the credential): exit 3.
     NotFound,
     /// The server refused the credential: exit 4.
@@ -33,6 +36,7 @@ impl Failure {
     /// [`crate::cli::EXIT_CODES`], which takes these).
     pub const fn exit_code(self) -> u8 {
         match self {
+            Failure::Usage => 2,
             Failure::NotFound => 3,
             Failure::Auth => 4,
             Failure::Unreachable => 5,
@@ -236,6 +240,20 @@ impl Client {
         self.call(Method::DELETE, &path, None::<&()>).await
     }
 
+    /// Changes the settings of the redirection of `protocol` on `port` in `namespace` in
+    /// place.
+    pub async fn update_redirection(
+        &self,
+        app: &Application,
+        protocol: Protocol,
+        port: u16,
+        namespace: &str,
+        patch: &SettingsPatch,
+    ) -> Result<TcpRedir> {
+        let path = format!("{}/{}/{port}?namespace={}", app_path(app), protocol.collection(), seg(namespace));
+        self.call(Method::PATCH, &path, Some(patch)).await
+    }
+
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -284,10 +302,44 @@ impl Client {
                 "cannot reach the control server at {}{cause}: is `tcp-redirs serve` running? (choose the server with --server or TCP_REDIRS_URL)",
                 self.base
             ))
+        } else if went_away(&err) {
+            // A server that stops (SIGTERM) or restarts closes the connections it had not
+            // answered yet: it is going away, not answering wrongly.
+            Failure::Unreachable.with(format!(
+                "the control server at {} closed the connection before answering{cause}: it is stopping or restarting; try again once `tcp-redirs serve` runs",
+                self.base
+            ))
         } else {
             anyhow!("the request to the control server at {} failed: {err}{cause}", self.base)
         }
     }
+}
+
+/// Whether a request failed because the server closed the connection before answering
+/// (a reset, or an end of stream instead of the answer).
+fn went_away(err: &reqwest::Error) -> bool {
+    use std::io::ErrorKind;
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        // hyper's end of stream in place of the answer (its type is not ours to name here:
+        // the client-only build has no hyper of its own).
+        if e.to_string().starts_with("connection closed before message completed") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn app_path(app: &Application) -> String {

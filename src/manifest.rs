@@ -13,19 +13,39 @@
 //! proxy_protocol = "v2"
 //! ```
 //!
+//! A file may hold several organisations (an admin's `export` of a whole server): each
+//! application then names its own, and the top-level `organisations` lists every one, so
+//! that one without applications is kept too:
+//!
+//! ```toml
+//! organisations = ["acme", "default"]
+//!
+//! [[application]]
+//! organisation = "acme"
+//! name = "mqtt"
+//! instances = [{ address = "10.0.0.5:1883" }]
+//! ```
+//!
+//! An application without `organisation` goes to the one `apply --org` names (or the only
+//! one the credential sees), as in a single-organisation file.
+//!
 //! `export` writes the current state in this format with every port fixed, so that applying
 //! an export elsewhere rebuilds the same ports. Applying is idempotent: a second `apply` of
 //! the same file changes nothing.
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::RedirSettings;
 use crate::wire::{Instance, NewInstance, NewTcpRedir, Protocol, TcpRedir};
+use crate::wire::{RedirSettings, SettingsPatch};
 
 /// A whole file.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// Organisations that must exist, by name (created when missing; admin): an export of
+    /// several lists them all, those without applications too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organisations: Vec<String>,
     /// The applications, each with its instances and redirections.
     #[serde(default, rename = "application")]
     pub applications: Vec<AppSpec>,
@@ -35,6 +55,10 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppSpec {
+    /// Its organisation, by name (created when missing; admin); absent: the one `apply
+    /// --org` names, or the only one the credential sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organisation: Option<String>,
     /// The application's name in its organisation.
     pub name: String,
     /// Where its traffic goes.
@@ -111,9 +135,40 @@ impl RedirSpec {
     /// Whether a running redirection already is what this declares: every setting the
     /// declaration states matches (unstated ones are free).
     pub fn matches(&self, running: &TcpRedir) -> bool {
+        self.same_port(running) && self.settings.satisfied_by(&running.settings)
+    }
+
+    /// Whether a running redirection is this one's port (its settings aside): the same
+    /// namespace and protocol, and the port declared if one is.
+    pub fn same_port(&self, running: &TcpRedir) -> bool {
         self.namespace == running.namespace
             && self.protocol == running.protocol
             && self.port.is_none_or(|p| p == running.port)
-            && self.settings.satisfied_by(&running.settings)
+    }
+
+    /// The change that makes a running redirection of [`RedirSpec::same_port`] what this
+    /// declares, in place (`None`: it already is): each limit stated that differs from the
+    /// one in force, and the access list and PROXY protocol when they differ (unstated is
+    /// off), as [`RedirSettings::satisfied_by`] judges.
+    pub fn patch_for(&self, running: &TcpRedir) -> Option<SettingsPatch> {
+        let (want, have) = (&self.settings, &running.settings);
+        fn limit<T: Copy + PartialEq>(want: Option<T>, have: Option<T>) -> Option<Option<T>> {
+            want.filter(|w| Some(*w) != have).map(Some)
+        }
+        let patch = SettingsPatch {
+            connect_timeout: limit(want.connect_timeout, have.connect_timeout),
+            idle_timeout: limit(want.idle_timeout, have.idle_timeout),
+            half_close_timeout: limit(want.half_close_timeout, have.half_close_timeout),
+            max_connections: limit(want.max_connections, have.max_connections),
+            max_connections_per_second: limit(
+                want.max_connections_per_second,
+                have.max_connections_per_second,
+            ),
+            max_datagrams_per_second: limit(want.max_datagrams_per_second, have.max_datagrams_per_second),
+            proxy_protocol: (want.proxy_protocol != have.proxy_protocol).then_some(want.proxy_protocol),
+            allow: (want.allow != have.allow).then(|| want.allow.clone()),
+            deny: (want.deny != have.deny).then(|| want.deny.clone()),
+        };
+        (!patch.is_empty()).then_some(patch)
     }
 }

@@ -204,7 +204,7 @@ fn metrics_count_connections_and_bytes_per_redirection() {
     let text = metrics.text();
     let series = |name: &str, extra: &str| {
         let prefix =
-            format!("{name}{{namespace=\"default\",port=\"{port}\",protocol=\"tcp\",app=\"{app}\"{extra}}} ");
+            format!("{name}{{namespace=\"default\",port=\"{port}\",protocol=\"tcp\",app=\"{app}\",app_name=\"metered\"{extra}}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .and_then(|v| v.trim().parse::<f64>().ok())
@@ -215,7 +215,7 @@ fn metrics_count_connections_and_bytes_per_redirection() {
     assert_eq!(series("tcp_redirs_bytes_total", ",direction=\"out\""), 10_000.0);
     // The connect-time histogram: one observation, in exactly one bucket; buckets cumulative.
     assert_eq!(series("tcp_redirs_instance_connect_seconds_count", ""), 1.0);
-    let infinity = format!("tcp_redirs_instance_connect_seconds_bucket{{le=\"+Inf\",namespace=\"default\",port=\"{port}\",protocol=\"tcp\",app=\"{app}\"}} 1");
+    let infinity = format!("tcp_redirs_instance_connect_seconds_bucket{{le=\"+Inf\",namespace=\"default\",port=\"{port}\",protocol=\"tcp\",app=\"{app}\",app_name=\"metered\"}} 1");
     assert!(text.lines().any(|l| l == infinity), "no `{infinity}` in:\n{text}");
     let buckets: Vec<f64> = text
         .lines()
@@ -223,7 +223,15 @@ fn metrics_count_connections_and_bytes_per_redirection() {
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect();
     assert!(buckets.windows(2).all(|w| w[0] <= w[1]) && buckets.iter().all(|&n| n <= 1.0), "{buckets:?}");
-    assert!(!text.contains("127.0.0.1"), "no series may be labelled by client address:\n{text}");
+    // The instances' health series name the instance's address (the operator's); no series
+    // may be labelled by a client's address.
+    let echo_addr = echo.addr().to_string();
+    assert!(
+        text.lines()
+            .filter(|l| !l.contains(&format!("instance=\"{echo_addr}\"")))
+            .all(|l| !l.contains("127.0.0.1")),
+        "no series may be labelled by client address:\n{text}"
+    );
 
     // The list carries the same figures (additive JSON fields).
     let listed = server.api("GET", &format!("/v2/organisations/{org}/applications/{app}/tcpRedirs"), None);
@@ -363,10 +371,12 @@ fn the_openapi_document_describes_every_route() {
         ("get", "/v2/organisations/{org}/applications/{app}/tcpRedirs"),
         ("post", "/v2/organisations/{org}/applications/{app}/tcpRedirs"),
         ("delete", "/v2/organisations/{org}/applications/{app}/tcpRedirs/{port}"),
+        ("patch", "/v2/organisations/{org}/applications/{app}/tcpRedirs/{port}"),
         ("post", "/v2/organisations/{org}/tcpRedirs"),
         ("get", "/v2/organisations/{org}/applications/{app}/udpRedirs"),
         ("post", "/v2/organisations/{org}/applications/{app}/udpRedirs"),
         ("delete", "/v2/organisations/{org}/applications/{app}/udpRedirs/{port}"),
+        ("patch", "/v2/organisations/{org}/applications/{app}/udpRedirs/{port}"),
         ("get", "/metrics"),
         ("get", "/v2/nodes"),
         ("delete", "/v2/nodes/{node}"),
@@ -382,7 +392,7 @@ fn the_openapi_document_describes_every_route() {
             .replace("{token}", "t")
             .replace("{port}", "1")
             .replace("{node}", "n");
-        let body = matches!(method, "post" | "put").then_some("{}");
+        let body = matches!(method, "post" | "put" | "patch").then_some("{}");
         let status = http(server.addr, &method.to_uppercase(), &concrete, None, body).status;
         assert_eq!(status, 401, "{method} {concrete} must be served and need credentials");
     }
@@ -398,6 +408,7 @@ fn the_openapi_document_describes_every_route() {
         "NewTcpRedirItem",
         "TcpRedirBatch",
         "Protocol",
+        "SettingsPatch",
     ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
     }

@@ -551,6 +551,14 @@ fn a_broken_toml_file_is_one_error_line_with_its_place() {
     assert_eq!(out.code, 1, "{out}");
     assert_eq!(out.stderr.lines().count(), 1, "one line: {out}");
     assert!(out.stderr.starts_with("error: ") && out.stderr.contains("setup.toml:3:"), "{out}");
+    // A misspelt key of a redirection is reported at its own line, not at its table's.
+    std::fs::write(
+        &file,
+        "[[application]]\nname = \"db\"\n\n[[application.redirection]]\nnamespace = \"default\"\nidle_timout = 600\n",
+    )
+    .unwrap();
+    let out = server.cli(&["apply", "-f", file.to_str().unwrap()]);
+    out.assert_error(1, &["setup.toml:6:1: unknown field `idle_timout`"]);
     // The server's config file alike.
     let (code, stderr) = serve_with_config(dir.path(), "[[namespace]\nname = \"x\"\n");
     assert_eq!(code, Some(1), "{stderr}");
@@ -638,4 +646,153 @@ fn cli_with_config(config: &std::path::Path, args: &[&str]) -> (i32, String, Str
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+#[test]
+fn two_organisations_round_trip_through_export_and_apply_with_every_port_kept() {
+    let server = Server::start();
+    let echo = TcpService::echo();
+    let udp_echo = UdpEcho::start();
+    let (tcp, udp) = (echo.addr().to_string(), udp_echo.addr().to_string());
+    server.cli_ok(&["orgs", "create", "acme"]);
+    server.cli_ok(&["orgs", "create", "empty"]);
+    // A command that needs one organisation says which flag to add.
+    server.cli(&["apps", "create", "db", "--instance", &tcp]).assert_error(1, &["--org", "acme", "default"]);
+    server.cli(&["apps", "list"]).assert_error(1, &["--org"]);
+    server.cli_ok(&["apps", "create", "db", "--instance", &tcp, "--org", "default"]);
+    server.cli_ok(&["apps", "create", "mqtt", "--instance", &tcp, "--org", "acme"]);
+    // The same name in two organisations: two applications.
+    server.cli_ok(&["apps", "create", "db", "--instance", &udp, "--org", "acme"]);
+    let db = server.cli_json(&["apps", "list", "--org", "default", "-F", "json"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let acme_apps = server.cli_json(&["apps", "list", "--org", "acme", "-F", "json"]);
+    let id_of = |name: &str| {
+        acme_apps.as_array().unwrap().iter().find(|a| a["name"] == name).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (mqtt, acme_db) = (id_of("mqtt"), id_of("db"));
+    let mut ports = vec![
+        ("default-db", server.add(&db, "default")),
+        (
+            "mqtt",
+            port_of(&server.cli_json(&[
+                "add",
+                "--app",
+                &mqtt,
+                "--namespace",
+                "cleverapps",
+                "--idle-timeout",
+                "600",
+                "-F",
+                "json",
+            ])),
+        ),
+        (
+            "acme-db",
+            port_of(&server.cli_json(&[
+                "add",
+                "--app",
+                &acme_db,
+                "--namespace",
+                "default",
+                "--udp",
+                "-F",
+                "json",
+            ])),
+        ),
+    ];
+    ports.sort();
+
+    // The admin's export holds every organisation, each application naming its own.
+    let exported = server.cli_ok(&["export"]);
+    assert!(exported.starts_with("organisations = [\"acme\", \"default\", \"empty\"]\n"), "{exported}");
+    assert_eq!(exported.matches("organisation = \"acme\"").count(), 2, "{exported}");
+    assert_eq!(exported.matches("organisation = \"default\"").count(), 1, "{exported}");
+    // `--org` names one: a single-organisation file, as before.
+    let one = server.cli_ok(&["export", "--org", "acme"]);
+    assert!(!one.contains("organisation"), "{one}");
+    assert_eq!(one.matches("[[application]]").count(), 2, "{one}");
+    // A single-organisation file on a server of several: say which flag to add.
+    let dir = tempfile::tempdir().unwrap();
+    let single = dir.path().join("one.toml");
+    std::fs::write(&single, &one).unwrap();
+    server.cli(&["apply", "-f", single.to_str().unwrap()]).assert_error(1, &["--org", "organisation ="]);
+    let same = server.cli_ok(&["apply", "-f", single.to_str().unwrap(), "--org", "acme"]);
+    assert!(same.starts_with("Nothing to change"), "{same}");
+
+    // Applied to a fresh server: the organisations made, every port kept, bytes through.
+    let file = dir.path().join("all.toml");
+    std::fs::write(&file, &exported).unwrap();
+    drop(server);
+    let fresh = Server::start();
+    let dry = fresh.cli_ok(&["apply", "-f", file.to_str().unwrap(), "--dry-run"]);
+    assert!(dry.starts_with("+ organisation acme\n+ organisation empty\n+ application acme/db\n"), "{dry}");
+    let out = fresh.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.contains("+ redirection acme/mqtt "), "{out}");
+    assert_eq!(fresh.cli_ok(&["export"]), exported, "the fresh server exports the same file");
+    let orgs = fresh.cli_json(&["orgs", "list", "-F", "json"]);
+    let names: Vec<&str> = orgs.as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["acme", "default", "empty"]);
+    for (what, port) in &ports {
+        if *what == "acme-db" {
+            let socket = udp_client(LOCALHOST.into(), *port);
+            assert_eq!(udp_round_trip(&socket, b"dgram").unwrap(), b"dgram", "{what} on {port}");
+        } else {
+            let payload = random_bytes(512);
+            assert_same_bytes(&send_and_read_back(*port, &payload), &payload, what);
+        }
+    }
+    let again = fresh.cli_json(&["apply", "-f", file.to_str().unwrap(), "-F", "json"]);
+    assert_eq!(again["changes"], serde_json::json!([]), "{again}");
+}
+
+/// The human list shows, under each redirection, the settings in force: its own, else its
+/// namespace's, else the server's defaults.
+#[test]
+fn the_human_list_shows_the_limits_in_force() {
+    let echo = TcpService::echo();
+    let server = Server::start();
+    server.create_app("limited", echo.addr());
+    let port = port_of(&server.cli_json(&[
+        "add",
+        "--app",
+        "limited",
+        "--namespace",
+        "default",
+        "--idle-timeout",
+        "600",
+        "--max-connections",
+        "5",
+        "--allow",
+        "127.0.0.1",
+        "--proxy-protocol",
+        "v2",
+        "-F",
+        "json",
+    ]));
+    let listing = server.cli_ok(&["list", "--app", "limited"]);
+    let lines: Vec<&str> = listing.lines().collect();
+    let at = lines.iter().position(|l| l.starts_with(&format!("{port} on default"))).expect(&listing);
+    assert_eq!(
+        lines[at + 1],
+        "  connect 5 s, idle 600 s, half-close 60 s, at most 5 open, allow 127.0.0.1, PROXY v2",
+        "{listing}"
+    );
+}
+
+/// Bad input on the command line is a usage error (exit 2), found before any request:
+/// an application's name the server would refuse says what to write instead.
+#[test]
+fn an_application_name_with_a_space_is_a_usage_error() {
+    let server = Server::start();
+    let out = server.cli(&["apps", "create", "my db", "--instance", "127.0.0.1:4040"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("invalid application name `my db`") && out.stderr.contains("my-db"), "{out}");
+    assert!(out.stdout.is_empty(), "{out}");
+    assert_eq!(server.cli(&["apps", "create", "app_x", "--instance", "127.0.0.1:4040"]).code, 2);
+    assert!(server.cli_json(&["apps", "list", "-F", "json"]).as_array().unwrap().is_empty());
 }

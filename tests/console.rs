@@ -656,6 +656,9 @@ async fn refusals_and_names_from_the_api_are_shown_as_text_and_run_no_script() {
     let addresses: Vec<_> =
         app["instances"].as_array().expect("instances").iter().map(|i| i["address"].clone()).collect();
     assert_eq!(addresses, vec![json!(echo.addr().to_string())], "{app}");
+    // The health checks' state and last check show on the instance (issue 33).
+    let line = browser.wait_text("#instances .instance", "checked").await;
+    assert!(line.contains("up"), "{line}");
 
     // Delete the application, after a confirmation.
     browser.click("#delete-app").await;

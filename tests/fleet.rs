@@ -2231,3 +2231,140 @@ fn partitions_at_random_moments_lose_nothing_and_mix_no_tenants() {
     );
     fleet.finish();
 }
+
+// ---------------------------------------------------------------------------------------
+// Settings changed in place (issue 33)
+// ---------------------------------------------------------------------------------------
+
+/// A connection to ip:port, or `None` when the node reset it at once.
+fn open_at(ip: IpAddr, port: u16) -> Option<TcpStream> {
+    match TcpStream::connect_timeout(&SocketAddr::new(ip, port), Duration::from_secs(2)) {
+        Ok(stream) => {
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            Some(stream)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+        Err(e) => panic!("connect to {ip}:{port}: {e}"),
+    }
+}
+
+/// Sends `bytes`, reads back as many plus `extra`: what came.
+fn trip(stream: &mut TcpStream, bytes: &[u8], extra: usize) -> Result<Vec<u8>, String> {
+    stream.write_all(bytes).map_err(|e| format!("write: {e}"))?;
+    let mut got = vec![0; bytes.len() + extra];
+    stream.read_exact(&mut got).map_err(|e| format!("read: {e}"))?;
+    Ok(got)
+}
+
+/// `Ok` when an open connection still echoes `bytes` bare.
+fn still_echoes(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), String> {
+    match trip(stream, bytes, 0)? {
+        got if got == bytes => Ok(()),
+        got => Err(format!("answered {:?}", String::from_utf8_lossy(&got))),
+    }
+}
+
+#[test]
+fn an_update_on_one_node_holds_for_new_connections_on_every_node_when_it_answers() {
+    let fleet =
+        Fleet::start(&[("a", "127.0.31.2", &[]), ("b", "127.0.31.3", &[]), ("c", "127.0.31.4", &[])], None);
+    let names = fleet.names();
+    let echo = TcpService::echo();
+    let app = fleet.create_app_everywhere("a", "mqtt", echo.addr());
+    let port = port_of(&fleet.add_ok("a", &app, "default"));
+    for node in ["a", "b", "c"] {
+        let ip = fleet.ip(node);
+        fleet.must(PROPAGATION, &format!("port {port} forwards through {node}"), || echo_via(ip, port));
+    }
+    // One long-lived session per node, opened before any change.
+    let mut before: Vec<(&str, TcpStream)> = ["a", "b", "c"]
+        .into_iter()
+        .map(|node| {
+            let mut s = open_at(fleet.ip(node), port).expect("a session before the update");
+            still_echoes(&mut s, b"hello").unwrap_or_else(|e| fleet.fail(&e));
+            (node, s)
+        })
+        .collect();
+
+    // Changed through b: PROXY v1, at most 2 open, idle 1 s.
+    let path = format!("{}/{port}?namespace=default", fleet.redirs_path(&app));
+    let body = r#"{"proxyProtocol":"v1","maxConnections":2,"idleTimeout":1}"#;
+    let patched = fleet.api("b", "PATCH", &path, Some(body)).ok_json();
+    fleet.check("the update answers once every live node applied it", listening_on(&patched, &names));
+    assert_eq!((port_of(&patched), &patched["idleTimeout"]), (port, &json!(1)), "{patched}");
+    // At once, on every node: a new connection gets the header; a third is over the quota.
+    let mut after = Vec::new();
+    for node in ["a", "b", "c"] {
+        let ip = fleet.ip(node);
+        let mut new = open_at(ip, port).expect("a connection after the update");
+        let local = new.local_addr().unwrap();
+        let header = format!("PROXY TCP4 {} {ip} {} {port}\r\n", local.ip(), local.port());
+        let got = trip(&mut new, b"x", header.len());
+        fleet.check(
+            &format!("a new connection through {node} gets the PROXY header at once"),
+            match got {
+                Ok(got) if got == format!("{header}x").as_bytes() => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+        let third = open_at(ip, port).is_some_and(|mut s| still_echoes(&mut s, b"?").is_ok());
+        fleet.check(
+            &format!("a third connection through {node} is over maxConnections 2 at once"),
+            if third { Err("it was served".into()) } else { Ok(()) },
+        );
+        after.push((node, new));
+    }
+    // The new connections end after 1 s without a byte; the sessions from before, idle as
+    // long, go on, bare: they keep what they started with.
+    for (node, new) in &mut after {
+        let started = Instant::now();
+        let mut byte = [0u8; 1];
+        let ended = match new.read(&mut byte) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        };
+        let took = started.elapsed();
+        fleet.check(
+            &format!("the new connection through {node} ends after its 1 s idle timeout"),
+            if ended && took < Duration::from_secs(5) { Ok(()) } else { Err(format!("after {took:?}")) },
+        );
+    }
+    for (node, session) in &mut before {
+        fleet.check(
+            &format!("the session through {node} from before the update goes on"),
+            still_echoes(session, b"on"),
+        );
+    }
+
+    // Changed through c: clients of 127.0.0.0/8 denied, PROXY and the quota unset.
+    let body = r#"{"deny":["127.0.0.0/8"],"proxyProtocol":null,"maxConnections":null}"#;
+    let patched = fleet.api("c", "PATCH", &path, Some(body)).ok_json();
+    assert!(patched.get("proxyProtocol").is_none() && patched.get("maxConnections").is_none(), "{patched}");
+    for node in ["a", "b", "c"] {
+        let ip = fleet.ip(node);
+        let served = open_at(ip, port).is_some_and(|mut s| still_echoes(&mut s, b"?").is_ok());
+        fleet.check(
+            &format!("a client denied through {node} is refused at once"),
+            if served { Err("it was served".into()) } else { Ok(()) },
+        );
+    }
+    for (node, session) in &mut before {
+        fleet.check(
+            &format!("the session through {node} is not cut by the deny"),
+            still_echoes(session, b"end"),
+        );
+    }
+    // Every node lists the port with the new settings, on the same port.
+    for node in ["a", "b", "c"] {
+        let listed = fleet.list_json(node, &app).unwrap_or_else(|e| fleet.fail(&e));
+        fleet.check(
+            &format!("{node} lists the updated redirection"),
+            match listed.as_slice() {
+                [r] if port_of(r) == port && r["deny"] == json!(["127.0.0.0/8"]) => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
+    fleet.finish();
+}

@@ -50,13 +50,43 @@ fn man_pages(command: &clap::Command, files: &mut Vec<(PathBuf, Vec<u8>)>) {
     let man = clap_mangen::Man::new(page).source(format!("tcp-redirs {version}")).manual("tcp-redirs manual");
     let mut out = Vec::new();
     man.render(&mut out).expect("render a man page");
-    let text = String::from_utf8(out).unwrap();
+    let text = with_values_in_synopsis(command, &String::from_utf8(out).unwrap());
     let at = text.find(".SH VERSION").unwrap_or(text.len());
     let out = format!("{}{}{}", &text[..at], exit_status(&name), &text[at..]).into_bytes();
     files.push((root().join("man").join(format!("{name}.1")), out));
     for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
         man_pages(sub, files);
     }
+}
+
+/// The page with each option of its SYNOPSIS followed by its value, as in `--help`
+/// (`[--namespace NS]`, `[-F|--format FORMAT]`, `[--instance HOST:PORT[=WEIGHT]]...`):
+/// clap_mangen writes the option alone.
+fn with_values_in_synopsis(command: &clap::Command, page: &str) -> String {
+    let roff = |text: &str| text.replace('\\', "\\e").replace('-', "\\-");
+    let Some(start) = page.find(".SH SYNOPSIS\n") else { return page.to_owned() };
+    let start = start + ".SH SYNOPSIS\n".len();
+    let end = page[start..].find('\n').map_or(page.len(), |n| start + n);
+    let mut synopsis = page[start..end].to_owned();
+    for arg in command.get_arguments().filter(|a| !a.is_hide_set() && !a.is_positional()) {
+        let (Some(long), true) = (arg.get_long(), arg.get_action().takes_values()) else { continue };
+        let value = match arg.get_value_names() {
+            Some(names) => names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" "),
+            None => arg.get_id().as_str().to_uppercase(),
+        };
+        let flag = format!("\\fB\\-\\-{}\\fR", roff(long));
+        let repeat = if matches!(arg.get_action(), clap::ArgAction::Append) { "..." } else { "" };
+        // The option's own bracket or angle closes right after it; the repetition goes after it.
+        for close in ["]", ">"] {
+            let old = format!("{flag}{close}");
+            if synopsis.contains(&old) {
+                synopsis =
+                    synopsis.replacen(&old, &format!("{flag} \\fI{}\\fR{close}{repeat}", roff(&value)), 1);
+                break;
+            }
+        }
+    }
+    format!("{}{}{}", &page[..start], synopsis, &page[end..])
 }
 
 /// The EXIT STATUS section, from the same table as `--help` (`serve` never fails with 3 to 5).
@@ -107,6 +137,18 @@ fn completions_and_man_pages_are_up_to_date() {
         "{}\n\nregenerate with: TCP_REDIRS_UPDATE_GENERATED=1 cargo test --test generated",
         stale.join("\n")
     );
+    // A synopsis shows each option with its value (issue 33: `[--namespace] [--port]` did not).
+    let add = std::fs::read_to_string(root().join("man/tcp-redirs-add.1")).unwrap();
+    for shown in [
+        r"[\fB\-\-namespace\fR \fINS\fR]",
+        r"[\fB\-\-port\fR \fIPORT\fR]",
+        r"[\fB\-\-allow\fR \fICIDR\fR]...",
+        r"[\fB\-F\fR|\fB\-\-format\fR \fIFORMAT\fR]",
+    ] {
+        assert!(add.contains(shown), "the synopsis of tcp-redirs-add.1 lacks {shown}");
+    }
+    let remove = std::fs::read_to_string(root().join("man/tcp-redirs-remove.1")).unwrap();
+    assert!(remove.contains(r"<\fB\-\-namespace\fR \fINS\fR>"), "a required option with its value");
     // Nothing checked in that the binary no longer has.
     for dir in ["completions", "man"] {
         for entry in std::fs::read_dir(root().join(dir)).unwrap() {

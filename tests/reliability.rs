@@ -162,6 +162,41 @@ fn sigterm_lets_open_connections_finish_and_refuses_new_ones() {
     assert!(status.success(), "exit status after a clean drain: {status:?}\n{}", server.log());
 }
 
+/// A CLI call that meets a server draining after SIGTERM is told at once that the server
+/// cannot be reached (exit 5), not left waiting for the drain's end and a reset.
+#[test]
+fn a_cli_call_during_the_drain_exits_5_at_once() {
+    let mut server = Server::start();
+    let echo = TcpService::echo();
+    server.create_app("held", echo.addr());
+    let port = server.add("held", "default");
+    // An open connection keeps the server draining (30 s by default).
+    let mut held = connect(port);
+    held.write_all(b"x").unwrap();
+    let mut byte = [0u8; 1];
+    held.read_exact(&mut byte).unwrap();
+    server.send_signal(libc::SIGTERM);
+    wait_until(
+        Duration::from_secs(10),
+        "the port still accepts after SIGTERM",
+        || match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(_) => Err(format!("port {port} accepted a connection")),
+            Err(_) => Ok(()),
+        },
+    );
+    let started = std::time::Instant::now();
+    let out = server.cli(&["list-namespaces"]);
+    out.assert_error(5, &["control server", "tcp-redirs serve"]);
+    assert!(started.elapsed() < Duration::from_secs(5), "answered after {:?}", started.elapsed());
+    // The drain goes on: the open connection still carries bytes.
+    held.write_all(b"y").unwrap();
+    held.read_exact(&mut byte).unwrap();
+    assert_eq!(&byte, b"y");
+    drop(held);
+    let status = server.wait_for_exit(Duration::from_secs(20)).expect("the server exits once drained");
+    assert!(status.success(), "{status:?}");
+}
+
 #[test]
 fn the_drain_timeout_closes_what_is_still_open() {
     let mut server = Server::builder().args(&["--drain-timeout", "1"]).start();

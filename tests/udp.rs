@@ -155,7 +155,7 @@ fn the_udp_api_takes_clevers_shapes_and_refuses_what_udp_lacks() {
     }
     let text = server.api("GET", "/metrics", None).text();
     let series = format!(
-        "tcp_redirs_udp_datagrams_total{{namespace=\"default\",port=\"{port}\",protocol=\"udp\",app=\"{app}\",direction=\"in\"}} 4"
+        "tcp_redirs_udp_datagrams_total{{namespace=\"default\",port=\"{port}\",protocol=\"udp\",app=\"{app}\",app_name=\"dns\",direction=\"in\"}} 4"
     );
     assert!(text.lines().any(|l| l == series), "no `{series}` in:\n{text}");
     let listed = server.api("GET", &path("udp"), None).json();

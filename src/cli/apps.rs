@@ -13,7 +13,9 @@ use crate::wire::{
 pub enum Command {
     /// Create an application with its instances.
     Create {
-        /// The application's name, unique within its organisation.
+        /// The application's name, unique within its organisation: 1 to 128 ASCII letters,
+        /// digits, `-`, `_` or `.`, not starting with `app_`.
+        #[arg(value_parser = crate::wire::check_app_name)]
         name: String,
         /// An address where the application listens, HOST:PORT, optionally =WEIGHT (0 takes
         /// no new connection; 1 by default). Repeat for several.

@@ -54,6 +54,9 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
                 for redir in of {
                     text.push('\n');
                     text.push_str(&human_line(redir));
+                    // The limits in force, the redirection's own or its namespace's.
+                    text.push_str("\n  ");
+                    text.push_str(&settings_line(redir));
                 }
             }
             // Instance states are known once a redirection has carried traffic to them.
@@ -71,6 +74,12 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
                         i.address,
                         i.weight.unwrap_or(1)
                     ));
+                    if let Some(at) = i.last_check {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs() as i64);
+                        text.push_str(&format!(", checked {} s ago", (now - at).max(0)));
+                    }
                 }
             }
             print_text(text)
@@ -97,4 +106,40 @@ fn human_line(redir: &TcpRedir) -> String {
         line.push_str(" [not listening: the port is in use by another program; the server keeps retrying]");
     }
     line
+}
+
+/// The settings in force on a redirection, for people: `connect 5 s, idle 3600 s,
+/// half-close 60 s, unlimited` then the quotas, access list and PROXY header that are set.
+pub(super) fn settings_line(redir: &TcpRedir) -> String {
+    let s = &redir.settings;
+    let secs = |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{v} s"));
+    let mut parts = Vec::new();
+    if redir.protocol == Protocol::Tcp {
+        parts.push(format!("connect {}", secs(s.connect_timeout)));
+    }
+    parts.push(format!("idle {}", secs(s.idle_timeout)));
+    if redir.protocol == Protocol::Tcp {
+        parts.push(format!("half-close {}", secs(s.half_close_timeout)));
+    }
+    let open = if redir.protocol == Protocol::Udp { "flows" } else { "open" };
+    parts.push(match s.max_connections {
+        Some(n) => format!("at most {n} {open}"),
+        None => format!("unlimited {open}"),
+    });
+    if let Some(n) = s.max_connections_per_second {
+        parts.push(format!("at most {n} new/s"));
+    }
+    if let Some(n) = s.max_datagrams_per_second {
+        parts.push(format!("at most {n} datagrams/s per client"));
+    }
+    if !s.allow.is_empty() {
+        parts.push(format!("allow {}", s.allow.join(" ")));
+    }
+    if !s.deny.is_empty() {
+        parts.push(format!("deny {}", s.deny.join(" ")));
+    }
+    if let Some(p) = s.proxy_protocol {
+        parts.push(format!("PROXY {}", p.name()));
+    }
+    parts.join(", ")
 }

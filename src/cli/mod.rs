@@ -20,6 +20,7 @@ mod remove;
 #[cfg(feature = "server")]
 mod serve;
 mod tokens;
+mod update;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -38,7 +39,7 @@ use crate::wire::{Application, Organisation};
 pub const EXIT_CODES: [(u8, &str); 6] = [
     (0, "success"),
     (1, "error (the message on stderr says which)"),
-    (2, "usage error: bad arguments"),
+    (Failure::Usage.exit_code(), "usage error: bad arguments"),
     (
         Failure::NotFound.exit_code(),
         "not found: no such application, namespace, redirection, organisation, profile or link",
@@ -86,6 +87,10 @@ enum Command {
     /// Remove a TCP redirection; its port stops accepting at once.
     #[command(after_long_help = exit_codes_help())]
     Remove(remove::Args),
+    /// Change a redirection's settings in place: open connections keep theirs, new ones get
+    /// the new settings at once.
+    #[command(after_long_help = exit_codes_help())]
+    Update(update::Args),
     /// Manage applications (operator): where a redirection's traffic goes.
     #[command(subcommand, after_long_help = exit_codes_help())]
     Apps(apps::Command),
@@ -132,7 +137,8 @@ impl Command {
             Command::List(list::Args { app, format })
             | Command::ListNamespaces(list_namespaces::Args { app, format, .. })
             | Command::Add(add::Args { app, format, .. })
-            | Command::Remove(remove::Args { app, format, .. }) => {
+            | Command::Remove(remove::Args { app, format, .. })
+            | Command::Update(update::Args { app, format, .. }) => {
                 format.format = format.format.or(top.format.format);
                 Some(app)
             }
@@ -374,6 +380,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Command::ListNamespaces(args) => list_namespaces::run(&conn, args).await,
             Command::Add(args) => add::run(&conn, args).await,
             Command::Remove(args) => remove::run(&conn, args).await,
+            Command::Update(args) => update::run(&conn, args).await,
             Command::Apps(command) => apps::run(&conn, command).await,
             Command::Orgs(command) => orgs::run(&conn, command).await,
             Command::Nodes(args) => nodes::run(&conn, args).await,

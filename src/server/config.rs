@@ -42,6 +42,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::server::data::balance::CheckSettings;
 use crate::server::spec;
 use crate::server::state::store::{NamespaceDef, StoreAccess};
 use crate::wire::RedirSettings;
@@ -75,6 +76,62 @@ pub struct Config {
     /// Applications to create in the default organisation.
     #[serde(default, rename = "application")]
     pub applications: Vec<AppConfig>,
+    /// The node's health checks of every instance.
+    #[serde(default)]
+    pub health_checks: HealthChecksConfig,
+}
+
+/// The `[health_checks]` table: how this node checks every instance address (issue 33).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthChecksConfig {
+    /// Check every instance (else only those a failed connection marked down).
+    pub enabled: bool,
+    /// Seconds between two checks of an address (0.1 to 3600; fractions allowed).
+    pub interval: f64,
+    /// Seconds a check waits for the connect (0.1 to 60).
+    pub timeout: f64,
+    /// Successful checks in a row that bring a down instance up (1 to 100).
+    pub rise: u32,
+    /// Failed checks in a row that take an up instance down (1 to 100).
+    pub fall: u32,
+}
+
+impl Default for HealthChecksConfig {
+    fn default() -> HealthChecksConfig {
+        let d = CheckSettings::default();
+        HealthChecksConfig {
+            enabled: d.enabled,
+            interval: d.interval.as_secs_f64(),
+            timeout: d.timeout.as_secs_f64(),
+            rise: d.rise,
+            fall: d.fall,
+        }
+    }
+}
+
+impl HealthChecksConfig {
+    /// The settings the checks run with, or why the table is wrong.
+    pub fn settings(&self) -> Result<CheckSettings> {
+        let secs = |value: f64, what: &str, max: f64| {
+            if !(0.1..=max).contains(&value) {
+                bail!("[health_checks] {what} = {value}: use from 0.1 to {max} seconds");
+            }
+            Ok(std::time::Duration::from_secs_f64(value))
+        };
+        for (value, what) in [(self.rise, "rise"), (self.fall, "fall")] {
+            if !(1..=100).contains(&value) {
+                bail!("[health_checks] {what} = {value}: use a count of checks in a row from 1 to 100");
+            }
+        }
+        Ok(CheckSettings {
+            enabled: self.enabled,
+            interval: secs(self.interval, "interval", 3600.0)?,
+            timeout: secs(self.timeout, "timeout", 60.0)?,
+            rise: self.rise,
+            fall: self.fall,
+        })
+    }
 }
 
 /// One `[[namespace]]` table.
@@ -140,6 +197,7 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
         let config: Config = crate::toml_file::parse(&text, path).context("invalid config file")?;
+        config.health_checks.settings().with_context(|| format!("invalid config file {}", path.display()))?;
         for app in &config.applications {
             for address in &app.instances {
                 crate::wire::check_instance_address(address)

@@ -198,6 +198,7 @@ impl Server {
         let addr = listener.local_addr()?;
 
         let live = start_ports(&opts, &config, &namespaces, inherited.as_mut())?;
+        live.configure_health_checks(config.health_checks.settings()?);
         let synced = follow_store(&store, &live, &node, opts.node_ttl, opts.public_bind).await?;
         let gateway = Arc::new(Gateway::new(synced.clone(), node.clone(), config.max_redirections_per_org));
         patiently("config file's applications", || declare_apps(&gateway, &default_org.id, &config))
@@ -328,6 +329,10 @@ impl Server {
                 }
             }
         }
+        // The control API's socket closes now: a call made during the drain is refused at
+        // once (the CLI says the server cannot be reached, exit 5) instead of waiting in the
+        // queue for the drain's end and a reset. After a hand-over the new process has it.
+        drop(self.listener);
         // After a hand-over the new process is the service: this one must not say it stops.
         if !handed_over {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -602,6 +607,9 @@ impl Running {
             return error!(error = %err, "SIGHUP: cannot publish the new namespaces; the running config stays");
         }
         self.gateway.set_org_quota(config.max_redirections_per_org);
+        if let Ok(checks) = config.health_checks.settings() {
+            self.gateway.synced().live().configure_health_checks(checks);
+        }
         if let Err(err) = declare_apps(&self.gateway, &self.default_org, &config).await {
             error!(error = format!("{err:#}"), "SIGHUP: cannot declare the config file's applications");
         }

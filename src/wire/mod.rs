@@ -17,7 +17,7 @@ pub mod settings;
 
 #[cfg(feature = "server")]
 pub use patterns::matches;
-pub use settings::{ProxyProtocol, RedirSettings};
+pub use settings::{ProxyProtocol, RedirSettings, SettingsPatch};
 
 /// A namespace the caller's organisation may use, as listed by `list-namespaces`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -392,6 +392,9 @@ pub struct Instance {
     /// Connections open to it now, once a redirection has used it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_connections: Option<u64>,
+    /// When the health checks last checked it (Unix seconds), once they have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<i64>,
 }
 
 /// Whether an instance is taking connections.
@@ -399,9 +402,10 @@ pub struct Instance {
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceState {
-    /// Its last connect or check succeeded.
+    /// Its health checks (`rise` in a row) or its last connection succeeded.
     Up,
-    /// Its last connect failed; it is checked every few seconds.
+    /// Its health checks (`fall` in a row) or a connection found nobody listening; the
+    /// checks go on and bring it back.
     Down,
 }
 
@@ -671,6 +675,37 @@ pub mod integral {
             }
         }
     }
+}
+
+/// Checks an application's name against [`APP_NAME_PATTERN`], without a regex engine (the
+/// client checks before sending, so that a bad name is a usage error, exit 2).
+pub fn check_app_name(name: &str) -> Result<String, String> {
+    let ok = (1..=128).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !name.starts_with("app_");
+    if ok {
+        return Ok(name.to_owned());
+    }
+    Err(format!(
+        "invalid application name `{name}`: use 1 to 128 ASCII letters, digits, `-`, `_` or `.`, not starting with `app_` (for example {})",
+        suggest_name(name)
+    ))
+}
+
+/// A name like `name` that the rule admits: `my db` gives `my-db`.
+fn suggest_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+        .take(128)
+        .collect();
+    if out.starts_with("app_") {
+        out.replace_range(..4, "app-");
+    }
+    if out.is_empty() {
+        out.push_str("my-db");
+    }
+    out
 }
 
 /// Checks an instance address against [`INSTANCE_ADDRESS_PATTERN`], without a regex engine

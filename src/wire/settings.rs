@@ -94,6 +94,144 @@ pub struct RedirSettings {
     pub deny: Vec<String>,
 }
 
+/// A change to one redirection's settings, the body of `PATCH …/tcpRedirs/{port}` and
+/// `PATCH …/udpRedirs/{port}` (`tcp-redirs update`): a key absent keeps its setting, `null`
+/// unsets it (the namespace's, then the server's default, are in force again), a value sets
+/// it; `allow` and `deny` replace the list (`[]`: none). The port, its application and its
+/// open connections stay; new connections get the result on every node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SettingsPatch {
+    /// Seconds an instance may take to accept; `null`: the namespace's.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "patch::number")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::seconds))]
+    pub connect_timeout: Option<Option<u64>>,
+    /// Seconds a connection may go without a byte; `null`: the namespace's.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "patch::number")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::seconds))]
+    pub idle_timeout: Option<Option<u64>>,
+    /// Seconds a connection may stay half-closed; `null`: the namespace's.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "patch::number")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::seconds))]
+    pub half_close_timeout: Option<Option<u64>>,
+    /// The most connections open at once; `null`: the namespace's.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "patch::number")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::quota))]
+    pub max_connections: Option<Option<u32>>,
+    /// The most new connections per second; `null`: the namespace's.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "patch::number")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::quota))]
+    pub max_connections_per_second: Option<Option<u32>>,
+    /// UDP only: the most datagrams per second from one client address; `null`: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "patch::number")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::quota))]
+    pub max_datagrams_per_second: Option<Option<u32>>,
+    /// The PROXY protocol header sent to the instance; `null`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "patch::value")]
+    #[cfg_attr(feature = "server", schema(value_type = Option<ProxyProtocol>))]
+    pub proxy_protocol: Option<Option<ProxyProtocol>>,
+    /// The new access list (replaces the old one; `[]`: everyone may connect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::ranges))]
+    pub allow: Option<Vec<String>>,
+    /// The new list of refused ranges (replaces the old one; `[]`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::ranges))]
+    pub deny: Option<Vec<String>>,
+}
+
+impl SettingsPatch {
+    /// The settings `current` become with this change.
+    pub fn apply(&self, current: &RedirSettings) -> RedirSettings {
+        fn pick<T: Clone>(change: &Option<Option<T>>, current: &Option<T>) -> Option<T> {
+            match change {
+                Some(new) => new.clone(),
+                None => current.clone(),
+            }
+        }
+        RedirSettings {
+            connect_timeout: pick(&self.connect_timeout, &current.connect_timeout),
+            idle_timeout: pick(&self.idle_timeout, &current.idle_timeout),
+            half_close_timeout: pick(&self.half_close_timeout, &current.half_close_timeout),
+            max_connections: pick(&self.max_connections, &current.max_connections),
+            max_connections_per_second: pick(
+                &self.max_connections_per_second,
+                &current.max_connections_per_second,
+            ),
+            max_datagrams_per_second: pick(&self.max_datagrams_per_second, &current.max_datagrams_per_second),
+            proxy_protocol: pick(&self.proxy_protocol, &current.proxy_protocol),
+            allow: self.allow.clone().unwrap_or_else(|| current.allow.clone()),
+            deny: self.deny.clone().unwrap_or_else(|| current.deny.clone()),
+        }
+    }
+
+    /// The change that makes `current` into `wanted` (`None` when they are the same): what
+    /// `apply` sends for a redirection whose settings differ from its file's.
+    pub fn between(current: &RedirSettings, wanted: &RedirSettings) -> Option<SettingsPatch> {
+        fn diff<T: Clone + PartialEq>(current: &Option<T>, wanted: &Option<T>) -> Option<Option<T>> {
+            (current != wanted).then(|| wanted.clone())
+        }
+        let patch = SettingsPatch {
+            connect_timeout: diff(&current.connect_timeout, &wanted.connect_timeout),
+            idle_timeout: diff(&current.idle_timeout, &wanted.idle_timeout),
+            half_close_timeout: diff(&current.half_close_timeout, &wanted.half_close_timeout),
+            max_connections: diff(&current.max_connections, &wanted.max_connections),
+            max_connections_per_second: diff(
+                &current.max_connections_per_second,
+                &wanted.max_connections_per_second,
+            ),
+            max_datagrams_per_second: diff(
+                &current.max_datagrams_per_second,
+                &wanted.max_datagrams_per_second,
+            ),
+            proxy_protocol: diff(&current.proxy_protocol, &wanted.proxy_protocol),
+            allow: (current.allow != wanted.allow).then(|| wanted.allow.clone()),
+            deny: (current.deny != wanted.deny).then(|| wanted.deny.clone()),
+        };
+        (patch != SettingsPatch::default()).then_some(patch)
+    }
+
+    /// The settings it changes, as the files spell them (`idle_timeout`), in their order.
+    pub fn names(&self) -> Vec<&'static str> {
+        let changed = [
+            (self.connect_timeout.is_some(), "connect_timeout"),
+            (self.idle_timeout.is_some(), "idle_timeout"),
+            (self.half_close_timeout.is_some(), "half_close_timeout"),
+            (self.max_connections.is_some(), "max_connections"),
+            (self.max_connections_per_second.is_some(), "max_connections_per_second"),
+            (self.max_datagrams_per_second.is_some(), "max_datagrams_per_second"),
+            (self.proxy_protocol.is_some(), "proxy_protocol"),
+            (self.allow.is_some(), "allow"),
+            (self.deny.is_some(), "deny"),
+        ];
+        changed.into_iter().filter(|(c, _)| *c).map(|(_, name)| name).collect()
+    }
+
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == SettingsPatch::default()
+    }
+}
+
+/// The deserializers of a patch's keys: present (a value or `null`) is `Some`, absent is
+/// the `default`, `None`.
+mod patch {
+    use serde::{Deserialize, Deserializer};
+
+    /// A whole number or `null`.
+    pub fn number<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+        crate::wire::integral::option(d).map(Some)
+    }
+
+    /// A value or `null`.
+    pub fn value<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
 /// The settings as the TOML files spell them: snake_case keys, the same fields (see the
 /// module's documentation). Used as `#[serde(flatten, with = "crate::wire::settings::Toml")]`.
 #[derive(Serialize, Deserialize)]
@@ -254,6 +392,27 @@ mod tests {
         assert!(err.contains("unknown field `idle_timeot`"), "{err}");
         let err = toml::from_str::<InToml>("idleTimeout = 5").unwrap_err().to_string();
         assert!(err.contains("unknown field `idleTimeout`"), "{err}");
+    }
+
+    /// A patch: absent keeps, `null` unsets, a value sets, a list replaces.
+    #[test]
+    fn a_patch_keeps_unsets_and_sets() {
+        let patch: SettingsPatch =
+            serde_json::from_str(r#"{"idleTimeout":600,"connectTimeout":null,"allow":[]}"#).unwrap();
+        let after = patch.apply(&every_setting());
+        assert_eq!(after.idle_timeout, Some(600));
+        assert_eq!(after.connect_timeout, None);
+        assert!(after.allow.is_empty());
+        assert_eq!(after.deny, every_setting().deny, "absent: kept");
+        assert_eq!(after.max_connections, Some(4));
+        assert_eq!(
+            serde_json::to_string(&patch).unwrap(),
+            r#"{"connectTimeout":null,"idleTimeout":600,"allow":[]}"#
+        );
+        assert!(serde_json::from_str::<SettingsPatch>(r#"{"idleTimeot":5}"#).is_err());
+        let back = SettingsPatch::between(&every_setting(), &after).unwrap();
+        assert_eq!(back.apply(&every_setting()), after);
+        assert_eq!(SettingsPatch::between(&after, &after), None);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! | `GET, POST /v2/organisations/{org}/applications/{app}/tcpRedirs` | redirections; add one |
 //! | `POST /v2/organisations/{org}/tcpRedirs` | adds many, of several applications (`apply`) |
 //! | `DELETE /v2/organisations/{org}/applications/{app}/tcpRedirs/{port}?namespace=NS` | remove one |
-//! | `GET, POST …/applications/{app}/udpRedirs`, `DELETE …/udpRedirs/{port}?namespace=NS` | the same for UDP |
+//! | `PATCH /v2/organisations/{org}/applications/{app}/tcpRedirs/{port}?namespace=NS` | change its settings in place |
+//! | `GET, POST …/applications/{app}/udpRedirs`, `DELETE, PATCH …/udpRedirs/{port}?namespace=NS` | the same for UDP |
 //! | `GET /v2/nodes` | the gateway nodes sharing the store, up or down |
 //! | `DELETE /v2/nodes/{node}` | forgets a node gone for good (admin) |
 //! | `GET /`, `/console.js`, `/console.css` | the web console ([`super::console`]), no credential |
@@ -36,8 +37,8 @@ use super::error::Error;
 use super::gateway::Gateway;
 use crate::wire::{
     ApiError, Application, Instance, IssuedToken, NewApplication, NewInstance, NewOrganisation, NewTcpRedir,
-    NewTcpRedirBatch, NewTcpRedirItem, NewToken, Node, Organisation, Protocol, TcpRedir, TcpRedirBatch,
-    TokenInfo, MAX_BATCH_BODY,
+    NewTcpRedirBatch, NewTcpRedirItem, NewToken, Node, Organisation, Protocol, SettingsPatch, TcpRedir,
+    TcpRedirBatch, TokenInfo, MAX_BATCH_BODY,
 };
 
 /// The largest request body accepted; every body of this API is a few bytes.
@@ -91,6 +92,7 @@ impl utoipa::Modify for Contract {
                 (&mut item.post, true),
                 (&mut item.put, true),
                 (&mut item.delete, true),
+                (&mut item.patch, true),
             ];
             for (operation, writes) in operations {
                 if let Some(operation) = operation.as_mut() {
@@ -160,10 +162,15 @@ mod contract {
     /// operation shares, into one operation.
     pub fn complete(operation: &mut Operation, writes: bool) {
         let mut checked_params = false;
+        let mut port = false;
         for param in operation.parameters.iter_mut().flatten() {
             checked_params |= rule(param);
+            port |= param.name == "port";
         }
-        if operation.request_body.is_some() {
+        if operation.request_body.is_some() && port {
+            add(operation, "400", "4001: the body is not JSON of the documented shape (a field of the wrong type, out of range, not matching its pattern, unknown, or missing), or no `Content-Type: application/json`; 4000: a value breaks a documented rule (a name or address pattern), the path is not valid UTF-8, or the query is invalid (a missing or invalid namespace); 4002: the port is not a number from 1 to 65535");
+            add(operation, "413", "4130: the body is over 64 KiB");
+        } else if operation.request_body.is_some() {
             add(operation, "400", "4001: the body is not JSON of the documented shape (a field of the wrong type, out of range, not matching its pattern, unknown, or missing), or no `Content-Type: application/json`; 4000: a value breaks a documented rule (a name or address pattern)");
             add(operation, "413", "4130: the body is over 64 KiB");
         } else if checked_params {
@@ -299,9 +306,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .routes(routes!(app, remove_app))
         .routes(routes!(set_instances))
         .routes(routes!(redirs, add))
-        .routes(routes!(remove))
+        .routes(routes!(remove, update))
         .routes(routes!(udp_redirs, add_udp))
-        .routes(routes!(remove_udp))
+        .routes(routes!(remove_udp, update_udp))
         // A batch is larger than any other body: its own limit, inside the common one.
         .merge(OpenApiRouter::new().routes(routes!(add_many)).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
         .split_for_parts();
@@ -522,7 +529,7 @@ async fn add_many(
     Ok(Json(TcpRedirBatch { redirections: gw.add_many(&caller, &org, &batch.redirections).await? }))
 }
 
-/// The query of `DELETE …/tcpRedirs/{port}`.
+/// The query of `DELETE` and `PATCH …/tcpRedirs/{port}`.
 #[derive(Deserialize)]
 struct RemoveQuery {
     namespace: Option<String>,
@@ -558,9 +565,59 @@ async fn remove_one(
     port: String,
     query: Result<Query<RemoveQuery>, QueryRejection>,
 ) -> Answer<TcpRedir> {
+    let (port, namespace) = port_and_namespace(&port, query)?;
+    Ok(Json(gw.remove(&caller, &org, &app, protocol, &namespace, port).await?))
+}
+
+#[utoipa::path(patch, path = "/v2/organisations/{org}/applications/{app}/tcpRedirs/{port}", operation_id = "updateTcpRedir", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…"), ("port" = u16, Path, description = "the public port"), ("namespace" = String, Query, description = "the namespace of the port")), request_body(content = SettingsPatch, description = "the settings to change: a key absent keeps its setting, `null` unsets it (the namespace's is in force again), a value sets it; `allow` and `deny` replace the list. The port, its application and its open connections stay; new connections get the new settings on every node when the call answers"), responses((status = 200, description = "the redirection with the settings now in force", body = TcpRedir), (status = 404, description = "4041: no such organisation; 4042: no such application; 4043: no such namespace; 4044: no redirection of this application on this port", body = ApiError), (status = 422, description = "4222: a setting TCP does not have (proxyProtocol v2-every, maxDatagramsPerSecond)", body = ApiError)))]
+/// Changes a TCP redirection's settings in place.
+async fn update(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Params((org, app, port)): Params<(String, String, String)>,
+    query: Result<Query<RemoveQuery>, QueryRejection>,
+    body: Result<Json<SettingsPatch>, JsonRejection>,
+) -> Answer<TcpRedir> {
+    update_one(gw, caller, org, app, Protocol::Tcp, port, query, body).await
+}
+
+#[utoipa::path(patch, path = "/v2/organisations/{org}/applications/{app}/udpRedirs/{port}", operation_id = "updateUdpRedir", tag = "clever", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…"), ("port" = u16, Path, description = "the public port"), ("namespace" = String, Query, description = "the namespace of the port")), request_body(content = SettingsPatch, description = "as for `updateTcpRedir`; open flows keep what they started with, new flows get the new settings"), responses((status = 200, description = "the redirection with the settings now in force", body = TcpRedir), (status = 404, description = "4041: no such organisation; 4042: no such application; 4043: no such namespace; 4044: no UDP redirection of this application on this port", body = ApiError), (status = 422, description = "4222: a setting UDP does not have (connectTimeout, halfCloseTimeout, proxyProtocol v1)", body = ApiError)))]
+/// Changes a UDP redirection's settings in place.
+async fn update_udp(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Params((org, app, port)): Params<(String, String, String)>,
+    query: Result<Query<RemoveQuery>, QueryRejection>,
+    body: Result<Json<SettingsPatch>, JsonRejection>,
+) -> Answer<TcpRedir> {
+    update_one(gw, caller, org, app, Protocol::Udp, port, query, body).await
+}
+
+/// Changes the settings of a redirection of either protocol.
+#[allow(clippy::too_many_arguments)]
+async fn update_one(
+    gw: Arc<Gateway>,
+    caller: Caller,
+    org: String,
+    app: String,
+    protocol: Protocol,
+    port: String,
+    query: Result<Query<RemoveQuery>, QueryRejection>,
+    body: Result<Json<SettingsPatch>, JsonRejection>,
+) -> Answer<TcpRedir> {
+    let (port, namespace) = port_and_namespace(&port, query)?;
+    let Json(patch) = body.map_err(|e| body_error(e, r#"{"idleTimeout":600}"#))?;
+    Ok(Json(gw.update(&caller, &org, &app, protocol, &namespace, port, &patch).await?))
+}
+
+/// The port of a path and the namespace of its query, or the error that says what to fix.
+fn port_and_namespace(
+    port: &str,
+    query: Result<Query<RemoveQuery>, QueryRejection>,
+) -> Result<(u16, String), Error> {
     let port = match port.parse::<u16>() {
         Ok(p) if p > 0 => p,
-        _ => return Err(Error::bad_port(&port)),
+        _ => return Err(Error::bad_port(port)),
     };
     let Query(query) = query.map_err(|e| Error::bad_request(format!("invalid query: {}", e.body_text())))?;
     let namespace = query.namespace.ok_or_else(|| {
@@ -568,7 +625,7 @@ async fn remove_one(
             "missing namespace: add `?namespace=NAME` to the URL, for example ?namespace=default",
         )
     })?;
-    Ok(Json(gw.remove(&caller, &org, &app, protocol, &namespace, port).await?))
+    Ok((port, namespace))
 }
 
 /// A request's path parameters, like axum's [`Path`], but a path it cannot decode (not

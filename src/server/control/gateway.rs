@@ -413,6 +413,61 @@ impl Gateway {
         Ok(TcpRedir { state: None, nodes: Vec::new(), ..described })
     }
 
+    /// Changes a redirection's settings in place: the port, its application and its open
+    /// connections stay (each keeps what it started with), and new connections get the new
+    /// settings on this node when this returns, and on the other live nodes of the
+    /// namespace unless they are slow to say so. A change that changes nothing writes
+    /// nothing. The merged settings are checked as an `add`'s are.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        app_id: &str,
+        protocol: Protocol,
+        namespace: &str,
+        port: u16,
+        patch: &wire::SettingsPatch,
+    ) -> Result<TcpRedir, Error> {
+        validate::namespace(namespace)?;
+        let app = self.app(caller, org_id, app_id).await?;
+        let Some(def) = self.table().namespaces.get(namespace).cloned() else {
+            return Err(Error::unknown_namespace(namespace));
+        };
+        let find = |table: &Table| {
+            table
+                .redirs
+                .get(&RedirKey::new(namespace, protocol, port))
+                .filter(|r| r.app_id == app.id)
+                .cloned()
+        };
+        let row = self.lookup(find).await.ok_or_else(|| Error::unknown_redir(protocol, port, namespace))?;
+        let settings = patch.apply(&row.settings);
+        validate::settings(&settings)?;
+        validate::redirection(&def, &settings, protocol)?;
+        if settings != row.settings {
+            let updated = RedirRow { settings, ..row };
+            match self.synced.store().update_redir(&updated).await {
+                Ok(revision) => {
+                    self.settle(revision).await;
+                    self.wait_for_fleet(namespace, revision).await;
+                }
+                Err(StoreError::Conflict(Conflict::NotFound)) => {
+                    return Err(Error::unknown_redir(protocol, port, namespace))
+                }
+                Err(err) => return Err(self.store_error(err)),
+            }
+            info!(app = %app.id, namespace, port, %protocol, "redirection's settings changed in place");
+        }
+        let table = self.table();
+        let row = table
+            .redirs
+            .get(&RedirKey::new(namespace, protocol, port))
+            .filter(|r| r.app_id == app.id)
+            .ok_or_else(|| Error::unknown_redir(protocol, port, namespace))?;
+        Ok(self.describe(&table, row))
+    }
+
     /// Waits, briefly, until this node's published record says its ports reflect a
     /// removal's `revision`: the port's quarantine waits for no node that took the removal
     /// itself (a single server's is lifted when `remove` answers).

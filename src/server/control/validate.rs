@@ -165,6 +165,34 @@ mod tests {
         assert!(!matches(wire::INSTANCE_ADDRESS_PATTERN, &format!("{}:1", "a".repeat(254))));
     }
 
+    /// The client's check of an application's name and its pattern agree.
+    #[test]
+    fn the_app_name_check_and_its_pattern_agree() {
+        let long = "a".repeat(128);
+        let too_long = "a".repeat(129);
+        for name in [
+            "my-db",
+            "my db",
+            "",
+            "app_1",
+            "app-1",
+            "app",
+            "ap",
+            "a",
+            "App_x",
+            "appX",
+            "app.",
+            "_x",
+            "é",
+            "a/b",
+            long.as_str(),
+            too_long.as_str(),
+        ] {
+            assert_eq!(wire::check_app_name(name).is_ok(), matches(wire::APP_NAME_PATTERN, name), "{name:?}");
+        }
+        assert!(wire::check_app_name("my db").unwrap_err().contains("for example my-db"));
+    }
+
     /// What the range pattern admits, Rust's address parsers read (the server checks both).
     #[test]
     fn the_range_pattern_admits_only_what_parses() {

@@ -41,12 +41,28 @@ impl EncodeLabelValue for Protocol {
 }
 
 /// The labels of a redirection's series.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 struct Redir {
     namespace: String,
     port: u16,
     protocol: Protocol,
+    /// The application's id: stable, what a series is kept by.
     app: String,
+    /// The application's name, which dashboards show (issue 33); no label when unknown.
+    app_name: String,
+}
+
+impl EncodeLabelSet for Redir {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("namespace", self.namespace.as_str()).encode(encoder.encode_label())?;
+        ("port", self.port).encode(encoder.encode_label())?;
+        ("protocol", self.protocol).encode(encoder.encode_label())?;
+        ("app", self.app.as_str()).encode(encoder.encode_label())?;
+        if !self.app_name.is_empty() {
+            ("app_name", self.app_name.as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
 }
 
 /// Why a connection was refused or cut.
@@ -475,7 +491,9 @@ impl Metrics {
         Metrics { registry, live, reconcile_repairs }
     }
 
-    /// The handles of one redirection's series, creating them.
+    /// The handles of one redirection's series, creating them, for an application known by
+    /// its id alone (no `app_name` label).
+    #[cfg(test)]
     pub fn redirection(
         &self,
         namespace: &str,
@@ -483,7 +501,26 @@ impl Metrics {
         port: u16,
         app: &str,
     ) -> Arc<RedirMetrics> {
-        let redir = Redir { namespace: namespace.to_owned(), port, protocol, app: app.to_owned() };
+        self.named_redirection(namespace, protocol, port, app, "")
+    }
+
+    /// The handles of one redirection's series, creating them: labelled with the
+    /// application's id (`app`, stable) and its name (`app_name`, which dashboards show).
+    pub fn named_redirection(
+        &self,
+        namespace: &str,
+        protocol: Protocol,
+        port: u16,
+        app: &str,
+        app_name: &str,
+    ) -> Arc<RedirMetrics> {
+        let redir = Redir {
+            namespace: namespace.to_owned(),
+            port,
+            protocol,
+            app: app.to_owned(),
+            app_name: app_name.to_owned(),
+        };
         self.live.0.lock().unwrap_or_else(|p| p.into_inner()).entry(redir).or_default().clone()
     }
 
@@ -493,8 +530,14 @@ impl Metrics {
     }
 
     /// Drops a removed redirection's series.
-    pub fn forget(&self, namespace: &str, protocol: Protocol, port: u16, app: &str) {
-        let redir = Redir { namespace: namespace.to_owned(), port, protocol, app: app.to_owned() };
+    pub fn forget(&self, namespace: &str, protocol: Protocol, port: u16, app: &str, app_name: &str) {
+        let redir = Redir {
+            namespace: namespace.to_owned(),
+            port,
+            protocol,
+            app: app.to_owned(),
+            app_name: app_name.to_owned(),
+        };
         self.live.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&redir);
     }
 

@@ -37,7 +37,7 @@ use tracing::{info, warn};
 
 use super::store::{NamespaceDef, RedirKey, RedirRow};
 use super::table::{namespace_range, Diff, Table};
-use crate::server::data::balance::{Health, Pool};
+use crate::server::data::balance::{CheckSettings, Health, Pool};
 use crate::server::data::conn_log::ConnLog;
 use crate::server::data::forward::{self, Policy};
 use crate::server::data::metrics::{Metrics, RedirMetrics};
@@ -278,6 +278,8 @@ impl Running {
 /// A redirection that is running: its accept task (or UDP task) and how to stop it.
 struct Live {
     row: RedirRow,
+    /// Its application's name when it started (a label of its metrics).
+    app_name: String,
     /// The limits new connections or flows get; replaced in place when the namespace's change.
     limits: LimitsCell,
     /// Whether its connections are logged.
@@ -301,8 +303,9 @@ struct AppPool {
     ports: usize,
 }
 
-/// What one key of the table wants running: the row, its limits, and whether it logs.
-type Wanted = Option<(RedirRow, Limits, bool)>;
+/// What one key of the table wants running: the row, its limits, whether it logs, and its
+/// application's name (a label of its metrics).
+type Wanted = Option<(RedirRow, Limits, bool, String)>;
 
 /// The ports running on this node.
 pub struct LivePorts {
@@ -478,7 +481,9 @@ impl LivePorts {
             }
             let wanted: Vec<_> = keys.into_iter().map(|key| (self.wanted(&table, &key), key)).collect();
             let mut apps: std::collections::BTreeSet<&str> = diff.apps.iter().map(String::as_str).collect();
-            apps.extend(wanted.iter().filter_map(|(w, _)| w.as_ref()).map(|(row, _, _)| row.app_id.as_str()));
+            apps.extend(
+                wanted.iter().filter_map(|(w, _)| w.as_ref()).map(|(row, _, _, _)| row.app_id.as_str()),
+            );
             let instances = Self::instances_of(&table, apps);
             (wanted, instances)
         };
@@ -502,7 +507,7 @@ impl LivePorts {
             let mut apps: std::collections::BTreeSet<&str> = wanted
                 .iter()
                 .filter_map(|(w, _)| w.as_ref())
-                .map(|(row, _, _)| row.app_id.as_str())
+                .map(|(row, _, _, _)| row.app_id.as_str())
                 .collect();
             let pooled: Vec<String> = self.pools.lock().unwrap().keys().cloned().collect();
             apps.extend(pooled.iter().map(String::as_str));
@@ -529,7 +534,8 @@ impl LivePorts {
             return None;
         };
         let log = self.served.access_log || def.access_log;
-        Some((row.clone(), limits(Some(def), row), log))
+        let name = table.apps.get(&row.app_id).map(|a| a.name.clone()).unwrap_or_default();
+        Some((row.clone(), limits(Some(def), row), log, name))
     }
 
     /// The stored instances of these applications (`None`: the table has no such one).
@@ -569,7 +575,7 @@ impl LivePorts {
                     (None, None) => continue,
                     // The same application: everything else changes in place, for new
                     // connections; open ones keep what they started with.
-                    (Some(l), Some((row, limits, log))) if l.row.app_id == row.app_id => {
+                    (Some(l), Some((row, limits, log, _))) if l.row.app_id == row.app_id => {
                         if l.limits.update(limits) {
                             info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol,
                                 "new limits for new connections");
@@ -598,13 +604,16 @@ impl LivePorts {
             if let Some(live) = stale {
                 self.stop_one(live).await;
             }
-            let Some((row, limits, log)) = want else { continue };
+            let Some((row, limits, log, name)) = want else { continue };
             let Some(pool) = self.pool_for(&row.app_id, instances) else {
                 warn!(app = %row.app_id, port = row.port, "redirection of an unknown application: not served");
                 continue;
             };
+            if row.protocol == Protocol::Tcp {
+                pool.used_by_tcp();
+            }
             let held = self.held.lock().unwrap().remove(&key);
-            self.start(row, limits, log, pool, held);
+            self.start(row, &name, limits, log, pool, held);
         }
         changed
     }
@@ -637,12 +646,21 @@ impl LivePorts {
         }
     }
 
-    fn start(&self, row: RedirRow, limits: Limits, logged: bool, targets: Arc<Pool>, held: Option<Held>) {
+    fn start(
+        &self,
+        row: RedirRow,
+        app_name: &str,
+        limits: Limits,
+        logged: bool,
+        targets: Arc<Pool>,
+        held: Option<Held>,
+    ) {
         let addr = SocketAddr::new(self.served.bind(&row.namespace), row.port);
         let stop_accepting = self.shutdown.child_token();
         let close_connections = self.kill.child_token();
         let fds = Arc::new(Mutex::new(Vec::new()));
-        let metrics = self.metrics.redirection(&row.namespace, row.protocol, row.port, &row.app_id);
+        let metrics =
+            self.metrics.named_redirection(&row.namespace, row.protocol, row.port, &row.app_id, app_name);
         let policy = Arc::new(ArcSwap::from_pointee(policy(&row, logged, 0)));
         let (running, bound, limits) = match limits {
             Limits::Tcp(limits) => {
@@ -725,6 +743,7 @@ impl LivePorts {
         let key = row.key();
         let live = Live {
             row,
+            app_name: app_name.to_owned(),
             limits,
             logged,
             policy,
@@ -747,7 +766,7 @@ impl LivePorts {
         live.running.stop().await;
         self.release_pool(&live.row.app_id);
         let row = &live.row;
-        self.metrics.forget(&row.namespace, row.protocol, row.port, &row.app_id);
+        self.metrics.forget(&row.namespace, row.protocol, row.port, &row.app_id, &live.app_name);
         info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol, "port closed");
     }
 
@@ -788,7 +807,15 @@ impl LivePorts {
 
     /// The metrics in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
-        self.metrics.encode()
+        let text = self.metrics.encode();
+        // The health checks' families go before the exposition's end.
+        let body = text.strip_suffix("# EOF\n").unwrap_or(&text);
+        format!("{body}{}# EOF\n", self.health.metrics_text())
+    }
+
+    /// Sets the node's health checks (the config file's, at start and at each reload).
+    pub fn configure_health_checks(&self, settings: CheckSettings) {
+        self.health.configure(settings);
     }
 
     /// Stops accepting on every public port (the queued connections are still taken and

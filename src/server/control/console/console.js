@@ -381,6 +381,12 @@
       instance.weight !== undefined && instance.weight !== null && instance.weight !== 1
         ? el('span', { class: 'hint', text: `weight ${instance.weight}` })
         : null,
+      typeof instance.lastCheck === 'number'
+        ? el('span', {
+            class: 'hint',
+            text: `checked ${Math.max(0, Math.round(Date.now() / 1000 - instance.lastCheck))} s ago`,
+          })
+        : null,
     );
   }
 

@@ -106,6 +106,67 @@ async fn claims_and_releases(store: Arc<dyn Store>) {
     store.create_app(&app("app_1", &acme)).await.unwrap();
 }
 
+/// An update replaces a redirection's settings and nothing else: same port, protocol and
+/// application, the quota untouched, the watch carrying it as a put; only the application
+/// that holds the port may update it, and a released one is gone.
+async fn an_update_changes_the_settings_in_place(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    store.create_org(&acme).await.unwrap();
+    store.create_app(&app("app_1", &acme)).await.unwrap();
+    store.create_app(&app("app_2", &acme)).await.unwrap();
+    let claimed = store.claim(&redir("app_1", "default", 6100), &acme.id, Some(2)).await.unwrap();
+    store.claim(&udp("app_1", "default", 6100), &acme.id, Some(2)).await.unwrap();
+    let mut changes = store.watch(claimed).await.unwrap();
+    let settings = crate::wire::RedirSettings {
+        idle_timeout: Some(600),
+        max_connections: Some(3),
+        allow: vec!["10.0.0.0/8".into()],
+        proxy_protocol: Some(crate::wire::ProxyProtocol::V2),
+        ..Default::default()
+    };
+    let updated = RedirRow { settings: settings.clone(), ..redir("app_1", "default", 6100) };
+    let revision = store.update_redir(&updated).await.unwrap();
+    assert!(revision > claimed);
+    let table = Table::load(store.snapshot().await.unwrap());
+    let row = &table.redirs[&RedirKey::new("default", Protocol::Tcp, 6100)];
+    assert_eq!((row.app_id.as_str(), &row.settings), ("app_1", &settings));
+    assert_eq!(table.redirs[&RedirKey::new("default", Protocol::Udp, 6100)].settings, Default::default());
+    // The watch carries it as a put of the whole row.
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e: &super::Event| e.revision == revision) {
+        seen.extend(changes.recv().await.unwrap().unwrap());
+    }
+    let put = seen.iter().find(|e| e.revision == revision).unwrap();
+    assert!(matches!(&put.change, super::Change::Put(Record::Redir(r)) if r.settings == settings));
+    // Back to nothing set: the namespace's defaults.
+    store.update_redir(&redir("app_1", "default", 6100)).await.unwrap();
+    let table = Table::load(store.snapshot().await.unwrap());
+    assert_eq!(table.redirs[&RedirKey::new("default", Protocol::Tcp, 6100)].settings, Default::default());
+    // Another application's port, a port nobody holds: not found, nothing changed.
+    assert_eq!(conflict(store.update_redir(&redir("app_2", "default", 6100)).await), Conflict::NotFound);
+    assert_eq!(conflict(store.update_redir(&redir("app_1", "default", 6101)).await), Conflict::NotFound);
+    // The quota still counts two (updates took none).
+    assert_eq!(
+        conflict(store.claim(&redir("app_2", "default", 6102), &acme.id, Some(2)).await),
+        Conflict::Quota(2)
+    );
+    store.release(&redir("app_1", "default", 6100), &acme.id).await.unwrap();
+    assert_eq!(conflict(store.update_redir(&updated).await), Conflict::NotFound);
+}
+
+#[tokio::test]
+async fn sqlite_an_update_changes_the_settings_in_place() {
+    let (store, _dir) = sqlite();
+    an_update_changes_the_settings_in_place(store).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn etcd_an_update_changes_the_settings_in_place() {
+    let (store, _etcd) = etcd().await;
+    an_update_changes_the_settings_in_place(store).await;
+}
+
 /// TCP and UDP ports are separate spaces: the same port of a namespace in each, one
 /// redirection of each protocol per application and namespace, a previous port per
 /// protocol, one quota for both, and an application's removal takes both.

@@ -1133,6 +1133,23 @@ impl Store for Etcd {
         Err(StoreError::Unavailable("etcd: the organisation kept changing; try again".into()))
     }
 
+    async fn update_redir(&self, row: &RedirRow) -> StoreResult<Revision> {
+        let redir_key = self.redir_key(&row.namespace, row.protocol, row.port);
+        let appns_key = self.appns_key(&row.app_id, &row.namespace, row.protocol);
+        let port = row.port.to_string();
+        // The application's index says it holds this port: the row is its, and stays so.
+        let txn = Txn::new()
+            .when([
+                Compare::value(appns_key.as_str(), CompareOp::Equal, port.as_str()),
+                Compare::create_revision(redir_key.as_str(), CompareOp::Greater, 0),
+            ])
+            .and_then([TxnOp::put(redir_key.as_str(), json(row)?, None)]);
+        match self.txn(txn).await? {
+            Ok(revision) => Ok(revision),
+            Err(_) => Err(StoreError::Conflict(Conflict::NotFound)),
+        }
+    }
+
     async fn previous_ports(&self, asked: &[(String, String, Protocol)]) -> StoreResult<Vec<Option<u16>>> {
         let mut ports = Vec::with_capacity(asked.len());
         for chunk in asked.chunks(MAX_TXN_OPS) {

@@ -454,6 +454,13 @@ pub trait Store: Send + Sync {
         org_id: &str,
         quota: Option<u32>,
     ) -> StoreResult<Vec<StoreResult<Revision>>>;
+    /// Replaces the settings of the redirection at `row`'s key with `row.settings`, in one
+    /// atomic step that checks it is still `row.app_id`'s: its port, protocol and
+    /// application stay, and so do the organisation's quota and the previous ports.
+    /// [`Conflict::NotFound`] when that application holds no redirection there (any more).
+    /// The change reaches every node's table as a put of the row, and the live ports apply
+    /// it in place, for new connections.
+    async fn update_redir(&self, row: &RedirRow) -> StoreResult<Revision>;
     /// Releases a redirection of `row.app_id`, remembering its port as the application's
     /// previous one of that protocol in the namespace, and putting the port in [`Quarantine`]
     /// (as [`Store::remove_app`] does each port of the application it removes).

@@ -672,6 +672,44 @@ impl Store for Sqlite {
         Ok(revision)
     }
 
+    async fn update_redir(&self, row: &RedirRow) -> StoreResult<Revision> {
+        let row = row.clone();
+        let ((), revision) = self
+            .write(move |tx, revision| {
+                let s = &row.settings;
+                let updated = tx
+                    .prepare_cached(
+                        "UPDATE redirs SET revision = ?5, connect_timeout = ?6, idle_timeout = ?7,
+                             half_close_timeout = ?8, proxy_protocol = ?9, allow_ranges = ?10,
+                             deny_ranges = ?11, max_connections = ?12, max_rate = ?13,
+                             max_datagram_rate = ?14
+                         WHERE namespace = ?1 AND protocol = ?2 AND port = ?3 AND app_id = ?4",
+                    )?
+                    .execute(params![
+                        row.namespace,
+                        row.protocol.name(),
+                        row.port,
+                        row.app_id,
+                        revision,
+                        s.connect_timeout,
+                        s.idle_timeout,
+                        s.half_close_timeout,
+                        s.proxy_protocol.map(ProxyProtocol::name),
+                        serde_json::to_string(&s.allow)?,
+                        serde_json::to_string(&s.deny)?,
+                        s.max_connections,
+                        s.max_connections_per_second,
+                        s.max_datagrams_per_second,
+                    ])?;
+                if updated == 0 {
+                    return Err(StoreError::Conflict(Conflict::NotFound));
+                }
+                Ok(((), vec![Change::Put(Record::Redir(RedirRow { revision, ..row }))]))
+            })
+            .await?;
+        Ok(revision)
+    }
+
     async fn previous_ports(&self, asked: &[(String, String, Protocol)]) -> StoreResult<Vec<Option<u16>>> {
         let asked = asked.to_vec();
         self.locked(move |inner| {
