@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# Usage: scripts/health_checks_scale.py BINARY N SECONDS  (stdlib only; issue 33)
+# Usage: bench/health_checks_scale.py BINARY N SECONDS  (stdlib only; issue 33)
 # Health checks at scale: N instance addresses (127.0.X.Y:P, one listener on 0.0.0.0:P that
 # timestamps every accept), one application and one TCP redirection each, checked every 5 s.
 # Measures the server's CPU (utime+stime from /proc) over a window with checks on, then off
@@ -19,7 +19,7 @@ def write_cfg(enabled):
     open(cfg, "w").write(f"[health_checks]\nenabled = {'true' if enabled else 'false'}\ninterval = 5\ntimeout = 2\n[[namespace]]\nname = \"default\"\nports = \"10000-29999\"\n")
 write_cfg(True)
 env = dict(os.environ, TCP_REDIRS_CONFIG_DIR=d, TCP_REDIRS_TOKEN="t0ken-for-the-measure", TCP_REDIRS_ADMIN_TOKEN="t0ken-for-the-measure")
-srv = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:7391", "--public-bind", "127.0.0.1", "--data-dir", os.path.join(d, "data"), "--config", cfg, "--threads", "1"],
+srv = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:7391", "--public-bind", "127.0.0.1", "--data-dir", os.path.join(d, "data"), "--config", cfg, "--threads", "1", "--port-mode", "bound"],
                        env=env, stderr=open(os.path.join(d, "log"), "w"))
 for _ in range(200):
     try: socket.create_connection(("127.0.0.1", 7391), 0.2).close(); break
