@@ -123,9 +123,12 @@ fn registrations(text: &str) -> impl Iterator<Item = (RawFd, u32, u64, u64)> + '
 /// How long a reading of this thread's epoll set answers for the listeners it lists.
 const READING_LASTS: Duration = Duration::from_secs(1);
 
+/// A reading of an epoll set, by descriptor: (events, data, inode).
+type Reading = HashMap<RawFd, (u32, u64, u64)>;
+
 thread_local! {
-    /// The last reading of this thread's epoll set, by descriptor: (events, data, inode).
-    static READING: RefCell<Option<(Instant, HashMap<RawFd, (u32, u64, u64)>)>> = const { RefCell::new(None) };
+    /// The last reading of this thread's epoll set, and when it was made.
+    static READING: RefCell<Option<(Instant, Reading)>> = const { RefCell::new(None) };
 }
 
 /// [`registration`] through the thread's last reading of its set, read again when it is
@@ -138,16 +141,15 @@ fn registration_read_once(epfd: RawFd, fd: RawFd, ino: u64) -> Option<(u32, u64)
     READING.with(|reading| {
         let mut reading = reading.borrow_mut();
         let fresh = reading.as_ref().is_some_and(|(at, _)| at.elapsed() < READING_LASTS);
-        let known = |r: &HashMap<RawFd, (u32, u64, u64)>| {
-            r.get(&fd).filter(|(_, _, i)| *i == ino).map(|&(events, data, _)| (events, data))
-        };
+        let known =
+            |r: &Reading| r.get(&fd).filter(|(_, _, i)| *i == ino).map(|&(events, data, _)| (events, data));
         if fresh {
             if let Some(found) = reading.as_ref().and_then(|(_, r)| known(r)) {
                 return Some(found);
             }
         }
         let text = fs::read_to_string(format!("/proc/self/fdinfo/{epfd}")).ok()?;
-        let read: HashMap<_, _> = registrations(&text).map(|(f, e, d, i)| (f, (e, d, i))).collect();
+        let read: Reading = registrations(&text).map(|(f, e, d, i)| (f, (e, d, i))).collect();
         let found = known(&read);
         *reading = Some((Instant::now(), read));
         found
