@@ -187,7 +187,7 @@ mod contract {
             add(
                 operation,
                 "503",
-                "5030: the store (etcd) cannot be reached; nothing was changed, forwarding goes on: retry",
+                "5030: the store (etcd) cannot be reached; 5032: the node is handing over to a new process (an upgrade) that has not been ready for 2 s; either way nothing was changed and forwarding goes on: retry",
             );
         }
     }
