@@ -4,8 +4,10 @@
 //! The hot path takes no lock and allocates nothing per connection beyond its task, and
 //! nothing per byte: each forwarding thread ([`workers`]) runs its own accept loops
 //! ([`forward`]) on sockets from the port allocator ([`ports`]), one sleeping thread
-//! woken per new connection once a port is busy ([`exclusive`]), checks each connection
-//! ([`admission`], with the access list the spec parsed), picks an instance ([`balance`]), moves the bytes with
+//! woken per new connection once a port is busy ([`exclusive`]); in steered mode
+//! ([`steered`]) on one listener per address family that the kernel's program ([`steer`])
+//! hands every port's connections. It checks each connection ([`admission`], with the
+//! access list the spec parsed), picks an instance ([`balance`]), moves the bytes with
 //! pooled buffers and splice ([`copy`]), counts in per-thread slots ([`metrics`]) and logs
 //! one line when it ends ([`conn_log`]). It knows nothing of the store or the API: the
 //! state above it hands it what to listen on.

@@ -394,8 +394,7 @@ async fn accept_loop(
 }
 
 /// How the node serves its TCP ports, as chosen at start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Steered where the kernel and privileges allow, bound elsewhere.
     Auto,
