@@ -55,7 +55,9 @@ def run(binary, mode, count, backend_port):
     """Instructions the server executes for `count` connections in `mode`, start-up included."""
     tmp = tempfile.mkdtemp(prefix="tr-logcost-")
     try:
-        env = dict(os.environ, TCP_REDIRS_CONFIG_DIR=os.path.join(tmp, "cfg"), TCP_REDIRS_LOG="info")
+        # Bound: as root the default (auto) would steer in the machine's network namespace.
+        env = dict(os.environ, TCP_REDIRS_CONFIG_DIR=os.path.join(tmp, "cfg"), TCP_REDIRS_LOG="info",
+                   TCP_REDIRS_PORT_MODE="bound")
         args = []
         if mode != "off":
             args.append("--access-log")

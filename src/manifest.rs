@@ -132,12 +132,6 @@ impl RedirSpec {
         }
     }
 
-    /// Whether a running redirection already is what this declares: every setting the
-    /// declaration states matches (unstated ones are free).
-    pub fn matches(&self, running: &TcpRedir) -> bool {
-        self.same_port(running) && self.settings.satisfied_by(&running.settings)
-    }
-
     /// Whether a running redirection is this one's port (its settings aside): the same
     /// namespace and protocol, and the port declared if one is.
     pub fn same_port(&self, running: &TcpRedir) -> bool {

@@ -575,6 +575,8 @@ fn serve_with_config(dir: &std::path::Path, text: &str) -> (Option<i32>, String)
     let config = dir.join("config.toml");
     std::fs::write(&config, text).unwrap();
     let out = std::process::Command::new(BIN)
+        // Bound: as root, the default (auto) would steer in the machine's network namespace.
+        .env("TCP_REDIRS_PORT_MODE", "bound")
         .args(["serve", "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap()])
         .arg("--data-dir")
         .arg(dir.join("data"))

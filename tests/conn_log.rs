@@ -126,6 +126,8 @@ fn json_logs_are_one_object_per_line() {
 #[test]
 fn an_unknown_log_format_is_refused() {
     let out = std::process::Command::new(BIN)
+        // Bound: as root, the default (auto) would steer in the machine's network namespace.
+        .env("TCP_REDIRS_PORT_MODE", "bound")
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("TCP_REDIRS_LOG_FORMAT", "xml")
         .env("TCP_REDIRS_CONFIG_DIR", tempfile::tempdir().unwrap().path())

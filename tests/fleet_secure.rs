@@ -45,6 +45,8 @@ fn must_refuse(args: &[String], envs: &[(&str, &str)], expected: &[&str]) -> Str
     let data = tempfile::tempdir().unwrap();
     let config = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
+        // Bound: as root, the default (auto) would steer in the machine's network namespace.
+        .env("TCP_REDIRS_PORT_MODE", "bound")
         .args(["serve", "--listen", "127.0.9.2:0", "--public-bind", "127.0.9.2", "--node", "n"])
         .arg("--data-dir")
         .arg(data.path())

@@ -160,6 +160,8 @@ fn health_checks_can_be_turned_off_and_a_bad_table_is_refused() {
 
     std::fs::write(&config, "[health_checks]\nintervall = 5\n").unwrap();
     let out = std::process::Command::new(BIN)
+        // Bound: as root, the default (auto) would steer in the machine's network namespace.
+        .env("TCP_REDIRS_PORT_MODE", "bound")
         .args(["serve", "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap()])
         .arg("--data-dir")
         .arg(dir.path().join("data2"))
@@ -171,6 +173,8 @@ fn health_checks_can_be_turned_off_and_a_bad_table_is_refused() {
     assert!(stderr.contains("config.toml:2:1") && stderr.contains("intervall"), "{stderr}");
     std::fs::write(&config, "[health_checks]\nrise = 0\n").unwrap();
     let out = std::process::Command::new(BIN)
+        // Bound: as root, the default (auto) would steer in the machine's network namespace.
+        .env("TCP_REDIRS_PORT_MODE", "bound")
         .args(["serve", "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap()])
         .arg("--data-dir")
         .arg(dir.path().join("data3"))

@@ -231,6 +231,8 @@ fn the_data_directory_is_private() {
 fn start_on(dir: &std::path::Path) -> std::process::Output {
     let config = tempfile::tempdir().unwrap();
     std::process::Command::new(BIN)
+        // Bound: as root, the default (auto) would steer in the machine's network namespace.
+        .env("TCP_REDIRS_PORT_MODE", "bound")
         .args(["serve", "--listen", "127.0.0.1:0", "--public-bind", "127.0.0.1", "--data-dir"])
         .arg(dir)
         .env("TCP_REDIRS_CONFIG_DIR", config.path())

@@ -14,6 +14,8 @@ use common::*;
 /// Starts `serve` with `extra` arguments; returns the child and the URL it logged.
 fn serve(extra: &[&str], data: &std::path::Path, config: &std::path::Path) -> (std::process::Child, String) {
     let mut child = Command::new(BIN)
+        // Bound: as root, the default (auto) would steer in the machine's network namespace.
+        .env("TCP_REDIRS_PORT_MODE", "bound")
         .args(["serve", "--listen", "127.0.0.1:0", "--public-bind", "127.0.0.1", "--data-dir"])
         .arg(data)
         .args(extra)

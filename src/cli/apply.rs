@@ -136,6 +136,18 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
     named.extend(manifest.applications.iter().filter_map(|a| a.organisation.as_deref()));
     let mut seen = std::collections::HashSet::new();
     named.retain(|n| seen.insert(*n));
+    // Checked before anything is created: applications without `organisation` need one
+    // organisation to go to, counting those this file is about to create.
+    let unassigned = manifest.applications.iter().any(|a| a.organisation.is_none());
+    let missing = named.iter().filter(|n| find_org(&orgs, n).is_none());
+    if unassigned && args.org.org.is_none() && orgs.len() + missing.clone().count() > 1 {
+        let names: Vec<&str> = orgs.iter().map(|o| o.name.as_str()).chain(missing.copied()).collect();
+        bail!(
+            "{} has applications without `organisation` and your credential sees several organisations: choose theirs with --org ({}), or give each application `organisation = \"NAME\"` in the file",
+            args.file.display(),
+            names.join(", ")
+        )
+    }
     for name in &named {
         if find_org(&orgs, name).is_some() {
             continue;
@@ -147,20 +159,17 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
             let org = client
                 .create_organisation(&new)
                 .await
-                .with_context(|| format!("cannot create organisation `{name}` of {}", args.file.display()))?;
+                .with_context(|| {
+                    format!(
+                        "cannot create organisation `{name}` of {} (creating organisations takes the admin's credential: use it, or drop `organisation` from the file and pass --org)",
+                        args.file.display()
+                    )
+                })?;
             orgs.push(org);
         }
     }
     // Applications without one go to the organisation `--org` names, or the only one.
-    let default_org = match manifest.applications.iter().any(|a| a.organisation.is_none()) {
-        true if args.org.org.is_none() && orgs.len() > 1 => {
-            let names: Vec<_> = orgs.iter().map(|o| o.name.as_str()).collect();
-            bail!(
-                "{} has applications without `organisation` and your credential sees several organisations: choose theirs with --org ({}), or give each application `organisation = \"NAME\"` in the file",
-                args.file.display(),
-                names.join(", ")
-            )
-        }
+    let default_org = match unassigned {
         true => Some(args.org.resolve(&client).await?),
         false => None,
     };
@@ -392,7 +401,13 @@ fn check(manifest: &Manifest) -> Result<()> {
     for (i, app) in manifest.applications.iter().enumerate() {
         if manifest.applications[..i].iter().any(|a| a.name == app.name && a.organisation == app.organisation)
         {
-            bail!("application `{}` is declared twice: merge its entries", app.name);
+            match &app.organisation {
+                Some(org) => bail!(
+                    "application `{}` of organisation `{org}` is declared twice: merge its entries",
+                    app.name
+                ),
+                None => bail!("application `{}` is declared twice: merge its entries", app.name),
+            }
         }
         for (j, r) in app.redirections.iter().enumerate() {
             if app.redirections[..j].iter().any(|o| o.namespace == r.namespace && o.protocol == r.protocol) {

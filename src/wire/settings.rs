@@ -166,32 +166,6 @@ impl SettingsPatch {
         }
     }
 
-    /// The change that makes `current` into `wanted` (`None` when they are the same): what
-    /// `apply` sends for a redirection whose settings differ from its file's.
-    pub fn between(current: &RedirSettings, wanted: &RedirSettings) -> Option<SettingsPatch> {
-        fn diff<T: Clone + PartialEq>(current: &Option<T>, wanted: &Option<T>) -> Option<Option<T>> {
-            (current != wanted).then(|| wanted.clone())
-        }
-        let patch = SettingsPatch {
-            connect_timeout: diff(&current.connect_timeout, &wanted.connect_timeout),
-            idle_timeout: diff(&current.idle_timeout, &wanted.idle_timeout),
-            half_close_timeout: diff(&current.half_close_timeout, &wanted.half_close_timeout),
-            max_connections: diff(&current.max_connections, &wanted.max_connections),
-            max_connections_per_second: diff(
-                &current.max_connections_per_second,
-                &wanted.max_connections_per_second,
-            ),
-            max_datagrams_per_second: diff(
-                &current.max_datagrams_per_second,
-                &wanted.max_datagrams_per_second,
-            ),
-            proxy_protocol: diff(&current.proxy_protocol, &wanted.proxy_protocol),
-            allow: (current.allow != wanted.allow).then(|| wanted.allow.clone()),
-            deny: (current.deny != wanted.deny).then(|| wanted.deny.clone()),
-        };
-        (patch != SettingsPatch::default()).then_some(patch)
-    }
-
     /// The settings it changes, as the files spell them (`idle_timeout`), in their order.
     pub fn names(&self) -> Vec<&'static str> {
         let changed = [
@@ -410,9 +384,6 @@ mod tests {
             r#"{"connectTimeout":null,"idleTimeout":600,"allow":[]}"#
         );
         assert!(serde_json::from_str::<SettingsPatch>(r#"{"idleTimeot":5}"#).is_err());
-        let back = SettingsPatch::between(&every_setting(), &after).unwrap();
-        assert_eq!(back.apply(&every_setting()), after);
-        assert_eq!(SettingsPatch::between(&after, &after), None);
     }
 
     #[test]

@@ -443,7 +443,7 @@ impl Gateway {
         };
         let row = self.lookup(find).await.ok_or_else(|| Error::unknown_redir(protocol, port, namespace))?;
         let settings = patch.apply(&row.settings);
-        validate::settings(&settings)?;
+        // The spec's whole check (its bounds and lists included).
         validate::redirection(&def, &settings, protocol)?;
         if settings != row.settings {
             let updated = RedirRow { settings, ..row };
@@ -460,12 +460,8 @@ impl Gateway {
             info!(app = %app.id, namespace, port, %protocol, "redirection's settings changed in place");
         }
         let table = self.table();
-        let row = table
-            .redirs
-            .get(&RedirKey::new(namespace, protocol, port))
-            .filter(|r| r.app_id == app.id)
-            .ok_or_else(|| Error::unknown_redir(protocol, port, namespace))?;
-        Ok(self.describe(&table, row))
+        let row = find(&table).ok_or_else(|| Error::unknown_redir(protocol, port, namespace))?;
+        Ok(self.describe(&table, &row))
     }
 
     /// Waits, briefly, until this node's published record says its ports reflect a

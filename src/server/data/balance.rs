@@ -118,15 +118,21 @@ impl Target {
             return None;
         }
         self.up.store(next, Ordering::Relaxed);
+        self.tell_members(next);
+        (next != up || !ok).then_some(next)
+    }
+
+    /// Gives every application that lists this address its state (forgetting the members
+    /// that are gone).
+    fn tell_members(&self, up: bool) {
         let members: Vec<Arc<Member>> = {
             let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
             members.retain(|w| w.strong_count() > 0);
             members.iter().filter_map(Weak::upgrade).collect()
         };
         for m in &members {
-            m.up.store(next, Ordering::Relaxed);
+            m.up.store(up, Ordering::Relaxed);
         }
-        (next != up || !ok).then_some(next)
     }
 
     /// Whether some member's application has a TCP port on this node: a TCP connect tells
@@ -136,9 +142,11 @@ impl Target {
         members.iter().filter_map(Weak::upgrade).any(|m| m.tcp.load(Ordering::Relaxed))
     }
 
-    /// Traffic found it down: it takes `rise` checks to come back.
+    /// Traffic found it down, for every application that lists it: it takes `rise` checks
+    /// to come back.
     fn failed(&self) {
         self.up.store(false, Ordering::Relaxed);
+        self.tell_members(false);
         self.checked.store(true, Ordering::Relaxed);
         if self.streak.load(Ordering::Relaxed) > 0 {
             self.streak.store(0, Ordering::Relaxed);
@@ -197,7 +205,10 @@ impl Member {
             target: target.clone(),
             tcp: tcp.clone(),
         });
-        target.members.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::downgrade(&member));
+        let mut members = target.members.lock().unwrap_or_else(|p| p.into_inner());
+        members.retain(|w| w.strong_count() > 0);
+        members.push(Arc::downgrade(&member));
+        drop(members);
         member
     }
 

@@ -310,7 +310,6 @@ impl Etcd {
         Ok(response.take_kvs())
     }
 
-    /// Runs a transaction; `Ok(None)` when its comparisons failed, with the `else` answers.
     /// Many reads in one transaction, before a write: through the leader, like the write's
     /// own calls, so that a member without one refuses at once instead of holding the call.
     async fn read_txn(&self, gets: Vec<TxnOp>) -> StoreResult<etcd_client::TxnResponse> {
@@ -323,6 +322,8 @@ impl Etcd {
         self.led(call).await.map_err(|e| self.unavailable(e))
     }
 
+    /// Runs a transaction through the leader: its revision, or `Err` with the `else` answers
+    /// when its comparisons failed.
     async fn txn(&self, txn: Txn) -> StoreResult<Result<Revision, Vec<TxnOpResponse>>> {
         let kv = self.leader_required.kv_client();
         let call = || {
