@@ -297,16 +297,32 @@ impl Server {
                         "upgrade: the new process is not ready yet (its log says what it waits for); meanwhile this process answers the control API: reads from its copy, changes with 503"
                     );
                     let stop_reads = tokio_util::sync::CancellationToken::new();
-                    let reads = tokio::spawn(http::serve(
-                        self.listener.try_clone()?,
-                        self.tls.clone(),
-                        http::reads_only(api::router(self.gateway.clone())),
-                        stop_reads.clone(),
-                        API_GRACE,
-                    ));
+                    // Whatever becomes of these reads, the hand-over's outcome decides what
+                    // this process does next (drain, or go on serving).
+                    let reads = match self.listener.try_clone() {
+                        Ok(listener) => Some(tokio::spawn(http::serve(
+                            listener,
+                            self.tls.clone(),
+                            http::reads_only(api::router(self.gateway.clone())),
+                            stop_reads.clone(),
+                            API_GRACE,
+                        ))),
+                        Err(err) => {
+                            warn!(error = %err, "upgrade: cannot answer the control API meanwhile; its calls wait for the new process");
+                            None
+                        }
+                    };
                     let outcome = handing.await;
                     stop_reads.cancel();
-                    reads.await.context("the control API stopped")?.context("the control API failed")?;
+                    if let Some(reads) = reads {
+                        match reads.await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(err)) => {
+                                warn!(error = format!("{err:#}"), "upgrade: the read-only control API failed")
+                            }
+                            Err(err) => warn!(error = %err, "upgrade: the read-only control API stopped"),
+                        }
+                    }
                     outcome
                 }
             };
