@@ -439,7 +439,7 @@ impl Gateway {
                 .redirs
                 .get(&RedirKey::new(namespace, protocol, port))
                 .filter(|r| r.app_id == app.id)
-                .cloned()
+                .map(|r| RedirRow::clone(r))
         };
         let row = self.lookup(find).await.ok_or_else(|| Error::unknown_redir(protocol, port, namespace))?;
         let settings = patch.apply(&row.settings);

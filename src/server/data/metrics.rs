@@ -156,10 +156,12 @@ pub fn set_thread_count(n: usize) {
     let _ = SLOTS.set(n.max(1));
 }
 
-/// One redirection's busy figures, one [`Slot`] per forwarding thread.
-#[derive(Debug)]
+/// One redirection's busy figures, one [`Slot`] per forwarding thread, made at its first
+/// connection: a cache line per thread is 4 KiB a redirection on a 64-thread node, which a
+/// port nobody connects to should not pay.
+#[derive(Debug, Default)]
 pub struct Traffic {
-    slots: Box<[Slot]>,
+    slots: OnceLock<Box<[Slot]>>,
 }
 
 /// What one thread counted for one redirection, on a cache line of its own.
@@ -222,23 +224,25 @@ pub struct Totals {
     pub bytes_out: u64,
 }
 
-impl Default for Traffic {
-    fn default() -> Traffic {
-        let n = *SLOTS.get().unwrap_or(&1);
-        Traffic { slots: (0..n).map(|_| Slot::default()).collect() }
-    }
-}
-
 impl Traffic {
     /// This thread's slot: the connection tasks of a thread keep it for their whole life.
     pub fn mine(&self) -> &Slot {
-        &self.slots[SLOT.with(Cell::get) % self.slots.len()]
+        let slots = self.slots.get_or_init(|| {
+            let n = *SLOTS.get().unwrap_or(&1);
+            (0..n).map(|_| Slot::default()).collect()
+        });
+        &slots[SLOT.with(Cell::get) % slots.len()]
+    }
+
+    /// The slots made so far (none before the first connection).
+    fn slots(&self) -> &[Slot] {
+        self.slots.get().map_or(&[], |s| s)
     }
 
     /// The figures summed over the threads.
     pub fn totals(&self) -> Totals {
         let mut t = Totals::default();
-        for s in self.slots.iter() {
+        for s in self.slots() {
             t.accepted += s.accepted.load(Ordering::Relaxed);
             t.active += s.active.load(Ordering::Relaxed);
             t.bytes_in += s.bytes_in.load(Ordering::Relaxed);
@@ -253,13 +257,13 @@ impl Traffic {
     /// Both the add and these loads are sequentially consistent: of two threads admitting
     /// at once, at least one sees the other's connection, so a limit is never overrun.
     pub fn active_now(&self) -> i64 {
-        self.slots.iter().map(|s| s.active.load(Ordering::SeqCst)).sum()
+        self.slots().iter().map(|s| s.active.load(Ordering::SeqCst)).sum()
     }
 
     /// The connect-time histogram summed over the threads: sum (s), count, count per bucket.
     fn connect_times(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let (mut sum_ns, mut count, mut buckets) = (0u64, 0u64, [0u64; BUCKETS]);
-        for times in self.slots.iter().filter_map(|s| s.connect.get()) {
+        for times in self.slots().iter().filter_map(|s| s.connect.get()) {
             sum_ns += times.sum_ns.load(Ordering::Relaxed);
             count += times.count.load(Ordering::Relaxed);
             for (b, n) in buckets.iter_mut().zip(&times.buckets) {

@@ -277,7 +277,8 @@ impl Running {
 
 /// A redirection that is running: its accept task (or UDP task) and how to stop it.
 struct Live {
-    row: RedirRow,
+    /// The table's row (shared with it, not copied).
+    row: Arc<RedirRow>,
     /// Its application's name when it started (a label of its metrics).
     app_name: String,
     /// The limits new connections or flows get; replaced in place when the namespace's change.
@@ -288,7 +289,10 @@ struct Live {
     policy: Arc<ArcSwap<Policy>>,
     /// The port's listening sockets, for a hand-over to a new process (none for UDP).
     fds: Arc<Mutex<Vec<RawFd>>>,
-    stop_accepting: CancellationToken,
+    /// Its own child of `shutdown`, cancelled on removal; none for a steered port, whose
+    /// accept loops are the node's and which [`Running::stop`] takes out of their table
+    /// (a token is 112 bytes, and a steered node holds 100,000 ports).
+    stop_accepting: Option<CancellationToken>,
     close_connections: CancellationToken,
     running: Running,
     bound: Arc<AtomicBool>,
@@ -303,9 +307,37 @@ struct AppPool {
     ports: usize,
 }
 
+/// How many ports a change must start or stop before the memory it freed is handed back.
+const RELEASE_AFTER: usize = 1_000;
+
+/// Hands the heap's free pages back to the kernel after a change of `changed` ports.
+///
+/// A change of thousands of ports (an `apply`, a start) parses, diffs and logs far more than
+/// the ports then keep; glibc's allocator keeps what was freed for later, so a node's
+/// resident memory stayed about 650 bytes a redirection above its heap (measured with
+/// heaptrack on 20,000 steered redirections). `malloc_trim` walks the heap once, a few
+/// milliseconds for a heap of hundreds of megabytes, so only large changes pay it.
+fn release_freed_memory(changed: usize) {
+    if changed < RELEASE_AFTER {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let started = std::time::Instant::now();
+        // SAFETY: malloc_trim only walks and releases the allocator's own free lists.
+        let released = unsafe { libc::malloc_trim(0) } == 1;
+        info!(
+            changed,
+            released,
+            took_us = started.elapsed().as_micros() as u64,
+            "returned freed heap pages to the kernel"
+        );
+    }
+}
+
 /// What one key of the table wants running: the row, its limits, whether it logs, and its
 /// application's name (a label of its metrics).
-type Wanted = Option<(RedirRow, Limits, bool, String)>;
+type Wanted = Option<(Arc<RedirRow>, Limits, bool, String)>;
 
 /// The ports running on this node.
 pub struct LivePorts {
@@ -487,7 +519,8 @@ impl LivePorts {
             let instances = Self::instances_of(&table, apps);
             (wanted, instances)
         };
-        self.converge(wanted, &instances, false).await;
+        let changed = self.converge(wanted, &instances, false).await;
+        release_freed_memory(changed);
     }
 
     /// Makes every running port match the whole table; answers how many keys and pools it
@@ -515,6 +548,7 @@ impl LivePorts {
             (wanted, instances)
         };
         let repaired = self.converge(wanted, &instances, repair).await;
+        release_freed_memory(repaired);
         if repair && repaired > 0 {
             self.metrics.repaired(repaired as u64);
             warn!(repaired, "the full reconcile found ports that did not match the table, and fixed them");
@@ -648,7 +682,7 @@ impl LivePorts {
 
     fn start(
         &self,
-        row: RedirRow,
+        row: Arc<RedirRow>,
         app_name: &str,
         limits: Limits,
         logged: bool,
@@ -656,7 +690,10 @@ impl LivePorts {
         held: Option<Held>,
     ) {
         let addr = SocketAddr::new(self.served.bind(&row.namespace), row.port);
-        let stop_accepting = self.shutdown.child_token();
+        let steered_tcp = self.steered.is_some() && matches!(limits, Limits::Tcp(_));
+        // A steered port's task-less accepting never waits on it, and nothing cancels the
+        // node's token through it (`Live::stop_accepting` is `None`).
+        let stop_accepting = if steered_tcp { self.shutdown.clone() } else { self.shutdown.child_token() };
         let close_connections = self.kill.child_token();
         let fds = Arc::new(Mutex::new(Vec::new()));
         let metrics =
@@ -748,7 +785,7 @@ impl LivePorts {
             logged,
             policy,
             fds,
-            stop_accepting,
+            stop_accepting: (!steered_tcp).then_some(stop_accepting),
             close_connections,
             running,
             bound,
@@ -761,7 +798,9 @@ impl LivePorts {
         if !live.bound.load(Ordering::Relaxed) {
             *self.unbound.lock().unwrap() = None;
         }
-        live.stop_accepting.cancel();
+        if let Some(stop) = &live.stop_accepting {
+            stop.cancel();
+        }
         live.close_connections.cancel();
         live.running.stop().await;
         self.release_pool(&live.row.app_id);

@@ -13,6 +13,7 @@
 //! pass over the table.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use super::store::{
     Change, Event, Key, NamespaceDef, NodeRecord, Quarantine, Record, RedirKey, RedirRow, Revision, Snapshot,
@@ -29,8 +30,10 @@ pub struct Table {
     pub orgs: BTreeMap<String, Organisation>,
     /// Applications by id.
     pub apps: BTreeMap<String, Application>,
-    /// Redirections by (namespace, protocol, port).
-    pub redirs: BTreeMap<RedirKey, RedirRow>,
+    /// Redirections by (namespace, protocol, port). Shared with the ports that run them
+    /// (`live`), so that a redirection's row is in memory once, and boxed so that the map's
+    /// nodes, often half full, hold a pointer rather than the row.
+    pub redirs: BTreeMap<RedirKey, Arc<RedirRow>>,
     /// Credentials by id.
     pub tokens: BTreeMap<String, TokenRecord>,
     /// Credential ids by token hash (two nodes may be given the same admin token).
@@ -128,7 +131,7 @@ impl Table {
                 if let Err(at) = keys.binary_search(&key) {
                     keys.insert(at, key.clone());
                 }
-                self.redirs.insert(key, row);
+                self.redirs.insert(key, Arc::new(row));
             }
             Record::Token(token) => {
                 self.delete(&Key::Token(token.info.id.clone()), diff);
@@ -206,7 +209,7 @@ impl Table {
 
     /// An application's redirections, sorted by (namespace, protocol, port).
     pub fn app_redirs(&self, app_id: &str) -> Vec<RedirRow> {
-        self.app_keys(app_id).filter_map(|key| self.redirs.get(key)).cloned().collect()
+        self.app_keys(app_id).filter_map(|key| self.redirs.get(key)).map(|row| RedirRow::clone(row)).collect()
     }
 
     /// The keys of an application's redirections, sorted.
@@ -216,7 +219,7 @@ impl Table {
 
     /// A namespace's redirections, TCP then UDP, by port.
     pub fn namespace_redirs<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a RedirRow> + 'a {
-        self.redirs.range(namespace_range(namespace)).map(|(_, row)| row)
+        self.redirs.range(namespace_range(namespace)).map(|(_, row)| &**row)
     }
 
     /// The nodes that `app_id` waits for before it may take `key`: those that have not

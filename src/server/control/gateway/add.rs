@@ -138,7 +138,7 @@ impl Gateway {
         }
         let table = self.table();
         for (index, row) in &made {
-            let stored = table.redirs.get(&row.key()).unwrap_or(row);
+            let stored = table.redirs.get(&row.key()).map_or(row, |r| &**r);
             outcomes[*index] = Some(Ok(self.describe(&table, stored)));
         }
         Ok(outcomes)
