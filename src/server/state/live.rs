@@ -46,7 +46,7 @@ use crate::server::data::steered::{self, Steered};
 use crate::server::data::udp::{self, NodeFlows};
 use crate::server::data::workers::Workers;
 use crate::server::spec::{self, Access, Limits, TcpLimits, UdpLimits};
-use crate::wire::{Instance, Protocol, RedirSettings, RedirTraffic};
+use crate::wire::{HealthCheck, Instance, Protocol, RedirSettings, RedirTraffic};
 
 /// The public ports' sockets this process hands over at an upgrade, duplicated for the new one.
 #[derive(Debug, Default)]
@@ -298,10 +298,13 @@ struct Live {
 /// An application's instance pool, the stored list it was last given, and how many of
 /// this node's ports use it (the pool goes with the last one).
 struct AppPool {
-    stored: Vec<Instance>,
+    stored: Stored,
     pool: Arc<Pool>,
     ports: usize,
 }
+
+/// An application's instances and health-check settings, as stored.
+type Stored = (Vec<Instance>, HealthCheck);
 
 /// What one key of the table wants running: the row, its limits, whether it logs, and its
 /// application's name (a label of its metrics).
@@ -542,8 +545,12 @@ impl LivePorts {
     fn instances_of<'a>(
         table: &Table,
         apps: impl IntoIterator<Item = &'a str>,
-    ) -> HashMap<String, Option<Vec<Instance>>> {
-        apps.into_iter().map(|id| (id.to_owned(), table.apps.get(id).map(|a| a.instances.clone()))).collect()
+    ) -> HashMap<String, Option<Stored>> {
+        apps.into_iter()
+            .map(|id| {
+                (id.to_owned(), table.apps.get(id).map(|a| (a.instances.clone(), a.health_check.clone())))
+            })
+            .collect()
     }
 
     /// Brings each key to what the table wants and each named pool to its instances;
@@ -551,7 +558,7 @@ impl LivePorts {
     async fn converge(
         &self,
         wanted: Vec<(Wanted, RedirKey)>,
-        instances: &HashMap<String, Option<Vec<Instance>>>,
+        instances: &HashMap<String, Option<Stored>>,
         repair: bool,
     ) -> usize {
         let mut changed = 0;
@@ -561,7 +568,7 @@ impl LivePorts {
             for (id, stored) in instances {
                 if let (Some(p), Some(stored)) = (pools.get_mut(id), stored) {
                     if p.stored != *stored {
-                        p.pool.set(stored);
+                        p.pool.set(&stored.0, &stored.1);
                         p.stored = stored.clone();
                         changed += 1;
                     }
@@ -619,18 +626,14 @@ impl LivePorts {
     }
 
     /// The application's pool, made from its stored instances for its first port here.
-    fn pool_for(
-        &self,
-        app_id: &str,
-        instances: &HashMap<String, Option<Vec<Instance>>>,
-    ) -> Option<Arc<Pool>> {
+    fn pool_for(&self, app_id: &str, instances: &HashMap<String, Option<Stored>>) -> Option<Arc<Pool>> {
         let mut pools = self.pools.lock().unwrap();
         if let Some(p) = pools.get_mut(app_id) {
             p.ports += 1;
             return Some(p.pool.clone());
         }
         let stored = instances.get(app_id)?.as_ref()?;
-        let pool = Arc::new(Pool::new(stored, &self.health));
+        let pool = Arc::new(Pool::with_check(&stored.0, &stored.1, &self.health));
         pools.insert(app_id.to_owned(), AppPool { stored: stored.clone(), pool: pool.clone(), ports: 1 });
         Some(pool)
     }
@@ -813,6 +816,11 @@ impl LivePorts {
         format!("{body}{}# EOF\n", self.health.metrics_text())
     }
 
+    /// The node's health-check settings in force (an application's fill in from them).
+    pub fn health_checks(&self) -> CheckSettings {
+        self.health.settings()
+    }
+
     /// Sets the node's health checks (the config file's, at start and at each reload).
     pub fn configure_health_checks(&self, settings: CheckSettings) {
         self.health.configure(settings);
@@ -908,6 +916,7 @@ mod tests {
                 address: backend.local_addr().unwrap().to_string(),
                 ..Default::default()
             }],
+            health_check: Default::default(),
         };
         let def = NamespaceDef {
             name: "default".into(),
