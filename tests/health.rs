@@ -105,6 +105,17 @@ fn a_dead_instance_is_down_within_one_interval_with_no_traffic_and_up_again_with
     assert!(metrics.contains(&format!("tcp_redirs_instance_up{{instance=\"{live}\"}} 1")), "{metrics}");
     assert!(metrics.contains("tcp_redirs_instance_last_check_timestamp_seconds{instance="), "{metrics}");
     assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+    assert_eq!(metrics.matches("# EOF").count(), 1, "{metrics}");
+    // Through prometheus-client, with the names and labels they always had.
+    assert!(metrics.contains("# TYPE tcp_redirs_instance_up gauge"), "{metrics}");
+    assert!(metrics.contains("# TYPE tcp_redirs_health_checks counter"), "{metrics}");
+    let failed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tcp_redirs_health_checks_total{result=\"failed\"} "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no count of failed checks: {metrics}"));
+    assert!(failed >= 1, "{metrics}");
+    assert!(metrics.contains("tcp_redirs_health_checks_total{result=\"ok\"} "), "{metrics}");
 
     // Back: up within rise (2) intervals, plus the phase and a margin.
     let _back = TcpListener::bind(dead).expect("rebind the dead instance's port");

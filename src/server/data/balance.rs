@@ -791,38 +791,65 @@ impl Health {
         }
     }
 
-    /// The checks' metrics in the OpenMetrics text format: each address's state and last
-    /// check, and the checks made.
-    pub fn metrics_text(&self) -> String {
-        let mut targets = self.all_targets();
-        targets.sort_by(|a, b| a.address.cmp(&b.address));
-        let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-        let mut text = String::new();
-        text.push_str("# HELP tcp_redirs_instance_up Whether the instance address is up (1) or down (0), as the health checks and traffic found it.\n# TYPE tcp_redirs_instance_up gauge\n");
-        for t in &targets {
-            let up = u8::from(t.up.load(Ordering::Relaxed));
-            text.push_str(&format!("tcp_redirs_instance_up{{instance=\"{}\"}} {up}\n", escape(&t.address)));
+    /// The checks' metrics families, for the node's registry: each address's state and
+    /// last check, and the checks made.
+    pub fn collector(self: &Arc<Self>) -> Box<dyn prometheus_client::collector::Collector> {
+        Box::new(HealthMetrics(self.clone()))
+    }
+}
+
+/// The families of [`Health`], encoded at each scrape from the targets themselves (no
+/// series kept in between): `instance_up{instance}`, `instance_last_check_timestamp_seconds
+/// {instance}` and `health_checks_total{result}`. An address that several targets check
+/// (applications with other settings) is one series: up only when every check finds it up,
+/// and its latest check.
+#[derive(Debug)]
+struct HealthMetrics(Arc<Health>);
+
+impl prometheus_client::collector::Collector for HealthMetrics {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::MetricType;
+        let mut addresses: std::collections::BTreeMap<String, (bool, u64)> = Default::default();
+        for t in self.0.all_targets() {
+            let (up, last) = addresses.entry(t.address.clone()).or_insert((true, 0));
+            *up &= t.up.load(Ordering::Relaxed);
+            *last = (*last).max(t.last_check_ms.load(Ordering::Relaxed));
         }
-        text.push_str("# HELP tcp_redirs_instance_last_check_timestamp_seconds When the instance address was last checked (Unix time).\n# TYPE tcp_redirs_instance_last_check_timestamp_seconds gauge\n");
-        for t in &targets {
-            let ms = t.last_check_ms.load(Ordering::Relaxed);
-            if ms > 0 {
-                text.push_str(&format!(
-                    "tcp_redirs_instance_last_check_timestamp_seconds{{instance=\"{}\"}} {}.{:03}\n",
-                    escape(&t.address),
-                    ms / 1000,
-                    ms % 1000
-                ));
-            }
+        let mut family = encoder.encode_descriptor(
+            "instance_up",
+            "Whether the instance address is up (1) or down (0), as the health checks and traffic found it",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (address, (up, _)) in &addresses {
+            ConstGauge::new(i64::from(*up))
+                .encode(family.encode_family(&[("instance", address.as_str())])?)?;
         }
-        let (checks, failures) = (self.checks.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed));
-        text.push_str("# HELP tcp_redirs_health_checks Health checks made, by result.\n# TYPE tcp_redirs_health_checks counter\n");
-        text.push_str(&format!(
-            "tcp_redirs_health_checks_total{{result=\"ok\"}} {}\n",
-            checks - failures.min(checks)
-        ));
-        text.push_str(&format!("tcp_redirs_health_checks_total{{result=\"failed\"}} {failures}\n"));
-        text
+        let mut family = encoder.encode_descriptor(
+            "instance_last_check_timestamp_seconds",
+            "When the instance address was last checked (Unix time)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (address, (_, ms)) in addresses.iter().filter(|(_, (_, ms))| *ms > 0) {
+            ConstGauge::new(*ms as f64 / 1000.0)
+                .encode(family.encode_family(&[("instance", address.as_str())])?)?;
+        }
+        let (checks, failures) =
+            (self.0.checks.load(Ordering::Relaxed), self.0.failures.load(Ordering::Relaxed));
+        let mut family = encoder.encode_descriptor(
+            "health_checks",
+            "Health checks made, by result",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, n) in [("ok", checks - failures.min(checks)), ("failed", failures)] {
+            ConstCounter::new(n).encode(family.encode_family(&[("result", result)])?)?;
+        }
+        Ok(())
     }
 }
 

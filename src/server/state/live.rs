@@ -354,6 +354,8 @@ impl LivePorts {
         let shutdown = CancellationToken::new();
         let health = Arc::new(Health::default());
         tokio::spawn(health.clone().run(shutdown.child_token()));
+        let mut metrics = Metrics::new();
+        metrics.add_collector(health.collector());
         LivePorts {
             steered: steered.map(Arc::new),
             served,
@@ -364,7 +366,7 @@ impl LivePorts {
             shutdown,
             kill: CancellationToken::new(),
             connections: workers.handles().iter().map(|_| TaskTracker::new()).collect(),
-            metrics: Metrics::new(),
+            metrics,
             workers: Arc::new(workers),
             reconciling: tokio::sync::Mutex::new(()),
             inherited: Mutex::default(),
@@ -810,10 +812,7 @@ impl LivePorts {
 
     /// The metrics in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
-        let text = self.metrics.encode();
-        // The health checks' families go before the exposition's end.
-        let body = text.strip_suffix("# EOF\n").unwrap_or(&text);
-        format!("{body}{}# EOF\n", self.health.metrics_text())
+        self.metrics.encode()
     }
 
     /// The node's health-check settings in force (an application's fill in from them).
