@@ -377,7 +377,16 @@ impl Gateway {
             return Ok(app);
         }
         match self.synced.store().set_health_check(&app.id, &check).await {
-            Ok(revision) => self.settle(revision).await,
+            Ok(revision) => {
+                self.settle(revision).await;
+                // The nodes that check its instances: those serving a namespace where it
+                // has a port.
+                let namespaces: std::collections::BTreeSet<String> =
+                    self.table().app_redirs(&app.id).iter().map(|r| r.namespace.clone()).collect();
+                for namespace in &namespaces {
+                    self.wait_for_fleet(namespace, revision).await;
+                }
+            }
             Err(StoreError::Conflict(Conflict::NotFound)) => return Err(Error::unknown_app(app_id)),
             Err(err) => return Err(self.store_error(err)),
         }
