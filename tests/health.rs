@@ -556,3 +556,50 @@ fn apply_and_export_carry_an_applications_health_checks_and_apply_updates_them_i
     .unwrap();
     server.cli(&["apply", "-f", file.to_str().unwrap()]).assert_error(1, &["apps.toml:5:1", "intervall_ms"]);
 }
+
+/// In a fleet (two nodes on one etcd), an application's new check settings are in force on
+/// the other node too when the update answers: its checks there take the new interval at
+/// once (the node's own every 30 s would not have checked yet).
+#[test]
+fn an_applications_new_checks_hold_on_every_node_of_a_fleet_when_the_update_answers() {
+    let etcd = common::etcd::Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[health_checks]\ninterval = 30\ntimeout = 0.5\n").unwrap();
+    let token = random_token();
+    let url = etcd.url();
+    let node = |name: &str, ip: &str| {
+        Server::builder()
+            .ip(ip)
+            .token(&token)
+            .config(&config)
+            .args(&["--store", &url, "--node", name])
+            .start()
+    };
+    let (a, b) = (node("a", "127.0.41.2"), node("b", "127.0.41.3"));
+    let dead = SocketAddr::from((LOCALHOST, refused_port()));
+    let app = app_with(&a, "fleet-app", &[dead]);
+    // b serves the port too: its pool, and its own view of the instance (not checked yet).
+    wait_until(Duration::from_secs(10), "b to serve the application's port", || {
+        match b.api("GET", &app, None) {
+            r if r.status == 200 && r.json()["instances"][0].get("state").is_some() => Ok(()),
+            r => Err(r.text()),
+        }
+    });
+    assert!(
+        instance(&b, &app, dead).get("lastCheck").is_none(),
+        "checked before the update: {}",
+        instance(&b, &app, dead)
+    );
+
+    let body = r#"{"healthCheck":{"intervalMs":200,"timeoutMs":150,"rise":1,"fall":1}}"#;
+    let patched = a.api("PATCH", &app, Some(body)).ok_json();
+    assert_eq!(patched["healthCheck"]["intervalMs"], 200, "{patched}");
+    assert_eq!(
+        b.api("GET", &app, None).ok_json()["healthCheck"]["intervalMs"],
+        200,
+        "b's table has it when a answers"
+    );
+    let took = until_state(&b, &app, dead, "down", Duration::from_secs(5));
+    assert!(took < Duration::from_millis(1500), "down on b after {took:?} with the application's 200 ms");
+}
