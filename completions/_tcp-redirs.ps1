@@ -149,6 +149,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an application with its instances')
+            [CompletionResult]::new('update', 'update', [CompletionResultType]::ParameterValue, 'Change an application''s health checks in place: every node follows when the command returns; its ports, connections and instances stay')
             [CompletionResult]::new('set-instances', 'set-instances', [CompletionResultType]::ParameterValue, 'Replace an application''s instances, live: open connections stay where they are')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the applications')
             [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove an application and all its redirections')
@@ -157,7 +158,31 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
         }
         'tcp-redirs;apps;create' {
             [CompletionResult]::new('--instance', '--instance', [CompletionResultType]::ParameterName, 'An address where the application listens, HOST:PORT, optionally =WEIGHT (0 takes no new connection; 1 by default). Repeat for several')
+            [CompletionResult]::new('--check', '--check', [CompletionResultType]::ParameterName, 'What a health check does: connect, expect (send --check-send, expect --check-expect) or none [default: the node''s, connect]')
+            [CompletionResult]::new('--check-interval-ms', '--check-interval-ms', [CompletionResultType]::ParameterName, 'Milliseconds between two health checks of an instance [default: the node''s, 5000]')
+            [CompletionResult]::new('--check-timeout-ms', '--check-timeout-ms', [CompletionResultType]::ParameterName, 'Milliseconds a health check may take, no more than the interval [default: the node''s, 2000]')
+            [CompletionResult]::new('--check-rise', '--check-rise', [CompletionResultType]::ParameterName, 'Successful health checks in a row that bring a down instance up [default: the node''s, 2]')
+            [CompletionResult]::new('--check-fall', '--check-fall', [CompletionResultType]::ParameterName, 'Failed health checks in a row that take an up instance down [default: the node''s, 3]')
+            [CompletionResult]::new('--check-send', '--check-send', [CompletionResultType]::ParameterName, 'Bytes a health check sends once connected, in hexadecimal (50494e470d0a is PING\r\n)')
+            [CompletionResult]::new('--check-expect', '--check-expect', [CompletionResultType]::ParameterName, 'Bytes the instance''s answer must start with, in hexadecimal (2b504f4e47 is +PONG); implies --check expect')
             [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'The organisation, by id (orga_…) or name [default: the only one the credential sees]')
+            [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'The API token [default: the profile''s]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'tcp-redirs;apps;update' {
+            [CompletionResult]::new('--unset', '--unset', [CompletionResultType]::ParameterName, 'Take a setting back to the node''s `[health_checks]` (repeat for several)')
+            [CompletionResult]::new('--check', '--check', [CompletionResultType]::ParameterName, 'What a health check does: connect, expect (send --check-send, expect --check-expect) or none [default: the node''s, connect]')
+            [CompletionResult]::new('--check-interval-ms', '--check-interval-ms', [CompletionResultType]::ParameterName, 'Milliseconds between two health checks of an instance [default: the node''s, 5000]')
+            [CompletionResult]::new('--check-timeout-ms', '--check-timeout-ms', [CompletionResultType]::ParameterName, 'Milliseconds a health check may take, no more than the interval [default: the node''s, 2000]')
+            [CompletionResult]::new('--check-rise', '--check-rise', [CompletionResultType]::ParameterName, 'Successful health checks in a row that bring a down instance up [default: the node''s, 2]')
+            [CompletionResult]::new('--check-fall', '--check-fall', [CompletionResultType]::ParameterName, 'Failed health checks in a row that take an up instance down [default: the node''s, 3]')
+            [CompletionResult]::new('--check-send', '--check-send', [CompletionResultType]::ParameterName, 'Bytes a health check sends once connected, in hexadecimal (50494e470d0a is PING\r\n)')
+            [CompletionResult]::new('--check-expect', '--check-expect', [CompletionResultType]::ParameterName, 'Bytes the instance''s answer must start with, in hexadecimal (2b504f4e47 is +PONG); implies --check expect')
             [CompletionResult]::new('-F', '-F ', [CompletionResultType]::ParameterName, 'Output format [default: human]')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: human]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]')
@@ -197,6 +222,7 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
         }
         'tcp-redirs;apps;help' {
             [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an application with its instances')
+            [CompletionResult]::new('update', 'update', [CompletionResultType]::ParameterValue, 'Change an application''s health checks in place: every node follows when the command returns; its ports, connections and instances stay')
             [CompletionResult]::new('set-instances', 'set-instances', [CompletionResultType]::ParameterValue, 'Replace an application''s instances, live: open connections stay where they are')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the applications')
             [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove an application and all its redirections')
@@ -204,6 +230,9 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             break
         }
         'tcp-redirs;apps;help;create' {
+            break
+        }
+        'tcp-redirs;apps;help;update' {
             break
         }
         'tcp-redirs;apps;help;set-instances' {
@@ -523,12 +552,16 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
         }
         'tcp-redirs;help;apps' {
             [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an application with its instances')
+            [CompletionResult]::new('update', 'update', [CompletionResultType]::ParameterValue, 'Change an application''s health checks in place: every node follows when the command returns; its ports, connections and instances stay')
             [CompletionResult]::new('set-instances', 'set-instances', [CompletionResultType]::ParameterValue, 'Replace an application''s instances, live: open connections stay where they are')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the applications')
             [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove an application and all its redirections')
             break
         }
         'tcp-redirs;help;apps;create' {
+            break
+        }
+        'tcp-redirs;help;apps;update' {
             break
         }
         'tcp-redirs;help;apps;set-instances' {

@@ -85,6 +85,9 @@ _tcp__redirs() {
             tcp__redirs__subcmd__apps,set-instances)
                 cmd="tcp__redirs__subcmd__apps__subcmd__set__subcmd__instances"
                 ;;
+            tcp__redirs__subcmd__apps,update)
+                cmd="tcp__redirs__subcmd__apps__subcmd__update"
+                ;;
             tcp__redirs__subcmd__apps__subcmd__help,create)
                 cmd="tcp__redirs__subcmd__apps__subcmd__help__subcmd__create"
                 ;;
@@ -99,6 +102,9 @@ _tcp__redirs() {
                 ;;
             tcp__redirs__subcmd__apps__subcmd__help,set-instances)
                 cmd="tcp__redirs__subcmd__apps__subcmd__help__subcmd__set__subcmd__instances"
+                ;;
+            tcp__redirs__subcmd__apps__subcmd__help,update)
+                cmd="tcp__redirs__subcmd__apps__subcmd__help__subcmd__update"
                 ;;
             tcp__redirs__subcmd__help,add)
                 cmd="tcp__redirs__subcmd__help__subcmd__add"
@@ -165,6 +171,9 @@ _tcp__redirs() {
                 ;;
             tcp__redirs__subcmd__help__subcmd__apps,set-instances)
                 cmd="tcp__redirs__subcmd__help__subcmd__apps__subcmd__set__subcmd__instances"
+                ;;
+            tcp__redirs__subcmd__help__subcmd__apps,update)
+                cmd="tcp__redirs__subcmd__help__subcmd__apps__subcmd__update"
                 ;;
             tcp__redirs__subcmd__help__subcmd__nodes,forget)
                 cmd="tcp__redirs__subcmd__help__subcmd__nodes__subcmd__forget"
@@ -447,7 +456,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__apps)
-            opts="-h --server --token --help create set-instances list remove help"
+            opts="-h --server --token --help create update set-instances list remove help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -469,13 +478,41 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__apps__subcmd__create)
-            opts="-F -h --instance --org --format --server --token --help"
+            opts="-F -h --instance --check --check-interval-ms --check-timeout-ms --check-rise --check-fall --check-send --check-expect --org --format --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check)
+                    COMPREPLY=($(compgen -W "connect expect none" -- "${cur}"))
+                    return 0
+                    ;;
+                --check-interval-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check-timeout-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check-rise)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check-fall)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check-send)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check-expect)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -507,7 +544,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__apps__subcmd__help)
-            opts="create set-instances list remove help"
+            opts="create update set-instances list remove help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -577,6 +614,20 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__apps__subcmd__help__subcmd__set__subcmd__instances)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__apps__subcmd__help__subcmd__update)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -688,6 +739,68 @@ _tcp__redirs() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tcp__subcmd__redirs__subcmd__apps__subcmd__update)
+            opts="-F -h --unset --check --check-interval-ms --check-timeout-ms --check-rise --check-fall --check-send --check-expect --format --server --token --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --unset)
+                    COMPREPLY=($(compgen -W "check check-interval-ms check-timeout-ms check-rise check-fall check-send check-expect" -- "${cur}"))
+                    return 0
+                    ;;
+                --check)
+                    COMPREPLY=($(compgen -W "connect expect none" -- "${cur}"))
+                    return 0
+                    ;;
+                --check-interval-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check-timeout-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check-rise)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check-fall)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check-send)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check-expect)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -F)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tcp__subcmd__redirs__subcmd__export)
             opts="-F -h --org --format --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -765,7 +878,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__help__subcmd__apps)
-            opts="create set-instances list remove"
+            opts="create update set-instances list remove"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -821,6 +934,20 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__help__subcmd__apps__subcmd__set__subcmd__instances)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__help__subcmd__apps__subcmd__update)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -140,6 +140,7 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand create 'Create an application with its instances'
+            cand update 'Change an application''s health checks in place: every node follows when the command returns; its ports, connections and instances stay'
             cand set-instances 'Replace an application''s instances, live: open connections stay where they are'
             cand list 'List the applications'
             cand remove 'Remove an application and all its redirections'
@@ -147,7 +148,30 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         }
         &'tcp-redirs;apps;create'= {
             cand --instance 'An address where the application listens, HOST:PORT, optionally =WEIGHT (0 takes no new connection; 1 by default). Repeat for several'
+            cand --check 'What a health check does: connect, expect (send --check-send, expect --check-expect) or none [default: the node''s, connect]'
+            cand --check-interval-ms 'Milliseconds between two health checks of an instance [default: the node''s, 5000]'
+            cand --check-timeout-ms 'Milliseconds a health check may take, no more than the interval [default: the node''s, 2000]'
+            cand --check-rise 'Successful health checks in a row that bring a down instance up [default: the node''s, 2]'
+            cand --check-fall 'Failed health checks in a row that take an up instance down [default: the node''s, 3]'
+            cand --check-send 'Bytes a health check sends once connected, in hexadecimal (50494e470d0a is PING\r\n)'
+            cand --check-expect 'Bytes the instance''s answer must start with, in hexadecimal (2b504f4e47 is +PONG); implies --check expect'
             cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;apps;update'= {
+            cand --unset 'Take a setting back to the node''s `[health_checks]` (repeat for several)'
+            cand --check 'What a health check does: connect, expect (send --check-send, expect --check-expect) or none [default: the node''s, connect]'
+            cand --check-interval-ms 'Milliseconds between two health checks of an instance [default: the node''s, 5000]'
+            cand --check-timeout-ms 'Milliseconds a health check may take, no more than the interval [default: the node''s, 2000]'
+            cand --check-rise 'Successful health checks in a row that bring a down instance up [default: the node''s, 2]'
+            cand --check-fall 'Failed health checks in a row that take an up instance down [default: the node''s, 3]'
+            cand --check-send 'Bytes a health check sends once connected, in hexadecimal (50494e470d0a is PING\r\n)'
+            cand --check-expect 'Bytes the instance''s answer must start with, in hexadecimal (2b504f4e47 is +PONG); implies --check expect'
             cand -F 'Output format [default: human]'
             cand --format 'Output format [default: human]'
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
@@ -183,12 +207,15 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         }
         &'tcp-redirs;apps;help'= {
             cand create 'Create an application with its instances'
+            cand update 'Change an application''s health checks in place: every node follows when the command returns; its ports, connections and instances stay'
             cand set-instances 'Replace an application''s instances, live: open connections stay where they are'
             cand list 'List the applications'
             cand remove 'Remove an application and all its redirections'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'tcp-redirs;apps;help;create'= {
+        }
+        &'tcp-redirs;apps;help;update'= {
         }
         &'tcp-redirs;apps;help;set-instances'= {
         }
@@ -462,11 +489,14 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         }
         &'tcp-redirs;help;apps'= {
             cand create 'Create an application with its instances'
+            cand update 'Change an application''s health checks in place: every node follows when the command returns; its ports, connections and instances stay'
             cand set-instances 'Replace an application''s instances, live: open connections stay where they are'
             cand list 'List the applications'
             cand remove 'Remove an application and all its redirections'
         }
         &'tcp-redirs;help;apps;create'= {
+        }
+        &'tcp-redirs;help;apps;update'= {
         }
         &'tcp-redirs;help;apps;set-instances'= {
         }

@@ -123,21 +123,52 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand update" -l server 
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand update" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand update" -l udp -d 'The port is a UDP redirection\'s (TCP\'s and UDP\'s ports are separate)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand update" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -l token -d 'The API token [default: the profile\'s]' -r
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -f -a "create" -d 'Create an application with its instances'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -f -a "set-instances" -d 'Replace an application\'s instances, live: open connections stay where they are'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -f -a "list" -d 'List the applications'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -f -a "remove" -d 'Remove an application and all its redirections'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create set-instances list remove help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create update set-instances list remove help" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create update set-instances list remove help" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create update set-instances list remove help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create update set-instances list remove help" -f -a "create" -d 'Create an application with its instances'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create update set-instances list remove help" -f -a "update" -d 'Change an application\'s health checks in place: every node follows when the command returns; its ports, connections and instances stay'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create update set-instances list remove help" -f -a "set-instances" -d 'Replace an application\'s instances, live: open connections stay where they are'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create update set-instances list remove help" -f -a "list" -d 'List the applications'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create update set-instances list remove help" -f -a "remove" -d 'Remove an application and all its redirections'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and not __fish_seen_subcommand_from create update set-instances list remove help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -l instance -d 'An address where the application listens, HOST:PORT, optionally =WEIGHT (0 takes no new connection; 1 by default). Repeat for several' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -l check -d 'What a health check does: connect, expect (send --check-send, expect --check-expect) or none [default: the node\'s, connect]' -r -f -a "connect\t'A TCP connect'
+expect\t'Connect, send `send`, and expect the answer to start with `expect`'
+none\t'No active check: only failed connections mark an instance down'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -l check-interval-ms -d 'Milliseconds between two health checks of an instance [default: the node\'s, 5000]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -l check-timeout-ms -d 'Milliseconds a health check may take, no more than the interval [default: the node\'s, 2000]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -l check-rise -d 'Successful health checks in a row that bring a down instance up [default: the node\'s, 2]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -l check-fall -d 'Failed health checks in a row that take an up instance down [default: the node\'s, 3]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -l check-send -d 'Bytes a health check sends once connected, in hexadecimal (50494e470d0a is PING\\r\\n)' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -l check-expect -d 'Bytes the instance\'s answer must start with, in hexadecimal (2b504f4e47 is +PONG); implies --check expect' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -l org -d 'The organisation, by id (orga_…) or name [default: the only one the credential sees]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
 json\t'One JSON document, for scripts'"
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from update" -l unset -d 'Take a setting back to the node\'s `[health_checks]` (repeat for several)' -r -f -a "check\t'--check'
+check-interval-ms\t'--check-interval-ms'
+check-timeout-ms\t'--check-timeout-ms'
+check-rise\t'--check-rise'
+check-fall\t'--check-fall'
+check-send\t'--check-send'
+check-expect\t'--check-expect'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from update" -l check -d 'What a health check does: connect, expect (send --check-send, expect --check-expect) or none [default: the node\'s, connect]' -r -f -a "connect\t'A TCP connect'
+expect\t'Connect, send `send`, and expect the answer to start with `expect`'
+none\t'No active check: only failed connections mark an instance down'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from update" -l check-interval-ms -d 'Milliseconds between two health checks of an instance [default: the node\'s, 5000]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from update" -l check-timeout-ms -d 'Milliseconds a health check may take, no more than the interval [default: the node\'s, 2000]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from update" -l check-rise -d 'Successful health checks in a row that bring a down instance up [default: the node\'s, 2]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from update" -l check-fall -d 'Failed health checks in a row that take an up instance down [default: the node\'s, 3]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from update" -l check-send -d 'Bytes a health check sends once connected, in hexadecimal (50494e470d0a is PING\\r\\n)' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from update" -l check-expect -d 'Bytes the instance\'s answer must start with, in hexadecimal (2b504f4e47 is +PONG); implies --check expect' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from update" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from update" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from update" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from update" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from set-instances" -l instance -d 'HOST:PORT[=WEIGHT], repeated for each instance' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from set-instances" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
 json\t'One JSON document, for scripts'"
@@ -156,6 +187,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_s
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from remove" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create an application with its instances'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "update" -d 'Change an application\'s health checks in place: every node follows when the command returns; its ports, connections and instances stay'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "set-instances" -d 'Replace an application\'s instances, live: open connections stay where they are'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "list" -d 'List the applications'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand apps; and __fish_seen_subcommand_from help" -f -a "remove" -d 'Remove an application and all its redirections'
@@ -321,6 +353,7 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fi
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "serve" -d 'Run the control server: the API, the port allocator, the store and the forwarding'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "create" -d 'Create an application with its instances'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "update" -d 'Change an application\'s health checks in place: every node follows when the command returns; its ports, connections and instances stay'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "set-instances" -d 'Replace an application\'s instances, live: open connections stay where they are'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "list" -d 'List the applications'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "remove" -d 'Remove an application and all its redirections'

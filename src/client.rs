@@ -13,8 +13,9 @@ use serde::Serialize;
 
 use crate::profile::ProfileFile;
 use crate::wire::{
-    ApiError, Application, IssuedToken, Namespace, NewApplication, NewInstance, NewOrganisation, NewTcpRedir,
-    NewTcpRedirBatch, NewToken, Organisation, Protocol, SettingsPatch, TcpRedir, TcpRedirBatch, TokenInfo,
+    ApiError, Application, ApplicationPatch, IssuedToken, Namespace, NewApplication, NewInstance,
+    NewOrganisation, NewTcpRedir, NewTcpRedirBatch, NewToken, Organisation, Protocol, SettingsPatch,
+    TcpRedir, TcpRedirBatch, TokenInfo,
 };
 
 /// The kinds of failure a script may want to tell apart, each with its exit code.
@@ -198,6 +199,15 @@ impl Client {
     /// Replaces an application's instances.
     pub async fn set_instances(&self, app: &Application, instances: &[NewInstance]) -> Result<Application> {
         self.call(Method::PUT, &format!("{}/instances", app_path(app)), Some(&instances)).await
+    }
+
+    /// Changes an application's settings in place (its health checks).
+    pub async fn update_application(
+        &self,
+        app: &Application,
+        patch: &ApplicationPatch,
+    ) -> Result<Application> {
+        self.call(Method::PATCH, &app_path(app), Some(patch)).await
     }
 
     /// Removes an application and its redirections.

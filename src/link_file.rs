@@ -47,6 +47,7 @@ impl Link {
             name: self.name.clone(),
             owner_id: self.org_id.clone(),
             instances: Vec::new(),
+            health_check: Default::default(),
         }
     }
 }

@@ -11,6 +11,12 @@
 //! idle_timeout = 600           # optional, like every setting of `add`
 //! allow = ["203.0.113.0/24"]
 //! proxy_protocol = "v2"
+//!
+//! [application.health_check]  # optional, like every flag of `apps create`: the node's otherwise
+//! interval_ms = 1000
+//! kind = "expect"
+//! send = "50494e470d0a"        # hexadecimal: PING\r\n
+//! expect = "2b504f4e47"        # the answer starts with +PONG
 //! ```
 //!
 //! A file may hold several organisations (an admin's `export` of a whole server): each
@@ -35,8 +41,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::wire::{HealthCheck, RedirSettings, SettingsPatch};
 use crate::wire::{Instance, NewInstance, NewTcpRedir, Protocol, TcpRedir};
-use crate::wire::{RedirSettings, SettingsPatch};
 
 /// A whole file.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +70,10 @@ pub struct AppSpec {
     /// Where its traffic goes.
     #[serde(default)]
     pub instances: Vec<InstanceSpec>,
+    /// How its instances are health-checked (absent settings: the node's); `apply` updates
+    /// them in place.
+    #[serde(default, skip_serializing_if = "HealthCheck::is_default", with = "crate::wire::health::Toml")]
+    pub health_check: HealthCheck,
     /// Its redirections; any other redirection of the application is removed.
     #[serde(default, rename = "redirection")]
     pub redirections: Vec<RedirSpec>,

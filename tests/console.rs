@@ -514,6 +514,102 @@ async fn the_console_works_with_the_keyboard_alone_at_375_px_wide() {
     manage_redirections(Viewport::Narrow).await;
 }
 
+/// The settings form of a row changes a redirection in place (issue 33): the values in
+/// force are shown, Save sends what changed, the port and an open connection stay, the next
+/// connection gets the new settings; a refused value keeps the form and what was typed, and
+/// a cleared number takes the namespace's setting again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_changes_a_redirections_settings_in_place_and_an_open_connection_stays() {
+    let server = Server::start();
+    let echo = TcpService::echo();
+    server.create_app("broker", echo.addr());
+    let port = server.add("broker", "default");
+    let mut open = connect(port);
+    let echoed = |stream: &mut std::net::TcpStream, text: &[u8]| {
+        stream.write_all(text).expect("write through the redirection");
+        let mut back = vec![0u8; text.len()];
+        stream.read_exact(&mut back).expect("the echo comes back");
+        assert_eq!(back, text);
+    };
+    echoed(&mut open, b"before");
+
+    let browser = Browser::start(Viewport::Desktop).await;
+    browser.goto(&format!("{}/", server.url)).await;
+    browser.wait_shown("#token").await;
+    browser.type_into("#token", &format!("{}{ENTER}", server.token)).await;
+    browser.wait_shown("#apps-view").await;
+    browser.click("#apps-list a.app-link").await;
+    browser.wait_text("#app-title", "broker").await;
+    browser.wait_shown(&format!("{} .mark.tick", row("default"))).await;
+
+    // Open the form: the settings in force, the focus on its first field.
+    browser.click(&format!("{} button.settings", row("default"))).await;
+    let idle = format!("{} input[name=idleTimeout]", row("default"));
+    browser.wait_shown(&idle).await;
+    let shown = browser.js("return document.querySelector(arguments[0]).value;", vec![json!(idle)]).await;
+    assert_eq!(shown, json!("3600"), "the idle timeout in force");
+    assert!(browser.focused(&format!("{} input[name=connectTimeout]", row("default"))).await);
+    browser.assert_controls_named().await;
+
+    // A refused value: the error in the row, the form kept with what was typed.
+    let max = format!("{} input[name=maxConnections]", row("default"));
+    browser.type_into(&max, "2000000000").await;
+    browser.click(&format!("{} button.save-settings", row("default"))).await;
+    browser.wait_text(&format!("{} .row-error", row("default")), "maxConnections").await;
+    let kept = browser.js("return document.querySelector(arguments[0]).value;", vec![json!(max)]).await;
+    assert_eq!(kept, json!("2000000000"), "the typed value is kept");
+
+    // Save: idle timeout, a cap, an access list.
+    browser.clear(&max).await;
+    browser.type_into(&max, "5").await;
+    browser.clear(&idle).await;
+    browser.type_into(&idle, "600").await;
+    browser.type_into(&format!("{} textarea[name=allow]", row("default")), "127.0.0.0/8").await;
+    browser.click(&format!("{} button.save-settings", row("default"))).await;
+    browser.wait_shown(&format!("{} button.settings", row("default"))).await;
+    let org = default_org(&server);
+    let apps = server.api("GET", &format!("/v2/organisations/{org}/applications"), None).ok_json();
+    let app = apps[0]["id"].as_str().unwrap().to_owned();
+    let redir = || {
+        server.api("GET", &format!("/v2/organisations/{org}/applications/{app}/tcpRedirs"), None).ok_json()[0]
+            .clone()
+    };
+    let now = redir();
+    assert_eq!(
+        (now["port"].as_u64(), &now["idleTimeout"], &now["maxConnections"]),
+        (Some(u64::from(port)), &json!(600), &json!(5)),
+        "{now}"
+    );
+    assert_eq!(now["allow"], json!(["127.0.0.0/8"]), "{now}");
+    assert!(browser.text(&format!("{} .settings-form", row("default"))).await.is_none(), "the form closes");
+    assert!(browser.focused(&format!("{} button.settings", row("default"))).await, "focus back on Settings");
+
+    // The open connection stays; a new one is served with the new settings.
+    echoed(&mut open, b"after");
+    let mut next = connect(port);
+    echoed(&mut next, b"next");
+
+    // Escape closes the form and changes nothing; a cleared number: the namespace's
+    // setting again (no cap).
+    browser.click(&format!("{} button.settings", row("default"))).await;
+    browser.wait_shown(&idle).await;
+    browser.type_into(&idle, "\u{E00C}").await;
+    browser.wait_shown(&format!("{} button.settings[aria-expanded=false]", row("default"))).await;
+    browser.click(&format!("{} button.settings", row("default"))).await;
+    browser.wait_shown(&max).await;
+    let shown = browser.js("return document.querySelector(arguments[0]).value;", vec![json!(max)]).await;
+    assert_eq!(shown, json!("5"));
+    browser.clear(&max).await;
+    browser.click(&format!("{} button.save-settings", row("default"))).await;
+    browser.wait_shown(&format!("{} button.settings", row("default"))).await;
+    let now = redir();
+    assert!(now.get("maxConnections").is_none(), "{now}");
+    assert_eq!(now["idleTimeout"], json!(600), "{now}");
+    echoed(&mut open, b"still");
+    browser.assert_clean_console(&[400, 422]).await;
+    browser.close().await;
+}
+
 /// A UDP redirection from the console: its row beside the TCP one of the same namespace,
 /// created with a click, its `udp://` address and a flow's figures shown, the command line
 /// with `--udp`, deleted after a confirmation while the TCP row stays as it was.

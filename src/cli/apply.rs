@@ -27,7 +27,8 @@ use super::{print_json, print_text, ConnArgs, Format, FormatArgs, OrgArgs};
 use crate::client::{Client, Failure};
 use crate::manifest::{AppSpec, InstanceSpec, Manifest};
 use crate::wire::{
-    self, NewApplication, NewOrganisation, NewTcpRedirBatch, NewTcpRedirItem, Organisation, Protocol,
+    self, ApplicationPatch, HealthCheckPatch, NewApplication, NewOrganisation, NewTcpRedirBatch,
+    NewTcpRedirItem, Organisation, Protocol,
 };
 
 /// The options of `apply`.
@@ -51,7 +52,7 @@ pub struct Args {
 struct Change {
     /// `create`, `update`, `add` or `remove`.
     action: &'static str,
-    /// `organisation`, `application`, `instances` or `redirection`.
+    /// `organisation`, `application`, `instances`, `health checks` or `redirection`.
     kind: &'static str,
     /// The organisation, when the file names it (and for an organisation's own line).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,7 +66,8 @@ struct Change {
     /// `udp` for a UDP redirection's line; absent for TCP and other kinds.
     #[serde(skip_serializing_if = "Protocol::is_tcp")]
     protocol: Protocol,
-    /// The settings an update of a redirection changes, as the file spells them.
+    /// The settings an update of a redirection or of health checks changes, as the file
+    /// spells them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     settings: Vec<&'static str>,
 }
@@ -249,13 +251,29 @@ async fn apply_org(
                         client.set_instances(app, &instances).await?;
                     }
                 }
+                let checks = HealthCheckPatch::between(&app.health_check, &spec.health_check);
+                if !checks.is_empty() {
+                    changes.push(Change {
+                        settings: checks.names(),
+                        ..change("update", "health checks", &spec.name, None, None)
+                    });
+                    if !dry_run {
+                        client
+                            .update_application(app, &ApplicationPatch { health_check: Some(checks) })
+                            .await?;
+                    }
+                }
                 Some(app.clone())
             }
             None => {
                 changes.push(change("create", "application", &spec.name, None, None));
                 match (org, dry_run) {
                     (Some(org), false) => {
-                        let new = NewApplication { name: spec.name.clone(), instances };
+                        let new = NewApplication {
+                            name: spec.name.clone(),
+                            instances,
+                            health_check: spec.health_check.clone(),
+                        };
                         created = true;
                         Some(client.create_application(&org.id, &new).await?)
                     }

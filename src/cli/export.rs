@@ -42,6 +42,7 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
                 organisation: several.then(|| org.name.clone()),
                 instances: app.instances.iter().map(InstanceSpec::from_wire).collect(),
                 name: app.name,
+                health_check: app.health_check,
                 redirections,
             });
         }

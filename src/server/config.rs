@@ -89,7 +89,7 @@ pub struct HealthChecksConfig {
     pub enabled: bool,
     /// Seconds between two checks of an address (0.1 to 3600; fractions allowed).
     pub interval: f64,
-    /// Seconds a check waits for the connect (0.1 to 60).
+    /// Seconds a check may take (0.1 to 60, and at most `interval`).
     pub timeout: f64,
     /// Successful checks in a row that bring a down instance up (1 to 100).
     pub rise: u32,
@@ -124,13 +124,21 @@ impl HealthChecksConfig {
                 bail!("[health_checks] {what} = {value}: use a count of checks in a row from 1 to 100");
             }
         }
-        Ok(CheckSettings {
+        let settings = CheckSettings {
             enabled: self.enabled,
             interval: secs(self.interval, "interval", 3600.0)?,
             timeout: secs(self.timeout, "timeout", 60.0)?,
             rise: self.rise,
             fall: self.fall,
-        })
+        };
+        if settings.timeout > settings.interval {
+            bail!(
+                "[health_checks] timeout = {} is longer than interval = {}: a check must end before the next begins; make timeout at most interval",
+                self.timeout,
+                self.interval
+            );
+        }
+        Ok(settings)
     }
 }
 

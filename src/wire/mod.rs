@@ -11,10 +11,12 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod health;
 #[cfg(feature = "server")]
 mod patterns;
 pub mod settings;
 
+pub use health::{ApplicationPatch, CheckKind, HealthCheck, HealthCheckPatch};
 #[cfg(feature = "server")]
 pub use patterns::matches;
 pub use settings::{ProxyProtocol, RedirSettings, SettingsPatch};
@@ -374,6 +376,9 @@ pub struct Application {
     pub owner_id: String,
     /// The addresses the application listens on.
     pub instances: Vec<Instance>,
+    /// Its own health-check settings (absent: the node's for every one).
+    #[serde(default, skip_serializing_if = "HealthCheck::is_default")]
+    pub health_check: HealthCheck,
 }
 
 /// One address where an application accepts TCP connections.
@@ -421,6 +426,9 @@ pub struct NewApplication {
     #[serde(default)]
     #[cfg_attr(feature = "server", schema(schema_with = schema::instances))]
     pub instances: Vec<NewInstance>,
+    /// How its instances are checked (absent: the node's settings).
+    #[serde(default, skip_serializing_if = "HealthCheck::is_default")]
+    pub health_check: HealthCheck,
 }
 
 /// An instance as a request gives it (`POST …/applications`, `PUT …/instances`): its address
@@ -773,6 +781,33 @@ pub mod schema {
     /// A quota, or null for the namespace's.
     pub fn quota() -> Schema {
         integer(1, u64::from(super::MAX_QUOTA), true)
+    }
+
+    /// A health check's interval in milliseconds, or null for the node's.
+    pub fn check_interval() -> Schema {
+        integer(u64::from(super::health::MIN_CHECK_MS), u64::from(super::health::MAX_INTERVAL_MS), true)
+    }
+
+    /// A health check's timeout in milliseconds, or null for the node's.
+    pub fn check_timeout() -> Schema {
+        integer(u64::from(super::health::MIN_CHECK_MS), u64::from(super::health::MAX_TIMEOUT_MS), true)
+    }
+
+    /// A health check's `rise` or `fall`, or null for the node's.
+    pub fn rise_fall() -> Schema {
+        integer(1, u64::from(super::health::MAX_RISE_FALL), true)
+    }
+
+    /// A health check's payload in hexadecimal, or null for none.
+    pub fn payload() -> Schema {
+        let mut schema = string(
+            super::health::PAYLOAD_PATTERN,
+            "bytes in hexadecimal, two digits each, 1 to 1024 bytes: 50494e470d0a is PING\\r\\n",
+        );
+        if let Schema::Object(object) = &mut schema {
+            object.schema_type = SchemaType::from_iter([Type::String, Type::Null]);
+        }
+        schema
     }
 
     /// An instance's weight, or null for 1.

@@ -17,6 +17,7 @@ static PATTERNS: LazyLock<HashMap<&'static str, Regex>> = LazyLock::new(|| {
         super::ORG_ID_PATTERN,
         super::APP_ID_PATTERN,
         super::TOKEN_ID_PATTERN,
+        super::health::PAYLOAD_PATTERN,
     ]
     .into_iter()
     .map(|p| {

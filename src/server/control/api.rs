@@ -36,9 +36,9 @@ use super::auth::{self, Caller};
 use super::error::Error;
 use super::gateway::Gateway;
 use crate::wire::{
-    ApiError, Application, Instance, IssuedToken, NewApplication, NewInstance, NewOrganisation, NewTcpRedir,
-    NewTcpRedirBatch, NewTcpRedirItem, NewToken, Node, Organisation, Protocol, SettingsPatch, TcpRedir,
-    TcpRedirBatch, TokenInfo, MAX_BATCH_BODY,
+    ApiError, Application, ApplicationPatch, Instance, IssuedToken, NewApplication, NewInstance,
+    NewOrganisation, NewTcpRedir, NewTcpRedirBatch, NewTcpRedirItem, NewToken, Node, Organisation, Protocol,
+    SettingsPatch, TcpRedir, TcpRedirBatch, TokenInfo, MAX_BATCH_BODY,
 };
 
 /// The largest request body accepted; every body of this API is a few bytes.
@@ -232,7 +232,7 @@ mod contract {
         let app = ("app", "$request.path.app");
         let new_org = ("org", "$response.body#/id");
         let new_app = ("app", "$response.body#/id");
-        let links: [Link; 16] = [
+        let links: [Link; 17] = [
             ("createOrganisation", "listApplications", &[new_org]),
             ("createOrganisation", "createApplication", &[new_org]),
             ("createOrganisation", "listNamespaces", &[new_org]),
@@ -240,6 +240,7 @@ mod contract {
             ("issueToken", "revokeToken", &[org, ("token", "$response.body#/id")]),
             ("createApplication", "getApplication", &[org, new_app]),
             ("createApplication", "setInstances", &[org, new_app]),
+            ("createApplication", "updateApplication", &[org, new_app]),
             ("createApplication", "listTcpRedirs", &[org, new_app]),
             ("createApplication", "addTcpRedir", &[org, new_app]),
             ("createApplication", "removeApplication", &[org, new_app]),
@@ -303,7 +304,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .routes(routes!(forget_node))
         .routes(routes!(namespaces))
         .routes(routes!(apps, create_app))
-        .routes(routes!(app, remove_app))
+        .routes(routes!(app, remove_app, update_app))
         .routes(routes!(set_instances))
         .routes(routes!(redirs, add))
         .routes(routes!(remove, update))
@@ -419,7 +420,7 @@ async fn apps(
     Ok(Json(gw.apps(&caller, &org).await?))
 }
 
-#[utoipa::path(post, path = "/v2/organisations/{org}/applications", operation_id = "createApplication", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…")), request_body = NewApplication, responses((status = 201, body = Application), (status = 404, description = "4041: no such organisation, or not the caller's", body = ApiError), (status = 409, description = "4091: an application of that name exists in the organisation", body = ApiError), (status = 422, description = "4220: an instance address is listed twice", body = ApiError)))]
+#[utoipa::path(post, path = "/v2/organisations/{org}/applications", operation_id = "createApplication", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…")), request_body = NewApplication, responses((status = 201, body = Application), (status = 404, description = "4041: no such organisation, or not the caller's", body = ApiError), (status = 409, description = "4091: an application of that name exists in the organisation", body = ApiError), (status = 422, description = "4220: an instance address is listed twice; 4224: health-check settings that do not hold together (as `updateApplication` says)", body = ApiError)))]
 async fn create_app(
     State(gw): Gw,
     Extension(caller): Extension<Caller>,
@@ -447,6 +448,18 @@ async fn remove_app(
     Params((org, app)): Params<(String, String)>,
 ) -> Answer<Application> {
     Ok(Json(gw.remove_app(&caller, &org, &app).await?))
+}
+
+#[utoipa::path(patch, path = "/v2/organisations/{org}/applications/{app}", operation_id = "updateApplication", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), request_body(content = ApplicationPatch, description = "the settings to change: in `healthCheck`, a key absent keeps its setting, `null` unsets it (the node's `[health_checks]` is in force again), a value sets it. Every node's checks of the application's instances follow when the call answers; its ports, connections and instances stay"), responses((status = 200, description = "the application with its own settings now", body = Application), (status = 404, description = "4041: no such organisation; 4042: no such application in it", body = ApiError), (status = 422, description = "4224: health-check settings that do not hold together (a timeout longer than the interval, the node's filling in what the application leaves out; `send` without `expect`; a payload with a kind other than `expect`)", body = ApiError)))]
+/// Changes an application's settings in place.
+async fn update_app(
+    State(gw): Gw,
+    Extension(caller): Extension<Caller>,
+    Params((org, app)): Params<(String, String)>,
+    body: Result<Json<ApplicationPatch>, JsonRejection>,
+) -> Answer<Application> {
+    let Json(patch) = body.map_err(|e| body_error(e, r#"{"healthCheck":{"intervalMs":1000}}"#))?;
+    Ok(Json(gw.update_app(&caller, &org, &app, &patch).await?))
 }
 
 #[utoipa::path(put, path = "/v2/organisations/{org}/applications/{app}/instances", operation_id = "setInstances", tag = "applications", params(("org" = String, Path, description = "the organisation, orga_…"), ("app" = String, Path, description = "the application, app_…")), request_body(content = Vec<NewInstance>, description = "the new instance list: at most 64, each address once"), responses((status = 200, body = Application), (status = 404, description = "4041: no such organisation; 4042: no such application in it", body = ApiError), (status = 422, description = "4220: an instance address is listed twice", body = ApiError)))]

@@ -275,6 +275,13 @@ impl Error {
         )
     }
 
+    /// Health-check settings that do not hold together (a timeout longer than the
+    /// interval, `send` without `expect`, a payload with a kind that sends none): the
+    /// document states each field's bounds, not how they combine, hence 422.
+    pub fn bad_health_check(why: &str) -> Error {
+        Error::new(StatusCode::UNPROCESSABLE_ENTITY, 4224, format!("invalid health check: {why}"))
+    }
+
     /// A `minPort`/`maxPort` sub-range outside the namespace's range, or upside down.
     pub fn bad_sub_range(min: u16, max: u16, namespace: &str, ns_min: u16, ns_max: u16) -> Error {
         Error::new(

@@ -271,11 +271,13 @@ impl Gateway {
         validate::app_name(&new.name)?;
         let instances: Vec<wire::Instance> = new.instances.into_iter().map(wire::Instance::from).collect();
         validate::instances(&instances)?;
+        validate::health_check(&new.health_check, &self.synced.live().health_checks())?;
         let app = Application {
             id: format!("app_{}", uuid::Uuid::new_v4()),
             name: new.name,
             owner_id: org.id,
             instances,
+            health_check: new.health_check,
         };
         match self.synced.store().create_app(&app).await {
             Ok(revision) => self.settle(revision).await,
@@ -300,7 +302,8 @@ impl Gateway {
             Some(app) => self.set_instances(&Caller::Admin, org_id, &app.id, instances).await.map(drop),
             None => {
                 let instances = instances.iter().map(wire::NewInstance::from).collect();
-                let new = NewApplication { name: name.to_owned(), instances };
+                let new =
+                    NewApplication { name: name.to_owned(), instances, health_check: Default::default() };
                 match self.create_app(&Caller::Admin, org_id, new).await {
                     // Another node of the fleet declared it at the same time.
                     Err(e) if e.id == Error::app_name_taken(name).id => Ok(()),
@@ -353,6 +356,41 @@ impl Gateway {
             Err(err) => return Err(self.store_error(err)),
         }
         info!(app = %app.id, instances = instances.len(), "instances replaced");
+        self.app(caller, org_id, app_id).await
+    }
+
+    /// Changes an application's settings in place (today its health checks): every node's
+    /// checks of its instances follow when the call answers, with no restart; its ports,
+    /// connections and instances stay.
+    pub async fn update_app(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        app_id: &str,
+        patch: &wire::ApplicationPatch,
+    ) -> Result<Application, Error> {
+        let app = self.app(caller, org_id, app_id).await?;
+        let Some(change) = &patch.health_check else { return Ok(app) };
+        let check = change.apply(&app.health_check);
+        validate::health_check(&check, &self.synced.live().health_checks())?;
+        if check == app.health_check {
+            return Ok(app);
+        }
+        match self.synced.store().set_health_check(&app.id, &check).await {
+            Ok(revision) => {
+                self.settle(revision).await;
+                // The nodes that check its instances: those serving a namespace where it
+                // has a port.
+                let namespaces: std::collections::BTreeSet<String> =
+                    self.table().app_redirs(&app.id).iter().map(|r| r.namespace.clone()).collect();
+                for namespace in &namespaces {
+                    self.wait_for_fleet(namespace, revision).await;
+                }
+            }
+            Err(StoreError::Conflict(Conflict::NotFound)) => return Err(Error::unknown_app(app_id)),
+            Err(err) => return Err(self.store_error(err)),
+        }
+        info!(app = %app.id, health_check = %check.summary(), "health checks changed");
         self.app(caller, org_id, app_id).await
     }
 

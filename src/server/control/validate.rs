@@ -41,6 +41,35 @@ pub fn instances(instances: &[wire::Instance]) -> Result<(), Error> {
     Ok(())
 }
 
+/// An application's health-check settings, as this node would run them (its own
+/// `[health_checks]` fill in what the application leaves out): each bound, and how they
+/// combine (see [`crate::server::data::balance::CheckSettings::plan`]).
+pub fn health_check(
+    check: &wire::HealthCheck,
+    node: &crate::server::data::balance::CheckSettings,
+) -> Result<(), Error> {
+    for payload in [&check.send, &check.expect].into_iter().flatten() {
+        if !matches(wire::health::PAYLOAD_PATTERN, payload) {
+            return Err(Error::bad_request(wire::health::decode_hex(payload).err().unwrap_or_else(|| {
+                format!("payload `{payload}`: write the bytes in hexadecimal, two digits each")
+            })));
+        }
+    }
+    let bounded = |value: Option<u32>, range: RangeInclusive<u32>, what: &str| match value {
+        Some(v) if !range.contains(&v) => Err(Error::bad_request(format!(
+            "healthCheck.{what} = {v}: use from {} to {}",
+            range.start(),
+            range.end()
+        ))),
+        _ => Ok(()),
+    };
+    bounded(check.interval_ms, wire::health::MIN_CHECK_MS..=wire::health::MAX_INTERVAL_MS, "intervalMs")?;
+    bounded(check.timeout_ms, wire::health::MIN_CHECK_MS..=wire::health::MAX_TIMEOUT_MS, "timeoutMs")?;
+    bounded(check.rise, 1..=wire::health::MAX_RISE_FALL, "rise")?;
+    bounded(check.fall, 1..=wire::health::MAX_RISE_FALL, "fall")?;
+    node.plan(check).map(drop).map_err(|why| Error::bad_health_check(&why))
+}
+
 /// An organisation's or a credential's name.
 pub fn name(name: &str, what: &str) -> Result<(), Error> {
     if matches(wire::NAME_PATTERN, name) {

@@ -7,22 +7,31 @@
 //! keeps the ones it has. A connection, once made, stays on its instance.
 //!
 //! Health is checked actively and learnt from traffic (issue 33). One [`Health`] scheduler
-//! per node checks every instance address of every application with a TCP connect, every
-//! `interval` ([`CheckSettings`], the config file's `[health_checks]`): an address answers
-//! for every application that lists it (a backend shared by 5,000 applications gets one
-//! check per interval, not 5,000), and the checks are spread evenly over the interval (each
-//! address gets its phase from a low-discrepancy sequence, so any number of them is
-//! spread without a herd). The scheduler is one task with one timer, the next check due;
-//! a check is a short-lived connect with a `timeout`. An address's first check decides its
-//! state at once (an instance nobody listens on is down within one interval of being
-//! added); then it takes `fall` failed checks in a row to go down and `rise` successful
-//! ones to come up. Traffic still marks an instance down at once when a connect fails (the
+//! per node checks every instance address of every application, each as its application's
+//! settings say ([`HealthCheck`]: the kind, the interval, the timeout, `rise` and `fall`),
+//! the node's ([`CheckSettings`], the config file's `[health_checks]`) filling in what the
+//! application leaves out ([`CheckSettings::plan`]). What is checked is a *target*: an
+//! address with one application's settings. It answers for every application that lists
+//! that address with those settings (a backend shared by 5,000 applications gets one check
+//! per interval, not 5,000), and the checks are spread evenly over the interval (each
+//! target gets its phase from a low-discrepancy sequence, so any number of them is spread
+//! without a herd). The scheduler is one task with one timer, the next check due; a check
+//! is a short-lived connect with a `timeout`, and for the `expect` kind a payload sent and
+//! the answer's first bytes compared (HAProxy's `tcp-check`). A target's first check decides
+//! its state at once (an instance nobody listens on is down within one interval of being
+//! added); then it takes `fall` failed checks in a row to go down and `rise` successful ones
+//! to come up. Traffic still marks an instance down at once when a connect fails (the
 //! connection tries the next one), and the checks bring it back. When every instance is
 //! down, they are still tried, in case the checks lag behind a recovery.
 //!
-//! With the checks off (`enabled = false`), only instances marked down by traffic are
-//! checked, every [`CHECK_EVERY`], and one success brings them back: a node of 9,000
-//! healthy applications then has no timer at all.
+//! A change of an application's settings moves its instances to the targets of the new
+//! settings (the old ones are forgotten with their last member), and the scheduler takes
+//! them at its next turn: no restart, and still one scheduler. A change of the node's
+//! settings (a reload) schedules every target again with its new plan.
+//!
+//! Targets of the kind `none` (the node's default with `enabled = false`) are not checked
+//! until traffic marks them down; then every [`CHECK_EVERY`], until one success brings them
+//! back: a node of 9,000 healthy applications then has no timer at all.
 //!
 //! The instance list can change at any time ([`Pool::set`]): instances that stay keep their
 //! state and their connections; new ones start up.
@@ -39,11 +48,14 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::wire::{Instance, InstanceState};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// How often a down instance is checked when the active checks are off.
+use crate::wire::health::decode_hex;
+use crate::wire::{CheckKind, HealthCheck, Instance, InstanceState};
+
+/// How often a down instance is checked when its active checks are off.
 pub const CHECK_EVERY: Duration = Duration::from_secs(2);
-/// How long a check waits for the instance to accept when the active checks are off.
+/// How long a check waits for the instance to accept when its active checks are off.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The node's active health checks (the config file's `[health_checks]`).
@@ -75,10 +87,130 @@ impl Default for CheckSettings {
     }
 }
 
-/// One checked address, shared by the members of every application that lists it.
+impl CheckSettings {
+    /// How a target of an application with `check` is checked: its settings, else these;
+    /// or why they do not hold together (the API refuses those, [`Self::plan_lenient`]
+    /// runs them anyway).
+    pub fn plan(&self, check: &HealthCheck) -> Result<Plan, String> {
+        let plan = self.plan_lenient(check);
+        let ms = |d: Duration| d.as_millis();
+        let whose = |own: Option<u32>| if own.is_some() { "" } else { " (the node's)" };
+        // The plan's timeout is cut to the interval: the one asked for is compared.
+        let timeout = check.timeout_ms.map_or(self.timeout, |ms| Duration::from_millis(u64::from(ms)));
+        if timeout > plan.interval {
+            return Err(format!(
+                "the timeout, {} ms{}, is longer than the interval, {} ms{}: a check must end before the next begins; set timeoutMs at most intervalMs",
+                ms(timeout),
+                whose(check.timeout_ms),
+                ms(plan.interval),
+                whose(check.interval_ms)
+            ));
+        }
+        let kind = check.kind_or(self.default_kind());
+        match (kind, &check.send, &check.expect) {
+            (CheckKind::Expect, _, None) => {
+                Err("kind `expect` needs `expect`, the bytes the answer starts with (in hexadecimal)".into())
+            }
+            (CheckKind::Expect, _, Some(_)) => {
+                for payload in [&check.send, &check.expect].into_iter().flatten() {
+                    decode_hex(payload)?;
+                }
+                Ok(plan)
+            }
+            (kind, None, None) => {
+                debug_assert_eq!(plan.kind, kind);
+                Ok(plan)
+            }
+            (kind, _, _) => Err(format!(
+                "`send` and `expect` are for the kind `expect`, and this check's kind is `{}`: drop them, or set kind `expect`",
+                kind.name()
+            )),
+        }
+    }
+
+    /// [`Self::plan`], run whatever it finds: a timeout longer than the interval is cut to
+    /// it, and a payload that cannot be used makes a plain connect. (A node's own settings
+    /// can make an application's stored ones disagree, after a reload or on another node.)
+    pub fn plan_lenient(&self, check: &HealthCheck) -> Plan {
+        let ms =
+            |own: Option<u32>, node: Duration| own.map_or(node, |ms| Duration::from_millis(u64::from(ms)));
+        let interval = ms(check.interval_ms, self.interval);
+        let mut kind = check.kind_or(self.default_kind());
+        let bytes = |hex: &Option<String>| hex.as_deref().map(decode_hex).transpose();
+        let (send, expect) = match (bytes(&check.send), bytes(&check.expect)) {
+            (Ok(send), Ok(Some(expect))) if kind == CheckKind::Expect => (send.unwrap_or_default(), expect),
+            _ => {
+                if kind == CheckKind::Expect {
+                    kind = CheckKind::Connect;
+                }
+                (Vec::new(), Vec::new())
+            }
+        };
+        Plan {
+            kind,
+            interval,
+            timeout: ms(check.timeout_ms, self.timeout).min(interval),
+            rise: check.rise.unwrap_or(self.rise).max(1),
+            fall: check.fall.unwrap_or(self.fall).max(1),
+            send,
+            expect,
+        }
+    }
+
+    /// The kind of check of an application that names none.
+    fn default_kind(&self) -> CheckKind {
+        if self.enabled {
+            CheckKind::Connect
+        } else {
+            CheckKind::None
+        }
+    }
+}
+
+/// How one target is checked, all settings resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// What a check does (`None`: only after traffic found the target down).
+    pub kind: CheckKind,
+    /// Between two checks.
+    pub interval: Duration,
+    /// How long a check may take, at most the interval.
+    pub timeout: Duration,
+    /// Successes in a row to come up.
+    pub rise: u32,
+    /// Failures in a row to go down.
+    pub fall: u32,
+    /// The bytes sent once connected (`expect` kind).
+    pub send: Vec<u8>,
+    /// The bytes the answer must start with (`expect` kind).
+    pub expect: Vec<u8>,
+}
+
+impl Plan {
+    /// A target whose active checks are off, down after a failed connection: a connect
+    /// every [`CHECK_EVERY`], and one success brings it back.
+    fn down_only() -> Plan {
+        Plan {
+            kind: CheckKind::Connect,
+            interval: CHECK_EVERY,
+            timeout: CHECK_TIMEOUT,
+            rise: 1,
+            fall: 1,
+            send: Vec::new(),
+            expect: Vec::new(),
+        }
+    }
+}
+
+/// One checked address with one application's settings, shared by the members of every
+/// application that lists that address with those settings.
 #[derive(Debug)]
 struct Target {
     address: String,
+    /// The applications' own settings (the node's fill in the rest when it is checked).
+    check: HealthCheck,
+    /// Its place in the sequence of phases.
+    number: u64,
     /// Its state as the checks found it (before the first check: up, as presumed).
     up: AtomicBool,
     /// Whether a check has decided its state yet.
@@ -93,7 +225,7 @@ struct Target {
 
 impl Target {
     /// Records a check's result; the new state when it changed.
-    fn record(&self, ok: bool, settings: &CheckSettings) -> Option<bool> {
+    fn record(&self, ok: bool, settings: &Plan) -> Option<bool> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         self.last_check_ms.store(now.as_millis() as u64, Ordering::Relaxed);
         let streak = match (ok, self.streak.load(Ordering::Relaxed)) {
@@ -120,6 +252,13 @@ impl Target {
         self.up.store(next, Ordering::Relaxed);
         self.tell_members(next);
         (next != up || !ok).then_some(next)
+    }
+
+    /// Takes `member` among those that take its state.
+    fn join(&self, member: &Arc<Member>) {
+        let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        members.retain(|w| w.strong_count() > 0);
+        members.push(Arc::downgrade(member));
     }
 
     /// Gives every application that lists this address its state (forgetting the members
@@ -177,8 +316,9 @@ pub struct Member {
     active: AtomicU64,
     /// Where it goes to be checked when it is marked down.
     health: Arc<Health>,
-    /// Its address's checks (the active checks').
-    target: Arc<Target>,
+    /// Its address's checks with its application's settings (another target when they
+    /// change).
+    target: ArcSwap<Target>,
     /// Whether its application has a TCP port here (its pool's flag).
     tcp: Arc<AtomicBool>,
 }
@@ -190,8 +330,13 @@ struct Resolved {
 }
 
 impl Member {
-    fn new(instance: &Instance, health: &Arc<Health>, tcp: &Arc<AtomicBool>) -> Arc<Member> {
-        let target = health.target(&instance.address);
+    fn new(
+        instance: &Instance,
+        check: &HealthCheck,
+        health: &Arc<Health>,
+        tcp: &Arc<AtomicBool>,
+    ) -> Arc<Member> {
+        let target = health.target(&instance.address, check);
         let member = Arc::new(Member {
             address: instance.address.clone(),
             ip: instance.address.parse().ok(),
@@ -202,26 +347,33 @@ impl Member {
             up: AtomicBool::new(target.up.load(Ordering::Relaxed)),
             active: AtomicU64::new(0),
             health: health.clone(),
-            target: target.clone(),
+            target: ArcSwap::new(target.clone()),
             tcp: tcp.clone(),
         });
-        let mut members = target.members.lock().unwrap_or_else(|p| p.into_inner());
-        members.retain(|w| w.strong_count() > 0);
-        members.push(Arc::downgrade(&member));
-        drop(members);
+        target.join(&member);
         member
     }
 
-    /// Marks the instance down after a failed connect; checks will bring it back.
+    /// Moves the instance to the target of its application's new settings.
+    fn retarget(self: &Arc<Self>, check: &HealthCheck) {
+        let next = self.health.target(&self.address, check);
+        let previous = self.target.swap(next.clone());
+        if !Arc::ptr_eq(&previous, &next) {
+            let me = Arc::downgrade(self);
+            previous.members.lock().unwrap_or_else(|p| p.into_inner()).retain(|w| !w.ptr_eq(&me));
+            next.join(self);
+        }
+    }
+
+    /// Marks the instance down after a failed connect, for every application that lists
+    /// its address with the same settings; checks will bring it back.
     pub fn failed(self: &Arc<Self>) {
         if self.up.swap(false, Ordering::Relaxed) {
-            if self.health.settings().enabled {
-                warn!(instance = %self.address, "instance marked down; the health checks will bring it back");
-                self.target.failed();
-            } else {
-                warn!(instance = %self.address, "instance marked down; checking it every {}s", CHECK_EVERY.as_secs());
-                self.health.watch(self);
-            }
+            warn!(instance = %self.address, "instance marked down; the health checks will bring it back");
+            let target = self.target.load_full();
+            target.failed();
+            // Checked from now on even when its active checks are off.
+            self.health.schedule(&target);
         }
     }
 
@@ -295,7 +447,7 @@ impl Member {
                 InstanceState::Down
             }),
             active_connections: Some(self.active.load(Ordering::Relaxed)),
-            last_check: match self.target.last_check_ms.load(Ordering::Relaxed) {
+            last_check: match self.target.load().last_check_ms.load(Ordering::Relaxed) {
                 0 => None,
                 ms => Some((ms / 1000) as i64),
             },
@@ -328,17 +480,32 @@ impl Drop for Open {
 #[derive(Debug)]
 pub struct Pool {
     members: ArcSwap<Vec<Arc<Member>>>,
+    /// The application's health-check settings (one writer: the reconciler).
+    check: Mutex<HealthCheck>,
     health: Arc<Health>,
     /// Whether a TCP port uses it: only then are its instances health-checked.
     tcp: Arc<AtomicBool>,
 }
 
 impl Pool {
-    /// A pool of these instances, all presumed up, checked by `health` when down.
+    /// A pool of these instances, all presumed up, checked by `health` with the node's
+    /// settings.
+    #[cfg(test)]
     pub fn new(instances: &[Instance], health: &Arc<Health>) -> Pool {
+        Pool::with_check(instances, &HealthCheck::default(), health)
+    }
+
+    /// A pool of these instances, all presumed up, checked by `health` with the
+    /// application's settings `check`.
+    pub fn with_check(instances: &[Instance], check: &HealthCheck, health: &Arc<Health>) -> Pool {
         let tcp = Arc::new(AtomicBool::new(false));
-        let members = instances.iter().map(|i| Member::new(i, health, &tcp)).collect();
-        Pool { members: ArcSwap::from_pointee(members), health: health.clone(), tcp }
+        let members = instances.iter().map(|i| Member::new(i, check, health, &tcp)).collect();
+        Pool {
+            members: ArcSwap::from_pointee(members),
+            check: Mutex::new(check.clone()),
+            health: health.clone(),
+            tcp,
+        }
     }
 
     /// A TCP port uses the pool: its instances are health-checked from now on.
@@ -346,8 +513,18 @@ impl Pool {
         self.tcp.store(true, Ordering::Relaxed);
     }
 
-    /// Replaces the instances; those that stay (same address and weight) keep their state.
-    pub fn set(&self, instances: &[Instance]) {
+    /// Replaces the instances and the health-check settings; the instances that stay (same
+    /// address and weight) keep their state and connections, and move to the checks of the
+    /// new settings when they changed.
+    pub fn set(&self, instances: &[Instance], check: &HealthCheck) {
+        let mut current = self.check.lock().unwrap_or_else(|p| p.into_inner());
+        if *current != *check {
+            *current = check.clone();
+            for member in self.members.load().iter() {
+                member.retarget(check);
+            }
+        }
+        drop(current);
         let members = self.members.load();
         let next = instances
             .iter()
@@ -357,7 +534,7 @@ impl Pool {
                     .iter()
                     .find(|m| m.address == i.address && m.weight == weight)
                     .cloned()
-                    .unwrap_or_else(|| Member::new(i, &self.health, &self.tcp))
+                    .unwrap_or_else(|| Member::new(i, check, &self.health, &self.tcp))
             })
             .collect();
         // One writer at a time: the reconciler applies table changes in order.
@@ -447,31 +624,30 @@ impl Tried {
     }
 }
 
-/// The node's health checks: every instance address, checked on a schedule (the active
-/// checks), or with them off only the instances marked down, checked together every
-/// [`CHECK_EVERY`] until each is up again or gone (its pool dropped).
+/// The node's health checks: one scheduler for every target (see the module's essay).
 #[derive(Debug, Default)]
 pub struct Health {
-    down: Mutex<Vec<Weak<Member>>>,
     wake: tokio::sync::Notify,
-    /// The settings in force (`None`: the defaults).
+    /// The node's settings in force (`None`: the defaults).
     settings: Mutex<Option<CheckSettings>>,
-    /// Every address some member has, by address: the ones to check.
-    targets: Mutex<std::collections::HashMap<String, Weak<Target>>>,
-    /// Addresses not scheduled yet.
+    /// Every target some member has, by address and settings: the ones to check.
+    targets: Mutex<std::collections::HashMap<(String, HealthCheck), Weak<Target>>>,
+    /// Targets to (re)consider for the schedule: new ones, and those traffic found down.
     incoming: Mutex<Vec<Weak<Target>>>,
+    /// The number the next target takes (its phase).
+    numbers: AtomicU64,
     /// Checks made, and those that failed, since the start.
     checks: AtomicU64,
     failures: AtomicU64,
 }
 
 impl Health {
-    /// The settings in force.
+    /// The node's settings in force.
     pub fn settings(&self) -> CheckSettings {
         self.settings.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or_default()
     }
 
-    /// Sets the checks' settings (at start, and at a reload of the config file).
+    /// Sets the node's settings (at start, and at a reload of the config file).
     pub fn configure(&self, settings: CheckSettings) {
         let mut current = self.settings.lock().unwrap_or_else(|p| p.into_inner());
         if current.unwrap_or_default() != settings || current.is_none() {
@@ -481,96 +657,88 @@ impl Health {
         }
     }
 
-    /// The checked address `address`, made and scheduled for its first member.
-    fn target(&self, address: &str) -> Arc<Target> {
+    /// The target of `address` with the settings `check`, made and scheduled for its first
+    /// member.
+    fn target(&self, address: &str, check: &HealthCheck) -> Arc<Target> {
         let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = targets.get(address).and_then(Weak::upgrade) {
+        let key = (address.to_owned(), check.clone());
+        if let Some(t) = targets.get(&key).and_then(Weak::upgrade) {
             return t;
         }
         let target = Arc::new(Target {
             address: address.to_owned(),
+            check: check.clone(),
+            number: self.numbers.fetch_add(1, Ordering::Relaxed) + 1,
             up: AtomicBool::new(true),
             checked: AtomicBool::new(false),
             streak: Default::default(),
             last_check_ms: AtomicU64::new(0),
             members: Mutex::default(),
         });
-        // Forget the addresses gone, now and then: as many removals as additions.
+        // Forget the targets gone, now and then: as many removals as additions.
         if targets.len() >= 64 && targets.len().is_power_of_two() {
             targets.retain(|_, w| w.strong_count() > 0);
         }
-        targets.insert(address.to_owned(), Arc::downgrade(&target));
+        targets.insert(key, Arc::downgrade(&target));
         drop(targets);
-        self.incoming.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::downgrade(&target));
-        self.wake.notify_one();
+        self.schedule(&target);
         target
     }
 
-    fn watch(&self, member: &Arc<Member>) {
-        let weak = Arc::downgrade(member);
-        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
-        if !down.iter().any(|w| w.ptr_eq(&weak)) {
-            down.push(weak);
-        }
-        drop(down);
+    /// Asks the scheduler to consider `target` (a target already scheduled stays as it is).
+    fn schedule(&self, target: &Arc<Target>) {
+        self.incoming.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::downgrade(target));
         self.wake.notify_one();
     }
 
-    /// The instances still down, forgetting those up again or gone.
-    fn still_down(&self) -> Vec<Arc<Member>> {
-        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
-        down.retain(|w| w.upgrade().is_some_and(|m| !m.up.load(Ordering::Relaxed)));
-        down.iter().filter_map(Weak::upgrade).collect()
+    /// Every target alive.
+    fn all_targets(&self) -> Vec<Arc<Target>> {
+        let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        targets.values().filter_map(Weak::upgrade).collect()
     }
 
-    /// Runs the checks until `stop` is cancelled: the active checks while they are on, the
-    /// down instances' otherwise; a change of settings switches at once.
+    /// Runs the checks until `stop` is cancelled: one timer, the next check due; each
+    /// target checked every interval of its own at its own phase, or (kind `none`) every
+    /// [`CHECK_EVERY`] while traffic has it down.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        while !stop.is_cancelled() {
-            if self.settings().enabled {
-                self.clone().run_active(&stop).await;
-            } else {
-                self.clone().run_down_only(&stop).await;
-            }
-        }
-    }
-
-    /// The active checks: one timer, the next check due; each address checked every
-    /// interval at its own phase. Returns when stopped or when the checks are turned off.
-    async fn run_active(self: Arc<Self>, stop: &CancellationToken) {
         use std::cmp::Reverse;
-        use std::collections::BinaryHeap;
+        use std::collections::{BinaryHeap, HashMap};
         let mut settings = self.settings();
-        // Every address ever scheduled, by its number; the heap holds (due, number).
-        let mut scheduled: std::collections::HashMap<u64, Weak<Target>> = Default::default();
+        // The targets in the schedule, by number; the heap holds (due, number).
+        let mut scheduled: HashMap<u64, Weak<Target>> = HashMap::new();
         let mut due: BinaryHeap<Reverse<(tokio::time::Instant, u64)>> = BinaryHeap::new();
-        let mut next_number = 0u64;
         let mut checks = tokio::task::JoinSet::new();
-        // Every target known so far is new to this run.
-        {
-            let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
-            let mut incoming = self.incoming.lock().unwrap_or_else(|p| p.into_inner());
-            incoming.clear();
-            incoming.extend(targets.values().cloned());
-        }
         loop {
             let now = tokio::time::Instant::now();
             let current = self.settings();
-            if !current.enabled {
-                return;
-            }
             if current != settings {
-                // A new interval: every address takes its phase of the new one.
+                // New node settings: every target takes its place in a new schedule.
                 settings = current;
-                due = scheduled.keys().map(|&n| Reverse((now + phase(n, settings.interval), n))).collect();
+                scheduled.clear();
+                due.clear();
+                let all = self.all_targets();
+                self.incoming
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(all.iter().map(Arc::downgrade));
             }
-            for target in std::mem::take(&mut *self.incoming.lock().unwrap_or_else(|p| p.into_inner())) {
-                next_number += 1;
-                // The first check of a new address comes within one interval of now, at
-                // its phase: addresses added together are spread too.
-                let at = now + phase(next_number, settings.interval);
-                scheduled.insert(next_number, target);
-                due.push(Reverse((at, next_number)));
+            let incoming = std::mem::take(&mut *self.incoming.lock().unwrap_or_else(|p| p.into_inner()));
+            for target in incoming.iter().filter_map(Weak::upgrade) {
+                if scheduled.contains_key(&target.number) {
+                    continue;
+                }
+                let plan = settings.plan_lenient(&target.check);
+                let at = if plan.kind != CheckKind::None {
+                    // The first check of a new target comes within one interval of now, at
+                    // its phase: targets added together are spread too.
+                    now + phase(target.number, plan.interval)
+                } else if !target.up.load(Ordering::Relaxed) {
+                    now + CHECK_EVERY
+                } else {
+                    continue;
+                };
+                scheduled.insert(target.number, Arc::downgrade(&target));
+                due.push(Reverse((at, target.number)));
             }
             while let Some(&Reverse((at, n))) = due.peek() {
                 if at > now {
@@ -581,27 +749,37 @@ impl Health {
                     scheduled.remove(&n);
                     continue;
                 };
+                let mut plan = settings.plan_lenient(&target.check);
+                if plan.kind == CheckKind::None {
+                    if target.up.load(Ordering::Relaxed) {
+                        // Back up: no check until traffic finds it down again.
+                        scheduled.remove(&n);
+                        continue;
+                    }
+                    plan = Plan::down_only();
+                }
+                let every = plan.interval;
                 let health = self.clone();
-                let wanted = target.wanted();
-                checks.spawn(async move {
-                    if !wanted {
-                        return;
-                    }
-                    let ok = probe_within(&target.address, settings.timeout).await;
-                    health.checks.fetch_add(1, Ordering::Relaxed);
-                    if !ok {
-                        health.failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                    match target.record(ok, &settings) {
-                        Some(true) => info!(instance = %target.address, "instance is up (health check)"),
-                        Some(false) => warn!(instance = %target.address, "instance is down (health check)"),
-                        None => {}
-                    }
-                });
+                if target.wanted() {
+                    checks.spawn(async move {
+                        let ok = probe(&target.address, &plan).await;
+                        health.checks.fetch_add(1, Ordering::Relaxed);
+                        if !ok {
+                            health.failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                        match target.record(ok, &plan) {
+                            Some(true) => info!(instance = %target.address, "instance is up (health check)"),
+                            Some(false) => {
+                                warn!(instance = %target.address, "instance is down (health check)")
+                            }
+                            None => {}
+                        }
+                    });
+                }
                 // The next one an interval later, at the same phase (or from now, when
                 // the node fell behind).
-                let next = at + settings.interval;
-                due.push(Reverse((if next > now { next } else { now + settings.interval }, n)));
+                let next = at + every;
+                due.push(Reverse((if next > now { next } else { now + every }, n)));
             }
             let next_due = due.peek().map(|Reverse((at, _))| *at);
             tokio::select! {
@@ -613,81 +791,65 @@ impl Health {
         }
     }
 
-    /// With the active checks off: checks the down instances until `stop` is cancelled or
-    /// the checks are turned on; sleeps while none is down.
-    ///
-    /// The down instances of a round are checked together, so that k unreachable instances
-    /// take one [`CHECK_TIMEOUT`] per round, not k of them.
-    async fn run_down_only(self: Arc<Self>, stop: &CancellationToken) {
-        loop {
-            while self.still_down().is_empty() {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = self.wake.notified() => {}
-                }
-                if self.settings().enabled {
-                    return;
-                }
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(CHECK_EVERY) => {}
-            }
-            if self.settings().enabled {
-                return;
-            }
-            let mut checks = tokio::task::JoinSet::new();
-            for member in self.still_down() {
-                checks.spawn(async move {
-                    if probe(&member.address).await {
-                        member.up.store(true, Ordering::Relaxed);
-                        info!(instance = %member.address, "instance is up again");
-                    }
-                });
-            }
-            // Dropping the set (at a stop) aborts the checks still running.
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = async { while checks.join_next().await.is_some() {} } => {}
-            }
-        }
+    /// The checks' metrics families, for the node's registry: each address's state and
+    /// last check, and the checks made.
+    pub fn collector(self: &Arc<Self>) -> Box<dyn prometheus_client::collector::Collector> {
+        Box::new(HealthMetrics(self.clone()))
     }
+}
 
-    /// The checks' metrics in the OpenMetrics text format: each address's state and last
-    /// check, and the checks made.
-    pub fn metrics_text(&self) -> String {
-        let mut targets: Vec<Arc<Target>> = {
-            let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
-            targets.values().filter_map(Weak::upgrade).collect()
-        };
-        targets.sort_by(|a, b| a.address.cmp(&b.address));
-        let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-        let mut text = String::new();
-        text.push_str("# HELP tcp_redirs_instance_up Whether the instance address is up (1) or down (0), as the health checks and traffic found it.\n# TYPE tcp_redirs_instance_up gauge\n");
-        for t in &targets {
-            let up = u8::from(t.up.load(Ordering::Relaxed));
-            text.push_str(&format!("tcp_redirs_instance_up{{instance=\"{}\"}} {up}\n", escape(&t.address)));
+/// The families of [`Health`], encoded at each scrape from the targets themselves (no
+/// series kept in between): `instance_up{instance}`, `instance_last_check_timestamp_seconds
+/// {instance}` and `health_checks_total{result}`. An address that several targets check
+/// (applications with other settings) is one series: up only when every check finds it up,
+/// and its latest check.
+#[derive(Debug)]
+struct HealthMetrics(Arc<Health>);
+
+impl prometheus_client::collector::Collector for HealthMetrics {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::MetricType;
+        let mut addresses: std::collections::BTreeMap<String, (bool, u64)> = Default::default();
+        for t in self.0.all_targets() {
+            let (up, last) = addresses.entry(t.address.clone()).or_insert((true, 0));
+            *up &= t.up.load(Ordering::Relaxed);
+            *last = (*last).max(t.last_check_ms.load(Ordering::Relaxed));
         }
-        text.push_str("# HELP tcp_redirs_instance_last_check_timestamp_seconds When the instance address was last checked (Unix time).\n# TYPE tcp_redirs_instance_last_check_timestamp_seconds gauge\n");
-        for t in &targets {
-            let ms = t.last_check_ms.load(Ordering::Relaxed);
-            if ms > 0 {
-                text.push_str(&format!(
-                    "tcp_redirs_instance_last_check_timestamp_seconds{{instance=\"{}\"}} {}.{:03}\n",
-                    escape(&t.address),
-                    ms / 1000,
-                    ms % 1000
-                ));
-            }
+        let mut family = encoder.encode_descriptor(
+            "instance_up",
+            "Whether the instance address is up (1) or down (0), as the health checks and traffic found it",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (address, (up, _)) in &addresses {
+            ConstGauge::new(i64::from(*up))
+                .encode(family.encode_family(&[("instance", address.as_str())])?)?;
         }
-        let (checks, failures) = (self.checks.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed));
-        text.push_str("# HELP tcp_redirs_health_checks Health checks made, by result.\n# TYPE tcp_redirs_health_checks counter\n");
-        text.push_str(&format!(
-            "tcp_redirs_health_checks_total{{result=\"ok\"}} {}\n",
-            checks - failures.min(checks)
-        ));
-        text.push_str(&format!("tcp_redirs_health_checks_total{{result=\"failed\"}} {failures}\n"));
-        text
+        let mut family = encoder.encode_descriptor(
+            "instance_last_check_timestamp_seconds",
+            "When the instance address was last checked (Unix time)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (address, (_, ms)) in addresses.iter().filter(|(_, (_, ms))| *ms > 0) {
+            ConstGauge::new(*ms as f64 / 1000.0)
+                .encode(family.encode_family(&[("instance", address.as_str())])?)?;
+        }
+        let (checks, failures) =
+            (self.0.checks.load(Ordering::Relaxed), self.0.failures.load(Ordering::Relaxed));
+        let mut family = encoder.encode_descriptor(
+            "health_checks",
+            "Health checks made, by result",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, n) in [("ok", checks - failures.min(checks)), ("failed", failures)] {
+            ConstCounter::new(n).encode(family.encode_family(&[("result", result)])?)?;
+        }
+        Ok(())
     }
 }
 
@@ -699,22 +861,36 @@ fn phase(n: u64, interval: Duration) -> Duration {
     interval.mul_f64((n as f64 * GOLDEN).fract())
 }
 
-async fn probe(address: &str) -> bool {
-    probe_within(address, CHECK_TIMEOUT).await
-}
-
-/// A TCP connect within `timeout`; the connection is then reset, not closed, as HAProxy
-/// ends its checks: a close would leave a socket in TIME_WAIT here for a minute per check,
-/// and 10,000 instances checked every 5 s would hold 120,000 of them, more than the
-/// machine's ephemeral ports.
-async fn probe_within(address: &str, timeout: Duration) -> bool {
-    match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
-        Ok(Ok(stream)) => {
-            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-            true
+/// One check of `address` as `plan` says, within its timeout: a TCP connect, then for the
+/// `expect` kind the payload sent and the answer's first bytes compared (an answer that
+/// differs, or ends, or does not come in time fails). The connection is then reset, not
+/// closed, as HAProxy ends its checks: a close would leave a socket in TIME_WAIT here for a
+/// minute per check, and 10,000 instances checked every 5 s would hold 120,000 of them,
+/// more than the machine's ephemeral ports.
+async fn probe(address: &str, plan: &Plan) -> bool {
+    let check = async {
+        let mut stream = TcpStream::connect(address).await.ok()?;
+        // Set first: the stream is dropped (reset) whichever way the check ends.
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        if plan.kind != CheckKind::Expect {
+            return Some(());
         }
-        _ => false,
-    }
+        if !plan.send.is_empty() {
+            stream.write_all(&plan.send).await.ok()?;
+        }
+        let mut answer = [0u8; 256];
+        let mut matched = 0;
+        while matched < plan.expect.len() {
+            let room = (plan.expect.len() - matched).min(answer.len());
+            let n = stream.read(&mut answer[..room]).await.ok()?;
+            if n == 0 || answer[..n] != plan.expect[matched..matched + n] {
+                return None;
+            }
+            matched += n;
+        }
+        Some(())
+    };
+    matches!(tokio::time::timeout(plan.timeout, check).await, Ok(Some(())))
 }
 
 #[cfg(test)]
@@ -737,12 +913,60 @@ mod tests {
         }
     }
 
+    /// An application's settings override the node's one by one; a timeout longer than
+    /// the interval, a payload without the `expect` kind, or `send` alone are refused by
+    /// `plan` and run anyway by `plan_lenient` (timeout cut, a plain connect).
+    #[test]
+    fn an_applications_settings_fill_in_from_the_nodes() {
+        let node = CheckSettings::default();
+        let own = HealthCheck {
+            interval_ms: Some(1000),
+            timeout_ms: Some(300),
+            rise: Some(1),
+            ..HealthCheck::default()
+        };
+        let plan = node.plan(&own).unwrap();
+        assert_eq!(
+            (plan.kind, plan.interval, plan.timeout, plan.rise, plan.fall),
+            (CheckKind::Connect, Duration::from_secs(1), Duration::from_millis(300), 1, 3)
+        );
+        let short = HealthCheck { interval_ms: Some(500), ..HealthCheck::default() };
+        let err = CheckSettings { timeout: Duration::from_secs(1), ..node }.plan(&short).unwrap_err();
+        assert!(
+            err.contains("the timeout, 1000 ms (the node's), is longer than the interval, 500 ms"),
+            "{err}"
+        );
+        let lenient = CheckSettings { timeout: Duration::from_secs(1), ..node }.plan_lenient(&short);
+        assert_eq!(lenient.timeout, Duration::from_millis(500));
+        let expect =
+            HealthCheck { expect: Some("2b4f4b".into()), send: Some("00".into()), ..HealthCheck::default() };
+        let plan = node.plan(&expect).unwrap();
+        assert_eq!((plan.kind, plan.send, plan.expect), (CheckKind::Expect, vec![0], b"+OK".to_vec()));
+        let off = CheckSettings { enabled: false, ..node };
+        assert_eq!(off.plan(&HealthCheck::default()).unwrap().kind, CheckKind::None);
+        assert_eq!(
+            off.plan(&HealthCheck { kind: Some(CheckKind::Connect), ..HealthCheck::default() }).unwrap().kind,
+            CheckKind::Connect
+        );
+        let wrong = HealthCheck {
+            kind: Some(CheckKind::Connect),
+            expect: Some("00".into()),
+            ..HealthCheck::default()
+        };
+        assert!(node.plan(&wrong).unwrap_err().contains("kind `expect`"));
+        assert_eq!(node.plan_lenient(&wrong).kind, CheckKind::Connect);
+        let send_only =
+            HealthCheck { kind: Some(CheckKind::Expect), send: Some("00".into()), ..HealthCheck::default() };
+        assert!(node.plan(&send_only).unwrap_err().contains("needs `expect`"));
+    }
+
     /// The first check decides; then `fall` failures to go down, `rise` successes to come up.
     #[test]
     fn rise_and_fall_count_checks_in_a_row() {
-        let settings = CheckSettings { rise: 2, fall: 3, ..CheckSettings::default() };
+        let settings = CheckSettings { rise: 2, fall: 3, ..CheckSettings::default() }
+            .plan_lenient(&HealthCheck::default());
         let health = Arc::new(Health::default());
-        let target = health.target("127.0.0.1:9");
+        let target = health.target("127.0.0.1:9", &HealthCheck::default());
         assert_eq!(target.record(false, &settings), Some(false), "the first check decides");
         assert_eq!(target.record(true, &settings), None);
         assert_eq!(target.record(true, &settings), Some(true), "up after rise 2");

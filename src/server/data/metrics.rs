@@ -495,6 +495,11 @@ impl Metrics {
         Metrics { registry, live, reconcile_repairs }
     }
 
+    /// Registers more families, encoded at each scrape (the health checks').
+    pub fn add_collector(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
+    }
+
     /// The handles of one redirection's series, creating them, for an application known by
     /// its id alone (no `app_name` label).
     #[cfg(test)]

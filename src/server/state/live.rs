@@ -46,7 +46,7 @@ use crate::server::data::steered::{self, Steered};
 use crate::server::data::udp::{self, NodeFlows};
 use crate::server::data::workers::Workers;
 use crate::server::spec::{self, Access, Limits, TcpLimits, UdpLimits};
-use crate::wire::{Instance, Protocol, RedirSettings, RedirTraffic};
+use crate::wire::{HealthCheck, Instance, Protocol, RedirSettings, RedirTraffic};
 
 /// The public ports' sockets this process hands over at an upgrade, duplicated for the new one.
 #[derive(Debug, Default)]
@@ -302,7 +302,7 @@ struct Live {
 /// An application's instance pool, the stored list it was last given, and how many of
 /// this node's ports use it (the pool goes with the last one).
 struct AppPool {
-    stored: Vec<Instance>,
+    stored: Stored,
     pool: Arc<Pool>,
     ports: usize,
 }
@@ -334,6 +334,9 @@ fn release_freed_memory(changed: usize) {
         );
     }
 }
+
+/// An application's instances and health-check settings, as stored.
+type Stored = (Vec<Instance>, HealthCheck);
 
 /// What one key of the table wants running: the row, its limits, whether it logs, and its
 /// application's name (a label of its metrics).
@@ -383,6 +386,8 @@ impl LivePorts {
         let shutdown = CancellationToken::new();
         let health = Arc::new(Health::default());
         tokio::spawn(health.clone().run(shutdown.child_token()));
+        let mut metrics = Metrics::new();
+        metrics.add_collector(health.collector());
         LivePorts {
             steered: steered.map(Arc::new),
             served,
@@ -393,7 +398,7 @@ impl LivePorts {
             shutdown,
             kill: CancellationToken::new(),
             connections: workers.handles().iter().map(|_| TaskTracker::new()).collect(),
-            metrics: Metrics::new(),
+            metrics,
             workers: Arc::new(workers),
             reconciling: tokio::sync::Mutex::new(()),
             inherited: Mutex::default(),
@@ -576,8 +581,12 @@ impl LivePorts {
     fn instances_of<'a>(
         table: &Table,
         apps: impl IntoIterator<Item = &'a str>,
-    ) -> HashMap<String, Option<Vec<Instance>>> {
-        apps.into_iter().map(|id| (id.to_owned(), table.apps.get(id).map(|a| a.instances.clone()))).collect()
+    ) -> HashMap<String, Option<Stored>> {
+        apps.into_iter()
+            .map(|id| {
+                (id.to_owned(), table.apps.get(id).map(|a| (a.instances.clone(), a.health_check.clone())))
+            })
+            .collect()
     }
 
     /// Brings each key to what the table wants and each named pool to its instances;
@@ -585,7 +594,7 @@ impl LivePorts {
     async fn converge(
         &self,
         wanted: Vec<(Wanted, RedirKey)>,
-        instances: &HashMap<String, Option<Vec<Instance>>>,
+        instances: &HashMap<String, Option<Stored>>,
         repair: bool,
     ) -> usize {
         let mut changed = 0;
@@ -595,7 +604,7 @@ impl LivePorts {
             for (id, stored) in instances {
                 if let (Some(p), Some(stored)) = (pools.get_mut(id), stored) {
                     if p.stored != *stored {
-                        p.pool.set(stored);
+                        p.pool.set(&stored.0, &stored.1);
                         p.stored = stored.clone();
                         changed += 1;
                     }
@@ -653,18 +662,14 @@ impl LivePorts {
     }
 
     /// The application's pool, made from its stored instances for its first port here.
-    fn pool_for(
-        &self,
-        app_id: &str,
-        instances: &HashMap<String, Option<Vec<Instance>>>,
-    ) -> Option<Arc<Pool>> {
+    fn pool_for(&self, app_id: &str, instances: &HashMap<String, Option<Stored>>) -> Option<Arc<Pool>> {
         let mut pools = self.pools.lock().unwrap();
         if let Some(p) = pools.get_mut(app_id) {
             p.ports += 1;
             return Some(p.pool.clone());
         }
         let stored = instances.get(app_id)?.as_ref()?;
-        let pool = Arc::new(Pool::new(stored, &self.health));
+        let pool = Arc::new(Pool::with_check(&stored.0, &stored.1, &self.health));
         pools.insert(app_id.to_owned(), AppPool { stored: stored.clone(), pool: pool.clone(), ports: 1 });
         Some(pool)
     }
@@ -846,10 +851,12 @@ impl LivePorts {
 
     /// The metrics in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
-        let text = self.metrics.encode();
-        // The health checks' families go before the exposition's end.
-        let body = text.strip_suffix("# EOF\n").unwrap_or(&text);
-        format!("{body}{}# EOF\n", self.health.metrics_text())
+        self.metrics.encode()
+    }
+
+    /// The node's health-check settings in force (an application's fill in from them).
+    pub fn health_checks(&self) -> CheckSettings {
+        self.health.settings()
     }
 
     /// Sets the node's health checks (the config file's, at start and at each reload).
@@ -947,6 +954,7 @@ mod tests {
                 address: backend.local_addr().unwrap().to_string(),
                 ..Default::default()
             }],
+            health_check: Default::default(),
         };
         let def = NamespaceDef {
             name: "default".into(),

@@ -534,7 +534,7 @@
 
   function rowUi(namespace, protocol) {
     const key = `${namespace}|${protocol}`;
-    if (!state.rows.has(key)) state.rows.set(key, { busy: null, confirm: false, error: '' });
+    if (!state.rows.has(key)) state.rows.set(key, { busy: null, confirm: false, error: '', editing: false, draft: null });
     return state.rows.get(key);
   }
 
@@ -650,7 +650,8 @@
 
     const actions = el('div', { class: 'actions' });
     if (ui.busy) {
-      actions.append(el('button', { type: 'button', disabled: true, 'data-focus': `busy-${id}` }, el('span', { class: 'spinner', 'aria-hidden': 'true' }), ui.busy === 'creating' ? 'Creating…' : 'Deleting…'));
+      const busyText = { creating: 'Creating…', deleting: 'Deleting…', saving: 'Saving…' }[ui.busy];
+      actions.append(el('button', { type: 'button', disabled: true, 'data-focus': `busy-${id}` }, el('span', { class: 'spinner', 'aria-hidden': 'true' }), busyText));
     } else if (redir && ui.confirm) {
       const what = protocol === 'tcp' ? 'It stops accepting at once and its open connections are reset.' : 'It stops answering at once and its flows end.';
       actions.append(
@@ -659,13 +660,121 @@
         el('button', { type: 'button', class: 'cancel', 'data-focus': `cancel-${id}`, onclick: () => confirmRow(name, protocol, false) }, 'Cancel'),
       );
     } else if (redir) {
+      actions.append(el('button', { type: 'button', class: 'settings', 'data-focus': `settings-${id}`, 'aria-expanded': ui.editing ? 'true' : 'false', 'aria-controls': `settings-${id}`, 'aria-label': `Settings of the ${kind} on port ${redir.port} in ${name}`, onclick: () => editRow(name, protocol, !ui.editing) }, 'Settings'));
       actions.append(el('button', { type: 'button', class: 'danger delete', 'data-focus': `delete-${id}`, 'aria-label': `Delete the ${kind} on port ${redir.port} in ${name}`, onclick: () => confirmRow(name, protocol, true) }, 'Delete'));
     } else {
       actions.append(el('button', { type: 'button', class: 'primary create', 'data-focus': `create-${id}`, 'aria-label': `Create a ${kind} in ${name}`, onclick: () => createRedir(name, protocol) }, 'Create'));
     }
     parts.push(actions);
+    if (redir && ui.editing && !ui.busy) parts.push(settingsForm(name, protocol, redir, ui, id));
     parts.push(el('p', { class: 'error row-error', role: 'alert', text: ui.error || '' }));
     return parts;
+  }
+
+  /** The settings a redirection of `protocol` has, in the API's names, with their labels. */
+  function settingsOf(protocol) {
+    const numbers = protocol === 'tcp'
+      ? [['connectTimeout', 'Connect timeout (s)'], ['idleTimeout', 'Idle timeout (s)'], ['halfCloseTimeout', 'Half-close timeout (s)'], ['maxConnections', 'Max connections'], ['maxConnectionsPerSecond', 'Max connections per second']]
+      : [['idleTimeout', 'Idle timeout (s)'], ['maxConnections', 'Max flows'], ['maxConnectionsPerSecond', 'Max new flows per second'], ['maxDatagramsPerSecond', 'Max datagrams per second per client']];
+    const proxy = protocol === 'tcp' ? ['v1', 'v2'] : ['v2', 'v2-every'];
+    return { numbers, proxy };
+  }
+
+  /** The form's values, from a draft or from the redirection's settings in force. */
+  function formValues(protocol, redir) {
+    const values = {};
+    for (const [key] of settingsOf(protocol).numbers) values[key] = redir[key] == null ? '' : String(redir[key]);
+    values.proxyProtocol = redir.proxyProtocol || '';
+    values.allow = (redir.allow || []).join('\n');
+    values.deny = (redir.deny || []).join('\n');
+    return values;
+  }
+
+  /** The settings form of a row: the values in force; Save sends what changed. */
+  function settingsForm(namespace, protocol, redir, ui, id) {
+    const { numbers, proxy } = settingsOf(protocol);
+    const values = ui.draft || formValues(protocol, redir);
+    const field = (key, label, input) => el('div', { class: 'field' }, el('label', { for: `${key}-${id}`, text: label }), input);
+    const form = el('form', { class: 'settings-form', id: `settings-${id}`, action: '/', method: 'post', novalidate: true, 'aria-label': `Settings of port ${redir.port} in ${namespace}`, onsubmit: (event) => { event.preventDefault(); saveSettings(namespace, protocol, redir, form); } });
+    const grid = el('div', { class: 'settings-grid' });
+    for (const [key, label] of numbers) {
+      grid.append(field(key, label, el('input', { id: `${key}-${id}`, name: key, type: 'number', min: '1', step: '1', inputmode: 'numeric', value: values[key], 'data-focus': `${key}-${id}` })));
+    }
+    const select = el('select', { id: `proxyProtocol-${id}`, name: 'proxyProtocol', 'data-focus': `proxyProtocol-${id}` }, el('option', { value: '', text: 'off' }), ...proxy.map((v) => el('option', { value: v, text: v })));
+    select.value = values.proxyProtocol;
+    grid.append(field('proxyProtocol', 'PROXY protocol', select));
+    form.append(
+      grid,
+      field('allow', 'Allow only (one address or CIDR range a line; empty: everyone)', el('textarea', { id: `allow-${id}`, name: 'allow', rows: '2', spellcheck: 'false', text: values.allow, 'data-focus': `allow-${id}` })),
+      field('deny', 'Deny (one address or CIDR range a line)', el('textarea', { id: `deny-${id}`, name: 'deny', rows: '2', spellcheck: 'false', text: values.deny, 'data-focus': `deny-${id}` })),
+      el('p', { class: 'hint', text: 'An empty number takes the namespace\'s setting again. Open connections keep their settings; new ones get these at once.' }),
+      el('div', { class: 'actions' },
+        el('button', { type: 'submit', class: 'primary save-settings', 'data-focus': `save-${id}` }, 'Save settings'),
+        el('button', { type: 'button', class: 'cancel-settings', 'data-focus': `cancel-settings-${id}`, onclick: () => editRow(namespace, protocol, false) }, 'Cancel')),
+    );
+    return form;
+  }
+
+  /** The ranges of a text area: one a line (commas and spaces separate too). */
+  function ranges(text) {
+    return text.split(/[\s,]+/).filter(Boolean);
+  }
+
+  function editRow(namespace, protocol, editing) {
+    const ui = rowUi(namespace, protocol);
+    ui.editing = editing;
+    ui.draft = null;
+    ui.error = '';
+    renderRows();
+    const row = rowOf(namespace, protocol);
+    const target = row && row.querySelector(editing ? '.settings-form input, .settings-form select' : '.actions button.settings');
+    if (target) target.focus();
+  }
+
+  /** Sends the settings that changed (a cleared number: `null`, the namespace's again). */
+  function saveSettings(namespace, protocol, redir, form) {
+    const { org, app } = state.route;
+    const ui = rowUi(namespace, protocol);
+    const before = formValues(protocol, redir);
+    const draft = {};
+    for (const input of form.querySelectorAll('input, select, textarea')) draft[input.name] = input.value.trim();
+    const patch = {};
+    for (const [key] of settingsOf(protocol).numbers) {
+      if (draft[key] === before[key]) continue;
+      if (draft[key] === '') patch[key] = null;
+      else if (/^[0-9]+$/.test(draft[key])) patch[key] = Number(draft[key]);
+      else {
+        ui.error = `${key}: write a whole number of at least 1, or leave it empty for the namespace's.`;
+        ui.draft = draft;
+        renderRows();
+        return Promise.resolve();
+      }
+    }
+    if (draft.proxyProtocol !== before.proxyProtocol) patch.proxyProtocol = draft.proxyProtocol || null;
+    for (const key of ['allow', 'deny']) {
+      if (ranges(draft[key]).join(' ') !== ranges(before[key]).join(' ')) patch[key] = ranges(draft[key]);
+    }
+    ui.draft = draft;
+    if (Object.keys(patch).length === 0) {
+      ui.editing = false;
+      ui.draft = null;
+      announce('Nothing changed.');
+      renderRows();
+      return Promise.resolve();
+    }
+    const what = protocol === 'tcp' ? 'redirection' : `${protocol.toUpperCase()} redirection`;
+    return rowCall(
+      namespace,
+      protocol,
+      'saving',
+      () => api('PATCH', `${appPath(org, app)}/${protocol}Redirs/${encodeURIComponent(redir.port)}?namespace=${encodeURIComponent(namespace)}`, patch),
+      (updated) => {
+        state.redirs = state.redirs.map((r) => (isRow(r, namespace, protocol) ? { ...r, ...updated } : r));
+        ui.editing = false;
+        ui.draft = null;
+        announce(`Settings of the ${what} on port ${redir.port} in ${namespace} saved: ${Object.keys(patch).join(', ')}.`);
+      },
+    );
   }
 
   function updateFigures(row, redir) {
@@ -769,8 +878,9 @@
     renderRows();
     renderCli();
     if (focusNow) {
-      // The row's action: Delete after a creation, Create after a deletion.
-      const button = row.querySelector('.actions button:not([disabled])');
+      // The row's action: Delete after a creation, Create after a deletion, Settings after
+      // a save.
+      const button = row.querySelector(busy === 'saving' ? '.actions button.settings' : '.actions button.delete, .actions button.create');
       if (button) button.focus();
     }
     poll();
@@ -902,6 +1012,7 @@
       if (!row) return;
       const [namespace, protocol] = [row.getAttribute('data-namespace'), row.getAttribute('data-protocol')];
       if (rowUi(namespace, protocol).confirm) confirmRow(namespace, protocol, false);
+      else if (rowUi(namespace, protocol).editing) editRow(namespace, protocol, false);
     });
     window.addEventListener('hashchange', () => route(false));
     state.credential = loadCredential();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::sqlite::Sqlite;
 use super::{Conflict, NodeRecord, Record, RedirKey, RedirRow, Revision, Store, StoreError, TokenRecord};
 use crate::server::state::table::Table;
-use crate::wire::{Application, Instance, Organisation, Protocol, TokenInfo};
+use crate::wire::{Application, CheckKind, HealthCheck, Instance, Organisation, Protocol, TokenInfo};
 
 #[cfg(feature = "etcd")]
 #[path = "../../../../tests/common/etcd.rs"]
@@ -23,6 +23,7 @@ fn app(id: &str, org: &Organisation) -> Application {
         name: id.into(),
         owner_id: org.id.clone(),
         instances: vec![Instance { address: "127.0.0.1:9".into(), ..Instance::default() }],
+        health_check: Default::default(),
     }
 }
 
@@ -165,6 +166,70 @@ async fn sqlite_an_update_changes_the_settings_in_place() {
 async fn etcd_an_update_changes_the_settings_in_place() {
     let (store, _etcd) = etcd().await;
     an_update_changes_the_settings_in_place(store).await;
+}
+
+/// An application's health-check settings are stored with it: given at creation, replaced
+/// whole (instances untouched), cleared, carried by the watch as a put of the application,
+/// read back by a snapshot; a gone application is not found.
+async fn health_checks_are_stored_with_the_application(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    store.create_org(&acme).await.unwrap();
+    let own = HealthCheck {
+        kind: Some(CheckKind::Expect),
+        interval_ms: Some(1000),
+        timeout_ms: Some(500),
+        rise: Some(1),
+        fall: Some(2),
+        send: Some("50494e470d0a".into()),
+        expect: Some("2b504f4e47".into()),
+    };
+    store.create_app(&Application { health_check: own.clone(), ..app("app_1", &acme) }).await.unwrap();
+    store.create_app(&app("app_2", &acme)).await.unwrap();
+    let find = |snapshot: super::Snapshot, id: &str| {
+        snapshot
+            .records
+            .into_iter()
+            .find_map(|r| match r {
+                Record::App(a) if a.id == id => Some(a),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no {id} in the snapshot"))
+    };
+    assert_eq!(find(store.snapshot().await.unwrap(), "app_1").health_check, own);
+    assert!(find(store.snapshot().await.unwrap(), "app_2").health_check.is_default());
+
+    let mut changes = store.watch(store.snapshot().await.unwrap().revision).await.unwrap();
+    let other = HealthCheck { interval_ms: Some(250), timeout_ms: Some(250), ..HealthCheck::default() };
+    let revision = store.set_health_check("app_2", &other).await.unwrap();
+    let batch = tokio::time::timeout(std::time::Duration::from_secs(10), changes.recv())
+        .await
+        .expect("the watch delivers within 10 s")
+        .expect("the watch is open")
+        .expect("a batch of changes");
+    assert!(
+        batch.iter().any(|e| e.revision == revision
+            && matches!(&e.change, super::Change::Put(Record::App(a)) if a.id == "app_2" && a.health_check == other)),
+        "{batch:?}"
+    );
+    let stored = find(store.snapshot().await.unwrap(), "app_2");
+    assert_eq!(stored.health_check, other);
+    assert_eq!(stored.instances, app("app_2", &acme).instances, "the instances stay");
+    store.set_health_check("app_1", &HealthCheck::default()).await.unwrap();
+    assert!(find(store.snapshot().await.unwrap(), "app_1").health_check.is_default());
+    assert_eq!(conflict(store.set_health_check("app_9", &other).await), Conflict::NotFound);
+}
+
+#[tokio::test]
+async fn sqlite_health_checks_are_stored_with_the_application() {
+    let (store, _dir) = sqlite();
+    health_checks_are_stored_with_the_application(store).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn etcd_health_checks_are_stored_with_the_application() {
+    let (store, _etcd) = etcd().await;
+    health_checks_are_stored_with_the_application(store).await;
 }
 
 /// TCP and UDP ports are separate spaces: the same port of a namespace in each, one

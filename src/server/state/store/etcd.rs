@@ -5,7 +5,7 @@
 //! | key | value |
 //! | --- | --- |
 //! | `orgs/{id}`, `orgnames/{name}` | an organisation; its id (the name's claim) |
-//! | `apps/{id}`, `appnames/{org}/{name}` | an application with its instances; its id |
+//! | `apps/{id}`, `appnames/{org}/{name}` | an application with its instances and health-check settings; its id |
 //! | `redirs/{namespace}/{port}` | a TCP redirection: the port's claim |
 //! | `appns/{app}/{namespace}` | its port: the application's one TCP redirection in the namespace |
 //! | `prev/{app}/{namespace}` | the TCP port it last released there |
@@ -57,7 +57,7 @@ use super::{
     Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Quarantine, Record, RedirKey, RedirRow,
     Revision, Snapshot, Store, StoreAccess, StoreError, StoreResult, TokenRecord,
 };
-use crate::wire::{Application, Instance, Organisation, Protocol};
+use crate::wire::{Application, HealthCheck, Instance, Organisation, Protocol};
 
 /// How many times a write whose only failed comparison was a counter is tried again.
 const RETRIES: usize = 32;
@@ -977,6 +977,22 @@ impl Store for Etcd {
             let kv = self.get(&key).await?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
             let mut app: Application = serde_json::from_slice(kv.value())?;
             app.instances = list.to_vec();
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
+                .and_then([TxnOp::put(key.as_str(), json(&app)?, None)]);
+            if let Ok(revision) = self.txn(txn).await? {
+                return Ok(revision);
+            }
+        }
+        Err(StoreError::Unavailable("etcd: the application kept changing; try again".into()))
+    }
+
+    async fn set_health_check(&self, app_id: &str, check: &HealthCheck) -> StoreResult<Revision> {
+        let key = self.key(&["apps", app_id]);
+        for _ in 0..RETRIES {
+            let kv = self.get(&key).await?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
+            let mut app: Application = serde_json::from_slice(kv.value())?;
+            app.health_check = check.clone();
             let txn = Txn::new()
                 .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
                 .and_then([TxnOp::put(key.as_str(), json(&app)?, None)]);

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::wire::RedirSettings;
-use crate::wire::{Application, Instance, Organisation, Protocol, TokenInfo};
+use crate::wire::{Application, HealthCheck, Instance, Organisation, Protocol, TokenInfo};
 
 /// A store revision: every committed write has a higher one than the writes before it.
 pub type Revision = i64;
@@ -429,6 +429,9 @@ pub trait Store: Send + Sync {
     async fn create_app(&self, app: &Application) -> StoreResult<Revision>;
     /// Replaces an application's instances.
     async fn set_instances(&self, app_id: &str, list: &[Instance]) -> StoreResult<Revision>;
+    /// Replaces an application's health-check settings ([`Conflict::NotFound`] when it is
+    /// gone); the change reaches every node's table as a put of the application.
+    async fn set_health_check(&self, app_id: &str, check: &HealthCheck) -> StoreResult<Revision>;
     /// Deletes an application and its redirections.
     async fn remove_app(&self, app_id: &str) -> StoreResult<Revision>;
     /// Claims `row.port` of `row.protocol` in `row.namespace` for `row.app_id`, in one atomic

@@ -34,13 +34,13 @@ use super::{
     Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Quarantine, Record, RedirKey, RedirRow,
     Revision, Snapshot, Store, StoreError, StoreResult, TokenRecord,
 };
-use crate::wire::{Application, Instance, Organisation, Protocol, TokenInfo};
+use crate::wire::{Application, HealthCheck, Instance, Organisation, Protocol, TokenInfo};
 use crate::wire::{ProxyProtocol, RedirSettings};
 
 /// The marker that tells our database apart from any other SQLite file.
 const FORMAT: &str = "tcp-redirs";
 /// The schema version this build reads and writes.
-const SCHEMA: i64 = 3;
+const SCHEMA: i64 = 4;
 /// How many recent changes a watch can start from; an older start reloads a snapshot.
 /// A watch starts from the snapshot the node just loaded, so the window only has to cover
 /// the writes made meanwhile (a few batches); each change kept costs ~200 B plus its strings.
@@ -167,6 +167,14 @@ DROP TABLE previous_ports;
 ALTER TABLE previous_ports_3 RENAME TO previous_ports;
 ALTER TABLE changes ADD COLUMN protocol TEXT NOT NULL DEFAULT 'tcp';
 UPDATE meta SET value = '3' WHERE key = 'schema';
+";
+
+/// Schema 3 to 4: an application has its own health-check settings (issue 33), the API's
+/// JSON of them in one column (NULL: the node's, every one): they are read and written
+/// whole, never searched.
+const MIGRATE_3_TO_4: &str = "
+ALTER TABLE apps ADD COLUMN health_check TEXT;
+UPDATE meta SET value = '4' WHERE key = 'schema';
 ";
 
 /// What one lock guards: the connection, the revision counter and the recent changes.
@@ -402,6 +410,7 @@ fn init(conn: &Connection, path: &Path) -> Result<()> {
         tx.execute("INSERT INTO meta (key, value) VALUES ('format', ?1), ('schema', '1')", params![FORMAT])?;
         tx.execute_batch(MIGRATE_1_TO_2)?;
         tx.execute_batch(MIGRATE_2_TO_3)?;
+        tx.execute_batch(MIGRATE_3_TO_4)?;
         tx.commit()?;
         return Ok(());
     }
@@ -415,14 +424,17 @@ fn init(conn: &Connection, path: &Path) -> Result<()> {
     let schema: String = conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))?;
     match schema.parse::<i64>() {
         Ok(SCHEMA) => durable(),
-        Ok(from @ (1 | 2)) => {
+        Ok(from @ (1..=3)) => {
             durable()?;
             // One transaction: a crash midway leaves the file at its old schema.
             let tx = conn.unchecked_transaction()?;
             if from == 1 {
                 tx.execute_batch(MIGRATE_1_TO_2)?;
             }
-            tx.execute_batch(MIGRATE_2_TO_3)?;
+            if from <= 2 {
+                tx.execute_batch(MIGRATE_2_TO_3)?;
+            }
+            tx.execute_batch(MIGRATE_3_TO_4)?;
             tx.commit().with_context(|| format!("cannot upgrade the store from schema {from} to {SCHEMA}"))
         }
         _ => bail!(
@@ -560,8 +572,8 @@ impl Store for Sqlite {
                     return Err(StoreError::Conflict(Conflict::NotFound));
                 }
                 let inserted = tx.execute(
-                    "INSERT INTO apps (id, org_id, name) VALUES (?1, ?2, ?3)",
-                    params![new.id, new.owner_id, new.name],
+                    "INSERT INTO apps (id, org_id, name, health_check) VALUES (?1, ?2, ?3, ?4)",
+                    params![new.id, new.owner_id, new.name, health_json(&new.health_check)?],
                 );
                 match inserted {
                     Err(e) if is_constraint(&e, "apps.org_id, apps.name") => {
@@ -582,6 +594,24 @@ impl Store for Sqlite {
             .write(move |tx, _| {
                 tx.execute("DELETE FROM instances WHERE app_id = ?1", [&app_id])?;
                 write_instances(tx, &app_id, &list)?;
+                let found = app(tx, &app_id)?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
+                Ok(((), vec![Change::Put(Record::App(found))]))
+            })
+            .await?;
+        Ok(revision)
+    }
+
+    async fn set_health_check(&self, app_id: &str, check: &HealthCheck) -> StoreResult<Revision> {
+        let (app_id, check) = (app_id.to_owned(), check.clone());
+        let ((), revision) = self
+            .write(move |tx, _| {
+                let changed = tx.execute(
+                    "UPDATE apps SET health_check = ?2 WHERE id = ?1",
+                    params![app_id, health_json(&check)?],
+                )?;
+                if changed == 0 {
+                    return Err(StoreError::Conflict(Conflict::NotFound));
+                }
                 let found = app(tx, &app_id)?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
                 Ok(((), vec![Change::Put(Record::App(found))]))
             })
@@ -889,16 +919,27 @@ fn claim_row(
 }
 
 fn app(conn: &Connection, id: &str) -> StoreResult<Option<Application>> {
-    let found: Option<(String, String)> = conn
-        .query_row("SELECT name, org_id FROM apps WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+    let found: Option<(String, String, Option<String>)> = conn
+        .query_row("SELECT name, org_id, health_check FROM apps WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
-    let Some((name, owner_id)) = found else { return Ok(None) };
+    let Some((name, owner_id, health_check)) = found else { return Ok(None) };
+    let health_check = match health_check {
+        Some(text) => serde_json::from_str(&text)?,
+        None => HealthCheck::default(),
+    };
     let mut stmt =
         conn.prepare_cached("SELECT address, weight FROM instances WHERE app_id = ?1 ORDER BY position")?;
     let instances = stmt
         .query_map([id], |r| Ok(Instance { address: r.get(0)?, weight: r.get(1)?, ..Instance::default() }))?
         .collect::<rusqlite::Result<_>>()?;
-    Ok(Some(Application { id: id.to_owned(), name, owner_id, instances }))
+    Ok(Some(Application { id: id.to_owned(), name, owner_id, instances, health_check }))
+}
+
+/// An application's health-check settings as stored: NULL for the node's, every one.
+fn health_json(check: &HealthCheck) -> StoreResult<Option<String>> {
+    Ok(if check.is_default() { None } else { Some(serde_json::to_string(check)?) })
 }
 
 fn write_instances(conn: &Connection, app_id: &str, list: &[Instance]) -> rusqlite::Result<()> {
@@ -1082,6 +1123,7 @@ mod tests {
                 name: id.into(),
                 owner_id: org.id.clone(),
                 instances: Vec::new(),
+                health_check: Default::default(),
             };
             seen.push(store.create_app(&app(&format!("app_{round}a"))).await.unwrap());
             seen.push(store.create_app(&app(&format!("app_{round}b"))).await.unwrap());
