@@ -307,34 +307,6 @@ struct AppPool {
     ports: usize,
 }
 
-/// How many ports a change must start or stop before the memory it freed is handed back.
-const RELEASE_AFTER: usize = 1_000;
-
-/// Hands the heap's free pages back to the kernel after a change of `changed` ports.
-///
-/// A change of thousands of ports (an `apply`, a start) parses, diffs and logs far more than
-/// the ports then keep; glibc's allocator keeps what was freed for later, so a node's
-/// resident memory stayed about 650 bytes a redirection above its heap (measured with
-/// heaptrack on 20,000 steered redirections). `malloc_trim` walks the heap once, a few
-/// milliseconds for a heap of hundreds of megabytes, so only large changes pay it.
-fn release_freed_memory(changed: usize) {
-    if changed < RELEASE_AFTER {
-        return;
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let started = std::time::Instant::now();
-        // SAFETY: malloc_trim only walks and releases the allocator's own free lists.
-        let released = unsafe { libc::malloc_trim(0) } == 1;
-        info!(
-            changed,
-            released,
-            took_us = started.elapsed().as_micros() as u64,
-            "returned freed heap pages to the kernel"
-        );
-    }
-}
-
 /// An application's instances and health-check settings, as stored.
 type Stored = (Vec<Instance>, HealthCheck);
 
@@ -524,8 +496,7 @@ impl LivePorts {
             let instances = Self::instances_of(&table, apps);
             (wanted, instances)
         };
-        let changed = self.converge(wanted, &instances, false).await;
-        release_freed_memory(changed);
+        self.converge(wanted, &instances, false).await;
     }
 
     /// Makes every running port match the whole table; answers how many keys and pools it
@@ -553,7 +524,6 @@ impl LivePorts {
             (wanted, instances)
         };
         let repaired = self.converge(wanted, &instances, repair).await;
-        release_freed_memory(repaired);
         if repair && repaired > 0 {
             self.metrics.repaired(repaired as u64);
             warn!(repaired, "the full reconcile found ports that did not match the table, and fixed them");
