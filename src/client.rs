@@ -170,6 +170,16 @@ impl Client {
             .await
     }
 
+    /// A page of the audit trail: `org`'s, or every organisation's (`None`, admin); `query`
+    /// is the query string (`limit=20&kind=redirection.added`, `after=ID&wait=25`).
+    pub async fn events(&self, org: Option<&str>, query: &str) -> Result<crate::wire::EventPage> {
+        let path = match org {
+            Some(org) => format!("/v2/organisations/{}/events?{query}", seg(org)),
+            None => format!("/v2/events?{query}"),
+        };
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
     /// The gateway nodes sharing the server's store.
     pub async fn nodes(&self) -> Result<Vec<crate::wire::Node>> {
         self.call(Method::GET, "/v2/nodes", None::<&()>).await

@@ -25,6 +25,10 @@
 //! orgs = ["acme"]               # reserved to these organisations (names or ids); default: all
 //! access_log = true             # one log line per connection when it ends; default: off
 //!
+//! [events]                      # the audit trail (issue 35)
+//! max_age_days = 90             # events older than this are deleted; default 90
+//! max_count = 1000000           # at most this many are kept, the newest; default 1,000,000
+//!
 //! [[application]]
 //! name = "my-db"
 //! instances = ["127.0.0.1:4040"]
@@ -44,6 +48,7 @@ use serde::Deserialize;
 
 use crate::server::data::balance::CheckSettings;
 use crate::server::spec;
+use crate::server::state::store::audit::Retention;
 use crate::server::state::store::{NamespaceDef, StoreAccess};
 use crate::wire::RedirSettings;
 
@@ -79,6 +84,42 @@ pub struct Config {
     /// The node's health checks of every instance.
     #[serde(default)]
     pub health_checks: HealthChecksConfig,
+    /// The audit trail's retention.
+    #[serde(default)]
+    pub events: EventsConfig,
+}
+
+/// The `[events]` table: how long, and how many, events the audit trail keeps (issue 35).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Days an event is kept (1 to 36,500).
+    pub max_age_days: u32,
+    /// Events kept at most, the newest (1,000 to 100,000,000).
+    pub max_count: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> EventsConfig {
+        let d = Retention::default();
+        EventsConfig { max_age_days: (d.max_age.as_secs() / 86_400) as u32, max_count: d.max_count }
+    }
+}
+
+impl EventsConfig {
+    /// The retention the store enforces, or why the table is wrong.
+    pub fn retention(&self) -> Result<Retention> {
+        if !(1..=36_500).contains(&self.max_age_days) {
+            bail!("[events] max_age_days = {}: use from 1 to 36500 days", self.max_age_days);
+        }
+        if !(1_000..=100_000_000).contains(&self.max_count) {
+            bail!("[events] max_count = {}: use from 1000 to 100000000 events", self.max_count);
+        }
+        Ok(Retention {
+            max_age: std::time::Duration::from_secs(u64::from(self.max_age_days) * 86_400),
+            max_count: self.max_count,
+        })
+    }
 }
 
 /// The `[health_checks]` table: how this node checks every instance address (issue 33).
@@ -198,6 +239,7 @@ impl Config {
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
         let config: Config = crate::toml_file::parse(&text, path).context("invalid config file")?;
         config.health_checks.settings().with_context(|| format!("invalid config file {}", path.display()))?;
+        config.events.retention().with_context(|| format!("invalid config file {}", path.display()))?;
         for app in &config.applications {
             for address in &app.instances {
                 crate::wire::check_instance_address(address)

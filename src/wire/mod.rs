@@ -11,10 +11,12 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod events;
 #[cfg(feature = "server")]
 mod patterns;
 pub mod settings;
 
+pub use events::{Actor, AuditEvent, EventKind, EventPage};
 #[cfg(feature = "server")]
 pub use patterns::matches;
 pub use settings::{ProxyProtocol, RedirSettings, SettingsPatch};

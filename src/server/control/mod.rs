@@ -12,6 +12,7 @@ pub(super) mod api;
 pub(super) mod auth;
 mod console;
 mod error;
+pub(super) mod events;
 pub(super) mod gateway;
 pub(super) mod http;
 mod present;

@@ -15,6 +15,7 @@
 //! ports one way only, whichever node made it. Both backends keep the same contract, which
 //! the tests at the bottom of this file run against each.
 
+pub mod audit;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod sqlite;
@@ -25,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::wire::RedirSettings;
 use crate::wire::{Application, Instance, Organisation, Protocol, TokenInfo};
+use crate::wire::{AuditEvent, RedirSettings};
 
 /// A store revision: every committed write has a higher one than the writes before it.
 pub type Revision = i64;
@@ -497,6 +498,11 @@ pub trait Store: Send + Sync {
     /// cannot be reached is tried again until it answers, and a mark that lapsed meanwhile
     /// is made again; the mark disappears `ttl` after the node stops renewing it.
     async fn keep_alive(&self, node: &str, ttl: std::time::Duration, stop: CancellationToken);
+    /// Sets how long, and how many, events the audit trail keeps ([`audit::Retention`]).
+    fn set_retention(&self, retention: audit::Retention);
+    /// The audit trail's events that `query` asks for: newest first, or oldest first after
+    /// `query.after` ([`audit`]).
+    async fn events(&self, query: &audit::EventQuery) -> StoreResult<Vec<AuditEvent>>;
 }
 
 #[cfg(test)]
