@@ -29,6 +29,10 @@
 //! max_age_days = 90             # events older than this are deleted; default 90
 //! max_count = 1000000           # at most this many are kept, the newest; default 1,000,000
 //!
+//! [webhooks]                    # delivery of the audit trail's events (docs/events.md)
+//! timeout = 10                  # seconds one post may take (1 to 60)
+//! give_up_after = 86400         # seconds an event is retried before it is listed as failed (1 to 604800)
+//!
 //! [[application]]
 //! name = "my-db"
 //! instances = ["127.0.0.1:4040"]
@@ -46,6 +50,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::server::control::delivery::DeliverySettings;
 use crate::server::data::balance::CheckSettings;
 use crate::server::spec;
 use crate::server::state::store::audit::Retention;
@@ -87,6 +92,42 @@ pub struct Config {
     /// The audit trail's retention.
     #[serde(default)]
     pub events: EventsConfig,
+    /// How webhooks are delivered.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+}
+
+/// The `[webhooks]` table: how this node delivers webhooks (issue 35).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Seconds one post may take (1 to 60).
+    pub timeout: u64,
+    /// Seconds an event is retried before it is listed as failed (1 to 604,800).
+    pub give_up_after: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> WebhooksConfig {
+        let d = DeliverySettings::default();
+        WebhooksConfig { timeout: d.timeout.as_secs(), give_up_after: d.give_up_after.as_secs() }
+    }
+}
+
+impl WebhooksConfig {
+    /// The settings deliveries use, or why the table is wrong.
+    pub fn settings(&self) -> Result<DeliverySettings> {
+        if !(1..=60).contains(&self.timeout) {
+            bail!("[webhooks] timeout = {}: use from 1 to 60 seconds", self.timeout);
+        }
+        if !(1..=604_800).contains(&self.give_up_after) {
+            bail!("[webhooks] give_up_after = {}: use from 1 to 604800 seconds (a week)", self.give_up_after);
+        }
+        Ok(DeliverySettings {
+            timeout: std::time::Duration::from_secs(self.timeout),
+            give_up_after: std::time::Duration::from_secs(self.give_up_after),
+        })
+    }
 }
 
 /// The `[events]` table: how long, and how many, events the audit trail keeps (issue 35).
@@ -240,6 +281,7 @@ impl Config {
         let config: Config = crate::toml_file::parse(&text, path).context("invalid config file")?;
         config.health_checks.settings().with_context(|| format!("invalid config file {}", path.display()))?;
         config.events.retention().with_context(|| format!("invalid config file {}", path.display()))?;
+        config.webhooks.settings().with_context(|| format!("invalid config file {}", path.display()))?;
         for app in &config.applications {
             for address in &app.instances {
                 crate::wire::check_instance_address(address)

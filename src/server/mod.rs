@@ -211,6 +211,8 @@ impl Server {
         live.configure_health_checks(config.health_checks.settings()?);
         let synced = follow_store(&store, &live, &node, opts.node_ttl, opts.public_bind).await?;
         let gateway = Arc::new(Gateway::new(synced.clone(), node.clone(), config.max_redirections_per_org));
+        // Webhook deliveries: on the node that holds the role, reading the trail.
+        control::delivery::start(synced.clone(), node.clone(), config.webhooks.settings()?);
         patiently("config file's applications", || {
             audit::acting(Origin::config_file(&node), declare_apps(&gateway, &default_org.id, &config))
         })

@@ -148,3 +148,93 @@ pub struct EventPage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<i64>,
 }
+
+/// The body of `POST /v2/organisations/{orgId}/webhooks`; unknown fields are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewWebhook {
+    /// Where events are posted: `https://…`, or `http://` to a loopback address (tests, a
+    /// local relay).
+    #[cfg_attr(feature = "server", schema(min_length = 1, max_length = 2048))]
+    pub url: String,
+    /// Only events of these kinds (absent or empty: every kind).
+    #[serde(default)]
+    pub kinds: Vec<EventKind>,
+}
+
+/// A delivery that is being retried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PendingDelivery {
+    /// The event being delivered.
+    pub event_id: i64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When the first attempt was made (Unix milliseconds).
+    pub since: i64,
+    /// Why the last attempt failed.
+    pub last_error: String,
+}
+
+/// An event given up on after retrying for the configured time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct FailedDelivery {
+    /// The event.
+    pub event_id: i64,
+    /// When it was given up (Unix milliseconds).
+    pub at: i64,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub error: String,
+}
+
+/// Where a webhook's deliveries stand.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryState {
+    /// Every event up to this id is delivered, or failed (listed in `failed`).
+    pub delivered: i64,
+    /// The delivery being retried, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingDelivery>,
+    /// The latest deliveries given up (at most 20, newest last).
+    #[serde(default)]
+    pub failed: Vec<FailedDelivery>,
+}
+
+/// A registered webhook (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    /// `whk_…`, what `DELETE …/webhooks/{id}` takes.
+    pub id: String,
+    /// The organisation whose events it receives.
+    pub owner_id: String,
+    /// Where events are posted.
+    pub url: String,
+    /// The kinds it receives (empty: every kind).
+    pub kinds: Vec<EventKind>,
+    /// When it was registered (Unix milliseconds).
+    pub created_at: i64,
+    /// Where its deliveries stand.
+    pub delivery: DeliveryState,
+}
+
+/// A webhook just registered, with its signing secret, shown this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedWebhook {
+    /// The webhook.
+    #[serde(flatten)]
+    pub webhook: Webhook,
+    /// The key of the `X-Tcp-Redirs-Signature` HMAC-SHA256 (hex); shown only now.
+    pub secret: String,
+}

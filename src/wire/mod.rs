@@ -16,7 +16,10 @@ pub mod events;
 mod patterns;
 pub mod settings;
 
-pub use events::{Actor, AuditEvent, EventKind, EventPage};
+pub use events::{
+    Actor, AuditEvent, CreatedWebhook, DeliveryState, EventKind, EventPage, FailedDelivery, NewWebhook,
+    PendingDelivery, Webhook,
+};
 #[cfg(feature = "server")]
 pub use patterns::matches;
 pub use settings::{ProxyProtocol, RedirSettings, SettingsPatch};

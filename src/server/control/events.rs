@@ -37,6 +37,9 @@ pub const MAX_WAIT: u64 = 60;
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only these kinds, comma-separated (`redirection.added,redirection.removed`).
+    #[param(
+        pattern = r"^(organisation\.created|token\.issued|token\.revoked|application\.created|application\.instances|application\.removed|redirection\.added|redirection\.updated|redirection\.removed)(,(organisation\.created|token\.issued|token\.revoked|application\.created|application\.instances|application\.removed|redirection\.added|redirection\.updated|redirection\.removed))*$"
+    )]
     kind: Option<String>,
     /// Only this application's events (`app_…`).
     app: Option<String>,
@@ -49,8 +52,11 @@ pub struct EventsQuery {
     /// Oldest first, above this id (following); wins over `before`.
     after: Option<i64>,
     /// At most this many events (1 to 1000; default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
-    /// With `after`: seconds to wait for a new event when there is none yet (0 to 60).
+    /// With `after`: seconds to wait for a new event when there is none yet (0 to 60);
+    /// without `after`, nothing to wait for.
+    #[param(maximum = 60)]
     wait: Option<u64>,
 }
 
@@ -58,7 +64,7 @@ impl EventsQuery {
     /// The store's query for `org_id`, or the error that says what to fix.
     fn to_store(&self, org_id: Option<String>) -> Result<EventQuery, Error> {
         let mut kinds = Vec::new();
-        for name in self.kind.iter().flat_map(|k| k.split(',')).map(str::trim).filter(|k| !k.is_empty()) {
+        for name in self.kind.iter().flat_map(|k| k.split(',')) {
             let kind = EventKind::parse(name).ok_or_else(|| {
                 let known: Vec<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
                 Error::bad_request(format!("unknown event kind `{name}`: use one of {}", known.join(", ")))
@@ -73,11 +79,6 @@ impl EventsQuery {
         }
         if self.wait.is_some_and(|w| w > MAX_WAIT) {
             return Err(Error::bad_request(format!("wait: give 0 to {MAX_WAIT} seconds")));
-        }
-        if self.wait.is_some() && self.after.is_none() {
-            return Err(Error::bad_request(
-                "wait needs after=ID: a long poll waits for the events after the last one seen (after=0 for all)",
-            ));
         }
         Ok(EventQuery {
             org_id,

@@ -16,6 +16,9 @@
 //! | `nodes/{name}`, `alive/{name}` | a node's state; its liveness, bound to its lease |
 //! | `applied/{name}` | the revision of `nodes/{name}`, 20 digits, so that etcd compares it |
 //! | `quarantine/{ns}/{port}`, `udpquarantine/…` | a port a removal freed: the application that held it |
+//! | `events/{ms}-{random}-{place}` | the audit trail (see below) |
+//! | `webhooks/{id}` | a webhook with its secret and delivery state ([`super::webhook`]) |
+//! | `roles/{role}` | which node holds a role (`webhooks`: the one that delivers), and until when |
 //!
 //! Every write is one transaction whose comparisons carry its preconditions: a port is
 //! claimed only if `redirs/{ns}/{port}` and `appns/{app}/{ns}` have create revision 0 and
@@ -61,11 +64,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::audit::{self, Entry, EventQuery, Retention};
+use super::webhook::{RoleHolder, WebhookRecord};
 use super::{
     Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Quarantine, Record, RedirKey, RedirRow,
     Revision, Snapshot, Store, StoreAccess, StoreError, StoreResult, TokenRecord,
 };
-use crate::wire::{Application, AuditEvent, EventKind, Instance, Organisation, Protocol, TokenInfo};
+use crate::wire::{
+    Application, AuditEvent, DeliveryState, EventKind, Instance, Organisation, Protocol, TokenInfo,
+};
 
 /// How many times a write whose only failed comparison was a counter is tried again.
 const RETRIES: usize = 32;
@@ -543,7 +549,7 @@ impl Etcd {
 
     /// Deletes the events the retention no longer keeps: older than its age, then the
     /// oldest beyond its count.
-    async fn sweep_events(&self) -> Result<(), etcd_client::Error> {
+    pub(super) async fn sweep_events(&self) -> Result<(), etcd_client::Error> {
         let retention = *self.retention.lock().unwrap_or_else(|p| p.into_inner());
         let mut kv = self.client.kv_client();
         let from = self.key(&["events", ""]);
@@ -1341,7 +1347,7 @@ impl Store for Etcd {
             Some(info),
         )])?);
         // No comparison: it always succeeds.
-        Ok(self.txn(Txn::new().and_then(ops)).await?.unwrap_or_else(|_| 0))
+        Ok(self.txn(Txn::new().and_then(ops)).await?.unwrap_or(0))
     }
 
     async fn revoke_token(&self, org_id: Option<&str>, id: &str) -> StoreResult<Revision> {
@@ -1448,6 +1454,69 @@ impl Store for Etcd {
                 }
             }
         });
+    }
+
+    async fn create_webhook(&self, hook: &WebhookRecord) -> StoreResult<()> {
+        let key = self.key(&["webhooks", &hook.info.id]);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.as_str(), json(hook)?, None)]);
+        self.txn(txn).await?.map(drop).map_err(|_| StoreError::Other(anyhow::anyhow!("webhook id taken")))
+    }
+
+    async fn remove_webhook(&self, org_id: &str, id: &str) -> StoreResult<WebhookRecord> {
+        let key = self.key(&["webhooks", id]);
+        let kv = self.get(&key).await?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
+        let record: WebhookRecord = serde_json::from_slice(kv.value())?;
+        if record.info.owner_id != org_id {
+            return Err(StoreError::Conflict(Conflict::NotFound));
+        }
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Greater, 0)])
+            .and_then([TxnOp::delete(key.as_str(), None)]);
+        self.txn(txn).await?.map_err(|_| StoreError::Conflict(Conflict::NotFound))?;
+        Ok(record)
+    }
+
+    async fn webhooks(&self) -> StoreResult<Vec<WebhookRecord>> {
+        let kvs = self.get_prefix(&self.key(&["webhooks", ""])).await?;
+        Ok(kvs.iter().filter_map(|kv| serde_json::from_slice(kv.value()).ok()).collect())
+    }
+
+    async fn save_delivery(&self, id: &str, delivery: &DeliveryState) -> StoreResult<()> {
+        let key = self.key(&["webhooks", id]);
+        for _ in 0..RETRIES {
+            let kv = self.get(&key).await?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
+            let mut record: WebhookRecord = serde_json::from_slice(kv.value())?;
+            record.info.delivery = delivery.clone();
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
+                .and_then([TxnOp::put(key.as_str(), json(&record)?, None)]);
+            if self.txn(txn).await?.is_ok() {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable("etcd: the webhook kept changing; try again".into()))
+    }
+
+    async fn hold_role(&self, role: &str, node: &str, ttl: Duration) -> StoreResult<bool> {
+        let key = self.key(&["roles", role]);
+        let now = audit::now_ms();
+        let until = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let mine = json(&RoleHolder { node: node.to_owned(), until })?;
+        let condition = match self.get(&key).await? {
+            None => Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+            Some(kv) => {
+                let holder: Option<RoleHolder> = serde_json::from_slice(kv.value()).ok();
+                if holder.is_some_and(|h| h.node != node && h.until > now) {
+                    return Ok(false);
+                }
+                Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())
+            }
+        };
+        // Taken or renewed only if nobody moved it since it was read.
+        let txn = Txn::new().when([condition]).and_then([TxnOp::put(key.as_str(), mine, None)]);
+        Ok(self.txn(txn).await?.is_ok())
     }
 
     fn set_retention(&self, retention: Retention) {

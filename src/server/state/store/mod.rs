@@ -19,6 +19,7 @@ pub mod audit;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod sqlite;
+pub mod webhook;
 
 use std::fmt;
 
@@ -503,7 +504,20 @@ pub trait Store: Send + Sync {
     /// The audit trail's events that `query` asks for: newest first, or oldest first after
     /// `query.after` ([`audit`]).
     async fn events(&self, query: &audit::EventQuery) -> StoreResult<Vec<AuditEvent>>;
+    /// Registers a webhook ([`webhook`]).
+    async fn create_webhook(&self, hook: &webhook::WebhookRecord) -> StoreResult<()>;
+    /// Removes the webhook `id` of `org_id`: the record as it was, or [`Conflict::NotFound`].
+    async fn remove_webhook(&self, org_id: &str, id: &str) -> StoreResult<webhook::WebhookRecord>;
+    /// Every webhook of every organisation, with its delivery state.
+    async fn webhooks(&self) -> StoreResult<Vec<webhook::WebhookRecord>>;
+    /// Saves where the webhook `id`'s deliveries stand; [`Conflict::NotFound`] when it is gone.
+    async fn save_delivery(&self, id: &str, delivery: &crate::wire::DeliveryState) -> StoreResult<()>;
+    /// Takes the role `role` for `node` until `ttl` from now when it is free, expired or
+    /// already `node`'s; whether `node` holds it (SQLite: always, it is the only node).
+    async fn hold_role(&self, role: &str, node: &str, ttl: std::time::Duration) -> StoreResult<bool>;
 }
 
+#[cfg(test)]
+mod audit_contract;
 #[cfg(test)]
 mod contract;

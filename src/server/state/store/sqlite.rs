@@ -38,11 +38,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::audit::{self, Entry, EventQuery, Origin, Retention};
+use super::webhook::WebhookRecord;
 use super::{
     Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Quarantine, Record, RedirKey, RedirRow,
     Revision, Snapshot, Store, StoreError, StoreResult, TokenRecord,
 };
-use crate::wire::{Actor, AuditEvent, EventKind};
+use crate::wire::{Actor, AuditEvent, DeliveryState, EventKind};
 use crate::wire::{Application, Instance, Organisation, Protocol, TokenInfo};
 use crate::wire::{ProxyProtocol, RedirSettings};
 
@@ -130,6 +131,11 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
 CREATE INDEX IF NOT EXISTS events_org ON events (org_id, id);
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    record TEXT NOT NULL
+);
 ";
 
 thread_local! {
@@ -1085,6 +1091,71 @@ impl Store for Sqlite {
     async fn events(&self, query: &EventQuery) -> StoreResult<Vec<AuditEvent>> {
         let query = query.clone();
         self.locked(move |inner| read_events(&inner.conn, &query)).await
+    }
+
+    async fn create_webhook(&self, hook: &WebhookRecord) -> StoreResult<()> {
+        let hook = hook.clone();
+        self.locked(move |inner| {
+            inner.conn.execute(
+                "INSERT INTO webhooks (id, org_id, record) VALUES (?1, ?2, ?3)",
+                params![hook.info.id, hook.info.owner_id, serde_json::to_string(&hook)?],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_webhook(&self, org_id: &str, id: &str) -> StoreResult<WebhookRecord> {
+        let (org_id, id) = (org_id.to_owned(), id.to_owned());
+        self.locked(move |inner| {
+            let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let record: Option<String> = tx
+                .query_row(
+                    "SELECT record FROM webhooks WHERE id = ?1 AND org_id = ?2",
+                    params![id, org_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let record = record.ok_or(StoreError::Conflict(Conflict::NotFound))?;
+            tx.execute("DELETE FROM webhooks WHERE id = ?1", [&id])?;
+            tx.commit()?;
+            Ok(serde_json::from_str(&record)?)
+        })
+        .await
+    }
+
+    async fn webhooks(&self) -> StoreResult<Vec<WebhookRecord>> {
+        self.locked(|inner| {
+            let mut stmt = inner.conn.prepare_cached("SELECT record FROM webhooks ORDER BY id")?;
+            let records =
+                stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(records.iter().filter_map(|r| serde_json::from_str(r).ok()).collect())
+        })
+        .await
+    }
+
+    async fn save_delivery(&self, id: &str, delivery: &DeliveryState) -> StoreResult<()> {
+        let (id, delivery) = (id.to_owned(), delivery.clone());
+        self.locked(move |inner| {
+            let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let record: Option<String> =
+                tx.query_row("SELECT record FROM webhooks WHERE id = ?1", [&id], |r| r.get(0)).optional()?;
+            let mut record: WebhookRecord =
+                serde_json::from_str(&record.ok_or(StoreError::Conflict(Conflict::NotFound))?)?;
+            record.info.delivery = delivery;
+            tx.execute(
+                "UPDATE webhooks SET record = ?2 WHERE id = ?1",
+                params![id, serde_json::to_string(&record)?],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn hold_role(&self, _role: &str, _node: &str, _ttl: std::time::Duration) -> StoreResult<bool> {
+        // The data directory is locked: this process is the only node.
+        Ok(true)
     }
 
     async fn keep_alive(&self, node: &str, _ttl: std::time::Duration, _stop: CancellationToken) {
