@@ -323,3 +323,49 @@ fn an_event_retried_too_long_is_listed_as_failed_and_the_next_goes_on() {
     let out = server.cli(&["webhooks", "create", "--url", "http://192.0.2.1/hook"]);
     out.assert_error(1, &["loopback"]);
 }
+
+/// A 3-node fleet on one etcd delivers each event once to a healthy receiver, whichever
+/// node made the change: one node holds the delivery role.
+#[cfg(feature = "etcd")]
+#[test]
+fn a_three_node_fleet_delivers_each_event_once() {
+    let etcd = common::etcd::Etcd::start();
+    let echo = TcpService::echo();
+    let token = common::random_token();
+    let nodes: Vec<Server> = thread::scope(|scope| {
+        let starting: Vec<_> = [("a", "127.0.0.2"), ("b", "127.0.0.3"), ("c", "127.0.0.4")]
+            .into_iter()
+            .map(|(name, ip)| {
+                let builder =
+                    Server::builder().ip(ip).token(&token).args(&["--store", &etcd.url(), "--node", name]);
+                scope.spawn(move || builder.start())
+            })
+            .collect();
+        starting.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    });
+    let receiver = Receiver::start(|_| Answer::Status(200));
+    let (id, secret) = register(&nodes[0], &receiver.url(), &["application.created"]);
+    for round in 0..3 {
+        for (i, node) in nodes.iter().enumerate() {
+            node.create_app(&format!("app-{round}-{i}"), echo.addr());
+        }
+    }
+    wait_until(Duration::from_secs(30), "nine events delivered", || {
+        let hook = webhook(&nodes[1], &id);
+        let posts = receiver.posts();
+        if posts.len() >= 9 && hook["delivery"].get("pending").is_none() {
+            Ok(())
+        } else {
+            Err(format!("{} posts; {hook}", posts.len()))
+        }
+    });
+    let posts = receiver.posts();
+    let mut ids: Vec<i64> = posts.iter().map(|p| p.event()["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order, each once: {ids:?}");
+    ids.dedup();
+    assert_eq!(ids.len(), 9, "{posts:?}");
+    assert!(posts.iter().all(|p| signed(p, &secret)));
+    let nodes_seen: std::collections::BTreeSet<String> =
+        posts.iter().map(|p| p.event()["node"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(nodes_seen.len(), 3, "changes made through every node: {nodes_seen:?}");
+}
