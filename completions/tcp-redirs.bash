@@ -25,6 +25,9 @@ _tcp__redirs() {
             tcp__redirs,apps)
                 cmd="tcp__redirs__subcmd__apps"
                 ;;
+            tcp__redirs,events)
+                cmd="tcp__redirs__subcmd__events"
+                ;;
             tcp__redirs,export)
                 cmd="tcp__redirs__subcmd__export"
                 ;;
@@ -69,6 +72,9 @@ _tcp__redirs() {
                 ;;
             tcp__redirs,update)
                 cmd="tcp__redirs__subcmd__update"
+                ;;
+            tcp__redirs,webhooks)
+                cmd="tcp__redirs__subcmd__webhooks"
                 ;;
             tcp__redirs__subcmd__apps,create)
                 cmd="tcp__redirs__subcmd__apps__subcmd__create"
@@ -115,6 +121,9 @@ _tcp__redirs() {
             tcp__redirs__subcmd__help,apps)
                 cmd="tcp__redirs__subcmd__help__subcmd__apps"
                 ;;
+            tcp__redirs__subcmd__help,events)
+                cmd="tcp__redirs__subcmd__help__subcmd__events"
+                ;;
             tcp__redirs__subcmd__help,export)
                 cmd="tcp__redirs__subcmd__help__subcmd__export"
                 ;;
@@ -160,6 +169,9 @@ _tcp__redirs() {
             tcp__redirs__subcmd__help,update)
                 cmd="tcp__redirs__subcmd__help__subcmd__update"
                 ;;
+            tcp__redirs__subcmd__help,webhooks)
+                cmd="tcp__redirs__subcmd__help__subcmd__webhooks"
+                ;;
             tcp__redirs__subcmd__help__subcmd__apps,create)
                 cmd="tcp__redirs__subcmd__help__subcmd__apps__subcmd__create"
                 ;;
@@ -198,6 +210,15 @@ _tcp__redirs() {
                 ;;
             tcp__redirs__subcmd__help__subcmd__tokens,revoke)
                 cmd="tcp__redirs__subcmd__help__subcmd__tokens__subcmd__revoke"
+                ;;
+            tcp__redirs__subcmd__help__subcmd__webhooks,create)
+                cmd="tcp__redirs__subcmd__help__subcmd__webhooks__subcmd__create"
+                ;;
+            tcp__redirs__subcmd__help__subcmd__webhooks,list)
+                cmd="tcp__redirs__subcmd__help__subcmd__webhooks__subcmd__list"
+                ;;
+            tcp__redirs__subcmd__help__subcmd__webhooks,remove)
+                cmd="tcp__redirs__subcmd__help__subcmd__webhooks__subcmd__remove"
                 ;;
             tcp__redirs__subcmd__nodes,forget)
                 cmd="tcp__redirs__subcmd__nodes__subcmd__forget"
@@ -271,6 +292,30 @@ _tcp__redirs() {
             tcp__redirs__subcmd__tokens__subcmd__help,revoke)
                 cmd="tcp__redirs__subcmd__tokens__subcmd__help__subcmd__revoke"
                 ;;
+            tcp__redirs__subcmd__webhooks,create)
+                cmd="tcp__redirs__subcmd__webhooks__subcmd__create"
+                ;;
+            tcp__redirs__subcmd__webhooks,help)
+                cmd="tcp__redirs__subcmd__webhooks__subcmd__help"
+                ;;
+            tcp__redirs__subcmd__webhooks,list)
+                cmd="tcp__redirs__subcmd__webhooks__subcmd__list"
+                ;;
+            tcp__redirs__subcmd__webhooks,remove)
+                cmd="tcp__redirs__subcmd__webhooks__subcmd__remove"
+                ;;
+            tcp__redirs__subcmd__webhooks__subcmd__help,create)
+                cmd="tcp__redirs__subcmd__webhooks__subcmd__help__subcmd__create"
+                ;;
+            tcp__redirs__subcmd__webhooks__subcmd__help,help)
+                cmd="tcp__redirs__subcmd__webhooks__subcmd__help__subcmd__help"
+                ;;
+            tcp__redirs__subcmd__webhooks__subcmd__help,list)
+                cmd="tcp__redirs__subcmd__webhooks__subcmd__help__subcmd__list"
+                ;;
+            tcp__redirs__subcmd__webhooks__subcmd__help,remove)
+                cmd="tcp__redirs__subcmd__webhooks__subcmd__help__subcmd__remove"
+                ;;
             *)
                 ;;
         esac
@@ -278,7 +323,7 @@ _tcp__redirs() {
 
     case "${cmd}" in
         tcp__redirs)
-            opts="-a -F -h -V --app --alias --format --server --token --help --version list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help"
+            opts="-a -F -h -V --app --alias --format --server --token --help --version list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -801,6 +846,60 @@ _tcp__redirs() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tcp__subcmd__redirs__subcmd__events)
+            opts="-f -F -h --org --all --app --kind --since --limit --follow --after --format --server --token --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --org)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --app)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kind)
+                    COMPREPLY=($(compgen -W "organisation.created token.issued token.revoked application.created application.instances application.health_check application.removed redirection.added redirection.updated redirection.removed" -- "${cur}"))
+                    return 0
+                    ;;
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -F)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tcp__subcmd__redirs__subcmd__export)
             opts="-F -h --org --format --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -836,7 +935,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__help)
-            opts="list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help"
+            opts="list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -950,6 +1049,20 @@ _tcp__redirs() {
         tcp__subcmd__redirs__subcmd__help__subcmd__apps__subcmd__update)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__help__subcmd__events)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1272,6 +1385,62 @@ _tcp__redirs() {
         tcp__subcmd__redirs__subcmd__help__subcmd__update)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__help__subcmd__webhooks)
+            opts="create list remove"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__help__subcmd__webhooks__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__help__subcmd__webhooks__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__help__subcmd__webhooks__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2283,6 +2452,208 @@ _tcp__redirs() {
                     return 0
                     ;;
                 -a)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -F)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__webhooks)
+            opts="-h --server --token --help create list remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__webhooks__subcmd__create)
+            opts="-F -h --url --kind --org --format --server --token --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kind)
+                    COMPREPLY=($(compgen -W "organisation.created token.issued token.revoked application.created application.instances application.health_check application.removed redirection.added redirection.updated redirection.removed" -- "${cur}"))
+                    return 0
+                    ;;
+                --org)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -F)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__webhooks__subcmd__help)
+            opts="create list remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__webhooks__subcmd__help__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__webhooks__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__webhooks__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__webhooks__subcmd__help__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__webhooks__subcmd__list)
+            opts="-F -h --org --format --server --token --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --org)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -F)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcp__subcmd__redirs__subcmd__webhooks__subcmd__remove)
+            opts="-F -h --org --format --server --token --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --org)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -43,6 +43,8 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand logout 'Forget a saved profile'
             cand profile 'List the saved profiles, or choose the current one'
             cand nodes 'List the gateway nodes sharing the server''s store, up or down'
+            cand events 'Show the audit trail: who changed what, when, from where; --follow streams new events'
+            cand webhooks 'Manage webhooks: where the organisation''s events are posted as they happen'
             cand orgs 'Manage organisations (admin)'
             cand tokens 'Manage an organisation''s credentials (admin)'
             cand serve 'Run the control server: the API, the port allocator, the store and the forwarding'
@@ -344,6 +346,76 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
         }
         &'tcp-redirs;nodes;help;help'= {
         }
+        &'tcp-redirs;events'= {
+            cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
+            cand --app 'Only events of this application, by id (app_…) or name'
+            cand --kind 'Only events of these kinds (repeat, or separate with commas)'
+            cand --since 'Only events of the last DURATION (`90s`, `15m`, `2h`, `7d`)'
+            cand --limit 'How many events to show (the newest), 1 to 1000'
+            cand --after 'With --follow: start after this event id (the last one a previous run printed) instead of the newest events'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand --all 'Every organisation''s events, and the admin''s own (admin)'
+            cand -f 'Keep printing new events as they happen, until interrupted'
+            cand --follow 'Keep printing new events as they happen, until interrupted'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;webhooks'= {
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand create 'Register a webhook: the organisation''s events from now on are posted to URL, signed; the signing secret is shown this once'
+            cand list 'List the organisation''s webhooks and how their deliveries stand'
+            cand remove 'Remove a webhook; its deliveries stop'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tcp-redirs;webhooks;create'= {
+            cand --url 'https://HOST/PATH, or http:// to a loopback address'
+            cand --kind 'Only events of these kinds (repeat, or separate with commas) [default: every kind]'
+            cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;webhooks;list'= {
+            cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;webhooks;remove'= {
+            cand --org 'The organisation, by id (orga_…) or name [default: the only one the credential sees]'
+            cand -F 'Output format [default: human]'
+            cand --format 'Output format [default: human]'
+            cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
+            cand --token 'The API token [default: the profile''s]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'tcp-redirs;webhooks;help'= {
+            cand create 'Register a webhook: the organisation''s events from now on are posted to URL, signed; the signing secret is shown this once'
+            cand list 'List the organisation''s webhooks and how their deliveries stand'
+            cand remove 'Remove a webhook; its deliveries stop'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tcp-redirs;webhooks;help;create'= {
+        }
+        &'tcp-redirs;webhooks;help;list'= {
+        }
+        &'tcp-redirs;webhooks;help;remove'= {
+        }
+        &'tcp-redirs;webhooks;help;help'= {
+        }
         &'tcp-redirs;orgs'= {
             cand --server 'The control server''s URL [default: the profile''s, else http://127.0.0.1:7070]'
             cand --token 'The API token [default: the profile''s]'
@@ -472,6 +544,8 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand logout 'Forget a saved profile'
             cand profile 'List the saved profiles, or choose the current one'
             cand nodes 'List the gateway nodes sharing the server''s store, up or down'
+            cand events 'Show the audit trail: who changed what, when, from where; --follow streams new events'
+            cand webhooks 'Manage webhooks: where the organisation''s events are posted as they happen'
             cand orgs 'Manage organisations (admin)'
             cand tokens 'Manage an organisation''s credentials (admin)'
             cand serve 'Run the control server: the API, the port allocator, the store and the forwarding'
@@ -528,6 +602,19 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand forget 'Forget a node that is gone for good (admin): ports freed while it was away stop waiting for it. Refused while the node is up; a node that comes back is listed again'
         }
         &'tcp-redirs;help;nodes;forget'= {
+        }
+        &'tcp-redirs;help;events'= {
+        }
+        &'tcp-redirs;help;webhooks'= {
+            cand create 'Register a webhook: the organisation''s events from now on are posted to URL, signed; the signing secret is shown this once'
+            cand list 'List the organisation''s webhooks and how their deliveries stand'
+            cand remove 'Remove a webhook; its deliveries stop'
+        }
+        &'tcp-redirs;help;webhooks;create'= {
+        }
+        &'tcp-redirs;help;webhooks;list'= {
+        }
+        &'tcp-redirs;help;webhooks;remove'= {
         }
         &'tcp-redirs;help;orgs'= {
             cand create 'Create an organisation (admin only)'

@@ -46,6 +46,8 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "login" -d 'Sa
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "logout" -d 'Forget a saved profile'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "profile" -d 'List the saved profiles, or choose the current one'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "nodes" -d 'List the gateway nodes sharing the server\'s store, up or down'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "events" -d 'Show the audit trail: who changed what, when, from where; --follow streams new events'
+complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "webhooks" -d 'Manage webhooks: where the organisation\'s events are posted as they happen'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "orgs" -d 'Manage organisations (admin)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "tokens" -d 'Manage an organisation\'s credentials (admin)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_needs_command" -f -a "serve" -d 'Run the control server: the API, the port allocator, the store and the forwarding'
@@ -263,6 +265,68 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes; and __fish_
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes; and __fish_seen_subcommand_from forget" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes; and __fish_seen_subcommand_from help" -f -a "forget" -d 'Forget a node that is gone for good (admin): ports freed while it was away stop waiting for it. Refused while the node is up; a node that comes back is listed again'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand nodes; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand events" -l org -d 'The organisation, by id (orga_…) or name [default: the only one the credential sees]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand events" -l app -d 'Only events of this application, by id (app_…) or name' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand events" -l kind -d 'Only events of these kinds (repeat, or separate with commas)' -r -f -a "organisation.created\t'An organisation was created'
+token.issued\t'A credential was issued'
+token.revoked\t'A credential was revoked'
+application.created\t'An application was created'
+application.instances\t'An application\'s instances were replaced'
+application.health_check\t'An application\'s health-check settings were changed'
+application.removed\t'An application was removed, with its redirections'
+redirection.added\t'A redirection was added'
+redirection.updated\t'A redirection\'s settings were changed in place'
+redirection.removed\t'A redirection was removed'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand events" -l since -d 'Only events of the last DURATION (`90s`, `15m`, `2h`, `7d`)' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand events" -l limit -d 'How many events to show (the newest), 1 to 1000' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand events" -l after -d 'With --follow: start after this event id (the last one a previous run printed) instead of the newest events' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand events" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand events" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand events" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand events" -l all -d 'Every organisation\'s events, and the admin\'s own (admin)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand events" -s f -l follow -d 'Keep printing new events as they happen, until interrupted'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand events" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and not __fish_seen_subcommand_from create list remove help" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and not __fish_seen_subcommand_from create list remove help" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and not __fish_seen_subcommand_from create list remove help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and not __fish_seen_subcommand_from create list remove help" -f -a "create" -d 'Register a webhook: the organisation\'s events from now on are posted to URL, signed; the signing secret is shown this once'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and not __fish_seen_subcommand_from create list remove help" -f -a "list" -d 'List the organisation\'s webhooks and how their deliveries stand'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and not __fish_seen_subcommand_from create list remove help" -f -a "remove" -d 'Remove a webhook; its deliveries stop'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and not __fish_seen_subcommand_from create list remove help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from create" -l url -d 'https://HOST/PATH, or http:// to a loopback address' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from create" -l kind -d 'Only events of these kinds (repeat, or separate with commas) [default: every kind]' -r -f -a "organisation.created\t'An organisation was created'
+token.issued\t'A credential was issued'
+token.revoked\t'A credential was revoked'
+application.created\t'An application was created'
+application.instances\t'An application\'s instances were replaced'
+application.health_check\t'An application\'s health-check settings were changed'
+application.removed\t'An application was removed, with its redirections'
+redirection.added\t'A redirection was added'
+redirection.updated\t'A redirection\'s settings were changed in place'
+redirection.removed\t'A redirection was removed'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from create" -l org -d 'The organisation, by id (orga_…) or name [default: the only one the credential sees]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from create" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from create" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from create" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from list" -l org -d 'The organisation, by id (orga_…) or name [default: the only one the credential sees]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from list" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from list" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from list" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from remove" -l org -d 'The organisation, by id (orga_…) or name [default: the only one the credential sees]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from remove" -s F -l format -d 'Output format [default: human]' -r -f -a "human\t'Sentences and tables for people'
+json\t'One JSON document, for scripts'"
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from remove" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from remove" -l token -d 'The API token [default: the profile\'s]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from help" -f -a "create" -d 'Register a webhook: the organisation\'s events from now on are posted to URL, signed; the signing secret is shown this once'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from help" -f -a "list" -d 'List the organisation\'s webhooks and how their deliveries stand'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from help" -f -a "remove" -d 'Remove a webhook; its deliveries stop'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand webhooks; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -l server -d 'The control server\'s URL [default: the profile\'s, else http://127.0.0.1:7070]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand orgs; and not __fish_seen_subcommand_from create list help" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -334,24 +398,26 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l server -
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l token -d 'The API token [default: the profile\'s]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -l access-log -d 'Log one line per connection when it ends, on every port (else per namespace: access_log)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand serve" -s h -l help -d 'Print help'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "list" -d 'List the TCP redirections of an application (the default command)'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "list-namespaces" -d 'List the namespaces you may add redirections in'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "add" -d 'Add a TCP redirection: a public port in a namespace, forwarded to the application'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "remove" -d 'Remove a TCP redirection; its port stops accepting at once'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "update" -d 'Change a redirection\'s settings in place: open connections keep theirs, new ones get the new settings at once'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "apps" -d 'Manage applications (operator): where a redirection\'s traffic goes'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "apply" -d 'Make the server match a file of applications and redirections, idempotently'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "export" -d 'Write the applications and redirections in the format of `apply`'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "link" -d 'Link an application to this directory, under an alias'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "unlink" -d 'Remove an application\'s link from this directory'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "login" -d 'Save a server and its credential as a profile, after checking them'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "logout" -d 'Forget a saved profile'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "profile" -d 'List the saved profiles, or choose the current one'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "nodes" -d 'List the gateway nodes sharing the server\'s store, up or down'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "orgs" -d 'Manage organisations (admin)'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "tokens" -d 'Manage an organisation\'s credentials (admin)'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "serve" -d 'Run the control server: the API, the port allocator, the store and the forwarding'
-complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes orgs tokens serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "list" -d 'List the TCP redirections of an application (the default command)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "list-namespaces" -d 'List the namespaces you may add redirections in'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "add" -d 'Add a TCP redirection: a public port in a namespace, forwarded to the application'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "remove" -d 'Remove a TCP redirection; its port stops accepting at once'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "update" -d 'Change a redirection\'s settings in place: open connections keep theirs, new ones get the new settings at once'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "apps" -d 'Manage applications (operator): where a redirection\'s traffic goes'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "apply" -d 'Make the server match a file of applications and redirections, idempotently'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "export" -d 'Write the applications and redirections in the format of `apply`'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "link" -d 'Link an application to this directory, under an alias'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "unlink" -d 'Remove an application\'s link from this directory'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "login" -d 'Save a server and its credential as a profile, after checking them'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "logout" -d 'Forget a saved profile'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "profile" -d 'List the saved profiles, or choose the current one'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "nodes" -d 'List the gateway nodes sharing the server\'s store, up or down'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "events" -d 'Show the audit trail: who changed what, when, from where; --follow streams new events'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "webhooks" -d 'Manage webhooks: where the organisation\'s events are posted as they happen'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "orgs" -d 'Manage organisations (admin)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "tokens" -d 'Manage an organisation\'s credentials (admin)'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "serve" -d 'Run the control server: the API, the port allocator, the store and the forwarding'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and not __fish_seen_subcommand_from list list-namespaces add remove update apps apply export link unlink login logout profile nodes events webhooks orgs tokens serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "create" -d 'Create an application with its instances'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "update" -d 'Change an application\'s health checks in place: every node follows when the command returns; its ports, connections and instances stay'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from apps" -f -a "set-instances" -d 'Replace an application\'s instances, live: open connections stay where they are'
@@ -360,6 +426,9 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_s
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from profile" -f -a "list" -d 'List the saved profiles (never their credentials)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from profile" -f -a "use" -d 'Make a saved profile the current one'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from nodes" -f -a "forget" -d 'Forget a node that is gone for good (admin): ports freed while it was away stop waiting for it. Refused while the node is up; a node that comes back is listed again'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from webhooks" -f -a "create" -d 'Register a webhook: the organisation\'s events from now on are posted to URL, signed; the signing secret is shown this once'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from webhooks" -f -a "list" -d 'List the organisation\'s webhooks and how their deliveries stand'
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from webhooks" -f -a "remove" -d 'Remove a webhook; its deliveries stop'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from orgs" -f -a "create" -d 'Create an organisation (admin only)'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from orgs" -f -a "list" -d 'List the organisations your credential sees'
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand help; and __fish_seen_subcommand_from tokens" -f -a "create" -d 'Issue a credential for an organisation; its token and secret are shown this once'

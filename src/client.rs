@@ -171,6 +171,40 @@ impl Client {
             .await
     }
 
+    /// A page of the audit trail: `org`'s, or every organisation's (`None`, admin); `query`
+    /// is the query string (`limit=20&kind=redirection.added`, `after=ID&wait=25`).
+    pub async fn events(&self, org: Option<&str>, query: &str) -> Result<crate::wire::EventPage> {
+        let path = match org {
+            Some(org) => format!("/v2/organisations/{}/events?{query}", seg(org)),
+            None => format!("/v2/events?{query}"),
+        };
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// An organisation's webhooks.
+    pub async fn webhooks(&self, org: &str) -> Result<Vec<crate::wire::Webhook>> {
+        self.call(Method::GET, &format!("/v2/organisations/{}/webhooks", seg(org)), None::<&()>).await
+    }
+
+    /// Registers a webhook; the answer holds its secret, shown this once.
+    pub async fn create_webhook(
+        &self,
+        org: &str,
+        new: &crate::wire::NewWebhook,
+    ) -> Result<crate::wire::CreatedWebhook> {
+        self.call(Method::POST, &format!("/v2/organisations/{}/webhooks", seg(org)), Some(new)).await
+    }
+
+    /// Removes a webhook.
+    pub async fn remove_webhook(&self, org: &str, id: &str) -> Result<crate::wire::Webhook> {
+        self.call(
+            Method::DELETE,
+            &format!("/v2/organisations/{}/webhooks/{}", seg(org), seg(id)),
+            None::<&()>,
+        )
+        .await
+    }
+
     /// The gateway nodes sharing the server's store.
     pub async fn nodes(&self) -> Result<Vec<crate::wire::Node>> {
         self.call(Method::GET, "/v2/nodes", None::<&()>).await

@@ -612,7 +612,8 @@ async fn the_console_changes_a_redirections_settings_in_place_and_an_open_connec
 
 /// A UDP redirection from the console: its row beside the TCP one of the same namespace,
 /// created with a click, its `udp://` address and a flow's figures shown, the command line
-/// with `--udp`, deleted after a confirmation while the TCP row stays as it was.
+/// with `--udp`, deleted after a confirmation while the TCP row stays as it was; the
+/// application's recent changes list both, with who made them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_creates_and_deletes_a_udp_redirection_beside_the_tcp_one() {
     let server = Server::start();
@@ -649,10 +650,16 @@ async fn the_console_creates_and_deletes_a_udp_redirection_beside_the_tcp_one() 
     browser.wait_text(&format!("{} .open", udp_row("default")), "1").await;
     browser.wait_text(&format!("{} .in", udp_row("default")), "14 B").await;
 
+    // The audit trail's latest changes of the application, newest first.
+    browser.wait_text("#changes li", &format!("redirection.added UDP port {port} in default")).await;
+
     browser.click(&format!("{} button.delete", udp_row("default"))).await;
     browser.wait_text(&format!("{} .confirm", udp_row("default")), "Delete UDP port").await;
     browser.click(&format!("{} button.confirm-delete", udp_row("default"))).await;
     browser.wait_shown(&format!("{} button.create", udp_row("default"))).await;
+    browser.wait_text("#changes li", &format!("redirection.removed UDP port {port} in default")).await;
+    let changes = browser.text("#changes").await.unwrap_or_default();
+    assert!(changes.contains("application.created") && changes.contains("by admin"), "{changes}");
     let removed = udp_round_trip(&client, b"anyone?").expect_err("the deleted UDP port answers nothing");
     assert_eq!(removed.kind(), std::io::ErrorKind::ConnectionRefused, "{removed}");
     browser.assert_clean_console(&[]).await;

@@ -9,6 +9,7 @@ mod add;
 mod apply;
 mod apps;
 mod complete;
+mod events;
 mod export;
 mod link;
 mod list;
@@ -21,6 +22,7 @@ mod remove;
 mod serve;
 mod tokens;
 mod update;
+mod webhooks;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -118,6 +120,12 @@ enum Command {
     /// List the gateway nodes sharing the server's store, up or down.
     #[command(after_long_help = exit_codes_help())]
     Nodes(nodes::Args),
+    /// Show the audit trail: who changed what, when, from where; --follow streams new events.
+    #[command(after_long_help = exit_codes_help())]
+    Events(events::Args),
+    /// Manage webhooks: where the organisation's events are posted as they happen.
+    #[command(subcommand, after_long_help = exit_codes_help())]
+    Webhooks(webhooks::Command),
     /// Manage organisations (admin).
     #[command(subcommand, after_long_help = exit_codes_help())]
     Orgs(orgs::Command),
@@ -158,7 +166,8 @@ impl Command {
             | Command::Logout(login::LogoutArgs { format, .. })
             | Command::Apply(apply::Args { format, .. })
             | Command::Export(export::Args { format, .. })
-            | Command::Nodes(nodes::Args { format, .. }) => {
+            | Command::Nodes(nodes::Args { format, .. })
+            | Command::Events(events::Args { format, .. }) => {
                 format.format = format.format.or(top.format.format);
                 None
             }
@@ -168,6 +177,11 @@ impl Command {
                 None
             }
             Command::Tokens(command) => {
+                let format = command.format_mut();
+                format.format = format.format.or(top.format.format);
+                None
+            }
+            Command::Webhooks(command) => {
                 let format = command.format_mut();
                 format.format = format.format.or(top.format.format);
                 None
@@ -384,6 +398,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Command::Apps(command) => apps::run(&conn, command).await,
             Command::Orgs(command) => orgs::run(&conn, command).await,
             Command::Nodes(args) => nodes::run(&conn, args).await,
+            Command::Events(args) => events::run(&conn, args).await,
+            Command::Webhooks(command) => webhooks::run(&conn, command).await,
             Command::Apply(args) => apply::run(&conn, args).await,
             Command::Login(args) => login::login(&conn, args).await,
             Command::Link(args) => link::link(&conn, args).await,

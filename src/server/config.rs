@@ -25,6 +25,14 @@
 //! orgs = ["acme"]               # reserved to these organisations (names or ids); default: all
 //! access_log = true             # one log line per connection when it ends; default: off
 //!
+//! [events]                      # the audit trail (issue 35)
+//! max_age_days = 90             # events older than this are deleted; default 90
+//! max_count = 1000000           # at most this many are kept, the newest; default 1,000,000
+//!
+//! [webhooks]                    # delivery of the audit trail's events (docs/events.md)
+//! timeout = 10                  # seconds one post may take (1 to 60)
+//! give_up_after = 86400         # seconds an event is retried before it is listed as failed (1 to 604800)
+//!
 //! [[application]]
 //! name = "my-db"
 //! instances = ["127.0.0.1:4040"]
@@ -42,8 +50,10 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::server::control::delivery::DeliverySettings;
 use crate::server::data::balance::CheckSettings;
 use crate::server::spec;
+use crate::server::state::store::audit::Retention;
 use crate::server::state::store::{NamespaceDef, StoreAccess};
 use crate::wire::RedirSettings;
 
@@ -79,6 +89,78 @@ pub struct Config {
     /// The node's health checks of every instance.
     #[serde(default)]
     pub health_checks: HealthChecksConfig,
+    /// The audit trail's retention.
+    #[serde(default)]
+    pub events: EventsConfig,
+    /// How webhooks are delivered.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+}
+
+/// The `[webhooks]` table: how this node delivers webhooks (issue 35).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Seconds one post may take (1 to 60).
+    pub timeout: u64,
+    /// Seconds an event is retried before it is listed as failed (1 to 604,800).
+    pub give_up_after: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> WebhooksConfig {
+        let d = DeliverySettings::default();
+        WebhooksConfig { timeout: d.timeout.as_secs(), give_up_after: d.give_up_after.as_secs() }
+    }
+}
+
+impl WebhooksConfig {
+    /// The settings deliveries use, or why the table is wrong.
+    pub fn settings(&self) -> Result<DeliverySettings> {
+        if !(1..=60).contains(&self.timeout) {
+            bail!("[webhooks] timeout = {}: use from 1 to 60 seconds", self.timeout);
+        }
+        if !(1..=604_800).contains(&self.give_up_after) {
+            bail!("[webhooks] give_up_after = {}: use from 1 to 604800 seconds (a week)", self.give_up_after);
+        }
+        Ok(DeliverySettings {
+            timeout: std::time::Duration::from_secs(self.timeout),
+            give_up_after: std::time::Duration::from_secs(self.give_up_after),
+        })
+    }
+}
+
+/// The `[events]` table: how long, and how many, events the audit trail keeps (issue 35).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Days an event is kept (1 to 36,500).
+    pub max_age_days: u32,
+    /// Events kept at most, the newest (1,000 to 100,000,000).
+    pub max_count: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> EventsConfig {
+        let d = Retention::default();
+        EventsConfig { max_age_days: (d.max_age.as_secs() / 86_400) as u32, max_count: d.max_count }
+    }
+}
+
+impl EventsConfig {
+    /// The retention the store enforces, or why the table is wrong.
+    pub fn retention(&self) -> Result<Retention> {
+        if !(1..=36_500).contains(&self.max_age_days) {
+            bail!("[events] max_age_days = {}: use from 1 to 36500 days", self.max_age_days);
+        }
+        if !(1_000..=100_000_000).contains(&self.max_count) {
+            bail!("[events] max_count = {}: use from 1000 to 100000000 events", self.max_count);
+        }
+        Ok(Retention {
+            max_age: std::time::Duration::from_secs(u64::from(self.max_age_days) * 86_400),
+            max_count: self.max_count,
+        })
+    }
 }
 
 /// The `[health_checks]` table: how this node checks every instance address (issue 33).
@@ -206,6 +288,8 @@ impl Config {
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
         let config: Config = crate::toml_file::parse(&text, path).context("invalid config file")?;
         config.health_checks.settings().with_context(|| format!("invalid config file {}", path.display()))?;
+        config.events.retention().with_context(|| format!("invalid config file {}", path.display()))?;
+        config.webhooks.settings().with_context(|| format!("invalid config file {}", path.display()))?;
         for app in &config.applications {
             for address in &app.instances {
                 crate::wire::check_instance_address(address)

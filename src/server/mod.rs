@@ -70,6 +70,7 @@ pub use config::Config;
 use control::gateway::Gateway;
 use control::{api, auth, http};
 use data::workers;
+use state::store::audit::{self, Origin};
 pub use state::store::StoreAccess;
 use state::store::{self, Conflict, Store, StoreError};
 use state::{live, sync, table};
@@ -178,17 +179,26 @@ impl Server {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let new_org_id = format!("orga_{}", uuid::Uuid::new_v4());
-        let default_org =
-            patiently("default organisation", || store.ensure_org("default", &new_org_id)).await.map_err(
-                |e| anyhow::anyhow!("cannot set up the default organisation in {}: {e}", store.describe()),
-            )?;
+        let default_org = patiently("default organisation", || {
+            audit::acting(Origin::server(Some(node.clone())), store.ensure_org("default", &new_org_id))
+        })
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot set up the default organisation in {}: {e}", store.describe())
+        })?;
         let admin = admin_credential(&data_dir, &opts)?;
         // In a fleet each node has its own admin credential (`admin@NODE`), so a node's
         // restart never changes another's.
         let admin_id = if store_url.is_some() { format!("{ADMIN}@{node}") } else { ADMIN.to_owned() };
-        patiently("admin credential", || install_admin(store.as_ref(), &admin, &admin_id)).await.map_err(
-            |e| anyhow::anyhow!("cannot record the admin credential in {}: {e}", store.describe()),
-        )?;
+        store.set_retention(config.events.retention()?);
+        patiently("admin credential", || {
+            audit::acting(
+                Origin::server(Some(node.clone())),
+                install_admin(store.as_ref(), &admin, &admin_id),
+            )
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot record the admin credential in {}: {e}", store.describe()))?;
 
         let tls = match &opts.tls {
             Some((cert, key)) => Some(load_tls(cert, key).await?),
@@ -201,9 +211,13 @@ impl Server {
         live.configure_health_checks(config.health_checks.settings()?);
         let synced = follow_store(&store, &live, &node, opts.node_ttl, opts.public_bind).await?;
         let gateway = Arc::new(Gateway::new(synced.clone(), node.clone(), config.max_redirections_per_org));
-        patiently("config file's applications", || declare_apps(&gateway, &default_org.id, &config))
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Webhook deliveries: on the node that holds the role, reading the trail.
+        control::delivery::start(synced.clone(), node.clone(), config.webhooks.settings()?);
+        patiently("config file's applications", || {
+            audit::acting(Origin::config_file(&node), declare_apps(&gateway, &default_org.id, &config))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         let restored = synced.table().redirs.len();
         let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
         write_profile(&url, &admin, &data_dir);
@@ -626,7 +640,12 @@ impl Running {
         if let Ok(checks) = config.health_checks.settings() {
             self.gateway.synced().live().configure_health_checks(checks);
         }
-        if let Err(err) = declare_apps(&self.gateway, &self.default_org, &config).await {
+        if let Ok(retention) = config.events.retention() {
+            self.store.set_retention(retention);
+        }
+        let origin = Origin::config_file(self.gateway.node());
+        if let Err(err) = audit::acting(origin, declare_apps(&self.gateway, &self.default_org, &config)).await
+        {
             error!(error = format!("{err:#}"), "SIGHUP: cannot declare the config file's applications");
         }
         info!(file = %path.display(), namespaces = namespaces.len(), "SIGHUP: config reloaded; new connections get the new settings, open ones keep theirs");

@@ -12,11 +12,16 @@
 use serde::{Deserialize, Serialize};
 
 pub mod health;
+pub mod events;
 #[cfg(feature = "server")]
 mod patterns;
 pub mod settings;
 
 pub use health::{ApplicationPatch, CheckKind, HealthCheck, HealthCheckPatch};
+pub use events::{
+    Actor, AuditEvent, CreatedWebhook, DeliveryState, EventKind, EventPage, FailedDelivery, NewWebhook,
+    PendingDelivery, Webhook,
+};
 #[cfg(feature = "server")]
 pub use patterns::matches;
 pub use settings::{ProxyProtocol, RedirSettings, SettingsPatch};

@@ -13,6 +13,8 @@
 //! | `GET, POST …/applications/{app}/udpRedirs`, `DELETE, PATCH …/udpRedirs/{port}?namespace=NS` | the same for UDP |
 //! | `GET /v2/nodes` | the gateway nodes sharing the store, up or down |
 //! | `DELETE /v2/nodes/{node}` | forgets a node gone for good (admin) |
+//! | `GET /v2/organisations/{org}/events`, `GET /v2/events` | the audit trail ([`super::events`]) |
+//! | `GET, POST /v2/organisations/{org}/webhooks`, `DELETE …/webhooks/{id}` | webhooks ([`super::webhooks`]) |
 //! | `GET /`, `/console.js`, `/console.css` | the web console ([`super::console`]), no credential |
 //!
 //! This file only translates HTTP to [`Gateway`] calls and back; every error, including a
@@ -34,7 +36,12 @@ use utoipa_axum::routes;
 
 use super::auth::{self, Caller};
 use super::error::Error;
+use super::events::{__path_all_events, __path_org_events, all_events, org_events};
 use super::gateway::Gateway;
+use super::webhooks::{
+    __path_create_webhook, __path_list_webhooks, __path_remove_webhook, create_webhook, list_webhooks,
+    remove_webhook,
+};
 use crate::wire::{
     ApiError, Application, ApplicationPatch, Instance, IssuedToken, NewApplication, NewInstance,
     NewOrganisation, NewTcpRedir, NewTcpRedirBatch, NewTcpRedirItem, NewToken, Node, Organisation, Protocol,
@@ -294,7 +301,7 @@ mod contract {
 /// Every route is registered through [`routes!`], which also enters it in the OpenAPI
 /// document: a route cannot exist without being documented.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let auth = Arc::new(auth::Auth::new(gateway.synced().clone()));
+    let auth = Arc::new(auth::Auth::new(gateway.synced().clone(), gateway.node().to_owned()));
     let (routes, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(organisations, create_org))
         .routes(routes!(tokens, issue_token))
@@ -302,6 +309,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .routes(routes!(metrics))
         .routes(routes!(nodes))
         .routes(routes!(forget_node))
+        .routes(routes!(org_events))
+        .routes(routes!(all_events))
+        .routes(routes!(list_webhooks, create_webhook))
+        .routes(routes!(remove_webhook))
         .routes(routes!(namespaces))
         .routes(routes!(apps, create_app))
         .routes(routes!(app, remove_app, update_app))

@@ -10,6 +10,10 @@
 //! so no comparison runs over the token itself; a secret's hash is compared in constant
 //! time. Both are long random strings, for which a fast hash is the right tool (a password
 //! hash would only slow every call). Neither is ever logged.
+//!
+//! The middleware also sets the request's [`Origin`] for the audit trail: the credential's
+//! id and name (never its secret), the client's address and this node, so that every store
+//! write the request makes is recorded as theirs ([`crate::server::state::store::audit`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -25,8 +29,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::Error;
+use crate::server::state::store::audit::{self, Origin};
 use crate::server::state::sync::Synced;
 use crate::server::state::table::Table;
+use crate::wire::Actor;
 
 /// Who is calling: the server's admin, or a credential scoped to one organisation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,8 +104,9 @@ fn decode(text: &str) -> Option<String> {
     percent_encoding::percent_decode_str(text).decode_utf8().ok().map(|s| s.into_owned())
 }
 
-/// Checks the header against the node's copy of the credentials.
-pub fn authenticate(table: &Table, header: Option<&str>) -> Result<Caller, Error> {
+/// Checks the header against the node's copy of the credentials: who calls, and the
+/// credential's id and name for the audit trail.
+pub fn identify(table: &Table, header: Option<&str>) -> Result<(Caller, Actor), Error> {
     let presented = parse(header.ok_or_else(Error::no_credentials)?).ok_or_else(Error::bad_credentials)?;
     let (token, secret) = match &presented {
         Presented::Bearer(token) => (token, None),
@@ -113,7 +120,8 @@ pub fn authenticate(table: &Table, header: Option<&str>) -> Result<Caller, Error
             secret.as_ref().is_none_or(|s| bool::from(s.as_bytes().ct_eq(row.secret_hash.as_bytes())))
         })
         .ok_or_else(Error::bad_credentials)?;
-    Ok(row.info.owner_id.clone().map_or(Caller::Admin, Caller::Org))
+    let actor = Actor { id: Some(row.info.id.clone()), name: row.info.name.clone() };
+    Ok((row.info.owner_id.clone().map_or(Caller::Admin, Caller::Org), actor))
 }
 
 /// Failed authentications tolerated from one address before it is slowed down.
@@ -143,12 +151,14 @@ fn prefix(ip: IpAddr) -> IpAddr {
 pub struct Auth {
     synced: Arc<Synced>,
     brake: Brake,
+    /// This node's name, for the audit trail.
+    node: String,
 }
 
 impl Auth {
-    /// Checks credentials against the node's copy of the table.
-    pub fn new(synced: Arc<Synced>) -> Auth {
-        Auth { synced, brake: Brake::default() }
+    /// Checks credentials against the node's copy of the table, on the node `node`.
+    pub fn new(synced: Arc<Synced>, node: String) -> Auth {
+        Auth { synced, brake: Brake::default(), node }
     }
 }
 
@@ -217,11 +227,11 @@ pub async fn require(
         return Err(Error::slow_down(wait));
     }
     let header = request.headers().get(AUTHORIZATION).map(|v| v.to_str().unwrap_or("").to_owned());
-    let mut result = authenticate(&auth.synced.table(), header.as_deref());
+    let mut result = identify(&auth.synced.table(), header.as_deref());
     if result.as_ref().is_err_and(|e| e.id == Error::bad_credentials().id) {
         // Issued through another node a moment ago? Wait briefly for the watch to bring it,
         // without asking the store: a wrong credential must cost no store round trip.
-        let again = auth.synced.look_again(|table| authenticate(table, header.as_deref()).ok()).await;
+        let again = auth.synced.look_again(|table| identify(table, header.as_deref()).ok()).await;
         if let Some(caller) = again {
             result = Ok(caller);
         }
@@ -230,8 +240,10 @@ pub async fn require(
         // Only a wrong credential is a guess; a request without one is not.
         auth.brake.record(ip, result.as_ref().is_err_and(|e| e.id == Error::bad_credentials().id));
     }
-    request.extensions_mut().insert(result?);
-    Ok(next.run(request).await)
+    let (caller, actor) = result?;
+    request.extensions_mut().insert(caller);
+    let origin = Origin { actor, client: ip.map(|ip| ip.to_string()), node: Some(auth.node.clone()) };
+    Ok(audit::acting(origin, next.run(request)).await)
 }
 
 #[cfg(test)]

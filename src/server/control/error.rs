@@ -217,6 +217,33 @@ impl Error {
         )
     }
 
+    /// A webhook the caller's organisation does not have.
+    pub fn unknown_webhook(id: &str) -> Error {
+        Error::new(
+            StatusCode::NOT_FOUND,
+            4047,
+            format!("no webhook `{id}` in this organisation: `GET …/webhooks` (`tcp-redirs webhooks list`) lists them"),
+        )
+    }
+
+    /// A webhook URL the server will not post to.
+    pub fn bad_webhook_url(url: &str, why: &str) -> Error {
+        Error::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            4225,
+            format!("webhook URL `{url}`: {why}; give https://HOST/PATH, or http:// to a loopback address (127.0.0.1, [::1], localhost)"),
+        )
+    }
+
+    /// An organisation that holds as many webhooks as it may.
+    pub fn webhook_limit(limit: usize) -> Error {
+        Error::new(
+            StatusCode::CONFLICT,
+            4098,
+            format!("the organisation has {limit} webhooks, the most it may: remove one first (`tcp-redirs webhooks remove ID`)"),
+        )
+    }
+
     /// A node that cannot be forgotten: its lease holds.
     pub fn node_alive(name: &str) -> Error {
         Error::new(

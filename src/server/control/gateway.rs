@@ -58,6 +58,11 @@ impl Gateway {
         self.synced.live().metrics_text()
     }
 
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// The node's copy of the table.
     pub fn synced(&self) -> &Arc<Synced> {
         &self.synced

@@ -11,8 +11,11 @@
 pub(super) mod api;
 pub(super) mod auth;
 mod console;
+pub(super) mod delivery;
 mod error;
+pub(super) mod events;
 pub(super) mod gateway;
 pub(super) mod http;
 mod present;
 pub(super) mod validate;
+mod webhooks;

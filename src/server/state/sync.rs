@@ -94,6 +94,12 @@ impl Synced {
         tokio::time::timeout(limit, applied.wait_for(|&r| r >= revision)).await.is_ok_and(|r| r.is_ok())
     }
 
+    /// The revision the table has caught up with, as it moves: what a reader that waits for
+    /// the next change (the audit trail's long poll) watches.
+    pub fn applied(&self) -> watch::Receiver<Revision> {
+        self.applied.subscribe()
+    }
+
     /// Waits until `until` holds of the table, checking after each applied change; `false` after `limit`.
     pub async fn wait_table(&self, limit: Duration, until: impl Fn(&Table) -> bool) -> bool {
         let mut applied = self.applied.subscribe();

@@ -28,7 +28,10 @@
     rows: new Map(), // namespace -> { busy, confirm, error }
     history: new Map(), // "app|namespace|port" -> [{ t, bytes, open }]
     deleteApp: { confirm: false, busy: false },
+    changes: [], // the application's latest events, newest first
   };
+  /** How many of an application's latest changes the page lists. */
+  const CHANGES = 10;
 
   // ---------------------------------------------------------------------------------------
   // DOM helpers: text only
@@ -474,6 +477,7 @@
         api('GET', `${orgPath(org)}/namespaces`),
         api('GET', `${appPath(org, app)}/tcpRedirs`),
         api('GET', `${appPath(org, app)}/udpRedirs`),
+        api('GET', `${orgPath(org)}/events?app=${encodeURIComponent(app)}&limit=${CHANGES}`),
       ]);
     } catch (err) {
       if (generation === state.generation && err instanceof ApiError && err.status === 404) {
@@ -484,7 +488,8 @@
       throw err;
     }
     if (generation !== state.generation) return;
-    const [application, namespaces, tcp, udp] = answers;
+    const [application, namespaces, tcp, udp, changes] = answers;
+    state.changes = (changes && changes.events) || [];
     state.app = application;
     state.namespaces = namespaces || [];
     state.redirs = (tcp || []).concat(udp || []);
@@ -566,7 +571,25 @@
       input.value = formatInstances(app.instances);
       input.setAttribute('data-app', app.id);
     }
+    renderChanges();
     renderDeleteApp();
+  }
+
+  /** The application's latest changes, from the audit trail: when, what, who, from where. */
+  function renderChanges() {
+    const lines = (state.changes || []).map((e) => {
+      const record = e.after || e.before || {};
+      let what = '';
+      if (e.kind.startsWith('redirection.')) {
+        what = ` ${record.protocol === 'udp' ? 'UDP' : 'TCP'} port ${record.port} in ${record.namespace}`;
+      } else if (e.kind === 'application.instances') {
+        what = `: ${formatInstances(record.instances) || 'none'}`;
+      }
+      const when = new Date(e.at).toISOString().replace('T', ' ').slice(0, 19);
+      const from = e.client ? ` from ${e.client}` : '';
+      return el('li', { text: `${when} UTC · ${e.kind}${what} · by ${e.actor.name}${from}` });
+    });
+    replaceKeepingFocus($('changes'), lines.length ? lines : [el('li', { class: 'hint', text: 'No change recorded.' })]);
   }
 
   function renderRows() {

@@ -11,7 +11,7 @@ use crate::wire::{Application, CheckKind, HealthCheck, Instance, Organisation, P
 
 #[cfg(feature = "etcd")]
 #[path = "../../../../tests/common/etcd.rs"]
-mod harness;
+pub(super) mod harness;
 
 fn org(name: &str) -> Organisation {
     Organisation { id: format!("orga_{name}"), name: name.into() }

@@ -16,6 +16,9 @@
 //! | `nodes/{name}`, `alive/{name}` | a node's state; its liveness, bound to its lease |
 //! | `applied/{name}` | the revision of `nodes/{name}`, 20 digits, so that etcd compares it |
 //! | `quarantine/{ns}/{port}`, `udpquarantine/…` | a port a removal freed: the application that held it |
+//! | `events/{ms}-{random}-{place}` | the audit trail (see below) |
+//! | `webhooks/{id}` | a webhook with its secret and delivery state ([`super::webhook`]) |
+//! | `roles/{role}` | which node holds a role (`webhooks`: the one that delivers), and until when |
 //!
 //! Every write is one transaction whose comparisons carry its preconditions: a port is
 //! claimed only if `redirs/{ns}/{port}` and `appns/{app}/{ns}` have create revision 0 and
@@ -32,6 +35,13 @@
 //! The application that freed the port compares the quarantine alone and takes it back.
 //! A node cut off from etcd cannot publish `applied/`, so no port it may still forward to
 //! an application is given to another until it is back, or forgotten (`forget_node`).
+//!
+//! **Audit trail** (issue 35). Each change's transaction also puts its events, as
+//! `events/{milliseconds, 13 digits}-{random}-{place}`: the key sorts by time (what the
+//! retention deletes by range), and an event's id is its mod revision (the transaction's)
+//! times [`audit::ETCD_ID_SCALE`] plus its place in the transaction, so ids grow across
+//! every node. The snapshot skips the `events/` range; each node's lease loop also sweeps
+//! the range by the retention (idempotent: several nodes deleting the same keys agree).
 //!
 //! Leases only mark nodes alive: no redirection is bound to one, so a lease that expires
 //! (a node dies, or loses etcd for longer than its TTL) never removes a redirection.
@@ -53,11 +63,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::audit::{self, Entry, EventQuery, Retention};
+use super::webhook::{RoleHolder, WebhookRecord};
 use super::{
     Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Quarantine, Record, RedirKey, RedirRow,
     Revision, Snapshot, Store, StoreAccess, StoreError, StoreResult, TokenRecord,
 };
-use crate::wire::{Application, HealthCheck, Instance, Organisation, Protocol};
+use crate::wire::{
+    Application, AuditEvent, DeliveryState, EventKind, HealthCheck, Instance, Organisation, Protocol, TokenInfo,
+};
 
 /// How many times a write whose only failed comparison was a counter is tried again.
 const RETRIES: usize = 32;
@@ -78,6 +92,8 @@ const SNAPSHOT_PAGE: i64 = 10_000;
 /// The largest answer this node decodes (a snapshot's page, a watch's batch of events):
 /// gRPC's default of 4 MiB would refuse a page of records that carry long access lists.
 const MAX_ANSWER: usize = 256 << 20;
+/// How often each node deletes the audit trail's events past the retention.
+const EVENT_SWEEP: Duration = Duration::from_secs(60);
 /// How many times a snapshot overtaken by a compaction is read again.
 const SNAPSHOT_TRIES: usize = 3;
 
@@ -110,6 +126,8 @@ pub struct Etcd {
     /// organisation on one node would otherwise retry each other's transactions, 503 after
     /// [`RETRIES`]).
     org_turns: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// How long, and how many, events the trail keeps (each node's sweep enforces it).
+    retention: Arc<std::sync::Mutex<Retention>>,
 }
 
 impl Etcd {
@@ -174,6 +192,7 @@ impl Etcd {
             endpoints: hosts.to_owned(),
             prefix: format!("{prefix}/"),
             org_turns: Default::default(),
+            retention: Default::default(),
         };
         etcd.check_rights().await.map_err(etcd_at)?;
         Ok(etcd)
@@ -216,11 +235,16 @@ impl Etcd {
             }
             let kvs = page.take_kvs();
             records.extend(kvs.iter().filter_map(|kv| self.decode(kv)));
+            let events = self.key(&["events", ""]).into_bytes();
             match kvs.last() {
                 Some(last) if page.more() => {
-                    // The next key after the last one read.
+                    // The next key after the last one read; the audit trail is no part of
+                    // the table: a page that reaches into it skips the rest of it.
                     from = last.key().to_vec();
                     from.push(0);
+                    if from.starts_with(&events) {
+                        from = self.key(&["events0"]).into_bytes();
+                    }
                 }
                 _ => return Ok(Snapshot { revision, records }),
             }
@@ -507,6 +531,46 @@ fn again(err: &StoreError) -> StoreError {
 }
 
 impl Etcd {
+    /// The puts that record `entries` in the transaction that makes their change, with the
+    /// calling task's origin ([`audit::current`]).
+    fn event_ops(&self, entries: Vec<Entry>) -> StoreResult<Vec<TxnOp>> {
+        let origin = audit::current();
+        let at = audit::now_ms();
+        let batch = uuid::Uuid::new_v4().simple().to_string();
+        let mut ops = Vec::with_capacity(entries.len());
+        for (place, entry) in entries.into_iter().enumerate() {
+            // The stored id is the place; the reader adds the mod revision's part.
+            let event = entry.event(place as i64, at, &origin);
+            let key = self.key(&["events", &format!("{at:013}-{batch}-{place:04}")]);
+            ops.push(TxnOp::put(key, json(&event)?, None));
+        }
+        Ok(ops)
+    }
+
+    /// Deletes the events the retention no longer keeps: older than its age, then the
+    /// oldest beyond its count.
+    pub(super) async fn sweep_events(&self) -> Result<(), etcd_client::Error> {
+        let retention = *self.retention.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kv = self.client.kv_client();
+        let from = self.key(&["events", ""]);
+        let age = i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = self.key(&["events", &format!("{:013}", audit::now_ms().saturating_sub(age).max(0))]);
+        kv.delete(from.as_str(), Some(etcd_client::DeleteOptions::new().with_range(cutoff))).await?;
+        let count =
+            kv.get(from.as_str(), Some(GetOptions::new().with_prefix().with_count_only())).await?.count();
+        let excess = count.saturating_sub(i64::try_from(retention.max_count).unwrap_or(i64::MAX));
+        if excess > 0 {
+            let options = GetOptions::new().with_prefix().with_keys_only().with_limit(excess);
+            let oldest = kv.get(from.as_str(), Some(options)).await?;
+            if let Some(last) = oldest.kvs().last() {
+                let mut end = last.key().to_vec();
+                end.push(0);
+                kv.delete(from.as_str(), Some(etcd_client::DeleteOptions::new().with_range(end))).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Claims the rows `chunk` indexes in one transaction, retried without the rows that
     /// conflict; sets their outcomes. Whether any row was claimed; an `Err` leaves the
     /// outcomes of `chunk`'s remaining rows unset.
@@ -609,6 +673,22 @@ impl Etcd {
         }
         compares.push(Compare::mod_revision(quota_key.as_str(), CompareOp::Equal, counter_revision));
         puts.push(TxnOp::put(quota_key.as_str(), (count + chunk.len() as u64).to_string(), None));
+        // At most 3 operations per row and the counter above, and one event per row: 121
+        // for a chunk of 30, under etcd's 128.
+        let entries = chunk
+            .iter()
+            .map(|&i| {
+                let row = &rows[i];
+                Entry::new(
+                    EventKind::RedirectionAdded,
+                    Some(org_id),
+                    Some(&row.app_id),
+                    None::<&()>,
+                    Some(row),
+                )
+            })
+            .collect();
+        puts.extend(self.event_ops(entries)?);
         Ok((Txn::new().when(compares).and_then(puts).or_else(gets), apps))
     }
 
@@ -797,6 +877,7 @@ impl Store for Etcd {
             endpoints: self.endpoints.clone(),
             prefix: self.prefix.clone(),
             org_turns: Default::default(),
+            retention: Default::default(),
         };
         tokio::spawn(async move {
             let mut pending = Some(first);
@@ -917,12 +998,20 @@ impl Store for Etcd {
     async fn ensure_org(&self, name: &str, id: &str) -> StoreResult<Organisation> {
         let org = Organisation { id: id.to_owned(), name: name.to_owned() };
         let name_key = self.key(&["orgnames", name]);
+        let mut ops = vec![
+            TxnOp::put(name_key.as_str(), id, None),
+            TxnOp::put(self.key(&["orgs", id]), json(&org)?, None),
+        ];
+        ops.extend(self.event_ops(vec![Entry::new(
+            EventKind::OrganisationCreated,
+            Some(id),
+            None,
+            None::<&()>,
+            Some(&org),
+        )])?);
         let txn = Txn::new()
             .when([Compare::create_revision(name_key.as_str(), CompareOp::Equal, 0)])
-            .and_then([
-                TxnOp::put(name_key.as_str(), id, None),
-                TxnOp::put(self.key(&["orgs", id]), json(&org)?, None),
-            ])
+            .and_then(ops)
             .or_else([TxnOp::get(name_key.as_str(), None)]);
         match self.txn(txn).await? {
             Ok(_) => Ok(org),
@@ -943,11 +1032,19 @@ impl Store for Etcd {
 
     async fn create_org(&self, org: &Organisation) -> StoreResult<Revision> {
         let name_key = self.key(&["orgnames", &org.name]);
+        let mut ops = vec![
+            TxnOp::put(name_key.as_str(), org.id.as_str(), None),
+            TxnOp::put(self.key(&["orgs", &org.id]), json(org)?, None),
+        ];
+        ops.extend(self.event_ops(vec![Entry::new(
+            EventKind::OrganisationCreated,
+            Some(&org.id),
+            None,
+            None::<&()>,
+            Some(org),
+        )])?);
         let txn =
-            Txn::new().when([Compare::create_revision(name_key.as_str(), CompareOp::Equal, 0)]).and_then([
-                TxnOp::put(name_key.as_str(), org.id.as_str(), None),
-                TxnOp::put(self.key(&["orgs", &org.id]), json(org)?, None),
-            ]);
+            Txn::new().when([Compare::create_revision(name_key.as_str(), CompareOp::Equal, 0)]).and_then(ops);
         self.txn(txn).await?.map_err(|_| StoreError::Conflict(Conflict::OrgName))
     }
 
@@ -959,10 +1056,21 @@ impl Store for Etcd {
                 Compare::create_revision(name_key.as_str(), CompareOp::Equal, 0),
                 Compare::create_revision(org_key.as_str(), CompareOp::Greater, 0),
             ])
-            .and_then([
-                TxnOp::put(name_key.as_str(), app.id.as_str(), None),
-                TxnOp::put(self.key(&["apps", &app.id]), json(app)?, None),
-            ])
+            .and_then(
+                [
+                    TxnOp::put(name_key.as_str(), app.id.as_str(), None),
+                    TxnOp::put(self.key(&["apps", &app.id]), json(app)?, None),
+                ]
+                .into_iter()
+                .chain(self.event_ops(vec![Entry::new(
+                    EventKind::ApplicationCreated,
+                    Some(&app.owner_id),
+                    Some(&app.id),
+                    None::<&()>,
+                    Some(app),
+                )])?)
+                .collect::<Vec<_>>(),
+            )
             .or_else([TxnOp::get(name_key.as_str(), None)]);
         match self.txn(txn).await? {
             Ok(revision) => Ok(revision),
@@ -976,10 +1084,19 @@ impl Store for Etcd {
         for _ in 0..RETRIES {
             let kv = self.get(&key).await?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
             let mut app: Application = serde_json::from_slice(kv.value())?;
+            let before = app.clone();
             app.instances = list.to_vec();
+            let mut ops = vec![TxnOp::put(key.as_str(), json(&app)?, None)];
+            ops.extend(self.event_ops(vec![Entry::new(
+                EventKind::ApplicationInstances,
+                Some(&app.owner_id),
+                Some(app_id),
+                Some(&before),
+                Some(&app),
+            )])?);
             let txn = Txn::new()
                 .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
-                .and_then([TxnOp::put(key.as_str(), json(&app)?, None)]);
+                .and_then(ops);
             if let Ok(revision) = self.txn(txn).await? {
                 return Ok(revision);
             }
@@ -992,10 +1109,19 @@ impl Store for Etcd {
         for _ in 0..RETRIES {
             let kv = self.get(&key).await?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
             let mut app: Application = serde_json::from_slice(kv.value())?;
+            let before = app.clone();
             app.health_check = check.clone();
+            let mut ops = vec![TxnOp::put(key.as_str(), json(&app)?, None)];
+            ops.extend(self.event_ops(vec![Entry::new(
+                EventKind::ApplicationHealthCheck,
+                Some(&app.owner_id),
+                Some(app_id),
+                Some(&before),
+                Some(&app),
+            )])?);
             let txn = Txn::new()
                 .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
-                .and_then([TxnOp::put(key.as_str(), json(&app)?, None)]);
+                .and_then(ops);
             if let Ok(revision) = self.txn(txn).await? {
                 return Ok(revision);
             }
@@ -1027,6 +1153,7 @@ impl Store for Etcd {
                     ));
                 }
             }
+            let mut entries = Vec::new();
             for (protocol, kv) in &held {
                 let namespace =
                     String::from_utf8_lossy(kv.key()).rsplit('/').next().unwrap_or_default().to_owned();
@@ -1045,8 +1172,23 @@ impl Store for Etcd {
                         revision: 0,
                     };
                     ops.push(self.quarantine_op(&row)?);
+                    entries.push(Entry::new(
+                        EventKind::RedirectionRemoved,
+                        Some(&app.owner_id),
+                        Some(app_id),
+                        Some(&row),
+                        None::<&()>,
+                    ));
                 }
             }
+            entries.push(Entry::new(
+                EventKind::ApplicationRemoved,
+                Some(&app.owner_id),
+                Some(app_id),
+                Some(&app),
+                None::<&()>,
+            ));
+            ops.extend(self.event_ops(entries)?);
             if !held.is_empty() {
                 ops.push(TxnOp::put(
                     quota_key.as_str(),
@@ -1129,13 +1271,28 @@ impl Store for Etcd {
                     Compare::value(appns_key.as_str(), CompareOp::Equal, port.as_str()),
                     Compare::mod_revision(quota_key.as_str(), CompareOp::Equal, counter_revision),
                 ])
-                .and_then([
-                    TxnOp::delete(redir_key.as_str(), None),
-                    TxnOp::delete(appns_key.as_str(), None),
-                    TxnOp::put(quota_key.as_str(), count.saturating_sub(1).to_string(), None),
-                    TxnOp::put(self.prev_key(&row.app_id, &row.namespace, row.protocol), port.as_str(), None),
-                    self.quarantine_op(row)?,
-                ])
+                .and_then(
+                    [
+                        TxnOp::delete(redir_key.as_str(), None),
+                        TxnOp::delete(appns_key.as_str(), None),
+                        TxnOp::put(quota_key.as_str(), count.saturating_sub(1).to_string(), None),
+                        TxnOp::put(
+                            self.prev_key(&row.app_id, &row.namespace, row.protocol),
+                            port.as_str(),
+                            None,
+                        ),
+                        self.quarantine_op(row)?,
+                    ]
+                    .into_iter()
+                    .chain(self.event_ops(vec![Entry::new(
+                        EventKind::RedirectionRemoved,
+                        Some(org_id),
+                        Some(&row.app_id),
+                        Some(row),
+                        None::<&()>,
+                    )])?)
+                    .collect::<Vec<_>>(),
+                )
                 .or_else([TxnOp::get(appns_key.as_str(), None)]);
             match self.txn(txn).await? {
                 Ok(revision) => return Ok(revision),
@@ -1154,13 +1311,32 @@ impl Store for Etcd {
         let redir_key = self.redir_key(&row.namespace, row.protocol, row.port);
         let appns_key = self.appns_key(&row.app_id, &row.namespace, row.protocol);
         let port = row.port.to_string();
+        // For the audit trail: the row as it was, and its application's organisation, read
+        // just before (the transaction below compares ownership, not these values).
+        let read = self
+            .read_txn(vec![
+                TxnOp::get(redir_key.as_str(), None),
+                TxnOp::get(self.key(&["apps", &row.app_id]), None),
+            ])
+            .await?;
+        let answers = read.op_responses();
+        let before = found(&answers, 0).and_then(|kv| serde_json::from_slice::<RedirRow>(kv.value()).ok());
+        let org = found(&answers, 1).and_then(|kv| serde_json::from_slice::<Application>(kv.value()).ok());
+        let mut ops = vec![TxnOp::put(redir_key.as_str(), json(row)?, None)];
+        ops.extend(self.event_ops(vec![Entry::new(
+            EventKind::RedirectionUpdated,
+            org.as_ref().map(|a| a.owner_id.as_str()),
+            Some(&row.app_id),
+            before.as_ref(),
+            Some(row),
+        )])?);
         // The application's index says it holds this port: the row is its, and stays so.
         let txn = Txn::new()
             .when([
                 Compare::value(appns_key.as_str(), CompareOp::Equal, port.as_str()),
                 Compare::create_revision(redir_key.as_str(), CompareOp::Greater, 0),
             ])
-            .and_then([TxnOp::put(redir_key.as_str(), json(row)?, None)]);
+            .and_then(ops);
         match self.txn(txn).await? {
             Ok(revision) => Ok(revision),
             Err(_) => Err(StoreError::Conflict(Conflict::NotFound)),
@@ -1185,14 +1361,18 @@ impl Store for Etcd {
     }
 
     async fn put_token(&self, token: &TokenRecord) -> StoreResult<Revision> {
-        let kv = self.leader_required.kv_client();
         let (key, value) = (self.key(&["tokens", &token.info.id]), json(token)?);
-        let call = || {
-            let (mut kv, key, value) = (kv.clone(), key.clone(), value.clone());
-            async move { kv.put(key, value, None).await }
-        };
-        let response = self.led(call).await.map_err(|e| self.unavailable(e))?;
-        Ok(response.header().map_or(0, |h| h.revision()))
+        let info = &token.info;
+        let mut ops = vec![TxnOp::put(key, value, None)];
+        ops.extend(self.event_ops(vec![Entry::new(
+            EventKind::TokenIssued,
+            info.owner_id.as_deref(),
+            None,
+            None::<&()>,
+            Some(info),
+        )])?);
+        // No comparison: it always succeeds.
+        Ok(self.txn(Txn::new().and_then(ops)).await?.unwrap_or(0))
     }
 
     async fn revoke_token(&self, org_id: Option<&str>, id: &str) -> StoreResult<Revision> {
@@ -1202,9 +1382,18 @@ impl Store for Etcd {
         if token.info.owner_id.as_deref() != org_id {
             return Err(StoreError::Conflict(Conflict::NotFound));
         }
+        let mut ops = vec![TxnOp::delete(key.as_str(), None)];
+        let info: &TokenInfo = &token.info;
+        ops.extend(self.event_ops(vec![Entry::new(
+            EventKind::TokenRevoked,
+            org_id,
+            None,
+            Some(info),
+            None::<&()>,
+        )])?);
         let txn = Txn::new()
             .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
-            .and_then([TxnOp::delete(key.as_str(), None)]);
+            .and_then(ops);
         self.txn(txn).await?.map_err(|_| StoreError::Conflict(Conflict::NotFound))
     }
 
@@ -1261,12 +1450,170 @@ impl Store for Etcd {
             ttl: ttl.as_secs().max(1) as i64,
             endpoints: self.endpoints.clone(),
         };
+        let stop_lease = stop.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = lease.run() => {}
-                _ = stop.cancelled() => {}
+                _ = stop_lease.cancelled() => {}
             }
         });
+        // The audit trail's retention, swept by every node while it runs.
+        let sweeper = Etcd {
+            client: self.client.clone(),
+            leader_required: self.leader_required.clone(),
+            leaderless: self.leaderless.clone(),
+            endpoints: self.endpoints.clone(),
+            prefix: self.prefix.clone(),
+            org_turns: Default::default(),
+            retention: self.retention.clone(),
+        };
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(EVENT_SWEEP);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                if let Err(error) = sweeper.sweep_events().await {
+                    debug!(%error, "cannot sweep the audit trail now; trying again later");
+                }
+            }
+        });
+    }
+
+    async fn create_webhook(&self, hook: &WebhookRecord) -> StoreResult<()> {
+        let key = self.key(&["webhooks", &hook.info.id]);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.as_str(), json(hook)?, None)]);
+        self.txn(txn).await?.map(drop).map_err(|_| StoreError::Other(anyhow::anyhow!("webhook id taken")))
+    }
+
+    async fn remove_webhook(&self, org_id: &str, id: &str) -> StoreResult<WebhookRecord> {
+        let key = self.key(&["webhooks", id]);
+        let kv = self.get(&key).await?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
+        let record: WebhookRecord = serde_json::from_slice(kv.value())?;
+        if record.info.owner_id != org_id {
+            return Err(StoreError::Conflict(Conflict::NotFound));
+        }
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Greater, 0)])
+            .and_then([TxnOp::delete(key.as_str(), None)]);
+        self.txn(txn).await?.map_err(|_| StoreError::Conflict(Conflict::NotFound))?;
+        Ok(record)
+    }
+
+    async fn webhooks(&self) -> StoreResult<Vec<WebhookRecord>> {
+        let kvs = self.get_prefix(&self.key(&["webhooks", ""])).await?;
+        Ok(kvs.iter().filter_map(|kv| serde_json::from_slice(kv.value()).ok()).collect())
+    }
+
+    async fn save_delivery(&self, id: &str, delivery: &DeliveryState) -> StoreResult<()> {
+        let key = self.key(&["webhooks", id]);
+        for _ in 0..RETRIES {
+            let kv = self.get(&key).await?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
+            let mut record: WebhookRecord = serde_json::from_slice(kv.value())?;
+            record.info.delivery = delivery.clone();
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
+                .and_then([TxnOp::put(key.as_str(), json(&record)?, None)]);
+            if self.txn(txn).await?.is_ok() {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable("etcd: the webhook kept changing; try again".into()))
+    }
+
+    async fn hold_role(&self, role: &str, node: &str, ttl: Duration) -> StoreResult<bool> {
+        let key = self.key(&["roles", role]);
+        let now = audit::now_ms();
+        let until = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let mine = json(&RoleHolder { node: node.to_owned(), until })?;
+        let condition = match self.get(&key).await? {
+            None => Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+            Some(kv) => {
+                let holder: Option<RoleHolder> = serde_json::from_slice(kv.value()).ok();
+                if holder.is_some_and(|h| h.node != node && h.until > now) {
+                    return Ok(false);
+                }
+                Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())
+            }
+        };
+        // Taken or renewed only if nobody moved it since it was read.
+        let txn = Txn::new().when([condition]).and_then([TxnOp::put(key.as_str(), mine, None)]);
+        Ok(self.txn(txn).await?.is_ok())
+    }
+
+    fn set_retention(&self, retention: Retention) {
+        *self.retention.lock().unwrap_or_else(|p| p.into_inner()) = retention;
+    }
+
+    async fn events(&self, query: &EventQuery) -> StoreResult<Vec<AuditEvent>> {
+        use etcd_client::{SortOrder, SortTarget};
+        let prefix = self.key(&["events", ""]);
+        let forward = query.after.is_some();
+        // The cursor in revisions: an id is its revision times the scale plus its place.
+        let (mut min, mut max) = match (query.after, query.before) {
+            (Some(after), _) => (after.div_euclid(audit::ETCD_ID_SCALE), 0),
+            (None, Some(before)) => (0, before.div_euclid(audit::ETCD_ID_SCALE)),
+            (None, None) => (0, 0),
+        };
+        let page = i64::try_from(query.limit.max(64) * 2).unwrap_or(i64::MAX);
+        let mut seen = HashSet::new();
+        let mut events = Vec::new();
+        let kv = self.leader_required.kv_client();
+        loop {
+            let order = if forward { SortOrder::Ascend } else { SortOrder::Descend };
+            let mut options =
+                GetOptions::new().with_prefix().with_sort(SortTarget::Mod, order).with_limit(page);
+            if min > 0 {
+                options = options.with_min_mod_revision(min);
+            }
+            if max > 0 {
+                options = options.with_max_mod_revision(max);
+            }
+            let call = || {
+                let (mut kv, prefix, options) = (kv.clone(), prefix.clone(), options.clone());
+                async move { kv.get(prefix, Some(options)).await }
+            };
+            let response = self.led(call).await.map_err(|e| self.unavailable(e))?;
+            let mut batch: Vec<AuditEvent> = Vec::new();
+            for kv in response.kvs() {
+                let Ok(stored) = serde_json::from_slice::<AuditEvent>(kv.value()) else { continue };
+                let id = kv.mod_revision() * audit::ETCD_ID_SCALE + stored.id;
+                batch.push(AuditEvent { id, ..stored });
+            }
+            // One revision's events in their places, in the direction asked.
+            batch.sort_by_key(|e| if forward { e.id } else { -e.id });
+            let last_revision = response.kvs().last().map(|kv| kv.mod_revision());
+            for event in batch {
+                let past_cursor = match (query.after, query.before) {
+                    (Some(after), _) => event.id > after,
+                    (None, Some(before)) => event.id < before,
+                    (None, None) => true,
+                };
+                if past_cursor && query.admits(&event) && seen.insert(event.id) && events.len() < query.limit
+                {
+                    events.push(event);
+                }
+            }
+            let Some(last_revision) = last_revision else { break };
+            if events.len() >= query.limit || !response.more() {
+                break;
+            }
+            // The next page from the last revision read (again: a page may end inside one).
+            let moved = if forward { min != last_revision } else { max != last_revision };
+            if forward {
+                min = if moved { last_revision } else { last_revision + 1 };
+            } else {
+                max = if moved { last_revision } else { last_revision - 1 };
+                if max <= 0 {
+                    break;
+                }
+            }
+        }
+        events.sort_by_key(|e| if forward { e.id } else { -e.id });
+        Ok(events)
     }
 }
 

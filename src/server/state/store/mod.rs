@@ -15,9 +15,11 @@
 //! ports one way only, whichever node made it. Both backends keep the same contract, which
 //! the tests at the bottom of this file run against each.
 
+pub mod audit;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod sqlite;
+pub mod webhook;
 
 use std::fmt;
 
@@ -25,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::wire::{Application, AuditEvent, HealthCheck, Instance, Organisation, Protocol, TokenInfo};
 use crate::wire::RedirSettings;
-use crate::wire::{Application, HealthCheck, Instance, Organisation, Protocol, TokenInfo};
 
 /// A store revision: every committed write has a higher one than the writes before it.
 pub type Revision = i64;
@@ -500,7 +502,25 @@ pub trait Store: Send + Sync {
     /// cannot be reached is tried again until it answers, and a mark that lapsed meanwhile
     /// is made again; the mark disappears `ttl` after the node stops renewing it.
     async fn keep_alive(&self, node: &str, ttl: std::time::Duration, stop: CancellationToken);
+    /// Sets how long, and how many, events the audit trail keeps ([`audit::Retention`]).
+    fn set_retention(&self, retention: audit::Retention);
+    /// The audit trail's events that `query` asks for: newest first, or oldest first after
+    /// `query.after` ([`audit`]).
+    async fn events(&self, query: &audit::EventQuery) -> StoreResult<Vec<AuditEvent>>;
+    /// Registers a webhook ([`webhook`]).
+    async fn create_webhook(&self, hook: &webhook::WebhookRecord) -> StoreResult<()>;
+    /// Removes the webhook `id` of `org_id`: the record as it was, or [`Conflict::NotFound`].
+    async fn remove_webhook(&self, org_id: &str, id: &str) -> StoreResult<webhook::WebhookRecord>;
+    /// Every webhook of every organisation, with its delivery state.
+    async fn webhooks(&self) -> StoreResult<Vec<webhook::WebhookRecord>>;
+    /// Saves where the webhook `id`'s deliveries stand; [`Conflict::NotFound`] when it is gone.
+    async fn save_delivery(&self, id: &str, delivery: &crate::wire::DeliveryState) -> StoreResult<()>;
+    /// Takes the role `role` for `node` until `ttl` from now when it is free, expired or
+    /// already `node`'s; whether `node` holds it (SQLite: always, it is the only node).
+    async fn hold_role(&self, role: &str, node: &str, ttl: std::time::Duration) -> StoreResult<bool>;
 }
 
+#[cfg(test)]
+mod audit_contract;
 #[cfg(test)]
 mod contract;

@@ -14,12 +14,19 @@
 //! Namespace definitions, node descriptions and liveness only live in memory here: a
 //! single server has its namespaces from its config and is its own only node.
 //!
+//! The audit trail ([`super::audit`]) is the `events` table: each write's store method
+//! notes what it changed ([`note`]), and [`Sqlite::write`] inserts those events, with the
+//! calling task's origin, in the write's own transaction, then deletes what the retention
+//! no longer keeps (two indexed range deletes, usually of nothing). The table is an addition
+//! that an older build ignores, so it is created when missing rather than by a new schema.
+//!
 //! Revisions grow across restarts: the file keeps a ceiling (`meta.revision_ceiling`)
 //! above every revision handed out, raised by [`CEILING_STEP`] in the same transaction as
 //! the write that reaches it (a change that lives in memory raises it with a write of its
 //! own, once per [`CEILING_STEP`]), and a reopened store starts from it. Nothing that takes
 //! the lock runs on an async worker: it may be held by a commit waiting for the disk.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -30,10 +37,13 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction, Tr
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::audit::{self, Entry, EventQuery, Origin, Retention};
+use super::webhook::WebhookRecord;
 use super::{
     Change, Changes, Conflict, Event, Key, NamespaceDef, NodeRecord, Quarantine, Record, RedirKey, RedirRow,
     Revision, Snapshot, Store, StoreError, StoreResult, TokenRecord,
 };
+use crate::wire::{Actor, AuditEvent, DeliveryState, EventKind};
 use crate::wire::{Application, HealthCheck, Instance, Organisation, Protocol, TokenInfo};
 use crate::wire::{ProxyProtocol, RedirSettings};
 
@@ -103,6 +113,41 @@ CREATE TABLE tokens (
     created_at INTEGER NOT NULL DEFAULT (unixepoch())
 );
 ";
+
+/// The audit trail, created when missing (see the module's documentation).
+const EVENTS_SQL: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    org_id TEXT,
+    app_id TEXT,
+    actor_id TEXT,
+    actor_name TEXT NOT NULL,
+    client TEXT,
+    node TEXT,
+    before TEXT,
+    after TEXT
+);
+CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE INDEX IF NOT EXISTS events_org ON events (org_id, id);
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+";
+
+thread_local! {
+    /// The entries the write running on this thread has noted ([`note`]): a write's closure
+    /// runs whole on one blocking thread, under the store's lock.
+    static NOTED: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Notes a change for the audit trail of the write in progress on this thread.
+fn note(entry: Entry) {
+    NOTED.with(|n| n.borrow_mut().push(entry));
+}
 
 /// Schema 1 to 2: the previous port of an application is an explicit record, filled from
 /// the change log that schema 1 searched for it.
@@ -193,6 +238,8 @@ struct Inner {
     /// Ports freed by a removal that not every node has confirmed. In memory, as the nodes
     /// are: a single server that restarts has closed every port it had.
     quarantine: BTreeMap<RedirKey, Quarantine>,
+    /// How long, and how many, events the trail keeps.
+    retention: Retention,
 }
 
 /// What a claim checks beside the database: the nodes and the quarantines.
@@ -231,6 +278,8 @@ impl Sqlite {
         let conn =
             Connection::open(path).with_context(|| format!("cannot open the store {}", path.display()))?;
         init(&conn, path)?;
+        conn.execute_batch(EVENTS_SQL)
+            .with_context(|| format!("cannot add the audit trail to {}", path.display()))?;
         // The ceiling is above every revision handed out; a store written before it existed
         // has its redirections' revisions and its change log to go by.
         let revision: Revision = conn.query_row(
@@ -252,6 +301,7 @@ impl Sqlite {
             nodes: BTreeMap::new(),
             alive: None,
             quarantine: BTreeMap::new(),
+            retention: Retention::default(),
         };
         Ok(Sqlite { path: path.to_owned(), inner: Arc::new(Mutex::new(inner)), latest })
     }
@@ -283,20 +333,25 @@ impl Sqlite {
         &self,
         write: impl FnOnce(&Transaction, Revision, &Fleet) -> StoreResult<(T, Vec<Change>)> + Send + 'static,
     ) -> StoreResult<(T, Revision)> {
+        let origin = audit::current();
         self.locked(move |inner| {
             let revision = inner.revision + 1;
             let ceiling = inner.ceiling;
+            let retention = inner.retention;
             let Inner { conn, nodes, quarantine, .. } = &mut *inner;
             let fleet = Fleet { nodes, quarantine };
             // Immediate: the write lock is taken at the start, waiting for it as long as the
             // busy timeout says; a deferred transaction that reads first and then finds
             // another writer fails at once instead.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            NOTED.with(|n| n.borrow_mut().clear());
             let (value, changes) = write(&tx, revision, &fleet)?;
+            let noted = NOTED.with(|n| std::mem::take(&mut *n.borrow_mut()));
             if changes.is_empty() {
                 tx.commit()?;
                 return Ok((value, inner.revision));
             }
+            record(&tx, noted, &origin, retention)?;
             let raised = raise_ceiling(&tx, ceiling, revision)?;
             tx.commit()?;
             inner.ceiling = raised.unwrap_or(ceiling);
@@ -382,6 +437,130 @@ impl Inner {
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         });
     }
+}
+
+/// Inserts a write's events into the trail, in its transaction, and deletes what the
+/// retention no longer keeps.
+fn record(tx: &Transaction, noted: Vec<Entry>, origin: &Origin, retention: Retention) -> StoreResult<()> {
+    if noted.is_empty() {
+        return Ok(());
+    }
+    let at = audit::now_ms();
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO events (at, kind, org_id, app_id, actor_id, actor_name, client, node, before, after)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for entry in noted {
+        insert.execute(params![
+            at,
+            entry.kind.name(),
+            entry.org_id,
+            entry.app_id,
+            origin.actor.id,
+            origin.actor.name,
+            origin.client,
+            origin.node,
+            entry.before.map(|v| v.to_string()),
+            entry.after.map(|v| v.to_string()),
+        ])?;
+    }
+    let last = tx.last_insert_rowid();
+    let keep = i64::try_from(retention.max_count).unwrap_or(i64::MAX);
+    tx.prepare_cached("DELETE FROM events WHERE id <= ?1")?.execute([last.saturating_sub(keep)])?;
+    let age = i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX);
+    tx.prepare_cached("DELETE FROM events WHERE at < ?1")?.execute([at.saturating_sub(age)])?;
+    Ok(())
+}
+
+/// The events `query` asks for.
+fn read_events(conn: &Connection, query: &EventQuery) -> StoreResult<Vec<AuditEvent>> {
+    use rusqlite::types::Value;
+    let mut sql = String::from(
+        "SELECT id, at, kind, org_id, app_id, actor_id, actor_name, client, node, before, after
+         FROM events WHERE 1 = 1",
+    );
+    let mut values: Vec<Value> = Vec::new();
+    let mut and = |clause: &str, value: Value| {
+        sql.push_str(&format!(" AND {clause} ?{}", values.len() + 1));
+        values.push(value);
+    };
+    if let Some(org) = &query.org_id {
+        and("org_id =", Value::Text(org.clone()));
+    }
+    if let Some(app) = &query.app_id {
+        and("app_id =", Value::Text(app.clone()));
+    }
+    if let Some(since) = query.since {
+        and("at >=", Value::Integer(since));
+    }
+    if let Some(until) = query.until {
+        and("at <", Value::Integer(until));
+    }
+    let order = match (query.after, query.before) {
+        (Some(after), _) => {
+            and("id >", Value::Integer(after));
+            "ASC"
+        }
+        (None, Some(before)) => {
+            and("id <", Value::Integer(before));
+            "DESC"
+        }
+        (None, None) => "DESC",
+    };
+    if !query.kinds.is_empty() {
+        let marks: Vec<String> =
+            (0..query.kinds.len()).map(|i| format!("?{}", values.len() + i + 1)).collect();
+        sql.push_str(&format!(" AND kind IN ({})", marks.join(", ")));
+        values.extend(query.kinds.iter().map(|k| Value::Text(k.name().to_owned())));
+    }
+    sql.push_str(&format!(" ORDER BY id {order} LIMIT {}", query.limit));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let json = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
+    let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
+        let kind: String = r.get(2)?;
+        Ok((
+            kind,
+            AuditEvent {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                kind: EventKind::OrganisationCreated,
+                org_id: r.get(3)?,
+                app_id: r.get(4)?,
+                actor: Actor { id: r.get(5)?, name: r.get(6)? },
+                client: r.get(7)?,
+                node: r.get(8)?,
+                before: json(r.get(9)?),
+                after: json(r.get(10)?),
+            },
+        ))
+    })?;
+    let mut events = Vec::new();
+    for row in rows {
+        let (kind, event) = row?;
+        // A kind this build does not know (written by a newer one) is left out.
+        if let Some(kind) = EventKind::parse(&kind) {
+            events.push(AuditEvent { kind, ..event });
+        }
+    }
+    Ok(events)
+}
+
+/// The organisation that owns the application `app_id`, if it exists.
+fn org_of(conn: &Connection, app_id: &str) -> StoreResult<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT org_id FROM apps WHERE id = ?1")?
+        .query_row([app_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// The redirection stored at `key`, if any.
+fn redir_at(conn: &Connection, key: &RedirKey) -> StoreResult<Option<RedirRow>> {
+    Ok(redirs_where(
+        conn,
+        "namespace = ?1 AND protocol = ?2 AND port = ?3",
+        params![key.namespace, key.protocol.name(), key.port],
+    )?
+    .pop())
 }
 
 fn init(conn: &Connection, path: &Path) -> Result<()> {
@@ -539,6 +718,15 @@ impl Store for Sqlite {
                     Ok(Organisation { id: r.get(0)?, name: r.get(1)? })
                 })?;
                 let changes = if inserted > 0 { vec![Change::Put(Record::Org(org.clone()))] } else { vec![] };
+                if inserted > 0 {
+                    note(Entry::new(
+                        EventKind::OrganisationCreated,
+                        Some(&org.id),
+                        None,
+                        None::<&()>,
+                        Some(&org),
+                    ));
+                }
                 Ok((org, changes))
             })
             .await?;
@@ -555,6 +743,13 @@ impl Store for Sqlite {
                     Err(e) if is_constraint(&e, "orgs.name") => Err(StoreError::Conflict(Conflict::OrgName)),
                     other => other.map(drop).map_err(Into::into),
                 }?;
+                note(Entry::new(
+                    EventKind::OrganisationCreated,
+                    Some(&org.id),
+                    None,
+                    None::<&()>,
+                    Some(&org),
+                ));
                 Ok(((), vec![Change::Put(Record::Org(org))]))
             })
             .await?;
@@ -582,6 +777,13 @@ impl Store for Sqlite {
                     other => other.map(drop).map_err(Into::into),
                 }?;
                 write_instances(tx, &new.id, &new.instances)?;
+                note(Entry::new(
+                    EventKind::ApplicationCreated,
+                    Some(&new.owner_id),
+                    Some(&new.id),
+                    None::<&()>,
+                    Some(&new),
+                ));
                 Ok(((), vec![Change::Put(Record::App(new))]))
             })
             .await?;
@@ -592,9 +794,17 @@ impl Store for Sqlite {
         let (app_id, list) = (app_id.to_owned(), list.to_vec());
         let ((), revision) = self
             .write(move |tx, _| {
+                let before = app(tx, &app_id)?;
                 tx.execute("DELETE FROM instances WHERE app_id = ?1", [&app_id])?;
                 write_instances(tx, &app_id, &list)?;
                 let found = app(tx, &app_id)?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
+                note(Entry::new(
+                    EventKind::ApplicationInstances,
+                    Some(&found.owner_id),
+                    Some(&app_id),
+                    before.as_ref(),
+                    Some(&found),
+                ));
                 Ok(((), vec![Change::Put(Record::App(found))]))
             })
             .await?;
@@ -605,6 +815,7 @@ impl Store for Sqlite {
         let (app_id, check) = (app_id.to_owned(), check.clone());
         let ((), revision) = self
             .write(move |tx, _| {
+                let before = app(tx, &app_id)?;
                 let changed = tx.execute(
                     "UPDATE apps SET health_check = ?2 WHERE id = ?1",
                     params![app_id, health_json(&check)?],
@@ -613,6 +824,13 @@ impl Store for Sqlite {
                     return Err(StoreError::Conflict(Conflict::NotFound));
                 }
                 let found = app(tx, &app_id)?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
+                note(Entry::new(
+                    EventKind::ApplicationHealthCheck,
+                    Some(&found.owner_id),
+                    Some(&app_id),
+                    before.as_ref(),
+                    Some(&found),
+                ));
                 Ok(((), vec![Change::Put(Record::App(found))]))
             })
             .await?;
@@ -624,8 +842,17 @@ impl Store for Sqlite {
         let ((), revision) = self
             .write(move |tx, revision| {
                 let removed = redirs_where(tx, "app_id = ?1", [&app_id])?;
+                let before = app(tx, &app_id)?;
+                let org = before.as_ref().map(|a| a.owner_id.clone());
                 let mut changes = Vec::new();
                 for row in &removed {
+                    note(Entry::new(
+                        EventKind::RedirectionRemoved,
+                        org.as_deref(),
+                        Some(&app_id),
+                        Some(row),
+                        None::<&()>,
+                    ));
                     log_change(tx, "remove", row)?;
                     changes.push(Change::Delete(Key::Redir(row.key())));
                     changes.push(Change::Put(Record::Quarantine(Quarantine::of(row, revision))));
@@ -635,6 +862,13 @@ impl Store for Sqlite {
                 if tx.execute("DELETE FROM apps WHERE id = ?1", [&app_id])? == 0 {
                     return Err(StoreError::Conflict(Conflict::NotFound));
                 }
+                note(Entry::new(
+                    EventKind::ApplicationRemoved,
+                    org.as_deref(),
+                    Some(&app_id),
+                    before.as_ref(),
+                    None::<&()>,
+                ));
                 changes.push(Change::Delete(Key::App(app_id)));
                 Ok(((), changes))
             })
@@ -666,6 +900,13 @@ impl Store for Sqlite {
                             if fleet.quarantine.contains_key(&row.key()) {
                                 changes.push(Change::Delete(Key::Quarantine(row.key())));
                             }
+                            note(Entry::new(
+                                EventKind::RedirectionAdded,
+                                Some(&org_id),
+                                Some(&row.app_id),
+                                None::<&()>,
+                                Some(&row),
+                            ));
                             changes.push(Change::Put(Record::Redir(RedirRow { revision, ..row })));
                             claimed.push(Ok(()));
                         }
@@ -679,10 +920,11 @@ impl Store for Sqlite {
         Ok(claimed.into_iter().map(|c| c.map(|()| revision).map_err(StoreError::Conflict)).collect())
     }
 
-    async fn release(&self, row: &RedirRow, _org_id: &str) -> StoreResult<Revision> {
-        let row = row.clone();
+    async fn release(&self, row: &RedirRow, org_id: &str) -> StoreResult<Revision> {
+        let (row, org_id) = (row.clone(), org_id.to_owned());
         let ((), revision) = self
             .write(move |tx, revision| {
+                let before = redir_at(tx, &row.key())?.filter(|b| b.app_id == row.app_id);
                 let deleted = tx.execute(
                     "DELETE FROM redirs WHERE namespace = ?1 AND protocol = ?2 AND port = ?3 AND app_id = ?4",
                     params![row.namespace, row.protocol.name(), row.port, row.app_id],
@@ -690,6 +932,13 @@ impl Store for Sqlite {
                 if deleted == 0 {
                     return Err(StoreError::Conflict(Conflict::NotFound));
                 }
+                note(Entry::new(
+                    EventKind::RedirectionRemoved,
+                    Some(&org_id),
+                    Some(&row.app_id),
+                    before.as_ref(),
+                    None::<&()>,
+                ));
                 log_change(tx, "remove", &row)?;
                 tx.execute(
                     "INSERT OR REPLACE INTO previous_ports (app_id, namespace, protocol, port) VALUES (?1, ?2, ?3, ?4)",
@@ -706,6 +955,7 @@ impl Store for Sqlite {
         let row = row.clone();
         let ((), revision) = self
             .write(move |tx, revision| {
+                let before = redir_at(tx, &row.key())?;
                 let s = &row.settings;
                 let updated = tx
                     .prepare_cached(
@@ -734,6 +984,13 @@ impl Store for Sqlite {
                 if updated == 0 {
                     return Err(StoreError::Conflict(Conflict::NotFound));
                 }
+                note(Entry::new(
+                    EventKind::RedirectionUpdated,
+                    org_of(tx, &row.app_id)?.as_deref(),
+                    Some(&row.app_id),
+                    before.as_ref(),
+                    Some(&row),
+                ));
                 Ok(((), vec![Change::Put(Record::Redir(RedirRow { revision, ..row }))]))
             })
             .await?;
@@ -768,6 +1025,13 @@ impl Store for Sqlite {
                      VALUES (?1, ?2, ?3, ?4, ?5, coalesce(?6, unixepoch()))",
                     params![token_hash, info.id, secret_hash, info.owner_id, info.name, info.created_at],
                 )?;
+                note(Entry::new(
+                    EventKind::TokenIssued,
+                    info.owner_id.as_deref(),
+                    None,
+                    None::<&()>,
+                    Some(info),
+                ));
                 Ok(((), vec![Change::Put(Record::Token(token))]))
             })
             .await?;
@@ -778,11 +1042,32 @@ impl Store for Sqlite {
         let (org_id, id) = (org_id.map(str::to_owned), id.to_owned());
         let ((), revision) = self
             .write(move |tx, _| {
+                let before = tx
+                    .query_row(
+                        "SELECT name, created_at FROM tokens WHERE id = ?1 AND org_id IS ?2",
+                        params![id, org_id],
+                        |r| {
+                            Ok(TokenInfo {
+                                id: id.clone(),
+                                name: r.get(0)?,
+                                owner_id: org_id.clone(),
+                                created_at: r.get(1)?,
+                            })
+                        },
+                    )
+                    .optional()?;
                 let deleted =
                     tx.execute("DELETE FROM tokens WHERE id = ?1 AND org_id IS ?2", params![id, org_id])?;
                 if deleted == 0 {
                     return Err(StoreError::Conflict(Conflict::NotFound));
                 }
+                note(Entry::new(
+                    EventKind::TokenRevoked,
+                    org_id.as_deref(),
+                    None,
+                    before.as_ref(),
+                    None::<&()>,
+                ));
                 Ok(((), vec![Change::Delete(Key::Token(id))]))
             })
             .await?;
@@ -835,6 +1120,80 @@ impl Store for Sqlite {
             Ok(())
         })
         .await
+    }
+
+    fn set_retention(&self, retention: Retention) {
+        lock(&self.inner).retention = retention;
+    }
+
+    async fn events(&self, query: &EventQuery) -> StoreResult<Vec<AuditEvent>> {
+        let query = query.clone();
+        self.locked(move |inner| read_events(&inner.conn, &query)).await
+    }
+
+    async fn create_webhook(&self, hook: &WebhookRecord) -> StoreResult<()> {
+        let hook = hook.clone();
+        self.locked(move |inner| {
+            inner.conn.execute(
+                "INSERT INTO webhooks (id, org_id, record) VALUES (?1, ?2, ?3)",
+                params![hook.info.id, hook.info.owner_id, serde_json::to_string(&hook)?],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_webhook(&self, org_id: &str, id: &str) -> StoreResult<WebhookRecord> {
+        let (org_id, id) = (org_id.to_owned(), id.to_owned());
+        self.locked(move |inner| {
+            let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let record: Option<String> = tx
+                .query_row(
+                    "SELECT record FROM webhooks WHERE id = ?1 AND org_id = ?2",
+                    params![id, org_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let record = record.ok_or(StoreError::Conflict(Conflict::NotFound))?;
+            tx.execute("DELETE FROM webhooks WHERE id = ?1", [&id])?;
+            tx.commit()?;
+            Ok(serde_json::from_str(&record)?)
+        })
+        .await
+    }
+
+    async fn webhooks(&self) -> StoreResult<Vec<WebhookRecord>> {
+        self.locked(|inner| {
+            let mut stmt = inner.conn.prepare_cached("SELECT record FROM webhooks ORDER BY id")?;
+            let records =
+                stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(records.iter().filter_map(|r| serde_json::from_str(r).ok()).collect())
+        })
+        .await
+    }
+
+    async fn save_delivery(&self, id: &str, delivery: &DeliveryState) -> StoreResult<()> {
+        let (id, delivery) = (id.to_owned(), delivery.clone());
+        self.locked(move |inner| {
+            let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let record: Option<String> =
+                tx.query_row("SELECT record FROM webhooks WHERE id = ?1", [&id], |r| r.get(0)).optional()?;
+            let mut record: WebhookRecord =
+                serde_json::from_str(&record.ok_or(StoreError::Conflict(Conflict::NotFound))?)?;
+            record.info.delivery = delivery;
+            tx.execute(
+                "UPDATE webhooks SET record = ?2 WHERE id = ?1",
+                params![id, serde_json::to_string(&record)?],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn hold_role(&self, _role: &str, _node: &str, _ttl: std::time::Duration) -> StoreResult<bool> {
+        // The data directory is locked: this process is the only node.
+        Ok(true)
     }
 
     async fn keep_alive(&self, node: &str, _ttl: std::time::Duration, _stop: CancellationToken) {

@@ -1,0 +1,211 @@
+//! The audit trail's contract (issue 35), run against both backends: every write records
+//! its events with the calling task's origin, in the write's own transaction; a refused
+//! write records nothing; reading pages backwards and follows forwards by id, filtered;
+//! the retention by count is enforced.
+
+use std::sync::Arc;
+
+use super::audit::{self, EventQuery, Origin, Retention};
+use super::sqlite::Sqlite;
+use super::{Conflict, RedirRow, Store, StoreError, TokenRecord};
+use crate::wire::{Actor, Application, AuditEvent, EventKind, Instance, Organisation, Protocol, TokenInfo};
+
+#[cfg(feature = "etcd")]
+use super::contract::harness;
+
+fn origin() -> Origin {
+    Origin {
+        actor: Actor { id: Some("tok_robot".into()), name: "robot".into() },
+        client: Some("192.0.2.7".into()),
+        node: Some("gw-a".into()),
+    }
+}
+
+fn app(id: &str, org: &str) -> Application {
+    Application {
+        id: id.into(),
+        name: id.into(),
+        owner_id: org.into(),
+        instances: vec![Instance { address: "127.0.0.1:9".into(), ..Instance::default() }],
+        health_check: Default::default(),
+    }
+}
+
+fn redir(app: &str, namespace: &str, port: u16) -> RedirRow {
+    RedirRow {
+        namespace: namespace.into(),
+        port,
+        protocol: Protocol::Tcp,
+        app_id: app.into(),
+        settings: Default::default(),
+        revision: 0,
+    }
+}
+
+fn all(org: Option<&str>) -> EventQuery {
+    EventQuery { org_id: org.map(str::to_owned), after: Some(0), limit: 1000, ..EventQuery::default() }
+}
+
+fn kinds(events: &[AuditEvent]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind.name()).collect()
+}
+
+/// Every kind of write records one event per change it makes, with the origin of the task
+/// that wrote and the records before and after; refused writes record nothing.
+async fn every_write_records_its_events(store: Arc<dyn Store>) {
+    let acme = Organisation { id: "orga_acme".into(), name: "acme".into() };
+    let writes = async {
+        store.create_org(&acme).await.unwrap();
+        assert!(matches!(
+            store.create_org(&Organisation { id: "orga_2".into(), name: "acme".into() }).await,
+            Err(StoreError::Conflict(Conflict::OrgName))
+        ));
+        store.create_app(&app("app_1", &acme.id)).await.unwrap();
+        store.create_app(&app("app_2", &acme.id)).await.unwrap();
+        store.claim(&redir("app_1", "default", 6000), &acme.id, None).await.unwrap();
+        // A batch of two, one refused: one event.
+        let batch = [redir("app_2", "default", 6000), redir("app_2", "default", 6001)];
+        let outcomes = store.claim_many(&batch, &acme.id, None).await.unwrap();
+        assert!(outcomes[0].is_err() && outcomes[1].is_ok(), "{outcomes:?}");
+        let mut updated = redir("app_1", "default", 6000);
+        updated.settings.idle_timeout = Some(600);
+        store.update_redir(&updated).await.unwrap();
+        store.release(&updated, &acme.id).await.unwrap();
+        store.set_instances("app_1", &[]).await.unwrap();
+        store.remove_app("app_2").await.unwrap();
+        let token = TokenRecord {
+            info: TokenInfo {
+                id: "tok_1".into(),
+                name: "ci".into(),
+                owner_id: Some(acme.id.clone()),
+                created_at: None,
+            },
+            token_hash: "ab".repeat(32),
+            secret_hash: "cd".repeat(32),
+        };
+        store.put_token(&token).await.unwrap();
+        store.revoke_token(Some(&acme.id), "tok_1").await.unwrap();
+        assert!(matches!(
+            store.revoke_token(Some(&acme.id), "tok_1").await,
+            Err(StoreError::Conflict(Conflict::NotFound))
+        ));
+    };
+    audit::acting(origin(), writes).await;
+    // Outside any origin: the server itself.
+    store.create_app(&app("app_3", &acme.id)).await.unwrap();
+
+    let events = store.events(&all(Some(&acme.id))).await.unwrap();
+    assert_eq!(
+        kinds(&events),
+        [
+            "organisation.created",
+            "application.created",
+            "application.created",
+            "redirection.added",
+            "redirection.added",
+            "redirection.updated",
+            "redirection.removed",
+            "application.instances",
+            "redirection.removed",
+            "application.removed",
+            "token.issued",
+            "token.revoked",
+            "application.created",
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id), "ids grow: {events:?}");
+    let robot = origin();
+    for event in &events[..12] {
+        assert_eq!((&event.actor, &event.client, &event.node), (&robot.actor, &robot.client, &robot.node));
+        assert_eq!(event.org_id.as_deref(), Some("orga_acme"));
+    }
+    assert_eq!(events[12].actor.name, "server");
+    assert_eq!(events[12].actor.id, None);
+    let update = &events[5];
+    assert_eq!(update.app_id.as_deref(), Some("app_1"));
+    assert_eq!(update.before.as_ref().unwrap()["port"], 6000);
+    assert!(update.before.as_ref().unwrap().get("idleTimeout").is_none(), "{update:?}");
+    assert_eq!(update.after.as_ref().unwrap()["idleTimeout"], 600);
+    assert!(events[0].before.is_none() && events[0].after.is_some());
+    assert!(events[9].before.is_some() && events[9].after.is_none());
+    let revoked = &events[11];
+    assert_eq!(revoked.before.as_ref().unwrap()["name"], "ci");
+    assert!(!format!("{revoked:?}").contains(&"cd".repeat(32)), "no hash in the trail");
+
+    // Backwards, newest first, in pages: the same events, each once.
+    let mut paged = Vec::new();
+    let mut before = None;
+    loop {
+        let query = EventQuery { org_id: Some(acme.id.clone()), before, limit: 5, ..EventQuery::default() };
+        let page = store.events(&query).await.unwrap();
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        paged.extend(page);
+    }
+    paged.reverse();
+    assert_eq!(paged, events);
+    // Filters: kind, application, after a cursor.
+    let query = EventQuery {
+        kinds: vec![EventKind::RedirectionAdded, EventKind::RedirectionRemoved],
+        app_id: Some("app_2".into()),
+        ..all(None)
+    };
+    assert_eq!(kinds(&store.events(&query).await.unwrap()), ["redirection.added", "redirection.removed"]);
+    let after = EventQuery { after: Some(events[10].id), ..all(Some(&acme.id)) };
+    assert_eq!(store.events(&after).await.unwrap(), events[11..].to_vec());
+    let other = store.events(&all(Some("orga_other"))).await.unwrap();
+    assert!(other.is_empty(), "{other:?}");
+}
+
+#[tokio::test]
+async fn sqlite_every_write_records_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    every_write_records_its_events(Arc::new(Sqlite::open(&dir.path().join("t.db")).unwrap())).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn etcd_every_write_records_its_events() {
+    let server = tokio::task::spawn_blocking(harness::Etcd::start).await.unwrap();
+    let store = super::etcd::Etcd::connect(&server.url(), &Default::default()).await.unwrap();
+    every_write_records_its_events(Arc::new(store)).await;
+}
+
+/// Creates `n` applications of `org`: `n` events.
+async fn changes(store: &dyn Store, org: &str, n: usize) {
+    for i in 0..n {
+        store.create_app(&app(&format!("app_{i}"), org)).await.unwrap();
+    }
+}
+
+/// SQLite keeps at most the retention's count, the newest, from the write that passes it.
+#[tokio::test]
+async fn sqlite_the_retention_keeps_the_newest_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Sqlite::open(&dir.path().join("t.db")).unwrap();
+    store.set_retention(Retention { max_count: 3, ..Retention::default() });
+    store.create_org(&Organisation { id: "orga_1".into(), name: "a".into() }).await.unwrap();
+    changes(&store, "orga_1", 6).await;
+    let kept = store.events(&all(None)).await.unwrap();
+    let names: Vec<_> = kept.iter().map(|e| e.app_id.clone().unwrap()).collect();
+    assert_eq!(names, ["app_3", "app_4", "app_5"]);
+}
+
+/// etcd's sweep deletes the oldest events beyond the count, and the snapshot never
+/// carries the trail.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn etcd_the_sweep_keeps_the_newest_count() {
+    let server = tokio::task::spawn_blocking(harness::Etcd::start).await.unwrap();
+    let store = super::etcd::Etcd::connect(&server.url(), &Default::default()).await.unwrap();
+    store.set_retention(Retention { max_count: 3, ..Retention::default() });
+    store.create_org(&Organisation { id: "orga_1".into(), name: "a".into() }).await.unwrap();
+    changes(&store, "orga_1", 6).await;
+    assert_eq!(store.events(&all(None)).await.unwrap().len(), 7);
+    store.sweep_events().await.unwrap();
+    let kept = store.events(&all(None)).await.unwrap();
+    let names: Vec<_> = kept.iter().map(|e| e.app_id.clone().unwrap()).collect();
+    assert_eq!(names, ["app_3", "app_4", "app_5"]);
+    let snapshot = store.snapshot_in_pages(2).await.unwrap();
+    assert_eq!(snapshot.records.len(), 7, "the org and six applications: {:?}", snapshot.records);
+}
