@@ -377,6 +377,12 @@ fn the_openapi_document_describes_every_route() {
         ("post", "/v2/organisations/{org}/applications/{app}/udpRedirs"),
         ("delete", "/v2/organisations/{org}/applications/{app}/udpRedirs/{port}"),
         ("patch", "/v2/organisations/{org}/applications/{app}/udpRedirs/{port}"),
+        ("patch", "/v2/organisations/{org}/applications/{app}"),
+        ("get", "/v2/organisations/{org}/events"),
+        ("get", "/v2/events"),
+        ("get", "/v2/organisations/{org}/webhooks"),
+        ("post", "/v2/organisations/{org}/webhooks"),
+        ("delete", "/v2/organisations/{org}/webhooks/{webhook}"),
         ("get", "/metrics"),
         ("get", "/v2/nodes"),
         ("delete", "/v2/nodes/{node}"),
@@ -391,7 +397,8 @@ fn the_openapi_document_describes_every_route() {
             .replace("{app}", "a")
             .replace("{token}", "t")
             .replace("{port}", "1")
-            .replace("{node}", "n");
+            .replace("{node}", "n")
+            .replace("{webhook}", "w");
         let body = matches!(method, "post" | "put" | "patch").then_some("{}");
         let status = http(server.addr, &method.to_uppercase(), &concrete, None, body).status;
         assert_eq!(status, 401, "{method} {concrete} must be served and need credentials");

@@ -37,8 +37,10 @@ pub const MAX_WAIT: u64 = 60;
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only these kinds, comma-separated (`redirection.added,redirection.removed`).
+    // The pattern must be a literal here; `the_kind_pattern_names_every_kind` checks it
+    // against `EventKind::ALL`.
     #[param(
-        pattern = r"^(organisation\.created|token\.issued|token\.revoked|application\.created|application\.instances|application\.removed|redirection\.added|redirection\.updated|redirection\.removed)(,(organisation\.created|token\.issued|token\.revoked|application\.created|application\.instances|application\.removed|redirection\.added|redirection\.updated|redirection\.removed))*$"
+        pattern = r"^(organisation\.created|token\.issued|token\.revoked|application\.created|application\.instances|application\.health_check|application\.removed|redirection\.added|redirection\.updated|redirection\.removed)(,(organisation\.created|token\.issued|token\.revoked|application\.created|application\.instances|application\.health_check|application\.removed|redirection\.added|redirection\.updated|redirection\.removed))*$"
     )]
     kind: Option<String>,
     /// Only this application's events (`app_…`).
@@ -147,4 +149,17 @@ async fn read(gw: &Gateway, query: EventQuery, wait: Option<u64>) -> Result<Even
         None => (events.len() == query.limit).then(|| events.last().map(|e| e.id)).flatten(),
     };
     Ok(EventPage { events, next })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::wire::EventKind;
+
+    #[test]
+    fn the_kind_pattern_names_every_kind() {
+        let one = EventKind::ALL.iter().map(|k| k.name().replace('.', r"\.")).collect::<Vec<_>>().join("|");
+        let want = format!("^({one})(,({one}))*$");
+        let source = include_str!("events.rs");
+        assert!(source.contains(&format!("pattern = r\"{want}\"")), "the `kind` pattern must be {want}");
+    }
 }

@@ -67,7 +67,7 @@ pub async fn list_webhooks(
     Ok(Json(hooks.into_iter().filter(|h| h.info.owner_id == org.id).map(|h| h.info).collect()))
 }
 
-#[utoipa::path(post, path = "/v2/organisations/{org}/webhooks", operation_id = "createWebhook", tag = "organisations", params(("org" = String, Path, description = "the organisation, orga_…")), request_body = NewWebhook, responses((status = 201, description = "the webhook, with its signing secret shown this once", body = CreatedWebhook), (status = 404, description = "4041: no such organisation, or not the caller's", body = ApiError), (status = 409, description = "4098: the organisation has as many webhooks as it may", body = ApiError), (status = 422, description = "4224: a URL the server will not post to", body = ApiError), (status = 503, description = "5030: the store cannot be reached", body = ApiError)))]
+#[utoipa::path(post, path = "/v2/organisations/{org}/webhooks", operation_id = "createWebhook", tag = "organisations", params(("org" = String, Path, description = "the organisation, orga_…")), request_body = NewWebhook, responses((status = 201, description = "the webhook, with its signing secret shown this once", body = CreatedWebhook), (status = 404, description = "4041: no such organisation, or not the caller's", body = ApiError), (status = 409, description = "4098: the organisation has as many webhooks as it may", body = ApiError), (status = 422, description = "4225: a URL the server will not post to", body = ApiError), (status = 503, description = "5030: the store cannot be reached", body = ApiError)))]
 /// Registers a webhook: the organisation's events from now on are posted to its URL.
 pub async fn create_webhook(
     State(gw): State<Arc<Gateway>>,
