@@ -170,7 +170,7 @@ struct Row {
     id: String,
     #[tabled(rename = "INSTANCES")]
     instances: String,
-    #[tabled(rename = "HEALTH CHECKS")]
+    #[tabled(rename = "CHECKS")]
     checks: String,
 }
 
@@ -243,13 +243,18 @@ pub async fn run(conn: &ConnArgs, command: Command) -> Result<()> {
 }
 
 fn table(apps: &[Application]) -> String {
-    let rows = apps.iter().map(|a| Row {
-        name: a.name.clone(),
-        id: a.id.clone(),
-        instances: a.instances.iter().map(describe).collect::<Vec<_>>().join(", "),
-        checks: checks_line(&a.health_check),
-    });
-    super::render(Table::new(rows))
+    let rows: Vec<Row> = apps
+        .iter()
+        .map(|a| Row {
+            name: a.name.clone(),
+            id: a.id.clone(),
+            instances: a.instances.iter().map(describe).collect::<Vec<_>>().join(", "),
+            checks: checks_line(&a.health_check),
+        })
+        .collect();
+    let widest = rows.iter().map(|r| r.instances.chars().count()).max().unwrap_or(0);
+    // INSTANCES is the third column.
+    super::render_wrapping(Table::new(rows), 2, widest.max("INSTANCES".len()))
 }
 
 /// An application's health-check settings as the list shows them: its own, and `node's`

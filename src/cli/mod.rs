@@ -351,6 +351,23 @@ fn render(table: tabled::Table) -> String {
     fit(table, width)
 }
 
+/// Like [`render`], but column `first` (whose widest line is `natural` characters) wraps
+/// before the others give way, down to 16 characters: a list of instances wraps where a
+/// name or an id would be cut.
+fn render_wrapping(mut table: tabled::Table, first: usize, natural: usize) -> String {
+    use tabled::settings::{object::Columns, Modify, Style, Width};
+    let width = terminal_size::terminal_size_of(std::io::stdout()).map(|(w, _)| usize::from(w.0));
+    table.with(Style::blank());
+    if let Some(width) = width {
+        let over = table.total_width().saturating_sub(width);
+        if over > 0 {
+            let target = natural.saturating_sub(over).max(16);
+            table.with(Modify::new(Columns::one(first)).with(Width::wrap(target).keep_words(true)));
+        }
+    }
+    fit(table, width)
+}
+
 /// `table` without borders, at most `width` columns wide: the widest columns give way
 /// first, so that no column disappears.
 fn fit(mut table: tabled::Table, width: Option<usize>) -> String {

@@ -70,7 +70,8 @@ use super::{
     Revision, Snapshot, Store, StoreAccess, StoreError, StoreResult, TokenRecord,
 };
 use crate::wire::{
-    Application, AuditEvent, DeliveryState, EventKind, HealthCheck, Instance, Organisation, Protocol, TokenInfo,
+    Application, AuditEvent, DeliveryState, EventKind, HealthCheck, Instance, Organisation, Protocol,
+    TokenInfo,
 };
 
 /// How many times a write whose only failed comparison was a counter is tried again.
