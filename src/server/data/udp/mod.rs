@@ -71,6 +71,7 @@
 mod flow;
 mod io;
 mod proxy;
+mod steered;
 #[cfg(test)]
 mod tests;
 
@@ -88,6 +89,8 @@ use super::forward::Policy;
 use super::metrics::RedirMetrics;
 use super::workers::Workers;
 use crate::server::spec::UdpLimits;
+
+pub use steered::Sockets as SteeredSockets;
 use crate::wire::ProxyProtocol;
 
 /// How often a UDP port whose bind failed tries again.
@@ -175,20 +178,21 @@ impl NodeFlows {
         NodeFlows::new(descriptors.min(ports * 3 / 4).max(1))
     }
 
-    /// Counts one more flow, unless the node is at its cap.
-    fn enter(&self) -> bool {
-        if self.open.fetch_add(1, Ordering::Relaxed) >= self.max {
-            self.open.fetch_sub(1, Ordering::Relaxed);
+    /// Counts one more flow of `cost` descriptors (1 bound, 2 steered: see [`steered`]),
+    /// unless the node would pass its cap.
+    fn enter(&self, cost: usize) -> bool {
+        if self.open.fetch_add(cost, Ordering::Relaxed) + cost > self.max {
+            self.open.fetch_sub(cost, Ordering::Relaxed);
             return false;
         }
         true
     }
 
-    fn leave(&self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
+    fn leave(&self, cost: usize) {
+        self.open.fetch_sub(cost, Ordering::Relaxed);
     }
 
-    /// The flows open on the node now.
+    /// The descriptors the node's flows hold now (one per bound flow, two per steered one).
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
