@@ -32,9 +32,9 @@
 //! for this port finds no entry and is reset), then the port's open connections are reset
 //! by its own token, as in bound mode.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
-use std::collections::HashSet;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -269,7 +269,8 @@ impl Steered {
             steered.udp_ports.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
         };
         let serving = self.udp.serve(port, handle, unsteer);
-        let steering = self.keys(Proto::Udp, addr).into_iter().try_for_each(|(key, to)| self.steering.steer(key, to));
+        let steering =
+            self.keys(Proto::Udp, addr).into_iter().try_for_each(|(key, to)| self.steering.steer(key, to));
         match steering {
             Ok(()) => {
                 if !bound.swap(true, Ordering::Relaxed) {

@@ -742,11 +742,7 @@ impl LivePorts {
                     Some(steered) => tokio::spawn(steered.start_udp(port, self.handed_over.clone())),
                     None => tokio::spawn(udp::run(port, socket)),
                 };
-                (
-                    Running::Task(task),
-                    bound,
-                    LimitsCell::Udp(limits, limits_changed),
-                )
+                (Running::Task(task), bound, LimitsCell::Udp(limits, limits_changed))
             }
         };
         if !bound.load(Ordering::Relaxed) {

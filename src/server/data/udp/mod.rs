@@ -90,8 +90,8 @@ use super::metrics::RedirMetrics;
 use super::workers::Workers;
 use crate::server::spec::UdpLimits;
 
-pub use steered::Sockets as SteeredSockets;
 use crate::wire::ProxyProtocol;
+pub use steered::Sockets as SteeredSockets;
 
 /// How often a UDP port whose bind failed tries again.
 const REBIND_EVERY: Duration = Duration::from_secs(5);

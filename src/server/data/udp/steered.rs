@@ -267,7 +267,9 @@ fn dispatch(
         });
         match found.and_then(|k| tables.get_mut(&k)) {
             Some(table) => table.forward(batch, i..end),
-            None => debug!(%dialled, datagrams = end - i, "datagrams to a UDP port no longer steered here; dropped"),
+            None => {
+                debug!(%dialled, datagrams = end - i, "datagrams to a UDP port no longer steered here; dropped")
+            }
         }
         i = end;
     }
