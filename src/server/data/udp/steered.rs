@@ -312,7 +312,7 @@ async fn serve(
         }
     }
     let with_table = |f: &mut dyn FnMut(&mut Table) -> Option<tokio::time::Instant>| {
-        TABLES.with_borrow_mut(|tables| tables.get_mut(&key).filter(|t| t.serves(&port)).and_then(|t| f(t)))
+        TABLES.with_borrow_mut(|tables| tables.get_mut(&key).filter(|t| t.serves(&port)).and_then(&mut *f))
     };
     let sweep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sweep);
