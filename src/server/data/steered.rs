@@ -1,5 +1,6 @@
 //! Steered mode: every public TCP port of the node on one listening socket per address
-//! family, the kernel steering each connection there ([`super::steer`]).
+//! family, every UDP port on one socket per forwarding thread and family, the kernel
+//! steering each connection or datagram there ([`super::steer`]).
 //!
 //! In bound mode ([`super::forward::run`]) a port is a listening socket that every
 //! forwarding thread polls. Here a port is an entry in two tables: the kernel's steering
@@ -24,8 +25,15 @@
 //! (for IPv4) at `::`, as the kernel's program does (a port bound to `::` is steered for
 //! both families, as a dual-stack socket listens on both).
 //!
-//! **What is not steered.** UDP ports stay one socket each, in both modes: the kernel does
-//! not steer what it finds no key for, so they are looked up as always.
+//! **UDP ports** are steered too ([`Steered::start_udp`]): each forwarding thread has a UDP
+//! socket per family in the socket map (slots 2 and 3 for thread 0, 4 and 5 for thread 1,
+//! …: [`udp_slot`]), and a port's keys name the socket of the thread that owns the port, so
+//! that one thread still owns a port's flow table with no lock per datagram. How that
+//! thread finds the port of a datagram, and how a flow answers from the dialled port, is
+//! [`super::udp`]'s `steered` module. Reserving a UDP port checks, as for TCP, that no
+//! steered or reserved UDP port overlaps it and that no other program holds it (a bind
+//! without `SO_REUSEADDR`, closed at once). An upgrade hands the UDP sockets over with the
+//! listeners ([`Steered::descriptors`], [`Steered::adopt`]).
 //!
 //! **Order of a removal.** The kernel's key goes first (new connections to the port are
 //! refused at once), then the table's entry (a connection already queued on the listener

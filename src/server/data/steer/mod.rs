@@ -89,10 +89,12 @@
 //! - descriptors: 20,000 steered ports (10,000 TCP, 10,000 UDP) cost 6 (4 for the steering, 2
 //!   sockets), against 20,000 for a socket per port.
 //!
-//! **Not here yet.** Nothing in the server uses this module: choosing the mode, the sockets
-//! and how threads share them, the allocator's check that no other program holds a port, the
-//! hand-over in the upgrade path, and counters of lookups and misses (tubular keeps them in a
-//! per-CPU array) come with the integration.
+//! **Who uses it.** [`crate::server::data::steered`] loads it in steered mode, steers TCP
+//! ports to two listeners and UDP ports to one socket per forwarding thread and family, and
+//! hands it over at an upgrade. Not used by the server yet (tested here): the
+//! `SO_REUSEPORT` target, batched updates (ports are steered one by one as the diff starts
+//! them), cookies and lookups, and counters of lookups and misses (tubular keeps them in a
+//! per-CPU array).
 
 mod bpf;
 mod program;

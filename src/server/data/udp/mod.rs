@@ -11,7 +11,8 @@
 //! moved either way for its idle timeout (60 s by default, [`UdpLimits::idle_timeout`]); its
 //! socket is closed then ([`flow`]), and the client's next datagram starts a new flow.
 //!
-//! Every flow costs a descriptor and an ephemeral port, and any host on the Internet can
+//! Every flow costs a descriptor (two in steered mode: see [`steered`]) and an ephemeral
+//! port, and any host on the Internet can
 //! start flows by sending one datagram from many source ports: a cap per redirection
 //! ([`UdpLimits::max_connections`]) and one per node ([`NodeFlows`], by default half the open-file
 //! limit and at most three quarters of the ephemeral port range) shed the datagrams that
@@ -21,8 +22,11 @@
 //! `maxConnectionsPerSecond`) are the TCP ones, through [`super::admission`]: a source the
 //! list refuses starts no flow, and each of its datagrams is dropped and counted.
 //!
-//! **Threads.** A UDP port is one socket, served by one forwarding thread (ports are dealt
-//! to the threads in turn), which owns the port's flow table: finding a datagram's flow is
+//! **Threads.** In bound mode a UDP port is one socket, served by one forwarding thread
+//! (ports are dealt to the threads in turn); in steered mode (`serve --port-mode`) a port is
+//! a key in the kernel's steering table that sends its datagrams to a socket of the thread
+//! that owns it ([`steered`]: no socket per port, two descriptors per flow). Either way
+//! one thread owns the port's flow table: finding a datagram's flow is
 //! a hash map look-up with no lock, and a flow's reply task runs on the same thread.
 //! Polling one socket from every thread, as TCP's accept does, would need the table
 //! shared (a lock per datagram); a `SO_REUSEPORT` group of one socket per thread would
@@ -62,11 +66,9 @@
 //! [`super::metrics::UdpCounts`], added once per batch. With the connection log on, a flow
 //! writes one `flow` line when it ends ([`super::conn_log::ConnLog::log_flow`]).
 //!
-//! Not yet here: hand-over of the socket to a new process at an upgrade (an upgrade
-//! rebinds UDP ports, and open flows start again in the new process), and health learnt
-//! from UDP traffic (an ICMP
-//! port-unreachable is counted, `unreachable`, but does not mark the instance down,
-//! since the health check connects with TCP).
+//! Not yet here: health learnt from UDP traffic (an ICMP port-unreachable is counted,
+//! `unreachable`, but does not mark the instance down, since the health check connects
+//! with TCP).
 
 mod flow;
 mod io;
@@ -158,14 +160,14 @@ pub struct NodeFlows {
 }
 
 impl NodeFlows {
-    /// A node cap of `max` flows.
+    /// A node cap of `max` descriptors held by flows (a steered flow counts two).
     pub fn new(max: usize) -> NodeFlows {
         NodeFlows { open: AtomicUsize::new(0), max }
     }
 
-    /// The cap this host can hold: half the open-file limit (the other half for TCP and the
-    /// rest), and at most three quarters of the ephemeral port range, since each flow holds
-    /// one port of it.
+    /// The cap this host can hold, counted in descriptors (a bound flow holds one, a steered
+    /// one two): half the open-file limit (the other half for TCP and the rest), and at
+    /// most three quarters of the ephemeral port range, since each flow holds one port of it.
     pub fn for_this_host() -> NodeFlows {
         let descriptors = usize::try_from(super::ports::descriptor_limit() / 2).unwrap_or(usize::MAX);
         let ports = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
