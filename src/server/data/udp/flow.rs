@@ -501,6 +501,25 @@ impl Table {
     }
 }
 
+thread_local! {
+    /// The steered ports this thread owns, by the address their namespace binds (steered
+    /// mode: see the `steered` module).
+    pub(super) static STEERED: std::cell::RefCell<HashMap<SocketAddr, Table>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// Reads what a steered flow's client socket holds (the client's later datagrams) and
+/// forwards it through the table of the port at `port`.
+fn from_client(port: SocketAddr, socket: &Sock, batch: &mut Batch) -> std::io::Result<usize> {
+    let n = batch.recv(socket)?;
+    STEERED.with_borrow_mut(|tables| {
+        if let Some(table) = tables.get_mut(&port) {
+            table.forward(batch, 0..n);
+        }
+    });
+    Ok(n)
+}
+
 /// The redirection's UDP counts.
 fn counts(metrics: &RedirMetrics) -> &UdpCounts {
     metrics.udp.get_or_init(Box::default)
@@ -604,7 +623,7 @@ impl Reply {
             if let Some(port) = up {
                 // The client's datagrams, on its own socket: through the port's table.
                 for _ in 0..BATCHES_PER_WAKE {
-                    match Batch::with(|batch| super::steered::from_client(port, &self.public, batch)) {
+                    match Batch::with(|batch| from_client(port, &self.public, batch)) {
                         Ok(n) if n == BATCH => continue,
                         Ok(_) => ready.clear_ready(),
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => ready.clear_ready(),

@@ -24,7 +24,7 @@
 //! connected to the client ([`io::answer_from`]); the answers leave by it, from the right
 //! port, without `IP_TRANSPARENT`. The kernel's UDP lookup finds a connected socket before
 //! it runs the steering program, so the client's later datagrams arrive on that socket,
-//! which the flow's reply task polls too ([`from_client`]): they go through the same
+//! which the flow's reply task polls too (`flow::from_client`): they go through the same
 //! table. A datagram that arrives between the bind and the connect is not lost: a bound,
 //! unconnected socket loses to the program, so it still reaches the steered socket, and
 //! the table finds its flow by the client's address (tests/steered.rs
@@ -37,7 +37,6 @@
 //! that every client socket of the port is closed when the removal answers: a client that
 //! had a flow is refused from its next datagram too.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -50,8 +49,8 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::flow::Table;
-use super::io::{self, Batch, Sock, BATCH};
+use super::flow::{Table, STEERED as TABLES};
+use super::io::{self, Batch, BATCH};
 use super::UdpPort;
 use crate::server::data::conn_log::End;
 
@@ -167,11 +166,6 @@ impl Sockets {
     }
 }
 
-thread_local! {
-    /// The steered ports this thread owns, by the address their namespace binds.
-    static TABLES: RefCell<HashMap<SocketAddr, Table>> = RefCell::new(HashMap::new());
-}
-
 /// A port's address as the tables are keyed: a v4-mapped IPv6 address as IPv4.
 fn key(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
@@ -273,18 +267,6 @@ fn dispatch(
         }
         i = end;
     }
-}
-
-/// Reads what a steered flow's client socket holds (the client's later datagrams) and
-/// forwards it through the table of the port at `port`.
-pub(super) fn from_client(port: SocketAddr, socket: &Sock, batch: &mut Batch) -> std::io::Result<usize> {
-    let n = batch.recv(socket)?;
-    TABLES.with_borrow_mut(|tables| {
-        if let Some(table) = tables.get_mut(&port) {
-            table.forward(batch, 0..n);
-        }
-    });
-    Ok(n)
 }
 
 /// A steered port's own task, on its thread: its expiry sweeps and limits, until it stops;
