@@ -526,3 +526,38 @@ fn an_upgrade_keeps_udp_ports_steered() {
     // SAFETY: kill sends a signal; the new process is ours to end.
     unsafe { libc::kill(new_pid as i32, libc::SIGTERM) };
 }
+
+/// A UDP port another program holds when a UDP redirection is allocated is never taken:
+/// asked for, it is refused as taken; picked at random, it is skipped; once free, it is
+/// given and forwards.
+#[test]
+fn a_udp_port_another_program_holds_is_never_steered() {
+    enter_network_namespace();
+    let echo = UdpEcho::start();
+    let (low, high) = free_port_pair();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[[namespace]]\nname = \"tight\"\nbind = \"127.0.0.1\"\nports = \"{low}-{high}\"\n"),
+    )
+    .unwrap();
+    let server = Server::builder().config(&config).args(&["--port-mode", "steered"]).start();
+    let other = std::net::UdpSocket::bind((LOCALHOST, low)).expect("another program's UDP socket");
+    for app in ["one", "two"] {
+        server.create_app(app, echo.addr());
+    }
+    let asked =
+        server.cli(&["add", "--udp", "--app", "one", "--namespace", "tight", "--port", &low.to_string()]);
+    asked.assert_error(1, &[&low.to_string(), "tight"]);
+    let picked =
+        port_of(&server.cli_json(&["add", "--udp", "--app", "one", "--namespace", "tight", "-F", "json"]));
+    assert_eq!(picked, high, "the only UDP port nobody holds");
+    server.cli(&["add", "--udp", "--app", "two", "--namespace", "tight"]).assert_error(1, &["tight"]);
+    drop(other);
+    let given =
+        port_of(&server.cli_json(&["add", "--udp", "--app", "two", "--namespace", "tight", "-F", "json"]));
+    assert_eq!(given, low, "the port once its program let it go");
+    let back = udp_round_trip(&udp_client(LOCALHOST.into(), low), b"steered, not stolen").unwrap();
+    assert_eq!(back, b"steered, not stolen");
+}
