@@ -20,9 +20,6 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 # shellcheck source=bench/lib.sh
 source "$HERE/lib.sh"
-if [[ ,${PATHS:-}, == *,tcp-redirs-steered,* ]]; then
-    enter_netns "$@"
-fi
 export PATH="$PATH:/usr/sbin:/sbin"
 export TCP_REDIRS_BIN=${TCP_REDIRS_BIN:-$ROOT/target/release/tcp-redirs}
 if [[ ,${PATHS:-tcp-redirs}, == *,tcp-redirs,* && ! -x $TCP_REDIRS_BIN ]]; then
@@ -44,6 +41,11 @@ if ((${#missing[@]})); then
         esac
     done
     apt_install udp "${pkgs[@]}"
+fi
+
+# After the installs: the namespace has loopback only.
+if [[ ,${PATHS:-}, == *,tcp-redirs-steered,* ]]; then
+    enter_netns "$@"
 fi
 
 LOAD=$HERE/udpload/udpload

@@ -125,7 +125,7 @@ def run(tmp, procs):
         with open(trace) as f:
             for line in f:
                 m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)
-                if m:
+                if m and m.group(2) != "total":
                     calls[m.group(2)] = int(m.group(1))
         datagrams = 2 * res["received"]
         syscalls[mode] = (datagrams, calls)
