@@ -6,7 +6,11 @@ through bench/udp.sh, which installs the tools and builds the load generator.
 
 Everything listens on and sends to 127.0.0.1 only. Paths, each to the same backends:
   direct      the client straight to the backend (the physical limit of this machine)
-  tcp-redirs  a UDP redirection (POST …/applications/{app}/udpRedirs {"namespace":"default"})
+  tcp-redirs  a UDP redirection (POST …/applications/{app}/udpRedirs {"namespace":"default"}),
+              the server in bound mode (a socket per port)
+  tcp-redirs-steered  the same on a second server in steered mode (`--port-mode steered`: the
+              port a key of the kernel's BPF steering; needs the network namespace of its
+              own that udp.sh enters when this path is asked for)
   nginx       nginx's stream module, `listen PORT udp reuseport`, NGINX_WORKERS workers
   socat       `socat -T 60 UDP-LISTEN:PORT,fork,reuseaddr UDP:BACKEND` (one process per flow)
 
@@ -37,8 +41,8 @@ from benchlib import (HERE, HOST, ROOT, Procs, Recorder, command_line, cpu_model
                       raise_nofile, raw_lines, run_cli, server_env, source_revision, start_serve, tool_version,
                       wait_bound)
 
-PATHS = ["direct", "tcp-redirs", "nginx", "socat"]
-FORWARDERS = ["tcp-redirs", "nginx", "socat"]
+PATHS = ["direct", "tcp-redirs", "tcp-redirs-steered", "nginx", "socat"]
+FORWARDERS = ["tcp-redirs", "tcp-redirs-steered", "nginx", "socat"]
 REFS = ["nginx", "socat", "direct"]  # the ratio columns: tcp-redirs / each
 BACKENDS = ["echo", "dns", "iperf"]
 # name -> (datagram size, flows, in flight): the round-trip workloads of the echo backend
@@ -137,7 +141,9 @@ class Bench(Recorder):
         wait_bound(self.port[("direct", "dns")], "udp", what="unbound", alive=alive)
         wait_bound(self.port[("direct", "iperf")], "tcp", what="iperf3 server", alive=alive)
         if "tcp-redirs" in self.paths:
-            self.start_tcp_redirs()
+            self.start_tcp_redirs("tcp-redirs", "bound", "5001-7499")
+        if "tcp-redirs-steered" in self.paths:
+            self.start_tcp_redirs("tcp-redirs-steered", "steered", "7500-9999")
         if "nginx" in self.paths:
             self.start_nginx()
         if "socat" in self.paths:
@@ -196,20 +202,21 @@ remote-control:
             for i in range(DNS_NAMES):
                 f.write(f"h{i}.{DNS_ZONE} A\n")
 
-    def start_tcp_redirs(self):
+    def start_tcp_redirs(self, path, mode, ports):
         if not os.access(self.bin, os.X_OK):
             raise RuntimeError(f"{self.bin} is not executable: cargo build --release first, or set TCP_REDIRS_BIN")
-        cfg = os.path.join(self.tmp, "tcp-redirs-cfg")
-        data = os.path.join(self.tmp, "tcp-redirs-data")
+        cfg = os.path.join(self.tmp, f"{path}-cfg")
+        data = os.path.join(self.tmp, f"{path}-data")
         # Public ports below 10,000: every other port of the run (the client's source ports,
         # nginx's, socat's, the backends') is picked from 10,000 up, so none can be given twice.
-        conf = os.path.join(self.tmp, "tcp-redirs.toml")
+        # The bound and steered servers take halves of that range.
+        conf = os.path.join(self.tmp, f"{path}.toml")
         with open(conf, "w") as f:
-            f.write('[[namespace]]\nname = "default"\nports = "5001-9999"\n')
-        p, url = start_serve(self.procs, "tcp-redirs serve",
+            f.write(f'[[namespace]]\nname = "default"\nports = "{ports}"\n')
+        p, url = start_serve(self.procs, f"{path} serve",
                              [self.bin, "serve", "--listen", f"{HOST}:0", "--data-dir", data,
-                              "--public-bind", HOST, "--config", conf],
-                             server_env(cfg, "bench"), os.path.join(self.tmp, "tcp-redirs.log"))
+                              "--public-bind", HOST, "--config", conf, "--port-mode", mode],
+                             server_env(cfg, "bench"), os.path.join(self.tmp, f"{path}.log"))
         log(f"tcp-redirs control API at {url}")
         cenv = dict(os.environ, TCP_REDIRS_URL=url, TCP_REDIRS_TOKEN="bench", TCP_REDIRS_CONFIG_DIR=cfg)
         for b in BACKENDS:
@@ -223,8 +230,8 @@ remote-control:
             port = int(doc["port"])
             if port in self.taken:
                 raise RuntimeError(f"tcp-redirs gave port {port}, which the client uses as a source port")
-            self.port[("tcp-redirs", b)] = port
-            self.pgid[("tcp-redirs", b)] = p.pid
+            self.port[(path, b)] = port
+            self.pgid[(path, b)] = p.pid
 
     def api(self, url, method, path, body=None):
         req = urllib.request.Request(url + path, method=method,
@@ -469,7 +476,8 @@ stream {{{servers}
     def table(self):
         cols = [p for p in PATHS if p in self.paths]
         refs = [r for r in REFS if r in self.paths] if "tcp-redirs" in self.paths else []
-        header = ["metric", *cols, *[f"tcp-redirs/{r}" for r in refs]]
+        steered = "tcp-redirs" in self.paths and "tcp-redirs-steered" in self.paths
+        header = ["metric", *cols, *[f"tcp-redirs/{r}" for r in refs], *(["steered/bound"] if steered else [])]
         body = []
         for key, label, fmt, lower in self.rows():
             if key not in self.raw:
@@ -482,6 +490,9 @@ stream {{{servers}
             for r in refs:
                 v = vals[r]
                 cells.append(f"{tr / v:.2f}" if tr is not None and v not in (None, 0) else "—")
+            if steered:
+                st = vals.get("tcp-redirs-steered")
+                cells.append(f"{st / tr:.2f}" if st is not None and tr not in (None, 0) else "—")
             body.append(cells)
         return md_table(header, body)
 

@@ -10,6 +10,10 @@
 # DURATION=3 FLOWS=1000 INFLIGHT=64 SMALL=64 LARGE=1400 NGINX_WORKERS=2 DNS_CLIENTS=16
 # DNS_OUTSTANDING=64 IPERF_BITRATE=300M IPERF_LEN=1400 PATHS=direct,tcp-redirs,nginx,socat
 # TESTS=small1,small1k,large1,large1k,lat1,lat1k,dns,iperf TCP_REDIRS_BIN=target/release/tcp-redirs
+#
+# Steered against bound mode, side by side: PATHS=tcp-redirs,tcp-redirs-steered (any path list
+# with tcp-redirs-steered runs the whole benchmark in a network namespace of its own, as root:
+# a steered server attaches its BPF program to the namespace it runs in).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -37,6 +41,11 @@ if ((${#missing[@]})); then
         esac
     done
     apt_install udp "${pkgs[@]}"
+fi
+
+# After the installs: the namespace has loopback only.
+if [[ ,${PATHS:-}, == *,tcp-redirs-steered,* ]]; then
+    enter_netns "$@"
 fi
 
 LOAD=$HERE/udpload/udpload

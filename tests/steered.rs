@@ -234,3 +234,330 @@ fn a_port_in_time_wait_is_free_again_at_once() {
     std::io::Read::read_to_end(&mut client, &mut got).unwrap();
     assert_eq!(got, b"bye", "the port forwards again");
 }
+
+/// A UDP instance that answers each datagram with its own tag in front: `[tag] ++ datagram`,
+/// so that a client learns which instance its flow went to.
+struct TaggedEcho {
+    addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TaggedEcho {
+    fn start(tag: u8) -> TaggedEcho {
+        use std::sync::atomic::Ordering;
+        let socket = std::net::UdpSocket::bind((LOCALHOST, 0)).expect("bind a tagged UDP echo");
+        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        socket2::SockRef::from(&socket).set_recv_buffer_size(4 << 20).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            while !stopping.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = socket.recv_from(&mut buf[1..]) {
+                    buf[0] = tag;
+                    let _ = socket.send_to(&buf[..n + 1], from);
+                }
+            }
+        });
+        TaggedEcho { addr, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for TaggedEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Adds a UDP redirection of `app` in `default`; its port.
+fn add_udp(server: &Server, app: &str) -> u16 {
+    port_of(&server.cli_json(&["add", "--udp", "--app", app, "--namespace", "default", "-F", "json"]))
+}
+
+/// A steered UDP port carries exact datagrams both ways for several clients at once: each
+/// client sends a burst from its very first datagram (some of them while its flow's socket is
+/// being made), every answer comes back whole, from the address and port the client dialled
+/// (read with `recv_from` on an unconnected socket), and all of a client's answers come from
+/// one instance, both instances serving some client.
+#[test]
+fn steered_udp_echoes_exact_datagrams_from_the_dialled_port() {
+    enter_network_namespace();
+    let (one, two) = (TaggedEcho::start(1), TaggedEcho::start(2));
+    let server = Server::builder().args(&["--port-mode", "steered"]).start();
+    server.cli_json(&[
+        "apps",
+        "create",
+        "game",
+        "--instance",
+        &one.addr.to_string(),
+        "--instance",
+        &two.addr.to_string(),
+        "-F",
+        "json",
+    ]);
+    let port = add_udp(&server, "game");
+    let dialled = SocketAddr::from((LOCALHOST, port));
+    assert_eq!(listeners_on(port), 0, "a steered UDP port has no socket of its own");
+    const CLIENTS: usize = 8;
+    const BURST: usize = 40;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let socket = std::net::UdpSocket::bind((LOCALHOST, 0)).unwrap();
+                socket2::SockRef::from(&socket).set_recv_buffer_size(4 << 20).unwrap();
+                socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                let sent: Vec<Vec<u8>> = (0..BURST)
+                    .map(|i| {
+                        // Small enough that a burst fits the flow sockets' default buffers.
+                        let mut d = random_bytes(1 + (i * 997 + c * 131) % 1_200);
+                        d[0] = i as u8;
+                        d
+                    })
+                    .collect();
+                for d in &sent {
+                    socket.send_to(d, dialled).unwrap();
+                }
+                let mut tags = std::collections::HashSet::new();
+                let mut got = vec![None; BURST];
+                let mut buf = vec![0u8; 65_536];
+                for _ in 0..BURST {
+                    let (n, from) = match socket.recv_from(&mut buf) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            return Err(format!(
+                                "client {c}: {} of {BURST} answers: {e}",
+                                got.iter().flatten().count()
+                            ))
+                        }
+                    };
+                    assert_eq!(from, dialled, "client {c}: an answer from {from}, not from the port dialled");
+                    tags.insert(buf[0]);
+                    let i = usize::from(buf[1]);
+                    got[i] = Some(buf[1..n].to_vec());
+                }
+                for (i, d) in sent.iter().enumerate() {
+                    assert_same_bytes(
+                        got[i].as_deref().unwrap_or_default(),
+                        d,
+                        &format!("client {c}, datagram {i}"),
+                    );
+                }
+                // Then large ones, one at a time: up to the largest UDP payload over IPv4
+                // but for the instance's tag.
+                for size in [9_000, 65_000] {
+                    let d = random_bytes(size);
+                    socket.send_to(&d, dialled).unwrap();
+                    let (n, from) =
+                        socket.recv_from(&mut buf).map_err(|e| format!("client {c}: {size} B: {e}"))?;
+                    assert_eq!(from, dialled);
+                    tags.insert(buf[0]);
+                    assert_same_bytes(&buf[1..n], &d, &format!("client {c}: a {size}-byte datagram"));
+                }
+                assert_eq!(tags.len(), 1, "client {c}: answers from instances {tags:?}");
+                Ok(tags.into_iter().next().unwrap())
+            })
+        })
+        .collect();
+    let tags: std::collections::HashSet<u8> = clients
+        .into_iter()
+        .map(|t| {
+            t.join().unwrap().unwrap_or_else(|e| {
+                let metrics = server.api("GET", "/metrics", None).text();
+                let udp: Vec<&str> = metrics.lines().filter(|l| l.contains("udp")).collect();
+                panic!("{e}\n{}\n{}", udp.join("\n"), server.log())
+            })
+        })
+        .collect();
+    assert_eq!(tags.len(), 2, "both instances serve some of {CLIENTS} clients: {tags:?}");
+    let metrics = server.api("GET", "/metrics", None).text();
+    let dropped: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("tcp_redirs_udp_datagrams_dropped_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(dropped.is_empty(), "no datagram dropped: {dropped:?}");
+}
+
+/// 1,000 UDP redirections, made through `apply`, add no descriptor to a steered server (each
+/// is a key in the kernel's table), and sampled ones forward.
+#[test]
+fn steered_udp_ports_cost_no_descriptor() {
+    enter_network_namespace();
+    let echo = UdpEcho::start();
+    let server = Server::builder().args(&["--port-mode", "steered"]).start();
+    let pid = server.process_id();
+    const PORTS: usize = 1_000;
+    let mut manifest = String::new();
+    for i in 0..PORTS {
+        manifest.push_str(&format!(
+            "[[application]]\nname = \"u-{i}\"\ninstances = [{{ address = \"{}\" }}]\n\n\
+             [[application.redirection]]\nnamespace = \"default\"\nprotocol = \"udp\"\n\n",
+            echo.addr()
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("udp.toml");
+    std::fs::write(&file, manifest).unwrap();
+    let before = fd_count(pid);
+    let applied = run_cli_within(
+        &server,
+        &["apply", "-f", file.to_str().unwrap(), "-F", "json"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(applied.code, 0, "apply of {PORTS} UDP redirections\n{applied}\n{}", server.log());
+    let report: serde_json::Value = serde_json::from_str(&applied.stdout).unwrap();
+    let ports: Vec<u16> = report["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "add" && c["kind"] == "redirection")
+        .map(|c| c["port"].as_u64().unwrap() as u16)
+        .collect();
+    assert_eq!(ports.len(), PORTS, "{report}");
+    let after = fd_count(pid);
+    eprintln!("[steered] {PORTS} UDP ports: {before} descriptors before, {after} after");
+    assert!(after <= before + 5, "{PORTS} steered UDP ports took {} descriptors", after - before);
+    for &port in ports.iter().step_by(50) {
+        let client = udp_client(LOCALHOST.into(), port);
+        let data = format!("through {port}").into_bytes();
+        let back = udp_round_trip(&client, &data).unwrap_or_else(|e| panic!("UDP port {port}: {e}"));
+        assert_same_bytes(&back, &data, &format!("steered UDP port {port}"));
+    }
+}
+
+/// Whether a removed UDP port refuses `client` (its connected socket gets ECONNREFUSED from
+/// the ICMP port unreachable) and never answers. Up to 5 datagrams, a second apart: the
+/// kernel's ICMP rate limit is machine-wide (1,000 a second, bursts of 50), and other tests
+/// running at once may spend it, so one ICMP may not be sent.
+fn refused(client: &std::net::UdpSocket, what: &str) {
+    client.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut buf = [0u8; 64];
+    for _ in 0..5 {
+        let _ = client.send(b"still there?");
+        match client.recv(&mut buf) {
+            Ok(n) => panic!("{what}: a removed UDP port answered {:?}", &buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            Err(_) => continue,
+        }
+    }
+    panic!("{what}: neither answered nor refused (no ICMP port unreachable) in 5 tries");
+}
+
+/// `remove --udp` refuses the port before it answers: a client whose flow was open gets
+/// ICMP port unreachable for its very next datagram (its connected socket: ECONNREFUSED),
+/// and so does a new client; the flows' sockets are gone from the server.
+#[test]
+fn a_removed_steered_udp_port_refuses_the_next_datagram() {
+    enter_network_namespace();
+    let echo = UdpEcho::start();
+    let server = Server::builder().args(&["--port-mode", "steered"]).start();
+    server.create_app("game", echo.addr());
+    let port = add_udp(&server, "game");
+    let pid = server.process_id();
+    let idle = fd_count(pid);
+    let clients: Vec<_> = (0..5).map(|_| udp_client(LOCALHOST.into(), port)).collect();
+    for (i, c) in clients.iter().enumerate() {
+        let data = format!("flow {i}").into_bytes();
+        assert_eq!(udp_round_trip(c, &data).unwrap(), data);
+    }
+    let open = fd_count(pid);
+    assert!(open >= idle + 10, "5 steered flows hold two descriptors each: {idle} -> {open}");
+    server.cli_ok(&["remove", &port.to_string(), "--udp", "--app", "game", "--namespace", "default"]);
+    for (i, c) in clients.iter().enumerate() {
+        refused(c, &format!("client {i}, whose flow was open"));
+    }
+    refused(&udp_client(LOCALHOST.into(), port), "a new client");
+    assert!(fd_count(pid) <= idle, "the flows' sockets closed with the port");
+}
+
+/// An upgrade (SIGUSR2) keeps UDP ports steered: the new process takes the steered sockets
+/// over, its ports hold no socket of their own, a port echoes from the dialled port through
+/// it, and it steers what changes next (a port removed after the upgrade is refused).
+#[test]
+fn an_upgrade_keeps_udp_ports_steered() {
+    enter_network_namespace();
+    let echo = UdpEcho::start();
+    let mut server = Server::builder().args(&["--port-mode", "steered"]).start();
+    let ports: Vec<u16> = (0..20)
+        .map(|i| {
+            server.create_app(&format!("game-{i}"), echo.addr());
+            add_udp(&server, &format!("game-{i}"))
+        })
+        .collect();
+    for &port in &ports {
+        assert_eq!(udp_round_trip(&udp_client(LOCALHOST.into(), port), b"before").unwrap(), b"before");
+    }
+    let skip = server.log().len();
+    server.send_signal(libc::SIGUSR2);
+    let log =
+        server.wait_for_log("upgrade: the new process serves every socket", skip, Duration::from_secs(60));
+    let line = log.lines().last().unwrap_or_default();
+    let new_pid: u32 = line
+        .split("new_pid=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no new_pid in `{line}`"));
+    let status = server.wait_for_exit(Duration::from_secs(40)).expect("the old process exits");
+    assert!(status.success(), "{status}\n{}", server.log());
+    assert!(
+        server.log()[skip..].contains("every public TCP and UDP port steered by the kernel, taken over"),
+        "{}",
+        &server.log()[skip..]
+    );
+    let fds = fd_count(new_pid);
+    assert!(fds < 100, "the new process holds {fds} descriptors for {} UDP ports", ports.len());
+    for &port in &ports {
+        let socket = std::net::UdpSocket::bind((LOCALHOST, 0)).unwrap();
+        socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        socket.send_to(b"after", (LOCALHOST, port)).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, from) =
+            socket.recv_from(&mut buf).unwrap_or_else(|e| panic!("UDP port {port} after the upgrade: {e}"));
+        assert_eq!(&buf[..n], b"after");
+        assert_eq!(from, SocketAddr::from((LOCALHOST, port)), "the answer's source");
+    }
+    server.cli_ok(&["remove", &ports[0].to_string(), "--udp", "--app", "game-0", "--namespace", "default"]);
+    refused(&udp_client(LOCALHOST.into(), ports[0]), "a port removed after the upgrade");
+    // SAFETY: kill sends a signal; the new process is ours to end.
+    unsafe { libc::kill(new_pid as i32, libc::SIGTERM) };
+}
+
+/// A UDP port another program holds when a UDP redirection is allocated is never taken:
+/// asked for, it is refused as taken; picked at random, it is skipped; once free, it is
+/// given and forwards.
+#[test]
+fn a_udp_port_another_program_holds_is_never_steered() {
+    enter_network_namespace();
+    let echo = UdpEcho::start();
+    let (low, high) = free_port_pair();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[[namespace]]\nname = \"tight\"\nbind = \"127.0.0.1\"\nports = \"{low}-{high}\"\n"),
+    )
+    .unwrap();
+    let server = Server::builder().config(&config).args(&["--port-mode", "steered"]).start();
+    let other = std::net::UdpSocket::bind((LOCALHOST, low)).expect("another program's UDP socket");
+    for app in ["one", "two"] {
+        server.create_app(app, echo.addr());
+    }
+    let asked =
+        server.cli(&["add", "--udp", "--app", "one", "--namespace", "tight", "--port", &low.to_string()]);
+    asked.assert_error(1, &[&low.to_string(), "tight"]);
+    let picked =
+        port_of(&server.cli_json(&["add", "--udp", "--app", "one", "--namespace", "tight", "-F", "json"]));
+    assert_eq!(picked, high, "the only UDP port nobody holds");
+    server.cli(&["add", "--udp", "--app", "two", "--namespace", "tight"]).assert_error(1, &["tight"]);
+    drop(other);
+    let given =
+        port_of(&server.cli_json(&["add", "--udp", "--app", "two", "--namespace", "tight", "-F", "json"]));
+    assert_eq!(given, low, "the port once its program let it go");
+    let back = udp_round_trip(&udp_client(LOCALHOST.into(), low), b"steered, not stolen").unwrap();
+    assert_eq!(back, b"steered, not stolen");
+}

@@ -446,13 +446,14 @@ fn start_ports(
         access_log: opts.access_log,
     };
     // An upgrade keeps the mode it finds: the steering handed over, or bound ports.
+    let threads = workers.handles().len();
     let steered = match inherited.as_deref_mut().map(|handed| handed.steering.take()) {
-        Some(Some((fds, listeners))) => Some(
-            data::steered::Steered::adopt(fds, listeners)
+        Some(Some((fds, sockets))) => Some(
+            data::steered::Steered::adopt(fds, sockets, threads)
                 .context("cannot take over the old process's steering")?,
         ),
-        Some(None) => data::steered::choose(data::steered::Mode::Bound)?,
-        None => data::steered::choose(opts.port_mode).map_err(|err| {
+        Some(None) => data::steered::choose(data::steered::Mode::Bound, threads)?,
+        None => data::steered::choose(opts.port_mode, threads).map_err(|err| {
             anyhow::anyhow!("--port-mode steered: {err}; or run with --port-mode bound (one socket per port)")
         })?,
     };

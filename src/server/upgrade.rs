@@ -54,7 +54,8 @@ struct Handover {
     #[serde(default)]
     udp: Vec<(SocketAddr, RawFd)>,
     /// In steered mode, the program's link, the program, its two tables (in
-    /// `steer::Fds::into_array`'s order) and the steered listeners.
+    /// `steer::Fds::into_array`'s order) and the steered sockets (TCP listeners, then the
+    /// forwarding threads' UDP sockets).
     #[serde(default)]
     steering: Option<([RawFd; 4], Vec<RawFd>)>,
 }
@@ -69,8 +70,8 @@ pub struct Inherited {
     pub ports: HashMap<SocketAddr, Vec<TcpListener>>,
     /// Each public UDP port's socket.
     pub udp: HashMap<SocketAddr, UdpSocket>,
-    /// In steered mode, the steering's descriptors and the steered listeners.
-    pub steering: Option<([OwnedFd; 4], Vec<TcpListener>)>,
+    /// In steered mode, the steering's descriptors and the steered sockets (TCP and UDP).
+    pub steering: Option<([OwnedFd; 4], Vec<OwnedFd>)>,
     ready: File,
 }
 
@@ -108,7 +109,7 @@ impl Inherited {
         let steering = match handover.steering {
             Some(([a, b, c, d], listeners)) => Some((
                 [owned(a)?, owned(b)?, owned(c)?, owned(d)?],
-                listeners.into_iter().map(listener).collect::<Result<_>>()?,
+                listeners.into_iter().map(owned).collect::<Result<_>>()?,
             )),
             None => None,
         };

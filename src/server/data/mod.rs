@@ -22,9 +22,6 @@ pub mod log_writer;
 pub(super) mod metrics;
 pub(super) mod ports;
 mod proxy_header;
-// Its UDP keys, the `SO_REUSEPORT` target and the batched updates are tested API that the
-// server does not use yet (UDP ports stay one socket each in steered mode).
-#[allow(dead_code)]
 pub(super) mod steer;
 pub(super) mod steered;
 pub(super) mod udp;

@@ -1,5 +1,6 @@
 //! Steered mode: every public TCP port of the node on one listening socket per address
-//! family, the kernel steering each connection there ([`super::steer`]).
+//! family, every UDP port on one socket per forwarding thread and family, the kernel
+//! steering each connection or datagram there ([`super::steer`]).
 //!
 //! In bound mode ([`super::forward::run`]) a port is a listening socket that every
 //! forwarding thread polls. Here a port is an entry in two tables: the kernel's steering
@@ -24,17 +25,25 @@
 //! (for IPv4) at `::`, as the kernel's program does (a port bound to `::` is steered for
 //! both families, as a dual-stack socket listens on both).
 //!
-//! **What is not steered.** UDP ports stay one socket each, in both modes: the kernel does
-//! not steer what it finds no key for, so they are looked up as always.
+//! **UDP ports** are steered too ([`Steered::start_udp`]): each forwarding thread has a UDP
+//! socket per family in the socket map (slots 2 and 3 for thread 0, 4 and 5 for thread 1,
+//! …: [`udp_slot`]), and a port's keys name the socket of the thread that owns the port, so
+//! that one thread still owns a port's flow table with no lock per datagram. How that
+//! thread finds the port of a datagram, and how a flow answers from the dialled port, is
+//! [`super::udp`]'s `steered` module. Reserving a UDP port checks, as for TCP, that no
+//! steered or reserved UDP port overlaps it and that no other program holds it (a bind
+//! without `SO_REUSEADDR`, closed at once). An upgrade hands the UDP sockets over with the
+//! listeners ([`Steered::descriptors`], [`Steered::adopt`]).
 //!
 //! **Order of a removal.** The kernel's key goes first (new connections to the port are
 //! refused at once), then the table's entry (a connection already queued on the listener
 //! for this port finds no entry and is reset), then the port's open connections are reset
 //! by its own token, as in bound mode.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -47,6 +56,7 @@ use tracing::{debug, info, warn};
 use super::copy;
 use super::forward::{self, Accepting, Local, Polled, Port, Source};
 use super::steer::{Key, Proto, Steering, Target};
+use super::udp;
 use super::workers::Workers;
 
 /// The accept queue of a steered listener: every port's connections wait in it.
@@ -54,6 +64,14 @@ const BACKLOG: i32 = 4096;
 /// The socket map's slot of the IPv4 listener, and of the IPv6 one.
 const SLOT_V4: u32 = 0;
 const SLOT_V6: u32 = 1;
+/// The slot of forwarding thread `t`'s steered UDP socket: `UDP_SLOTS + 2t` for IPv4, one
+/// more for IPv6.
+const UDP_SLOTS: u32 = 2;
+
+/// The socket map's slot of thread `thread`'s steered UDP socket of a family.
+fn udp_slot(thread: usize, v6: bool) -> u32 {
+    UDP_SLOTS + 2 * thread as u32 + u32::from(v6)
+}
 
 /// One steered port, as the accept loops find it.
 struct Entry {
@@ -79,7 +97,7 @@ impl Running {
     pub fn stop(self) {
         // Handed over: the new process steers the same keys with the same tables.
         if !self.handed_over.load(Ordering::Relaxed) {
-            for (key, _) in self.steered.keys(self.addr) {
+            for (key, _) in self.steered.keys(Proto::Tcp, self.addr) {
                 if let Err(err) = self.steered.steering.unsteer(key) {
                     warn!(addr = %self.addr, error = %err, "cannot unsteer a removed port");
                 }
@@ -111,26 +129,33 @@ pub struct Steered {
     adding: Mutex<()>,
     /// Ports reserved for a claim and not started yet ([`Reserved`]), so that two
     /// namespaces on one address never take the same port.
-    reserved: Mutex<std::collections::HashSet<SocketAddr>>,
+    reserved: Mutex<HashSet<(Proto, SocketAddr)>>,
+    /// The UDP sockets, one per forwarding thread and family ([`udp::SteeredSockets`]).
+    udp: Arc<udp::SteeredSockets>,
+    /// The UDP ports steered now (their tables are the threads' own).
+    udp_ports: Mutex<HashSet<SocketAddr>>,
 }
 
 /// A steered port reserved for a claim: counted taken until dropped (the port started,
 /// or the claim failed).
 pub struct Reserved {
     steered: Arc<Steered>,
+    proto: Proto,
     addr: SocketAddr,
 }
 
 impl Drop for Reserved {
     fn drop(&mut self) {
-        self.steered.reserved.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.addr);
+        self.steered.reserved.lock().unwrap_or_else(|p| p.into_inner()).remove(&(self.proto, self.addr));
     }
 }
 
 impl Steered {
-    /// Loads the program into this process's network namespace and makes the listeners;
-    /// an error says what the kernel or the privileges lack.
-    pub fn load() -> io::Result<Steered> {
+    /// Loads the program into this process's network namespace and makes the listeners
+    /// and the UDP sockets of `threads` forwarding threads; an error says what the kernel
+    /// or the privileges lack.
+    pub fn load(threads: usize) -> io::Result<Steered> {
+        check_threads(threads)?;
         let steering = Steering::load()?;
         let v4 = listener(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
         steering.insert_socket(SLOT_V4, v4.as_fd())?;
@@ -144,33 +169,20 @@ impl Steered {
                 None
             }
         };
-        Ok(Steered {
-            steering,
-            v4: Arc::new(v4),
-            v6,
-            tables: ArcSwap::from_pointee(Vec::new()),
-            adding: Mutex::new(()),
-            reserved: Mutex::default(),
-        })
+        let udp = udp::SteeredSockets::new(threads, Vec::new(), v6.is_some())?;
+        Steered::with(steering, Arc::new(v4), v6, udp)
     }
 
-    /// Takes over the steering and listeners an old process handed over (an upgrade): its
-    /// program is replaced by this binary's, atomically, and the tables keep every port.
-    pub fn adopt(fds: [std::os::fd::OwnedFd; 4], listeners: Vec<TcpListener>) -> io::Result<Steered> {
-        let steering = Steering::from_fds(super::steer::Fds::from_array(fds))?;
-        let (mut v4, mut v6) = (None, None);
-        for l in listeners {
-            match l.local_addr()? {
-                SocketAddr::V4(_) => v4 = Some(Arc::new(l)),
-                SocketAddr::V6(_) => v6 = Some(Arc::new(l)),
-            }
+    /// Puts the UDP sockets in their slots and makes the tables.
+    fn with(
+        steering: Steering,
+        v4: Arc<TcpListener>,
+        v6: Option<Arc<TcpListener>>,
+        udp: udp::SteeredSockets,
+    ) -> io::Result<Steered> {
+        for (thread, v6, socket) in udp.all() {
+            steering.insert_socket(udp_slot(thread, v6), socket.as_fd())?;
         }
-        let v4 =
-            v4.ok_or_else(|| io::Error::other("the old process handed over no IPv4 steered listener"))?;
-        info!(
-            mode = "steered",
-            "every public TCP port steered by the kernel, taken over from the old process"
-        );
         Ok(Steered {
             steering,
             v4,
@@ -178,11 +190,44 @@ impl Steered {
             tables: ArcSwap::from_pointee(Vec::new()),
             adding: Mutex::new(()),
             reserved: Mutex::default(),
+            udp: Arc::new(udp),
+            udp_ports: Mutex::default(),
         })
     }
 
-    /// Starts an accept loop on every forwarding thread for each listener; they stop at
-    /// `shutdown`, leaving the queued connections to a new process once `handed_over`.
+    /// Takes over the steering and steered sockets an old process handed over (an
+    /// upgrade), for `threads` forwarding threads: its program is replaced by this
+    /// binary's, atomically, and the tables keep every port. The UDP sockets go to the
+    /// threads in the order handed (an old process that had none: new ones).
+    pub fn adopt(fds: [OwnedFd; 4], sockets: Vec<OwnedFd>, threads: usize) -> io::Result<Steered> {
+        check_threads(threads)?;
+        let steering = Steering::from_fds(super::steer::Fds::from_array(fds))?;
+        let (mut v4, mut v6, mut udp) = (None, None, Vec::new());
+        for fd in sockets {
+            if socket2::SockRef::from(&fd).r#type()? == Type::DGRAM {
+                udp.push(fd);
+                continue;
+            }
+            let l = TcpListener::from(fd);
+            l.set_nonblocking(true)?;
+            match l.local_addr()? {
+                SocketAddr::V4(_) => v4 = Some(Arc::new(l)),
+                SocketAddr::V6(_) => v6 = Some(Arc::new(l)),
+            }
+        }
+        let v4 =
+            v4.ok_or_else(|| io::Error::other("the old process handed over no IPv4 steered listener"))?;
+        let udp = udp::SteeredSockets::new(threads, udp, v6.is_some())?;
+        info!(
+            mode = "steered",
+            "every public TCP and UDP port steered by the kernel, taken over from the old process"
+        );
+        Steered::with(steering, v4, v6, udp)
+    }
+
+    /// Starts an accept loop on every forwarding thread for each listener, and the reading
+    /// of each thread's UDP sockets; they stop at `shutdown`, leaving the queued
+    /// connections (and datagrams) to a new process once `handed_over`.
     pub fn start_accepting(
         self: &Arc<Self>,
         workers: &Workers,
@@ -202,6 +247,49 @@ impl Steered {
                 handle.spawn(accepting);
             }
         }
+        self.udp.start_reading(workers.handles(), &shutdown);
+    }
+
+    /// Serves UDP `port` from now on: its table is made on the thread that owns it, then its
+    /// keys steer its datagrams to that thread's socket. The future, to run as the port's
+    /// task, ends once the port stopped: keys written away (unless handed over to a new
+    /// process, which steers the same keys), flows ended and their sockets closed.
+    pub fn start_udp(
+        self: &Arc<Self>,
+        port: udp::UdpPort,
+        handed_over: Arc<AtomicBool>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let addr = port.addr;
+        let thread = self.udp.thread_of(addr.port());
+        let handle = port.workers.handles()[thread % port.workers.handles().len()].clone();
+        let (bound, bound_changed) = (port.bound.clone(), port.bound_changed.clone());
+        port.metrics.udp.get_or_init(Box::default);
+        self.udp_ports.lock().unwrap_or_else(|p| p.into_inner()).insert(addr);
+        let steered = self.clone();
+        let unsteer = move || {
+            if !handed_over.load(Ordering::Relaxed) {
+                for (key, _) in steered.keys(Proto::Udp, addr) {
+                    if let Err(err) = steered.steering.unsteer(key) {
+                        warn!(%addr, error = %err, "cannot unsteer a removed UDP port");
+                    }
+                }
+            }
+            steered.udp_ports.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
+        };
+        let serving = self.udp.serve(port, handle, unsteer);
+        let steering =
+            self.keys(Proto::Udp, addr).into_iter().try_for_each(|(key, to)| self.steering.steer(key, to));
+        match steering {
+            Ok(()) => {
+                if !bound.swap(true, Ordering::Relaxed) {
+                    bound_changed.notify_one();
+                }
+            }
+            Err(err) => {
+                warn!(%addr, error = %err, "cannot steer the UDP redirection's port: its datagrams are refused")
+            }
+        }
+        serving
     }
 
     /// Serves `port` from now on: its entry in the port table, then its keys in the
@@ -215,7 +303,8 @@ impl Steered {
         let entry = Arc::new(Entry { accepting: Accepting::new(port), locals });
         let table = self.table(addr.ip());
         table.0[usize::from(addr.port())].store(Some(entry));
-        let steering = self.keys(addr).into_iter().try_for_each(|(key, to)| self.steering.steer(key, to));
+        let steering =
+            self.keys(Proto::Tcp, addr).into_iter().try_for_each(|(key, to)| self.steering.steer(key, to));
         match steering {
             Ok(()) => bound.store(true, Ordering::Relaxed),
             Err(err) => {
@@ -225,9 +314,10 @@ impl Steered {
         Running { steered: self.clone(), addr, table, bound, handed_over }
     }
 
-    /// The kernel's keys of a port bound to `addr` (both families for `::`), with the
-    /// listener each goes to.
-    fn keys(&self, addr: SocketAddr) -> Vec<(Key, Target)> {
+    /// The kernel's keys of a `proto` port bound to `addr` (both families for `::`), with
+    /// the socket each goes to: a listener, or the UDP socket of the port's thread.
+    fn keys(&self, proto: Proto, addr: SocketAddr) -> Vec<(Key, Target)> {
+        let thread = self.udp.thread_of(addr.port());
         let mut keys = vec![(addr.ip(), addr.port())];
         if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
             keys.push((IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port()));
@@ -238,8 +328,13 @@ impl Steered {
                     IpAddr::V4(_) => true,
                     IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some(),
                 };
-                let slot = if v4 { SLOT_V4 } else { self.v6.as_ref().map(|_| SLOT_V6)? };
-                Some((Key::new(Proto::Tcp, ip, port), Target::slot(slot)))
+                let slot = match (proto, v4) {
+                    (Proto::Tcp, true) => SLOT_V4,
+                    (Proto::Tcp, false) => self.v6.as_ref().map(|_| SLOT_V6)?,
+                    (Proto::Udp, true) => udp_slot(thread, false),
+                    (Proto::Udp, false) => self.udp.has_v6().then(|| udp_slot(thread, true))?,
+                };
+                Some((Key::new(proto, ip, port), Target::slot(slot)))
             })
             .collect()
     }
@@ -261,26 +356,36 @@ impl Steered {
         table
     }
 
-    /// Reserves TCP port `addr` for a claim, unless a steered or reserved port overlaps it
-    /// (the same port at the same address, or where either address is a wildcard that
-    /// covers the other), or another program holds it on the machine.
-    pub fn reserve(self: &Arc<Self>, addr: SocketAddr) -> io::Result<Reserved> {
+    /// Reserves `proto` port `addr` for a claim, unless a steered or reserved port of that
+    /// protocol overlaps it (the same port at the same address, or where either address is
+    /// a wildcard that covers the other), or another program holds it on the machine.
+    pub fn reserve(self: &Arc<Self>, proto: Proto, addr: SocketAddr) -> io::Result<Reserved> {
         let overlaps = |a: IpAddr, b: IpAddr| {
             a == b
                 || a.is_unspecified() && (a.is_ipv6() || b.is_ipv4())
                 || b.is_unspecified() && (b.is_ipv6() || a.is_ipv4())
         };
         let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
-        let steered = self.tables.load().iter().any(|(ip, table)| {
-            overlaps(*ip, addr.ip()) && table.0[usize::from(addr.port())].load().is_some()
-        });
-        let held = reserved.iter().any(|r| r.port() == addr.port() && overlaps(r.ip(), addr.ip()));
+        let steered = match proto {
+            Proto::Tcp => self.tables.load().iter().any(|(ip, table)| {
+                overlaps(*ip, addr.ip()) && table.0[usize::from(addr.port())].load().is_some()
+            }),
+            Proto::Udp => self
+                .udp_ports
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|p| p.port() == addr.port() && overlaps(p.ip(), addr.ip())),
+        };
+        let held = reserved
+            .iter()
+            .any(|(p, r)| *p == proto && r.port() == addr.port() && overlaps(r.ip(), addr.ip()));
         if steered || held {
             return Err(io::Error::from(io::ErrorKind::AddrInUse));
         }
-        free(addr)?;
-        reserved.insert(addr);
-        Ok(Reserved { steered: self.clone(), addr })
+        free(proto, addr)?;
+        reserved.insert((proto, addr));
+        Ok(Reserved { steered: self.clone(), proto, addr })
     }
 
     /// The entry of the port a connection accepted at `local` was dialled on.
@@ -317,20 +422,44 @@ impl Steered {
         }
     }
 
-    /// The descriptors of the program, its tables and the listeners, for a hand-over.
-    pub fn descriptors(&self) -> ([std::os::fd::RawFd; 4], Vec<std::os::fd::RawFd>) {
-        let listeners = std::iter::once(&self.v4).chain(self.v6.as_ref()).map(|l| l.as_raw_fd()).collect();
-        (self.steering.raw_fds(), listeners)
+    /// The descriptors of the program, its tables and the steered sockets (the listeners,
+    /// then the UDP sockets thread by thread), for a hand-over.
+    pub fn descriptors(&self) -> ([RawFd; 4], Vec<RawFd>) {
+        let mut sockets: Vec<RawFd> =
+            std::iter::once(&self.v4).chain(self.v6.as_ref()).map(|l| l.as_raw_fd()).collect();
+        sockets.extend(self.udp.raw_fds());
+        (self.steering.raw_fds(), sockets)
     }
 }
 
-/// Whether nothing else on the machine holds TCP port `addr` now: a bind without listen,
-/// closed at once (the port's range belongs to the gateway; this only keeps it from
-/// steering a port another program listens on at the moment it is allocated). A port
-/// steered here holds no socket: [`Steered::reserve`] checks those itself.
-fn free(addr: SocketAddr) -> io::Result<()> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
-    socket.set_reuse_address(true)?;
+/// Whether the socket map has a slot for every thread's UDP sockets.
+fn check_threads(threads: usize) -> io::Result<()> {
+    if udp_slot(threads.max(1) - 1, true) >= super::steer::DEFAULT_MAX_SLOTS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "steered mode serves at most {} forwarding threads ({threads} asked): lower --threads",
+                (super::steer::DEFAULT_MAX_SLOTS - UDP_SLOTS) / 2
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether nothing else on the machine holds `proto` port `addr` now: a bind (without
+/// listen), closed at once (the port's range belongs to the gateway; this only keeps it
+/// from steering a port another program holds at the moment it is allocated). A port
+/// steered here holds no socket: [`Steered::reserve`] checks those itself. A UDP bind
+/// goes without `SO_REUSEADDR`, so that a socket bound with it counts as holding the port.
+fn free(proto: Proto, addr: SocketAddr) -> io::Result<()> {
+    let kind = match proto {
+        Proto::Tcp => Type::STREAM,
+        Proto::Udp => Type::DGRAM,
+    };
+    let socket = Socket::new(Domain::for_address(addr), kind.cloexec(), None)?;
+    if proto == Proto::Tcp {
+        socket.set_reuse_address(true)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(false).ok();
     }
@@ -418,15 +547,15 @@ impl Mode {
 
 /// The steering `mode` asks for: `None` for bound mode, with a log line that says which
 /// mode runs and, when not steered, why and what to grant.
-pub fn choose(mode: Mode) -> io::Result<Option<Steered>> {
+pub fn choose(mode: Mode, threads: usize) -> io::Result<Option<Steered>> {
     match mode {
         Mode::Bound => {
             info!(mode = "bound", "one listening socket per public port (--port-mode bound)");
             Ok(None)
         }
-        Mode::Steered | Mode::Auto => match Steered::load() {
+        Mode::Steered | Mode::Auto => match Steered::load(threads) {
             Ok(steered) => {
-                info!(mode = "steered", "every public TCP port steered by the kernel (BPF sk_lookup) to one listener per address family");
+                info!(mode = "steered", "every public TCP and UDP port steered by the kernel (BPF sk_lookup): TCP to one listener per address family, UDP to one socket per forwarding thread and family");
                 Ok(Some(steered))
             }
             Err(err) if mode == Mode::Auto => {

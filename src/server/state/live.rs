@@ -42,6 +42,7 @@ use crate::server::data::conn_log::ConnLog;
 use crate::server::data::forward::{self, Policy};
 use crate::server::data::metrics::{Metrics, RedirMetrics};
 use crate::server::data::ports::{self, Listeners};
+use crate::server::data::steer::Proto;
 use crate::server::data::steered::{self, Steered};
 use crate::server::data::udp::{self, NodeFlows};
 use crate::server::data::workers::Workers;
@@ -123,8 +124,8 @@ enum Held {
     Tcp(Listeners),
     /// A UDP port's socket.
     Udp(std::net::UdpSocket),
-    /// A steered TCP port's reservation (no socket: a key written when the port starts),
-    /// kept for its `Drop`, which ends it once the port is in the steering table.
+    /// A steered port's reservation (no socket: a key written when the port starts), kept
+    /// for its `Drop`, which ends it once the port is in the steering table.
     #[allow(dead_code)]
     Steered(steered::Reserved),
 }
@@ -181,14 +182,18 @@ impl Reservations {
         let out_of_descriptors = || Unreserved::OutOfDescriptors(ports::descriptor_limit());
         // Steered: the port is a key, written when the diff starts it; what is reserved
         // here is its address (no other namespace nor program takes it meanwhile).
-        let steered = self.live.steered.as_ref().filter(|_| protocol == Protocol::Tcp);
+        let steered = self.live.steered.as_ref();
+        let proto = match protocol {
+            Protocol::Tcp => Proto::Tcp,
+            Protocol::Udp => Proto::Udp,
+        };
         let (port, socket) = match fixed {
             Some(port) => {
                 let addr = SocketAddr::new(ip, port);
                 let bound = match (protocol, steered) {
-                    (Protocol::Tcp, Some(steered)) => steered.reserve(addr).map(Held::Steered),
+                    (_, Some(steered)) => steered.reserve(proto, addr).map(Held::Steered),
                     (Protocol::Tcp, None) => ports::bind(addr).map(Held::Tcp),
-                    (Protocol::Udp, _) => udp::bind(addr).map(Held::Udp),
+                    (Protocol::Udp, None) => udp::bind(addr).map(Held::Udp),
                 };
                 let socket = bound.map_err(|err| {
                     if ports::out_of_descriptors(&err) {
@@ -200,14 +205,14 @@ impl Reservations {
                 (port, socket)
             }
             None => match (protocol, steered) {
-                (Protocol::Tcp, Some(steered)) => {
-                    ports::allocate_with(ip, range, taken, previous, |addr| steered.reserve(addr))
+                (_, Some(steered)) => {
+                    ports::allocate_with(ip, range, taken, previous, |addr| steered.reserve(proto, addr))
                         .map(|p| p.map(|(n, r)| (n, Held::Steered(r))))
                 }
                 (Protocol::Tcp, None) => {
                     ports::allocate(ip, range, taken, previous).map(|p| p.map(|(n, l)| (n, Held::Tcp(l))))
                 }
-                (Protocol::Udp, _) => {
+                (Protocol::Udp, None) => {
                     udp::allocate(ip, range, taken, previous).map(|p| p.map(|(n, s)| (n, Held::Udp(s))))
                 }
             }
@@ -716,11 +721,15 @@ impl LivePorts {
             }
             Limits::Udp(limits) => {
                 let inherited = self.inherited_udp.lock().unwrap().remove(&addr);
-                let held = match held {
-                    Some(Held::Udp(socket)) => Some(socket),
-                    _ => None,
+                // A steered port's reservation is kept until its port is steered, below.
+                let (held, _reserved) = match held {
+                    Some(Held::Udp(socket)) => (Some(socket), None),
+                    other => (None, other),
                 };
-                let socket = held.or(inherited).or_else(|| udp::bind(addr).ok());
+                let socket = match &self.steered {
+                    Some(_) => None,
+                    None => held.or(inherited).or_else(|| udp::bind(addr).ok()),
+                };
                 let bound = Arc::new(AtomicBool::new(socket.is_some()));
                 let limits = Arc::new(ArcSwap::from_pointee(limits));
                 let limits_changed = Arc::new(tokio::sync::Notify::new());
@@ -741,11 +750,11 @@ impl LivePorts {
                     workers: self.workers.clone(),
                     fds: fds.clone(),
                 };
-                (
-                    Running::Task(tokio::spawn(udp::run(port, socket))),
-                    bound,
-                    LimitsCell::Udp(limits, limits_changed),
-                )
+                let task = match &self.steered {
+                    Some(steered) => tokio::spawn(steered.start_udp(port, self.handed_over.clone())),
+                    None => tokio::spawn(udp::run(port, socket)),
+                };
+                (Running::Task(task), bound, LimitsCell::Udp(limits, limits_changed))
             }
         };
         if !bound.load(Ordering::Relaxed) {

@@ -89,10 +89,12 @@
 //! - descriptors: 20,000 steered ports (10,000 TCP, 10,000 UDP) cost 6 (4 for the steering, 2
 //!   sockets), against 20,000 for a socket per port.
 //!
-//! **Not here yet.** Nothing in the server uses this module: choosing the mode, the sockets
-//! and how threads share them, the allocator's check that no other program holds a port, the
-//! hand-over in the upgrade path, and counters of lookups and misses (tubular keeps them in a
-//! per-CPU array) come with the integration.
+//! **Who uses it.** [`crate::server::data::steered`] loads it in steered mode, steers TCP
+//! ports to two listeners and UDP ports to one socket per forwarding thread and family, and
+//! hands it over at an upgrade. Not used by the server yet (tested here): the
+//! `SO_REUSEPORT` target, batched updates (ports are steered one by one as the diff starts
+//! them), cookies and lookups, and counters of lookups and misses (tubular keeps them in a
+//! per-CPU array).
 
 mod bpf;
 mod program;
@@ -179,6 +181,7 @@ impl Target {
     }
 
     /// The `SO_REUSEPORT` group of the socket in `slot` chooses among its members.
+    #[cfg_attr(not(test), allow(dead_code))] // tested; the server does not use it yet
     pub fn reuseport_group(slot: u32) -> Target {
         Target { slot, reuseport: true }
     }
@@ -191,6 +194,7 @@ impl Target {
         b
     }
 
+    #[cfg_attr(not(test), allow(dead_code))] // tested; the server does not use it yet
     fn from_bytes(b: &[u8; DEST_SIZE]) -> Target {
         let slot = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
         let flags = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
@@ -242,6 +246,7 @@ impl<T> Fds<T> {
 #[derive(Debug)]
 pub struct Steering {
     fds: Fds<OwnedFd>,
+    #[cfg_attr(not(test), allow(dead_code))] // tested; the server does not use it yet
     batch: bool,
 }
 
@@ -310,6 +315,7 @@ impl Steering {
     }
 
     /// Gives up the descriptors; closing all of them detaches the program.
+    #[allow(dead_code)] // API for hand-overs and figures, not called yet
     pub fn into_fds(self) -> Fds<OwnedFd> {
         self.fds
     }
@@ -322,12 +328,14 @@ impl Steering {
     }
 
     /// Empties a slot: the keys steered to it are refused. `Ok(false)` if it was empty.
+    #[cfg_attr(not(test), allow(dead_code))] // tested; the server does not use it yet
     pub fn remove_socket(&self, slot: u32) -> io::Result<bool> {
         bpf::map_delete(self.fds.sockets.as_fd(), &slot.to_ne_bytes())
             .map_err(|e| context(e, format!("socket map: empty slot {slot}")))
     }
 
     /// The cookie (`SO_COOKIE`) of the socket in a slot, `None` if it is empty.
+    #[cfg_attr(not(test), allow(dead_code))] // tested; the server does not use it yet
     pub fn socket_cookie(&self, slot: u32) -> io::Result<Option<u64>> {
         let mut v = [0u8; 8];
         let found = bpf::map_lookup(self.fds.sockets.as_fd(), &slot.to_ne_bytes(), &mut v)?;
@@ -348,6 +356,7 @@ impl Steering {
     }
 
     /// Where a key is steered, if it is (the exact key only: no wildcard).
+    #[cfg_attr(not(test), allow(dead_code))] // tested; the server does not use it yet
     pub fn target(&self, key: Key) -> io::Result<Option<Target>> {
         let mut v = [0u8; DEST_SIZE];
         let found = bpf::map_lookup(self.fds.bindings.as_fd(), &key.bytes(), &mut v)?;
@@ -355,6 +364,7 @@ impl Steering {
     }
 
     /// Steers many keys: one system call per batch where the kernel can, else one per key.
+    #[cfg_attr(not(test), allow(dead_code))] // tested; the server does not use it yet
     pub fn steer_many(&self, entries: &[(Key, Target)]) -> io::Result<()> {
         if !self.batch {
             return entries.iter().try_for_each(|&(k, t)| self.steer(k, t));
@@ -392,6 +402,7 @@ impl Steering {
     }
 
     /// Unsteers many keys (those not steered are skipped): one system call per batch where the kernel can.
+    #[cfg_attr(not(test), allow(dead_code))] // tested; the server does not use it yet
     pub fn unsteer_many(&self, keys: &[Key]) -> io::Result<()> {
         if !self.batch {
             return keys.iter().try_for_each(|&k| self.unsteer(k).map(drop));
@@ -420,12 +431,14 @@ impl Steering {
     }
 
     /// Kernel memory charged to the program and its maps, in bytes (`memlock` of `/proc/self/fdinfo`).
+    #[allow(dead_code)] // API for hand-overs and figures, not called yet
     pub fn kernel_memory(&self) -> io::Result<u64> {
         let fds = [&self.fds.program, &self.fds.bindings, &self.fds.sockets];
         fds.iter().map(|fd| memlock(fd.as_fd())).sum()
     }
 
     /// Number of instruction slots of the program this binary loads.
+    #[cfg_attr(not(test), allow(dead_code))] // tested; the server does not use it yet
     pub fn program_len() -> usize {
         program::instructions(-1, -1).len()
     }
@@ -465,6 +478,7 @@ fn current_netns() -> io::Result<File> {
         .map_err(|e| context(e, "open /proc/thread-self/ns/net".into()))
 }
 
+#[cfg_attr(not(test), allow(dead_code))] // tested; the server does not use it yet
 fn unsupported(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | bpf::ENOTSUPP))
 }
@@ -533,6 +547,7 @@ fn missing_capabilities() -> String {
 }
 
 /// The `memlock:` line of a descriptor's fdinfo.
+#[cfg_attr(not(test), allow(dead_code))] // tested; the server does not use it yet
 fn memlock(fd: BorrowedFd<'_>) -> io::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
     text.lines()

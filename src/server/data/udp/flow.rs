@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::io::{self, Batch, Run, Sock, BATCH};
@@ -48,7 +48,8 @@ struct Flow {
     socket: Arc<Sock>,
     instance: SocketAddr,
     shared: Arc<Shared>,
-    replies: AbortHandle,
+    /// The reply task, which also holds the flow's client socket when steered.
+    replies: JoinHandle<()>,
     /// Counts the flow on its instance, for the balancer.
     member: balance::Open,
     started: Instant,
@@ -86,20 +87,26 @@ impl Bucket {
 }
 
 /// A port being served: its sockets, its flows, its counters.
-struct Table<'a> {
-    port: &'a UdpPort,
-    public: Arc<Sock>,
+pub(super) struct Table {
+    port: Arc<UdpPort>,
+    /// The port's socket (bound mode); `None` when steered, where each flow answers from
+    /// a socket of its own bound to the dialled port.
+    public: Option<Arc<Sock>>,
     local_port: u16,
     local_ip: IpAddr,
     flows: HashMap<SocketAddr, Flow>,
     admission: Admission,
-    metrics: &'a RedirMetrics,
-    counts: &'a UdpCounts,
-    slot: &'a Slot,
+    metrics: Arc<RedirMetrics>,
     epoch: Instant,
     /// The policy generation the open flows were checked against.
     generation: u64,
     last_shed_warn: Option<Instant>,
+    /// Told when a flow opens on a table that had none, so that the port's task arms its
+    /// expiry sweep (steered mode, where the datagrams are read by another task).
+    pub(super) first_flow: Arc<tokio::sync::Notify>,
+    /// The reply tasks of ended flows not yet known finished: a stopping port waits for
+    /// them, so that every flow's sockets are closed before its removal answers.
+    ending: Vec<JoinHandle<()>>,
 }
 
 /// Serves a UDP port on this forwarding thread until the port is stopped; every flow's
@@ -113,22 +120,7 @@ pub(super) async fn serve(port: Arc<UdpPort>, socket: std::net::UdpSocket) {
         Ok(s) => Arc::new(s),
         Err(err) => return warn!(addr = %port.addr, error = %err, "cannot poll the UDP port's socket"),
     };
-    let metrics = port.metrics.clone();
-    let mut table = Table {
-        port: &port,
-        public,
-        local_port: local.port(),
-        local_ip: local.ip(),
-        flows: HashMap::new(),
-        admission: Admission::default(),
-        metrics: &metrics,
-        counts: metrics.udp.get_or_init(Box::default),
-        slot: metrics.traffic.mine(),
-        epoch: Instant::now(),
-        generation: port.policy.load().generation,
-        last_shed_warn: None,
-    };
-    let public = table.public.clone();
+    let mut table = Table::new(port.clone(), Some(public.clone()), local);
     let sweep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sweep);
     let mut armed = false;
@@ -176,30 +168,69 @@ pub(super) async fn serve(port: Arc<UdpPort>, socket: std::net::UdpSocket) {
             }
         }
     }
-    table.close_all(End::Removed);
+    table.close_all(End::Removed).await;
 }
 
-impl Table<'_> {
+impl Table {
+    /// The table of `port`, served at `local`: from `public` (bound mode), or steered.
+    pub(super) fn new(port: Arc<UdpPort>, public: Option<Arc<Sock>>, local: SocketAddr) -> Table {
+        let metrics = port.metrics.clone();
+        metrics.udp.get_or_init(Box::default);
+        Table {
+            generation: port.policy.load().generation,
+            port,
+            public,
+            local_port: local.port(),
+            local_ip: local.ip(),
+            flows: HashMap::new(),
+            admission: Admission::default(),
+            metrics,
+            epoch: Instant::now(),
+            last_shed_warn: None,
+            first_flow: Arc::default(),
+            ending: Vec::new(),
+        }
+    }
+
+    /// Whether this is the table of `port`.
+    pub(super) fn serves(&self, port: &Arc<UdpPort>) -> bool {
+        Arc::ptr_eq(&self.port, port)
+    }
+
+    /// Whether flows are open.
+    pub(super) fn has_flows(&self) -> bool {
+        !self.flows.is_empty()
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Reads one batch from the public socket and forwards each datagram to its flow,
-    /// consecutive ones of a flow joined into one send where they can be ([`Run`]).
+    /// Reads one batch from the public socket (bound mode) and forwards it ([`Self::forward`]).
     fn receive(&mut self, batch: &mut Batch) -> std::io::Result<usize> {
-        let n = batch.recv(&self.public)?;
+        let Some(public) = &self.public else { return Ok(0) };
+        let n = batch.recv(public)?;
+        self.forward(batch, 0..n);
+        Ok(n)
+    }
+
+    /// Forwards buffers `range` of the last read (datagrams to this port) each to its
+    /// client's flow, consecutive ones of a flow joined into one send where they can be
+    /// ([`Run`]).
+    pub(super) fn forward(&mut self, batch: &mut Batch, range: std::ops::Range<usize>) {
         self.recheck_policy();
         let now = self.now_ms();
         let limits = **self.port.limits.load();
         let mut sent = (0, 0);
         // The datagrams that go out together next, and their client.
         let mut pending: Option<(SocketAddr, Run)> = None;
-        for i in 0..n {
+        let had_flows = !self.flows.is_empty();
+        for i in range {
             let (client, data, stride, dst) = batch.get(i);
             let len = data.len();
             if !self.flows.contains_key(&client) {
                 if let Err(reason) = self.open(client, dst) {
-                    self.counts.lost(reason, count(len, stride));
+                    counts(&self.metrics).lost(reason, count(len, stride));
                     continue;
                 }
             }
@@ -211,7 +242,7 @@ impl Table<'_> {
                 let n = count(len, stride);
                 let allowed = flow.bucket.take(now, rate, n);
                 if allowed < n {
-                    self.counts.lost(Dropped::rate_limited, n - allowed);
+                    counts(&self.metrics).lost(Dropped::rate_limited, n - allowed);
                     if allowed == 0 {
                         continue;
                     }
@@ -232,9 +263,11 @@ impl Table<'_> {
         if let Some((to, run)) = pending {
             self.send_run(batch, to, &run, ProxyMode::of(limits.proxy_protocol), &mut sent);
         }
-        self.counts.datagrams_in.add(sent.0);
-        self.slot.bytes_in.fetch_add(sent.1, Ordering::Relaxed);
-        Ok(n)
+        counts(&self.metrics).datagrams_in.add(sent.0);
+        self.metrics.traffic.mine().bytes_in.fetch_add(sent.1, Ordering::Relaxed);
+        if !had_flows && !self.flows.is_empty() {
+            self.first_flow.notify_one();
+        }
     }
 
     /// Sends a run of a client's datagrams on its flow's socket, adding what went to `sent`
@@ -248,7 +281,7 @@ impl Table<'_> {
         sent: &mut (u64, u64),
     ) {
         let Some(flow) = self.flows.get_mut(&client) else { return };
-        let (datagrams, bytes) = send_up(flow, batch.bytes(run), run.stride, mode, self.counts);
+        let (datagrams, bytes) = send_up(flow, batch.bytes(run), run.stride, mode, counts(&self.metrics));
         flow.datagrams_in += datagrams;
         flow.bytes_in += bytes;
         sent.0 += datagrams;
@@ -262,13 +295,13 @@ impl Table<'_> {
             self.metrics.denied.inc();
             return Err(Dropped::denied);
         }
-        if !self.port.node.enter() {
+        if !self.port.node.enter(self.cost()) {
             self.shed_warning(Dropped::node_flow_cap);
             return Err(Dropped::node_flow_cap);
         }
         let limits = **self.port.limits.load();
-        if let Some(refusal) = self.admission.refuse(client, limits.quotas(), &policy.access, self.metrics) {
-            self.port.node.leave();
+        if let Some(refusal) = self.admission.refuse(client, limits.quotas(), &policy.access, &self.metrics) {
+            self.port.node.leave(self.cost());
             let reason = match refusal {
                 Refusal::Denied => Dropped::denied,
                 Refusal::MaxConnections => Dropped::flow_cap,
@@ -286,11 +319,21 @@ impl Table<'_> {
                 Ok(())
             }
             Err(reason) => {
-                self.slot.close();
-                self.port.node.leave();
+                self.metrics.traffic.mine().close();
+                self.port.node.leave(self.cost());
                 self.metrics.no_instance.inc();
                 Err(reason)
             }
+        }
+    }
+
+    /// The descriptors a flow holds: its socket to the instance, and when steered its
+    /// socket to the client.
+    fn cost(&self) -> usize {
+        if self.public.is_some() {
+            1
+        } else {
+            2
         }
     }
 
@@ -322,6 +365,18 @@ impl Table<'_> {
             Dropped::no_instance
         })?;
         let socket = Arc::new(socket);
+        // Steered: the answers leave by a socket of the flow's own, from the dialled port.
+        let (down, src, steered) = match &self.public {
+            Some(public) => (public.clone(), dst, None),
+            None => {
+                let dialled = SocketAddr::new(dst.ok_or(Dropped::no_instance)?, self.local_port);
+                let down = io::answer_from(dialled, client).and_then(Sock::new).map_err(|err| {
+                    warn!(%client, %dialled, error = %err, "cannot open a UDP flow's socket to its client (does another program hold the port?)");
+                    Dropped::no_instance
+                })?;
+                (Arc::new(down), None, Some(SocketAddr::new(self.local_ip, self.local_port)))
+            }
+        };
         let shared = Arc::new(Shared {
             last: AtomicU64::new(self.now_ms()),
             datagrams_out: AtomicU64::new(0),
@@ -329,14 +384,15 @@ impl Table<'_> {
         });
         let reply = Reply {
             socket: socket.clone(),
-            public: self.public.clone(),
+            public: down,
+            steered,
             client,
-            src: dst,
+            src,
             shared: shared.clone(),
             metrics: self.port.metrics.clone(),
             epoch: self.epoch,
         };
-        let replies = tokio::spawn(reply.run()).abort_handle();
+        let replies = tokio::spawn(reply.run());
         Ok(Flow {
             socket,
             instance,
@@ -379,7 +435,7 @@ impl Table<'_> {
     }
 
     /// Ends the flows idle for their timeout; answers when the next sweep is due.
-    fn expire(&mut self) -> Option<Instant> {
+    pub(super) fn expire(&mut self) -> Option<Instant> {
         let idle = self.port.limits.load().idle_timeout;
         let idle_ms = idle.as_millis() as u64;
         let now = self.now_ms();
@@ -396,22 +452,26 @@ impl Table<'_> {
 
     /// When the first open flow can have gone idle, but not sooner than a sixteenth of
     /// the idle timeout from now.
-    fn next_sweep(&self) -> Instant {
+    pub(super) fn next_sweep(&self) -> Instant {
         let idle = self.port.limits.load().idle_timeout;
         let oldest = self.flows.values().map(|f| f.shared.last.load(Ordering::Relaxed)).min().unwrap_or(0);
         let due = self.epoch + Duration::from_millis(oldest) + idle;
         due.max(Instant::now() + (idle / 16).max(MIN_SWEEP))
     }
 
-    fn end(&self, client: SocketAddr, flow: Flow, end: End, policy: &Policy) {
+    fn end(&mut self, client: SocketAddr, flow: Flow, end: End, policy: &Policy) {
         flow.replies.abort();
-        self.slot.close();
-        self.port.node.leave();
+        self.metrics.traffic.mine().close();
+        self.port.node.leave(self.cost());
         let out = (
             flow.shared.bytes_out.load(Ordering::Relaxed),
             flow.shared.datagrams_out.load(Ordering::Relaxed),
         );
         debug!(%client, instance = %flow.instance, datagrams_in = flow.datagrams_in, datagrams_out = out.1, ?end, "UDP flow ended");
+        // Kept until the port stops (then awaited) or, for a port that goes on, forgotten
+        // once finished: an aborted task is dropped, sockets with it, at its next poll.
+        self.ending.retain(|task| !task.is_finished());
+        self.ending.push(flow.replies);
         if let Some(log) = &policy.log {
             log.log_flow(
                 client,
@@ -424,12 +484,45 @@ impl Table<'_> {
         }
     }
 
-    fn close_all(&mut self, end: End) {
+    /// Ends every flow and hands back their reply tasks, to await: once they are done,
+    /// every socket of the port's flows is closed.
+    pub(super) fn end_all(&mut self, end: End) -> Vec<JoinHandle<()>> {
         let policy = self.port.policy.load();
         for (client, flow) in std::mem::take(&mut self.flows) {
             self.end(client, flow, end, &policy);
         }
+        std::mem::take(&mut self.ending)
     }
+
+    async fn close_all(&mut self, end: End) {
+        for task in self.end_all(end) {
+            let _ = task.await;
+        }
+    }
+}
+
+thread_local! {
+    /// The steered ports this thread owns, by the address their namespace binds (steered
+    /// mode: see the `steered` module).
+    pub(super) static STEERED: std::cell::RefCell<HashMap<SocketAddr, Table>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// Reads what a steered flow's client socket holds (the client's later datagrams) and
+/// forwards it through the table of the port at `port`.
+fn from_client(port: SocketAddr, socket: &Sock, batch: &mut Batch) -> std::io::Result<usize> {
+    let n = batch.recv(socket)?;
+    STEERED.with_borrow_mut(|tables| {
+        if let Some(table) = tables.get_mut(&port) {
+            table.forward(batch, 0..n);
+        }
+    });
+    Ok(n)
+}
+
+/// The redirection's UDP counts.
+fn counts(metrics: &RedirMetrics) -> &UdpCounts {
+    metrics.udp.get_or_init(Box::default)
 }
 
 /// How many datagrams a buffer of `len` bytes at `stride` holds (an empty datagram is one).
@@ -499,7 +592,11 @@ fn send_up(
 /// A flow's reply task: what the instance sends on the flow's socket goes to the client.
 struct Reply {
     socket: Arc<Sock>,
+    /// Where the answers leave: the port's socket, or the flow's client socket when steered.
     public: Arc<Sock>,
+    /// Steered: the port's table, which the client's later datagrams, read from the flow's
+    /// client socket, go through.
+    steered: Option<SocketAddr>,
     client: SocketAddr,
     /// The address the client sent to: the answers' source.
     src: Option<IpAddr>,
@@ -513,12 +610,31 @@ impl Reply {
         let counts = self.metrics.udp.get_or_init(Box::default);
         let slot = self.metrics.traffic.mine();
         loop {
-            let mut ready = match self.socket.fd.ready(io::READ).await {
+            let (ready, up) = tokio::select! {
+                ready = self.socket.fd.ready(io::READ) => (ready, None),
+                ready = self.public.fd.ready(io::READ), if self.steered.is_some() => (ready, self.steered),
+            };
+            let mut ready = match ready {
                 Ok(ready) => ready,
                 Err(err) => {
                     return info!(client = %self.client, error = %err, "cannot poll a UDP flow's socket")
                 }
             };
+            if let Some(port) = up {
+                // The client's datagrams, on its own socket: through the port's table.
+                for _ in 0..BATCHES_PER_WAKE {
+                    match Batch::with(|batch| from_client(port, &self.public, batch)) {
+                        Ok(n) if n == BATCH => continue,
+                        Ok(_) => ready.clear_ready(),
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => ready.clear_ready(),
+                        // The client's host said nobody listens there any more: its flow
+                        // ends when idle, as any other.
+                        Err(err) => debug!(client = %self.client, error = %err, "UDP flow read failed"),
+                    }
+                    break;
+                }
+                continue;
+            }
             for _ in 0..BATCHES_PER_WAKE {
                 match Batch::with(|batch| self.relay(batch, counts, slot)) {
                     Ok(n) if n == BATCH => continue,

@@ -135,6 +135,66 @@ pub(super) fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// A steered socket (steered mode): bound to the loopback address of its family on an
+/// ephemeral port, it takes whatever datagrams the kernel's program assigns it, for any
+/// address and port, and each one carries the address and port the client sent to
+/// (`IP_RECVORIGDSTADDR` / `IPV6_RECVORIGDSTADDR`); UDP GRO where the kernel has it. It is
+/// never sent from: a flow's answers leave by the flow's own client socket ([`answer_from`]).
+pub(super) fn steered_socket(v6: bool) -> io::Result<std::net::UdpSocket> {
+    let (domain, addr) = match v6 {
+        false => (Domain::IPV4, SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))),
+        true => (Domain::IPV6, SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))),
+    };
+    let socket = Socket::new(domain, Type::DGRAM.nonblocking().cloexec(), None)?;
+    if v6 {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_recv_buffer_size(PUBLIC_BUFFERS).ok();
+    socket.bind(&addr.into())?;
+    let fd = socket.as_raw_fd();
+    let on: libc::c_int = 1;
+    let set = |level, name| {
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    match v6 {
+        false => set(libc::IPPROTO_IP, libc::IP_RECVORIGDSTADDR)?,
+        true => set(libc::IPPROTO_IPV6, libc::IPV6_RECVORIGDSTADDR)?,
+    }
+    // Without GRO each datagram is read alone: slower, not wrong.
+    set(libc::SOL_UDP, libc::UDP_GRO).ok();
+    Ok(socket.into())
+}
+
+/// A steered flow's client socket: bound to the address and port the client dialled (with
+/// `SO_REUSEADDR`, as every flow of the port binds there too) and connected to the client.
+/// Its answers leave from the dialled port, and the client's later datagrams reach it: the
+/// kernel finds a connected socket before it runs the steering program.
+pub(super) fn answer_from(dialled: SocketAddr, client: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(dialled), Type::DGRAM.nonblocking().cloexec(), None)?;
+    if dialled.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_send_buffer_size(PUBLIC_BUFFERS).ok();
+    socket.bind(&dialled.into())?;
+    socket.connect(&client.into())?;
+    Ok(socket.into())
+}
+
 /// A flow's own socket: an ephemeral port, connected to the instance, so that only the
 /// instance's datagrams reach it.
 pub(super) fn connect(instance: SocketAddr) -> io::Result<std::net::UdpSocket> {
@@ -156,6 +216,8 @@ const JOIN_MAX_BYTES: usize = 65_000;
 pub(super) struct Batch {
     data: Box<[u8]>,
     meta: [RecvMeta; BATCH],
+    /// The address and port each buffer was sent to, as a steered socket reads it.
+    dialled: [Option<SocketAddr>; BATCH],
     /// Where a [`Run`] of several buffers is copied, end to end, for one GSO send.
     joined: Box<[u8]>,
 }
@@ -221,6 +283,7 @@ impl Batch {
             let batch = batch.get_or_insert_with(|| Batch {
                 data: vec![0; BATCH * BUFFER].into_boxed_slice(),
                 meta: [RecvMeta::default(); BATCH],
+                dialled: [None; BATCH],
                 joined: vec![0; JOIN_MAX_BYTES].into_boxed_slice(),
             });
             f(batch)
@@ -234,6 +297,97 @@ impl Batch {
         let mut slices: [IoSliceMut<'_>; BATCH] =
             std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
         socket.state.recv((&socket.fd).into(), &mut slices, &mut self.meta)
+    }
+
+    /// Reads what a steered socket holds, up to a batch, without waiting, with each
+    /// buffer's dialled address and port ([`Batch::dialled`]): the number of buffers
+    /// filled, or `WouldBlock`. `quinn-udp` reads the destination address but not the
+    /// port (`IP_PKTINFO`), so this is a `recvmmsg` of its own.
+    pub(super) fn recv_steered(&mut self, socket: &std::net::UdpSocket) -> io::Result<usize> {
+        // Room for a socket address (28 bytes for IPv6) and the GRO segment size, each with
+        // its header, aligned.
+        const CONTROL: usize = 128;
+        let mut names: [libc::sockaddr_storage; BATCH] =
+            // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+            unsafe { std::mem::zeroed() };
+        let mut control = [[0u64; CONTROL / 8]; BATCH];
+        let mut chunks = self.data.chunks_exact_mut(BUFFER);
+        let mut iovecs: [libc::iovec; BATCH] = std::array::from_fn(|_| {
+            let chunk = chunks.next().unwrap_or_default();
+            libc::iovec { iov_base: chunk.as_mut_ptr().cast(), iov_len: chunk.len() }
+        });
+        // SAFETY: mmsghdr is plain data; all zeroes is a valid value, filled in below.
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (i, h) in headers.iter_mut().enumerate() {
+            h.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = &mut iovecs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = control[i].as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = CONTROL as _;
+        }
+        // SAFETY: every header points into live arrays of this frame, sized as said.
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for i in 0..n {
+            let h = &headers[i].msg_hdr;
+            let len = headers[i].msg_len as usize;
+            let (mut dialled, mut stride) = (None, len);
+            // SAFETY: the kernel wrote msg_controllen bytes of well-formed messages there.
+            unsafe {
+                let mut cmsg = libc::CMSG_FIRSTHDR(h);
+                while !cmsg.is_null() {
+                    let c = &*cmsg;
+                    let data = libc::CMSG_DATA(cmsg);
+                    match (c.cmsg_level, c.cmsg_type) {
+                        (libc::IPPROTO_IP, libc::IP_ORIGDSTADDR) => {
+                            dialled = sockaddr(data.cast(), std::mem::size_of::<libc::sockaddr_in>())
+                        }
+                        (libc::IPPROTO_IPV6, libc::IPV6_ORIGDSTADDR) => {
+                            dialled = sockaddr(data.cast(), std::mem::size_of::<libc::sockaddr_in6>())
+                        }
+                        (libc::SOL_UDP, libc::UDP_GRO) => {
+                            let segment = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                            stride = usize::try_from(segment).unwrap_or(len);
+                        }
+                        _ => {}
+                    }
+                    cmsg = libc::CMSG_NXTHDR(h, cmsg);
+                }
+            }
+            // SAFETY: the kernel wrote msg_namelen bytes of a socket address there.
+            let source = unsafe { sockaddr(&names[i], h.msg_namelen as usize) };
+            let Some(source) = source else {
+                // Not an IP source: nothing to answer; read as an empty buffer, no dialled port.
+                self.meta[i].len = 0;
+                self.dialled[i] = None;
+                continue;
+            };
+            let meta = &mut self.meta[i];
+            meta.addr = source;
+            meta.len = len;
+            meta.stride = stride.max(1);
+            meta.ecn = None;
+            meta.dst_ip = dialled.map(|d| d.ip());
+            self.dialled[i] = dialled;
+        }
+        Ok(n)
+    }
+
+    /// The address and port buffer `i` of the last steered read was sent to.
+    pub(super) fn dialled(&self, i: usize) -> Option<SocketAddr> {
+        self.dialled[i]
     }
 
     /// Buffer `i` of the last read: its source, its bytes, and its segment size (its length
@@ -262,5 +416,31 @@ impl Batch {
             at += range.len();
         }
         &self.joined[..at]
+    }
+}
+
+/// The IP socket address at `addr`, of `len` bytes (`None` for another family).
+///
+/// # Safety
+/// `addr` must point to `len` readable bytes of a socket address.
+unsafe fn sockaddr(addr: *const libc::sockaddr_storage, len: usize) -> Option<SocketAddr> {
+    let family = std::ptr::read_unaligned(addr.cast::<libc::sa_family_t>());
+    match libc::c_int::from(family) {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            let a = std::ptr::read_unaligned(addr.cast::<libc::sockaddr_in>());
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            let a = std::ptr::read_unaligned(addr.cast::<libc::sockaddr_in6>());
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip,
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
     }
 }

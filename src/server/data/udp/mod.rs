@@ -11,7 +11,8 @@
 //! moved either way for its idle timeout (60 s by default, [`UdpLimits::idle_timeout`]); its
 //! socket is closed then ([`flow`]), and the client's next datagram starts a new flow.
 //!
-//! Every flow costs a descriptor and an ephemeral port, and any host on the Internet can
+//! Every flow costs a descriptor (two in steered mode: see [`steered`]) and an ephemeral
+//! port, and any host on the Internet can
 //! start flows by sending one datagram from many source ports: a cap per redirection
 //! ([`UdpLimits::max_connections`]) and one per node ([`NodeFlows`], by default half the open-file
 //! limit and at most three quarters of the ephemeral port range) shed the datagrams that
@@ -21,8 +22,11 @@
 //! `maxConnectionsPerSecond`) are the TCP ones, through [`super::admission`]: a source the
 //! list refuses starts no flow, and each of its datagrams is dropped and counted.
 //!
-//! **Threads.** A UDP port is one socket, served by one forwarding thread (ports are dealt
-//! to the threads in turn), which owns the port's flow table: finding a datagram's flow is
+//! **Threads.** In bound mode a UDP port is one socket, served by one forwarding thread
+//! (ports are dealt to the threads in turn); in steered mode (`serve --port-mode`) a port is
+//! a key in the kernel's steering table that sends its datagrams to a socket of the thread
+//! that owns it ([`steered`]: no socket per port, two descriptors per flow). Either way
+//! one thread owns the port's flow table: finding a datagram's flow is
 //! a hash map look-up with no lock, and a flow's reply task runs on the same thread.
 //! Polling one socket from every thread, as TCP's accept does, would need the table
 //! shared (a lock per datagram); a `SO_REUSEPORT` group of one socket per thread would
@@ -62,15 +66,14 @@
 //! [`super::metrics::UdpCounts`], added once per batch. With the connection log on, a flow
 //! writes one `flow` line when it ends ([`super::conn_log::ConnLog::log_flow`]).
 //!
-//! Not yet here: hand-over of the socket to a new process at an upgrade (an upgrade
-//! rebinds UDP ports, and open flows start again in the new process), and health learnt
-//! from UDP traffic (an ICMP
-//! port-unreachable is counted, `unreachable`, but does not mark the instance down,
-//! since the health check connects with TCP).
+//! Not yet here: health learnt from UDP traffic (an ICMP port-unreachable is counted,
+//! `unreachable`, but does not mark the instance down, since the health check connects
+//! with TCP).
 
 mod flow;
 mod io;
 mod proxy;
+mod steered;
 #[cfg(test)]
 mod tests;
 
@@ -88,7 +91,9 @@ use super::forward::Policy;
 use super::metrics::RedirMetrics;
 use super::workers::Workers;
 use crate::server::spec::UdpLimits;
+
 use crate::wire::ProxyProtocol;
+pub use steered::Sockets as SteeredSockets;
 
 /// How often a UDP port whose bind failed tries again.
 const REBIND_EVERY: Duration = Duration::from_secs(5);
@@ -155,14 +160,14 @@ pub struct NodeFlows {
 }
 
 impl NodeFlows {
-    /// A node cap of `max` flows.
+    /// A node cap of `max` descriptors held by flows (a steered flow counts two).
     pub fn new(max: usize) -> NodeFlows {
         NodeFlows { open: AtomicUsize::new(0), max }
     }
 
-    /// The cap this host can hold: half the open-file limit (the other half for TCP and the
-    /// rest), and at most three quarters of the ephemeral port range, since each flow holds
-    /// one port of it.
+    /// The cap this host can hold, counted in descriptors (a bound flow holds one, a steered
+    /// one two): half the open-file limit (the other half for TCP and the rest), and at
+    /// most three quarters of the ephemeral port range, since each flow holds one port of it.
     pub fn for_this_host() -> NodeFlows {
         let descriptors = usize::try_from(super::ports::descriptor_limit() / 2).unwrap_or(usize::MAX);
         let ports = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -175,20 +180,21 @@ impl NodeFlows {
         NodeFlows::new(descriptors.min(ports * 3 / 4).max(1))
     }
 
-    /// Counts one more flow, unless the node is at its cap.
-    fn enter(&self) -> bool {
-        if self.open.fetch_add(1, Ordering::Relaxed) >= self.max {
-            self.open.fetch_sub(1, Ordering::Relaxed);
+    /// Counts one more flow of `cost` descriptors (1 bound, 2 steered: see [`steered`]),
+    /// unless the node would pass its cap.
+    fn enter(&self, cost: usize) -> bool {
+        if self.open.fetch_add(cost, Ordering::Relaxed) + cost > self.max {
+            self.open.fetch_sub(cost, Ordering::Relaxed);
             return false;
         }
         true
     }
 
-    fn leave(&self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
+    fn leave(&self, cost: usize) {
+        self.open.fetch_sub(cost, Ordering::Relaxed);
     }
 
-    /// The flows open on the node now.
+    /// The descriptors the node's flows hold now (one per bound flow, two per steered one).
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
