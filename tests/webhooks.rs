@@ -410,16 +410,24 @@ fn a_fleet_node_takes_deliveries_over_when_the_holder_is_killed() {
         nodes[node].create_app(&format!("after-{i}"), echo.addr());
     }
     let taker = wait_until(Duration::from_secs(30), "a surviving node takes the role over", || {
-        survivors.iter().copied().find(|&i| nodes[i].log().contains(TAKEN)).ok_or_else(|| "not yet".to_owned())
+        survivors
+            .iter()
+            .copied()
+            .find(|&i| nodes[i].log().contains(TAKEN))
+            .ok_or_else(|| "not yet".to_owned())
     });
     let took = killed.elapsed();
     eprintln!("node {taker} took the delivery role over {took:?} after the holder's kill -9");
     assert!(took < Duration::from_secs(20), "the role's term is 15 s, renewed every 2 s: {took:?}");
     wait_until(Duration::from_secs(30), "the new holder delivers all three", || {
         let hook = webhook(&nodes[taker], &id);
-        let names: Vec<String> =
-            receiver.posts().iter().map(|p| p.event()["after"]["name"].as_str().unwrap_or("").to_owned()).collect();
-        if names.iter().filter(|n| n.starts_with("after-")).count() >= 2 && hook["delivery"].get("pending").is_none()
+        let names: Vec<String> = receiver
+            .posts()
+            .iter()
+            .map(|p| p.event()["after"]["name"].as_str().unwrap_or("").to_owned())
+            .collect();
+        if names.iter().filter(|n| n.starts_with("after-")).count() >= 2
+            && hook["delivery"].get("pending").is_none()
         {
             Ok(())
         } else {
@@ -427,7 +435,8 @@ fn a_fleet_node_takes_deliveries_over_when_the_holder_is_killed() {
         }
     });
     let posts = receiver.posts();
-    let names: Vec<String> = posts.iter().map(|p| p.event()["after"]["name"].as_str().unwrap().to_owned()).collect();
+    let names: Vec<String> =
+        posts.iter().map(|p| p.event()["after"]["name"].as_str().unwrap().to_owned()).collect();
     assert_eq!(names, ["before", "before", "after-0", "after-1"], "at least once, in order: {posts:?}");
     let ids: Vec<i64> = posts.iter().map(|p| p.event()["id"].as_i64().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] <= w[1]), "{ids:?}");

@@ -11,17 +11,17 @@
 
 use serde::{Deserialize, Serialize};
 
-pub mod health;
 pub mod events;
+pub mod health;
 #[cfg(feature = "server")]
 mod patterns;
 pub mod settings;
 
-pub use health::{ApplicationPatch, CheckKind, HealthCheck, HealthCheckPatch};
 pub use events::{
     Actor, AuditEvent, CreatedWebhook, DeliveryState, EventKind, EventPage, FailedDelivery, NewWebhook,
     PendingDelivery, Webhook,
 };
+pub use health::{ApplicationPatch, CheckKind, HealthCheck, HealthCheckPatch};
 #[cfg(feature = "server")]
 pub use patterns::matches;
 pub use settings::{ProxyProtocol, RedirSettings, SettingsPatch};

@@ -16,7 +16,8 @@
 //! | `nodes/{name}`, `alive/{name}` | a node's state; its liveness, bound to its lease |
 //! | `applied/{name}` | the revision of `nodes/{name}`, 20 digits, so that etcd compares it |
 //! | `quarantine/{ns}/{port}`, `udpquarantine/…` | a port a removal freed: the application that held it |
-//! | `events/{ms}-{random}-{place}` | the audit trail (see below) |
+//! | `events/new/{ms}-{random}-{place}` | the audit trail's inbox: events not indexed yet (see below) |
+//! | `events/org/{org}/{id}`, `events/all/{id}` | an organisation's events (empty `{org}`: the admin's credentials'); every event's time and organisation |
 //! | `webhooks/{id}` | a webhook with its secret and delivery state ([`super::webhook`]) |
 //! | `roles/{role}` | which node holds a role (`webhooks`: the one that delivers), and until when |
 //!
@@ -36,12 +37,24 @@
 //! A node cut off from etcd cannot publish `applied/`, so no port it may still forward to
 //! an application is given to another until it is back, or forgotten (`forget_node`).
 //!
-//! **Audit trail** (issue 35). Each change's transaction also puts its events, as
-//! `events/{milliseconds, 13 digits}-{random}-{place}`: the key sorts by time (what the
-//! retention deletes by range), and an event's id is its mod revision (the transaction's)
-//! times [`audit::ETCD_ID_SCALE`] plus its place in the transaction, so ids grow across
-//! every node. The snapshot skips the `events/` range; each node's lease loop also sweeps
-//! the range by the retention (idempotent: several nodes deleting the same keys agree).
+//! **Audit trail** (issue 35). Each change's transaction also puts its events in the
+//! inbox, `events/new/{milliseconds, 13 digits}-{random}-{place}`: an event's id is its
+//! mod revision (the transaction's) times [`audit::ETCD_ID_SCALE`] plus its place in the
+//! transaction, so ids grow across every node, but it is not known before the commit.
+//! Once committed, the node's mover (rung by the write; and every 5 s for what a killed
+//! node left, by any node) indexes each event by its id, zero-padded so that key order is
+//! id order: `events/org/{org}/{id}` holds the event, `events/all/{id}` its time and
+//! organisation only (one copy of each event: a second would double the trail's share of
+//! etcd's space, 2 GiB by default, for a million events kept), in one transaction that deletes the inbox key and
+//! holds only if it is still the one read. A read of the trail reads the inbox first: every
+//! event with an id below its revision's was, then, in the inbox or the index, and stays
+//! in the index; it then reads the index below that bound by key-ordered ranges with a
+//! limit (etcd sorts any other order, or filters by revision, only after loading the whole
+//! range): from the cursor up, or in windows down from it, so that a read touches about
+//! the keys it returns, not the trail. The snapshot skips the `events/` range; each node's
+//! lease loop sweeps the index by the retention, from its start (ids grow with time),
+//! deleting both keys by ranges (idempotent: several nodes deleting the same keys agree),
+//! and the keys of the first layout (`events/{ms}-…`), which nothing reads.
 //!
 //! Leases only mark nodes alive: no redirection is bound to one, so a lease that expires
 //! (a node dies, or loses etcd for longer than its TTL) never removes a redirection.
@@ -70,7 +83,8 @@ use super::{
     Revision, Snapshot, Store, StoreAccess, StoreError, StoreResult, TokenRecord,
 };
 use crate::wire::{
-    Application, AuditEvent, DeliveryState, EventKind, HealthCheck, Instance, Organisation, Protocol, TokenInfo,
+    Application, AuditEvent, DeliveryState, EventKind, HealthCheck, Instance, Organisation, Protocol,
+    TokenInfo,
 };
 
 /// How many times a write whose only failed comparison was a counter is tried again.
@@ -659,12 +673,14 @@ impl Etcd {
         let first_layout = DeleteOptions::new().with_range(self.key(&["events", ":"]));
         kv.delete(self.key(&["events", "0"]), Some(first_layout)).await?;
         let all = self.event_index(None);
-        let count = kv.get(all.as_str(), Some(GetOptions::new().with_prefix().with_count_only())).await?.count();
+        let count =
+            kv.get(all.as_str(), Some(GetOptions::new().with_prefix().with_count_only())).await?.count();
         let mut excess = count.saturating_sub(i64::try_from(retention.max_count).unwrap_or(i64::MAX));
         let age = i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX);
         let cutoff = audit::now_ms().saturating_sub(age);
         for _ in 0..SWEEP_PAGES {
-            let page = kv.get(all.as_str(), Some(GetOptions::new().with_prefix().with_limit(SWEEP_PAGE))).await?;
+            let page =
+                kv.get(all.as_str(), Some(GetOptions::new().with_prefix().with_limit(SWEEP_PAGE))).await?;
             // The oldest events that go, from the start of the index: ids grow with time.
             let mut last: Option<&[u8]> = None;
             let mut orgs = std::collections::HashMap::new();
@@ -1817,18 +1833,21 @@ impl Store for Etcd {
             // Oldest first: one range from the cursor, a page at a time.
             let mut from = after.saturating_add(1);
             loop {
-                let (kvs, more) =
-                    self.event_range(Self::event_key(&index, from), Self::event_key(&index, bound), page).await?;
+                let (kvs, more) = self
+                    .event_range(Self::event_key(&index, from), Self::event_key(&index, bound), page)
+                    .await?;
                 let last = kvs.last().map(|kv| kv.key().to_vec());
                 let events = self.indexed(&index, kvs, by_org).await?;
                 admitted += events.iter().filter(|e| query.admits(e)).count();
                 indexed.extend(events);
                 match last {
                     Some(last) if more && admitted < query.limit => {
-                        from = String::from_utf8_lossy(&last[index.len()..]).parse::<i64>().unwrap_or(bound) + 1;
+                        from =
+                            String::from_utf8_lossy(&last[index.len()..]).parse::<i64>().unwrap_or(bound) + 1;
                     }
                     Some(last) if more => {
-                        from = String::from_utf8_lossy(&last[index.len()..]).parse::<i64>().unwrap_or(bound) + 1;
+                        from =
+                            String::from_utf8_lossy(&last[index.len()..]).parse::<i64>().unwrap_or(bound) + 1;
                         break;
                     }
                     _ => {
@@ -1841,7 +1860,8 @@ impl Store for Etcd {
         } else {
             // Newest first: etcd reads a range in key order only (sorted otherwise, it
             // loads the whole range first), so windows below the cursor, each read with
-            // the page's limit: one with more keys than that is halved, one read whole is
+            // the page's limit: one with more keys than that shrinks (to half the ids its
+            // page spanned, at most half its width), one read whole is
             // taken, and the next below it is twice as wide if this one was not half full.
             let top = query.before.unwrap_or(bound).min(bound);
             let mut to = top;
@@ -1851,10 +1871,17 @@ impl Store for Etcd {
                     break;
                 }
                 let from = to.saturating_sub(width).max(0);
-                let (kvs, more) =
-                    self.event_range(Self::event_key(&index, from), Self::event_key(&index, to), page).await?;
+                let (kvs, more) = self
+                    .event_range(Self::event_key(&index, from), Self::event_key(&index, to), page)
+                    .await?;
                 if more {
-                    width = (width / 2).max(1);
+                    // The page read is the window's oldest keys: half the ids they span
+                    // holds about half a page, where the events are as dense.
+                    let spanned = kvs
+                        .last()
+                        .and_then(|kv| String::from_utf8_lossy(&kv.key()[index.len()..]).parse::<i64>().ok())
+                        .map_or(width, |last| last - from);
+                    width = (width / 2).min(spanned / 2).max(1);
                     continue;
                 }
                 // Wider below only if this one was less than half full.

@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::wire::{Application, AuditEvent, HealthCheck, Instance, Organisation, Protocol, TokenInfo};
 use crate::wire::RedirSettings;
+use crate::wire::{Application, AuditEvent, HealthCheck, Instance, Organisation, Protocol, TokenInfo};
 
 /// A store revision: every committed write has a higher one than the writes before it.
 pub type Revision = i64;
