@@ -376,6 +376,7 @@ fn a_three_node_fleet_delivers_each_event_once() {
 /// event waits for an answer: another node takes the role over within the term (15 s, and
 /// its next renewal 2 s later at most) and delivers that event again and the events recorded
 /// after the kill, in order.
+#[cfg(feature = "etcd")]
 #[test]
 fn a_fleet_node_takes_deliveries_over_when_the_holder_is_killed() {
     let etcd = common::etcd::Etcd::start();
