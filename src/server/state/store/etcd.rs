@@ -126,8 +126,9 @@ const INBOX_READ: i64 = 10_000;
 const MOVE_BATCH: i64 = 40;
 /// The most batches one call of [`Etcd::move_inbox`] moves.
 const MOVE_ROUNDS: usize = 10_000;
-/// The index keys one page of the sweep reads, and the most pages of one sweep.
+/// The index keys one page of the sweep reads.
 const SWEEP_PAGE: i64 = 1000;
+/// The most pages one sweep deletes (the next sweep goes on).
 const SWEEP_PAGES: usize = 1000;
 /// How often each node moves the inbox when not told to (what a crashed node left).
 const INBOX_SWEEP: Duration = Duration::from_secs(5);
@@ -1840,20 +1841,15 @@ impl Store for Etcd {
                 let events = self.indexed(&index, kvs, by_org).await?;
                 admitted += events.iter().filter(|e| query.admits(e)).count();
                 indexed.extend(events);
-                match last {
-                    Some(last) if more && admitted < query.limit => {
-                        from =
-                            String::from_utf8_lossy(&last[index.len()..]).parse::<i64>().unwrap_or(bound) + 1;
-                    }
+                // Read up to the last key read, or to the bound when the range ended.
+                from = match last {
                     Some(last) if more => {
-                        from =
-                            String::from_utf8_lossy(&last[index.len()..]).parse::<i64>().unwrap_or(bound) + 1;
-                        break;
+                        String::from_utf8_lossy(&last[index.len()..]).parse::<i64>().unwrap_or(bound) + 1
                     }
-                    _ => {
-                        from = bound;
-                        break;
-                    }
+                    _ => bound,
+                };
+                if !more || admitted >= query.limit {
+                    break;
                 }
             }
             (low, high) = (after.saturating_add(1), from);
