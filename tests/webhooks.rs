@@ -6,7 +6,9 @@
 //! - a receiver that never answers does not slow `add` (its p99 against no webhook);
 //! - `kill -9` of the server while a delivery is under way loses nothing: the restarted
 //!   server delivers it;
-//! - an event retried past `give_up_after` is listed as failed, and the next is delivered.
+//! - an event retried past `give_up_after` is listed as failed, and the next is delivered;
+//! - in a fleet on etcd, each event is posted once; and when the node that delivers is
+//!   killed, another takes its role over within the term and delivers what it left.
 
 mod common;
 
@@ -368,4 +370,77 @@ fn a_three_node_fleet_delivers_each_event_once() {
     let nodes_seen: std::collections::BTreeSet<String> =
         posts.iter().map(|p| p.event()["node"].as_str().unwrap().to_owned()).collect();
     assert_eq!(nodes_seen.len(), 3, "changes made through every node: {nodes_seen:?}");
+}
+
+/// In a fleet, `kill -9` of the node that holds the delivery role while its post of an
+/// event waits for an answer: another node takes the role over within the term (15 s, and
+/// its next renewal 2 s later at most) and delivers that event again and the events recorded
+/// after the kill, in order.
+#[cfg(feature = "etcd")]
+#[test]
+fn a_fleet_node_takes_deliveries_over_when_the_holder_is_killed() {
+    let etcd = common::etcd::Etcd::start();
+    let echo = TcpService::echo();
+    let token = common::random_token();
+    let nodes: Vec<Server> = thread::scope(|scope| {
+        let starting: Vec<_> = [("a", "127.0.0.2"), ("b", "127.0.0.3"), ("c", "127.0.0.4")]
+            .into_iter()
+            .map(|(name, ip)| {
+                let builder =
+                    Server::builder().ip(ip).token(&token).args(&["--store", &etcd.url(), "--node", name]);
+                scope.spawn(move || builder.start())
+            })
+            .collect();
+        starting.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    });
+    const TAKEN: &str = "webhook deliveries run";
+    let holder = wait_until(Duration::from_secs(20), "a node takes the delivery role", || {
+        nodes.iter().position(|n| n.log().contains(TAKEN)).ok_or_else(|| "none yet".to_owned())
+    });
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != holder).collect();
+    // The first post is never answered: the holder is in the middle of it when it dies.
+    let receiver = Receiver::start(|n| if n == 0 { Answer::Never } else { Answer::Status(200) });
+    let (id, secret) = register(&nodes[survivors[0]], &receiver.url(), &["application.created"]);
+    nodes[survivors[0]].create_app("before", echo.addr());
+    wait_until(Duration::from_secs(20), "the holder posts the first event", || {
+        receiver.posts().first().map(Post::event).ok_or_else(|| "no post yet".to_owned())
+    });
+    nodes[holder].send_signal(libc::SIGKILL);
+    let killed = Instant::now();
+    for (i, &node) in survivors.iter().enumerate() {
+        nodes[node].create_app(&format!("after-{i}"), echo.addr());
+    }
+    let taker = wait_until(Duration::from_secs(30), "a surviving node takes the role over", || {
+        survivors
+            .iter()
+            .copied()
+            .find(|&i| nodes[i].log().contains(TAKEN))
+            .ok_or_else(|| "not yet".to_owned())
+    });
+    let took = killed.elapsed();
+    eprintln!("node {taker} took the delivery role over {took:?} after the holder's kill -9");
+    assert!(took < Duration::from_secs(20), "the role's term is 15 s, renewed every 2 s: {took:?}");
+    wait_until(Duration::from_secs(30), "the new holder delivers all three", || {
+        let hook = webhook(&nodes[taker], &id);
+        let names: Vec<String> = receiver
+            .posts()
+            .iter()
+            .map(|p| p.event()["after"]["name"].as_str().unwrap_or("").to_owned())
+            .collect();
+        if names.iter().filter(|n| n.starts_with("after-")).count() >= 2
+            && hook["delivery"].get("pending").is_none()
+        {
+            Ok(())
+        } else {
+            Err(format!("{names:?}; {hook}"))
+        }
+    });
+    let posts = receiver.posts();
+    let names: Vec<String> =
+        posts.iter().map(|p| p.event()["after"]["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(names, ["before", "before", "after-0", "after-1"], "at least once, in order: {posts:?}");
+    let ids: Vec<i64> = posts.iter().map(|p| p.event()["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] <= w[1]), "{ids:?}");
+    assert!(posts.iter().all(|p| signed(p, &secret)));
+    assert_eq!(webhook(&nodes[taker], &id)["delivery"]["delivered"].as_i64(), ids.last().copied());
 }

@@ -209,3 +209,106 @@ async fn etcd_the_sweep_keeps_the_newest_count() {
     let snapshot = store.snapshot_in_pages(2).await.unwrap();
     assert_eq!(snapshot.records.len(), 7, "the org and six applications: {:?}", snapshot.records);
 }
+
+/// etcd indexes each event once its change has committed (the inbox's move): a read gives
+/// the same events, with the same ids and in the same order, before and after the move
+/// and with part of the trail moved, whether paged backwards or followed; the keys of the
+/// trail's first layout are ignored, and swept.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn etcd_reads_agree_across_the_inbox_move() {
+    let server = tokio::task::spawn_blocking(harness::Etcd::start).await.unwrap();
+    let store = super::etcd::Etcd::connect(&server.url(), &Default::default()).await.unwrap();
+    store.create_org(&Organisation { id: "orga_1".into(), name: "a".into() }).await.unwrap();
+    changes(&store, "orga_1", 10).await;
+    let unmoved = store.events(&all(Some("orga_1"))).await.unwrap();
+    assert_eq!(unmoved.len(), 11);
+    store.move_inbox().await.unwrap();
+    assert_eq!(store.events(&all(Some("orga_1"))).await.unwrap(), unmoved);
+    // Ten more, unmoved, after the moved ones; and one left by the first layout.
+    for i in 10..20 {
+        store.create_app(&app(&format!("app_{i}"), "orga_1")).await.unwrap();
+    }
+    let stale = serde_json::to_string(&unmoved[1]).unwrap();
+    store.put_raw("events/1765000000000-abc-0000", &stale).await.unwrap();
+    let mixed = store.events(&all(Some("orga_1"))).await.unwrap();
+    assert_eq!(mixed.len(), 21);
+    assert_eq!(mixed[..11], unmoved[..]);
+    assert!(mixed.windows(2).all(|w| w[0].id < w[1].id), "{mixed:?}");
+    for org in [Some("orga_1"), None] {
+        // Backwards, three at a time: each event once, newest first.
+        let mut paged = Vec::new();
+        let mut before = None;
+        for _ in 0..20 {
+            let query =
+                EventQuery { org_id: org.map(str::to_owned), before, limit: 3, ..EventQuery::default() };
+            let page = store.events(&query).await.unwrap();
+            let Some(last) = page.last() else { break };
+            before = Some(last.id);
+            paged.extend(page);
+        }
+        paged.reverse();
+        assert_eq!(paged, mixed, "{org:?}");
+        // Forwards, four at a time.
+        let mut followed = Vec::new();
+        let mut after = 0;
+        for _ in 0..20 {
+            let query = EventQuery { after: Some(after), limit: 4, ..all(org) };
+            let page = store.events(&query).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            followed.extend(page);
+        }
+        assert_eq!(followed, mixed, "{org:?}");
+    }
+    store.sweep_events().await.unwrap();
+    assert_eq!(store.events(&all(None)).await.unwrap(), mixed);
+    assert!(!store.exists("events/1765000000000-abc-0000").await.unwrap());
+}
+
+/// One page of `org`'s events on `store`, and how many keys etcd returned for it.
+#[cfg(feature = "etcd")]
+async fn read(
+    store: &super::etcd::Etcd,
+    org: &str,
+    after: Option<i64>,
+    limit: usize,
+) -> (Vec<AuditEvent>, u64) {
+    let query = EventQuery { org_id: Some(org.into()), after, limit, ..EventQuery::default() };
+    let keys = store.event_keys_read();
+    let started = std::time::Instant::now();
+    let page = store.events(&query).await.unwrap();
+    let (keys, took) = (store.event_keys_read() - keys, started.elapsed());
+    eprintln!("{org} after={after:?} limit={limit}: {} events, {keys} keys read, {took:?}", page.len());
+    (page, keys)
+}
+
+/// On etcd, reading an organisation's page touches the keys it returns, not the trail:
+/// 20,000 events of one organisation and 20 of another, interleaved; each read of a page
+/// (newest first, and following from the start) counts the keys etcd returned.
+/// `cargo test --all-features --lib etcd_a_rare_organisations_page_reads_its_own_keys -- --nocapture`
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn etcd_a_rare_organisations_page_reads_its_own_keys() {
+    let server = tokio::task::spawn_blocking(harness::Etcd::start).await.unwrap();
+    let store = super::etcd::Etcd::connect(&server.url(), &Default::default()).await.unwrap();
+    let written = std::time::Instant::now();
+    for _ in 0..20 {
+        store.record_in_bulk("orga_busy", 1000).await.unwrap();
+        store.record_in_bulk("orga_rare", 1).await.unwrap();
+    }
+    store.move_inbox().await.unwrap();
+    eprintln!("20,020 events written and indexed in {:?}", written.elapsed());
+    let (page, keys) = read(&store, "orga_rare", None, 100).await;
+    assert_eq!(page.len(), 20);
+    assert!(keys <= 20, "{keys} keys read for 20 events");
+    let (page, keys) = read(&store, "orga_rare", Some(0), 100).await;
+    assert_eq!(page.len(), 20);
+    assert!(keys <= 20, "{keys} keys read for 20 events");
+    let (page, keys) = read(&store, "orga_busy", None, 100).await;
+    assert_eq!(page.len(), 100);
+    assert!(keys <= 800, "{keys} keys read for 100 events");
+    let (page, keys) = read(&store, "orga_busy", Some(0), 100).await;
+    assert_eq!(page.len(), 100);
+    assert!(keys <= 160, "{keys} keys read for 100 events");
+}

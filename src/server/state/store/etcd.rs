@@ -16,7 +16,8 @@
 //! | `nodes/{name}`, `alive/{name}` | a node's state; its liveness, bound to its lease |
 //! | `applied/{name}` | the revision of `nodes/{name}`, 20 digits, so that etcd compares it |
 //! | `quarantine/{ns}/{port}`, `udpquarantine/…` | a port a removal freed: the application that held it |
-//! | `events/{ms}-{random}-{place}` | the audit trail (see below) |
+//! | `events/new/{ms}-{random}-{place}` | the audit trail's inbox: events not indexed yet (see below) |
+//! | `events/org/{org}/{id}`, `events/all/{id}` | an organisation's events (empty `{org}`: the admin's credentials'); every event's time and organisation |
 //! | `webhooks/{id}` | a webhook with its secret and delivery state ([`super::webhook`]) |
 //! | `roles/{role}` | which node holds a role (`webhooks`: the one that delivers), and until when |
 //!
@@ -36,12 +37,24 @@
 //! A node cut off from etcd cannot publish `applied/`, so no port it may still forward to
 //! an application is given to another until it is back, or forgotten (`forget_node`).
 //!
-//! **Audit trail** (issue 35). Each change's transaction also puts its events, as
-//! `events/{milliseconds, 13 digits}-{random}-{place}`: the key sorts by time (what the
-//! retention deletes by range), and an event's id is its mod revision (the transaction's)
-//! times [`audit::ETCD_ID_SCALE`] plus its place in the transaction, so ids grow across
-//! every node. The snapshot skips the `events/` range; each node's lease loop also sweeps
-//! the range by the retention (idempotent: several nodes deleting the same keys agree).
+//! **Audit trail** (issue 35). Each change's transaction also puts its events in the
+//! inbox, `events/new/{milliseconds, 13 digits}-{random}-{place}`: an event's id is its
+//! mod revision (the transaction's) times [`audit::ETCD_ID_SCALE`] plus its place in the
+//! transaction, so ids grow across every node, but it is not known before the commit.
+//! Once committed, the node's mover (rung by the write; and every 5 s for what a killed
+//! node left, by any node) indexes each event by its id, zero-padded so that key order is
+//! id order: `events/org/{org}/{id}` holds the event, `events/all/{id}` its time and
+//! organisation only (one copy of each event: a second would double the trail's share of
+//! etcd's space, 2 GiB by default, for a million events kept), in one transaction that deletes the inbox key and
+//! holds only if it is still the one read. A read of the trail reads the inbox first: every
+//! event with an id below its revision's was, then, in the inbox or the index, and stays
+//! in the index; it then reads the index below that bound by key-ordered ranges with a
+//! limit (etcd sorts any other order, or filters by revision, only after loading the whole
+//! range): from the cursor up, or in windows down from it, so that a read touches about
+//! the keys it returns, not the trail. The snapshot skips the `events/` range; each node's
+//! lease loop sweeps the index by the retention, from its start (ids grow with time),
+//! deleting both keys by ranges (idempotent: several nodes deleting the same keys agree),
+//! and the keys of the first layout (`events/{ms}-…`), which nothing reads.
 //!
 //! Leases only mark nodes alive: no redirection is bound to one, so a lease that expires
 //! (a node dies, or loses etcd for longer than its TTL) never removes a redirection.
@@ -95,6 +108,30 @@ const SNAPSHOT_PAGE: i64 = 10_000;
 const MAX_ANSWER: usize = 256 << 20;
 /// How often each node deletes the audit trail's events past the retention.
 const EVENT_SWEEP: Duration = Duration::from_secs(60);
+/// The audit trail's inbox under `events/`: each change's transaction puts its events
+/// there, as their ids are not known before it commits; they are then indexed by id.
+const INBOX: &str = "new";
+/// The width of an event id in the trail's keys: every i64, so that key order is id order.
+const ID_DIGITS: usize = 20;
+/// The fewest keys one read of the trail's index asks for: more than one transaction's
+/// events, so that a window one revision wide is always read whole.
+const EVENT_PAGE: usize = 160;
+/// The most windows one newest-first read of the trail goes through (each halves or
+/// doubles: about 64 would cover every id).
+const WINDOWS: usize = 256;
+/// The most inbox keys a read of the trail takes (the inbox holds the events in flight and
+/// those a crashed node left, until a sweep moves them).
+const INBOX_READ: i64 = 10_000;
+/// Inbox keys moved in one transaction (three operations each, under [`MAX_TXN_OPS`]).
+const MOVE_BATCH: i64 = 40;
+/// The most batches one call of [`Etcd::move_inbox`] moves.
+const MOVE_ROUNDS: usize = 10_000;
+/// The index keys one page of the sweep reads.
+const SWEEP_PAGE: i64 = 1000;
+/// The most pages one sweep deletes (the next sweep goes on).
+const SWEEP_PAGES: usize = 1000;
+/// How often each node moves the inbox when not told to (what a crashed node left).
+const INBOX_SWEEP: Duration = Duration::from_secs(5);
 /// How many times a snapshot overtaken by a compaction is read again.
 const SNAPSHOT_TRIES: usize = 3;
 
@@ -129,6 +166,18 @@ pub struct Etcd {
     org_turns: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// How long, and how many, events the trail keeps (each node's sweep enforces it).
     retention: Arc<std::sync::Mutex<Retention>>,
+    /// Wakes this node's mover of the trail's inbox once a transaction that recorded events
+    /// committed ([`Etcd::move_inbox`]).
+    inbox: Arc<Inbox>,
+}
+
+/// Whether this node wrote events that its mover has not been told of, and the bell.
+#[derive(Default)]
+struct Inbox {
+    written: std::sync::atomic::AtomicBool,
+    bell: tokio::sync::Notify,
+    /// How many keys of the trail `events()` has read: what the scale test counts.
+    keys_read: std::sync::atomic::AtomicU64,
 }
 
 impl Etcd {
@@ -194,6 +243,7 @@ impl Etcd {
             prefix: format!("{prefix}/"),
             org_turns: Default::default(),
             retention: Default::default(),
+            inbox: Default::default(),
         };
         etcd.check_rights().await.map_err(etcd_at)?;
         Ok(etcd)
@@ -357,6 +407,10 @@ impl Etcd {
         };
         let response = self.led(call).await.map_err(|e| self.unavailable(e))?;
         let revision = response.header().map_or(0, |h| h.revision());
+        if response.succeeded() && self.inbox.written.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            // Events this node recorded may be in the inbox now: its mover indexes them.
+            self.inbox.bell.notify_one();
+        }
         Ok(if response.succeeded() { Ok(revision) } else { Err(response.op_responses()) })
     }
 
@@ -533,43 +587,228 @@ fn again(err: &StoreError) -> StoreError {
 
 impl Etcd {
     /// The puts that record `entries` in the transaction that makes their change, with the
-    /// calling task's origin ([`audit::current`]).
+    /// calling task's origin ([`audit::current`]): into the inbox, as the id is not known
+    /// before the transaction commits.
     fn event_ops(&self, entries: Vec<Entry>) -> StoreResult<Vec<TxnOp>> {
         let origin = audit::current();
         let at = audit::now_ms();
         let batch = uuid::Uuid::new_v4().simple().to_string();
         let mut ops = Vec::with_capacity(entries.len());
         for (place, entry) in entries.into_iter().enumerate() {
-            // The stored id is the place; the reader adds the mod revision's part.
+            // The stored id is the place; the mover adds the mod revision's part.
             let event = entry.event(place as i64, at, &origin);
-            let key = self.key(&["events", &format!("{at:013}-{batch}-{place:04}")]);
+            let key = self.key(&["events", INBOX, &format!("{at:013}-{batch}-{place:04}")]);
             ops.push(TxnOp::put(key, json(&event)?, None));
         }
+        self.inbox.written.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(ops)
     }
 
-    /// Deletes the events the retention no longer keeps: older than its age, then the
-    /// oldest beyond its count.
-    pub(super) async fn sweep_events(&self) -> Result<(), etcd_client::Error> {
-        let retention = *self.retention.lock().unwrap_or_else(|p| p.into_inner());
+    /// The index an organisation's events (or, with `None`, every event) are read from.
+    fn event_index(&self, org_id: Option<&str>) -> String {
+        match org_id {
+            Some(org) => self.key(&["events", "org", org, ""]),
+            None => self.key(&["events", "all", ""]),
+        }
+    }
+
+    /// The key of event `id` in `index`: the id zero-padded, so that key order is id order.
+    fn event_key(index: &str, id: i64) -> String {
+        format!("{index}{:0width$}", id.max(0), width = ID_DIGITS)
+    }
+
+    /// The event an inbox key holds, numbered from its mod revision and place.
+    fn unmoved(kv: &KeyValue) -> Option<AuditEvent> {
+        let stored = serde_json::from_slice::<AuditEvent>(kv.value()).ok()?;
+        Some(AuditEvent { id: kv.mod_revision() * audit::ETCD_ID_SCALE + stored.id, ..stored })
+    }
+
+    /// Indexes the inbox's events: each one's inbox key becomes `org/{org}/{id}` (the
+    /// event) and `all/{id}` (its time and organisation), in one transaction that holds
+    /// only if the inbox key is still the one read, so that several nodes moving the same
+    /// keys agree. Idempotent; what a crashed node left is moved by the next node's sweep.
+    pub(super) async fn move_inbox(&self) -> Result<(), etcd_client::Error> {
+        let inbox = self.key(&["events", INBOX, ""]);
         let mut kv = self.client.kv_client();
-        let from = self.key(&["events", ""]);
-        let age = i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = self.key(&["events", &format!("{:013}", audit::now_ms().saturating_sub(age).max(0))]);
-        kv.delete(from.as_str(), Some(etcd_client::DeleteOptions::new().with_range(cutoff))).await?;
-        let count =
-            kv.get(from.as_str(), Some(GetOptions::new().with_prefix().with_count_only())).await?.count();
-        let excess = count.saturating_sub(i64::try_from(retention.max_count).unwrap_or(i64::MAX));
-        if excess > 0 {
-            let options = GetOptions::new().with_prefix().with_keys_only().with_limit(excess);
-            let oldest = kv.get(from.as_str(), Some(options)).await?;
-            if let Some(last) = oldest.kvs().last() {
-                let mut end = last.key().to_vec();
-                end.push(0);
-                kv.delete(from.as_str(), Some(etcd_client::DeleteOptions::new().with_range(end))).await?;
+        for _ in 0..MOVE_ROUNDS {
+            let options = GetOptions::new().with_prefix().with_limit(MOVE_BATCH);
+            let read = kv.get(inbox.as_str(), Some(options)).await?;
+            let mut moves = Vec::new();
+            for stored in read.kvs() {
+                let compare = Compare::mod_revision(stored.key(), CompareOp::Equal, stored.mod_revision());
+                let mut ops = vec![TxnOp::delete(stored.key(), None)];
+                // An inbox key that is no event (none is) is deleted rather than kept forever.
+                if let Some(event) = Self::unmoved(stored) {
+                    let org = event.org_id.clone().unwrap_or_default();
+                    let org_key = Self::event_key(&self.event_index(Some(&org)), event.id);
+                    let all_key = Self::event_key(&self.event_index(None), event.id);
+                    let value = serde_json::to_string(&event).unwrap_or_default();
+                    ops.push(TxnOp::put(org_key, value, None));
+                    ops.push(TxnOp::put(all_key, format!("{:013} {org}", event.at), None));
+                }
+                moves.push((compare, ops));
+            }
+            let (compares, ops): (Vec<_>, Vec<_>) = moves.iter().cloned().unzip();
+            let txn = Txn::new().when(compares).and_then(ops.into_iter().flatten().collect::<Vec<_>>());
+            if !kv.txn(txn).await?.succeeded() {
+                // Another node moved some of them meanwhile: the rest one by one.
+                for (compare, ops) in moves {
+                    kv.txn(Txn::new().when([compare]).and_then(ops)).await?;
+                }
+            }
+            if !read.more() {
+                break;
             }
         }
         Ok(())
+    }
+
+    /// Deletes the events the retention no longer keeps (older than its age, or the oldest
+    /// beyond its count) from both indexes, after moving the inbox; and the keys of the
+    /// trail's first layout (`events/{ms}-…`), which nothing reads.
+    pub(super) async fn sweep_events(&self) -> Result<(), etcd_client::Error> {
+        use etcd_client::DeleteOptions;
+        self.move_inbox().await?;
+        let retention = *self.retention.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kv = self.client.kv_client();
+        let first_layout = DeleteOptions::new().with_range(self.key(&["events", ":"]));
+        kv.delete(self.key(&["events", "0"]), Some(first_layout)).await?;
+        let all = self.event_index(None);
+        let count =
+            kv.get(all.as_str(), Some(GetOptions::new().with_prefix().with_count_only())).await?.count();
+        let mut excess = count.saturating_sub(i64::try_from(retention.max_count).unwrap_or(i64::MAX));
+        let age = i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = audit::now_ms().saturating_sub(age);
+        for _ in 0..SWEEP_PAGES {
+            let page =
+                kv.get(all.as_str(), Some(GetOptions::new().with_prefix().with_limit(SWEEP_PAGE))).await?;
+            // The oldest events that go, from the start of the index: ids grow with time.
+            let mut last: Option<&[u8]> = None;
+            let mut orgs = std::collections::HashMap::new();
+            let mut kept = false;
+            for entry in page.kvs() {
+                let value = String::from_utf8_lossy(entry.value());
+                let (at, org) = value.split_once(' ').unwrap_or(("0", ""));
+                if excess <= 0 && at.parse::<i64>().unwrap_or(0) >= cutoff {
+                    kept = true;
+                    break;
+                }
+                excess -= 1;
+                last = Some(entry.key());
+                let id = String::from_utf8_lossy(&entry.key()[all.len()..]).parse::<i64>().unwrap_or(0);
+                orgs.insert(org.to_owned(), id);
+            }
+            let Some(last) = last else { break };
+            let until = |key: &[u8]| {
+                let mut end = key.to_vec();
+                end.push(0);
+                end
+            };
+            let mut deletes =
+                vec![TxnOp::delete(all.as_str(), Some(DeleteOptions::new().with_range(until(last))))];
+            for (org, id) in orgs {
+                let index = self.event_index(Some(&org));
+                let end = until(Self::event_key(&index, id).as_bytes());
+                deletes.push(TxnOp::delete(index, Some(DeleteOptions::new().with_range(end))));
+            }
+            for chunk in deletes.chunks(MAX_TXN_OPS) {
+                kv.txn(Txn::new().and_then(chunk.to_vec())).await?;
+            }
+            if kept || !page.more() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// A range of the trail's index, in key order, at most `limit` keys: the keys and
+    /// whether there are more; counted in [`Inbox::keys_read`].
+    async fn event_range(&self, from: String, to: String, limit: i64) -> StoreResult<(Vec<KeyValue>, bool)> {
+        let kv = self.leader_required.kv_client();
+        let options = GetOptions::new().with_range(to).with_limit(limit);
+        let call = || {
+            let (mut kv, from, options) = (kv.clone(), from.clone(), options.clone());
+            async move { kv.get(from, Some(options)).await }
+        };
+        let mut response = self.led(call).await.map_err(|e| self.unavailable(e))?;
+        let kvs = response.take_kvs();
+        self.inbox.keys_read.fetch_add(kvs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok((kvs, response.more()))
+    }
+
+    /// The events of a range of `index`: an organisation's hold them; `all/` holds where
+    /// they are, read from there (a transaction of gets at a time).
+    async fn indexed(&self, index: &str, kvs: Vec<KeyValue>, by_org: bool) -> StoreResult<Vec<AuditEvent>> {
+        let id_of = |kv: &KeyValue| String::from_utf8_lossy(&kv.key()[index.len()..]).parse::<i64>().ok();
+        if by_org {
+            return Ok(kvs
+                .iter()
+                .filter_map(|kv| {
+                    let event = serde_json::from_slice::<AuditEvent>(kv.value()).ok()?;
+                    Some(AuditEvent { id: id_of(kv)?, ..event })
+                })
+                .collect());
+        }
+        let mut events = Vec::with_capacity(kvs.len());
+        for chunk in kvs.chunks(MAX_TXN_OPS) {
+            let gets = chunk
+                .iter()
+                .filter_map(|kv| {
+                    let value = String::from_utf8_lossy(kv.value());
+                    let org = value.split_once(' ').map_or("", |(_, org)| org);
+                    Some(TxnOp::get(Self::event_key(&self.event_index(Some(org)), id_of(kv)?), None))
+                })
+                .collect();
+            let answers = self.read_txn(gets).await?;
+            for answer in answers.op_responses() {
+                // Absent: swept meanwhile.
+                let TxnOpResponse::Get(get) = answer else { continue };
+                let Some(kv) = get.kvs().first() else { continue };
+                let id = String::from_utf8_lossy(kv.key()).rsplit('/').next().and_then(|id| id.parse().ok());
+                let (Some(id), Ok(event)) = (id, serde_json::from_slice::<AuditEvent>(kv.value())) else {
+                    continue;
+                };
+                events.push(AuditEvent { id, ..event });
+            }
+        }
+        self.inbox.keys_read.fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(events)
+    }
+
+    /// How many keys of the trail `events()` read since this connection was made.
+    #[cfg(test)]
+    pub(super) fn event_keys_read(&self) -> u64 {
+        self.inbox.keys_read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records `n` events of `org` (`application.created`, `app_0`…), a hundred per
+    /// transaction: a long trail, fast.
+    #[cfg(test)]
+    pub(super) async fn record_in_bulk(&self, org: &str, n: usize) -> StoreResult<()> {
+        for start in (0..n).step_by(100) {
+            let entries = (start..n.min(start + 100))
+                .map(|i| {
+                    let app = format!("app_{i}");
+                    Entry::new(EventKind::ApplicationCreated, Some(org), Some(&app), None::<&()>, Some(&i))
+                })
+                .collect();
+            let txn = Txn::new().and_then(self.event_ops(entries)?);
+            self.txn(txn).await?.map_err(|_| StoreError::Other(anyhow::anyhow!("refused")))?;
+        }
+        Ok(())
+    }
+
+    /// Puts `value` at `key` under the prefix, as any writer could.
+    #[cfg(test)]
+    pub(super) async fn put_raw(&self, key: &str, value: &str) -> StoreResult<()> {
+        self.client.kv_client().put(self.key(&[key]), value, None).await.map_err(|e| self.unavailable(e))?;
+        Ok(())
+    }
+
+    /// Whether `key` under the prefix exists.
+    #[cfg(test)]
+    pub(super) async fn exists(&self, key: &str) -> StoreResult<bool> {
+        Ok(self.get(&self.key(&[key])).await?.is_some())
     }
 
     /// Claims the rows `chunk` indexes in one transaction, retried without the rows that
@@ -879,6 +1118,7 @@ impl Store for Etcd {
             prefix: self.prefix.clone(),
             org_turns: Default::default(),
             retention: Default::default(),
+            inbox: self.inbox.clone(),
         };
         tokio::spawn(async move {
             let mut pending = Some(first);
@@ -1467,7 +1707,10 @@ impl Store for Etcd {
             prefix: self.prefix.clone(),
             org_turns: Default::default(),
             retention: self.retention.clone(),
+            inbox: self.inbox.clone(),
         };
+        let sweeper = Arc::new(sweeper);
+        let (mover, stop_mover) = (sweeper.clone(), stop.clone());
         tokio::spawn(async move {
             let mut every = tokio::time::interval(EVENT_SWEEP);
             loop {
@@ -1477,6 +1720,20 @@ impl Store for Etcd {
                 }
                 if let Err(error) = sweeper.sweep_events().await {
                     debug!(%error, "cannot sweep the audit trail now; trying again later");
+                }
+            }
+        });
+        // The inbox's mover: rung by this node's writes, and now and then for what other
+        // nodes left (a node killed between its change and the move).
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = mover.inbox.bell.notified() => {}
+                    _ = tokio::time::sleep(INBOX_SWEEP) => {}
+                    _ = stop_mover.cancelled() => return,
+                }
+                if let Err(error) = mover.move_inbox().await {
+                    debug!(%error, "cannot index the audit trail's inbox now; trying again later");
                 }
             }
         });
@@ -1550,70 +1807,103 @@ impl Store for Etcd {
     }
 
     async fn events(&self, query: &EventQuery) -> StoreResult<Vec<AuditEvent>> {
-        use etcd_client::{SortOrder, SortTarget};
-        let prefix = self.key(&["events", ""]);
-        let forward = query.after.is_some();
-        // The cursor in revisions: an id is its revision times the scale plus its place.
-        let (mut min, mut max) = match (query.after, query.before) {
-            (Some(after), _) => (after.div_euclid(audit::ETCD_ID_SCALE), 0),
-            (None, Some(before)) => (0, before.div_euclid(audit::ETCD_ID_SCALE)),
-            (None, None) => (0, 0),
-        };
-        let page = i64::try_from(query.limit.max(64) * 2).unwrap_or(i64::MAX);
-        let mut seen = HashSet::new();
-        let mut events = Vec::new();
+        // The inbox first: the events not indexed yet, and the revision by which every event
+        // with a lower id had committed, hence was in the inbox or the index then (a move
+        // is atomic) and still is in the index (a move never goes back): reading the index
+        // below that bound afterwards, in as many calls as it takes, misses none.
+        let inbox = self.key(&["events", INBOX, ""]);
         let kv = self.leader_required.kv_client();
-        loop {
-            let order = if forward { SortOrder::Ascend } else { SortOrder::Descend };
-            let mut options =
-                GetOptions::new().with_prefix().with_sort(SortTarget::Mod, order).with_limit(page);
-            if min > 0 {
-                options = options.with_min_mod_revision(min);
-            }
-            if max > 0 {
-                options = options.with_max_mod_revision(max);
-            }
-            let call = || {
-                let (mut kv, prefix, options) = (kv.clone(), prefix.clone(), options.clone());
-                async move { kv.get(prefix, Some(options)).await }
-            };
-            let response = self.led(call).await.map_err(|e| self.unavailable(e))?;
-            let mut batch: Vec<AuditEvent> = Vec::new();
-            for kv in response.kvs() {
-                let Ok(stored) = serde_json::from_slice::<AuditEvent>(kv.value()) else { continue };
-                let id = kv.mod_revision() * audit::ETCD_ID_SCALE + stored.id;
-                batch.push(AuditEvent { id, ..stored });
-            }
-            // One revision's events in their places, in the direction asked.
-            batch.sort_by_key(|e| if forward { e.id } else { -e.id });
-            let last_revision = response.kvs().last().map(|kv| kv.mod_revision());
-            for event in batch {
-                let past_cursor = match (query.after, query.before) {
-                    (Some(after), _) => event.id > after,
-                    (None, Some(before)) => event.id < before,
-                    (None, None) => true,
+        let options = GetOptions::new().with_prefix().with_limit(INBOX_READ);
+        let call = || {
+            let (mut kv, inbox, options) = (kv.clone(), inbox.clone(), options.clone());
+            async move { kv.get(inbox, Some(options)).await }
+        };
+        let response = self.led(call).await.map_err(|e| self.unavailable(e))?;
+        self.inbox.keys_read.fetch_add(response.kvs().len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let revision = response.header().map_or(0, |h| h.revision());
+        let bound = revision.saturating_add(1).saturating_mul(audit::ETCD_ID_SCALE);
+        let unmoved: Vec<AuditEvent> = response.kvs().iter().filter_map(Self::unmoved).collect();
+        let index = self.event_index(query.org_id.as_deref());
+        let by_org = query.org_id.is_some();
+        let page = i64::try_from(query.limit.max(EVENT_PAGE)).unwrap_or(i64::MAX);
+        let mut indexed = Vec::new();
+        let mut admitted = 0;
+        // The ids [low, high) whose events in the index have all been read.
+        let (low, high);
+        if let Some(after) = query.after {
+            // Oldest first: one range from the cursor, a page at a time.
+            let mut from = after.saturating_add(1);
+            loop {
+                let (kvs, more) = self
+                    .event_range(Self::event_key(&index, from), Self::event_key(&index, bound), page)
+                    .await?;
+                let last = kvs.last().map(|kv| kv.key().to_vec());
+                let events = self.indexed(&index, kvs, by_org).await?;
+                admitted += events.iter().filter(|e| query.admits(e)).count();
+                indexed.extend(events);
+                // Read up to the last key read, or to the bound when the range ended.
+                from = match last {
+                    Some(last) if more => {
+                        String::from_utf8_lossy(&last[index.len()..]).parse::<i64>().unwrap_or(bound) + 1
+                    }
+                    _ => bound,
                 };
-                if past_cursor && query.admits(&event) && seen.insert(event.id) && events.len() < query.limit
-                {
-                    events.push(event);
-                }
-            }
-            let Some(last_revision) = last_revision else { break };
-            if events.len() >= query.limit || !response.more() {
-                break;
-            }
-            // The next page from the last revision read (again: a page may end inside one).
-            let moved = if forward { min != last_revision } else { max != last_revision };
-            if forward {
-                min = if moved { last_revision } else { last_revision + 1 };
-            } else {
-                max = if moved { last_revision } else { last_revision - 1 };
-                if max <= 0 {
+                if !more || admitted >= query.limit {
                     break;
                 }
             }
+            (low, high) = (after.saturating_add(1), from);
+        } else {
+            // Newest first: etcd reads a range in key order only (sorted otherwise, it
+            // loads the whole range first), so windows below the cursor, each read with
+            // the page's limit: one with more keys than that shrinks (to half the ids its
+            // page spanned, at most half its width), one read whole is
+            // taken, and the next below it is twice as wide if this one was not half full.
+            let top = query.before.unwrap_or(bound).min(bound);
+            let mut to = top;
+            let mut width = page * audit::ETCD_ID_SCALE;
+            for _ in 0..WINDOWS {
+                if to <= 0 || admitted >= query.limit {
+                    break;
+                }
+                let from = to.saturating_sub(width).max(0);
+                let (kvs, more) = self
+                    .event_range(Self::event_key(&index, from), Self::event_key(&index, to), page)
+                    .await?;
+                if more {
+                    // The page read is the window's oldest keys: half the ids they span
+                    // holds about half a page, where the events are as dense.
+                    let spanned = kvs
+                        .last()
+                        .and_then(|kv| String::from_utf8_lossy(&kv.key()[index.len()..]).parse::<i64>().ok())
+                        .map_or(width, |last| last - from);
+                    width = (width / 2).min(spanned / 2).max(1);
+                    continue;
+                }
+                // Wider below only if this one was less than half full.
+                if kvs.len() < EVENT_PAGE / 2 {
+                    width = width.saturating_mul(2);
+                }
+                let events = self.indexed(&index, kvs, by_org).await?;
+                admitted += events.iter().filter(|e| query.admits(e)).count();
+                indexed.extend(events);
+                to = from;
+            }
+            (low, high) = (to, top);
         }
-        events.sort_by_key(|e| if forward { e.id } else { -e.id });
+        let mut events: Vec<AuditEvent> = unmoved
+            .into_iter()
+            .filter(|e| (low..high).contains(&e.id))
+            .chain(indexed)
+            .filter(|e| query.admits(e) && query.after.is_none_or(|after| e.id > after))
+            .collect();
+        // An event moved between the two reads is in both.
+        events.sort_by_key(|e| e.id);
+        events.dedup_by_key(|e| e.id);
+        if query.after.is_none() {
+            events.reverse();
+        }
+        events.truncate(query.limit);
         Ok(events)
     }
 }
