@@ -83,7 +83,7 @@ def main():
     node = Proc("serve", argv, server_env(os.path.join(tmp, "cfg"), TOKEN), tmp, pipe=True)
     try:
         url = node.wait_ready(120)
-        pid = next(int(p) for p in os.listdir("/proc") if p.isdigit() and _is_server(int(p), tmp))
+        pid = next(int(p) for p in os.listdir("/proc") if p.isdigit() and _is_server(int(p), binary, tmp))
         rss0 = vmrss_kib(pid)
         env = dict(server_env(os.path.join(tmp, "cfg"), TOKEN), TCP_REDIRS_URL=url, TCP_REDIRS_TOKEN=TOKEN)
         t0 = time.monotonic()
@@ -131,9 +131,11 @@ def main():
     print("\n".join(lines))
 
 
-def _is_server(pid, tmp):
+def _is_server(pid, binary, tmp):
+    """Whether process `pid` is the server under heaptrack (heaptrack itself runs the binary)."""
     try:
-        return os.readlink(f"/proc/{pid}/exe").endswith("tcp-redirs") and tmp in open(f"/proc/{pid}/cmdline").read()
+        return (os.readlink(f"/proc/{pid}/exe") == os.path.realpath(binary)
+                and tmp in open(f"/proc/{pid}/cmdline").read())
     except OSError:
         return False
 
