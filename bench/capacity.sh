@@ -21,12 +21,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 # shellcheck source=bench/lib.sh
 source "$HERE/lib.sh"
-export PATH="$PATH:/usr/sbin:/sbin"
-export TCP_REDIRS_BIN=${TCP_REDIRS_BIN:-$ROOT/target/release/tcp-redirs}
-if [[ ! -x $TCP_REDIRS_BIN ]]; then
-    echo "error: $TCP_REDIRS_BIN not found: run \`cargo build --release\` first (or set TCP_REDIRS_BIN)" >&2
-    exit 1
-fi
+need_tcp_redirs
 missing=()
 for tool in nginx cc; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")

@@ -16,12 +16,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 # shellcheck source=bench/lib.sh
 source "$HERE/lib.sh"
-export PATH="$PATH:/usr/sbin:/sbin"
-export TCP_REDIRS_BIN=${TCP_REDIRS_BIN:-$ROOT/target/release/tcp-redirs}
-if [[ ! -x $TCP_REDIRS_BIN ]]; then
-    echo "error: $TCP_REDIRS_BIN not found: build it first (see the top of $0)" >&2
-    exit 1
-fi
+need_tcp_redirs "build it with symbols first (see the top of $0)"
 command -v heaptrack >/dev/null 2>&1 && command -v heaptrack_print >/dev/null 2>&1 || apt_install heap heaptrack
 
 enter_netns "$@"

@@ -1,4 +1,4 @@
-# Shell helpers of bench/run.sh and bench/udp.sh (sourced, not run).
+# Shell helpers of the bench/ scripts (sourced, not run).
 #   apt_install TAG PACKAGE...  installs Debian packages, as root or through sudo
 #   raise_fd_limit              raises the open-file soft limit to the hard one (FD_LIMIT)
 #   run_driver NAME SCRIPT      runs `python3 SCRIPT run TMP` ($PYTHON if set) in a fresh temporary directory
@@ -8,6 +8,19 @@
 #                               (unshare --net, as root; loopback up), unless it runs in one already
 #   build_c NAME SOURCE         compiles a load generator of bench/ (C99, cc -O2) when its binary is
 #                               missing or older than its source; prints the binary's path
+#   need_tcp_redirs [HOW]       exports TCP_REDIRS_BIN ($ROOT/target/release/tcp-redirs unless set),
+#                               or stops with one line saying how to build it (HOW, else `cargo
+#                               build --release`)
+# Sourcing it also puts /usr/sbin and /sbin on PATH (ip, sysctl, nginx, haproxy live there).
+
+export PATH="$PATH:/usr/sbin:/sbin"
+
+need_tcp_redirs() {
+    export TCP_REDIRS_BIN=${TCP_REDIRS_BIN:-$ROOT/target/release/tcp-redirs}
+    [[ -x $TCP_REDIRS_BIN ]] && return
+    echo "error: $TCP_REDIRS_BIN not found: ${1:-run \`cargo build --release\` first} (or set TCP_REDIRS_BIN)" >&2
+    exit 1
+}
 
 apt_install() {
     local tag=$1 SUDO=""

@@ -67,13 +67,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 # shellcheck source=bench/lib.sh
 source "$HERE/lib.sh"
-export PATH="$PATH:/usr/sbin:/sbin"
-export TCP_REDIRS_BIN=${TCP_REDIRS_BIN:-$ROOT/target/release/tcp-redirs}
-
-if [[ ! -x $TCP_REDIRS_BIN ]]; then
-    echo "error: $TCP_REDIRS_BIN not found: run \`cargo build --release\` first (or set TCP_REDIRS_BIN)" >&2
-    exit 1
-fi
+need_tcp_redirs
 command -v python3 >/dev/null || { echo "error: python3 is needed" >&2; exit 1; }
 
 # ---- tools from Debian -----------------------------------------------------------------------

@@ -20,7 +20,6 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 # shellcheck source=bench/lib.sh
 source "$HERE/lib.sh"
-export PATH="$PATH:/usr/sbin:/sbin"
 export TCP_REDIRS_BIN=${TCP_REDIRS_BIN:-$ROOT/target/release/tcp-redirs}
 if [[ ,${PATHS:-tcp-redirs}, == *,tcp-redirs,* && ! -x $TCP_REDIRS_BIN ]]; then
     echo "error: $TCP_REDIRS_BIN not found: run \`cargo build --release\` first (or set TCP_REDIRS_BIN)" >&2

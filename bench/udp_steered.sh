@@ -14,12 +14,8 @@ ROOT=$(dirname "$HERE")
 # shellcheck source=bench/lib.sh
 source "$HERE/lib.sh"
 enter_netns "$@"
-export TCP_REDIRS_BIN=${TCP_REDIRS_BIN:-$ROOT/target/release/tcp-redirs}
-[[ -x $TCP_REDIRS_BIN ]] || { echo "error: $TCP_REDIRS_BIN not found: run \`cargo build --release\` first (or set TCP_REDIRS_BIN)" >&2; exit 1; }
+need_tcp_redirs
 command -v strace >/dev/null || apt_install udp-steered strace
-LOAD=$HERE/udpload/udpload
-if [[ ! -x $LOAD || $HERE/udpload/udpload.c -nt $LOAD ]]; then
-    gcc -O2 -Wall -Wextra -o "$LOAD" "$HERE/udpload/udpload.c"
-fi
+build_c udpload "$HERE/udpload/udpload.c" >/dev/null
 raise_fd_limit
 run_driver udp-steered "$HERE/udp_steered.py"
