@@ -586,6 +586,38 @@ fn again(err: &StoreError) -> StoreError {
 }
 
 impl Etcd {
+    /// Changes an application's record with `change`, and records the event `kind` with it,
+    /// in one transaction that holds only if nobody wrote the record meanwhile (retried).
+    async fn change_app(
+        &self,
+        app_id: &str,
+        kind: EventKind,
+        change: impl Fn(&mut Application),
+    ) -> StoreResult<Revision> {
+        let key = self.key(&["apps", app_id]);
+        for _ in 0..RETRIES {
+            let kv = self.get(&key).await?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
+            let mut app: Application = serde_json::from_slice(kv.value())?;
+            let before = app.clone();
+            change(&mut app);
+            let mut ops = vec![TxnOp::put(key.as_str(), json(&app)?, None)];
+            ops.extend(self.event_ops(vec![Entry::new(
+                kind,
+                Some(&app.owner_id),
+                Some(app_id),
+                Some(&before),
+                Some(&app),
+            )])?);
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
+                .and_then(ops);
+            if let Ok(revision) = self.txn(txn).await? {
+                return Ok(revision);
+            }
+        }
+        Err(StoreError::Unavailable("etcd: the application kept changing; try again".into()))
+    }
+
     /// The puts that record `entries` in the transaction that makes their change, with the
     /// calling task's origin ([`audit::current`]): into the inbox, as the id is not known
     /// before the transaction commits.
@@ -1321,53 +1353,12 @@ impl Store for Etcd {
     }
 
     async fn set_instances(&self, app_id: &str, list: &[Instance]) -> StoreResult<Revision> {
-        let key = self.key(&["apps", app_id]);
-        for _ in 0..RETRIES {
-            let kv = self.get(&key).await?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
-            let mut app: Application = serde_json::from_slice(kv.value())?;
-            let before = app.clone();
-            app.instances = list.to_vec();
-            let mut ops = vec![TxnOp::put(key.as_str(), json(&app)?, None)];
-            ops.extend(self.event_ops(vec![Entry::new(
-                EventKind::ApplicationInstances,
-                Some(&app.owner_id),
-                Some(app_id),
-                Some(&before),
-                Some(&app),
-            )])?);
-            let txn = Txn::new()
-                .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
-                .and_then(ops);
-            if let Ok(revision) = self.txn(txn).await? {
-                return Ok(revision);
-            }
-        }
-        Err(StoreError::Unavailable("etcd: the application kept changing; try again".into()))
+        self.change_app(app_id, EventKind::ApplicationInstances, |app| app.instances = list.to_vec()).await
     }
 
     async fn set_health_check(&self, app_id: &str, check: &HealthCheck) -> StoreResult<Revision> {
-        let key = self.key(&["apps", app_id]);
-        for _ in 0..RETRIES {
-            let kv = self.get(&key).await?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
-            let mut app: Application = serde_json::from_slice(kv.value())?;
-            let before = app.clone();
-            app.health_check = check.clone();
-            let mut ops = vec![TxnOp::put(key.as_str(), json(&app)?, None)];
-            ops.extend(self.event_ops(vec![Entry::new(
-                EventKind::ApplicationHealthCheck,
-                Some(&app.owner_id),
-                Some(app_id),
-                Some(&before),
-                Some(&app),
-            )])?);
-            let txn = Txn::new()
-                .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
-                .and_then(ops);
-            if let Ok(revision) = self.txn(txn).await? {
-                return Ok(revision);
-            }
-        }
-        Err(StoreError::Unavailable("etcd: the application kept changing; try again".into()))
+        self.change_app(app_id, EventKind::ApplicationHealthCheck, |app| app.health_check = check.clone())
+            .await
     }
 
     async fn remove_app(&self, app_id: &str) -> StoreResult<Revision> {

@@ -317,6 +317,28 @@ impl Sqlite {
             .map_err(|e| StoreError::Other(e.into()))?
     }
 
+    /// Changes an application's record with `change` and records the event `kind` with it,
+    /// in one transaction; an application that does not exist is not found (and nothing is
+    /// written: the transaction rolls back).
+    async fn change_app(
+        &self,
+        app_id: &str,
+        kind: EventKind,
+        change: impl FnOnce(&Transaction, &str) -> StoreResult<()> + Send + 'static,
+    ) -> StoreResult<Revision> {
+        let app_id = app_id.to_owned();
+        let ((), revision) = self
+            .write(move |tx, _| {
+                let before = app(tx, &app_id)?;
+                change(tx, &app_id)?;
+                let found = app(tx, &app_id)?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
+                note(Entry::new(kind, Some(&found.owner_id), Some(&app_id), before.as_ref(), Some(&found)));
+                Ok(((), vec![Change::Put(Record::App(found))]))
+            })
+            .await?;
+        Ok(revision)
+    }
+
     /// Runs `write` in one transaction; on commit, numbers its changes with the next
     /// revision and hands them to the watchers. A write that changed nothing takes no
     /// revision (and answers the current one): a revision without a change would never
@@ -791,50 +813,25 @@ impl Store for Sqlite {
     }
 
     async fn set_instances(&self, app_id: &str, list: &[Instance]) -> StoreResult<Revision> {
-        let (app_id, list) = (app_id.to_owned(), list.to_vec());
-        let ((), revision) = self
-            .write(move |tx, _| {
-                let before = app(tx, &app_id)?;
-                tx.execute("DELETE FROM instances WHERE app_id = ?1", [&app_id])?;
-                write_instances(tx, &app_id, &list)?;
-                let found = app(tx, &app_id)?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
-                note(Entry::new(
-                    EventKind::ApplicationInstances,
-                    Some(&found.owner_id),
-                    Some(&app_id),
-                    before.as_ref(),
-                    Some(&found),
-                ));
-                Ok(((), vec![Change::Put(Record::App(found))]))
-            })
-            .await?;
-        Ok(revision)
+        let list = list.to_vec();
+        self.change_app(app_id, EventKind::ApplicationInstances, move |tx, app_id| {
+            tx.execute("DELETE FROM instances WHERE app_id = ?1", [app_id])?;
+            write_instances(tx, app_id, &list)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn set_health_check(&self, app_id: &str, check: &HealthCheck) -> StoreResult<Revision> {
-        let (app_id, check) = (app_id.to_owned(), check.clone());
-        let ((), revision) = self
-            .write(move |tx, _| {
-                let before = app(tx, &app_id)?;
-                let changed = tx.execute(
-                    "UPDATE apps SET health_check = ?2 WHERE id = ?1",
-                    params![app_id, health_json(&check)?],
-                )?;
-                if changed == 0 {
-                    return Err(StoreError::Conflict(Conflict::NotFound));
-                }
-                let found = app(tx, &app_id)?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
-                note(Entry::new(
-                    EventKind::ApplicationHealthCheck,
-                    Some(&found.owner_id),
-                    Some(&app_id),
-                    before.as_ref(),
-                    Some(&found),
-                ));
-                Ok(((), vec![Change::Put(Record::App(found))]))
-            })
-            .await?;
-        Ok(revision)
+        let check = check.clone();
+        self.change_app(app_id, EventKind::ApplicationHealthCheck, move |tx, app_id| {
+            tx.execute(
+                "UPDATE apps SET health_check = ?2 WHERE id = ?1",
+                params![app_id, health_json(&check)?],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     async fn remove_app(&self, app_id: &str) -> StoreResult<Revision> {
