@@ -41,8 +41,8 @@
 //! inbox, `events/new/{milliseconds, 13 digits}-{random}-{place}`: an event's id is its
 //! mod revision (the transaction's) times [`audit::ETCD_ID_SCALE`] plus its place in the
 //! transaction, so ids grow across every node, but it is not known before the commit.
-//! Once committed, the node's mover (rung by the write; and every 5 s for what a killed
-//! node left, by any node) indexes each event by its id, zero-padded so that key order is
+//! Once committed, the node's mover (rung by the write, then 200 ms for a burst of changes to
+//! gather; and every 5 s for what a killed node left, by any node) indexes each event by its id, zero-padded so that key order is
 //! id order: `events/org/{org}/{id}` holds the event, `events/all/{id}` its time and
 //! organisation only (one copy of each event: a second would double the trail's share of
 //! etcd's space, 2 GiB by default, for a million events kept), in one transaction that deletes the inbox key and
@@ -132,6 +132,8 @@ const SWEEP_PAGE: i64 = 1000;
 const SWEEP_PAGES: usize = 1000;
 /// How often each node moves the inbox when not told to (what a crashed node left).
 const INBOX_SWEEP: Duration = Duration::from_secs(5);
+/// How long this node's mover lets its changes gather once rung.
+const INBOX_GATHER: Duration = Duration::from_millis(200);
 /// How many times a snapshot overtaken by a compaction is read again.
 const SNAPSHOT_TRIES: usize = 3;
 
@@ -1719,7 +1721,15 @@ impl Store for Etcd {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = mover.inbox.bell.notified() => {}
+                    _ = mover.inbox.bell.notified() => {
+                        // A burst of changes gathers first, so that one move indexes it in a
+                        // few transactions rather than one a change (each is an fsync of
+                        // etcd's): reads look in the inbox, so nothing waits for the move.
+                        tokio::select! {
+                            _ = tokio::time::sleep(INBOX_GATHER) => {}
+                            _ = stop_mover.cancelled() => return,
+                        }
+                    }
                     _ = tokio::time::sleep(INBOX_SWEEP) => {}
                     _ = stop_mover.cancelled() => return,
                 }
