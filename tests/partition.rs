@@ -1088,19 +1088,7 @@ fn a_node_whose_link_to_etcd_goes_down_keeps_forwarding_and_mixes_no_tenants() {
             let _ = fleet.lab.tc(&["qdisc", "del", "dev", &port, "root"]);
         }
     }
-    let summary = churn.check(&fleet);
-    eprintln!(
-        "[partition] MEASURE churn with link-down partitions, {:?} in all: {summary}",
-        started.elapsed()
-    );
-    churn.clear(&fleet);
-    fleet.must(Duration::from_secs(5), "no quarantine record is left once every node confirmed", || {
-        match fleet.etcd.keys(0, "quarantine")? {
-            keys if keys.is_empty() => Ok(()),
-            keys => Err(format!("left: {keys:?}")),
-        }
-    });
-    fleet.finish();
+    conclude(&fleet, &churn, "link-down partitions", started, 0);
 }
 
 /// Three etcd members: e0 and node n1 on one segment, e1, e2, n2 and n3 on another, the
@@ -1139,14 +1127,17 @@ fn an_etcd_member_cut_off_with_a_node_behind_it_stalls_that_node_only() {
             random_partition(&|| fleet.lab.cut(&trunk), &|| fleet.lab.heal(&trunk), Duration::from_secs(5));
         eprintln!("[partition] minority churn: e0 and n1 cut off for {cut_for:?}");
     });
-    let summary = churn.check(&fleet);
-    eprintln!(
-        "[partition] MEASURE churn with a minority partition, {:?} in all: {summary}",
-        started.elapsed()
-    );
-    churn.clear(&fleet);
+    conclude(&fleet, &churn, "a minority partition", started, 1);
+}
+
+/// Ends a churn test: checks its rounds and reports them as `what`, clears the churn, waits
+/// for the quarantines to go (asking etcd member `member`), and checks the fleet's logs.
+fn conclude(fleet: &NsFleet, churn: &Churn, what: &str, started: Instant, member: usize) {
+    let summary = churn.check(fleet);
+    eprintln!("[partition] MEASURE churn with {what}, {:?} in all: {summary}", started.elapsed());
+    churn.clear(fleet);
     fleet.must(Duration::from_secs(5), "no quarantine record is left once every node confirmed", || {
-        match fleet.etcd.keys(1, "quarantine")? {
+        match fleet.etcd.keys(member, "quarantine")? {
             keys if keys.is_empty() => Ok(()),
             keys => Err(format!("left: {keys:?}")),
         }

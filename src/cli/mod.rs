@@ -344,6 +344,13 @@ fn interactive() -> bool {
     std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
+/// The refusal of a setting given both a value and `--unset`, as `update` and `apps update`
+/// word it.
+fn set_and_unset(setting: &impl clap::ValueEnum) -> String {
+    let name = setting.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
+    format!("--{name} and --unset {name} ask for opposite things: keep one")
+}
+
 /// A table for people: no borders, and wrapped to the terminal's width when stdout is one
 /// (a pipe gets whole lines, for grep). Tables carry no colour, so `NO_COLOR` has nothing to do.
 fn render(table: tabled::Table) -> String {

@@ -84,11 +84,7 @@ fn patch(settings: &RedirSettings, unset: &[Setting]) -> Result<SettingsPatch, S
             Setting::Deny => patch.deny.replace(Vec::new()).is_some(),
         };
         if taken {
-            let name = clap::ValueEnum::to_possible_value(setting).map(|v| v.get_name().to_owned());
-            return Err(format!(
-                "--{0} and --unset {0} ask for opposite things: keep one",
-                name.unwrap_or_default()
-            ));
+            return Err(super::set_and_unset(setting));
         }
     }
     if patch.is_empty() {

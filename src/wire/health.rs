@@ -25,6 +25,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::integral;
+use super::settings::patch;
 
 /// The shortest check interval and timeout, in milliseconds.
 pub const MIN_CHECK_MS: u32 = 100;
@@ -291,24 +292,6 @@ impl HealthCheckPatch {
             (self.expect.is_some(), "expect"),
         ];
         changed.into_iter().filter(|(c, _)| *c).map(|(_, name)| name).collect()
-    }
-}
-
-/// The deserializers of a patch's keys: present (a value or `null`) is `Some`, absent is
-/// the `default`, `None`.
-mod patch {
-    use serde::{Deserialize, Deserializer};
-
-    /// A whole number or `null`.
-    pub fn number<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-        crate::wire::integral::option(d).map(Some)
-    }
-
-    /// A value or `null`.
-    pub fn value<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-        d: D,
-    ) -> Result<Option<Option<T>>, D::Error> {
-        Option::<T>::deserialize(d).map(Some)
     }
 }
 

@@ -189,8 +189,8 @@ impl SettingsPatch {
 }
 
 /// The deserializers of a patch's keys: present (a value or `null`) is `Some`, absent is
-/// the `default`, `None`.
-mod patch {
+/// the `default`, `None`. Shared with the health checks' patch (`wire::health`).
+pub(super) mod patch {
     use serde::{Deserialize, Deserializer};
 
     /// A whole number or `null`.
