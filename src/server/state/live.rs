@@ -545,7 +545,7 @@ impl LivePorts {
                 keys.extend(live.range(namespace_range(ns)).map(|(k, _)| k.clone()));
             }
             for app in &diff.apps {
-                keys.extend(table.app_keys(app).cloned());
+                keys.extend(table.app_rows(app).map(RedirRow::key));
             }
             let wanted: Vec<_> = keys.into_iter().map(|key| (self.wanted(&table, &key), key)).collect();
             let mut apps: std::collections::BTreeSet<&str> = diff.apps.iter().map(String::as_str).collect();

@@ -38,10 +38,10 @@ pub struct Table {
     pub tokens: BTreeMap<String, TokenRecord>,
     /// Credential ids by token hash (two nodes may be given the same admin token).
     by_hash: HashMap<String, BTreeSet<String>>,
-    /// Each application's redirections, by key, sorted: a short vector (an application has
+    /// Each application's redirections, sorted by key: a short vector (an application has
     /// one redirection per namespace and protocol at most), not a B-tree whose first node
-    /// costs ~370 bytes.
-    by_app: HashMap<String, Vec<RedirKey>>,
+    /// costs ~370 bytes, of the rows `redirs` holds (a pointer each, not a key's copy).
+    by_app: HashMap<String, Vec<Arc<RedirRow>>>,
     /// Namespace definitions by name.
     pub namespaces: BTreeMap<String, NamespaceDef>,
     /// Node descriptions by name.
@@ -50,6 +50,11 @@ pub struct Table {
     pub alive: BTreeSet<String>,
     /// Ports freed by a removal that not every node has confirmed yet, by key.
     pub quarantine: BTreeMap<RedirKey, Quarantine>,
+}
+
+/// How a row sorts against a key, as the key's own order (namespace, protocol, port).
+fn by_key(row: &RedirRow, key: &RedirKey) -> std::cmp::Ordering {
+    (row.namespace.as_str(), row.protocol, row.port).cmp(&(key.namespace.as_str(), key.protocol, key.port))
 }
 
 /// What a batch of changes changed: the keys whose records differ from before, so that
@@ -127,11 +132,13 @@ impl Table {
                     let old_app = old.app_id.clone();
                     self.unindex(&old_app, &key);
                 }
-                let keys = self.by_app.entry(row.app_id.clone()).or_insert_with(|| Vec::with_capacity(1));
-                if let Err(at) = keys.binary_search(&key) {
-                    keys.insert(at, key.clone());
+                let row = Arc::new(row);
+                let rows = self.by_app.entry(row.app_id.clone()).or_insert_with(|| Vec::with_capacity(1));
+                match rows.binary_search_by(|r| by_key(r, &key)) {
+                    Ok(at) => rows[at] = row.clone(),
+                    Err(at) => rows.insert(at, row.clone()),
                 }
-                self.redirs.insert(key, Arc::new(row));
+                self.redirs.insert(key, row);
             }
             Record::Token(token) => {
                 self.delete(&Key::Token(token.info.id.clone()), diff);
@@ -192,11 +199,11 @@ impl Table {
     }
 
     fn unindex(&mut self, app_id: &str, key: &RedirKey) {
-        if let Some(keys) = self.by_app.get_mut(app_id) {
-            if let Ok(at) = keys.binary_search(key) {
-                keys.remove(at);
+        if let Some(rows) = self.by_app.get_mut(app_id) {
+            if let Ok(at) = rows.binary_search_by(|r| by_key(r, key)) {
+                rows.remove(at);
             }
-            if keys.is_empty() {
+            if rows.is_empty() {
                 self.by_app.remove(app_id);
             }
         }
@@ -209,12 +216,12 @@ impl Table {
 
     /// An application's redirections, sorted by (namespace, protocol, port).
     pub fn app_redirs(&self, app_id: &str) -> Vec<RedirRow> {
-        self.app_keys(app_id).filter_map(|key| self.redirs.get(key)).map(|row| RedirRow::clone(row)).collect()
+        self.app_rows(app_id).cloned().collect()
     }
 
-    /// The keys of an application's redirections, sorted.
-    pub fn app_keys(&self, app_id: &str) -> impl Iterator<Item = &RedirKey> {
-        self.by_app.get(app_id).into_iter().flatten()
+    /// An application's redirections as the table holds them, sorted by key.
+    pub fn app_rows(&self, app_id: &str) -> impl Iterator<Item = &RedirRow> {
+        self.by_app.get(app_id).into_iter().flatten().map(|row| &**row)
     }
 
     /// A namespace's redirections, TCP then UDP, by port.
@@ -285,7 +292,7 @@ mod tests {
         let put = |revision, port| Event { revision, change: Change::Put(Record::Redir(redir(port))) };
         let diff = table.apply(&[put(1, 5000), put(2, 5001)]);
         assert_eq!(diff.redirs.len(), 2);
-        assert_eq!(table.app_keys("app_1").count(), 2);
+        assert_eq!(table.app_rows("app_1").count(), 2);
         // The same row again (a later revision): nothing the ports depend on changed.
         assert!(!table.apply(&[put(3, 5000)]).touches_ports());
         let diff = table.apply(&[Event {
@@ -298,7 +305,7 @@ mod tests {
         );
         assert_eq!(table.app_redirs("app_1").iter().map(|r| r.port).collect::<Vec<_>>(), vec![5001]);
         assert_eq!(
-            table.app_keys("app_1").map(|k| (k.protocol, k.port)).collect::<Vec<_>>(),
+            table.app_rows("app_1").map(|k| (k.protocol, k.port)).collect::<Vec<_>>(),
             [(Protocol::Tcp, 5001)]
         );
         assert_eq!(table.namespace_redirs("default").count(), 1);

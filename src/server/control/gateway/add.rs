@@ -350,7 +350,7 @@ fn check_shape(new: &NewTcpRedir) -> Result<(), Error> {
 fn existing_ports(table: &Table, apps: &HashSet<&str>) -> HashMap<(String, String, Protocol), u16> {
     apps.iter()
         .flat_map(|app| {
-            table.app_keys(app).map(move |k| ((app.to_string(), k.namespace.clone(), k.protocol), k.port))
+            table.app_rows(app).map(move |r| ((app.to_string(), r.namespace.clone(), r.protocol), r.port))
         })
         .collect()
 }
