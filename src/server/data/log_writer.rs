@@ -42,6 +42,9 @@ struct Shared {
 
 static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
 
+/// The bytes a buffer keeps once written out.
+const KEEP: usize = 64 * 1024;
+
 thread_local! {
     static MINE: Buffer = {
         let buffer = Buffer::default();
@@ -105,6 +108,9 @@ fn run(shared: &Shared) {
             if !spare.is_empty() {
                 write_stderr(&spare);
                 spare.clear();
+                // A burst (100,000 ports starting) grows a buffer to megabytes: keep what
+                // an ordinary batch needs, not the burst's size, in every buffer it visits.
+                spare.shrink_to(KEEP);
             }
         }
         if stopping {
