@@ -1136,7 +1136,7 @@ fn conclude(fleet: &NsFleet, churn: &Churn, what: &str, started: Instant, member
     let summary = churn.check(fleet);
     eprintln!("[partition] MEASURE churn with {what}, {:?} in all: {summary}", started.elapsed());
     churn.clear(fleet);
-    fleet.must(Duration::from_secs(5), "no quarantine record is left once every node confirmed", || {
+    fleet.must(Duration::from_secs(10), "no quarantine record is left once every node confirmed", || {
         match fleet.etcd.keys(member, "quarantine")? {
             keys if keys.is_empty() => Ok(()),
             keys => Err(format!("left: {keys:?}")),

@@ -257,9 +257,13 @@ impl Synced {
             }
             // A port that binds later (it was held by another program) changes the state
             // without a store change: its task says so. While ports are in quarantine, each
-            // change (another node's record) may confirm one.
-            let refresh = if failed { MAX_BACKOFF } else { NODE_REFRESH };
+            // change (another node's record) may confirm one; and a sweep that failed (the
+            // store's connection coming back after a partition) or that etcd refused (this
+            // node's view behind its own) is tried again within MAX_BACKOFF, not
+            // NODE_REFRESH: a quarantine left over holds its port from every other
+            // application (issue 33's partition tests, which wait for none to be left).
             let quarantined = !self.table().quarantine.is_empty();
+            let refresh = if failed || quarantined { MAX_BACKOFF } else { NODE_REFRESH };
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = changed.changed() => {}
