@@ -400,3 +400,81 @@ fn small_exchanges_without_splice_are_limited_both_ways() {
     let listed = server.cli_ok(&["list", "--app", "chatty"]);
     assert!(listed.contains("at most 4.9 KiB/s each way"), "{listed}");
 }
+
+// ---------------------------------------------------------------------------------------
+// UDP: flows per client address
+// ---------------------------------------------------------------------------------------
+
+/// A UDP socket bound to `from`, connected to the redirection's port on 127.0.0.1.
+fn udp_from(from: Ipv4Addr, port: u16) -> std::net::UdpSocket {
+    let socket = std::net::UdpSocket::bind((from, 0)).expect("bind a UDP client");
+    socket.connect((LOCALHOST, port)).expect("connect the UDP client");
+    socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    socket
+}
+
+/// On UDP the cap counts flows (one per client socket) from one address: past it, the
+/// datagrams that would start another flow are dropped and counted with their own reason,
+/// while another address still gets a flow; the new-flow rate per address likewise.
+#[test]
+fn a_udp_client_past_its_flows_is_dropped_while_another_address_still_gets_in() {
+    let server = Server::start();
+    let echo = UdpEcho::start();
+    server.create_app("udp-capped", echo.addr());
+    let added = add_with(
+        &server,
+        "udp-capped",
+        &["--udp", "--max-connections-per-client", "2", "--max-connections-per-second-per-client", "1000"],
+    );
+    assert_eq!(added["maxConnectionsPerClient"], 2, "{added}");
+    let port = port_of(&added);
+    let a = Ipv4Addr::new(127, 0, 0, 8);
+    let flows: Vec<_> = (0..2).map(|_| udp_from(a, port)).collect();
+    for (i, flow) in flows.iter().enumerate() {
+        assert_eq!(udp_round_trip(flow, b"hello").expect("a flow within the cap"), b"hello", "flow {i}");
+    }
+    let third = udp_from(a, port);
+    third.send(b"one too many").unwrap();
+    let dropped = |reason: &str| {
+        metric_of(&server, "tcp_redirs_udp_datagrams_dropped_total", &[&format!("reason=\"{reason}\"")])
+            .unwrap_or(0)
+    };
+    wait_until(Duration::from_secs(10), "the third flow's datagram is dropped and counted", || {
+        match dropped("max_connections_per_client") {
+            1 => Ok(()),
+            n => Err(format!("{n} counted")),
+        }
+    });
+    third.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(third.recv(&mut buf).map_err(|e| e.kind()), Err(ErrorKind::WouldBlock), "no answer");
+    let other = udp_from(Ipv4Addr::new(127, 0, 0, 9), port);
+    assert_eq!(udp_round_trip(&other, b"me too").expect("another address"), b"me too");
+    for flow in &flows {
+        assert_eq!(udp_round_trip(flow, b"still").expect("the open flows go on"), b"still");
+    }
+
+    // The rate of new flows per address, set in place.
+    server.cli_ok(&[
+        "update",
+        &port.to_string(),
+        "--udp",
+        "--app",
+        "udp-capped",
+        "--namespace",
+        "default",
+        "--max-connections-per-second-per-client",
+        "1",
+        "--unset",
+        "max-connections-per-client",
+    ]);
+    let b = Ipv4Addr::new(127, 0, 0, 10);
+    assert_eq!(udp_round_trip(&udp_from(b, port), b"first").expect("the burst of one"), b"first");
+    udp_from(b, port).send(b"second").unwrap();
+    wait_until(Duration::from_secs(10), "the second new flow within the second is dropped", || {
+        match dropped("rate_limited_per_client") {
+            0 => Err("none counted".into()),
+            _ => Ok(()),
+        }
+    });
+}
