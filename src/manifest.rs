@@ -169,7 +169,10 @@ impl RedirSpec {
                 have.max_connections_per_second,
             ),
             max_datagrams_per_second: limit(want.max_datagrams_per_second, have.max_datagrams_per_second),
-            max_connections_per_client: limit(want.max_connections_per_client, have.max_connections_per_client),
+            max_connections_per_client: limit(
+                want.max_connections_per_client,
+                have.max_connections_per_client,
+            ),
             max_connections_per_second_per_client: limit(
                 want.max_connections_per_second_per_client,
                 have.max_connections_per_second_per_client,

@@ -129,11 +129,9 @@ fn a_client_past_its_cap_is_refused_while_another_address_still_gets_in() {
 
     // A connection that ends gives its place back.
     drop(first);
-    wait_until(Duration::from_secs(10), "a closed connection frees its place", || {
-        match try_echo(a, port) {
-            (Fate::Echoed, _) => Ok(()),
-            (fate, _) => Err(format!("{fate:?}")),
-        }
+    wait_until(Duration::from_secs(10), "a closed connection frees its place", || match try_echo(a, port) {
+        (Fate::Echoed, _) => Ok(()),
+        (fate, _) => Err(format!("{fate:?}")),
     });
 
     // Unset in place (PATCH with null): the address is no longer capped.
@@ -231,10 +229,15 @@ fn a_flood_of_new_addresses_cannot_grow_the_table_past_its_size() {
             Err(format!("{accepted} accepted, {full} refused with the table full"))
         }
     });
-    let held = metric(&server, "tcp_redirs_client_addresses", "port=").expect("the table's size in the metrics");
+    let held =
+        metric(&server, "tcp_redirs_client_addresses", "port=").expect("the table's size in the metrics");
     assert!(held <= CAPACITY, "{held} addresses held, more than {CAPACITY}");
     assert!(held > CAPACITY / 2, "the flood did fill the table ({held})");
-    assert_eq!(try_echo(held_by, port).0, Fate::Reset, "an address with a connection open is still at its cap");
+    assert_eq!(
+        try_echo(held_by, port).0,
+        Fate::Reset,
+        "an address with a connection open is still at its cap"
+    );
     assert_eq!(try_echo(Ipv4Addr::new(127, 0, 0, 7), port).0, Fate::Echoed, "a new address still gets in");
 }
 
@@ -318,8 +321,14 @@ fn download(port: u16) -> f64 {
 fn at_least(took: f64, bytes: usize, rate: u64, what: &str) {
     let floor = 0.85 * bytes as f64 / rate as f64;
     // Shown with --nocapture: how close to the limit it ran is the benchmark's to judge.
-    eprintln!("{what}: {bytes} bytes in {took:.2} s at a limit of {rate} B/s (N/limit: {:.2} s)", floor / 0.85);
-    assert!(took >= floor, "{what}: {bytes} bytes in {took:.2} s, under 0.85 x {bytes}/{rate} = {floor:.2} s");
+    eprintln!(
+        "{what}: {bytes} bytes in {took:.2} s at a limit of {rate} B/s (N/limit: {:.2} s)",
+        floor / 0.85
+    );
+    assert!(
+        took >= floor,
+        "{what}: {bytes} bytes in {took:.2} s, under 0.85 x {bytes}/{rate} = {floor:.2} s"
+    );
 }
 
 /// Bulk both ways at once on one redirection (the reads fill what they are granted: the
@@ -439,12 +448,14 @@ fn a_udp_client_past_its_flows_is_dropped_while_another_address_still_gets_in() 
         metric_of(&server, "tcp_redirs_udp_datagrams_dropped_total", &[&format!("reason=\"{reason}\"")])
             .unwrap_or(0)
     };
-    wait_until(Duration::from_secs(10), "the third flow's datagram is dropped and counted", || {
-        match dropped("max_connections_per_client") {
+    wait_until(
+        Duration::from_secs(10),
+        "the third flow's datagram is dropped and counted",
+        || match dropped("max_connections_per_client") {
             1 => Ok(()),
             n => Err(format!("{n} counted")),
-        }
-    });
+        },
+    );
     third.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 64];
     assert_eq!(third.recv(&mut buf).map_err(|e| e.kind()), Err(ErrorKind::WouldBlock), "no answer");
@@ -471,10 +482,12 @@ fn a_udp_client_past_its_flows_is_dropped_while_another_address_still_gets_in() 
     let b = Ipv4Addr::new(127, 0, 0, 10);
     assert_eq!(udp_round_trip(&udp_from(b, port), b"first").expect("the burst of one"), b"first");
     udp_from(b, port).send(b"second").unwrap();
-    wait_until(Duration::from_secs(10), "the second new flow within the second is dropped", || {
-        match dropped("rate_limited_per_client") {
+    wait_until(
+        Duration::from_secs(10),
+        "the second new flow within the second is dropped",
+        || match dropped("rate_limited_per_client") {
             0 => Err("none counted".into()),
             _ => Ok(()),
-        }
-    });
+        },
+    );
 }

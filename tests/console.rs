@@ -584,7 +584,11 @@ async fn the_console_changes_a_redirections_settings_in_place_and_an_open_connec
         "{now}"
     );
     assert_eq!(now["allow"], json!(["127.0.0.0/8"]), "{now}");
-    assert_eq!((&now["maxConnectionsPerClient"], &now["bandwidthLimit"]), (&json!(3), &json!(10_000_000)), "{now}");
+    assert_eq!(
+        (&now["maxConnectionsPerClient"], &now["bandwidthLimit"]),
+        (&json!(3), &json!(10_000_000)),
+        "{now}"
+    );
     assert!(browser.text(&format!("{} .settings-form", row("default"))).await.is_none(), "the form closes");
     assert!(browser.focused(&format!("{} button.settings", row("default"))).await, "focus back on Settings");
 

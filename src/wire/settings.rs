@@ -198,7 +198,10 @@ impl SettingsPatch {
                 &current.max_connections_per_second,
             ),
             max_datagrams_per_second: pick(&self.max_datagrams_per_second, &current.max_datagrams_per_second),
-            max_connections_per_client: pick(&self.max_connections_per_client, &current.max_connections_per_client),
+            max_connections_per_client: pick(
+                &self.max_connections_per_client,
+                &current.max_connections_per_client,
+            ),
             max_connections_per_second_per_client: pick(
                 &self.max_connections_per_second_per_client,
                 &current.max_connections_per_second_per_client,

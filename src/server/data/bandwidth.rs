@@ -114,7 +114,8 @@ impl Bandwidth {
             let room_ns = (now + BURST_NS).saturating_sub(base);
             let room = (u128::from(room_ns) * u128::from(rate) / 1_000_000_000) as u64;
             if room < smallest {
-                let short_ns = (u128::from(smallest - room) * 1_000_000_000).div_ceil(u128::from(rate)) as u64;
+                let short_ns =
+                    (u128::from(smallest - room) * 1_000_000_000).div_ceil(u128::from(rate)) as u64;
                 self.throttled[direction as usize].fetch_add(1, Ordering::Relaxed);
                 return Grant::Wait(Duration::from_nanos(short_ns.max(1_000_000)));
             }

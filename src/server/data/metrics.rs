@@ -399,9 +399,10 @@ impl Collector for Live {
         let limited: Vec<(&Redir, Arc<Limited>)> =
             live.iter().filter_map(|(r, m)| Limited::made(&m.limited).map(|l| (r, l))).collect();
         let per_client = |protocol: Protocol| {
-            limited.iter().filter(move |(r, _)| r.protocol == protocol).flat_map(|(r, l)| {
-                Reason::PER_CLIENT.map(|(reason, why)| (*r, reason, l.refusals(why)))
-            })
+            limited
+                .iter()
+                .filter(move |(r, _)| r.protocol == protocol)
+                .flat_map(|(r, l)| Reason::PER_CLIENT.map(|(reason, why)| (*r, reason, l.refusals(why))))
         };
         family(
             &mut encoder,
@@ -457,7 +458,10 @@ impl Collector for Live {
             counter("udp_datagrams_dropped", "Datagrams of a UDP redirection not forwarded, by reason"),
             udp.iter()
                 .flat_map(|(r, u)| {
-                    Dropped::ALL.iter().zip(&u.dropped).map(|(reason, n)| (*r, DropLabel::Flow(*reason), n.get()))
+                    Dropped::ALL
+                        .iter()
+                        .zip(&u.dropped)
+                        .map(|(reason, n)| (*r, DropLabel::Flow(*reason), n.get()))
                 })
                 .chain(per_client(Protocol::Udp).map(|(r, reason, n)| (r, DropLabel::Client(reason), n)))
                 .map(|(r, reason, n)| (And { redir: r, key: "reason", value: reason }, n)),

@@ -119,7 +119,8 @@ impl PerClient {
         let mut shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
         if !shard.contains_key(&key) && shard.len() >= SHARD_CAPACITY {
             // Full: forget the address seen least recently among those with nothing open.
-            let oldest = shard.iter().filter(|(_, e)| e.open == 0).min_by_key(|(_, e)| e.seen_ms).map(|(k, _)| *k);
+            let oldest =
+                shard.iter().filter(|(_, e)| e.open == 0).min_by_key(|(_, e)| e.seen_ms).map(|(k, _)| *k);
             match oldest {
                 Some(old) => {
                     shard.remove(&old);
@@ -133,7 +134,11 @@ impl PerClient {
             Slot::Vacant(v) => {
                 self.len.fetch_add(1, Ordering::Relaxed);
                 // A new address starts with a full bucket (the burst of one second).
-                v.insert(Entry { open: 0, milli: per_second.map_or(0, |r| u64::from(r) * 1000), seen_ms: now_ms })
+                v.insert(Entry {
+                    open: 0,
+                    milli: per_second.map_or(0, |r| u64::from(r) * 1000),
+                    seen_ms: now_ms,
+                })
             }
         };
         if let Some(rate) = per_second {

@@ -413,15 +413,26 @@ mod tests {
         let not_for =
             check(&none, &RedirSettings { max_datagrams_per_second: Some(3), ..none.clone() }, Protocol::Tcp);
         assert!(matches!(not_for, Err(Refusal::NotFor { setting: "maxDatagramsPerSecond", .. })));
-        let not_for = check(&none, &RedirSettings { bandwidth_limit: Some(5000), ..none.clone() }, Protocol::Udp);
+        let not_for =
+            check(&none, &RedirSettings { bandwidth_limit: Some(5000), ..none.clone() }, Protocol::Udp);
         assert!(matches!(not_for, Err(Refusal::NotFor { setting: "bandwidthLimit", .. })));
         assert!(bad(RedirSettings { bandwidth_limit: Some(999), ..none.clone() }, Protocol::Tcp)
             .contains("bandwidthLimit is in bytes per second, from 1000"));
         assert!(bad(RedirSettings { max_connections_per_client: Some(0), ..none.clone() }, Protocol::Tcp)
             .contains("maxConnectionsPerClient must be from 1"));
-        let ns = RedirSettings { max_connections_per_client: Some(4), bandwidth_limit: Some(8000), ..none.clone() };
-        let l = tcp(check(&ns, &RedirSettings { bandwidth_limit: Some(2000), ..none.clone() }, Protocol::Tcp).unwrap());
-        assert_eq!((l.max_connections_per_client, l.bandwidth_limit), (Some(4), Some(2000)), "namespace, then own");
+        let ns = RedirSettings {
+            max_connections_per_client: Some(4),
+            bandwidth_limit: Some(8000),
+            ..none.clone()
+        };
+        let l =
+            tcp(check(&ns, &RedirSettings { bandwidth_limit: Some(2000), ..none.clone() }, Protocol::Tcp)
+                .unwrap());
+        assert_eq!(
+            (l.max_connections_per_client, l.bandwidth_limit),
+            (Some(4), Some(2000)),
+            "namespace, then own"
+        );
         let ns_bad = RedirSettings { half_close_timeout: Some(0), ..none.clone() };
         assert!(check(&ns_bad, &none, Protocol::Tcp).is_err(), "a namespace's defaults are checked too");
         let ok = RedirSettings { max_connections: Some(3), ..none.clone() };

@@ -22,8 +22,8 @@ use super::{proxy, ProxyMode, UdpPort};
 use crate::server::data::admission::{Admission, Refusal};
 use crate::server::data::balance;
 use crate::server::data::conn_log::End;
-use crate::server::data::limited::Held;
 use crate::server::data::forward::Policy;
+use crate::server::data::limited::Held;
 use crate::server::data::metrics::{Dropped, RedirMetrics, Slot, UdpCounts};
 use crate::server::spec::UdpLimits;
 
