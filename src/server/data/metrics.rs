@@ -424,7 +424,7 @@ impl Collector for Live {
             &mut encoder,
             (
                 "client_addresses",
-                "Client addresses a redirection's table of limits per client holds (at most 16384)",
+                "Client addresses a redirection's table of limits per client holds (at most 14320)",
                 MetricType::Gauge,
             ),
             limited.iter().map(|(r, l)| (Just(r), l.addresses() as u64)),

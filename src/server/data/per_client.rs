@@ -17,7 +17,9 @@
 //! entry of the shard has connections open, the new address is refused
 //! ([`Refused::TableFull`], reason `client_table_full`), as nginx's `limit_conn` refuses
 //! when its zone is full: admitting it untracked would let one address past its cap. An
-//! entry is about 48 bytes: a full table is under 1 MiB per redirection.
+//! entry is 32 bytes (and a control byte) in a bucket of the shard's hash table, whose
+//! 2,048 buckets it never outgrows ([`SHARD_CAPACITY`]): at most 16 x 66 KiB, about 1 MiB
+//! per redirection that sets a limit per client.
 //!
 //! **Threads.** The forwarding threads share the table; a shard is behind a mutex held
 //! for one hash lookup (and, in a full shard, one scan of it) per admitted connection and
@@ -32,9 +34,13 @@ use std::time::Instant;
 
 /// How many shards a table has (a power of two).
 pub const SHARDS: usize = 16;
-/// The most addresses one shard holds.
-pub const SHARD_CAPACITY: usize = 1024;
-/// The most addresses a table holds: 16,384 (the metrics' help and the docs say it).
+/// The most addresses one shard holds. Evictions leave tombstones in the shard's hash
+/// table (hashbrown), which it clears by rehashing in place when it holds at most half
+/// its room, else by doubling: with at most 895 entries, a table of 2,048 buckets (room
+/// for 1,792) always rehashes in place, so a shard never grows past 2,048 buckets of 33
+/// bytes, whatever the churn (`a_flood_of_addresses_stays_within_the_capacity`).
+pub const SHARD_CAPACITY: usize = 895;
+/// The most addresses a table holds: 14,320 (the metrics' help and the docs say it).
 #[cfg_attr(not(test), allow(dead_code))]
 pub const CAPACITY: usize = SHARDS * SHARD_CAPACITY;
 
@@ -63,15 +69,16 @@ pub enum Refused {
     TableFull,
 }
 
-/// What the table knows of one address.
+/// What the table knows of one address: 16 bytes.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    /// Connections (or flows) open now.
-    open: u32,
-    /// The rate bucket, in thousandths of a connection, refilled every millisecond.
-    milli: u64,
     /// When it was last seen (and the bucket last refilled), in ms since the table's start.
     seen_ms: u64,
+    /// The rate bucket, in thousandths of a connection, refilled every millisecond (at
+    /// most [`crate::wire::MAX_QUOTA`] x 1000, which fits).
+    milli: u32,
+    /// Connections (or flows) open now.
+    open: u32,
 }
 
 /// A port's table of client addresses, shared by its forwarding threads.
@@ -134,17 +141,12 @@ impl PerClient {
             Slot::Vacant(v) => {
                 self.len.fetch_add(1, Ordering::Relaxed);
                 // A new address starts with a full bucket (the burst of one second).
-                v.insert(Entry {
-                    open: 0,
-                    milli: per_second.map_or(0, |r| u64::from(r) * 1000),
-                    seen_ms: now_ms,
-                })
+                v.insert(Entry { open: 0, milli: per_second.map_or(0, full), seen_ms: now_ms })
             }
         };
         if let Some(rate) = per_second {
-            let full = u64::from(rate) * 1000;
             let refill = now_ms.saturating_sub(entry.seen_ms).saturating_mul(u64::from(rate));
-            entry.milli = entry.milli.saturating_add(refill).min(full);
+            entry.milli = u64::from(entry.milli).saturating_add(refill).min(u64::from(full(rate))) as u32;
         }
         entry.seen_ms = now_ms;
         if max_open.is_some_and(|max| entry.open >= max) {
@@ -171,12 +173,24 @@ impl PerClient {
         }
     }
 
+    /// The most any shard's hash table holds without growing (tests).
+    #[cfg(test)]
+    fn largest_shard_capacity(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap().capacity()).max().unwrap_or(0)
+    }
+
     /// How many connections `ip` has open (tests).
     #[cfg(test)]
     fn open_of(&self, ip: IpAddr) -> Option<u32> {
         let key = key(ip);
         self.shard(key).lock().unwrap().get(&key).map(|e| e.open)
     }
+}
+
+/// A full rate bucket: one second of `rate`, in thousandths (the bound on a quota keeps
+/// it from saturating).
+fn full(rate: u32) -> u32 {
+    rate.saturating_mul(1000)
 }
 
 /// A connection counted open for its client address; counted closed when dropped.
@@ -247,10 +261,16 @@ mod tests {
     fn a_flood_of_addresses_stays_within_the_capacity() {
         let table = Arc::new(PerClient::default());
         let held: Vec<_> = (0..100).map(|n| table.admit(v4(n), Some(1), None).unwrap()).collect();
-        for n in 100..(CAPACITY as u32 * 3) {
+        for n in 100..(CAPACITY as u32 * 6) {
             drop(table.admit(v4(n), Some(1), None).unwrap());
         }
         assert!(table.len() <= CAPACITY, "{} addresses held", table.len());
+        assert!(
+            table.largest_shard_capacity() <= 2048 * 7 / 8,
+            "a shard's hash table outgrew 2,048 buckets: room for {}",
+            table.largest_shard_capacity()
+        );
+        assert_eq!(std::mem::size_of::<(Key, Entry)>(), 32, "a bucket's entry");
         for n in 0..100 {
             assert_eq!(table.open_of(v4(n)), Some(1), "an address with a connection open is kept");
             assert_eq!(table.admit(v4(n), Some(1), None).unwrap_err(), Refused::Open);
