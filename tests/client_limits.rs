@@ -491,3 +491,105 @@ fn a_udp_client_past_its_flows_is_dropped_while_another_address_still_gets_in() 
         },
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Files: the manifest of `apply`, `export`, and a namespace's defaults
+// ---------------------------------------------------------------------------------------
+
+/// `apply` sets the limits in place from a manifest (snake_case keys), `export` writes them
+/// back, and applying the export changes nothing.
+#[test]
+fn apply_and_export_carry_the_limits_per_client_and_the_bandwidth() {
+    let server = Server::start();
+    let echo = TcpService::echo();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let addr = echo.addr();
+    let manifest = |settings: &str| {
+        format!(
+            "[[application]]\nname = \"mqtt\"\ninstances = [{{ address = \"{addr}\" }}]\n\n[[application.redirection]]\nnamespace = \"default\"\n{settings}"
+        )
+    };
+    std::fs::write(&file, manifest("")).unwrap();
+    let f = file.to_str().unwrap();
+    server.cli_ok(&["apply", "-f", f]);
+    let port = server.list("mqtt")[0].1;
+    std::fs::write(
+        &file,
+        manifest(&format!(
+            "port = {port}\nmax_connections_per_client = 1\nmax_connections_per_second_per_client = 50\nbandwidth_limit = 2000000\n"
+        )),
+    )
+    .unwrap();
+    let out = server.cli_ok(&["apply", "-f", f]);
+    assert!(
+        out.starts_with(&format!(
+            "~ redirection mqtt {port} on default (max_connections_per_client, max_connections_per_second_per_client, bandwidth_limit)\n"
+        )),
+        "{out}"
+    );
+    let listed = server.cli_json(&["list", "--app", "mqtt", "-F", "json"]);
+    assert_eq!(
+        (
+            &listed[0]["maxConnectionsPerClient"],
+            &listed[0]["maxConnectionsPerSecondPerClient"],
+            &listed[0]["bandwidthLimit"]
+        ),
+        (&serde_json::json!(1), &serde_json::json!(50), &serde_json::json!(2_000_000)),
+        "{listed}"
+    );
+    let a = Ipv4Addr::new(127, 0, 0, 11);
+    let (fate, _held) = try_echo(a, port);
+    assert_eq!(fate, Fate::Echoed);
+    assert_eq!(try_echo(a, port).0, Fate::Reset, "the applied cap holds");
+
+    let exported = server.cli_ok(&["export"]);
+    for line in [
+        "max_connections_per_client = 1",
+        "max_connections_per_second_per_client = 50",
+        "bandwidth_limit = 2000000",
+    ] {
+        assert!(exported.contains(line), "no `{line}` in the export:\n{exported}");
+    }
+    std::fs::write(&file, &exported).unwrap();
+    assert!(
+        server.cli_ok(&["apply", "-f", f]).starts_with("Nothing to change"),
+        "the export applies as it is"
+    );
+}
+
+/// A namespace's defaults in the config file hold for its redirections that do not set
+/// their own; a redirection's own setting wins.
+#[test]
+fn a_namespaces_defaults_hold_unless_a_redirection_sets_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[[namespace]]\nname = \"default\"\nmax_connections_per_client = 1\nbandwidth_limit = 3000000\n",
+    )
+    .unwrap();
+    let server = Server::builder().config(&config).start();
+    let echo = TcpService::echo();
+    server.create_app("inherits", echo.addr());
+    server.create_app("own", echo.addr());
+    let inherits = add_with(&server, "inherits", &[]);
+    assert_eq!(
+        (&inherits["maxConnectionsPerClient"], &inherits["bandwidthLimit"]),
+        (&serde_json::json!(1), &serde_json::json!(3_000_000)),
+        "the namespace's, in force: {inherits}"
+    );
+    let own = add_with(&server, "own", &["--max-connections-per-client", "2"]);
+    assert_eq!(own["maxConnectionsPerClient"], 2, "{own}");
+    let a = Ipv4Addr::new(127, 0, 0, 12);
+    let (fate, _held) = try_echo(a, port_of(&inherits));
+    assert_eq!(fate, Fate::Echoed);
+    assert_eq!(try_echo(a, port_of(&inherits)).0, Fate::Reset, "the namespace's cap of 1");
+    let (f1, _one) = try_echo(a, port_of(&own));
+    let (f2, _two) = try_echo(a, port_of(&own));
+    assert_eq!((f1, f2), (Fate::Echoed, Fate::Echoed), "its own cap of 2");
+    // A UDP redirection of the namespace takes the cap (flows) but not the bandwidth, TCP's.
+    let udp = add_with(&server, "inherits", &["--udp"]);
+    assert_eq!(udp["maxConnectionsPerClient"], 1, "{udp}");
+    assert!(udp.get("bandwidthLimit").is_none(), "{udp}");
+}
