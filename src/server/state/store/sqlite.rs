@@ -1484,6 +1484,69 @@ mod tests {
         );
     }
 
+    /// A store of schema 4 (before the limits per client and the bandwidth limit) opens as
+    /// schema 5: its redirections keep their settings, the new ones unset; then they are
+    /// written and read back like the others.
+    #[tokio::test]
+    async fn a_schema_4_store_is_migrated_to_5_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA_SQL).unwrap();
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('format', ?1), ('schema', '1')",
+                params![FORMAT],
+            )
+            .unwrap();
+            for step in [MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO orgs (id, name) VALUES ('orga_1', 'acme');
+                 INSERT INTO apps (id, org_id, name) VALUES ('app_1', 'orga_1', 'db');
+                 INSERT INTO redirs (namespace, port, app_id, revision, max_connections) VALUES ('default', 6000, 'app_1', 7, 9);",
+            )
+            .unwrap();
+        }
+        let store = Sqlite::open(&path).unwrap();
+        let rows = |records: Vec<Record>| -> Vec<RedirRow> {
+            records
+                .into_iter()
+                .filter_map(|r| match r {
+                    Record::Redir(row) => Some(row),
+                    _ => None,
+                })
+                .collect()
+        };
+        let before = rows(store.snapshot().await.unwrap().records);
+        assert_eq!(before.len(), 1);
+        let s = &before[0].settings;
+        assert_eq!(
+            (
+                s.max_connections,
+                s.max_connections_per_client,
+                s.max_connections_per_second_per_client,
+                s.bandwidth_limit
+            ),
+            (Some(9), None, None, None)
+        );
+        let limited = RedirRow {
+            settings: RedirSettings {
+                max_connections_per_client: Some(3),
+                max_connections_per_second_per_client: Some(4),
+                bandwidth_limit: Some(5_000),
+                ..s.clone()
+            },
+            ..before[0].clone()
+        };
+        store.update_redir(&limited).await.unwrap();
+        drop(store);
+        let store = Sqlite::open(&path).unwrap();
+        let after = rows(store.snapshot().await.unwrap().records);
+        assert_eq!(after[0].settings, limited.settings, "written and read back, reopened");
+    }
+
     /// Every revision handed out before a reopen, by writes that the file keeps, by writes
     /// whose records were deleted since, and by changes that only lived in memory, is below
     /// every revision after it.
