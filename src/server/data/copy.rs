@@ -324,7 +324,10 @@ impl<'a> Pump<'a> {
                     return Ok((false, false));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.give_back(want);
+                    return Err(e);
+                }
             };
             self.give_back(want - n);
             self.clock.touch();
