@@ -365,7 +365,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__add)
-            opts="-a -F -h --namespace --port --min-port --max-port --udp --connect-timeout --idle-timeout --half-close-timeout --max-connections --max-connections-per-second --max-datagrams-per-second --proxy-protocol --allow --deny --app --alias --format --server --token --help"
+            opts="-a -F -h --namespace --port --min-port --max-port --udp --connect-timeout --idle-timeout --half-close-timeout --max-connections --max-connections-per-second --max-datagrams-per-second --max-connections-per-client --max-connections-per-second-per-client --bandwidth-limit --proxy-protocol --allow --deny --app --alias --format --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -408,6 +408,18 @@ _tcp__redirs() {
                     return 0
                     ;;
                 --max-datagrams-per-second)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-connections-per-client)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-connections-per-second-per-client)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bandwidth-limit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2393,7 +2405,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__update)
-            opts="-a -F -h --namespace --udp --unset --connect-timeout --idle-timeout --half-close-timeout --max-connections --max-connections-per-second --max-datagrams-per-second --proxy-protocol --allow --deny --app --alias --format --server --token --help"
+            opts="-a -F -h --namespace --udp --unset --connect-timeout --idle-timeout --half-close-timeout --max-connections --max-connections-per-second --max-datagrams-per-second --max-connections-per-client --max-connections-per-second-per-client --bandwidth-limit --proxy-protocol --allow --deny --app --alias --format --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2404,7 +2416,7 @@ _tcp__redirs() {
                     return 0
                     ;;
                 --unset)
-                    COMPREPLY=($(compgen -W "connect-timeout idle-timeout half-close-timeout max-connections max-connections-per-second max-datagrams-per-second proxy-protocol allow deny" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "connect-timeout idle-timeout half-close-timeout max-connections max-connections-per-second max-datagrams-per-second max-connections-per-client max-connections-per-second-per-client bandwidth-limit proxy-protocol allow deny" -- "${cur}"))
                     return 0
                     ;;
                 --connect-timeout)
@@ -2428,6 +2440,18 @@ _tcp__redirs() {
                     return 0
                     ;;
                 --max-datagrams-per-second)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-connections-per-client)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-connections-per-second-per-client)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bandwidth-limit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -77,6 +77,9 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l half-close
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l max-connections -d 'The most connections open at once; more are refused [default: unlimited]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l max-connections-per-second -d 'The most new connections per second; more are refused [default: unlimited]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l max-datagrams-per-second -d 'UDP: the most datagrams per second from one client address; more are dropped [default: unlimited]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l max-connections-per-client -d 'The most connections (UDP: flows) open at once from one client address (IPv6: its /64); more are refused [default: unlimited]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l max-connections-per-second-per-client -d 'The most new connections (UDP: flows) per second from one client address (IPv6: its /64); more are refused [default: unlimited]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l bandwidth-limit -d 'TCP: the most bytes per second each way, shared by all the redirection\'s connections (512k, 10M, 1G: powers of 1000; 64Ki, 10Mi: of 1024) [default: unlimited]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l proxy-protocol -d 'Send the PROXY protocol header (v1 or v2; UDP: v2, or v2-every for every datagram) to the instance, so it sees the client\'s address' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l allow -d 'Only clients in this range may connect (CIDR or address; repeat for several)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l deny -d 'Refuse clients in this range, even when allowed (CIDR or address; repeat for several)' -r
@@ -105,6 +108,9 @@ half-close-timeout\t'--half-close-timeout'
 max-connections\t'--max-connections'
 max-connections-per-second\t'--max-connections-per-second'
 max-datagrams-per-second\t'--max-datagrams-per-second (UDP)'
+max-connections-per-client\t'--max-connections-per-client'
+max-connections-per-second-per-client\t'--max-connections-per-second-per-client'
+bandwidth-limit\t'--bandwidth-limit (TCP)'
 proxy-protocol\t'--proxy-protocol (off)'
 allow\t'every --allow (everyone may connect)'
 deny\t'every --deny'"
@@ -114,6 +120,9 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand update" -l half-cl
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand update" -l max-connections -d 'The most connections open at once; more are refused [default: unlimited]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand update" -l max-connections-per-second -d 'The most new connections per second; more are refused [default: unlimited]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand update" -l max-datagrams-per-second -d 'UDP: the most datagrams per second from one client address; more are dropped [default: unlimited]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand update" -l max-connections-per-client -d 'The most connections (UDP: flows) open at once from one client address (IPv6: its /64); more are refused [default: unlimited]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand update" -l max-connections-per-second-per-client -d 'The most new connections (UDP: flows) per second from one client address (IPv6: its /64); more are refused [default: unlimited]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand update" -l bandwidth-limit -d 'TCP: the most bytes per second each way, shared by all the redirection\'s connections (512k, 10M, 1G: powers of 1000; 64Ki, 10Mi: of 1024) [default: unlimited]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand update" -l proxy-protocol -d 'Send the PROXY protocol header (v1 or v2; UDP: v2, or v2-every for every datagram) to the instance, so it sees the client\'s address' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand update" -l allow -d 'Only clients in this range may connect (CIDR or address; repeat for several)' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand update" -l deny -d 'Refuse clients in this range, even when allowed (CIDR or address; repeat for several)' -r

@@ -169,6 +169,15 @@ impl RedirSpec {
                 have.max_connections_per_second,
             ),
             max_datagrams_per_second: limit(want.max_datagrams_per_second, have.max_datagrams_per_second),
+            max_connections_per_client: limit(
+                want.max_connections_per_client,
+                have.max_connections_per_client,
+            ),
+            max_connections_per_second_per_client: limit(
+                want.max_connections_per_second_per_client,
+                have.max_connections_per_second_per_client,
+            ),
+            bandwidth_limit: limit(want.bandwidth_limit, have.bandwidth_limit),
             proxy_protocol: (want.proxy_protocol != have.proxy_protocol).then_some(want.proxy_protocol),
             allow: (want.allow != have.allow).then(|| want.allow.clone()),
             deny: (want.deny != have.deny).then(|| want.deny.clone()),

@@ -565,6 +565,9 @@ async fn the_console_changes_a_redirections_settings_in_place_and_an_open_connec
     browser.clear(&idle).await;
     browser.type_into(&idle, "600").await;
     browser.type_into(&format!("{} textarea[name=allow]", row("default")), "127.0.0.0/8").await;
+    // The limits per client address and the bandwidth limit (issue 34) alike.
+    browser.type_into(&format!("{} input[name=maxConnectionsPerClient]", row("default")), "3").await;
+    browser.type_into(&format!("{} input[name=bandwidthLimit]", row("default")), "10000000").await;
     browser.click(&format!("{} button.save-settings", row("default"))).await;
     browser.wait_shown(&format!("{} button.settings", row("default"))).await;
     let org = default_org(&server);
@@ -581,6 +584,11 @@ async fn the_console_changes_a_redirections_settings_in_place_and_an_open_connec
         "{now}"
     );
     assert_eq!(now["allow"], json!(["127.0.0.0/8"]), "{now}");
+    assert_eq!(
+        (&now["maxConnectionsPerClient"], &now["bandwidthLimit"]),
+        (&json!(3), &json!(10_000_000)),
+        "{now}"
+    );
     assert!(browser.text(&format!("{} .settings-form", row("default"))).await.is_none(), "the form closes");
     assert!(browser.focused(&format!("{} button.settings", row("default"))).await, "focus back on Settings");
 

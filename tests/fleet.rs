@@ -2368,3 +2368,99 @@ fn an_update_on_one_node_holds_for_new_connections_on_every_node_when_it_answers
     }
     fleet.finish();
 }
+
+// ---------------------------------------------------------------------------------------
+// Limits per client address and bandwidth (issue 34)
+// ---------------------------------------------------------------------------------------
+
+/// A connection to ip:port from the source address `from`, and whether it echoes (`None`
+/// when the node reset it).
+fn echoes_from(from: std::net::Ipv4Addr, ip: IpAddr, port: u16) -> Option<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    let mut stream: TcpStream =
+        match socket.connect_timeout(&SocketAddr::new(ip, port).into(), Duration::from_secs(2)) {
+            Ok(()) => socket.into(),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+            Err(e) => panic!("connect from {from} to {ip}:{port}: {e}"),
+        };
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    still_echoes(&mut stream, b"hi").ok().map(|()| stream)
+}
+
+/// The limits per client address and the bandwidth limit, set through one node, hold on
+/// every node for new connections when the update answers (each node counts its own
+/// clients and meters its own bytes).
+#[test]
+fn limits_per_client_and_bandwidth_set_through_one_node_hold_on_every_node() {
+    let fleet = Fleet::start(&[("a", "127.0.36.2", &[]), ("b", "127.0.36.3", &[])], None);
+    let names = fleet.names();
+    let echo = TcpService::echo();
+    let app = fleet.create_app_everywhere("a", "capped", echo.addr());
+    let port = port_of(&fleet.add_ok("a", &app, "default"));
+    for node in ["a", "b"] {
+        let ip = fleet.ip(node);
+        fleet.must(PROPAGATION, &format!("port {port} forwards through {node}"), || echo_via(ip, port));
+    }
+    let path = format!("{}/{port}?namespace=default", fleet.redirs_path(&app));
+    let body = r#"{"maxConnectionsPerClient":1,"bandwidthLimit":1000000}"#;
+    let patched = fleet.api("b", "PATCH", &path, Some(body)).ok_json();
+    fleet.check("the update answers once every live node applied it", listening_on(&patched, &names));
+    assert_eq!(
+        (&patched["maxConnectionsPerClient"], &patched["bandwidthLimit"]),
+        (&json!(1), &json!(1_000_000))
+    );
+    let (client, other) = (std::net::Ipv4Addr::new(127, 0, 37, 2), std::net::Ipv4Addr::new(127, 0, 37, 3));
+    let mut held = Vec::new();
+    for node in ["a", "b"] {
+        let ip = fleet.ip(node);
+        let first = echoes_from(client, ip, port);
+        fleet.check(
+            &format!("a first connection through {node} is served"),
+            first.as_ref().map(|_| ()).ok_or("reset".into()),
+        );
+        let second = echoes_from(client, ip, port);
+        fleet.check(
+            &format!("a second one from the same address through {node} is over its cap at once"),
+            if second.is_some() { Err("it was served".into()) } else { Ok(()) },
+        );
+        fleet.check(
+            &format!("another address through {node} still gets in"),
+            echoes_from(other, ip, port).map(|_| ()).ok_or("reset".into()),
+        );
+        held.extend(first);
+    }
+    // 1.5 MB echoed through each node at once: each way at most 1 MB/s on each node.
+    let movers: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|node| {
+            let ip = fleet.ip(node);
+            thread::spawn(move || {
+                let started = Instant::now();
+                let mut stream = echoes_from(std::net::Ipv4Addr::new(127, 0, 37, 4), ip, port)
+                    .ok_or(format!("a bulk connection through {ip} was reset"))?;
+                let data = vec![5u8; 1_500_000];
+                let writer = {
+                    let mut w = stream.try_clone().unwrap();
+                    thread::spawn(move || w.write_all(&data))
+                };
+                let mut back = vec![0u8; 1_500_000];
+                stream.read_exact(&mut back).map_err(|e| format!("read: {e}"))?;
+                writer.join().unwrap().map_err(|e| format!("write: {e}"))?;
+                Ok::<_, String>(started.elapsed())
+            })
+        })
+        .collect();
+    for (node, mover) in ["a", "b"].into_iter().zip(movers) {
+        let took = mover.join().expect("a bulk mover");
+        fleet.check(
+            &format!("1.5 MB through {node} at 1 MB/s takes no less than 0.85 x 1.5 s"),
+            match took {
+                Ok(t) if t >= Duration::from_secs_f64(0.85 * 1.5) => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
+    drop(held);
+    fleet.finish();
+}

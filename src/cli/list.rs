@@ -132,6 +132,15 @@ pub(super) fn settings_line(redir: &TcpRedir) -> String {
     if let Some(n) = s.max_datagrams_per_second {
         parts.push(format!("at most {n} datagrams/s per client"));
     }
+    if let Some(n) = s.max_connections_per_client {
+        parts.push(format!("at most {n} {open} per client"));
+    }
+    if let Some(n) = s.max_connections_per_second_per_client {
+        parts.push(format!("at most {n} new/s per client"));
+    }
+    if let Some(n) = s.bandwidth_limit {
+        parts.push(format!("at most {}/s each way", bytes(n)));
+    }
     if !s.allow.is_empty() {
         parts.push(format!("allow {}", s.allow.join(" ")));
     }

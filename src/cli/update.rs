@@ -23,6 +23,12 @@ pub enum Setting {
     MaxConnectionsPerSecond,
     /// --max-datagrams-per-second (UDP)
     MaxDatagramsPerSecond,
+    /// --max-connections-per-client
+    MaxConnectionsPerClient,
+    /// --max-connections-per-second-per-client
+    MaxConnectionsPerSecondPerClient,
+    /// --bandwidth-limit (TCP)
+    BandwidthLimit,
     /// --proxy-protocol (off)
     ProxyProtocol,
     /// every --allow (everyone may connect)
@@ -67,6 +73,9 @@ fn patch(settings: &RedirSettings, unset: &[Setting]) -> Result<SettingsPatch, S
         max_connections: set32(settings.max_connections),
         max_connections_per_second: set32(settings.max_connections_per_second),
         max_datagrams_per_second: set32(settings.max_datagrams_per_second),
+        max_connections_per_client: set32(settings.max_connections_per_client),
+        max_connections_per_second_per_client: set32(settings.max_connections_per_second_per_client),
+        bandwidth_limit: set(settings.bandwidth_limit),
         proxy_protocol: settings.proxy_protocol.map(Some),
         allow: (!settings.allow.is_empty()).then(|| settings.allow.clone()),
         deny: (!settings.deny.is_empty()).then(|| settings.deny.clone()),
@@ -79,6 +88,11 @@ fn patch(settings: &RedirSettings, unset: &[Setting]) -> Result<SettingsPatch, S
             Setting::MaxConnections => patch.max_connections.replace(None).is_some(),
             Setting::MaxConnectionsPerSecond => patch.max_connections_per_second.replace(None).is_some(),
             Setting::MaxDatagramsPerSecond => patch.max_datagrams_per_second.replace(None).is_some(),
+            Setting::MaxConnectionsPerClient => patch.max_connections_per_client.replace(None).is_some(),
+            Setting::MaxConnectionsPerSecondPerClient => {
+                patch.max_connections_per_second_per_client.replace(None).is_some()
+            }
+            Setting::BandwidthLimit => patch.bandwidth_limit.replace(None).is_some(),
             Setting::ProxyProtocol => patch.proxy_protocol.replace(None).is_some(),
             Setting::Allow => patch.allow.replace(Vec::new()).is_some(),
             Setting::Deny => patch.deny.replace(Vec::new()).is_some(),

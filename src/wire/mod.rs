@@ -491,6 +491,13 @@ pub const MAX_LIMIT_SECS: u64 = 366 * 86400;
 /// The largest `maxConnections` or `maxConnectionsPerSecond` accepted.
 pub const MAX_QUOTA: u32 = 1_000_000;
 
+/// The smallest `bandwidthLimit` accepted, in bytes per second (1 kB/s: below it, one
+/// segment a second).
+pub const MIN_BANDWIDTH: u64 = 1_000;
+
+/// The largest `bandwidthLimit` accepted, in bytes per second (100 GB/s: beyond any NIC).
+pub const MAX_BANDWIDTH: u64 = 100_000_000_000;
+
 /// The most weight an instance may have.
 pub const MAX_WEIGHT: u32 = 1000;
 
@@ -786,6 +793,11 @@ pub mod schema {
     /// A quota, or null for the namespace's.
     pub fn quota() -> Schema {
         integer(1, u64::from(super::MAX_QUOTA), true)
+    }
+
+    /// A bandwidth limit in bytes per second, or null for the namespace's.
+    pub fn bandwidth() -> Schema {
+        integer(super::MIN_BANDWIDTH, super::MAX_BANDWIDTH, true)
     }
 
     /// A health check's interval in milliseconds, or null for the node's.

@@ -17,12 +17,13 @@
 //!
 //! The server checks it in one place, the redirection spec (`server::spec::check`), for
 //! the API, a batch and the config file alike: a time limit from 1 s to [`MAX_LIMIT_SECS`], a quota
-//! from 1 to [`MAX_QUOTA`], at most [`crate::wire::MAX_RANGES`] ranges a list, each one an address or a
+//! from 1 to [`MAX_QUOTA`], a bandwidth limit from [`MIN_BANDWIDTH`] to [`MAX_BANDWIDTH`] bytes
+//! per second, at most [`crate::wire::MAX_RANGES`] ranges a list, each one an address or a
 //! CIDR range.
 
 use serde::{Deserialize, Serialize};
 
-use super::{integral, MAX_LIMIT_SECS, MAX_QUOTA};
+use super::{integral, MAX_BANDWIDTH, MAX_LIMIT_SECS, MAX_QUOTA, MIN_BANDWIDTH};
 
 /// A redirection's settings; unset ones take the namespace's, then the server's defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
@@ -67,6 +68,28 @@ pub struct RedirSettings {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_QUOTA as i64),
         help = "UDP: the most datagrams per second from one client address; more are dropped [default: unlimited]")]
     pub max_datagrams_per_second: Option<u32>,
+    /// The most connections (UDP: flows) open at once from one client address, an IPv6
+    /// client counted with its /64; more are refused. Unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::quota))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_QUOTA as i64),
+        help = "The most connections (UDP: flows) open at once from one client address (IPv6: its /64); more are refused [default: unlimited]")]
+    pub max_connections_per_client: Option<u32>,
+    /// The most new connections (UDP: flows) per second from one client address, an IPv6
+    /// client counted with its /64 (a burst of one second); more are refused. Unlimited
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::quota))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_QUOTA as i64),
+        help = "The most new connections (UDP: flows) per second from one client address (IPv6: its /64); more are refused [default: unlimited]")]
+    pub max_connections_per_second_per_client: Option<u32>,
+    /// TCP only: the most bytes per second in each direction, for the redirection as a
+    /// whole (all its connections share it; a burst of one second). Unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::bandwidth))]
+    #[arg(long, value_name = "BYTES", value_parser = parse_bandwidth,
+        help = "TCP: the most bytes per second each way, shared by all the redirection's connections (512k, 10M, 1G: powers of 1000; 64Ki, 10Mi: of 1024) [default: unlimited]")]
+    pub bandwidth_limit: Option<u64>,
     /// Send the PROXY protocol header (`v1` text or `v2` binary) to the instance before the
     /// first byte, so the application learns the client's real address; off when absent.
     /// UDP takes `v2` (in front of a flow's first datagram) or `v2-every` (every datagram).
@@ -127,6 +150,21 @@ pub struct SettingsPatch {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "patch::number")]
     #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::quota))]
     pub max_datagrams_per_second: Option<Option<u32>>,
+    /// The most connections (UDP: flows) open at once from one client address; `null`: the
+    /// namespace's.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "patch::number")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::quota))]
+    pub max_connections_per_client: Option<Option<u32>>,
+    /// The most new connections (UDP: flows) per second from one client address; `null`:
+    /// the namespace's.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "patch::number")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::quota))]
+    pub max_connections_per_second_per_client: Option<Option<u32>>,
+    /// TCP only: the most bytes per second each way, for the whole redirection; `null`: the
+    /// namespace's.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "patch::number")]
+    #[cfg_attr(feature = "server", schema(schema_with = crate::wire::schema::bandwidth))]
+    pub bandwidth_limit: Option<Option<u64>>,
     /// The PROXY protocol header sent to the instance; `null`: none.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "patch::value")]
     #[cfg_attr(feature = "server", schema(value_type = Option<ProxyProtocol>))]
@@ -160,6 +198,15 @@ impl SettingsPatch {
                 &current.max_connections_per_second,
             ),
             max_datagrams_per_second: pick(&self.max_datagrams_per_second, &current.max_datagrams_per_second),
+            max_connections_per_client: pick(
+                &self.max_connections_per_client,
+                &current.max_connections_per_client,
+            ),
+            max_connections_per_second_per_client: pick(
+                &self.max_connections_per_second_per_client,
+                &current.max_connections_per_second_per_client,
+            ),
+            bandwidth_limit: pick(&self.bandwidth_limit, &current.bandwidth_limit),
             proxy_protocol: pick(&self.proxy_protocol, &current.proxy_protocol),
             allow: self.allow.clone().unwrap_or_else(|| current.allow.clone()),
             deny: self.deny.clone().unwrap_or_else(|| current.deny.clone()),
@@ -175,6 +222,9 @@ impl SettingsPatch {
             (self.max_connections.is_some(), "max_connections"),
             (self.max_connections_per_second.is_some(), "max_connections_per_second"),
             (self.max_datagrams_per_second.is_some(), "max_datagrams_per_second"),
+            (self.max_connections_per_client.is_some(), "max_connections_per_client"),
+            (self.max_connections_per_second_per_client.is_some(), "max_connections_per_second_per_client"),
+            (self.bandwidth_limit.is_some(), "bandwidth_limit"),
             (self.proxy_protocol.is_some(), "proxy_protocol"),
             (self.allow.is_some(), "allow"),
             (self.deny.is_some(), "deny"),
@@ -224,6 +274,12 @@ pub struct Toml {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_datagrams_per_second: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_connections_per_client: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_connections_per_second_per_client: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bandwidth_limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     proxy_protocol: Option<ProxyProtocol>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     allow: Vec<String>,
@@ -266,6 +322,38 @@ impl ProxyProtocol {
     }
 }
 
+/// Reads a bandwidth in bytes per second as the CLI takes it: a whole number, or one with
+/// a suffix, `k`, `M`, `G` (powers of 1000, as network rates are written) or `Ki`, `Mi`,
+/// `Gi` (powers of 1024); a trailing `B` or `B/s` is allowed (`10MB/s`). Bounds:
+/// [`MIN_BANDWIDTH`] to [`MAX_BANDWIDTH`].
+pub fn parse_bandwidth(text: &str) -> Result<u64, String> {
+    let bare = text.trim();
+    let bare = bare.strip_suffix("/s").unwrap_or(bare);
+    let bare = bare.strip_suffix(['B', 'b']).filter(|b| !b.is_empty()).unwrap_or(bare);
+    let split = bare.find(|c: char| !c.is_ascii_digit()).unwrap_or(bare.len());
+    let (digits, suffix) = bare.split_at(split);
+    let unit: u64 = match suffix {
+        "" => 1,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => 0,
+    };
+    let value = digits.parse::<u64>().ok().filter(|_| unit > 0).and_then(|n| n.checked_mul(unit));
+    match value {
+        Some(n) if (MIN_BANDWIDTH..=MAX_BANDWIDTH).contains(&n) => Ok(n),
+        Some(n) => Err(format!(
+            "{n} bytes per second is out of bounds: use {MIN_BANDWIDTH} (1k) to {MAX_BANDWIDTH} (100G)"
+        )),
+        None => Err(format!(
+            "`{text}` is not a bandwidth: write bytes per second as a whole number, or with a suffix: 512k, 10M, 1G (powers of 1000) or 64Ki, 10Mi (powers of 1024)"
+        )),
+    }
+}
+
 impl RedirSettings {
     /// Whether any of the settings that only a redirection can have (access list, PROXY
     /// protocol) is set: a namespace's defaults hold limits only.
@@ -294,6 +382,9 @@ impl RedirSettings {
             && same(self.max_connections, running.max_connections)
             && same(self.max_connections_per_second, running.max_connections_per_second)
             && same(self.max_datagrams_per_second, running.max_datagrams_per_second)
+            && same(self.max_connections_per_client, running.max_connections_per_client)
+            && same(self.max_connections_per_second_per_client, running.max_connections_per_second_per_client)
+            && same(self.bandwidth_limit, running.bandwidth_limit)
             && self.proxy_protocol == running.proxy_protocol
             && self.allow == running.allow
             && self.deny == running.deny
@@ -319,6 +410,9 @@ mod tests {
             max_connections: Some(4),
             max_connections_per_second: Some(5),
             max_datagrams_per_second: Some(6),
+            max_connections_per_client: Some(7),
+            max_connections_per_second_per_client: Some(8),
+            bandwidth_limit: Some(9_000),
             proxy_protocol: Some(ProxyProtocol::V2),
             allow: vec!["10.0.0.0/8".into()],
             deny: vec!["10.0.0.7".into()],
@@ -352,11 +446,27 @@ mod tests {
         toml_keys.sort();
         json_keys.sort();
         assert_eq!(toml_keys, json_keys, "every setting is in both spellings");
-        assert_eq!(toml_keys.len(), 9);
+        assert_eq!(toml_keys.len(), 12);
         let back: InToml = toml::from_str(&toml_text).unwrap();
         assert_eq!(back.settings, settings);
         let back: RedirSettings = serde_json::from_value(json).unwrap();
         assert_eq!(back, settings);
+    }
+
+    #[test]
+    fn a_bandwidth_is_read_with_or_without_a_suffix() {
+        assert_eq!(parse_bandwidth("2500"), Ok(2500));
+        assert_eq!(parse_bandwidth("512k"), Ok(512_000));
+        assert_eq!(parse_bandwidth("10M"), Ok(10_000_000));
+        assert_eq!(parse_bandwidth("10MB/s"), Ok(10_000_000));
+        assert_eq!(parse_bandwidth("1G"), Ok(1_000_000_000));
+        assert_eq!(parse_bandwidth("64Ki"), Ok(65_536));
+        assert_eq!(parse_bandwidth("1Mi"), Ok(1 << 20));
+        assert!(parse_bandwidth("999").unwrap_err().contains("out of bounds"));
+        assert!(parse_bandwidth("101G").unwrap_err().contains("out of bounds"));
+        for bad in ["", "ten", "10 M", "1.5M", "10m", "-5", "M", "99999999999999999999"] {
+            assert!(parse_bandwidth(bad).unwrap_err().contains("not a bandwidth"), "{bad}");
+        }
     }
 
     /// A file with a misspelt setting is refused with the key's name, not read as unset.

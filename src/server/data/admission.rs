@@ -1,13 +1,19 @@
 //! Admission: whether a connection just accepted on a public port may go on.
 //!
-//! Three rules, in this order: the access list ([`Access`]), the redirection's
-//! `maxConnections` (connections open at once), and its `maxConnectionsPerSecond` (a token
-//! bucket with a burst of one second). A refused connection is reset at once by the
+//! Four rules, in this order: the access list ([`Access`]), the limits per client address
+//! (`maxConnectionsPerClient`, `maxConnectionsPerSecondPerClient`: [`super::per_client`]),
+//! the redirection's `maxConnections` (connections open at once), and its
+//! `maxConnectionsPerSecond` (a token bucket with a burst of one second). The client's
+//! limits come before the redirection's, so that a client refused for its own excess
+//! spends none of the redirection's budget. A refused connection is reset at once by the
 //! accept loop and counted under its reason; an admitted one is counted open in the
 //! accepting thread's slot of the redirection's counters ([`super::metrics::Traffic`]).
 //!
 //! Only the limits a port sets cost anything shared between threads: `maxConnections`
-//! sums the threads' open counts, and the rate's bucket is one per port behind a lock.
+//! sums the threads' open counts, the rate's bucket is one per port behind a lock, and the
+//! table of client addresses a sharded lock ([`super::limited`]). An admitted connection
+//! of a port with a limit per client or a bandwidth limit holds what it needs in a
+//! [`Held`], boxed; any other holds `None`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -15,7 +21,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use super::conn_log::End;
+use super::limited::{Held, Limited};
 use super::metrics::RedirMetrics;
+use super::per_client::Refused;
 use crate::server::spec::{Access, Quotas};
 
 /// A port's admission state: the new-connection budget, shared by its accept loops.
@@ -34,6 +42,9 @@ pub enum Refusal {
     MaxConnections,
     /// The client came over `maxConnectionsPerSecond`.
     RateLimited,
+    /// The client's address had `maxConnectionsPerClient` open, came over
+    /// `maxConnectionsPerSecondPerClient`, or the table of addresses was full.
+    PerClient(Refused),
 }
 
 impl Refusal {
@@ -43,6 +54,11 @@ impl Refusal {
             Refusal::Denied => "refused by the access list",
             Refusal::MaxConnections => "refused: the redirection is at its maxConnections",
             Refusal::RateLimited => "refused: over maxConnectionsPerSecond",
+            Refusal::PerClient(Refused::Open) => "refused: the client's address is at maxConnectionsPerClient",
+            Refusal::PerClient(Refused::Rate) => "refused: the client's address is over maxConnectionsPerSecondPerClient",
+            Refusal::PerClient(Refused::TableFull) => {
+                "refused: the redirection's table of client addresses is full of addresses with connections open"
+            }
         }
     }
 
@@ -52,6 +68,9 @@ impl Refusal {
             Refusal::Denied => End::Denied,
             Refusal::MaxConnections => End::MaxConnections,
             Refusal::RateLimited => End::RateLimited,
+            Refusal::PerClient(Refused::Open) => End::MaxConnectionsPerClient,
+            Refusal::PerClient(Refused::Rate) => End::RateLimitedPerClient,
+            Refusal::PerClient(Refused::TableFull) => End::ClientTableFull,
         }
     }
 }
@@ -59,18 +78,43 @@ impl Refusal {
 impl Admission {
     /// Why a connection from `peer` is refused, if it is (counted under its reason); if
     /// not, it is counted accepted and open on this thread, and the caller must close it
-    /// in the same slot when it ends.
-    pub fn refuse(
+    /// in the same slot when it ends, and keep what it holds for the limits per client and
+    /// the bandwidth (`Some` only when a port sets one) until then.
+    pub fn admit(
         &self,
         peer: SocketAddr,
         quotas: Quotas,
         access: &Access,
         metrics: &RedirMetrics,
-    ) -> Option<Refusal> {
+    ) -> Result<Option<Box<Held>>, Refusal> {
         if !access.admits(peer.ip()) {
             metrics.denied.inc();
-            return Some(Refusal::Denied);
+            return Err(Refusal::Denied);
         }
+        let held = if quotas.per_client() || quotas.bandwidth_limit.is_some() {
+            let limited = Limited::of(metrics);
+            let client = if quotas.per_client() {
+                let admitted = limited.clients().admit(
+                    peer.ip(),
+                    quotas.max_connections_per_client,
+                    quotas.max_connections_per_second_per_client,
+                );
+                match admitted {
+                    Ok(guard) => Some(guard),
+                    Err(why) => {
+                        limited.refused(why);
+                        return Err(Refusal::PerClient(why));
+                    }
+                }
+            } else {
+                None
+            };
+            let bandwidth = quotas.bandwidth_limit.map(|rate| limited.bandwidth(rate));
+            Some(Box::new(Held { client, bandwidth }))
+        } else {
+            None
+        };
+        // From here a refusal drops `held`, which counts the client's connection closed.
         let slot = metrics.traffic.mine();
         // Counted open before the limit is checked: of two threads admitting at once, at
         // least one sees the other's connection (see `Traffic::active_now`).
@@ -78,7 +122,7 @@ impl Admission {
         if quotas.max_connections.is_some_and(|max| metrics.traffic.active_now() > i64::from(max)) {
             slot.close();
             metrics.over_capacity.inc();
-            return Some(Refusal::MaxConnections);
+            return Err(Refusal::MaxConnections);
         }
         if let Some(rate) = quotas.max_connections_per_second {
             let mut bucket = self.rate.lock().unwrap_or_else(|e| e.into_inner());
@@ -90,11 +134,11 @@ impl Admission {
             if !bucket.admit() {
                 slot.close();
                 metrics.rate_limited.inc();
-                return Some(Refusal::RateLimited);
+                return Err(Refusal::RateLimited);
             }
         }
         slot.accepted.fetch_add(1, Ordering::Relaxed);
-        None
+        Ok(held)
     }
 }
 

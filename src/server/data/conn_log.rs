@@ -18,6 +18,8 @@
 //! | `removed` | the redirection was removed, or the server's drain timeout ran out |
 //! | `denied` | refused by the access list |
 //! | `max_connections`, `rate_limited` | refused: over the redirection's limits |
+//! | `max_connections_per_client`, `rate_limited_per_client` | refused: the client's address over its limits (`maxConnectionsPerClient`, `maxConnectionsPerSecondPerClient`) |
+//! | `client_table_full` | refused: the redirection's table of client addresses is full of addresses with connections open |
 //! | `no_instance` | no instance of the application accepted the connection |
 //!
 //! With `TCP_REDIRS_LOG_FORMAT=json`, every log line, these included, is one JSON object.
@@ -71,6 +73,12 @@ pub enum End {
     MaxConnections,
     /// Refused: over `maxConnectionsPerSecond`.
     RateLimited,
+    /// Refused: the client's address is at `maxConnectionsPerClient`.
+    MaxConnectionsPerClient,
+    /// Refused: the client's address is over `maxConnectionsPerSecondPerClient`.
+    RateLimitedPerClient,
+    /// Refused: the table of client addresses is full of addresses with connections open.
+    ClientTableFull,
     /// No instance accepted the connection.
     NoInstance,
 }
@@ -99,6 +107,9 @@ impl End {
             End::Denied => "denied",
             End::MaxConnections => "max_connections",
             End::RateLimited => "rate_limited",
+            End::MaxConnectionsPerClient => "max_connections_per_client",
+            End::RateLimitedPerClient => "rate_limited_per_client",
+            End::ClientTableFull => "client_table_full",
             End::NoInstance => "no_instance",
         }
     }

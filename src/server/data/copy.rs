@@ -18,6 +18,13 @@
 //! - **No lock, no allocation per read.** The pool is thread-local; the activity clock is
 //!   one relaxed atomic store per read.
 //!
+//! A redirection with a bandwidth limit ([`super::bandwidth`]) gives its pumps the shared
+//! buckets: before each read or splice a pump is granted a number of bytes and moves no
+//! more (a splice's length is the grant), gives back what it did not move, and when the
+//! bucket is empty sleeps, holding no buffer and no pipe, until it holds enough. A read
+//! that fills what it was granted counts as a full read: a limited bulk transfer still
+//! moves by splice. A pump without a limit asks nothing.
+//!
 //! Ends are passed on faithfully: a FIN (end of stream) becomes `shutdown(Write)` on the
 //! other socket while the opposite direction keeps flowing; an error such as a reset
 //! becomes a reset on the other socket too (`SO_LINGER` 0 then close), so that a truncated
@@ -36,6 +43,8 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_util::sync::WaitForCancellationFuture;
+
+use super::bandwidth::{Bandwidth, Direction, Grant};
 
 /// The size of a copy buffer.
 const BUFFER: usize = 64 * 1024;
@@ -80,20 +89,22 @@ pub enum Cut {
 }
 
 /// Forwards between `client` and `upstream` until both directions end, or a cut.
-/// `counted` receives the bytes of each direction as they move (up, then down).
+/// `counted` receives the bytes of each direction as they move (up, then down);
+/// `bandwidth`, when the redirection has a limit, is the buckets its connections share.
 pub async fn bidirectional(
     client: &TcpStream,
     upstream: &TcpStream,
     timeouts: Timeouts,
     counted: [&AtomicU64; 2],
+    bandwidth: Option<&Bandwidth>,
     mut close: Pin<&mut WaitForCancellationFuture<'_>>,
 ) -> Outcome {
     let clock = Clock::new();
     // One timer for the connection's whole life, moved as its deadline moves.
     let timer = tokio::time::sleep(timeouts.idle);
     tokio::pin!(timer);
-    let up = Pump::new(client, upstream, &clock, counted[0]);
-    let down = Pump::new(upstream, client, &clock, counted[1]);
+    let up = Pump::new(client, upstream, &clock, counted[0], bandwidth.map(|b| (b, Direction::In)));
+    let down = Pump::new(upstream, client, &clock, counted[1], bandwidth.map(|b| (b, Direction::Out)));
     let up = up.run();
     let down = down.run();
     tokio::pin!(up, down);
@@ -198,11 +209,48 @@ struct Pump<'a> {
     clock: &'a Clock,
     counted: &'a AtomicU64,
     moved: u64,
+    /// The redirection's bandwidth buckets and this pump's direction, when it is limited.
+    limit: Option<(&'a Bandwidth, Direction)>,
 }
 
 impl<'a> Pump<'a> {
-    fn new(src: &'a TcpStream, dst: &'a TcpStream, clock: &'a Clock, counted: &'a AtomicU64) -> Pump<'a> {
-        Pump { src, dst, clock, counted, moved: 0 }
+    fn new(
+        src: &'a TcpStream,
+        dst: &'a TcpStream,
+        clock: &'a Clock,
+        counted: &'a AtomicU64,
+        limit: Option<(&'a Bandwidth, Direction)>,
+    ) -> Pump<'a> {
+        Pump { src, dst, clock, counted, moved: 0, limit }
+    }
+
+    /// How many of `want` bytes the bandwidth limit lets this pump move now, waiting for
+    /// the bucket if it is empty; `want` when unlimited.
+    async fn allowance(&self, want: usize) -> usize {
+        let Some((bandwidth, direction)) = self.limit else { return want };
+        loop {
+            match bandwidth.grant(direction, want) {
+                Grant::Bytes(n) => return n,
+                // Boxed: the timer sizes the pump's future only on the limited path.
+                Grant::Wait(wait) => Box::pin(tokio::time::sleep(wait)).await,
+            }
+        }
+    }
+
+    /// The same without waiting: `None` when the bucket is empty.
+    fn allowance_now(&self, want: usize) -> Option<usize> {
+        let Some((bandwidth, direction)) = self.limit else { return Some(want) };
+        match bandwidth.grant(direction, want) {
+            Grant::Bytes(n) => Some(n),
+            Grant::Wait(_) => None,
+        }
+    }
+
+    /// Gives back the part of a grant that was not moved.
+    fn give_back(&self, unused: usize) {
+        if let Some((bandwidth, direction)) = self.limit {
+            bandwidth.give_back(direction, unused);
+        }
     }
 
     /// Moves bytes until the source ends, then shuts the destination's write half.
@@ -246,7 +294,9 @@ impl<'a> Pump<'a> {
     /// Returns (source ended, a read filled the buffer).
     async fn copy_burst(&mut self) -> io::Result<(bool, bool)> {
         self.src.readable().await?;
+        let allowed = self.allowance(BUFFER).await;
         let mut buf = Buffer::take();
+        let want = allowed.min(buf.len());
         let fd = self.src.as_raw_fd();
         loop {
             // A short read means the socket's receive queue is empty: say so to tokio right
@@ -255,26 +305,37 @@ impl<'a> Pump<'a> {
             // one system call per request in request/response traffic.
             let mut short = 0;
             let read = self.src.try_io(Interest::READABLE, || {
-                let n = recv(fd, &mut buf)?;
-                if n > 0 && n < buf.len() {
+                let n = recv(fd, &mut buf[..want])?;
+                if n > 0 && n < want {
                     short = n;
                     return Err(io::ErrorKind::WouldBlock.into());
                 }
                 Ok(n)
             });
             let n = match read {
-                Ok(0) => return Ok((true, false)),
+                Ok(0) => {
+                    self.give_back(want);
+                    return Ok((true, false));
+                }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => short,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, false)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.give_back(want);
+                    return Ok((false, false));
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.give_back(want);
+                    return Err(e);
+                }
             };
+            self.give_back(want - n);
             self.clock.touch();
             write_all(self.dst, &buf[..n]).await?;
             self.moved += n as u64;
             self.counted.fetch_add(n as u64, Ordering::Relaxed);
-            if n == buf.len() {
+            // Filled what it asked: bulk (under a bandwidth limit, what it was granted).
+            if n == want {
                 return Ok((false, true));
             }
             if short > 0 {
@@ -287,11 +348,23 @@ impl<'a> Pump<'a> {
     /// pipe (from the thread's pool) only meanwhile, so an idle connection holds none.
     async fn splice_burst(&mut self) -> io::Result<Burst> {
         self.src.readable().await?;
-        let Some(mut pipe) = Pipe::take() else { return Ok(Burst::Refused) };
+        let mut allowed = Some(self.allowance(PIPE_SIZE as usize).await);
+        let Some(mut pipe) = Pipe::take() else {
+            self.give_back(allowed.unwrap_or(0));
+            return Ok(Burst::Refused);
+        };
         let src_fd = self.src.as_raw_fd();
         loop {
+            // The first grant was waited for; a later one is taken if the bucket holds it,
+            // else the burst ends with its pipe empty and the next one waits, holding none.
+            let Some(granted) = allowed.take().or_else(|| self.allowance_now(pipe.capacity)) else {
+                return Ok(Burst::Drained);
+            };
+            let len = granted.min(pipe.capacity);
             let pipe_in = pipe.write.as_raw_fd();
-            let n = match self.src.try_io(Interest::READABLE, || splice(src_fd, pipe_in, pipe.capacity)) {
+            let spliced = self.src.try_io(Interest::READABLE, || splice(src_fd, pipe_in, len));
+            self.give_back(granted - spliced.as_ref().map_or(0, |n| *n));
+            let n = match spliced {
                 Ok(0) => return Ok(Burst::Ended),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Burst::Drained),

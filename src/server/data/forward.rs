@@ -33,6 +33,7 @@ use super::balance::{self, Pool};
 use super::conn_log::{ConnLog, End};
 use super::copy::{self, Timeouts};
 use super::exclusive;
+use super::limited::Held;
 use super::metrics::{RedirMetrics, Slot};
 use super::ports::Listeners;
 use super::proxy_header;
@@ -422,21 +423,26 @@ pub(super) fn admit(port: &Port, local: &Arc<Local>, client: TcpStream, peer: So
         local.policy.store(policy.clone());
     }
     drop(current);
-    if let Some(refusal) = port.admission.refuse(peer, limits.quotas(), &policy.access, &local.metrics) {
-        debug!(%peer, addr = %port.addr, "{}", refusal.why());
-        if let Some(log) = &policy.log {
-            log.log(peer, None, (0, 0), Instant::now(), refusal.end());
+    let held = match port.admission.admit(peer, limits.quotas(), &policy.access, &local.metrics) {
+        Ok(held) => held,
+        Err(refusal) => {
+            debug!(%peer, addr = %port.addr, "{}", refusal.why());
+            if let Some(log) = &policy.log {
+                log.log(peer, None, (0, 0), Instant::now(), refusal.end());
+            }
+            // A reset, at once: the client learns nothing and costs nothing.
+            return copy::reset(&client);
         }
-        // A reset, at once: the client learns nothing and costs nothing.
-        return copy::reset(&client);
-    }
+    };
     let local = local.clone();
     local.tracker.clone().spawn(async move {
         // The connection's task runs on this thread for its whole life: its slot of the
         // counters is this thread's, and the connection was counted open in it.
         let slot = local.metrics.traffic.mine();
         let open = Open(slot);
-        connection(client, peer, limits, slot, &local, &policy).await;
+        connection(client, peer, limits, slot, &local, &policy, held.as_deref()).await;
+        // The client's place in its address's count goes with the connection.
+        drop(held);
         drop(open);
     });
 }
@@ -463,6 +469,7 @@ async fn connection(
     slot: &Slot,
     local: &Local,
     policy: &Policy,
+    held: Option<&Held>,
 ) {
     let Local { targets, metrics, close, .. } = local;
     let Policy { access, log, .. } = policy;
@@ -500,6 +507,7 @@ async fn connection(
         &upstream,
         Timeouts { idle: limits.idle_timeout, half_closed: limits.half_close_timeout },
         counted,
+        held.and_then(|h| h.bandwidth.as_deref()),
         cancelled,
     )
     .await;

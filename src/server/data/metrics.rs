@@ -34,6 +34,10 @@ use prometheus_client::registry::Registry;
 
 use crate::wire::Protocol;
 
+use super::bandwidth;
+use super::limited::Limited;
+use super::per_client::Refused;
+
 impl EncodeLabelValue for Protocol {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
         encoder.write_str(self.name())
@@ -102,6 +106,21 @@ pub enum Reason {
     max_connections,
     /// The client came over `maxConnectionsPerSecond`.
     rate_limited,
+    /// The client's address had `maxConnectionsPerClient` open (UDP: flows).
+    max_connections_per_client,
+    /// The client's address came over `maxConnectionsPerSecondPerClient`.
+    rate_limited_per_client,
+    /// The redirection's table of client addresses was full of addresses with connections open.
+    client_table_full,
+}
+
+impl Reason {
+    /// The reasons of the limits per client, in the order of [`Refused`].
+    const PER_CLIENT: [(Reason, Refused); 3] = [
+        (Reason::max_connections_per_client, Refused::Open),
+        (Reason::rate_limited_per_client, Refused::Rate),
+        (Reason::client_table_full, Refused::TableFull),
+    ];
 }
 
 /// Why a datagram of a UDP redirection was not forwarded.
@@ -136,6 +155,23 @@ impl Dropped {
         Dropped::send_failed,
         Dropped::unreachable,
     ];
+}
+
+/// A reason a UDP datagram was dropped: the data plane's own, or a limit per client's
+/// (named as the TCP refusal is).
+#[derive(Clone, Copy, Debug)]
+enum DropLabel {
+    Flow(Dropped),
+    Client(Reason),
+}
+
+impl EncodeLabelValue for DropLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        match self {
+            DropLabel::Flow(d) => d.encode(encoder),
+            DropLabel::Client(r) => r.encode(encoder),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -384,17 +420,49 @@ impl Collector for Live {
                 .encode_family(redir)?
                 .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)?;
         }
+        // The limits per client and the bandwidth: only redirections that ever used them.
+        let limited: Vec<(&Redir, Arc<Limited>)> =
+            live.iter().filter_map(|(r, m)| Limited::made(&m.limited).map(|l| (r, l))).collect();
+        let per_client = |protocol: Protocol| {
+            limited
+                .iter()
+                .filter(move |(r, _)| r.protocol == protocol)
+                .flat_map(|(r, l)| Reason::PER_CLIENT.map(|(reason, why)| (*r, reason, l.refusals(why))))
+        };
         family(
             &mut encoder,
             counter("connections_refused", "Connections closed at once, by reason"),
-            live.iter().flat_map(|(r, m)| {
-                [
-                    (Reason::no_instance, &m.no_instance),
-                    (Reason::denied, &m.denied),
-                    (Reason::max_connections, &m.over_capacity),
-                    (Reason::rate_limited, &m.rate_limited),
-                ]
-                .map(|(reason, n)| (And { redir: r, key: "reason", value: reason }, n.get()))
+            live.iter()
+                .flat_map(|(r, m)| {
+                    [
+                        (Reason::no_instance, &m.no_instance),
+                        (Reason::denied, &m.denied),
+                        (Reason::max_connections, &m.over_capacity),
+                        (Reason::rate_limited, &m.rate_limited),
+                    ]
+                    .map(|(reason, n)| (r, reason, n.get()))
+                })
+                .chain(per_client(Protocol::Tcp))
+                .map(|(r, reason, n)| (And { redir: r, key: "reason", value: reason }, n)),
+        )?;
+        family(
+            &mut encoder,
+            (
+                "client_addresses",
+                "Client addresses a redirection's table of limits per client holds (at most 14320)",
+                MetricType::Gauge,
+            ),
+            limited.iter().map(|(r, l)| (Just(r), l.addresses() as u64)),
+        )?;
+        family(
+            &mut encoder,
+            counter(
+                "bandwidth_throttled",
+                "Times a connection waited for its redirection's bandwidth limit, by direction (in: client to application)",
+            ),
+            limited.iter().filter_map(|(r, l)| l.buckets().map(|b| (r, b.clone()))).flat_map(|(r, b)| {
+                [(Direction::In, bandwidth::Direction::In), (Direction::Out, bandwidth::Direction::Out)]
+                    .map(|(d, bd)| (and(r, "direction", d), b.throttled(bd)))
             }),
         )?;
         let udp: Vec<(&Redir, &UdpCounts)> =
@@ -413,12 +481,15 @@ impl Collector for Live {
         family(
             &mut encoder,
             counter("udp_datagrams_dropped", "Datagrams of a UDP redirection not forwarded, by reason"),
-            udp.iter().flat_map(|(r, u)| {
-                Dropped::ALL
-                    .iter()
-                    .zip(&u.dropped)
-                    .map(|(reason, n)| (And { redir: r, key: "reason", value: *reason }, n.get()))
-            }),
+            udp.iter()
+                .flat_map(|(r, u)| {
+                    Dropped::ALL
+                        .iter()
+                        .zip(&u.dropped)
+                        .map(|(reason, n)| (*r, DropLabel::Flow(*reason), n.get()))
+                })
+                .chain(per_client(Protocol::Udp).map(|(r, reason, n)| (r, DropLabel::Client(reason), n)))
+                .map(|(r, reason, n)| (And { redir: r, key: "reason", value: reason }, n)),
         )?;
         family(
             &mut encoder,
@@ -477,6 +548,9 @@ pub struct RedirMetrics {
     /// A UDP redirection's datagram counts, set when its data plane starts; for a UDP
     /// redirection, `traffic` counts flows as connections.
     pub udp: OnceLock<Box<UdpCounts>>,
+    /// The state and counters of the limits per client address and of the bandwidth
+    /// limit ([`Limited`]): null until a connection needs them.
+    pub limited: arc_swap::ArcSwapOption<Limited>,
 }
 
 /// A UDP redirection's datagram figures: plain atomics, since one forwarding thread serves

@@ -27,7 +27,9 @@ pub mod access;
 
 use std::time::Duration;
 
-use crate::wire::{self, Protocol, ProxyProtocol, RedirSettings, MAX_LIMIT_SECS, MAX_QUOTA};
+use crate::wire::{
+    self, Protocol, ProxyProtocol, RedirSettings, MAX_BANDWIDTH, MAX_LIMIT_SECS, MAX_QUOTA, MIN_BANDWIDTH,
+};
 
 pub use access::Access;
 
@@ -44,6 +46,12 @@ pub struct TcpLimits {
     pub max_connections: Option<u32>,
     /// The most new connections per second (a burst of one second).
     pub max_connections_per_second: Option<u32>,
+    /// The most connections open at once from one client address (IPv6: its /64).
+    pub max_connections_per_client: Option<u32>,
+    /// The most new connections per second from one client address (a burst of one second).
+    pub max_connections_per_second_per_client: Option<u32>,
+    /// The most bytes per second each way, shared by all the redirection's connections.
+    pub bandwidth_limit: Option<u64>,
 }
 
 /// The limits of a UDP redirection's flows (a flow: one client address and its socket to
@@ -59,6 +67,10 @@ pub struct UdpLimits {
     /// The most datagrams per second from one client (a burst of one second); more are
     /// dropped, counted `rate_limited`.
     pub max_datagrams_per_second: Option<u32>,
+    /// The most flows open at once from one client address (IPv6: its /64).
+    pub max_connections_per_client: Option<u32>,
+    /// The most new flows per second from one client address (a burst of one second).
+    pub max_connections_per_second_per_client: Option<u32>,
     /// Whether the instance gets a PROXY v2 header in front of a flow's first datagram
     /// (`v2`) or of every datagram (`v2-every`).
     pub proxy_protocol: Option<ProxyProtocol>,
@@ -80,6 +92,20 @@ pub struct Quotas {
     pub max_connections: Option<u32>,
     /// The most new ones per second.
     pub max_connections_per_second: Option<u32>,
+    /// The most open at once from one client address (IPv6: its /64).
+    pub max_connections_per_client: Option<u32>,
+    /// The most new ones per second from one client address.
+    pub max_connections_per_second_per_client: Option<u32>,
+    /// TCP: the most bytes per second each way, for the redirection as a whole.
+    pub bandwidth_limit: Option<u64>,
+}
+
+impl Quotas {
+    /// Whether a limit per client address is set: only then does a port keep a table of
+    /// addresses.
+    pub fn per_client(&self) -> bool {
+        self.max_connections_per_client.is_some() || self.max_connections_per_second_per_client.is_some()
+    }
 }
 
 /// TCP's built-in limits. Idle connections are reset after an hour, as Envoy does: without
@@ -91,6 +117,9 @@ pub const TCP_DEFAULTS: TcpLimits = TcpLimits {
     half_close_timeout: Duration::from_secs(60),
     max_connections: None,
     max_connections_per_second: None,
+    max_connections_per_client: None,
+    max_connections_per_second_per_client: None,
+    bandwidth_limit: None,
 };
 
 /// UDP's built-in limits: a minute of idleness (Envoy's UDP proxy and nginx's
@@ -101,6 +130,8 @@ pub const UDP_DEFAULTS: UdpLimits = UdpLimits {
     max_connections: 10_000,
     max_connections_per_second: None,
     max_datagrams_per_second: None,
+    max_connections_per_client: None,
+    max_connections_per_second_per_client: None,
     proxy_protocol: None,
 };
 
@@ -150,6 +181,10 @@ pub fn check(namespace: &RedirSettings, own: &RedirSettings, protocol: Protocol)
             "maxDatagramsPerSecond",
             "a stream has no datagrams; maxConnectionsPerSecond limits new connections",
         ),
+        Protocol::Udp if own.bandwidth_limit.is_some() => not_for(
+            "bandwidthLimit",
+            "UDP's bandwidth is not limited; maxDatagramsPerSecond limits each client address",
+        ),
         _ => Ok(resolve(namespace, own, protocol)),
     }
 }
@@ -173,11 +208,18 @@ pub fn check_settings(settings: &RedirSettings) -> Result<(), Refusal> {
         (settings.max_connections, "maxConnections"),
         (settings.max_connections_per_second, "maxConnectionsPerSecond"),
         (settings.max_datagrams_per_second, "maxDatagramsPerSecond"),
+        (settings.max_connections_per_client, "maxConnectionsPerClient"),
+        (settings.max_connections_per_second_per_client, "maxConnectionsPerSecondPerClient"),
     ];
     for (value, what) in quotas {
         if let Some(n) = value.filter(|n| !(1..=MAX_QUOTA).contains(n)) {
             return Err(Refusal::Invalid(format!("{what} must be from 1 to {MAX_QUOTA}, not {n}")));
         }
+    }
+    if let Some(n) = settings.bandwidth_limit.filter(|n| !(MIN_BANDWIDTH..=MAX_BANDWIDTH).contains(n)) {
+        return Err(Refusal::Invalid(format!(
+            "bandwidthLimit is in bytes per second, from {MIN_BANDWIDTH} to {MAX_BANDWIDTH}, not {n}"
+        )));
     }
     for (what, list) in [("allow", &settings.allow), ("deny", &settings.deny)] {
         if list.len() > wire::MAX_RANGES {
@@ -230,12 +272,20 @@ pub fn resolve(namespace: &RedirSettings, own: &RedirSettings, protocol: Protoco
             half_close_timeout: secs(|s| s.half_close_timeout, TCP_DEFAULTS.half_close_timeout),
             max_connections: quota(|s| s.max_connections),
             max_connections_per_second: quota(|s| s.max_connections_per_second),
+            max_connections_per_client: quota(|s| s.max_connections_per_client),
+            max_connections_per_second_per_client: quota(|s| s.max_connections_per_second_per_client),
+            bandwidth_limit: [own.bandwidth_limit, namespace.bandwidth_limit]
+                .into_iter()
+                .flatten()
+                .find(|n| (MIN_BANDWIDTH..=MAX_BANDWIDTH).contains(n)),
         }),
         Protocol::Udp => Limits::Udp(UdpLimits {
             idle_timeout: secs(|s| s.idle_timeout, UDP_DEFAULTS.idle_timeout),
             max_connections: quota(|s| s.max_connections).unwrap_or(UDP_DEFAULTS.max_connections),
             max_connections_per_second: quota(|s| s.max_connections_per_second),
             max_datagrams_per_second: quota(|s| s.max_datagrams_per_second),
+            max_connections_per_client: quota(|s| s.max_connections_per_client),
+            max_connections_per_second_per_client: quota(|s| s.max_connections_per_second_per_client),
             // The text header has no datagram form (refused when added).
             proxy_protocol: own.proxy_protocol.filter(|p| *p != ProxyProtocol::V1),
         }),
@@ -253,6 +303,9 @@ impl Limits {
                 half_close_timeout: Some(l.half_close_timeout.as_secs()),
                 max_connections: l.max_connections,
                 max_connections_per_second: l.max_connections_per_second,
+                max_connections_per_client: l.max_connections_per_client,
+                max_connections_per_second_per_client: l.max_connections_per_second_per_client,
+                bandwidth_limit: l.bandwidth_limit,
                 ..own.clone()
             },
             Limits::Udp(l) => RedirSettings {
@@ -260,6 +313,8 @@ impl Limits {
                 max_connections: Some(l.max_connections),
                 max_connections_per_second: l.max_connections_per_second,
                 max_datagrams_per_second: l.max_datagrams_per_second,
+                max_connections_per_client: l.max_connections_per_client,
+                max_connections_per_second_per_client: l.max_connections_per_second_per_client,
                 ..own.clone()
             },
         }
@@ -272,6 +327,9 @@ impl TcpLimits {
         Quotas {
             max_connections: self.max_connections,
             max_connections_per_second: self.max_connections_per_second,
+            max_connections_per_client: self.max_connections_per_client,
+            max_connections_per_second_per_client: self.max_connections_per_second_per_client,
+            bandwidth_limit: self.bandwidth_limit,
         }
     }
 }
@@ -282,6 +340,9 @@ impl UdpLimits {
         Quotas {
             max_connections: Some(self.max_connections),
             max_connections_per_second: self.max_connections_per_second,
+            max_connections_per_client: self.max_connections_per_client,
+            max_connections_per_second_per_client: self.max_connections_per_second_per_client,
+            bandwidth_limit: None,
         }
     }
 }
@@ -352,6 +413,26 @@ mod tests {
         let not_for =
             check(&none, &RedirSettings { max_datagrams_per_second: Some(3), ..none.clone() }, Protocol::Tcp);
         assert!(matches!(not_for, Err(Refusal::NotFor { setting: "maxDatagramsPerSecond", .. })));
+        let not_for =
+            check(&none, &RedirSettings { bandwidth_limit: Some(5000), ..none.clone() }, Protocol::Udp);
+        assert!(matches!(not_for, Err(Refusal::NotFor { setting: "bandwidthLimit", .. })));
+        assert!(bad(RedirSettings { bandwidth_limit: Some(999), ..none.clone() }, Protocol::Tcp)
+            .contains("bandwidthLimit is in bytes per second, from 1000"));
+        assert!(bad(RedirSettings { max_connections_per_client: Some(0), ..none.clone() }, Protocol::Tcp)
+            .contains("maxConnectionsPerClient must be from 1"));
+        let ns = RedirSettings {
+            max_connections_per_client: Some(4),
+            bandwidth_limit: Some(8000),
+            ..none.clone()
+        };
+        let l =
+            tcp(check(&ns, &RedirSettings { bandwidth_limit: Some(2000), ..none.clone() }, Protocol::Tcp)
+                .unwrap());
+        assert_eq!(
+            (l.max_connections_per_client, l.bandwidth_limit),
+            (Some(4), Some(2000)),
+            "namespace, then own"
+        );
         let ns_bad = RedirSettings { half_close_timeout: Some(0), ..none.clone() };
         assert!(check(&ns_bad, &none, Protocol::Tcp).is_err(), "a namespace's defaults are checked too");
         let ok = RedirSettings { max_connections: Some(3), ..none.clone() };

@@ -697,8 +697,8 @@
   /** The settings a redirection of `protocol` has, in the API's names, with their labels. */
   function settingsOf(protocol) {
     const numbers = protocol === 'tcp'
-      ? [['connectTimeout', 'Connect timeout (s)'], ['idleTimeout', 'Idle timeout (s)'], ['halfCloseTimeout', 'Half-close timeout (s)'], ['maxConnections', 'Max connections'], ['maxConnectionsPerSecond', 'Max connections per second']]
-      : [['idleTimeout', 'Idle timeout (s)'], ['maxConnections', 'Max flows'], ['maxConnectionsPerSecond', 'Max new flows per second'], ['maxDatagramsPerSecond', 'Max datagrams per second per client']];
+      ? [['connectTimeout', 'Connect timeout (s)'], ['idleTimeout', 'Idle timeout (s)'], ['halfCloseTimeout', 'Half-close timeout (s)'], ['maxConnections', 'Max connections'], ['maxConnectionsPerSecond', 'Max connections per second'], ['maxConnectionsPerClient', 'Max connections per client address'], ['maxConnectionsPerSecondPerClient', 'Max connections per second per client address'], ['bandwidthLimit', 'Bandwidth limit (bytes/s each way)']]
+      : [['idleTimeout', 'Idle timeout (s)'], ['maxConnections', 'Max flows'], ['maxConnectionsPerSecond', 'Max new flows per second'], ['maxDatagramsPerSecond', 'Max datagrams per second per client'], ['maxConnectionsPerClient', 'Max flows per client address'], ['maxConnectionsPerSecondPerClient', 'Max new flows per second per client address']];
     const proxy = protocol === 'tcp' ? ['v1', 'v2'] : ['v2', 'v2-every'];
     return { numbers, proxy };
   }

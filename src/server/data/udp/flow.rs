@@ -23,6 +23,7 @@ use crate::server::data::admission::{Admission, Refusal};
 use crate::server::data::balance;
 use crate::server::data::conn_log::End;
 use crate::server::data::forward::Policy;
+use crate::server::data::limited::Held;
 use crate::server::data::metrics::{Dropped, RedirMetrics, Slot, UdpCounts};
 use crate::server::spec::UdpLimits;
 
@@ -59,6 +60,8 @@ struct Flow {
     bytes_in: u64,
     /// The client's datagrams allowed by the redirection's `maxDatagramsPerSecond`.
     bucket: Bucket,
+    /// The flow's place in its client address's count, when a limit per client is set.
+    held: Option<Box<Held>>,
 }
 
 /// A token bucket of datagrams, counted in thousandths so that it refills every
@@ -230,7 +233,11 @@ impl Table {
             let len = data.len();
             if !self.flows.contains_key(&client) {
                 if let Err(reason) = self.open(client, dst) {
-                    counts(&self.metrics).lost(reason, count(len, stride));
+                    // A refusal per client counts one per flow refused (as TCP counts
+                    // connections); the others count every datagram.
+                    if let Some(reason) = reason {
+                        counts(&self.metrics).lost(reason, count(len, stride));
+                    }
                     continue;
                 }
             }
@@ -288,33 +295,40 @@ impl Table {
         sent.1 += bytes;
     }
 
-    /// Starts the flow of a client's first datagram, or says why it is dropped.
-    fn open(&mut self, client: SocketAddr, dst: Option<IpAddr>) -> Result<(), Dropped> {
+    /// Starts the flow of a client's first datagram, or says why it is dropped (`None`:
+    /// refused by a limit per client, which counts it).
+    fn open(&mut self, client: SocketAddr, dst: Option<IpAddr>) -> Result<(), Option<Dropped>> {
         let policy = self.port.policy.load();
         if !policy.access.admits(client.ip()) {
             self.metrics.denied.inc();
-            return Err(Dropped::denied);
+            return Err(Some(Dropped::denied));
         }
         if !self.port.node.enter(self.cost()) {
             self.shed_warning(Dropped::node_flow_cap);
-            return Err(Dropped::node_flow_cap);
+            return Err(Some(Dropped::node_flow_cap));
         }
         let limits = **self.port.limits.load();
-        if let Some(refusal) = self.admission.refuse(client, limits.quotas(), &policy.access, &self.metrics) {
-            self.port.node.leave(self.cost());
-            let reason = match refusal {
-                Refusal::Denied => Dropped::denied,
-                Refusal::MaxConnections => Dropped::flow_cap,
-                Refusal::RateLimited => Dropped::rate_limited,
-            };
-            if reason == Dropped::flow_cap {
-                self.shed_warning(reason);
+        let held = match self.admission.admit(client, limits.quotas(), &policy.access, &self.metrics) {
+            Ok(held) => held,
+            Err(refusal) => {
+                self.port.node.leave(self.cost());
+                let reason = match refusal {
+                    Refusal::Denied => Dropped::denied,
+                    Refusal::MaxConnections => Dropped::flow_cap,
+                    Refusal::RateLimited => Dropped::rate_limited,
+                    // Counted under their own reason by the limits per client (`Limited`).
+                    Refusal::PerClient(_) => return Err(None),
+                };
+                if reason == Dropped::flow_cap {
+                    self.shed_warning(reason);
+                }
+                return Err(Some(reason));
             }
-            return Err(reason);
-        }
+        };
         // Counted open and accepted in this thread's slot from here: undone on failure.
         match self.connect(client, dst, &limits) {
-            Ok(flow) => {
+            Ok(mut flow) => {
+                flow.held = held;
                 self.flows.insert(client, flow);
                 Ok(())
             }
@@ -322,7 +336,7 @@ impl Table {
                 self.metrics.traffic.mine().close();
                 self.port.node.leave(self.cost());
                 self.metrics.no_instance.inc();
-                Err(reason)
+                Err(Some(reason))
             }
         }
     }
@@ -404,6 +418,7 @@ impl Table {
             datagrams_in: 0,
             bytes_in: 0,
             bucket: Bucket::default(),
+            held: None,
         })
     }
 

@@ -50,7 +50,7 @@ use crate::wire::{ProxyProtocol, RedirSettings};
 /// The marker that tells our database apart from any other SQLite file.
 const FORMAT: &str = "tcp-redirs";
 /// The schema version this build reads and writes.
-const SCHEMA: i64 = 4;
+const SCHEMA: i64 = 5;
 /// How many recent changes a watch can start from; an older start reloads a snapshot.
 /// A watch starts from the snapshot the node just loaded, so the window only has to cover
 /// the writes made meanwhile (a few batches); each change kept costs ~200 B plus its strings.
@@ -220,6 +220,15 @@ UPDATE meta SET value = '3' WHERE key = 'schema';
 const MIGRATE_3_TO_4: &str = "
 ALTER TABLE apps ADD COLUMN health_check TEXT;
 UPDATE meta SET value = '4' WHERE key = 'schema';
+";
+
+/// Schema 4 to 5: a redirection's limits per client address and its bandwidth limit
+/// (issue 34), one column a setting like the others (NULL: unset).
+const MIGRATE_4_TO_5: &str = "
+ALTER TABLE redirs ADD COLUMN max_connections_per_client INTEGER;
+ALTER TABLE redirs ADD COLUMN max_rate_per_client INTEGER;
+ALTER TABLE redirs ADD COLUMN bandwidth_limit INTEGER;
+UPDATE meta SET value = '5' WHERE key = 'schema';
 ";
 
 /// What one lock guards: the connection, the revision counter and the recent changes.
@@ -612,6 +621,7 @@ fn init(conn: &Connection, path: &Path) -> Result<()> {
         tx.execute_batch(MIGRATE_1_TO_2)?;
         tx.execute_batch(MIGRATE_2_TO_3)?;
         tx.execute_batch(MIGRATE_3_TO_4)?;
+        tx.execute_batch(MIGRATE_4_TO_5)?;
         tx.commit()?;
         return Ok(());
     }
@@ -625,7 +635,7 @@ fn init(conn: &Connection, path: &Path) -> Result<()> {
     let schema: String = conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))?;
     match schema.parse::<i64>() {
         Ok(SCHEMA) => durable(),
-        Ok(from @ (1..=3)) => {
+        Ok(from @ (1..=4)) => {
             durable()?;
             // One transaction: a crash midway leaves the file at its old schema.
             let tx = conn.unchecked_transaction()?;
@@ -635,7 +645,10 @@ fn init(conn: &Connection, path: &Path) -> Result<()> {
             if from <= 2 {
                 tx.execute_batch(MIGRATE_2_TO_3)?;
             }
-            tx.execute_batch(MIGRATE_3_TO_4)?;
+            if from <= 3 {
+                tx.execute_batch(MIGRATE_3_TO_4)?;
+            }
+            tx.execute_batch(MIGRATE_4_TO_5)?;
             tx.commit().with_context(|| format!("cannot upgrade the store from schema {from} to {SCHEMA}"))
         }
         _ => bail!(
@@ -959,7 +972,8 @@ impl Store for Sqlite {
                         "UPDATE redirs SET revision = ?5, connect_timeout = ?6, idle_timeout = ?7,
                              half_close_timeout = ?8, proxy_protocol = ?9, allow_ranges = ?10,
                              deny_ranges = ?11, max_connections = ?12, max_rate = ?13,
-                             max_datagram_rate = ?14
+                             max_datagram_rate = ?14, max_connections_per_client = ?15,
+                             max_rate_per_client = ?16, bandwidth_limit = ?17
                          WHERE namespace = ?1 AND protocol = ?2 AND port = ?3 AND app_id = ?4",
                     )?
                     .execute(params![
@@ -977,6 +991,9 @@ impl Store for Sqlite {
                         s.max_connections,
                         s.max_connections_per_second,
                         s.max_datagrams_per_second,
+                        s.max_connections_per_client,
+                        s.max_connections_per_second_per_client,
+                        s.bandwidth_limit,
                     ])?;
                 if updated == 0 {
                     return Err(StoreError::Conflict(Conflict::NotFound));
@@ -1244,8 +1261,9 @@ fn claim_row(
         .prepare_cached(
             "INSERT INTO redirs (namespace, port, app_id, revision, connect_timeout, idle_timeout,
                                  half_close_timeout, proxy_protocol, allow_ranges, deny_ranges,
-                                 max_connections, max_rate, protocol, max_datagram_rate)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                                 max_connections, max_rate, protocol, max_datagram_rate,
+                                 max_connections_per_client, max_rate_per_client, bandwidth_limit)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?
         .execute(params![
             row.namespace,
@@ -1262,6 +1280,9 @@ fn claim_row(
             row.settings.max_connections_per_second,
             row.protocol.name(),
             row.settings.max_datagrams_per_second,
+            row.settings.max_connections_per_client,
+            row.settings.max_connections_per_second_per_client,
+            row.settings.bandwidth_limit,
         ]);
     match inserted {
         Err(e) if is_constraint(&e, "redirs.namespace, redirs.protocol, redirs.port") => {
@@ -1316,7 +1337,7 @@ fn redirs_where<P: rusqlite::Params>(
     let sql = format!(
         "SELECT namespace, port, app_id, connect_timeout, idle_timeout, half_close_timeout,
                 proxy_protocol, allow_ranges, deny_ranges, max_connections, max_rate, revision, protocol,
-                max_datagram_rate
+                max_datagram_rate, max_connections_per_client, max_rate_per_client, bandwidth_limit
          FROM redirs WHERE {filter} ORDER BY namespace, protocol, port"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -1333,6 +1354,9 @@ fn redirs_where<P: rusqlite::Params>(
                 max_connections: r.get(9)?,
                 max_connections_per_second: r.get(10)?,
                 max_datagrams_per_second: r.get(13)?,
+                max_connections_per_client: r.get(14)?,
+                max_connections_per_second_per_client: r.get(15)?,
+                bandwidth_limit: r.get(16)?,
                 proxy_protocol: r
                     .get::<_, Option<String>>(6)?
                     .as_deref()
@@ -1458,6 +1482,69 @@ mod tests {
             store.snapshot().await.unwrap().records.iter().filter(|r| matches!(r, Record::Redir(_))).count(),
             2
         );
+    }
+
+    /// A store of schema 4 (before the limits per client and the bandwidth limit) opens as
+    /// schema 5: its redirections keep their settings, the new ones unset; then they are
+    /// written and read back like the others.
+    #[tokio::test]
+    async fn a_schema_4_store_is_migrated_to_5_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA_SQL).unwrap();
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('format', ?1), ('schema', '1')",
+                params![FORMAT],
+            )
+            .unwrap();
+            for step in [MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO orgs (id, name) VALUES ('orga_1', 'acme');
+                 INSERT INTO apps (id, org_id, name) VALUES ('app_1', 'orga_1', 'db');
+                 INSERT INTO redirs (namespace, port, app_id, revision, max_connections) VALUES ('default', 6000, 'app_1', 7, 9);",
+            )
+            .unwrap();
+        }
+        let store = Sqlite::open(&path).unwrap();
+        let rows = |records: Vec<Record>| -> Vec<RedirRow> {
+            records
+                .into_iter()
+                .filter_map(|r| match r {
+                    Record::Redir(row) => Some(row),
+                    _ => None,
+                })
+                .collect()
+        };
+        let before = rows(store.snapshot().await.unwrap().records);
+        assert_eq!(before.len(), 1);
+        let s = &before[0].settings;
+        assert_eq!(
+            (
+                s.max_connections,
+                s.max_connections_per_client,
+                s.max_connections_per_second_per_client,
+                s.bandwidth_limit
+            ),
+            (Some(9), None, None, None)
+        );
+        let limited = RedirRow {
+            settings: RedirSettings {
+                max_connections_per_client: Some(3),
+                max_connections_per_second_per_client: Some(4),
+                bandwidth_limit: Some(5_000),
+                ..s.clone()
+            },
+            ..before[0].clone()
+        };
+        store.update_redir(&limited).await.unwrap();
+        drop(store);
+        let store = Sqlite::open(&path).unwrap();
+        let after = rows(store.snapshot().await.unwrap().records);
+        assert_eq!(after[0].settings, limited.settings, "written and read back, reopened");
     }
 
     /// Every revision handed out before a reopen, by writes that the file keeps, by writes
