@@ -196,6 +196,48 @@ impl Error {
         )
     }
 
+    /// A range (issue 34) of more ports than this server's store takes in one redirection.
+    pub fn range_too_large(asked: u16, most: u16, store: &str) -> Error {
+        Error::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            4240,
+            format!("a redirection takes at most {most} consecutive ports on this server ({store}), and {asked} were asked: ask for fewer, or make several redirections"),
+        )
+    }
+
+    /// A range of UDP ports (issue 34): UDP redirections take one port each.
+    pub fn udp_range() -> Error {
+        Error::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            4241,
+            "a UDP redirection takes one port: port ranges are TCP only; leave `ports` out (or 1), or make one UDP redirection per port",
+        )
+    }
+
+    /// A range (issue 34) that does not fit in the ports it may take.
+    pub fn range_outside(first: Option<u16>, n: u16, namespace: &str, min: u16, max: u16) -> Error {
+        let what = match first {
+            Some(first) => format!("ports {first}-{} do not all lie", u32::from(first) + u32::from(n) - 1),
+            None => format!("a block of {n} consecutive ports does not fit"),
+        };
+        Error::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            4242,
+            format!("{what} in the range {min}-{max} of namespace `{namespace}`: ask for fewer ports, another first port, or a wider `minPort`-`maxPort`"),
+        )
+    }
+
+    /// A port of a range asked for (issue 34) that a redirection or another program holds:
+    /// none of the range was taken.
+    pub fn range_port_taken(port: u16, first: u16, n: u16, namespace: &str) -> Error {
+        let last = u32::from(first) + u32::from(n) - 1;
+        Error::new(
+            StatusCode::CONFLICT,
+            4243,
+            format!("port {port} of the range {first}-{last} in namespace `{namespace}` is taken by another redirection or in use on the machine, so none of the range was taken: ask for another first port, or none for a free block"),
+        )
+    }
+
     /// A requested port that another application freed and that some nodes have not yet
     /// confirmed closing (a quarantine, issue 31): giving it now could lead this
     /// application's clients, on those nodes, to the one that held it.

@@ -140,6 +140,38 @@ pub fn ports_for(def: &NamespaceDef, new: &NewTcpRedir) -> Result<RangeInclusive
     Ok(min..=max)
 }
 
+/// How many consecutive ports a redirection asks for (issue 34), checked: 1 to the store's
+/// most, TCP only, and a block of them fits in `range` (from the fixed first port, when
+/// one is asked for).
+pub fn port_count(
+    def: &NamespaceDef,
+    new: &NewTcpRedir,
+    protocol: Protocol,
+    range: &RangeInclusive<u16>,
+    most: u16,
+    store: &str,
+) -> Result<u16, Error> {
+    let n = new.port_count();
+    if n == 0 {
+        return Err(Error::bad_request("`ports` is the number of consecutive ports: 1 or more"));
+    }
+    if n == 1 {
+        return Ok(1);
+    }
+    if protocol == Protocol::Udp {
+        return Err(Error::udp_range());
+    }
+    if n > most {
+        return Err(Error::range_too_large(n, most, store));
+    }
+    let (min, max) = (*range.start(), *range.end());
+    let first = new.port.unwrap_or(min);
+    if u32::from(first) + u32::from(n) - 1 > u32::from(max) {
+        return Err(Error::range_outside(new.port, n, &def.name, min, max));
+    }
+    Ok(n)
+}
+
 /// A port asked for: inside the namespace's range.
 pub fn port_in_range(def: &NamespaceDef, port: u16) -> Result<(), Error> {
     if (def.min_port..=def.max_port).contains(&port) {

@@ -128,6 +128,8 @@ enum Held {
     /// for its `Drop`, which ends it once the port is in the steering table.
     #[allow(dead_code)]
     Steered(steered::Reserved),
+    /// A range's ports (issue 34), each as above, in port order: TCP only.
+    Range(Vec<Held>),
 }
 
 /// Why a port could not be reserved.
@@ -135,6 +137,8 @@ enum Held {
 pub enum Unreserved {
     /// The port asked for is held by another program on this machine.
     Taken,
+    /// This port of the range asked for is held by another program on this machine.
+    RangeTaken(u16),
     /// No port of the range is free.
     NoFreePort,
     /// This node has no descriptor left for a new port (its open-file limit, given).
@@ -221,6 +225,56 @@ impl Reservations {
         };
         let key = RedirKey::new(namespace, protocol, port);
         self.live.held.lock().unwrap().insert(key.clone(), socket);
+        self.keys.insert(key);
+        Ok(port)
+    }
+
+    /// [`Self::reserve`] for a range of `n` consecutive TCP ports (issue 34): every port
+    /// of the block starting at `fixed`, or of a free block of `range`, none of whose ports
+    /// is `taken`, bound (or, steered, reserved) together or not at all; answers the first.
+    /// Bound mode binds `n` sockets: when they do not fit in the node's descriptors, those
+    /// bound are closed and the answer is [`Unreserved::OutOfDescriptors`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn reserve_range(
+        &mut self,
+        namespace: &str,
+        range: &std::ops::RangeInclusive<u16>,
+        n: u16,
+        fixed: Option<u16>,
+        previous: Option<u16>,
+        taken: impl Fn(u16) -> bool,
+    ) -> Result<u16, Unreserved> {
+        let served = self.live.served();
+        if !served.serves(namespace) {
+            return match fixed {
+                Some(port) => Ok(port),
+                None => ports::pick_block(range, n, taken, previous).ok_or(Unreserved::NoFreePort),
+            };
+        }
+        let ip = served.bind(namespace);
+        let steered = self.live.steered.clone();
+        let bind = |addr: SocketAddr| match &steered {
+            Some(steered) => steered.reserve(Proto::Tcp, addr).map(Held::Steered),
+            None => ports::bind(addr).map(Held::Tcp),
+        };
+        let out_of_descriptors = || Unreserved::OutOfDescriptors(ports::descriptor_limit());
+        let (port, held) = match fixed {
+            Some(first) => {
+                let held = ports::bind_block(ip, first, n, bind).map_err(|(port, err)| {
+                    if ports::out_of_descriptors(&err) {
+                        out_of_descriptors()
+                    } else {
+                        Unreserved::RangeTaken(port)
+                    }
+                })?;
+                (first, held)
+            }
+            None => ports::allocate_block(ip, range, n, taken, previous, bind)
+                .map_err(|_| out_of_descriptors())?
+                .ok_or(Unreserved::NoFreePort)?,
+        };
+        let key = RedirKey::new(namespace, Protocol::Tcp, port);
+        self.live.held.lock().unwrap().insert(key.clone(), Held::Range(held));
         self.keys.insert(key);
         Ok(port)
     }
@@ -471,9 +525,25 @@ impl LivePorts {
         &self.served
     }
 
-    /// Whether a port runs or is held here.
+    /// Whether a port runs or is held here (a range's every port does).
     pub fn uses(&self, key: &RedirKey) -> bool {
-        self.live.lock().unwrap().contains_key(key) || self.held.lock().unwrap().contains_key(key)
+        let running = {
+            let live = self.live.lock().unwrap();
+            let below = RedirKey { port: 0, ..key.clone() }..=key.clone();
+            live.range(below).next_back().is_some_and(|(_, l)| l.row.covers(key.port))
+        };
+        running || {
+            let held = self.held.lock().unwrap();
+            held.contains_key(key)
+                || held.iter().any(|(k, h)| match h {
+                    Held::Range(parts) => {
+                        k.namespace == key.namespace
+                            && k.protocol == key.protocol
+                            && (k.port..k.port.saturating_add(parts.len() as u16)).contains(&key.port)
+                    }
+                    _ => false,
+                })
+        }
     }
 
     /// Makes the running ports follow a change of the table: only the keys it touched.
@@ -906,6 +976,7 @@ mod tests {
         Record::Redir(RedirRow {
             namespace: "default".into(),
             port,
+            ports: 1,
             protocol: Protocol::Tcp,
             app_id: "app_1".into(),
             settings: Default::default(),
