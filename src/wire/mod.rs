@@ -339,7 +339,7 @@ pub struct TcpRedirOutcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirection: Option<TcpRedir>,
     /// Why it was refused: the error `POST …/applications/{appId}/tcpRedirs` would have
-    /// answered (4042, 4043, 4090, 4092, 4094, 4095, 4096, 4221, 4222, 4223, 5030); absent when it was made.
+    /// answered (4042, 4043, 4090, 4092, 4094, 4095, 4096, 4221, 4222, 4223, 4240, 4241, 4242, 4243, 5030); absent when it was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ApiError>,
 }

@@ -157,6 +157,16 @@ impl Error {
         )
     }
 
+    /// A port inside one of the application's ranges (issue 34), named where a range is
+    /// named by its first port.
+    pub fn inside_range(port: u16, first: u16, last: u16, namespace: &str) -> Error {
+        Error::new(
+            StatusCode::NOT_FOUND,
+            4244,
+            format!("port {port} in namespace `{namespace}` is part of this application's range {first}-{last}, which is one redirection named by its first port: use {first}"),
+        )
+    }
+
     /// A second redirection of one protocol for the same application and namespace.
     pub fn already_redirected(protocol: Protocol, port: u16, namespace: &str) -> Error {
         let what = protocol.name().to_uppercase();
