@@ -16,7 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -44,20 +44,8 @@ pub(super) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often a redirection whose port could not be bound tries again.
 const REBIND_EVERY: Duration = Duration::from_secs(5);
 
-/// One redirection's public side: what the accept task needs.
-pub struct Port {
-    /// The namespace, for logs.
-    pub namespace: String,
-    /// Where to bind when no listener is handed over.
-    pub addr: SocketAddr,
-    /// The application's instances.
-    pub targets: Arc<Pool>,
-    /// Cancelled to stop accepting: the redirection is removed or the server stops.
-    pub stop_accepting: CancellationToken,
-    /// Cancelled to close the open connections: the redirection is removed or the drain ended.
-    pub close_connections: CancellationToken,
-    /// Whether the port is bound right now.
-    pub bound: Arc<AtomicBool>,
+/// What every port of the node shares: one pointer in each port rather than five.
+pub struct Node {
     /// Told when a bind that had failed succeeds, so the node's published state follows
     /// without polling.
     pub bound_changed: Arc<tokio::sync::Notify>,
@@ -65,22 +53,105 @@ pub struct Port {
     /// per forwarding thread, so that counting a connection touches nothing another
     /// thread writes.
     pub connections: Arc<[TaskTracker]>,
-    /// How long connections may take and last, and how many: swapped in place when the
-    /// namespace's defaults change (a config reload), for new connections only.
-    pub limits: Arc<ArcSwap<TcpLimits>>,
-    /// Set when the port's sockets were handed to a new process (an upgrade): its accept
-    /// loops then stop without taking the connections queued on them, which the new process
+    /// Set when the ports' sockets were handed to a new process (an upgrade): accept loops
+    /// then stop without taking the connections queued on them, which the new process
     /// accepts from the same sockets.
     pub handed_over: Arc<AtomicBool>,
-    /// Who may connect, the PROXY header, and the connection log: swapped in place when
-    /// the redirection's or its namespace's settings change, for new connections only.
-    pub policy: Arc<ArcSwap<Policy>>,
-    /// The descriptors of the port's listening sockets while they listen, for a hand-over.
-    pub fds: Arc<Mutex<Vec<std::os::fd::RawFd>>>,
-    /// The redirection's metrics.
-    pub metrics: Arc<RedirMetrics>,
     /// The forwarding threads, one accept loop on each.
     pub workers: Arc<Workers>,
+    /// Parent of every port's token that closes its open connections (cancelled when the
+    /// drain ends).
+    pub kill: CancellationToken,
+}
+
+/// One redirection's public side: what its accept loops, its connections and the live
+/// ports' owner read, in one allocation.
+///
+/// A node may hold 100,000 of these, most of them idle: what only a busy port needs (its
+/// token that closes its connections, its per-thread [`Local`]s) is made at its first
+/// connection, and its limits and policy are shared with every port that has the same.
+pub struct Port {
+    /// What every port of the node shares.
+    pub node: Arc<Node>,
+    /// The namespace, for logs.
+    pub namespace: Arc<str>,
+    /// Where to bind when no listener is handed over.
+    pub addr: SocketAddr,
+    /// The application's instances.
+    pub targets: Arc<Pool>,
+    /// Cancelled to stop accepting: the redirection is removed or the server stops. A
+    /// steered port's is the node's (its accept loops are the node's).
+    pub stop_accepting: CancellationToken,
+    /// Cancelled to close the open connections: made at the first connection (or at the
+    /// removal), a child of the node's `kill`.
+    close_connections: OnceLock<CancellationToken>,
+    /// Whether the port is bound (or steered) right now.
+    pub bound: AtomicBool,
+    /// How long connections may take and last, and how many: swapped in place when the
+    /// redirection's or the namespace's settings change, for new connections only.
+    pub limits: ArcSwap<TcpLimits>,
+    /// Who may connect, the PROXY header, and the connection log: swapped in place when
+    /// the redirection's or its namespace's settings change, for new connections only.
+    pub policy: ArcSwap<Policy>,
+    /// The descriptors of the port's listening sockets while they listen, for a hand-over
+    /// (none in steered mode).
+    pub fds: Mutex<Vec<std::os::fd::RawFd>>,
+    /// The redirection's metrics.
+    pub metrics: Arc<RedirMetrics>,
+    /// Who and how many may connect.
+    admission: Admission,
+    /// In steered mode, what each forwarding thread's connections to the port share, made
+    /// at the first connection on that thread (bound mode: each accept loop has its own).
+    locals: OnceLock<Box<[OnceLock<Arc<Local>>]>>,
+}
+
+impl Port {
+    /// A port not accepting yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node: Arc<Node>,
+        namespace: Arc<str>,
+        addr: SocketAddr,
+        targets: Arc<Pool>,
+        stop_accepting: CancellationToken,
+        limits: Arc<TcpLimits>,
+        policy: Arc<Policy>,
+        metrics: Arc<RedirMetrics>,
+    ) -> Port {
+        Port {
+            node,
+            namespace,
+            addr,
+            targets,
+            stop_accepting,
+            close_connections: OnceLock::new(),
+            bound: AtomicBool::new(false),
+            limits: ArcSwap::new(limits),
+            policy: ArcSwap::new(policy),
+            fds: Mutex::new(Vec::new()),
+            metrics,
+            admission: Admission::default(),
+            locals: OnceLock::new(),
+        }
+    }
+
+    /// The token that closes the port's open connections.
+    fn close_connections(&self) -> &CancellationToken {
+        self.close_connections.get_or_init(|| self.node.kill.child_token())
+    }
+
+    /// Resets the port's open connections (a removal), and any it accepts from now on.
+    pub fn close(&self) {
+        self.close_connections().cancel();
+    }
+
+    /// What the port's connections accepted on steered forwarding thread `thread` share.
+    pub(super) fn local(&self, thread: usize) -> &Arc<Local> {
+        let locals = self.locals.get_or_init(|| {
+            (0..self.node.connections.len().max(thread + 1)).map(|_| OnceLock::new()).collect()
+        });
+        locals[thread].get_or_init(|| Local::new(self, thread))
+    }
 }
 
 /// What decides a new connection's fate beyond the limits: who may connect (and whether
@@ -100,8 +171,7 @@ pub struct Policy {
 /// Each listener is served by an accept loop on its own forwarding thread; this task only
 /// binds, hands out and waits. Returning means every listener was dropped, which is what
 /// closes the port at once on removal.
-pub async fn run(port: Port, mut listeners: Option<Listeners>) {
-    let port = Arc::new(Accepting::new(port));
+pub async fn run(port: Arc<Port>, mut listeners: Option<Listeners>) {
     let listeners = loop {
         if let Some(l) = listeners.take() {
             break l;
@@ -125,12 +195,12 @@ pub async fn run(port: Port, mut listeners: Option<Listeners>) {
         }
     };
     if !port.bound.swap(true, Ordering::Relaxed) {
-        port.bound_changed.notify_one();
+        port.node.bound_changed.notify_one();
     }
     *port.fds.lock().unwrap_or_else(|p| p.into_inner()) =
         listeners.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
     debug!(namespace = %port.namespace, addr = %port.addr, listeners = listeners.len(), "accepting");
-    let threads = port.workers.handles();
+    let threads = port.node.workers.handles();
     let loops: Vec<_> = if listeners.len() >= threads.len() {
         // One listener per thread (a group handed over by a version that bound one per
         // thread with SO_REUSEPORT): each thread accepts on its own.
@@ -172,27 +242,6 @@ pub(super) async fn stopped_within(stop: &CancellationToken, wait: Duration) -> 
     tokio::select! {
         _ = stop.cancelled() => true,
         _ = tokio::time::sleep(wait) => false,
-    }
-}
-
-/// A port being served: shared by its accept loops.
-pub(super) struct Accepting {
-    port: Port,
-    /// Who and how many may connect.
-    admission: Admission,
-}
-
-impl Accepting {
-    /// The port, ready for its accept loops.
-    pub(super) fn new(port: Port) -> Accepting {
-        Accepting { port, admission: Admission::default() }
-    }
-}
-
-impl std::ops::Deref for Accepting {
-    type Target = Port;
-    fn deref(&self) -> &Port {
-        &self.port
     }
 }
 
@@ -316,18 +365,19 @@ pub(super) struct Local {
 impl Local {
     /// What the port's connections accepted on forwarding thread `thread` share.
     pub(super) fn new(port: &Port, thread: usize) -> Arc<Local> {
+        let connections = &port.node.connections;
         Arc::new(Local {
             policy: ArcSwap::from_pointee((**port.policy.load()).clone()),
             targets: port.targets.clone(),
             metrics: port.metrics.clone(),
-            close: port.close_connections.child_token(),
-            tracker: port.connections[thread % port.connections.len()].clone(),
+            close: port.close_connections().child_token(),
+            tracker: connections[thread % connections.len()].clone(),
         })
     }
 }
 
 /// Accepts on one listener, on forwarding thread `thread`, until cancelled.
-async fn accept_loop(port: Arc<Accepting>, listener: Source, thread: usize) {
+async fn accept_loop(port: Arc<Port>, listener: Source, thread: usize) {
     // Registered here, with this thread's runtime, so that its connections live on it.
     let listener = match Polled::new(listener) {
         Ok(l) => l,
@@ -338,7 +388,7 @@ async fn accept_loop(port: Arc<Accepting>, listener: Source, thread: usize) {
         let accepted = tokio::select! {
             biased;
             _ = port.stop_accepting.cancelled() => {
-                if !port.handed_over.load(Ordering::Relaxed) {
+                if !port.node.handed_over.load(Ordering::Relaxed) {
                     take_queued(&port, &local, &listener);
                 }
                 return;
@@ -362,7 +412,7 @@ async fn accept_loop(port: Arc<Accepting>, listener: Source, thread: usize) {
 }
 
 /// Starts forwarding a connection just accepted, or resets it if it is refused.
-pub(super) fn admit(port: &Accepting, local: &Arc<Local>, client: TcpStream, peer: SocketAddr) {
+pub(super) fn admit(port: &Port, local: &Arc<Local>, client: TcpStream, peer: SocketAddr) {
     let limits = **port.limits.load();
     // A read of the port's policy (no reference taken); a copy only after a change.
     let mut policy = local.policy.load_full();
@@ -396,7 +446,7 @@ pub(super) fn admit(port: &Accepting, local: &Arc<Local>, client: TcpStream, pee
 /// The kernel completes handshakes before the gateway accepts them: a client in the queue
 /// has already seen its connection open, and closing the listener would reset it. At a stop
 /// they are served through the drain like the others (at a removal they are closed anyway).
-fn take_queued(port: &Accepting, local: &Arc<Local>, listener: &Polled) {
+fn take_queued(port: &Port, local: &Arc<Local>, listener: &Polled) {
     while let Some((client, peer)) = listener.accept_queued() {
         admit(port, local, client, peer);
     }

@@ -43,25 +43,50 @@ impl EncodeLabelValue for Protocol {
 /// The labels of a redirection's series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 struct Redir {
-    namespace: String,
+    namespace: Arc<str>,
     port: u16,
     protocol: Protocol,
     /// The application's id: stable, what a series is kept by.
-    app: String,
+    app: Arc<str>,
     /// The application's name, which dashboards show (issue 33); no label when unknown.
-    app_name: String,
+    app_name: Arc<str>,
 }
 
 impl EncodeLabelSet for Redir {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        ("namespace", self.namespace.as_str()).encode(encoder.encode_label())?;
+        ("namespace", &*self.namespace).encode(encoder.encode_label())?;
         ("port", self.port).encode(encoder.encode_label())?;
         ("protocol", self.protocol).encode(encoder.encode_label())?;
-        ("app", self.app.as_str()).encode(encoder.encode_label())?;
+        ("app", &*self.app).encode(encoder.encode_label())?;
         if !self.app_name.is_empty() {
-            ("app_name", self.app_name.as_str()).encode(encoder.encode_label())?;
+            ("app_name", &*self.app_name).encode(encoder.encode_label())?;
         }
         Ok(())
+    }
+}
+
+/// The names a redirection's series are labelled with, shared (not copied) by every
+/// series and port that names them: the caller interns them, so that 100,000 ports of
+/// one namespace hold one copy of its name.
+#[derive(Clone, Debug)]
+pub struct Labels {
+    /// The namespace.
+    pub namespace: Arc<str>,
+    /// The application's id.
+    pub app: Arc<str>,
+    /// The application's name; empty when unknown.
+    pub app_name: Arc<str>,
+}
+
+impl Labels {
+    fn redir(&self, protocol: Protocol, port: u16) -> Redir {
+        Redir {
+            namespace: self.namespace.clone(),
+            port,
+            protocol,
+            app: self.app.clone(),
+            app_name: self.app_name.clone(),
+        }
     }
 }
 
@@ -510,26 +535,14 @@ impl Metrics {
         port: u16,
         app: &str,
     ) -> Arc<RedirMetrics> {
-        self.named_redirection(namespace, protocol, port, app, "")
+        let labels = Labels { namespace: namespace.into(), app: app.into(), app_name: "".into() };
+        self.named_redirection(&labels, protocol, port)
     }
 
     /// The handles of one redirection's series, creating them: labelled with the
     /// application's id (`app`, stable) and its name (`app_name`, which dashboards show).
-    pub fn named_redirection(
-        &self,
-        namespace: &str,
-        protocol: Protocol,
-        port: u16,
-        app: &str,
-        app_name: &str,
-    ) -> Arc<RedirMetrics> {
-        let redir = Redir {
-            namespace: namespace.to_owned(),
-            port,
-            protocol,
-            app: app.to_owned(),
-            app_name: app_name.to_owned(),
-        };
+    pub fn named_redirection(&self, labels: &Labels, protocol: Protocol, port: u16) -> Arc<RedirMetrics> {
+        let redir = labels.redir(protocol, port);
         self.live.0.lock().unwrap_or_else(|p| p.into_inner()).entry(redir).or_default().clone()
     }
 
@@ -539,15 +552,8 @@ impl Metrics {
     }
 
     /// Drops a removed redirection's series.
-    pub fn forget(&self, namespace: &str, protocol: Protocol, port: u16, app: &str, app_name: &str) {
-        let redir = Redir {
-            namespace: namespace.to_owned(),
-            port,
-            protocol,
-            app: app.to_owned(),
-            app_name: app_name.to_owned(),
-        };
-        self.live.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&redir);
+    pub fn forget(&self, labels: &Labels, protocol: Protocol, port: u16) {
+        self.live.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&labels.redir(protocol, port));
     }
 
     /// The text exposition.

@@ -45,7 +45,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use socket2::{Domain, Socket, Type};
@@ -54,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::copy;
-use super::forward::{self, Accepting, Local, Polled, Port, Source};
+use super::forward::{self, Polled, Port, Source};
 use super::steer::{Key, Proto, Steering, Target};
 use super::udp;
 use super::workers::Workers;
@@ -73,43 +73,33 @@ fn udp_slot(thread: usize, v6: bool) -> u32 {
     UDP_SLOTS + 2 * thread as u32 + u32::from(v6)
 }
 
-/// One steered port, as the accept loops find it.
-struct Entry {
-    accepting: Accepting,
-    /// What its connections on each forwarding thread share, made on the thread's first
-    /// connection: a port nobody connects to costs none (about 350 bytes a thread).
-    locals: Box<[OnceLock<Arc<Local>>]>,
-}
-
 /// A steered port that runs: what it takes to stop it.
 pub struct Running {
     steered: Arc<Steered>,
-    addr: SocketAddr,
     table: Arc<Ports>,
-    bound: Arc<AtomicBool>,
-    handed_over: Arc<AtomicBool>,
 }
 
 impl Running {
-    /// Stops the port: its keys leave the kernel's table (new connections are refused at
+    /// Stops `port`: its keys leave the kernel's table (new connections are refused at
     /// once), then its entry leaves the port table (a connection still queued for it is
-    /// reset). Its open connections are the caller's to reset, with the port's token.
-    pub fn stop(self) {
+    /// reset). Its open connections are the caller's to reset ([`Port::close`]).
+    pub fn stop(self, port: &Port) {
+        let addr = port.addr;
         // Handed over: the new process steers the same keys with the same tables.
-        if !self.handed_over.load(Ordering::Relaxed) {
-            for (key, _) in self.steered.keys(Proto::Tcp, self.addr) {
+        if !port.node.handed_over.load(Ordering::Relaxed) {
+            for (key, _) in self.steered.keys(Proto::Tcp, addr) {
                 if let Err(err) = self.steered.steering.unsteer(key) {
-                    warn!(addr = %self.addr, error = %err, "cannot unsteer a removed port");
+                    warn!(%addr, error = %err, "cannot unsteer a removed port");
                 }
             }
         }
-        self.table.0[usize::from(self.addr.port())].store(None);
-        self.bound.store(false, Ordering::Relaxed);
+        self.table.0[usize::from(addr.port())].store(None);
+        port.bound.store(false, Ordering::Relaxed);
     }
 }
 
 /// The steered ports of one local address, by port.
-struct Ports(Box<[ArcSwapOption<Entry>]>);
+struct Ports(Box<[ArcSwapOption<Port>]>);
 
 impl Ports {
     fn new() -> Ports {
@@ -294,24 +284,19 @@ impl Steered {
 
     /// Serves `port` from now on: its entry in the port table, then its keys in the
     /// kernel's; [`Running::stop`] takes both out again. No task and no socket per port.
-    pub fn start(self: &Arc<Self>, port: Port) -> Running {
+    pub fn start(self: &Arc<Self>, port: Arc<Port>) -> Running {
         let addr = port.addr;
-        let bound = port.bound.clone();
-        let handed_over = port.handed_over.clone();
-        let threads = port.workers.handles().len();
-        let locals = (0..threads).map(|_| OnceLock::new()).collect();
-        let entry = Arc::new(Entry { accepting: Accepting::new(port), locals });
         let table = self.table(addr.ip());
-        table.0[usize::from(addr.port())].store(Some(entry));
+        table.0[usize::from(addr.port())].store(Some(port.clone()));
         let steering =
             self.keys(Proto::Tcp, addr).into_iter().try_for_each(|(key, to)| self.steering.steer(key, to));
         match steering {
-            Ok(()) => bound.store(true, Ordering::Relaxed),
+            Ok(()) => port.bound.store(true, Ordering::Relaxed),
             Err(err) => {
                 warn!(%addr, error = %err, "cannot steer the redirection's port: it refuses connections")
             }
         }
-        Running { steered: self.clone(), addr, table, bound, handed_over }
+        Running { steered: self.clone(), table }
     }
 
     /// The kernel's keys of a `proto` port bound to `addr` (both families for `::`), with
@@ -389,7 +374,7 @@ impl Steered {
     }
 
     /// The entry of the port a connection accepted at `local` was dialled on.
-    fn find(&self, local: SocketAddr) -> Option<Arc<Entry>> {
+    fn find(&self, local: SocketAddr) -> Option<Arc<Port>> {
         let ip = match local.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
@@ -409,12 +394,9 @@ impl Steered {
     /// Starts serving a connection accepted on forwarding thread `thread`, or resets it
     /// when its port is not (or no longer) steered.
     fn dispatch(&self, thread: usize, client: TcpStream, peer: SocketAddr) {
-        let entry = client.local_addr().ok().and_then(|local| self.find(local));
-        match entry {
-            Some(entry) => {
-                let local = entry.locals[thread].get_or_init(|| Local::new(&entry.accepting, thread));
-                forward::admit(&entry.accepting, local, client, peer)
-            }
+        let port = client.local_addr().ok().and_then(|local| self.find(local));
+        match port {
+            Some(port) => forward::admit(&port, port.local(thread), client, peer),
             None => {
                 debug!(%peer, "a connection to a port no longer steered; resetting it");
                 copy::reset(&client)

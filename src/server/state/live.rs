@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ use super::table::{namespace_range, Diff, Table};
 use crate::server::data::balance::{CheckSettings, Health, Pool};
 use crate::server::data::conn_log::ConnLog;
 use crate::server::data::forward::{self, Policy};
-use crate::server::data::metrics::{Metrics, RedirMetrics};
+use crate::server::data::metrics::{Labels, Metrics, RedirMetrics};
 use crate::server::data::ports::{self, Listeners};
 use crate::server::data::steer::Proto;
 use crate::server::data::steered::{self, Steered};
@@ -94,28 +94,6 @@ pub fn limits(def: Option<&NamespaceDef>, row: &RedirRow) -> Limits {
 /// The settings in force on a redirection, as the API shows them.
 pub fn settings_in_force(def: Option<&NamespaceDef>, row: &RedirRow) -> RedirSettings {
     limits(def, row).in_force(&row.settings)
-}
-
-/// Where a running port reads its limits, swapped in place at a change (a UDP port is
-/// told, to plan its expiry sweep again).
-enum LimitsCell {
-    Tcp(Arc<ArcSwap<TcpLimits>>),
-    Udp(Arc<ArcSwap<UdpLimits>>, Arc<tokio::sync::Notify>),
-}
-
-impl LimitsCell {
-    /// Gives the port `new` limits; whether they differ from those it had.
-    fn update(&self, new: &Limits) -> bool {
-        match (self, new) {
-            (LimitsCell::Tcp(cell), Limits::Tcp(new)) if **cell.load() != *new => cell.store(Arc::new(*new)),
-            (LimitsCell::Udp(cell, changed), Limits::Udp(new)) if **cell.load() != *new => {
-                cell.store(Arc::new(*new));
-                changed.notify_one();
-            }
-            _ => return false,
-        }
-        true
-    }
 }
 
 /// A port bound for a claim before the claim is committed.
@@ -301,61 +279,121 @@ impl Drop for Reservations {
     }
 }
 
-/// A redirection's access list, PROXY protocol setting and connection log, as its port's
-/// new connections get them.
-fn policy(row: &RedirRow, logged: bool, generation: u64) -> Policy {
-    let access = Access::parse(&row.settings).unwrap_or_else(|e| {
-        // Checked when added; should a stored rule no longer parse, the port admits
-        // no one rather than everyone.
-        warn!(namespace = %row.namespace, port = row.port, error = %e, "invalid stored access list; refusing every client");
-        Access::deny_all()
-    });
-    let log =
-        logged.then(|| ConnLog { namespace: row.namespace.clone(), port: row.port, app: row.app_id.clone() });
-    Policy { generation, access, log }
+/// Generations of policies: each policy made for one port has its own, so that a
+/// forwarding thread's copy is seen stale after any change (0: the open policy).
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// How a running port is driven, and what its owner reads of it.
+enum Running {
+    /// A bound TCP port: its task ends once its accept loops stopped.
+    Bound(Arc<forward::Port>, JoinHandle<()>),
+    /// A steered TCP port: no task; its entries leave the steering's tables.
+    Steered(Arc<forward::Port>, steered::Running),
+    /// A UDP port, bound or steered.
+    Udp(Box<UdpLive>),
 }
 
-/// How a running port stops: its task (bound TCP, UDP) ends once its tokens are cancelled;
-/// a steered port has no task, its entries leave the steering's tables.
-enum Running {
-    Task(JoinHandle<()>),
-    Steered(steered::Running),
+/// A running UDP port: its task and what it reads (it is not [`forward::Port`]'s shape).
+struct UdpLive {
+    task: JoinHandle<()>,
+    /// Its own child of `shutdown`, cancelled on removal: a UDP port's flows end with it.
+    stop: CancellationToken,
+    limits: Arc<ArcSwap<UdpLimits>>,
+    /// Told at a change of limits, to plan the expiry sweep again.
+    limits_changed: Arc<tokio::sync::Notify>,
+    policy: Arc<ArcSwap<Policy>>,
+    fds: Arc<Mutex<Vec<RawFd>>>,
+    bound: Arc<AtomicBool>,
+    metrics: Arc<RedirMetrics>,
 }
 
 impl Running {
-    /// Waits until the port no longer accepts (its tokens were cancelled before).
-    async fn stop(self) {
+    /// Whether the port is bound (or steered) now.
+    fn bound(&self) -> bool {
         match self {
-            Running::Task(task) => {
+            Running::Bound(port, _) | Running::Steered(port, _) => port.bound.load(Ordering::Relaxed),
+            Running::Udp(udp) => udp.bound.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Its access list, PROXY header and log, replaced in place on a change.
+    fn policy(&self) -> &ArcSwap<Policy> {
+        match self {
+            Running::Bound(port, _) | Running::Steered(port, _) => &port.policy,
+            Running::Udp(udp) => &udp.policy,
+        }
+    }
+
+    /// Its metrics.
+    fn metrics(&self) -> &RedirMetrics {
+        match self {
+            Running::Bound(port, _) | Running::Steered(port, _) => &port.metrics,
+            Running::Udp(udp) => &udp.metrics,
+        }
+    }
+
+    /// The descriptors of its sockets, for a hand-over (none when steered).
+    fn fds(&self) -> Vec<RawFd> {
+        match self {
+            Running::Bound(port, _) | Running::Steered(port, _) => port.fds.lock().unwrap().clone(),
+            Running::Udp(udp) => udp.fds.lock().unwrap().clone(),
+        }
+    }
+
+    /// Gives the port `new` limits (for TCP, `shared` when equal, so that ports with the
+    /// same limits hold one copy); whether they differ from those it had.
+    fn update_limits(&self, new: &Limits, shared: impl FnOnce(TcpLimits) -> Arc<TcpLimits>) -> bool {
+        match (self, new) {
+            (Running::Bound(port, _) | Running::Steered(port, _), Limits::Tcp(new))
+                if **port.limits.load() != *new =>
+            {
+                port.limits.store(shared(*new))
+            }
+            (Running::Udp(udp), Limits::Udp(new)) if **udp.limits.load() != *new => {
+                udp.limits.store(Arc::new(*new));
+                udp.limits_changed.notify_one();
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Stops the port and waits until it no longer accepts: at a removal (`close`), its
+    /// open connections (or flows) are reset too; at the server's stop they drain.
+    async fn stop(self, close: bool) {
+        match self {
+            Running::Bound(port, task) => {
+                if close {
+                    port.stop_accepting.cancel();
+                    port.close();
+                }
                 let _ = task.await;
             }
-            Running::Steered(running) => running.stop(),
+            Running::Steered(port, running) => {
+                running.stop(&port);
+                if close {
+                    port.close();
+                }
+            }
+            Running::Udp(udp) => {
+                if close {
+                    udp.stop.cancel();
+                }
+                let _ = udp.task.await;
+            }
         }
     }
 }
 
-/// A redirection that is running: its accept task (or UDP task) and how to stop it.
+/// A redirection that is running on this node.
 struct Live {
     /// The table's row (shared with it, not copied).
     row: Arc<RedirRow>,
-    /// Its application's name when it started (a label of its metrics).
-    app_name: String,
-    /// The limits new connections or flows get; replaced in place when the namespace's change.
-    limits: LimitsCell,
+    /// The names its metrics are labelled with (interned: [`LivePorts::intern`]).
+    labels: Labels,
     /// Whether its connections are logged.
     logged: bool,
-    /// Its access list, PROXY header and log: replaced in place on a change.
-    policy: Arc<ArcSwap<Policy>>,
-    /// The port's listening sockets, for a hand-over to a new process (none for UDP).
-    fds: Arc<Mutex<Vec<RawFd>>>,
-    /// Its own child of `shutdown`, cancelled on removal; none for a steered port, whose
-    /// accept loops are the node's and which [`Running::stop`] takes out of their table
-    /// (a token is 112 bytes, and a steered node holds 100,000 ports).
-    stop_accepting: Option<CancellationToken>,
-    close_connections: CancellationToken,
     running: Running,
-    bound: Arc<AtomicBool>,
-    metrics: Arc<RedirMetrics>,
 }
 
 /// An application's instance pool, the stored list it was last given, and how many of
@@ -373,6 +411,21 @@ type Stored = (Vec<Instance>, HealthCheck);
 /// application's name (a label of its metrics).
 type Wanted = Option<(Arc<RedirRow>, Limits, bool, String)>;
 
+/// Values many ports hold alike, kept once: the names their metrics are labelled with,
+/// the TCP limits made last, and the policy of a port that sets none.
+struct Shared {
+    names: HashSet<Arc<str>>,
+    tcp_limits: Option<Arc<TcpLimits>>,
+    open: Arc<Policy>,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        let open = Arc::new(Policy { generation: 0, access: Access::default(), log: None });
+        Shared { names: HashSet::new(), tcp_limits: None, open }
+    }
+}
+
 /// The ports running on this node.
 pub struct LivePorts {
     served: Served,
@@ -386,23 +439,18 @@ pub struct LivePorts {
     flows: Arc<NodeFlows>,
     /// Parent of every port's `stop_accepting`.
     shutdown: CancellationToken,
-    /// Parent of every port's `close_connections`.
-    kill: CancellationToken,
-    /// The connection tasks, one tracker per forwarding thread.
-    connections: Arc<[TaskTracker]>,
+    /// What every TCP port shares: the forwarding threads, their connection trackers, the
+    /// parent of the tokens that close connections, the hand-over flag.
+    node: Arc<forward::Node>,
     metrics: Metrics,
-    workers: Arc<Workers>,
+    /// Values many ports hold alike, kept once.
+    shared: Mutex<Shared>,
     /// Serialises reconciliations (and a hand-over, which must see no port come or go).
     reconciling: tokio::sync::Mutex<()>,
     /// Listening sockets handed over by the process this one replaces, by address.
     inherited: Mutex<HashMap<SocketAddr, Listeners>>,
     /// UDP sockets handed over by the process this one replaces, by address.
     inherited_udp: Mutex<HashMap<SocketAddr, std::net::UdpSocket>>,
-    /// Set once this node's sockets are handed to a new process.
-    handed_over: Arc<AtomicBool>,
-    /// Woken when a port's task binds or loses its port (not by the reconciler's changes,
-    /// which the store's revision already says).
-    bound_changed: Arc<tokio::sync::Notify>,
     /// The health checks of every application's down instances.
     health: Arc<Health>,
     /// The ports that could not be bound, as [`Self::status`] last found them; `None` once
@@ -427,15 +475,21 @@ impl LivePorts {
             held: Mutex::default(),
             flows: Arc::new(NodeFlows::for_this_host()),
             shutdown,
-            kill: CancellationToken::new(),
-            connections: workers.handles().iter().map(|_| TaskTracker::new()).collect(),
+            node: Arc::new(forward::Node {
+                // Woken when a port's task binds or loses its port (not by the reconciler's
+                // changes, which the store's revision already says).
+                bound_changed: Arc::default(),
+                connections: workers.handles().iter().map(|_| TaskTracker::new()).collect(),
+                // Set once this node's sockets are handed to a new process.
+                handed_over: Arc::default(),
+                workers: Arc::new(workers),
+                kill: CancellationToken::new(),
+            }),
             metrics,
-            workers: Arc::new(workers),
+            shared: Mutex::new(Shared::new()),
             reconciling: tokio::sync::Mutex::new(()),
             inherited: Mutex::default(),
             inherited_udp: Mutex::default(),
-            handed_over: Arc::default(),
-            bound_changed: Arc::default(),
             health,
             unbound: Mutex::default(),
         }
@@ -457,7 +511,7 @@ impl LivePorts {
     /// (after an upgrade, the old process accepts until then).
     pub fn accept_steered(&self) {
         if let Some(steered) = &self.steered {
-            steered.start_accepting(&self.workers, self.shutdown.clone(), self.handed_over.clone());
+            steered.start_accepting(&self.node.workers, self.shutdown.clone(), self.node.handed_over.clone());
         }
     }
 
@@ -489,7 +543,7 @@ impl LivePorts {
         for l in live.values() {
             let addr = SocketAddr::new(self.served.bind(&l.row.namespace), l.row.port);
             let mut fds: Vec<_> =
-                l.fds.lock().unwrap().iter().filter_map(|&fd| ports::inheritable(fd).ok()).collect();
+                l.running.fds().into_iter().filter_map(|fd| ports::inheritable(fd).ok()).collect();
             match l.row.protocol {
                 // A steered port has no socket of its own: the steering goes over whole.
                 Protocol::Tcp if fds.is_empty() => {}
@@ -503,12 +557,12 @@ impl LivePorts {
 
     /// From now on, stopping leaves the connections queued on the ports to the new process.
     pub fn mark_handed_over(&self) {
-        self.handed_over.store(true, Ordering::Relaxed);
+        self.node.handed_over.store(true, Ordering::Relaxed);
     }
 
     /// Resolves when a port's task has bound or lost its port since the last call.
     pub async fn bound_changed(&self) {
-        self.bound_changed.notified().await;
+        self.node.bound_changed.notified().await;
         *self.unbound.lock().unwrap() = None;
     }
 
@@ -664,14 +718,13 @@ impl LivePorts {
                     // The same application: everything else changes in place, for new
                     // connections; open ones keep what they started with.
                     (Some(l), Some((row, limits, log, _))) if l.row.app_id == row.app_id => {
-                        if l.limits.update(limits) {
+                        if l.running.update_limits(limits, |new| self.tcp_limits(new)) {
                             info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol,
                                 "new limits for new connections");
                             changed += 1;
                         }
                         if !l.row.same_settings(row) || l.logged != *log {
-                            let generation = l.policy.load().generation + 1;
-                            l.policy.store(Arc::new(policy(row, *log, generation)));
+                            l.running.policy().store(self.policy(row, *log));
                             (l.row, l.logged) = (row.clone(), *log);
                             info!(namespace = %row.namespace, port = row.port, logged = *log,
                                 "new access list, PROXY protocol or logging for new connections");
@@ -740,16 +793,14 @@ impl LivePorts {
         held: Option<Held>,
     ) {
         let addr = SocketAddr::new(self.served.bind(&row.namespace), row.port);
-        let steered_tcp = self.steered.is_some() && matches!(limits, Limits::Tcp(_));
-        // A steered port's task-less accepting never waits on it, and nothing cancels the
-        // node's token through it (`Live::stop_accepting` is `None`).
-        let stop_accepting = if steered_tcp { self.shutdown.clone() } else { self.shutdown.child_token() };
-        let close_connections = self.kill.child_token();
-        let fds = Arc::new(Mutex::new(Vec::new()));
-        let metrics =
-            self.metrics.named_redirection(&row.namespace, row.protocol, row.port, &row.app_id, app_name);
-        let policy = Arc::new(ArcSwap::from_pointee(policy(&row, logged, 0)));
-        let (running, bound, limits) = match limits {
+        let labels = Labels {
+            namespace: self.intern(&row.namespace),
+            app: self.intern(&row.app_id),
+            app_name: self.intern(app_name),
+        };
+        let metrics = self.metrics.named_redirection(&labels, row.protocol, row.port);
+        let policy = self.policy(&row, logged);
+        let running = match limits {
             Limits::Tcp(limits) => {
                 // Bound (or steered) here rather than in the port's task, so that the state
                 // this node publishes right after reconciling says whether the port listens.
@@ -765,29 +816,31 @@ impl LivePorts {
                         held.or(inherited).or_else(|| ports::bind(addr).ok())
                     }
                 };
-                let bound = Arc::new(AtomicBool::new(listeners.is_some()));
-                let limits = Arc::new(ArcSwap::from_pointee(limits));
-                let port = forward::Port {
-                    namespace: row.namespace.clone(),
+                // A steered port's accepting is the node's: nothing cancels the node's
+                // token through it ([`Running::stop`] takes it out of the tables instead).
+                let stop_accepting =
+                    if self.steered.is_some() { self.shutdown.clone() } else { self.shutdown.child_token() };
+                let port = Arc::new(forward::Port::new(
+                    self.node.clone(),
+                    labels.namespace.clone(),
                     addr,
                     targets,
-                    stop_accepting: stop_accepting.clone(),
-                    close_connections: close_connections.clone(),
-                    bound: bound.clone(),
-                    bound_changed: self.bound_changed.clone(),
-                    connections: self.connections.clone(),
-                    limits: limits.clone(),
-                    handed_over: self.handed_over.clone(),
-                    fds: fds.clone(),
-                    policy: policy.clone(),
-                    metrics: metrics.clone(),
-                    workers: self.workers.clone(),
-                };
-                let running = match &self.steered {
-                    Some(steered) => Running::Steered(steered.start(port)),
-                    None => Running::Task(tokio::spawn(forward::run(port, listeners))),
-                };
-                (running, bound, LimitsCell::Tcp(limits))
+                    stop_accepting,
+                    self.tcp_limits(limits),
+                    policy,
+                    metrics,
+                ));
+                match &self.steered {
+                    Some(steered) => {
+                        let running = steered.start(port.clone());
+                        Running::Steered(port, running)
+                    }
+                    None => {
+                        port.bound.store(listeners.is_some(), Ordering::Relaxed);
+                        let task = tokio::spawn(forward::run(port.clone(), listeners));
+                        Running::Bound(port, task)
+                    }
+                }
             }
             Limits::Udp(limits) => {
                 let inherited = self.inherited_udp.lock().unwrap().remove(&addr);
@@ -800,67 +853,120 @@ impl LivePorts {
                     Some(_) => None,
                     None => held.or(inherited).or_else(|| udp::bind(addr).ok()),
                 };
+                let stop = self.shutdown.child_token();
                 let bound = Arc::new(AtomicBool::new(socket.is_some()));
                 let limits = Arc::new(ArcSwap::from_pointee(limits));
                 let limits_changed = Arc::new(tokio::sync::Notify::new());
+                let policy = Arc::new(ArcSwap::new(policy));
+                let fds = Arc::new(Mutex::new(Vec::new()));
                 let port = udp::UdpPort {
                     namespace: row.namespace.clone(),
                     addr,
                     targets,
                     // Stopping a UDP port closes its flows with it: a flow has no
                     // connection to drain.
-                    stop: stop_accepting.clone(),
+                    stop: stop.clone(),
                     bound: bound.clone(),
-                    bound_changed: self.bound_changed.clone(),
+                    bound_changed: self.node.bound_changed.clone(),
                     limits: limits.clone(),
                     limits_changed: limits_changed.clone(),
                     policy: policy.clone(),
                     metrics: metrics.clone(),
                     node: self.flows.clone(),
-                    workers: self.workers.clone(),
+                    workers: self.node.workers.clone(),
                     fds: fds.clone(),
                 };
                 let task = match &self.steered {
-                    Some(steered) => tokio::spawn(steered.start_udp(port, self.handed_over.clone())),
+                    Some(steered) => tokio::spawn(steered.start_udp(port, self.node.handed_over.clone())),
                     None => tokio::spawn(udp::run(port, socket)),
                 };
-                (Running::Task(task), bound, LimitsCell::Udp(limits, limits_changed))
+                Running::Udp(Box::new(UdpLive {
+                    task,
+                    stop,
+                    limits,
+                    limits_changed,
+                    policy,
+                    fds,
+                    bound,
+                    metrics,
+                }))
             }
         };
-        if !bound.load(Ordering::Relaxed) {
+        if !running.bound() {
             *self.unbound.lock().unwrap() = None;
         }
         info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol, app = %row.app_id, "port live");
         let key = row.key();
-        let live = Live {
-            row,
-            app_name: app_name.to_owned(),
-            limits,
-            logged,
-            policy,
-            fds,
-            stop_accepting: (!steered_tcp).then_some(stop_accepting),
-            close_connections,
-            running,
-            bound,
-            metrics,
-        };
-        self.live.lock().unwrap().insert(key, live);
+        self.live.lock().unwrap().insert(key, Live { row, labels, logged, running });
     }
 
     async fn stop_one(&self, live: Live) {
-        if !live.bound.load(Ordering::Relaxed) {
+        if !live.running.bound() {
             *self.unbound.lock().unwrap() = None;
         }
-        if let Some(stop) = &live.stop_accepting {
-            stop.cancel();
-        }
-        live.close_connections.cancel();
-        live.running.stop().await;
+        live.running.stop(true).await;
         self.release_pool(&live.row.app_id);
         let row = &live.row;
-        self.metrics.forget(&row.namespace, row.protocol, row.port, &row.app_id, &live.app_name);
+        self.metrics.forget(&live.labels, row.protocol, row.port);
         info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol, "port closed");
+        self.release(live.labels);
+    }
+
+    /// The one copy of `name` that ports and their metrics share.
+    fn intern(&self, name: &str) -> Arc<str> {
+        let mut shared = self.shared.lock().unwrap();
+        if let Some(n) = shared.names.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = name.into();
+        shared.names.insert(n.clone());
+        n
+    }
+
+    /// Forgets the names a stopped port held that no running port names any more.
+    fn release(&self, labels: Labels) {
+        let mut shared = self.shared.lock().unwrap();
+        for name in [labels.namespace, labels.app, labels.app_name] {
+            // Held by the set and by `name` alone.
+            if Arc::strong_count(&name) == 2 {
+                shared.names.remove(&*name);
+            }
+        }
+    }
+
+    /// `limits`, shared with the ports that started or changed last when they are the same
+    /// (ports are mostly made in bulk with their namespace's limits).
+    fn tcp_limits(&self, limits: TcpLimits) -> Arc<TcpLimits> {
+        let mut shared = self.shared.lock().unwrap();
+        match &shared.tcp_limits {
+            Some(last) if **last == limits => last.clone(),
+            _ => shared.tcp_limits.insert(Arc::new(limits)).clone(),
+        }
+    }
+
+    /// A redirection's access list, PROXY protocol setting and connection log, as its
+    /// port's new connections get them: one policy shared by every port that sets none.
+    fn policy(&self, row: &RedirRow, logged: bool) -> Arc<Policy> {
+        let settings = &row.settings;
+        if settings.allow.is_empty()
+            && settings.deny.is_empty()
+            && settings.proxy_protocol.is_none()
+            && !logged
+        {
+            return self.shared.lock().unwrap().open.clone();
+        }
+        let access = Access::parse(settings).unwrap_or_else(|e| {
+            // Checked when added; should a stored rule no longer parse, the port admits
+            // no one rather than everyone.
+            warn!(namespace = %row.namespace, port = row.port, error = %e, "invalid stored access list; refusing every client");
+            Access::deny_all()
+        });
+        let log = logged.then(|| ConnLog {
+            namespace: row.namespace.clone(),
+            port: row.port,
+            app: row.app_id.clone(),
+        });
+        Arc::new(Policy { generation: GENERATION.fetch_add(1, Ordering::Relaxed), access, log })
     }
 
     /// Whether the port is bound here (`None`: not running here), and its traffic (a UDP
@@ -868,14 +974,14 @@ impl LivePorts {
     pub fn state(&self, key: &RedirKey) -> Option<(bool, RedirTraffic)> {
         let live = self.live.lock().unwrap();
         let l = live.get(key)?;
-        let t = l.metrics.traffic.totals();
+        let t = l.running.metrics().traffic.totals();
         let traffic = RedirTraffic {
             active_connections: t.active as u64,
             connections: t.accepted,
             bytes_in: t.bytes_in,
             bytes_out: t.bytes_out,
         };
-        Some((l.bound.load(Ordering::Relaxed), traffic))
+        Some((l.running.bound(), traffic))
     }
 
     /// The application's instances with their live state, when a port here uses them.
@@ -890,10 +996,7 @@ impl LivePorts {
         let live = self.live.lock().unwrap();
         let mut cached = self.unbound.lock().unwrap();
         let unbound = cached.get_or_insert_with(|| {
-            live.values()
-                .filter(|l| !l.bound.load(Ordering::Relaxed))
-                .map(|l| l.row.key().to_string())
-                .collect()
+            live.values().filter(|l| !l.running.bound()).map(|l| l.row.key().to_string()).collect()
         });
         ((live.len() - unbound.len()) as u64, unbound.clone())
     }
@@ -925,21 +1028,22 @@ impl LivePorts {
         let running: Vec<_> =
             std::mem::take(&mut *self.live.lock().unwrap()).into_values().map(|l| l.running).collect();
         for port in running {
-            port.stop().await;
+            port.stop(false).await;
         }
-        for tracker in self.connections.iter() {
+        let connections = &self.node.connections;
+        for tracker in connections.iter() {
             tracker.close();
         }
         let all_closed = async {
-            for tracker in self.connections.iter() {
+            for tracker in connections.iter() {
                 tracker.wait().await;
             }
         };
         if tokio::time::timeout(drain, all_closed).await.is_err() {
-            let open: usize = self.connections.iter().map(TaskTracker::len).sum();
+            let open: usize = connections.iter().map(TaskTracker::len).sum();
             warn!(open, "drain timeout reached; closing the remaining connections");
-            self.kill.cancel();
-            for tracker in self.connections.iter() {
+            self.node.kill.cancel();
+            for tracker in connections.iter() {
                 tracker.wait().await;
             }
         }
