@@ -207,11 +207,16 @@ impl Error {
     }
 
     /// A range (issue 34) of more ports than this server's store takes in one redirection.
-    pub fn range_too_large(asked: u16, most: u16, store: &str) -> Error {
+    pub fn range_too_large(asked: u16, most: u16) -> Error {
+        let why = if most < crate::wire::MAX_RANGE_PORTS {
+            " (its store, etcd, claims a range in one transaction)"
+        } else {
+            ""
+        };
         Error::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             4240,
-            format!("a redirection takes at most {most} consecutive ports on this server ({store}), and {asked} were asked: ask for fewer, or make several redirections"),
+            format!("a redirection takes at most {most} consecutive ports on this server{why}, and {asked} were asked: ask for fewer, or make several redirections"),
         )
     }
 

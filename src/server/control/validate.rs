@@ -140,6 +140,17 @@ pub fn ports_for(def: &NamespaceDef, new: &NewTcpRedir) -> Result<RangeInclusive
     Ok(min..=max)
 }
 
+/// `ports` as the API's document states it: 1 to [`wire::MAX_RANGE_PORTS`] (400 otherwise).
+pub fn ports_shape(new: &NewTcpRedir) -> Result<(), Error> {
+    match new.ports {
+        Some(n) if n == 0 || n > wire::MAX_RANGE_PORTS => Err(Error::bad_request(format!(
+            "invalid `ports` {n}: the number of consecutive ports is 1 to {}",
+            wire::MAX_RANGE_PORTS
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// How many consecutive ports a redirection asks for (issue 34), checked: 1 to the store's
 /// most, TCP only, and a block of them fits in `range` (from the fixed first port, when
 /// one is asked for).
@@ -149,7 +160,6 @@ pub fn port_count(
     protocol: Protocol,
     range: &RangeInclusive<u16>,
     most: u16,
-    store: &str,
 ) -> Result<u16, Error> {
     let n = new.port_count();
     if n == 0 {
@@ -162,7 +172,7 @@ pub fn port_count(
         return Err(Error::udp_range());
     }
     if n > most {
-        return Err(Error::range_too_large(n, most, store));
+        return Err(Error::range_too_large(n, most));
     }
     let (min, max) = (*range.start(), *range.end());
     let first = new.port.unwrap_or(min);

@@ -547,6 +547,11 @@ impl LivePorts {
             match l.row.protocol {
                 // A steered port has no socket of its own: the steering goes over whole.
                 Protocol::Tcp if fds.is_empty() => {}
+                // A range's listeners (issue 34), each under its own port's address.
+                Protocol::Tcp if l.row.ports > 1 => sockets.tcp.extend(fds.into_iter().filter_map(|fd| {
+                    let local = socket2::SockRef::from(&fd).local_addr().ok()?.as_socket()?;
+                    Some((SocketAddr::new(addr.ip(), local.port()), vec![fd]))
+                })),
                 Protocol::Tcp => sockets.tcp.push((addr, fds)),
                 // A UDP port not bound right now has nothing to hand over.
                 Protocol::Udp => sockets.udp.extend(fds.pop().map(|fd| (addr, fd))),
@@ -804,8 +809,14 @@ impl LivePorts {
             Limits::Tcp(limits) => {
                 // Bound (or steered) here rather than in the port's task, so that the state
                 // this node publishes right after reconciling says whether the port listens.
+                // A range's ports (issue 34) are bound by its own path, below.
+                let (held, range) = match held {
+                    Some(Held::Range(parts)) => (None, Some(parts)),
+                    other => (other, None),
+                };
                 let listeners = match &self.steered {
                     Some(_) => None,
+                    None if row.ports > 1 => None,
                     None => {
                         let inherited = self.inherited.lock().unwrap().remove(&addr);
                         let held = match held {
@@ -832,8 +843,15 @@ impl LivePorts {
                 ));
                 match &self.steered {
                     Some(steered) => {
-                        let running = steered.start(port.clone());
+                        let running = steered.start_range(port.clone(), row.ports);
+                        drop(range);
                         Running::Steered(port, running)
+                    }
+                    None if row.ports > 1 => {
+                        let listeners = self.range_listeners(addr, row.ports, range);
+                        port.bound.store(listeners.iter().all(Option::is_some), Ordering::Relaxed);
+                        let task = tokio::spawn(forward::run_range(port.clone(), row.ports, listeners));
+                        Running::Bound(port, task)
                     }
                     None => {
                         port.bound.store(listeners.is_some(), Ordering::Relaxed);
@@ -898,6 +916,24 @@ impl LivePorts {
         info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol, app = %row.app_id, "port live");
         let key = row.key();
         self.live.lock().unwrap().insert(key, Live { row, labels, logged, running });
+    }
+
+    /// The listeners of a range's `n` ports from `first` (issue 34), bound mode: those its
+    /// reservation bound, else handed over by the process this one replaces, else bound now;
+    /// `None` for a port that cannot be bound now (its task tries again).
+    fn range_listeners(&self, first: SocketAddr, n: u16, held: Option<Vec<Held>>) -> Vec<Option<Listeners>> {
+        let mut held = held.unwrap_or_default().into_iter();
+        let mut inherited = self.inherited.lock().unwrap();
+        (0..n)
+            .map(|i| {
+                let addr = SocketAddr::new(first.ip(), first.port() + i);
+                let reserved = match held.next() {
+                    Some(Held::Tcp(listeners)) => Some(listeners),
+                    _ => None,
+                };
+                reserved.or_else(|| inherited.remove(&addr)).or_else(|| ports::bind(addr).ok())
+            })
+            .collect()
     }
 
     async fn stop_one(&self, live: Live) {

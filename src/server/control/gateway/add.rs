@@ -84,6 +84,7 @@ impl Gateway {
         new: &NewTcpRedir,
     ) -> Result<TcpRedir, Error> {
         validate::namespace(&new.namespace)?;
+        validate::ports_shape(new)?;
         let org = self.org(caller, org_id).await?;
         let item = NewTcpRedirItem { application: app_id.to_owned(), protocol, redirection: new.clone() };
         self.make(&org, std::slice::from_ref(&item)).await?.pop().flatten().unwrap_or_else(|| Err(gap()))
@@ -161,13 +162,12 @@ impl Gateway {
             self.synced.look_again(all_known).await;
         }
         let mut plans = Vec::with_capacity(items.len());
-        let store = self.synced.store();
-        let most = (store.max_range_ports(), store.describe());
+        let most = self.synced.store().max_range_ports();
         {
             let table = self.table();
             let existing = existing_ports(&table, &wanted);
             for (index, item) in items.iter().enumerate() {
-                match plan(&table, org, index, item, &existing, &most) {
+                match plan(&table, org, index, item, &existing, most) {
                     Ok(plan) => plans.push(plan),
                     Err(e) => outcomes[index] = Some(Err(e)),
                 }
@@ -404,12 +404,7 @@ fn check_shape(new: &NewTcpRedir) -> Result<(), Error> {
     if new.port == Some(0) {
         return Err(Error::bad_port("0"));
     }
-    if new.ports == Some(0) || new.ports.is_some_and(|n| n > wire::MAX_RANGE_PORTS) {
-        return Err(Error::bad_request(format!(
-            "`ports` is the number of consecutive ports, 1 to {}",
-            wire::MAX_RANGE_PORTS
-        )));
-    }
+    validate::ports_shape(new)?;
     validate::settings(&new.settings)
 }
 
@@ -429,7 +424,7 @@ fn plan(
     index: usize,
     item: &NewTcpRedirItem,
     existing: &HashMap<(String, String, Protocol), u16>,
-    (most, store): &(u16, String),
+    most: u16,
 ) -> Result<Plan, Error> {
     let new = &item.redirection;
     let app = table
@@ -441,7 +436,7 @@ fn plan(
     let protocol = item.protocol;
     validate::redirection(&ns, &new.settings, protocol)?;
     let range = validate::ports_for(&ns, new)?;
-    let ports = validate::port_count(&ns, new, protocol, &range, *most, store)?;
+    let ports = validate::port_count(&ns, new, protocol, &range, most)?;
     if let Some(&port) = existing.get(&(app.id.clone(), ns.name.clone(), protocol)) {
         return Err(Error::already_redirected(protocol, port, &ns.name));
     }
