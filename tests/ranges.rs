@@ -9,100 +9,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::net::TcpListener;
 use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-
-/// The instances of a range's application: `n` consecutive loopback ports, each answering
-/// every connection with its own port number, then closing it.
-struct Numbered {
-    first: u16,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Numbered {
-    /// Listens on `n` consecutive free ports of 127.0.0.1 in 33000..60000 (found by binding
-    /// every one of them).
-    fn start(n: u16) -> Numbered {
-        for _ in 0..200 {
-            let first = rand::random_range(33000..60000 - n);
-            let bound: Result<Vec<TcpListener>, _> =
-                (first..first + n).map(|p| TcpListener::bind((LOCALHOST, p))).collect();
-            let Ok(listeners) = bound else { continue };
-            let stop = Arc::new(AtomicBool::new(false));
-            let threads = listeners
-                .into_iter()
-                .map(|listener| {
-                    let stop = stop.clone();
-                    thread::spawn(move || {
-                        let port = listener.local_addr().unwrap().port();
-                        for conn in listener.incoming() {
-                            if stop.load(Ordering::Relaxed) {
-                                return;
-                            }
-                            if let Ok(mut conn) = conn {
-                                let _ = conn.write_all(port.to_string().as_bytes());
-                            }
-                        }
-                    })
-                })
-                .collect();
-            return Numbered { first, stop, threads };
-        }
-        panic!("found no {n} consecutive free ports in 33000..60000 after 200 tries");
-    }
-
-    /// The first instance port: the application's instance address.
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from((LOCALHOST, self.first))
-    }
-}
-
-impl Drop for Numbered {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Each accept loop wakes on a connection of its own, sees the flag, and ends.
-        for i in 0..self.threads.len() as u16 {
-            let _ = TcpStream::connect((LOCALHOST, self.first + i));
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-/// What a connection to public port `port` reads before the instance closes it: the
-/// instance's port number, as text.
-fn answer(port: u16) -> Result<String, String> {
-    let addr = SocketAddr::from((LOCALHOST, port));
-    let mut stream =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("{addr}: {e}"))?;
-    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
-    let mut back = String::new();
-    stream.read_to_string(&mut back).map_err(|e| format!("{addr}: {e}"))?;
-    Ok(back)
-}
-
-/// Every port of `first..first + n` answers the matching instance port: `instance + i`.
-fn assert_each_port_matches(first: u16, n: u16, instance: u16, when: &str) {
-    for i in 0..n {
-        let got = answer(first + i)
-            .unwrap_or_else(|e| panic!("{when}: public port {} did not answer: {e}", first + i));
-        assert_eq!(
-            got,
-            (instance + i).to_string(),
-            "{when}: public port {} reached the wrong instance port",
-            first + i
-        );
-    }
-}
 
 /// `add --ports N -F json` for `app`: the JSON answer.
 fn add_range(server: &Server, app: &str, args: &[&str]) -> Value {
@@ -272,4 +183,43 @@ fn a_range_is_never_given_in_part_when_part_of_it_is_taken() {
         .cli(&["add", "--app", "other", "--namespace", "default", "--port", "6000", "--last-port", "5999"])
         .assert_error(2, &["below --port"]);
     assert_eq!(server.list("other"), Vec::<(String, u16)>::new());
+}
+
+/// Sets another process's soft open-file limit, its hard limit left as it is.
+fn set_soft_fd_limit(pid: u32, soft: u64) {
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: prlimit reads `new` only when non-null and writes `old`; both are ours.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit({pid}): {}", std::io::Error::last_os_error());
+    let new = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: old.rlim_max };
+    // SAFETY: as above.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit({pid}, {soft}): {}", std::io::Error::last_os_error());
+}
+
+/// Bound mode: a range costs a socket per port; one that does not fit in the node's
+/// descriptors is refused with the node's descriptor error (503, 5031), and the sockets it
+/// had bound are closed; with room, the same range is made. (Steered mode: a range costs
+/// table entries, no descriptor, and the same range is made under the same limit.)
+#[test]
+fn a_range_that_does_not_fit_in_the_descriptors_is_refused_whole_in_bound_mode() {
+    let instances = Numbered::start(40);
+    let server = Server::start();
+    server.create_app("media", instances.addr());
+    let pid = server.process_id();
+    let baseline = fd_count(pid);
+    set_soft_fd_limit(pid, baseline as u64 + 20);
+    let out = server.cli(&["add", "--app", "media", "--namespace", "default", "--ports", "40"]);
+    let first = if port_mode() == "steered" {
+        assert_eq!(out.code, 0, "a steered range takes no descriptor\n{out}");
+        server.list("media")[0].1
+    } else {
+        out.assert_error(1, &["open-file limit", &format!("({} descriptors)", baseline + 20)]);
+        assert!(server.list("media").is_empty(), "nothing of the range was made");
+        wait_for_fds_at_most(pid, baseline, Duration::from_secs(5), "the refused range's sockets are closed");
+        set_soft_fd_limit(pid, 20_000);
+        port_of(&add_range(&server, "media", &["--ports", "40"]))
+    };
+    set_soft_fd_limit(pid, 20_000);
+    assert_each_port_matches(first, 40, instances.first, "with room for its sockets");
 }
