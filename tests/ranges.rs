@@ -223,3 +223,33 @@ fn a_range_that_does_not_fit_in_the_descriptors_is_refused_whole_in_bound_mode()
     set_soft_fd_limit(pid, 20_000);
     assert_each_port_matches(first, 40, instances.first, "with room for its sockets");
 }
+
+/// `apply` of a file whose range has another size replaces it (removed, then made again on
+/// the same first port), and every port of the new size forwards; the node never keeps the
+/// old extent running under the new row.
+#[test]
+fn apply_gives_a_range_another_size_by_replacing_it() {
+    let instances = Numbered::start(12);
+    let server = Server::start();
+    server.create_app("media", instances.addr());
+    let first = port_of(&add_range(&server, "media", &["--ports", "10"]));
+    let exported = server.cli_ok(&["export"]);
+    let grown = exported.replace("ports = 10\n", "ports = 12\n");
+    assert_ne!(grown, exported, "{exported}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("grown.toml");
+    std::fs::write(&file, &grown).unwrap();
+    let applied = server.cli_json(&["apply", "-f", file.to_str().unwrap(), "-F", "json"]);
+    let actions: Vec<&str> =
+        applied["changes"].as_array().unwrap().iter().map(|c| c["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["remove", "add"], "{applied}");
+    let listed = server.cli_json(&["list", "--app", "media", "-F", "json"]);
+    assert_eq!((port_of(&listed[0]), &listed[0]["lastPort"]), (first, &json!(first + 11)), "{listed}");
+    assert_each_port_matches(first, 12, instances.first, "after growing to 12");
+    // And back to 10: the two ports past it close.
+    std::fs::write(&file, &exported).unwrap();
+    server.cli_json(&["apply", "-f", file.to_str().unwrap(), "-F", "json"]);
+    assert_each_port_matches(first, 10, instances.first, "after shrinking to 10");
+    assert_refuses(first + 10);
+    assert_refuses(first + 11);
+}

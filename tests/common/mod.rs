@@ -791,11 +791,12 @@ pub struct Numbered {
 }
 
 impl Numbered {
-    /// Listens on `n` consecutive free ports of 127.0.0.1 in 33000..60000 (found by binding
-    /// every one of them).
+    /// Listens on `n` consecutive free ports of 127.0.0.1 in 61000..65500 (found by binding
+    /// every one of them): above the kernel's ephemeral range (32768-60999), where the
+    /// machine's outgoing connections take their ports, and the namespaces' ranges.
     pub fn start(n: u16) -> Numbered {
         for _ in 0..200 {
-            let first = rand::random_range(33000..60000 - n);
+            let first = rand::random_range(61000..65500 - n);
             let bound: Result<Vec<TcpListener>, _> =
                 (first..first + n).map(|p| TcpListener::bind((LOCALHOST, p))).collect();
             let Ok(listeners) = bound else { continue };
@@ -819,7 +820,7 @@ impl Numbered {
                 .collect();
             return Numbered { first, stop, threads };
         }
-        panic!("found no {n} consecutive free ports in 33000..60000 after 200 tries");
+        panic!("found no {n} consecutive free ports in 61000..65500 after 200 tries");
     }
 
     /// The first instance port: the application's instance address.

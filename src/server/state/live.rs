@@ -720,9 +720,13 @@ impl LivePorts {
                 let mut live = self.live.lock().unwrap();
                 match (live.get_mut(&key), &want) {
                     (None, None) => continue,
-                    // The same application: everything else changes in place, for new
-                    // connections; open ones keep what they started with.
-                    (Some(l), Some((row, limits, log, _))) if l.row.app_id == row.app_id => {
+                    // The same application on the same ports: everything else changes in
+                    // place, for new connections; open ones keep what they started with. (A
+                    // range of another size at the same first port, issue 34, is another
+                    // port: stopped, then started.)
+                    (Some(l), Some((row, limits, log, _)))
+                        if l.row.app_id == row.app_id && l.row.ports == row.ports =>
+                    {
                         if l.running.update_limits(limits, |new| self.tcp_limits(new)) {
                             info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol,
                                 "new limits for new connections");
