@@ -84,6 +84,8 @@ Register-ArgumentCompleter -Native -CommandName 'tcp-redirs' -ScriptBlock {
             [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Ask for this precise port of the namespace''s range instead of a random one')
             [CompletionResult]::new('--min-port', '--min-port', [CompletionResultType]::ParameterName, 'Pick the random port from this one up (Clever''s `minPort`) [default: the namespace''s lowest]')
             [CompletionResult]::new('--max-port', '--max-port', [CompletionResultType]::ParameterName, 'Pick the random port up to this one (Clever''s `maxPort`) [default: the namespace''s highest]')
+            [CompletionResult]::new('--ports', '--ports', [CompletionResultType]::ParameterName, 'Take a range of this many consecutive public ports (TCP): public port FIRST+i goes to each instance''s port +i [default: 1]')
+            [CompletionResult]::new('--last-port', '--last-port', [CompletionResultType]::ParameterName, 'Take the range from --port up to this port (TCP), instead of --ports')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Seconds an instance may take to accept before the next is tried [default: the namespace''s, 5]')
             [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Seconds a connection may go without a byte before it is closed [default: the namespace''s, 3600]')
             [CompletionResult]::new('--half-close-timeout', '--half-close-timeout', [CompletionResultType]::ParameterName, 'Seconds a connection may stay half-closed [default: the namespace''s, 60]')

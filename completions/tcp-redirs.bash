@@ -365,7 +365,7 @@ _tcp__redirs() {
             return 0
             ;;
         tcp__subcmd__redirs__subcmd__add)
-            opts="-a -F -h --namespace --port --min-port --max-port --udp --connect-timeout --idle-timeout --half-close-timeout --max-connections --max-connections-per-second --max-datagrams-per-second --max-connections-per-client --max-connections-per-second-per-client --bandwidth-limit --proxy-protocol --allow --deny --app --alias --format --server --token --help"
+            opts="-a -F -h --namespace --port --min-port --max-port --ports --last-port --udp --connect-timeout --idle-timeout --half-close-timeout --max-connections --max-connections-per-second --max-datagrams-per-second --max-connections-per-client --max-connections-per-second-per-client --bandwidth-limit --proxy-protocol --allow --deny --app --alias --format --server --token --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -384,6 +384,14 @@ _tcp__redirs() {
                     return 0
                     ;;
                 --max-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ports)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --last-port)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

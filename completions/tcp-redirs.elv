@@ -78,6 +78,8 @@ set edit:completion:arg-completer[tcp-redirs] = {|@words|
             cand --port 'Ask for this precise port of the namespace''s range instead of a random one'
             cand --min-port 'Pick the random port from this one up (Clever''s `minPort`) [default: the namespace''s lowest]'
             cand --max-port 'Pick the random port up to this one (Clever''s `maxPort`) [default: the namespace''s highest]'
+            cand --ports 'Take a range of this many consecutive public ports (TCP): public port FIRST+i goes to each instance''s port +i [default: 1]'
+            cand --last-port 'Take the range from --port up to this port (TCP), instead of --ports'
             cand --connect-timeout 'Seconds an instance may take to accept before the next is tried [default: the namespace''s, 5]'
             cand --idle-timeout 'Seconds a connection may go without a byte before it is closed [default: the namespace''s, 3600]'
             cand --half-close-timeout 'Seconds a connection may stay half-closed [default: the namespace''s, 60]'

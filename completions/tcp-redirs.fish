@@ -71,6 +71,8 @@ complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l namespace 
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l port -d 'Ask for this precise port of the namespace\'s range instead of a random one' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l min-port -d 'Pick the random port from this one up (Clever\'s `minPort`) [default: the namespace\'s lowest]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l max-port -d 'Pick the random port up to this one (Clever\'s `maxPort`) [default: the namespace\'s highest]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l ports -d 'Take a range of this many consecutive public ports (TCP): public port FIRST+i goes to each instance\'s port +i [default: 1]' -r
+complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l last-port -d 'Take the range from --port up to this port (TCP), instead of --ports' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l connect-timeout -d 'Seconds an instance may take to accept before the next is tried [default: the namespace\'s, 5]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l idle-timeout -d 'Seconds a connection may go without a byte before it is closed [default: the namespace\'s, 3600]' -r
 complete -c tcp-redirs -n "__fish_tcp_redirs_using_subcommand add" -l half-close-timeout -d 'Seconds a connection may stay half-closed [default: the namespace\'s, 60]' -r

@@ -8,6 +8,7 @@
 //! [[application.redirection]]
 //! namespace = "default"
 //! port = 5123                  # optional: a random port when absent
+//! ports = 100                  # optional: a range of 100 ports, 5123-5222, to each instance's port + i
 //! idle_timeout = 600           # optional, like every setting of `add`
 //! allow = ["203.0.113.0/24"]
 //! proxy_protocol = "v2"
@@ -99,6 +100,10 @@ pub struct RedirSpec {
     /// A fixed port; a random one when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// How many consecutive ports, from `port` (issue 34); one when absent. Public port
+    /// `port + i` goes to each instance's port `+ i`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<u16>,
     /// `udp` for a UDP redirection; TCP when absent.
     #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
     pub protocol: Protocol,
@@ -127,6 +132,7 @@ impl RedirSpec {
             port: self.port,
             min_port: None,
             max_port: None,
+            ports: self.ports.filter(|&n| n > 1),
             settings: self.settings.clone(),
         }
     }
@@ -137,16 +143,19 @@ impl RedirSpec {
         RedirSpec {
             namespace: redir.namespace.clone(),
             port: Some(redir.port),
+            ports: (redir.port_count() > 1).then(|| redir.port_count()),
             protocol: redir.protocol,
             settings: redir.settings.clone(),
         }
     }
 
     /// Whether a running redirection is this one's port (its settings aside): the same
-    /// namespace and protocol, and the port declared if one is.
+    /// namespace and protocol, as many ports, and the first port declared if one is (a range
+    /// of another size is replaced: removed, then added).
     pub fn same_port(&self, running: &TcpRedir) -> bool {
         self.namespace == running.namespace
             && self.protocol == running.protocol
+            && self.ports.unwrap_or(1) == running.port_count()
             && self.port.is_none_or(|p| p == running.port)
     }
 

@@ -674,6 +674,45 @@ async fn the_console_creates_and_deletes_a_udp_redirection_beside_the_tcp_one() 
     browser.close().await;
 }
 
+/// A range of ports from the console (issue 34): the TCP row's `Ports` field beside
+/// `Create` asks for 5 consecutive ports; the row then shows `FIRST-LAST`, each port
+/// reaching the matching instance port, and `Delete` removes the range whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_creates_a_range_of_ports_and_shows_it_first_to_last() {
+    let server = Server::start();
+    let instances = Numbered::start(5);
+    server.create_app("media", instances.addr());
+    let browser = Browser::start(Viewport::Desktop).await;
+    browser.goto(&format!("{}/", server.url)).await;
+    browser.wait_shown("#token").await;
+    browser.type_into("#token", &format!("{}{ENTER}", server.token)).await;
+    browser.wait_shown("#apps-view").await;
+    browser.click("#apps-list a.app-link").await;
+    browser.wait_text("#app-title", "media").await;
+    let field = format!("{} input.ports", row("default"));
+    browser.wait_shown(&field).await;
+    assert!(browser.text(&format!("{} input.ports", udp_row("default"))).await.is_none(), "no range for UDP");
+    browser.clear(&field).await;
+    browser.type_into(&field, "5").await;
+    browser.click(&format!("{} button.create", row("default"))).await;
+    browser.wait_shown(&format!("{} .mark.tick", row("default"))).await;
+    let shown = browser.text(&format!("{} .port", row("default"))).await.expect("the ports");
+    let (first, last) = shown.trim().split_once('-').unwrap_or_else(|| panic!("the row shows `{shown}`"));
+    let (first, last): (u16, u16) = (first.parse().unwrap(), last.parse().unwrap());
+    assert_eq!(last, first + 4, "the row shows {shown}");
+    browser.wait_text(&format!("{} .where", row("default")), "Ports").await;
+    assert_each_port_matches(first, 5, instances.first, "a range made from the console");
+    browser.assert_controls_named().await;
+    browser.click(&format!("{} button.delete", row("default"))).await;
+    browser.click(&format!("{} button.confirm-delete", row("default"))).await;
+    browser.wait_shown(&format!("{} button.create", row("default"))).await;
+    for i in 0..5 {
+        assert_refuses(first + i);
+    }
+    browser.assert_clean_console(&[]).await;
+    browser.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_and_names_from_the_api_are_shown_as_text_and_run_no_script() {
     let config = tempfile::NamedTempFile::new().expect("a config file");

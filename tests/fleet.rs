@@ -2464,3 +2464,60 @@ fn limits_per_client_and_bandwidth_set_through_one_node_hold_on_every_node() {
     drop(held);
     fleet.finish();
 }
+
+/// Issue 34 on a fleet: a range made through one node forwards each of its ports to the
+/// matching instance port through every node, is refused past what etcd claims in one
+/// transaction (422, 4240), makes a single port inside it taken on every node, and is
+/// removed whole through another node.
+#[test]
+fn a_range_made_on_one_node_forwards_each_port_on_every_node_and_goes_whole() {
+    let fleet = Fleet::start(&[("a", "127.0.51.2", &[]), ("b", "127.0.51.3", &[])], None);
+    let names = fleet.names();
+    let instances = Numbered::start(50);
+    let app = fleet.create_app_everywhere("a", "media", instances.addr());
+    let other = fleet.create_app_everywhere("a", "other", instances.addr());
+    let too_many = fleet.add_with("a", &app, json!({"namespace": "default", "ports": 51}));
+    if too_many.status != 422 || too_many.json()["id"] != 4240 {
+        fleet.fail(&format!("51 ports on etcd: status {} {}", too_many.status, too_many.text()));
+    }
+    let added = fleet.add_with("a", &app, json!({"namespace": "default", "ports": 50}));
+    if added.status != 201 {
+        fleet.fail(&format!("add a range of 50 on a: status {} {}", added.status, added.text()));
+    }
+    let added = added.json();
+    let first = port_of(&added);
+    fleet.check(
+        "the answer names the last port",
+        match added["lastPort"].as_u64() {
+            Some(last) if last == u64::from(first) + 49 => Ok(()),
+            other => Err(format!("lastPort {other:?} in {added}")),
+        },
+    );
+    fleet.check("the add answers once every live node listens", listening_on(&added, &names));
+    for node in ["a", "b"] {
+        let ip = fleet.ip(node);
+        fleet.must(PROPAGATION, &format!("each port of {first}+50 through {node}"), || {
+            each_port_matches(ip, first, 50, instances.first)
+        });
+    }
+    // A port inside it is taken for everyone, through either node.
+    let inside = fleet.add_with("b", &other, json!({"namespace": "default", "port": first + 20}));
+    if inside.status != 409 || inside.json()["id"] != 4095 {
+        fleet.fail(&format!("a port inside the range, on b: status {} {}", inside.status, inside.text()));
+    }
+    let removed =
+        fleet.api("b", "DELETE", &format!("{}/{first}?namespace=default", fleet.redirs_path(&app)), None);
+    if removed.status != 200 {
+        fleet.fail(&format!("remove the range on b: status {} {}", removed.status, removed.text()));
+    }
+    for node in ["a", "b"] {
+        let ip = fleet.ip(node);
+        fleet.must(PROPAGATION, &format!("every port of the range closed on {node}"), || {
+            match (0..50).find(|i| answer_at(ip, first + i).is_ok()) {
+                Some(i) => Err(format!("port {} still answers", first + i)),
+                None => Ok(()),
+            }
+        });
+    }
+    fleet.finish();
+}

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use super::{interactive, print_json, print_text, AppArgs, ConnArgs, Format, FormatArgs};
-use crate::client::Client;
+use crate::client::{Client, Failure};
 use crate::wire::RedirSettings;
 use crate::wire::{NewTcpRedir, Protocol};
 
@@ -37,6 +37,13 @@ pub struct Args {
     /// Pick the random port up to this one (Clever's `maxPort`) [default: the namespace's highest].
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "port")]
     max_port: Option<u16>,
+    /// Take a range of this many consecutive public ports (TCP): public port FIRST+i goes to
+    /// each instance's port +i [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=i64::from(crate::wire::MAX_RANGE_PORTS)), conflicts_with = "last_port")]
+    ports: Option<u16>,
+    /// Take the range from --port up to this port (TCP), instead of --ports.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..), requires = "port")]
+    last_port: Option<u16>,
     /// A UDP redirection instead of a TCP one (UDP ports are a space of their own).
     #[arg(long)]
     udp: bool,
@@ -56,17 +63,30 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
         None if interactive() => choose_namespace(&client, &app.owner_id).await?,
         None => "default".to_owned(),
     };
+    let ports = match (args.port, args.last_port) {
+        (Some(first), Some(last)) if last < first => {
+            return Err(Failure::Usage.with(format!(
+                "--last-port {last} is below --port {first}: the range goes from --port up to --last-port"
+            )))
+        }
+        (Some(first), Some(last)) => Some(last - first + 1),
+        _ => args.ports,
+    };
     let body = NewTcpRedir {
         namespace,
         port: args.port,
         min_port: args.min_port,
         max_port: args.max_port,
+        ports: ports.filter(|&n| n > 1),
         settings: args.settings,
     };
     let protocol = if args.udp { Protocol::Udp } else { Protocol::Tcp };
     let redir = client.add_redirection(&app, protocol, &body).await?;
     match args.format.get() {
         Format::Json => print_json(&redir),
+        Format::Human if redir.last_port.is_some() => {
+            print_text(format!("Successfully added {protocol} redirection on ports: {}", redir.ports_text()))
+        }
         Format::Human => {
             print_text(format!("Successfully added {protocol} redirection on port: {}", redir.port))
         }

@@ -89,7 +89,8 @@ pub async fn run(conn: &ConnArgs, args: Args) -> Result<()> {
 
 /// clever's `5123 on default`, followed by the address and, when not listening, why.
 fn human_line(redir: &TcpRedir) -> String {
-    let mut line = format!("{} on {}", redir.port, redir.namespace);
+    // A range reads `5000-5099 on default`.
+    let mut line = format!("{} on {}", redir.ports_text(), redir.namespace);
     if let Some(address) = &redir.address {
         line.push_str(&format!(" ({address})"));
     }

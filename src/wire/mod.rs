@@ -96,12 +96,16 @@ impl std::fmt::Display for Protocol {
 pub struct TcpRedir {
     /// The namespace the port belongs to.
     pub namespace: String,
-    /// The public port.
+    /// The public port: the first of a range.
     pub port: u16,
+    /// A range's last public port (`port` to `lastPort`, public port `port + i` going to
+    /// each instance's port `+ i`); absent for a redirection of one port, as Clever's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_port: Option<u16>,
     /// `udp` for a UDP redirection; absent for TCP.
     #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
     pub protocol: Protocol,
-    /// Where clients connect: `tcp://HOST:PORT/` or `udp://HOST:PORT/`.
+    /// Where clients connect: `tcp://HOST:PORT/` or `udp://HOST:PORT/` (a range's first port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Whether the gateway is accepting connections on the port right now.
@@ -238,10 +242,44 @@ pub struct NewTcpRedir {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral::option")]
     #[cfg_attr(feature = "server", schema(schema_with = schema::port))]
     pub max_port: Option<u16>,
+    /// How many consecutive public ports to take (1 when absent, up to
+    /// [`MAX_RANGE_PORTS`]): `port` (or a random first port) to `port + ports - 1`, public
+    /// port `port + i` going to each instance's port `+ i`. TCP only: a UDP range is refused
+    /// with 422.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "server", schema(schema_with = schema::range_ports))]
+    pub ports: Option<u16>,
     /// Its settings, over the namespace's.
     #[serde(flatten)]
     pub settings: RedirSettings,
 }
+
+impl NewTcpRedir {
+    /// How many consecutive ports it asks for (1 when it says nothing).
+    pub fn port_count(&self) -> u16 {
+        self.ports.unwrap_or(1)
+    }
+}
+
+impl TcpRedir {
+    /// How many consecutive public ports it holds: 1, or a range's `lastPort - port + 1`.
+    pub fn port_count(&self) -> u16 {
+        self.last_port.map_or(1, |last| last.saturating_sub(self.port) + 1)
+    }
+
+    /// Its ports as people read them: `5000`, or `5000-5099` for a range.
+    pub fn ports_text(&self) -> String {
+        match self.last_port {
+            Some(last) => format!("{}-{last}", self.port),
+            None => self.port.to_string(),
+        }
+    }
+}
+
+/// The most consecutive ports one redirection may take. A fleet's store takes fewer
+/// (etcd claims and releases a range in one transaction of at most 128 operations, two
+/// per port: 60), and refuses a larger range with 422.
+pub const MAX_RANGE_PORTS: u16 = 1000;
 
 /// The most redirections one batch (`POST /v2/organisations/{orgId}/tcpRedirs`) may ask for.
 pub const MAX_BATCH: usize = 1000;
@@ -301,7 +339,7 @@ pub struct TcpRedirOutcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirection: Option<TcpRedir>,
     /// Why it was refused: the error `POST …/applications/{appId}/tcpRedirs` would have
-    /// answered (4042, 4043, 4090, 4092, 4094, 4095, 4096, 4221, 4222, 4223, 5030); absent when it was made.
+    /// answered (4042, 4043, 4090, 4092, 4094, 4095, 4096, 4221, 4222, 4223, 4240, 4241, 4242, 4243, 5030); absent when it was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ApiError>,
 }
@@ -783,6 +821,11 @@ pub mod schema {
     /// A port, 1 to 65535, or null.
     pub fn port() -> Schema {
         integer(1, 65535, true)
+    }
+
+    /// A range's number of ports, 1 to [`super::MAX_RANGE_PORTS`], or null for 1.
+    pub fn range_ports() -> Schema {
+        integer(1, u64::from(super::MAX_RANGE_PORTS), true)
     }
 
     /// A time limit in seconds, or null for the namespace's.

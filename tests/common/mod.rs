@@ -778,6 +778,111 @@ pub fn free_port_pair() -> (u16, u16) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Port ranges
+// ---------------------------------------------------------------------------------------
+
+/// The instances of a range's application (issue 34): `n` consecutive loopback ports, each answering
+/// every connection with its own port number, then closing it.
+pub struct Numbered {
+    /// The first instance port.
+    pub first: u16,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Numbered {
+    /// Listens on `n` consecutive free ports of 127.0.0.1 in 61000..65500 (found by binding
+    /// every one of them): above the kernel's ephemeral range (32768-60999), where the
+    /// machine's outgoing connections take their ports, and the namespaces' ranges.
+    pub fn start(n: u16) -> Numbered {
+        for _ in 0..200 {
+            let first = rand::random_range(61000..65500 - n);
+            let bound: Result<Vec<TcpListener>, _> =
+                (first..first + n).map(|p| TcpListener::bind((LOCALHOST, p))).collect();
+            let Ok(listeners) = bound else { continue };
+            let stop = Arc::new(AtomicBool::new(false));
+            let threads = listeners
+                .into_iter()
+                .map(|listener| {
+                    let stop = stop.clone();
+                    thread::spawn(move || {
+                        let port = listener.local_addr().unwrap().port();
+                        for conn in listener.incoming() {
+                            if stop.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            if let Ok(mut conn) = conn {
+                                let _ = conn.write_all(port.to_string().as_bytes());
+                            }
+                        }
+                    })
+                })
+                .collect();
+            return Numbered { first, stop, threads };
+        }
+        panic!("found no {n} consecutive free ports in 61000..65500 after 200 tries");
+    }
+
+    /// The first instance port: the application's instance address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((LOCALHOST, self.first))
+    }
+}
+
+impl Drop for Numbered {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Each accept loop wakes on a connection of its own, sees the flag, and ends.
+        for i in 0..self.threads.len() as u16 {
+            let _ = TcpStream::connect((LOCALHOST, self.first + i));
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a connection to public port `port` of 127.0.0.1 reads before the instance closes
+/// it: a [`Numbered`] instance's port number, as text.
+pub fn answer(port: u16) -> Result<String, String> {
+    answer_at(LOCALHOST.into(), port)
+}
+
+/// [`answer`] on `ip`.
+pub fn answer_at(ip: IpAddr, port: u16) -> Result<String, String> {
+    let addr = SocketAddr::new(ip, port);
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("{addr}: {e}"))?;
+    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
+    let mut back = String::new();
+    stream.read_to_string(&mut back).map_err(|e| format!("{addr}: {e}"))?;
+    Ok(back)
+}
+
+/// Every port of `first..first + n` answers the matching instance port: `instance + i`.
+pub fn assert_each_port_matches(first: u16, n: u16, instance: u16, when: &str) {
+    if let Err(e) = each_port_matches(LOCALHOST.into(), first, n, instance) {
+        panic!("{when}: {e}");
+    }
+}
+
+/// Whether every port of `first..first + n` on `ip` answers the matching instance port.
+pub fn each_port_matches(ip: IpAddr, first: u16, n: u16, instance: u16) -> Result<(), String> {
+    for i in 0..n {
+        let got =
+            answer_at(ip, first + i).map_err(|e| format!("public port {} did not answer: {e}", first + i))?;
+        if got != (instance + i).to_string() {
+            return Err(format!(
+                "public port {} reached instance port {got}, not {}",
+                first + i,
+                instance + i
+            ));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
 // Raw HTTP
 // ---------------------------------------------------------------------------------------
 

@@ -157,6 +157,16 @@ impl Error {
         )
     }
 
+    /// A port inside one of the application's ranges (issue 34), named where a range is
+    /// named by its first port.
+    pub fn inside_range(port: u16, first: u16, last: u16, namespace: &str) -> Error {
+        Error::new(
+            StatusCode::NOT_FOUND,
+            4244,
+            format!("port {port} in namespace `{namespace}` is part of this application's range {first}-{last}, which is one redirection named by its first port: use {first}"),
+        )
+    }
+
     /// A second redirection of one protocol for the same application and namespace.
     pub fn already_redirected(protocol: Protocol, port: u16, namespace: &str) -> Error {
         let what = protocol.name().to_uppercase();
@@ -193,6 +203,53 @@ impl Error {
             StatusCode::CONFLICT,
             4095,
             format!("port {port} of namespace `{namespace}` is taken by another redirection or in use on the machine: ask for another port, or none for a random one"),
+        )
+    }
+
+    /// A range (issue 34) of more ports than this server's store takes in one redirection.
+    pub fn range_too_large(asked: u16, most: u16) -> Error {
+        let why = if most < crate::wire::MAX_RANGE_PORTS {
+            " (its store, etcd, claims a range in one transaction)"
+        } else {
+            ""
+        };
+        Error::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            4240,
+            format!("a redirection takes at most {most} consecutive ports on this server{why}, and {asked} were asked: ask for fewer, or make several redirections"),
+        )
+    }
+
+    /// A range of UDP ports (issue 34): UDP redirections take one port each.
+    pub fn udp_range() -> Error {
+        Error::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            4241,
+            "a UDP redirection takes one port: port ranges are TCP only; leave `ports` out (or 1), or make one UDP redirection per port",
+        )
+    }
+
+    /// A range (issue 34) that does not fit in the ports it may take.
+    pub fn range_outside(first: Option<u16>, n: u16, namespace: &str, min: u16, max: u16) -> Error {
+        let what = match first {
+            Some(first) => format!("ports {first}-{} do not all lie", u32::from(first) + u32::from(n) - 1),
+            None => format!("a block of {n} consecutive ports does not fit"),
+        };
+        Error::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            4242,
+            format!("{what} in the range {min}-{max} of namespace `{namespace}`: ask for fewer ports, another first port, or a wider `minPort`-`maxPort`"),
+        )
+    }
+
+    /// A port of a range asked for (issue 34) that a redirection or another program holds:
+    /// none of the range was taken.
+    pub fn range_port_taken(port: u16, first: u16, n: u16, namespace: &str) -> Error {
+        let last = u32::from(first) + u32::from(n) - 1;
+        Error::new(
+            StatusCode::CONFLICT,
+            4243,
+            format!("port {port} of the range {first}-{last} in namespace `{namespace}` is taken by another redirection or in use on the machine, so none of the range was taken: ask for another first port, or none for a free block"),
         )
     }
 

@@ -440,7 +440,7 @@ impl Gateway {
             Some((row.clone(), self.describe(table, row)))
         };
         let (row, described) =
-            self.lookup(find).await.ok_or_else(|| Error::unknown_redir(protocol, port, namespace))?;
+            self.lookup(find).await.ok_or_else(|| self.not_found(&app.id, protocol, port, namespace))?;
         match self.synced.store().release(&row, &org.id).await {
             Ok(revision) => {
                 self.settle(revision).await;
@@ -484,7 +484,8 @@ impl Gateway {
                 .filter(|r| r.app_id == app.id)
                 .map(|r| RedirRow::clone(r))
         };
-        let row = self.lookup(find).await.ok_or_else(|| Error::unknown_redir(protocol, port, namespace))?;
+        let row =
+            self.lookup(find).await.ok_or_else(|| self.not_found(&app.id, protocol, port, namespace))?;
         let settings = patch.apply(&row.settings);
         // The spec's whole check (its bounds and lists included).
         validate::redirection(&def, &settings, protocol)?;
@@ -556,6 +557,17 @@ impl Gateway {
         }
         warn!(node = %name, "node forgotten by the admin: no quarantine waits for it any more");
         Ok(found)
+    }
+
+    /// Why the application has no redirection named by `port`: none holds it, or it is
+    /// inside one of its ranges, which its first port names (issue 34).
+    fn not_found(&self, app_id: &str, protocol: Protocol, port: u16, namespace: &str) -> Error {
+        match self.table().holder(namespace, protocol, port) {
+            Some(row) if row.app_id == app_id => {
+                Error::inside_range(port, row.port, row.last_port(), namespace)
+            }
+            _ => Error::unknown_redir(protocol, port, namespace),
+        }
     }
 
     fn describe(&self, table: &Table, row: &RedirRow) -> TcpRedir {

@@ -40,6 +40,7 @@ pub fn redirection(table: &Table, here_live: &LivePorts, this_node: &str, row: &
         settings: live::settings_in_force(def, row),
         namespace: row.namespace.clone(),
         port: row.port,
+        last_port: (row.ports > 1).then(|| row.last_port()),
         protocol: row.protocol,
         address: Some(format!("{}://{host}:{}/", row.protocol, row.port)),
         state: Some(if listening { RedirState::Listening } else { RedirState::Unbound }),

@@ -140,6 +140,48 @@ pub fn ports_for(def: &NamespaceDef, new: &NewTcpRedir) -> Result<RangeInclusive
     Ok(min..=max)
 }
 
+/// `ports` as the API's document states it: 1 to [`wire::MAX_RANGE_PORTS`] (400 otherwise).
+pub fn ports_shape(new: &NewTcpRedir) -> Result<(), Error> {
+    match new.ports {
+        Some(n) if n == 0 || n > wire::MAX_RANGE_PORTS => Err(Error::bad_request(format!(
+            "invalid `ports` {n}: the number of consecutive ports is 1 to {}",
+            wire::MAX_RANGE_PORTS
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// How many consecutive ports a redirection asks for (issue 34), checked: 1 to the store's
+/// most, TCP only, and a block of them fits in `range` (from the fixed first port, when
+/// one is asked for).
+pub fn port_count(
+    def: &NamespaceDef,
+    new: &NewTcpRedir,
+    protocol: Protocol,
+    range: &RangeInclusive<u16>,
+    most: u16,
+) -> Result<u16, Error> {
+    let n = new.port_count();
+    if n == 0 {
+        return Err(Error::bad_request("`ports` is the number of consecutive ports: 1 or more"));
+    }
+    if n == 1 {
+        return Ok(1);
+    }
+    if protocol == Protocol::Udp {
+        return Err(Error::udp_range());
+    }
+    if n > most {
+        return Err(Error::range_too_large(n, most));
+    }
+    let (min, max) = (*range.start(), *range.end());
+    let first = new.port.unwrap_or(min);
+    if u32::from(first) + u32::from(n) - 1 > u32::from(max) {
+        return Err(Error::range_outside(new.port, n, &def.name, min, max));
+    }
+    Ok(n)
+}
+
 /// A port asked for: inside the namespace's range.
 pub fn port_in_range(def: &NamespaceDef, port: u16) -> Result<(), Error> {
     if (def.min_port..=def.max_port).contains(&port) {

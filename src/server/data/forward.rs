@@ -208,7 +208,9 @@ pub async fn run(port: Arc<Port>, mut listeners: Option<Listeners>) {
         listeners
             .into_iter()
             .zip(threads.iter().enumerate().cycle())
-            .map(|(listener, (i, thread))| thread.spawn(accept_loop(port.clone(), Source::Own(listener), i)))
+            .map(|(listener, (i, thread))| {
+                thread.spawn(accept_loop(port.clone(), Source::Own(listener), i, 0))
+            })
             .collect()
     } else {
         // The usual case: one listener, polled by every thread.
@@ -220,7 +222,7 @@ pub async fn run(port: Arc<Port>, mut listeners: Option<Listeners>) {
                     .iter()
                     .enumerate()
                     .map(|(i, thread)| {
-                        thread.spawn(accept_loop(port.clone(), Source::Shared(listener.clone()), i))
+                        thread.spawn(accept_loop(port.clone(), Source::Shared(listener.clone()), i, 0))
                     })
                     .collect::<Vec<_>>()
             })
@@ -377,8 +379,9 @@ impl Local {
     }
 }
 
-/// Accepts on one listener, on forwarding thread `thread`, until cancelled.
-async fn accept_loop(port: Arc<Port>, listener: Source, thread: usize) {
+/// Accepts on one listener, on forwarding thread `thread`, until cancelled; the listener
+/// is the port's `offset`th (a range's, issue 34; 0 for a single port).
+async fn accept_loop(port: Arc<Port>, listener: Source, thread: usize, offset: u16) {
     // Registered here, with this thread's runtime, so that its connections live on it.
     let listener = match Polled::new(listener) {
         Ok(l) => l,
@@ -390,14 +393,14 @@ async fn accept_loop(port: Arc<Port>, listener: Source, thread: usize) {
             biased;
             _ = port.stop_accepting.cancelled() => {
                 if !port.node.handed_over.load(Ordering::Relaxed) {
-                    take_queued(&port, &local, &listener);
+                    take_queued(&port, &local, &listener, offset);
                 }
                 return;
             }
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((client, peer)) => admit(&port, &local, client, peer),
+            Ok((client, peer)) => admit(&port, &local, client, peer, offset),
             // Out of descriptors or memory: the listener is fine, wait for connections to
             // end instead of dying (frp's listeners died here until its PR #2467).
             Err(err) if is_resource_exhaustion(&err) => {
@@ -412,8 +415,10 @@ async fn accept_loop(port: Arc<Port>, listener: Source, thread: usize) {
     }
 }
 
-/// Starts forwarding a connection just accepted, or resets it if it is refused.
-pub(super) fn admit(port: &Port, local: &Arc<Local>, client: TcpStream, peer: SocketAddr) {
+/// Starts forwarding a connection just accepted, or resets it if it is refused. `offset`:
+/// which port of a range it was accepted on (issue 34), which it leads to on each instance
+/// (0: a single port's, the instance's own).
+pub(super) fn admit(port: &Port, local: &Arc<Local>, client: TcpStream, peer: SocketAddr, offset: u16) {
     let limits = **port.limits.load();
     // A read of the port's policy (no reference taken); a copy only after a change.
     let mut policy = local.policy.load_full();
@@ -440,7 +445,7 @@ pub(super) fn admit(port: &Port, local: &Arc<Local>, client: TcpStream, peer: So
         // counters is this thread's, and the connection was counted open in it.
         let slot = local.metrics.traffic.mine();
         let open = Open(slot);
-        connection(client, peer, limits, slot, &local, &policy, held.as_deref()).await;
+        connection(client, peer, limits, slot, &local, &policy, held.as_deref(), offset).await;
         // The client's place in its address's count goes with the connection.
         drop(held);
         drop(open);
@@ -452,9 +457,9 @@ pub(super) fn admit(port: &Port, local: &Arc<Local>, client: TcpStream, peer: So
 /// The kernel completes handshakes before the gateway accepts them: a client in the queue
 /// has already seen its connection open, and closing the listener would reset it. At a stop
 /// they are served through the drain like the others (at a removal they are closed anyway).
-fn take_queued(port: &Port, local: &Arc<Local>, listener: &Polled) {
+fn take_queued(port: &Port, local: &Arc<Local>, listener: &Polled, offset: u16) {
     while let Some((client, peer)) = listener.accept_queued() {
-        admit(port, local, client, peer);
+        admit(port, local, client, peer, offset);
     }
 }
 
@@ -470,6 +475,7 @@ async fn connection(
     local: &Local,
     policy: &Policy,
     held: Option<&Held>,
+    offset: u16,
 ) {
     let Local { targets, metrics, close, .. } = local;
     let Policy { access, log, .. } = policy;
@@ -482,7 +488,7 @@ async fn connection(
         // A removal or a stop wins over a connect that is starting: the client sees a reset.
         biased;
         () = &mut cancelled => return copy::reset(&client),
-        connected = connect(targets, limits.connect_timeout, slot, metrics) => connected,
+        connected = connect(targets, limits.connect_timeout, slot, metrics, offset) => connected,
     };
     let Some((upstream, open)) = connected else {
         metrics.no_instance.inc();
@@ -526,17 +532,19 @@ impl Drop for Open<'_> {
     }
 }
 
-/// Connects to the first instance that accepts, in the order the balancer gives.
+/// Connects to the first instance that accepts, in the order the balancer gives, on its
+/// port `+ offset` (a range's, issue 34).
 async fn connect(
     targets: &Pool,
     timeout: Duration,
     slot: &Slot,
     metrics: &RedirMetrics,
+    offset: u16,
 ) -> Option<(TcpStream, balance::Open)> {
     for member in targets.candidates() {
         let address = &member.address;
         let began = std::time::Instant::now();
-        let attempt = tokio::time::timeout(timeout, open(&member)).await;
+        let attempt = tokio::time::timeout(timeout, open(&member, offset)).await;
         if !matches!(attempt, Ok(Ok(_))) {
             metrics.connect_failures.inc();
         }
@@ -560,16 +568,83 @@ async fn connect(
 }
 
 /// Opens a connection to the instance, with `TCP_NODELAY` set: to its IP address, or to
-/// its host name's addresses in turn (looked up and cached by [`balance::Member`]).
-async fn open(member: &Arc<balance::Member>) -> io::Result<TcpStream> {
+/// its host name's addresses in turn (looked up and cached by [`balance::Member`]), on
+/// their port `+ offset` (a range's public port `first + offset`, issue 34).
+async fn open(member: &Arc<balance::Member>, offset: u16) -> io::Result<TcpStream> {
     let mut last = None;
     for addr in member.addresses().await?.iter() {
-        match open_addr(*addr).await {
+        match open_addr(shifted(*addr, offset)?).await {
             Ok(stream) => return Ok(stream),
             Err(err) => last = Some(err),
         }
     }
     Err(last.unwrap_or_else(|| io::ErrorKind::NotFound.into()))
+}
+
+/// `addr` on its port `+ offset`; an instance port that the range would carry past 65535 is
+/// refused like an instance that refuses.
+fn shifted(mut addr: SocketAddr, offset: u16) -> io::Result<SocketAddr> {
+    let port = addr.port().checked_add(offset).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::ConnectionRefused, format!("{addr} + {offset} is past port 65535"))
+    })?;
+    addr.set_port(port);
+    Ok(addr)
+}
+
+/// Runs a range's public ports (issue 34) until cancelled: the `n` ports from `port.addr`,
+/// each on the listeners `held` gives it, else bound here (a port another program holds
+/// is tried again every [`REBIND_EVERY`], the others forwarding meanwhile). Every listener
+/// gets an accept loop on every forwarding thread, told its offset, which a connection
+/// leads to on each instance; the range is bound when all its ports are.
+pub async fn run_range(port: Arc<Port>, n: u16, mut held: Vec<Option<Listeners>>) {
+    held.resize_with(usize::from(n), || None);
+    let threads = port.node.workers.handles();
+    let mut loops = Vec::new();
+    // The offsets of the ports not listening yet.
+    let mut waiting: Vec<u16> = (0..n).collect();
+    loop {
+        let mut failed = None;
+        waiting.retain(|&offset| {
+            let addr = SocketAddr::new(port.addr.ip(), port.addr.port() + offset);
+            let listeners =
+                match held[usize::from(offset)].take().map_or_else(|| super::ports::bind(addr), Ok) {
+                    Ok(listeners) => listeners,
+                    Err(err) => {
+                        failed.get_or_insert((addr, err));
+                        return true;
+                    }
+                };
+            port.fds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(listeners.iter().map(AsRawFd::as_raw_fd));
+            for listener in listeners.into_iter().map(Arc::new) {
+                for (i, thread) in threads.iter().enumerate() {
+                    let source = Source::Shared(listener.clone());
+                    loops.push(thread.spawn(accept_loop(port.clone(), source, i, offset)));
+                }
+            }
+            false
+        });
+        if waiting.is_empty() {
+            if !port.bound.swap(true, Ordering::Relaxed) {
+                port.node.bound_changed.notify_one();
+            }
+            break;
+        }
+        if let Some((addr, err)) = failed {
+            warn!(namespace = %port.namespace, %addr, error = %err, waiting = waiting.len(),
+                "cannot bind ports of the range (another program holds them, or this node is out of descriptors); the others forward; retrying every {}s", REBIND_EVERY.as_secs());
+        }
+        if Box::pin(stopped_within(&port.stop_accepting, REBIND_EVERY)).await {
+            break;
+        }
+    }
+    for accepting in loops {
+        let _ = accepting.await;
+    }
+    port.fds.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    port.bound.store(false, Ordering::Relaxed);
 }
 
 /// Opens a connection to `addr`.

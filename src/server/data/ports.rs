@@ -99,6 +99,97 @@ pub fn pick(range: &RangeInclusive<u16>, taken: impl Fn(u16) -> bool, prefer: Op
     (0..span).map(|i| (low + (start + i) % span) as u16).find(|&p| !taken(p))
 }
 
+/// Binds every port of `first..first + n` with `bind`, or none: on a failure the sockets
+/// bound so far are closed (dropped) and the answer is the port that failed, with why.
+pub fn bind_block<S>(
+    ip: IpAddr,
+    first: u16,
+    n: u16,
+    bind: impl Fn(SocketAddr) -> io::Result<S>,
+) -> Result<Vec<S>, (u16, io::Error)> {
+    let mut bound = Vec::with_capacity(usize::from(n));
+    for port in block(first, n) {
+        match bind(SocketAddr::new(ip, port)) {
+            Ok(socket) => bound.push(socket),
+            Err(err) => return Err((port, err)),
+        }
+    }
+    Ok(bound)
+}
+
+/// The ports of the block of `n` from `first` (to 65535 at most).
+fn block(first: u16, n: u16) -> RangeInclusive<u16> {
+    first..=first.saturating_add(n.max(1) - 1)
+}
+
+/// The first ports of `range` where a block of `n` fits, in the order to try them:
+/// `prefer`, a few at random, then every one from a random start (so that "no free
+/// block" is only said when it is true); `None` when the range is shorter than `n`.
+fn block_starts(range: &RangeInclusive<u16>, n: u16, prefer: Option<u16>) -> Option<Vec<u16>> {
+    let (low, high) = (u32::from(*range.start()), u32::from(*range.end()));
+    let last_start = high.checked_sub(u32::from(n.max(1)) - 1).filter(|&s| s >= low)?;
+    let span = last_start - low + 1;
+    let mut rng = rand::rng();
+    let mut starts: Vec<u16> =
+        prefer.filter(|&p| (low..=last_start).contains(&u32::from(p))).into_iter().collect();
+    starts.extend((0..RANDOM_TRIES.min(span as usize)).map(|_| (low + rng.random_range(0..span)) as u16));
+    let from = rng.random_range(0..span);
+    starts.extend((0..span).map(|i| (low + (from + i) % span) as u16));
+    Some(starts)
+}
+
+/// [`allocate_with`] for a block of `n` consecutive ports (a range, issue 34): the first
+/// port of a block of `range` none of whose ports is `taken`, with every port bound;
+/// `Ok(None)` when no block is free, the error at once when out of descriptors.
+pub fn allocate_block<S>(
+    ip: IpAddr,
+    range: &RangeInclusive<u16>,
+    n: u16,
+    taken: impl Fn(u16) -> bool,
+    prefer: Option<u16>,
+    bind: impl Fn(SocketAddr) -> io::Result<S>,
+) -> io::Result<Option<(u16, Vec<S>)>> {
+    let Some(starts) = block_starts(range, n, prefer) else { return Ok(None) };
+    // A port found taken or unbindable rules out every block that holds it: remembered,
+    // so that the walk over every start costs about the range, not the range times `n`.
+    let mut bad: Option<u16> = None;
+    for first in starts {
+        let ports = block(first, n);
+        if bad.is_some_and(|p| ports.contains(&p)) {
+            continue;
+        }
+        if let Some(p) = ports.clone().find(|&p| taken(p)) {
+            bad = Some(p);
+            continue;
+        }
+        match bind_block(ip, first, n, &bind) {
+            Ok(bound) => return Ok(Some((first, bound))),
+            Err((_, err)) if out_of_descriptors(&err) => return Err(err),
+            Err((p, _)) => bad = Some(p),
+        }
+    }
+    Ok(None)
+}
+
+/// [`pick`] for a block of `n` consecutive ports: the first port of a block of `range`
+/// none of whose ports is `taken`, without binding them.
+pub fn pick_block(
+    range: &RangeInclusive<u16>,
+    n: u16,
+    taken: impl Fn(u16) -> bool,
+    prefer: Option<u16>,
+) -> Option<u16> {
+    let mut bad: Option<u16> = None;
+    block_starts(range, n, prefer)?.into_iter().find(|&first| {
+        let ports = block(first, n);
+        if bad.is_some_and(|p| ports.contains(&p)) {
+            return false;
+        }
+        bad = ports.clone().find(|&p| taken(p));
+        bad.is_none()
+    })
+}
+
 fn try_port<S>(
     ip: IpAddr,
     port: u16,

@@ -84,16 +84,25 @@ impl Running {
     /// once), then its entry leaves the port table (a connection still queued for it is
     /// reset). Its open connections are the caller's to reset ([`Port::close`]).
     pub fn stop(self, port: &Port) {
-        let addr = port.addr;
-        // Handed over: the new process steers the same keys with the same tables.
-        if !port.node.handed_over.load(Ordering::Relaxed) {
-            for (key, _) in self.steered.keys(Proto::Tcp, addr) {
-                if let Err(err) = self.steered.steering.unsteer(key) {
-                    warn!(%addr, error = %err, "cannot unsteer a removed port");
+        // A range (issue 34) holds the entries after its first that are this very port: its
+        // extent is read from the table rather than kept here (a single port's is one).
+        let first = usize::from(port.addr.port());
+        let same = |i: usize| {
+            self.table.0.get(i).is_some_and(|e| e.load().as_ref().is_some_and(|p| std::ptr::eq(&**p, port)))
+        };
+        let last = (first + 1..self.table.0.len()).take_while(|&i| same(i)).last().unwrap_or(first);
+        for n in first..=last {
+            let addr = SocketAddr::new(port.addr.ip(), n as u16);
+            // Handed over: the new process steers the same keys with the same tables.
+            if !port.node.handed_over.load(Ordering::Relaxed) {
+                for (key, _) in self.steered.keys(Proto::Tcp, addr) {
+                    if let Err(err) = self.steered.steering.unsteer(key) {
+                        warn!(%addr, error = %err, "cannot unsteer a removed port");
+                    }
                 }
             }
+            self.table.0[n].store(None);
         }
-        self.table.0[usize::from(addr.port())].store(None);
         port.bound.store(false, Ordering::Relaxed);
     }
 }
@@ -284,12 +293,20 @@ impl Steered {
 
     /// Serves `port` from now on: its entry in the port table, then its keys in the
     /// kernel's; [`Running::stop`] takes both out again. No task and no socket per port.
-    pub fn start(self: &Arc<Self>, port: Arc<Port>) -> Running {
-        let addr = port.addr;
-        let table = self.table(addr.ip());
-        table.0[usize::from(addr.port())].store(Some(port.clone()));
-        let steering =
-            self.keys(Proto::Tcp, addr).into_iter().try_for_each(|(key, to)| self.steering.steer(key, to));
+    /// A range of `n` ports from `port.addr` (issue 34; 1 for a single port) is an entry of
+    /// the port table per port, each pointing to the one `port`, and a key of the kernel's
+    /// per port; [`Self::dispatch`] tells a connection which port of the range it was made to.
+    pub fn start_range(self: &Arc<Self>, port: Arc<Port>, n: u16) -> Running {
+        let first = port.addr;
+        let table = self.table(first.ip());
+        let addrs = (0..n.max(1)).map(|i| SocketAddr::new(first.ip(), first.port() + i));
+        for addr in addrs.clone() {
+            table.0[usize::from(addr.port())].store(Some(port.clone()));
+        }
+        let addr = first;
+        let steering = addrs
+            .flat_map(|addr| self.keys(Proto::Tcp, addr))
+            .try_for_each(|(key, to)| self.steering.steer(key, to));
         match steering {
             Ok(()) => port.bound.store(true, Ordering::Relaxed),
             Err(err) => {
@@ -394,9 +411,13 @@ impl Steered {
     /// Starts serving a connection accepted on forwarding thread `thread`, or resets it
     /// when its port is not (or no longer) steered.
     fn dispatch(&self, thread: usize, client: TcpStream, peer: SocketAddr) {
-        let port = client.local_addr().ok().and_then(|local| self.find(local));
+        let port = client.local_addr().ok().and_then(|local| Some((self.find(local)?, local)));
         match port {
-            Some(port) => forward::admit(&port, port.local(thread), client, peer),
+            // A range's connection leads to its port's offset on the instances (issue 34).
+            Some((port, local)) => {
+                let offset = local.port().wrapping_sub(port.addr.port());
+                forward::admit(&port, port.local(thread), client, peer, offset)
+            }
             None => {
                 debug!(%peer, "a connection to a port no longer steered; resetting it");
                 copy::reset(&client)

@@ -106,6 +106,8 @@ enum Held {
     /// for its `Drop`, which ends it once the port is in the steering table.
     #[allow(dead_code)]
     Steered(steered::Reserved),
+    /// A range's ports (issue 34), each as above, in port order: TCP only.
+    Range(Vec<Held>),
 }
 
 /// Why a port could not be reserved.
@@ -113,6 +115,8 @@ enum Held {
 pub enum Unreserved {
     /// The port asked for is held by another program on this machine.
     Taken,
+    /// This port of the range asked for is held by another program on this machine.
+    RangeTaken(u16),
     /// No port of the range is free.
     NoFreePort,
     /// This node has no descriptor left for a new port (its open-file limit, given).
@@ -199,6 +203,56 @@ impl Reservations {
         };
         let key = RedirKey::new(namespace, protocol, port);
         self.live.held.lock().unwrap().insert(key.clone(), socket);
+        self.keys.insert(key);
+        Ok(port)
+    }
+
+    /// [`Self::reserve`] for a range of `n` consecutive TCP ports (issue 34): every port
+    /// of the block starting at `fixed`, or of a free block of `range`, none of whose ports
+    /// is `taken`, bound (or, steered, reserved) together or not at all; answers the first.
+    /// Bound mode binds `n` sockets: when they do not fit in the node's descriptors, those
+    /// bound are closed and the answer is [`Unreserved::OutOfDescriptors`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn reserve_range(
+        &mut self,
+        namespace: &str,
+        range: &std::ops::RangeInclusive<u16>,
+        n: u16,
+        fixed: Option<u16>,
+        previous: Option<u16>,
+        taken: impl Fn(u16) -> bool,
+    ) -> Result<u16, Unreserved> {
+        let served = self.live.served();
+        if !served.serves(namespace) {
+            return match fixed {
+                Some(port) => Ok(port),
+                None => ports::pick_block(range, n, taken, previous).ok_or(Unreserved::NoFreePort),
+            };
+        }
+        let ip = served.bind(namespace);
+        let steered = self.live.steered.clone();
+        let bind = |addr: SocketAddr| match &steered {
+            Some(steered) => steered.reserve(Proto::Tcp, addr).map(Held::Steered),
+            None => ports::bind(addr).map(Held::Tcp),
+        };
+        let out_of_descriptors = || Unreserved::OutOfDescriptors(ports::descriptor_limit());
+        let (port, held) = match fixed {
+            Some(first) => {
+                let held = ports::bind_block(ip, first, n, bind).map_err(|(port, err)| {
+                    if ports::out_of_descriptors(&err) {
+                        out_of_descriptors()
+                    } else {
+                        Unreserved::RangeTaken(port)
+                    }
+                })?;
+                (first, held)
+            }
+            None => ports::allocate_block(ip, range, n, taken, previous, bind)
+                .map_err(|_| out_of_descriptors())?
+                .ok_or(Unreserved::NoFreePort)?,
+        };
+        let key = RedirKey::new(namespace, Protocol::Tcp, port);
+        self.live.held.lock().unwrap().insert(key.clone(), Held::Range(held));
         self.keys.insert(key);
         Ok(port)
     }
@@ -493,6 +547,11 @@ impl LivePorts {
             match l.row.protocol {
                 // A steered port has no socket of its own: the steering goes over whole.
                 Protocol::Tcp if fds.is_empty() => {}
+                // A range's listeners (issue 34), each under its own port's address.
+                Protocol::Tcp if l.row.ports > 1 => sockets.tcp.extend(fds.into_iter().filter_map(|fd| {
+                    let local = socket2::SockRef::from(&fd).local_addr().ok()?.as_socket()?;
+                    Some((SocketAddr::new(addr.ip(), local.port()), vec![fd]))
+                })),
                 Protocol::Tcp => sockets.tcp.push((addr, fds)),
                 // A UDP port not bound right now has nothing to hand over.
                 Protocol::Udp => sockets.udp.extend(fds.pop().map(|fd| (addr, fd))),
@@ -525,9 +584,25 @@ impl LivePorts {
         &self.served
     }
 
-    /// Whether a port runs or is held here.
+    /// Whether a port runs or is held here (a range's every port does).
     pub fn uses(&self, key: &RedirKey) -> bool {
-        self.live.lock().unwrap().contains_key(key) || self.held.lock().unwrap().contains_key(key)
+        let running = {
+            let live = self.live.lock().unwrap();
+            let below = RedirKey { port: 0, ..key.clone() }..=key.clone();
+            live.range(below).next_back().is_some_and(|(_, l)| l.row.covers(key.port))
+        };
+        running || {
+            let held = self.held.lock().unwrap();
+            held.contains_key(key)
+                || held.iter().any(|(k, h)| match h {
+                    Held::Range(parts) => {
+                        k.namespace == key.namespace
+                            && k.protocol == key.protocol
+                            && (k.port..k.port.saturating_add(parts.len() as u16)).contains(&key.port)
+                    }
+                    _ => false,
+                })
+        }
     }
 
     /// Makes the running ports follow a change of the table: only the keys it touched.
@@ -645,9 +720,13 @@ impl LivePorts {
                 let mut live = self.live.lock().unwrap();
                 match (live.get_mut(&key), &want) {
                     (None, None) => continue,
-                    // The same application: everything else changes in place, for new
-                    // connections; open ones keep what they started with.
-                    (Some(l), Some((row, limits, log, _))) if l.row.app_id == row.app_id => {
+                    // The same application on the same ports: everything else changes in
+                    // place, for new connections; open ones keep what they started with. (A
+                    // range of another size at the same first port, issue 34, is another
+                    // port: stopped, then started.)
+                    (Some(l), Some((row, limits, log, _)))
+                        if l.row.app_id == row.app_id && l.row.ports == row.ports =>
+                    {
                         if l.running.update_limits(limits, |new| self.tcp_limits(new)) {
                             info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol,
                                 "new limits for new connections");
@@ -734,8 +813,14 @@ impl LivePorts {
             Limits::Tcp(limits) => {
                 // Bound (or steered) here rather than in the port's task, so that the state
                 // this node publishes right after reconciling says whether the port listens.
+                // A range's ports (issue 34) are bound by its own path, below.
+                let (held, range) = match held {
+                    Some(Held::Range(parts)) => (None, Some(parts)),
+                    other => (other, None),
+                };
                 let listeners = match &self.steered {
                     Some(_) => None,
+                    None if row.ports > 1 => None,
                     None => {
                         let inherited = self.inherited.lock().unwrap().remove(&addr);
                         let held = match held {
@@ -762,8 +847,15 @@ impl LivePorts {
                 ));
                 match &self.steered {
                     Some(steered) => {
-                        let running = steered.start(port.clone());
+                        let running = steered.start_range(port.clone(), row.ports);
+                        drop(range);
                         Running::Steered(port, running)
+                    }
+                    None if row.ports > 1 => {
+                        let listeners = self.range_listeners(addr, row.ports, range);
+                        port.bound.store(listeners.iter().all(Option::is_some), Ordering::Relaxed);
+                        let task = tokio::spawn(forward::run_range(port.clone(), row.ports, listeners));
+                        Running::Bound(port, task)
                     }
                     None => {
                         port.bound.store(listeners.is_some(), Ordering::Relaxed);
@@ -828,6 +920,24 @@ impl LivePorts {
         info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol, app = %row.app_id, "port live");
         let key = row.key();
         self.live.lock().unwrap().insert(key, Live { row, labels, logged, running });
+    }
+
+    /// The listeners of a range's `n` ports from `first` (issue 34), bound mode: those its
+    /// reservation bound, else handed over by the process this one replaces, else bound now;
+    /// `None` for a port that cannot be bound now (its task tries again).
+    fn range_listeners(&self, first: SocketAddr, n: u16, held: Option<Vec<Held>>) -> Vec<Option<Listeners>> {
+        let mut held = held.unwrap_or_default().into_iter();
+        let mut inherited = self.inherited.lock().unwrap();
+        (0..n)
+            .map(|i| {
+                let addr = SocketAddr::new(first.ip(), first.port() + i);
+                let reserved = match held.next() {
+                    Some(Held::Tcp(listeners)) => Some(listeners),
+                    _ => None,
+                };
+                reserved.or_else(|| inherited.remove(&addr)).or_else(|| ports::bind(addr).ok())
+            })
+            .collect()
     }
 
     async fn stop_one(&self, live: Live) {
@@ -1010,6 +1120,7 @@ mod tests {
         Record::Redir(RedirRow {
             namespace: "default".into(),
             port,
+            ports: 1,
             protocol: Protocol::Tcp,
             app_id: "app_1".into(),
             settings: Default::default(),

@@ -244,9 +244,19 @@ impl Table {
         self.quarantine.values().filter(|q| q.waits_for(self.nodes.values()).is_empty()).cloned().collect()
     }
 
-    /// Whether a namespace's port of `protocol` is held by a redirection.
+    /// Whether a namespace's port of `protocol` is held by a redirection (a range's every
+    /// port is).
     pub fn port_taken(&self, namespace: &str, protocol: Protocol, port: u16) -> bool {
-        self.redirs.contains_key(&RedirKey::new(namespace, protocol, port))
+        self.holder(namespace, protocol, port).is_some()
+    }
+
+    /// The redirection that holds a namespace's port of `protocol`: the one at that port, or
+    /// the range that covers it. Redirections never overlap, so only the nearest at or below
+    /// the port can: one lookup.
+    pub fn holder(&self, namespace: &str, protocol: Protocol, port: u16) -> Option<&RedirRow> {
+        let below = RedirKey::new(namespace, protocol, 0)..=RedirKey::new(namespace, protocol, port);
+        let (_, row) = self.redirs.range(below).next_back()?;
+        row.covers(port).then_some(&**row)
     }
 }
 
@@ -263,6 +273,7 @@ mod tests {
         RedirRow {
             namespace: "default".into(),
             port,
+            ports: 1,
             protocol: Protocol::Tcp,
             app_id: "app_1".into(),
             settings: Default::default(),

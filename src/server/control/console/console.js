@@ -8,6 +8,8 @@
 
 (() => {
   const POLL_MS = 2500;
+  // The most consecutive ports one redirection takes (the server's store may take fewer).
+  const MAX_RANGE_PORTS = 1000;
   const HISTORY_MS = 5 * 60 * 1000;
   const STORAGE_KEY = 'tcp-redirs.credential';
   const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -654,7 +656,7 @@
     if (redir) {
       const address = redir.address || `${protocol}://${ns.publicHost || 'localhost'}:${redir.port}/`;
       main.append(
-        el('p', { class: 'where' }, 'Port ', el('span', { class: 'port', text: redir.port }), ' ', el('code', { class: 'address', text: address }),
+        el('p', { class: 'where' }, redir.lastPort ? 'Ports ' : 'Port ', el('span', { class: 'port', text: portsText(redir) }), ' ', el('code', { class: 'address', text: address }),
           el('button', { type: 'button', class: 'quiet copy', 'data-focus': `copy-${id}`, 'aria-label': `Copy ${address}`, onclick: () => copy(address) }, 'Copy')),
       );
       for (const issue of issues) main.append(el('p', { class: 'warning', text: `Warning: ${issue}.` }));
@@ -686,6 +688,11 @@
       actions.append(el('button', { type: 'button', class: 'settings', 'data-focus': `settings-${id}`, 'aria-expanded': ui.editing ? 'true' : 'false', 'aria-controls': `settings-${id}`, 'aria-label': `Settings of the ${kind} on port ${redir.port} in ${name}`, onclick: () => editRow(name, protocol, !ui.editing) }, 'Settings'));
       actions.append(el('button', { type: 'button', class: 'danger delete', 'data-focus': `delete-${id}`, 'aria-label': `Delete the ${kind} on port ${redir.port} in ${name}`, onclick: () => confirmRow(name, protocol, true) }, 'Delete'));
     } else {
+      // A TCP redirection may take a range of consecutive ports (issue 34): 1 by default.
+      if (protocol === 'tcp') {
+        actions.append(el('label', { class: 'ports-count', for: `ports-${id}` }, 'Ports ',
+          el('input', { type: 'number', id: `ports-${id}`, class: 'ports', min: '1', max: String(MAX_RANGE_PORTS), value: ui.ports || '1', inputmode: 'numeric', 'aria-label': `How many consecutive ports the ${kind} in ${name} takes`, oninput: (event) => { ui.ports = event.target.value; } })));
+      }
       actions.append(el('button', { type: 'button', class: 'primary create', 'data-focus': `create-${id}`, 'aria-label': `Create a ${kind} in ${name}`, onclick: () => createRedir(name, protocol) }, 'Create'));
     }
     parts.push(actions);
@@ -914,18 +921,27 @@
     return r.namespace === namespace && protocolOf(r) === protocol;
   }
 
+  /** A redirection's ports for people: `5000`, or `5000-5099` for a range. */
+  function portsText(redir) {
+    return redir.lastPort ? `${redir.port}-${redir.lastPort}` : String(redir.port);
+  }
+
   function createRedir(namespace, protocol) {
     const { org, app } = state.route;
     const what = protocol === 'tcp' ? 'Redirection' : `${protocol.toUpperCase()} redirection`;
+    const body = { namespace };
+    const ports = Number(rowUi(namespace, protocol).ports || 1);
+    if (ports > 1) body.ports = ports;
     return rowCall(
       namespace,
       protocol,
       'creating',
-      () => api('POST', `${appPath(org, app)}/${protocol}Redirs`, { namespace }),
+      () => api('POST', `${appPath(org, app)}/${protocol}Redirs`, body),
       (redir) => {
+        rowUi(namespace, protocol).ports = '';
         state.redirs = state.redirs.filter((r) => !isRow(r, namespace, protocol)).concat([redir]);
         record(state.app, state.redirs);
-        announce(`${what} created in ${namespace}: port ${redir.port}.`);
+        announce(`${what} created in ${namespace}: ${redir.lastPort ? 'ports' : 'port'} ${portsText(redir)}.`);
       },
     );
   }

@@ -84,6 +84,7 @@ impl Gateway {
         new: &NewTcpRedir,
     ) -> Result<TcpRedir, Error> {
         validate::namespace(&new.namespace)?;
+        validate::ports_shape(new)?;
         let org = self.org(caller, org_id).await?;
         let item = NewTcpRedirItem { application: app_id.to_owned(), protocol, redirection: new.clone() };
         self.make(&org, std::slice::from_ref(&item)).await?.pop().flatten().unwrap_or_else(|| Err(gap()))
@@ -161,11 +162,12 @@ impl Gateway {
             self.synced.look_again(all_known).await;
         }
         let mut plans = Vec::with_capacity(items.len());
+        let most = self.synced.store().max_range_ports();
         {
             let table = self.table();
             let existing = existing_ports(&table, &wanted);
             for (index, item) in items.iter().enumerate() {
-                match plan(&table, org, index, item, &existing) {
+                match plan(&table, org, index, item, &existing, most) {
                     Ok(plan) => plans.push(plan),
                     Err(e) => outcomes[index] = Some(Err(e)),
                 }
@@ -212,7 +214,7 @@ impl Gateway {
                 let picked = picked.entry((plan.ns.name.clone(), plan.row.protocol)).or_default();
                 match self.reserve(&mut reserved, &plan, picked) {
                     Ok(port) => {
-                        picked.insert(port);
+                        picked.extend(port..=port.saturating_add(plan.row.ports - 1));
                         plan.row.port = port;
                         claiming.push(plan);
                     }
@@ -244,9 +246,9 @@ impl Gateway {
                         reserved.claimed(&key);
                         made.push((plan.index, RedirRow { revision, ..plan.row }));
                     }
-                    Err(StoreError::Conflict(Conflict::PortTaken | Conflict::Quarantined(_)))
-                        if plan.fixed.is_none() =>
-                    {
+                    Err(StoreError::Conflict(
+                        Conflict::PortTaken | Conflict::RangeTaken(_) | Conflict::Quarantined(_),
+                    )) if plan.fixed.is_none() => {
                         reserved.release(&key);
                         plans.push(plan);
                     }
@@ -261,8 +263,7 @@ impl Gateway {
             }
         }
         for plan in plans {
-            outcomes[plan.index] =
-                Some(Err(Error::no_free_port(&plan.ns.name, *plan.range.start(), *plan.range.end())));
+            outcomes[plan.index] = Some(Err(no_free_block(&plan)));
         }
         Ok(made)
     }
@@ -279,6 +280,9 @@ impl Gateway {
                 || self.port_taken(&key)
                 || !self.table().quarantine_waits(&key, app).is_empty()
         };
+        if plan.row.ports > 1 {
+            return self.reserve_range(reserved, plan, taken);
+        }
         if let Some(port) = plan.fixed {
             let waits = self.table().quarantine_waits(&RedirKey::new(ns, protocol, port), app);
             if !waits.is_empty() {
@@ -290,10 +294,50 @@ impl Gateway {
         }
         reserved.reserve(ns, protocol, &plan.range, plan.fixed, plan.previous, taken).map_err(|why| match why
         {
-            Unreserved::Taken => Error::port_taken(plan.fixed.unwrap_or_default(), ns),
+            Unreserved::Taken | Unreserved::RangeTaken(_) => {
+                Error::port_taken(plan.fixed.unwrap_or_default(), ns)
+            }
             Unreserved::NoFreePort => Error::no_free_port(ns, *plan.range.start(), *plan.range.end()),
             Unreserved::OutOfDescriptors(limit) => Error::out_of_descriptors(&self.node, limit),
         })
+    }
+
+    /// [`Self::reserve`] for a range (issue 34): every port of the block asked for free
+    /// (the first one found taken is named, and none is reserved), or a free block.
+    fn reserve_range(
+        &self,
+        reserved: &mut Reservations,
+        plan: &Plan,
+        taken: impl Fn(u16) -> bool,
+    ) -> Result<u16, Error> {
+        let (ns, n, app) = (&plan.ns.name, plan.row.ports, plan.row.app_id.as_str());
+        if let Some(first) = plan.fixed {
+            for port in first..=first.saturating_add(n - 1) {
+                let key = RedirKey::new(ns, plan.row.protocol, port);
+                let waits = self.table().quarantine_waits(&key, app);
+                if !waits.is_empty() {
+                    return Err(Error::port_quarantined(port, ns, &waits));
+                }
+                if taken(port) {
+                    return Err(Error::range_port_taken(port, first, n, ns));
+                }
+            }
+        }
+        reserved.reserve_range(ns, &plan.range, n, plan.fixed, plan.previous, taken).map_err(
+            |why| match why {
+                Unreserved::Taken => Error::range_port_taken(
+                    plan.fixed.unwrap_or_default(),
+                    plan.fixed.unwrap_or_default(),
+                    n,
+                    ns,
+                ),
+                Unreserved::RangeTaken(port) => {
+                    Error::range_port_taken(port, plan.fixed.unwrap_or(port), n, ns)
+                }
+                Unreserved::NoFreePort => no_free_block(plan),
+                Unreserved::OutOfDescriptors(limit) => Error::out_of_descriptors(&self.node, limit),
+            },
+        )
     }
 
     /// The error a single `add` answers for a claim the store refused.
@@ -301,6 +345,9 @@ impl Gateway {
         let ns = &plan.ns.name;
         match err {
             StoreError::Conflict(Conflict::PortTaken) => Error::port_taken(plan.row.port, ns),
+            StoreError::Conflict(Conflict::RangeTaken(port)) => {
+                Error::range_port_taken(port, plan.row.port, plan.row.ports, ns)
+            }
             StoreError::Conflict(Conflict::AppHasOne(p)) => {
                 Error::already_redirected(plan.row.protocol, p, ns)
             }
@@ -336,6 +383,20 @@ impl Gateway {
     }
 }
 
+/// The error of a redirection for which no free port (or block of ports, for a range) was
+/// found in its range.
+fn no_free_block(plan: &Plan) -> Error {
+    let (ns, min, max) = (&plan.ns.name, *plan.range.start(), *plan.range.end());
+    match plan.row.ports {
+        1 => Error::no_free_port(ns, min, max),
+        n => {
+            let mut e = Error::no_free_port(ns, min, max);
+            e.message = format!("no block of {n} consecutive free ports: {}", e.message);
+            e
+        }
+    }
+}
+
 /// The checks of what the API's document states, made on every redirection of a batch
 /// before any is made: the batch is refused whole when one fails.
 fn check_shape(new: &NewTcpRedir) -> Result<(), Error> {
@@ -343,6 +404,7 @@ fn check_shape(new: &NewTcpRedir) -> Result<(), Error> {
     if new.port == Some(0) {
         return Err(Error::bad_port("0"));
     }
+    validate::ports_shape(new)?;
     validate::settings(&new.settings)
 }
 
@@ -362,6 +424,7 @@ fn plan(
     index: usize,
     item: &NewTcpRedirItem,
     existing: &HashMap<(String, String, Protocol), u16>,
+    most: u16,
 ) -> Result<Plan, Error> {
     let new = &item.redirection;
     let app = table
@@ -373,12 +436,14 @@ fn plan(
     let protocol = item.protocol;
     validate::redirection(&ns, &new.settings, protocol)?;
     let range = validate::ports_for(&ns, new)?;
+    let ports = validate::port_count(&ns, new, protocol, &range, most)?;
     if let Some(&port) = existing.get(&(app.id.clone(), ns.name.clone(), protocol)) {
         return Err(Error::already_redirected(protocol, port, &ns.name));
     }
     let row = RedirRow {
         namespace: ns.name.clone(),
         port: 0,
+        ports,
         protocol,
         app_id: app.id.clone(),
         settings: new.settings.clone(),

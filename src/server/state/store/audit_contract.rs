@@ -35,6 +35,7 @@ fn redir(app: &str, namespace: &str, port: u16) -> RedirRow {
     RedirRow {
         namespace: namespace.into(),
         port,
+        ports: 1,
         protocol: Protocol::Tcp,
         app_id: app.into(),
         settings: Default::default(),

@@ -31,6 +31,7 @@ fn redir(app: &str, namespace: &str, port: u16) -> RedirRow {
     RedirRow {
         namespace: namespace.into(),
         port,
+        ports: 1,
         protocol: Protocol::Tcp,
         app_id: app.into(),
         settings: Default::default(),
@@ -502,6 +503,157 @@ async fn a_snapshot_of_a_large_table_holds_every_row(store: Arc<dyn Store>) {
         let stored = &table.redirs[&row.key()];
         assert_eq!((&stored.app_id, &stored.settings), (&row.app_id, &row.settings));
     }
+}
+
+/// `app`'s range of `n` TCP ports from `first` (issue 34).
+fn range(app: &str, first: u16, n: u16) -> RedirRow {
+    RedirRow { ports: n, ..redir(app, "default", first) }
+}
+
+/// Issue 34: a range is claimed whole or not at all, never over another redirection (a
+/// single port in it, or another range), and a single port inside it is refused; it comes
+/// back whole from a snapshot and the watch, is released whole (every port quarantined),
+/// and its application takes it back at once, which lifts every port's quarantine.
+async fn a_range_is_claimed_whole_or_not_at_all(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    store.create_org(&acme).await.unwrap();
+    for id in ["app_1", "app_2", "app_3", "app_4", "app_5"] {
+        store.create_app(&app(id, &acme)).await.unwrap();
+    }
+    let start = store.claim(&redir("app_1", "default", 6010), &acme.id, None).await.unwrap();
+    let mut changes = store.watch(start).await.unwrap();
+    assert_eq!(
+        conflict(store.claim(&range("app_2", 6000, 20), &acme.id, None).await),
+        Conflict::RangeTaken(6010)
+    );
+    let table = Table::load(store.snapshot().await.unwrap());
+    assert_eq!(table.redirs.len(), 1, "nothing of the refused range was claimed: {:?}", table.redirs.keys());
+    let claimed = store.claim(&range("app_2", 6011, 20), &acme.id, None).await.unwrap();
+    // A single port inside it, a range over its end or its start, are refused.
+    assert_eq!(
+        conflict(store.claim(&redir("app_3", "default", 6020), &acme.id, None).await),
+        Conflict::PortTaken
+    );
+    assert_eq!(
+        conflict(store.claim(&redir("app_3", "default", 6030), &acme.id, None).await),
+        Conflict::PortTaken
+    );
+    assert_eq!(
+        conflict(store.claim(&range("app_4", 6030, 5), &acme.id, None).await),
+        Conflict::RangeTaken(6030)
+    );
+    assert_eq!(
+        conflict(store.claim(&range("app_4", 6005, 10), &acme.id, None).await),
+        Conflict::RangeTaken(6010)
+    );
+    // Right after it, and the same numbers in UDP, are free.
+    store.claim(&redir("app_3", "default", 6031), &acme.id, None).await.unwrap();
+    store.claim(&udp("app_4", "default", 6020), &acme.id, None).await.unwrap();
+    // A batch: a range in its turn, seeing the rows before it.
+    let outcomes = store
+        .claim_many(
+            &[redir("app_5", "default", 6040), range("app_4", 6040, 3), range("app_4", 6041, 3)],
+            &acme.id,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(outcomes[0].is_ok(), "{outcomes:?}");
+    assert!(matches!(&outcomes[1], Err(StoreError::Conflict(Conflict::RangeTaken(6040)))), "{outcomes:?}");
+    assert!(outcomes[2].is_ok(), "{outcomes:?}");
+
+    let table = Table::load(store.snapshot().await.unwrap());
+    let row = &table.redirs[&RedirKey::new("default", Protocol::Tcp, 6011)];
+    assert_eq!((row.ports, row.last_port(), row.app_id.as_str()), (20, 6030, "app_2"));
+    assert_eq!(table.holder("default", Protocol::Tcp, 6025).map(|r| r.port), Some(6011));
+    assert_eq!(table.holder("default", Protocol::Tcp, 6031).map(|r| r.port), Some(6031));
+    assert!(table.holder("default", Protocol::Tcp, 6032).is_none());
+    assert_eq!(
+        table.redirs.keys().filter(|k| k.protocol == Protocol::Tcp).count(),
+        5,
+        "{:?}",
+        table.redirs.keys()
+    );
+    // The watch carries it as one row with its extent.
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e: &super::Event| e.revision == claimed) {
+        seen.extend(changes.recv().await.unwrap().unwrap());
+    }
+    let put: Vec<&RedirRow> = seen
+        .iter()
+        .filter_map(|e| match &e.change {
+            super::Change::Put(Record::Redir(r)) if e.revision == claimed => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(put.iter().map(|r| (r.port, r.ports)).collect::<Vec<_>>(), [(6011, 20)]);
+
+    // Released whole: every port free, every port quarantined for app_2.
+    store.release(&range("app_2", 6011, 20), &acme.id).await.unwrap();
+    let held: Vec<(u16, String)> =
+        quarantines(&store).await.into_iter().filter(|(_, a)| a == "app_2").collect();
+    assert_eq!(held, (6011..=6030).map(|p| (p, "app_2".to_owned())).collect::<Vec<_>>());
+    let table = Table::load(store.snapshot().await.unwrap());
+    assert!(table.holder("default", Protocol::Tcp, 6020).is_none());
+    assert_eq!(store.previous_port("app_2", "default", Protocol::Tcp).await.unwrap(), Some(6011));
+    // Taken back at once by its application: every quarantine of it is lifted.
+    store.claim(&range("app_2", 6011, 20), &acme.id, None).await.unwrap();
+    assert!(quarantines(&store).await.iter().all(|(_, a)| a != "app_2"), "{:?}", quarantines(&store).await);
+    // The application's removal takes its range with it.
+    store.remove_app("app_2").await.unwrap();
+    let table = Table::load(store.snapshot().await.unwrap());
+    assert!(table.holder("default", Protocol::Tcp, 6020).is_none());
+    store.claim(&redir("app_5", "cleverapps", 6020), &acme.id, None).await.unwrap();
+    store.release(&redir("app_3", "default", 6031), &acme.id).await.unwrap();
+    store.claim(&range("app_3", 6012, 19), &acme.id, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_a_range_is_claimed_whole_or_not_at_all() {
+    let (store, _dir) = sqlite();
+    a_range_is_claimed_whole_or_not_at_all(store).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_a_range_is_claimed_whole_or_not_at_all() {
+    let (store, _etcd) = etcd().await;
+    a_range_is_claimed_whole_or_not_at_all(store).await;
+}
+
+/// Issue 34: the largest range a store takes is claimed and released whole, within the
+/// backend's transaction (etcd: 128 operations).
+async fn the_largest_range_fits_in_one_transaction(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    store.create_org(&acme).await.unwrap();
+    store.create_app(&app("app_1", &acme)).await.unwrap();
+    store.create_app(&app("app_2", &acme)).await.unwrap();
+    let n = store.max_range_ports().min(200);
+    store.put_node(&node("n1", 0)).await.unwrap();
+    store.claim(&range("app_1", 7000, n), &acme.id, None).await.unwrap();
+    store.claim(&udp("app_1", "default", 7000), &acme.id, None).await.unwrap();
+    store.release(&range("app_1", 7000, n), &acme.id).await.unwrap();
+    store.claim(&range("app_1", 7000, n), &acme.id, None).await.unwrap();
+    assert_eq!(
+        conflict(store.claim(&range("app_2", 7000 + n - 1, n), &acme.id, None).await),
+        Conflict::RangeTaken(7000 + n - 1)
+    );
+    store.remove_app("app_1").await.unwrap();
+    let table = Table::load(store.snapshot().await.unwrap());
+    assert!(table.redirs.is_empty(), "{:?}", table.redirs.keys());
+}
+
+#[tokio::test]
+async fn sqlite_the_largest_range_fits_in_one_transaction() {
+    let (store, _dir) = sqlite();
+    the_largest_range_fits_in_one_transaction(store).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_the_largest_range_fits_in_one_transaction() {
+    let (store, _etcd) = etcd().await;
+    the_largest_range_fits_in_one_transaction(store).await;
 }
 
 /// A node's record at `revision` (through serde, so that a field added with a default

@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | `orgs/{id}`, `orgnames/{name}` | an organisation; its id (the name's claim) |
 //! | `apps/{id}`, `appnames/{org}/{name}` | an application with its instances and health-check settings; its id |
-//! | `redirs/{namespace}/{port}` | a TCP redirection: the port's claim |
+//! | `redirs/{namespace}/{port}` | a TCP redirection: the port's claim; a range's first port holds the redirection, each other port a member, `{"rangeOf":FIRST}` (issue 34) |
 //! | `appns/{app}/{namespace}` | its port: the application's one TCP redirection in the namespace |
 //! | `prev/{app}/{namespace}` | the TCP port it last released there |
 //! | `udpredirs/…`, `udpappns/…`, `udpprev/…` | the same three for UDP, whose ports are a space of their own |
@@ -26,6 +26,16 @@
 //! the organisation's counter is still the one read, so two nodes can never hand out the
 //! same port, nor give an application two redirections, nor pass a quota together. A
 //! failed comparison is retried with fresh reads when it was only the counter that moved.
+//!
+//! **Ranges** (issue 34). A range claims every port's key in its one transaction (each
+//! compared absent, each port's quarantine compared as read), so that it is never taken in
+//! part, and a single port's claim, which compares its one key, sees a range's member there
+//! as it sees another redirection. A range's release deletes every key and puts a
+//! quarantine on every port, in one transaction too: hence [`MAX_RANGE_PORTS`], which keeps
+//! both under etcd's 128 comparisons and operations. Members are not records: the snapshot
+//! and the watch skip their puts (a member's delete names a key the table does not hold,
+//! which changes nothing). An application's removal releases its ranges first, each in its
+//! own transaction, then removes the application with the rest.
 //!
 //! **Quarantine** (issue 31). A release (or an application's removal) puts the port in
 //! `quarantine/…` in the same transaction, whose mod revision is the removal's. A claim of
@@ -87,6 +97,12 @@ use crate::wire::{
     TokenInfo,
 };
 
+/// The most ports of one range (issue 34): its release deletes a key and puts a quarantine
+/// per port, with its application's keys, the counter and its event, in one transaction
+/// of at most [`MAX_TXN_OPS`] operations.
+const MAX_RANGE_PORTS: u16 = 50;
+/// The start of the value of a range's other ports' keys (a member): `{"rangeOf":FIRST}`.
+const MEMBER: &[u8] = b"{\"rangeOf\":";
 /// How many times a write whose only failed comparison was a counter is tried again.
 const RETRIES: usize = 32;
 /// The most rows one transaction of [`Store::claim_many`] claims: each row compares its
@@ -432,6 +448,8 @@ impl Etcd {
         let record = match kind {
             "orgs" => serde_json::from_slice(value).map(Record::Org),
             "apps" => serde_json::from_slice(value).map(Record::App),
+            // A range's other ports (issue 34): part of its claim, not records.
+            "redirs" | "udpredirs" if value.starts_with(MEMBER) => return None,
             "redirs" | "udpredirs" => serde_json::from_slice::<RedirRow>(value).map(|row| {
                 // The key says the protocol, whatever the value does.
                 let protocol = if kind == "udpredirs" { Protocol::Udp } else { Protocol::Tcp };
@@ -845,6 +863,144 @@ impl Etcd {
         Ok(self.get(&self.key(&[key])).await?.is_some())
     }
 
+    /// Releases the application's ranges (issue 34), each in a transaction of its own, so
+    /// that its removal's one transaction stays within etcd's operations (a range's
+    /// release costs two per port). A removal stopped between the two leaves the
+    /// application with fewer redirections, which a second removal finishes.
+    async fn release_ranges_of(&self, app_id: &str) -> StoreResult<()> {
+        let Some(kv) = self.get(&self.key(&["apps", app_id])).await? else { return Ok(()) };
+        let app: Application = serde_json::from_slice(kv.value())?;
+        let prefix = self.key(&[protocol_kind(Protocol::Tcp, "appns"), app_id, ""]);
+        for held in self.get_prefix(&prefix).await? {
+            let namespace =
+                String::from_utf8_lossy(held.key()).rsplit('/').next().unwrap_or_default().to_owned();
+            let Ok(port) = String::from_utf8_lossy(held.value()).parse::<u16>() else { continue };
+            let Some(head) = self.get(&self.redir_key(&namespace, Protocol::Tcp, port)).await? else {
+                continue;
+            };
+            let Ok(row) = serde_json::from_slice::<RedirRow>(head.value()) else { continue };
+            if row.ports > 1 && row.app_id == app_id {
+                match self.release(&row, &app.owner_id).await {
+                    Ok(_) | Err(StoreError::Conflict(Conflict::NotFound)) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims a range (issue 34) in one transaction of its own: every port's key absent and
+    /// its quarantine as read (or none), the application's slot in the namespace free, the
+    /// application there, every node past the removals it lifts, the organisation's counter
+    /// unchanged. [`Conflict::RangeTaken`] names the lowest port another redirection holds.
+    async fn claim_range(&self, row: &RedirRow, org_id: &str, quota: Option<u32>) -> StoreResult<Revision> {
+        let ports: Vec<u16> = (row.port..=row.last_port()).collect();
+        let redir_keys: Vec<String> =
+            ports.iter().map(|&p| self.redir_key(&row.namespace, row.protocol, p)).collect();
+        let quarantine_keys: Vec<String> =
+            ports.iter().map(|&p| self.quarantine_key(&row.namespace, row.protocol, p)).collect();
+        let appns_key = self.appns_key(&row.app_id, &row.namespace, row.protocol);
+        let app_key = self.key(&["apps", &row.app_id]);
+        let quota_key = self.key(&["quota", org_id]);
+        let applied_prefix = self.key(&["applied", ""]);
+        let member = format!("{{\"rangeOf\":{}}}", row.port);
+        for _ in 0..RETRIES {
+            let mut gets = vec![
+                TxnOp::get(quota_key.as_str(), None),
+                TxnOp::get(applied_prefix.as_str(), Some(GetOptions::new().with_prefix())),
+            ];
+            gets.extend(quarantine_keys.iter().map(|k| TxnOp::get(k.as_str(), None)));
+            let read = self.read_txn(gets).await?;
+            let answers = read.op_responses();
+            let counter = match found(&answers, 0) {
+                Some(kv) => (String::from_utf8_lossy(kv.value()).parse().unwrap_or(0u64), kv.mod_revision()),
+                None => (0, 0),
+            };
+            let applied: Vec<(String, Revision)> = match answers.get(1) {
+                Some(TxnOpResponse::Get(get)) => get
+                    .kvs()
+                    .iter()
+                    .filter_map(|kv| {
+                        let name = std::str::from_utf8(kv.key()).ok()?.strip_prefix(&applied_prefix)?;
+                        Some((name.to_owned(), String::from_utf8_lossy(kv.value()).parse().ok()?))
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let mut compares = Vec::with_capacity(2 * ports.len() + 4);
+            let mut puts = Vec::with_capacity(2 * ports.len() + 3);
+            let mut confirmed_past = 0;
+            for (n, key) in quarantine_keys.iter().enumerate() {
+                match found(&answers, 2 + n) {
+                    Some(kv) => {
+                        let q: Quarantine = serde_json::from_slice(kv.value())?;
+                        if q.app_id != row.app_id {
+                            let waits: Vec<String> = applied
+                                .iter()
+                                .filter(|(_, r)| *r < kv.mod_revision())
+                                .map(|(name, _)| name.clone())
+                                .collect();
+                            if !waits.is_empty() {
+                                return Err(StoreError::Conflict(Conflict::Quarantined(waits)));
+                            }
+                            confirmed_past = confirmed_past.max(kv.mod_revision());
+                        }
+                        compares.push(Compare::mod_revision(
+                            key.as_str(),
+                            CompareOp::Equal,
+                            kv.mod_revision(),
+                        ));
+                        puts.push(TxnOp::delete(key.as_str(), None));
+                    }
+                    None => compares.push(Compare::create_revision(key.as_str(), CompareOp::Equal, 0)),
+                }
+            }
+            if let Some(quota) = quota.filter(|&q| counter.0 >= u64::from(q)) {
+                return Err(StoreError::Conflict(Conflict::Quota(quota)));
+            }
+            for (n, key) in redir_keys.iter().enumerate() {
+                compares.push(Compare::create_revision(key.as_str(), CompareOp::Equal, 0));
+                let value = if n == 0 { json(row)? } else { member.clone() };
+                puts.push(TxnOp::put(key.as_str(), value, None));
+            }
+            compares.push(Compare::create_revision(appns_key.as_str(), CompareOp::Equal, 0));
+            compares.push(Compare::create_revision(app_key.as_str(), CompareOp::Greater, 0));
+            if confirmed_past > 0 {
+                compares.push(self.all_applied(confirmed_past, applied.is_empty()));
+            }
+            compares.push(Compare::mod_revision(quota_key.as_str(), CompareOp::Equal, counter.1));
+            puts.push(TxnOp::put(appns_key.as_str(), row.port.to_string(), None));
+            puts.push(TxnOp::put(quota_key.as_str(), (counter.0 + 1).to_string(), None));
+            puts.extend(self.event_ops(vec![Entry::new(
+                EventKind::RedirectionAdded,
+                Some(org_id),
+                Some(&row.app_id),
+                None::<&()>,
+                Some(row),
+            )])?);
+            let mut gets = vec![TxnOp::get(appns_key.as_str(), None), TxnOp::get(app_key.as_str(), None)];
+            gets.extend(redir_keys.iter().map(|k| TxnOp::get(k.as_str(), None)));
+            let txn = Txn::new().when(compares).and_then(puts).or_else(gets);
+            match self.txn(txn).await? {
+                Ok(revision) => return Ok(revision),
+                Err(answers) => {
+                    if let Some(kv) = found(&answers, 0) {
+                        let port = String::from_utf8_lossy(kv.value()).parse().unwrap_or(0);
+                        return Err(StoreError::Conflict(Conflict::AppHasOne(port)));
+                    }
+                    if found(&answers, 1).is_none() {
+                        return Err(StoreError::Conflict(Conflict::NotFound));
+                    }
+                    if let Some(n) = (0..ports.len()).find(|&n| found(&answers, 2 + n).is_some()) {
+                        return Err(StoreError::Conflict(Conflict::RangeTaken(ports[n])));
+                    }
+                    debug!(org = org_id, "the organisation's counter, a quarantine or a node moved during a range's claim; trying again");
+                }
+            }
+        }
+        Err(StoreError::Unavailable("etcd: the organisation kept changing; try again".into()))
+    }
+
     /// Claims the rows `chunk` indexes in one transaction, retried without the rows that
     /// conflict; sets their outcomes. Whether any row was claimed; an `Err` leaves the
     /// outcomes of `chunk`'s remaining rows unset.
@@ -1092,6 +1248,10 @@ struct ClaimReads {
 impl Store for Etcd {
     fn describe(&self) -> String {
         format!("etcd at {}", self.endpoints)
+    }
+
+    fn max_range_ports(&self) -> u16 {
+        MAX_RANGE_PORTS
     }
 
     async fn snapshot(&self) -> StoreResult<Snapshot> {
@@ -1365,6 +1525,7 @@ impl Store for Etcd {
 
     async fn remove_app(&self, app_id: &str) -> StoreResult<Revision> {
         let key = self.key(&["apps", app_id]);
+        self.release_ranges_of(app_id).await?;
         for _ in 0..RETRIES {
             let kv = self.get(&key).await?.ok_or(StoreError::Conflict(Conflict::NotFound))?;
             let app: Application = serde_json::from_slice(kv.value())?;
@@ -1400,6 +1561,7 @@ impl Store for Etcd {
                     let row = RedirRow {
                         namespace,
                         port,
+                        ports: 1,
                         protocol: *protocol,
                         app_id: app_id.to_owned(),
                         settings: Default::default(),
@@ -1462,6 +1624,15 @@ impl Store for Etcd {
             let (mut chunk, mut later, mut keys) = (Vec::new(), Vec::new(), HashSet::new());
             while let Some(i) = queue.pop_front() {
                 let row = &rows[i];
+                if row.ports > 1 {
+                    // A range goes in a transaction of its own (issue 34), in its turn.
+                    if chunk.is_empty() {
+                        chunk.push(i);
+                    } else {
+                        later.push(i);
+                    }
+                    break;
+                }
                 let port_key = (0u8, row.protocol, row.namespace.as_str(), row.port.to_string());
                 let app_key = (1u8, row.protocol, row.namespace.as_str(), row.app_id.clone());
                 if keys.contains(&port_key) || keys.contains(&app_key) {
@@ -1477,6 +1648,24 @@ impl Store for Etcd {
             }
             for i in later.into_iter().rev() {
                 queue.push_front(i);
+            }
+            if let [i] = chunk[..] {
+                if rows[i].ports > 1 {
+                    match self.claim_range(&rows[i], org_id, quota).await {
+                        Ok(revision) => {
+                            committed = true;
+                            outcomes[i] = Some(Ok(revision));
+                        }
+                        Err(err @ StoreError::Conflict(_)) => outcomes[i] = Some(Err(err)),
+                        Err(err) if !committed => return Err(err),
+                        Err(err) => {
+                            for i in chunk.into_iter().chain(queue.drain(..)) {
+                                outcomes[i] = Some(Err(again(&err)));
+                            }
+                        }
+                    }
+                    continue;
+                }
             }
             match self.claim_chunk(rows, &mut chunk, &mut outcomes, org_id, quota).await {
                 Ok(claimed) => committed |= claimed,
@@ -1498,6 +1687,12 @@ impl Store for Etcd {
         let appns_key = self.appns_key(&row.app_id, &row.namespace, row.protocol);
         let quota_key = self.key(&["quota", org_id]);
         let port = row.port.to_string();
+        // A range's other ports (issue 34): their members go, each gets a quarantine.
+        let mut range_ops = Vec::new();
+        for p in row.port.saturating_add(1)..=row.last_port() {
+            range_ops.push(TxnOp::delete(self.redir_key(&row.namespace, row.protocol, p), None));
+            range_ops.push(self.quarantine_op(&RedirRow { port: p, ..row.clone() })?);
+        }
         for _ in 0..RETRIES {
             let (count, counter_revision) = self.counter(org_id).await?;
             let txn = Txn::new()
@@ -1518,6 +1713,7 @@ impl Store for Etcd {
                         self.quarantine_op(row)?,
                     ]
                     .into_iter()
+                    .chain(range_ops.iter().cloned())
                     .chain(self.event_ops(vec![Entry::new(
                         EventKind::RedirectionRemoved,
                         Some(org_id),

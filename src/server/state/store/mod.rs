@@ -70,8 +70,14 @@ impl fmt::Display for RedirKey {
 pub struct RedirRow {
     /// The namespace the port belongs to.
     pub namespace: String,
-    /// The public port.
+    /// The public port: the first of a range.
     pub port: u16,
+    /// How many consecutive ports it holds, `port` to `port + ports - 1` (issue 34): 1,
+    /// absent from the stored value, for every redirection of one port (and all those stored
+    /// before ranges). A `u16` beside `port` and `protocol`, in what was padding: a
+    /// single-port redirection costs no more memory.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub ports: u16,
     /// TCP or UDP; absent from a stored TCP record (which predates UDP).
     #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
     pub protocol: Protocol,
@@ -85,10 +91,35 @@ pub struct RedirRow {
     pub revision: Revision,
 }
 
+/// serde's default of [`RedirRow::ports`].
+fn one() -> u16 {
+    1
+}
+
+/// Whether [`RedirRow::ports`] is the default, left out of the stored value.
+fn is_one(n: &u16) -> bool {
+    *n == 1
+}
+
 impl RedirRow {
-    /// Its key.
+    /// Its key (a range's first port).
     pub fn key(&self) -> RedirKey {
         RedirKey::new(&self.namespace, self.protocol, self.port)
+    }
+
+    /// Its last public port (its only one, for a single port).
+    pub fn last_port(&self) -> u16 {
+        self.port.saturating_add(self.ports.max(1) - 1)
+    }
+
+    /// Whether it holds `port` (of its namespace and protocol).
+    pub fn covers(&self, port: u16) -> bool {
+        (self.port..=self.last_port()).contains(&port)
+    }
+
+    /// Whether it holds a port of `first..=last`.
+    pub fn overlaps(&self, first: u16, last: u16) -> bool {
+        self.port <= last && first <= self.last_port()
     }
 
     /// Whether the two say the same of the port (the revision that created them aside).
@@ -242,7 +273,7 @@ impl Quarantine {
         RedirKey::new(&self.namespace, self.protocol, self.port)
     }
 
-    /// The quarantine a removal of `row` at `revision` leaves.
+    /// The quarantine a removal of `row` at `revision` leaves on its first port.
     pub fn of(row: &RedirRow, revision: Revision) -> Quarantine {
         Quarantine {
             namespace: row.namespace.clone(),
@@ -251,6 +282,12 @@ impl Quarantine {
             app_id: row.app_id.clone(),
             revision,
         }
+    }
+
+    /// The quarantines a removal of `row` at `revision` leaves: one per port it held (a
+    /// range's every port, so that a claim of any one of them sees it).
+    pub fn all_of(row: &RedirRow, revision: Revision) -> impl Iterator<Item = Quarantine> + '_ {
+        (row.port..=row.last_port()).map(move |port| Quarantine { port, ..Quarantine::of(row, revision) })
     }
 
     /// The nodes of `nodes` that have not confirmed it yet (their published revision is
@@ -343,8 +380,12 @@ pub enum Conflict {
     OrgName,
     /// The organisation has an application of that name.
     AppName,
-    /// Another redirection holds the port in the namespace.
+    /// Another redirection holds the port in the namespace (for a range: one of its ports,
+    /// the first such named).
     PortTaken,
+    /// Another redirection holds this port of the range asked for (a range's claim names
+    /// which; a single port's says [`Conflict::PortTaken`]).
+    RangeTaken(u16),
     /// The application already has a redirection in the namespace, on this port.
     AppHasOne(u16),
     /// The organisation holds its quota of redirections.
@@ -413,6 +454,11 @@ pub type Changes = mpsc::Receiver<StoreResult<Vec<Event>>>;
 pub trait Store: Send + Sync {
     /// What the store is, for messages: `SQLite at PATH`, `etcd at HOST:PORT`.
     fn describe(&self) -> String;
+    /// The most consecutive ports one redirection may hold in this store (issue 34): a
+    /// range is claimed, and released, in one transaction.
+    fn max_range_ports(&self) -> u16 {
+        crate::wire::MAX_RANGE_PORTS
+    }
     /// The whole table and the revision it was read at.
     async fn snapshot(&self) -> StoreResult<Snapshot>;
     /// The store's latest revision when it is known here without a round trip (a store

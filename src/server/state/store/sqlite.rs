@@ -222,12 +222,16 @@ ALTER TABLE apps ADD COLUMN health_check TEXT;
 UPDATE meta SET value = '4' WHERE key = 'schema';
 ";
 
-/// Schema 4 to 5: a redirection's limits per client address and its bandwidth limit
-/// (issue 34), one column a setting like the others (NULL: unset).
+/// Schema 4 to 5 (issue 34): a redirection's limits per client address and its bandwidth
+/// limit, one column a setting like the others (NULL: unset); and the range of consecutive
+/// ports it may hold, `port` to `port + ports - 1` (every existing one holds one). The
+/// primary key stays the first port: a claim checks the ranges around it ([`overlapped`])
+/// in its transaction.
 const MIGRATE_4_TO_5: &str = "
 ALTER TABLE redirs ADD COLUMN max_connections_per_client INTEGER;
 ALTER TABLE redirs ADD COLUMN max_rate_per_client INTEGER;
 ALTER TABLE redirs ADD COLUMN bandwidth_limit INTEGER;
+ALTER TABLE redirs ADD COLUMN ports INTEGER NOT NULL DEFAULT 1 CHECK (ports BETWEEN 1 AND 65535);
 UPDATE meta SET value = '5' WHERE key = 'schema';
 ";
 
@@ -258,19 +262,24 @@ struct Fleet<'a> {
 }
 
 impl Fleet<'_> {
-    /// [`Conflict::Quarantined`] when `row`'s port is held back from its application.
+    /// [`Conflict::Quarantined`] when one of `row`'s ports is held back from its application.
     fn check(&self, row: &RedirRow) -> StoreResult<()> {
-        match self.quarantine.get(&row.key()) {
-            Some(q) if q.app_id != row.app_id => {
+        for (_, q) in self.quarantined(row) {
+            if q.app_id != row.app_id {
                 let waits = q.waits_for(self.nodes.values());
-                if waits.is_empty() {
-                    Ok(())
-                } else {
-                    Err(StoreError::Conflict(Conflict::Quarantined(waits)))
+                if !waits.is_empty() {
+                    return Err(StoreError::Conflict(Conflict::Quarantined(waits)));
                 }
             }
-            _ => Ok(()),
         }
+        Ok(())
+    }
+
+    /// The quarantines of `row`'s ports (a range's are a range of the map).
+    fn quarantined<'b>(&'b self, row: &RedirRow) -> impl Iterator<Item = (&'b RedirKey, &'b Quarantine)> {
+        let first = row.key();
+        let last = RedirKey { port: row.last_port(), ..row.key() };
+        self.quarantine.range(first..=last)
     }
 }
 
@@ -865,7 +874,9 @@ impl Store for Sqlite {
                     ));
                     log_change(tx, "remove", row)?;
                     changes.push(Change::Delete(Key::Redir(row.key())));
-                    changes.push(Change::Put(Record::Quarantine(Quarantine::of(row, revision))));
+                    changes.extend(
+                        Quarantine::all_of(row, revision).map(|q| Change::Put(Record::Quarantine(q))),
+                    );
                 }
                 tx.execute("DELETE FROM redirs WHERE app_id = ?1", [&app_id])?;
                 tx.execute("DELETE FROM previous_ports WHERE app_id = ?1", [&app_id])?;
@@ -906,10 +917,12 @@ impl Store for Sqlite {
                         .and_then(|()| claim_row(tx, &row, &org_id, quota, &mut held, revision));
                     match outcome {
                         Ok(()) => {
-                            // The port is taken: its quarantine, if any, is over.
-                            if fleet.quarantine.contains_key(&row.key()) {
-                                changes.push(Change::Delete(Key::Quarantine(row.key())));
-                            }
+                            // The ports are taken: their quarantines, if any, are over.
+                            changes.extend(
+                                fleet
+                                    .quarantined(&row)
+                                    .map(|(k, _)| Change::Delete(Key::Quarantine(k.clone()))),
+                            );
                             note(Entry::new(
                                 EventKind::RedirectionAdded,
                                 Some(&org_id),
@@ -954,8 +967,11 @@ impl Store for Sqlite {
                     "INSERT OR REPLACE INTO previous_ports (app_id, namespace, protocol, port) VALUES (?1, ?2, ?3, ?4)",
                     params![row.app_id, row.namespace, row.protocol.name(), row.port],
                 )?;
-                let quarantine = Quarantine::of(&row, revision);
-                Ok(((), vec![Change::Delete(Key::Redir(row.key())), Change::Put(Record::Quarantine(quarantine))]))
+                // The stored row's extent, whatever the caller's says.
+                let row = RedirRow { ports: before.as_ref().map_or(row.ports, |b| b.ports), ..row };
+                let mut changes = vec![Change::Delete(Key::Redir(row.key()))];
+                changes.extend(Quarantine::all_of(&row, revision).map(|q| Change::Put(Record::Quarantine(q))));
+                Ok(((), changes))
             })
             .await?;
         Ok(revision)
@@ -1257,13 +1273,20 @@ fn claim_row(
     if let Some(quota) = quota.filter(|&q| *held >= u64::from(q)) {
         return Err(StoreError::Conflict(Conflict::Quota(quota)));
     }
+    if let Some(taken) = overlapped(conn, row)? {
+        return Err(StoreError::Conflict(if row.ports > 1 {
+            Conflict::RangeTaken(taken)
+        } else {
+            Conflict::PortTaken
+        }));
+    }
     let inserted = conn
         .prepare_cached(
             "INSERT INTO redirs (namespace, port, app_id, revision, connect_timeout, idle_timeout,
                                  half_close_timeout, proxy_protocol, allow_ranges, deny_ranges,
                                  max_connections, max_rate, protocol, max_datagram_rate,
-                                 max_connections_per_client, max_rate_per_client, bandwidth_limit)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                                 max_connections_per_client, max_rate_per_client, bandwidth_limit, ports)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )?
         .execute(params![
             row.namespace,
@@ -1283,6 +1306,7 @@ fn claim_row(
             row.settings.max_connections_per_client,
             row.settings.max_connections_per_second_per_client,
             row.settings.bandwidth_limit,
+            row.ports.max(1),
         ]);
     match inserted {
         Err(e) if is_constraint(&e, "redirs.namespace, redirs.protocol, redirs.port") => {
@@ -1293,6 +1317,41 @@ fn claim_row(
     log_change(conn, "add", row)?;
     *held += 1;
     Ok(())
+}
+
+/// The first port of `row`'s extent that another redirection of its namespace and protocol
+/// holds, if any. For a single port, redirections never overlapping, the one with the
+/// highest first port at or below it is the only one that can hold it: one indexed lookup.
+/// A range looks at every redirection that starts within its extent or less than
+/// [`crate::wire::MAX_RANGE_PORTS`] below, for the lowest port taken.
+fn overlapped(conn: &Connection, row: &RedirRow) -> StoreResult<Option<u16>> {
+    if row.ports > 1 {
+        let lowest = row.port.saturating_sub(crate::wire::MAX_RANGE_PORTS - 1);
+        let first: Option<(u16, u16)> = conn
+            .prepare_cached(
+                "SELECT port, ports FROM redirs WHERE namespace = ?1 AND protocol = ?2
+                     AND port BETWEEN ?3 AND ?4 AND port + ports - 1 >= ?5
+                 ORDER BY port LIMIT 1",
+            )?
+            .query_row(params![row.namespace, row.protocol.name(), lowest, row.last_port(), row.port], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        return Ok(first.map(|(port, _)| port.max(row.port)));
+    }
+    let below: Option<(u16, u16)> = conn
+        .prepare_cached(
+            "SELECT port, ports FROM redirs WHERE namespace = ?1 AND protocol = ?2 AND port <= ?3
+             ORDER BY port DESC LIMIT 1",
+        )?
+        .query_row(params![row.namespace, row.protocol.name(), row.last_port()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    Ok(below.and_then(|(port, ports)| {
+        let held = RedirRow { port, ports, ..row.clone() };
+        held.overlaps(row.port, row.last_port()).then(|| port.max(row.port))
+    }))
 }
 
 fn app(conn: &Connection, id: &str) -> StoreResult<Option<Application>> {
@@ -1337,7 +1396,7 @@ fn redirs_where<P: rusqlite::Params>(
     let sql = format!(
         "SELECT namespace, port, app_id, connect_timeout, idle_timeout, half_close_timeout,
                 proxy_protocol, allow_ranges, deny_ranges, max_connections, max_rate, revision, protocol,
-                max_datagram_rate, max_connections_per_client, max_rate_per_client, bandwidth_limit
+                max_datagram_rate, max_connections_per_client, max_rate_per_client, bandwidth_limit, ports
          FROM redirs WHERE {filter} ORDER BY namespace, protocol, port"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -1345,6 +1404,7 @@ fn redirs_where<P: rusqlite::Params>(
         Ok(RedirRow {
             namespace: r.get(0)?,
             port: r.get(1)?,
+            ports: r.get(17)?,
             protocol: if r.get::<_, String>(12)? == "udp" { Protocol::Udp } else { Protocol::Tcp },
             app_id: r.get(2)?,
             settings: RedirSettings {
@@ -1406,6 +1466,7 @@ mod tests {
         RedirRow {
             namespace: "default".into(),
             port,
+            ports: 1,
             protocol: Protocol::Tcp,
             app_id: app.into(),
             settings: Default::default(),
