@@ -467,6 +467,10 @@ pub(super) fn is_resource_exhaustion(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
+// Each argument is borrowed from the connection's task (its thread's slot, the port's policy
+// and limits as admitted, its address's hold) or is the accepted stream itself: a struct
+// would only name them a second time.
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     client: TcpStream,
     peer: SocketAddr,
