@@ -42,11 +42,19 @@ from benchlib import (FORWARDER_COUNTERS, HERE, HOST, ROOT, PerfStat, Procs, Rec
 # connections; splice-auto: small exchanges), so both are measured and compared against.
 PATHS = ["direct", "tcp-redirs", "haproxy", "haproxy-splice", "socat"]  # default set and columns
 # `tcp-redirs-log`: the same binary with `serve --access-log` (one log line per connection),
-# to measure what the connection log costs; `tcp-redirs-base`: a second binary
+# to measure what the connection log costs; `tcp-redirs-limits`: the same binary, its
+# redirections with a cap per client address and a bandwidth limit set but never reached
+# (LIMITS_ADD), to measure what they cost per connection and per byte; `tcp-redirs-base`: a second binary
 # (TCP_REDIRS_BASE_BIN, e.g. one built from main), so that a change is measured against what it
 # changes in the same run. Neither is in the default set.
-ALL_PATHS = PATHS + ["tcp-redirs-log", "tcp-redirs-base"]
-FORWARDERS = ["tcp-redirs", "tcp-redirs-log", "tcp-redirs-base", "haproxy", "haproxy-splice", "socat"]
+ALL_PATHS = PATHS + ["tcp-redirs-log", "tcp-redirs-limits", "tcp-redirs-base"]
+FORWARDERS = ["tcp-redirs", "tcp-redirs-log", "tcp-redirs-limits", "tcp-redirs-base", "haproxy",
+              "haproxy-splice", "socat"]
+# The settings of tcp-redirs-limits' redirections: far above what any test reaches (wrk opens
+# 16 connections from one address, iperf3 8; loopback moves a few GB/s), so that every
+# connection is counted against its address and every read and splice takes from the
+# redirection's buckets, and none is ever refused or throttled.
+LIMITS_ADD = ["--max-connections-per-client", "10000", "--bandwidth-limit", "100G"]
 # The saturation counters, read with `perf stat -p` over each wrk run (software counters and
 # syscall tracepoints: they count, they do not sample, and do not slow the process down the
 # way strace does): (key, event, tracepoint filter, label).
@@ -401,7 +409,7 @@ class Bench(Recorder):
         if "tcp-redirs-base" in self.paths and not os.access(self.base_bin, os.X_OK):
             raise RuntimeError("PATHS has tcp-redirs-base: set TCP_REDIRS_BASE_BIN to the second "
                                f"binary (now {self.base_bin!r}, not an executable)")
-        for name in ("tcp-redirs", "tcp-redirs-log", "tcp-redirs-base"):
+        for name in ("tcp-redirs", "tcp-redirs-log", "tcp-redirs-limits", "tcp-redirs-base"):
             if name in self.paths:
                 self.start_tcp_redirs(name, ["--access-log"] if name == "tcp-redirs-log" else [])
         self.perf = perf_usable(COUNTERS)
@@ -517,8 +525,9 @@ class Bench(Recorder):
         for backend in self.backends:
             port = self.port[("direct", backend)]
             run_cli(binary, ["apps", "create", f"bench-{backend}", "--instance", f"{HOST}:{port}"], cenv)
-            out = run_cli(binary, ["add", "--app", f"bench-{backend}", "--namespace", "default", "-F", "json"],
-                          cenv)
+            limits = LIMITS_ADD if name == "tcp-redirs-limits" else []
+            out = run_cli(binary, ["add", "--app", f"bench-{backend}", "--namespace", "default", "-F", "json",
+                                   *limits], cenv)
             doc = json.loads(out)
             self.port[(name, backend)] = int(doc["port"])
 
@@ -842,10 +851,12 @@ backend b_{backend}
         better = "haproxy" in self.paths and "haproxy-splice" in self.paths
         based = "tcp-redirs-base" in self.paths
         logged = "tcp-redirs-log" in self.paths and "tcp-redirs" in self.paths
+        limited = "tcp-redirs-limits" in self.paths and "tcp-redirs" in self.paths
         header = ["metric", *cols, *[f"tcp-redirs/{r}" for r in refs],
                   *(["tcp-redirs/better HAProxy"] if better else []),
                   *(["tcp-redirs/tcp-redirs-base (paired)"] if based else []),
-                  *(["tcp-redirs-log/tcp-redirs"] if logged else [])]
+                  *(["tcp-redirs-log/tcp-redirs"] if logged else []),
+                  *(["tcp-redirs-limits/tcp-redirs (paired)"] if limited else [])]
         body = []
         for key, label, fmt, lower in rows:
             if key not in self.raw:
@@ -872,6 +883,11 @@ backend b_{backend}
             if logged:
                 lg = vals["tcp-redirs-log"]
                 cells.append(f"{lg / tr:.3f}" if lg is not None and tr not in (None, 0) else "—")
+            if limited:
+                a = self.raw.get(key, {}).get("tcp-redirs-limits", [])
+                b = self.raw.get(key, {}).get("tcp-redirs", [])
+                pairs = [x / y for x, y in zip(a, b) if y] if len(a) == len(b) else []
+                cells.append(f"{statistics.median(pairs):.3f}" if pairs else "—")
             body.append(cells)
         return md_table(header, body)
 

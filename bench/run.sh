@@ -41,6 +41,9 @@
 #   PG_CLIENTS=16 PG_SCALE=10   pgbench connections (-c, one thread: -j 1) and data size (-i -s:
 #                          1,000,000 accounts, about 150 MB, held in shared_buffers of 256 MB);
 #                          its runs last DURATION (-T)
+#   PATHS=tcp-redirs,tcp-redirs-limits   the same binary, its redirections with a cap per client
+#                          address and a bandwidth limit set but never reached: a ratio column of
+#                          what they cost per request, connection and byte (issue 34)
 #   TCP_REDIRS_BIN=target/release/tcp-redirs
 #   TCP_REDIRS_BASE_BIN=...  a second binary, the path `tcp-redirs-base` (e.g. built from main):
 #                          PATHS=tcp-redirs,tcp-redirs-base,haproxy adds a before/after ratio column
