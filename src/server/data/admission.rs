@@ -92,7 +92,7 @@ impl Admission {
             return Err(Refusal::Denied);
         }
         let held = if quotas.per_client() || quotas.bandwidth_limit.is_some() {
-            let limited = Limited::of(metrics);
+            let limited = Limited::of(&metrics.limited);
             let client = if quotas.per_client() {
                 let admitted = limited.clients().admit(
                     peer.ip(),

@@ -1,7 +1,7 @@
 //! A redirection's state for its limits per client address ([`super::per_client`]) and its
 //! bandwidth limit ([`super::bandwidth`]), with their counters.
 //!
-//! It hangs off the redirection's metrics ([`RedirMetrics::limited`]), one pointer that
+//! It hangs off the redirection's metrics ([`super::metrics::RedirMetrics::limited`]), one pointer that
 //! stays null until a connection of a port that sets one of these limits arrives: the
 //! 100,000 redirections of a node that set none pay 8 bytes each and no allocation. Being
 //! the redirection's, not a listener's, it is shared by every forwarding thread, by the
@@ -9,12 +9,12 @@
 //! Once made it lives as long as the redirection's metrics, so that an update that unsets
 //! and sets a limit again finds the same counters.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 
 use super::bandwidth::Bandwidth;
-use super::metrics::{Count, RedirMetrics};
 use super::per_client::{PerClient, Refused};
 
 /// The state and counters of a redirection's limits per client and of its bandwidth.
@@ -27,7 +27,7 @@ pub struct Limited {
     /// Connections (UDP: datagrams that would have started a flow) refused, by
     /// [`Refused`] in its order: over the cap per client, over the rate per client, the
     /// table full.
-    refused: [Count; 3],
+    refused: [AtomicU64; 3],
 }
 
 /// What an admitted connection holds for these limits, for its whole life: its place in
@@ -43,14 +43,15 @@ pub struct Held {
 }
 
 impl Limited {
-    /// The redirection's state, made now if it is the first connection that needs it.
-    pub fn of(metrics: &RedirMetrics) -> Arc<Limited> {
-        if let Some(made) = metrics.limited.load_full() {
+    /// The redirection's state in `slot` (its metrics' [`super::metrics::RedirMetrics::limited`]),
+    /// made now if it is the first connection that needs it.
+    pub fn of(slot: &ArcSwapOption<Limited>) -> Arc<Limited> {
+        if let Some(made) = slot.load_full() {
             return made;
         }
         let fresh = Arc::new(Limited::default());
         // Two threads may race to make it: the first one stored wins, for both.
-        let previous = metrics.limited.compare_and_swap(&None::<Arc<Limited>>, Some(fresh.clone()));
+        let previous = slot.compare_and_swap(&None::<Arc<Limited>>, Some(fresh.clone()));
         match &*previous {
             Some(won) => won.clone(),
             None => fresh,
@@ -79,12 +80,12 @@ impl Limited {
 
     /// Counts a refusal.
     pub fn refused(&self, why: Refused) {
-        self.refused[why as usize].inc();
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The refusals counted for `why`.
     pub fn refusals(&self, why: Refused) -> u64 {
-        self.refused[why as usize].get()
+        self.refused[why as usize].load(Ordering::Relaxed)
     }
 
     /// How many client addresses the table holds (0 before it is made).
