@@ -262,19 +262,6 @@ fn a_batch_past_the_quota_closes_the_ports_it_could_not_claim() {
     wait_for_fds_at_most(pid, before + 2, Duration::from_secs(3), "the refused claims' ports close");
 }
 
-/// Sets another process's soft open-file limit, leaving its hard limit as it is (so it can
-/// be raised back: lowering the hard limit could not be undone without CAP_SYS_RESOURCE).
-fn set_soft_fd_limit(pid: u32, soft: u64) {
-    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: prlimit reads `new` only when non-null and writes `old`; both are ours.
-    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
-    assert_eq!(rc, 0, "prlimit({pid}): {}", std::io::Error::last_os_error());
-    let new = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: old.rlim_max };
-    // SAFETY: as above.
-    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
-    assert_eq!(rc, 0, "prlimit({pid}, {soft}): {}", std::io::Error::last_os_error());
-}
-
 /// A node out of descriptors says so: the redirections it cannot listen on are refused
 /// with 503 naming the node and its limit, the log names the setting to raise, nothing is
 /// half made, and every port it has keeps forwarding once descriptors are back.

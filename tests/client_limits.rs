@@ -505,11 +505,7 @@ fn apply_and_export_carry_the_limits_per_client_and_the_bandwidth() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway.toml");
     let addr = echo.addr();
-    let manifest = |settings: &str| {
-        format!(
-            "[[application]]\nname = \"mqtt\"\ninstances = [{{ address = \"{addr}\" }}]\n\n[[application.redirection]]\nnamespace = \"default\"\n{settings}"
-        )
-    };
+    let manifest = |settings: &str| one_app_manifest("mqtt", addr, settings);
     std::fs::write(&file, manifest("")).unwrap();
     let f = file.to_str().unwrap();
     server.cli_ok(&["apply", "-f", f]);

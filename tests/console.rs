@@ -387,6 +387,19 @@ fn default_org(server: &Server) -> String {
         .to_owned()
 }
 
+/// A desktop browser signed in to `server`'s console with its admin token, on the page of
+/// its one application, `app`.
+async fn signed_in_on_app(server: &Server, app: &str) -> Browser {
+    let browser = Browser::start(Viewport::Desktop).await;
+    browser.goto(&format!("{}/", server.url)).await;
+    browser.wait_shown("#token").await;
+    browser.type_into("#token", &format!("{}{ENTER}", server.token)).await;
+    browser.wait_shown("#apps-view").await;
+    browser.click("#apps-list a.app-link").await;
+    browser.wait_text("#app-title", app).await;
+    browser
+}
+
 /// The TCP row of namespace `ns`, as a CSS selector.
 fn row(ns: &str) -> String {
     format!("#redirs [data-namespace=\"{ns}\"][data-protocol=\"tcp\"]")
@@ -533,13 +546,7 @@ async fn the_console_changes_a_redirections_settings_in_place_and_an_open_connec
     };
     echoed(&mut open, b"before");
 
-    let browser = Browser::start(Viewport::Desktop).await;
-    browser.goto(&format!("{}/", server.url)).await;
-    browser.wait_shown("#token").await;
-    browser.type_into("#token", &format!("{}{ENTER}", server.token)).await;
-    browser.wait_shown("#apps-view").await;
-    browser.click("#apps-list a.app-link").await;
-    browser.wait_text("#app-title", "broker").await;
+    let browser = signed_in_on_app(&server, "broker").await;
     browser.wait_shown(&format!("{} .mark.tick", row("default"))).await;
 
     // Open the form: the settings in force, the focus on its first field.
@@ -627,13 +634,7 @@ async fn the_console_creates_and_deletes_a_udp_redirection_beside_the_tcp_one() 
     let server = Server::start();
     let echo = UdpEcho::start();
     server.create_app("game", echo.addr());
-    let browser = Browser::start(Viewport::Desktop).await;
-    browser.goto(&format!("{}/", server.url)).await;
-    browser.wait_shown("#token").await;
-    browser.type_into("#token", &format!("{}{ENTER}", server.token)).await;
-    browser.wait_shown("#apps-view").await;
-    browser.click("#apps-list a.app-link").await;
-    browser.wait_text("#app-title", "game").await;
+    let browser = signed_in_on_app(&server, "game").await;
     browser.wait_shown(&format!("{} button.create", row("default"))).await;
     browser.wait_text(&format!("{} .protocol", udp_row("default")), "UDP").await;
     browser.wait_text("#cli", "tcp-redirs add --udp --namespace default --app game").await;
@@ -682,13 +683,7 @@ async fn the_console_creates_a_range_of_ports_and_shows_it_first_to_last() {
     let server = Server::start();
     let instances = Numbered::start(5);
     server.create_app("media", instances.addr());
-    let browser = Browser::start(Viewport::Desktop).await;
-    browser.goto(&format!("{}/", server.url)).await;
-    browser.wait_shown("#token").await;
-    browser.type_into("#token", &format!("{}{ENTER}", server.token)).await;
-    browser.wait_shown("#apps-view").await;
-    browser.click("#apps-list a.app-link").await;
-    browser.wait_text("#app-title", "media").await;
+    let browser = signed_in_on_app(&server, "media").await;
     let field = format!("{} input.ports", row("default"));
     browser.wait_shown(&field).await;
     assert!(browser.text(&format!("{} input.ports", udp_row("default"))).await.is_none(), "no range for UDP");

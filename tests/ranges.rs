@@ -185,18 +185,6 @@ fn a_range_is_never_given_in_part_when_part_of_it_is_taken() {
     assert_eq!(server.list("other"), Vec::<(String, u16)>::new());
 }
 
-/// Sets another process's soft open-file limit, its hard limit left as it is.
-fn set_soft_fd_limit(pid: u32, soft: u64) {
-    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: prlimit reads `new` only when non-null and writes `old`; both are ours.
-    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
-    assert_eq!(rc, 0, "prlimit({pid}): {}", std::io::Error::last_os_error());
-    let new = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: old.rlim_max };
-    // SAFETY: as above.
-    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
-    assert_eq!(rc, 0, "prlimit({pid}, {soft}): {}", std::io::Error::last_os_error());
-}
-
 /// Bound mode: a range costs a socket per port; one that does not fit in the node's
 /// descriptors is refused with the node's descriptor error (503, 5031), and the sockets it
 /// had bound are closed; with room, the same range is made. (Steered mode: a range costs

@@ -247,11 +247,7 @@ fn apply_of_a_changed_setting_updates_in_place_and_drops_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway.toml");
     let addr = echo.addr();
-    let manifest = |settings: &str| {
-        format!(
-            "[[application]]\nname = \"mqtt\"\ninstances = [{{ address = \"{addr}\" }}]\n\n[[application.redirection]]\nnamespace = \"default\"\n{settings}"
-        )
-    };
+    let manifest = |settings: &str| one_app_manifest("mqtt", addr, settings);
     std::fs::write(&file, manifest("idle_timeout = 3600\n")).unwrap();
     let f = file.to_str().unwrap();
     server.cli_ok(&["apply", "-f", f]);

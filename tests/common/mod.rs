@@ -1074,6 +1074,19 @@ pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
 
+/// Sets another process's soft open-file limit, leaving its hard limit as it is (so it can
+/// be raised back: lowering the hard limit could not be undone without CAP_SYS_RESOURCE).
+pub fn set_soft_fd_limit(pid: u32, soft: u64) {
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: prlimit reads `new` only when non-null and writes `old`; both are ours.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit({pid}): {}", std::io::Error::last_os_error());
+    let new = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: old.rlim_max };
+    // SAFETY: as above.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit({pid}, {soft}): {}", std::io::Error::last_os_error());
+}
+
 /// Waits (polling every [`POLL`], up to `limit`) until process `pid` holds at most `most`
 /// descriptors; returns how many it holds then.
 pub fn wait_for_fds_at_most(pid: u32, most: usize, limit: Duration, what: &str) -> usize {
@@ -1228,6 +1241,15 @@ pub fn enter_network_namespace() {
         up.as_ref().is_ok_and(|s| s.success()),
         "`ip link set lo up` in the test's network namespace: {up:?} (install iproute2)"
     );
+}
+
+/// The manifest of one application `name`, one instance at `backend`, and one redirection in
+/// `default` with `settings` (TOML lines, e.g. `port = 5000\nidle_timeout = 600\n`).
+pub fn one_app_manifest(name: &str, backend: SocketAddr, settings: &str) -> String {
+    format!(
+        "[[application]]\nname = \"{name}\"\ninstances = [{{ address = \"{backend}\" }}]\n\n\
+         [[application.redirection]]\nnamespace = \"default\"\n{settings}"
+    )
 }
 
 /// The manifest of `apps` applications `PREFIX-0`…, each with one instance at `backend` and

@@ -201,10 +201,7 @@ impl Reservations {
             .map_err(|_| out_of_descriptors())?
             .ok_or(Unreserved::NoFreePort)?,
         };
-        let key = RedirKey::new(namespace, protocol, port);
-        self.live.held.lock().unwrap().insert(key.clone(), socket);
-        self.keys.insert(key);
-        Ok(port)
+        Ok(self.hold(RedirKey::new(namespace, protocol, port), socket))
     }
 
     /// [`Self::reserve`] for a range of `n` consecutive TCP ports (issue 34): every port
@@ -212,7 +209,6 @@ impl Reservations {
     /// is `taken`, bound (or, steered, reserved) together or not at all; answers the first.
     /// Bound mode binds `n` sockets: when they do not fit in the node's descriptors, those
     /// bound are closed and the answer is [`Unreserved::OutOfDescriptors`].
-    #[allow(clippy::too_many_arguments)]
     pub fn reserve_range(
         &mut self,
         namespace: &str,
@@ -251,10 +247,15 @@ impl Reservations {
                 .map_err(|_| out_of_descriptors())?
                 .ok_or(Unreserved::NoFreePort)?,
         };
-        let key = RedirKey::new(namespace, Protocol::Tcp, port);
-        self.live.held.lock().unwrap().insert(key.clone(), Held::Range(held));
+        Ok(self.hold(RedirKey::new(namespace, Protocol::Tcp, port), Held::Range(held)))
+    }
+
+    /// Keeps `held` for `key` until its claim ends; answers its port.
+    fn hold(&mut self, key: RedirKey, held: Held) -> u16 {
+        let port = key.port;
+        self.live.held.lock().unwrap().insert(key.clone(), held);
         self.keys.insert(key);
-        Ok(port)
+        port
     }
 
     /// The claim of `key` succeeded: its socket waits for the table's diff to start the port.

@@ -1487,6 +1487,30 @@ mod tests {
         }
     }
 
+    /// Makes a store file of schema 1 at `path`, then runs `migrations` on it and `rows`
+    /// (SQL): a store as an older release left it.
+    fn old_store(path: &Path, migrations: &[&str], rows: &str) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(SCHEMA_SQL).unwrap();
+        conn.execute("INSERT INTO meta (key, value) VALUES ('format', ?1), ('schema', '1')", params![FORMAT])
+            .unwrap();
+        for step in migrations {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.execute_batch(rows).unwrap();
+    }
+
+    /// The redirections of a snapshot's records.
+    fn redir_rows(records: Vec<Record>) -> Vec<RedirRow> {
+        records
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Redir(row) => Some(row),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A store of schema 2 (before UDP) opens as schema 3 with everything in it: its
     /// redirections are TCP ones, their previous ports too, and a UDP redirection may then
     /// take a port that a TCP one holds.
@@ -1494,23 +1518,14 @@ mod tests {
     async fn a_schema_2_store_is_migrated_to_3_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(SCHEMA_SQL).unwrap();
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('format', ?1), ('schema', '1')",
-                params![FORMAT],
-            )
-            .unwrap();
-            conn.execute_batch(MIGRATE_1_TO_2).unwrap();
-            conn.execute_batch(
-                "INSERT INTO orgs (id, name) VALUES ('orga_1', 'acme');
-                 INSERT INTO apps (id, org_id, name) VALUES ('app_1', 'orga_1', 'db'), ('app_2', 'orga_1', 'dns');
-                 INSERT INTO redirs (namespace, port, app_id, revision, idle_timeout) VALUES ('default', 6000, 'app_1', 7, 600);
-                 INSERT INTO previous_ports (app_id, namespace, port) VALUES ('app_1', 'cleverapps', 6001);",
-            )
-            .unwrap();
-        }
+        old_store(
+            &path,
+            &[MIGRATE_1_TO_2],
+            "INSERT INTO orgs (id, name) VALUES ('orga_1', 'acme');
+             INSERT INTO apps (id, org_id, name) VALUES ('app_1', 'orga_1', 'db'), ('app_2', 'orga_1', 'dns');
+             INSERT INTO redirs (namespace, port, app_id, revision, idle_timeout) VALUES ('default', 6000, 'app_1', 7, 600);
+             INSERT INTO previous_ports (app_id, namespace, port) VALUES ('app_1', 'cleverapps', 6001);",
+        );
         let store = Sqlite::open(&path).unwrap();
         let schema: String = lock(&store.inner)
             .conn
@@ -1518,14 +1533,7 @@ mod tests {
             .unwrap();
         assert_eq!(schema, SCHEMA.to_string());
         let snapshot = store.snapshot().await.unwrap();
-        let rows: Vec<RedirRow> = snapshot
-            .records
-            .into_iter()
-            .filter_map(|r| match r {
-                Record::Redir(row) => Some(row),
-                _ => None,
-            })
-            .collect();
+        let rows = redir_rows(snapshot.records);
         assert_eq!(rows.len(), 1);
         assert_eq!(
             (rows[0].protocol, rows[0].port, rows[0].settings.idle_timeout),
@@ -1545,43 +1553,24 @@ mod tests {
         );
     }
 
-    /// A store of schema 4 (before the limits per client and the bandwidth limit) opens as
-    /// schema 5: its redirections keep their settings, the new ones unset; then they are
-    /// written and read back like the others.
+    /// A store of schema 4 (before the limits per client, the bandwidth limit and port
+    /// ranges) opens as schema 5: its redirections keep their settings, the new ones unset,
+    /// each holding one port; then they are written and read back like the others.
     #[tokio::test]
     async fn a_schema_4_store_is_migrated_to_5_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(SCHEMA_SQL).unwrap();
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('format', ?1), ('schema', '1')",
-                params![FORMAT],
-            )
-            .unwrap();
-            for step in [MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4] {
-                conn.execute_batch(step).unwrap();
-            }
-            conn.execute_batch(
-                "INSERT INTO orgs (id, name) VALUES ('orga_1', 'acme');
-                 INSERT INTO apps (id, org_id, name) VALUES ('app_1', 'orga_1', 'db');
-                 INSERT INTO redirs (namespace, port, app_id, revision, max_connections) VALUES ('default', 6000, 'app_1', 7, 9);",
-            )
-            .unwrap();
-        }
+        old_store(
+            &path,
+            &[MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4],
+            "INSERT INTO orgs (id, name) VALUES ('orga_1', 'acme');
+             INSERT INTO apps (id, org_id, name) VALUES ('app_1', 'orga_1', 'db');
+             INSERT INTO redirs (namespace, port, app_id, revision, max_connections) VALUES ('default', 6000, 'app_1', 7, 9);",
+        );
         let store = Sqlite::open(&path).unwrap();
-        let rows = |records: Vec<Record>| -> Vec<RedirRow> {
-            records
-                .into_iter()
-                .filter_map(|r| match r {
-                    Record::Redir(row) => Some(row),
-                    _ => None,
-                })
-                .collect()
-        };
-        let before = rows(store.snapshot().await.unwrap().records);
+        let before = redir_rows(store.snapshot().await.unwrap().records);
         assert_eq!(before.len(), 1);
+        assert_eq!(before[0].ports, 1, "an existing redirection holds one port");
         let s = &before[0].settings;
         assert_eq!(
             (
@@ -1604,7 +1593,7 @@ mod tests {
         store.update_redir(&limited).await.unwrap();
         drop(store);
         let store = Sqlite::open(&path).unwrap();
-        let after = rows(store.snapshot().await.unwrap().records);
+        let after = redir_rows(store.snapshot().await.unwrap().records);
         assert_eq!(after[0].settings, limited.settings, "written and read back, reopened");
     }
 
