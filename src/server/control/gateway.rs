@@ -489,8 +489,8 @@ impl Gateway {
         let settings = patch.apply(&row.settings);
         // The spec's whole check (its bounds and lists included).
         validate::redirection(&def, &settings, protocol)?;
-        if settings != row.settings {
-            let updated = RedirRow { settings, ..row };
+        if *row.settings != settings {
+            let updated = RedirRow { settings: settings.into(), ..row };
             match self.synced.store().update_redir(&updated).await {
                 Ok(revision) => {
                     self.settle(revision).await;

@@ -446,7 +446,7 @@ fn plan(
         ports,
         protocol,
         app_id: app.id.clone(),
-        settings: new.settings.clone(),
+        settings: new.settings.clone().into(),
         revision: 0,
     };
     Ok(Plan { index, ns, row, fixed: new.port, previous: None, range })

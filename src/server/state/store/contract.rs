@@ -126,12 +126,12 @@ async fn an_update_changes_the_settings_in_place(store: Arc<dyn Store>) {
         proxy_protocol: Some(crate::wire::ProxyProtocol::V2),
         ..Default::default()
     };
-    let updated = RedirRow { settings: settings.clone(), ..redir("app_1", "default", 6100) };
+    let updated = RedirRow { settings: settings.clone().into(), ..redir("app_1", "default", 6100) };
     let revision = store.update_redir(&updated).await.unwrap();
     assert!(revision > claimed);
     let table = Table::load(store.snapshot().await.unwrap());
     let row = &table.redirs[&RedirKey::new("default", Protocol::Tcp, 6100)];
-    assert_eq!((row.app_id.as_str(), &row.settings), ("app_1", &settings));
+    assert_eq!((row.app_id.as_str(), &*row.settings), ("app_1", &settings));
     assert_eq!(table.redirs[&RedirKey::new("default", Protocol::Udp, 6100)].settings, Default::default());
     // The watch carries it as a put of the whole row.
     let mut seen = Vec::new();
@@ -139,7 +139,7 @@ async fn an_update_changes_the_settings_in_place(store: Arc<dyn Store>) {
         seen.extend(changes.recv().await.unwrap().unwrap());
     }
     let put = seen.iter().find(|e| e.revision == revision).unwrap();
-    assert!(matches!(&put.change, super::Change::Put(Record::Redir(r)) if r.settings == settings));
+    assert!(matches!(&put.change, super::Change::Put(Record::Redir(r)) if *r.settings == settings));
     // Back to nothing set: the namespace's defaults.
     store.update_redir(&redir("app_1", "default", 6100)).await.unwrap();
     let table = Table::load(store.snapshot().await.unwrap());

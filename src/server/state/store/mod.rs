@@ -22,8 +22,10 @@ pub mod sqlite;
 pub mod webhook;
 
 use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, LazyLock};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -85,10 +87,67 @@ pub struct RedirRow {
     pub app_id: String,
     /// Its own settings, over the namespace's.
     #[serde(flatten)]
-    pub settings: RedirSettings,
+    pub settings: Settings,
     /// The revision that created it (set by the store, not stored in the value).
     #[serde(skip)]
     pub revision: Revision,
+}
+
+/// A redirection's own settings, shared: most redirections set none, and all of those hold
+/// one record, so that a row costs a pointer for them rather than the 160 bytes of a
+/// [`RedirSettings`] (issue 32's memory per redirection). Read through `Deref`; written
+/// through `DerefMut`, which copies a shared record first.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Settings(Arc<RedirSettings>);
+
+/// The one record of every redirection that sets nothing of its own.
+static NO_SETTINGS: LazyLock<Arc<RedirSettings>> = LazyLock::new(Arc::default);
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings(NO_SETTINGS.clone())
+    }
+}
+
+impl From<RedirSettings> for Settings {
+    fn from(settings: RedirSettings) -> Settings {
+        if settings == RedirSettings::default() {
+            Settings::default()
+        } else {
+            Settings(Arc::new(settings))
+        }
+    }
+}
+
+impl Deref for Settings {
+    type Target = RedirSettings;
+    fn deref(&self) -> &RedirSettings {
+        &self.0
+    }
+}
+
+impl DerefMut for Settings {
+    fn deref_mut(&mut self) -> &mut RedirSettings {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for Settings {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Settings {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Settings, D::Error> {
+        RedirSettings::deserialize(deserializer).map(Settings::from)
+    }
 }
 
 /// serde's default of [`RedirRow::ports`].

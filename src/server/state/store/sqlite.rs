@@ -1423,7 +1423,8 @@ fn redirs_where<P: rusqlite::Params>(
                     .and_then(|v| ProxyProtocol::parse(v).ok()),
                 allow: json_list(r, 7)?,
                 deny: json_list(r, 8)?,
-            },
+            }
+            .into(),
             revision: r.get(11)?,
         })
     })?;
@@ -1586,8 +1587,9 @@ mod tests {
                 max_connections_per_client: Some(3),
                 max_connections_per_second_per_client: Some(4),
                 bandwidth_limit: Some(5_000),
-                ..s.clone()
-            },
+                ..(**s).clone()
+            }
+            .into(),
             ..before[0].clone()
         };
         store.update_redir(&limited).await.unwrap();
