@@ -387,7 +387,7 @@ impl Gateway {
                 // The nodes that check its instances: those serving a namespace where it
                 // has a port.
                 let namespaces: std::collections::BTreeSet<String> =
-                    self.table().app_redirs(&app.id).iter().map(|r| r.namespace.clone()).collect();
+                    self.table().app_redirs(&app.id).iter().map(|r| r.namespace.to_string()).collect();
                 for namespace in &namespaces {
                     self.wait_for_fleet(namespace, revision).await;
                 }
@@ -435,8 +435,10 @@ impl Gateway {
             return Err(Error::unknown_namespace(namespace));
         }
         let find = |table: &Table| {
-            let row =
-                table.redirs.get(&RedirKey::new(namespace, protocol, port)).filter(|r| r.app_id == app.id)?;
+            let row = table
+                .redirs
+                .get(&RedirKey::new(namespace, protocol, port))
+                .filter(|r| *r.app_id == *app.id)?;
             Some((row.clone(), self.describe(table, row)))
         };
         let (row, described) =
@@ -481,7 +483,7 @@ impl Gateway {
             table
                 .redirs
                 .get(&RedirKey::new(namespace, protocol, port))
-                .filter(|r| r.app_id == app.id)
+                .filter(|r| *r.app_id == *app.id)
                 .map(|r| RedirRow::clone(r))
         };
         let row =
@@ -563,7 +565,7 @@ impl Gateway {
     /// inside one of its ranges, which its first port names (issue 34).
     fn not_found(&self, app_id: &str, protocol: Protocol, port: u16, namespace: &str) -> Error {
         match self.table().holder(namespace, protocol, port) {
-            Some(row) if row.app_id == app_id => {
+            Some(row) if *row.app_id == *app_id => {
                 Error::inside_range(port, row.port, row.last_port(), namespace)
             }
             _ => Error::unknown_redir(protocol, port, namespace),

@@ -8,7 +8,7 @@ use crate::wire::{Node, NodeLiveness, NodePort, NodePortState, RedirState, TcpRe
 /// A redirection as the API shows it: this node's state and traffic (the figures are this
 /// node's own), and the state of every live node serving its namespace.
 pub fn redirection(table: &Table, here_live: &LivePorts, this_node: &str, row: &RedirRow) -> TcpRedir {
-    let def = table.namespaces.get(&row.namespace);
+    let def = table.namespaces.get(&*row.namespace);
     let host = def.map(|n| n.public_host.as_str()).unwrap_or("localhost");
     let here = here_live.state(&row.key());
     let key = row.key().to_string();
@@ -38,7 +38,7 @@ pub fn redirection(table: &Table, here_live: &LivePorts, this_node: &str, row: &
     let listening = here.is_some_and(|(bound, _)| bound);
     TcpRedir {
         settings: live::settings_in_force(def, row),
-        namespace: row.namespace.clone(),
+        namespace: row.namespace.to_string(),
         port: row.port,
         last_port: (row.ports > 1).then(|| row.last_port()),
         protocol: row.protocol,

@@ -626,7 +626,7 @@ impl LivePorts {
             let wanted: Vec<_> = keys.into_iter().map(|key| (self.wanted(&table, &key), key)).collect();
             let mut apps: std::collections::BTreeSet<&str> = diff.apps.iter().map(String::as_str).collect();
             apps.extend(
-                wanted.iter().filter_map(|(w, _)| w.as_ref()).map(|(row, _, _, _)| row.app_id.as_str()),
+                wanted.iter().filter_map(|(w, _)| w.as_ref()).map(|(row, _, _, _)| row.app_id.as_ref()),
             );
             let instances = Self::instances_of(&table, apps);
             (wanted, instances)
@@ -651,7 +651,7 @@ impl LivePorts {
             let mut apps: std::collections::BTreeSet<&str> = wanted
                 .iter()
                 .filter_map(|(w, _)| w.as_ref())
-                .map(|(row, _, _, _)| row.app_id.as_str())
+                .map(|(row, _, _, _)| row.app_id.as_ref())
                 .collect();
             let pooled: Vec<String> = self.pools.lock().unwrap().keys().cloned().collect();
             apps.extend(pooled.iter().map(String::as_str));
@@ -672,13 +672,13 @@ impl LivePorts {
             return None;
         }
         let row = table.redirs.get(key)?;
-        let Some(def) = table.namespaces.get(&row.namespace) else {
+        let Some(def) = table.namespaces.get(&*row.namespace) else {
             warn!(namespace = %row.namespace, port = row.port,
                 "redirection kept in the store but not served: its namespace is not defined");
             return None;
         };
         let log = self.served.access_log || def.access_log;
-        let name = table.apps.get(&row.app_id).map(|a| a.name.clone()).unwrap_or_default();
+        let name = table.apps.get(&*row.app_id).map(|a| a.name.clone()).unwrap_or_default();
         Some((row.clone(), limits(Some(def), row), log, name))
     }
 
@@ -883,7 +883,7 @@ impl LivePorts {
                 let policy = Arc::new(ArcSwap::new(policy));
                 let fds = Arc::new(Mutex::new(Vec::new()));
                 let port = udp::UdpPort {
-                    namespace: row.namespace.clone(),
+                    namespace: row.namespace.to_string(),
                     addr,
                     targets,
                     // Stopping a UDP port closes its flows with it: a flow has no
@@ -1003,9 +1003,9 @@ impl LivePorts {
             Access::deny_all()
         });
         let log = logged.then(|| ConnLog {
-            namespace: row.namespace.clone(),
+            namespace: row.namespace.to_string(),
             port: row.port,
-            app: row.app_id.clone(),
+            app: row.app_id.to_string(),
         });
         Arc::new(Policy { generation: GENERATION.fetch_add(1, Ordering::Relaxed), access, log })
     }

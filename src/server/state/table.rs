@@ -12,7 +12,7 @@
 //! namespace's are a range of the map, and indexed by application, so one application's are found without a
 //! pass over the table.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::store::{
@@ -41,7 +41,12 @@ pub struct Table {
     /// Each application's redirections, sorted by key: a short vector (an application has
     /// one redirection per namespace and protocol at most), not a B-tree whose first node
     /// costs ~370 bytes, of the rows `redirs` holds (a pointer each, not a key's copy).
-    by_app: HashMap<String, Vec<Arc<RedirRow>>>,
+    /// The key is the one copy of the application's id that its rows hold too.
+    by_app: HashMap<Arc<str>, Vec<Arc<RedirRow>>>,
+    /// The namespaces' names that rows hold, one copy each, shared by the rows and their
+    /// keys (here and in the live ports): a redirection's key costs no string of its own.
+    /// Rows come from the store, which holds defined namespaces only, so this stays small.
+    names: HashSet<Arc<str>>,
     /// Namespace definitions by name.
     pub namespaces: BTreeMap<String, NamespaceDef>,
     /// Node descriptions by name.
@@ -54,7 +59,7 @@ pub struct Table {
 
 /// How a row sorts against a key, as the key's own order (namespace, protocol, port).
 fn by_key(row: &RedirRow, key: &RedirKey) -> std::cmp::Ordering {
-    (row.namespace.as_str(), row.protocol, row.port).cmp(&(key.namespace.as_str(), key.protocol, key.port))
+    (&*row.namespace, row.protocol, row.port).cmp(&(&*key.namespace, key.protocol, key.port))
 }
 
 /// What a batch of changes changed: the keys whose records differ from before, so that
@@ -122,7 +127,16 @@ impl Table {
                 }
                 self.apps.insert(app.id.clone(), app);
             }
-            Record::Redir(row) => {
+            Record::Redir(mut row) => {
+                // Share the names the table already holds (a row from the store comes with
+                // its own copies), before its key is taken from it.
+                match self.names.get(&*row.namespace) {
+                    Some(name) => row.namespace = name.clone(),
+                    None => drop(self.names.insert(row.namespace.clone())),
+                }
+                if let Some((id, _)) = self.by_app.get_key_value(&*row.app_id) {
+                    row.app_id = id.clone();
+                }
                 let key = row.key();
                 let old = self.redirs.get(&key);
                 if old.is_none_or(|old| !old.same_settings(&row)) {

@@ -127,7 +127,7 @@ impl Gateway {
         let made = self.claim_all(org, plans, &mut outcomes).await?;
         let Some(revision) = made.iter().map(|(_, row)| row.revision).max() else { return Ok(outcomes) };
         self.settle(revision).await;
-        let namespaces: BTreeSet<&str> = made.iter().map(|(_, row)| row.namespace.as_str()).collect();
+        let namespaces: BTreeSet<&str> = made.iter().map(|(_, row)| &*row.namespace).collect();
         for namespace in namespaces {
             self.wait_for_fleet(namespace, revision).await;
         }
@@ -176,7 +176,7 @@ impl Gateway {
         let asked: Vec<(String, String, Protocol)> = plans
             .iter()
             .filter(|p| p.fixed.is_none())
-            .map(|p| (p.row.app_id.clone(), p.ns.name.clone(), p.row.protocol))
+            .map(|p| (p.row.app_id.to_string(), p.ns.name.clone(), p.row.protocol))
             .collect();
         if !asked.is_empty() {
             let previous =
@@ -273,7 +273,7 @@ impl Gateway {
     fn reserve(&self, reserved: &mut Reservations, plan: &Plan, picked: &HashSet<u16>) -> Result<u16, Error> {
         let ns = &plan.ns.name;
         let protocol = plan.row.protocol;
-        let app = plan.row.app_id.as_str();
+        let app = plan.row.app_id.as_ref();
         let taken = |port: u16| {
             let key = RedirKey::new(ns, protocol, port);
             picked.contains(&port)
@@ -310,7 +310,7 @@ impl Gateway {
         plan: &Plan,
         taken: impl Fn(u16) -> bool,
     ) -> Result<u16, Error> {
-        let (ns, n, app) = (&plan.ns.name, plan.row.ports, plan.row.app_id.as_str());
+        let (ns, n, app) = (&plan.ns.name, plan.row.ports, plan.row.app_id.as_ref());
         if let Some(first) = plan.fixed {
             for port in first..=first.saturating_add(n - 1) {
                 let key = RedirKey::new(ns, plan.row.protocol, port);
@@ -367,7 +367,7 @@ impl Gateway {
         let asked: Vec<(RedirKey, &str)> = plans
             .iter()
             .filter_map(|p| {
-                p.fixed.map(|port| (RedirKey::new(&p.ns.name, p.row.protocol, port), p.row.app_id.as_str()))
+                p.fixed.map(|port| (RedirKey::new(&p.ns.name, p.row.protocol, port), p.row.app_id.as_ref()))
             })
             .collect();
         let settled = |t: &Table| {
@@ -412,7 +412,7 @@ fn check_shape(new: &NewTcpRedir) -> Result<(), Error> {
 fn existing_ports(table: &Table, apps: &HashSet<&str>) -> HashMap<(String, String, Protocol), u16> {
     apps.iter()
         .flat_map(|app| {
-            table.app_rows(app).map(move |r| ((app.to_string(), r.namespace.clone(), r.protocol), r.port))
+            table.app_rows(app).map(move |r| ((app.to_string(), r.namespace.to_string(), r.protocol), r.port))
         })
         .collect()
 }
@@ -441,11 +441,11 @@ fn plan(
         return Err(Error::already_redirected(protocol, port, &ns.name));
     }
     let row = RedirRow {
-        namespace: ns.name.clone(),
+        namespace: ns.name.as_str().into(),
         port: 0,
         ports,
         protocol,
-        app_id: app.id.clone(),
+        app_id: app.id.as_str().into(),
         settings: new.settings.clone().into(),
         revision: 0,
     };

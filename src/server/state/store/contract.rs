@@ -131,7 +131,7 @@ async fn an_update_changes_the_settings_in_place(store: Arc<dyn Store>) {
     assert!(revision > claimed);
     let table = Table::load(store.snapshot().await.unwrap());
     let row = &table.redirs[&RedirKey::new("default", Protocol::Tcp, 6100)];
-    assert_eq!((row.app_id.as_str(), &*row.settings), ("app_1", &settings));
+    assert_eq!((row.app_id.as_ref(), &*row.settings), ("app_1", &settings));
     assert_eq!(table.redirs[&RedirKey::new("default", Protocol::Udp, 6100)].settings, Default::default());
     // The watch carries it as a put of the whole row.
     let mut seen = Vec::new();
@@ -290,7 +290,7 @@ async fn udp_ports_are_a_space_of_their_own(store: Arc<dyn Store>) {
             RedirKey::new("other", Protocol::Udp, 7004),
         ]
     );
-    assert_eq!(snapshot.redirs[&keys[1]].app_id, "app_2");
+    assert_eq!(&*snapshot.redirs[&keys[1]].app_id, "app_2");
     // The watch carried every change, protocol included.
     while table.revision < snapshot.revision {
         let events = changes.recv().await.expect("the watch goes on").unwrap();
@@ -384,7 +384,7 @@ async fn concurrent_claims_never_share_a_port(store: Arc<dyn Store>) {
         }
     }
     let ports: HashSet<u16> = won.iter().map(|r| r.port).collect();
-    let apps: HashSet<&str> = won.iter().map(|r| r.app_id.as_str()).collect();
+    let apps: HashSet<&str> = won.iter().map(|r| r.app_id.as_ref()).collect();
     assert_eq!(ports.len(), won.len(), "two claims won one port: {won:?}");
     assert_eq!(apps.len(), won.len(), "one application won two ports: {won:?}");
     assert_eq!(won.len(), 6, "each of the 6 ports was claimed once");
@@ -564,7 +564,7 @@ async fn a_range_is_claimed_whole_or_not_at_all(store: Arc<dyn Store>) {
 
     let table = Table::load(store.snapshot().await.unwrap());
     let row = &table.redirs[&RedirKey::new("default", Protocol::Tcp, 6011)];
-    assert_eq!((row.ports, row.last_port(), row.app_id.as_str()), (20, 6030, "app_2"));
+    assert_eq!((row.ports, row.last_port(), row.app_id.as_ref()), (20, 6030, "app_2"));
     assert_eq!(table.holder("default", Protocol::Tcp, 6025).map(|r| r.port), Some(6011));
     assert_eq!(table.holder("default", Protocol::Tcp, 6031).map(|r| r.port), Some(6031));
     assert!(table.holder("default", Protocol::Tcp, 6032).is_none());

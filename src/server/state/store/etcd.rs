@@ -477,12 +477,12 @@ impl Etcd {
             "orgs" => Key::Org(name),
             "apps" => Key::App(name),
             "redirs" => Key::Redir(RedirKey {
-                namespace: name,
+                namespace: name.into(),
                 protocol: Protocol::Tcp,
                 port: parts.next()?.parse().ok()?,
             }),
             "udpredirs" => Key::Redir(RedirKey {
-                namespace: name,
+                namespace: name.into(),
                 protocol: Protocol::Udp,
                 port: parts.next()?.parse().ok()?,
             }),
@@ -491,7 +491,7 @@ impl Etcd {
             "nodes" => Key::Node(name),
             "alive" => Key::Alive(name),
             "quarantine" | "udpquarantine" => Key::Quarantine(RedirKey {
-                namespace: name,
+                namespace: name.into(),
                 protocol: if kind == "udpquarantine" { Protocol::Udp } else { Protocol::Tcp },
                 port: parts.next()?.parse().ok()?,
             }),
@@ -879,7 +879,7 @@ impl Etcd {
                 continue;
             };
             let Ok(row) = serde_json::from_slice::<RedirRow>(head.value()) else { continue };
-            if row.ports > 1 && row.app_id == app_id {
+            if row.ports > 1 && *row.app_id == *app_id {
                 match self.release(&row, &app.owner_id).await {
                     Ok(_) | Err(StoreError::Conflict(Conflict::NotFound)) => {}
                     Err(err) => return Err(err),
@@ -934,7 +934,7 @@ impl Etcd {
                 match found(&answers, 2 + n) {
                     Some(kv) => {
                         let q: Quarantine = serde_json::from_slice(kv.value())?;
-                        if q.app_id != row.app_id {
+                        if *q.app_id != *row.app_id {
                             let waits: Vec<String> = applied
                                 .iter()
                                 .filter(|(_, r)| *r < kv.mod_revision())
@@ -1058,7 +1058,7 @@ impl Etcd {
     ) -> StoreResult<(Txn, Vec<&'a str>)> {
         let quota_key = self.key(&["quota", org_id]);
         let (count, counter_revision) = read.counter;
-        let mut apps: Vec<&str> = chunk.iter().map(|&i| rows[i].app_id.as_str()).collect();
+        let mut apps: Vec<&str> = chunk.iter().map(|&i| rows[i].app_id.as_ref()).collect();
         apps.sort_unstable();
         apps.dedup();
         let mut compares = Vec::with_capacity(chunk.len() * 3 + apps.len() + 2);
@@ -1082,7 +1082,7 @@ impl Etcd {
                         q.revision,
                     ));
                     puts.push(TxnOp::delete(quarantine_key.as_str(), None));
-                    if q.app_id != row.app_id {
+                    if *q.app_id != *row.app_id {
                         confirmed_past = confirmed_past.max(q.revision);
                     }
                 }
@@ -1179,7 +1179,7 @@ fn refuse_before_claim(
     quota: Option<u32>,
 ) {
     chunk.retain(|&i| match read.quarantines.get(&i) {
-        Some(q) if q.app_id != rows[i].app_id => {
+        Some(q) if *q.app_id != *rows[i].app_id => {
             let waits: Vec<String> =
                 read.applied.iter().filter(|(_, r)| *r < q.revision).map(|(n, _)| n.clone()).collect();
             if waits.is_empty() {
@@ -1223,7 +1223,7 @@ fn refused_by(
             Conflict::AppHasOne(String::from_utf8_lossy(kv.value()).parse().unwrap_or(0))
         } else if redir.is_some() {
             Conflict::PortTaken
-        } else if missing.contains(rows[i].app_id.as_str()) {
+        } else if missing.contains(rows[i].app_id.as_ref()) {
             Conflict::NotFound
         } else {
             return true;
@@ -1559,11 +1559,11 @@ impl Store for Etcd {
                 ));
                 if let Ok(port) = port.parse() {
                     let row = RedirRow {
-                        namespace,
+                        namespace: namespace.into(),
                         port,
                         ports: 1,
                         protocol: *protocol,
-                        app_id: app_id.to_owned(),
+                        app_id: app_id.into(),
                         settings: Default::default(),
                         revision: 0,
                     };
@@ -1633,8 +1633,8 @@ impl Store for Etcd {
                     }
                     break;
                 }
-                let port_key = (0u8, row.protocol, row.namespace.as_str(), row.port.to_string());
-                let app_key = (1u8, row.protocol, row.namespace.as_str(), row.app_id.clone());
+                let port_key = (0u8, row.protocol, &*row.namespace, row.port.to_string());
+                let app_key = (1u8, row.protocol, &*row.namespace, row.app_id.to_string());
                 if keys.contains(&port_key) || keys.contains(&app_key) {
                     later.push(i);
                     continue;

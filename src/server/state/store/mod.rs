@@ -40,8 +40,9 @@ pub type Revision = i64;
 /// are ranges of a map.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RedirKey {
-    /// The namespace the port belongs to.
-    pub namespace: String,
+    /// The namespace the port belongs to: the table's one copy of the name for the keys of
+    /// its rows ([`super::table::Table`] interns it), so that a key costs no string.
+    pub namespace: Arc<str>,
     /// TCP or UDP: each has its own ports.
     pub protocol: Protocol,
     /// The public port.
@@ -51,7 +52,7 @@ pub struct RedirKey {
 impl RedirKey {
     /// The key of `namespace`'s `protocol` port `port`.
     pub fn new(namespace: &str, protocol: Protocol, port: u16) -> RedirKey {
-        RedirKey { namespace: namespace.to_owned(), protocol, port }
+        RedirKey { namespace: namespace.into(), protocol, port }
     }
 }
 
@@ -70,8 +71,8 @@ impl fmt::Display for RedirKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RedirRow {
-    /// The namespace the port belongs to.
-    pub namespace: String,
+    /// The namespace the port belongs to (interned by the table, as [`RedirKey::namespace`]).
+    pub namespace: Arc<str>,
     /// The public port: the first of a range.
     pub port: u16,
     /// How many consecutive ports it holds, `port` to `port + ports - 1` (issue 34): 1,
@@ -83,8 +84,8 @@ pub struct RedirRow {
     /// TCP or UDP; absent from a stored TCP record (which predates UDP).
     #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
     pub protocol: Protocol,
-    /// The application it leads to.
-    pub app_id: String,
+    /// The application it leads to (interned by the table: one copy per application).
+    pub app_id: Arc<str>,
     /// Its own settings, over the namespace's.
     #[serde(flatten)]
     pub settings: Settings,
@@ -163,7 +164,7 @@ fn is_one(n: &u16) -> bool {
 impl RedirRow {
     /// Its key (a range's first port).
     pub fn key(&self) -> RedirKey {
-        RedirKey::new(&self.namespace, self.protocol, self.port)
+        RedirKey { namespace: self.namespace.clone(), protocol: self.protocol, port: self.port }
     }
 
     /// Its last public port (its only one, for a single port).
@@ -335,10 +336,10 @@ impl Quarantine {
     /// The quarantine a removal of `row` at `revision` leaves on its first port.
     pub fn of(row: &RedirRow, revision: Revision) -> Quarantine {
         Quarantine {
-            namespace: row.namespace.clone(),
+            namespace: row.namespace.to_string(),
             port: row.port,
             protocol: row.protocol,
-            app_id: row.app_id.clone(),
+            app_id: row.app_id.to_string(),
             revision,
         }
     }

@@ -265,7 +265,7 @@ impl Fleet<'_> {
     /// [`Conflict::Quarantined`] when one of `row`'s ports is held back from its application.
     fn check(&self, row: &RedirRow) -> StoreResult<()> {
         for (_, q) in self.quarantined(row) {
-            if q.app_id != row.app_id {
+            if *q.app_id != *row.app_id {
                 let waits = q.waits_for(self.nodes.values());
                 if !waits.is_empty() {
                     return Err(StoreError::Conflict(Conflict::Quarantined(waits)));
