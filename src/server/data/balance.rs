@@ -546,6 +546,16 @@ impl Pool {
         self.members.store(Arc::new(next));
     }
 
+    /// Whether it holds these instances (address and weight, in order) with these
+    /// settings: [`Self::set`] would change nothing. So that the caller need not keep a
+    /// copy of what it gave last (a copy per application: issue 32's memory).
+    pub fn holds(&self, instances: &[Instance], check: &HealthCheck) -> bool {
+        let members = self.members.load();
+        *self.check.lock().unwrap_or_else(|p| p.into_inner()) == *check
+            && members.len() == instances.len()
+            && members.iter().zip(instances).all(|(m, i)| m.address == i.address && m.weight == i.weight.unwrap_or(1))
+    }
+
     /// The instances now.
     pub fn members(&self) -> Arc<Vec<Arc<Member>>> {
         self.members.load_full()

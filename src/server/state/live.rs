@@ -397,10 +397,9 @@ struct Live {
     running: Running,
 }
 
-/// An application's instance pool, the stored list it was last given, and how many of
-/// this node's ports use it (the pool goes with the last one).
+/// An application's instance pool and how many of this node's ports use it (the pool
+/// goes with the last one). What it was last given is the pool's own ([`Pool::holds`]).
 struct AppPool {
-    stored: Stored,
     pool: Arc<Pool>,
     ports: usize,
 }
@@ -433,7 +432,7 @@ pub struct LivePorts {
     /// The kernel's steering of the TCP ports, in steered mode (`None`: bound mode).
     steered: Option<Arc<Steered>>,
     live: Mutex<BTreeMap<RedirKey, Live>>,
-    pools: Mutex<HashMap<String, AppPool>>,
+    pools: Mutex<HashMap<Arc<str>, AppPool>>,
     /// Ports bound for claims being committed ([`Reservations`]).
     held: Mutex<HashMap<RedirKey, Held>>,
     /// The UDP flows open on this node, against its cap.
@@ -653,8 +652,8 @@ impl LivePorts {
                 .filter_map(|(w, _)| w.as_ref())
                 .map(|(row, _, _, _)| row.app_id.as_ref())
                 .collect();
-            let pooled: Vec<String> = self.pools.lock().unwrap().keys().cloned().collect();
-            apps.extend(pooled.iter().map(String::as_str));
+            let pooled: Vec<Arc<str>> = self.pools.lock().unwrap().keys().cloned().collect();
+            apps.extend(pooled.iter().map(|id| &**id));
             let instances = Self::instances_of(&table, apps);
             (wanted, instances)
         };
@@ -707,10 +706,9 @@ impl LivePorts {
         {
             let mut pools = self.pools.lock().unwrap();
             for (id, stored) in instances {
-                if let (Some(p), Some(stored)) = (pools.get_mut(id), stored) {
-                    if p.stored != *stored {
+                if let (Some(p), Some(stored)) = (pools.get_mut(id.as_str()), stored) {
+                    if !p.pool.holds(&stored.0, &stored.1) {
                         p.pool.set(&stored.0, &stored.1);
-                        p.stored = stored.clone();
                         changed += 1;
                     }
                 }
@@ -770,15 +768,16 @@ impl LivePorts {
     }
 
     /// The application's pool, made from its stored instances for its first port here.
-    fn pool_for(&self, app_id: &str, instances: &HashMap<String, Option<Stored>>) -> Option<Arc<Pool>> {
+    fn pool_for(&self, app_id: &Arc<str>, instances: &HashMap<String, Option<Stored>>) -> Option<Arc<Pool>> {
         let mut pools = self.pools.lock().unwrap();
         if let Some(p) = pools.get_mut(app_id) {
             p.ports += 1;
             return Some(p.pool.clone());
         }
-        let stored = instances.get(app_id)?.as_ref()?;
+        let stored = instances.get(&**app_id)?.as_ref()?;
         let pool = Arc::new(Pool::with_check(&stored.0, &stored.1, &self.health));
-        pools.insert(app_id.to_owned(), AppPool { stored: stored.clone(), pool: pool.clone(), ports: 1 });
+        // Keyed by the table's copy of the id (the row's), not one of its own.
+        pools.insert(app_id.clone(), AppPool { pool: pool.clone(), ports: 1 });
         Some(pool)
     }
 
