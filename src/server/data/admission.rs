@@ -29,8 +29,9 @@ use crate::server::spec::{Access, Quotas};
 /// A port's admission state: the new-connection budget, shared by its accept loops.
 #[derive(Default)]
 pub struct Admission {
-    /// Taken only on ports that set a rate.
-    rate: Mutex<Option<RateLimit>>,
+    /// Taken only on ports that set a rate; boxed, so that the many ports that set none
+    /// carry a pointer rather than the bucket (issue 32's memory per redirection).
+    rate: Mutex<Option<Box<RateLimit>>>,
 }
 
 /// Why a connection was refused.
@@ -129,7 +130,7 @@ impl Admission {
             let bucket = match bucket.as_mut() {
                 Some(b) if b.per_second == rate => b,
                 // First use, or the rate changed with a config reload.
-                _ => bucket.insert(RateLimit::new(rate)),
+                _ => bucket.insert(Box::new(RateLimit::new(rate))),
             };
             if !bucket.admit() {
                 slot.close();

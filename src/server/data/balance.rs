@@ -553,7 +553,10 @@ impl Pool {
         let members = self.members.load();
         *self.check.lock().unwrap_or_else(|p| p.into_inner()) == *check
             && members.len() == instances.len()
-            && members.iter().zip(instances).all(|(m, i)| m.address == i.address && m.weight == i.weight.unwrap_or(1))
+            && members
+                .iter()
+                .zip(instances)
+                .all(|(m, i)| m.address == i.address && m.weight == i.weight.unwrap_or(1))
     }
 
     /// The instances now.

@@ -15,7 +15,7 @@
 //! figures (refusals, failed connects) stay plain shared counters.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -45,7 +45,7 @@ impl EncodeLabelValue for Protocol {
 }
 
 /// The labels of a redirection's series.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, PartialOrd, Ord)]
 struct Redir {
     namespace: Arc<str>,
     port: u16,
@@ -341,8 +341,41 @@ impl Traffic {
 /// The live redirections' figures, encoded at each scrape: the busy ones per thread
 /// ([`Traffic`]), the rare ones ([`Count`]) as plain atomics next to them, so that a
 /// redirection's series cost one entry here and no label set per family.
+///
+/// A set of the figures themselves, each holding its labels: no map entry of labels beside
+/// them, and the port that counts into them reads its labels there too (issue 32's memory).
 #[derive(Debug, Default)]
-struct Live(Mutex<BTreeMap<Redir, Arc<RedirMetrics>>>);
+struct Live(Mutex<BTreeSet<Series>>);
+
+/// A redirection's figures in [`Live`], ordered by their labels.
+#[derive(Debug)]
+struct Series(Arc<RedirMetrics>);
+
+impl PartialEq for Series {
+    fn eq(&self, other: &Series) -> bool {
+        self.0.series == other.0.series
+    }
+}
+
+impl Eq for Series {}
+
+impl PartialOrd for Series {
+    fn partial_cmp(&self, other: &Series) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Series {
+    fn cmp(&self, other: &Series) -> std::cmp::Ordering {
+        self.0.series.cmp(&other.0.series)
+    }
+}
+
+impl std::borrow::Borrow<Redir> for Series {
+    fn borrow(&self) -> &Redir {
+        &self.0.series
+    }
+}
 
 /// A redirection's labels, borrowed from the live map: no copy per series.
 struct Just<'a>(&'a Redir);
@@ -386,8 +419,10 @@ fn family<L: EncodeLabelSet>(
 
 impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let live = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let totals: Vec<(&Redir, Totals)> = live.iter().map(|(r, m)| (r, m.traffic.totals())).collect();
+        let guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let live: Vec<(&Redir, &RedirMetrics)> = guard.iter().map(|s| (&s.0.series, &*s.0)).collect();
+        let totals: Vec<(&Redir, Totals)> =
+            live.iter().copied().map(|(r, m)| (r, m.traffic.totals())).collect();
         let counter = |name, help| (name, help, MetricType::Counter);
         let and = |redir, key, value| And { redir, key, value };
         family(
@@ -414,7 +449,7 @@ impl Collector for Live {
             None,
             MetricType::Histogram,
         )?;
-        for (redir, m) in live.iter() {
+        for (redir, m) in live.iter().copied() {
             let (sum, count, buckets) = m.traffic.connect_times();
             histograms
                 .encode_family(redir)?
@@ -422,7 +457,7 @@ impl Collector for Live {
         }
         // The limits per client and the bandwidth: only redirections that ever used them.
         let limited: Vec<(&Redir, Arc<Limited>)> =
-            live.iter().filter_map(|(r, m)| Limited::made(&m.limited).map(|l| (r, l))).collect();
+            live.iter().copied().filter_map(|(r, m)| Limited::made(&m.limited).map(|l| (r, l))).collect();
         let per_client = |protocol: Protocol| {
             limited
                 .iter()
@@ -433,6 +468,7 @@ impl Collector for Live {
             &mut encoder,
             counter("connections_refused", "Connections closed at once, by reason"),
             live.iter()
+                .copied()
                 .flat_map(|(r, m)| {
                     [
                         (Reason::no_instance, &m.no_instance),
@@ -466,7 +502,7 @@ impl Collector for Live {
             }),
         )?;
         let udp: Vec<(&Redir, &UdpCounts)> =
-            live.iter().filter_map(|(r, m)| m.udp.get().map(|u| (r, &**u))).collect();
+            live.iter().copied().filter_map(|(r, m)| m.udp.get().map(|u| (r, &**u))).collect();
         family(
             &mut encoder,
             counter(
@@ -497,7 +533,7 @@ impl Collector for Live {
                 "instance_connect_failures",
                 "Connection attempts to an instance that failed or timed out",
             ),
-            live.iter().map(|(r, m)| (Just(r), m.connect_failures.get())),
+            live.iter().copied().map(|(r, m)| (Just(r), m.connect_failures.get())),
         )
     }
 }
@@ -533,6 +569,8 @@ impl Count {
 /// One redirection's figures, used by its forwarding loop (one allocation, shared).
 #[derive(Debug, Default)]
 pub struct RedirMetrics {
+    /// The labels of its series.
+    series: Redir,
     /// Connections accepted and open, bytes, connect times: per thread.
     pub traffic: Traffic,
     /// Connections closed because no instance accepted them.
@@ -579,6 +617,14 @@ impl UdpCounts {
     }
 }
 
+impl RedirMetrics {
+    /// The names its series are labelled with.
+    pub fn labels(&self) -> Labels {
+        let s = &self.series;
+        Labels { namespace: s.namespace.clone(), app: s.app.clone(), app_name: s.app_name.clone() }
+    }
+}
+
 impl Metrics {
     /// An empty registry with every family registered.
     pub fn new() -> Metrics {
@@ -616,8 +662,14 @@ impl Metrics {
     /// The handles of one redirection's series, creating them: labelled with the
     /// application's id (`app`, stable) and its name (`app_name`, which dashboards show).
     pub fn named_redirection(&self, labels: &Labels, protocol: Protocol, port: u16) -> Arc<RedirMetrics> {
-        let redir = labels.redir(protocol, port);
-        self.live.0.lock().unwrap_or_else(|p| p.into_inner()).entry(redir).or_default().clone()
+        let series = labels.redir(protocol, port);
+        let mut live = self.live.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(Series(m)) = live.get(&series) {
+            return m.clone();
+        }
+        let m = Arc::new(RedirMetrics { series, ..RedirMetrics::default() });
+        live.insert(Series(m.clone()));
+        m
     }
 
     /// Counts what a periodic full reconcile had to repair.

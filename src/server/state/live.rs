@@ -390,8 +390,6 @@ impl Running {
 struct Live {
     /// The table's row (shared with it, not copied).
     row: Arc<RedirRow>,
-    /// The names its metrics are labelled with (interned: [`LivePorts::intern`]).
-    labels: Labels,
     /// Whether its connections are logged.
     logged: bool,
     running: Running,
@@ -919,7 +917,7 @@ impl LivePorts {
         }
         info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol, app = %row.app_id, "port live");
         let key = row.key();
-        self.live.lock().unwrap().insert(key, Live { row, labels, logged, running });
+        self.live.lock().unwrap().insert(key, Live { row, logged, running });
     }
 
     /// The listeners of a range's `n` ports from `first` (issue 34), bound mode: those its
@@ -944,12 +942,14 @@ impl LivePorts {
         if !live.running.bound() {
             *self.unbound.lock().unwrap() = None;
         }
+        // The names its metrics are labelled with (interned: [`LivePorts::intern`]).
+        let labels = live.running.metrics().labels();
         live.running.stop(true).await;
         self.release_pool(&live.row.app_id);
         let row = &live.row;
-        self.metrics.forget(&live.labels, row.protocol, row.port);
+        self.metrics.forget(&labels, row.protocol, row.port);
         info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol, "port closed");
-        self.release(live.labels);
+        self.release(labels);
     }
 
     /// The one copy of `name` that ports and their metrics share.
