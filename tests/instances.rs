@@ -62,11 +62,41 @@ fn instance_states(f: &Fixture) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Waits until the gateway holds no connection open to any instance of the fixture's
+/// application (its instances' `activeConnections`, which least-connections balancing reads).
+fn wait_for_no_open_connection(f: &Fixture) {
+    wait_until(IO_TIMEOUT, "the gateway closes its connections to the instances", || {
+        let app = f.server.api("GET", &f.app_path, None).ok_json();
+        let counts: Vec<u64> = app["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["activeConnections"].as_u64())
+            .collect();
+        let open: u64 = counts.iter().sum();
+        // A connection was made: the instance that took it shows its count.
+        if !counts.is_empty() && open == 0 {
+            Ok(())
+        } else {
+            Err(format!("{open} open: {app}"))
+        }
+    })
+}
+
 #[test]
 fn connections_are_spread_over_the_instances() {
     let (a, b) = (named_backend("A"), named_backend("B"));
     let f = fixture(json!([{"address": a.to_string()}, {"address": b.to_string()}]));
-    let answers: Vec<String> = (0..10).map(|_| who_answers(f.port)).collect();
+    // One connection at a time, each once the gateway has closed the one before: an
+    // instance still holding the previous connection would take none (fewest open first),
+    // so that a loaded machine, slow to close them, would decide the spread, not the ties.
+    let answers: Vec<String> = (0..10)
+        .map(|_| {
+            let who = who_answers(f.port);
+            wait_for_no_open_connection(&f);
+            who
+        })
+        .collect();
     let count = |n: &str| answers.iter().filter(|a| *a == n).count();
     assert!(count("A") >= 3 && count("B") >= 3, "both instances take connections: {answers:?}");
 }
