@@ -245,7 +245,13 @@ impl Gateway {
     /// The applications of an organisation, sorted by name.
     pub async fn apps(&self, caller: &Caller, org_id: &str) -> Result<Vec<Application>, Error> {
         let org = self.org(caller, org_id).await?;
-        let mut apps: Vec<_> = self.table().apps.values().filter(|a| a.owner_id == org.id).cloned().collect();
+        let mut apps: Vec<_> = self
+            .table()
+            .apps
+            .values()
+            .filter(|a| a.owner_id == org.id)
+            .map(|a| Application::clone(a))
+            .collect();
         apps.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(apps.into_iter().map(|a| self.with_live_state(a)).collect())
     }
@@ -253,7 +259,9 @@ impl Gateway {
     /// The application `app_id` of the organisation `org_id`.
     pub async fn app(&self, caller: &Caller, org_id: &str, app_id: &str) -> Result<Application, Error> {
         let org = self.org(caller, org_id).await?;
-        let find = |table: &Table| table.apps.get(app_id).filter(|a| a.owner_id == org.id).cloned();
+        let find = |table: &Table| {
+            table.apps.get(app_id).filter(|a| a.owner_id == org.id).map(|a| Application::clone(a))
+        };
         self.lookup(find).await.map(|app| self.with_live_state(app)).ok_or_else(|| Error::unknown_app(app_id))
     }
 
@@ -301,7 +309,12 @@ impl Gateway {
         name: &str,
         instances: Vec<wire::Instance>,
     ) -> Result<(), Error> {
-        let existing = self.table().apps.values().find(|a| a.owner_id == org_id && a.name == name).cloned();
+        let existing = self
+            .table()
+            .apps
+            .values()
+            .find(|a| a.owner_id == org_id && a.name == name)
+            .map(|a| Application::clone(a));
         let result = match existing {
             Some(app) if app.instances == instances => return Ok(()),
             Some(app) => self.set_instances(&Caller::Admin, org_id, &app.id, instances).await.map(drop),

@@ -89,7 +89,7 @@ impl Admission {
         metrics: &RedirMetrics,
     ) -> Result<Option<Box<Held>>, Refusal> {
         if !access.admits(peer.ip()) {
-            metrics.denied.inc();
+            metrics.rare().denied.inc();
             return Err(Refusal::Denied);
         }
         let held = if quotas.per_client() || quotas.bandwidth_limit.is_some() {
@@ -122,7 +122,7 @@ impl Admission {
         slot.open();
         if quotas.max_connections.is_some_and(|max| metrics.traffic.active_now() > i64::from(max)) {
             slot.close();
-            metrics.over_capacity.inc();
+            metrics.rare().over_capacity.inc();
             return Err(Refusal::MaxConnections);
         }
         if let Some(rate) = quotas.max_connections_per_second {
@@ -134,7 +134,7 @@ impl Admission {
             };
             if !bucket.admit() {
                 slot.close();
-                metrics.rate_limited.inc();
+                metrics.rare().rate_limited.inc();
                 return Err(Refusal::RateLimited);
             }
         }

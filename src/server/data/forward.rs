@@ -74,8 +74,6 @@ pub struct Node {
 pub struct Port {
     /// What every port of the node shares.
     pub node: Arc<Node>,
-    /// The namespace, for logs.
-    pub namespace: Arc<str>,
     /// Where to bind when no listener is handed over.
     pub addr: SocketAddr,
     /// The application's instances.
@@ -107,11 +105,15 @@ pub struct Port {
 }
 
 impl Port {
+    /// The namespace, for logs (its metrics' label: not a copy of its own).
+    pub fn namespace(&self) -> &str {
+        self.metrics.namespace()
+    }
+
     /// A port not accepting yet.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         node: Arc<Node>,
-        namespace: Arc<str>,
         addr: SocketAddr,
         targets: Arc<Pool>,
         stop_accepting: CancellationToken,
@@ -121,7 +123,6 @@ impl Port {
     ) -> Port {
         Port {
             node,
-            namespace,
             addr,
             targets,
             stop_accepting,
@@ -180,14 +181,14 @@ pub async fn run(port: Arc<Port>, mut listeners: Option<Listeners>) {
         match super::ports::bind(port.addr) {
             Ok(l) => break l,
             Err(err) if super::ports::out_of_descriptors(&err) => {
-                warn!(namespace = %port.namespace, addr = %port.addr, error = %err, limit = super::ports::descriptor_limit(),
+                warn!(namespace = %port.namespace(), addr = %port.addr, error = %err, limit = super::ports::descriptor_limit(),
                     "cannot bind the redirection's port: this node has reached its open-file limit; raise it (systemd: LimitNOFILE=) or serve the namespace from another node; retrying every {}s", REBIND_EVERY.as_secs());
                 if Box::pin(stopped_within(&port.stop_accepting, REBIND_EVERY)).await {
                     return;
                 }
             }
             Err(err) => {
-                warn!(namespace = %port.namespace, addr = %port.addr, error = %err,
+                warn!(namespace = %port.namespace(), addr = %port.addr, error = %err,
                     "cannot bind the redirection's port (is another program using it?); retrying every {}s", REBIND_EVERY.as_secs());
                 if Box::pin(stopped_within(&port.stop_accepting, REBIND_EVERY)).await {
                     return;
@@ -200,7 +201,7 @@ pub async fn run(port: Arc<Port>, mut listeners: Option<Listeners>) {
     }
     *port.fds.lock().unwrap_or_else(|p| p.into_inner()) =
         listeners.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
-    debug!(namespace = %port.namespace, addr = %port.addr, listeners = listeners.len(), "accepting");
+    debug!(namespace = %port.namespace(), addr = %port.addr, listeners = listeners.len(), "accepting");
     let threads = port.node.workers.handles();
     let loops: Vec<_> = if listeners.len() >= threads.len() {
         // One listener per thread (a group handed over by a version that bound one per
@@ -495,7 +496,7 @@ async fn connection(
         connected = connect(targets, limits.connect_timeout, slot, metrics, offset) => connected,
     };
     let Some((upstream, open)) = connected else {
-        metrics.no_instance.inc();
+        metrics.rare().no_instance.inc();
         info!(%peer, "no instance of the application accepted the connection; closing it");
         if let (Some(log), Some(started)) = (&log, started) {
             log.log(peer, None, (0, 0), started, End::NoInstance);
@@ -550,7 +551,7 @@ async fn connect(
         let began = std::time::Instant::now();
         let attempt = tokio::time::timeout(timeout, open(&member, offset)).await;
         if !matches!(attempt, Ok(Ok(_))) {
-            metrics.connect_failures.inc();
+            metrics.rare().connect_failures.inc();
         }
         match attempt {
             Ok(Ok(stream)) => {
@@ -637,7 +638,7 @@ pub async fn run_range(port: Arc<Port>, n: u16, mut held: Vec<Option<Listeners>>
             break;
         }
         if let Some((addr, err)) = failed {
-            warn!(namespace = %port.namespace, %addr, error = %err, waiting = waiting.len(),
+            warn!(namespace = %port.namespace(), %addr, error = %err, waiting = waiting.len(),
                 "cannot bind ports of the range (another program holds them, or this node is out of descriptors); the others forward; retrying every {}s", REBIND_EVERY.as_secs());
         }
         if Box::pin(stopped_within(&port.stop_accepting, REBIND_EVERY)).await {

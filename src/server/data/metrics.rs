@@ -470,6 +470,7 @@ impl Collector for Live {
             live.iter()
                 .copied()
                 .flat_map(|(r, m)| {
+                    let m = m.rare_read();
                     [
                         (Reason::no_instance, &m.no_instance),
                         (Reason::denied, &m.denied),
@@ -533,7 +534,7 @@ impl Collector for Live {
                 "instance_connect_failures",
                 "Connection attempts to an instance that failed or timed out",
             ),
-            live.iter().copied().map(|(r, m)| (Just(r), m.connect_failures.get())),
+            live.iter().copied().map(|(r, m)| (Just(r), m.rare_read().connect_failures.get())),
         )
     }
 }
@@ -573,6 +574,20 @@ pub struct RedirMetrics {
     series: Redir,
     /// Connections accepted and open, bytes, connect times: per thread.
     pub traffic: Traffic,
+    /// The counts of what goes wrong: made at the first ([`Self::rare`]), so that the many
+    /// redirections that never refuse a connection carry a pointer (issue 32's memory).
+    rare: OnceLock<Box<Rare>>,
+    /// A UDP redirection's datagram counts, set when its data plane starts; for a UDP
+    /// redirection, `traffic` counts flows as connections.
+    pub udp: OnceLock<Box<UdpCounts>>,
+    /// The state and counters of the limits per client address and of the bandwidth
+    /// limit ([`Limited`]): null until a connection needs them.
+    pub limited: arc_swap::ArcSwapOption<Limited>,
+}
+
+/// A redirection's counts of what goes wrong.
+#[derive(Debug, Default)]
+pub struct Rare {
     /// Connections closed because no instance accepted them.
     pub no_instance: Count,
     /// Connections refused by the access list.
@@ -583,12 +598,6 @@ pub struct RedirMetrics {
     pub rate_limited: Count,
     /// Connection attempts to an instance that failed or timed out.
     pub connect_failures: Count,
-    /// A UDP redirection's datagram counts, set when its data plane starts; for a UDP
-    /// redirection, `traffic` counts flows as connections.
-    pub udp: OnceLock<Box<UdpCounts>>,
-    /// The state and counters of the limits per client address and of the bandwidth
-    /// limit ([`Limited`]): null until a connection needs them.
-    pub limited: arc_swap::ArcSwapOption<Limited>,
 }
 
 /// A UDP redirection's datagram figures: plain atomics, since one forwarding thread serves
@@ -618,6 +627,28 @@ impl UdpCounts {
 }
 
 impl RedirMetrics {
+    /// Its counts of what goes wrong, made at the first call.
+    pub fn rare(&self) -> &Rare {
+        self.rare.get_or_init(Box::default)
+    }
+
+    /// Its counts of what goes wrong, as read (zeros when nothing went wrong yet).
+    fn rare_read(&self) -> &Rare {
+        static NONE: Rare = Rare {
+            no_instance: Count(AtomicU64::new(0)),
+            denied: Count(AtomicU64::new(0)),
+            over_capacity: Count(AtomicU64::new(0)),
+            rate_limited: Count(AtomicU64::new(0)),
+            connect_failures: Count(AtomicU64::new(0)),
+        };
+        self.rare.get().map_or(&NONE, |r| r)
+    }
+
+    /// Its namespace.
+    pub fn namespace(&self) -> &str {
+        &self.series.namespace
+    }
+
     /// The names its series are labelled with.
     pub fn labels(&self) -> Labels {
         let s = &self.series;

@@ -835,7 +835,6 @@ impl LivePorts {
                     if self.steered.is_some() { self.shutdown.clone() } else { self.shutdown.child_token() };
                 let port = Arc::new(forward::Port::new(
                     self.node.clone(),
-                    labels.namespace.clone(),
                     addr,
                     targets,
                     stop_accepting,

@@ -300,7 +300,7 @@ impl Table {
     fn open(&mut self, client: SocketAddr, dst: Option<IpAddr>) -> Result<(), Option<Dropped>> {
         let policy = self.port.policy.load();
         if !policy.access.admits(client.ip()) {
-            self.metrics.denied.inc();
+            self.metrics.rare().denied.inc();
             return Err(Some(Dropped::denied));
         }
         if !self.port.node.enter(self.cost()) {
@@ -335,7 +335,7 @@ impl Table {
             Err(reason) => {
                 self.metrics.traffic.mine().close();
                 self.port.node.leave(self.cost());
-                self.metrics.no_instance.inc();
+                self.metrics.rare().no_instance.inc();
                 Err(Some(reason))
             }
         }

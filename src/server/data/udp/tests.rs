@@ -390,7 +390,7 @@ async fn the_flow_caps_shed_new_flows_and_count_them() {
     // were handled.
     assert_eq!(round_trip(&admitted[0], gateway.addr, b"after"), b"after");
     assert_eq!(gateway.counts().dropped(Dropped::flow_cap), 8);
-    assert_eq!(gateway.metrics.over_capacity.get(), 8, "each shed datagram was a refused flow");
+    assert_eq!(gateway.metrics.rare().over_capacity.get(), 8, "each shed datagram was a refused flow");
     assert_eq!(gateway.metrics.traffic.totals().active, 3);
     gateway.until("the answers counted", |g| g.counts().datagrams_out.get() == 4).await;
     let _tcp = gateway.registry.redirection("default", Protocol::Tcp, 1, "tcp_app");
@@ -696,7 +696,7 @@ async fn the_new_flow_rate_drops_datagrams_past_it() {
         started <= 2 + refilled && dropped >= 4u64.saturating_sub(refilled),
         "{started} started, {dropped} dropped"
     );
-    assert_eq!(gateway.metrics.rate_limited.get(), dropped);
+    assert_eq!(gateway.metrics.rare().rate_limited.get(), dropped);
     gateway.stop().await;
 }
 
