@@ -409,18 +409,25 @@ type Stored = (Vec<Instance>, HealthCheck);
 /// application's name (a label of its metrics).
 type Wanted = Option<(Arc<RedirRow>, Limits, bool, String)>;
 
-/// Values many ports hold alike, kept once: the names their metrics are labelled with,
-/// the TCP limits made last, and the policy of a port that sets none.
+/// Values many ports hold alike, kept once: the application names their metrics are
+/// labelled with, the TCP limits made last, and the policy of a port that sets none.
 struct Shared {
     names: HashSet<Arc<str>>,
+    /// The size of `names` at which names no port holds any more are swept out: a stopped
+    /// port gives its name back at once ([`LivePorts::release`]) unless something (its
+    /// metrics, a connection still closing) holds it then; the sweep catches those.
+    sweep_at: usize,
     tcp_limits: Option<Arc<TcpLimits>>,
     open: Arc<Policy>,
 }
 
+/// The least size of [`Shared::names`] that is swept.
+const NAMES_SWEPT_FROM: usize = 1024;
+
 impl Shared {
     fn new() -> Shared {
         let open = Arc::new(Policy { generation: 0, access: Access::default(), log: None });
-        Shared { names: HashSet::new(), tcp_limits: None, open }
+        Shared { names: HashSet::new(), sweep_at: NAMES_SWEPT_FROM, tcp_limits: None, open }
     }
 }
 
@@ -800,9 +807,11 @@ impl LivePorts {
         held: Option<Held>,
     ) {
         let addr = SocketAddr::new(self.served.bind(&row.namespace), row.port);
+        // The namespace and the id are the table's copies (one per namespace and per
+        // application); the name, which the table holds in a record, is interned here.
         let labels = Labels {
-            namespace: self.intern(&row.namespace),
-            app: self.intern(&row.app_id),
+            namespace: row.namespace.clone(),
+            app: row.app_id.clone(),
             app_name: self.intern(app_name),
         };
         let metrics = self.metrics.named_redirection(&labels, row.protocol, row.port);
@@ -957,19 +966,25 @@ impl LivePorts {
         if let Some(n) = shared.names.get(name) {
             return n.clone();
         }
+        if shared.names.len() >= shared.sweep_at {
+            // Held by the set alone: no port names it. Twice the size left before the
+            // next sweep, so that sweeping costs O(1) a name, amortised.
+            shared.names.retain(|n| Arc::strong_count(n) > 1);
+            shared.sweep_at = (shared.names.len() * 2).max(NAMES_SWEPT_FROM);
+        }
         let n: Arc<str> = name.into();
         shared.names.insert(n.clone());
         n
     }
 
-    /// Forgets the names a stopped port held that no running port names any more.
+    /// Forgets the application name a stopped port held when no running port names it
+    /// any more.
     fn release(&self, labels: Labels) {
         let mut shared = self.shared.lock().unwrap();
-        for name in [labels.namespace, labels.app, labels.app_name] {
-            // Held by the set and by `name` alone.
-            if Arc::strong_count(&name) == 2 {
-                shared.names.remove(&*name);
-            }
+        let name = labels.app_name;
+        // Held by the set and by `name` alone.
+        if Arc::strong_count(&name) == 2 {
+            shared.names.remove(&*name);
         }
     }
 
@@ -1193,6 +1208,22 @@ mod tests {
         live.apply(&table, &diff).await;
         assert!(accepts(c));
         assert_eq!(live.reconcile(&table, true).await, 0, "the diff path left nothing to repair");
+        live.stop(Duration::from_secs(1)).await;
+    }
+
+    /// Application names no port holds any more leave the interner: swept when it grows,
+    /// whatever the order ports gave them back in; a name a port holds stays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interned_names_no_port_holds_are_swept() {
+        let workers = Workers::start(std::num::NonZeroUsize::new(1)).unwrap();
+        let live = LivePorts::new(served(), workers, None);
+        let kept = live.intern("kept");
+        for i in 0..NAMES_SWEPT_FROM * 3 {
+            drop(live.intern(&format!("gone-{i}")));
+        }
+        let names = live.shared.lock().unwrap().names.len();
+        assert!(names <= NAMES_SWEPT_FROM, "{names} names held, of {} interned", NAMES_SWEPT_FROM * 3 + 1);
+        assert!(Arc::ptr_eq(&live.intern("kept"), &kept), "a held name is still the one copy");
         live.stop(Duration::from_secs(1)).await;
     }
 }
