@@ -486,10 +486,23 @@ impl Drop for Open {
 pub struct Pool {
     members: ArcSwap<Vec<Arc<Member>>>,
     /// The application's health-check settings (one writer: the reconciler).
-    check: Mutex<HealthCheck>,
+    /// Shared by the pools of every application that sets none ([`shared_check`]).
+    check: Mutex<Arc<HealthCheck>>,
     health: Arc<Health>,
     /// Whether a TCP port uses it: only then are its instances health-checked.
     tcp: Arc<AtomicBool>,
+}
+
+/// `check` as a pool holds it: the one shared record when it is the default (most
+/// applications set no health-check settings of their own), so that a pool costs a pointer
+/// for it rather than its 88 bytes (issue 32's memory per redirection).
+fn shared_check(check: &HealthCheck) -> Arc<HealthCheck> {
+    static DEFAULT: std::sync::LazyLock<Arc<HealthCheck>> = std::sync::LazyLock::new(Arc::default);
+    if *check == HealthCheck::default() {
+        DEFAULT.clone()
+    } else {
+        Arc::new(check.clone())
+    }
 }
 
 impl Pool {
@@ -507,7 +520,7 @@ impl Pool {
         let members = instances.iter().map(|i| Member::new(i, check, health, &tcp)).collect();
         Pool {
             members: ArcSwap::from_pointee(members),
-            check: Mutex::new(check.clone()),
+            check: Mutex::new(shared_check(check)),
             health: health.clone(),
             tcp,
         }
@@ -523,8 +536,8 @@ impl Pool {
     /// new settings when they changed.
     pub fn set(&self, instances: &[Instance], check: &HealthCheck) {
         let mut current = self.check.lock().unwrap_or_else(|p| p.into_inner());
-        if *current != *check {
-            *current = check.clone();
+        if **current != *check {
+            *current = shared_check(check);
             for member in self.members.load().iter() {
                 member.retarget(check);
             }
@@ -551,7 +564,7 @@ impl Pool {
     /// copy of what it gave last (a copy per application: issue 32's memory).
     pub fn holds(&self, instances: &[Instance], check: &HealthCheck) -> bool {
         let members = self.members.load();
-        *self.check.lock().unwrap_or_else(|p| p.into_inner()) == *check
+        **self.check.lock().unwrap_or_else(|p| p.into_inner()) == *check
             && members.len() == instances.len()
             && members
                 .iter()
