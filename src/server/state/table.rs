@@ -151,7 +151,12 @@ impl Table {
                 let rows = self.by_app.entry(row.app_id.clone()).or_insert_with(|| Vec::with_capacity(1));
                 match rows.binary_search_by(|r| by_key(r, &key)) {
                     Ok(at) => rows[at] = row.clone(),
-                    Err(at) => rows.insert(at, row.clone()),
+                    Err(at) => {
+                        // One more, not the doubling (to 4 at the second row) that `insert`
+                        // would make: an application has a few rows at most.
+                        rows.reserve_exact(1);
+                        rows.insert(at, row.clone())
+                    }
                 }
                 self.redirs.insert(key, row);
             }
