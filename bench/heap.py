@@ -13,7 +13,7 @@ freed is then exactly the heap the server held). `heaptrack_print --flamegraph-c
 leaked` gives every call stack with its bytes; each is charged to the innermost frame in one of
 this crate's source files (and the frame it called), and the sites are listed per redirection.
 
-Settings: N=20000 MODE=steered TOP=25 TCP_REDIRS_BIN RESULTS=bench/heap-results.md
+Settings: N=20000 MODE=steered PROTOCOL=tcp (or udp) TOP=25 TCP_REDIRS_BIN RESULTS=bench/heap-results.md
 """
 
 import collections
@@ -68,6 +68,9 @@ def main():
     require_own_netns("heap")
     n = int(os.environ.get("N") or 20000)
     mode = os.environ.get("MODE") or "steered"
+    protocol = os.environ.get("PROTOCOL") or "tcp"
+    if protocol not in ("tcp", "udp"):
+        sys.exit(f"PROTOCOL={protocol}: use tcp or udp")
     top = int(os.environ.get("TOP") or 25)
     binary = os.environ.get("TCP_REDIRS_BIN") or os.path.join(ROOT, "target/release/tcp-redirs")
     results = os.environ.get("RESULTS") or os.path.join(ROOT, "bench/heap-results.md")
@@ -75,7 +78,7 @@ def main():
         for name, ip in (("a", "127.0.0.2"), ("b", "127.0.0.3")):
             f.write(f'[[namespace]]\nname = "{name}"\nbind = "{ip}"\nports = "10001-60000"\n')
     manifest = os.path.join(tmp, "manifest.toml")
-    write_manifest(manifest, [(f"app{i}", [f"{HOST}:9"], [(ns, 10001 + i, "tcp") for k, ns in enumerate("ab")
+    write_manifest(manifest, [(f"app{i}", [f"{HOST}:9"], [(ns, 10001 + i, protocol) for k, ns in enumerate("ab")
                                                             if i * 2 + k < n]) for i in range((n + 1) // 2)])
     profile = os.path.join(tmp, "heap")
     argv = ["heaptrack", "-o", profile, binary, "serve", "--listen", f"{HOST}:0", "--data-dir",
@@ -115,7 +118,7 @@ def main():
         "`bench/heap.sh`",
         "",
         f"- when: {datetime.datetime.now():%Y-%m-%d %H:%M}; tcp-redirs {source_revision()} (`{binary}`)",
-        f"- {n:,} TCP redirections, {mode} mode, two per application, made by one `apply -f`; the server under heaptrack, "
+        f"- {n:,} {protocol.upper()} redirections, {mode} mode, two per application, made by one `apply -f`; the server under heaptrack, "
         "killed once its RSS held still after the apply",
         f"- RSS {rss / 1024:.1f} MiB after the apply, {rss0 / 1024:.1f} MiB before it (under heaptrack): "
         f"**{(rss - rss0) * 1024 / n:,.0f} B of RSS per redirection**; heap held {total / 2**20:.1f} MiB, "

@@ -50,6 +50,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use socket2::{Domain, Socket, Type};
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -253,11 +254,7 @@ impl Steered {
     /// keys steer its datagrams to that thread's socket. The future, to run as the port's
     /// task, ends once the port stopped: keys written away (unless handed over to a new
     /// process, which steers the same keys), flows ended and their sockets closed.
-    pub fn start_udp(
-        self: &Arc<Self>,
-        port: udp::UdpPort,
-        handed_over: Arc<AtomicBool>,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+    pub fn start_udp(self: &Arc<Self>, port: udp::UdpPort, handed_over: Arc<AtomicBool>) -> JoinHandle<()> {
         let addr = port.addr;
         let thread = self.udp.thread_of(addr.port());
         let handle = port.workers.handles()[thread % port.workers.handles().len()].clone();
@@ -275,7 +272,8 @@ impl Steered {
             }
             steered.udp_ports.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
         };
-        let serving = self.udp.serve(port, handle, unsteer);
+        // Its table is asked for before its keys are written; its task starts after.
+        let serving = self.udp.serve(port, unsteer);
         let steering =
             self.keys(Proto::Udp, addr).into_iter().try_for_each(|(key, to)| self.steering.steer(key, to));
         match steering {
@@ -288,7 +286,8 @@ impl Steered {
                 warn!(%addr, error = %err, "cannot steer the UDP redirection's port: its datagrams are refused")
             }
         }
-        serving
+        // One task per port, on the thread that owns it (no task on the main runtime).
+        handle.spawn(serving)
     }
 
     /// Serves `port` from now on: its entry in the port table, then its keys in the

@@ -905,7 +905,7 @@ impl LivePorts {
                     fds: fds.clone(),
                 };
                 let task = match &self.steered {
-                    Some(steered) => tokio::spawn(steered.start_udp(port, self.node.handed_over.clone())),
+                    Some(steered) => steered.start_udp(port, self.node.handed_over.clone()),
                     None => tokio::spawn(udp::run(port, socket)),
                 };
                 Running::Udp(Box::new(UdpLive {

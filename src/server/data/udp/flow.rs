@@ -518,8 +518,9 @@ impl Table {
 
 thread_local! {
     /// The steered ports this thread owns, by the address their namespace binds (steered
-    /// mode: see the `steered` module).
-    pub(super) static STEERED: std::cell::RefCell<HashMap<SocketAddr, Table>> =
+    /// mode: see the `steered` module). Boxed: a table is about 200 bytes, and the map's
+    /// spare slots then hold a pointer (issue 32's memory per redirection).
+    pub(super) static STEERED: std::cell::RefCell<HashMap<SocketAddr, Box<Table>>> =
         std::cell::RefCell::new(HashMap::new());
 }
 

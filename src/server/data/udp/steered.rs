@@ -149,27 +149,22 @@ impl Sockets {
     }
 
     /// Serves `port` on its thread (`thread_of`): its table is made there before any of its
-    /// datagrams is read. Call before its keys are written; the future ends, once the port
-    /// stops, after `unsteer` and after every flow's sockets are closed.
+    /// datagrams is read. Call before its keys are written; the future, to run on that
+    /// thread, ends once the port stops, after `unsteer` and after every flow's sockets are
+    /// closed.
     pub fn serve(
         self: &Arc<Self>,
         port: UdpPort,
-        handle: Handle,
         unsteer: impl FnOnce() + Send + 'static,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let thread = self.thread_of(port.addr.port());
         let port = Arc::new(port);
         self.threads[thread].inbox.lock().unwrap_or_else(|p| p.into_inner()).push(port.clone());
-        let sockets = self.clone();
-        async move {
-            let bound = port.bound.clone();
-            let _ = handle.spawn(serve(sockets, thread, port, unsteer)).await;
-            bound.store(false, Ordering::Relaxed);
-        }
+        serve(self.clone(), thread, port, unsteer)
     }
 
     /// Makes the tables of the ports waiting for them on this thread.
-    fn drain(&self, thread: usize, tables: &mut HashMap<SocketAddr, Table>) {
+    fn drain(&self, thread: usize, tables: &mut HashMap<SocketAddr, Box<Table>>) {
         let mut inbox = self.threads[thread].inbox.lock().unwrap_or_else(|p| p.into_inner());
         // A port whose address still has the table of a port being stopped waits for it.
         inbox.retain(|port| {
@@ -177,7 +172,7 @@ impl Sockets {
             if tables.contains_key(&key) {
                 return true;
             }
-            tables.insert(key, Table::new(port.clone(), None, port.addr));
+            tables.insert(key, Box::new(Table::new(port.clone(), None, port.addr)));
             false
         });
     }
@@ -190,7 +185,7 @@ fn key(addr: SocketAddr) -> SocketAddr {
 
 /// The key of the table a datagram dialled to `dialled` goes to, if any: the exact address,
 /// the wildcard of its family, then `::` (a port bound to `::` takes both families).
-fn find(tables: &HashMap<SocketAddr, Table>, dialled: SocketAddr) -> Option<SocketAddr> {
+fn find(tables: &HashMap<SocketAddr, Box<Table>>, dialled: SocketAddr) -> Option<SocketAddr> {
     let ip = dialled.ip().to_canonical();
     let wildcard = match ip {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -258,7 +253,7 @@ async fn read(sockets: Arc<Sockets>, thread: usize, v6: bool, shutdown: Cancella
 fn dispatch(
     sockets: &Sockets,
     thread: usize,
-    tables: &mut HashMap<SocketAddr, Table>,
+    tables: &mut HashMap<SocketAddr, Box<Table>>,
     batch: &mut Batch,
     n: usize,
 ) {
@@ -294,6 +289,8 @@ async fn serve(
     port: Arc<UdpPort>,
     unsteer: impl FnOnce() + Send + 'static,
 ) {
+    // However this ends (removed, the runtime stopping), the port is no longer served.
+    let _unbound = Unbound(port.bound.clone());
     let key = key(port.addr);
     let mine = || {
         TABLES.with_borrow_mut(|tables| {
@@ -311,7 +308,7 @@ async fn serve(
         }
     }
     let with_table = |f: &mut dyn FnMut(&mut Table) -> Option<tokio::time::Instant>| {
-        TABLES.with_borrow_mut(|tables| tables.get_mut(&key).filter(|t| t.serves(&port)).and_then(&mut *f))
+        TABLES.with_borrow_mut(|tables| tables.get_mut(&key).filter(|t| t.serves(&port)).and_then(|t| f(t)))
     };
     let sweep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sweep);
@@ -347,5 +344,14 @@ async fn serve(
     });
     for task in ending {
         let _ = task.await;
+    }
+}
+
+/// Clears a port's bound flag when dropped: when its task ends, however it ends.
+struct Unbound(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 }
