@@ -12,7 +12,7 @@
 //! move its cache line between cores at every read, and prometheus_client's histogram
 //! takes a lock per observation. The price is 64 bytes per redirection per forwarding
 //! thread, plus the histogram's 144 bytes on each thread that connected for it. The rare
-//! figures (refusals, failed connects) stay plain shared counters.
+//! figures (refusals, failed connects) stay plain shared counters, made at the first.
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
@@ -339,7 +339,7 @@ impl Traffic {
 }
 
 /// The live redirections' figures, encoded at each scrape: the busy ones per thread
-/// ([`Traffic`]), the rare ones ([`Count`]) as plain atomics next to them, so that a
+/// ([`Traffic`]), the rare ones ([`Rare`]) as plain atomics made at the first, so that a
 /// redirection's series cost one entry here and no label set per family.
 ///
 /// A set of the figures themselves, each holding its labels: no map entry of labels beside

@@ -251,9 +251,9 @@ impl Steered {
     }
 
     /// Serves UDP `port` from now on: its table is made on the thread that owns it, then its
-    /// keys steer its datagrams to that thread's socket. The future, to run as the port's
-    /// task, ends once the port stopped: keys written away (unless handed over to a new
-    /// process, which steers the same keys), flows ended and their sockets closed.
+    /// keys steer its datagrams to that thread's socket. Answers the port's task, on that
+    /// thread, which ends once the port stopped: keys written away (unless handed over to a
+    /// new process, which steers the same keys), flows ended and their sockets closed.
     pub fn start_udp(self: &Arc<Self>, port: udp::UdpPort, handed_over: Arc<AtomicBool>) -> JoinHandle<()> {
         let addr = port.addr;
         let thread = self.udp.thread_of(addr.port());

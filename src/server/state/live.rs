@@ -950,7 +950,8 @@ impl LivePorts {
         if !live.running.bound() {
             *self.unbound.lock().unwrap() = None;
         }
-        // The names its metrics are labelled with (interned: [`LivePorts::intern`]).
+        // The names its metrics are labelled with (the application's name interned here:
+        // [`LivePorts::intern`]).
         let labels = live.running.metrics().labels();
         live.running.stop(true).await;
         self.release_pool(&live.row.app_id);
