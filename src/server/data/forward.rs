@@ -12,6 +12,7 @@
 //! The bytes themselves are moved by [`super::copy`]. Nothing here takes a lock or
 //! allocates per byte: the instance list is read once per connection.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use once_cell::race::OnceBox;
 use socket2::{Domain, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -63,6 +65,10 @@ pub struct Node {
     /// Parent of every port's token that closes its open connections (cancelled when the
     /// drain ends).
     pub kill: CancellationToken,
+    /// The descriptors of each bound port's listening sockets while they listen, by the
+    /// port's address in memory, for a hand-over: here rather than in every [`Port`], since
+    /// a steered port has none (issue 32's memory per redirection).
+    pub listening: Mutex<HashMap<usize, Vec<std::os::fd::RawFd>>>,
 }
 
 /// One redirection's public side: what its accept loops, its connections and the live
@@ -92,16 +98,14 @@ pub struct Port {
     /// Who may connect, the PROXY header, and the connection log: swapped in place when
     /// the redirection's or its namespace's settings change, for new connections only.
     pub policy: ArcSwap<Policy>,
-    /// The descriptors of the port's listening sockets while they listen, for a hand-over
-    /// (none in steered mode).
-    pub fds: Mutex<Vec<std::os::fd::RawFd>>,
     /// The redirection's metrics.
     pub metrics: Arc<RedirMetrics>,
     /// Who and how many may connect.
     admission: Admission,
     /// In steered mode, what each forwarding thread's connections to the port share, made
     /// at the first connection on that thread (bound mode: each accept loop has its own).
-    locals: OnceLock<Box<[OnceLock<Arc<Local>>]>>,
+    /// A pointer until then, not a slice's two words (issue 32's memory per redirection).
+    locals: OnceBox<Box<[OnceLock<Arc<Local>>]>>,
 }
 
 impl Port {
@@ -130,16 +134,34 @@ impl Port {
             bound: AtomicBool::new(false),
             limits: ArcSwap::new(limits),
             policy: ArcSwap::new(policy),
-            fds: Mutex::new(Vec::new()),
             metrics,
             admission: Admission::default(),
-            locals: OnceLock::new(),
+            locals: OnceBox::new(),
         }
     }
 
     /// The token that closes the port's open connections.
     fn close_connections(&self) -> &CancellationToken {
         self.close_connections.get_or_init(|| self.node.kill.child_token())
+    }
+
+    /// The descriptors of its listening sockets while they listen (bound mode), for a
+    /// hand-over.
+    pub fn listening(&self) -> Vec<std::os::fd::RawFd> {
+        let listening = self.node.listening.lock().unwrap_or_else(|p| p.into_inner());
+        listening.get(&(self as *const Port as usize)).cloned().unwrap_or_default()
+    }
+
+    /// Adds `fds` to its listening sockets' descriptors ([`Self::listening`]).
+    fn listen(&self, fds: impl IntoIterator<Item = std::os::fd::RawFd>) {
+        let mut listening = self.node.listening.lock().unwrap_or_else(|p| p.into_inner());
+        listening.entry(self as *const Port as usize).or_default().extend(fds);
+    }
+
+    /// Forgets its listening sockets' descriptors: they no longer listen.
+    fn unlisten(&self) {
+        let mut listening = self.node.listening.lock().unwrap_or_else(|p| p.into_inner());
+        listening.remove(&(self as *const Port as usize));
     }
 
     /// Resets the port's open connections (a removal), and any it accepts from now on.
@@ -150,7 +172,7 @@ impl Port {
     /// What the port's connections accepted on steered forwarding thread `thread` share.
     pub(super) fn local(&self, thread: usize) -> &Arc<Local> {
         let locals = self.locals.get_or_init(|| {
-            (0..self.node.connections.len().max(thread + 1)).map(|_| OnceLock::new()).collect()
+            Box::new((0..self.node.connections.len().max(thread + 1)).map(|_| OnceLock::new()).collect())
         });
         locals[thread].get_or_init(|| Local::new(self, thread))
     }
@@ -201,8 +223,7 @@ pub async fn run(port: Arc<Port>, mut listeners: Option<Listeners>) {
     if !port.bound.swap(true, Ordering::Relaxed) {
         port.node.bound_changed.notify_one();
     }
-    *port.fds.lock().unwrap_or_else(|p| p.into_inner()) =
-        listeners.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+    port.listen(listeners.iter().map(std::os::fd::AsRawFd::as_raw_fd));
     debug!(namespace = %port.namespace(), addr = %port.addr, listeners = listeners.len(), "accepting");
     let threads = port.node.workers.handles();
     let loops: Vec<_> = if listeners.len() >= threads.len() {
@@ -234,7 +255,7 @@ pub async fn run(port: Arc<Port>, mut listeners: Option<Listeners>) {
     for accepting in loops {
         let _ = accepting.await;
     }
-    port.fds.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    port.unlisten();
     // Stopped by the reconciler or the server: the port leaves the node's state with its
     // entry, which is no change of a bind to tell.
     port.bound.store(false, Ordering::Relaxed);
@@ -638,10 +659,7 @@ pub async fn run_range(port: Arc<Port>, n: u16, mut held: Vec<Option<Listeners>>
                         return true;
                     }
                 };
-            port.fds
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(listeners.iter().map(AsRawFd::as_raw_fd));
+            port.listen(listeners.iter().map(AsRawFd::as_raw_fd));
             for listener in listeners.into_iter().map(Arc::new) {
                 for (i, thread) in threads.iter().enumerate() {
                     let source = Source::Shared(listener.clone());
@@ -667,7 +685,7 @@ pub async fn run_range(port: Arc<Port>, n: u16, mut held: Vec<Option<Listeners>>
     for accepting in loops {
         let _ = accepting.await;
     }
-    port.fds.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    port.unlisten();
     port.bound.store(false, Ordering::Relaxed);
 }
 

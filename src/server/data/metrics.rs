@@ -14,6 +14,7 @@
 //! thread, plus the histogram's 144 bytes on each thread that connected for it. The rare
 //! figures (refusals, failed connects) stay plain shared counters, made at the first.
 
+use once_cell::race::OnceBox;
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -503,7 +504,7 @@ impl Collector for Live {
             }),
         )?;
         let udp: Vec<(&Redir, &UdpCounts)> =
-            live.iter().copied().filter_map(|(r, m)| m.udp.get().map(|u| (r, &**u))).collect();
+            live.iter().copied().filter_map(|(r, m)| m.udp.get().map(|u| (r, u))).collect();
         family(
             &mut encoder,
             counter(
@@ -575,11 +576,12 @@ pub struct RedirMetrics {
     /// Connections accepted and open, bytes, connect times: per thread.
     pub traffic: Traffic,
     /// The counts of what goes wrong: made at the first ([`Self::rare`]), so that the many
-    /// redirections that never refuse a connection carry a pointer (issue 32's memory).
-    rare: OnceLock<Box<Rare>>,
+    /// redirections that never refuse a connection carry a pointer (issue 32's memory;
+    /// a `OnceBox` is that pointer alone, where a `OnceLock` adds a word).
+    rare: OnceBox<Rare>,
     /// A UDP redirection's datagram counts, set when its data plane starts; for a UDP
     /// redirection, `traffic` counts flows as connections.
-    pub udp: OnceLock<Box<UdpCounts>>,
+    pub udp: OnceBox<UdpCounts>,
     /// The state and counters of the limits per client address and of the bandwidth
     /// limit ([`Limited`]): null until a connection needs them.
     pub limited: arc_swap::ArcSwapOption<Limited>,

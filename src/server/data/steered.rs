@@ -74,40 +74,6 @@ fn udp_slot(thread: usize, v6: bool) -> u32 {
     UDP_SLOTS + 2 * thread as u32 + u32::from(v6)
 }
 
-/// A steered port that runs: what it takes to stop it.
-pub struct Running {
-    steered: Arc<Steered>,
-    table: Arc<Ports>,
-}
-
-impl Running {
-    /// Stops `port`: its keys leave the kernel's table (new connections are refused at
-    /// once), then its entry leaves the port table (a connection still queued for it is
-    /// reset). Its open connections are the caller's to reset ([`Port::close`]).
-    pub fn stop(self, port: &Port) {
-        // A range (issue 34) holds the entries after its first that are this very port: its
-        // extent is read from the table rather than kept here (a single port's is one).
-        let first = usize::from(port.addr.port());
-        let same = |i: usize| {
-            self.table.0.get(i).is_some_and(|e| e.load().as_ref().is_some_and(|p| std::ptr::eq(&**p, port)))
-        };
-        let last = (first + 1..self.table.0.len()).take_while(|&i| same(i)).last().unwrap_or(first);
-        for n in first..=last {
-            let addr = SocketAddr::new(port.addr.ip(), n as u16);
-            // Handed over: the new process steers the same keys with the same tables.
-            if !port.node.handed_over.load(Ordering::Relaxed) {
-                for (key, _) in self.steered.keys(Proto::Tcp, addr) {
-                    if let Err(err) = self.steered.steering.unsteer(key) {
-                        warn!(%addr, error = %err, "cannot unsteer a removed port");
-                    }
-                }
-            }
-            self.table.0[n].store(None);
-        }
-        port.bound.store(false, Ordering::Relaxed);
-    }
-}
-
 /// The steered ports of one local address, by port.
 struct Ports(Box<[ArcSwapOption<Port>]>);
 
@@ -254,11 +220,14 @@ impl Steered {
     /// keys steer its datagrams to that thread's socket. Answers the port's task, on that
     /// thread, which ends once the port stopped: keys written away (unless handed over to a
     /// new process, which steers the same keys), flows ended and their sockets closed.
-    pub fn start_udp(self: &Arc<Self>, port: udp::UdpPort, handed_over: Arc<AtomicBool>) -> JoinHandle<()> {
+    pub fn start_udp(
+        self: &Arc<Self>,
+        port: Arc<udp::UdpPort>,
+        handed_over: Arc<AtomicBool>,
+    ) -> JoinHandle<()> {
         let addr = port.addr;
         let thread = self.udp.thread_of(addr.port());
         let handle = port.workers.handles()[thread % port.workers.handles().len()].clone();
-        let (bound, bound_changed) = (port.bound.clone(), port.bound_changed.clone());
         port.metrics.udp.get_or_init(Box::default);
         self.udp_ports.lock().unwrap_or_else(|p| p.into_inner()).insert(addr);
         let steered = self.clone();
@@ -273,13 +242,13 @@ impl Steered {
             steered.udp_ports.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
         };
         // Its table is asked for before its keys are written; its task starts after.
-        let serving = self.udp.serve(port, unsteer);
+        let serving = self.udp.serve(port.clone(), unsteer);
         let steering =
             self.keys(Proto::Udp, addr).into_iter().try_for_each(|(key, to)| self.steering.steer(key, to));
         match steering {
             Ok(()) => {
-                if !bound.swap(true, Ordering::Relaxed) {
-                    bound_changed.notify_one();
+                if !port.bound.swap(true, Ordering::Relaxed) {
+                    port.bound_changed.notify_one();
                 }
             }
             Err(err) => {
@@ -295,7 +264,7 @@ impl Steered {
     /// A range of `n` ports from `port.addr` (issue 34; 1 for a single port) is an entry of
     /// the port table per port, each pointing to the one `port`, and a key of the kernel's
     /// per port; [`Self::dispatch`] tells a connection which port of the range it was made to.
-    pub fn start_range(self: &Arc<Self>, port: Arc<Port>, n: u16) -> Running {
+    pub fn start_range(&self, port: Arc<Port>, n: u16) {
         let first = port.addr;
         let table = self.table(first.ip());
         let addrs = (0..n.max(1)).map(|i| SocketAddr::new(first.ip(), first.port() + i));
@@ -312,7 +281,40 @@ impl Steered {
                 warn!(%addr, error = %err, "cannot steer the redirection's port: it refuses connections")
             }
         }
-        Running { steered: self.clone(), table }
+    }
+
+    /// Stops `port`: its keys leave the kernel's table (new connections are refused at
+    /// once), then its entry leaves the port table (a connection still queued for it is
+    /// reset). Its open connections are the caller's to reset ([`Port::close`]). Nothing
+    /// is kept per port to do so (issue 32's memory per redirection): its address finds it.
+    pub fn stop(&self, port: &Port) {
+        let Some(table) =
+            self.tables.load().iter().find(|(a, _)| *a == port.addr.ip()).map(|(_, t)| t.clone())
+        else {
+            return;
+        };
+        // A range (issue 34) holds the entries after its first that are this very port: its
+        // extent is read from the table rather than kept (a single port's is one).
+        let first = usize::from(port.addr.port());
+        let same = |i: usize| {
+            table.0.get(i).is_some_and(|e| e.load().as_ref().is_some_and(|p| std::ptr::eq(&**p, port)))
+        };
+        let last = (first + 1..table.0.len()).take_while(|&i| same(i)).last().unwrap_or(first);
+        for n in first..=last {
+            let addr = SocketAddr::new(port.addr.ip(), n as u16);
+            // Handed over: the new process steers the same keys with the same tables.
+            if !port.node.handed_over.load(Ordering::Relaxed) {
+                for (key, _) in self.keys(Proto::Tcp, addr) {
+                    if let Err(err) = self.steering.unsteer(key) {
+                        warn!(%addr, error = %err, "cannot unsteer a removed port");
+                    }
+                }
+            }
+            if same(n) {
+                table.0[n].store(None);
+            }
+        }
+        port.bound.store(false, Ordering::Relaxed);
     }
 
     /// The kernel's keys of a `proto` port bound to `addr` (both families for `::`), with

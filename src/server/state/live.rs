@@ -46,7 +46,7 @@ use crate::server::data::steer::Proto;
 use crate::server::data::steered::{self, Steered};
 use crate::server::data::udp::{self, NodeFlows};
 use crate::server::data::workers::Workers;
-use crate::server::spec::{self, Access, Limits, TcpLimits, UdpLimits};
+use crate::server::spec::{self, Access, Limits, TcpLimits};
 use crate::wire::{HealthCheck, Instance, Protocol, RedirSettings, RedirTraffic};
 
 /// The public ports' sockets this process hands over at an upgrade, duplicated for the new one.
@@ -289,55 +289,44 @@ enum Running {
     /// A bound TCP port: its task ends once its accept loops stopped.
     Bound(Arc<forward::Port>, JoinHandle<()>),
     /// A steered TCP port: no task; its entries leave the steering's tables.
-    Steered(Arc<forward::Port>, steered::Running),
-    /// A UDP port, bound or steered.
-    Udp(Box<UdpLive>),
-}
-
-/// A running UDP port: its task and what it reads (it is not [`forward::Port`]'s shape).
-struct UdpLive {
-    task: JoinHandle<()>,
-    /// Its own child of `shutdown`, cancelled on removal: a UDP port's flows end with it.
-    stop: CancellationToken,
-    limits: Arc<ArcSwap<UdpLimits>>,
-    /// Told at a change of limits, to plan the expiry sweep again.
-    limits_changed: Arc<tokio::sync::Notify>,
-    policy: Arc<ArcSwap<Policy>>,
-    fds: Arc<Mutex<Vec<RawFd>>>,
-    bound: Arc<AtomicBool>,
-    metrics: Arc<RedirMetrics>,
+    Steered(Arc<forward::Port>),
+    /// A UDP port, bound or steered: the record its task shares, and the task (which ends
+    /// once the port's `stop`, its own child of `shutdown`, is cancelled: a UDP port's flows
+    /// end with it).
+    Udp(Arc<udp::UdpPort>, JoinHandle<()>),
 }
 
 impl Running {
     /// Whether the port is bound (or steered) now.
     fn bound(&self) -> bool {
         match self {
-            Running::Bound(port, _) | Running::Steered(port, _) => port.bound.load(Ordering::Relaxed),
-            Running::Udp(udp) => udp.bound.load(Ordering::Relaxed),
+            Running::Bound(port, _) | Running::Steered(port) => port.bound.load(Ordering::Relaxed),
+            Running::Udp(udp, _) => udp.bound.load(Ordering::Relaxed),
         }
     }
 
     /// Its access list, PROXY header and log, replaced in place on a change.
     fn policy(&self) -> &ArcSwap<Policy> {
         match self {
-            Running::Bound(port, _) | Running::Steered(port, _) => &port.policy,
-            Running::Udp(udp) => &udp.policy,
+            Running::Bound(port, _) | Running::Steered(port) => &port.policy,
+            Running::Udp(udp, _) => &udp.policy,
         }
     }
 
     /// Its metrics.
     fn metrics(&self) -> &RedirMetrics {
         match self {
-            Running::Bound(port, _) | Running::Steered(port, _) => &port.metrics,
-            Running::Udp(udp) => &udp.metrics,
+            Running::Bound(port, _) | Running::Steered(port) => &port.metrics,
+            Running::Udp(udp, _) => &udp.metrics,
         }
     }
 
     /// The descriptors of its sockets, for a hand-over (none when steered).
     fn fds(&self) -> Vec<RawFd> {
         match self {
-            Running::Bound(port, _) | Running::Steered(port, _) => port.fds.lock().unwrap().clone(),
-            Running::Udp(udp) => udp.fds.lock().unwrap().clone(),
+            Running::Bound(port, _) => port.listening(),
+            Running::Steered(_) => Vec::new(),
+            Running::Udp(udp, _) => udp.fds.lock().unwrap().clone(),
         }
     }
 
@@ -345,12 +334,12 @@ impl Running {
     /// same limits hold one copy); whether they differ from those it had.
     fn update_limits(&self, new: &Limits, shared: impl FnOnce(TcpLimits) -> Arc<TcpLimits>) -> bool {
         match (self, new) {
-            (Running::Bound(port, _) | Running::Steered(port, _), Limits::Tcp(new))
+            (Running::Bound(port, _) | Running::Steered(port), Limits::Tcp(new))
                 if **port.limits.load() != *new =>
             {
                 port.limits.store(shared(*new))
             }
-            (Running::Udp(udp), Limits::Udp(new)) if **udp.limits.load() != *new => {
+            (Running::Udp(udp, _), Limits::Udp(new)) if **udp.limits.load() != *new => {
                 udp.limits.store(Arc::new(*new));
                 udp.limits_changed.notify_one();
             }
@@ -361,7 +350,8 @@ impl Running {
 
     /// Stops the port and waits until it no longer accepts: at a removal (`close`), its
     /// open connections (or flows) are reset too; at the server's stop they drain.
-    async fn stop(self, close: bool) {
+    /// `steered` is the node's steering, which a steered port is taken out of.
+    async fn stop(self, close: bool, steered: Option<&Steered>) {
         match self {
             Running::Bound(port, task) => {
                 if close {
@@ -370,17 +360,19 @@ impl Running {
                 }
                 let _ = task.await;
             }
-            Running::Steered(port, running) => {
-                running.stop(&port);
+            Running::Steered(port) => {
+                if let Some(steered) = steered {
+                    steered.stop(&port);
+                }
                 if close {
                     port.close();
                 }
             }
-            Running::Udp(udp) => {
+            Running::Udp(udp, task) => {
                 if close {
                     udp.stop.cancel();
                 }
-                let _ = udp.task.await;
+                let _ = task.await;
             }
         }
     }
@@ -489,6 +481,7 @@ impl LivePorts {
                 handed_over: Arc::default(),
                 workers: Arc::new(workers),
                 kill: CancellationToken::new(),
+                listening: Mutex::default(),
             }),
             metrics,
             shared: Mutex::new(Shared::new()),
@@ -853,9 +846,9 @@ impl LivePorts {
                 ));
                 match &self.steered {
                     Some(steered) => {
-                        let running = steered.start_range(port.clone(), row.ports);
+                        steered.start_range(port.clone(), row.ports);
                         drop(range);
-                        Running::Steered(port, running)
+                        Running::Steered(port)
                     }
                     None if row.ports > 1 => {
                         let listeners = self.range_listeners(addr, row.ports, range);
@@ -881,43 +874,28 @@ impl LivePorts {
                     Some(_) => None,
                     None => held.or(inherited).or_else(|| udp::bind(addr).ok()),
                 };
-                let stop = self.shutdown.child_token();
-                let bound = Arc::new(AtomicBool::new(socket.is_some()));
-                let limits = Arc::new(ArcSwap::from_pointee(limits));
-                let limits_changed = Arc::new(tokio::sync::Notify::new());
-                let policy = Arc::new(ArcSwap::new(policy));
-                let fds = Arc::new(Mutex::new(Vec::new()));
-                let port = udp::UdpPort {
-                    namespace: row.namespace.to_string(),
+                let port = Arc::new(udp::UdpPort {
                     addr,
                     targets,
                     // Stopping a UDP port closes its flows with it: a flow has no
                     // connection to drain.
-                    stop: stop.clone(),
-                    bound: bound.clone(),
+                    stop: self.shutdown.child_token(),
+                    bound: AtomicBool::new(socket.is_some()),
                     bound_changed: self.node.bound_changed.clone(),
-                    limits: limits.clone(),
-                    limits_changed: limits_changed.clone(),
-                    policy: policy.clone(),
-                    metrics: metrics.clone(),
+                    limits: ArcSwap::from_pointee(limits),
+                    limits_changed: tokio::sync::Notify::new(),
+                    first_flow: tokio::sync::Notify::new(),
+                    policy: ArcSwap::new(policy),
+                    metrics,
                     node: self.flows.clone(),
                     workers: self.node.workers.clone(),
-                    fds: fds.clone(),
-                };
+                    fds: Mutex::new(Vec::new()),
+                });
                 let task = match &self.steered {
-                    Some(steered) => steered.start_udp(port, self.node.handed_over.clone()),
-                    None => tokio::spawn(udp::run(port, socket)),
+                    Some(steered) => steered.start_udp(port.clone(), self.node.handed_over.clone()),
+                    None => tokio::spawn(udp::run(port.clone(), socket)),
                 };
-                Running::Udp(Box::new(UdpLive {
-                    task,
-                    stop,
-                    limits,
-                    limits_changed,
-                    policy,
-                    fds,
-                    bound,
-                    metrics,
-                }))
+                Running::Udp(port, task)
             }
         };
         if !running.bound() {
@@ -953,7 +931,7 @@ impl LivePorts {
         // The names its metrics are labelled with (the application's name interned here:
         // [`LivePorts::intern`]).
         let labels = live.running.metrics().labels();
-        live.running.stop(true).await;
+        live.running.stop(true, self.steered.as_deref()).await;
         self.release_pool(&live.row.app_id);
         let row = &live.row;
         self.metrics.forget(&labels, row.protocol, row.port);
@@ -1083,7 +1061,7 @@ impl LivePorts {
         let running: Vec<_> =
             std::mem::take(&mut *self.live.lock().unwrap()).into_values().map(|l| l.running).collect();
         for port in running {
-            port.stop(false).await;
+            port.stop(false, self.steered.as_deref()).await;
         }
         let connections = &self.node.connections;
         for tracker in connections.iter() {

@@ -104,9 +104,6 @@ pub(super) struct Table {
     /// The policy generation the open flows were checked against.
     generation: u64,
     last_shed_warn: Option<Instant>,
-    /// Told when a flow opens on a table that had none, so that the port's task arms its
-    /// expiry sweep (steered mode, where the datagrams are read by another task).
-    pub(super) first_flow: Arc<tokio::sync::Notify>,
     /// The reply tasks of ended flows not yet known finished: a stopping port waits for
     /// them, so that every flow's sockets are closed before its removal answers.
     ending: Vec<JoinHandle<()>>,
@@ -190,7 +187,6 @@ impl Table {
             metrics,
             epoch: Instant::now(),
             last_shed_warn: None,
-            first_flow: Arc::default(),
             ending: Vec::new(),
         }
     }
@@ -273,7 +269,7 @@ impl Table {
         counts(&self.metrics).datagrams_in.add(sent.0);
         self.metrics.traffic.mine().bytes_in.fetch_add(sent.1, Ordering::Relaxed);
         if !had_flows && !self.flows.is_empty() {
-            self.first_flow.notify_one();
+            self.port.first_flow.notify_one();
         }
     }
 
@@ -428,7 +424,7 @@ impl Table {
         }
         self.last_shed_warn = Some(Instant::now());
         let limits = self.port.limits.load();
-        warn!(namespace = %self.port.namespace, addr = %self.port.addr, flows = self.flows.len(),
+        warn!(namespace = %self.port.namespace(), addr = %self.port.addr, flows = self.flows.len(),
             max_flows = limits.max_connections, node_flows = self.port.node.open(), node_max_flows = self.port.node.max,
             reason = ?reason, "UDP port at its flow cap: datagrams that would start a flow are dropped (counted in udp_datagrams_dropped)");
     }

@@ -98,10 +98,10 @@ pub use steered::Sockets as SteeredSockets;
 /// How often a UDP port whose bind failed tries again.
 const REBIND_EVERY: Duration = Duration::from_secs(5);
 
-/// One UDP redirection's public side: what its serving task needs.
+/// One UDP redirection's public side: what its serving task needs. Shared as one record
+/// by the port's task, its flow table and the control plane (issue 32's memory per
+/// redirection: one allocation, not one per field).
 pub struct UdpPort {
-    /// The namespace, for logs.
-    pub namespace: String,
     /// Where to bind when no socket is handed over.
     pub addr: SocketAddr,
     /// The application's instances.
@@ -109,18 +109,21 @@ pub struct UdpPort {
     /// Cancelled to close the port and its flows: the redirection is removed or the server stops.
     pub stop: CancellationToken,
     /// Whether the port is bound right now.
-    pub bound: Arc<AtomicBool>,
+    pub bound: AtomicBool,
     /// Told when a bind that had failed succeeds.
     pub bound_changed: Arc<tokio::sync::Notify>,
     /// The flows' limits: swapped in place at a settings change, read at each new flow
     /// and each expiry sweep.
-    pub limits: Arc<ArcSwap<UdpLimits>>,
+    pub limits: ArcSwap<UdpLimits>,
     /// Told after `limits` changed, so that a sweep planned at the old idle timeout is
     /// planned again (a shorter timeout must not wait for the longer one).
-    pub limits_changed: Arc<tokio::sync::Notify>,
+    pub limits_changed: tokio::sync::Notify,
+    /// Told when a flow opens on a table that had none, so that the port's task arms its
+    /// expiry sweep (steered mode, where the datagrams are read by another task).
+    pub first_flow: tokio::sync::Notify,
     /// Who may send (the access list; its PROXY setting is TCP's and not read here), and the
     /// connection log; a change of generation re-checks the open flows against the list.
-    pub policy: Arc<ArcSwap<Policy>>,
+    pub policy: ArcSwap<Policy>,
     /// The redirection's metrics.
     pub metrics: Arc<RedirMetrics>,
     /// The node's flow count and cap, shared by every UDP port of the node.
@@ -128,7 +131,14 @@ pub struct UdpPort {
     /// The forwarding threads; one of them serves the port.
     pub workers: Arc<Workers>,
     /// The port's socket while it is bound, for a hand-over to a new process.
-    pub fds: Arc<std::sync::Mutex<Vec<std::os::fd::RawFd>>>,
+    pub fds: std::sync::Mutex<Vec<std::os::fd::RawFd>>,
+}
+
+impl UdpPort {
+    /// The namespace, for logs (its metrics' label: not a copy of its own).
+    pub fn namespace(&self) -> &str {
+        self.metrics.namespace()
+    }
 }
 
 /// In front of which datagrams of a flow the PROXY protocol v2 header goes.
@@ -225,7 +235,7 @@ static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
 /// The port is served on one forwarding thread (see the module's design); this task binds,
 /// hands the socket over and waits. Returning means the socket and every flow's socket
 /// were closed.
-pub async fn run(port: UdpPort, mut socket: Option<std::net::UdpSocket>) {
+pub async fn run(port: Arc<UdpPort>, mut socket: Option<std::net::UdpSocket>) {
     let socket = loop {
         if let Some(s) = socket.take() {
             break s;
@@ -233,7 +243,7 @@ pub async fn run(port: UdpPort, mut socket: Option<std::net::UdpSocket>) {
         match io::bind(port.addr) {
             Ok(s) => break s,
             Err(err) => {
-                warn!(namespace = %port.namespace, addr = %port.addr, error = %err,
+                warn!(namespace = %port.namespace(), addr = %port.addr, error = %err,
                     "cannot bind the UDP redirection's port (is another program using it?); retrying every {}s", REBIND_EVERY.as_secs());
                 tokio::select! {
                     () = port.stop.cancelled() => return,
@@ -250,8 +260,7 @@ pub async fn run(port: UdpPort, mut socket: Option<std::net::UdpSocket>) {
     *port.fds.lock().unwrap_or_else(|p| p.into_inner()) = vec![std::os::fd::AsRawFd::as_raw_fd(&socket)];
     let threads = port.workers.handles();
     let thread = threads[NEXT_THREAD.fetch_add(1, Ordering::Relaxed) % threads.len()].clone();
-    debug!(namespace = %port.namespace, addr = %port.addr, "serving UDP");
-    let port = Arc::new(port);
+    debug!(namespace = %port.namespace(), addr = %port.addr, "serving UDP");
     let _ = thread.spawn(flow::serve(port.clone(), socket)).await;
     port.fds.lock().unwrap_or_else(|p| p.into_inner()).clear();
     port.bound.store(false, Ordering::Relaxed);

@@ -154,11 +154,10 @@ impl Sockets {
     /// closed.
     pub fn serve(
         self: &Arc<Self>,
-        port: UdpPort,
+        port: Arc<UdpPort>,
         unsteer: impl FnOnce() + Send + 'static,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let thread = self.thread_of(port.addr.port());
-        let port = Arc::new(port);
         self.threads[thread].inbox.lock().unwrap_or_else(|p| p.into_inner()).push(port.clone());
         serve(self.clone(), thread, port, unsteer)
     }
@@ -290,21 +289,21 @@ async fn serve(
     unsteer: impl FnOnce() + Send + 'static,
 ) {
     // However this ends (removed, the runtime stopping), the port is no longer served.
-    let _unbound = Unbound(port.bound.clone());
+    let _unbound = Unbound(port.clone());
     let key = key(port.addr);
     let mine = || {
         TABLES.with_borrow_mut(|tables| {
             sockets.drain(thread, tables);
-            tables.get(&key).filter(|t| t.serves(&port)).map(|t| t.first_flow.clone())
+            tables.get(&key).is_some_and(|t| t.serves(&port))
         })
     };
-    let mut first_flow = mine();
+    let mut has_table = mine();
     // Not there: the address's previous port has not stopped yet; this one waits in the
     // inbox and its table is made as that one goes. Until then, look now and then.
-    while first_flow.is_none() && !port.stop.is_cancelled() {
+    while !has_table && !port.stop.is_cancelled() {
         tokio::select! {
             () = port.stop.cancelled() => {}
-            () = tokio::time::sleep(Duration::from_millis(5)) => first_flow = mine(),
+            () = tokio::time::sleep(Duration::from_millis(5)) => has_table = mine(),
         }
     }
     let with_table = |f: &mut dyn FnMut(&mut Table) -> Option<tokio::time::Instant>| {
@@ -313,7 +312,7 @@ async fn serve(
     let sweep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sweep);
     let mut armed = false;
-    if let Some(first_flow) = first_flow {
+    if has_table {
         loop {
             let next = tokio::select! {
                 biased;
@@ -321,7 +320,7 @@ async fn serve(
                 () = port.limits_changed.notified() => {
                     with_table(&mut |t| t.has_flows().then(|| t.next_sweep().into()))
                 }
-                () = first_flow.notified(), if !armed => {
+                () = port.first_flow.notified(), if !armed => {
                     with_table(&mut |t| t.has_flows().then(|| t.next_sweep().into()))
                 }
                 () = &mut sweep, if armed => with_table(&mut |t| t.expire().map(Into::into)),
@@ -348,10 +347,10 @@ async fn serve(
 }
 
 /// Clears a port's bound flag when dropped: when its task ends, however it ends.
-struct Unbound(Arc<std::sync::atomic::AtomicBool>);
+struct Unbound(Arc<UdpPort>);
 
 impl Drop for Unbound {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Relaxed);
+        self.0.bound.store(false, Ordering::Relaxed);
     }
 }

@@ -6,10 +6,11 @@ use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
@@ -96,7 +97,7 @@ struct Gateway {
     registry: Metrics,
     stop: CancellationToken,
     metrics: Arc<RedirMetrics>,
-    policy: Arc<ArcSwap<Policy>>,
+    port: Arc<UdpPort>,
     node: Arc<NodeFlows>,
     targets: Arc<Pool>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -125,26 +126,25 @@ impl Gateway {
         let socket = io::bind(SocketAddr::new(ip, 0)).unwrap();
         let addr = socket.local_addr().unwrap();
         let targets = Arc::new(Pool::new(instances, &Arc::new(Health::default())));
-        let policy = Arc::new(ArcSwap::from_pointee(Policy { generation: 0, access, log: None }));
         let registry = Metrics::new();
-        let port = UdpPort {
-            namespace: "default".into(),
+        let port = Arc::new(UdpPort {
             addr,
             targets: targets.clone(),
             stop: CancellationToken::new(),
-            bound: Arc::default(),
+            bound: AtomicBool::default(),
             bound_changed: Arc::default(),
-            limits: Arc::new(ArcSwap::from_pointee(limits)),
-            limits_changed: Arc::default(),
-            policy: policy.clone(),
+            limits: ArcSwap::from_pointee(limits),
+            limits_changed: Notify::default(),
+            first_flow: Notify::default(),
+            policy: ArcSwap::from_pointee(Policy { generation: 0, access, log: None }),
             metrics: registry.redirection("default", Protocol::Udp, addr.port(), "app_1"),
             node: node.clone(),
             workers: workers(),
-            fds: Arc::default(),
-        };
+            fds: Mutex::default(),
+        });
         let (stop, metrics) = (port.stop.clone(), port.metrics.clone());
-        let task = tokio::spawn(run(port, Some(socket)));
-        Gateway { addr, registry, stop, metrics, policy, node, targets, task: Some(task) }
+        let task = tokio::spawn(run(port.clone(), Some(socket)));
+        Gateway { addr, registry, stop, metrics, port, node, targets, task: Some(task) }
     }
 
     fn simple(instances: &[SocketAddr], limits: UdpLimits) -> Gateway {
@@ -558,7 +558,7 @@ async fn the_access_list_applies_to_each_source_and_a_change_ends_refused_flows(
     assert_eq!(gateway.metrics.traffic.totals().accepted, 1);
 
     // The list now refuses 127.0.0.2: its open flow ends at the next datagram read.
-    gateway.policy.store(Arc::new(Policy { generation: 1, access: allow(&["127.0.0.1"]), log: None }));
+    gateway.port.policy.store(Arc::new(Policy { generation: 1, access: allow(&["127.0.0.1"]), log: None }));
     admitted.send_to(b"still?", gateway.addr).unwrap();
     assert_eq!(round_trip(&refused, gateway.addr, b"now"), b"now");
     assert_eq!(gateway.counts().dropped(Dropped::denied), 3);
