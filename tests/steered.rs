@@ -474,6 +474,50 @@ fn a_removed_steered_udp_port_refuses_the_next_datagram() {
     assert!(fd_count(pid) <= idle, "the flows' sockets closed with the port");
 }
 
+/// A steered UDP port's idle flows end, swept by their forwarding thread's sweeper (a port
+/// has no task of its own): a flow's two sockets close after its 1 s idle timeout, and not
+/// before it; a shorter timeout set by `update` ends a flow already open at once, not after
+/// the 60 s it was planned at.
+#[test]
+fn steered_udp_flows_end_when_idle_and_at_once_at_a_shorter_timeout() {
+    enter_network_namespace();
+    let echo = UdpEcho::start();
+    let server = Server::builder().args(&["--port-mode", "steered"]).start();
+    server.create_app("game", echo.addr());
+    let add =
+        ["add", "--udp", "--app", "game", "--namespace", "default", "--idle-timeout", "1", "-F", "json"];
+    let port = port_of(&server.cli_json(&add));
+    let pid = server.process_id();
+    let idle = fd_count(pid);
+    let client = udp_client(LOCALHOST.into(), port);
+    let sent = std::time::Instant::now();
+    assert_eq!(udp_round_trip(&client, b"one").unwrap(), b"one");
+    assert!(fd_count(pid) >= idle + 2, "a steered flow holds two descriptors");
+    wait_for_fds_at_most(pid, idle, Duration::from_secs(10), "a flow idle for its 1 s timeout ends");
+    let ended = sent.elapsed();
+    assert!(ended >= Duration::from_millis(900), "the flow ended after {ended:?}, before its idle timeout");
+    eprintln!("[steered] a flow with a 1 s idle timeout ended {ended:?} after its datagram");
+
+    let port = port.to_string();
+    let update = ["update", &port, "--udp", "--namespace", "default", "--app", "game", "-F", "json"];
+    server.cli_json(&[&update[..], &["--idle-timeout", "60"]].concat());
+    assert_eq!(udp_round_trip(&client, b"two").unwrap(), b"two");
+    let open = wait_for_fds_at_least(pid, idle + 2, Duration::from_secs(5), "a new flow opens");
+    assert!(open >= idle + 2);
+    let shortened = std::time::Instant::now();
+    server.cli_json(&[&update[..], &["--idle-timeout", "1"]].concat());
+    wait_for_fds_at_most(
+        pid,
+        idle,
+        Duration::from_secs(10),
+        "a flow whose timeout went from 60 s to 1 s ends",
+    );
+    eprintln!(
+        "[steered] after the timeout went from 60 s to 1 s, the flow ended in {:?}",
+        shortened.elapsed()
+    );
+}
+
 /// An upgrade (SIGUSR2) keeps UDP ports steered: the new process takes the steered sockets
 /// over, its ports hold no socket of their own, a port echoes from the dialled port through
 /// it, and it steers what changes next (a port removed after the upgrade is refused).

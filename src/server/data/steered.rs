@@ -50,7 +50,6 @@ use std::sync::{Arc, Mutex};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use socket2::{Domain, Socket, Type};
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -217,32 +216,14 @@ impl Steered {
     }
 
     /// Serves UDP `port` from now on: its table is made on the thread that owns it, then its
-    /// keys steer its datagrams to that thread's socket. Answers the port's task, on that
-    /// thread, which ends once the port stopped: keys written away (unless handed over to a
-    /// new process, which steers the same keys), flows ended and their sockets closed.
-    pub fn start_udp(
-        self: &Arc<Self>,
-        port: Arc<udp::UdpPort>,
-        handed_over: Arc<AtomicBool>,
-    ) -> JoinHandle<()> {
+    /// keys steer its datagrams to that thread's socket. No task per port: the thread's
+    /// reader and sweeper serve it ([`udp::SteeredSockets`]).
+    pub fn start_udp(&self, port: &Arc<udp::UdpPort>) {
         let addr = port.addr;
-        let thread = self.udp.thread_of(addr.port());
-        let handle = port.workers.handles()[thread % port.workers.handles().len()].clone();
         port.metrics.udp.get_or_init(Box::default);
         self.udp_ports.lock().unwrap_or_else(|p| p.into_inner()).insert(addr);
-        let steered = self.clone();
-        let unsteer = move || {
-            if !handed_over.load(Ordering::Relaxed) {
-                for (key, _) in steered.keys(Proto::Udp, addr) {
-                    if let Err(err) = steered.steering.unsteer(key) {
-                        warn!(%addr, error = %err, "cannot unsteer a removed UDP port");
-                    }
-                }
-            }
-            steered.udp_ports.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
-        };
-        // Its table is asked for before its keys are written; its task starts after.
-        let serving = self.udp.serve(port.clone(), unsteer);
+        // Its table is asked for before its keys are written.
+        self.udp.start(port.clone());
         let steering =
             self.keys(Proto::Udp, addr).into_iter().try_for_each(|(key, to)| self.steering.steer(key, to));
         match steering {
@@ -255,12 +236,37 @@ impl Steered {
                 warn!(%addr, error = %err, "cannot steer the UDP redirection's port: its datagrams are refused")
             }
         }
-        // One task per port, on the thread that owns it (no task on the main runtime).
-        handle.spawn(serving)
+    }
+
+    /// Stops UDP `port`: its keys are written away (new clients are refused at once; not
+    /// when the sockets were `handed_over` to a new process, which steers the same keys),
+    /// then its flows end on its thread. Returns once their sockets are closed.
+    pub async fn stop_udp(&self, port: &Arc<udp::UdpPort>, handed_over: bool) {
+        let addr = port.addr;
+        if !handed_over {
+            for (key, _) in self.keys(Proto::Udp, addr) {
+                if let Err(err) = self.steering.unsteer(key) {
+                    warn!(%addr, error = %err, "cannot unsteer a removed UDP port");
+                }
+            }
+        }
+        self.udp_ports.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
+        self.udp.stop(port, &self.udp_handle(port)).await;
+    }
+
+    /// Plans UDP `port`'s expiry sweep again: its idle timeout changed.
+    pub fn replan_udp(&self, port: &Arc<udp::UdpPort>) {
+        self.udp.replan(port, &self.udp_handle(port));
+    }
+
+    /// The runtime of the forwarding thread that owns UDP `port`.
+    fn udp_handle(&self, port: &udp::UdpPort) -> tokio::runtime::Handle {
+        let handles = port.workers.handles();
+        handles[self.udp.thread_of(port.addr.port()) % handles.len()].clone()
     }
 
     /// Serves `port` from now on: its entry in the port table, then its keys in the
-    /// kernel's; [`Running::stop`] takes both out again. No task and no socket per port.
+    /// kernel's; [`Self::stop`] takes both out again. No task and no socket per port.
     /// A range of `n` ports from `port.addr` (issue 34; 1 for a single port) is an entry of
     /// the port table per port, each pointing to the one `port`, and a key of the kernel's
     /// per port; [`Self::dispatch`] tells a connection which port of the range it was made to.

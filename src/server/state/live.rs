@@ -290,10 +290,13 @@ enum Running {
     Bound(Arc<forward::Port>, JoinHandle<()>),
     /// A steered TCP port: no task; its entries leave the steering's tables.
     Steered(Arc<forward::Port>),
-    /// A UDP port, bound or steered: the record its task shares, and the task (which ends
-    /// once the port's `stop`, its own child of `shutdown`, is cancelled: a UDP port's flows
-    /// end with it).
+    /// A bound UDP port: the record its task shares, and the task (which ends once the
+    /// port's `stop`, its own child of `shutdown`, is cancelled: a UDP port's flows end with
+    /// it).
     Udp(Arc<udp::UdpPort>, JoinHandle<()>),
+    /// A steered UDP port: no task; its thread's reader and sweeper serve its table until
+    /// it is stopped there ([`Steered::stop_udp`]).
+    SteeredUdp(Arc<udp::UdpPort>),
 }
 
 impl Running {
@@ -301,7 +304,7 @@ impl Running {
     fn bound(&self) -> bool {
         match self {
             Running::Bound(port, _) | Running::Steered(port) => port.bound.load(Ordering::Relaxed),
-            Running::Udp(udp, _) => udp.bound.load(Ordering::Relaxed),
+            Running::Udp(udp, _) | Running::SteeredUdp(udp) => udp.bound.load(Ordering::Relaxed),
         }
     }
 
@@ -309,7 +312,7 @@ impl Running {
     fn policy(&self) -> &ArcSwap<Policy> {
         match self {
             Running::Bound(port, _) | Running::Steered(port) => &port.policy,
-            Running::Udp(udp, _) => &udp.policy,
+            Running::Udp(udp, _) | Running::SteeredUdp(udp) => &udp.policy,
         }
     }
 
@@ -317,7 +320,7 @@ impl Running {
     fn metrics(&self) -> &RedirMetrics {
         match self {
             Running::Bound(port, _) | Running::Steered(port) => &port.metrics,
-            Running::Udp(udp, _) => &udp.metrics,
+            Running::Udp(udp, _) | Running::SteeredUdp(udp) => &udp.metrics,
         }
     }
 
@@ -325,23 +328,28 @@ impl Running {
     fn fds(&self) -> Vec<RawFd> {
         match self {
             Running::Bound(port, _) => port.listening(),
-            Running::Steered(_) => Vec::new(),
             Running::Udp(udp, _) => udp.fds.lock().unwrap().clone(),
+            Running::Steered(_) | Running::SteeredUdp(_) => Vec::new(),
         }
     }
 
-    /// Gives the port `new` limits (for TCP, `shared` when equal, so that ports with the
-    /// same limits hold one copy); whether they differ from those it had.
-    fn update_limits(&self, new: &Limits, shared: impl FnOnce(TcpLimits) -> Arc<TcpLimits>) -> bool {
+    /// Gives the port `new` limits (for TCP, the node's copy when equal, so that ports with
+    /// the same limits hold one copy); whether they differ from those it had.
+    fn update_limits(&self, new: &Limits, ports: &LivePorts) -> bool {
         match (self, new) {
             (Running::Bound(port, _) | Running::Steered(port), Limits::Tcp(new))
                 if **port.limits.load() != *new =>
             {
-                port.limits.store(shared(*new))
+                port.limits.store(ports.tcp_limits(*new))
             }
-            (Running::Udp(udp, _), Limits::Udp(new)) if **udp.limits.load() != *new => {
+            (Running::Udp(udp, _) | Running::SteeredUdp(udp), Limits::Udp(new))
+                if **udp.limits.load() != *new =>
+            {
                 udp.limits.store(Arc::new(*new));
-                udp.limits_changed.notify_one();
+                match (self, &ports.steered) {
+                    (Running::SteeredUdp(_), Some(steered)) => steered.replan_udp(udp),
+                    _ => udp.limits_changed.notify_one(),
+                }
             }
             _ => return false,
         }
@@ -350,8 +358,9 @@ impl Running {
 
     /// Stops the port and waits until it no longer accepts: at a removal (`close`), its
     /// open connections (or flows) are reset too; at the server's stop they drain.
-    /// `steered` is the node's steering, which a steered port is taken out of.
-    async fn stop(self, close: bool, steered: Option<&Steered>) {
+    /// A steered port is taken out of the node's steering (`ports`).
+    async fn stop(self, close: bool, ports: &LivePorts) {
+        let steered = ports.steered.as_deref();
         match self {
             Running::Bound(port, task) => {
                 if close {
@@ -373,6 +382,11 @@ impl Running {
                     udp.stop.cancel();
                 }
                 let _ = task.await;
+            }
+            Running::SteeredUdp(udp) => {
+                if let Some(steered) = steered {
+                    steered.stop_udp(&udp, ports.node.handed_over.load(Ordering::Relaxed)).await;
+                }
             }
         }
     }
@@ -724,7 +738,7 @@ impl LivePorts {
                     (Some(l), Some((row, limits, log, _)))
                         if l.row.app_id == row.app_id && l.row.ports == row.ports =>
                     {
-                        if l.running.update_limits(limits, |new| self.tcp_limits(new)) {
+                        if l.running.update_limits(limits, self) {
                             info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol,
                                 "new limits for new connections");
                             changed += 1;
@@ -878,24 +892,33 @@ impl LivePorts {
                     addr,
                     targets,
                     // Stopping a UDP port closes its flows with it: a flow has no
-                    // connection to drain.
-                    stop: self.shutdown.child_token(),
+                    // connection to drain. A steered port's is the node's: its thread's
+                    // tasks serve it, and its stop is a call ([`Steered::stop_udp`]).
+                    stop: if self.steered.is_some() {
+                        self.shutdown.clone()
+                    } else {
+                        self.shutdown.child_token()
+                    },
                     bound: AtomicBool::new(socket.is_some()),
                     bound_changed: self.node.bound_changed.clone(),
                     limits: ArcSwap::from_pointee(limits),
                     limits_changed: tokio::sync::Notify::new(),
-                    first_flow: tokio::sync::Notify::new(),
                     policy: ArcSwap::new(policy),
                     metrics,
                     node: self.flows.clone(),
                     workers: self.node.workers.clone(),
                     fds: Mutex::new(Vec::new()),
                 });
-                let task = match &self.steered {
-                    Some(steered) => steered.start_udp(port.clone(), self.node.handed_over.clone()),
-                    None => tokio::spawn(udp::run(port.clone(), socket)),
-                };
-                Running::Udp(port, task)
+                match &self.steered {
+                    Some(steered) => {
+                        steered.start_udp(&port);
+                        Running::SteeredUdp(port)
+                    }
+                    None => {
+                        let task = tokio::spawn(udp::run(port.clone(), socket));
+                        Running::Udp(port, task)
+                    }
+                }
             }
         };
         if !running.bound() {
@@ -931,7 +954,7 @@ impl LivePorts {
         // The names its metrics are labelled with (the application's name interned here:
         // [`LivePorts::intern`]).
         let labels = live.running.metrics().labels();
-        live.running.stop(true, self.steered.as_deref()).await;
+        live.running.stop(true, self).await;
         self.release_pool(&live.row.app_id);
         let row = &live.row;
         self.metrics.forget(&labels, row.protocol, row.port);
@@ -1061,7 +1084,7 @@ impl LivePorts {
         let running: Vec<_> =
             std::mem::take(&mut *self.live.lock().unwrap()).into_values().map(|l| l.running).collect();
         for port in running {
-            port.stop(false, self.steered.as_deref()).await;
+            port.stop(false, self).await;
         }
         let connections = &self.node.connections;
         for tracker in connections.iter() {

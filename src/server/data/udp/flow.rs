@@ -1,12 +1,14 @@
 //! A UDP port's flow table: datagrams from clients to their flow's socket, answers back,
 //! and the expiry of idle flows.
 //!
-//! The port's task owns the table and reads the public socket; each flow has one more
+//! A bound port's task owns the table and reads the public socket (steered: the thread's
+//! map of tables, read by the thread's reader, see `steered`); each flow has one more
 //! task on the same thread, which reads the flow's socket and sends what the instance
 //! answers to the client from the public socket. The two share the flow's last-activity
 //! time and reply counters as atomics written by one thread. Expiry is a sweep, armed
 //! only while flows are open, at the earliest time a flow can have gone idle (and no more
-//! often than every sixteenth of the idle timeout): an idle port has no timer.
+//! often than every sixteenth of the idle timeout): an idle port has no timer. A bound
+//! port's task keeps its own; a steered port's is planned with its thread's sweeper.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -107,6 +109,9 @@ pub(super) struct Table {
     /// The reply tasks of ended flows not yet known finished: a stopping port waits for
     /// them, so that every flow's sockets are closed before its removal answers.
     ending: Vec<JoinHandle<()>>,
+    /// When its next expiry sweep is planned, in steered mode (its thread's sweeper sweeps
+    /// it); bound mode's port task keeps its own timer.
+    pub(super) sweep_at: Option<Instant>,
 }
 
 /// Serves a UDP port on this forwarding thread until the port is stopped; every flow's
@@ -188,6 +193,7 @@ impl Table {
             epoch: Instant::now(),
             last_shed_warn: None,
             ending: Vec::new(),
+            sweep_at: None,
         }
     }
 
@@ -223,7 +229,6 @@ impl Table {
         let mut sent = (0, 0);
         // The datagrams that go out together next, and their client.
         let mut pending: Option<(SocketAddr, Run)> = None;
-        let had_flows = !self.flows.is_empty();
         for i in range {
             let (client, data, stride, dst) = batch.get(i);
             let len = data.len();
@@ -268,9 +273,6 @@ impl Table {
         }
         counts(&self.metrics).datagrams_in.add(sent.0);
         self.metrics.traffic.mine().bytes_in.fetch_add(sent.1, Ordering::Relaxed);
-        if !had_flows && !self.flows.is_empty() {
-            self.port.first_flow.notify_one();
-        }
     }
 
     /// Sends a run of a client's datagrams on its flow's socket, adding what went to `sent`

@@ -99,7 +99,7 @@ pub use steered::Sockets as SteeredSockets;
 const REBIND_EVERY: Duration = Duration::from_secs(5);
 
 /// One UDP redirection's public side: what its serving task needs. Shared as one record
-/// by the port's task, its flow table and the control plane (issue 32's memory per
+/// by the port's task (bound mode), its flow table and the control plane (issue 32's memory per
 /// redirection: one allocation, not one per field).
 pub struct UdpPort {
     /// Where to bind when no socket is handed over.
@@ -118,9 +118,6 @@ pub struct UdpPort {
     /// Told after `limits` changed, so that a sweep planned at the old idle timeout is
     /// planned again (a shorter timeout must not wait for the longer one).
     pub limits_changed: tokio::sync::Notify,
-    /// Told when a flow opens on a table that had none, so that the port's task arms its
-    /// expiry sweep (steered mode, where the datagrams are read by another task).
-    pub first_flow: tokio::sync::Notify,
     /// Who may send (the access list; its PROXY setting is TCP's and not read here), and the
     /// connection log; a change of generation re-checks the open flows against the list.
     pub policy: ArcSwap<Policy>,

@@ -32,6 +32,15 @@
 //! from the first datagram on). The price: two descriptors per flow against one when
 //! bound, both counted in the node's flow cap ([`super::NodeFlows`]).
 //!
+//! **No task per port.** A port is its table in the thread's map, and the thread's reader
+//! serves it; its idle flows are expired by one sweeper per thread, which sleeps until the
+//! soonest sweep any of the thread's tables planned (a table plans one while it has flows;
+//! a change of idle timeout plans it again, on the thread). A task per port cost 768 bytes
+//! per UDP redirection, and its own stop token 112 more (issue 32's memory; heaptrack,
+//! `bench/heap-results-udp.md`); a stop or a change of limits is now a short task sent to
+//! the thread, and a start a place in the thread's inbox (tests/steered.rs
+//! `steered_udp_flows_end_when_idle_and_at_once_at_a_shorter_timeout`).
+//!
 //! **A removal** writes the kernel's key away first (new clients are refused with an
 //! ICMP port unreachable), then ends the port's flows and waits for their reply tasks, so
 //! that every client socket of the port is closed when the removal answers: a client that
@@ -54,15 +63,17 @@
 //! and later); an older kernel walks the port's sockets to find the connected one, a cost
 //! that grows with the port's open flows (not measured here).
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::Instant;
 
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -84,6 +95,15 @@ struct Thread {
     v4: Arc<UdpSocket>,
     v6: Option<Arc<UdpSocket>>,
     inbox: Mutex<Vec<Arc<UdpPort>>>,
+    /// Told when a sweep is planned sooner than the thread's soonest ([`SWEEPS`]).
+    sooner: Notify,
+}
+
+thread_local! {
+    /// The expiry sweeps planned on this forwarding thread, soonest first: when, and the
+    /// key of the table to sweep. One sweeper per thread serves every port it owns, so that
+    /// a port costs no task (issue 32's memory per redirection).
+    static SWEEPS: RefCell<BTreeSet<(Instant, SocketAddr)>> = RefCell::default();
 }
 
 impl Sockets {
@@ -111,7 +131,12 @@ impl Sockets {
                     (true, Some(s)) => Some(s),
                     (true, None) => Some(io::steered_socket(true)?),
                 };
-                Ok(Thread { v4: Arc::new(v4), v6: v6.map(Arc::new), inbox: Mutex::default() })
+                Ok(Thread {
+                    v4: Arc::new(v4),
+                    v6: v6.map(Arc::new),
+                    inbox: Mutex::default(),
+                    sooner: Notify::new(),
+                })
             })
             .collect::<std::io::Result<_>>()?;
         Ok(Sockets { threads })
@@ -140,26 +165,70 @@ impl Sockets {
         (u32::from(port).wrapping_mul(0x9E37_79B9) >> 16) as usize % self.threads.len()
     }
 
-    /// Starts reading every steered socket on its thread, until `shutdown`.
+    /// Starts reading every steered socket on its thread, and each thread's sweeper, until
+    /// `shutdown`.
     pub fn start_reading(self: &Arc<Self>, handles: &[Handle], shutdown: &CancellationToken) {
         for (thread, v6, _) in self.all() {
             let Some(handle) = handles.get(thread) else { continue };
             handle.spawn(read(self.clone(), thread, v6, shutdown.clone()));
         }
+        for (thread, handle) in handles.iter().enumerate().take(self.threads.len()) {
+            handle.spawn(sweep(self.clone(), thread, shutdown.clone()));
+        }
     }
 
     /// Serves `port` on its thread (`thread_of`): its table is made there before any of its
-    /// datagrams is read. Call before its keys are written; the future, to run on that
-    /// thread, ends once the port stops, after `unsteer` and after every flow's sockets are
-    /// closed.
-    pub fn serve(
-        self: &Arc<Self>,
-        port: Arc<UdpPort>,
-        unsteer: impl FnOnce() + Send + 'static,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+    /// datagrams is read. Call before its keys are written.
+    pub fn start(&self, port: Arc<UdpPort>) {
         let thread = self.thread_of(port.addr.port());
-        self.threads[thread].inbox.lock().unwrap_or_else(|p| p.into_inner()).push(port.clone());
-        serve(self.clone(), thread, port, unsteer)
+        self.threads[thread].inbox.lock().unwrap_or_else(|p| p.into_inner()).push(port);
+    }
+
+    /// Stops serving `port`, whose keys are written away: on its thread (`handle`), its
+    /// table goes and its flows end. Returns once every flow's sockets are closed.
+    pub async fn stop(self: &Arc<Self>, port: &Arc<UdpPort>, handle: &Handle) {
+        let thread = self.thread_of(port.addr.port());
+        let (sockets, stopped) = (self.clone(), port.clone());
+        let ending = handle.spawn(async move {
+            let key = key(stopped.addr);
+            TABLES.with_borrow_mut(|tables| {
+                let threads = &sockets.threads[thread];
+                // A port whose table was not made yet leaves the inbox instead.
+                threads.inbox.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| !Arc::ptr_eq(p, &stopped));
+                let ending = match tables.get(&key).is_some_and(|t| t.serves(&stopped)) {
+                    true => tables.remove(&key).map_or_else(Vec::new, |mut t| {
+                        plan(&threads.sooner, key, &mut t, None);
+                        t.end_all(End::Removed)
+                    }),
+                    false => Vec::new(),
+                };
+                // A port of the same address that waited for this one's table to go.
+                sockets.drain(thread, tables);
+                ending
+            })
+        });
+        // A thread that already stopped (the server's end) ran nothing: nothing of the
+        // port is left there.
+        for task in ending.await.unwrap_or_default() {
+            let _ = task.await;
+        }
+        port.bound.store(false, Ordering::Relaxed);
+    }
+
+    /// Plans `port`'s expiry sweep again, on its thread (`handle`): its idle timeout changed,
+    /// and a shorter one must not wait for the sweep planned at the longer one.
+    pub fn replan(self: &Arc<Self>, port: &Arc<UdpPort>, handle: &Handle) {
+        let thread = self.thread_of(port.addr.port());
+        let (sockets, port) = (self.clone(), port.clone());
+        handle.spawn(async move {
+            let key = key(port.addr);
+            TABLES.with_borrow_mut(|tables| {
+                if let Some(table) = tables.get_mut(&key).filter(|t| t.serves(&port)) {
+                    let at = table.has_flows().then(|| table.next_sweep());
+                    plan(&sockets.threads[thread].sooner, key, table, at);
+                }
+            });
+        });
     }
 
     /// Makes the tables of the ports waiting for them on this thread.
@@ -270,8 +339,15 @@ fn dispatch(
             sockets.drain(thread, tables);
             find(tables, dialled)
         });
-        match found.and_then(|k| tables.get_mut(&k)) {
-            Some(table) => table.forward(batch, i..end),
+        match found.and_then(|k| Some((k, tables.get_mut(&k)?))) {
+            Some((key, table)) => {
+                table.forward(batch, i..end);
+                // Its first flow: from now on it is swept.
+                if table.sweep_at.is_none() && table.has_flows() {
+                    let at = table.next_sweep();
+                    plan(&sockets.threads[thread].sooner, key, table, Some(at));
+                }
+            }
             None => {
                 debug!(%dialled, datagrams = end - i, "datagrams to a UDP port no longer steered here; dropped")
             }
@@ -280,77 +356,52 @@ fn dispatch(
     }
 }
 
-/// A steered port's own task, on its thread: its expiry sweeps and limits, until it stops;
-/// then `unsteer`, and its flows end.
-async fn serve(
-    sockets: Arc<Sockets>,
-    thread: usize,
-    port: Arc<UdpPort>,
-    unsteer: impl FnOnce() + Send + 'static,
-) {
-    // However this ends (removed, the runtime stopping), the port is no longer served.
-    let _unbound = Unbound(port.clone());
-    let key = key(port.addr);
-    let mine = || {
-        TABLES.with_borrow_mut(|tables| {
-            sockets.drain(thread, tables);
-            tables.get(&key).is_some_and(|t| t.serves(&port))
-        })
-    };
-    let mut has_table = mine();
-    // Not there: the address's previous port has not stopped yet; this one waits in the
-    // inbox and its table is made as that one goes. Until then, look now and then.
-    while !has_table && !port.stop.is_cancelled() {
-        tokio::select! {
-            () = port.stop.cancelled() => {}
-            () = tokio::time::sleep(Duration::from_millis(5)) => has_table = mine(),
+/// Plans `table`'s next expiry sweep at `at` (`None`: no flow is open, no sweep), in place
+/// of the one planned; `sooner` is told when it comes before every other of the thread.
+fn plan(sooner: &Notify, key: SocketAddr, table: &mut Table, at: Option<Instant>) {
+    SWEEPS.with_borrow_mut(|sweeps| {
+        if let Some(old) = table.sweep_at.take() {
+            sweeps.remove(&(old, key));
         }
-    }
-    let with_table = |f: &mut dyn FnMut(&mut Table) -> Option<tokio::time::Instant>| {
-        TABLES.with_borrow_mut(|tables| tables.get_mut(&key).filter(|t| t.serves(&port)).and_then(|t| f(t)))
-    };
-    let sweep = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(sweep);
-    let mut armed = false;
-    if has_table {
-        loop {
-            let next = tokio::select! {
-                biased;
-                () = port.stop.cancelled() => break,
-                () = port.limits_changed.notified() => {
-                    with_table(&mut |t| t.has_flows().then(|| t.next_sweep().into()))
-                }
-                () = port.first_flow.notified(), if !armed => {
-                    with_table(&mut |t| t.has_flows().then(|| t.next_sweep().into()))
-                }
-                () = &mut sweep, if armed => with_table(&mut |t| t.expire().map(Into::into)),
-            };
-            armed = next.is_some();
-            if let Some(at) = next {
-                sweep.as_mut().reset(at);
+        if let Some(at) = at {
+            if sweeps.first().is_none_or(|&(first, _)| at < first) {
+                sooner.notify_one();
             }
+            sweeps.insert((at, key));
+            table.sweep_at = Some(at);
         }
-    }
-    unsteer();
-    let ending = TABLES.with_borrow_mut(|tables| {
-        let ending = match tables.get(&key).is_some_and(|t| t.serves(&port)) {
-            true => tables.remove(&key).map(|mut t| t.end_all(End::Removed)).unwrap_or_default(),
-            false => Vec::new(),
-        };
-        // A port of the same address that waited for this one's table to go.
-        sockets.drain(thread, tables);
-        ending
     });
-    for task in ending {
-        let _ = task.await;
-    }
 }
 
-/// Clears a port's bound flag when dropped: when its task ends, however it ends.
-struct Unbound(Arc<UdpPort>);
-
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        self.0.bound.store(false, Ordering::Relaxed);
+/// A forwarding thread's sweeper, until `shutdown`: at each planned time, the table planned
+/// expires its idle flows and plans its next sweep, while it has flows.
+async fn sweep(sockets: Arc<Sockets>, thread: usize, shutdown: CancellationToken) {
+    let sooner = &sockets.threads[thread].sooner;
+    loop {
+        let soonest = SWEEPS.with_borrow(|sweeps| sweeps.first().map(|&(at, _)| at));
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            () = sooner.notified() => continue,
+            () = tokio::time::sleep_until(soonest.unwrap_or_else(Instant::now).into()), if soonest.is_some() => {}
+        }
+        let now = Instant::now();
+        let mut due = Vec::new();
+        SWEEPS.with_borrow_mut(|sweeps| {
+            while let Some(&(at, key)) = sweeps.first().filter(|&&(at, _)| at <= now) {
+                sweeps.pop_first();
+                due.push((at, key));
+            }
+        });
+        TABLES.with_borrow_mut(|tables| {
+            for (at, key) in due {
+                // Not there, or planned anew since: a stopped port's, or a stale plan.
+                if let Some(table) = tables.get_mut(&key).filter(|t| t.sweep_at == Some(at)) {
+                    table.sweep_at = None;
+                    let next = table.expire();
+                    plan(sooner, key, table, next);
+                }
+            }
+        });
     }
 }

@@ -135,7 +135,6 @@ impl Gateway {
             bound_changed: Arc::default(),
             limits: ArcSwap::from_pointee(limits),
             limits_changed: Notify::default(),
-            first_flow: Notify::default(),
             policy: ArcSwap::from_pointee(Policy { generation: 0, access, log: None }),
             metrics: registry.redirection("default", Protocol::Udp, addr.port(), "app_1"),
             node: node.clone(),
