@@ -39,7 +39,7 @@ import sys
 import time
 
 sys.dont_write_bytecode = True
-from benchlib import (HERE, HOST, ROOT, Failure, Proc, Procs, command_line, cpu_model,  # noqa: E402
+from benchlib import (ANSI, HERE, HOST, ROOT, Failure, Proc, Procs, command_line, cpu_model,  # noqa: E402
                       exit_on_signals, log, md_table, pick_ports, pss_kib, raise_nofile, read_stat,
                       require_own_netns, run_cli, server_env, source_revision, start_nginx_http,
                       vmrss_kib, wait_port, wait_until, write_manifest)
@@ -47,6 +47,8 @@ from benchlib import (HERE, HOST, ROOT, Failure, Proc, Procs, command_line, cpu_
 NS = [("a", "127.0.0.2"), ("b", "127.0.0.3")]
 PORT_LO, PORT_HI = 10001, 60000
 TOKEN = "bench"
+# What the server logs when it gives its heap's free pages back after a large change.
+TRIMMED = "gave the heap's free pages back"
 
 
 def sizes(name, default):
@@ -147,6 +149,31 @@ class Capacity:
 
     # ---- one server ----------------------------------------------------------------------------
 
+    @staticmethod
+    def trims(node):
+        """The lines of the node's log (shared by its restarts) that say it trimmed its heap."""
+        try:
+            with open(node.log_path, errors="replace") as f:
+                return [line for line in f if TRIMMED in line]
+        except OSError:
+            return []
+
+    def settle(self, node, before, changed):
+        """Waits, before reading the RSS, for the heap trim that follows a change of 1,000 ports
+        or more by a second (server/heap.rs): for a trim line past the first `before` (10 s at
+        most); a smaller change gets a second."""
+        if changed < 1000:
+            time.sleep(1.0)
+            return
+        t0 = time.monotonic()
+        while len(self.trims(node)) <= before and time.monotonic() - t0 < 10:
+            time.sleep(0.1)
+        lines = self.trims(node)
+        if len(lines) <= before:
+            self.note(f"{node.name}: no heap trim logged within 10 s of a change of {changed:,} ports")
+        else:
+            log(f"{node.name}: {ANSI.sub('', lines[-1]).strip()}")
+
     def serve(self, mode, d):
         cfg = os.path.join(d, "config.toml")
         if not os.path.exists(cfg):
@@ -233,25 +260,30 @@ class Capacity:
             manifest = os.path.join(d, "manifest.toml")
             tcp, _ = self.manifest(manifest, size, 0)
             wall = cpu = 0.0
+            trimmed = len(self.trims(node))
             if size:
                 wall, cpu = self.apply(node, env, manifest, size)
-            time.sleep(1.0)
+            self.settle(node, trimmed, size)
             row = self.snapshot(node, mode, size, 0, wall, cpu)
             row["tcp_ok"] = self.check(tcp, lambda ip, p: http_through(ip, p), f"{mode} {size:,} TCP")
+            trimmed = len(self.trims(node))
             node, env, row["to_api"], row["to_ports"], row["rounds"] = self.restart(node, mode, d, tcp)
-            time.sleep(1.0)
+            self.settle(node, trimmed, size)
             row["fds_after_restart"] = fd_counts(node.pid)[0]
             row["rss_after_restart"] = vmrss_kib(node.pid)
             rows.append(row)
             log(self.describe(row))
             if mode == "steered" and size in self.udp_at and self.udp_ports:
                 tcp, udp = self.manifest(manifest, size, self.udp_ports)
+                trimmed = len(self.trims(node))
                 wall, cpu = self.apply(node, env, manifest, self.udp_ports)
-                time.sleep(1.0)
+                self.settle(node, trimmed, self.udp_ports)
                 row = self.snapshot(node, mode, size, self.udp_ports, wall, cpu)
                 row["tcp_ok"] = self.check(tcp, lambda ip, p: http_through(ip, p), f"{mode} {size:,} TCP (with UDP)")
                 row["udp_ok"] = self.check(udp, udp_through, f"{mode} {self.udp_ports:,} UDP")
+                trimmed = len(self.trims(node))
                 node, env, row["to_api"], row["to_ports"], row["rounds"] = self.restart(node, mode, d, tcp)
+                self.settle(node, trimmed, size + self.udp_ports)
                 row["udp_ok_after_restart"] = self.check(udp, udp_through, f"{mode} UDP after the restart")
                 row["fds_after_restart"] = fd_counts(node.pid)[0]
                 row["rss_after_restart"] = vmrss_kib(node.pid)

@@ -47,9 +47,12 @@
 mod config;
 mod control;
 mod data;
+mod heap;
 mod spec;
 mod state;
 mod upgrade;
+
+pub use heap::limit_malloc_arenas;
 
 pub use data::steered::Mode as PortModeSetting;
 pub use data::{conn_log, log_writer};
@@ -840,26 +843,6 @@ fn write_profile(url: &str, admin: &AdminCredential, data_dir: &Path) {
             error = format!("{err:#}"),
             "could not write the client profile; pass --server and --token to the CLI"
         ),
-    }
-}
-
-/// How many malloc arenas the server's threads share (glibc's default: 8 per core).
-///
-/// The control plane builds a large table in bursts (an `apply` of thousands of
-/// redirections parses, checks and stores each batch on whichever runtime thread runs it).
-/// With an arena per thread, each arena keeps the free space of the bursts it served
-/// beside the table's long-lived records, so a table of 20,000 redirections held 2.45 KiB
-/// of RSS each with the default against 2.16 with two arenas and 2.10 with one
-/// (`bench/capacity.sh`, issue 32). Two, not one: the forwarding threads' allocations
-/// (a task per connection) then contend less. `MALLOC_ARENA_MAX` in the environment wins.
-const MALLOC_ARENAS: i32 = 2;
-
-/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`]; called before any thread starts.
-pub fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets a tunable of the allocator; no thread but this one runs.
-        unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
     }
 }
 

@@ -642,7 +642,8 @@ impl LivePorts {
             let instances = Self::instances_of(&table, apps);
             (wanted, instances)
         };
-        self.converge(wanted, &instances, false).await;
+        let changed = self.converge(wanted, &instances, false).await;
+        crate::server::heap::changed(changed);
     }
 
     /// Makes every running port match the whole table; answers how many keys and pools it
@@ -670,6 +671,7 @@ impl LivePorts {
             (wanted, instances)
         };
         let repaired = self.converge(wanted, &instances, repair).await;
+        crate::server::heap::changed(repaired);
         if repair && repaired > 0 {
             self.metrics.repaired(repaired as u64);
             warn!(repaired, "the full reconcile found ports that did not match the table, and fixed them");
