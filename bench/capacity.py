@@ -160,7 +160,7 @@ class Capacity:
 
     def settle(self, node, before, changed):
         """Waits, before reading the RSS, for the heap trim that follows a change of 1,000 ports
-        or more by a second (server/heap.rs): for a trim line past the first `before` (10 s at
+        or more by a second (server/state/heap.rs): for a trim line past the first `before` (10 s at
         most); a smaller change gets a second."""
         if changed < 1000:
             time.sleep(1.0)

@@ -385,7 +385,7 @@ fn steered_udp_echoes_exact_datagrams_from_the_dialled_port() {
 /// 1,000 UDP redirections, made through `apply`, add no descriptor to a steered server (each
 /// is a key in the kernel's table), and sampled ones forward. A change of 1,000 ports is a
 /// large one: a second after it, the server gives its heap's free pages back to the system
-/// (`server/heap.rs`) and says so.
+/// (`server/state/heap.rs`) and says so.
 #[test]
 fn steered_udp_ports_cost_no_descriptor() {
     enter_network_namespace();

@@ -47,12 +47,11 @@
 mod config;
 mod control;
 mod data;
-mod heap;
 mod spec;
 mod state;
 mod upgrade;
 
-pub use heap::limit_malloc_arenas;
+pub use state::heap::limit_malloc_arenas;
 
 pub use data::steered::Mode as PortModeSetting;
 pub use data::{conn_log, log_writer};

@@ -18,6 +18,7 @@ use super::auth::Caller;
 use super::error::Error;
 use super::present;
 use super::validate;
+use crate::server::state::rows::KeyRef;
 use crate::server::state::store::{
     Conflict, NamespaceDef, RedirKey, RedirRow, Revision, StoreError, TokenRecord,
 };
@@ -448,10 +449,8 @@ impl Gateway {
             return Err(Error::unknown_namespace(namespace));
         }
         let find = |table: &Table| {
-            let row = table
-                .redirs
-                .get(&RedirKey::new(namespace, protocol, port))
-                .filter(|r| *r.app_id == *app.id)?;
+            let row =
+                table.redirs.row(&KeyRef { namespace, protocol, port }).filter(|r| *r.app_id == *app.id)?;
             Some((row.clone(), self.describe(table, row)))
         };
         let (row, described) =
@@ -495,7 +494,7 @@ impl Gateway {
         let find = |table: &Table| {
             table
                 .redirs
-                .get(&RedirKey::new(namespace, protocol, port))
+                .row(&KeyRef { namespace, protocol, port })
                 .filter(|r| *r.app_id == *app.id)
                 .map(|r| RedirRow::clone(r))
         };

@@ -21,7 +21,7 @@
 //! them), the same diff path, the same pools; only what runs it differs, the UDP data plane
 //! ([`crate::server::data::udp`]) instead of the accept loops.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,8 +35,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use super::rows::Rows;
 use super::store::{NamespaceDef, RedirKey, RedirRow};
-use super::table::{namespace_range, Diff, Table};
+use super::table::{Diff, Table};
 use crate::server::data::balance::{CheckSettings, Health, Pool};
 use crate::server::data::conn_log::ConnLog;
 use crate::server::data::forward::{self, Policy};
@@ -392,10 +393,9 @@ impl Running {
     }
 }
 
-/// A redirection that is running on this node.
+/// A redirection that is running on this node: the value of its row (the table's, shared,
+/// not copied), which is its key in [`LivePorts`]'s map ([`Rows`]).
 struct Live {
-    /// The table's row (shared with it, not copied).
-    row: Arc<RedirRow>,
     /// Whether its connections are logged.
     logged: bool,
     running: Running,
@@ -442,7 +442,7 @@ pub struct LivePorts {
     served: Served,
     /// The kernel's steering of the TCP ports, in steered mode (`None`: bound mode).
     steered: Option<Arc<Steered>>,
-    live: Mutex<BTreeMap<RedirKey, Live>>,
+    live: Mutex<Rows<Live>>,
     pools: Mutex<HashMap<Arc<str>, AppPool>>,
     /// Ports bound for claims being committed ([`Reservations`]).
     held: Mutex<HashMap<RedirKey, Held>>,
@@ -552,15 +552,15 @@ impl LivePorts {
                 sockets.steering = fds.try_into().ok().map(|fds: [OwnedFd; 4]| (fds, listeners));
             }
         }
-        for l in live.values() {
-            let addr = SocketAddr::new(self.served.bind(&l.row.namespace), l.row.port);
+        for (row, l) in live.iter() {
+            let addr = SocketAddr::new(self.served.bind(&row.namespace), row.port);
             let mut fds: Vec<_> =
                 l.running.fds().into_iter().filter_map(|fd| ports::inheritable(fd).ok()).collect();
-            match l.row.protocol {
+            match row.protocol {
                 // A steered port has no socket of its own: the steering goes over whole.
                 Protocol::Tcp if fds.is_empty() => {}
                 // A range's listeners (issue 34), each under its own port's address.
-                Protocol::Tcp if l.row.ports > 1 => sockets.tcp.extend(fds.into_iter().filter_map(|fd| {
+                Protocol::Tcp if row.ports > 1 => sockets.tcp.extend(fds.into_iter().filter_map(|fd| {
                     let local = socket2::SockRef::from(&fd).local_addr().ok()?.as_socket()?;
                     Some((SocketAddr::new(addr.ip(), local.port()), vec![fd]))
                 })),
@@ -600,8 +600,7 @@ impl LivePorts {
     pub fn uses(&self, key: &RedirKey) -> bool {
         let running = {
             let live = self.live.lock().unwrap();
-            let below = RedirKey { port: 0, ..key.clone() }..=key.clone();
-            live.range(below).next_back().is_some_and(|(_, l)| l.row.covers(key.port))
+            live.at_or_below(key).is_some_and(|(row, _)| row.covers(key.port))
         };
         running || {
             let held = self.held.lock().unwrap();
@@ -629,7 +628,7 @@ impl LivePorts {
             for ns in diff.namespaces.iter().filter(|ns| self.served.serves(ns)) {
                 keys.extend(table.namespace_redirs(ns).map(RedirRow::key));
                 let live = self.live.lock().unwrap();
-                keys.extend(live.range(namespace_range(ns)).map(|(k, _)| k.clone()));
+                keys.extend(live.namespace(ns).map(|(row, _)| row.key()));
             }
             for app in &diff.apps {
                 keys.extend(table.app_rows(app).map(RedirRow::key));
@@ -643,7 +642,7 @@ impl LivePorts {
             (wanted, instances)
         };
         let changed = self.converge(wanted, &instances, false).await;
-        crate::server::heap::changed(changed);
+        super::heap::changed(changed);
     }
 
     /// Makes every running port match the whole table; answers how many keys and pools it
@@ -657,8 +656,8 @@ impl LivePorts {
         let (wanted, instances) = {
             let table = table.read().unwrap_or_else(|p| p.into_inner());
             let mut keys: std::collections::BTreeSet<RedirKey> =
-                table.redirs.keys().filter(|k| self.served.serves(&k.namespace)).cloned().collect();
-            keys.extend(self.live.lock().unwrap().keys().cloned());
+                table.redirs.keys().filter(|k| self.served.serves(&k.namespace)).collect();
+            keys.extend(self.live.lock().unwrap().keys());
             let wanted: Vec<_> = keys.into_iter().map(|key| (self.wanted(&table, &key), key)).collect();
             let mut apps: std::collections::BTreeSet<&str> = wanted
                 .iter()
@@ -671,7 +670,7 @@ impl LivePorts {
             (wanted, instances)
         };
         let repaired = self.converge(wanted, &instances, repair).await;
-        crate::server::heap::changed(repaired);
+        super::heap::changed(repaired);
         if repair && repaired > 0 {
             self.metrics.repaired(repaired as u64);
             warn!(repaired, "the full reconcile found ports that did not match the table, and fixed them");
@@ -684,7 +683,7 @@ impl LivePorts {
         if !self.served.serves(&key.namespace) {
             return None;
         }
-        let row = table.redirs.get(key)?;
+        let row = table.redirs.row(key)?;
         let Some(def) = table.namespaces.get(&*row.namespace) else {
             warn!(namespace = %row.namespace, port = row.port,
                 "redirection kept in the store but not served: its namespace is not defined");
@@ -731,26 +730,34 @@ impl LivePorts {
         for (want, key) in wanted {
             let stale = {
                 let mut live = self.live.lock().unwrap();
-                match (live.get_mut(&key), &want) {
+                match (live.get(&key).map(|(old, _)| old.clone()), &want) {
                     (None, None) => continue,
                     // The same application on the same ports: everything else changes in
                     // place, for new connections; open ones keep what they started with. (A
                     // range of another size at the same first port, issue 34, is another
                     // port: stopped, then started.)
-                    (Some(l), Some((row, limits, log, _)))
-                        if l.row.app_id == row.app_id && l.row.ports == row.ports =>
+                    (Some(old), Some((row, limits, log, _)))
+                        if old.app_id == row.app_id && old.ports == row.ports =>
                     {
+                        let Some(l) = live.get_mut(&key) else { continue };
                         if l.running.update_limits(limits, self) {
                             info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol,
                                 "new limits for new connections");
                             changed += 1;
                         }
-                        if !l.row.same_settings(row) || l.logged != *log {
+                        if !old.same_settings(row) || l.logged != *log {
                             l.running.policy().store(self.policy(row, *log));
-                            (l.row, l.logged) = (row.clone(), *log);
+                            l.logged = *log;
                             info!(namespace = %row.namespace, port = row.port, logged = *log,
                                 "new access list, PROXY protocol or logging for new connections");
                             changed += 1;
+                        }
+                        // The table's new row takes the old one's place (it is the key), so
+                        // that the old one is not kept for this port alone.
+                        if !Arc::ptr_eq(&old, row) {
+                            if let Some((_, l)) = live.remove(&key) {
+                                live.insert(row.clone(), l);
+                            }
                         }
                         continue;
                     }
@@ -764,8 +771,8 @@ impl LivePorts {
                     wanted = want.is_some(), running = stale.is_some(),
                     "repairing a port that did not match the table");
             }
-            if let Some(live) = stale {
-                self.stop_one(live).await;
+            if let Some((row, live)) = stale {
+                self.stop_one(&row, live).await;
             }
             let Some((row, limits, log, name)) = want else { continue };
             let Some(pool) = self.pool_for(&row.app_id, instances) else {
@@ -927,8 +934,7 @@ impl LivePorts {
             *self.unbound.lock().unwrap() = None;
         }
         info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol, app = %row.app_id, "port live");
-        let key = row.key();
-        self.live.lock().unwrap().insert(key, Live { row, logged, running });
+        self.live.lock().unwrap().insert(row, Live { logged, running });
     }
 
     /// The listeners of a range's `n` ports from `first` (issue 34), bound mode: those its
@@ -949,7 +955,7 @@ impl LivePorts {
             .collect()
     }
 
-    async fn stop_one(&self, live: Live) {
+    async fn stop_one(&self, row: &RedirRow, live: Live) {
         if !live.running.bound() {
             *self.unbound.lock().unwrap() = None;
         }
@@ -957,8 +963,7 @@ impl LivePorts {
         // [`LivePorts::intern`]).
         let labels = live.running.metrics().labels();
         live.running.stop(true, self).await;
-        self.release_pool(&live.row.app_id);
-        let row = &live.row;
+        self.release_pool(&row.app_id);
         self.metrics.forget(&labels, row.protocol, row.port);
         info!(namespace = %row.namespace, port = row.port, protocol = %row.protocol, "port closed");
         self.release(labels);
@@ -1031,7 +1036,7 @@ impl LivePorts {
     /// port's flows count as its connections).
     pub fn state(&self, key: &RedirKey) -> Option<(bool, RedirTraffic)> {
         let live = self.live.lock().unwrap();
-        let l = live.get(key)?;
+        let (_, l) = live.get(key)?;
         let t = l.running.metrics().traffic.totals();
         let traffic = RedirTraffic {
             active_connections: t.active as u64,
@@ -1054,7 +1059,7 @@ impl LivePorts {
         let live = self.live.lock().unwrap();
         let mut cached = self.unbound.lock().unwrap();
         let unbound = cached.get_or_insert_with(|| {
-            live.values().filter(|l| !l.running.bound()).map(|l| l.row.key().to_string()).collect()
+            live.iter().filter(|(_, l)| !l.running.bound()).map(|(row, _)| row.key().to_string()).collect()
         });
         ((live.len() - unbound.len()) as u64, unbound.clone())
     }
@@ -1083,8 +1088,7 @@ impl LivePorts {
     /// Stops accepting everywhere and gives open connections `drain` to finish.
     pub async fn stop(&self, drain: Duration) {
         self.shutdown.cancel();
-        let running: Vec<_> =
-            std::mem::take(&mut *self.live.lock().unwrap()).into_values().map(|l| l.running).collect();
+        let running: Vec<_> = self.live.lock().unwrap().take().map(|(_, l)| l.running).collect();
         for port in running {
             port.stop(false, self).await;
         }

@@ -8,7 +8,9 @@
 //! periodically, as the safety net of the diff path. The state may use the data plane
 //! (listeners, workers, pools, counters), never the control plane above it.
 
+pub(super) mod heap;
 pub(super) mod live;
+pub(super) mod rows;
 pub(super) mod store;
 pub(super) mod sync;
 pub(super) mod table;

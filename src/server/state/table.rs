@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use super::rows::{KeyRef, Rows};
 use super::store::{
     Change, Event, Key, NamespaceDef, NodeRecord, Quarantine, Record, RedirKey, RedirRow, Revision, Snapshot,
     TokenRecord,
@@ -34,7 +35,7 @@ pub struct Table {
     /// Redirections by (namespace, protocol, port). Shared with the ports that run them
     /// (`live`), so that a redirection's row is in memory once, and boxed so that the map's
     /// nodes, often half full, hold a pointer rather than the row.
-    pub redirs: BTreeMap<RedirKey, Arc<RedirRow>>,
+    pub redirs: Rows<()>,
     /// Credentials by id.
     pub tokens: BTreeMap<String, TokenRecord>,
     /// Credential ids by token hash (two nodes may be given the same admin token).
@@ -139,7 +140,7 @@ impl Table {
                     row.app_id = id.clone();
                 }
                 let key = row.key();
-                let old = self.redirs.get(&key);
+                let old = self.redirs.row(&key);
                 if old.is_none_or(|old| !old.same_settings(&row)) {
                     diff.redirs.insert(key.clone());
                 }
@@ -158,7 +159,7 @@ impl Table {
                         rows.insert(at, row.clone())
                     }
                 }
-                self.redirs.insert(key, row);
+                self.redirs.put(row);
             }
             Record::Token(token) => {
                 self.delete(&Key::Token(token.info.id.clone()), diff);
@@ -192,7 +193,7 @@ impl Table {
                 }
             }
             Key::Redir(key) => {
-                if let Some(old) = self.redirs.remove(key) {
+                if let Some((old, ())) = self.redirs.remove(key) {
                     self.unindex(&old.app_id, key);
                     diff.redirs.insert(key.clone());
                 }
@@ -246,7 +247,7 @@ impl Table {
 
     /// A namespace's redirections, TCP then UDP, by port.
     pub fn namespace_redirs<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a RedirRow> + 'a {
-        self.redirs.range(namespace_range(namespace)).map(|(_, row)| &**row)
+        self.redirs.namespace(namespace).map(|(row, ())| &**row)
     }
 
     /// The nodes that `app_id` waits for before it may take `key`: those that have not
@@ -274,15 +275,9 @@ impl Table {
     /// the range that covers it. Redirections never overlap, so only the nearest at or below
     /// the port can: one lookup.
     pub fn holder(&self, namespace: &str, protocol: Protocol, port: u16) -> Option<&RedirRow> {
-        let below = RedirKey::new(namespace, protocol, 0)..=RedirKey::new(namespace, protocol, port);
-        let (_, row) = self.redirs.range(below).next_back()?;
+        let (row, ()) = self.redirs.at_or_below(&KeyRef { namespace, protocol, port })?;
         row.covers(port).then_some(&**row)
     }
-}
-
-/// Every key of a namespace, of both protocols, as a range of a map sorted by key.
-pub fn namespace_range(namespace: &str) -> std::ops::RangeInclusive<RedirKey> {
-    RedirKey::new(namespace, Protocol::Tcp, 0)..=RedirKey::new(namespace, Protocol::Udp, u16::MAX)
 }
 
 #[cfg(test)]

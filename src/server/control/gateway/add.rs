@@ -139,7 +139,7 @@ impl Gateway {
         }
         let table = self.table();
         for (index, row) in &made {
-            let stored = table.redirs.get(&row.key()).map_or(row, |r| &**r);
+            let stored = table.redirs.row(row).map_or(row, |r| &**r);
             outcomes[*index] = Some(Ok(self.describe(&table, stored)));
         }
         Ok(outcomes)

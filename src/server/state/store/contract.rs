@@ -98,7 +98,7 @@ async fn claims_and_releases(store: Arc<dyn Store>) {
     store.remove_app("app_1").await.unwrap();
     assert_eq!(conflict(store.remove_app("app_1").await), Conflict::NotFound);
     let table = Table::load(store.snapshot().await.unwrap());
-    let ports: Vec<_> = table.redirs.keys().cloned().collect();
+    let ports: Vec<_> = table.redirs.keys().collect();
     assert_eq!(
         ports,
         vec![RedirKey::new("default", Protocol::Tcp, 6002)],
@@ -281,7 +281,7 @@ async fn udp_ports_are_a_space_of_their_own(store: Arc<dyn Store>) {
     );
 
     let snapshot = Table::load(store.snapshot().await.unwrap());
-    let keys: Vec<_> = snapshot.redirs.keys().cloned().collect();
+    let keys: Vec<_> = snapshot.redirs.keys().collect();
     assert_eq!(
         keys,
         vec![
@@ -300,7 +300,7 @@ async fn udp_ports_are_a_space_of_their_own(store: Arc<dyn Store>) {
 
     store.remove_app("app_2").await.unwrap();
     let table = Table::load(store.snapshot().await.unwrap());
-    let keys: Vec<_> = table.redirs.keys().cloned().collect();
+    let keys: Vec<_> = table.redirs.keys().collect();
     assert_eq!(
         keys,
         vec![RedirKey::new("default", Protocol::Tcp, 7000)],
@@ -527,7 +527,12 @@ async fn a_range_is_claimed_whole_or_not_at_all(store: Arc<dyn Store>) {
         Conflict::RangeTaken(6010)
     );
     let table = Table::load(store.snapshot().await.unwrap());
-    assert_eq!(table.redirs.len(), 1, "nothing of the refused range was claimed: {:?}", table.redirs.keys());
+    assert_eq!(
+        table.redirs.len(),
+        1,
+        "nothing of the refused range was claimed: {:?}",
+        table.redirs.keys().collect::<Vec<_>>()
+    );
     let claimed = store.claim(&range("app_2", 6011, 20), &acme.id, None).await.unwrap();
     // A single port inside it, a range over its end or its start, are refused.
     assert_eq!(
@@ -572,7 +577,7 @@ async fn a_range_is_claimed_whole_or_not_at_all(store: Arc<dyn Store>) {
         table.redirs.keys().filter(|k| k.protocol == Protocol::Tcp).count(),
         5,
         "{:?}",
-        table.redirs.keys()
+        table.redirs.keys().collect::<Vec<_>>()
     );
     // The watch carries it as one row with its extent.
     let mut seen = Vec::new();
@@ -640,7 +645,7 @@ async fn the_largest_range_fits_in_one_transaction(store: Arc<dyn Store>) {
     );
     store.remove_app("app_1").await.unwrap();
     let table = Table::load(store.snapshot().await.unwrap());
-    assert!(table.redirs.is_empty(), "{:?}", table.redirs.keys());
+    assert!(table.redirs.is_empty(), "{:?}", table.redirs.keys().collect::<Vec<_>>());
 }
 
 #[tokio::test]
