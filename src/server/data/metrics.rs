@@ -220,10 +220,11 @@ pub fn set_thread_count(n: usize) {
 
 /// One redirection's busy figures, one [`Slot`] per forwarding thread, made at its first
 /// connection: a cache line per thread is 4 KiB a redirection on a 64-thread node, which a
-/// port nobody connects to should not pay.
+/// port nobody connects to should not pay. Until then it is one pointer (a `OnceBox`, not
+/// the three words of a `OnceLock` of a slice: issue 32's memory per redirection).
 #[derive(Debug, Default)]
 pub struct Traffic {
-    slots: OnceLock<Box<[Slot]>>,
+    slots: OnceBox<Box<[Slot]>>,
 }
 
 /// What one thread counted for one redirection, on a cache line of its own.
@@ -291,14 +292,14 @@ impl Traffic {
     pub fn mine(&self) -> &Slot {
         let slots = self.slots.get_or_init(|| {
             let n = *SLOTS.get().unwrap_or(&1);
-            (0..n).map(|_| Slot::default()).collect()
+            Box::new((0..n).map(|_| Slot::default()).collect())
         });
         &slots[SLOT.with(Cell::get) % slots.len()]
     }
 
     /// The slots made so far (none before the first connection).
     fn slots(&self) -> &[Slot] {
-        self.slots.get().map_or(&[], |s| s)
+        self.slots.get().map_or(&[], |s| &**s)
     }
 
     /// The figures summed over the threads.
