@@ -421,7 +421,7 @@ class Capacity:
             "redirection in each), ports fixed in the manifest, made by `tcp-redirs apply -f`; backends: nginx "
             "`return 200` (TCP) and bench/udpload echo (UDP) on one port of 127.0.0.1",
             f"- a fresh server (SQLite, fresh data directory) for each row; descriptors: /proc/PID/fd; RSS, PSS: "
-            f"/proc/PID/status, smaps_rollup, 1 s after the apply; per redirection: minus the same mode's row "
+            f"/proc/PID/status, smaps_rollup, once the server logged the heap trim that follows a change of 1,000 ports or more by a second (1 s after a smaller one); per redirection: minus the same mode's row "
             f"of 0; sampled forwarding: {self.sample:,} random ports (of each protocol), each a GET answered "
             "through the port (a datagram echoed for UDP); restart: SIGTERM, then a new start on the same data: "
             "seconds from the start to the control API's log line, then from that line until every sampled "
