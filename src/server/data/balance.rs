@@ -206,7 +206,7 @@ impl Plan {
 /// application that lists that address with those settings.
 #[derive(Debug)]
 struct Target {
-    address: String,
+    address: Arc<str>,
     /// The applications' own settings (the node's fill in the rest when it is checked).
     check: HealthCheck,
     /// Its place in the sequence of phases.
@@ -308,8 +308,9 @@ pub const DNS_CACHE: Duration = Duration::from_secs(30);
 /// One instance and what the gateway knows of it.
 #[derive(Debug)]
 pub struct Member {
-    /// `HOST:PORT`.
-    pub address: String,
+    /// `HOST:PORT`: its target's copy (one per address and settings, however many
+    /// applications list it), not one of its own (issue 32's memory per redirection).
+    pub address: Arc<str>,
     /// The address itself when it is an IP address: nothing to look up.
     ip: Option<SocketAddr>,
     /// A host name's addresses, and when they were looked up.
@@ -343,7 +344,7 @@ impl Member {
     ) -> Arc<Member> {
         let target = health.target(&instance.address, check);
         let member = Arc::new(Member {
-            address: instance.address.clone(),
+            address: target.address.clone(),
             ip: instance.address.parse().ok(),
             resolved: ArcSwapOption::empty(),
             refreshing: AtomicBool::new(false),
@@ -426,7 +427,7 @@ impl Member {
     }
 
     async fn look_up(&self) -> std::io::Result<Arc<[SocketAddr]>> {
-        let addrs: Arc<[SocketAddr]> = tokio::net::lookup_host(&self.address).await?.collect();
+        let addrs: Arc<[SocketAddr]> = tokio::net::lookup_host(&*self.address).await?.collect();
         if addrs.is_empty() {
             return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no address"));
         }
@@ -444,7 +445,7 @@ impl Member {
     /// The instance as the API shows it.
     pub fn describe(&self) -> Instance {
         Instance {
-            address: self.address.clone(),
+            address: self.address.to_string(),
             weight: Some(self.weight),
             state: Some(if self.up.load(Ordering::Relaxed) {
                 InstanceState::Up
@@ -550,7 +551,7 @@ impl Pool {
                 let weight = i.weight.unwrap_or(1);
                 members
                     .iter()
-                    .find(|m| m.address == i.address && m.weight == weight)
+                    .find(|m| *m.address == *i.address && m.weight == weight)
                     .cloned()
                     .unwrap_or_else(|| Member::new(i, check, &self.health, &self.tcp))
             })
@@ -569,7 +570,7 @@ impl Pool {
             && members
                 .iter()
                 .zip(instances)
-                .all(|(m, i)| m.address == i.address && m.weight == i.weight.unwrap_or(1))
+                .all(|(m, i)| *m.address == *i.address && m.weight == i.weight.unwrap_or(1))
     }
 
     /// The instances now.
@@ -697,7 +698,7 @@ impl Health {
             return t;
         }
         let target = Arc::new(Target {
-            address: address.to_owned(),
+            address: address.into(),
             check: check.clone(),
             number: self.numbers.fetch_add(1, Ordering::Relaxed) + 1,
             up: AtomicBool::new(true),
@@ -845,7 +846,7 @@ impl prometheus_client::collector::Collector for HealthMetrics {
         use prometheus_client::metrics::MetricType;
         let mut addresses: std::collections::BTreeMap<String, (bool, u64)> = Default::default();
         for t in self.0.all_targets() {
-            let (up, last) = addresses.entry(t.address.clone()).or_insert((true, 0));
+            let (up, last) = addresses.entry(t.address.to_string()).or_insert((true, 0));
             *up &= t.up.load(Ordering::Relaxed);
             *last = (*last).max(t.last_check_ms.load(Ordering::Relaxed));
         }
