@@ -30,8 +30,9 @@ pub struct Table {
     /// Organisations by id.
     pub orgs: BTreeMap<String, Organisation>,
     /// Applications by id. Boxed: the map's nodes, often part empty, then hold a pointer
-    /// rather than the 184 bytes of a record (issue 32's memory).
-    pub apps: BTreeMap<String, Box<Application>>,
+    /// rather than the 184 bytes of a record (issue 32's memory). The key is the one copy of
+    /// the id that the index of its rows (`by_app`) and its rows hold too.
+    pub apps: BTreeMap<Arc<str>, Box<Application>>,
     /// Redirections by (namespace, protocol, port). Shared with the ports that run them
     /// (`live`), so that a redirection's row is in memory once, and boxed so that the map's
     /// nodes, often half full, hold a pointer rather than the row.
@@ -124,10 +125,16 @@ impl Table {
                 self.orgs.insert(org.id.clone(), org);
             }
             Record::App(app) => {
-                if self.apps.get(&app.id).map(|a| &**a) != Some(&app) {
+                if self.apps.get(app.id.as_str()).map(|a| &**a) != Some(&app) {
                     diff.apps.insert(app.id.clone());
                 }
-                self.apps.insert(app.id.clone(), Box::new(app));
+                // The copy of the id its rows already share, if they came first.
+                let id = match self.by_app.get_key_value(app.id.as_str()) {
+                    Some((id, _)) => id.clone(),
+                    None => Arc::from(app.id.as_str()),
+                };
+                // An application already here keeps its key (`insert` does not replace it).
+                self.apps.insert(id, Box::new(app));
             }
             Record::Redir(mut row) => {
                 // Share the names the table already holds (a row from the store comes with
@@ -137,6 +144,8 @@ impl Table {
                     None => drop(self.names.insert(row.namespace.clone())),
                 }
                 if let Some((id, _)) = self.by_app.get_key_value(&*row.app_id) {
+                    row.app_id = id.clone();
+                } else if let Some((id, _)) = self.apps.get_key_value(&*row.app_id) {
                     row.app_id = id.clone();
                 }
                 let key = row.key();
@@ -188,7 +197,7 @@ impl Table {
         match key {
             Key::Org(id) => drop(self.orgs.remove(id)),
             Key::App(id) => {
-                if self.apps.remove(id).is_some() {
+                if self.apps.remove(id.as_str()).is_some() {
                     diff.apps.insert(id.clone());
                 }
             }

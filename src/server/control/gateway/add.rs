@@ -429,7 +429,7 @@ fn plan(
     let new = &item.redirection;
     let app = table
         .apps
-        .get(&item.application)
+        .get(item.application.as_str())
         .filter(|a| a.owner_id == org.id)
         .ok_or_else(|| Error::unknown_app(&item.application))?;
     let ns = Gateway::namespace_in(table, org, &new.namespace)?;
