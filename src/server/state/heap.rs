@@ -29,6 +29,14 @@ use tracing::info;
 /// (a task per connection) then contend less. `MALLOC_ARENA_MAX` in the environment wins.
 const MALLOC_ARENAS: i32 = 2;
 
+/// The size from which an allocation is a mapping of its own, given back whole when freed
+/// (glibc's first value, which it raises to the largest block freed so far: after an
+/// `apply`'s large buffers, they and the next ones come from the heap, between the table's
+/// records, and stay there as free space). Fixed, so that a request's body, its parsed
+/// items and its answers are mapped and unmapped. The forwarding threads' buffers (64 KiB)
+/// are below it either way. `MALLOC_MMAP_THRESHOLD_` in the environment wins.
+const MMAP_THRESHOLD: i32 = 128 * 1024;
+
 /// How many ports a change (or the changes of one quiet second) must start or stop before
 /// the heap is trimmed after it.
 pub const TRIM_AFTER: u64 = 1_000;
@@ -42,6 +50,10 @@ pub fn limit_malloc_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: mallopt only sets a tunable of the allocator; no thread but this one runs.
         unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
+    }
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: as above.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
     }
 }
 
