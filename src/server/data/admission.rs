@@ -20,6 +20,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use once_cell::race::OnceBox;
+
 use super::conn_log::End;
 use super::limited::{Held, Limited};
 use super::metrics::RedirMetrics;
@@ -29,9 +31,10 @@ use crate::server::spec::{Access, Quotas};
 /// A port's admission state: the new-connection budget, shared by its accept loops.
 #[derive(Default)]
 pub struct Admission {
-    /// Taken only on ports that set a rate; boxed, so that the many ports that set none
-    /// carry a pointer rather than the bucket (issue 32's memory per redirection).
-    rate: Mutex<Option<Box<RateLimit>>>,
+    /// Made at the first connection of a port that sets a rate, so that the many ports that
+    /// set none carry one pointer (a `OnceBox`) rather than the bucket and its lock (issue
+    /// 32's memory per redirection).
+    rate: OnceBox<Mutex<Option<RateLimit>>>,
 }
 
 /// Why a connection was refused.
@@ -126,11 +129,12 @@ impl Admission {
             return Err(Refusal::MaxConnections);
         }
         if let Some(rate) = quotas.max_connections_per_second {
-            let mut bucket = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+            let rate_cell = self.rate.get_or_init(|| Box::new(Mutex::new(None)));
+            let mut bucket = rate_cell.lock().unwrap_or_else(|e| e.into_inner());
             let bucket = match bucket.as_mut() {
                 Some(b) if b.per_second == rate => b,
                 // First use, or the rate changed with a config reload.
-                _ => bucket.insert(Box::new(RateLimit::new(rate))),
+                _ => bucket.insert(RateLimit::new(rate)),
             };
             if !bucket.admit() {
                 slot.close();

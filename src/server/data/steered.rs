@@ -271,7 +271,7 @@ impl Steered {
     /// the port table per port, each pointing to the one `port`, and a key of the kernel's
     /// per port; [`Self::dispatch`] tells a connection which port of the range it was made to.
     pub fn start_range(&self, port: Arc<Port>, n: u16) {
-        let first = port.addr;
+        let first = port.addr();
         let table = self.table(first.ip());
         let addrs = (0..n.max(1)).map(|i| SocketAddr::new(first.ip(), first.port() + i));
         for addr in addrs.clone() {
@@ -295,19 +295,19 @@ impl Steered {
     /// is kept per port to do so (issue 32's memory per redirection): its address finds it.
     pub fn stop(&self, port: &Port) {
         let Some(table) =
-            self.tables.load().iter().find(|(a, _)| *a == port.addr.ip()).map(|(_, t)| t.clone())
+            self.tables.load().iter().find(|(a, _)| *a == port.addr().ip()).map(|(_, t)| t.clone())
         else {
             return;
         };
         // A range (issue 34) holds the entries after its first that are this very port: its
         // extent is read from the table rather than kept (a single port's is one).
-        let first = usize::from(port.addr.port());
+        let first = usize::from(port.addr().port());
         let same = |i: usize| {
             table.0.get(i).is_some_and(|e| e.load().as_ref().is_some_and(|p| std::ptr::eq(&**p, port)))
         };
         let last = (first + 1..table.0.len()).take_while(|&i| same(i)).last().unwrap_or(first);
         for n in first..=last {
-            let addr = SocketAddr::new(port.addr.ip(), n as u16);
+            let addr = SocketAddr::new(port.addr().ip(), n as u16);
             // Handed over: the new process steers the same keys with the same tables.
             if !port.node.handed_over.load(Ordering::Relaxed) {
                 for (key, _) in self.keys(Proto::Tcp, addr) {
@@ -422,7 +422,7 @@ impl Steered {
         match port {
             // A range's connection leads to its port's offset on the instances (issue 34).
             Some((port, local)) => {
-                let offset = local.port().wrapping_sub(port.addr.port());
+                let offset = local.port().wrapping_sub(port.addr().port());
                 forward::admit(&port, port.local(thread), client, peer, offset)
             }
             None => {
