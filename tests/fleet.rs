@@ -697,13 +697,18 @@ fn share_one_table(fleet: Fleet) {
                         }
                     };
                     // `add` answers once the port accepts on every live node: check at once
-                    // (unless another worker removed it in between).
+                    // (unless another worker removed it in between). Whether it was removed
+                    // is asked of the node that refused: a removal reaches the nodes one
+                    // after the other, and a node closes the port only once its own table
+                    // dropped the row, so a node that still lists it must accept on it. (The
+                    // node that added may not have seen the removal yet: asking it counted a
+                    // removal that reached the refusing node first as that node's failure.)
                     if op.action == "add" && matches!(op.status, 200 | 201) {
                         let port = op.port.expect("the port of a successful add");
                         for (name, ip) in NODES.iter().map(|n| (n, fleet.ip(n))) {
                             if let Err(e) = echo_via(ip, port) {
                                 let still = fleet
-                                    .list(node, app)
+                                    .list(name, app)
                                     .is_ok_and(|l| l.contains(&(namespace.to_owned(), port)));
                                 if still {
                                     fleet.problem(format!(
