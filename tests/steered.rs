@@ -276,7 +276,13 @@ impl Drop for TaggedEcho {
 
 /// Adds a UDP redirection of `app` in `default`; its port.
 fn add_udp(server: &Server, app: &str) -> u16 {
-    port_of(&server.cli_json(&["add", "--udp", "--app", app, "--namespace", "default", "-F", "json"]))
+    add_udp_with(server, app, &[])
+}
+
+/// Adds a UDP redirection of `app` in `default` with the settings flags `extra`; its port.
+fn add_udp_with(server: &Server, app: &str, extra: &[&str]) -> u16 {
+    let add = ["add", "--udp", "--app", app, "--namespace", "default", "-F", "json"];
+    port_of(&server.cli_json(&[&add[..], extra].concat()))
 }
 
 /// A steered UDP port carries exact datagrams both ways for several clients at once: each
@@ -488,9 +494,7 @@ fn steered_udp_flows_end_when_idle_and_at_once_at_a_shorter_timeout() {
     let echo = UdpEcho::start();
     let server = Server::builder().args(&["--port-mode", "steered"]).start();
     server.create_app("game", echo.addr());
-    let add =
-        ["add", "--udp", "--app", "game", "--namespace", "default", "--idle-timeout", "1", "-F", "json"];
-    let port = port_of(&server.cli_json(&add));
+    let port = add_udp_with(&server, "game", &["--idle-timeout", "1"]);
     let pid = server.process_id();
     let idle = fd_count(pid);
     let client = udp_client(LOCALHOST.into(), port);

@@ -300,13 +300,14 @@ impl Steered {
             return;
         };
         // A range (issue 34) holds the entries after its first that are this very port: its
-        // extent is read from the table rather than kept (a single port's is one).
+        // extent is read from the table rather than kept (a single port's is one). Not in
+        // the table (another port of the address took its place): its keys are that port's
+        // now, and stay.
         let first = usize::from(port.addr().port());
         let same = |i: usize| {
             table.0.get(i).is_some_and(|e| e.load().as_ref().is_some_and(|p| std::ptr::eq(&**p, port)))
         };
-        let last = (first + 1..table.0.len()).take_while(|&i| same(i)).last().unwrap_or(first);
-        for n in first..=last {
+        for n in (first..table.0.len()).take_while(|&i| same(i)) {
             let addr = SocketAddr::new(port.addr().ip(), n as u16);
             // Handed over: the new process steers the same keys with the same tables.
             if !port.node.handed_over.load(Ordering::Relaxed) {
@@ -316,9 +317,7 @@ impl Steered {
                     }
                 }
             }
-            if same(n) {
-                table.0[n].store(None);
-            }
+            table.0[n].store(None);
         }
         port.bound.store(false, Ordering::Relaxed);
     }

@@ -67,7 +67,8 @@ static WAITING: AtomicBool = AtomicBool::new(false);
 /// Counts `ports` started or stopped; once [`TRIM_AFTER`] are, the heap is trimmed after a
 /// quiet second. Call from a Tokio runtime.
 pub fn changed(ports: usize) {
-    if ports == 0 {
+    // Only glibc has the trim.
+    if ports == 0 || !cfg!(all(target_os = "linux", target_env = "gnu")) {
         return;
     }
     LAST_CHANGE.fetch_add(1, Ordering::Relaxed);
