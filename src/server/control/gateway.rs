@@ -249,9 +249,9 @@ impl Gateway {
         let mut apps: Vec<_> = self
             .table()
             .apps
-            .values()
-            .filter(|a| a.owner_id == org.id)
-            .map(|a| Application::clone(a))
+            .iter()
+            .filter(|(_, a)| *a.owner_id == *org.id)
+            .map(|(id, a)| a.to_wire(id))
             .collect();
         apps.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(apps.into_iter().map(|a| self.with_live_state(a)).collect())
@@ -261,7 +261,7 @@ impl Gateway {
     pub async fn app(&self, caller: &Caller, org_id: &str, app_id: &str) -> Result<Application, Error> {
         let org = self.org(caller, org_id).await?;
         let find = |table: &Table| {
-            table.apps.get(app_id).filter(|a| a.owner_id == org.id).map(|a| Application::clone(a))
+            table.apps.get(app_id).filter(|a| *a.owner_id == *org.id).map(|a| a.to_wire(app_id))
         };
         self.lookup(find).await.map(|app| self.with_live_state(app)).ok_or_else(|| Error::unknown_app(app_id))
     }
@@ -313,9 +313,9 @@ impl Gateway {
         let existing = self
             .table()
             .apps
-            .values()
-            .find(|a| a.owner_id == org_id && a.name == name)
-            .map(|a| Application::clone(a));
+            .iter()
+            .find(|(_, a)| &*a.owner_id == org_id && &*a.name == name)
+            .map(|(id, a)| a.to_wire(id));
         let result = match existing {
             Some(app) if app.instances == instances => return Ok(()),
             Some(app) => self.set_instances(&Caller::Admin, org_id, &app.id, instances).await.map(drop),

@@ -102,13 +102,29 @@ fn trim(changed: u64) {
     }
     let took = began.elapsed();
     let after = resident_kib();
+    let (in_use, free) = heap_kib();
     info!(
         ports_changed = changed,
         took_ms = took.as_secs_f64() * 1e3,
         rss_kib_before = before,
         rss_kib_after = after,
+        heap_in_use_kib = in_use,
+        heap_free_kib = free,
         "gave the heap's free pages back to the system after a large change"
     );
+}
+
+/// The heap's bytes in use and free (kept by the allocator: what fragmentation costs), in
+/// KiB, over every arena; zeros where glibc cannot tell.
+fn heap_kib() -> (u64, u64) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's counters; it is thread-safe.
+        let info = unsafe { libc::mallinfo2() };
+        (info.uordblks as u64 / 1024, info.fordblks as u64 / 1024)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    (0, 0)
 }
 
 /// The process's resident size in KiB (0 where `/proc` cannot tell).

@@ -697,7 +697,7 @@ impl LivePorts {
             return None;
         };
         let log = self.served.access_log || def.access_log;
-        let name = table.apps.get(&*row.app_id).map(|a| a.name.clone()).unwrap_or_default();
+        let name = table.apps.get(&*row.app_id).map(|a| a.name.to_string()).unwrap_or_default();
         Some((row.clone(), limits(Some(def), row), log, name))
     }
 
@@ -708,7 +708,7 @@ impl LivePorts {
     ) -> HashMap<String, Option<Stored>> {
         apps.into_iter()
             .map(|id| {
-                (id.to_owned(), table.apps.get(id).map(|a| (a.instances.clone(), a.health_check.clone())))
+                (id.to_owned(), table.apps.get(id).map(|a| (a.instances.to_vec(), a.health_check().clone())))
             })
             .collect()
     }

@@ -156,7 +156,7 @@ impl Gateway {
     ) -> Result<Vec<Plan>, Error> {
         let wanted: HashSet<&str> = items.iter().map(|i| i.application.as_str()).collect();
         let all_known = |t: &Table| {
-            wanted.iter().all(|id| t.apps.get(*id).is_some_and(|a| a.owner_id == org.id)).then_some(())
+            wanted.iter().all(|id| t.apps.get(*id).is_some_and(|a| *a.owner_id == *org.id)).then_some(())
         };
         if all_known(&self.table()).is_none() {
             self.synced.look_again(all_known).await;
@@ -427,17 +427,17 @@ fn plan(
     most: u16,
 ) -> Result<Plan, Error> {
     let new = &item.redirection;
-    let app = table
+    let (app_id, _) = table
         .apps
-        .get(item.application.as_str())
-        .filter(|a| a.owner_id == org.id)
+        .get_key_value(item.application.as_str())
+        .filter(|(_, a)| *a.owner_id == *org.id)
         .ok_or_else(|| Error::unknown_app(&item.application))?;
     let ns = Gateway::namespace_in(table, org, &new.namespace)?;
     let protocol = item.protocol;
     validate::redirection(&ns, &new.settings, protocol)?;
     let range = validate::ports_for(&ns, new)?;
     let ports = validate::port_count(&ns, new, protocol, &range, most)?;
-    if let Some(&port) = existing.get(&(app.id.clone(), ns.name.clone(), protocol)) {
+    if let Some(&port) = existing.get(&(app_id.to_string(), ns.name.clone(), protocol)) {
         return Err(Error::already_redirected(protocol, port, &ns.name));
     }
     let row = RedirRow {
@@ -445,7 +445,7 @@ fn plan(
         port: 0,
         ports,
         protocol,
-        app_id: app.id.as_str().into(),
+        app_id: app_id.clone(),
         settings: new.settings.clone().into(),
         revision: 0,
     };
