@@ -284,9 +284,11 @@ class Capacity:
                 trimmed = len(self.trims(node))
                 node, env, row["to_api"], row["to_ports"], row["rounds"] = self.restart(node, mode, d, tcp)
                 self.settle(node, trimmed, size + self.udp_ports)
-                row["udp_ok_after_restart"] = self.check(udp, udp_through, f"{mode} UDP after the restart")
+                # At rest, before the sample's datagrams open flows (a socket each, until idle).
                 row["fds_after_restart"] = fd_counts(node.pid)[0]
                 row["rss_after_restart"] = vmrss_kib(node.pid)
+                row["udp_ok_after_restart"] = self.check(udp, udp_through, f"{mode} UDP after the restart")
+                row["fds_with_flows"] = fd_counts(node.pid)[0]
                 rows.append(row)
                 log(self.describe(row))
             return rows
@@ -420,7 +422,9 @@ class Capacity:
             "per port number with one TCP redirection in each namespace (and, for the UDP rows, one UDP "
             "redirection in each), ports fixed in the manifest, made by `tcp-redirs apply -f`; backends: nginx "
             "`return 200` (TCP) and bench/udpload echo (UDP) on one port of 127.0.0.1",
-            f"- a fresh server (SQLite, fresh data directory) for each row; descriptors: /proc/PID/fd; RSS, PSS: "
+            f"- a fresh server (SQLite, fresh data directory) for each row; descriptors: /proc/PID/fd, at rest (the "
+            "UDP sample's datagrams then open a flow each, a socket until it idles out: `fds_with_flows` in the row's "
+            "JSON); RSS, PSS: "
             f"/proc/PID/status, smaps_rollup, once the server logged the heap trim that follows a change of 1,000 ports or more by a second (1 s after a smaller one); per redirection: minus the same mode's row "
             f"of 0; sampled forwarding: {self.sample:,} random ports (of each protocol), each a GET answered "
             "through the port (a datagram echoed for UDP); restart: SIGTERM, then a new start on the same data: "
