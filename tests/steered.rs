@@ -613,3 +613,40 @@ fn a_udp_port_another_program_holds_is_never_steered() {
     let back = udp_round_trip(&udp_client(LOCALHOST.into(), low), b"steered, not stolen").unwrap();
     assert_eq!(back, b"steered, not stolen");
 }
+
+/// Namespaces whose addresses overlap (two on 127.0.0.1, one on the wildcard address) never
+/// share a UDP port: the one given in the first is refused in the others as taken, while
+/// TCP takes that port number beside it; once removed, the port is given again.
+#[test]
+fn namespaces_on_overlapping_addresses_never_share_a_steered_udp_port() {
+    enter_network_namespace();
+    let echo = UdpEcho::start();
+    let (low, high) = free_port_pair();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let namespaces: String = [("first", "127.0.0.1"), ("second", "127.0.0.1"), ("everywhere", "0.0.0.0")]
+        .iter()
+        .map(|(name, bind)| {
+            format!("[[namespace]]\nname = \"{name}\"\nbind = \"{bind}\"\nports = \"{low}-{high}\"\n")
+        })
+        .collect();
+    std::fs::write(&config, namespaces).unwrap();
+    let server = Server::builder().config(&config).args(&["--port-mode", "steered"]).start();
+    for app in ["one", "two"] {
+        server.create_app(app, echo.addr());
+    }
+    let port = low.to_string();
+    let add = |app: &'static str, namespace: &'static str, udp: bool| -> Vec<&str> {
+        let args = vec!["add", "--app", app, "--namespace", namespace, "--port", &port, "-F", "json"];
+        [args, if udp { vec!["--udp"] } else { vec![] }].concat()
+    };
+    assert_eq!(port_of(&server.cli_json(&add("one", "first", true))), low);
+    for namespace in ["second", "everywhere"] {
+        server.cli(&add("two", namespace, true)).assert_error(1, &[&port, namespace]);
+    }
+    assert_eq!(port_of(&server.cli_json(&add("two", "second", false))), low, "TCP beside UDP");
+    let back = udp_round_trip(&udp_client(LOCALHOST.into(), low), b"first come").unwrap();
+    assert_eq!(back, b"first come");
+    server.cli_ok(&["remove", "--udp", "--app", "one", "--namespace", "first", &port]);
+    assert_eq!(port_of(&server.cli_json(&add("two", "everywhere", true))), low, "the port once removed");
+}

@@ -40,7 +40,7 @@
 //! for this port finds no entry and is reset), then the port's open connections are reset
 //! by its own token, as in bound mode.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -97,8 +97,9 @@ pub struct Steered {
     reserved: Mutex<HashSet<(Proto, SocketAddr)>>,
     /// The UDP sockets, one per forwarding thread and family ([`udp::SteeredSockets`]).
     udp: Arc<udp::SteeredSockets>,
-    /// The UDP ports steered now (their tables are the threads' own).
-    udp_ports: Mutex<HashSet<SocketAddr>>,
+    /// The UDP ports steered now (their tables are the threads' own), by port then
+    /// address: a reservation looks at its port's few entries, not at every port.
+    udp_ports: Mutex<BTreeSet<(u16, IpAddr)>>,
 }
 
 /// A steered port reserved for a claim: counted taken until dropped (the port started,
@@ -221,7 +222,7 @@ impl Steered {
     pub fn start_udp(&self, port: &Arc<udp::UdpPort>) {
         let addr = port.addr;
         port.metrics.udp.get_or_init(Box::default);
-        self.udp_ports.lock().unwrap_or_else(|p| p.into_inner()).insert(addr);
+        self.udp_ports.lock().unwrap_or_else(|p| p.into_inner()).insert((addr.port(), addr.ip()));
         // Its table is asked for before its keys are written.
         self.udp.start(port.clone());
         let steering =
@@ -250,7 +251,7 @@ impl Steered {
                 }
             }
         }
-        self.udp_ports.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
+        self.udp_ports.lock().unwrap_or_else(|p| p.into_inner()).remove(&(addr.port(), addr.ip()));
         self.udp.stop(port, &self.udp_handle(port)).await;
     }
 
@@ -378,12 +379,16 @@ impl Steered {
             Proto::Tcp => self.tables.load().iter().any(|(ip, table)| {
                 overlaps(*ip, addr.ip()) && table.0[usize::from(addr.port())].load().is_some()
             }),
-            Proto::Udp => self
-                .udp_ports
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .any(|p| p.port() == addr.port() && overlaps(p.ip(), addr.ip())),
+            Proto::Udp => {
+                // Every address of the port, from the lowest IPv4 to the highest IPv6.
+                let lowest = (addr.port(), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                let highest = (addr.port(), IpAddr::V6(Ipv6Addr::from(u128::MAX)));
+                self.udp_ports
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .range(lowest..=highest)
+                    .any(|(_, ip)| overlaps(*ip, addr.ip()))
+            }
         };
         let held = reserved
             .iter()
