@@ -22,6 +22,11 @@ descriptor each, under the open-file hard limit (20,000 here).
 
 Settings: STEERED_SIZES=0,1000,10000,50000,100000 BOUND_SIZES=0,1000,10000,15000 UDP_PORTS=10000
 UDP_AT=(largest steered size) SAMPLE=1000 PLOT=docs/scale-steered.png
+BACKENDS=shared (every application's instance is the one nginx at 127.0.0.1) or distinct (each
+application without a UDP redirection has an address of its own, 127.x.y.z, on the same nginx
+listening on 0.0.0.0, as when every application has its own backend: a health-check target
+each; the node's health checks are then off, `[health_checks] enabled = false`, since 45,000
+addresses checked every 5 s would be 9,000 connects a second to the one nginx)
 QUICK=1 (STEERED_SIZES=0,1000,10000 BOUND_SIZES=0,1000 UDP_PORTS=1000 SAMPLE=200 unless set)
 TCP_REDIRS_BIN UDPLOAD_BIN RESULTS=bench/capacity-results.md
 """
@@ -31,6 +36,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import socket
 import struct
@@ -49,6 +55,8 @@ PORT_LO, PORT_HI = 10001, 60000
 TOKEN = "bench"
 # What the server logs when it gives its heap's free pages back after a large change.
 TRIMMED = "gave the heap's free pages back"
+# How many ports the change that it followed started or stopped.
+PORTS_CHANGED = re.compile(r"ports_changed=(\d+)")
 
 
 def sizes(name, default):
@@ -138,6 +146,7 @@ class Capacity:
         self.udpload = os.environ.get("UDPLOAD_BIN") or os.path.join(HERE, "udpload/udpload")
         self.results = os.environ.get("RESULTS") or os.path.join(HERE, "capacity-results.md")
         self.plot = os.environ.get("PLOT", os.path.join(ROOT, "docs/scale-steered.png"))
+        self.distinct = os.environ.get("BACKENDS", "shared") == "distinct"
         self.procs = Procs(tmp)
         self.revision = source_revision()
         self.rows = []   # one dict per (mode, size, udp)
@@ -160,16 +169,21 @@ class Capacity:
 
     def settle(self, node, before, changed):
         """Waits, before reading the RSS, for the heap trim that follows a change of 1,000 ports
-        or more by a second (server/state/heap.rs): for a trim line past the first `before` (10 s at
-        most); a smaller change gets a second."""
+        or more by a second (server/state/heap.rs): for trim lines past the first `before` that
+        count `changed` ports (10 s at most); a smaller change gets a second."""
         if changed < 1000:
             time.sleep(1.0)
             return
+        # An `apply` with a quiet second in the middle is trimmed in parts: wait for all of them.
+        def trimmed(lines):
+            found = (PORTS_CHANGED.search(ANSI.sub("", line)) for line in lines[before:])
+            return sum(int(m.group(1)) for m in found if m)
+
         t0 = time.monotonic()
-        while len(self.trims(node)) <= before and time.monotonic() - t0 < 10:
+        while trimmed(self.trims(node)) < changed and time.monotonic() - t0 < 10:
             time.sleep(0.1)
         lines = self.trims(node)
-        if len(lines) <= before:
+        if trimmed(lines) < changed:
             self.note(f"{node.name}: no heap trim logged within 10 s of a change of {changed:,} ports")
         else:
             log(f"{node.name}: {ANSI.sub('', lines[-1]).strip()}")
@@ -180,6 +194,8 @@ class Capacity:
             with open(cfg, "w") as f:
                 for name, ip in NS:
                     f.write(f'[[namespace]]\nname = "{name}"\nbind = "{ip}"\nports = "{PORT_LO}-{PORT_HI}"\n')
+                if self.distinct:
+                    f.write("[health_checks]\nenabled = false\n")
         argv = [self.bin, "serve", "--listen", f"{HOST}:0", "--data-dir", os.path.join(d, "data"),
                 "--config", cfg, "--port-mode", mode]
         node = Proc(f"serve-{mode}", argv, server_env(os.path.join(d, "cfg"), TOKEN), d, pipe=True)
@@ -214,7 +230,10 @@ class Capacity:
                 if i < per_udp and i * 2 + k < n_udp:
                     redirs.append((name, PORT_LO + i, "udp"))
                     udp.append((ip, PORT_LO + i))
-            apps.append((f"app{i}", [f"{HOST}:{self.backend}"], redirs))
+            # The UDP echo listens on 127.0.0.1 only: an application with a UDP redirection keeps it.
+            own = self.distinct and i >= per_udp
+            host = f"127.{1 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}" if own else HOST
+            apps.append((f"app{i}", [f"{host}:{self.backend}"], redirs))
         write_manifest(path, apps)
         return tcp, udp
 
@@ -315,7 +334,12 @@ class Capacity:
         self.backend, self.udp_backend = pick_ports(2, kinds=(socket.SOCK_STREAM, socket.SOCK_DGRAM))
         # Both backends on one port number: TCP to nginx, UDP to the echo (an instance is an address).
         self.udp_backend = self.backend
-        start_nginx_http(self.procs, os.path.join(self.tmp, "nginx"), f"{HOST}:{self.backend}", "ok\n")
+        if self.distinct:
+            # nginx listens on 0.0.0.0 then: on a port below the namespaces' range, which it
+            # would otherwise hold on their addresses too.
+            self.backend = self.udp_backend = PORT_LO - 1
+        start_nginx_http(self.procs, os.path.join(self.tmp, "nginx"),
+                         f"{'0.0.0.0' if self.distinct else HOST}:{self.backend}", "ok\n")
         self.procs.start("udp echo", [self.udpload, "echo", str(self.udp_backend)],
                          log_path=os.path.join(self.tmp, "udpecho.log"))
         wait_port(self.backend, what="nginx")
@@ -421,7 +445,10 @@ class Capacity:
             f"- two namespaces, a on 127.0.0.2 and b on 127.0.0.3, ports {PORT_LO}-{PORT_HI} each; one application "
             "per port number with one TCP redirection in each namespace (and, for the UDP rows, one UDP "
             "redirection in each), ports fixed in the manifest, made by `tcp-redirs apply -f`; backends: nginx "
-            "`return 200` (TCP) and bench/udpload echo (UDP) on one port of 127.0.0.1",
+            "`return 200` (TCP) and bench/udpload echo (UDP) on one port of 127.0.0.1"
+            + ("; BACKENDS=distinct: each application without a UDP redirection has an instance address of its "
+               "own (127.x.y.z, nginx listening on 0.0.0.0), a health-check target each; the node's health "
+               "checks off (`[health_checks] enabled = false`)" if self.distinct else ""),
             f"- a fresh server (SQLite, fresh data directory) for each row; descriptors: /proc/PID/fd, at rest (the "
             "UDP sample's datagrams then open a flow each, a socket until it idles out: `fds_with_flows` in the row's "
             "JSON); RSS, PSS: "

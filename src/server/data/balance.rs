@@ -207,8 +207,9 @@ impl Plan {
 #[derive(Debug)]
 struct Target {
     address: Arc<str>,
-    /// The applications' own settings (the node's fill in the rest when it is checked).
-    check: HealthCheck,
+    /// The applications' own settings (the node's fill in the rest when it is checked):
+    /// the one shared record of none for most ([`shared_check`]).
+    check: Arc<HealthCheck>,
     /// Its place in the sequence of phases.
     number: u64,
     /// Its state as the checks found it (before the first check: up, as presumed).
@@ -662,8 +663,11 @@ pub struct Health {
     wake: tokio::sync::Notify,
     /// The node's settings in force (`None`: the defaults).
     settings: Mutex<Option<CheckSettings>>,
-    /// Every target some member has, by address and settings: the ones to check.
-    targets: Mutex<std::collections::HashMap<(String, HealthCheck), Weak<Target>>>,
+    /// Every target some member has, by address (one for each settings that applications
+    /// listing it have: almost always one): the ones to check. Keyed by the targets' own
+    /// copy of the address, not by a copy of address and settings (120 bytes a bucket,
+    /// for as many addresses as the applications have: issue 32's memory).
+    targets: Mutex<std::collections::HashMap<Arc<str>, Vec<Weak<Target>>>>,
     /// Targets to (re)consider for the schedule: new ones, and those traffic found down.
     incoming: Mutex<Vec<Weak<Target>>>,
     /// The number the next target takes (its phase).
@@ -693,13 +697,14 @@ impl Health {
     /// member.
     fn target(&self, address: &str, check: &HealthCheck) -> Arc<Target> {
         let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (address.to_owned(), check.clone());
-        if let Some(t) = targets.get(&key).and_then(Weak::upgrade) {
+        let same = |t: &Arc<Target>| *t.check == *check;
+        let found = targets.get(address).and_then(|all| all.iter().filter_map(Weak::upgrade).find(same));
+        if let Some(t) = found {
             return t;
         }
         let target = Arc::new(Target {
             address: address.into(),
-            check: check.clone(),
+            check: shared_check(check),
             number: self.numbers.fetch_add(1, Ordering::Relaxed) + 1,
             up: AtomicBool::new(true),
             checked: AtomicBool::new(false),
@@ -709,9 +714,14 @@ impl Health {
         });
         // Forget the targets gone, now and then: as many removals as additions.
         if targets.len() >= 64 && targets.len().is_power_of_two() {
-            targets.retain(|_, w| w.strong_count() > 0);
+            targets.retain(|_, all| {
+                all.retain(|w| w.strong_count() > 0);
+                !all.is_empty()
+            });
         }
-        targets.insert(key, Arc::downgrade(&target));
+        let all = targets.entry(target.address.clone()).or_insert_with(|| Vec::with_capacity(1));
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&target));
         drop(targets);
         self.schedule(&target);
         target
@@ -726,7 +736,7 @@ impl Health {
     /// Every target alive.
     fn all_targets(&self) -> Vec<Arc<Target>> {
         let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
-        targets.values().filter_map(Weak::upgrade).collect()
+        targets.values().flatten().filter_map(Weak::upgrade).collect()
     }
 
     /// Runs the checks until `stop` is cancelled: one timer, the next check due; each
