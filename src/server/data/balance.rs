@@ -202,6 +202,31 @@ impl Plan {
     }
 }
 
+/// An application's instance as the table keeps it and a pool takes it: what the API's
+/// [`Instance`] says of it that is stored, in 24 bytes where that takes 72. The address is
+/// the record's own copy, which the health checks' target of that address takes too when
+/// this application is the first to list it (no copy of their own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `HOST:PORT`.
+    pub address: Arc<str>,
+    /// Its share of new connections (1 when absent); 0 takes no new connection.
+    pub weight: Option<u32>,
+}
+
+impl From<&Instance> for Endpoint {
+    fn from(instance: &Instance) -> Endpoint {
+        Endpoint { address: Arc::from(instance.address.as_str()), weight: instance.weight }
+    }
+}
+
+impl Endpoint {
+    /// The instance as the API stores it.
+    pub fn to_wire(&self) -> Instance {
+        Instance { address: self.address.to_string(), weight: self.weight, ..Instance::default() }
+    }
+}
+
 /// One checked address with one application's settings, shared by the members of every
 /// application that lists that address with those settings.
 #[derive(Debug)]
@@ -338,7 +363,7 @@ struct Resolved {
 
 impl Member {
     fn new(
-        instance: &Instance,
+        instance: &Endpoint,
         check: &HealthCheck,
         health: &Arc<Health>,
         tcp: &Arc<AtomicBool>,
@@ -512,12 +537,13 @@ impl Pool {
     /// settings.
     #[cfg(test)]
     pub fn new(instances: &[Instance], health: &Arc<Health>) -> Pool {
-        Pool::with_check(instances, &HealthCheck::default(), health)
+        let instances: Vec<Endpoint> = instances.iter().map(Endpoint::from).collect();
+        Pool::with_check(&instances, &HealthCheck::default(), health)
     }
 
     /// A pool of these instances, all presumed up, checked by `health` with the
     /// application's settings `check`.
-    pub fn with_check(instances: &[Instance], check: &HealthCheck, health: &Arc<Health>) -> Pool {
+    pub fn with_check(instances: &[Endpoint], check: &HealthCheck, health: &Arc<Health>) -> Pool {
         let tcp = Arc::new(AtomicBool::new(false));
         let members = instances.iter().map(|i| Member::new(i, check, health, &tcp)).collect();
         Pool {
@@ -536,7 +562,7 @@ impl Pool {
     /// Replaces the instances and the health-check settings; the instances that stay (same
     /// address and weight) keep their state and connections, and move to the checks of the
     /// new settings when they changed.
-    pub fn set(&self, instances: &[Instance], check: &HealthCheck) {
+    pub fn set(&self, instances: &[Endpoint], check: &HealthCheck) {
         let mut current = self.check.lock().unwrap_or_else(|p| p.into_inner());
         if **current != *check {
             *current = shared_check(check);
@@ -564,7 +590,7 @@ impl Pool {
     /// Whether it holds these instances (address and weight, in order) with these
     /// settings: [`Self::set`] would change nothing. So that the caller need not keep a
     /// copy of what it gave last (a copy per application: issue 32's memory).
-    pub fn holds(&self, instances: &[Instance], check: &HealthCheck) -> bool {
+    pub fn holds(&self, instances: &[Endpoint], check: &HealthCheck) -> bool {
         let members = self.members.load();
         **self.check.lock().unwrap_or_else(|p| p.into_inner()) == *check
             && members.len() == instances.len()
@@ -695,15 +721,15 @@ impl Health {
 
     /// The target of `address` with the settings `check`, made and scheduled for its first
     /// member.
-    fn target(&self, address: &str, check: &HealthCheck) -> Arc<Target> {
+    fn target(&self, address: &Arc<str>, check: &HealthCheck) -> Arc<Target> {
         let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
         let same = |t: &Arc<Target>| *t.check == *check;
-        let found = targets.get(address).and_then(|all| all.iter().filter_map(Weak::upgrade).find(same));
+        let found = targets.get(&**address).and_then(|all| all.iter().filter_map(Weak::upgrade).find(same));
         if let Some(t) = found {
             return t;
         }
         let target = Arc::new(Target {
-            address: address.into(),
+            address: address.clone(),
             check: shared_check(check),
             number: self.numbers.fetch_add(1, Ordering::Relaxed) + 1,
             up: AtomicBool::new(true),
@@ -1008,7 +1034,7 @@ mod tests {
         let settings = CheckSettings { rise: 2, fall: 3, ..CheckSettings::default() }
             .plan_lenient(&HealthCheck::default());
         let health = Arc::new(Health::default());
-        let target = health.target("127.0.0.1:9", &HealthCheck::default());
+        let target = health.target(&Arc::from("127.0.0.1:9"), &HealthCheck::default());
         assert_eq!(target.record(false, &settings), Some(false), "the first check decides");
         assert_eq!(target.record(true, &settings), None);
         assert_eq!(target.record(true, &settings), Some(true), "up after rise 2");

@@ -38,7 +38,7 @@ use tracing::{info, warn};
 use super::rows::Rows;
 use super::store::{NamespaceDef, RedirKey, RedirRow};
 use super::table::{Diff, Table};
-use crate::server::data::balance::{CheckSettings, Health, Pool};
+use crate::server::data::balance::{CheckSettings, Endpoint, Health, Pool};
 use crate::server::data::conn_log::ConnLog;
 use crate::server::data::forward::{self, Policy};
 use crate::server::data::metrics::{Labels, Metrics, RedirMetrics};
@@ -416,7 +416,7 @@ struct AppPool {
 }
 
 /// An application's instances and health-check settings, as stored.
-type Stored = (Vec<Instance>, HealthCheck);
+type Stored = (Vec<Endpoint>, HealthCheck);
 
 /// What one key of the table wants running: the row, its limits, whether it logs, and its
 /// application's name (a label of its metrics).

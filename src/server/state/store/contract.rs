@@ -356,7 +356,7 @@ async fn the_watch_replays_every_change_in_order(store: Arc<dyn Store>) {
     assert_eq!(table.apps, fresh.apps);
     assert_eq!(table.orgs, fresh.orgs);
     assert_eq!(table.tokens, fresh.tokens);
-    assert_eq!(table.apps["app_2"].instances[0].address, "127.0.0.1:10");
+    assert_eq!(&*table.apps["app_2"].instances[0].address, "127.0.0.1:10");
     assert_eq!(table.tokens_by_hash(&"ab".repeat(32)).count(), 1);
 }
 
