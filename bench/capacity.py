@@ -436,7 +436,7 @@ class Capacity:
 
     def report(self):
         cmd = command_line("bench/capacity.sh", ("QUICK", "STEERED_SIZES", "BOUND_SIZES", "UDP_PORTS", "UDP_AT",
-                                                 "SAMPLE", "TCP_REDIRS_THREADS"))
+                                                 "SAMPLE", "BACKENDS", "TCP_REDIRS_THREADS"))
         ctx = [
             f"- when: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; tcp-redirs {self.revision} (`{self.bin}`)",
             f"- machine: {os.cpu_count()} CPUs ({cpu_model()}), Linux {platform.release()}, open-file limit "
