@@ -363,3 +363,20 @@ fn ten_thousand_redirections_forward_hold_connections_and_stop_cleanly() {
     let stopped_in = stop(&mut server, &format!("with {} ports", ports.len()));
     eprintln!("SIGTERM: exited 0 in {stopped_in:.1?}; the whole test took {:.1?}", started.elapsed());
 }
+
+/// The server fixes glibc's malloc arenas and mmap threshold (docs/server.md, "Memory
+/// allocator") and says so at start, unless the environment sets them: then the
+/// environment's values hold, and the start's line names them.
+#[test]
+fn the_allocator_settings_yield_to_the_environment() {
+    let own = Server::builder().start();
+    own.wait_for_log("malloc settings arenas=2 mmap_threshold=131072", 0, Duration::from_secs(5));
+    let theirs =
+        Server::builder().env("MALLOC_ARENA_MAX", "4").env("MALLOC_MMAP_THRESHOLD_", "65536").start();
+    theirs.wait_for_log(
+        "malloc settings arenas=MALLOC_ARENA_MAX=4 mmap_threshold=MALLOC_MMAP_THRESHOLD_=65536",
+        0,
+        Duration::from_secs(5),
+    );
+    assert!(!theirs.log().contains("arenas=2"), "the environment's arenas, not the server's");
+}

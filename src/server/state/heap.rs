@@ -44,16 +44,55 @@ pub const TRIM_AFTER: u64 = 1_000;
 /// How long nothing must change before the trim: a large `apply` is many changes in a row.
 const QUIET: Duration = Duration::from_secs(1);
 
-/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`]; called before any thread starts.
-pub fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets a tunable of the allocator; no thread but this one runs.
-        unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
+/// What [`limit_malloc_arenas`] told the allocator, for the start's log line: each setting
+/// as a value, or the environment's variable that decides it instead.
+#[derive(Debug, Clone)]
+pub struct Tuned {
+    arenas: String,
+    mmap_threshold: String,
+}
+
+impl Tuned {
+    /// Logs the allocator's settings (once the log is set up).
+    pub fn log(&self) {
+        info!(arenas = %self.arenas, mmap_threshold = %self.mmap_threshold, "malloc settings");
     }
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-        // SAFETY: as above.
-        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+}
+
+/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`] and fixes its mmap threshold at
+/// [`MMAP_THRESHOLD`], each unless the environment sets it; called before any thread starts.
+pub fn limit_malloc_arenas() -> Tuned {
+    Tuned {
+        arenas: tune("MALLOC_ARENA_MAX", Tunable::Arenas, MALLOC_ARENAS),
+        mmap_threshold: tune("MALLOC_MMAP_THRESHOLD_", Tunable::MmapThreshold, MMAP_THRESHOLD),
+    }
+}
+
+/// The allocator's settings that the server sets.
+enum Tunable {
+    Arenas,
+    MmapThreshold,
+}
+
+/// Sets `tunable` to `value` unless the environment's `variable` decides it; says which.
+fn tune(variable: &str, tunable: Tunable, value: i32) -> String {
+    if let Ok(theirs) = std::env::var(variable) {
+        return format!("{variable}={theirs}");
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let param = match tunable {
+            Tunable::Arenas => libc::M_ARENA_MAX,
+            Tunable::MmapThreshold => libc::M_MMAP_THRESHOLD,
+        };
+        // SAFETY: mallopt only sets a tunable of the allocator; no thread but this one runs.
+        unsafe { libc::mallopt(param, value) };
+        value.to_string()
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = (tunable, value);
+        "the allocator's own (not glibc)".to_owned()
     }
 }
 
