@@ -81,7 +81,7 @@ pub struct ByKey(pub Arc<RedirRow>);
 
 impl PartialEq for ByKey {
     fn eq(&self, other: &Self) -> bool {
-        self.0.parts() == other.0.parts()
+        self.cmp(other) == Ordering::Equal
     }
 }
 
@@ -94,8 +94,9 @@ impl PartialOrd for ByKey {
 }
 
 impl Ord for ByKey {
+    /// The order of its row as a [`Keyed`] value, the one its lookups use.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.0.parts().cmp(&other.0.parts())
+        (&*self.0 as &dyn Keyed).cmp(&*other.0)
     }
 }
 

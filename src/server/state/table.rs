@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
-use super::rows::{KeyRef, Rows};
+use super::rows::{KeyRef, Keyed, Rows};
 use super::store::{
     Change, Event, Key, NamespaceDef, NodeRecord, Quarantine, Record, RedirKey, RedirRow, Revision, Snapshot,
     TokenRecord,
@@ -102,7 +102,7 @@ impl AppRecord {
 
 /// How a row sorts against a key, as the key's own order (namespace, protocol, port).
 fn by_key(row: &RedirRow, key: &RedirKey) -> std::cmp::Ordering {
-    (&*row.namespace, row.protocol, row.port).cmp(&(&*key.namespace, key.protocol, key.port))
+    row.parts().cmp(&key.parts())
 }
 
 /// What a batch of changes changed: the keys whose records differ from before, so that
