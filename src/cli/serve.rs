@@ -80,7 +80,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     // Before the log writer's thread, the first the server starts.
-    let malloc = server::limit_malloc_arenas();
+    server::limit_malloc_arenas();
     let filter = EnvFilter::try_from_env("TCP_REDIRS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Lines are written to stderr in batches by a thread of their own, so that a forwarding
     // thread never waits on a write nor wakes a thread per line (one connection log line
@@ -98,7 +98,6 @@ pub fn run(args: Args) -> Result<()> {
         }
         Ok(other) => anyhow::bail!("TCP_REDIRS_LOG_FORMAT={other}: use `json` or `text`"),
     }
-    malloc.log();
     let opts = server::Options {
         listen: args.listen,
         data_dir: args.data_dir,

@@ -447,6 +447,7 @@ fn start_ports(
         binds: namespaces.iter().map(|n| (n.def.name.clone(), n.bind)).collect(),
         access_log: opts.access_log,
     };
+    state::heap::log_settings();
     // An upgrade keeps the mode it finds: the steering handed over, or bound ports.
     let threads = workers.handles().len();
     let steered = match inherited.as_deref_mut().map(|handed| handed.steering.take()) {

@@ -46,25 +46,28 @@ const QUIET: Duration = Duration::from_secs(1);
 
 /// What [`limit_malloc_arenas`] told the allocator, for the start's log line: each setting
 /// as a value, or the environment's variable that decides it instead.
-#[derive(Debug, Clone)]
-pub struct Tuned {
+struct Tuned {
     arenas: String,
     mmap_threshold: String,
 }
 
-impl Tuned {
-    /// Logs the allocator's settings (once the log is set up).
-    pub fn log(&self) {
-        info!(arenas = %self.arenas, mmap_threshold = %self.mmap_threshold, "malloc settings");
-    }
-}
+/// Set once, by [`limit_malloc_arenas`].
+static TUNED: std::sync::OnceLock<Tuned> = std::sync::OnceLock::new();
 
 /// Caps glibc's malloc arenas at [`MALLOC_ARENAS`] and fixes its mmap threshold at
 /// [`MMAP_THRESHOLD`], each unless the environment sets it; called before any thread starts.
-pub fn limit_malloc_arenas() -> Tuned {
-    Tuned {
+pub fn limit_malloc_arenas() {
+    TUNED.get_or_init(|| Tuned {
         arenas: tune("MALLOC_ARENA_MAX", Tunable::Arenas, MALLOC_ARENAS),
         mmap_threshold: tune("MALLOC_MMAP_THRESHOLD_", Tunable::MmapThreshold, MMAP_THRESHOLD),
+    });
+}
+
+/// Logs what [`limit_malloc_arenas`] set, once the server's start is past the errors that
+/// end it with one line (its configuration, its data directory, its store).
+pub fn log_settings() {
+    if let Some(tuned) = TUNED.get() {
+        info!(arenas = %tuned.arenas, mmap_threshold = %tuned.mmap_threshold, "malloc settings");
     }
 }
 
