@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::ErrorKind;
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -63,7 +64,10 @@ fn a_udp_redirection_lives_beside_a_tcp_one_on_the_same_port() {
     let data = random_bytes(64 * 1024);
     assert_same_bytes(&send_and_read_back(port, &data), &data, "TCP on the same port number");
     drop(udp);
-    let udp = UdpEcho::on(tcp.addr()).expect("the UDP echo again");
+    // Another test's socket may take the freed port for a moment (each binds port 0 in the
+    // same range, in steered mode in the same namespace): try again until it is free.
+    let (udp, _) = poll(Duration::from_secs(5), || UdpEcho::on(tcp.addr()).map_err(|e| e.to_string()))
+        .expect("the UDP echo again");
 
     assert_eq!(
         listed(&server, "game"),
