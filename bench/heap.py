@@ -13,11 +13,18 @@ freed is then exactly the heap the server held). `heaptrack_print --flamegraph-c
 leaked` gives every call stack with its bytes; each is charged to the innermost frame in one of
 this crate's source files (and the frame it called), and the sites are listed per redirection.
 
-Settings: N=20000 MODE=steered PROTOCOL=tcp (or udp) TOP=25 TCP_REDIRS_BIN RESULTS=bench/heap-results.md
+LOAD=SECONDS (TCP only): after the apply, bench/connload opens short connections (8 in flight,
+`GET`, the answer read to the end) at random over every port, SECONDS in each namespace, to an
+nginx the instances then name; the server is killed once its RSS holds still again, so that what
+it holds is what a port keeps once it has taken connections (compare with a run without LOAD).
+
+Settings: N=20000 MODE=steered PROTOCOL=tcp (or udp) TOP=25 LOAD=0 TCP_REDIRS_BIN
+CONNLOAD_BIN=bench/connload/connload RESULTS=bench/heap-results.md
 """
 
 import collections
 import datetime
+import json
 import os
 import re
 import signal
@@ -26,8 +33,9 @@ import sys
 import time
 
 sys.dont_write_bytecode = True
-from benchlib import (HOST, ROOT, Failure, Proc, exit_on_signals, log, require_own_netns,  # noqa: E402
-                      run_cli, server_env, source_revision, vmrss_kib, wait_until, write_manifest)
+from benchlib import (HOST, ROOT, Failure, Proc, Procs, exit_on_signals, log, pick_ports,  # noqa: E402
+                      require_own_netns, run_cli, server_env, source_revision, start_nginx_http,
+                      vmrss_kib, wait_port, wait_until, write_manifest)
 
 TOKEN = "bench"
 
@@ -74,11 +82,22 @@ def main():
     top = int(os.environ.get("TOP") or 25)
     binary = os.environ.get("TCP_REDIRS_BIN") or os.path.join(ROOT, "target/release/tcp-redirs")
     results = os.environ.get("RESULTS") or os.path.join(ROOT, "bench/heap-results.md")
+    load = float(os.environ.get("LOAD") or 0)
+    if load and protocol != "tcp":
+        sys.exit("LOAD is for TCP redirections: leave it out with PROTOCOL=udp")
+    connload = os.environ.get("CONNLOAD_BIN") or os.path.join(ROOT, "bench/connload/connload")
+    instance = f"{HOST}:9"
+    procs = Procs(tmp)
+    if load:
+        port = pick_ports(1)[0]
+        start_nginx_http(procs, os.path.join(tmp, "nginx"), f"{HOST}:{port}", "ok\n")
+        wait_port(port, what="nginx")
+        instance = f"{HOST}:{port}"
     with open(os.path.join(tmp, "config.toml"), "w") as f:
         for name, ip in (("a", "127.0.0.2"), ("b", "127.0.0.3")):
             f.write(f'[[namespace]]\nname = "{name}"\nbind = "{ip}"\nports = "10001-60000"\n')
     manifest = os.path.join(tmp, "manifest.toml")
-    write_manifest(manifest, [(f"app{i}", [f"{HOST}:9"], [(ns, 10001 + i, protocol) for k, ns in enumerate("ab")
+    write_manifest(manifest, [(f"app{i}", [instance], [(ns, 10001 + i, protocol) for k, ns in enumerate("ab")
                                                             if i * 2 + k < n]) for i in range((n + 1) // 2)])
     profile = os.path.join(tmp, "heap")
     argv = ["heaptrack", "-o", profile, binary, "serve", "--listen", f"{HOST}:0", "--data-dir",
@@ -101,10 +120,26 @@ def main():
             return held
         wait_until(still, 30, every=1.0, fail="the server's RSS kept moving for 30 s after the apply")
         rss = vmrss_kib(pid)
+        loaded = ""
+        if load:
+            made = 0
+            for k, ip in enumerate(("127.0.0.2", "127.0.0.3")):
+                last_port = 10001 + (n - k + 1) // 2 - 1
+                out = subprocess.run([connload, ip, "10001", str(last_port), "-c", "8", "-d", str(load),
+                                      "-n", "10000000"], capture_output=True, text=True, timeout=load + 60)
+                made += json.loads(out.stdout.strip().splitlines()[-1])["ok"]
+            wait_until(still, 30, every=1.0, fail="the server's RSS kept moving for 30 s after the load")
+            rss_loaded = vmrss_kib(pid)
+            loaded = (f"; then {made:,} short connections over every port (bench/connload, 8 in flight, "
+                      f"{load:g} s a namespace): RSS {rss_loaded / 1024:.1f} MiB, "
+                      f"**{(rss_loaded - rss) * 1024 / n:,.0f} B more per port**")
+            log(loaded)
+            rss = rss_loaded
         os.kill(pid, signal.SIGKILL)
         node.p.wait(60)
     finally:
         node.finish(5)
+        procs.stop_all()
     data = next(os.path.join(tmp, f) for f in os.listdir(tmp) if f.startswith("heap"))
     stacks = os.path.join(tmp, "stacks.txt")
     subprocess.run(["heaptrack_print", "-f", data, "--flamegraph-cost-type", "leaked", "-F", stacks],
@@ -122,7 +157,7 @@ def main():
         "killed once its RSS held still after the apply",
         f"- RSS {rss / 1024:.1f} MiB after the apply, {rss0 / 1024:.1f} MiB before it (under heaptrack): "
         f"**{(rss - rss0) * 1024 / n:,.0f} B of RSS per redirection**; heap held {total / 2**20:.1f} MiB, "
-        f"**{total / n:,.0f} B per redirection** (the empty server's heap included)",
+        f"**{total / n:,.0f} B per redirection** (the empty server's heap included){loaded}",
         "",
         "| bytes per redirection | MiB | innermost function of this crate → what it called |",
         "|---:|---:|---|",

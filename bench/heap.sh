@@ -8,7 +8,7 @@
 #
 # (heaptrack needs the symbols that the release profile strips.) Runs as root, in a network
 # namespace of its own (steered mode attaches a BPF program to it). Installs heaptrack when
-# missing. Writes bench/heap-results.md. Settings (environment; see bench/heap.py): N=20000 PROTOCOL=tcp
+# missing. Writes bench/heap-results.md. Settings (environment; see bench/heap.py): N=20000 PROTOCOL=tcp LOAD=0
 # MODE=steered TOP=25 TCP_REDIRS_BIN=target/release/tcp-redirs
 set -euo pipefail
 
