@@ -1136,8 +1136,23 @@ mod tests {
         }
     }
 
+    /// A free port below the machine's ephemeral range: once the server lets it go, no
+    /// port-0 bind of another test takes it, and no connect's source port is it (a connect
+    /// to a closed ephemeral port of loopback can meet itself and succeed). CI saw "the
+    /// stale port is closed" fail once with ports from that range.
     fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32768);
+        let low = low.max(2_048);
+        let span = u64::from(low.min(20_000) - 1_024);
+        let start = u64::from(std::process::id()) * 97 + NEXT.fetch_add(101, Ordering::Relaxed);
+        (0..span)
+            .map(|i| low - 1 - ((start + i) % span) as u16)
+            .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+            .expect("a free port below the ephemeral range")
     }
 
     fn put(revision: i64, record: Record) -> Event {
@@ -1157,7 +1172,7 @@ mod tests {
     }
 
     fn accepts(port: u16) -> bool {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
+        TcpStream::connect(("127.0.0.1", port)).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
     }
 
     /// Drift made on purpose (the table changed behind the diff path's back) is found by
