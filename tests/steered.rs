@@ -88,21 +88,30 @@ fn steered_ports_cost_no_descriptor() {
     eprintln!("[steered] {} ports on {fds} descriptors", ports.len());
 }
 
+/// A steered server whose namespaces, each `(name, bind address)`, all have the range of
+/// two free ports `low-high`: the server, the directory of its config file, `low`, `high`.
+fn steered_with_two_ports(namespaces: &[(&str, &str)]) -> (Server, tempfile::TempDir, u16, u16) {
+    let (low, high) = free_port_pair();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let text: String = namespaces
+        .iter()
+        .map(|(name, bind)| {
+            format!("[[namespace]]\nname = \"{name}\"\nbind = \"{bind}\"\nports = \"{low}-{high}\"\n")
+        })
+        .collect();
+    std::fs::write(&config, text).unwrap();
+    let server = Server::builder().config(&config).args(&["--port-mode", "steered"]).start();
+    (server, dir, low, high)
+}
+
 /// A port another program listens on when a redirection is allocated is never taken: asked
 /// for, it is refused as taken; picked at random, it is skipped; once free, it is given.
 #[test]
 fn a_port_another_program_holds_is_never_steered() {
     enter_network_namespace();
     let echo = TcpService::echo();
-    let (low, high) = free_port_pair();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!("[[namespace]]\nname = \"tight\"\nbind = \"127.0.0.1\"\nports = \"{low}-{high}\"\n"),
-    )
-    .unwrap();
-    let server = Server::builder().config(&config).args(&["--port-mode", "steered"]).start();
+    let (server, _config, low, high) = steered_with_two_ports(&[("tight", "127.0.0.1")]);
     let other = TcpListener::bind(SocketAddr::from((LOCALHOST, low))).expect("another program's listener");
     for app in ["one", "two", "three"] {
         server.create_app(app, echo.addr());
@@ -586,15 +595,7 @@ fn an_upgrade_keeps_udp_ports_steered() {
 fn a_udp_port_another_program_holds_is_never_steered() {
     enter_network_namespace();
     let echo = UdpEcho::start();
-    let (low, high) = free_port_pair();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!("[[namespace]]\nname = \"tight\"\nbind = \"127.0.0.1\"\nports = \"{low}-{high}\"\n"),
-    )
-    .unwrap();
-    let server = Server::builder().config(&config).args(&["--port-mode", "steered"]).start();
+    let (server, _config, low, high) = steered_with_two_ports(&[("tight", "127.0.0.1")]);
     let other = std::net::UdpSocket::bind((LOCALHOST, low)).expect("another program's UDP socket");
     for app in ["one", "two"] {
         server.create_app(app, echo.addr());
@@ -621,17 +622,8 @@ fn a_udp_port_another_program_holds_is_never_steered() {
 fn namespaces_on_overlapping_addresses_never_share_a_steered_udp_port() {
     enter_network_namespace();
     let echo = UdpEcho::start();
-    let (low, high) = free_port_pair();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    let namespaces: String = [("first", "127.0.0.1"), ("second", "127.0.0.1"), ("everywhere", "0.0.0.0")]
-        .iter()
-        .map(|(name, bind)| {
-            format!("[[namespace]]\nname = \"{name}\"\nbind = \"{bind}\"\nports = \"{low}-{high}\"\n")
-        })
-        .collect();
-    std::fs::write(&config, namespaces).unwrap();
-    let server = Server::builder().config(&config).args(&["--port-mode", "steered"]).start();
+    let (server, _config, low, _) =
+        steered_with_two_ports(&[("first", "127.0.0.1"), ("second", "127.0.0.1"), ("everywhere", "0.0.0.0")]);
     for app in ["one", "two"] {
         server.create_app(app, echo.addr());
     }

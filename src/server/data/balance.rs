@@ -520,10 +520,11 @@ pub struct Pool {
     tcp: Arc<AtomicBool>,
 }
 
-/// `check` as a pool holds it: the one shared record when it is the default (most
-/// applications set no health-check settings of their own), so that a pool costs a pointer
-/// for it rather than its 88 bytes (issue 32's memory per redirection).
-fn shared_check(check: &HealthCheck) -> Arc<HealthCheck> {
+/// `check` as the table's record of an application, its pool and its targets hold it: the
+/// one shared record when it is the default (most applications set no health-check
+/// settings of their own), so that each costs a pointer for it rather than its 88 bytes
+/// (issue 32's memory per redirection).
+pub fn shared_check(check: &HealthCheck) -> Arc<HealthCheck> {
     static DEFAULT: std::sync::LazyLock<Arc<HealthCheck>> = std::sync::LazyLock::new(Arc::default);
     if *check == HealthCheck::default() {
         DEFAULT.clone()

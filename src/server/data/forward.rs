@@ -660,7 +660,8 @@ pub async fn run_range(port: Arc<Port>, n: u16, mut held: Vec<Option<Listeners>>
     loop {
         let mut failed = None;
         waiting.retain(|&offset| {
-            let addr = SocketAddr::new(port.addr().ip(), port.addr().port() + offset);
+            let first = port.addr();
+            let addr = SocketAddr::new(first.ip(), first.port() + offset);
             let listeners =
                 match held[usize::from(offset)].take().map_or_else(|| super::ports::bind(addr), Ok) {
                     Ok(listeners) => listeners,

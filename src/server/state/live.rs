@@ -708,7 +708,10 @@ impl LivePorts {
     ) -> HashMap<String, Option<Stored>> {
         apps.into_iter()
             .map(|id| {
-                (id.to_owned(), table.apps.get(id).map(|a| (a.instances.to_vec(), a.health_check().clone())))
+                (
+                    id.to_owned(),
+                    table.apps.get(id).map(|a| (a.instances.to_vec(), HealthCheck::clone(&a.health_check))),
+                )
             })
             .collect()
     }
